@@ -1,0 +1,40 @@
+# imapmem: `make` builds the server, `make test` runs every test, `make bench` measures it.
+CC ?= cc
+CFLAGS ?= -O2 -g
+WARN = -std=c11 -Wall -Wextra -Werror
+SAN = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+PY ?= python3
+
+all: imapmem
+
+imapmem: imapmem.c imapmem.h
+	$(CC) $(WARN) $(CFLAGS) -pthread -DIMAPMEM_MAIN imapmem.c -o $@
+
+build:
+	mkdir -p build
+
+build/imapmem-asan: imapmem.c imapmem.h | build
+	$(CC) $(WARN) -O1 -g $(SAN) -pthread -DIMAPMEM_MAIN imapmem.c -o $@
+
+build/imapmem-tsan: imapmem.c imapmem.h | build
+	$(CC) $(WARN) -O1 -g -fsanitize=thread -pthread -DIMAPMEM_MAIN imapmem.c -o $@
+
+build/unit: test/unit.c imapmem.c imapmem.h | build
+	$(CC) $(WARN) -O1 -g -pthread test/unit.c -o $@
+
+build/unit-asan: test/unit.c imapmem.c imapmem.h | build
+	$(CC) $(WARN) -O1 -g $(SAN) -pthread test/unit.c -o $@
+
+TEST_BINS = imapmem build/imapmem-asan build/imapmem-tsan build/unit build/unit-asan
+
+# Every test: C unit tests (plain and sanitized), the wire tests against the plain and the
+# ASan+UBSan server, and the multi-client and concurrency tests against the TSan server.
+test: $(TEST_BINS)
+	$(PY) test/run.py --c build/unit --c build/unit-asan \
+	  --wire ./imapmem --wire build/imapmem-asan \
+	  --wire 'build/imapmem-tsan:test_multi.py,test_concurrency.py'
+
+clean:
+	rm -rf build imapmem
+
+.PHONY: all test clean

@@ -1,0 +1,5485 @@
+/*
+** imapmem.c -- an in-memory IMAP4rev1 server for unit tests, test harnesses and teaching.
+**
+** One file holds the library and the program. It loads mailboxes from mbox fixtures,
+** keeps mailboxes, messages, UIDs and flags in memory, and serves many clients at once,
+** one thread per connection. It speaks RFC 3501 and the extensions real clients expect.
+** Dependencies: libc and POSIX threads. The public API is imapmem.h; everything else is
+** static. main() is compiled only with -DIMAPMEM_MAIN.
+**
+** The file reads bottom-up, one section after another:
+**    0  types, limits and prototypes (this table of contents)
+**    1  buffers and strings
+**    2  the message model: RFC 5322 headers, MIME tree, ENVELOPE and BODYSTRUCTURE
+**    3  the store: users, mailboxes, messages, UIDs, flags, change log
+**    4  mbox load and save
+**    5  the command parser
+**    6  command handlers and the command table
+**    7  SEARCH
+**    8  FETCH
+**    9  sessions and network
+**   10  the public API
+**   11  main (under IMAPMEM_MAIN)
+*/
+#define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE
+
+#include "imapmem.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+/*
+** ===========================================================================
+** 0  Types, limits and prototypes
+** ===========================================================================
+** Limits can be overridden at build time (-DIMAPMEM_MAX_LINE=...).
+*/
+#define IMAPMEM_VERSION "0.1.0"
+
+#ifndef IMAPMEM_MAX_LINE
+#define IMAPMEM_MAX_LINE 65536          /* a command line, literals excluded (RFC 2683 3.2.1.5) */
+#endif
+#ifndef IMAPMEM_MAX_LITERAL
+#define IMAPMEM_MAX_LITERAL (64u << 20) /* default for config.max_literal */
+#endif
+#ifndef IMAPMEM_MAX_DEPTH
+#define IMAPMEM_MAX_DEPTH 64            /* nesting of lists, SEARCH groups and MIME parts */
+#endif
+#ifndef IMAPMEM_MAX_KEYWORDS
+#define IMAPMEM_MAX_KEYWORDS 64         /* keywords per mailbox: one bit each per message */
+#endif
+#define MAX_MAILBOX_NAME 1024
+
+#if defined(__GNUC__)
+#define PRINTF_LIKE(f, a) __attribute__((format(printf, f, a)))
+#else
+#define PRINTF_LIKE(f, a)
+#endif
+
+/* ---- section 1: buffers and strings ---- */
+struct buf {                 /* growable byte buffer; oom set once an allocation failed */
+  char *p;
+  size_t len, cap;
+  int oom;
+};
+struct str {                 /* borrowed view: never owns memory */
+  const char *p;
+  size_t len;
+};
+struct arena_block;
+struct arena {               /* per-command allocations, freed together */
+  struct arena_block *head;
+};
+
+/* ---- section 2: message model ---- */
+enum part_kind { PART_LEAF, PART_TEXT, PART_MULTIPART, PART_MESSAGE };
+struct part {                /* one MIME entity: offsets into the message's bytes */
+  uint32_t hdr_off, hdr_len;  /* its header, blank line included */
+  uint32_t body_off, body_len;
+  uint32_t lines;             /* line count of the body */
+  int32_t child;              /* first child (multipart parts, or a message's entity) */
+  int32_t next;               /* next sibling in a multipart */
+  uint8_t kind;
+  uint8_t digest;             /* a multipart/digest: children default to message/rfc822 */
+};
+struct msgmeta {             /* computed once per message, then shared and immutable */
+  struct part *parts;         /* parts[0] is the top-level entity */
+  int nparts;
+  char *envelope;             /* rendered ENVELOPE, BODY and BODYSTRUCTURE */
+  char *body;
+  char *bodystructure;
+  int64_t sent;               /* Date header as a UTC day number, or INT64_MIN */
+};
+struct msgdata {             /* a message's bytes, stored once, shared by its copies */
+  atomic_int refs;
+  uint32_t size;              /* RFC822.SIZE: the CRLF bytes */
+  uint32_t hdr_len;           /* header including the blank line */
+  _Atomic(struct msgmeta *) meta;
+  char bytes[];
+};
+
+/* ---- section 3: the store ---- */
+enum {
+  FLAG_SEEN = 1, FLAG_ANSWERED = 2, FLAG_FLAGGED = 4, FLAG_DELETED = 8, FLAG_DRAFT = 16,
+  FLAG_RECENT = 32           /* \Recent not yet claimed by a session */
+};
+#define FLAGS_SYSTEM 31
+struct message {
+  uint32_t uid;
+  uint32_t flags;
+  uint64_t keywords;          /* bit i: mailbox->keywords[i] */
+  uint64_t modseq;            /* change number of the last change to it */
+  int64_t internaldate;       /* seconds since the epoch, UTC */
+  int tz;                     /* minutes east of UTC, for display */
+  struct msgdata *data;
+};
+struct expunged {            /* change log entry of one expunge */
+  uint32_t uid;
+  uint64_t modseq;
+};
+struct session;
+struct user;
+struct mailbox {
+  char *name;                 /* full name, '/'-delimited; guarded by the user's lock */
+  struct user *user;
+  atomic_int refs;
+  int selectable;             /* 0: a \Noselect level of the hierarchy */
+  pthread_mutex_t lock;       /* guards everything below */
+  int deleted;                /* gone from its user; sessions holding it let go */
+  unsigned epoch;             /* bumped by DELETE and RENAME */
+  uint32_t uidvalidity, uidnext;
+  uint64_t modseq;            /* last change number given out */
+  struct message *msgs;       /* ascending UIDs */
+  size_t count, cap;
+  struct expunged *expunged;  /* ascending modseq */
+  size_t nexpunged, capexpunged;
+  char *keywords[IMAPMEM_MAX_KEYWORDS];
+  int nkeywords;
+  struct session **idlers;    /* sessions to wake on a change */
+  size_t nidlers, capidlers;
+};
+struct user {
+  char *name, *password;
+  pthread_mutex_t lock;       /* guards the mailbox list, names, subscriptions */
+  struct mailbox **mailboxes;
+  size_t nmailboxes, capmailboxes;
+  char **subs;
+  size_t nsubs, capsubs;
+};
+
+/* ---- section 5: the command parser ---- */
+struct range {
+  uint32_t lo, hi;            /* UINT32_MAX stands for '*' */
+};
+struct seqset {
+  struct range *r;
+  size_t n;
+};
+struct parser {              /* a cursor over one whole command (literals inline) */
+  const char *p, *end;
+  struct arena *arena;
+  const char *err;            /* why the last getter failed */
+};
+
+/* ---- section 6: commands ---- */
+enum state { ST_NOTAUTH = 1, ST_AUTH = 2, ST_SELECTED = 4, ST_LOGOUT = 8 };
+struct command {
+  const char *tag;
+  const struct cmd_def *def;
+  int uid;                    /* the command came as UID <name> */
+  struct parser ps;           /* at the command's arguments */
+  const char *status;         /* the tagged reply: "OK", "NO", "BAD" */
+  char text[512];
+};
+typedef void cmd_handler(struct session *, struct command *);
+enum {
+  CMD_UID = 1,                /* may follow "UID" */
+  CMD_KEEP_SEQ = 2,           /* RFC 3501 7.4.1: no EXPUNGE while answering it */
+  CMD_UID_ONLY = 4            /* only as "UID <name>" (UID EXPUNGE) */
+};
+struct cmd_def {
+  const char *name;
+  unsigned states;
+  unsigned flags;
+  cmd_handler *handler;
+};
+
+/* ---- section 9: sessions ---- */
+struct seqent {               /* a session's view: sequence number i+1 is entry i */
+  uint32_t uid;
+  uint8_t recent;
+};
+struct session {
+  struct imapmem *srv;
+  int id;
+  int fd;
+  int wake[2];                /* a pipe: a byte wakes the session from poll() */
+  pthread_t thread;
+  atomic_int finished;
+  enum state state;
+  struct user *user;
+  struct mailbox *mb;         /* selected mailbox (a reference), or NULL */
+  int readonly;
+  unsigned epoch;
+  struct seqent *view;
+  size_t nview, capview;
+  uint64_t seen_modseq;       /* appends and flag changes reported up to here */
+  uint64_t expunge_modseq;    /* expunges reported up to here */
+  int idling;                 /* registered in mb->idlers; guarded by mb->lock */
+  int closing;                /* send what is buffered, then close */
+  struct buf out;
+  char in[16384];
+  size_t inpos, inlen;
+  struct buf cmd;             /* the command being read, literals inline */
+  struct arena arena;
+};
+
+struct imapmem {
+  struct imapmem_config cfg;
+  pthread_mutex_t lock;       /* guards users, sessions, errmsg */
+  struct user **users;
+  size_t nusers, capusers;
+  int listen_fd;
+  int port;
+  char address[80];
+  int wake[2];
+  pthread_t accept_thread;
+  int started, stopping;
+  struct session **sessions;
+  size_t nsessions, capsessions;
+  int next_session_id;
+  atomic_int nactive;
+  char errmsg[512];
+};
+
+/* ---- prototypes of functions used before their section ---- */
+static void session_send(struct session *s, const char *fmt, ...) PRINTF_LIKE(2, 3);
+static void session_sendn(struct session *s, const void *p, size_t n);
+static void session_send_bulk(struct session *s, const char *p, size_t n);
+static int session_flush(struct session *s);
+static int session_read_line(struct session *s, struct buf *line, size_t max, int timeout_ms);
+static void mailbox_wake_idlers(struct mailbox *mb);
+static void search_command(struct session *s, struct command *c);
+static void fetch_command(struct session *s, struct command *c);
+
+/*
+** ===========================================================================
+** 1  Buffers and strings
+** ===========================================================================
+** Owns: the allocation wrapper, growable buffers (struct buf), borrowed views (struct
+** str), per-command arenas, and small text helpers (case-insensitive compares, base64,
+** dates). Calls: libc only. Locking: none; every object here belongs to one thread.
+**
+** Every allocation goes through mem_alloc/mem_realloc, so a test build can make the Nth
+** one fail (mem_fail_after). A buffer that could not grow sets its oom flag and ignores
+** further writes: the caller checks once, at the end, instead of after every append.
+*/
+static atomic_long mem_fail_countdown;  /* 0: never fail; n: the nth call from now fails */
+
+static int mem_should_fail(void) {
+  long n = atomic_load(&mem_fail_countdown);
+  while (n > 0) {
+    if (atomic_compare_exchange_weak(&mem_fail_countdown, &n, n - 1)) return n == 1;
+  }
+  return 0;
+}
+
+static void *mem_alloc(size_t n) {
+  if (mem_should_fail()) return NULL;
+  return malloc(n ? n : 1);
+}
+
+static void *mem_realloc(void *p, size_t n) {
+  if (mem_should_fail()) return NULL;
+  return realloc(p, n ? n : 1);
+}
+
+static void *mem_calloc(size_t n, size_t size) {
+  if (mem_should_fail()) return NULL;
+  return calloc(n ? n : 1, size ? size : 1);
+}
+
+static char *mem_strndup(const char *s, size_t n) {
+  char *p = mem_alloc(n + 1);
+  if (p) {
+    memcpy(p, s, n);
+    p[n] = 0;
+  }
+  return p;
+}
+
+static char *mem_strdup(const char *s) {
+  return mem_strndup(s, strlen(s));
+}
+
+/* Grow an array of elements of size `size` so that it holds at least `need`. */
+static int mem_grow(void *arrayp, size_t *cap, size_t need, size_t size) {
+  void **ap = arrayp;
+  if (need <= *cap) return 1;
+  size_t ncap = *cap ? *cap : 8;
+  while (ncap < need) ncap *= 2;
+  void *n = mem_realloc(*ap, ncap * size);
+  if (!n) return 0;
+  *ap = n;
+  *cap = ncap;
+  return 1;
+}
+
+/* ------------------------------------------------------------------------- */
+static int buf_reserve(struct buf *b, size_t more) {
+  if (b->oom) return 0;
+  if (b->len + more + 1 <= b->cap) return 1;
+  size_t ncap = b->cap ? b->cap * 2 : 256;
+  while (ncap < b->len + more + 1) ncap *= 2;
+  char *n = mem_realloc(b->p, ncap);
+  if (!n) {
+    b->oom = 1;
+    return 0;
+  }
+  b->p = n;
+  b->cap = ncap;
+  return 1;
+}
+
+static void buf_add(struct buf *b, const void *p, size_t n) {
+  if (!buf_reserve(b, n)) return;
+  if (n) memcpy(b->p + b->len, p, n);
+  b->len += n;
+  b->p[b->len] = 0;
+}
+
+static void buf_adds(struct buf *b, const char *s) {
+  buf_add(b, s, strlen(s));
+}
+
+static void buf_addc(struct buf *b, char c) {
+  if (!buf_reserve(b, 1)) return;
+  b->p[b->len++] = c;
+  b->p[b->len] = 0;
+}
+
+static void buf_vprintf(struct buf *b, const char *fmt, va_list ap) {
+  va_list ap2;
+  va_copy(ap2, ap);
+  char tmp[256];
+  int n = vsnprintf(tmp, sizeof tmp, fmt, ap2);
+  va_end(ap2);
+  if (n < 0) return;
+  if ((size_t)n < sizeof tmp) {
+    buf_add(b, tmp, (size_t)n);
+    return;
+  }
+  if (!buf_reserve(b, (size_t)n)) return;
+  vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
+  b->len += (size_t)n;
+}
+
+static void PRINTF_LIKE(2, 3) buf_printf(struct buf *b, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  buf_vprintf(b, fmt, ap);
+  va_end(ap);
+}
+
+static void buf_reset(struct buf *b) {
+  b->len = 0;
+  if (b->p) b->p[0] = 0;
+}
+
+static void buf_free(struct buf *b) {
+  free(b->p);
+  memset(b, 0, sizeof *b);
+}
+
+/* The buffer's bytes as a NUL-terminated string the caller frees; the buffer is emptied. */
+static char *buf_take(struct buf *b) {
+  if (b->oom || !buf_reserve(b, 0)) {
+    buf_free(b);
+    return NULL;
+  }
+  char *p = b->p;
+  memset(b, 0, sizeof *b);
+  return p;
+}
+
+/* ------------------------------------------------------------------------- */
+struct arena_block {
+  struct arena_block *next;
+  size_t used, cap;
+  char data[];
+};
+
+static void *arena_alloc(struct arena *a, size_t n) {
+  n = (n + 15) & ~(size_t)15;
+  struct arena_block *b = a->head;
+  if (!b || b->cap - b->used < n) {
+    size_t cap = n > 8192 ? n : 8192;
+    b = mem_alloc(sizeof *b + cap);
+    if (!b) return NULL;
+    b->next = a->head;
+    b->used = 0;
+    b->cap = cap;
+    a->head = b;
+  }
+  void *p = b->data + b->used;
+  b->used += n;
+  return p;
+}
+
+static char *arena_strndup(struct arena *a, const char *s, size_t n) {
+  char *p = arena_alloc(a, n + 1);
+  if (p) {
+    memcpy(p, s, n);
+    p[n] = 0;
+  }
+  return p;
+}
+
+static void arena_free(struct arena *a) {
+  while (a->head) {
+    struct arena_block *n = a->head->next;
+    free(a->head);
+    a->head = n;
+  }
+}
+
+/* ------------------------------------------------------------------------- */
+static struct str str_make(const char *p, size_t n) {
+  struct str s = {p, n};
+  return s;
+}
+
+static int str_ieq(struct str s, const char *z) {
+  size_t n = strlen(z);
+  return s.len == n && strncasecmp(s.p, z, n) == 0;
+}
+
+static struct str str_trim(struct str s) {
+  while (s.len && (s.p[0] == ' ' || s.p[0] == '\t' || s.p[0] == '\r' || s.p[0] == '\n')) {
+    s.p++;
+    s.len--;
+  }
+  while (s.len && (s.p[s.len - 1] == ' ' || s.p[s.len - 1] == '\t' ||
+                   s.p[s.len - 1] == '\r' || s.p[s.len - 1] == '\n'))
+    s.len--;
+  return s;
+}
+
+static int ascii_lower(int c) {
+  return c >= 'A' && c <= 'Z' ? c + 32 : c;
+}
+
+/*
+** Case-insensitive (ASCII) substring search. A table of the needle's first byte in both
+** cases lets memchr-like skipping do most of the work; the cost is O(n*m) worst case,
+** which is fine for the short keys SEARCH gets.
+*/
+static const char *str_casefind(const char *h, size_t hn, const char *n, size_t nn) {
+  if (nn == 0) return h;
+  if (hn < nn) return NULL;
+  int c0 = ascii_lower((unsigned char)n[0]), c1 = c0 >= 'a' && c0 <= 'z' ? c0 - 32 : c0;
+  const char *end = h + hn - nn + 1;
+  for (const char *p = h; p < end; p++) {
+    if ((unsigned char)*p != c0 && (unsigned char)*p != c1) {
+      /* skip ahead to the next byte that could start a match */
+      const char *a = memchr(p, c0, (size_t)(end - p));
+      const char *b = c1 != c0 ? memchr(p, c1, (size_t)(end - p)) : NULL;
+      if (!a && !b) return NULL;
+      p = !a ? b : !b ? a : a < b ? a : b;
+    }
+    size_t i = 1;
+    while (i < nn && ascii_lower((unsigned char)p[i]) == ascii_lower((unsigned char)n[i])) i++;
+    if (i == nn) return p;
+  }
+  return NULL;
+}
+
+/* ------------------------------------------------------------------------- */
+/* Base64 (RFC 4648), used by AUTHENTICATE and by SEARCH of encoded bodies. */
+static int base64_value(int c) {
+  if (c >= 'A' && c <= 'Z') return c - 'A';
+  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+  if (c >= '0' && c <= '9') return c - '0' + 52;
+  if (c == '+') return 62;
+  if (c == '/') return 63;
+  return -1;
+}
+
+/*
+** Decode base64 into out. strict: only the alphabet and final padding are allowed (the
+** SASL case); otherwise other bytes such as line breaks are skipped (the MIME case).
+** Returns 0 on a strict-mode error.
+*/
+static int base64_decode(const char *p, size_t n, struct buf *out, int strict) {
+  unsigned acc = 0;
+  int bits = 0, pad = 0;
+  for (size_t i = 0; i < n; i++) {
+    int c = (unsigned char)p[i];
+    if (c == '=') {
+      pad++;
+      continue;
+    }
+    int v = base64_value(c);
+    if (v < 0 || pad) {
+      if (strict) return 0;
+      continue;
+    }
+    acc = (acc << 6) | (unsigned)v;
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      buf_addc(out, (char)((acc >> bits) & 0xff));
+    }
+  }
+  if (strict && ((n % 4) != 0 || pad > 2)) return 0;
+  return 1;
+}
+
+/* ------------------------------------------------------------------------- */
+/*
+** Dates. Days since 1970-01-01 from a civil date (proleptic Gregorian), so no code
+** depends on the machine's time zone (timegm is not in C11 or POSIX).
+*/
+static int64_t days_from_civil(int64_t y, int m, int d) {
+  y -= m <= 2;
+  int64_t era = (y >= 0 ? y : y - 399) / 400;
+  int64_t yoe = y - era * 400;
+  int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+  int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + doe - 719468;
+}
+
+static void civil_from_days(int64_t z, int *y, int *m, int *d) {
+  z += 719468;
+  int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+  int64_t doe = z - era * 146097;
+  int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+  int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+  int64_t mp = (5 * doy + 2) / 153;
+  *d = (int)(doy - (153 * mp + 2) / 5 + 1);
+  *m = (int)(mp < 10 ? mp + 3 : mp - 9);
+  *y = (int)(yoe + era * 400 + (*m <= 2));
+}
+
+static const char *const month_names[12] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                             "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+
+static int month_from_name(const char *p, size_t n) {
+  if (n < 3) return 0;
+  for (int i = 0; i < 12; i++)
+    if (strncasecmp(p, month_names[i], 3) == 0) return i + 1;
+  return 0;
+}
+
+/* RFC 3501 date-time: "dd-Mon-yyyy hh:mm:ss +zzzz", day padded with a space. */
+static void date_time_format(struct buf *b, int64_t t, int tz) {
+  int64_t local = t + (int64_t)tz * 60;
+  int64_t days = local >= 0 ? local / 86400 : -((-local + 86399) / 86400);
+  int64_t secs = local - days * 86400;
+  int y, m, d;
+  civil_from_days(days, &y, &m, &d);
+  int atz = tz < 0 ? -tz : tz;
+  buf_printf(b, "\"%2d-%s-%04d %02d:%02d:%02d %c%02d%02d\"", d, month_names[m - 1], y,
+             (int)(secs / 3600), (int)(secs / 60 % 60), (int)(secs % 60), tz < 0 ? '-' : '+',
+             atz / 60, atz % 60);
+}
+
+/*
+** ===========================================================================
+** 2  The message model: RFC 5322 headers, MIME tree, ENVELOPE and BODYSTRUCTURE
+** ===========================================================================
+** Owns: struct msgmeta, the per-message table of MIME parts and the rendered ENVELOPE,
+** BODY and BODYSTRUCTURE strings. Calls: section 1. Locking: none. A message's bytes
+** never change, so its metadata is computed once, by whichever thread first needs it,
+** and published with an atomic compare-and-swap; a thread that loses the race frees its
+** own copy. Limits: MIME nesting deeper than IMAPMEM_MAX_DEPTH is treated as a leaf.
+**
+** Parsing accepts bare LF as well as CRLF, since APPEND stores a client's bytes as sent.
+*/
+struct field {               /* one header field; value is raw (folding kept, no CRLF) */
+  struct str name, value;
+  const char *start;         /* the whole field, CRLF included */
+  size_t len;
+};
+
+/* The next field of the header block at *pos; 0 at the blank line or the end. */
+static int header_next(const char **pos, const char *end, struct field *f) {
+  const char *p = *pos;
+  while (p < end) {
+    if (*p == '\n' || (*p == '\r' && p + 1 < end && p[1] == '\n')) return 0;
+    const char *q = p;
+    for (;;) {               /* a field runs until a line break not followed by WSP */
+      const char *nl = memchr(q, '\n', (size_t)(end - q));
+      if (!nl) {
+        q = end;
+        break;
+      }
+      q = nl + 1;
+      if (q >= end || (*q != ' ' && *q != '\t')) break;
+    }
+    const char *colon = memchr(p, ':', (size_t)(q - p));
+    const char *line = p;
+    p = q;
+    if (!colon || colon == line || *line == ' ' || *line == '\t') continue;  /* not a field */
+    const char *ne = colon;
+    while (ne > line && (ne[-1] == ' ' || ne[-1] == '\t')) ne--;
+    const char *ve = q;
+    if (ve > colon + 1 && ve[-1] == '\n') ve--;
+    if (ve > colon + 1 && ve[-1] == '\r') ve--;
+    f->name = str_make(line, (size_t)(ne - line));
+    f->value = str_make(colon + 1, (size_t)(ve - colon - 1));
+    f->start = line;
+    f->len = (size_t)(q - line);
+    *pos = p;
+    return 1;
+  }
+  *pos = p;
+  return 0;
+}
+
+/* The value of the first field called name in the header [p, end), if any. */
+static int header_get(const char *p, const char *end, const char *name, struct str *out) {
+  struct field f;
+  while (header_next(&p, end, &f))
+    if (str_ieq(f.name, name)) {
+      *out = f.value;
+      return 1;
+    }
+  return 0;
+}
+
+/* Length of the header block at p, blank line included (all of it if there is none). */
+static size_t header_length(const char *p, size_t n) {
+  size_t i = 0;
+  while (i < n) {
+    const char *nl = memchr(p + i, '\n', n - i);
+    size_t linelen = nl ? (size_t)(nl - (p + i)) : n - i;
+    if (linelen == 0 || (linelen == 1 && p[i] == '\r')) return nl ? i + linelen + 1 : n;
+    if (!nl) return n;
+    i += linelen + 1;
+  }
+  return n;
+}
+
+/* Unfold a field value (RFC 5322 2.2.3: remove CRLF before WSP) and trim it. */
+static void header_unfold(struct str v, struct buf *out) {
+  v = str_trim(v);
+  for (size_t i = 0; i < v.len; i++) {
+    if (v.p[i] == '\r' || v.p[i] == '\n') continue;
+    buf_addc(out, v.p[i]);
+  }
+}
+
+static size_t count_lines(const char *p, size_t n) {
+  size_t lines = 0;
+  const char *q = p, *end = p + n;
+  while ((q = memchr(q, '\n', (size_t)(end - q))) != NULL) {
+    lines++;
+    q++;
+  }
+  if (n && p[n - 1] != '\n') lines++;
+  return lines;
+}
+
+/* ------------------------------------------------------------------------- */
+/*
+** Structured fields (RFC 5322 3.2, RFC 2045 5.1): a small lexer shared by Content-Type,
+** Content-Disposition, address lists and dates. It skips comments and folding white
+** space, and yields atoms/tokens, quoted strings (unescaped) and single specials.
+*/
+enum { TOK_END, TOK_ATOM, TOK_QUOTED, TOK_SPECIAL, TOK_DOMLIT };
+struct lexer {
+  const char *p, *end;
+  const char *specials;       /* which bytes stand alone */
+};
+struct token {
+  int type;
+  struct str text;            /* atom / special / domain literal: a view */
+  struct buf q;               /* quoted string, unescaped (owned by the caller) */
+};
+
+static void lex_skip_cfws(struct lexer *lx) {
+  int depth = 0;
+  while (lx->p < lx->end) {
+    char c = *lx->p;
+    if (depth) {
+      if (c == '\\' && lx->p + 1 < lx->end) lx->p++;
+      else if (c == '(') depth++;
+      else if (c == ')') depth--;
+      lx->p++;
+    } else if (c == ' ' || c == '\t' || c == '\r' || c == '\n') {
+      lx->p++;
+    } else if (c == '(') {
+      depth = 1;
+      lx->p++;
+    } else {
+      break;
+    }
+  }
+}
+
+static int lex_next(struct lexer *lx, struct token *t) {
+  lex_skip_cfws(lx);
+  buf_reset(&t->q);
+  if (lx->p >= lx->end) return t->type = TOK_END;
+  const char *s = lx->p;
+  if (*s == '"') {
+    lx->p++;
+    while (lx->p < lx->end && *lx->p != '"') {
+      if (*lx->p == '\\' && lx->p + 1 < lx->end) lx->p++;
+      if (*lx->p != '\r' && *lx->p != '\n') buf_addc(&t->q, *lx->p);
+      lx->p++;
+    }
+    if (lx->p < lx->end) lx->p++;
+    if (!t->q.p) buf_add(&t->q, "", 0);
+    t->text = str_make(t->q.p, t->q.len);
+    return t->type = TOK_QUOTED;
+  }
+  if (*s == '[' && strchr(lx->specials, '[')) {
+    const char *e = memchr(s, ']', (size_t)(lx->end - s));
+    lx->p = e ? e + 1 : lx->end;
+    t->text = str_make(s, (size_t)(lx->p - s));
+    return t->type = TOK_DOMLIT;
+  }
+  if (strchr(lx->specials, *s) || *s == '(' || *s == ')') {
+    lx->p++;
+    t->text = str_make(s, 1);
+    return t->type = TOK_SPECIAL;
+  }
+  while (lx->p < lx->end) {
+    char c = *lx->p;
+    if (c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '"' || c == '(' || c == ')' ||
+        strchr(lx->specials, c))
+      break;
+    lx->p++;
+  }
+  t->text = str_make(s, (size_t)(lx->p - s));
+  return t->type = TOK_ATOM;
+}
+
+/* ------------------------------------------------------------------------- */
+/* Dates (RFC 5322 3.3 with the obsolete forms of 4.3). */
+static int zone_from_name(struct str z) {
+  static const struct { const char *name; int minutes; } zones[] = {
+    {"UT", 0}, {"UTC", 0}, {"GMT", 0}, {"Z", 0}, {"EST", -300}, {"EDT", -240}, {"CST", -360},
+    {"CDT", -300}, {"MST", -420}, {"MDT", -360}, {"PST", -480}, {"PDT", -420}};
+  for (size_t i = 0; i < sizeof zones / sizeof zones[0]; i++)
+    if (str_ieq(z, zones[i].name)) return zones[i].minutes;
+  return 0;                  /* military and unknown zones: RFC 5322 4.3 says treat as +0000 */
+}
+
+static int parse_uint(struct str s, long max, long *out) {
+  long v = 0;
+  if (s.len == 0) return 0;
+  for (size_t i = 0; i < s.len; i++) {
+    if (s.p[i] < '0' || s.p[i] > '9') return 0;
+    v = v * 10 + (s.p[i] - '0');
+    if (v > max) return 0;
+  }
+  *out = v;
+  return 1;
+}
+
+/* Parse "[Day,] dd Mon yyyy hh:mm[:ss] zone" into UTC seconds and zone minutes. */
+static int date_parse(struct str v, int64_t *t_out, int *tz_out) {
+  struct lexer lx = {v.p, v.p + v.len, ",:"};
+  struct token tk = {0};
+  struct str w[12];
+  int nw = 0;
+  while (nw < 12 && lex_next(&lx, &tk) != TOK_END) {
+    if (tk.type == TOK_SPECIAL && tk.text.p[0] == ',') continue;
+    if (tk.type == TOK_QUOTED) continue;
+    w[nw++] = tk.text;
+  }
+  buf_free(&tk.q);
+  int i = 0;
+  if (i < nw && w[i].len >= 3 && isalpha((unsigned char)w[i].p[0]) &&
+      !month_from_name(w[i].p, w[i].len))
+    i++;                     /* day of week */
+  long day, year, hour, min, sec = 0;
+  int mon;
+  if (i + 2 >= nw) return 0;
+  if (!parse_uint(w[i], 31, &day)) return 0;
+  if (!(mon = month_from_name(w[i + 1].p, w[i + 1].len)) || w[i + 1].len != 3) return 0;
+  if (!parse_uint(w[i + 2], 9999, &year)) return 0;
+  if (w[i + 2].len == 2) year += year < 50 ? 2000 : 1900;      /* RFC 5322 4.3 */
+  else if (w[i + 2].len == 3) year += 1900;
+  i += 3;
+  if (i + 2 >= nw || !parse_uint(w[i], 23, &hour) || w[i + 1].p[0] != ':' ||
+      !parse_uint(w[i + 2], 59, &min))
+    return 0;
+  i += 3;
+  if (i + 1 < nw && w[i].p[0] == ':') {
+    if (!parse_uint(w[i + 1], 60, &sec)) return 0;
+    i += 2;
+  }
+  int tz = 0;
+  if (i < nw) {
+    struct str z = w[i];
+    if ((z.p[0] == '+' || z.p[0] == '-') && z.len == 5) {
+      long hhmm;
+      if (parse_uint(str_make(z.p + 1, 4), 9999, &hhmm))
+        tz = (int)((hhmm / 100) * 60 + hhmm % 100) * (z.p[0] == '-' ? -1 : 1);
+    } else {
+      tz = zone_from_name(z);
+    }
+  }
+  if (day < 1) return 0;
+  int64_t t = days_from_civil(year, mon, (int)day) * 86400 + hour * 3600 + min * 60 + sec;
+  *t_out = t - (int64_t)tz * 60;
+  *tz_out = tz;
+  return 1;
+}
+
+/* ------------------------------------------------------------------------- */
+/*
+** Content-Type and Content-Disposition parameters, with RFC 2231 continuations joined:
+** name*0="a" name*1="b" becomes NAME "ab"; if any piece is extended (name*0*=...), the
+** attribute is NAME* and its value stays percent-encoded, as the RFC writes it.
+*/
+struct param {
+  struct str name;            /* base name, without the '*...' suffix */
+  int section;                /* -1: no section number */
+  int extended;
+  struct str value;           /* into the owning mime_scratch's buffers */
+};
+struct ctype {
+  struct str type, subtype;   /* empty if absent or invalid */
+  struct param params[32];
+  int nparams;
+  struct buf store;           /* unescaped quoted values live here */
+};
+
+static void ctype_free(struct ctype *ct) {
+  buf_free(&ct->store);
+}
+
+/* Parse "type/subtype *(; attr=value)" (with_subtype) or "type *(; attr=value)". */
+static void ctype_parse(struct str v, int with_subtype, struct ctype *ct) {
+  struct lexer lx = {v.p, v.p + v.len, "()<>@,;:\\/[]?="};
+  struct token tk = {0};
+  memset(ct, 0, sizeof *ct);
+  /* Quoted values are copied into one buffer; reserve so views stay put. */
+  buf_reserve(&ct->store, v.len + 1);
+  if (lex_next(&lx, &tk) != TOK_ATOM) goto done;
+  ct->type = tk.text;
+  if (with_subtype) {
+    if (lex_next(&lx, &tk) != TOK_SPECIAL || tk.text.p[0] != '/' ||
+        lex_next(&lx, &tk) != TOK_ATOM) {
+      ct->type = str_make("", 0);
+      goto done;
+    }
+    ct->subtype = tk.text;
+  }
+  while (lex_next(&lx, &tk) != TOK_END) {
+    if (tk.type != TOK_SPECIAL || tk.text.p[0] != ';') continue;
+    if (lex_next(&lx, &tk) != TOK_ATOM) break;
+    struct str name = tk.text;
+    if (lex_next(&lx, &tk) != TOK_SPECIAL || tk.text.p[0] != '=') break;
+    int ty = lex_next(&lx, &tk);
+    if (ty != TOK_ATOM && ty != TOK_QUOTED) break;
+    struct str value = tk.text;
+    if (ty == TOK_QUOTED) {
+      size_t at = ct->store.len;
+      if (ct->store.len + tk.q.len + 1 > ct->store.cap) break;  /* cannot happen: reserved */
+      buf_add(&ct->store, tk.q.p ? tk.q.p : "", tk.q.len);
+      value = str_make(ct->store.p + at, tk.q.len);
+    }
+    if (ct->nparams == (int)(sizeof ct->params / sizeof ct->params[0])) break;
+    struct param *pm = &ct->params[ct->nparams++];
+    const char *star = memchr(name.p, '*', name.len);
+    pm->section = -1;
+    pm->extended = 0;
+    pm->name = name;
+    if (star) {
+      pm->name = str_make(name.p, (size_t)(star - name.p));
+      struct str rest = str_make(star + 1, (size_t)(name.p + name.len - star - 1));
+      if (rest.len && rest.p[rest.len - 1] == '*') {
+        pm->extended = 1;
+        rest.len--;
+      } else if (rest.len == 0) {
+        pm->extended = 1;
+      }
+      long sec;
+      if (rest.len && parse_uint(rest, 999, &sec)) pm->section = (int)sec;
+    }
+    pm->value = value;
+  }
+done:
+  buf_free(&tk.q);
+}
+
+/* The (joined) value of parameter name, into out; 0 if absent. */
+static int ctype_param(const struct ctype *ct, const char *name, struct buf *out) {
+  int found = 0;
+  for (int sec = -1; sec < 1000; sec++) {
+    int got = 0;
+    for (int i = 0; i < ct->nparams; i++) {
+      if (ct->params[i].section == sec && str_ieq(ct->params[i].name, name)) {
+        buf_add(out, ct->params[i].value.p, ct->params[i].value.len);
+        got = found = 1;
+        break;
+      }
+    }
+    if (!got && sec >= 0) break;
+    if (sec == -1 && got) break;
+  }
+  return found;
+}
+
+/* ------------------------------------------------------------------------- */
+/* IMAP strings (RFC 3501 4.3): quoted when safe, else a literal; NIL when absent. */
+static void out_string(struct buf *b, const char *p, size_t n) {
+  int quoted = n <= 1024;
+  for (size_t i = 0; quoted && i < n; i++) {
+    unsigned char c = (unsigned char)p[i];
+    if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\') quoted = 0;
+  }
+  if (quoted) {
+    buf_addc(b, '"');
+    buf_add(b, p, n);
+    buf_addc(b, '"');
+  } else {
+    buf_printf(b, "{%zu}\r\n", n);
+    buf_add(b, p, n);
+  }
+}
+
+static void out_nstring(struct buf *b, const char *p, size_t n, int present) {
+  if (present) out_string(b, p, n);
+  else buf_adds(b, "NIL");
+}
+
+static void out_upper(struct buf *b, struct str s) {
+  buf_addc(b, '"');
+  for (size_t i = 0; i < s.len; i++) {
+    char c = s.p[i];
+    if (c == '"' || c == '\\' || (unsigned char)c < 0x20 || (unsigned char)c >= 0x7f) continue;
+    buf_addc(b, (char)toupper((unsigned char)c));
+  }
+  buf_addc(b, '"');
+}
+
+/* A header field value, unfolded and trimmed, as an nstring. */
+static void out_field(struct buf *b, const char *h, const char *hend, const char *name) {
+  struct str v;
+  if (!header_get(h, hend, name, &v)) {
+    buf_adds(b, "NIL");
+    return;
+  }
+  struct buf u = {0};
+  header_unfold(v, &u);
+  out_string(b, u.p ? u.p : "", u.len);
+  buf_free(&u);
+}
+
+static int param_same(const struct param *a, const struct param *b) {
+  return a->name.len == b->name.len && strncasecmp(a->name.p, b->name.p, a->name.len) == 0;
+}
+
+/* body-fld-param: ("NAME" "value" ...) with RFC 2231 pieces joined, or NIL. */
+static void out_params(struct buf *b, const struct ctype *ct) {
+  if (ct->nparams == 0) {
+    buf_adds(b, "NIL");
+    return;
+  }
+  buf_addc(b, '(');
+  int first = 1;
+  for (int i = 0; i < ct->nparams; i++) {
+    const struct param *pm = &ct->params[i];
+    int seen = 0, extended = 0;
+    for (int j = 0; j < i; j++) seen |= param_same(&ct->params[j], pm);
+    if (seen) continue;
+    for (int j = i; j < ct->nparams; j++)
+      if (param_same(&ct->params[j], pm)) extended |= ct->params[j].extended;
+    struct buf v = {0};
+    char name[256];
+    snprintf(name, sizeof name, "%.*s", (int)pm->name.len, pm->name.p);
+    if (pm->section < 0) {
+      buf_add(&v, pm->value.p, pm->value.len);
+    } else {
+      ctype_param(ct, name, &v);
+    }
+    if (!first) buf_addc(b, ' ');
+    first = 0;
+    struct buf n = {0};
+    buf_add(&n, pm->name.p, pm->name.len);
+    if (extended) buf_addc(&n, '*');
+    out_upper(b, str_make(n.p, n.len));
+    buf_addc(b, ' ');
+    out_string(b, v.p ? v.p : "", v.len);
+    buf_free(&v);
+    buf_free(&n);
+  }
+  buf_addc(b, ')');
+}
+
+/* ------------------------------------------------------------------------- */
+/*
+** Addresses (RFC 5322 3.4, RFC 3501 7.4.2): each becomes (name adl mailbox host); a
+** group is (NIL NIL "name" NIL) ... (NIL NIL NIL NIL). The name is the display phrase
+** with quotes removed; comments are not names. A missing mailbox or host is given a
+** placeholder, since a NIL host would mean group syntax.
+*/
+struct addr_tokens {
+  struct token *t;
+  int n, cap;
+};
+
+static void addr_join(struct buf *out, struct token *t, int from, int to, int spaces) {
+  for (int i = from; i < to; i++) {
+    if (spaces && i > from && !(t[i].type == TOK_SPECIAL && t[i].text.p[0] == '.'))
+      buf_addc(out, ' ');   /* words of a phrase are joined by one space */
+    if (t[i].type == TOK_QUOTED && !spaces) {
+      buf_addc(out, '"');
+      buf_add(out, t[i].text.p, t[i].text.len);
+      buf_addc(out, '"');
+    } else {
+      buf_add(out, t[i].text.p, t[i].text.len);
+    }
+  }
+}
+
+static void out_addr_spec(struct buf *b, struct token *t, int from, int to, struct str name,
+                          int has_name, struct str adl) {
+  int at = -1;
+  for (int i = from; i < to; i++)
+    if (t[i].type == TOK_SPECIAL && t[i].text.p[0] == '@') at = i;
+  struct buf mbox = {0}, host = {0};
+  addr_join(&mbox, t, from, at < 0 ? to : at, 0);
+  if (at >= 0) addr_join(&host, t, at + 1, to, 0);
+  buf_addc(b, '(');
+  out_nstring(b, name.p, name.len, has_name);
+  buf_addc(b, ' ');
+  out_nstring(b, adl.p, adl.len, adl.len > 0);
+  buf_addc(b, ' ');
+  if (mbox.len) out_string(b, mbox.p, mbox.len);
+  else buf_adds(b, "\"MISSING_MAILBOX\"");
+  buf_addc(b, ' ');
+  if (host.len) out_string(b, host.p, host.len);
+  else buf_adds(b, "\"MISSING_DOMAIN\"");
+  buf_addc(b, ')');
+  buf_free(&mbox);
+  buf_free(&host);
+}
+
+static int is_special(const struct token *t, char c) {
+  return t->type == TOK_SPECIAL && t->text.p[0] == c;
+}
+
+/* Render an address-list field value as a parenthesised list, or NIL if it is empty. */
+static void out_address_list(struct buf *b, struct str v) {
+  struct lexer lx = {v.p, v.p + v.len, "()<>[]:;@\\,.\""};
+  struct token *t = NULL;
+  int n = 0, cap = 0;
+  for (;;) {
+    if (n == cap) {
+      int ncap = cap ? cap * 2 : 32;
+      struct token *nt = mem_realloc(t, sizeof *t * (size_t)ncap);
+      if (!nt) break;
+      memset(nt + cap, 0, sizeof *t * (size_t)(ncap - cap));
+      t = nt;
+      cap = ncap;
+    }
+    if (lex_next(&lx, &t[n]) == TOK_END) break;
+    if (t[n].type == TOK_QUOTED) {     /* keep the unescaped text past the next lex_next */
+      struct buf keep = t[n].q;
+      memset(&t[n].q, 0, sizeof t[n].q);
+      t[n].text = str_make(keep.p ? keep.p : "", keep.len);
+      t[n].q = keep;
+      n++;
+      continue;
+    }
+    n++;
+  }
+  size_t start = b->len;
+  buf_addc(b, '(');
+  int count = 0, in_group = 0;
+  int i = 0;
+  while (i < n) {
+    if (is_special(&t[i], ',')) {
+      i++;
+      continue;
+    }
+    if (in_group && is_special(&t[i], ';')) {
+      buf_adds(b, "(NIL NIL NIL NIL)");
+      in_group = 0;
+      i++;
+      continue;
+    }
+    int j = i;
+    while (j < n && !is_special(&t[j], '<') && !is_special(&t[j], ':') &&
+           !is_special(&t[j], ',') && !is_special(&t[j], ';'))
+      j++;
+    if (j < n && is_special(&t[j], ':') && !in_group) {
+      struct buf name = {0};
+      addr_join(&name, t, i, j, 1);
+      buf_adds(b, "(NIL NIL ");
+      out_string(b, name.p ? name.p : "", name.len);
+      buf_adds(b, " NIL)");
+      buf_free(&name);
+      in_group = 1;
+      count++;
+      i = j + 1;
+      continue;
+    }
+    if (j < n && is_special(&t[j], '<')) {
+      struct buf name = {0}, adl = {0};
+      addr_join(&name, t, i, j, 1);
+      int k = j + 1, e = k;
+      while (e < n && !is_special(&t[e], '>')) e++;
+      if (k < e && is_special(&t[k], '@')) {   /* obs-route: @a,@b: */
+        int r = k;
+        while (r < e && !is_special(&t[r], ':')) r++;
+        if (r < e) {
+          for (int q = k; q < r; q++) buf_add(&adl, t[q].text.p, t[q].text.len);
+          k = r + 1;
+        }
+      }
+      out_addr_spec(b, t, k, e, str_make(name.p, name.len), name.len > 0,
+                    str_make(adl.p, adl.len));
+      buf_free(&name);
+      buf_free(&adl);
+      count++;
+      i = e < n ? e + 1 : n;
+      continue;
+    }
+    if (j > i) {
+      out_addr_spec(b, t, i, j, str_make(NULL, 0), 0, str_make(NULL, 0));
+      count++;
+    }
+    i = j;
+    if (i < n && is_special(&t[i], ':')) i++;   /* a stray ':' inside a group */
+  }
+  if (in_group) buf_adds(b, "(NIL NIL NIL NIL)");
+  buf_addc(b, ')');
+  if (count == 0) {
+    b->len = start;
+    buf_adds(b, "NIL");
+  }
+  for (int k = 0; k < cap; k++) buf_free(&t[k].q);
+  free(t);
+}
+
+static void out_address_field(struct buf *b, const char *h, const char *hend, const char *name,
+                              const char *fallback) {
+  struct str v;
+  if (header_get(h, hend, name, &v) && str_trim(v).len) out_address_list(b, v);
+  else if (fallback && header_get(h, hend, fallback, &v) && str_trim(v).len)
+    out_address_list(b, v);
+  else buf_adds(b, "NIL");
+}
+
+/* RFC 3501 7.4.2 ENVELOPE of the message whose header is [h, hend). */
+static void out_envelope(struct buf *b, const char *h, const char *hend) {
+  buf_addc(b, '(');
+  out_field(b, h, hend, "Date");
+  buf_addc(b, ' ');
+  out_field(b, h, hend, "Subject");
+  buf_addc(b, ' ');
+  out_address_field(b, h, hend, "From", NULL);
+  buf_addc(b, ' ');
+  out_address_field(b, h, hend, "Sender", "From");    /* default to From */
+  buf_addc(b, ' ');
+  out_address_field(b, h, hend, "Reply-To", "From");
+  buf_addc(b, ' ');
+  out_address_field(b, h, hend, "To", NULL);
+  buf_addc(b, ' ');
+  out_address_field(b, h, hend, "Cc", NULL);
+  buf_addc(b, ' ');
+  out_address_field(b, h, hend, "Bcc", NULL);
+  buf_addc(b, ' ');
+  out_field(b, h, hend, "In-Reply-To");
+  buf_addc(b, ' ');
+  out_field(b, h, hend, "Message-ID");
+  buf_addc(b, ')');
+}
+
+/* ------------------------------------------------------------------------- */
+/* The MIME tree (RFC 2045, 2046). */
+struct mime_builder {
+  const char *msg;
+  struct part *parts;
+  int n, cap;
+  int failed;
+};
+
+static int mime_new_part(struct mime_builder *mb) {
+  if (mb->n == mb->cap) {
+    int ncap = mb->cap ? mb->cap * 2 : 4;
+    struct part *np = mem_realloc(mb->parts, sizeof *np * (size_t)ncap);
+    if (!np) {
+      mb->failed = 1;
+      return -1;
+    }
+    mb->parts = np;
+    mb->cap = ncap;
+  }
+  memset(&mb->parts[mb->n], 0, sizeof mb->parts[0]);
+  mb->parts[mb->n].child = mb->parts[mb->n].next = -1;
+  return mb->n++;
+}
+
+/* Find the next delimiter line "--boundary" at or after body offset *pos; 1 found. */
+static int mime_find_delim(const char *msg, size_t start, size_t *pos, size_t end,
+                           struct str boundary, size_t *line_start, size_t *after,
+                           int *closing) {
+  size_t p = *pos;
+  while (p < end) {
+    int at_line_start = p == start || msg[p - 1] == '\n';
+    if (!at_line_start) {
+      const char *nl = memchr(msg + p, '\n', end - p);
+      if (!nl) return 0;
+      p = (size_t)(nl - msg) + 1;
+      continue;
+    }
+    if (end - p >= boundary.len + 2 && msg[p] == '-' && msg[p + 1] == '-' &&
+        memcmp(msg + p + 2, boundary.p, boundary.len) == 0) {
+      size_t q = p + 2 + boundary.len;
+      *closing = q + 1 < end + 1 && end - q >= 2 && msg[q] == '-' && msg[q + 1] == '-';
+      if (*closing) q += 2;
+      while (q < end && (msg[q] == ' ' || msg[q] == '\t')) q++;   /* transport padding */
+      if (q == end || msg[q] == '\n' || (msg[q] == '\r' && q + 1 < end && msg[q + 1] == '\n')) {
+        *line_start = p;
+        if (q < end) q += msg[q] == '\r' ? 2 : 1;
+        *after = q;
+        *pos = q;
+        return 1;
+      }
+    }
+    const char *nl = memchr(msg + p, '\n', end - p);
+    if (!nl) return 0;
+    p = (size_t)(nl - msg) + 1;
+  }
+  return 0;
+}
+
+static int mime_parse(struct mime_builder *mb, size_t off, size_t end, int default_rfc822,
+                      int depth) {
+  int idx = mime_new_part(mb);
+  if (idx < 0) return -1;
+  const char *msg = mb->msg;
+  size_t hl = header_length(msg + off, end - off);
+  struct part *pt = &mb->parts[idx];
+  pt->hdr_off = (uint32_t)off;
+  pt->hdr_len = (uint32_t)hl;
+  pt->body_off = (uint32_t)(off + hl);
+  pt->body_len = (uint32_t)(end - off - hl);
+  pt->digest = (uint8_t)default_rfc822;
+  pt->lines = (uint32_t)count_lines(msg + pt->body_off, pt->body_len);
+  struct str v;
+  struct ctype ct;
+  int have = header_get(msg + off, msg + off + hl, "Content-Type", &v);
+  if (have) ctype_parse(v, 1, &ct);
+  else memset(&ct, 0, sizeof ct);
+  int kind = default_rfc822 && (!have || !ct.type.len) ? PART_MESSAGE : PART_TEXT;
+  struct buf boundary = {0};
+  if (have && ct.type.len) {
+    if (str_ieq(ct.type, "multipart") && ctype_param(&ct, "boundary", &boundary) &&
+        boundary.len)
+      kind = PART_MULTIPART;
+    else if (str_ieq(ct.type, "message") && str_ieq(ct.subtype, "rfc822"))
+      kind = PART_MESSAGE;
+    else if (str_ieq(ct.type, "text") || str_ieq(ct.type, "multipart"))
+      kind = PART_TEXT;      /* a multipart without a boundary is invalid: text/plain */
+    else
+      kind = PART_LEAF;
+  }
+  int digest = kind == PART_MULTIPART && str_ieq(ct.subtype, "digest");
+  ctype_free(&ct);
+  if (depth >= IMAPMEM_MAX_DEPTH && (kind == PART_MULTIPART || kind == PART_MESSAGE))
+    kind = PART_LEAF;
+  mb->parts[idx].kind = (uint8_t)kind;
+  if (kind == PART_MESSAGE) {
+    size_t bo = mb->parts[idx].body_off;
+    int c = mime_parse(mb, bo, end, 0, depth + 1);
+    if (c >= 0) mb->parts[idx].child = c;
+  } else if (kind == PART_MULTIPART) {
+    size_t body = mb->parts[idx].body_off, pos = body, ls, after, part_start = 0;
+    int closing = 0, have_start = 0, last = -1;
+    struct str bnd = str_make(boundary.p, boundary.len);
+    while (mime_find_delim(msg, body, &pos, end, bnd, &ls, &after, &closing)) {
+      if (have_start) {
+        size_t pe = ls;      /* the line break before the delimiter belongs to it */
+        if (pe > part_start && msg[pe - 1] == '\n') pe--;
+        if (pe > part_start && msg[pe - 1] == '\r') pe--;
+        int c = mime_parse(mb, part_start, pe, digest, depth + 1);
+        if (c < 0) break;
+        if (last < 0) mb->parts[idx].child = c;
+        else mb->parts[last].next = c;
+        last = c;
+      }
+      if (closing) {
+        have_start = 0;
+        break;
+      }
+      part_start = after;
+      have_start = 1;
+    }
+    if (have_start) {        /* no closing delimiter: the last part runs to the end */
+      int c = mime_parse(mb, part_start, end, digest, depth + 1);
+      if (c >= 0) {
+        if (last < 0) mb->parts[idx].child = c;
+        else mb->parts[last].next = c;
+        last = c;
+      }
+    }
+    if (last < 0) {          /* no part at all: one empty text/plain part */
+      int c = mime_new_part(mb);
+      if (c >= 0) {
+        mb->parts[c].hdr_off = mb->parts[c].body_off = (uint32_t)end;
+        mb->parts[c].kind = PART_TEXT;
+        mb->parts[idx].child = c;
+      }
+    }
+  }
+  buf_free(&boundary);
+  return idx;
+}
+
+/* ------------------------------------------------------------------------- */
+/* BODY and BODYSTRUCTURE (RFC 3501 7.4.2 and the body grammar of section 9). */
+static void out_language(struct buf *b, const char *h, const char *hend) {
+  struct str v;
+  if (!header_get(h, hend, "Content-Language", &v)) {
+    buf_adds(b, "NIL");
+    return;
+  }
+  struct lexer lx = {v.p, v.p + v.len, ","};
+  struct token tk = {0};
+  struct str tags[32];
+  int n = 0;
+  while (lex_next(&lx, &tk) != TOK_END)
+    if (tk.type == TOK_ATOM && n < 32) tags[n++] = tk.text;
+  buf_free(&tk.q);
+  if (n == 0) buf_adds(b, "NIL");
+  else if (n == 1) out_string(b, tags[0].p, tags[0].len);
+  else {
+    buf_addc(b, '(');
+    for (int i = 0; i < n; i++) {
+      if (i) buf_addc(b, ' ');
+      out_string(b, tags[i].p, tags[i].len);
+    }
+    buf_addc(b, ')');
+  }
+}
+
+static void out_disposition(struct buf *b, const char *h, const char *hend) {
+  struct str v;
+  struct ctype ct;
+  if (!header_get(h, hend, "Content-Disposition", &v)) {
+    buf_adds(b, "NIL");
+    return;
+  }
+  ctype_parse(v, 0, &ct);
+  if (!ct.type.len) buf_adds(b, "NIL");
+  else {
+    buf_addc(b, '(');
+    out_upper(b, ct.type);
+    buf_addc(b, ' ');
+    out_params(b, &ct);
+    buf_addc(b, ')');
+  }
+  ctype_free(&ct);
+}
+
+static void out_body(struct buf *b, const char *msg, const struct part *parts, int idx,
+                     int extended) {
+  const struct part *pt = &parts[idx];
+  const char *h = msg + pt->hdr_off, *hend = h + pt->hdr_len;
+  struct str v;
+  struct ctype ct;
+  int have = header_get(h, hend, "Content-Type", &v);
+  if (have) ctype_parse(v, 1, &ct);
+  else memset(&ct, 0, sizeof ct);
+  if (have && !ct.type.len) have = 0;      /* invalid: the defaults apply (RFC 2045 5.2) */
+  if (pt->kind == PART_TEXT && have && str_ieq(ct.type, "multipart")) have = 0;
+  buf_addc(b, '(');
+  if (pt->kind == PART_MULTIPART) {
+    for (int c = pt->child; c >= 0; c = parts[c].next) out_body(b, msg, parts, c, extended);
+    buf_addc(b, ' ');
+    out_upper(b, ct.subtype);
+    if (extended) {
+      buf_addc(b, ' ');
+      out_params(b, &ct);
+      buf_addc(b, ' ');
+      out_disposition(b, h, hend);
+      buf_addc(b, ' ');
+      out_language(b, h, hend);
+      buf_addc(b, ' ');
+      out_field(b, h, hend, "Content-Location");
+    }
+    buf_addc(b, ')');
+    ctype_free(&ct);
+    return;
+  }
+  if (have) {
+    out_upper(b, ct.type);
+    buf_addc(b, ' ');
+    out_upper(b, ct.subtype);
+    buf_addc(b, ' ');
+    out_params(b, &ct);
+  } else if (pt->digest) {
+    buf_adds(b, "\"MESSAGE\" \"RFC822\" NIL");
+  } else {
+    buf_adds(b, "\"TEXT\" \"PLAIN\" (\"CHARSET\" \"us-ascii\")");
+  }
+  buf_addc(b, ' ');
+  out_field(b, h, hend, "Content-ID");
+  buf_addc(b, ' ');
+  out_field(b, h, hend, "Content-Description");
+  buf_addc(b, ' ');
+  if (header_get(h, hend, "Content-Transfer-Encoding", &v) && str_trim(v).len) {
+    struct lexer lx = {v.p, v.p + v.len, ""};
+    struct token tk = {0};
+    if (lex_next(&lx, &tk) == TOK_ATOM) out_upper(b, tk.text);
+    else buf_adds(b, "\"7BIT\"");
+    buf_free(&tk.q);
+  } else {
+    buf_adds(b, "\"7BIT\"");
+  }
+  buf_printf(b, " %u", pt->body_len);
+  if (pt->kind == PART_MESSAGE && pt->child >= 0) {
+    const struct part *in = &parts[pt->child];
+    buf_addc(b, ' ');
+    out_envelope(b, msg + in->hdr_off, msg + in->hdr_off + in->hdr_len);
+    buf_addc(b, ' ');
+    out_body(b, msg, parts, pt->child, extended);
+    buf_printf(b, " %u", pt->lines);
+  } else if (pt->kind == PART_TEXT) {
+    buf_printf(b, " %u", pt->lines);
+  }
+  if (extended) {
+    buf_addc(b, ' ');
+    out_field(b, h, hend, "Content-MD5");
+    buf_addc(b, ' ');
+    out_disposition(b, h, hend);
+    buf_addc(b, ' ');
+    out_language(b, h, hend);
+    buf_addc(b, ' ');
+    out_field(b, h, hend, "Content-Location");
+  }
+  buf_addc(b, ')');
+  ctype_free(&ct);
+}
+
+/* ------------------------------------------------------------------------- */
+static void msgmeta_free(struct msgmeta *m) {
+  if (!m) return;
+  free(m->parts);
+  free(m->envelope);
+  free(m->body);
+  free(m->bodystructure);
+  free(m);
+}
+
+/* Parse and render everything once. NULL if memory ran out. */
+static struct msgmeta *msgmeta_build(const char *msg, size_t size) {
+  struct msgmeta *m = mem_calloc(1, sizeof *m);
+  if (!m) return NULL;
+  struct mime_builder mb = {msg, NULL, 0, 0, 0};
+  mime_parse(&mb, 0, size, 0, 0);
+  m->parts = mb.parts;
+  m->nparts = mb.n;
+  struct buf e = {0}, bd = {0}, bs = {0};
+  size_t hl = header_length(msg, size);
+  out_envelope(&e, msg, msg + hl);
+  if (!mb.failed && mb.n > 0) {
+    out_body(&bd, msg, mb.parts, 0, 0);
+    out_body(&bs, msg, mb.parts, 0, 1);
+  }
+  m->envelope = buf_take(&e);
+  m->body = buf_take(&bd);
+  m->bodystructure = buf_take(&bs);
+  m->sent = INT64_MIN;
+  struct str v;
+  int64_t t;
+  int tz;
+  if (header_get(msg, msg + hl, "Date", &v) && date_parse(v, &t, &tz))
+    m->sent = (t + (int64_t)tz * 60) / 86400 - ((t + (int64_t)tz * 60) % 86400 < 0);
+  if (mb.failed || !m->envelope || !m->body || !m->bodystructure) {
+    msgmeta_free(m);
+    return NULL;
+  }
+  return m;
+}
+
+/* The message's metadata, computed on first use by whichever thread gets here first. */
+static const struct msgmeta *msgdata_meta(struct msgdata *d) {
+  struct msgmeta *m = atomic_load_explicit(&d->meta, memory_order_acquire);
+  if (m) return m;
+  struct msgmeta *n = msgmeta_build(d->bytes, d->size);
+  if (!n) return NULL;
+  struct msgmeta *expected = NULL;
+  if (atomic_compare_exchange_strong(&d->meta, &expected, n)) return n;
+  msgmeta_free(n);           /* another thread won the race; use its copy */
+  return expected;
+}
+
+/* ------------------------------------------------------------------------- */
+/*
+** Text as a person reads it, for SEARCH: RFC 2047 encoded words decoded in headers,
+** base64 and quoted-printable undone in bodies. ISO-8859-1 is converted to UTF-8 so a
+** UTF-8 search string finds it; other charsets are compared as their bytes.
+*/
+static void latin1_to_utf8(const char *p, size_t n, struct buf *out) {
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)p[i];
+    if (c < 0x80) buf_addc(out, (char)c);
+    else {
+      buf_addc(out, (char)(0xc0 | (c >> 6)));
+      buf_addc(out, (char)(0x80 | (c & 0x3f)));
+    }
+  }
+}
+
+static int hexval(int c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+static void qp_decode(const char *p, size_t n, struct buf *out, int header) {
+  for (size_t i = 0; i < n; i++) {
+    char c = p[i];
+    if (c == '_' && header) buf_addc(out, ' ');
+    else if (c == '=' && i + 2 < n && hexval((unsigned char)p[i + 1]) >= 0 &&
+             hexval((unsigned char)p[i + 2]) >= 0) {
+      buf_addc(out, (char)(hexval((unsigned char)p[i + 1]) * 16 +
+                           hexval((unsigned char)p[i + 2])));
+      i += 2;
+    } else if (c == '=' && !header) {  /* soft line break: "=" then optional WSP, CRLF */
+      size_t j = i + 1;
+      while (j < n && (p[j] == ' ' || p[j] == '\t')) j++;
+      if (j < n && p[j] == '\r') j++;
+      if (j < n && p[j] == '\n') i = j;
+      else buf_addc(out, c);
+    } else {
+      buf_addc(out, c);
+    }
+  }
+}
+
+static int charset_is_latin1(struct str cs) {
+  return str_ieq(cs, "iso-8859-1") || str_ieq(cs, "latin1") || str_ieq(cs, "iso-8859-15") ||
+         str_ieq(cs, "windows-1252");
+}
+
+/* Decode RFC 2047 encoded words in an unstructured header value (unfolded into out). */
+static void rfc2047_decode(struct str v, struct buf *out) {
+  size_t i = 0;
+  int last_was_word = 0;
+  size_t pending_ws_at = 0, pending_ws_len = 0;
+  while (i < v.len) {
+    if (v.p[i] == '\r' || v.p[i] == '\n') {
+      i++;
+      continue;
+    }
+    if (v.p[i] == '=' && i + 1 < v.len && v.p[i + 1] == '?') {
+      /* =?charset?enc?text?= */
+      const char *s = v.p + i + 2, *e = v.p + v.len;
+      const char *q1 = memchr(s, '?', (size_t)(e - s));
+      const char *q2 = q1 && q1 + 2 < e && q1[2] == '?' ? q1 + 2 : NULL;
+      const char *q3 = NULL;
+      if (q2) {
+        for (const char *x = q2 + 1; x + 1 < e; x++)
+          if (x[0] == '?' && x[1] == '=') {
+            q3 = x;
+            break;
+          }
+      }
+      if (q3) {
+        struct str cs = str_make(s, (size_t)(q1 - s));
+        const char *star = memchr(cs.p, '*', cs.len);   /* RFC 2231 language suffix */
+        if (star) cs.len = (size_t)(star - cs.p);
+        char enc = (char)toupper((unsigned char)q1[1]);
+        struct buf raw = {0};
+        if (enc == 'B') base64_decode(q2 + 1, (size_t)(q3 - q2 - 1), &raw, 0);
+        else if (enc == 'Q') qp_decode(q2 + 1, (size_t)(q3 - q2 - 1), &raw, 1);
+        if (enc == 'B' || enc == 'Q') {
+          /* white space between two encoded words is dropped (RFC 2047 6.2) */
+          if (!last_was_word && pending_ws_len) buf_add(out, v.p + pending_ws_at, pending_ws_len);
+          pending_ws_len = 0;
+          if (charset_is_latin1(cs)) latin1_to_utf8(raw.p ? raw.p : "", raw.len, out);
+          else buf_add(out, raw.p ? raw.p : "", raw.len);
+          buf_free(&raw);
+          last_was_word = 1;
+          i = (size_t)(q3 + 2 - v.p);
+          continue;
+        }
+        buf_free(&raw);
+      }
+    }
+    if (v.p[i] == ' ' || v.p[i] == '\t') {
+      size_t j = i;
+      while (j < v.len && (v.p[j] == ' ' || v.p[j] == '\t' || v.p[j] == '\r' || v.p[j] == '\n'))
+        j++;
+      if (pending_ws_len) buf_add(out, v.p + pending_ws_at, pending_ws_len);
+      pending_ws_at = i;
+      pending_ws_len = 0;
+      for (size_t k = i; k < j; k++)
+        if (v.p[k] == ' ' || v.p[k] == '\t') pending_ws_len = k - i + 1;
+      i = j;
+      continue;
+    }
+    if (pending_ws_len) buf_add(out, v.p + pending_ws_at, pending_ws_len);
+    pending_ws_len = 0;
+    last_was_word = 0;
+    buf_addc(out, v.p[i++]);
+  }
+  if (pending_ws_len && !last_was_word) buf_add(out, v.p + pending_ws_at, pending_ws_len);
+}
+
+/* The decoded text of one leaf part's body, for SEARCH BODY/TEXT. */
+static void part_decoded_text(const char *msg, const struct part *pt, struct buf *out) {
+  const char *h = msg + pt->hdr_off, *hend = h + pt->hdr_len;
+  const char *body = msg + pt->body_off;
+  struct str v;
+  struct buf raw = {0};
+  const char *p = body;
+  size_t n = pt->body_len;
+  if (header_get(h, hend, "Content-Transfer-Encoding", &v)) {
+    struct str e = str_trim(v);
+    if (str_ieq(e, "base64")) {
+      base64_decode(body, pt->body_len, &raw, 0);
+      p = raw.p ? raw.p : "";
+      n = raw.len;
+    } else if (str_ieq(e, "quoted-printable")) {
+      qp_decode(body, pt->body_len, &raw, 0);
+      p = raw.p ? raw.p : "";
+      n = raw.len;
+    }
+  }
+  struct ctype ct;
+  struct buf cs = {0};
+  int latin1 = 0;
+  if (header_get(h, hend, "Content-Type", &v)) {
+    ctype_parse(v, 1, &ct);
+    if (ctype_param(&ct, "charset", &cs)) latin1 = charset_is_latin1(str_make(cs.p, cs.len));
+    ctype_free(&ct);
+  }
+  if (latin1) latin1_to_utf8(p, n, out);
+  else buf_add(out, p, n);
+  buf_free(&cs);
+  buf_free(&raw);
+}
+
+/*
+** ===========================================================================
+** 3  The store: users, mailboxes, messages, UIDs, flags, change log
+** ===========================================================================
+** Owns: struct user, struct mailbox, struct message, struct msgdata. Calls: sections 1-2.
+** Locking: server->lock guards the user list; user->lock guards a user's mailbox list,
+** mailbox names and subscriptions; mailbox->lock guards one mailbox's messages, flags,
+** UIDs and change log. Order: server, then user, then one mailbox; never two mailboxes
+** at once (COPY takes a snapshot from one, unlocks, then adds to the other). No lock is
+** held across network I/O: sessions copy what they need and write after unlocking.
+**
+** The change log: every append, flag change and expunge takes the next change number
+** (mailbox->modseq). A message remembers the number of its last change; an expunge is
+** kept as (uid, number). A session remembers how far it has reported, so it can tell
+** what happened since -- the base for untagged updates, IDLE and, later, CONDSTORE.
+**
+** Message bytes are reference counted (struct msgdata): COPY shares them, and a FETCH
+** holds a reference while it writes, so an expunge never frees bytes being sent.
+*/
+static struct msgdata *msgdata_new(const char *bytes, size_t n) {
+  if (n > UINT32_MAX - 1) return NULL;
+  struct msgdata *d = mem_alloc(sizeof *d + n + 1);
+  if (!d) return NULL;
+  atomic_init(&d->refs, 1);
+  atomic_init(&d->meta, NULL);
+  memcpy(d->bytes, bytes, n);
+  d->bytes[n] = 0;
+  d->size = (uint32_t)n;
+  d->hdr_len = (uint32_t)header_length(d->bytes, n);
+  return d;
+}
+
+static struct msgdata *msgdata_ref(struct msgdata *d) {
+  atomic_fetch_add(&d->refs, 1);
+  return d;
+}
+
+static void msgdata_unref(struct msgdata *d) {
+  if (d && atomic_fetch_sub(&d->refs, 1) == 1) {
+    msgmeta_free(atomic_load(&d->meta));
+    free(d);
+  }
+}
+
+/* ------------------------------------------------------------------------- */
+static struct mailbox *mailbox_new(struct user *u, const char *name, int selectable,
+                                   uint32_t uidvalidity) {
+  struct mailbox *mb = mem_calloc(1, sizeof *mb);
+  if (!mb) return NULL;
+  mb->name = mem_strdup(name);
+  if (!mb->name) {
+    free(mb);
+    return NULL;
+  }
+  mb->user = u;
+  atomic_init(&mb->refs, 1);
+  mb->selectable = selectable;
+  pthread_mutex_init(&mb->lock, NULL);
+  mb->uidvalidity = uidvalidity;
+  mb->uidnext = 1;
+  return mb;
+}
+
+static struct mailbox *mailbox_ref(struct mailbox *mb) {
+  atomic_fetch_add(&mb->refs, 1);
+  return mb;
+}
+
+static void mailbox_unref(struct mailbox *mb) {
+  if (!mb || atomic_fetch_sub(&mb->refs, 1) != 1) return;
+  for (size_t i = 0; i < mb->count; i++) msgdata_unref(mb->msgs[i].data);
+  for (int i = 0; i < mb->nkeywords; i++) free(mb->keywords[i]);
+  free(mb->msgs);
+  free(mb->expunged);
+  free(mb->idlers);
+  free(mb->name);
+  pthread_mutex_destroy(&mb->lock);
+  free(mb);
+}
+
+/* Index of the message with this UID, or -1. Caller holds mb->lock. */
+static long mailbox_find_uid(const struct mailbox *mb, uint32_t uid) {
+  size_t lo = 0, hi = mb->count;
+  while (lo < hi) {
+    size_t mid = (lo + hi) / 2;
+    if (mb->msgs[mid].uid < uid) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo < mb->count && mb->msgs[lo].uid == uid ? (long)lo : -1;
+}
+
+/* Index of the first message with a UID >= uid. Caller holds mb->lock. */
+static size_t mailbox_lower_bound(const struct mailbox *mb, uint32_t uid) {
+  size_t lo = 0, hi = mb->count;
+  while (lo < hi) {
+    size_t mid = (lo + hi) / 2;
+    if (mb->msgs[mid].uid < uid) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/* The keyword's bit index, adding it if create is set; -1 if unknown or the table is full. */
+static int mailbox_keyword(struct mailbox *mb, const char *name, size_t n, int create) {
+  for (int i = 0; i < mb->nkeywords; i++)
+    if (strlen(mb->keywords[i]) == n && strncasecmp(mb->keywords[i], name, n) == 0) return i;
+  if (!create || mb->nkeywords == IMAPMEM_MAX_KEYWORDS) return -1;
+  char *k = mem_strndup(name, n);
+  if (!k) return -1;
+  mb->keywords[mb->nkeywords] = k;
+  return mb->nkeywords++;
+}
+
+/*
+** Append a message; takes over the caller's reference to d. Returns the new UID, or 0
+** if memory ran out (then d is still the caller's). Caller holds mb->lock.
+*/
+static uint32_t mailbox_append(struct mailbox *mb, struct msgdata *d, uint32_t flags,
+                               uint64_t keywords, int64_t internaldate, int tz) {
+  if (!mem_grow(&mb->msgs, &mb->cap, mb->count + 1, sizeof mb->msgs[0])) return 0;
+  struct message *m = &mb->msgs[mb->count++];
+  m->uid = mb->uidnext++;
+  m->flags = flags;
+  m->keywords = keywords;
+  m->modseq = ++mb->modseq;
+  m->internaldate = internaldate;
+  m->tz = tz;
+  m->data = d;
+  mailbox_wake_idlers(mb);
+  return m->uid;
+}
+
+/* Change a message's flags; records a change only if something changed. */
+static void mailbox_set_flags(struct mailbox *mb, size_t i, uint32_t flags, uint64_t keywords) {
+  struct message *m = &mb->msgs[i];
+  flags = (flags & FLAGS_SYSTEM) | (m->flags & FLAG_RECENT);
+  if (m->flags == flags && m->keywords == keywords) return;
+  m->flags = flags;
+  m->keywords = keywords;
+  m->modseq = ++mb->modseq;
+  mailbox_wake_idlers(mb);
+}
+
+/*
+** Remove the messages for which keep[i] is 0, recording each expunge in the log.
+** Returns how many were removed, or -1 if the log could not grow (nothing removed).
+** Caller holds mb->lock.
+*/
+static long mailbox_expunge(struct mailbox *mb, const unsigned char *remove) {
+  size_t n = 0;
+  for (size_t i = 0; i < mb->count; i++) n += remove[i] != 0;
+  if (n == 0) return 0;
+  if (!mem_grow(&mb->expunged, &mb->capexpunged, mb->nexpunged + n, sizeof mb->expunged[0]))
+    return -1;
+  size_t w = 0;
+  for (size_t i = 0; i < mb->count; i++) {
+    if (remove[i]) {
+      mb->expunged[mb->nexpunged].uid = mb->msgs[i].uid;
+      mb->expunged[mb->nexpunged++].modseq = ++mb->modseq;
+      msgdata_unref(mb->msgs[i].data);
+    } else {
+      mb->msgs[w++] = mb->msgs[i];
+    }
+  }
+  mb->count = w;
+  mailbox_wake_idlers(mb);
+  return (long)n;
+}
+
+/* Remove every message marked \Deleted (CLOSE, EXPUNGE). Caller holds mb->lock. */
+static long mailbox_expunge_deleted(struct mailbox *mb, const struct seqset *uids) {
+  unsigned char *rm = mem_calloc(mb->count ? mb->count : 1, 1);
+  if (!rm) return -1;
+  for (size_t i = 0; i < mb->count; i++) {
+    if (!(mb->msgs[i].flags & FLAG_DELETED)) continue;
+    int in = !uids;
+    for (size_t r = 0; uids && r < uids->n && !in; r++) {
+      uint32_t lo = uids->r[r].lo, hi = uids->r[r].hi;
+      in = mb->msgs[i].uid >= lo && mb->msgs[i].uid <= hi;
+    }
+    rm[i] = (unsigned char)in;
+  }
+  long n = mailbox_expunge(mb, rm);
+  free(rm);
+  return n;
+}
+
+/* ------------------------------------------------------------------------- */
+/* Users and their mailbox lists. */
+static int name_is_inbox(const char *name, size_t n) {
+  return n == 5 && strncasecmp(name, "INBOX", 5) == 0;
+}
+
+/*
+** The canonical form of a mailbox name: INBOX (and an INBOX/ prefix) in upper case,
+** since RFC 3501 5.1 makes INBOX case-insensitive. Written into out (size cap).
+*/
+static void mailbox_canonical(const char *name, char *out, size_t cap) {
+  if (out != name) snprintf(out, cap, "%s", name);
+  size_t n = strlen(out);
+  if (n >= 5 && strncasecmp(out, "INBOX", 5) == 0 && (n == 5 || out[5] == '/'))
+    memcpy(out, "INBOX", 5);
+}
+
+static struct user *user_new(const char *name, const char *password) {
+  struct user *u = mem_calloc(1, sizeof *u);
+  if (!u) return NULL;
+  u->name = mem_strdup(name);
+  u->password = mem_strdup(password);
+  pthread_mutex_init(&u->lock, NULL);
+  if (!u->name || !u->password) {
+    free(u->name);
+    free(u->password);
+    free(u);
+    return NULL;
+  }
+  return u;
+}
+
+static void user_free(struct user *u) {
+  if (!u) return;
+  for (size_t i = 0; i < u->nmailboxes; i++) {
+    u->mailboxes[i]->deleted = 1;
+    mailbox_unref(u->mailboxes[i]);
+  }
+  for (size_t i = 0; i < u->nsubs; i++) free(u->subs[i]);
+  free(u->subs);
+  free(u->mailboxes);
+  free(u->name);
+  free(u->password);
+  pthread_mutex_destroy(&u->lock);
+  free(u);
+}
+
+/* The mailbox with this (canonical) name, or NULL. Caller holds u->lock. */
+static struct mailbox *user_mailbox_locked(struct user *u, const char *name) {
+  for (size_t i = 0; i < u->nmailboxes; i++)
+    if (strcmp(u->mailboxes[i]->name, name) == 0) return u->mailboxes[i];
+  return NULL;
+}
+
+/* The mailbox called name, with a reference the caller drops, or NULL. */
+static struct mailbox *user_mailbox(struct user *u, const char *name) {
+  char canon[MAX_MAILBOX_NAME + 1];
+  mailbox_canonical(name, canon, sizeof canon);
+  pthread_mutex_lock(&u->lock);
+  struct mailbox *mb = user_mailbox_locked(u, canon);
+  if (mb) mailbox_ref(mb);
+  pthread_mutex_unlock(&u->lock);
+  return mb;
+}
+
+/* Does any mailbox live below name? Caller holds u->lock. */
+static int user_has_children_locked(struct user *u, const char *name) {
+  size_t n = strlen(name);
+  for (size_t i = 0; i < u->nmailboxes; i++) {
+    const char *m = u->mailboxes[i]->name;
+    if (strncmp(m, name, n) == 0 && m[n] == '/') return 1;
+  }
+  return 0;
+}
+
+/*
+** Create name (canonical) and any missing parent levels, which become \Noselect. An
+** existing \Noselect level becomes selectable. Returns the mailbox (no extra reference;
+** valid while u->lock is held), or NULL with *exists set if it was already selectable.
+** Caller holds u->lock.
+*/
+static struct mailbox *user_create_locked(struct user *u, const char *name, int selectable,
+                                          uint32_t uidvalidity, int *exists) {
+  *exists = 0;
+  struct mailbox *mb = user_mailbox_locked(u, name);
+  if (mb) {
+    if (mb->selectable || !selectable) {
+      *exists = 1;
+      return NULL;
+    }
+    mb->selectable = 1;
+    return mb;
+  }
+  char level[MAX_MAILBOX_NAME + 1];
+  for (const char *s = strchr(name, '/'); s; s = strchr(s + 1, '/')) {
+    size_t n = (size_t)(s - name);
+    if (n == 0 || n > MAX_MAILBOX_NAME) continue;
+    memcpy(level, name, n);
+    level[n] = 0;
+    if (user_mailbox_locked(u, level)) continue;
+    struct mailbox *p = mailbox_new(u, level, 0, uidvalidity);
+    if (!p || !mem_grow(&u->mailboxes, &u->capmailboxes, u->nmailboxes + 1,
+                        sizeof u->mailboxes[0])) {
+      mailbox_unref(p);
+      return NULL;
+    }
+    u->mailboxes[u->nmailboxes++] = p;
+  }
+  mb = mailbox_new(u, name, selectable, uidvalidity);
+  if (!mb || !mem_grow(&u->mailboxes, &u->capmailboxes, u->nmailboxes + 1,
+                       sizeof u->mailboxes[0])) {
+    mailbox_unref(mb);
+    return NULL;
+  }
+  u->mailboxes[u->nmailboxes++] = mb;
+  return mb;
+}
+
+/* Remove mailbox i from the user's list: sessions holding it see it deleted. */
+static void user_remove_locked(struct user *u, size_t i) {
+  struct mailbox *mb = u->mailboxes[i];
+  pthread_mutex_lock(&mb->lock);
+  mb->deleted = 1;
+  mb->epoch++;
+  mailbox_wake_idlers(mb);
+  pthread_mutex_unlock(&mb->lock);
+  u->mailboxes[i] = u->mailboxes[--u->nmailboxes];
+  mailbox_unref(mb);
+}
+
+static int user_subscribed_locked(struct user *u, const char *name) {
+  for (size_t i = 0; i < u->nsubs; i++)
+    if (strcmp(u->subs[i], name) == 0) return 1;
+  return 0;
+}
+
+/*
+** ===========================================================================
+** 4  mbox load and save
+** ===========================================================================
+** Owns: reading RFC 4155 mbox files (and fixture directories) into batches, and
+** committing a batch to a mailbox. Calls: sections 1-3. Locking: parsing takes no lock;
+** committing takes the user's lock and then each mailbox's lock in turn. A load is all or
+** nothing: every file is parsed before anything is added, so a bad file leaves the store
+** as it was.
+**
+** One pass per message: the separator search runs with memmem over the file, then each
+** line is copied once into the message's final buffer, turned into CRLF, unquoted
+** (mboxrd ">From " rules), and stripped of the flag headers mutt/Dovecot write.
+*/
+struct pending {             /* a parsed message, not yet in a mailbox */
+  struct msgdata *d;
+  uint32_t flags;
+  uint32_t xuid;              /* X-UID, or 0 */
+  int64_t internaldate;
+  int tz;
+  char *keywords;             /* X-Keywords value, or NULL */
+};
+struct mbox_batch {
+  char *mailbox;              /* canonical mailbox name */
+  int selectable;
+  struct pending *m;
+  size_t n, cap;
+  int has_base;               /* X-IMAPbase / X-IMAP seen */
+  uint32_t base_validity, base_next;
+  char *base_keywords;
+  struct mbox_batch *next;
+};
+
+static void mbox_batch_free(struct mbox_batch *b) {
+  while (b) {
+    struct mbox_batch *n = b->next;
+    for (size_t i = 0; i < b->n; i++) {
+      msgdata_unref(b->m[i].d);
+      free(b->m[i].keywords);
+    }
+    free(b->m);
+    free(b->mailbox);
+    free(b->base_keywords);
+    free(b);
+    b = n;
+  }
+}
+
+static int line_number_at(const char *data, size_t off) {
+  int line = 1;
+  for (const char *p = data, *e = data + off; (p = memchr(p, '\n', (size_t)(e - p))); p++)
+    line++;
+  return line;
+}
+
+/* The date of a From line: "From sender Www Mmm dd hh:mm:ss yyyy [+zzzz]" (asctime). */
+static int mbox_from_date(const char *p, size_t n, int64_t *t_out, int *tz_out) {
+  struct str w[16];
+  int nw = 0;
+  size_t i = 5;              /* after "From " */
+  while (i < n && nw < 16) {
+    while (i < n && (p[i] == ' ' || p[i] == '\t' || p[i] == '\r')) i++;
+    size_t s = i;
+    while (i < n && p[i] != ' ' && p[i] != '\t' && p[i] != '\r') i++;
+    if (i > s) w[nw++] = str_make(p + s, i - s);
+  }
+  for (int k = 0; k + 4 < nw + 1 && k + 3 < nw; k++) {
+    int mon = month_from_name(w[k + 1].p, w[k + 1].len);
+    if (w[k].len != 3 || !isalpha((unsigned char)w[k].p[0]) || !mon || w[k + 1].len != 3)
+      continue;
+    long day, hh, mm, ss = 0, year = -1;
+    if (!parse_uint(w[k + 2], 31, &day)) continue;
+    struct str t = w[k + 3];           /* hh:mm[:ss] */
+    if (t.len < 5 || t.p[2] != ':' || !parse_uint(str_make(t.p, 2), 23, &hh) ||
+        !parse_uint(str_make(t.p + 3, 2), 59, &mm))
+      continue;
+    if (t.len == 8 && (t.p[5] != ':' || !parse_uint(str_make(t.p + 6, 2), 60, &ss))) continue;
+    int tz = 0;
+    for (int j = k + 4; j < nw; j++) {  /* year, and a numeric zone before or after it */
+      struct str x = w[j];
+      if ((x.p[0] == '+' || x.p[0] == '-') && x.len == 5) {
+        long hhmm;
+        if (parse_uint(str_make(x.p + 1, 4), 9999, &hhmm))
+          tz = (int)((hhmm / 100) * 60 + hhmm % 100) * (x.p[0] == '-' ? -1 : 1);
+      } else if (year < 0) {
+        parse_uint(x, 9999, &year);
+      }
+    }
+    if (year < 0 || day < 1) return 0;
+    *t_out = days_from_civil(year, mon, (int)day) * 86400 + hh * 3600 + mm * 60 + ss -
+             (int64_t)tz * 60;
+    *tz_out = tz;
+    return 1;
+  }
+  return 0;
+}
+
+static uint32_t mbox_status_flags(struct str v, int x_status) {
+  uint32_t f = x_status ? 0 : FLAG_RECENT;
+  for (size_t i = 0; i < v.len; i++) {
+    switch (v.p[i]) {
+    case 'R': if (!x_status) f |= FLAG_SEEN; break;
+    case 'O': if (!x_status) f &= ~(uint32_t)FLAG_RECENT; break;
+    case 'A': if (x_status) f |= FLAG_ANSWERED; break;
+    case 'F': if (x_status) f |= FLAG_FLAGGED; break;
+    case 'T': if (x_status) f |= FLAG_DRAFT; break;
+    case 'D': if (x_status) f |= FLAG_DELETED; break;
+    }
+  }
+  return f;
+}
+
+/* Append bytes to a message buffer being built, growing it (before it is shared). */
+static int mbox_put(struct msgdata **d, size_t *cap, const char *p, size_t n) {
+  if ((*d)->size + n > *cap) {
+    size_t ncap = *cap + *cap / 2 + n;
+    if (ncap > UINT32_MAX) return 0;
+    struct msgdata *nd = mem_realloc(*d, sizeof **d + ncap + 1);
+    if (!nd) return 0;
+    *d = nd;
+    *cap = ncap;
+  }
+  memcpy((*d)->bytes + (*d)->size, p, n);
+  (*d)->size += (uint32_t)n;
+  return 1;
+}
+
+enum { HDR_KEEP, HDR_STATUS, HDR_XSTATUS, HDR_KEYWORDS, HDR_UID, HDR_IMAPBASE, HDR_IMAP };
+
+static int mbox_header_kind(const char *p, size_t n) {
+  static const struct { const char *name; int kind; } h[] = {
+    {"Status", HDR_STATUS}, {"X-Status", HDR_XSTATUS}, {"X-Keywords", HDR_KEYWORDS},
+    {"X-UID", HDR_UID}, {"X-IMAPbase", HDR_IMAPBASE}, {"X-IMAP", HDR_IMAP}};
+  const char *colon = memchr(p, ':', n);
+  if (!colon) return HDR_KEEP;
+  size_t len = (size_t)(colon - p);
+  while (len && (p[len - 1] == ' ' || p[len - 1] == '\t')) len--;
+  for (size_t i = 0; i < sizeof h / sizeof h[0]; i++)
+    if (strlen(h[i].name) == len && strncasecmp(p, h[i].name, len) == 0) return h[i].kind;
+  return HDR_KEEP;
+}
+
+/* Record what a stripped header says. value is everything after the colon. */
+static int mbox_header_apply(struct mbox_batch *b, struct pending *pm, int kind, struct str v,
+                             int *pseudo) {
+  v = str_trim(v);
+  long x;
+  switch (kind) {
+  case HDR_STATUS: pm->flags = (pm->flags & ~(uint32_t)(FLAG_SEEN | FLAG_RECENT)) |
+                               mbox_status_flags(v, 0); break;
+  case HDR_XSTATUS: pm->flags |= mbox_status_flags(v, 1); break;
+  case HDR_KEYWORDS:
+    free(pm->keywords);
+    pm->keywords = mem_strndup(v.p, v.len);
+    if (!pm->keywords) return 0;
+    break;
+  case HDR_UID:
+    if (parse_uint(v, UINT32_MAX, &x)) pm->xuid = (uint32_t)x;
+    break;
+  case HDR_IMAP:
+    *pseudo = 1;             /* UW imapd's "FOLDER INTERNAL DATA" message */
+    /* fall through */
+  case HDR_IMAPBASE: {
+    long val = 0, next = 0;
+    size_t i = 0;
+    while (i < v.len && v.p[i] != ' ') i++;
+    if (!parse_uint(str_make(v.p, i), UINT32_MAX, &val)) break;
+    while (i < v.len && v.p[i] == ' ') i++;
+    size_t s = i;
+    while (i < v.len && v.p[i] != ' ') i++;
+    if (!parse_uint(str_make(v.p + s, i - s), UINT32_MAX, &next)) break;
+    b->has_base = 1;
+    b->base_validity = (uint32_t)val;
+    b->base_next = (uint32_t)next;
+    free(b->base_keywords);
+    b->base_keywords = mem_strndup(v.p + i, v.len - i);
+    if (!b->base_keywords) return 0;
+    break;
+  }
+  }
+  return 1;
+}
+
+/*
+** Parse one message whose bytes (after the From line) are [p, end) into pm. Returns 0 if
+** memory ran out. *pseudo is set for UW's internal-data message.
+*/
+static int mbox_message(struct mbox_batch *b, const char *p, const char *end,
+                        struct pending *pm, int *pseudo) {
+  size_t in = (size_t)(end - p);
+  size_t cap = in + in / 16 + 256;
+  struct msgdata *d = mem_alloc(sizeof *d + cap + 1);
+  if (!d) return 0;
+  d->size = 0;
+  int in_header = 1, skip = HDR_KEEP;
+  struct buf fieldval = {0};
+  int ok = 1;
+  while (p < end && ok) {
+    const char *nl = memchr(p, '\n', (size_t)(end - p));
+    const char *le = nl ? nl : end, *next = nl ? nl + 1 : end;
+    const char *ce = le > p && le[-1] == '\r' ? le - 1 : le;
+    if (in_header) {
+      int cont = ce > p && (*p == ' ' || *p == '\t');
+      if (!cont && skip != HDR_KEEP) {  /* the stripped field is complete: apply it */
+        ok = mbox_header_apply(b, pm, skip, str_make(fieldval.p, fieldval.len), pseudo);
+        skip = HDR_KEEP;
+        buf_reset(&fieldval);
+      }
+      if (ce == p) {
+        in_header = 0;
+      } else if (cont && skip != HDR_KEEP) {
+        buf_add(&fieldval, p, (size_t)(ce - p));
+        p = next;
+        continue;
+      } else if (!cont && (skip = mbox_header_kind(p, (size_t)(ce - p))) != HDR_KEEP) {
+        const char *colon = memchr(p, ':', (size_t)(ce - p));
+        buf_add(&fieldval, colon + 1, (size_t)(ce - colon - 1));
+        p = next;
+        continue;
+      }
+    }
+    const char *q = p;       /* mboxrd: ">From " -> "From ", ">>From " -> ">From " */
+    while (q < ce && *q == '>') q++;
+    if (q > p && ce - q >= 5 && memcmp(q, "From ", 5) == 0) p++;
+    ok = mbox_put(&d, &cap, p, (size_t)(ce - p)) && (!nl || mbox_put(&d, &cap, "\r\n", 2));
+    p = next;
+  }
+  if (ok && skip != HDR_KEEP)
+    ok = mbox_header_apply(b, pm, skip, str_make(fieldval.p, fieldval.len), pseudo);
+  buf_free(&fieldval);
+  if (!ok) {
+    free(d);
+    return 0;
+  }
+  if (cap - d->size > 4096) {  /* give back what the estimate overshot */
+    struct msgdata *nd = realloc(d, sizeof *d + d->size + 1);
+    if (nd) d = nd;
+  }
+  atomic_init(&d->refs, 1);
+  atomic_init(&d->meta, NULL);
+  d->bytes[d->size] = 0;
+  d->hdr_len = (uint32_t)header_length(d->bytes, d->size);
+  pm->d = d;
+  return 1;
+}
+
+/* The next "\nFrom " in [p, p+n), or NULL. (memmem is not in C11 or POSIX.) */
+static const char *find_from_line(const char *p, size_t n) {
+  const char *end = p + n;
+  while ((p = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+    if (end - p >= 6 && memcmp(p + 1, "From ", 5) == 0) return p;
+    p++;
+  }
+  return NULL;
+}
+
+/*
+** Parse mbox bytes into a new batch for mailbox `name`. On error returns an IMAPMEM_
+** code and writes "file:line: what" into err.
+*/
+static int mbox_parse(const char *data, size_t len, const char *file, const char *name,
+                      struct mbox_batch **out, char *err, size_t errcap) {
+  struct mbox_batch *b = mem_calloc(1, sizeof *b);
+  if (!b || !(b->mailbox = mem_strdup(name))) {
+    free(b);
+    snprintf(err, errcap, "%s: out of memory", file);
+    return IMAPMEM_NOMEM;
+  }
+  b->selectable = 1;
+  *out = b;
+  if (len == 0) return IMAPMEM_OK;
+  if (len < 5 || memcmp(data, "From ", 5) != 0) {
+    snprintf(err, errcap, "%s:1: not an mbox file: the first line must start with \"From \"",
+             file);
+    mbox_batch_free(b);
+    *out = NULL;
+    return IMAPMEM_PARSE;
+  }
+  int64_t now = (int64_t)time(NULL);
+  size_t pos = 0;
+  while (pos < len) {
+    const char *from = data + pos;
+    const char *fe = memchr(from, '\n', len - pos);
+    size_t from_len = fe ? (size_t)(fe - from) : len - pos;
+    size_t body = fe ? (size_t)(fe - data) + 1 : len;
+    /* RFC 4155: the next message starts at a "From " line that follows a blank line */
+    size_t next = len, search = body;
+    while (search < len) {
+      const char *hit = find_from_line(data + search, len - search);
+      if (!hit) break;
+      size_t at = (size_t)(hit - data);        /* the '\n' before "From " */
+      int blank = data[at - 1] == '\n' || (data[at - 1] == '\r' && data[at - 2] == '\n');
+      if (blank) {
+        next = at + 1;
+        break;
+      }
+      search = at + 1;
+    }
+    size_t mend = next;      /* drop the blank separator line that belongs to the mbox */
+    if (mend > body && data[mend - 1] == '\n') {
+      size_t e = mend - 1;
+      if (e > body && data[e - 1] == '\r') e--;
+      if (e > body && data[e - 1] == '\n') mend = e;
+      else if (e == body) mend = e;
+    }
+    if (mend - body > UINT32_MAX - 1) {
+      snprintf(err, errcap, "%s:%d: message too large (over 4 GB)", file,
+               line_number_at(data, pos));
+      mbox_batch_free(b);
+      *out = NULL;
+      return IMAPMEM_PARSE;
+    }
+    struct pending pm = {0};
+    pm.flags = FLAG_RECENT;  /* until a Status header says the message is old */
+    int pseudo = 0;
+    if (!mem_grow(&b->m, &b->cap, b->n + 1, sizeof b->m[0]) ||
+        !mbox_message(b, data + body, data + mend, &pm, &pseudo)) {
+      snprintf(err, errcap, "%s:%d: out of memory", file, line_number_at(data, pos));
+      free(pm.keywords);
+      mbox_batch_free(b);
+      *out = NULL;
+      return IMAPMEM_NOMEM;
+    }
+    if (pseudo && b->n == 0) {
+      msgdata_unref(pm.d);
+      free(pm.keywords);
+    } else {
+      if (!mbox_from_date(from, from_len, &pm.internaldate, &pm.tz)) {
+        struct str v;      /* no usable From-line date: the Date header, else now */
+        if (!(header_get(pm.d->bytes, pm.d->bytes + pm.d->hdr_len, "Date", &v) &&
+              date_parse(v, &pm.internaldate, &pm.tz))) {
+          pm.internaldate = now;
+          pm.tz = 0;
+        }
+      }
+      b->m[b->n++] = pm;
+    }
+    pos = next;
+  }
+  return IMAPMEM_OK;
+}
+
+/* Read a whole file. Returns 0 and sets err on failure. */
+static int file_read(const char *path, char **data, size_t *len, char *err, size_t errcap) {
+  int fd = open(path, O_RDONLY);
+  struct stat st;
+  if (fd < 0 || fstat(fd, &st) < 0) {
+    snprintf(err, errcap, "%.400s: cannot read: %s", path, strerror(errno));
+    if (fd >= 0) close(fd);
+    return 0;
+  }
+  size_t cap = st.st_size > 0 ? (size_t)st.st_size : 0, n = 0;
+  char *p = mem_alloc(cap + 1);
+  if (!p) {
+    snprintf(err, errcap, "%s: out of memory", path);
+    close(fd);
+    return 0;
+  }
+  for (;;) {
+    if (n == cap) {          /* the file grew, or is not a regular file */
+      size_t ncap = cap ? cap * 2 : 65536;
+      char *np = mem_realloc(p, ncap + 1);
+      if (!np) {
+        free(p);
+        close(fd);
+        snprintf(err, errcap, "%s: out of memory", path);
+        return 0;
+      }
+      p = np;
+      cap = ncap;
+    }
+    ssize_t r = read(fd, p + n, cap - n);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      snprintf(err, errcap, "%.400s: cannot read: %s", path, strerror(errno));
+      free(p);
+      close(fd);
+      return 0;
+    }
+    if (r == 0) break;
+    n += (size_t)r;
+  }
+  close(fd);
+  p[n] = 0;
+  *data = p;
+  *len = n;
+  return 1;
+}
+
+static int mbox_parse_file(const char *path, const char *mailbox, struct mbox_batch **out,
+                           char *err, size_t errcap) {
+  char *data;
+  size_t len;
+  if (!file_read(path, &data, &len, err, errcap)) return IMAPMEM_IO;
+  int rc = mbox_parse(data, len, path, mailbox, out, err, errcap);
+  free(data);
+  return rc;
+}
+
+static int has_suffix(const char *s, const char *suffix) {
+  size_t n = strlen(s), m = strlen(suffix);
+  return n > m && strcmp(s + n - m, suffix) == 0;
+}
+
+/* Parse a fixture directory: every *.mbox file below dir, and every folder as a level. */
+static int mbox_parse_dir(const char *dir, const char *prefix, struct mbox_batch **list,
+                          int depth, char *err, size_t errcap) {
+  if (depth > 32) {
+    snprintf(err, errcap, "%s: directories nested too deeply", dir);
+    return IMAPMEM_PARSE;
+  }
+  DIR *d = opendir(dir);
+  if (!d) {
+    snprintf(err, errcap, "%s: cannot read: %s", dir, strerror(errno));
+    return IMAPMEM_IO;
+  }
+  int rc = IMAPMEM_OK;
+  struct dirent *e;
+  while (rc == IMAPMEM_OK && (e = readdir(d)) != NULL) {
+    if (e->d_name[0] == '.') continue;
+    char path[4096], name[MAX_MAILBOX_NAME + 1];
+    snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+    struct stat st;
+    if (stat(path, &st) < 0) {
+      snprintf(err, errcap, "%.400s: cannot read: %s", path, strerror(errno));
+      rc = IMAPMEM_IO;
+      break;
+    }
+    if (S_ISDIR(st.st_mode)) {
+      snprintf(name, sizeof name, "%s%s", prefix, e->d_name);
+      struct mbox_batch *lvl = mem_calloc(1, sizeof *lvl);
+      if (!lvl || !(lvl->mailbox = mem_strdup(name))) {
+        free(lvl);
+        rc = IMAPMEM_NOMEM;
+        break;
+      }
+      lvl->selectable = 0;   /* a level; a sibling NAME.mbox makes it selectable */
+      lvl->next = *list;
+      *list = lvl;
+      char sub[MAX_MAILBOX_NAME + 2];
+      snprintf(sub, sizeof sub, "%s/", name);
+      rc = mbox_parse_dir(path, sub, list, depth + 1, err, errcap);
+    } else if (has_suffix(e->d_name, ".mbox")) {
+      snprintf(name, sizeof name, "%s%.*s", prefix, (int)(strlen(e->d_name) - 5), e->d_name);
+      char canon[MAX_MAILBOX_NAME + 1];
+      mailbox_canonical(name, canon, sizeof canon);
+      if (!*prefix && name_is_inbox(name, strlen(name))) strcpy(canon, "INBOX");
+      struct mbox_batch *b = NULL;
+      rc = mbox_parse_file(path, canon, &b, err, errcap);
+      if (b) {
+        b->next = *list;
+        *list = b;
+      }
+    }
+  }
+  closedir(d);
+  return rc;
+}
+
+/*
+** Add every batch to the user's mailboxes, creating them as needed. Only memory can fail
+** here; the messages added before a failure stay (reported as IMAPMEM_NOMEM).
+*/
+static int mbox_commit(struct user *u, struct mbox_batch *list, uint32_t uidvalidity) {
+  int rc = IMAPMEM_OK;
+  pthread_mutex_lock(&u->lock);
+  for (struct mbox_batch *b = list; b && rc == IMAPMEM_OK; b = b->next) {
+    int exists;
+    struct mailbox *mb = user_mailbox_locked(u, b->mailbox);
+    if (!mb || (!mb->selectable && b->selectable))
+      mb = user_create_locked(u, b->mailbox, b->selectable, uidvalidity, &exists);
+    if (!mb) {
+      rc = IMAPMEM_NOMEM;
+      break;
+    }
+    pthread_mutex_lock(&mb->lock);
+    int fresh = mb->count == 0 && mb->uidnext == 1;
+    /* X-UID values are honoured when every message has one and they ascend */
+    int use_xuid = fresh && b->n > 0;
+    for (size_t i = 0; i < b->n && use_xuid; i++)
+      use_xuid = b->m[i].xuid > 0 && (i == 0 || b->m[i].xuid > b->m[i - 1].xuid);
+    if (fresh && b->has_base) mb->uidvalidity = b->base_validity ? b->base_validity : 1;
+    if (b->base_keywords) {
+      const char *k = b->base_keywords;
+      while (*k) {
+        while (*k == ' ' || *k == ',') k++;
+        size_t n = strcspn(k, " ,");
+        if (n) mailbox_keyword(mb, k, n, 1);
+        k += n;
+      }
+    }
+    for (size_t i = 0; i < b->n; i++) {
+      struct pending *pm = &b->m[i];
+      uint64_t kw = 0;
+      for (const char *k = pm->keywords; k && *k;) {
+        while (*k == ' ' || *k == ',' || *k == '\t') k++;
+        size_t n = strcspn(k, " ,\t");
+        int bit = n ? mailbox_keyword(mb, k, n, 1) : -1;
+        if (bit >= 0) kw |= (uint64_t)1 << bit;
+        k += n;
+      }
+      if (use_xuid) mb->uidnext = pm->xuid;
+      if (!mailbox_append(mb, pm->d, pm->flags, kw, pm->internaldate, pm->tz)) {
+        rc = IMAPMEM_NOMEM;
+        break;
+      }
+      pm->d = NULL;          /* the mailbox owns it now */
+    }
+    if (fresh && b->has_base && b->base_next > mb->uidnext) mb->uidnext = b->base_next;
+    pthread_mutex_unlock(&mb->lock);
+  }
+  pthread_mutex_unlock(&u->lock);
+  return rc;
+}
+
+/*
+** ===========================================================================
+** 5  The command parser
+** ===========================================================================
+** Owns: struct parser, a cursor over one complete command that section 9 has read
+** (literals inline, each as "{n}\r\n" or "{n+}\r\n" followed by its n bytes, already
+** checked against the limits). Calls: section 1. Locking: none.
+**
+** Each getter follows RFC 3501 section 9 for one production. It returns 1 and advances,
+** or returns 0 with ps->err saying what was expected (the text of the BAD reply).
+** Views (struct str) point into the command buffer; unescaped quoted strings are copied
+** into the command's arena. Both live until the tagged reply is sent.
+*/
+static int is_atom_char(int c) {
+  /* ATOM-CHAR: any CHAR except atom-specials: ( ) { SP CTL % * " \ ] */
+  return c > 0x20 && c < 0x7f && !strchr("(){%*\"\\]", c);
+}
+
+static int parse_fail(struct parser *ps, const char *what) {
+  ps->err = what;
+  return 0;
+}
+
+static int parse_at_end(struct parser *ps) {
+  return ps->p >= ps->end;
+}
+
+static int parse_peek(struct parser *ps, char c) {
+  return ps->p < ps->end && *ps->p == c;
+}
+
+static int parse_char(struct parser *ps, char c) {
+  if (!parse_peek(ps, c)) return 0;
+  ps->p++;
+  return 1;
+}
+
+static int parse_sp(struct parser *ps) {
+  return parse_char(ps, ' ') || parse_fail(ps, "Missing argument (expected a space)");
+}
+
+static int parse_end(struct parser *ps) {
+  return parse_at_end(ps) || parse_fail(ps, "Unexpected extra arguments");
+}
+
+/* A run of chars accepted by ok(); at least one. */
+static int parse_run(struct parser *ps, int (*ok)(int), struct str *out) {
+  const char *s = ps->p;
+  while (ps->p < ps->end && ok((unsigned char)*ps->p)) ps->p++;
+  if (ps->p == s) return 0;
+  *out = str_make(s, (size_t)(ps->p - s));
+  return 1;
+}
+
+static int parse_atom(struct parser *ps, struct str *out) {
+  return parse_run(ps, is_atom_char, out) || parse_fail(ps, "Expected an atom");
+}
+
+static int is_astring_char(int c) {
+  return is_atom_char(c) || c == ']';
+}
+
+static int is_tag_char(int c) {
+  return is_astring_char(c) && c != '+';
+}
+
+static int parse_tag(struct parser *ps, struct str *out) {
+  return parse_run(ps, is_tag_char, out);
+}
+
+static int parse_literal(struct parser *ps, struct str *out) {
+  if (!parse_char(ps, '{')) return 0;
+  size_t n = 0;
+  int digits = 0;
+  while (ps->p < ps->end && *ps->p >= '0' && *ps->p <= '9') {
+    n = n * 10 + (size_t)(*ps->p++ - '0');
+    digits++;
+  }
+  parse_char(ps, '+');
+  if (!digits || !parse_char(ps, '}') || !parse_char(ps, '\r') || !parse_char(ps, '\n') ||
+      (size_t)(ps->end - ps->p) < n)
+    return parse_fail(ps, "Malformed literal");
+  *out = str_make(ps->p, n);
+  ps->p += n;
+  return 1;
+}
+
+static int parse_quoted(struct parser *ps, struct str *out) {
+  if (!parse_char(ps, '"')) return 0;
+  const char *s = ps->p;
+  int escaped = 0;
+  while (ps->p < ps->end && *ps->p != '"') {
+    if (*ps->p == '\r' || *ps->p == '\n') return parse_fail(ps, "Line break in a quoted string");
+    if (*ps->p == '\\') {
+      ps->p++;
+      if (ps->p >= ps->end || (*ps->p != '"' && *ps->p != '\\'))
+        return parse_fail(ps, "Only \\\" and \\\\ may be escaped in a quoted string");
+      escaped = 1;
+    }
+    ps->p++;
+  }
+  if (ps->p >= ps->end) return parse_fail(ps, "Unterminated quoted string");
+  const char *e = ps->p++;
+  if (!escaped) {
+    *out = str_make(s, (size_t)(e - s));
+    return 1;
+  }
+  char *d = arena_alloc(ps->arena, (size_t)(e - s) + 1);
+  if (!d) return parse_fail(ps, "Out of memory");
+  size_t n = 0;
+  for (const char *q = s; q < e; q++) {
+    if (*q == '\\') q++;
+    d[n++] = *q;
+  }
+  d[n] = 0;
+  *out = str_make(d, n);
+  return 1;
+}
+
+static int parse_string(struct parser *ps, struct str *out) {
+  if (parse_peek(ps, '"')) return parse_quoted(ps, out);
+  if (parse_peek(ps, '{')) return parse_literal(ps, out);
+  return parse_fail(ps, "Expected a string");
+}
+
+static int parse_astring(struct parser *ps, struct str *out) {
+  if (parse_peek(ps, '"') || parse_peek(ps, '{')) return parse_string(ps, out);
+  return parse_run(ps, is_astring_char, out) || parse_fail(ps, "Expected a string or atom");
+}
+
+static int is_list_char(int c) {
+  return is_astring_char(c) || c == '%' || c == '*';
+}
+
+/* list-mailbox: a pattern that may hold % and * (RFC 3501 6.3.8). */
+static int parse_list_mailbox(struct parser *ps, struct str *out) {
+  if (parse_peek(ps, '"') || parse_peek(ps, '{')) return parse_string(ps, out);
+  return parse_run(ps, is_list_char, out) || parse_fail(ps, "Expected a mailbox pattern");
+}
+
+/* A NUL-terminated copy of a view, in the arena. */
+static const char *parse_cstr(struct parser *ps, struct str s) {
+  const char *p = arena_strndup(ps->arena, s.p, s.len);
+  if (!p) parse_fail(ps, "Out of memory");
+  return p;
+}
+
+/*
+** A mailbox name: an astring, INBOX made canonical, a trailing '/' dropped. Names with
+** NUL or line breaks, or longer than MAX_MAILBOX_NAME, are refused.
+*/
+static int parse_mailbox(struct parser *ps, const char **out) {
+  struct str s;
+  if (!parse_astring(ps, &s)) return parse_fail(ps, "Expected a mailbox name");
+  if (s.len > MAX_MAILBOX_NAME) return parse_fail(ps, "Mailbox name too long");
+  for (size_t i = 0; i < s.len; i++)
+    if (s.p[i] == 0 || s.p[i] == '\r' || s.p[i] == '\n')
+      return parse_fail(ps, "Mailbox name contains a control character");
+  char canon[MAX_MAILBOX_NAME + 1];
+  memcpy(canon, s.p, s.len);
+  canon[s.len] = 0;
+  while (s.len > 1 && canon[s.len - 1] == '/') canon[--s.len] = 0;
+  mailbox_canonical(canon, canon, sizeof canon);
+  *out = parse_cstr(ps, str_make(canon, strlen(canon)));
+  return *out != NULL;
+}
+
+static int parse_number(struct parser *ps, uint32_t *out) {
+  uint64_t v = 0;
+  const char *s = ps->p;
+  while (ps->p < ps->end && *ps->p >= '0' && *ps->p <= '9') {
+    v = v * 10 + (uint64_t)(*ps->p++ - '0');
+    if (v > UINT32_MAX) return parse_fail(ps, "Number too large");
+  }
+  if (ps->p == s) return parse_fail(ps, "Expected a number");
+  *out = (uint32_t)v;
+  return 1;
+}
+
+static int parse_nz_number(struct parser *ps, uint32_t *out) {
+  if (!parse_number(ps, out)) return 0;
+  return *out > 0 || parse_fail(ps, "Expected a number greater than zero");
+}
+
+static int parse_seq_number(struct parser *ps, uint32_t *out) {
+  if (parse_char(ps, '*')) {
+    *out = UINT32_MAX;
+    return 1;
+  }
+  return parse_nz_number(ps, out) || parse_fail(ps, "Invalid sequence set");
+}
+
+/* sequence-set (RFC 3501 9): ranges in any order; a:b with a > b means b:a. */
+static int parse_seqset(struct parser *ps, struct seqset *out) {
+  size_t cap = 0;
+  out->r = NULL;
+  out->n = 0;
+  do {
+    struct range r;
+    if (!parse_seq_number(ps, &r.lo)) return 0;
+    r.hi = r.lo;
+    if (parse_char(ps, ':') && !parse_seq_number(ps, &r.hi)) return 0;
+    if (r.lo > r.hi) {
+      uint32_t t = r.lo;
+      r.lo = r.hi;
+      r.hi = t;
+    }
+    if (out->n == cap) {
+      size_t ncap = cap ? cap * 2 : 8;
+      struct range *nr = arena_alloc(ps->arena, ncap * sizeof *nr);
+      if (!nr) return parse_fail(ps, "Out of memory");
+      if (out->n) memcpy(nr, out->r, out->n * sizeof *nr);
+      out->r = nr;
+      cap = ncap;
+    }
+    out->r[out->n++] = r;
+  } while (parse_char(ps, ','));
+  if (ps->p < ps->end && *ps->p != ' ' && *ps->p != ')')
+    return parse_fail(ps, "Invalid sequence set");
+  return 1;
+}
+
+/* Replace '*' by max in every range (max 0: an empty mailbox has no '*'). */
+static void seqset_resolve(struct seqset *s, uint32_t max) {
+  for (size_t i = 0; i < s->n; i++) {
+    if (s->r[i].lo == UINT32_MAX) s->r[i].lo = max;
+    if (s->r[i].hi == UINT32_MAX) s->r[i].hi = max;
+    if (s->r[i].lo > s->r[i].hi) {
+      uint32_t t = s->r[i].lo;
+      s->r[i].lo = s->r[i].hi;
+      s->r[i].hi = t;
+    }
+  }
+}
+
+static int seqset_contains(const struct seqset *s, uint32_t v) {
+  for (size_t i = 0; i < s->n; i++)
+    if (v >= s->r[i].lo && v <= s->r[i].hi) return 1;
+  return 0;
+}
+
+/* Flags: a system flag's bit, or 0 for a keyword (kw set) / an unknown \flag (-1). */
+static int parse_flag_bit(struct str f) {
+  static const struct { const char *name; int bit; } sys[] = {
+    {"\\Seen", FLAG_SEEN}, {"\\Answered", FLAG_ANSWERED}, {"\\Flagged", FLAG_FLAGGED},
+    {"\\Deleted", FLAG_DELETED}, {"\\Draft", FLAG_DRAFT}};
+  for (size_t i = 0; i < sizeof sys / sizeof sys[0]; i++)
+    if (str_ieq(f, sys[i].name)) return sys[i].bit;
+  if (str_ieq(f, "\\Recent")) return -2;   /* may not be set by a client */
+  return f.len && f.p[0] == '\\' ? -1 : 0;
+}
+
+struct flag_list {
+  uint32_t flags;
+  struct str kw[IMAPMEM_MAX_KEYWORDS];
+  int nkw;
+};
+
+/* flag-list: "(" [flag *(SP flag)] ")"; with bare, one flag without parentheses too. */
+static int parse_flags(struct parser *ps, struct flag_list *fl, int bare) {
+  memset(fl, 0, sizeof *fl);
+  int paren = parse_char(ps, '(');
+  if (!paren && !bare) return parse_fail(ps, "Expected a flag list");
+  if (paren && parse_char(ps, ')')) return 1;
+  for (;;) {
+    struct str f;
+    const char *s = ps->p;
+    if (parse_char(ps, '\\')) {
+      struct str a;
+      if (!parse_run(ps, is_atom_char, &a) && !parse_char(ps, '*'))
+        return parse_fail(ps, "Invalid flag");
+    }
+    else if (!parse_run(ps, is_atom_char, &f)) return parse_fail(ps, "Invalid flag");
+    f = str_make(s, (size_t)(ps->p - s));
+    int bit = parse_flag_bit(f);
+    if (bit == -1 || bit == -2) return parse_fail(ps, "Invalid flag: only \\Seen \\Answered "
+                                                      "\\Flagged \\Deleted \\Draft and keywords");
+    if (bit > 0) fl->flags |= (uint32_t)bit;
+    else {
+      int dup = 0;
+      for (int i = 0; i < fl->nkw; i++) dup |= f.len == fl->kw[i].len &&
+                                            strncasecmp(f.p, fl->kw[i].p, f.len) == 0;
+      if (!dup) {
+        if (fl->nkw == IMAPMEM_MAX_KEYWORDS) return parse_fail(ps, "Too many keywords");
+        fl->kw[fl->nkw++] = f;
+      }
+    }
+    if (!paren) return 1;
+    if (parse_char(ps, ')')) return 1;
+    if (!parse_sp(ps)) return 0;
+  }
+}
+
+/* date-time (RFC 3501 9): "dd-Mon-yyyy hh:mm:ss +zzzz", day may be " d". */
+static int parse_date_time(struct parser *ps, int64_t *t, int *tz) {
+  struct str s;
+  if (!parse_quoted(ps, &s) || s.len != 26)
+    return parse_fail(ps, "Expected a date-time like \"25-Nov-2026 10:00:00 +0000\"");
+  const char *p = s.p;
+  long day, year, hh, mm, ss, zone;
+  struct str d = str_make(p[0] == ' ' ? p + 1 : p, p[0] == ' ' ? 1 : 2);
+  int mon = month_from_name(p + 3, 3);
+  if (!parse_uint(d, 31, &day) || p[2] != '-' || !mon || p[6] != '-' ||
+      !parse_uint(str_make(p + 7, 4), 9999, &year) || p[11] != ' ' ||
+      !parse_uint(str_make(p + 12, 2), 23, &hh) || p[14] != ':' ||
+      !parse_uint(str_make(p + 15, 2), 59, &mm) || p[17] != ':' ||
+      !parse_uint(str_make(p + 18, 2), 60, &ss) || p[20] != ' ' ||
+      (p[21] != '+' && p[21] != '-') || !parse_uint(str_make(p + 22, 4), 9999, &zone) ||
+      day < 1)
+    return parse_fail(ps, "Invalid date-time");
+  *tz = (int)((zone / 100) * 60 + zone % 100) * (p[21] == '-' ? -1 : 1);
+  *t = days_from_civil(year, mon, (int)day) * 86400 + hh * 3600 + mm * 60 + ss -
+       (int64_t)*tz * 60;
+  return 1;
+}
+
+/* date (RFC 3501 9): d-Mon-yyyy, quoted or not; returns days since the epoch. */
+static int parse_date(struct parser *ps, int64_t *days) {
+  struct str s;
+  if (parse_peek(ps, '"')) {
+    if (!parse_quoted(ps, &s)) return 0;
+  } else if (!parse_run(ps, is_atom_char, &s)) {
+    return parse_fail(ps, "Expected a date like 1-Feb-2026");
+  }
+  const char *d1 = memchr(s.p, '-', s.len);
+  const char *d2 = d1 ? memchr(d1 + 1, '-', (size_t)(s.p + s.len - d1 - 1)) : NULL;
+  long day, year;
+  int mon;
+  if (!d1 || !d2 || d2 - d1 != 4 || !parse_uint(str_make(s.p, (size_t)(d1 - s.p)), 31, &day) ||
+      !(mon = month_from_name(d1 + 1, 3)) ||
+      !parse_uint(str_make(d2 + 1, (size_t)(s.p + s.len - d2 - 1)), 9999, &year) || day < 1 ||
+      s.p + s.len - d2 - 1 != 4)
+    return parse_fail(ps, "Invalid date: expected d-Mon-yyyy");
+  *days = days_from_civil(year, mon, (int)day);
+  return 1;
+}
+
+/*
+** ===========================================================================
+** 6  Command handlers and the command table
+** ===========================================================================
+** Owns: what each command does (RFC 3501 section 6 and the extensions), and a session's
+** view of its selected mailbox: sequence numbers, and the untagged updates that keep
+** them right (RFC 3501 5.2, 7.4.1). Calls: sections 1-5, and SEARCH/FETCH (7, 8) and
+** the session's output (9) through the prototypes in section 0. Locking: a handler
+** locks a mailbox only around its own store calls and writes to the network after
+** unlocking (the session's output buffer is memory until flushed).
+**
+** Handler shape: read the arguments with the typed getters (BAD with the getter's text),
+** check, do the work through the store, send untagged data, then set the tagged reply
+** with cmd_ok/cmd_no/cmd_bad. The dispatcher sends pending untagged updates and then the
+** tagged line, exactly once.
+*/
+static const char capabilities[] =
+  "IMAP4rev1 LITERAL+ SASL-IR AUTH=PLAIN IDLE UIDPLUS MOVE UNSELECT NAMESPACE ID CHILDREN";
+
+static void PRINTF_LIKE(3, 4) cmd_reply(struct command *c, const char *status,
+                                        const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(c->text, sizeof c->text, fmt, ap);
+  va_end(ap);
+  for (char *p = c->text; *p; p++)     /* resp-text may not hold CR or LF */
+    if (*p == '\r' || *p == '\n') *p = ' ';
+  c->status = status;
+}
+#define cmd_ok(c, ...) cmd_reply(c, "OK", __VA_ARGS__)
+#define cmd_no(c, ...) cmd_reply(c, "NO", __VA_ARGS__)
+#define cmd_bad(c, ...) cmd_reply(c, "BAD", __VA_ARGS__)
+
+/* BAD with the parser's reason, for a command whose arguments did not parse. */
+static void cmd_bad_args(struct command *c) {
+  cmd_bad(c, "%s %s", c->def->name, c->ps.err ? c->ps.err : "Invalid arguments");
+}
+
+static const char *state_name(enum state st) {
+  switch (st) {
+  case ST_NOTAUTH: return "not authenticated";
+  case ST_AUTH: return "authenticated";
+  case ST_SELECTED: return "selected";
+  default: return "logout";
+  }
+}
+
+/* ------------------------------------------------------------------------- */
+/* The session's view of its selected mailbox. */
+
+/* A flag-list: system flags, keywords (names[i] for bit i), and \Recent. */
+static void flags_out(struct buf *b, uint32_t flags, uint64_t kw, char *const *names_kw,
+                      int nkw, int recent) {
+  static const char *const names[] = {"\\Seen", "\\Answered", "\\Flagged", "\\Deleted",
+                                      "\\Draft"};
+  int n = 0;
+  buf_addc(b, '(');
+  for (int i = 0; i < 5; i++)
+    if (flags & (1u << i)) buf_printf(b, "%s%s", n++ ? " " : "", names[i]);
+  for (int i = 0; i < nkw; i++)
+    if (kw & ((uint64_t)1 << i)) buf_printf(b, "%s%s", n++ ? " " : "", names_kw[i]);
+  if (recent) buf_printf(b, "%s\\Recent", n ? " " : "");
+  buf_addc(b, ')');
+}
+
+/* Index in the view of uid, or -1. */
+static long view_find(const struct session *s, uint32_t uid) {
+  size_t lo = 0, hi = s->nview;
+  while (lo < hi) {
+    size_t mid = (lo + hi) / 2;
+    if (s->view[mid].uid < uid) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo < s->nview && s->view[lo].uid == uid ? (long)lo : -1;
+}
+
+static void session_unselect(struct session *s) {
+  struct mailbox *mb = s->mb;
+  if (!mb) return;
+  pthread_mutex_lock(&mb->lock);
+  if (s->idling) {
+    for (size_t i = 0; i < mb->nidlers; i++)
+      if (mb->idlers[i] == s) mb->idlers[i] = mb->idlers[--mb->nidlers];
+    s->idling = 0;
+  }
+  pthread_mutex_unlock(&mb->lock);
+  mailbox_unref(mb);
+  s->mb = NULL;
+  s->nview = 0;
+  if (s->state == ST_SELECTED) s->state = ST_AUTH;
+}
+
+/*
+** Tell the client what other sessions changed since it last heard (RFC 3501 5.2):
+** EXPUNGE (only when allowed, 7.4.1), then EXISTS and RECENT for new messages, then
+** FETCH FLAGS for flag changes. Returns 0 if the mailbox was deleted or renamed under
+** the session, which is then told so and closed.
+*/
+static int session_sync(struct session *s, int allow_expunge) {
+  struct mailbox *mb = s->mb;
+  if (!mb) return 1;
+  pthread_mutex_lock(&mb->lock);
+  if (mb->epoch != s->epoch) {
+    int deleted = mb->deleted || !mb->selectable;
+    pthread_mutex_unlock(&mb->lock);
+    session_send(s, "* BYE Selected mailbox was %s by another session\r\n",
+                 deleted ? "deleted" : "renamed");
+    s->closing = 1;
+    session_unselect(s);
+    return 0;
+  }
+  if (mb->modseq == s->seen_modseq && mb->modseq == s->expunge_modseq) {
+    pthread_mutex_unlock(&mb->lock);
+    return 1;
+  }
+  if (allow_expunge && s->expunge_modseq < mb->modseq) {
+    size_t lo = 0, hi = mb->nexpunged;   /* first log entry after what we reported */
+    while (lo < hi) {
+      size_t mid = (lo + hi) / 2;
+      if (mb->expunged[mid].modseq <= s->expunge_modseq) lo = mid + 1;
+      else hi = mid;
+    }
+    for (size_t i = lo; i < mb->nexpunged; i++) {
+      long k = view_find(s, mb->expunged[i].uid);
+      if (k < 0) continue;
+      session_send(s, "* %ld EXPUNGE\r\n", k + 1);
+      memmove(&s->view[k], &s->view[k + 1], (s->nview - (size_t)k - 1) * sizeof s->view[0]);
+      s->nview--;
+    }
+    s->expunge_modseq = mb->modseq;
+  }
+  if (s->seen_modseq < mb->modseq) {
+    uint32_t known = s->nview ? s->view[s->nview - 1].uid : 0;
+    /* flag changes of messages the client knows */
+    for (size_t i = 0; i < mb->count && mb->msgs[i].uid <= known; i++) {
+      const struct message *m = &mb->msgs[i];
+      if (m->modseq <= s->seen_modseq) continue;
+      long k = view_find(s, m->uid);
+      if (k < 0) continue;
+      session_send(s, "* %ld FETCH (UID %u FLAGS ", k + 1, m->uid);
+      flags_out(&s->out, m->flags, m->keywords, mb->keywords, mb->nkeywords, s->view[k].recent);
+      session_send(s, ")\r\n");
+    }
+    /* new messages */
+    size_t first = mailbox_lower_bound(mb, known + 1), added = 0;
+    if (first < mb->count &&
+        mem_grow(&s->view, &s->capview, s->nview + mb->count - first, sizeof s->view[0])) {
+      for (size_t i = first; i < mb->count; i++) {
+        struct seqent *e = &s->view[s->nview++];
+        e->uid = mb->msgs[i].uid;
+        e->recent = 0;
+        if ((mb->msgs[i].flags & FLAG_RECENT) && !s->readonly) {
+          mb->msgs[i].flags &= ~(uint32_t)FLAG_RECENT;   /* \Recent goes to one session */
+          e->recent = 1;
+        }
+        added++;
+      }
+    }
+    if (added) {
+      size_t recent = 0;
+      for (size_t i = 0; i < s->nview; i++) recent += s->view[i].recent;
+      session_send(s, "* %zu EXISTS\r\n* %zu RECENT\r\n", s->nview, recent);
+    }
+    s->seen_modseq = mb->modseq;
+  }
+  pthread_mutex_unlock(&mb->lock);
+  return 1;
+}
+
+/*
+** Resolve a sequence set (or UID set) against the view into ascending view indices.
+** Returns 0 and sets a BAD reply for a sequence number beyond the view (RFC 3501 9:
+** seq-number must be a valid message number).
+*/
+static int view_resolve(struct session *s, struct command *c, struct seqset *set, int uid,
+                        size_t **out, size_t *nout) {
+  *nout = 0;
+  *out = NULL;
+  if (s->nview == 0) {
+    if (uid) return 1;
+    cmd_bad(c, "%s Invalid message sequence number: the mailbox is empty", c->def->name);
+    return 0;
+  }
+  seqset_resolve(set, uid ? s->view[s->nview - 1].uid : (uint32_t)s->nview);
+  if (!uid) {
+    for (size_t i = 0; i < set->n; i++)
+      if (set->r[i].hi > s->nview) {
+        cmd_bad(c, "%s Invalid message sequence number: %u (there are %zu messages)",
+                c->def->name, set->r[i].hi, s->nview);
+        return 0;
+      }
+  }
+  unsigned char *mark = mem_calloc(s->nview, 1);
+  if (!mark) {
+    cmd_no(c, "Out of memory");
+    return 0;
+  }
+  size_t n = 0;
+  for (size_t r = 0; r < set->n; r++) {
+    size_t a, b;
+    if (uid) {
+      size_t lo = 0, hi = s->nview;
+      while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (s->view[mid].uid < set->r[r].lo) lo = mid + 1;
+        else hi = mid;
+      }
+      a = lo;
+      b = a;
+      while (b < s->nview && s->view[b].uid <= set->r[r].hi) b++;
+    } else {
+      a = set->r[r].lo - 1;
+      b = set->r[r].hi;
+    }
+    for (size_t i = a; i < b; i++)
+      if (!mark[i]) {
+        mark[i] = 1;
+        n++;
+      }
+  }
+  size_t *idx = arena_alloc(&s->arena, (n ? n : 1) * sizeof *idx);
+  if (!idx) {
+    free(mark);
+    cmd_no(c, "Out of memory");
+    return 0;
+  }
+  size_t k = 0;
+  for (size_t i = 0; i < s->nview; i++)
+    if (mark[i]) idx[k++] = i;
+  free(mark);
+  *out = idx;
+  *nout = n;
+  return 1;
+}
+
+/* ------------------------------------------------------------------------- */
+/* Any state (RFC 3501 6.1). */
+
+static void cmd_capability(struct session *s, struct command *c) {
+  if (!parse_end(&c->ps)) return cmd_bad_args(c);
+  session_send(s, "* CAPABILITY %s\r\n", capabilities);
+  cmd_ok(c, "CAPABILITY completed");
+}
+
+static void cmd_noop(struct session *s, struct command *c) {
+  (void)s;
+  if (!parse_end(&c->ps)) return cmd_bad_args(c);
+  cmd_ok(c, "%s completed", c->def->name);
+}
+
+static void cmd_logout(struct session *s, struct command *c) {
+  if (!parse_end(&c->ps)) return cmd_bad_args(c);
+  session_send(s, "* BYE imapmem logging out\r\n");
+  s->state = ST_LOGOUT;
+  cmd_ok(c, "LOGOUT completed");
+}
+
+/* RFC 2971: ID ( "name" "value" ... ) or NIL; we answer with our own. */
+static void cmd_id(struct session *s, struct command *c) {
+  struct parser *ps = &c->ps;
+  struct str k, v;
+  if (!parse_sp(ps)) return cmd_bad_args(c);
+  if (parse_char(ps, '(')) {
+    while (!parse_char(ps, ')')) {
+      if (!parse_string(ps, &k) || !parse_sp(ps)) return cmd_bad_args(c);
+      if (!parse_string(ps, &v) && !(parse_atom(ps, &v) && str_ieq(v, "NIL")))
+        return cmd_bad_args(c);
+      if (!parse_peek(ps, ')') && !parse_sp(ps)) return cmd_bad_args(c);
+    }
+  } else if (!parse_atom(ps, &v) || !str_ieq(v, "NIL")) {
+    return cmd_bad(c, "ID Expected a parenthesised list or NIL");
+  }
+  if (!parse_end(ps)) return cmd_bad_args(c);
+  session_send(s, "* ID (\"name\" \"imapmem\" \"version\" \"%s\")\r\n", IMAPMEM_VERSION);
+  cmd_ok(c, "ID completed");
+}
+
+/* ------------------------------------------------------------------------- */
+/* Not authenticated state (RFC 3501 6.2). */
+
+static struct user *server_find_user(struct imapmem *srv, struct str name) {
+  struct user *found = NULL;
+  pthread_mutex_lock(&srv->lock);
+  for (size_t i = 0; i < srv->nusers && !found; i++)
+    if (strlen(srv->users[i]->name) == name.len &&
+        memcmp(srv->users[i]->name, name.p, name.len) == 0)
+      found = srv->users[i];
+  pthread_mutex_unlock(&srv->lock);
+  return found;
+}
+
+static int session_login(struct session *s, struct str name, struct str password) {
+  struct user *u = server_find_user(s->srv, name);
+  if (!u || strlen(u->password) != password.len ||
+      memcmp(u->password, password.p, password.len) != 0)
+    return 0;
+  s->user = u;
+  s->state = ST_AUTH;
+  return 1;
+}
+
+static void cmd_login(struct session *s, struct command *c) {
+  struct str user, pass;
+  if (!parse_sp(&c->ps) || !parse_astring(&c->ps, &user) || !parse_sp(&c->ps) ||
+      !parse_astring(&c->ps, &pass) || !parse_end(&c->ps))
+    return cmd_bad_args(c);
+  if (!session_login(s, user, pass))
+    return cmd_no(c, "[AUTHENTICATIONFAILED] Invalid user name or password");
+  cmd_ok(c, "[CAPABILITY %s] LOGIN completed", capabilities);
+}
+
+/* RFC 4616 PLAIN: [authzid] NUL authcid NUL passwd, base64 (RFC 4959 for SASL-IR). */
+static void cmd_authenticate(struct session *s, struct command *c) {
+  struct str mech, ir = {NULL, 0};
+  struct parser *ps = &c->ps;
+  if (!parse_sp(ps) || !parse_atom(ps, &mech)) return cmd_bad_args(c);
+  int have_ir = 0;
+  if (parse_char(ps, ' ')) {
+    if (!parse_run(ps, is_astring_char, &ir) && !parse_char(ps, '='))
+      return cmd_bad(c, "AUTHENTICATE Invalid initial response");
+    have_ir = 1;
+  }
+  if (!parse_end(ps)) return cmd_bad_args(c);
+  if (!str_ieq(mech, "PLAIN"))
+    return cmd_no(c, "[CANNOT] Unsupported authentication mechanism (only PLAIN)");
+  struct buf line = {0};
+  if (!have_ir) {
+    session_send(s, "+ \r\n");
+    if (!session_flush(s) || session_read_line(s, &line, IMAPMEM_MAX_LINE, -1) < 0) {
+      buf_free(&line);
+      s->closing = 1;
+      return cmd_bad(c, "AUTHENTICATE Connection lost");
+    }
+    ir = str_make(line.p ? line.p : "", line.len);
+  }
+  if (ir.len == 1 && ir.p[0] == '*') {
+    buf_free(&line);
+    return cmd_bad(c, "AUTHENTICATE cancelled");
+  }
+  if (ir.len == 1 && ir.p[0] == '=') ir.len = 0;   /* RFC 4959: empty initial response */
+  struct buf dec = {0};
+  int ok = base64_decode(ir.p, ir.len, &dec, 1);
+  buf_free(&line);
+  if (!ok) {
+    buf_free(&dec);
+    return cmd_bad(c, "AUTHENTICATE Invalid base64 data");
+  }
+  const char *p = dec.p ? dec.p : "", *e = p + dec.len;
+  const char *z1 = memchr(p, 0, dec.len), *z2 = z1 ? memchr(z1 + 1, 0, (size_t)(e - z1 - 1)) : NULL;
+  int authed = 0;
+  if (z1 && z2) {
+    struct str authz = str_make(p, (size_t)(z1 - p)), authc = str_make(z1 + 1, (size_t)(z2 - z1 - 1));
+    struct str pw = str_make(z2 + 1, (size_t)(e - z2 - 1));
+    if (authz.len == 0 || (authz.len == authc.len && memcmp(authz.p, authc.p, authc.len) == 0))
+      authed = session_login(s, authc, pw);
+  }
+  buf_free(&dec);
+  if (!authed) return cmd_no(c, "[AUTHENTICATIONFAILED] Authentication failed");
+  cmd_ok(c, "[CAPABILITY %s] Authenticated", capabilities);
+}
+
+static void cmd_starttls(struct session *s, struct command *c) {
+  (void)s;
+  cmd_bad(c, "STARTTLS is not supported: this build of imapmem has no TLS");
+}
+
+/* ------------------------------------------------------------------------- */
+/* Authenticated state (RFC 3501 6.3). */
+
+static void cmd_select(struct session *s, struct command *c) {
+  const char *name;
+  int examine = c->def->name[0] == 'E';
+  if (!parse_sp(&c->ps) || !parse_mailbox(&c->ps, &name) || !parse_end(&c->ps))
+    return cmd_bad_args(c);
+  session_unselect(s);       /* 6.3.1: deselect first, even if the SELECT fails */
+  struct mailbox *mb = user_mailbox(s->user, name);
+  if (!mb) return cmd_no(c, "[NONEXISTENT] Mailbox does not exist: %s", name);
+  if (!mb->selectable) {
+    mailbox_unref(mb);
+    return cmd_no(c, "[CANNOT] Mailbox is \\Noselect: %s", name);
+  }
+  pthread_mutex_lock(&mb->lock);
+  if (!mem_grow(&s->view, &s->capview, mb->count, sizeof s->view[0])) {
+    pthread_mutex_unlock(&mb->lock);
+    mailbox_unref(mb);
+    return cmd_no(c, "Out of memory");
+  }
+  size_t recent = 0, unseen = 0;
+  for (size_t i = 0; i < mb->count; i++) {
+    struct message *m = &mb->msgs[i];
+    s->view[i].uid = m->uid;
+    s->view[i].recent = 0;
+    if ((m->flags & FLAG_RECENT) && !examine) {
+      m->flags &= ~(uint32_t)FLAG_RECENT;  /* \Recent goes to exactly one session */
+      s->view[i].recent = 1;
+    }
+    if ((m->flags & FLAG_RECENT) && examine) s->view[i].recent = 1;
+    recent += s->view[i].recent;
+    if (!unseen && !(m->flags & FLAG_SEEN)) unseen = i + 1;
+  }
+  s->nview = mb->count;
+  s->mb = mb;
+  s->readonly = examine;
+  s->epoch = mb->epoch;
+  s->seen_modseq = s->expunge_modseq = mb->modseq;
+  s->state = ST_SELECTED;
+  struct buf fl = {0};
+  buf_adds(&fl, "\\Answered \\Flagged \\Deleted \\Seen \\Draft");
+  for (int i = 0; i < mb->nkeywords; i++) buf_printf(&fl, " %s", mb->keywords[i]);
+  session_send(s, "* FLAGS (%s)\r\n", fl.p);
+  if (examine) session_send(s, "* OK [PERMANENTFLAGS ()] Read-only mailbox\r\n");
+  else session_send(s, "* OK [PERMANENTFLAGS (%s \\*)] Flags permitted\r\n", fl.p);
+  buf_free(&fl);
+  session_send(s, "* %zu EXISTS\r\n* %zu RECENT\r\n", s->nview, recent);
+  if (unseen) session_send(s, "* OK [UNSEEN %zu] First unseen message\r\n", unseen);
+  session_send(s, "* OK [UIDVALIDITY %u] UIDs valid\r\n", mb->uidvalidity);
+  session_send(s, "* OK [UIDNEXT %u] Predicted next UID\r\n", mb->uidnext);
+  pthread_mutex_unlock(&mb->lock);
+  cmd_ok(c, "[%s] %s completed", examine ? "READ-ONLY" : "READ-WRITE", c->def->name);
+}
+
+static int name_has_wildcard(const char *name) {
+  return strpbrk(name, "%*") != NULL;
+}
+
+/* 6.3.3: CREATE makes the mailbox and any missing superior levels. */
+static void cmd_create(struct session *s, struct command *c) {
+  const char *name;
+  if (!parse_sp(&c->ps) || !parse_mailbox(&c->ps, &name) || !parse_end(&c->ps))
+    return cmd_bad_args(c);
+  if (strcmp(name, "INBOX") == 0) return cmd_no(c, "[ALREADYEXISTS] INBOX always exists");
+  if (!*name || name_has_wildcard(name) || name[0] == '/' || strstr(name, "//"))
+    return cmd_no(c, "[CANNOT] Invalid mailbox name: %s", name);
+  struct user *u = s->user;
+  int exists;
+  pthread_mutex_lock(&u->lock);
+  struct mailbox *mb = user_create_locked(u, name, 1, s->srv->cfg.uidvalidity ?
+                                          s->srv->cfg.uidvalidity : (uint32_t)time(NULL), &exists);
+  pthread_mutex_unlock(&u->lock);
+  if (exists) return cmd_no(c, "[ALREADYEXISTS] Mailbox already exists: %s", name);
+  if (!mb) return cmd_no(c, "[SERVERBUG] Out of memory");
+  cmd_ok(c, "CREATE completed");
+}
+
+/*
+** 6.3.4: DELETE. A mailbox with inferiors keeps its name as a \Noselect level and loses
+** its messages; a \Noselect mailbox with inferiors cannot be deleted.
+*/
+static void cmd_delete(struct session *s, struct command *c) {
+  const char *name;
+  if (!parse_sp(&c->ps) || !parse_mailbox(&c->ps, &name) || !parse_end(&c->ps))
+    return cmd_bad_args(c);
+  if (strcmp(name, "INBOX") == 0) return cmd_no(c, "[CANNOT] INBOX cannot be deleted");
+  struct user *u = s->user;
+  pthread_mutex_lock(&u->lock);
+  size_t i;
+  for (i = 0; i < u->nmailboxes && strcmp(u->mailboxes[i]->name, name) != 0; i++) {}
+  if (i == u->nmailboxes) {
+    pthread_mutex_unlock(&u->lock);
+    return cmd_no(c, "[NONEXISTENT] Mailbox does not exist: %s", name);
+  }
+  struct mailbox *mb = u->mailboxes[i];
+  if (user_has_children_locked(u, name)) {
+    if (!mb->selectable) {
+      pthread_mutex_unlock(&u->lock);
+      return cmd_no(c, "[CANNOT] Mailbox has inferior mailboxes and is \\Noselect: %s", name);
+    }
+    pthread_mutex_lock(&mb->lock);
+    unsigned char *all = mem_calloc(mb->count ? mb->count : 1, 1);
+    if (all) {
+      memset(all, 1, mb->count);
+      mailbox_expunge(mb, all);
+      free(all);
+    }
+    mb->selectable = 0;
+    mb->epoch++;
+    mailbox_wake_idlers(mb);
+    pthread_mutex_unlock(&mb->lock);
+  } else {
+    user_remove_locked(u, i);
+  }
+  pthread_mutex_unlock(&u->lock);
+  cmd_ok(c, "DELETE completed");
+}
+
+/*
+** 6.3.5: RENAME. Inferior mailboxes follow their parent. Renaming INBOX moves its
+** messages to a new mailbox and leaves INBOX empty; INBOX's inferiors stay.
+*/
+static void cmd_rename(struct session *s, struct command *c) {
+  const char *from, *to;
+  if (!parse_sp(&c->ps) || !parse_mailbox(&c->ps, &from) || !parse_sp(&c->ps) ||
+      !parse_mailbox(&c->ps, &to) || !parse_end(&c->ps))
+    return cmd_bad_args(c);
+  if (!*to || name_has_wildcard(to) || to[0] == '/' || strstr(to, "//"))
+    return cmd_no(c, "[CANNOT] Invalid mailbox name: %s", to);
+  if (strcmp(to, "INBOX") == 0) return cmd_no(c, "[ALREADYEXISTS] INBOX always exists");
+  size_t fl = strlen(from);
+  if (strncmp(to, from, fl) == 0 && to[fl] == '/')
+    return cmd_no(c, "[CANNOT] Cannot move a mailbox into itself");
+  struct user *u = s->user;
+  uint32_t uv = s->srv->cfg.uidvalidity ? s->srv->cfg.uidvalidity : (uint32_t)time(NULL);
+  pthread_mutex_lock(&u->lock);
+  struct mailbox *src = user_mailbox_locked(u, from);
+  if (!src) {
+    pthread_mutex_unlock(&u->lock);
+    return cmd_no(c, "[NONEXISTENT] Mailbox does not exist: %s", from);
+  }
+  if (user_mailbox_locked(u, to)) {
+    pthread_mutex_unlock(&u->lock);
+    return cmd_no(c, "[ALREADYEXISTS] Mailbox already exists: %s", to);
+  }
+  if (strcmp(from, "INBOX") == 0) {
+    int exists;
+    struct mailbox *dst = user_create_locked(u, to, 1, uv, &exists);
+    if (!dst) {
+      pthread_mutex_unlock(&u->lock);
+      return cmd_no(c, "[SERVERBUG] Out of memory");
+    }
+    pthread_mutex_lock(&src->lock);
+    pthread_mutex_lock(&dst->lock);  /* dst is new and unknown to any session */
+    unsigned char *all = mem_calloc(src->count ? src->count : 1, 1);
+    if (all && mem_grow(&dst->msgs, &dst->cap, src->count, sizeof dst->msgs[0])) {
+      for (size_t i = 0; i < src->count; i++) {
+        struct message *m = &src->msgs[i];
+        int bits[IMAPMEM_MAX_KEYWORDS];
+        uint64_t kw = 0;
+        for (int k = 0; k < src->nkeywords; k++) {
+          bits[k] = mailbox_keyword(dst, src->keywords[k], strlen(src->keywords[k]), 1);
+          if ((m->keywords >> k & 1) && bits[k] >= 0) kw |= (uint64_t)1 << bits[k];
+        }
+        mailbox_append(dst, msgdata_ref(m->data), m->flags, kw, m->internaldate, m->tz);
+        all[i] = 1;
+      }
+      mailbox_expunge(src, all);
+    }
+    free(all);
+    pthread_mutex_unlock(&dst->lock);
+    pthread_mutex_unlock(&src->lock);
+    pthread_mutex_unlock(&u->lock);
+    return cmd_ok(c, "RENAME completed");
+  }
+  /* the mailbox and its inferiors take the new prefix; missing new parents are made */
+  char *names[1];
+  (void)names;
+  for (size_t i = 0; i < u->nmailboxes; i++) {
+    struct mailbox *mb = u->mailboxes[i];
+    if (strcmp(mb->name, from) != 0 && !(strncmp(mb->name, from, fl) == 0 && mb->name[fl] == '/'))
+      continue;
+    size_t n = strlen(to) + strlen(mb->name + fl) + 1;
+    char *nn = mem_alloc(n);
+    if (!nn) continue;
+    snprintf(nn, n, "%s%s", to, mb->name + fl);
+    free(mb->name);
+    mb->name = nn;
+    pthread_mutex_lock(&mb->lock);
+    mb->epoch++;
+    if (s->mb == mb) s->epoch = mb->epoch;   /* the renaming session keeps its selection */
+    mailbox_wake_idlers(mb);
+    pthread_mutex_unlock(&mb->lock);
+  }
+  for (const char *p = strchr(to, '/'); p; p = strchr(p + 1, '/')) {
+    char level[MAX_MAILBOX_NAME + 1];
+    snprintf(level, sizeof level, "%.*s", (int)(p - to), to);
+    int exists;
+    if (!user_mailbox_locked(u, level)) user_create_locked(u, level, 0, uv, &exists);
+  }
+  pthread_mutex_unlock(&u->lock);
+  cmd_ok(c, "RENAME completed");
+}
+
+static void cmd_subscribe(struct session *s, struct command *c) {
+  const char *name;
+  int sub = c->def->name[0] == 'S';
+  if (!parse_sp(&c->ps) || !parse_mailbox(&c->ps, &name) || !parse_end(&c->ps))
+    return cmd_bad_args(c);
+  struct user *u = s->user;
+  pthread_mutex_lock(&u->lock);
+  size_t i;
+  for (i = 0; i < u->nsubs && strcmp(u->subs[i], name) != 0; i++) {}
+  int ok = 1;
+  if (sub && i == u->nsubs) {
+    char *copy = mem_strdup(name);
+    ok = copy && mem_grow(&u->subs, &u->capsubs, u->nsubs + 1, sizeof u->subs[0]);
+    if (ok) u->subs[u->nsubs++] = copy;
+    else free(copy);
+  } else if (!sub && i < u->nsubs) {
+    free(u->subs[i]);
+    u->subs[i] = u->subs[--u->nsubs];
+  } else if (!sub) {
+    ok = -1;
+  }
+  pthread_mutex_unlock(&u->lock);
+  if (ok == -1) return cmd_no(c, "[NONEXISTENT] Not subscribed: %s", name);
+  if (!ok) return cmd_no(c, "[SERVERBUG] Out of memory");
+  cmd_ok(c, "%s completed", c->def->name);
+}
+
+/* LIST wildcards (6.3.8): '*' matches anything, '%' anything but the delimiter. */
+static int list_match(const char *pat, const char *name) {
+  for (; *pat; pat++) {
+    if (*pat == '*' || *pat == '%') {
+      for (const char *n = name;; n++) {
+        if (list_match(pat + 1, n)) return 1;
+        if (!*n || (*pat == '%' && *n == '/')) return 0;
+      }
+    }
+    if (*pat != *name) return 0;
+    name++;
+  }
+  return *name == 0;
+}
+
+static int list_match_name(const char *pat, const char *name) {
+  if (list_match(pat, name)) return 1;
+  if (strcmp(name, "INBOX") == 0) {   /* INBOX matches in any letter case */
+    char up[MAX_MAILBOX_NAME * 2 + 1];
+    size_t i;
+    for (i = 0; pat[i] && i < sizeof up - 1; i++) up[i] = (char)toupper((unsigned char)pat[i]);
+    up[i] = 0;
+    return list_match(up, name);
+  }
+  return 0;
+}
+
+static int cmp_names(const void *a, const void *b) {
+  const char *x = *(const char *const *)a, *y = *(const char *const *)b;
+  int xi = strcmp(x, "INBOX") == 0, yi = strcmp(y, "INBOX") == 0;
+  if (xi != yi) return yi - xi;
+  return strcmp(x, y);
+}
+
+/* 6.3.8 LIST and 6.3.9 LSUB. */
+static void cmd_list(struct session *s, struct command *c) {
+  struct str ref, pat;
+  int lsub = c->def->name[0] == 'L' && c->def->name[1] == 'S';
+  if (!parse_sp(&c->ps) || !parse_astring(&c->ps, &ref) || !parse_sp(&c->ps) ||
+      !parse_list_mailbox(&c->ps, &pat) || !parse_end(&c->ps))
+    return cmd_bad_args(c);
+  const char *cmd = c->def->name;
+  if (pat.len == 0 && !lsub) {         /* the delimiter and the root of the reference */
+    const char *slash = memchr(ref.p, '/', ref.len);
+    session_send(s, "* LIST (\\Noselect) \"/\" ");
+    out_string(&s->out, ref.p, slash ? (size_t)(slash - ref.p + 1) : 0);
+    session_send(s, "\r\n");
+    return cmd_ok(c, "LIST completed");
+  }
+  char *full = arena_alloc(&s->arena, ref.len + pat.len + 1);
+  if (!full) return cmd_no(c, "Out of memory");
+  memcpy(full, ref.p, ref.len);
+  memcpy(full + ref.len, pat.p, pat.len);
+  full[ref.len + pat.len] = 0;
+  mailbox_canonical(full, full, ref.len + pat.len + 1);
+  struct user *u = s->user;
+  pthread_mutex_lock(&u->lock);
+  size_t n = lsub ? u->nsubs : u->nmailboxes;
+  const char **names = arena_alloc(&s->arena, (n ? n : 1) * sizeof *names);
+  if (!names) {
+    pthread_mutex_unlock(&u->lock);
+    return cmd_no(c, "Out of memory");
+  }
+  for (size_t i = 0; i < n; i++) names[i] = lsub ? u->subs[i] : u->mailboxes[i]->name;
+  qsort(names, n, sizeof *names, cmp_names);
+  for (size_t i = 0; i < n; i++) {
+    const char *name = names[i];
+    if (!list_match_name(full, name)) continue;
+    if (lsub) {
+      struct mailbox *mb = user_mailbox_locked(u, name);
+      session_send(s, "* LSUB (%s) \"/\" ", mb && mb->selectable ? "" : "\\Noselect");
+    } else {
+      struct mailbox *mb = user_mailbox_locked(u, name);
+      int kids = user_has_children_locked(u, name);
+      session_send(s, "* LIST (%s%s) \"/\" ", mb->selectable ? "" : "\\Noselect ",
+                   kids ? "\\HasChildren" : "\\HasNoChildren");
+    }
+    out_string(&s->out, name, strlen(name));
+    session_send(s, "\r\n");
+  }
+  if (lsub && strchr(full, '%')) {
+    /* 6.3.9: a level matched by '%' whose inferiors are subscribed shows as \Noselect */
+    for (size_t i = 0; i < n; i++) {
+      const char *name = names[i];
+      for (const char *p = strchr(name, '/'); p; p = strchr(p + 1, '/')) {
+        char *lvl = arena_strndup(&s->arena, name, (size_t)(p - name));
+        if (!lvl || user_subscribed_locked(u, lvl) || !list_match_name(full, lvl)) continue;
+        int dup = 0;
+        for (size_t j = 0; j < i && !dup; j++)
+          dup = strncmp(names[j], lvl, strlen(lvl)) == 0 && names[j][strlen(lvl)] == '/';
+        if (dup) continue;
+        session_send(s, "* LSUB (\\Noselect) \"/\" ");
+        out_string(&s->out, lvl, strlen(lvl));
+        session_send(s, "\r\n");
+      }
+    }
+  }
+  pthread_mutex_unlock(&u->lock);
+  cmd_ok(c, "%s completed", cmd);
+}
+
+/* 6.3.10 STATUS. */
+static void cmd_status(struct session *s, struct command *c) {
+  const char *name;
+  struct parser *ps = &c->ps;
+  enum { ST_MESSAGES = 1, ST_RECENT = 2, ST_UIDNEXT = 4, ST_UIDVALIDITY = 8, ST_UNSEEN = 16 };
+  static const char *const items[] = {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN"};
+  unsigned want[5];
+  int nwant = 0;
+  if (!parse_sp(ps) || !parse_mailbox(ps, &name) || !parse_sp(ps) || !parse_char(ps, '('))
+    return cmd_bad(c, "STATUS Expected: STATUS mailbox (items)");
+  do {
+    struct str it;
+    if (!parse_atom(ps, &it)) return cmd_bad_args(c);
+    int k;
+    for (k = 0; k < 5 && !str_ieq(it, items[k]); k++) {}
+    if (k == 5) return cmd_bad(c, "STATUS Unknown status item: %.*s", (int)it.len, it.p);
+    if (nwant < 5) want[nwant++] = (unsigned)k;
+  } while (parse_char(ps, ' '));
+  if (!parse_char(ps, ')') || !parse_end(ps)) return cmd_bad(c, "STATUS Expected ')'");
+  struct mailbox *mb = user_mailbox(s->user, name);
+  if (!mb) return cmd_no(c, "[NONEXISTENT] Mailbox does not exist: %s", name);
+  if (!mb->selectable) {
+    mailbox_unref(mb);
+    return cmd_no(c, "[CANNOT] Mailbox is \\Noselect: %s", name);
+  }
+  uint32_t v[5] = {0};
+  pthread_mutex_lock(&mb->lock);
+  v[0] = (uint32_t)mb->count;
+  for (size_t i = 0; i < mb->count; i++) {
+    v[1] += (mb->msgs[i].flags & FLAG_RECENT) != 0;
+    v[4] += !(mb->msgs[i].flags & FLAG_SEEN);
+  }
+  /* a session that has this mailbox selected holds its \Recent messages */
+  if (s->mb == mb)
+    for (size_t i = 0; i < s->nview; i++) v[1] += s->view[i].recent;
+  v[2] = mb->uidnext;
+  v[3] = mb->uidvalidity;
+  pthread_mutex_unlock(&mb->lock);
+  mailbox_unref(mb);
+  session_send(s, "* STATUS ");
+  out_string(&s->out, name, strlen(name));
+  session_send(s, " (");
+  for (int i = 0; i < nwant; i++)
+    session_send(s, "%s%s %u", i ? " " : "", items[want[i]], v[want[i]]);
+  session_send(s, ")\r\n");
+  cmd_ok(c, "STATUS completed");
+}
+
+/* Keyword bits in mb for a parsed flag list; -1 when the mailbox has no room. */
+static int flag_list_keywords(struct mailbox *mb, const struct flag_list *fl, uint64_t *kw) {
+  *kw = 0;
+  for (int i = 0; i < fl->nkw; i++) {
+    int bit = mailbox_keyword(mb, fl->kw[i].p, fl->kw[i].len, 1);
+    if (bit < 0) return -1;
+    *kw |= (uint64_t)1 << bit;
+  }
+  return 0;
+}
+
+/* 6.3.11 APPEND mailbox [flags] [date-time] literal. */
+static void cmd_append(struct session *s, struct command *c) {
+  const char *name;
+  struct parser *ps = &c->ps;
+  struct flag_list fl = {0};
+  int64_t t = (int64_t)time(NULL);
+  int tz = 0;
+  struct str msg;
+  if (!parse_sp(ps) || !parse_mailbox(ps, &name) || !parse_sp(ps)) return cmd_bad_args(c);
+  if (parse_peek(ps, '(')) {
+    if (!parse_flags(ps, &fl, 0) || !parse_sp(ps)) return cmd_bad_args(c);
+  }
+  if (parse_peek(ps, '"')) {
+    if (!parse_date_time(ps, &t, &tz) || !parse_sp(ps)) return cmd_bad_args(c);
+  }
+  if (!parse_peek(ps, '{')) return cmd_bad(c, "APPEND Expected the message as a literal");
+  if (!parse_literal(ps, &msg) || !parse_end(ps)) return cmd_bad_args(c);
+  if (msg.len == 0) return cmd_no(c, "APPEND An empty message cannot be stored");
+  struct mailbox *mb = user_mailbox(s->user, name);
+  if (!mb) return cmd_no(c, "[TRYCREATE] Mailbox does not exist: %s", name);
+  if (!mb->selectable) {
+    mailbox_unref(mb);
+    return cmd_no(c, "[CANNOT] Mailbox is \\Noselect: %s", name);
+  }
+  struct msgdata *d = msgdata_new(msg.p, msg.len);
+  if (!d) {
+    mailbox_unref(mb);
+    return cmd_no(c, "[SERVERBUG] Out of memory");
+  }
+  pthread_mutex_lock(&mb->lock);
+  uint64_t kw;
+  uint32_t uid = 0, uv = mb->uidvalidity;
+  int full = flag_list_keywords(mb, &fl, &kw) < 0;
+  if (!full) uid = mailbox_append(mb, d, fl.flags | FLAG_RECENT, kw, t, tz);
+  pthread_mutex_unlock(&mb->lock);
+  mailbox_unref(mb);
+  if (!uid) {
+    msgdata_unref(d);
+    return full ? cmd_no(c, "[LIMIT] Too many keywords in this mailbox")
+                : cmd_no(c, "[SERVERBUG] Out of memory");
+  }
+  cmd_ok(c, "[APPENDUID %u %u] APPEND completed", uv, uid);
+}
+
+/* RFC 2177 IDLE: updates as they happen, until the client sends DONE. */
+static void cmd_idle(struct session *s, struct command *c) {
+  if (!parse_end(&c->ps)) return cmd_bad_args(c);
+  struct mailbox *mb = s->mb;
+  if (mb) {
+    pthread_mutex_lock(&mb->lock);
+    if (mem_grow(&mb->idlers, &mb->capidlers, mb->nidlers + 1, sizeof mb->idlers[0])) {
+      mb->idlers[mb->nidlers++] = s;
+      s->idling = 1;
+    }
+    pthread_mutex_unlock(&mb->lock);
+  }
+  session_send(s, "+ idling\r\n");
+  struct buf line = {0};
+  int r = 0;
+  for (;;) {
+    if (s->mb && !session_sync(s, 1)) break;
+    if (!session_flush(s)) {
+      r = -1;
+      break;
+    }
+    r = session_read_line(s, &line, IMAPMEM_MAX_LINE, 1);
+    if (r == -3) continue;   /* woken by a change: report it */
+    break;
+  }
+  if (s->mb) {
+    pthread_mutex_lock(&s->mb->lock);
+    for (size_t i = 0; i < s->mb->nidlers; i++)
+      if (s->mb->idlers[i] == s) s->mb->idlers[i] = s->mb->idlers[--s->mb->nidlers];
+    s->idling = 0;
+    pthread_mutex_unlock(&s->mb->lock);
+  }
+  if (s->closing) cmd_bad(c, "IDLE ended");
+  else if (r < 0) {
+    s->closing = 1;
+    cmd_bad(c, "IDLE ended: %s", r == -2 ? "line too long" : "connection lost or timed out");
+  } else if (str_ieq(str_make(line.p ? line.p : "", line.len), "DONE")) cmd_ok(c, "IDLE terminated");
+  else cmd_bad(c, "IDLE Expected DONE");
+  buf_free(&line);
+}
+
+static void cmd_namespace(struct session *s, struct command *c) {
+  if (!parse_end(&c->ps)) return cmd_bad_args(c);
+  session_send(s, "* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n");
+  cmd_ok(c, "NAMESPACE completed");
+}
+
+/* ------------------------------------------------------------------------- */
+/* Selected state (RFC 3501 6.4). */
+
+static void cmd_check(struct session *s, struct command *c) {
+  (void)s;
+  if (!parse_end(&c->ps)) return cmd_bad_args(c);
+  cmd_ok(c, "CHECK completed");
+}
+
+/* 6.4.2 CLOSE: expunge \Deleted silently (not when read-only), then deselect. */
+static void cmd_close(struct session *s, struct command *c) {
+  if (!parse_end(&c->ps)) return cmd_bad_args(c);
+  if (!s->readonly) {
+    pthread_mutex_lock(&s->mb->lock);
+    mailbox_expunge_deleted(s->mb, NULL);
+    pthread_mutex_unlock(&s->mb->lock);
+  }
+  session_unselect(s);
+  cmd_ok(c, "%s completed", c->def->name);
+}
+
+/* RFC 3691 UNSELECT: deselect without expunging. */
+static void cmd_unselect(struct session *s, struct command *c) {
+  if (!parse_end(&c->ps)) return cmd_bad_args(c);
+  session_unselect(s);
+  cmd_ok(c, "UNSELECT completed");
+}
+
+/* 6.4.3 EXPUNGE, and RFC 4315 UID EXPUNGE set. The EXPUNGE responses come from sync. */
+static void cmd_expunge(struct session *s, struct command *c) {
+  struct seqset set = {0};
+  if (c->uid && (!parse_sp(&c->ps) || !parse_seqset(&c->ps, &set))) return cmd_bad_args(c);
+  if (!parse_end(&c->ps)) return cmd_bad_args(c);
+  if (s->readonly) return cmd_no(c, "[READ-ONLY] Mailbox is read-only");
+  pthread_mutex_lock(&s->mb->lock);
+  if (c->uid) seqset_resolve(&set, s->mb->uidnext - 1);
+  long n = mailbox_expunge_deleted(s->mb, c->uid ? &set : NULL);
+  pthread_mutex_unlock(&s->mb->lock);
+  if (n < 0) return cmd_no(c, "[SERVERBUG] Out of memory");
+  cmd_ok(c, "%sEXPUNGE completed", c->uid ? "UID " : "");
+}
+
+/* 6.4.6 STORE set (+|-)FLAGS[.SILENT] flags. */
+static void cmd_store(struct session *s, struct command *c) {
+  struct parser *ps = &c->ps;
+  struct seqset set;
+  struct str item;
+  struct flag_list fl;
+  if (!parse_sp(ps) || !parse_seqset(ps, &set) || !parse_sp(ps)) return cmd_bad_args(c);
+  int op = parse_char(ps, '+') ? '+' : parse_char(ps, '-') ? '-' : '=';
+  if (!parse_run(ps, is_atom_char, &item)) return cmd_bad(c, "STORE Expected FLAGS");
+  int silent = str_ieq(item, "FLAGS.SILENT");
+  if (!silent && !str_ieq(item, "FLAGS"))
+    return cmd_bad(c, "STORE Unknown item %.*s (expected FLAGS)", (int)item.len, item.p);
+  if (!parse_sp(ps) || !parse_flags(ps, &fl, 1) || !parse_end(ps)) return cmd_bad_args(c);
+  size_t *idx, n;
+  if (!view_resolve(s, c, &set, c->uid, &idx, &n)) return;
+  if (s->readonly) return cmd_no(c, "[READ-ONLY] Mailbox is read-only");
+  struct mailbox *mb = s->mb;
+  int gone = 0, full = 0;
+  pthread_mutex_lock(&mb->lock);
+  uint64_t kw = 0;
+  full = flag_list_keywords(mb, &fl, &kw) < 0;
+  int in_step = s->seen_modseq == mb->modseq;   /* nothing else unreported changed */
+  for (size_t i = 0; i < n && !full; i++) {
+    long k = mailbox_find_uid(mb, s->view[idx[i]].uid);
+    if (k < 0) {
+      gone = 1;            /* RFC 2180 4.2: expunged by another session */
+      continue;
+    }
+    struct message *m = &mb->msgs[k];
+    uint32_t f = m->flags;
+    uint64_t w = m->keywords;
+    if (op == '+') {
+      f |= fl.flags;
+      w |= kw;
+    } else if (op == '-') {
+      f &= ~fl.flags;
+      w &= ~kw;
+    } else {
+      f = fl.flags;
+      w = kw;
+    }
+    mailbox_set_flags(mb, (size_t)k, f, w);
+    if (!silent) {          /* UID STORE answers with UIDs (6.4.8) */
+      session_send(s, "* %zu FETCH (", idx[i] + 1);
+      if (c->uid) session_send(s, "UID %u ", m->uid);
+      session_send(s, "FLAGS ");
+      flags_out(&s->out, m->flags, m->keywords, mb->keywords, mb->nkeywords,
+                s->view[idx[i]].recent);
+      session_send(s, ")\r\n");
+    }
+  }
+  if (in_step) s->seen_modseq = mb->modseq;     /* our own changes need no echo */
+  pthread_mutex_unlock(&mb->lock);
+  if (full) return cmd_no(c, "[LIMIT] Too many keywords in this mailbox");
+  if (gone && !silent)
+    return cmd_no(c, "[EXPUNGEISSUED] Some of the messages have been expunged");
+  cmd_ok(c, "%sSTORE completed", c->uid ? "UID " : "");
+}
+
+/* One message taken out of a mailbox for COPY/MOVE, kept while no lock is held. */
+struct copied {
+  struct msgdata *data;
+  uint32_t uid, flags;
+  int64_t internaldate;
+  int tz;
+  const char *keywords[IMAPMEM_MAX_KEYWORDS];
+  int nkw;
+};
+
+/*
+** 6.4.7 COPY and RFC 6851 MOVE. The source is read under its lock, then the target is
+** written under its own: never two mailbox locks at once. MOVE then expunges the
+** originals; its EXPUNGE responses come after an untagged OK [COPYUID].
+*/
+static void cmd_copy(struct session *s, struct command *c) {
+  struct parser *ps = &c->ps;
+  struct seqset set;
+  const char *name;
+  int move = c->def->name[0] == 'M';
+  if (!parse_sp(ps) || !parse_seqset(ps, &set) || !parse_sp(ps) || !parse_mailbox(ps, &name) ||
+      !parse_end(ps))
+    return cmd_bad_args(c);
+  size_t *idx, n;
+  if (!view_resolve(s, c, &set, c->uid, &idx, &n)) return;
+  if (move && s->readonly) return cmd_no(c, "[READ-ONLY] Mailbox is read-only");
+  struct mailbox *dst = user_mailbox(s->user, name);
+  if (!dst) return cmd_no(c, "[TRYCREATE] Mailbox does not exist: %s", name);
+  if (!dst->selectable) {
+    mailbox_unref(dst);
+    return cmd_no(c, "[CANNOT] Mailbox is \\Noselect: %s", name);
+  }
+  struct copied *cp = arena_alloc(&s->arena, (n ? n : 1) * sizeof *cp);
+  if (!cp) {
+    mailbox_unref(dst);
+    return cmd_no(c, "[SERVERBUG] Out of memory");
+  }
+  struct mailbox *src = s->mb;
+  size_t got = 0;
+  int gone = 0;
+  pthread_mutex_lock(&src->lock);
+  for (size_t i = 0; i < n; i++) {
+    long k = mailbox_find_uid(src, s->view[idx[i]].uid);
+    if (k < 0) {
+      gone = 1;
+      continue;
+    }
+    struct message *m = &src->msgs[k];
+    struct copied *x = &cp[got++];
+    x->data = msgdata_ref(m->data);
+    x->uid = m->uid;
+    x->flags = m->flags & FLAGS_SYSTEM;
+    x->internaldate = m->internaldate;
+    x->tz = m->tz;
+    x->nkw = 0;
+    for (int b = 0; b < src->nkeywords; b++)   /* keyword names never change or go */
+      if (m->keywords >> b & 1) x->keywords[x->nkw++] = src->keywords[b];
+  }
+  pthread_mutex_unlock(&src->lock);
+  if (gone) {
+    for (size_t i = 0; i < got; i++) msgdata_unref(cp[i].data);
+    mailbox_unref(dst);
+    return cmd_no(c, "[EXPUNGEISSUED] Some of the messages have been expunged");
+  }
+  struct buf srcuids = {0}, dstuids = {0};
+  pthread_mutex_lock(&dst->lock);
+  uint32_t uv = dst->uidvalidity;
+  size_t done = 0;
+  for (; done < got; done++) {
+    struct copied *x = &cp[done];
+    uint64_t kw = 0;
+    for (int b = 0; b < x->nkw; b++) {
+      int bit = mailbox_keyword(dst, x->keywords[b], strlen(x->keywords[b]), 1);
+      if (bit >= 0) kw |= (uint64_t)1 << bit;
+    }
+    uint32_t uid = mailbox_append(dst, x->data, x->flags | FLAG_RECENT, kw, x->internaldate,
+                                  x->tz);
+    if (!uid) break;
+    buf_printf(&srcuids, "%s%u", done ? "," : "", x->uid);
+    buf_printf(&dstuids, "%s%u", done ? "," : "", uid);
+  }
+  pthread_mutex_unlock(&dst->lock);
+  mailbox_unref(dst);
+  for (size_t i = done; i < got; i++) msgdata_unref(cp[i].data);
+  int oom = done < got || srcuids.oom || dstuids.oom;
+  if (oom) {
+    buf_free(&srcuids);
+    buf_free(&dstuids);
+    return cmd_no(c, "[SERVERBUG] Out of memory after copying %zu messages", done);
+  }
+  if (move && got) {
+    pthread_mutex_lock(&src->lock);
+    unsigned char *rm = mem_calloc(src->count ? src->count : 1, 1);
+    if (rm) {
+      for (size_t i = 0; i < got; i++) {
+        long k = mailbox_find_uid(src, cp[i].uid);
+        if (k >= 0) rm[k] = 1;
+      }
+      mailbox_expunge(src, rm);
+      free(rm);
+    }
+    pthread_mutex_unlock(&src->lock);
+    session_send(s, "* OK [COPYUID %u %s %s] Moved\r\n", uv, srcuids.p, dstuids.p);
+    cmd_ok(c, "%sMOVE completed", c->uid ? "UID " : "");
+  } else if (got) {
+    cmd_ok(c, "[COPYUID %u %s %s] %sCOPY completed", uv, srcuids.p, dstuids.p,
+           c->uid ? "UID " : "");
+  } else {
+    cmd_ok(c, "%s%s completed (no messages)", c->uid ? "UID " : "", c->def->name);
+  }
+  buf_free(&srcuids);
+  buf_free(&dstuids);
+}
+
+static void cmd_search(struct session *s, struct command *c) {
+  search_command(s, c);
+}
+
+static void cmd_fetch(struct session *s, struct command *c) {
+  fetch_command(s, c);
+}
+
+/* ------------------------------------------------------------------------- */
+/* The command table: name, states where allowed, flags, handler. */
+#define ANY (ST_NOTAUTH | ST_AUTH | ST_SELECTED)
+#define AUTHED (ST_AUTH | ST_SELECTED)
+static const struct cmd_def commands[] = {
+  {"CAPABILITY", ANY, 0, cmd_capability},
+  {"NOOP", ANY, 0, cmd_noop},
+  {"LOGOUT", ANY, 0, cmd_logout},
+  {"ID", ANY, 0, cmd_id},
+  {"STARTTLS", ST_NOTAUTH, 0, cmd_starttls},
+  {"AUTHENTICATE", ST_NOTAUTH, 0, cmd_authenticate},
+  {"LOGIN", ST_NOTAUTH, 0, cmd_login},
+  {"SELECT", AUTHED, 0, cmd_select},
+  {"EXAMINE", AUTHED, 0, cmd_select},
+  {"CREATE", AUTHED, 0, cmd_create},
+  {"DELETE", AUTHED, 0, cmd_delete},
+  {"RENAME", AUTHED, 0, cmd_rename},
+  {"SUBSCRIBE", AUTHED, 0, cmd_subscribe},
+  {"UNSUBSCRIBE", AUTHED, 0, cmd_subscribe},
+  {"LIST", AUTHED, 0, cmd_list},
+  {"LSUB", AUTHED, 0, cmd_list},
+  {"STATUS", AUTHED, 0, cmd_status},
+  {"APPEND", AUTHED, 0, cmd_append},
+  {"IDLE", AUTHED, 0, cmd_idle},
+  {"NAMESPACE", AUTHED, 0, cmd_namespace},
+  {"CHECK", ST_SELECTED, 0, cmd_check},
+  {"CLOSE", ST_SELECTED, 0, cmd_close},
+  {"UNSELECT", ST_SELECTED, 0, cmd_unselect},
+  {"EXPUNGE", ST_SELECTED, CMD_UID, cmd_expunge},
+  {"SEARCH", ST_SELECTED, CMD_UID | CMD_KEEP_SEQ, cmd_search},
+  {"FETCH", ST_SELECTED, CMD_UID | CMD_KEEP_SEQ, cmd_fetch},
+  {"STORE", ST_SELECTED, CMD_UID | CMD_KEEP_SEQ, cmd_store},
+  {"COPY", ST_SELECTED, CMD_UID, cmd_copy},
+  {"MOVE", ST_SELECTED, CMD_UID, cmd_copy},
+};
+
+static const struct cmd_def *command_find(struct str name) {
+  for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+    if (str_ieq(name, commands[i].name)) return &commands[i];
+  return NULL;
+}
+
+/*
+** Run one complete command (in s->cmd): parse the tag and name, check the state and the
+** UID prefix from the table, run the handler, send pending updates and the tagged reply.
+*/
+static void session_execute(struct session *s) {
+  struct command c;
+  memset(&c, 0, sizeof c);
+  c.ps.p = s->cmd.p;
+  c.ps.end = s->cmd.p + s->cmd.len;
+  c.ps.arena = &s->arena;
+  struct str tag, name;
+  if (!parse_tag(&c.ps, &tag) || !parse_char(&c.ps, ' ')) {
+    session_send(s, "* BAD Missing or invalid command tag\r\n");
+    return;
+  }
+  c.tag = parse_cstr(&c.ps, tag);
+  if (!c.tag) {
+    session_send(s, "* BAD Out of memory\r\n");
+    return;
+  }
+  if (!parse_run(&c.ps, is_atom_char, &name)) {
+    session_send(s, "%s BAD Missing command name\r\n", c.tag);
+    return;
+  }
+  if (str_ieq(name, "UID")) {
+    c.uid = 1;
+    if (!parse_char(&c.ps, ' ') || !parse_run(&c.ps, is_atom_char, &name)) {
+      session_send(s, "%s BAD UID must be followed by a command\r\n", c.tag);
+      return;
+    }
+  }
+  c.def = command_find(name);
+  if (!c.def || (c.uid && !(c.def->flags & CMD_UID))) {
+    session_send(s, "%s BAD Unknown command: %s%.*s\r\n", c.tag, c.uid ? "UID " : "",
+                 (int)(name.len > 40 ? 40 : name.len), name.p);
+    return;
+  }
+  if (!(c.def->states & s->state)) {
+    session_send(s, "%s BAD %s is not allowed in the %s state\r\n", c.tag, c.def->name,
+                 state_name(s->state));
+    return;
+  }
+  if (s->mb && !session_sync(s, 0)) return;   /* the mailbox went away under us */
+  c.def->handler(s, &c);
+  if (!c.status) cmd_no(&c, "[SERVERBUG] %s gave no reply", c.def->name);
+  if (s->mb && s->state == ST_SELECTED && !session_sync(s, !(c.def->flags & CMD_KEEP_SEQ)))
+    return;
+  session_send(s, "%s %s %s\r\n", c.tag, c.status, c.text);
+}
+
+/*
+** ===========================================================================
+** 7  SEARCH
+** ===========================================================================
+** Owns: the search-key tree (RFC 3501 6.4.4) and its evaluation. Calls: sections 1-6.
+** Locking: the selected mailbox is locked once to take a snapshot of the view's
+** messages (UID, flags, dates, a reference to the bytes); keys are then evaluated with
+** no lock held. String keys match case-insensitively as substrings of what a person
+** reads: header values after RFC 2047 decoding, bodies after base64/quoted-printable
+** decoding, found through the cached MIME tree. Limits: groups, NOT and OR nest at most
+** IMAPMEM_MAX_DEPTH deep.
+*/
+enum skey_op {
+  SK_AND, SK_OR, SK_NOT, SK_SEQ, SK_UID, SK_FLAG, SK_UNFLAG, SK_KEYWORD, SK_UNKEYWORD,
+  SK_NEW, SK_OLD, SK_RECENT, SK_HEADER, SK_BODY, SK_TEXT, SK_BEFORE, SK_ON, SK_SINCE,
+  SK_SENTBEFORE, SK_SENTON, SK_SENTSINCE, SK_LARGER, SK_SMALLER, SK_ALL
+};
+struct skey {
+  int op;
+  uint32_t flag;
+  int kwbit;                  /* keyword bit in the mailbox, -1 if the mailbox lacks it */
+  struct str name, value;     /* HEADER name and the string of string keys */
+  int64_t num;                /* a day number or a size */
+  struct seqset set;
+  struct skey *child, *next;  /* AND: children; OR: two children; NOT: one */
+};
+struct snap {                 /* one message as SEARCH sees it */
+  uint32_t seq, uid, flags, size;
+  uint64_t keywords;
+  int recent;
+  int64_t day;                /* INTERNALDATE's date in its own zone, as a day number */
+  struct msgdata *data;
+};
+
+static struct skey *search_parse_key(struct parser *ps, int depth);
+
+static struct skey *search_new(struct parser *ps, int op) {
+  struct skey *k = arena_alloc(ps->arena, sizeof *k);
+  if (!k) {
+    parse_fail(ps, "Out of memory");
+    return NULL;
+  }
+  memset(k, 0, sizeof *k);
+  k->op = op;
+  k->kwbit = -1;
+  return k;
+}
+
+/* Keys until ')' (a group) or the end, joined by AND. */
+static struct skey *search_parse_list(struct parser *ps, int depth, int group) {
+  struct skey *and = search_new(ps, SK_AND), *last = NULL;
+  if (!and) return NULL;
+  for (;;) {
+    struct skey *k = search_parse_key(ps, depth);
+    if (!k) return NULL;
+    if (last) last->next = k;
+    else and->child = k;
+    last = k;
+    if (group && parse_char(ps, ')')) return and;
+    if (parse_at_end(ps)) {
+      if (group) {
+        parse_fail(ps, "Missing ')' in search keys");
+        return NULL;
+      }
+      return and;
+    }
+    if (!parse_sp(ps)) return NULL;
+  }
+}
+
+static struct skey *search_parse_key(struct parser *ps, int depth) {
+  static const struct { const char *name; int op; uint32_t flag; } simple[] = {
+    {"ALL", SK_ALL, 0}, {"ANSWERED", SK_FLAG, FLAG_ANSWERED}, {"DELETED", SK_FLAG, FLAG_DELETED},
+    {"DRAFT", SK_FLAG, FLAG_DRAFT}, {"FLAGGED", SK_FLAG, FLAG_FLAGGED},
+    {"SEEN", SK_FLAG, FLAG_SEEN}, {"UNANSWERED", SK_UNFLAG, FLAG_ANSWERED},
+    {"UNDELETED", SK_UNFLAG, FLAG_DELETED}, {"UNDRAFT", SK_UNFLAG, FLAG_DRAFT},
+    {"UNFLAGGED", SK_UNFLAG, FLAG_FLAGGED}, {"UNSEEN", SK_UNFLAG, FLAG_SEEN},
+    {"NEW", SK_NEW, 0}, {"OLD", SK_OLD, 0}, {"RECENT", SK_RECENT, 0}};
+  static const struct { const char *name; const char *header; int op; } strings[] = {
+    {"BCC", "Bcc", SK_HEADER}, {"CC", "Cc", SK_HEADER}, {"FROM", "From", SK_HEADER},
+    {"SUBJECT", "Subject", SK_HEADER}, {"TO", "To", SK_HEADER}, {"BODY", NULL, SK_BODY},
+    {"TEXT", NULL, SK_TEXT}};
+  static const struct { const char *name; int op; } dates[] = {
+    {"BEFORE", SK_BEFORE}, {"ON", SK_ON}, {"SINCE", SK_SINCE}, {"SENTBEFORE", SK_SENTBEFORE},
+    {"SENTON", SK_SENTON}, {"SENTSINCE", SK_SENTSINCE}};
+  if (depth > IMAPMEM_MAX_DEPTH) {
+    parse_fail(ps, "Search keys nested too deeply");
+    return NULL;
+  }
+  if (parse_char(ps, '(')) return search_parse_list(ps, depth + 1, 1);
+  struct skey *k;
+  if (parse_peek(ps, '*') || (ps->p < ps->end && *ps->p >= '0' && *ps->p <= '9')) {
+    if (!(k = search_new(ps, SK_SEQ)) || !parse_seqset(ps, &k->set)) return NULL;
+    return k;
+  }
+  struct str w;
+  if (!parse_run(ps, is_atom_char, &w)) {
+    parse_fail(ps, "Expected a search key");
+    return NULL;
+  }
+  for (size_t i = 0; i < sizeof simple / sizeof simple[0]; i++)
+    if (str_ieq(w, simple[i].name)) {
+      if ((k = search_new(ps, simple[i].op))) k->flag = simple[i].flag;
+      return k;
+    }
+  for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++)
+    if (str_ieq(w, strings[i].name)) {
+      if (!(k = search_new(ps, strings[i].op)) || !parse_sp(ps) || !parse_astring(ps, &k->value))
+        return NULL;
+      if (strings[i].header) k->name = str_make(strings[i].header, strlen(strings[i].header));
+      return k;
+    }
+  for (size_t i = 0; i < sizeof dates / sizeof dates[0]; i++)
+    if (str_ieq(w, dates[i].name)) {
+      if (!(k = search_new(ps, dates[i].op)) || !parse_sp(ps) || !parse_date(ps, &k->num))
+        return NULL;
+      return k;
+    }
+  if (str_ieq(w, "HEADER")) {
+    if (!(k = search_new(ps, SK_HEADER)) || !parse_sp(ps) || !parse_astring(ps, &k->name) ||
+        !parse_sp(ps) || !parse_astring(ps, &k->value))
+      return NULL;
+    return k;
+  }
+  if (str_ieq(w, "KEYWORD") || str_ieq(w, "UNKEYWORD")) {
+    if (!(k = search_new(ps, w.p[0] == 'U' || w.p[0] == 'u' ? SK_UNKEYWORD : SK_KEYWORD)) ||
+        !parse_sp(ps) || !parse_atom(ps, &k->name))
+      return NULL;
+    return k;
+  }
+  if (str_ieq(w, "LARGER") || str_ieq(w, "SMALLER")) {
+    uint32_t n;
+    if (!(k = search_new(ps, w.p[0] == 'L' || w.p[0] == 'l' ? SK_LARGER : SK_SMALLER)) ||
+        !parse_sp(ps) || !parse_number(ps, &n))
+      return NULL;
+    k->num = n;
+    return k;
+  }
+  if (str_ieq(w, "UID")) {
+    if (!(k = search_new(ps, SK_UID)) || !parse_sp(ps) || !parse_seqset(ps, &k->set))
+      return NULL;
+    return k;
+  }
+  if (str_ieq(w, "NOT")) {
+    if (!(k = search_new(ps, SK_NOT)) || !parse_sp(ps) ||
+        !(k->child = search_parse_key(ps, depth + 1)))
+      return NULL;
+    return k;
+  }
+  if (str_ieq(w, "OR")) {
+    if (!(k = search_new(ps, SK_OR)) || !parse_sp(ps) ||
+        !(k->child = search_parse_key(ps, depth + 1)) || !parse_sp(ps) ||
+        !(k->child->next = search_parse_key(ps, depth + 1)))
+      return NULL;
+    return k;
+  }
+  parse_fail(ps, "Unknown search key");
+  return NULL;
+}
+
+/* Resolve keyword names and '*' in sets once, against the view and the mailbox. */
+static void search_prepare(struct skey *k, struct session *s) {
+  for (; k; k = k->next) {
+    if (k->op == SK_KEYWORD || k->op == SK_UNKEYWORD)
+      k->kwbit = mailbox_keyword(s->mb, k->name.p, k->name.len, 0);
+    if (k->op == SK_SEQ) seqset_resolve(&k->set, (uint32_t)s->nview);
+    if (k->op == SK_UID) seqset_resolve(&k->set, s->nview ? s->view[s->nview - 1].uid : 0);
+    if (k->op == SK_AND || k->op == SK_OR || k->op == SK_NOT) search_prepare(k->child, s);
+  }
+}
+
+/* Does header field `name` (or any field, name empty) contain the string, decoded? */
+static int search_header(const char *h, const char *hend, struct str name, struct str value) {
+  const char *p = h;
+  struct field f;
+  struct buf dec = {0};
+  int found = 0;
+  while (!found && header_next(&p, hend, &f)) {
+    if (name.len && !(f.name.len == name.len && strncasecmp(f.name.p, name.p, name.len) == 0))
+      continue;
+    if (value.len == 0) {
+      found = 1;
+      break;
+    }
+    buf_reset(&dec);
+    rfc2047_decode(f.value, &dec);
+    found = dec.len && str_casefind(dec.p, dec.len, value.p, value.len) != NULL;
+  }
+  buf_free(&dec);
+  return found;
+}
+
+/* Search the decoded text of every text part (and, for TEXT, every header). */
+static int search_text(const char *msg, const struct msgmeta *mm, struct str value,
+                       int with_headers) {
+  struct buf dec = {0};
+  int found = 0;
+  for (int i = 0; i < mm->nparts && !found; i++) {
+    const struct part *pt = &mm->parts[i];
+    if (with_headers && pt->hdr_len)
+      found = search_header(msg + pt->hdr_off, msg + pt->hdr_off + pt->hdr_len,
+                            str_make(NULL, 0), value);
+    if (found || pt->kind != PART_TEXT) continue;
+    const char *h = msg + pt->hdr_off, *hend = h + pt->hdr_len;
+    struct str v;
+    int plain = 1;         /* 7bit/8bit bodies are searched where they lie, uncopied */
+    if (header_get(h, hend, "Content-Transfer-Encoding", &v)) {
+      struct str e = str_trim(v);
+      plain = !str_ieq(e, "base64") && !str_ieq(e, "quoted-printable");
+    }
+    if (plain && header_get(h, hend, "Content-Type", &v)) {
+      struct ctype ct;
+      struct buf cs = {0};
+      ctype_parse(v, 1, &ct);
+      if (ctype_param(&ct, "charset", &cs) && charset_is_latin1(str_make(cs.p, cs.len)))
+        plain = 0;
+      ctype_free(&ct);
+      buf_free(&cs);
+    }
+    if (plain) {
+      found = str_casefind(msg + pt->body_off, pt->body_len, value.p, value.len) != NULL;
+    } else {
+      buf_reset(&dec);
+      part_decoded_text(msg, pt, &dec);
+      found = dec.len && str_casefind(dec.p, dec.len, value.p, value.len) != NULL;
+    }
+  }
+  buf_free(&dec);
+  return found;
+}
+
+static int search_match(const struct skey *k, const struct snap *m) {
+  const char *msg = m->data->bytes;
+  switch (k->op) {
+  case SK_ALL: return 1;
+  case SK_AND:
+    for (const struct skey *c = k->child; c; c = c->next)
+      if (!search_match(c, m)) return 0;
+    return 1;
+  case SK_OR: return search_match(k->child, m) || search_match(k->child->next, m);
+  case SK_NOT: return !search_match(k->child, m);
+  case SK_SEQ: return seqset_contains(&k->set, m->seq);
+  case SK_UID: return seqset_contains(&k->set, m->uid);
+  case SK_FLAG: return (m->flags & k->flag) != 0;
+  case SK_UNFLAG: return (m->flags & k->flag) == 0;
+  case SK_KEYWORD: return k->kwbit >= 0 && (m->keywords >> k->kwbit & 1);
+  case SK_UNKEYWORD: return k->kwbit < 0 || !(m->keywords >> k->kwbit & 1);
+  case SK_NEW: return m->recent && !(m->flags & FLAG_SEEN);
+  case SK_OLD: return !m->recent;
+  case SK_RECENT: return m->recent;
+  case SK_LARGER: return m->size > k->num;
+  case SK_SMALLER: return m->size < k->num;
+  case SK_BEFORE: return m->day < k->num;
+  case SK_ON: return m->day == k->num;
+  case SK_SINCE: return m->day >= k->num;
+  case SK_HEADER: return search_header(msg, msg + m->data->hdr_len, k->name, k->value);
+  default: break;
+  }
+  const struct msgmeta *mm = msgdata_meta(m->data);
+  if (!mm) return 0;
+  int64_t sent = mm->sent != INT64_MIN ? mm->sent : m->day;   /* no Date: INTERNALDATE */
+  switch (k->op) {
+  case SK_SENTBEFORE: return sent < k->num;
+  case SK_SENTON: return sent == k->num;
+  case SK_SENTSINCE: return sent >= k->num;
+  case SK_BODY: return search_text(msg, mm, k->value, 0);
+  case SK_TEXT: return search_text(msg, mm, k->value, 1);
+  }
+  return 0;
+}
+
+/* 6.4.4 SEARCH [CHARSET name] keys, and UID SEARCH. */
+static void search_command(struct session *s, struct command *c) {
+  struct parser *ps = &c->ps;
+  if (!parse_sp(ps)) return cmd_bad_args(c);
+  const char *save = ps->p;
+  struct str w;
+  if (parse_run(ps, is_atom_char, &w) && str_ieq(w, "CHARSET")) {
+    struct str cs;
+    if (!parse_sp(ps) || !parse_astring(ps, &cs) || !parse_sp(ps)) return cmd_bad_args(c);
+    if (!str_ieq(cs, "US-ASCII") && !str_ieq(cs, "UTF-8"))
+      return cmd_no(c, "[BADCHARSET (US-ASCII UTF-8)] Unsupported charset");
+  } else {
+    ps->p = save;
+  }
+  struct skey *keys = search_parse_list(ps, 0, 0);
+  if (!keys) return cmd_bad_args(c);
+  struct mailbox *mb = s->mb;
+  struct snap *snap = mem_alloc((s->nview ? s->nview : 1) * sizeof *snap);
+  if (!snap) return cmd_no(c, "[SERVERBUG] Out of memory");
+  size_t n = 0;
+  pthread_mutex_lock(&mb->lock);
+  search_prepare(keys, s);
+  for (size_t i = 0; i < s->nview; i++) {
+    long k = mailbox_find_uid(mb, s->view[i].uid);
+    if (k < 0) continue;     /* expunged by another session: matches nothing */
+    const struct message *m = &mb->msgs[k];
+    struct snap *x = &snap[n++];
+    x->seq = (uint32_t)i + 1;
+    x->uid = m->uid;
+    x->flags = m->flags;
+    x->keywords = m->keywords;
+    x->recent = s->view[i].recent;
+    x->size = m->data->size;
+    int64_t local = m->internaldate + (int64_t)m->tz * 60;
+    x->day = local / 86400 - (local % 86400 < 0);
+    x->data = msgdata_ref(m->data);
+  }
+  pthread_mutex_unlock(&mb->lock);
+  session_send(s, "* SEARCH");
+  for (size_t i = 0; i < n; i++) {
+    if (search_match(keys, &snap[i])) session_send(s, " %u", c->uid ? snap[i].uid : snap[i].seq);
+    msgdata_unref(snap[i].data);
+  }
+  session_send(s, "\r\n");
+  free(snap);
+  cmd_ok(c, "%sSEARCH completed", c->uid ? "UID " : "");
+}
+
+/*
+** ===========================================================================
+** 8  FETCH
+** ===========================================================================
+** Owns: fetch items and body sections (RFC 3501 6.4.5, 7.4.2). Calls: sections 1-6.
+** Locking: the mailbox is locked once, to set \Seen where a fetch implies it and to
+** take a snapshot (UID, flags, date, a reference to the bytes) of each message; the
+** responses are then written with no lock held, so a slow client holds up nobody.
+** ENVELOPE, BODY and BODYSTRUCTURE come from the message's cached metadata.
+*/
+enum fetch_kind {
+  FI_UID, FI_FLAGS, FI_INTERNALDATE, FI_SIZE, FI_ENVELOPE, FI_BODY, FI_BODYSTRUCTURE,
+  FI_RFC822, FI_RFC822_HEADER, FI_RFC822_TEXT, FI_SECTION
+};
+enum section_text { SEC_ALL, SEC_HEADER, SEC_FIELDS, SEC_FIELDS_NOT, SEC_TEXT, SEC_MIME };
+struct fetch_item {
+  int kind;
+  int peek;
+  uint32_t path[IMAPMEM_MAX_DEPTH];   /* part numbers */
+  int npath;
+  int text;                   /* enum section_text */
+  struct str fields[64];      /* HEADER.FIELDS names */
+  int nfields;
+  int partial;
+  uint32_t origin, count;
+  const char *echo;           /* "BODY[1.HEADER]<0>" as the response names it */
+  struct fetch_item *next;
+};
+struct fetch_snap {
+  uint32_t seq, uid, flags;
+  uint64_t keywords;
+  int recent;
+  int64_t internaldate;
+  int tz;
+  struct msgdata *data;
+};
+
+static int fetch_parse_section(struct parser *ps, struct fetch_item *it) {
+  struct buf echo = {0};
+  buf_adds(&echo, "BODY[");
+  it->text = SEC_ALL;
+  while (ps->p < ps->end && *ps->p >= '0' && *ps->p <= '9') {
+    uint32_t n;
+    if (!parse_nz_number(ps, &n)) goto fail;
+    if (it->npath == IMAPMEM_MAX_DEPTH) {
+      parse_fail(ps, "Section part number too deep");
+      goto fail;
+    }
+    it->path[it->npath++] = n;
+    buf_printf(&echo, "%s%u", it->npath > 1 ? "." : "", n);
+    if (!parse_char(ps, '.')) break;
+    if (!(ps->p < ps->end && *ps->p >= '0' && *ps->p <= '9')) {
+      buf_addc(&echo, '.');
+      break;
+    }
+  }
+  if (!parse_peek(ps, ']')) {
+    struct str w;
+    if (!parse_run(ps, is_atom_char, &w)) {
+      parse_fail(ps, "Invalid section");
+      goto fail;
+    }
+    if (str_ieq(w, "HEADER")) it->text = SEC_HEADER;
+    else if (str_ieq(w, "TEXT")) it->text = SEC_TEXT;
+    else if (str_ieq(w, "MIME") && it->npath) it->text = SEC_MIME;
+    else if (str_ieq(w, "HEADER.FIELDS")) it->text = SEC_FIELDS;
+    else if (str_ieq(w, "HEADER.FIELDS.NOT")) it->text = SEC_FIELDS_NOT;
+    else {
+      parse_fail(ps, "Invalid section: expected HEADER, HEADER.FIELDS[.NOT], TEXT or MIME");
+      goto fail;
+    }
+    for (size_t i = 0; i < w.len; i++) buf_addc(&echo, (char)toupper((unsigned char)w.p[i]));
+    if (it->text == SEC_FIELDS || it->text == SEC_FIELDS_NOT) {
+      if (!parse_sp(ps) || !parse_char(ps, '(')) {
+        parse_fail(ps, "Expected a list of header field names");
+        goto fail;
+      }
+      buf_adds(&echo, " (");
+      do {
+        struct str f;
+        if (!parse_astring(ps, &f)) goto fail;
+        if (it->nfields < 64) it->fields[it->nfields++] = f;
+        if (it->nfields > 1) buf_addc(&echo, ' ');
+        int atom = f.len > 0;
+        for (size_t i = 0; i < f.len; i++) atom &= is_atom_char((unsigned char)f.p[i]);
+        if (atom) buf_add(&echo, f.p, f.len);
+        else out_string(&echo, f.p, f.len);
+      } while (parse_char(ps, ' '));
+      if (!parse_char(ps, ')')) {
+        parse_fail(ps, "Expected ')' after header field names");
+        goto fail;
+      }
+      buf_addc(&echo, ')');
+    }
+  } else if (echo.len && echo.p[echo.len - 1] == '.') {
+    parse_fail(ps, "Invalid section");
+    goto fail;
+  }
+  if (!parse_char(ps, ']')) {
+    parse_fail(ps, "Expected ']' to end the section");
+    goto fail;
+  }
+  buf_addc(&echo, ']');
+  if (parse_char(ps, '<')) {
+    if (!parse_number(ps, &it->origin) || !parse_char(ps, '.') ||
+        !parse_nz_number(ps, &it->count) || !parse_char(ps, '>')) {
+      parse_fail(ps, "Invalid partial: expected <origin.count>");
+      goto fail;
+    }
+    it->partial = 1;
+    buf_printf(&echo, "<%u>", it->origin);
+  }
+  if (echo.oom || !(it->echo = arena_strndup(ps->arena, echo.p, echo.len))) {
+    parse_fail(ps, "Out of memory");
+    goto fail;
+  }
+  buf_free(&echo);
+  return 1;
+fail:
+  buf_free(&echo);
+  return 0;
+}
+
+static struct fetch_item *fetch_add(struct parser *ps, struct fetch_item ***tail, int kind) {
+  struct fetch_item *it = arena_alloc(ps->arena, sizeof *it);
+  if (!it) {
+    parse_fail(ps, "Out of memory");
+    return NULL;
+  }
+  memset(it, 0, sizeof *it);
+  it->kind = kind;
+  **tail = it;
+  *tail = &it->next;
+  return it;
+}
+
+static int fetch_parse_att(struct parser *ps, struct fetch_item ***tail) {
+  static const struct { const char *name; int kind; } atts[] = {
+    {"UID", FI_UID}, {"FLAGS", FI_FLAGS}, {"INTERNALDATE", FI_INTERNALDATE},
+    {"RFC822.SIZE", FI_SIZE}, {"ENVELOPE", FI_ENVELOPE}, {"BODYSTRUCTURE", FI_BODYSTRUCTURE},
+    {"RFC822", FI_RFC822}, {"RFC822.HEADER", FI_RFC822_HEADER},
+    {"RFC822.TEXT", FI_RFC822_TEXT}};
+  struct str w;
+  const char *s = ps->p;
+  while (ps->p < ps->end && is_atom_char((unsigned char)*ps->p) && *ps->p != '[') ps->p++;
+  w = str_make(s, (size_t)(ps->p - s));
+  if (!w.len) return parse_fail(ps, "Expected a fetch attribute");
+  for (size_t i = 0; i < sizeof atts / sizeof atts[0]; i++)
+    if (str_ieq(w, atts[i].name)) return fetch_add(ps, tail, atts[i].kind) != NULL;
+  if (str_ieq(w, "BODY") || str_ieq(w, "BODY.PEEK")) {
+    int peek = w.len == 9;
+    if (!parse_char(ps, '[')) {
+      if (peek) return parse_fail(ps, "BODY.PEEK needs a section");
+      return fetch_add(ps, tail, FI_BODY) != NULL;
+    }
+    struct fetch_item *it = fetch_add(ps, tail, FI_SECTION);
+    if (!it) return 0;
+    it->peek = peek;
+    return fetch_parse_section(ps, it);
+  }
+  return parse_fail(ps, "Unknown fetch attribute");
+}
+
+/* Find the part a section path names (RFC 3501 6.4.5); -1 if there is none. */
+static int fetch_find_part(const struct msgmeta *mm, const uint32_t *path, int npath) {
+  int node = 0;
+  for (int i = 0; i < npath; i++) {
+    if (i > 0 && mm->parts[node].kind == PART_MESSAGE) {
+      node = mm->parts[node].child;      /* into the encapsulated message */
+      if (node < 0) return -1;
+    }
+    if (mm->parts[node].kind == PART_MULTIPART) {
+      int c = mm->parts[node].child;
+      for (uint32_t k = 1; c >= 0 && k < path[i]; k++) c = mm->parts[c].next;
+      if (c < 0) return -1;
+      node = c;
+    } else if (path[i] != 1) {
+      return -1;             /* part 1 of a non-multipart entity is its body */
+    }
+  }
+  return node;
+}
+
+static int field_listed(const struct fetch_item *it, struct str name) {
+  for (int i = 0; i < it->nfields; i++)
+    if (it->fields[i].len == name.len && strncasecmp(it->fields[i].p, name.p, name.len) == 0)
+      return 1;
+  return 0;
+}
+
+/* Write n bytes as a literal, or the part <origin.count> of them. */
+static void fetch_literal(struct session *s, const struct fetch_item *it, const char *p,
+                          size_t n) {
+  if (it && it->partial) {
+    if (it->origin >= n) n = 0;
+    else {
+      p += it->origin;
+      n -= it->origin;
+      if (n > it->count) n = it->count;
+    }
+  }
+  session_send(s, "{%zu}\r\n", n);
+  session_send_bulk(s, p, n);
+}
+
+static void fetch_section(struct session *s, const struct fetch_item *it, struct msgdata *d) {
+  const char *msg = d->bytes;
+  session_send(s, "%s ", it->echo);
+  if (it->npath == 0 && it->text == SEC_ALL) return fetch_literal(s, it, msg, d->size);
+  if (it->npath == 0 && it->text == SEC_HEADER) return fetch_literal(s, it, msg, d->hdr_len);
+  if (it->npath == 0 && it->text == SEC_TEXT)
+    return fetch_literal(s, it, msg + d->hdr_len, d->size - d->hdr_len);
+  const struct msgmeta *mm = msgdata_meta(d);
+  int node = mm ? fetch_find_part(mm, it->path, it->npath) : -1;
+  if (node < 0) return fetch_literal(s, it, "", 0);   /* no such part: an empty string */
+  const struct part *pt = &mm->parts[node];
+  if (it->text == SEC_ALL) return fetch_literal(s, it, msg + pt->body_off, pt->body_len);
+  if (it->text == SEC_MIME) return fetch_literal(s, it, msg + pt->hdr_off, pt->hdr_len);
+  if (it->npath > 0) {       /* HEADER/TEXT of a part apply to message/rfc822 parts only */
+    if (pt->kind != PART_MESSAGE || pt->child < 0) return fetch_literal(s, it, "", 0);
+    pt = &mm->parts[pt->child];
+  }
+  if (it->text == SEC_HEADER) return fetch_literal(s, it, msg + pt->hdr_off, pt->hdr_len);
+  if (it->text == SEC_TEXT) return fetch_literal(s, it, msg + pt->body_off, pt->body_len);
+  struct buf out = {0};      /* HEADER.FIELDS[.NOT]: the chosen fields, then a blank line */
+  const char *p = msg + pt->hdr_off, *end = p + pt->hdr_len;
+  struct field f;
+  while (header_next(&p, end, &f))
+    if (field_listed(it, f.name) == (it->text == SEC_FIELDS)) buf_add(&out, f.start, f.len);
+  buf_add(&out, "\r\n", 2);
+  fetch_literal(s, it, out.p, out.len);
+  buf_free(&out);
+}
+
+static void fetch_one(struct session *s, const struct fetch_item *items, const struct fetch_snap *m,
+                      char *const *kwnames, int nkw, int add_flags) {
+  session_send(s, "* %u FETCH (", m->seq);
+  int first = 1;
+  for (const struct fetch_item *it = items; it; it = it->next) {
+    if (!first) session_send(s, " ");
+    first = 0;
+    const struct msgmeta *mm = NULL;
+    if (it->kind == FI_ENVELOPE || it->kind == FI_BODY || it->kind == FI_BODYSTRUCTURE) {
+      mm = msgdata_meta(m->data);
+      if (!mm) {
+        s->out.oom = 1;
+        return;
+      }
+    }
+    switch (it->kind) {
+    case FI_UID: session_send(s, "UID %u", m->uid); break;
+    case FI_FLAGS: {
+      session_send(s, "FLAGS ");
+      flags_out(&s->out, m->flags, m->keywords, kwnames, nkw, m->recent);
+      break;
+    }
+    case FI_INTERNALDATE:
+      session_send(s, "INTERNALDATE ");
+      date_time_format(&s->out, m->internaldate, m->tz);
+      break;
+    case FI_SIZE: session_send(s, "RFC822.SIZE %u", m->data->size); break;
+    case FI_ENVELOPE: session_send(s, "ENVELOPE %s", mm->envelope); break;
+    case FI_BODY: session_send(s, "BODY %s", mm->body); break;
+    case FI_BODYSTRUCTURE: session_send(s, "BODYSTRUCTURE %s", mm->bodystructure); break;
+    case FI_RFC822:
+      session_send(s, "RFC822 ");
+      fetch_literal(s, NULL, m->data->bytes, m->data->size);
+      break;
+    case FI_RFC822_HEADER:
+      session_send(s, "RFC822.HEADER ");
+      fetch_literal(s, NULL, m->data->bytes, m->data->hdr_len);
+      break;
+    case FI_RFC822_TEXT:
+      session_send(s, "RFC822.TEXT ");
+      fetch_literal(s, NULL, m->data->bytes + m->data->hdr_len, m->data->size - m->data->hdr_len);
+      break;
+    case FI_SECTION: fetch_section(s, it, m->data); break;
+    }
+  }
+  if (add_flags) {           /* 6.4.5: \Seen was set, so the new flags come along */
+    session_send(s, "%sFLAGS ", first ? "" : " ");
+    flags_out(&s->out, m->flags, m->keywords, kwnames, nkw, m->recent);
+  }
+  session_send(s, ")\r\n");
+}
+
+/* 6.4.5 FETCH set items, and UID FETCH (which always includes UID, 6.4.8). */
+static void fetch_command(struct session *s, struct command *c) {
+  struct parser *ps = &c->ps;
+  struct seqset set;
+  struct fetch_item *items = NULL, **tail = &items;
+  if (!parse_sp(ps) || !parse_seqset(ps, &set) || !parse_sp(ps)) return cmd_bad_args(c);
+  struct str w;
+  const char *save = ps->p;
+  if (parse_run(ps, is_atom_char, &w) && (str_ieq(w, "ALL") || str_ieq(w, "FAST") ||
+                                          str_ieq(w, "FULL"))) {
+    fetch_add(ps, &tail, FI_FLAGS);     /* the macros of 6.4.5 */
+    fetch_add(ps, &tail, FI_INTERNALDATE);
+    fetch_add(ps, &tail, FI_SIZE);
+    if (!str_ieq(w, "FAST")) fetch_add(ps, &tail, FI_ENVELOPE);
+    if (str_ieq(w, "FULL")) fetch_add(ps, &tail, FI_BODY);
+  } else {
+    ps->p = save;
+    if (parse_char(ps, '(')) {
+      do {
+        if (!fetch_parse_att(ps, &tail)) return cmd_bad_args(c);
+      } while (parse_char(ps, ' '));
+      if (!parse_char(ps, ')')) return cmd_bad(c, "FETCH Expected ')' after the attributes");
+    } else if (!fetch_parse_att(ps, &tail)) {
+      return cmd_bad_args(c);
+    }
+  }
+  if (!parse_end(ps)) return cmd_bad_args(c);
+  int has_uid = 0, has_flags = 0, sets_seen = 0;
+  for (struct fetch_item *it = items; it; it = it->next) {
+    has_uid |= it->kind == FI_UID;
+    has_flags |= it->kind == FI_FLAGS;
+    sets_seen |= it->kind == FI_RFC822 || it->kind == FI_RFC822_TEXT ||
+                 (it->kind == FI_SECTION && !it->peek);
+  }
+  if (c->uid && !has_uid) {
+    struct fetch_item *u = arena_alloc(ps->arena, sizeof *u);
+    if (!u) return cmd_no(c, "[SERVERBUG] Out of memory");
+    memset(u, 0, sizeof *u);
+    u->kind = FI_UID;
+    u->next = items;
+    items = u;
+  }
+  size_t *idx, n;
+  if (!view_resolve(s, c, &set, c->uid, &idx, &n)) return;
+  struct fetch_snap *snap = mem_alloc((n ? n : 1) * sizeof *snap);
+  unsigned char *changed = mem_calloc(n ? n : 1, 1);
+  if (!snap || !changed) {
+    free(snap);
+    free(changed);
+    return cmd_no(c, "[SERVERBUG] Out of memory");
+  }
+  struct mailbox *mb = s->mb;
+  char *kwnames[IMAPMEM_MAX_KEYWORDS];
+  size_t got = 0;
+  int gone = 0;
+  pthread_mutex_lock(&mb->lock);
+  int in_step = s->seen_modseq == mb->modseq;
+  for (size_t i = 0; i < n; i++) {
+    long k = mailbox_find_uid(mb, s->view[idx[i]].uid);
+    if (k < 0) {
+      gone = 1;              /* RFC 2180 4.1.2: data for the rest, then NO */
+      continue;
+    }
+    struct message *m = &mb->msgs[k];
+    if (sets_seen && !s->readonly && !(m->flags & FLAG_SEEN)) {
+      mailbox_set_flags(mb, (size_t)k, m->flags | FLAG_SEEN, m->keywords);
+      changed[got] = !has_flags;
+    }
+    struct fetch_snap *x = &snap[got++];
+    x->seq = (uint32_t)idx[i] + 1;
+    x->uid = m->uid;
+    x->flags = m->flags & FLAGS_SYSTEM;
+    x->keywords = m->keywords;
+    x->recent = s->view[idx[i]].recent;
+    x->internaldate = m->internaldate;
+    x->tz = m->tz;
+    x->data = msgdata_ref(m->data);
+  }
+  int nkw = mb->nkeywords;   /* names are never changed or freed while mb lives */
+  memcpy(kwnames, mb->keywords, (size_t)nkw * sizeof kwnames[0]);
+  if (in_step) s->seen_modseq = mb->modseq;
+  pthread_mutex_unlock(&mb->lock);
+  for (size_t i = 0; i < got; i++) {
+    fetch_one(s, items, &snap[i], kwnames, nkw, changed[i]);
+    msgdata_unref(snap[i].data);
+    if (s->out.len > (256u << 10) && !session_flush(s)) {
+      for (size_t j = i + 1; j < got; j++) msgdata_unref(snap[j].data);
+      break;
+    }
+  }
+  free(snap);
+  free(changed);
+  if (s->out.oom) return cmd_no(c, "[SERVERBUG] Out of memory");
+  if (gone) return cmd_no(c, "[EXPUNGEISSUED] Some of the requested messages no longer exist");
+  cmd_ok(c, "%sFETCH completed", c->uid ? "UID " : "");
+}
+
+/*
+** ===========================================================================
+** 9  Sessions and network
+** ===========================================================================
+** Owns: struct session, its socket, its input and output buffers, the thread that runs
+** it, and the accept thread. Calls: sections 1-8. Locking: server->lock guards the
+** session list; a session's own fields belong to its thread, except wake[] (written by
+** anyone to wake it) and finished. Output is buffered and written by session_flush(),
+** which callers reach with no store lock held.
+**
+** Limits: a command line is at most IMAPMEM_MAX_LINE bytes and a literal at most
+** config.max_literal; both are refused before anything is allocated for them. A session
+** idle longer than config.idle_timeout is logged out (RFC 3501 5.4).
+*/
+static void session_sendn(struct session *s, const void *p, size_t n) {
+  buf_add(&s->out, p, n);
+}
+
+static void session_send(struct session *s, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  buf_vprintf(&s->out, fmt, ap);
+  va_end(ap);
+}
+
+static int session_write(struct session *s, const char *p, size_t n) {
+  while (n) {
+    ssize_t w = send(s->fd, p, n, MSG_NOSIGNAL);
+    if (w < 0 && errno == ENOTSOCK) w = write(s->fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      s->closing = 1;
+      return 0;
+    }
+    p += w;
+    n -= (size_t)w;
+  }
+  return 1;
+}
+
+/* Write what is buffered. 0 if the connection is gone. Never call with a lock held. */
+static int session_flush(struct session *s) {
+  if (s->out.oom) {          /* a reply was lost: say so and end this session only */
+    buf_reset(&s->out);
+    s->out.oom = 0;
+    buf_adds(&s->out, "* BYE Out of memory\r\n");
+    s->closing = 1;
+  }
+  int ok = s->out.len == 0 || session_write(s, s->out.p, s->out.len);
+  buf_reset(&s->out);
+  if (s->out.cap > (1u << 20)) buf_free(&s->out);   /* do not keep a huge buffer */
+  return ok && !s->closing;
+}
+
+/* Large FETCH data goes straight from the message to the socket, uncopied. */
+static void session_send_bulk(struct session *s, const char *p, size_t n) {
+  if (n < 65536) return session_sendn(s, p, n);
+  if (session_flush(s)) session_write(s, p, n);
+}
+
+static void session_wake(struct session *s) {
+  ssize_t r = write(s->wake[1], "x", 1);
+  (void)r;                   /* a full pipe already holds a wake-up */
+}
+
+/* Wake the sessions idling on mb. Caller holds mb->lock. */
+static void mailbox_wake_idlers(struct mailbox *mb) {
+  for (size_t i = 0; i < mb->nidlers; i++) session_wake(mb->idlers[i]);
+}
+
+/*
+** Wait until the socket is readable. Returns 1 readable, 0 timed out, -3 woken by a
+** mailbox change (only if wake_ok), -4 the server is stopping.
+*/
+static int session_wait(struct session *s, int wake_ok) {
+  int timeout = s->srv->cfg.idle_timeout * 1000;
+  for (;;) {
+    struct pollfd pf[2] = {{s->fd, POLLIN, 0}, {s->wake[0], POLLIN, 0}};
+    int r = poll(pf, 2, timeout);
+    if (r < 0 && errno == EINTR) continue;
+    if (r == 0) return 0;
+    if (r < 0) return 1;     /* let read() report the error */
+    if (pf[1].revents) {
+      char tmp[64];
+      while (read(s->wake[0], tmp, sizeof tmp) > 0) {}
+      pthread_mutex_lock(&s->srv->lock);
+      int stopping = s->srv->stopping;
+      pthread_mutex_unlock(&s->srv->lock);
+      if (stopping) return -4;
+      if (wake_ok) return -3;
+    }
+    if (pf[0].revents) return 1;
+  }
+}
+
+/* Make at least one more byte available in s->in. Returns as session_wait, or -1. */
+static int session_fill(struct session *s, int wake_ok) {
+  if (s->inpos == s->inlen) s->inpos = s->inlen = 0;
+  int w = session_wait(s, wake_ok);
+  if (w == 0) {
+    session_send(s, "* BYE Autologout: idle for too long\r\n");
+    return -1;
+  }
+  if (w < 0) return w;
+  ssize_t r;
+  do {
+    r = read(s->fd, s->in + s->inlen, sizeof s->in - s->inlen);
+  } while (r < 0 && errno == EINTR);
+  if (r <= 0) return -1;
+  s->inlen += (size_t)r;
+  return 1;
+}
+
+/*
+** Read one line without its CRLF into line. Returns its length, or -1 (connection gone
+** or timed out), -2 (longer than max: the first max bytes are kept, the rest of the line
+** is read and dropped), -3 (woken by a mailbox change; wake_ok only), -4 (stopping).
+*/
+static int session_read_line(struct session *s, struct buf *line, size_t max, int wake_ok) {
+  buf_reset(line);
+  int toolong = 0;
+  for (;;) {
+    char *start = s->in + s->inpos;
+    char *nl = memchr(start, '\n', s->inlen - s->inpos);
+    size_t take = nl ? (size_t)(nl - start) : s->inlen - s->inpos;
+    if (!toolong) {
+      if (line->len + take > max) {
+        buf_add(line, start, max - line->len);
+        toolong = 1;
+      } else {
+        buf_add(line, start, take);
+      }
+    }
+    s->inpos += take + (nl ? 1 : 0);
+    if (nl) break;
+    int r = session_fill(s, wake_ok && line->len == 0);
+    if (r < 0) return r;
+  }
+  if (line->oom) return -1;
+  if (line->len && line->p[line->len - 1] == '\r') line->p[--line->len] = 0;
+  if (toolong) return -2;
+  return (int)(line->len > INT_MAX ? INT_MAX : line->len);
+}
+
+static int session_read_bytes(struct session *s, struct buf *b, size_t n) {
+  while (n) {
+    if (s->inpos == s->inlen) {
+      int r = session_fill(s, 0);
+      if (r < 0) return r;
+    }
+    size_t take = s->inlen - s->inpos < n ? s->inlen - s->inpos : n;
+    buf_add(b, s->in + s->inpos, take);
+    s->inpos += take;
+    n -= take;
+  }
+  return b->oom ? -1 : 1;
+}
+
+/* The tag at the start of a command that is being refused, or "*". */
+static void session_refuse(struct session *s, const struct buf *cmd, const char *why) {
+  size_t n = 0;
+  while (n < cmd->len && n < 64 && is_tag_char((unsigned char)cmd->p[n])) n++;
+  if (n == 0 || n >= cmd->len || cmd->p[n] != ' ') session_send(s, "* BAD %s\r\n", why);
+  else session_send(s, "%.*s BAD %s\r\n", (int)n, cmd->p, why);
+}
+
+/*
+** Read one whole command into s->cmd, literals inline (RFC 3501 7.5: a synchronizing
+** literal gets "+" only once its size is accepted). Returns 1 to execute it, 0 if it was
+** refused (the reply is queued), or <0 to end the session.
+*/
+static int session_read_command(struct session *s) {
+  struct buf line = {0};
+  size_t max_lit = s->srv->cfg.max_literal;
+  buf_reset(&s->cmd);
+  for (;;) {
+    int r = session_read_line(s, &line, IMAPMEM_MAX_LINE, 0);
+    if (r == -2) {
+      buf_add(&s->cmd, line.p, line.len);
+      session_refuse(s, &s->cmd, "Command line too long");
+      buf_free(&line);
+      return 0;
+    }
+    if (r < 0) {
+      buf_free(&line);
+      return r;
+    }
+    buf_add(&s->cmd, line.p, line.len);
+    /* does the line end in a literal announcement {n} or {n+}? */
+    size_t n = line.len, digits = 0;
+    int plus = 0;
+    uint64_t size = 0;
+    if (n >= 3 && line.p[n - 1] == '}') {
+      size_t i = n - 1;
+      if (line.p[i - 1] == '+') {
+        plus = 1;
+        i--;
+      }
+      uint64_t mul = 1;
+      while (i > 0 && line.p[i - 1] >= '0' && line.p[i - 1] <= '9' && digits < 20) {
+        size += (uint64_t)(line.p[i - 1] - '0') * mul;
+        mul *= 10;
+        digits++;
+        i--;
+      }
+      if (!(i > 0 && line.p[i - 1] == '{' && digits)) digits = 0;
+    }
+    if (!digits) break;
+    if (digits > 12 || size > max_lit || s->cmd.len + size > max_lit + 16 * IMAPMEM_MAX_LINE) {
+      if (plus) {            /* the client sends it anyway: the stream is lost */
+        session_send(s, "* BYE Literal too large (limit %zu bytes)\r\n", max_lit);
+        buf_free(&line);
+        return -1;
+      }
+      char why[96];
+      snprintf(why, sizeof why, "Literal too large (limit %zu bytes)", max_lit);
+      session_refuse(s, &s->cmd, why);
+      buf_free(&line);
+      return 0;
+    }
+    if (!plus) {
+      session_send(s, "+ Ready for literal data\r\n");
+      if (!session_flush(s)) {
+        buf_free(&line);
+        return -1;
+      }
+    }
+    buf_add(&s->cmd, "\r\n", 2);
+    r = session_read_bytes(s, &s->cmd, (size_t)size);
+    if (r < 0) {
+      buf_free(&line);
+      return r;
+    }
+  }
+  buf_free(&line);
+  if (s->cmd.oom) {
+    buf_free(&s->cmd);
+    session_send(s, "* BAD Out of memory for this command\r\n");
+    return 0;
+  }
+  return 1;
+}
+
+static void session_run(struct session *s) {
+  session_send(s, "* OK [CAPABILITY %s] imapmem ready\r\n", capabilities);
+  session_flush(s);
+  while (!s->closing && s->state != ST_LOGOUT) {
+    int r = session_read_command(s);
+    if (r == -4) session_send(s, "* BYE imapmem is shutting down\r\n");
+    if (r < 0) break;
+    if (r > 0 && s->cmd.len == 0) session_send(s, "* BAD Empty command line\r\n");
+    else if (r > 0) session_execute(s);
+    arena_free(&s->arena);
+    if (!session_flush(s)) break;
+    if (s->cmd.cap > (1u << 20)) buf_free(&s->cmd);
+  }
+  session_flush(s);
+  session_unselect(s);
+}
+
+static void *session_thread(void *arg) {
+  struct session *s = arg;
+  session_run(s);
+  shutdown(s->fd, SHUT_RDWR);
+  atomic_fetch_sub(&s->srv->nactive, 1);
+  atomic_store(&s->finished, 1);
+  return NULL;
+}
+
+static void session_free(struct session *s) {
+  if (!s) return;
+  if (s->fd >= 0) close(s->fd);
+  if (s->wake[0] >= 0) close(s->wake[0]);
+  if (s->wake[1] >= 0) close(s->wake[1]);
+  buf_free(&s->out);
+  buf_free(&s->cmd);
+  arena_free(&s->arena);
+  free(s->view);
+  free(s);
+}
+
+static struct session *session_new(struct imapmem *srv, int fd) {
+  struct session *s = mem_calloc(1, sizeof *s);
+  if (!s) return NULL;
+  s->srv = srv;
+  s->fd = fd;
+  s->state = ST_NOTAUTH;
+  s->wake[0] = s->wake[1] = -1;
+  atomic_init(&s->finished, 0);
+  if (pipe(s->wake) < 0) {
+    s->fd = -1;
+    session_free(s);
+    return NULL;
+  }
+  fcntl(s->wake[0], F_SETFL, O_NONBLOCK);
+  fcntl(s->wake[1], F_SETFL, O_NONBLOCK);
+  fcntl(s->wake[0], F_SETFD, FD_CLOEXEC);
+  fcntl(s->wake[1], F_SETFD, FD_CLOEXEC);
+  return s;
+}
+
+/* Join and free sessions whose threads have ended. Caller holds srv->lock. */
+static void server_reap_locked(struct imapmem *srv) {
+  size_t w = 0;
+  for (size_t i = 0; i < srv->nsessions; i++) {
+    struct session *s = srv->sessions[i];
+    if (atomic_load(&s->finished)) {
+      pthread_join(s->thread, NULL);
+      session_free(s);
+    } else {
+      srv->sessions[w++] = s;
+    }
+  }
+  srv->nsessions = w;
+}
+
+static void server_accept(struct imapmem *srv, int fd) {
+  fcntl(fd, F_SETFD, FD_CLOEXEC);
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  struct timeval tv = {srv->cfg.idle_timeout, 0};
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  if (atomic_load(&srv->nactive) >= srv->cfg.max_connections) {
+    static const char bye[] = "* BYE Too many connections\r\n";
+    ssize_t r = send(fd, bye, sizeof bye - 1, MSG_NOSIGNAL);
+    (void)r;
+    close(fd);
+    return;
+  }
+  pthread_mutex_lock(&srv->lock);
+  server_reap_locked(srv);
+  struct session *s = session_new(srv, fd);
+  if (!s || !mem_grow(&srv->sessions, &srv->capsessions, srv->nsessions + 1,
+                      sizeof srv->sessions[0])) {
+    pthread_mutex_unlock(&srv->lock);
+    if (s) session_free(s);
+    else close(fd);
+    return;
+  }
+  s->id = ++srv->next_session_id;
+  atomic_fetch_add(&srv->nactive, 1);
+  if (pthread_create(&s->thread, NULL, session_thread, s) != 0) {
+    atomic_fetch_sub(&srv->nactive, 1);
+    pthread_mutex_unlock(&srv->lock);
+    session_free(s);
+    return;
+  }
+  srv->sessions[srv->nsessions++] = s;
+  pthread_mutex_unlock(&srv->lock);
+}
+
+static void *accept_thread(void *arg) {
+  struct imapmem *srv = arg;
+  for (;;) {
+    struct pollfd pf[2] = {{srv->listen_fd, POLLIN, 0}, {srv->wake[0], POLLIN, 0}};
+    int r = poll(pf, 2, -1);
+    if (r < 0 && errno != EINTR) break;
+    if (pf[1].revents) break;          /* imapmem_stop() */
+    if (r > 0 && pf[0].revents) {
+      int fd = accept(srv->listen_fd, NULL, NULL);
+      if (fd >= 0) server_accept(srv, fd);
+      else if (errno == EMFILE || errno == ENFILE) {
+        struct timespec ts = {0, 10 * 1000 * 1000};   /* out of descriptors: back off */
+        nanosleep(&ts, NULL);
+      }
+    }
+  }
+  return NULL;
+}
+
+/*
+** ===========================================================================
+** 10  The public API (imapmem.h)
+** ===========================================================================
+** Owns: struct imapmem. Calls: every section. Locking: as each function's comment in
+** imapmem.h says. Every function checks its handle, returns a code, and leaves the
+** details in srv->errmsg; none prints, exits or aborts.
+*/
+static int PRINTF_LIKE(3, 4) api_error(struct imapmem *srv, int code, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  pthread_mutex_lock(&srv->lock);
+  vsnprintf(srv->errmsg, sizeof srv->errmsg, fmt, ap);
+  pthread_mutex_unlock(&srv->lock);
+  va_end(ap);
+  return code;
+}
+
+const char *imapmem_version(void) {
+  return IMAPMEM_VERSION;
+}
+
+const char *imapmem_errstr(int code) {
+  switch (code) {
+  case IMAPMEM_OK: return "no error";
+  case IMAPMEM_ERROR: return "error";
+  case IMAPMEM_NOMEM: return "out of memory";
+  case IMAPMEM_IO: return "input/output error";
+  case IMAPMEM_PARSE: return "malformed fixture";
+  case IMAPMEM_NOTFOUND: return "not found";
+  case IMAPMEM_EXISTS: return "already exists";
+  case IMAPMEM_MISUSE: return "misuse of the API";
+  default: return "unknown result code";
+  }
+}
+
+const char *imapmem_errmsg(imapmem *srv) {
+  return srv ? srv->errmsg : "no server handle";
+}
+
+int imapmem_new(const struct imapmem_config *config, imapmem **out) {
+  if (!out) return IMAPMEM_MISUSE;
+  *out = NULL;
+  struct imapmem *srv = mem_calloc(1, sizeof *srv);
+  if (!srv) return IMAPMEM_NOMEM;
+  if (config) srv->cfg = *config;
+  if (!srv->cfg.max_connections) srv->cfg.max_connections = 1000;
+  if (srv->cfg.idle_timeout <= 0) srv->cfg.idle_timeout = 1800;
+  if (!srv->cfg.max_literal) srv->cfg.max_literal = IMAPMEM_MAX_LITERAL;
+  pthread_mutex_init(&srv->lock, NULL);
+  srv->listen_fd = -1;
+  srv->port = -1;
+  srv->wake[0] = srv->wake[1] = -1;
+  atomic_init(&srv->nactive, 0);
+  *out = srv;
+  return IMAPMEM_OK;
+}
+
+static struct user *api_user(struct imapmem *srv, const char *name) {
+  return server_find_user(srv, str_make(name, strlen(name)));
+}
+
+int imapmem_add_user(imapmem *srv, const char *name, const char *password) {
+  if (!srv || !name || !password || !*name) return IMAPMEM_MISUSE;
+  if (api_user(srv, name)) return api_error(srv, IMAPMEM_EXISTS, "user %s exists already", name);
+  struct user *u = user_new(name, password);
+  int exists;
+  if (!u) return api_error(srv, IMAPMEM_NOMEM, "out of memory");
+  if (!user_create_locked(u, "INBOX", 1, srv->cfg.uidvalidity ? srv->cfg.uidvalidity :
+                          (uint32_t)time(NULL), &exists)) {
+    user_free(u);
+    return api_error(srv, IMAPMEM_NOMEM, "out of memory");
+  }
+  pthread_mutex_lock(&srv->lock);
+  int ok = mem_grow(&srv->users, &srv->capusers, srv->nusers + 1, sizeof srv->users[0]);
+  if (ok) srv->users[srv->nusers++] = u;
+  pthread_mutex_unlock(&srv->lock);
+  if (!ok) {
+    user_free(u);
+    return api_error(srv, IMAPMEM_NOMEM, "out of memory");
+  }
+  return IMAPMEM_OK;
+}
+
+static uint32_t api_uidvalidity(struct imapmem *srv) {
+  return srv->cfg.uidvalidity ? srv->cfg.uidvalidity : (uint32_t)time(NULL);
+}
+
+int imapmem_load(imapmem *srv, const char *user, const char *path) {
+  if (!srv || !user || !path) return IMAPMEM_MISUSE;
+  struct user *u = api_user(srv, user);
+  if (!u) return api_error(srv, IMAPMEM_NOTFOUND, "no such user: %s", user);
+  struct stat st;
+  if (stat(path, &st) < 0)
+    return api_error(srv, IMAPMEM_IO, "%s: cannot read: %s", path, strerror(errno));
+  struct mbox_batch *list = NULL;
+  char err[600];
+  int rc;
+  if (S_ISDIR(st.st_mode)) {
+    size_t n = strlen(path);
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%.*s", (int)(n > 1 && path[n - 1] == '/' ? n - 1 : n), path);
+    rc = mbox_parse_dir(dir, "", &list, 0, err, sizeof err);
+  } else {
+    rc = mbox_parse_file(path, "INBOX", &list, err, sizeof err);
+  }
+  if (rc == IMAPMEM_OK) {
+    rc = mbox_commit(u, list, api_uidvalidity(srv));
+    if (rc != IMAPMEM_OK) snprintf(err, sizeof err, "%s: out of memory", path);
+  }
+  mbox_batch_free(list);
+  if (rc != IMAPMEM_OK) return api_error(srv, rc, "%s", err);
+  return IMAPMEM_OK;
+}
+
+int imapmem_load_mbox(imapmem *srv, const char *user, const char *mailbox, const char *bytes,
+                      size_t len, const char *name) {
+  if (!srv || !user || !mailbox || (!bytes && len)) return IMAPMEM_MISUSE;
+  struct user *u = api_user(srv, user);
+  if (!u) return api_error(srv, IMAPMEM_NOTFOUND, "no such user: %s", user);
+  char canon[MAX_MAILBOX_NAME + 1];
+  mailbox_canonical(mailbox, canon, sizeof canon);
+  struct mbox_batch *b = NULL;
+  char err[600];
+  int rc = mbox_parse(bytes ? bytes : "", len, name ? name : "(memory)", canon, &b, err,
+                      sizeof err);
+  if (rc == IMAPMEM_OK) {
+    rc = mbox_commit(u, b, api_uidvalidity(srv));
+    if (rc != IMAPMEM_OK) snprintf(err, sizeof err, "out of memory");
+  }
+  mbox_batch_free(b);
+  return rc == IMAPMEM_OK ? rc : api_error(srv, rc, "%s", err);
+}
+
+int imapmem_start(imapmem *srv, const char *addr, int port) {
+  if (!srv || port < 0 || port > 65535) return IMAPMEM_MISUSE;
+  if (srv->started) return api_error(srv, IMAPMEM_MISUSE, "the server is already started");
+  if (!addr) addr = "127.0.0.1";
+  struct sockaddr_storage ss;
+  memset(&ss, 0, sizeof ss);
+  socklen_t len;
+  int v6 = strchr(addr, ':') != NULL;
+  if (v6) {
+    struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+    a->sin6_family = AF_INET6;
+    a->sin6_port = htons((uint16_t)port);
+    if (inet_pton(AF_INET6, addr, &a->sin6_addr) != 1)
+      return api_error(srv, IMAPMEM_MISUSE, "invalid IPv6 address: %s", addr);
+    len = sizeof *a;
+  } else {
+    struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+    a->sin_family = AF_INET;
+    a->sin_port = htons((uint16_t)port);
+    if (inet_pton(AF_INET, addr, &a->sin_addr) != 1)
+      return api_error(srv, IMAPMEM_MISUSE, "invalid IPv4 address: %s", addr);
+    len = sizeof *a;
+  }
+  int fd = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return api_error(srv, IMAPMEM_IO, "socket: %s", strerror(errno));
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (v6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+  if (bind(fd, (struct sockaddr *)&ss, len) < 0 || listen(fd, 128) < 0) {
+    int e = errno;
+    close(fd);
+    return api_error(srv, IMAPMEM_IO, "cannot listen on %s port %d: %s", addr, port, strerror(e));
+  }
+  socklen_t sl = sizeof ss;
+  getsockname(fd, (struct sockaddr *)&ss, &sl);
+  srv->port = ntohs(v6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                       : ((struct sockaddr_in *)&ss)->sin_port);
+  snprintf(srv->address, sizeof srv->address, v6 ? "[%s]:%d" : "%s:%d", addr, srv->port);
+  if (pipe(srv->wake) < 0) {
+    close(fd);
+    return api_error(srv, IMAPMEM_IO, "pipe: %s", strerror(errno));
+  }
+  fcntl(srv->wake[0], F_SETFD, FD_CLOEXEC);
+  fcntl(srv->wake[1], F_SETFD, FD_CLOEXEC);
+  srv->listen_fd = fd;
+  srv->stopping = 0;
+  if (pthread_create(&srv->accept_thread, NULL, accept_thread, srv) != 0) {
+    close(fd);
+    srv->listen_fd = -1;
+    return api_error(srv, IMAPMEM_ERROR, "cannot start the accept thread");
+  }
+  srv->started = 1;
+  return IMAPMEM_OK;
+}
+
+int imapmem_port(imapmem *srv) {
+  return srv && srv->listen_fd >= 0 ? srv->port : -1;
+}
+
+const char *imapmem_address(imapmem *srv) {
+  return srv ? srv->address : "";
+}
+
+int imapmem_stop(imapmem *srv) {
+  if (!srv) return IMAPMEM_MISUSE;
+  if (!srv->started) return IMAPMEM_OK;
+  pthread_mutex_lock(&srv->lock);
+  srv->stopping = 1;
+  pthread_mutex_unlock(&srv->lock);
+  ssize_t r = write(srv->wake[1], "x", 1);
+  (void)r;
+  pthread_join(srv->accept_thread, NULL);
+  close(srv->listen_fd);
+  srv->listen_fd = -1;
+  /* wake every session so it says BYE; give them a moment, then cut the slow ones off */
+  pthread_mutex_lock(&srv->lock);
+  for (size_t i = 0; i < srv->nsessions; i++) session_wake(srv->sessions[i]);
+  pthread_mutex_unlock(&srv->lock);
+  for (int waited = 0; waited < 200 && atomic_load(&srv->nactive) > 0; waited++) {
+    struct timespec ts = {0, 5 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  pthread_mutex_lock(&srv->lock);   /* the threads need the lock: join outside it */
+  struct session **list = srv->sessions;
+  size_t n = srv->nsessions;
+  srv->sessions = NULL;
+  srv->nsessions = srv->capsessions = 0;
+  pthread_mutex_unlock(&srv->lock);
+  for (size_t i = 0; i < n; i++)
+    if (!atomic_load(&list[i]->finished)) shutdown(list[i]->fd, SHUT_RDWR);
+  for (size_t i = 0; i < n; i++) {
+    pthread_join(list[i]->thread, NULL);
+    session_free(list[i]);
+  }
+  free(list);
+  close(srv->wake[0]);
+  close(srv->wake[1]);
+  srv->wake[0] = srv->wake[1] = -1;
+  srv->started = 0;
+  return IMAPMEM_OK;
+}
+
+void imapmem_free(imapmem *srv) {
+  if (!srv) return;
+  imapmem_stop(srv);
+  for (size_t i = 0; i < srv->nusers; i++) user_free(srv->users[i]);
+  free(srv->users);
+  free(srv->sessions);
+  pthread_mutex_destroy(&srv->lock);
+  free(srv);
+}
+
+/*
+** ===========================================================================
+** 11  main: the imapmem program, a thin user of the public API
+** ===========================================================================
+** Owns: the command line, the ready line on stdout, signals and the exit status. Calls:
+** only imapmem.h. Everything it prints goes to stderr, except the one ready line.
+*/
+#ifdef IMAPMEM_MAIN
+static const char usage[] =
+  "usage: imapmem [options] [PATH...]\n"
+  "An in-memory IMAP4rev1 server for tests. PATHs (mbox files or fixture directories)\n"
+  "load into the first --user, or into user 'test' (password 'test').\n"
+  "\n"
+  "  -p, --port N               port to listen on (default 1143; 0 picks a free one)\n"
+  "  -b, --bind ADDR            address to listen on (default 127.0.0.1; ::1 for IPv6)\n"
+  "  -u, --user NAME:PASSWORD[:PATH]\n"
+  "                             add a user, loading PATH (repeatable)\n"
+  "      --uidvalidity N        UIDVALIDITY of loaded and new mailboxes (default: now)\n"
+  "      --max-connections N    concurrent sessions (default 1000)\n"
+  "      --idle-timeout SECONDS autologout of idle sessions (default 1800)\n"
+  "  -h, --help                 show this help\n"
+  "  -V, --version              show the version\n"
+  "\n"
+  "When ready it prints one line to stdout: 'imapmem: listening on ADDR:PORT'.\n"
+  "SIGTERM or SIGINT ends it: sessions get '* BYE' and it exits 0.\n";
+
+struct user_opt {
+  char *name, *password, *path;
+};
+
+static int die_usage(const char *fmt, const char *arg) {
+  fprintf(stderr, "imapmem: ");
+  fprintf(stderr, fmt, arg);
+  fprintf(stderr, "\nTry 'imapmem --help'.\n");
+  return 2;
+}
+
+static int number_arg(const char *s, long min, long max, long *out) {
+  char *end;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  if (!*s || *end || errno || v < min || v > max) return 0;
+  *out = v;
+  return 1;
+}
+
+int main(int argc, char **argv) {
+  const char *bind_addr = "127.0.0.1";
+  long port = 1143, num;
+  struct imapmem_config cfg;
+  memset(&cfg, 0, sizeof cfg);
+  struct user_opt *users = calloc((size_t)argc, sizeof *users);
+  const char **paths = calloc((size_t)argc, sizeof *paths);
+  int nusers = 0, npaths = 0, only_paths = 0;
+  if (!users || !paths) return 2;
+  for (int i = 1; i < argc; i++) {
+    char *a = argv[i], *val = NULL;
+    if (only_paths || a[0] != '-' || !a[1]) {
+      paths[npaths++] = a;
+      continue;
+    }
+    if (strcmp(a, "--") == 0) {
+      only_paths = 1;
+      continue;
+    }
+    char name[64];
+    char *eq = strncmp(a, "--", 2) == 0 ? strchr(a, '=') : NULL;
+    if (eq) {
+      snprintf(name, sizeof name, "%.*s", (int)(eq - a), a);
+      val = eq + 1;
+    } else if (a[1] != '-' && a[2]) {  /* -p1143 */
+      snprintf(name, sizeof name, "%.2s", a);
+      val = a + 2;
+    } else {
+      snprintf(name, sizeof name, "%s", a);
+    }
+    static const char *const flags[] = {"-h", "--help", "-V", "--version"};
+    int is_flag = 0;
+    for (size_t k = 0; k < sizeof flags / sizeof flags[0]; k++) is_flag |= !strcmp(name, flags[k]);
+    if (!is_flag && !val) {
+      if (i + 1 >= argc) return die_usage("option %s needs a value", name);
+      val = argv[++i];
+    }
+    if (!strcmp(name, "-h") || !strcmp(name, "--help")) {
+      fputs(usage, stdout);
+      return 0;
+    } else if (!strcmp(name, "-V") || !strcmp(name, "--version")) {
+      printf("imapmem %s\n", imapmem_version());
+      return 0;
+    } else if (!strcmp(name, "-p") || !strcmp(name, "--port")) {
+      if (!number_arg(val, 0, 65535, &port)) return die_usage("invalid port: %s", val);
+    } else if (!strcmp(name, "-b") || !strcmp(name, "--bind")) {
+      bind_addr = val;
+    } else if (!strcmp(name, "-u") || !strcmp(name, "--user")) {
+      char *c1 = strchr(val, ':');
+      if (!c1 || c1 == val) return die_usage("--user wants NAME:PASSWORD[:PATH], not %s", val);
+      *c1 = 0;
+      char *c2 = strchr(c1 + 1, ':');
+      if (c2) *c2 = 0;
+      users[nusers].name = val;
+      users[nusers].password = c1 + 1;
+      users[nusers].path = c2 && c2[1] ? c2 + 1 : NULL;
+      nusers++;
+    } else if (!strcmp(name, "--uidvalidity")) {
+      if (!number_arg(val, 1, UINT32_MAX, &num)) return die_usage("invalid UIDVALIDITY: %s", val);
+      cfg.uidvalidity = (uint32_t)num;
+    } else if (!strcmp(name, "--max-connections")) {
+      if (!number_arg(val, 1, 1000000, &num)) return die_usage("invalid connection limit: %s", val);
+      cfg.max_connections = (int)num;
+    } else if (!strcmp(name, "--idle-timeout")) {
+      if (!number_arg(val, 1, 86400 * 365, &num)) return die_usage("invalid idle timeout: %s", val);
+      cfg.idle_timeout = (int)num;
+    } else {
+      return die_usage("unknown option: %s", a);
+    }
+  }
+  if (nusers == 0) {
+    users[0].name = "test";
+    users[0].password = "test";
+    nusers = 1;
+  }
+  /* Signals are taken by sigwait() below; every thread inherits the mask. */
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+  signal(SIGPIPE, SIG_IGN);
+  imapmem *srv;
+  if (imapmem_new(&cfg, &srv) != IMAPMEM_OK) {
+    fprintf(stderr, "imapmem: out of memory\n");
+    return 2;
+  }
+  int rc = IMAPMEM_OK;
+  for (int i = 0; i < nusers && rc == IMAPMEM_OK; i++) {
+    rc = imapmem_add_user(srv, users[i].name, users[i].password);
+    if (rc == IMAPMEM_OK && users[i].path) rc = imapmem_load(srv, users[i].name, users[i].path);
+  }
+  for (int i = 0; i < npaths && rc == IMAPMEM_OK; i++)
+    rc = imapmem_load(srv, users[0].name, paths[i]);
+  if (rc == IMAPMEM_OK) rc = imapmem_start(srv, bind_addr, (int)port);
+  if (rc != IMAPMEM_OK) {
+    fprintf(stderr, "imapmem: %s\n", imapmem_errmsg(srv));
+    imapmem_free(srv);
+    free(users);
+    free(paths);
+    return 2;
+  }
+  printf("imapmem: listening on %s\n", imapmem_address(srv));
+  fflush(stdout);
+  int sig = 0;
+  sigwait(&sigs, &sig);
+  fprintf(stderr, "imapmem: signal %d, stopping\n", sig);
+  imapmem_free(srv);
+  free(users);
+  free(paths);
+  return 0;
+}
+#endif /* IMAPMEM_MAIN */

@@ -1,0 +1,72 @@
+"""Run every test and print the closing line `N passed, N failed`.
+
+Usage: python3 test/run.py [--c BINARY]... [--wire SERVER[:FILE,FILE...]]... [FILE...]
+  --c BINARY   a C test program; it prints its own `N passed, N failed` line
+  --wire SRV   run the Python wire tests (test/test_*.py, or the files after ':')
+               against the server binary SRV
+  FILE...      with no --wire: run these wire test files against ./imapmem
+"""
+import os
+import re
+import subprocess
+import sys
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import imapserver  # noqa: E402
+
+
+def run_c(binary):
+    print("== %s" % binary, flush=True)
+    p = subprocess.run([binary], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=900)
+    out = p.stdout.decode("utf-8", "replace")
+    sys.stdout.write(out)
+    m = re.findall(r"^(\d+) passed, (\d+) failed", out, re.M)
+    passed, failed = (int(m[-1][0]), int(m[-1][1])) if m else (0, 0)
+    if p.returncode != 0 and failed == 0:
+        print("!! %s exited with status %d" % (binary, p.returncode))
+        failed = 1
+    return passed, failed
+
+
+def run_wire(server, files):
+    imapserver.BIN = os.path.abspath(server)
+    loader = unittest.defaultTestLoader
+    if files:
+        suite = unittest.TestSuite(
+            loader.loadTestsFromName(os.path.splitext(os.path.basename(f))[0]) for f in files)
+    else:
+        suite = loader.discover(HERE, pattern="test_*.py", top_level_dir=HERE)
+    print("== wire tests against %s" % server, flush=True)
+    result = unittest.TextTestRunner(verbosity=1, stream=sys.stdout).run(suite)
+    bad = len(result.failures) + len(result.errors)
+    return result.testsRun - bad - len(result.skipped), bad
+
+
+def main(argv):
+    passed = failed = 0
+    cbins, wires, files = [], [], []
+    i = 0
+    while i < len(argv):
+        if argv[i] in ("--c", "--wire") and i + 1 < len(argv):
+            (cbins if argv[i] == "--c" else wires).append(argv[i + 1])
+            i += 2
+        else:
+            files.append(argv[i])
+            i += 1
+    if not wires and not cbins:
+        wires = ["%s:%s" % (imapserver.BIN, ",".join(files))]
+    for b in cbins:
+        p, f = run_c(b)
+        passed, failed = passed + p, failed + f
+    for w in wires:
+        server, _, names = w.partition(":")
+        p, f = run_wire(server, [n for n in names.split(",") if n])
+        passed, failed = passed + p, failed + f
+    print("%d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,243 @@
+/*
+** unit.c -- C unit tests of imapmem's internals: the command parser, sequence sets, the
+** mbox loader, dates, and the message model. It includes imapmem.c to reach its static
+** functions. Prints "N passed, N failed" last.
+*/
+#include "../imapmem.c"
+
+static int passed, failed;
+#define CHECK(cond)                                                         \
+  do {                                                                      \
+    if (cond) passed++;                                                     \
+    else {                                                                  \
+      failed++;                                                             \
+      fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);       \
+    }                                                                       \
+  } while (0)
+
+static struct arena A;
+
+static struct parser P(const char *s) {
+  struct parser ps = {s, s + strlen(s), &A, NULL};
+  return ps;
+}
+
+static void test_parser(void) {
+  struct parser ps = P("\"a\\\"b\\\\c\" atom {3}\r\nxyz rest");
+  struct str s;
+  CHECK(parse_astring(&ps, &s) && s.len == 5 && memcmp(s.p, "a\"b\\c", 5) == 0);
+  CHECK(parse_sp(&ps) && parse_astring(&ps, &s) && str_ieq(s, "atom"));
+  CHECK(parse_sp(&ps) && parse_astring(&ps, &s) && s.len == 3 && memcmp(s.p, "xyz", 3) == 0);
+  CHECK(parse_sp(&ps) && parse_atom(&ps, &s) && parse_end(&ps));
+  ps = P("\"unterminated");
+  CHECK(!parse_astring(&ps, &s) && ps.err);
+  ps = P("\"bad \\q escape\"");
+  CHECK(!parse_astring(&ps, &s));
+  ps = P("{5}\r\nab");
+  CHECK(!parse_astring(&ps, &s));            /* literal shorter than announced */
+  ps = P("{2+}\r\nab");
+  CHECK(parse_astring(&ps, &s) && s.len == 2); /* LITERAL+ form */
+  ps = P("4294967296");
+  uint32_t n;
+  CHECK(!parse_number(&ps, &n));
+  ps = P("4294967295");
+  CHECK(parse_number(&ps, &n) && n == UINT32_MAX);
+  const char *name;
+  ps = P("inbox");
+  CHECK(parse_mailbox(&ps, &name) && strcmp(name, "INBOX") == 0);
+  ps = P("Inbox/Sub");
+  CHECK(parse_mailbox(&ps, &name) && strcmp(name, "INBOX/Sub") == 0);
+  ps = P("Work/");
+  CHECK(parse_mailbox(&ps, &name) && strcmp(name, "Work") == 0);
+}
+
+static void test_seqset(void) {
+  struct seqset set;
+  struct parser ps = P("1,3:4,*,9:7");
+  CHECK(parse_seqset(&ps, &set) && set.n == 4);
+  seqset_resolve(&set, 10);
+  CHECK(seqset_contains(&set, 1) && !seqset_contains(&set, 2) && seqset_contains(&set, 4));
+  CHECK(seqset_contains(&set, 10) && seqset_contains(&set, 8) && !seqset_contains(&set, 6));
+  ps = P("5:*");
+  CHECK(parse_seqset(&ps, &set));
+  seqset_resolve(&set, 3);                  /* 5:* with 3 messages is 3:5 */
+  CHECK(seqset_contains(&set, 3) && !seqset_contains(&set, 2));
+  ps = P("0");
+  CHECK(!parse_seqset(&ps, &set));
+  ps = P("1:");
+  CHECK(!parse_seqset(&ps, &set));
+  ps = P("1,,2");
+  CHECK(!parse_seqset(&ps, &set));
+  ps = P("1x");
+  CHECK(!parse_seqset(&ps, &set));
+}
+
+static void test_flags(void) {
+  struct flag_list fl;
+  struct parser ps = P("(\\Seen \\Deleted $Label1 foo $label1)");
+  CHECK(parse_flags(&ps, &fl, 0) && fl.flags == (FLAG_SEEN | FLAG_DELETED) && fl.nkw == 2);
+  ps = P("(\\Recent)");
+  CHECK(!parse_flags(&ps, &fl, 0));         /* clients cannot set \Recent */
+  ps = P("(\\Bogus)");
+  CHECK(!parse_flags(&ps, &fl, 0));
+  ps = P("\\Flagged");
+  CHECK(parse_flags(&ps, &fl, 1) && fl.flags == FLAG_FLAGGED);
+  ps = P("()");
+  CHECK(parse_flags(&ps, &fl, 0) && fl.flags == 0 && fl.nkw == 0);
+}
+
+static void test_dates(void) {
+  int64_t t;
+  int tz;
+  struct parser ps = P("\" 5-Nov-2026 10:11:12 -0130\"");
+  CHECK(parse_date_time(&ps, &t, &tz) && tz == -90);
+  CHECK(t == days_from_civil(2026, 11, 5) * 86400 + 10 * 3600 + 11 * 60 + 12 + 90 * 60);
+  struct buf b = {0};
+  date_time_format(&b, t, tz);
+  CHECK(b.p && strcmp(b.p, "\" 5-Nov-2026 10:11:12 -0130\"") == 0);
+  buf_free(&b);
+  const char *d = "Tue, 1 Jul 03 10:52:37 +0200 (CEST)";
+  CHECK(date_parse(str_make(d, strlen(d)), &t, &tz) && tz == 120);
+  CHECK(t == days_from_civil(2003, 7, 1) * 86400 + 8 * 3600 + 52 * 60 + 37);
+  d = "1 Jan 2020 00:00 EST";               /* no seconds, named zone */
+  CHECK(date_parse(str_make(d, strlen(d)), &t, &tz) && tz == -300);
+  d = "not a date";
+  CHECK(!date_parse(str_make(d, strlen(d)), &t, &tz));
+  const char *f = "From a@b Thu Feb  1 09:05:06 2024";
+  CHECK(mbox_from_date(f, strlen(f), &t, &tz) && tz == 0 &&
+        t == days_from_civil(2024, 2, 1) * 86400 + 9 * 3600 + 5 * 60 + 6);
+  f = "From a@b Thu Feb  1 09:05:06 2024 +0100";
+  CHECK(mbox_from_date(f, strlen(f), &t, &tz) && tz == 60);
+  f = "From MAILER-DAEMON";
+  CHECK(!mbox_from_date(f, strlen(f), &t, &tz));
+  int y, m, dd;
+  civil_from_days(days_from_civil(2000, 2, 29), &y, &m, &dd);
+  CHECK(y == 2000 && m == 2 && dd == 29);
+}
+
+static void test_mbox(void) {
+  const char *box =
+    "From a@b Mon Jan  1 00:00:00 2024\n"
+    "Subject: one\n"
+    "Status: RO\n"
+    "X-Status: AF\n"
+    "X-Keywords: work, $Label2\n"
+    "X-UID: 5\n"
+    "\n"
+    ">From quoted\n"
+    ">>From twice\n"
+    "\n"
+    "From b@c Tue Jan  2 00:00:00 2024\n"
+    "Subject: two\n"
+    "X-UID: 9\n"
+    "\n"
+    "body\n"
+    "From not a separator (no blank line before)\n"
+    "\n";
+  struct mbox_batch *b = NULL;
+  char err[256];
+  CHECK(mbox_parse(box, strlen(box), "t.mbox", "INBOX", &b, err, sizeof err) == IMAPMEM_OK);
+  CHECK(b && b->n == 2);
+  if (b && b->n == 2) {
+    const char *m0 = b->m[0].d->bytes;
+    CHECK(strcmp(m0, "Subject: one\r\n\r\nFrom quoted\r\n>From twice\r\n") == 0);
+    CHECK(b->m[0].flags == (FLAG_SEEN | FLAG_ANSWERED | FLAG_FLAGGED));
+    CHECK(b->m[0].xuid == 5 && b->m[1].xuid == 9);
+    CHECK(b->m[0].keywords && strcmp(b->m[0].keywords, "work, $Label2") == 0);
+    CHECK(b->m[1].flags == FLAG_RECENT);
+    CHECK(strcmp(b->m[1].d->bytes,
+                 "Subject: two\r\n\r\nbody\r\nFrom not a separator (no blank line before)\r\n") == 0);
+    CHECK(b->m[0].d->hdr_len == strlen("Subject: one\r\n\r\n"));
+  }
+  mbox_batch_free(b);
+  b = NULL;
+  CHECK(mbox_parse("Subject: x\n\nhi\n", 15, "bad.mbox", "INBOX", &b, err, sizeof err) ==
+        IMAPMEM_PARSE);
+  CHECK(strncmp(err, "bad.mbox:1:", 11) == 0);
+  CHECK(mbox_parse("", 0, "empty.mbox", "INBOX", &b, err, sizeof err) == IMAPMEM_OK && b->n == 0);
+  mbox_batch_free(b);
+  const char *crlf = "From x Mon Jan  1 00:00:00 2024\r\nA: b\r\n\r\nc\r\n\r\nFrom y Mon Jan  1 00:00:00 2024\r\n\r\n";
+  b = NULL;
+  CHECK(mbox_parse(crlf, strlen(crlf), "c.mbox", "INBOX", &b, err, sizeof err) == IMAPMEM_OK);
+  CHECK(b && b->n == 2 && strcmp(b->m[0].d->bytes, "A: b\r\n\r\nc\r\n") == 0);
+  mbox_batch_free(b);
+}
+
+/* Load and commit through a user, as imapmem_load does, and check UIDs. */
+static void test_commit(void) {
+  const char *box =
+    "From a Mon Jan  1 00:00:00 2024\nX-IMAPbase: 777 50 kw1\nX-UID: 10\n\na\n\n"
+    "From a Mon Jan  1 00:00:00 2024\nX-UID: 20\n\nb\n";
+  struct user *u = user_new("u", "p");
+  struct mbox_batch *b = NULL;
+  char err[256];
+  int exists;
+  CHECK(u && user_create_locked(u, "INBOX", 1, 1, &exists));
+  CHECK(mbox_parse(box, strlen(box), "x", "INBOX", &b, err, sizeof err) == IMAPMEM_OK);
+  CHECK(mbox_commit(u, b, 1) == IMAPMEM_OK);
+  mbox_batch_free(b);
+  struct mailbox *mb = user_mailbox(u, "inbox");
+  CHECK(mb && mb->count == 2 && mb->uidvalidity == 777 && mb->uidnext == 50);
+  CHECK(mb && mb->msgs[0].uid == 10 && mb->msgs[1].uid == 20 && mb->nkeywords == 1);
+  mailbox_unref(mb);
+  user_free(u);
+}
+
+static void test_model(void) {
+  const char *msg =
+    "From: \"Doe, John\" <john@example.com>, Group: a@b, \"C\" <c@d>;\r\n"
+    "To: undisclosed-recipients:;\r\n"
+    "Cc: <@route1,@route2:x@y>, plain@host (comment)\r\n"
+    "Subject: =?UTF-8?B?SGVsbG8=?= world\r\n"
+    "Content-Type: multipart/mixed; boundary=\"XX\"\r\n"
+    "\r\n"
+    "preamble\r\n"
+    "--XX\r\n"
+    "Content-Type: text/plain; charset=utf-8\r\n"
+    "\r\n"
+    "part one\r\n"
+    "--XX\r\n"
+    "Content-Type: message/rfc822\r\n"
+    "\r\n"
+    "Subject: inner\r\n"
+    "\r\n"
+    "inner body\r\n"
+    "--XX--\r\n"
+    "epilogue\r\n";
+  struct msgmeta *m = msgmeta_build(msg, strlen(msg));
+  CHECK(m != NULL);
+  if (!m) return;
+  CHECK(m->nparts == 4);
+  CHECK(strstr(m->envelope, "((\"Doe, John\" NIL \"john\" \"example.com\")(NIL NIL \"Group\" NIL)"
+                            "(NIL NIL \"a\" \"b\")(\"C\" NIL \"c\" \"d\")(NIL NIL NIL NIL))") != NULL);
+  CHECK(strstr(m->envelope, "((NIL NIL \"undisclosed-recipients\" NIL)(NIL NIL NIL NIL))") != NULL);
+  CHECK(strstr(m->envelope, "((NIL \"@route1,@route2\" \"x\" \"y\")(NIL NIL \"plain\" \"host\"))") != NULL);
+  CHECK(strstr(m->bodystructure, "(\"TEXT\" \"PLAIN\" (\"CHARSET\" \"utf-8\") NIL NIL \"7BIT\" 8 1 "
+                                 "NIL NIL NIL NIL)") != NULL);
+  CHECK(strstr(m->bodystructure, "\"MIXED\" (\"BOUNDARY\" \"XX\") NIL NIL NIL)") != NULL);
+  uint32_t one[] = {1}, two1[] = {2, 1};
+  int p1 = fetch_find_part(m, one, 1), p21 = fetch_find_part(m, two1, 2);
+  CHECK(p1 > 0 && m->parts[p1].body_len == 8 && memcmp(msg + m->parts[p1].body_off, "part one", 8) == 0);
+  CHECK(p21 > 0 && memcmp(msg + m->parts[p21].body_off, "inner body", 10) == 0);
+  uint32_t three[] = {3};
+  CHECK(fetch_find_part(m, three, 1) < 0);
+  struct buf d = {0};
+  const char *subj = "=?UTF-8?B?SGVsbG8=?= =?ISO-8859-1?Q?caf=E9?= world";
+  rfc2047_decode(str_make(subj, strlen(subj)), &d);
+  CHECK(d.p && strcmp(d.p, "Hellocaf\xc3\xa9 world") == 0);
+  buf_free(&d);
+  msgmeta_free(m);
+}
+
+int main(void) {
+  test_parser();
+  test_seqset();
+  test_flags();
+  test_dates();
+  test_mbox();
+  test_commit();
+  test_model();
+  arena_free(&A);
+  printf("%d passed, %d failed\n", passed, failed);
+  return failed != 0;
+}
