@@ -251,6 +251,7 @@ struct imapmem {
   size_t nsessions, capsessions;
   int next_session_id;
   atomic_int nactive;
+  atomic_uint last_uidvalidity; /* UIDVALIDITY given to the last new mailbox */
   char errmsg[512];
 };
 
@@ -1032,13 +1033,7 @@ static void addr_join(struct buf *out, struct token *t, int from, int to, int sp
   for (int i = from; i < to; i++) {
     if (spaces && i > from && !(t[i].type == TOK_SPECIAL && t[i].text.p[0] == '.'))
       buf_addc(out, ' ');   /* words of a phrase are joined by one space */
-    if (t[i].type == TOK_QUOTED && !spaces) {
-      buf_addc(out, '"');
-      buf_add(out, t[i].text.p, t[i].text.len);
-      buf_addc(out, '"');
-    } else {
-      buf_add(out, t[i].text.p, t[i].text.len);
-    }
+    buf_add(out, t[i].text.p, t[i].text.len);   /* a quoted local part: its value */
   }
 }
 
@@ -1869,6 +1864,15 @@ static void mailbox_canonical(const char *name, char *out, size_t cap) {
   size_t n = strlen(out);
   if (n >= 5 && strncasecmp(out, "INBOX", 5) == 0 && (n == 5 || out[5] == '/'))
     memcpy(out, "INBOX", 5);
+}
+
+/*
+** The UIDVALIDITY of a mailbox made while serving (CREATE, RENAME). Each is greater than
+** the last, so a mailbox deleted and made again never reuses UIDs under the same
+** UIDVALIDITY (RFC 3501 2.3.1.1), even when --uidvalidity fixes the loaded ones.
+*/
+static uint32_t server_new_uidvalidity(struct imapmem *srv) {
+  return atomic_fetch_add(&srv->last_uidvalidity, 1) + 1;
 }
 
 static struct user *user_new(const char *name, const char *password) {
@@ -2763,7 +2767,10 @@ struct flag_list {
   int nkw;
 };
 
-/* flag-list: "(" [flag *(SP flag)] ")"; with bare, one flag without parentheses too. */
+/*
+** flag-list: "(" [flag *(SP flag)] ")". With bare, STORE's other form is accepted too:
+** flag *(SP flag) without parentheses, running to the end of the command.
+*/
 static int parse_flags(struct parser *ps, struct flag_list *fl, int bare) {
   memset(fl, 0, sizeof *fl);
   int paren = parse_char(ps, '(');
@@ -2792,8 +2799,8 @@ static int parse_flags(struct parser *ps, struct flag_list *fl, int bare) {
         fl->kw[fl->nkw++] = f;
       }
     }
-    if (!paren) return 1;
-    if (parse_char(ps, ')')) return 1;
+    if (!paren && parse_at_end(ps)) return 1;
+    if (paren && parse_char(ps, ')')) return 1;
     if (!parse_sp(ps)) return 0;
   }
 }
@@ -3278,8 +3285,7 @@ static void cmd_create(struct session *s, struct command *c) {
   struct user *u = s->user;
   int exists;
   pthread_mutex_lock(&u->lock);
-  struct mailbox *mb = user_create_locked(u, name, 1, s->srv->cfg.uidvalidity ?
-                                          s->srv->cfg.uidvalidity : (uint32_t)time(NULL), &exists);
+  struct mailbox *mb = user_create_locked(u, name, 1, server_new_uidvalidity(s->srv), &exists);
   pthread_mutex_unlock(&u->lock);
   if (exists) return cmd_no(c, "[ALREADYEXISTS] Mailbox already exists: %s", name);
   if (!mb) return cmd_no(c, "[SERVERBUG] Out of memory");
@@ -3343,7 +3349,7 @@ static void cmd_rename(struct session *s, struct command *c) {
   if (strncmp(to, from, fl) == 0 && to[fl] == '/')
     return cmd_no(c, "[CANNOT] Cannot move a mailbox into itself");
   struct user *u = s->user;
-  uint32_t uv = s->srv->cfg.uidvalidity ? s->srv->cfg.uidvalidity : (uint32_t)time(NULL);
+  uint32_t uv = server_new_uidvalidity(s->srv);
   pthread_mutex_lock(&u->lock);
   struct mailbox *src = user_mailbox_locked(u, from);
   if (!src) {
@@ -4490,19 +4496,23 @@ static int fetch_parse_att(struct parser *ps, struct fetch_item ***tail) {
 
 /* Find the part a section path names (RFC 3501 6.4.5); -1 if there is none. */
 static int fetch_find_part(const struct msgmeta *mm, const uint32_t *path, int npath) {
-  int node = 0;
+  int node = 0, top = 1;     /* top: node is the entity a message holds */
   for (int i = 0; i < npath; i++) {
     if (i > 0 && mm->parts[node].kind == PART_MESSAGE) {
       node = mm->parts[node].child;      /* into the encapsulated message */
       if (node < 0) return -1;
+      top = 1;
     }
     if (mm->parts[node].kind == PART_MULTIPART) {
       int c = mm->parts[node].child;
       for (uint32_t k = 1; c >= 0 && k < path[i]; k++) c = mm->parts[c].next;
       if (c < 0) return -1;
       node = c;
-    } else if (path[i] != 1) {
-      return -1;             /* part 1 of a non-multipart entity is its body */
+      top = 0;
+    } else if (!top || path[i] != 1) {
+      return -1;             /* only a message's non-multipart body is its part 1 */
+    } else {
+      top = 0;
     }
   }
   return node;
@@ -4554,7 +4564,7 @@ static void fetch_section(struct session *s, const struct fetch_item *it, struct
   struct field f;
   while (header_next(&p, end, &f))
     if (field_listed(it, f.name) == (it->text == SEC_FIELDS)) buf_add(&out, f.start, f.len);
-  buf_add(&out, "\r\n", 2);
+  if (p < end) buf_add(&out, "\r\n", 2);   /* the blank line, if the header has one */
   fetch_literal(s, it, out.p, out.len);
   buf_free(&out);
 }
@@ -5132,6 +5142,8 @@ int imapmem_new(const struct imapmem_config *config, imapmem **out) {
   srv->port = -1;
   srv->wake[0] = srv->wake[1] = -1;
   atomic_init(&srv->nactive, 0);
+  atomic_init(&srv->last_uidvalidity,
+              srv->cfg.uidvalidity ? srv->cfg.uidvalidity : (uint32_t)time(NULL));
   *out = srv;
   return IMAPMEM_OK;
 }
@@ -5347,7 +5359,7 @@ static const char usage[] =
   "  -h, --help                 show this help\n"
   "  -V, --version              show the version\n"
   "\n"
-  "When ready it prints one line to stdout: 'imapmem: listening on ADDR:PORT'.\n"
+  "When ready it prints one line to stdout, 'imapmem: ' and the address and port.\n"
   "SIGTERM or SIGINT ends it: sessions get '* BYE' and it exits 0.\n";
 
 struct user_opt {
@@ -5370,19 +5382,24 @@ static int number_arg(const char *s, long min, long max, long *out) {
   return 1;
 }
 
-int main(int argc, char **argv) {
-  const char *bind_addr = "127.0.0.1";
-  long port = 1143, num;
+struct options {
+  const char *bind;
+  long port;
   struct imapmem_config cfg;
-  memset(&cfg, 0, sizeof cfg);
-  struct user_opt *users = calloc((size_t)argc, sizeof *users);
-  const char **paths = calloc((size_t)argc, sizeof *paths);
-  int nusers = 0, npaths = 0, only_paths = 0;
-  if (!users || !paths) return 2;
+  struct user_opt *users;
+  int nusers;
+  const char **paths;
+  int npaths;
+};
+
+/* Parse the command line into o. Returns -1 to go on, or the exit status. */
+static int parse_options(int argc, char **argv, struct options *o) {
+  int only_paths = 0;
+  long num;
   for (int i = 1; i < argc; i++) {
     char *a = argv[i], *val = NULL;
     if (only_paths || a[0] != '-' || !a[1]) {
-      paths[npaths++] = a;
+      o->paths[o->npaths++] = a;
       continue;
     }
     if (strcmp(a, "--") == 0) {
@@ -5400,9 +5417,8 @@ int main(int argc, char **argv) {
     } else {
       snprintf(name, sizeof name, "%s", a);
     }
-    static const char *const flags[] = {"-h", "--help", "-V", "--version"};
-    int is_flag = 0;
-    for (size_t k = 0; k < sizeof flags / sizeof flags[0]; k++) is_flag |= !strcmp(name, flags[k]);
+    int is_flag = !strcmp(name, "-h") || !strcmp(name, "--help") || !strcmp(name, "-V") ||
+                  !strcmp(name, "--version");
     if (!is_flag && !val) {
       if (i + 1 >= argc) return die_usage("option %s needs a value", name);
       val = argv[++i];
@@ -5414,37 +5430,42 @@ int main(int argc, char **argv) {
       printf("imapmem %s\n", imapmem_version());
       return 0;
     } else if (!strcmp(name, "-p") || !strcmp(name, "--port")) {
-      if (!number_arg(val, 0, 65535, &port)) return die_usage("invalid port: %s", val);
+      if (!number_arg(val, 0, 65535, &o->port)) return die_usage("invalid port: %s", val);
     } else if (!strcmp(name, "-b") || !strcmp(name, "--bind")) {
-      bind_addr = val;
+      o->bind = val;
     } else if (!strcmp(name, "-u") || !strcmp(name, "--user")) {
       char *c1 = strchr(val, ':');
       if (!c1 || c1 == val) return die_usage("--user wants NAME:PASSWORD[:PATH], not %s", val);
       *c1 = 0;
       char *c2 = strchr(c1 + 1, ':');
       if (c2) *c2 = 0;
-      users[nusers].name = val;
-      users[nusers].password = c1 + 1;
-      users[nusers].path = c2 && c2[1] ? c2 + 1 : NULL;
-      nusers++;
+      struct user_opt *u = &o->users[o->nusers++];
+      u->name = val;
+      u->password = c1 + 1;
+      u->path = c2 && c2[1] ? c2 + 1 : NULL;
     } else if (!strcmp(name, "--uidvalidity")) {
       if (!number_arg(val, 1, UINT32_MAX, &num)) return die_usage("invalid UIDVALIDITY: %s", val);
-      cfg.uidvalidity = (uint32_t)num;
+      o->cfg.uidvalidity = (uint32_t)num;
     } else if (!strcmp(name, "--max-connections")) {
       if (!number_arg(val, 1, 1000000, &num)) return die_usage("invalid connection limit: %s", val);
-      cfg.max_connections = (int)num;
+      o->cfg.max_connections = (int)num;
     } else if (!strcmp(name, "--idle-timeout")) {
       if (!number_arg(val, 1, 86400 * 365, &num)) return die_usage("invalid idle timeout: %s", val);
-      cfg.idle_timeout = (int)num;
+      o->cfg.idle_timeout = (int)num;
     } else {
       return die_usage("unknown option: %s", a);
     }
   }
-  if (nusers == 0) {
-    users[0].name = "test";
-    users[0].password = "test";
-    nusers = 1;
+  if (o->nusers == 0) {
+    o->users[0].name = "test";
+    o->users[0].password = "test";
+    o->nusers = 1;
   }
+  return -1;
+}
+
+/* Load the fixtures and listen; print the ready line; wait for SIGTERM or SIGINT. */
+static int serve(struct options *o) {
   /* Signals are taken by sigwait() below; every thread inherits the mask. */
   sigset_t sigs;
   sigemptyset(&sigs);
@@ -5453,23 +5474,21 @@ int main(int argc, char **argv) {
   pthread_sigmask(SIG_BLOCK, &sigs, NULL);
   signal(SIGPIPE, SIG_IGN);
   imapmem *srv;
-  if (imapmem_new(&cfg, &srv) != IMAPMEM_OK) {
+  if (imapmem_new(&o->cfg, &srv) != IMAPMEM_OK) {
     fprintf(stderr, "imapmem: out of memory\n");
     return 2;
   }
   int rc = IMAPMEM_OK;
-  for (int i = 0; i < nusers && rc == IMAPMEM_OK; i++) {
-    rc = imapmem_add_user(srv, users[i].name, users[i].password);
-    if (rc == IMAPMEM_OK && users[i].path) rc = imapmem_load(srv, users[i].name, users[i].path);
+  for (int i = 0; i < o->nusers && rc == IMAPMEM_OK; i++) {
+    rc = imapmem_add_user(srv, o->users[i].name, o->users[i].password);
+    if (rc == IMAPMEM_OK && o->users[i].path) rc = imapmem_load(srv, o->users[i].name, o->users[i].path);
   }
-  for (int i = 0; i < npaths && rc == IMAPMEM_OK; i++)
-    rc = imapmem_load(srv, users[0].name, paths[i]);
-  if (rc == IMAPMEM_OK) rc = imapmem_start(srv, bind_addr, (int)port);
+  for (int i = 0; i < o->npaths && rc == IMAPMEM_OK; i++)
+    rc = imapmem_load(srv, o->users[0].name, o->paths[i]);
+  if (rc == IMAPMEM_OK) rc = imapmem_start(srv, o->bind, (int)o->port);
   if (rc != IMAPMEM_OK) {
     fprintf(stderr, "imapmem: %s\n", imapmem_errmsg(srv));
     imapmem_free(srv);
-    free(users);
-    free(paths);
     return 2;
   }
   printf("imapmem: listening on %s\n", imapmem_address(srv));
@@ -5478,8 +5497,23 @@ int main(int argc, char **argv) {
   sigwait(&sigs, &sig);
   fprintf(stderr, "imapmem: signal %d, stopping\n", sig);
   imapmem_free(srv);
-  free(users);
-  free(paths);
   return 0;
+}
+
+int main(int argc, char **argv) {
+  struct options o;
+  memset(&o, 0, sizeof o);
+  o.bind = "127.0.0.1";
+  o.port = 1143;
+  o.users = calloc((size_t)argc + 1, sizeof *o.users);
+  o.paths = calloc((size_t)argc + 1, sizeof *o.paths);
+  int rc = 2;
+  if (o.users && o.paths) {
+    rc = parse_options(argc, argv, &o);
+    if (rc < 0) rc = serve(&o);
+  }
+  free(o.users);
+  free(o.paths);
+  return rc;
 }
 #endif /* IMAPMEM_MAIN */

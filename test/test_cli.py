@@ -1,0 +1,468 @@
+"""Wire tests for the imapmem program contract (issue 2, part 1).
+
+What a test suite in another language relies on when it runs imapmem as a subprocess:
+the one ready line on stdout, the options, the exit status 2 errors that name the file
+and line, users and fixture layout, signals, and the connection limit.  Fixture facts
+(flags, sizes, UIDs) are computed from the files by imapref.read_mbox; see the comment
+block at the top of test_commands.py.
+"""
+import os
+import re
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import unittest
+
+import imapref
+from imapserver import BIN, Raw, Server, fixture, run, write_mbox
+
+BASIC = fixture("basic.mbox")
+CRLF = fixture("crlf.mbox")
+UIDS = fixture("uids.mbox")
+TREE = fixture("tree")
+BAD = fixture("bad", "not-mbox.mbox")
+READY4 = re.compile(rb"^imapmem: listening on 127\.0\.0\.1:(\d+)\n$")
+READY6 = re.compile(rb"^imapmem: listening on \[::1\]:(\d+)\n$")
+
+
+def have_ipv6_loopback():
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def read_to_eof(r, limit=5.0):
+    """Everything the server still sends on r until it closes the connection."""
+    r.sock.settimeout(limit)
+    data = r.buf
+    r.buf = b""
+    while True:
+        try:
+            chunk = r.sock.recv(65536)
+        except ConnectionResetError:
+            return data
+        if not chunk:
+            return data
+        data += chunk
+
+
+def exists(untagged):
+    vals = [x[0] for x in imapref.responses(untagged, "EXISTS")]
+    return vals[-1] if vals else None
+
+
+class Base(unittest.TestCase):
+    def start(self, *args, **kw):
+        s = Server(*args, **kw)
+        self.addCleanup(self._stop, s)
+        return s
+
+    def _stop(self, s):
+        rc = s.stop()
+        err = s.stderr()
+        s.stderr_file.close()
+        self.assertEqual(rc, 0, "imapmem exit status %r; stderr:\n%s" % (rc, err[-3000:]))
+
+    def raw(self, s, login=("test", "test")):
+        r = s.raw(login=login)
+        self.addCleanup(r.close)
+        return r
+
+    def count(self, r, box="INBOX"):
+        u, t = r.cmd('STATUS "%s" (MESSAGES)' % box)
+        self.assertTrue(t.startswith(b"OK"), (box, t))
+        st = imapref.responses(u, "STATUS")
+        self.assertEqual(len(st), 1, u)
+        d = st[0][2]
+        return dict(zip([k.upper() for k in d[0::2]], d[1::2]))["MESSAGES"]
+
+
+class ReadyLine(Base):
+    def test_port0_prints_real_port_and_serves_it(self):
+        s = self.start(BASIC)
+        m = READY4.match(s.ready_line)
+        self.assertTrue(m, s.ready_line)
+        port = int(m.group(1))
+        self.assertTrue(0 < port < 65536)
+        r = Raw("127.0.0.1", port)
+        self.addCleanup(r.close)
+        self.assertTrue(r.greeting.startswith(b"* OK"), r.greeting)
+
+    def test_exactly_one_line_on_stdout(self):
+        s = self.start(BASIC)
+        r = self.raw(s)
+        r.ok("SELECT INBOX")
+        r.ok("FETCH 1:* (FLAGS)")
+        r.cmd("LOGOUT")
+        s.proc.send_signal(signal.SIGTERM)
+        s.proc.wait(10)
+        self.assertEqual(s.proc.stdout.read(), b"", "stdout after the ready line")
+
+    def test_explicit_port_and_bind_long_options(self):
+        port = free_port()
+        p = subprocess.Popen([BIN, "--port", str(port), "--bind", "127.0.0.1", BASIC],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             stdin=subprocess.DEVNULL)
+        try:
+            line = p.stdout.readline()
+            self.assertEqual(line, b"imapmem: listening on 127.0.0.1:%d\n" % port)
+            r = Raw("127.0.0.1", port)
+            r.ok("LOGIN test test")
+            r.close()
+        finally:
+            p.send_signal(signal.SIGTERM)
+            self.assertEqual(p.wait(10), 0)
+            p.stdout.close()
+
+    def test_short_options(self):
+        port = free_port()
+        p = subprocess.Popen([BIN, "-p", str(port), "-b", "127.0.0.1", "-u", "x:y:" + BASIC],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             stdin=subprocess.DEVNULL)
+        try:
+            self.assertEqual(p.stdout.readline(),
+                             b"imapmem: listening on 127.0.0.1:%d\n" % port)
+            r = Raw("127.0.0.1", port)
+            r.ok("LOGIN x y")
+            r.close()
+        finally:
+            p.send_signal(signal.SIGTERM)
+            self.assertEqual(p.wait(10), 0)
+            p.stdout.close()
+
+    @unittest.skipUnless(have_ipv6_loopback(), "no IPv6 loopback on this machine")
+    def test_ipv6_bind(self):
+        s = self.start("-b", "::1", BASIC)
+        m = READY6.match(s.ready_line)
+        self.assertTrue(m, s.ready_line)
+        r = Raw("::1", int(m.group(1)))
+        self.addCleanup(r.close)
+        self.assertTrue(r.greeting.startswith(b"* OK"))
+        r.ok("LOGIN test test")
+        self.assertEqual(exists(r.ok("SELECT INBOX")), 6)
+
+    def test_two_servers_at_once(self):
+        a = self.start(BASIC)
+        b = self.start(CRLF)
+        self.assertNotEqual(a.port, b.port)
+        ra, rb = self.raw(a), self.raw(b)
+        self.assertEqual(exists(ra.ok("SELECT INBOX")), len(imapref.read_mbox(BASIC)))
+        self.assertEqual(exists(rb.ok("SELECT INBOX")), len(imapref.read_mbox(CRLF)))
+
+
+class HelpVersion(unittest.TestCase):
+    def test_help(self):
+        p = run(["--help"], timeout=5)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        out = p.stdout + p.stderr
+        self.assertIn(b"--port", out)
+        self.assertIn(b"--user", out)
+        self.assertNotIn(b"listening on", out)
+
+    def test_version(self):
+        p = run(["--version"], timeout=5)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertRegex((p.stdout + p.stderr).decode(), r"\d")
+        self.assertNotIn(b"listening on", p.stdout)
+
+
+class Errors(unittest.TestCase):
+    """Exit status 2, a message on stderr, never a ready line."""
+
+    def fails(self, args, *in_stderr):
+        p = run(args, timeout=5)
+        self.assertEqual(p.returncode, 2, "%r -> %r, stderr %r" % (args, p.returncode, p.stderr))
+        self.assertNotIn(b"listening", p.stdout, args)
+        err = p.stderr.decode("utf-8", "replace")
+        self.assertTrue(err.strip(), "no message on stderr for %r" % (args,))
+        for s in in_stderr:
+            self.assertIn(s, err, args)
+        return err
+
+    def test_unknown_options(self):
+        self.fails(["-p", "0", "--no-such-option", BASIC])
+        self.fails(["-p", "0", "-Z", BASIC])
+
+    def test_missing_option_argument(self):
+        for opt in ("-p", "--port", "-b", "--bind", "-u", "--user", "--uidvalidity",
+                    "--max-connections", "--idle-timeout"):
+            self.fails([BASIC, opt] if opt in ("-p", "--port") else ["-p", "0", BASIC, opt])
+
+    def test_bad_option_values(self):
+        self.fails(["-p", "notaport", BASIC])
+        self.fails(["-p", "70000", BASIC])
+        self.fails(["-p", "0", "--uidvalidity", "abc", BASIC])
+        self.fails(["-p", "0", "--max-connections", "many", BASIC])
+        self.fails(["-p", "0", "--idle-timeout", "soon", BASIC])
+        self.fails(["-p", "0", "-u", "no-password-given", BASIC])
+        self.fails(["-p", "0", "-b", "999.999.999.999", BASIC])
+
+    def test_uidvalidity_zero_is_refused(self):
+        # RFC 3501 section 9: "UIDVALIDITY" SP nz-number, so 0 can never be sent.
+        self.fails(["-p", "0", "--uidvalidity", "0", BASIC])
+
+    def test_unreadable_path(self):
+        missing = "/nonexistent-imapmem-dir/missing.mbox"
+        self.fails(["-p", "0", missing], missing)
+        self.fails(["-p", "0", "-u", "alice:pw:" + missing], missing)
+        self.fails(["-p", "0", BASIC, missing], missing)
+
+    @unittest.skipIf(os.geteuid() == 0, "root can read a mode 000 file")
+    def test_unreadable_permissions(self):
+        with tempfile.TemporaryDirectory() as d:
+            path = write_mbox(d, "locked.mbox", open(BASIC, "rb").read())
+            os.chmod(path, 0)
+            self.fails(["-p", "0", path], path)
+
+    def test_malformed_mbox_names_file_and_line(self):
+        self.fails(["-p", "0", BAD], BAD + ":1:")
+        self.fails(["-p", "0", "-u", "alice:pw:" + BAD], BAD + ":1:")
+
+    def test_malformed_mbox_in_directory(self):
+        self.fails(["-p", "0", fixture("bad")], "not-mbox.mbox:1:")
+
+    def test_no_half_loaded_start(self):
+        self.fails(["-p", "0", BASIC, BAD], BAD + ":1:")
+        self.fails(["-p", "0", "-u", "a:b:" + BASIC, "-u", "c:d:" + BAD], BAD + ":1:")
+
+    def test_malformed_written_file(self):
+        with tempfile.TemporaryDirectory() as d:
+            path = write_mbox(d, "x.mbox", "Subject: hi\n\nFrom nobody Mon Nov 23 09:00:00 2026\n")
+            self.fails(["-p", "0", path], path + ":1:")
+
+    def test_port_in_use(self):
+        with Server(BASIC) as s:
+            p = run(["-p", str(s.port), BASIC], timeout=5)
+            self.assertNotEqual(p.returncode, 0)
+            self.assertNotIn(b"listening", p.stdout)
+            self.assertTrue(p.stderr.strip())
+
+
+class Users(Base):
+    def test_positional_path_loads_into_test_user(self):
+        s = self.start(BASIC)
+        r = self.raw(s)
+        self.assertEqual(exists(r.ok("SELECT INBOX")), 6)
+        c = s.imap()
+        self.assertEqual(c.select("INBOX"), ("OK", [b"6"]))
+        c.logout()
+
+    def test_user_option_with_path(self):
+        s = self.start("-u", "alice:pw:" + BASIC)
+        r = self.raw(s, login=("alice", "pw"))
+        self.assertEqual(exists(r.ok("SELECT INBOX")), 6)
+        r2 = self.raw(s, login=None)
+        u, t = r2.cmd("LOGIN test test")
+        self.assertTrue(t.startswith(b"NO"), t)
+
+    def test_positional_path_goes_to_first_user(self):
+        s = self.start("-u", "alice:pw", "-u", "bob:pw2", BASIC)
+        self.assertEqual(exists(self.raw(s, ("alice", "pw")).ok("SELECT INBOX")), 6)
+        self.assertEqual(exists(self.raw(s, ("bob", "pw2")).ok("SELECT INBOX")), 0)
+        u, t = self.raw(s, login=None).cmd("LOGIN test test")
+        self.assertTrue(t.startswith(b"NO"), t)
+
+    def test_users_are_separate(self):
+        s = self.start("-u", "alice:pw:" + BASIC, "-u", "bob:pw2:" + CRLF)
+        a = self.raw(s, ("alice", "pw"))
+        b = self.raw(s, ("bob", "pw2"))
+        self.assertEqual(exists(a.ok("SELECT INBOX")), 6)
+        self.assertEqual(exists(b.ok("SELECT INBOX")), 2)
+        a.ok("CREATE Private")
+        u = b.ok('LIST "" "*"')
+        names = [imapref.name_of(x[3]) for x in imapref.responses(u, "LIST")]
+        self.assertEqual(names, ["INBOX"])
+
+    def test_user_without_fixture_has_empty_inbox(self):
+        s = self.start("-u", "carol:secret")
+        r = self.raw(s, ("carol", "secret"))
+        u = r.ok("SELECT INBOX")
+        self.assertEqual(exists(u), 0)
+
+    def test_wrong_password_for_option_user(self):
+        s = self.start("-u", "alice:pw:" + BASIC)
+        u, t = self.raw(s, login=None).cmd("LOGIN alice PW")
+        self.assertTrue(t.startswith(b"NO"), t)
+
+
+TREE_LIST = {
+    "INBOX": {"\\hasnochildren"},
+    "Sent": {"\\hasnochildren"},
+    "Drafts": {"\\hasnochildren"},
+    "Work": {"\\noselect", "\\haschildren"},
+    "Work/Projects": {"\\hasnochildren"},
+    "Work/Old": {"\\hasnochildren"},
+    "Lists": {"\\haschildren"},
+    "Lists/ietf": {"\\hasnochildren"},
+}
+TREE_FILES = {"INBOX": "INBOX.mbox", "Sent": "Sent.mbox", "Drafts": "Drafts.mbox",
+              "Work/Projects": "Work/Projects.mbox", "Work/Old": "Work/Old.mbox",
+              "Lists": "Lists.mbox", "Lists/ietf": "Lists/ietf.mbox"}
+
+
+class DirectoryFixture(Base):
+    def test_layout(self):
+        s = self.start(TREE)
+        r = self.raw(s)
+        u = r.ok('LIST "" "*"')
+        got = {}
+        for _, attrs, delim, name in imapref.responses(u, "LIST"):
+            self.assertEqual(delim, b"/")
+            got[imapref.name_of(name)] = {a.lower() for a in attrs} - {"\\marked", "\\unmarked"}
+        self.assertEqual(got, TREE_LIST)
+
+    def test_contents(self):
+        s = self.start(TREE)
+        r = self.raw(s)
+        for box, f in TREE_FILES.items():
+            msgs = imapref.read_mbox(os.path.join(TREE, f))
+            self.assertEqual(self.count(r, box), len(msgs), box)
+            u = r.ok('EXAMINE "%s"' % box)
+            self.assertEqual(exists(u), len(msgs), box)
+            if msgs:
+                got = imapref.fetches(r.ok("FETCH 1:* BODY.PEEK[]"))
+                self.assertEqual([got[m.seq]["BODY[]"] for m in msgs], [m.raw for m in msgs], box)
+        u, t = r.cmd("SELECT Work")
+        self.assertTrue(t.startswith(b"NO"), t)
+
+    def test_tree_for_option_user(self):
+        s = self.start("-u", "alice:pw:" + TREE)
+        r = self.raw(s, ("alice", "pw"))
+        self.assertEqual(self.count(r, "Lists/ietf"), 3)
+
+    def test_inbox_file_name_any_case(self):
+        with tempfile.TemporaryDirectory() as d:
+            write_mbox(d, "inbox.mbox", open(BASIC, "rb").read())
+            write_mbox(d, "Sent.mbox", open(CRLF, "rb").read())
+            s = self.start(d)
+            r = self.raw(s)
+            u = r.ok('LIST "" "*"')
+            names = sorted(imapref.name_of(x[3]) for x in imapref.responses(u, "LIST"))
+            self.assertEqual(names, ["INBOX", "Sent"])
+            self.assertEqual(self.count(r, "INBOX"), 6)
+            self.assertEqual(self.count(r, "Sent"), 2)
+
+    def test_directory_without_inbox_file(self):
+        with tempfile.TemporaryDirectory() as d:
+            write_mbox(d, "Archive.mbox", open(CRLF, "rb").read())
+            s = self.start(d)
+            r = self.raw(s)
+            self.assertEqual(self.count(r, "INBOX"), 0)
+            self.assertEqual(self.count(r, "Archive"), 2)
+
+
+class UidValidity(Base):
+    def select_codes(self, s):
+        r = self.raw(s)
+        return imapref.codes(r.ok("SELECT INBOX"))
+
+    def test_uidvalidity_option(self):
+        s = self.start("--uidvalidity", "777", BASIC, uidvalidity=None)
+        c = self.select_codes(s)
+        self.assertEqual(c["UIDVALIDITY"], [777])
+        self.assertEqual(c["UIDNEXT"], [7])
+
+    def test_default_uidvalidity_is_nonzero(self):
+        s = self.start(BASIC, uidvalidity=None)
+        v = self.select_codes(s)["UIDVALIDITY"][0]
+        self.assertIsInstance(v, int)
+        self.assertTrue(0 < v < 2 ** 32, v)
+
+    def test_imapbase_wins_over_option(self):
+        s = self.start("--uidvalidity", "777", UIDS, uidvalidity=None)
+        c = self.select_codes(s)
+        self.assertEqual(c["UIDVALIDITY"], [12345])
+        self.assertEqual(c["UIDNEXT"], [40])
+
+    def test_option_applies_to_every_directory_mailbox(self):
+        s = self.start("--uidvalidity", "4242", TREE, uidvalidity=None)
+        r = self.raw(s)
+        for box in ("INBOX", "Sent", "Lists/ietf", "Drafts"):
+            self.assertEqual(imapref.codes(r.ok('SELECT "%s"' % box))["UIDVALIDITY"], [4242], box)
+
+
+class Signals(Base):
+    def check_signal(self, sig):
+        s = Server(BASIC)
+        try:
+            greeted = s.raw()
+            authed = s.raw(login=("test", "test"))
+            selected = s.raw(login=("test", "test"))
+            selected.ok("SELECT INBOX")
+            s.proc.send_signal(sig)
+            for name, r in (("not authenticated", greeted), ("authenticated", authed),
+                            ("selected", selected)):
+                rest = read_to_eof(r)
+                self.assertRegex(rest, rb"(^|\r\n)\* BYE[ \r]", "%s session: %r" % (name, rest))
+                r.close()
+            self.assertEqual(s.proc.wait(10), 0, s.stderr())
+            self.assertEqual(s.proc.stdout.read(), b"")
+        finally:
+            s.stop()
+            s.stderr_file.close()
+
+    def test_sigterm(self):
+        self.check_signal(signal.SIGTERM)
+
+    def test_sigint(self):
+        self.check_signal(signal.SIGINT)
+
+    def test_sigterm_without_sessions(self):
+        s = Server(BASIC)
+        try:
+            self.assertEqual(s.stop(signal.SIGTERM), 0)
+        finally:
+            s.stderr_file.close()
+
+
+class Limits(Base):
+    def test_max_connections(self):
+        s = self.start("--max-connections", "2", BASIC)
+        r1, r2 = self.raw(s, None), self.raw(s, None)
+        self.assertTrue(r1.greeting.startswith(b"* OK"))
+        self.assertTrue(r2.greeting.startswith(b"* OK"))
+        r3 = Raw(s.host, s.port)
+        self.addCleanup(r3.close)
+        self.assertTrue(r3.greeting.startswith(b"* BYE"), r3.greeting)
+        self.assertEqual(read_to_eof(r3), b"")
+        r1.ok("LOGIN test test")         # the first two still work
+        r2.ok("NOOP")
+        r1.cmd("LOGOUT")
+        r1.close()
+        deadline = time.time() + 5       # the freed slot can be used again
+        while True:
+            r4 = Raw(s.host, s.port)
+            self.addCleanup(r4.close)
+            if r4.greeting.startswith(b"* OK") or time.time() > deadline:
+                break
+            time.sleep(0.05)
+        self.assertTrue(r4.greeting.startswith(b"* OK"), r4.greeting)
+        r4.ok("LOGIN test test")
+
+    def test_idle_timeout(self):
+        s = self.start("--idle-timeout", "1", BASIC)
+        r = self.raw(s)
+        r.ok("SELECT INBOX")
+        t0 = time.time()
+        rest = read_to_eof(r, limit=10)
+        self.assertRegex(rest, rb"^\* BYE", rest)
+        self.assertLess(time.time() - t0, 8)
+        fresh = self.raw(s)             # the server goes on
+        fresh.ok("NOOP")
+
+
+if __name__ == "__main__":
+    unittest.main()

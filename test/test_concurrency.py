@@ -1,0 +1,415 @@
+"""Many clients at once on one mailbox (issue 4): no lost or doubled message, ascending UIDs,
+every session's view agrees with the store, no deadlock, no ThreadSanitizer report.
+
+For about three seconds (and a bounded number of iterations, so a slow sanitizer build stays
+bounded too) these threads work on INBOX, each on its own connections:
+  appender x2   APPEND <app-K-I@conc> (not selected)
+  expunger      APPEND <del-I@conc>, UID STORE +FLAGS.SILENT (\\Deleted), EXPUNGE
+  copier        APPEND <cp-I@conc>, UID COPY it to Other, COPY it back from Other (by
+                sequence number there), then expunge it from Other: INBOX holds it twice
+  flagger       STORE +/-FLAGS (\\Flagged, \\Seen, $Conc; never \\Deleted) on random
+                sequence numbers of its view, FETCH 1:*, UID SEARCH
+  fetcher       FETCH 1:* (UID FLAGS Message-ID), SEARCH ALL, UID SEARCH ALL, NOOP
+  idler x2      IDLE ... DONE, NOOP, again
+Every selected session tracks its own view from the untagged responses (EXISTS never shrinks
+it, EXPUNGE n and FETCH n stay within it, a sequence number keeps its UID until EXPUNGE), and
+no EXPUNGE may arrive while FETCH, STORE or SEARCH (or UID forms) are answered.  Afterwards a
+fresh session must see each base and app message once, each cp message twice, no del message,
+UIDs strictly ascending; every session after NOOP has the same count and UIDs.
+
+Run it against a ThreadSanitizer build with IMAPMEM_BIN=/path/to/imapmem-tsan.
+"""
+import collections
+import os
+import random
+import re
+import shutil
+import socket
+import tempfile
+import threading
+import time
+import traceback
+import unittest
+
+from imapserver import Server, write_mbox
+
+BASE = 10                     # messages in the fixture
+RUN_SECONDS = 3.0
+MAX_ITER = {"append": 150, "expunge": 100, "copy": 60, "store": 400, "fetch": 60}
+CMD_TIMEOUT = 60.0            # a command without its tagged reply this long is a deadlock
+SANITIZER_MARKS = ("ThreadSanitizer", "AddressSanitizer", "LeakSanitizer", "runtime error:")
+NO_EXPUNGE = re.compile(r"^(UID )?(FETCH|STORE|SEARCH)\b", re.I)
+
+
+def fixture_text():
+    return "\n".join("From base@example.com Mon Jan %2d 10:00:00 2024\n"
+                     "From: Base <base@example.com>\nSubject: base %d\n"
+                     "Message-ID: <base-%d@conc>\nStatus: O\n\nBase message %d.\n"
+                     % (i, i, i, i) for i in range(1, BASE + 1))
+
+
+def message(mid):
+    return ("From: Conc <conc@example.com>\r\nTo: Test <test@example.com>\r\n"
+            "Subject: %s\r\nMessage-ID: <%s>\r\n\r\nBody of %s.\r\n" % (mid, mid, mid)).encode()
+
+
+def complete_response(buf):
+    """Length of the first complete response line in buf (literals followed), or 0."""
+    i = 0
+    while True:
+        j = buf.find(b"\r\n", i)
+        if j < 0:
+            return 0
+        m = re.search(rb"\{(\d+)\+?\}$", buf[i:j])
+        if not m:
+            return j + 2
+        i = j + 2 + int(m.group(1))
+        if i > len(buf):
+            return 0
+
+
+def uid_of(line):
+    head = line.split(b"{", 1)[0]                  # not inside a literal
+    m = re.search(rb"[( ]UID (\d+)", head)
+    return int(m.group(1)) if m else None
+
+
+class View:
+    """One session's idea of the selected mailbox: the UID of each sequence number (None
+    while not yet seen), maintained from untagged responses only."""
+
+    def __init__(self, who):
+        self.who = who
+        self.uids = []
+
+    def feed(self, line):
+        if line.startswith(b"* BYE"):
+            raise AssertionError("%s: unexpected %r" % (self.who, line))
+        m = re.match(rb"\* (\d+) (EXISTS|EXPUNGE|FETCH)\b", line)
+        if not m:
+            return
+        n, what = int(m.group(1)), m.group(2)
+        if what == b"EXISTS":
+            assert n >= len(self.uids), "%s: EXISTS %d shrinks %d (RFC 3501 5.2)" % (
+                self.who, n, len(self.uids))
+            self.uids += [None] * (n - len(self.uids))
+        elif what == b"EXPUNGE":
+            assert 1 <= n <= len(self.uids), "%s: EXPUNGE %d with %d messages" % (
+                self.who, n, len(self.uids))
+            del self.uids[n - 1]
+        else:
+            assert 1 <= n <= len(self.uids), "%s: FETCH %d with %d messages: %r" % (
+                self.who, n, len(self.uids), line[:100])
+            uid = uid_of(line)
+            if uid is None:
+                return
+            old = self.uids[n - 1]
+            assert old in (None, uid), "%s: seq %d was UID %d, now %d" % (self.who, n, old, uid)
+            self.uids[n - 1] = uid
+            known = [u for u in self.uids if u is not None]
+            assert known == sorted(set(known)), "%s: UIDs not ascending at seq %d: ...%r" % (
+                self.who, n, known[-8:])
+
+
+class Client:
+    """A Raw connection with a view and a reader that never loses a partial response."""
+
+    def __init__(self, srv, name, select=None):
+        self.name = name
+        self.r = srv.raw(login=("test", "test"))
+        self.r.sock.settimeout(CMD_TIMEOUT)
+        self.view = None
+        if select:
+            self.select(select)
+
+    def close(self):
+        try:
+            self.r.close()
+        except OSError:
+            pass
+
+    def read(self, timeout=CMD_TIMEOUT):
+        """One response line, or None when timeout passes first."""
+        end = time.monotonic() + timeout
+        while True:
+            n = complete_response(self.r.buf)
+            if n:
+                line, self.r.buf = self.r.buf[:n], self.r.buf[n:]
+                return line
+            left = end - time.monotonic()
+            if left <= 0:
+                return None
+            self.r.sock.settimeout(left)
+            try:
+                chunk = self.r.sock.recv(65536)
+            except socket.timeout:
+                return None
+            if not chunk:
+                raise EOFError("%s: connection closed; have %r" % (self.name, self.r.buf[:200]))
+            self.r.buf += chunk
+
+    def until_tagged(self, tag, command):
+        lines = []
+        while True:
+            line = self.read()
+            if line is None:
+                raise AssertionError("%s: no tagged reply to %r within %ds (deadlock?)"
+                                     % (self.name, command, CMD_TIMEOUT))
+            if line.startswith(tag.encode() + b" "):
+                return lines, line[len(tag) + 1:-2]
+            lines.append(line)
+            if self.view is not None:
+                self.view.feed(line)
+            if NO_EXPUNGE.match(command) and re.match(rb"\* \d+ EXPUNGE", line):
+                raise AssertionError("%s: EXPUNGE during %r (RFC 3501 7.4.1)"
+                                     % (self.name, command))
+
+    def cmd(self, command, ok=(b"OK",)):
+        tag = self.r.tag()
+        self.r.send("%s %s\r\n" % (tag, command))
+        lines, tagged = self.until_tagged(tag, command)
+        assert tagged.startswith(ok), "%s: %s -> %r" % (self.name, command, tagged)
+        return lines, tagged
+
+    def select(self, mailbox):
+        self.view = View(self.name)
+        return self.cmd("SELECT " + mailbox)
+
+    def append(self, mailbox, data):
+        tag = self.r.tag()
+        command = "APPEND %s {%d}" % (mailbox, len(data))
+        self.r.send("%s %s\r\n" % (tag, command))
+        while True:
+            line = self.read()
+            assert line is not None, "%s: no continuation for APPEND" % self.name
+            if line.startswith(b"+"):
+                break
+            assert not line.startswith(tag.encode()), "%s: APPEND -> %r" % (self.name, line)
+            if self.view is not None:
+                self.view.feed(line)
+        self.r.send(data + b"\r\n")
+        lines, tagged = self.until_tagged(tag, command)
+        assert tagged.startswith(b"OK"), "%s: APPEND -> %r" % (self.name, tagged)
+        m = re.search(rb"\[APPENDUID \d+ (\d+)\]", tagged)
+        return int(m.group(1)) if m else None
+
+    def uid_of_mid(self, mid):
+        lines, _ = self.cmd('UID SEARCH HEADER Message-ID "<%s>"' % mid)
+        nums = [int(x) for ln in lines if ln.startswith(b"* SEARCH") for x in ln.split()[2:]]
+        assert len(nums) == 1, "%s: %s found as %r" % (self.name, mid, nums)
+        return nums[0]
+
+    def idle_for(self, seconds):
+        tag = self.r.tag()
+        self.r.send("%s IDLE\r\n" % tag)
+        while True:
+            line = self.read()
+            assert line is not None, "%s: no + for IDLE" % self.name
+            if line.startswith(b"+"):
+                break
+            assert not line.startswith(tag.encode()), "%s: IDLE -> %r" % (self.name, line)
+            self.view.feed(line)
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            line = self.read(max(0.0, end - time.monotonic()))
+            if line is not None:
+                assert not line.startswith(tag.encode()), "%s: IDLE ended: %r" % (self.name, line)
+                self.view.feed(line)
+        self.r.send("DONE\r\n")
+        _, tagged = self.until_tagged(tag, "IDLE")
+        assert tagged.startswith(b"OK"), "%s: DONE -> %r" % (self.name, tagged)
+
+
+class ConcurrencyTest(unittest.TestCase):
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="imapmem-conc-")
+        self.srv = Server(write_mbox(self.dir, "inbox.mbox", fixture_text()))
+        self.errors = []
+        self.lock = threading.Lock()
+        self.appended = {}                # Message-ID -> UID from APPENDUID (or None)
+        self.copied = set()               # in INBOX twice
+        self.deleted = set()              # expunged on purpose
+        self.clients = []
+
+    def tearDown(self):
+        for c in self.clients:
+            c.close()
+        if self.srv.proc.poll() is None:
+            self.srv.stop()
+        self.srv.stderr_file.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def client(self, name, select="INBOX"):
+        c = Client(self.srv, name, select)
+        with self.lock:
+            self.clients.append(c)
+        return c
+
+    # -- workers ---------------------------------------------------------------------------
+
+    def appender(self, k, deadline):
+        c = self.client("appender%d" % k, select=None)
+        for i in range(MAX_ITER["append"]):
+            if time.monotonic() > deadline:
+                break
+            mid = "app-%d-%d@conc" % (k, i)
+            uid = c.append("INBOX", message(mid))
+            with self.lock:
+                self.appended[mid] = uid
+
+    def expunger(self, deadline):
+        c = self.client("expunger")
+        for i in range(MAX_ITER["expunge"]):
+            if time.monotonic() > deadline:
+                break
+            mid = "del-%d@conc" % i
+            uid = c.append("INBOX", message(mid)) or c.uid_of_mid(mid)
+            c.cmd("UID STORE %d +FLAGS.SILENT (\\Deleted)" % uid)
+            lines, _ = c.cmd("EXPUNGE")
+            assert any(re.match(rb"\* \d+ EXPUNGE", ln) for ln in lines), \
+                "expunger: EXPUNGE of %s reported nothing: %r" % (mid, lines)
+            with self.lock:
+                self.deleted.add(mid)
+
+    def copier(self, deadline):
+        ci = self.client("copier-inbox")
+        co = self.client("copier-other", select="Other")
+        for i in range(MAX_ITER["copy"]):
+            if time.monotonic() > deadline:
+                break
+            mid = "cp-%d@conc" % i
+            uid = ci.append("INBOX", message(mid)) or ci.uid_of_mid(mid)
+            _, tagged = ci.cmd("UID COPY %d Other" % uid)
+            m = re.search(rb"\[COPYUID \d+ \d+ (\d+)\]", tagged)
+            co.cmd("NOOP")
+            v = int(m.group(1)) if m else co.uid_of_mid(mid)
+            lines, _ = co.cmd("UID FETCH %d (UID)" % v)
+            seqs = [int(re.match(rb"\* (\d+) FETCH", ln).group(1)) for ln in lines
+                    if re.match(rb"\* \d+ FETCH", ln) and uid_of(ln) == v]
+            assert len(seqs) == 1, "copier: UID %d in Other: %r" % (v, lines)
+            co.cmd("COPY %d INBOX" % seqs[0])
+            co.cmd("UID STORE %d +FLAGS.SILENT (\\Deleted)" % v)
+            co.cmd("EXPUNGE")
+            with self.lock:
+                self.copied.add(mid)
+
+    def flagger(self, deadline):
+        c = self.client("flagger")
+        rnd = random.Random(4)
+        ops = ["+FLAGS (\\Flagged)", "-FLAGS (\\Flagged)", "+FLAGS ($Conc)",
+               "-FLAGS.SILENT ($Conc)", "+FLAGS.SILENT (\\Seen)"]
+        for i in range(MAX_ITER["store"]):
+            if time.monotonic() > deadline:
+                break
+            n = rnd.randint(1, len(c.view.uids))
+            c.cmd("STORE %d %s" % (n, rnd.choice(ops)), ok=(b"OK", b"NO [EXPUNGEISSUED]"))
+            if i % 5 == 4:
+                c.cmd("FETCH 1:* (UID FLAGS)", ok=(b"OK", b"NO [EXPUNGEISSUED]"))
+                c.cmd("UID SEARCH FLAGGED")
+                c.cmd("NOOP")
+
+    def fetcher(self, deadline):
+        c = self.client("fetcher")
+        for i in range(MAX_ITER["fetch"]):
+            if time.monotonic() > deadline:
+                break
+            c.cmd("FETCH 1:* (UID FLAGS BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])",
+                  ok=(b"OK", b"NO [EXPUNGEISSUED]"))
+            lines, _ = c.cmd("SEARCH ALL")
+            nums = [int(x) for ln in lines if ln.startswith(b"* SEARCH") for x in ln.split()[2:]]
+            assert all(1 <= n <= len(c.view.uids) for n in nums), \
+                "fetcher: SEARCH ALL %r with %d messages" % (nums, len(c.view.uids))
+            c.cmd("UID SEARCH ALL")
+            c.cmd("NOOP")
+
+    def idler(self, k, deadline):
+        c = self.client("idler%d" % k)
+        while time.monotonic() < deadline:
+            c.idle_for(min(0.8, max(0.05, deadline - time.monotonic())))
+            c.cmd("NOOP")
+
+    def run_worker(self, fn, *args):
+        try:
+            fn(*args)
+        except BaseException:
+            with self.lock:
+                self.errors.append(traceback.format_exc())
+
+    # -- the test ----------------------------------------------------------------------------
+
+    def test_many_clients_one_mailbox(self):
+        setup = self.client("setup", select=None)
+        setup.cmd("CREATE Other")
+        deadline = time.monotonic() + RUN_SECONDS
+        jobs = [(self.appender, 1), (self.appender, 2), (self.expunger,), (self.copier,),
+                (self.flagger,), (self.fetcher,), (self.idler, 1), (self.idler, 2)]
+        threads = [threading.Thread(target=self.run_worker, args=(j[0],) + j[1:] + (deadline,),
+                                    daemon=True) for j in jobs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(RUN_SECONDS + 3 * CMD_TIMEOUT)
+        hung = [j[0].__name__ for j, t in zip(jobs, threads) if t.is_alive()]
+        self.assertEqual(hung, [], "workers still running (deadlock?)")
+        self.assertEqual(self.errors, [], "\n".join(self.errors))
+        self.assertTrue(self.appended and self.copied and self.deleted,
+                        "every kind of work ran at least once")
+
+        # the store as a fresh session sees it
+        fresh = self.client("fresh")
+        lines, _ = fresh.cmd("UID FETCH 1:* (UID BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
+        rows = []
+        for ln in lines:
+            m = re.match(rb"\* (\d+) FETCH", ln)
+            if m:
+                mid = re.search(rb"<([^>]+)>", ln.split(b"{", 1)[1] if b"{" in ln else ln)
+                rows.append((int(m.group(1)), uid_of(ln), mid.group(1).decode()))
+        rows.sort()
+        self.assertEqual([r[0] for r in rows], list(range(1, len(rows) + 1)))
+        self.assertEqual(len(rows), len(fresh.view.uids))
+        uids = [r[1] for r in rows]
+        self.assertTrue(all(a < b for a, b in zip(uids, uids[1:])), "UIDs not ascending: %r" % uids)
+
+        # nothing lost, nothing doubled
+        counts = collections.Counter(r[2] for r in rows)
+        want = collections.Counter({"base-%d@conc" % i: 1 for i in range(1, BASE + 1)})
+        want.update({mid: 1 for mid in self.appended})
+        want.update({mid: 2 for mid in self.copied})
+        self.assertEqual(dict(counts), dict(want))
+        self.assertFalse(self.deleted & set(counts))
+        by_mid = {r[2]: r[1] for r in rows}
+        for mid, uid in self.appended.items():
+            if uid is not None:
+                self.assertEqual(by_mid[mid], uid, "APPENDUID of %s" % mid)
+        other, _ = fresh.cmd("STATUS Other (MESSAGES)")
+        self.assertIn(b"(MESSAGES 0)", b"".join(other))
+
+        # every session that has INBOX selected agrees with the fresh one after NOOP
+        for c in self.clients:
+            if c.view is None or c.name in ("fresh", "copier-other"):
+                continue
+            c.cmd("NOOP")
+            self.assertEqual(len(c.view.uids), len(uids), c.name)
+            known = list(c.view.uids)
+            c.cmd("FETCH 1:* (UID)")
+            self.assertEqual(c.view.uids, uids, c.name)
+            for seq, u in enumerate(known):
+                self.assertIn(u, (None, uids[seq]), "%s: seq %d" % (c.name, seq + 1))
+
+        # still answering, then a clean stop
+        t0 = time.monotonic()
+        fresh.cmd("NOOP")
+        self.assertLess(time.monotonic() - t0, CMD_TIMEOUT)
+        for c in self.clients:
+            c.close()
+        self.clients = []
+        rc = self.srv.stop()
+        err = self.srv.stderr()
+        for mark in SANITIZER_MARKS:
+            self.assertNotIn(mark, err, err[-3000:])
+        self.assertEqual(rc, 0, err[-3000:])
+
+
+if __name__ == "__main__":
+    unittest.main()
