@@ -34,7 +34,14 @@ test: $(TEST_BINS)
 	  --wire ./imapmem --wire build/imapmem-asan \
 	  --wire 'build/imapmem-tsan:test_multi.py,test_concurrency.py'
 
+# Benchmarks (never part of `make test`): see the README's Performance section.
+build/bench_ref: test/bench_ref.c | build
+	$(CC) $(WARN) -O2 test/bench_ref.c -o $@
+
+bench: imapmem build/bench_ref
+	$(PY) test/bench.py
+
 clean:
 	rm -rf build imapmem
 
-.PHONY: all test clean
+.PHONY: all test bench clean
