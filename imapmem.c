@@ -552,6 +552,11 @@ static int64_t days_from_civil(int64_t y, int m, int d) {
   return era * 146097 + doe - 719468;
 }
 
+static int days_in_month(int64_t y, int m) {
+  static const int days[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  return m == 2 && ((y % 4 == 0 && y % 100 != 0) || y % 400 == 0) ? 29 : days[m - 1];
+}
+
 static void civil_from_days(int64_t z, int *y, int *m, int *d) {
   z += 719468;
   int64_t era = (z >= 0 ? z : z - 146096) / 146097;
@@ -2820,7 +2825,7 @@ static int parse_date_time(struct parser *ps, int64_t *t, int *tz) {
       !parse_uint(str_make(p + 15, 2), 59, &mm) || p[17] != ':' ||
       !parse_uint(str_make(p + 18, 2), 60, &ss) || p[20] != ' ' ||
       (p[21] != '+' && p[21] != '-') || !parse_uint(str_make(p + 22, 4), 9999, &zone) ||
-      day < 1)
+      day < 1 || day > days_in_month(year, mon))
     return parse_fail(ps, "Invalid date-time");
   *tz = (int)((zone / 100) * 60 + zone % 100) * (p[21] == '-' ? -1 : 1);
   *t = days_from_civil(year, mon, (int)day) * 86400 + hh * 3600 + mm * 60 + ss -
@@ -2843,7 +2848,7 @@ static int parse_date(struct parser *ps, int64_t *days) {
   if (!d1 || !d2 || d2 - d1 != 4 || !parse_uint(str_make(s.p, (size_t)(d1 - s.p)), 31, &day) ||
       !(mon = month_from_name(d1 + 1, 3)) ||
       !parse_uint(str_make(d2 + 1, (size_t)(s.p + s.len - d2 - 1)), 9999, &year) || day < 1 ||
-      s.p + s.len - d2 - 1 != 4)
+      s.p + s.len - d2 - 1 != 4 || day > days_in_month(year, mon))
     return parse_fail(ps, "Invalid date: expected d-Mon-yyyy");
   *days = days_from_civil(year, mon, (int)day);
   return 1;
@@ -2999,11 +3004,10 @@ static int session_sync(struct session *s, int allow_expunge) {
       for (size_t i = first; i < mb->count; i++) {
         struct seqent *e = &s->view[s->nview++];
         e->uid = mb->msgs[i].uid;
-        e->recent = 0;
-        if ((mb->msgs[i].flags & FLAG_RECENT) && !s->readonly) {
-          mb->msgs[i].flags &= ~(uint32_t)FLAG_RECENT;   /* \Recent goes to one session */
-          e->recent = 1;
-        }
+        /* RFC 3501 2.3.2: the first session told of a message sees it \Recent; a
+           read-only one does not take it from the sessions after it */
+        e->recent = (mb->msgs[i].flags & FLAG_RECENT) != 0;
+        if (e->recent && !s->readonly) mb->msgs[i].flags &= ~(uint32_t)FLAG_RECENT;
         added++;
       }
     }

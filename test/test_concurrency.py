@@ -20,7 +20,6 @@ UIDs strictly ascending; every session after NOOP has the same count and UIDs.
 Run it against a ThreadSanitizer build with IMAPMEM_BIN=/path/to/imapmem-tsan.
 """
 import collections
-import os
 import random
 import re
 import shutil

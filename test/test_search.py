@@ -7,35 +7,46 @@ the Date: header (09:15:00 +0000 unless noted).  Flags come from Status (R = \\S
 Status/X-Status/X-Keywords/X-UID lines), approximate to +-2 octets.  Every message has
 `Message-ID: <mN@fixture.example>` where N is its sequence number.
 
- seq uid INTERNALDATE   sent            flags                        size  other facts
-  1   3  01-Mar-2024    24-Feb-2024     \\Seen $Work                   254  From Alice Anders <alice@example.com>; To Bob Brown <bob@example.org>
-                                                                           Subject "Quarterly report"; X-Project: Falcon; body "aardvark"
-  2   5  02-Mar-2024    23-Feb-2024     \\Seen \\Answered               299  From bob; To alice; Cc Carol Chen <carol@example.net>
-                                                                           Subject "Re: Quarterly report"; In-Reply-To <m1@...>; body "bumblebee"
-  3   6  03-Mar-2024    22-Feb-2024     \\Seen \\Flagged                377  From carol; To Dave Dunn <dave@example.com>; Bcc Grace Hopper <grace@example.com>
-                                                                           Subject =?UTF-8?B?...?= = "Grüße aus München - Munich greetings"; 8bit body "Grüße"
-  4  10  04-Mar-2024    21-Feb-2024     \\Recent                       615  From dave; To Erin Eve <erin@example.org>
-                                                                           Subject =?ISO-8859-1?Q?Caf=E9_Brunch_Menu?= = "Café Brunch Menu"
-                                                                           multipart/alternative: text/plain QP utf-8 "caf=C3=A9" (café), "xylo=\\n
-                                                                           phone" (xylophone), "Total =3D 12 EUR"; text/html "marimba"
-  5  11  05-Mar-2024    20-Feb-2024     \\Seen \\Answered \\Flagged      698  From erin; To alice, bob; Cc dave; Subject "Lunch plans"
-                                                                           multipart/mixed: base64 text/plain part, "kumquat" across a base64 line
-  6  12  06-Mar-2024    19-Feb-2024     \\Deleted                      228  From Frank Fisher <frank@example.net>; To carol; Subject "Old minutes"; body "falcon"
-  7  20  07-Mar-2024    18-Feb-2024 23:30 -0800 (UTC: 19-Feb)          229  From alice; To dave; Subject "Draft: proposal"; body "narwhal"
-                                        \\Draft
-  8  21  08-Mar-2024    17-Feb-2024     \\Seen $Work Urgent             253  From bob; To carol; Cc alice; Subject "Budget"; X-Project: Heron
-  9  22  09-Mar-2024 00:30 +0100 (UTC: 08-Mar)                        206  From =?UTF-8?Q?Zo=C3=AB_Zimmer?= (Zoë Zimmer) <zoe@example.com>; To bob
-                        16-Feb-2024     \\Recent                            Subject "Hello from Zoe"
- 10  30  10-Mar-2024    15-Feb-2024     \\Seen \\Answered Urgent        257  From dave; To alice; Bcc bob; Subject "Re: Budget"
-                                                                           X-Note: "alpha beta" folded onto " gamma delta"
- 11  31  11-Mar-2024    14-Feb-2024     \\Flagged \\Draft              6474  From carol; To Frank Fisher <frank@example.net>; Subject "Weekly sync"; 90 lines
- 12  40  12-Mar-2024    13-Feb-2024     \\Deleted                      179  From erin; To dave; Subject "Spam?"; body "pony"
- 13  41  13-Mar-2024    12-Feb-2024     \\Seen \\Recent                 120  From frank; no To; Subject "Tiny"
- 14  50  14-Mar-2024    11-Feb-2024     \\Recent $Label1               706  From Grace Hopper <grace@example.com>; To alice; Cc carol, dave
-                                                                           Subject "=?UTF-8?Q?Sm=C3=B6rg=C3=A5s?= =?UTF-8?Q?bord_MiXeD_CaSe?="
-                                                                           = "Smörgåsbord MiXeD CaSe" (RFC 2047 6.2: no space between the words)
-                                                                           multipart/mixed: text/plain ISO-8859-1 QP "cr=E8me br=FBl=E9e" (crème
-                                                                           brûlée); application/octet-stream base64 attachment
+ seq uid INTERNALDATE  sent         flags                      size facts
+  1    3 01-Mar-2024   24-Feb-2024  \\Seen $Work                  254 From Alice Anders
+       <alice@example.com>; To Bob Brown <bob@example.org>; Subject "Quarterly report";
+       X-Project: Falcon; body "aardvark"
+  2    5 02-Mar-2024   23-Feb-2024  \\Seen \\Answered              299 From bob; To alice;
+       Cc Carol Chen <carol@example.net>; Subject "Re: Quarterly report";
+       In-Reply-To <m1@...>; body "bumblebee"
+  3    6 03-Mar-2024   22-Feb-2024  \\Seen \\Flagged               377 From carol;
+       To Dave Dunn <dave@example.com>; Bcc Grace Hopper <grace@example.com>;
+       Subject =?UTF-8?B?...?= = "Grüße aus München - Munich greetings"; 8bit body "Grüße"
+  4   10 04-Mar-2024   21-Feb-2024  \\Recent                      615 From dave;
+       To Erin Eve <erin@example.org>; Subject =?ISO-8859-1?Q?Caf=E9_Brunch_Menu?= =
+       "Café Brunch Menu"; multipart/alternative: text/plain QP utf-8 "caf=C3=A9" (café),
+       "xylo=" soft break "phone" (xylophone), "Total =3D 12 EUR"; text/html "marimba"
+  5   11 05-Mar-2024   20-Feb-2024  \\Seen \\Answered \\Flagged     698 From erin; To alice,
+       bob; Cc dave; Subject "Lunch plans"; multipart/mixed with a base64 text/plain part:
+       "kumquat" split across two base64 lines, "only visible after base64"
+  6   12 06-Mar-2024   19-Feb-2024  \\Deleted                     228 From Frank Fisher
+       <frank@example.net>; To carol; Subject "Old minutes"; body "falcon"
+  7   20 07-Mar-2024   18-Feb-2024  \\Draft                       229 From alice; To dave;
+       sent 23:30 -0800 (19-Feb in UTC); Subject "Draft: proposal"; body "narwhal"
+  8   21 08-Mar-2024   17-Feb-2024  \\Seen $Work Urgent            253 From bob; To carol;
+       Cc alice; Subject "Budget"; X-Project: Heron; body "budget"
+  9   22 09-Mar-2024   16-Feb-2024  \\Recent                      206 From
+       =?UTF-8?Q?Zo=C3=AB_Zimmer?= (Zoë Zimmer) <zoe@example.com>; To bob;
+       Subject "Hello from Zoe"; INTERNALDATE 00:30 +0100 (08-Mar in UTC)
+ 10   30 10-Mar-2024   15-Feb-2024  \\Seen \\Answered Urgent       257 From dave; To alice;
+       Bcc bob; Subject "Re: Budget"; X-Note "alpha beta" folded onto " gamma delta";
+       body "Budget"
+ 11   31 11-Mar-2024   14-Feb-2024  \\Flagged \\Draft             6474 From carol;
+       To Frank Fisher <frank@example.net>; Subject "Weekly sync"; 90 filler lines
+ 12   40 12-Mar-2024   13-Feb-2024  \\Deleted                     179 From erin; To dave;
+       Subject "Spam?"; body "pony"
+ 13   41 13-Mar-2024   12-Feb-2024  \\Seen \\Recent                120 From frank; no To;
+       Subject "Tiny"
+ 14   50 14-Mar-2024   11-Feb-2024  \\Recent $Label1              706 From Grace Hopper
+       <grace@example.com>; To alice; Cc carol, dave; Subject
+       "=?UTF-8?Q?Sm=C3=B6rg=C3=A5s?= =?UTF-8?Q?bord_MiXeD_CaSe?=" = "Smörgåsbord MiXeD
+       CaSe" (RFC 2047 6.2: no space between the words); multipart/mixed: text/plain
+       ISO-8859-1 QP "cr=E8me br=FBl=E9e" (crème brûlée); base64 application/octet-stream
 
 Derived: SEEN 1 2 3 5 8 10 13; RECENT 4 9 13 14; NEW 4 9 14; ANSWERED 2 5 10; FLAGGED 3 5 11;
 DELETED 6 12; DRAFT 7 11; $Work 1 8; Urgent 8 10; $Label1 14.  UIDs have gaps (X-UID), so a
@@ -379,6 +390,15 @@ class SearchTest(unittest.TestCase):
         self.check("ON 8-Mar-2024", [8])
         self.check("SENTON 18-Feb-2024", [7])
         self.check("SENTON 19-Feb-2024", [6])
+
+    def test_date_that_does_not_exist(self):
+        # 30-Feb is not 1-Mar: no internal date is within it (or the date is refused)
+        for criteria in ("ON 30-Feb-2024", "ON 31-Apr-2024"):
+            untagged, tagged = self.r.cmd("SEARCH " + criteria)
+            if tagged.startswith(b"OK"):
+                self.assertEqual(search_result(untagged), [], criteria)
+            else:
+                self.assertTrue(tagged.startswith(b"BAD"), (criteria, tagged))
 
     # -- combining keys -----------------------------------------------------------------------
 

@@ -1,0 +1,654 @@
+"""Many clients on one mailbox, through real connections (issue 4).
+
+RFC 3501 5.2 (size and flag updates), 5.3/5.5 and 7.4.1 (when EXPUNGE may be sent), RFC 2180
+(multi-accessed mailboxes: 3 for DELETE/RENAME, 4.1.2 for FETCH and 4.2 for STORE of a message
+another session expunged), RFC 2177 (IDLE).  Every test starts its own server with a
+generated INBOX of six messages:
+
+ seq  uid  Message-ID              flags
+  1    10  <m1@multi.example>      none (Status: O, so not \\Recent)
+  2    20  <m2@multi.example>      none
+  ...
+  6    60  <m6@multi.example>      none
+
+imapmem's choices (notes/conventions.md): EXPUNGE is never sent while answering FETCH, STORE
+or SEARCH, nor their UID forms (stricter than RFC 3501 7.4.1, which allows it during UID
+commands); FETCH of a message expunged by another session answers the rest and a tagged
+NO [EXPUNGEISSUED] (RFC 2180 4.1.2); STORE .SILENT then is OK, plain STORE is NO
+[EXPUNGEISSUED].  A session whose selected mailbox is deleted or renamed gets `* BYE` or a NO
+with text on its next command.
+"""
+import re
+import shutil
+import socket
+import tempfile
+import time
+import unittest
+
+from imapserver import Server, write_mbox
+
+N = 6
+SANITIZER_MARKS = ("ThreadSanitizer", "AddressSanitizer", "LeakSanitizer", "runtime error:")
+
+
+def mbox_text(n=N):
+    out = []
+    for i in range(1, n + 1):
+        out.append("From sender@example.com Mon Jan %2d 10:00:00 2024\n"
+                   "From: Sender <sender@example.com>\n"
+                   "To: Test <test@example.com>\n"
+                   "Subject: message %d\n"
+                   "Date: Mon, %d Jan 2024 10:00:00 +0000\n"
+                   "Message-ID: <m%d@multi.example>\n"
+                   "Status: O\n"
+                   "X-UID: %d\n"
+                   "\n"
+                   "Body of message %d.\n" % (i, i, i, i, 10 * i, i))
+    return "\n".join(out)
+
+
+def new_message(mid, subject="new"):
+    return ("From: Other <other@example.com>\r\nTo: Test <test@example.com>\r\n"
+            "Subject: %s\r\nMessage-ID: <%s>\r\n\r\nHello.\r\n" % (subject, mid)).encode()
+
+
+def split_responses(data):
+    """Untagged bytes -> list of logical response lines (a {n} literal stays in its line)."""
+    out, i = [], 0
+    while i < len(data):
+        j = data.index(b"\r\n", i) + 2
+        m = re.search(rb"\{(\d+)\}\r\n$", data[i:j])
+        while m:
+            j += int(m.group(1))
+            k = data.index(b"\r\n", j) + 2
+            m = re.search(rb"\{(\d+)\}\r\n$", data[j:k])
+            j = k
+        out.append(data[i:j])
+        i = j
+    return out
+
+
+def numbers(untagged, word):
+    return [int(x) for x in re.findall(rb"^\* (\d+) " + word + rb"\r\n", untagged, re.M)]
+
+
+def fetches(untagged):
+    """{seq: [response line, ...]} of the `* n FETCH` responses."""
+    out = {}
+    for line in split_responses(untagged):
+        m = re.match(rb"\* (\d+) FETCH ", line)
+        if m:
+            out.setdefault(int(m.group(1)), []).append(line)
+    return out
+
+
+def uid_of(line):
+    m = re.search(rb"[( ]UID (\d+)", line)
+    return int(m.group(1)) if m else None
+
+
+def flags_of(line):
+    m = re.search(rb"FLAGS \(([^)]*)\)", line)
+    return set(m.group(1).split()) if m else None
+
+
+def search_of(untagged):
+    lines = re.findall(rb"^\* SEARCH((?: \d+)*)\r\n", untagged, re.M)
+    assert len(lines) == 1, untagged
+    return sorted(int(x) for x in lines[0].split())
+
+
+def apply_updates(uids, untagged):
+    """Apply EXISTS/EXPUNGE/FETCH UID responses in order to a list of UIDs (None = not yet
+    known), checking each number is inside the view at that point (RFC 3501 7.4.1)."""
+    uids = list(uids)
+    for line in split_responses(untagged):
+        m = re.match(rb"\* (\d+) (EXISTS|EXPUNGE|FETCH)", line)
+        if not m:
+            continue
+        n = int(m.group(1))
+        if m.group(2) == b"EXISTS":
+            assert n >= len(uids), "EXISTS %d shrinks a view of %d (RFC 3501 5.2)" % (n, len(uids))
+            uids += [None] * (n - len(uids))
+        elif m.group(2) == b"EXPUNGE":
+            assert 1 <= n <= len(uids), "EXPUNGE %d in a view of %d" % (n, len(uids))
+            del uids[n - 1]
+        else:
+            assert 1 <= n <= len(uids), "FETCH %d in a view of %d" % (n, len(uids))
+            if uid_of(line) is not None:
+                uids[n - 1] = uid_of(line)
+    return uids
+
+
+def append(r, mailbox, msg, flags=""):
+    """APPEND with a synchronizing literal; returns (untagged, tagged)."""
+    tag = r.tag()
+    r.send("%s APPEND %s %s{%d}\r\n" % (tag, mailbox, flags + " " if flags else "", len(msg)))
+    untagged = b""
+    while True:
+        line = r.read_response_line()
+        if line.startswith(b"+"):
+            break
+        if line.startswith(tag.encode() + b" "):
+            return untagged, line[len(tag) + 1:-2]
+        untagged += line
+    r.send(msg + b"\r\n")
+    u, t = r.until_tagged(tag)
+    return untagged + u, t
+
+
+def read_until(r, pred, timeout):
+    """Read response lines until pred(line); returns (lines, seconds).  Raises AssertionError
+    when timeout passes first."""
+    start = time.monotonic()
+    lines = []
+    old = r.sock.gettimeout()
+    try:
+        while True:
+            left = timeout - (time.monotonic() - start)
+            if left <= 0:
+                raise AssertionError("nothing matching within %.1fs; got %r" % (timeout, lines))
+            r.sock.settimeout(left)
+            try:
+                line = r.read_response_line()
+            except socket.timeout:
+                continue
+            lines.append(line)
+            if pred(line):
+                return lines, time.monotonic() - start
+    finally:
+        r.sock.settimeout(old)
+
+
+def pending_bytes(r, wait):
+    """Whatever the server sends within wait seconds without a command (kept in r.buf)."""
+    old = r.sock.gettimeout()
+    r.sock.settimeout(wait)
+    try:
+        r._fill()
+    except (socket.timeout, BlockingIOError):
+        pass
+    finally:
+        r.sock.settimeout(old)
+    return r.buf
+
+
+def try_cmd(r, command):
+    """Like Raw.cmd but survives the server closing the connection:
+    returns (closed, untagged, tagged)."""
+    tag = r.tag()
+    got = b""
+    try:
+        r.send("%s %s\r\n" % (tag, command))
+        while True:
+            line = r.read_response_line()
+            if line.startswith(tag.encode() + b" "):
+                return False, got, line[len(tag) + 1:-2]
+            got += line
+    except (EOFError, OSError):
+        return True, got + r.buf, b""
+
+
+class MultiBase(unittest.TestCase):
+    server_args = ()
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="imapmem-multi-")
+        path = write_mbox(self.dir, "inbox.mbox", mbox_text())
+        self.srv = Server(*(list(self.server_args) + [path]))
+        self.conns = []
+
+    def tearDown(self):
+        for r in self.conns:
+            try:
+                r.close()
+            except OSError:
+                pass
+        alive = self.srv.proc.poll() is None
+        rc = self.srv.stop()
+        err = self.srv.stderr()
+        self.srv.stderr_file.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.assertTrue(alive, "the server died; stderr: %s" % err[-2000:])
+        self.assertEqual(rc, 0, err[-2000:])
+        for mark in SANITIZER_MARKS:
+            self.assertNotIn(mark, err)
+
+    def conn(self, select="INBOX"):
+        r = self.srv.raw(login=("test", "test"))
+        self.conns.append(r)
+        if select:
+            r.ok("SELECT " + select)
+        return r
+
+    def fresh_flags(self):
+        """{Message-ID number: flags} seen by a new session (EXAMINE keeps \\Recent)."""
+        r = self.conn(select=None)
+        r.ok("EXAMINE INBOX")
+        out = {}
+        untagged = r.ok("FETCH 1:* (FLAGS BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
+        for seq, lines in fetches(untagged).items():
+            mid = re.search(rb"<m(\d+)@multi", lines[0])
+            out[int(mid.group(1))] = flags_of(lines[0])
+        return out
+
+
+class UpdatesTest(MultiBase):
+
+    def test_append_by_other_gives_exists_and_recent_to_one_session(self):
+        a, b, c = self.conn(), self.conn(), self.conn(select=None)
+        untagged, tagged = append(c, "INBOX", new_message("n1@multi.example"))
+        self.assertTrue(tagged.startswith(b"OK"), tagged)
+        self.assertNotIn(b"EXISTS", untagged)          # c has nothing selected
+        ua, ub = a.ok("NOOP"), b.ok("NOOP")
+        self.assertEqual(numbers(ua, b"EXISTS"), [7], ua)
+        self.assertEqual(numbers(ub, b"EXISTS"), [7], ub)
+        # \Recent goes to exactly one of the sessions that had it selected (RFC 3501 2.3.2)
+        recent = [b"\\Recent" in flags_of(fetches(r.ok("FETCH 7 FLAGS"))[7][0]) for r in (a, b)]
+        self.assertEqual(sorted(recent), [False, True], recent)
+        holder, other = (ua, ub) if recent[0] else (ub, ua)
+        self.assertEqual(numbers(holder, b"RECENT"), [1], holder)   # RFC 3501 7.3.2
+        self.assertIn(numbers(other, b"RECENT"), ([], [0]), other)
+        got = sorted([search_of(a.ok("SEARCH RECENT")), search_of(b.ok("SEARCH RECENT"))])
+        self.assertEqual(got, [[], [7]])
+
+    def test_append_to_own_selected_mailbox_gives_exists_at_once(self):
+        a = self.conn()
+        untagged, tagged = append(a, "INBOX", new_message("n2@multi.example"))
+        self.assertTrue(tagged.startswith(b"OK"), tagged)
+        self.assertEqual(numbers(untagged, b"EXISTS"), [7], untagged)   # RFC 3501 5.2, 6.3.11
+
+    def test_copy_by_other_gives_exists_and_recent_to_one_session(self):
+        c = self.conn(select=None)
+        c.ok("CREATE Src")
+        for k in (1, 2):
+            self.assertTrue(append(c, "Src", new_message("src%d@multi.example" % k))[1]
+                            .startswith(b"OK"))
+        a, b = self.conn(), self.conn()
+        c.ok("SELECT Src")
+        c.ok("COPY 1:2 INBOX")
+        ua, ub = a.ok("NOOP"), b.ok("NOOP")
+        self.assertEqual(numbers(ua, b"EXISTS"), [8], ua)
+        self.assertEqual(numbers(ub, b"EXISTS"), [8], ub)
+        got = sorted([search_of(a.ok("SEARCH RECENT")), search_of(b.ok("SEARCH RECENT"))])
+        self.assertEqual(got, [[], [7, 8]])             # COPY sets \Recent (RFC 3501 6.4.7)
+        mids = fetches(a.ok("FETCH 7:8 BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"))
+        self.assertIn(b"<src1@multi.example>", mids[7][0])
+        self.assertIn(b"<src2@multi.example>", mids[8][0])
+
+    def test_store_by_other_gives_fetch_flags(self):
+        a, b = self.conn(), self.conn()
+        ua = a.ok("STORE 2 +FLAGS (\\Flagged $Important)")
+        self.assertEqual(flags_of(fetches(ua)[2][0]), {b"\\Flagged", b"$Important"})
+        ub = b.ok("NOOP")
+        self.assertIn(2, fetches(ub), ub)
+        self.assertEqual(flags_of(fetches(ub)[2][-1]), {b"\\Flagged", b"$Important"})
+        a.ok("STORE 2 -FLAGS.SILENT (\\Flagged)")
+        ub = b.ok("NOOP")
+        self.assertEqual(flags_of(fetches(ub)[2][-1]), {b"$Important"}, ub)
+        a.ok("STORE 5 FLAGS (\\Answered)")
+        ub = b.ok("CHECK")                             # also before CHECK's tagged reply
+        self.assertEqual(flags_of(fetches(ub)[5][-1]), {b"\\Answered"}, ub)
+
+    def test_examine_sees_but_does_not_take_recent(self):
+        a, c = self.conn(select=None), self.conn(select=None)
+        a.ok("EXAMINE INBOX")
+        append(c, "INBOX", new_message("n3@multi.example"))
+        self.assertEqual(numbers(a.ok("NOOP"), b"EXISTS"), [7])
+        # a was the first session told of it: \Recent shows there (RFC 3501 2.3.2), as it does
+        # for messages already recent at EXAMINE (6.3.2: same output as SELECT); being
+        # read-only, a does not take it away from the next read-write session
+        self.assertEqual(search_of(a.ok("SEARCH RECENT")), [7])
+        b = self.conn()
+        self.assertEqual(search_of(b.ok("SEARCH RECENT")), [7])
+        d = self.conn()
+        self.assertEqual(search_of(d.ok("SEARCH RECENT")), [])
+
+    def test_search_sees_store_by_other_at_once(self):
+        a, b = self.conn(), self.conn()
+        a.ok("STORE 4 +FLAGS.SILENT (\\Flagged)")
+        self.assertEqual(search_of(b.ok("SEARCH FLAGGED")), [4])
+        self.assertEqual(search_of(b.ok("UID SEARCH FLAGGED")), [40])
+
+    def test_mixed_updates_keep_numbers_right(self):
+        a, b, c = self.conn(), self.conn(), self.conn(select=None)
+        a.ok("STORE 2,5 +FLAGS.SILENT (\\Deleted)")
+        a.ok("EXPUNGE")
+        append(c, "INBOX", new_message("n4@multi.example"))
+        a.ok("STORE 1 +FLAGS.SILENT (\\Seen)")
+        append(c, "INBOX", new_message("n5@multi.example"))
+        a.ok("STORE 5 +FLAGS.SILENT (\\Deleted)")     # a's 5 is the first new one
+        a.ok("EXPUNGE")
+        view = apply_updates([10, 20, 30, 40, 50, 60], b.ok("NOOP"))
+        fresh = self.conn()
+        want = [uid_of(v[0]) for k, v in sorted(fetches(fresh.ok("FETCH 1:* UID")).items())]
+        self.assertEqual(len(view), len(want))
+        self.assertEqual(len(want), 5)
+        for got, w in zip(view, want):
+            self.assertIn(got, (None, w))
+        self.assertEqual([uid_of(v[0]) for k, v in sorted(fetches(b.ok("FETCH 1:* UID")).items())],
+                         want)
+
+    def test_move_and_uid_expunge_by_other(self):
+        c = self.conn(select=None)
+        c.ok("CREATE Work")
+        a, b, w = self.conn(), self.conn(), self.conn("Work")
+        a.ok("MOVE 2 Work")                            # RFC 6851: an expunge for the others
+        a.ok("STORE 4 +FLAGS.SILENT (\\Deleted)")
+        a.ok("UID STORE 60 +FLAGS.SILENT (\\Deleted)")
+        a.ok("UID EXPUNGE 60")                         # RFC 4315: only 60, 40 stays
+        untagged, tagged = b.cmd("FETCH 1:* (UID)")   # 2 and 6 are gone: RFC 2180 4.1.2
+        self.assertNotIn(b"EXPUNGE", untagged)
+        self.assertTrue(tagged.startswith(b"NO [EXPUNGEISSUED]"), tagged)
+        self.assertEqual(sorted(fetches(untagged)), [1, 3, 4, 5])
+        ub = b.ok("NOOP")
+        self.assertEqual(apply_updates([10, 20, 30, 40, 50, 60], ub), [10, 30, 40, 50])
+        self.assertEqual(numbers(w.ok("NOOP"), b"EXISTS"), [1])
+        self.assertIn(b"<m2@multi.example>", w.ok("FETCH 1 BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"))
+
+    def test_expunge_by_other_waits_for_noop(self):
+        a, b = self.conn(), self.conn()
+        a.ok("STORE 2 +FLAGS.SILENT (\\Deleted)")
+        self.assertEqual(numbers(a.ok("EXPUNGE"), b"EXPUNGE"), [2])
+        # no command in progress on b: no EXPUNGE may be sent (RFC 3501 7.4.1)
+        self.assertNotIn(b"EXPUNGE", pending_bytes(b, 0.3))
+        # FETCH, STORE, SEARCH and their UID forms: no EXPUNGE, b's old numbers still hold
+        for command, seq, uid in (("FETCH 4 (UID BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])", 4, 40),
+                                  ("STORE 5 +FLAGS (\\Answered)", 5, None),
+                                  ("UID FETCH 40 (FLAGS)", 4, 40),
+                                  ("UID STORE 60 +FLAGS (\\Seen)", 6, 60)):
+            untagged = b.ok(command)
+            self.assertNotIn(b"EXPUNGE", untagged, command)
+            f = fetches(untagged)
+            self.assertIn(seq, f, (command, untagged))
+            if uid:
+                self.assertEqual(uid_of(f[seq][0]), uid, (command, untagged))
+        untagged = b.ok("FETCH 4 (BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
+        self.assertIn(b"<m4@multi.example>", untagged)
+        for command, want in (('SEARCH HEADER Message-ID "<m6@"', [6]),
+                              ("SEARCH UID 40:60", [4, 5, 6]),
+                              ('UID SEARCH HEADER Message-ID "<m5@"', [50]),
+                              ("UID SEARCH 4:6", [40, 50, 60])):
+            untagged = b.ok(command)
+            self.assertNotIn(b"EXPUNGE", untagged, command)
+            self.assertEqual(search_of(untagged), want, command)
+        untagged = b.ok("SEARCH ALL")                  # RFC 2180 4.3: 2 may be left out
+        self.assertNotIn(b"EXPUNGE", untagged)
+        self.assertTrue({1, 3, 4, 5, 6} <= set(search_of(untagged)) <= {1, 2, 3, 4, 5, 6})
+        # NOOP delivers it; from then on b's numbers are the new ones
+        untagged = b.ok("NOOP")
+        self.assertEqual(numbers(untagged, b"EXPUNGE"), [2], untagged)
+        self.assertEqual(uid_of(fetches(b.ok("FETCH 4 UID"))[4][0]), 50)
+        self.assertEqual(search_of(b.ok("SEARCH ALL")), [1, 2, 3, 4, 5])
+        # b's STOREs went to the messages b meant
+        flags = self.fresh_flags()
+        self.assertNotIn(2, flags)
+        self.assertIn(b"\\Answered", flags[5])
+        self.assertIn(b"\\Seen", flags[6])
+        self.assertNotIn(b"\\Answered", flags[4])
+
+    def test_expunge_by_close_sent_before_check_and_noop(self):
+        a, b, c = self.conn(), self.conn(), self.conn()
+        a.ok("STORE 3,5 +FLAGS.SILENT (\\Deleted)")
+        untagged = a.ok("CLOSE")
+        self.assertNotIn(b"EXPUNGE", untagged)          # CLOSE expunges silently (6.4.2)
+        self.assertNotIn(b"EXPUNGE", pending_bytes(b, 0.2))
+        untagged, tagged = b.cmd("FETCH 1:* (FLAGS)")  # NO [EXPUNGEISSUED] (RFC 2180 4.1.2)
+        self.assertNotIn(b"EXPUNGE", untagged)
+        self.assertEqual(sorted(fetches(untagged)), [1, 2, 4, 6], untagged)
+        self.assertTrue(tagged.startswith(b"NO [EXPUNGEISSUED]"), tagged)
+        ub = b.ok("NOOP")
+        self.assertEqual(len(numbers(ub, b"EXPUNGE")), 2, ub)
+        self.assertIn(numbers(ub, b"EXPUNGE"), ([3, 4], [5, 3]), ub)   # either order
+        uc = c.ok("CHECK")
+        self.assertIn(numbers(uc, b"EXPUNGE"), ([3, 4], [5, 3]), uc)
+        for r in (b, c):
+            got = [uid_of(v[0]) for k, v in sorted(fetches(r.ok("FETCH 1:* UID")).items())]
+            self.assertEqual(got, [10, 20, 40, 60])
+
+    def test_copy_of_message_expunged_by_other(self):
+        # RFC 2180 4.4: pending EXPUNGEs MUST come with the COPY; then either nothing is
+        # copied and the answer is NO (4.4.1), or the remaining messages are (4.4.2)
+        a, b = self.conn(), self.conn()
+        a.ok("CREATE Other")
+        a.ok("STORE 2 +FLAGS.SILENT (\\Deleted)")
+        a.ok("EXPUNGE")
+        untagged, tagged = b.cmd("COPY 1:3 Other")
+        self.assertEqual(numbers(untagged, b"EXPUNGE"), [2], untagged)
+        status = a.ok("STATUS Other (MESSAGES)")
+        if tagged.startswith(b"NO"):
+            self.assertIn(b"(MESSAGES 0)", status)
+        else:
+            self.assertTrue(tagged.startswith(b"OK"), tagged)
+            self.assertIn(b"(MESSAGES 2)", status)
+        self.assertEqual(uid_of(fetches(b.ok("FETCH 2 UID"))[2][0]), 30)
+
+    def test_fetch_of_message_expunged_by_other(self):
+        # RFC 2180 4.1.2: data for the rest, tagged NO [EXPUNGEISSUED]
+        a, b = self.conn(), self.conn()
+        a.ok("STORE 3 +FLAGS.SILENT (\\Deleted)")
+        a.ok("EXPUNGE")
+        untagged, tagged = b.cmd("FETCH 2:4 (UID FLAGS)")
+        f = fetches(untagged)
+        self.assertEqual(sorted(f), [2, 4], untagged)
+        self.assertEqual((uid_of(f[2][0]), uid_of(f[4][0])), (20, 40))
+        self.assertNotIn(b"EXPUNGE", untagged)
+        self.assertTrue(tagged.startswith(b"NO [EXPUNGEISSUED]"), tagged)
+        untagged, tagged = b.cmd("FETCH 3 (BODY.PEEK[])")
+        self.assertNotIn(b"FETCH", untagged)
+        self.assertTrue(tagged.startswith(b"NO [EXPUNGEISSUED]"), tagged)
+        # STORE: .SILENT is OK (4.2.1); otherwise NO [EXPUNGEISSUED]
+        untagged, tagged = b.cmd("STORE 2:4 +FLAGS.SILENT (\\Seen)")
+        self.assertTrue(tagged.startswith(b"OK"), tagged)
+        self.assertNotIn(b"EXPUNGE", untagged)
+        untagged, tagged = b.cmd("STORE 2:4 +FLAGS (\\Flagged)")
+        self.assertTrue(tagged.startswith(b"NO [EXPUNGEISSUED]"), tagged)
+        self.assertNotIn(3, fetches(untagged))
+        self.assertNotIn(b"EXPUNGE", untagged)
+        untagged = b.ok("NOOP")
+        self.assertEqual(numbers(untagged, b"EXPUNGE"), [3])
+        self.assertEqual(uid_of(fetches(b.ok("FETCH 3 UID"))[3][0]), 40)
+        flags = self.fresh_flags()
+        self.assertIn(b"\\Seen", flags[2])
+        self.assertIn(b"\\Seen", flags[4])
+        self.assertNotIn(3, flags)
+
+
+class MailboxGoneTest(MultiBase):
+    """DELETE / RENAME of a mailbox another session has selected (RFC 2180 3.3; issue 4)."""
+
+    def setup_work(self):
+        c = self.conn(select=None)
+        c.ok("CREATE Work")
+        for k in (1, 2):
+            self.assertTrue(append(c, "Work", new_message("w%d@multi.example" % k))[1]
+                            .startswith(b"OK"))
+        return c
+
+    def check_selection_ended(self, a):
+        closed, untagged, tagged = try_cmd(a, "FETCH 1 (FLAGS)")
+        if closed or b"* BYE" in untagged:
+            self.assertIn(b"* BYE", untagged, "closed without * BYE")
+            return
+        self.assertTrue(tagged.startswith(b"NO"), (untagged, tagged))
+        self.assertTrue(re.match(rb"NO (\[[^\]]*\] )?\S", tagged), tagged)   # says why
+        self.assertNotIn(b"* 1 FETCH", untagged)
+        # the session goes on: it can select another mailbox
+        self.assertIn(b"EXISTS", a.ok("SELECT INBOX"))
+
+    def others_keep_working(self, c):
+        c.ok("NOOP")
+        d = self.conn()
+        self.assertEqual(numbers(d.ok("SELECT INBOX"), b"EXISTS"), [N])
+        self.assertIn(b"FETCH", d.ok("FETCH 1:* (FLAGS)"))
+
+    def test_delete_of_selected_mailbox(self):
+        c = self.setup_work()
+        a = self.conn("Work")
+        untagged, tagged = c.cmd("DELETE Work")
+        self.assertTrue(tagged.startswith(b"OK"), tagged)
+        self.check_selection_ended(a)
+        listing = c.ok('LIST "" "*"')
+        self.assertNotIn(b"Work", listing)
+        self.others_keep_working(c)
+        _, tagged = c.cmd("SELECT Work")
+        self.assertTrue(tagged.startswith(b"NO"), tagged)
+
+    def test_rename_of_selected_mailbox(self):
+        c = self.setup_work()
+        a = self.conn("Work")
+        untagged, tagged = c.cmd("RENAME Work Play")
+        self.assertTrue(tagged.startswith(b"OK"), tagged)
+        self.check_selection_ended(a)
+        self.assertEqual(numbers(c.ok("SELECT Play"), b"EXISTS"), [2])
+        self.others_keep_working(c)
+
+    def test_delete_while_idling(self):
+        c = self.setup_work()
+        a = self.conn("Work")
+        a.send("i1 IDLE\r\n")
+        self.assertTrue(a.readline().startswith(b"+"))
+        c.ok("DELETE Work")
+        # either BYE now, or DONE is answered and the next command says NO
+        closed, got, tagged = False, b"", b""
+        try:
+            got = pending_bytes(a, 0.5)
+            if b"* BYE" not in got:
+                a.send("DONE\r\n")
+                untagged, tagged = a.until_tagged("i1")
+                got += untagged
+        except (EOFError, OSError):
+            closed = True
+        if closed or b"* BYE" in got:
+            self.assertIn(b"* BYE", got + a.buf, "closed without * BYE")
+        elif tagged.startswith(b"NO"):                 # IDLE itself ended with the reason
+            self.assertTrue(re.match(rb"NO (\[[^\]]*\] )?\S", tagged), tagged)
+            self.assertIn(b"EXISTS", a.ok("SELECT INBOX"))
+        else:
+            self.assertTrue(tagged.startswith(b"OK"), tagged)
+            self.check_selection_ended(a)
+        self.others_keep_working(c)
+
+
+class IdleTest(MultiBase):
+    """RFC 2177."""
+
+    def start_idle(self, r, tag="i1"):
+        r.send("%s IDLE\r\n" % tag)
+        lines, _ = read_until(r, lambda ln: ln.startswith(b"+") or ln.startswith(tag.encode()), 5)
+        self.assertTrue(lines[-1].startswith(b"+"), lines)
+        return b"".join(lines[:-1])
+
+    def done(self, r, tag="i1"):
+        r.send("DONE\r\n")
+        untagged, tagged = r.until_tagged(tag)
+        self.assertTrue(tagged.startswith(b"OK"), tagged)
+        return untagged
+
+    def test_capability(self):
+        r = self.conn(select=None)
+        untagged = r.ok("CAPABILITY")
+        self.assertIn(b"IDLE", re.search(rb"^\* CAPABILITY (.*)\r\n", untagged, re.M)
+                      .group(1).split())
+
+    def test_append_delivered_while_idling_within_a_second(self):
+        a, c = self.conn(), self.conn(select=None)
+        self.start_idle(a)
+        t0 = time.monotonic()
+        _, tagged = append(c, "INBOX", new_message("idle1@multi.example"))
+        t_ok = time.monotonic()
+        self.assertTrue(tagged.startswith(b"OK"), tagged)
+        lines, _ = read_until(a, lambda ln: ln == b"* 7 EXISTS\r\n", 5)
+        delay = time.monotonic() - t_ok
+        total = time.monotonic() - t0
+        self.assertLess(delay, 1.0, "EXISTS came %.3fs after APPEND's OK" % delay)
+        self.assertLess(total, 1.0, "APPEND to EXISTS took %.3fs" % total)
+        self.done(a)
+        self.assertEqual(search_of(a.ok("SEARCH RECENT")), [7])   # a was the first told
+
+    def test_flags_and_expunge_delivered_while_idling(self):
+        a, c = self.conn(), self.conn()
+        self.start_idle(a)
+        c.ok("STORE 2 +FLAGS (\\Flagged)")
+        lines, dt = read_until(a, lambda ln: ln.startswith(b"* 2 FETCH"), 5)
+        self.assertEqual(flags_of(lines[-1]), {b"\\Flagged"})
+        self.assertLess(dt, 1.0)
+        c.ok("STORE 3 +FLAGS.SILENT (\\Deleted)")
+        c.ok("EXPUNGE")
+        lines, dt = read_until(a, lambda ln: ln.startswith(b"* 3 EXPUNGE"), 5)
+        self.assertLess(dt, 1.0)
+        untagged = self.done(a)
+        self.assertNotIn(b"EXPUNGE", untagged)         # not twice
+        self.assertEqual(uid_of(fetches(a.ok("FETCH 3 UID"))[3][0]), 40)
+        self.assertNotIn(b"EXPUNGE", a.ok("NOOP"))
+
+    def test_pending_expunge_sent_when_idle_starts(self):
+        a, c = self.conn(), self.conn()
+        c.ok("STORE 2 +FLAGS.SILENT (\\Deleted)")
+        c.ok("EXPUNGE")
+        before = self.start_idle(a)                    # RFC 2177 example: before "+" or just after
+        if b"* 2 EXPUNGE" not in before:
+            read_until(a, lambda ln: ln == b"* 2 EXPUNGE\r\n", 1)
+        self.done(a)
+        self.assertEqual(uid_of(fetches(a.ok("FETCH 2 UID"))[2][0]), 30)
+
+    def test_done_ends_idle_in_authenticated_state(self):
+        r = self.conn(select=None)                     # IDLE is allowed without a mailbox
+        self.start_idle(r)
+        self.done(r)
+        self.start_idle(r, "i2")
+        r.send("done\r\n")                             # case-insensitive like all of 3501 9
+        self.assertTrue(r.until_tagged("i2")[1].startswith(b"OK"))
+        r.ok("NOOP")
+
+    def test_bad_continuation_ends_idle_with_bad(self):
+        r = self.conn()
+        self.start_idle(r)
+        r.send("FOO\r\n")
+        untagged, tagged = r.until_tagged("i1")
+        self.assertTrue(tagged.startswith(b"BAD"), tagged)
+        r.ok("NOOP")                                   # the connection goes on
+
+    def test_idle_not_authenticated_is_refused(self):
+        r = self.srv.raw()
+        self.conns.append(r)
+        untagged, tagged = r.cmd("IDLE")
+        self.assertTrue(tagged.startswith(b"BAD"), tagged)
+        self.assertFalse(untagged.startswith(b"+"))
+
+    def test_two_idlers_both_told(self):
+        a, b, c = self.conn(), self.conn(), self.conn(select=None)
+        self.start_idle(a)
+        self.start_idle(b)
+        append(c, "INBOX", new_message("idle2@multi.example"))
+        for r in (a, b):
+            read_until(r, lambda ln: ln == b"* 7 EXISTS\r\n", 1)
+            self.done(r)
+
+
+class IdleAutologoutTest(MultiBase):
+    server_args = ("--idle-timeout", "2")
+
+    def test_autologout_applies_while_idling(self):
+        r = self.conn()
+        r.send("i1 IDLE\r\n")
+        self.assertTrue(r.readline().startswith(b"+"))
+        t0 = time.monotonic()
+        got = b""
+        old = r.sock.gettimeout()
+        r.sock.settimeout(10)
+        try:
+            while True:
+                r._fill()
+        except (EOFError, socket.timeout):
+            got = r.buf
+        finally:
+            r.sock.settimeout(old)
+        dt = time.monotonic() - t0
+        self.assertIn(b"* BYE", got)
+        self.assertGreater(dt, 1.0)
+        self.assertLess(dt, 8.0)
+
+
+if __name__ == "__main__":
+    unittest.main()
