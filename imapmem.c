@@ -148,7 +148,8 @@ struct mailbox {
   int selectable;             /* 0: a \Noselect level of the hierarchy */
   pthread_mutex_t lock;       /* guards everything below */
   int deleted;                /* gone from its user; sessions holding it let go */
-  unsigned epoch;             /* bumped by DELETE and RENAME */
+  unsigned epoch;             /* bumped by DELETE, RENAME, reset, a new UIDVALIDITY */
+  const char *gone_why;       /* what sessions holding an old epoch are told */
   uint32_t uidvalidity, uidnext;
   uint64_t modseq;            /* last change number given out */
   struct message *msgs;       /* ascending UIDs */
@@ -161,12 +162,17 @@ struct mailbox {
   size_t nidlers, capidlers;
 };
 struct user {
+  struct imapmem *srv;
   char *name, *password;
   pthread_mutex_t lock;       /* guards the mailbox list, names, subscriptions */
   struct mailbox **mailboxes;
   size_t nmailboxes, capmailboxes;
   char **subs;
   size_t nsubs, capsubs;
+  struct mailbox **base;      /* the loaded fixtures, for imapmem_reset() */
+  size_t nbase;
+  char **basesubs;
+  size_t nbasesubs;
 };
 
 /* ---- section 5: the command parser ---- */
@@ -196,13 +202,14 @@ struct command {
 typedef void cmd_handler(struct session *, struct command *);
 enum {
   CMD_UID = 1,                /* may follow "UID" */
-  CMD_KEEP_SEQ = 2,           /* RFC 3501 7.4.1: no EXPUNGE while answering it */
-  CMD_UID_ONLY = 4            /* only as "UID <name>" (UID EXPUNGE) */
+  CMD_KEEP_SEQ = 2            /* RFC 3501 7.4.1: no EXPUNGE while answering it */
 };
 struct cmd_def {
   const char *name;
   unsigned states;
   unsigned flags;
+  unsigned cap;               /* the CAP_* extension it belongs to, or 0 */
+  unsigned uid_cap;           /* ... that its UID form belongs to, or 0 */
   cmd_handler *handler;
 };
 
@@ -214,7 +221,10 @@ struct seqent {               /* a session's view: sequence number i+1 is entry 
 struct session {
   struct imapmem *srv;
   int id;
-  int fd;
+  int fd;                     /* read from here */
+  int fd_out;                 /* write here (the same socket, or stdout) */
+  const char *preauth;        /* start authenticated as this user (serve_fd) */
+  unsigned ncommands;         /* commands read so far, for "#N=" faults */
   int wake[2];                /* a pipe: a byte wakes the session from poll() */
   pthread_t thread;
   atomic_int finished;
@@ -228,12 +238,29 @@ struct session {
   uint64_t seen_modseq;       /* appends and flag changes reported up to here */
   uint64_t expunge_modseq;    /* expunges reported up to here */
   int idling;                 /* registered in mb->idlers; guarded by mb->lock */
+  int in_idle;                /* in the IDLE command */
   int closing;                /* send what is buffered, then close */
   struct buf out;
   char in[16384];
   size_t inpos, inlen;
   struct buf cmd;             /* the command being read, literals inline */
   struct arena arena;
+  struct buf trace_line;      /* the transcript: the server line being written */
+  size_t trace_skip;          /* literal bytes still to leave out of it */
+  /* what imapmem_wait() may see of this session; guarded by srv->lock */
+  struct user *pub_user;
+  struct mailbox *pub_mb;
+  int pub_idle;
+};
+
+/* ---- section 10: faults ---- */
+enum fault_action { FA_NO, FA_BAD, FA_DROP, FA_BYE, FA_ALERT, FA_DELAY, FA_UIDVALIDITY };
+struct fault {
+  char cmd[32];               /* command name, "*" for every command, "" for #N */
+  unsigned nth;               /* #N: the Nth command of a session */
+  int action;
+  int ms;
+  char text[256];
 };
 
 struct imapmem {
@@ -253,6 +280,26 @@ struct imapmem {
   atomic_int nactive;
   atomic_uint last_uidvalidity; /* UIDVALIDITY given to the last new mailbox */
   char errmsg[512];
+  /* imapmem_wait(): anything a waiter may be waiting for bumps the generation */
+  pthread_mutex_t wait_lock;
+  pthread_cond_t wait_cond;
+  unsigned long generation;
+  /* the transcript, capabilities and faults; guarded by lock, flags read lock-free */
+  atomic_int tracing;
+  imapmem_trace_fn *trace_fn;
+  void *trace_arg;
+  atomic_uint caps_off;       /* CAP_* bits switched off */
+  struct fault *faults;
+  size_t nfaults;
+  atomic_int nfaults_set;     /* nfaults, readable without the lock */
+  atomic_int delay_ms;        /* "delay=" fault */
+  atomic_int chunk;           /* "chunk=" fault */
+};
+
+/* Extensions that can be switched off (imapmem_set_capability). */
+enum {
+  CAP_IDLE = 1, CAP_MOVE = 2, CAP_UIDPLUS = 4, CAP_UNSELECT = 8, CAP_NAMESPACE = 16,
+  CAP_ID = 32, CAP_LITERALPLUS = 64, CAP_SASLIR = 128, CAP_CHILDREN = 256
 };
 
 /* ---- prototypes of functions used before their section ---- */
@@ -262,6 +309,9 @@ static void session_send_bulk(struct session *s, const char *p, size_t n);
 static int session_flush(struct session *s);
 static int session_read_line(struct session *s, struct buf *line, size_t max, int timeout_ms);
 static void mailbox_wake_idlers(struct mailbox *mb);
+static void server_notify(struct imapmem *srv);
+static void session_publish(struct session *s);
+static void session_trace(struct session *s, char dir, const char *line, size_t n);
 static void search_command(struct session *s, struct command *c);
 static void fetch_command(struct session *s, struct command *c);
 
@@ -536,6 +586,11 @@ static int base64_decode(const char *p, size_t n, struct buf *out, int strict) {
   }
   if (strict && ((n % 4) != 0 || pad > 2)) return 0;
   return 1;
+}
+
+static void sleep_ms(int ms) {
+  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+  while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {}
 }
 
 /* ------------------------------------------------------------------------- */
@@ -1902,6 +1957,10 @@ static void user_free(struct user *u) {
     mailbox_unref(u->mailboxes[i]);
   }
   for (size_t i = 0; i < u->nsubs; i++) free(u->subs[i]);
+  for (size_t i = 0; i < u->nbase; i++) mailbox_unref(u->base[i]);
+  for (size_t i = 0; i < u->nbasesubs; i++) free(u->basesubs[i]);
+  free(u->base);
+  free(u->basesubs);
   free(u->subs);
   free(u->mailboxes);
   free(u->name);
@@ -1981,16 +2040,126 @@ static struct mailbox *user_create_locked(struct user *u, const char *name, int 
   return mb;
 }
 
-/* Remove mailbox i from the user's list: sessions holding it see it deleted. */
-static void user_remove_locked(struct user *u, size_t i) {
+/*
+** End every session's hold on mb: sessions that have it selected are told why (in
+** "* BYE Selected mailbox was ...") at their next chance. Caller holds mb->lock.
+*/
+static void mailbox_retire(struct mailbox *mb, const char *why) {
+  mb->epoch++;
+  mb->gone_why = why;
+  mailbox_wake_idlers(mb);
+}
+
+/* Remove mailbox i from the user's list: sessions holding it see it gone. */
+static void user_remove_locked(struct user *u, size_t i, const char *why) {
   struct mailbox *mb = u->mailboxes[i];
   pthread_mutex_lock(&mb->lock);
   mb->deleted = 1;
-  mb->epoch++;
-  mailbox_wake_idlers(mb);
+  mailbox_retire(mb, why);
   pthread_mutex_unlock(&mb->lock);
   u->mailboxes[i] = u->mailboxes[--u->nmailboxes];
   mailbox_unref(mb);
+}
+
+/* A copy of src sharing its message bytes (for the fixture baseline). Holds src->lock. */
+static struct mailbox *mailbox_clone(struct mailbox *src, struct user *u) {
+  struct mailbox *mb = mailbox_new(u, src->name, src->selectable, src->uidvalidity);
+  if (!mb) return NULL;
+  if (!mem_grow(&mb->msgs, &mb->cap, src->count, sizeof mb->msgs[0])) {
+    mailbox_unref(mb);
+    return NULL;
+  }
+  for (int i = 0; i < src->nkeywords; i++) {
+    if (!(mb->keywords[i] = mem_strdup(src->keywords[i]))) {
+      mailbox_unref(mb);
+      return NULL;
+    }
+    mb->nkeywords = i + 1;
+  }
+  for (size_t i = 0; i < src->count; i++) {
+    mb->msgs[i] = src->msgs[i];
+    msgdata_ref(mb->msgs[i].data);
+  }
+  mb->count = src->count;
+  mb->uidnext = src->uidnext;
+  mb->modseq = src->modseq;
+  return mb;
+}
+
+/* Copy the user's mailboxes as the baseline imapmem_reset() returns to. */
+static int user_snapshot(struct user *u) {
+  pthread_mutex_lock(&u->lock);
+  struct mailbox **base = mem_calloc(u->nmailboxes ? u->nmailboxes : 1, sizeof *base);
+  char **subs = mem_calloc(u->nsubs ? u->nsubs : 1, sizeof *subs);
+  int ok = base && subs;
+  for (size_t i = 0; ok && i < u->nmailboxes; i++) {
+    pthread_mutex_lock(&u->mailboxes[i]->lock);
+    ok = (base[i] = mailbox_clone(u->mailboxes[i], u)) != NULL;
+    pthread_mutex_unlock(&u->mailboxes[i]->lock);
+  }
+  for (size_t i = 0; ok && i < u->nsubs; i++) ok = (subs[i] = mem_strdup(u->subs[i])) != NULL;
+  if (!ok) {
+    for (size_t i = 0; base && i < u->nmailboxes; i++) mailbox_unref(base[i]);
+    for (size_t i = 0; subs && i < u->nsubs; i++) free(subs[i]);
+    free(base);
+    free(subs);
+    pthread_mutex_unlock(&u->lock);
+    return 0;
+  }
+  for (size_t i = 0; i < u->nbase; i++) mailbox_unref(u->base[i]);
+  for (size_t i = 0; i < u->nbasesubs; i++) free(u->basesubs[i]);
+  free(u->base);
+  free(u->basesubs);
+  u->base = base;
+  u->nbase = u->nmailboxes;
+  u->basesubs = subs;
+  u->nbasesubs = u->nsubs;
+  pthread_mutex_unlock(&u->lock);
+  return 1;
+}
+
+/* Put the baseline back. Sessions with a mailbox selected are told, then let go. */
+static int user_reset(struct user *u) {
+  pthread_mutex_lock(&u->lock);
+  struct mailbox **fresh = mem_calloc(u->nbase ? u->nbase : 1, sizeof *fresh);
+  char **subs = mem_calloc(u->nbasesubs ? u->nbasesubs : 1, sizeof *subs);
+  int ok = fresh && subs;
+  for (size_t i = 0; ok && i < u->nbase; i++) ok = (fresh[i] = mailbox_clone(u->base[i], u)) != NULL;
+  for (size_t i = 0; ok && i < u->nbasesubs; i++) ok = (subs[i] = mem_strdup(u->basesubs[i])) != NULL;
+  if (!ok) {
+    for (size_t i = 0; fresh && i < u->nbase; i++) mailbox_unref(fresh[i]);
+    for (size_t i = 0; subs && i < u->nbasesubs; i++) free(subs[i]);
+    free(fresh);
+    free(subs);
+    pthread_mutex_unlock(&u->lock);
+    return 0;
+  }
+  while (u->nmailboxes) user_remove_locked(u, u->nmailboxes - 1, "reset to the loaded fixtures");
+  for (size_t i = 0; i < u->nsubs; i++) free(u->subs[i]);
+  free(u->mailboxes);
+  free(u->subs);
+  u->mailboxes = fresh;
+  u->nmailboxes = u->capmailboxes = u->nbase;
+  u->subs = subs;
+  u->nsubs = u->capsubs = u->nbasesubs;
+  pthread_mutex_unlock(&u->lock);
+  return 1;
+}
+
+/*
+** Give mb a new UIDVALIDITY and number its messages from 1 again, as a server that lost
+** its UID state would (a fault for testing clients' resync). Sessions with it selected
+** are let go.
+*/
+static void mailbox_new_uidvalidity(struct imapmem *srv, struct mailbox *mb) {
+  pthread_mutex_lock(&mb->lock);
+  mb->uidvalidity = server_new_uidvalidity(srv);
+  for (size_t i = 0; i < mb->count; i++) mb->msgs[i].uid = (uint32_t)i + 1;
+  mb->uidnext = (uint32_t)mb->count + 1;
+  mb->nexpunged = 0;
+  mb->modseq++;
+  mailbox_retire(mb, "given a new UIDVALIDITY: resynchronize");
+  pthread_mutex_unlock(&mb->lock);
 }
 
 static int user_subscribed_locked(struct user *u, const char *name) {
@@ -2514,6 +2683,150 @@ static int mbox_commit(struct user *u, struct mbox_batch *list, uint32_t uidvali
   return rc;
 }
 
+/* ------------------------------------------------------------------------- */
+/*
+** Saving: each mailbox becomes an mbox file in the fixture layout, with the flag and UID
+** headers the loader reads back (X-IMAPbase on the first message, then Status,
+** X-Status, X-Keywords and X-UID on each), LF line ends and mboxrd ">From " quoting.
+*/
+static int mkdir_p(const char *path) {
+  char tmp[4096];
+  snprintf(tmp, sizeof tmp, "%s", path);
+  for (char *p = tmp + 1; *p; p++) {
+    if (*p != '/') continue;
+    *p = 0;
+    if (mkdir(tmp, 0777) < 0 && errno != EEXIST) return 0;
+    *p = '/';
+  }
+  return mkdir(tmp, 0777) == 0 || errno == EEXIST;
+}
+
+/* Write bytes with CRLF turned into LF and lines matching ^>*From quoted once more. */
+static void mbox_put_lines(struct buf *out, const char *p, size_t n) {
+  const char *end = p + n;
+  while (p < end) {
+    const char *nl = memchr(p, '\n', (size_t)(end - p));
+    const char *le = nl ? nl : end;
+    const char *ce = le > p && le[-1] == '\r' ? le - 1 : le;
+    const char *q = p;
+    while (q < ce && *q == '>') q++;
+    if (ce - q >= 5 && memcmp(q, "From ", 5) == 0) buf_addc(out, '>');
+    buf_add(out, p, (size_t)(ce - p));
+    if (nl) buf_addc(out, '\n');
+    p = nl ? nl + 1 : end;
+  }
+}
+
+static void mbox_put_message(struct buf *out, const struct mailbox *mb, const struct message *m,
+                             int first) {
+  static const char *const wday[7] = {"Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"};
+  int64_t local = m->internaldate + (int64_t)m->tz * 60;
+  int64_t days = local / 86400 - (local % 86400 < 0), secs = local - days * 86400;
+  int y, mo, d, atz = m->tz < 0 ? -m->tz : m->tz;
+  civil_from_days(days, &y, &mo, &d);
+  buf_printf(out, "From imapmem %s %s %2d %02d:%02d:%02d %04d %c%02d%02d\n",
+             wday[((days % 7) + 7) % 7], month_names[mo - 1], d, (int)(secs / 3600),
+             (int)(secs / 60 % 60), (int)(secs % 60), y, m->tz < 0 ? '-' : '+', atz / 60, atz % 60);
+  const struct msgdata *md = m->data;
+  size_t hl = md->hdr_len, cut = hl;   /* the flag headers go just before the blank line */
+  if (hl >= 2 && md->bytes[hl - 1] == '\n') {
+    cut = hl - 1;
+    if (cut && md->bytes[cut - 1] == '\r') cut--;
+    if (cut != 0 && md->bytes[cut - 1] != '\n') cut = hl;   /* no blank line after all */
+  }
+  mbox_put_lines(out, md->bytes, cut);
+  if (cut && md->bytes[cut - 1] != '\n') buf_addc(out, '\n');
+  if (first) {
+    buf_printf(out, "X-IMAPbase: %u %u", mb->uidvalidity, mb->uidnext);
+    for (int i = 0; i < mb->nkeywords; i++) buf_printf(out, " %s", mb->keywords[i]);
+    buf_addc(out, '\n');
+  }
+  uint32_t f = m->flags;
+  if ((f & FLAG_SEEN) || !(f & FLAG_RECENT))   /* no Status at all: new and \Recent */
+    buf_printf(out, "Status: %s%s\n", f & FLAG_SEEN ? "R" : "", f & FLAG_RECENT ? "" : "O");
+  if (f & (FLAG_ANSWERED | FLAG_FLAGGED | FLAG_DRAFT | FLAG_DELETED))
+    buf_printf(out, "X-Status: %s%s%s%s\n", f & FLAG_ANSWERED ? "A" : "", f & FLAG_FLAGGED ? "F" : "",
+               f & FLAG_DRAFT ? "T" : "", f & FLAG_DELETED ? "D" : "");
+  if (m->keywords) {
+    buf_adds(out, "X-Keywords:");
+    for (int i = 0; i < mb->nkeywords; i++)
+      if (m->keywords >> i & 1) buf_printf(out, " %s", mb->keywords[i]);
+    buf_addc(out, '\n');
+  }
+  buf_printf(out, "X-UID: %u\n", m->uid);
+  mbox_put_lines(out, md->bytes + cut, md->size - cut);
+  if (md->size && md->bytes[md->size - 1] != '\n') buf_addc(out, '\n');
+  buf_addc(out, '\n');       /* the blank line before the next From line */
+}
+
+/* Write one mailbox to path (a \Noselect level becomes a directory). err on failure. */
+static int mbox_save_mailbox(struct mailbox *mb, const char *dir, char *err, size_t errcap) {
+  char path[4096];
+  int n = snprintf(path, sizeof path, "%s/%s", dir, mb->name);
+  if (n < 0 || (size_t)n + 6 > sizeof path) {
+    snprintf(err, errcap, "%.200s: path too long", dir);
+    return IMAPMEM_IO;
+  }
+  for (const char *c = mb->name; *c; c++)       /* never write outside dir */
+    if ((c == mb->name || c[-1] == '/') && c[0] == '.' && (c[1] == '/' || !c[1] ||
+                                                        (c[1] == '.' && (c[2] == '/' || !c[2])))) {
+      snprintf(err, errcap, "mailbox %.200s: a name with . or .. levels cannot be saved", mb->name);
+      return IMAPMEM_IO;
+    }
+  char *slash = strrchr(path, '/');
+  *slash = 0;
+  int ok = mkdir_p(path);
+  *slash = '/';
+  if (ok && !mb->selectable) ok = mkdir_p(path);
+  if (!ok) {
+    snprintf(err, errcap, "%.300s: cannot create directory: %s", path, strerror(errno));
+    return IMAPMEM_IO;
+  }
+  if (!mb->selectable) return IMAPMEM_OK;
+  strcat(path, ".mbox");
+  struct buf out = {0};
+  pthread_mutex_lock(&mb->lock);
+  for (size_t i = 0; i < mb->count; i++) mbox_put_message(&out, mb, &mb->msgs[i], i == 0);
+  pthread_mutex_unlock(&mb->lock);
+  if (out.oom) {
+    buf_free(&out);
+    snprintf(err, errcap, "%.300s: out of memory", path);
+    return IMAPMEM_NOMEM;
+  }
+  FILE *f = fopen(path, "wb");
+  int rc = IMAPMEM_OK;
+  if (!f || (out.len && fwrite(out.p, 1, out.len, f) != out.len) || fclose(f) != 0) {
+    snprintf(err, errcap, "%.300s: cannot write: %s", path, strerror(errno));
+    rc = IMAPMEM_IO;
+  }
+  buf_free(&out);
+  return rc;
+}
+
+/* Write every mailbox of u into dir. */
+static int mbox_save_user(struct user *u, const char *dir, char *err, size_t errcap) {
+  if (!mkdir_p(dir)) {
+    snprintf(err, errcap, "%.300s: cannot create directory: %s", dir, strerror(errno));
+    return IMAPMEM_IO;
+  }
+  pthread_mutex_lock(&u->lock);
+  size_t n = u->nmailboxes;
+  struct mailbox **list = mem_calloc(n ? n : 1, sizeof *list);
+  for (size_t i = 0; list && i < n; i++) list[i] = mailbox_ref(u->mailboxes[i]);
+  pthread_mutex_unlock(&u->lock);
+  if (!list) {
+    snprintf(err, errcap, "out of memory");
+    return IMAPMEM_NOMEM;
+  }
+  int rc = IMAPMEM_OK;
+  for (size_t i = 0; i < n; i++) {
+    if (rc == IMAPMEM_OK) rc = mbox_save_mailbox(list[i], dir, err, errcap);
+    mailbox_unref(list[i]);
+  }
+  free(list);
+  return rc;
+}
+
 /*
 ** ===========================================================================
 ** 5  The command parser
@@ -2870,8 +3183,28 @@ static int parse_date(struct parser *ps, int64_t *days) {
 ** with cmd_ok/cmd_no/cmd_bad. The dispatcher sends pending untagged updates and then the
 ** tagged line, exactly once.
 */
-static const char capabilities[] =
-  "IMAP4rev1 LITERAL+ SASL-IR AUTH=PLAIN IDLE UIDPLUS MOVE UNSELECT NAMESPACE ID CHILDREN";
+static const struct {
+  const char *name;
+  unsigned bit;               /* 0: always on */
+} capability_list[] = {
+  {"IMAP4rev1", 0}, {"LITERAL+", CAP_LITERALPLUS}, {"SASL-IR", CAP_SASLIR}, {"AUTH=PLAIN", 0},
+  {"IDLE", CAP_IDLE}, {"UIDPLUS", CAP_UIDPLUS}, {"MOVE", CAP_MOVE}, {"UNSELECT", CAP_UNSELECT},
+  {"NAMESPACE", CAP_NAMESPACE}, {"ID", CAP_ID}, {"CHILDREN", CAP_CHILDREN}};
+
+static int cap_on(struct imapmem *srv, unsigned bit) {
+  return !(atomic_load(&srv->caps_off) & bit);
+}
+
+/* The capability list as advertised now (RFC 3501 7.2.1), into a fixed buffer. */
+static const char *capabilities(struct imapmem *srv, char *out, size_t cap) {
+  size_t n = 0;
+  out[0] = 0;
+  for (size_t i = 0; i < sizeof capability_list / sizeof capability_list[0]; i++)
+    if (!capability_list[i].bit || cap_on(srv, capability_list[i].bit))
+      n += (size_t)snprintf(out + n, n < cap ? cap - n : 0, "%s%s", n ? " " : "",
+                            capability_list[i].name);
+  return out;
+}
 
 static void PRINTF_LIKE(3, 4) cmd_reply(struct command *c, const char *status,
                                         const char *fmt, ...) {
@@ -2944,6 +3277,7 @@ static void session_unselect(struct session *s) {
   s->mb = NULL;
   s->nview = 0;
   if (s->state == ST_SELECTED) s->state = ST_AUTH;
+  session_publish(s);
 }
 
 /*
@@ -2957,10 +3291,9 @@ static int session_sync(struct session *s, int allow_expunge) {
   if (!mb) return 1;
   pthread_mutex_lock(&mb->lock);
   if (mb->epoch != s->epoch) {
-    int deleted = mb->deleted || !mb->selectable;
+    const char *why = mb->gone_why ? mb->gone_why : "changed by another session";
     pthread_mutex_unlock(&mb->lock);
-    session_send(s, "* BYE Selected mailbox was %s by another session\r\n",
-                 deleted ? "deleted" : "renamed");
+    session_send(s, "* BYE Selected mailbox was %s\r\n", why);
     s->closing = 1;
     session_unselect(s);
     return 0;
@@ -3093,7 +3426,8 @@ static int view_resolve(struct session *s, struct command *c, struct seqset *set
 
 static void cmd_capability(struct session *s, struct command *c) {
   if (!parse_end(&c->ps)) return cmd_bad_args(c);
-  session_send(s, "* CAPABILITY %s\r\n", capabilities);
+  char caps[256];
+  session_send(s, "* CAPABILITY %s\r\n", capabilities(s->srv, caps, sizeof caps));
   cmd_ok(c, "CAPABILITY completed");
 }
 
@@ -3151,6 +3485,7 @@ static int session_login(struct session *s, struct str name, struct str password
     return 0;
   s->user = u;
   s->state = ST_AUTH;
+  session_publish(s);
   return 1;
 }
 
@@ -3161,7 +3496,8 @@ static void cmd_login(struct session *s, struct command *c) {
     return cmd_bad_args(c);
   if (!session_login(s, user, pass))
     return cmd_no(c, "[AUTHENTICATIONFAILED] Invalid user name or password");
-  cmd_ok(c, "[CAPABILITY %s] LOGIN completed", capabilities);
+  char caps[256];
+  cmd_ok(c, "[CAPABILITY %s] LOGIN completed", capabilities(s->srv, caps, sizeof caps));
 }
 
 /* RFC 4616 PLAIN: [authzid] NUL authcid NUL passwd, base64 (RFC 4959 for SASL-IR). */
@@ -3171,6 +3507,8 @@ static void cmd_authenticate(struct session *s, struct command *c) {
   if (!parse_sp(ps) || !parse_atom(ps, &mech)) return cmd_bad_args(c);
   int have_ir = 0;
   if (parse_char(ps, ' ')) {
+    if (!cap_on(s->srv, CAP_SASLIR))
+      return cmd_bad(c, "AUTHENTICATE An initial response needs SASL-IR, which is off");
     if (!parse_run(ps, is_astring_char, &ir) && !parse_char(ps, '='))
       return cmd_bad(c, "AUTHENTICATE Invalid initial response");
     have_ir = 1;
@@ -3187,6 +3525,7 @@ static void cmd_authenticate(struct session *s, struct command *c) {
       return cmd_bad(c, "AUTHENTICATE Connection lost");
     }
     ir = str_make(line.p ? line.p : "", line.len);
+    if (atomic_load(&s->srv->tracing)) session_trace(s, 'C', "***", 3);
   }
   if (ir.len == 1 && ir.p[0] == '*') {
     buf_free(&line);
@@ -3211,7 +3550,8 @@ static void cmd_authenticate(struct session *s, struct command *c) {
   }
   buf_free(&dec);
   if (!authed) return cmd_no(c, "[AUTHENTICATIONFAILED] Authentication failed");
-  cmd_ok(c, "[CAPABILITY %s] Authenticated", capabilities);
+  char caps[256];
+  cmd_ok(c, "[CAPABILITY %s] Authenticated", capabilities(s->srv, caps, sizeof caps));
 }
 
 static void cmd_starttls(struct session *s, struct command *c) {
@@ -3259,6 +3599,7 @@ static void cmd_select(struct session *s, struct command *c) {
   s->epoch = mb->epoch;
   s->seen_modseq = s->expunge_modseq = mb->modseq;
   s->state = ST_SELECTED;
+  session_publish(s);
   struct buf fl = {0};
   buf_adds(&fl, "\\Answered \\Flagged \\Deleted \\Seen \\Draft");
   for (int i = 0; i < mb->nkeywords; i++) buf_printf(&fl, " %s", mb->keywords[i]);
@@ -3327,11 +3668,10 @@ static void cmd_delete(struct session *s, struct command *c) {
       free(all);
     }
     mb->selectable = 0;
-    mb->epoch++;
-    mailbox_wake_idlers(mb);
+    mailbox_retire(mb, "deleted by another session");
     pthread_mutex_unlock(&mb->lock);
   } else {
-    user_remove_locked(u, i);
+    user_remove_locked(u, i, "deleted by another session");
   }
   pthread_mutex_unlock(&u->lock);
   cmd_ok(c, "DELETE completed");
@@ -3408,9 +3748,8 @@ static void cmd_rename(struct session *s, struct command *c) {
     free(mb->name);
     mb->name = nn;
     pthread_mutex_lock(&mb->lock);
-    mb->epoch++;
+    mailbox_retire(mb, "renamed by another session");
     if (s->mb == mb) s->epoch = mb->epoch;   /* the renaming session keeps its selection */
-    mailbox_wake_idlers(mb);
     pthread_mutex_unlock(&mb->lock);
   }
   for (const char *p = strchr(to, '/'); p; p = strchr(p + 1, '/')) {
@@ -3524,8 +3863,10 @@ static void cmd_list(struct session *s, struct command *c) {
     } else {
       struct mailbox *mb = user_mailbox_locked(u, name);
       int kids = user_has_children_locked(u, name);
-      session_send(s, "* LIST (%s%s) \"/\" ", mb->selectable ? "" : "\\Noselect ",
-                   kids ? "\\HasChildren" : "\\HasNoChildren");
+      const char *attr = !cap_on(s->srv, CAP_CHILDREN) ? ""     /* RFC 3348 */
+                         : kids ? "\\HasChildren" : "\\HasNoChildren";
+      session_send(s, "* LIST (%s%s%s) \"/\" ", mb->selectable ? "" : "\\Noselect",
+                   !mb->selectable && *attr ? " " : "", attr);
     }
     out_string(&s->out, name, strlen(name));
     session_send(s, "\r\n");
@@ -3651,6 +3992,7 @@ static void cmd_append(struct session *s, struct command *c) {
     return full ? cmd_no(c, "[LIMIT] Too many keywords in this mailbox")
                 : cmd_no(c, "[SERVERBUG] Out of memory");
   }
+  if (!cap_on(s->srv, CAP_UIDPLUS)) return cmd_ok(c, "APPEND completed");
   cmd_ok(c, "[APPENDUID %u %u] APPEND completed", uv, uid);
 }
 
@@ -3666,6 +4008,8 @@ static void cmd_idle(struct session *s, struct command *c) {
     }
     pthread_mutex_unlock(&mb->lock);
   }
+  s->in_idle = 1;
+  session_publish(s);
   session_send(s, "+ idling\r\n");
   struct buf line = {0};
   int r = 0;
@@ -3677,6 +4021,7 @@ static void cmd_idle(struct session *s, struct command *c) {
     }
     r = session_read_line(s, &line, IMAPMEM_MAX_LINE, 1);
     if (r == -3) continue;   /* woken by a change: report it */
+    if (r >= 0 && atomic_load(&s->srv->tracing)) session_trace(s, 'C', line.p ? line.p : "", line.len);
     break;
   }
   if (s->mb) {
@@ -3686,6 +4031,8 @@ static void cmd_idle(struct session *s, struct command *c) {
     s->idling = 0;
     pthread_mutex_unlock(&s->mb->lock);
   }
+  s->in_idle = 0;
+  session_publish(s);
   if (s->closing) cmd_bad(c, "IDLE ended");
   else if (r < 0) {
     s->closing = 1;
@@ -3904,9 +4251,10 @@ static void cmd_copy(struct session *s, struct command *c) {
       free(rm);
     }
     pthread_mutex_unlock(&src->lock);
-    session_send(s, "* OK [COPYUID %u %s %s] Moved\r\n", uv, srcuids.p, dstuids.p);
+    if (cap_on(s->srv, CAP_UIDPLUS))
+      session_send(s, "* OK [COPYUID %u %s %s] Moved\r\n", uv, srcuids.p, dstuids.p);
     cmd_ok(c, "%sMOVE completed", c->uid ? "UID " : "");
-  } else if (got) {
+  } else if (got && cap_on(s->srv, CAP_UIDPLUS)) {
     cmd_ok(c, "[COPYUID %u %s %s] %sCOPY completed", uv, srcuids.p, dstuids.p,
            c->uid ? "UID " : "");
   } else {
@@ -3929,35 +4277,36 @@ static void cmd_fetch(struct session *s, struct command *c) {
 #define ANY (ST_NOTAUTH | ST_AUTH | ST_SELECTED)
 #define AUTHED (ST_AUTH | ST_SELECTED)
 static const struct cmd_def commands[] = {
-  {"CAPABILITY", ANY, 0, cmd_capability},
-  {"NOOP", ANY, 0, cmd_noop},
-  {"LOGOUT", ANY, 0, cmd_logout},
-  {"ID", ANY, 0, cmd_id},
-  {"STARTTLS", ST_NOTAUTH, 0, cmd_starttls},
-  {"AUTHENTICATE", ST_NOTAUTH, 0, cmd_authenticate},
-  {"LOGIN", ST_NOTAUTH, 0, cmd_login},
-  {"SELECT", AUTHED, 0, cmd_select},
-  {"EXAMINE", AUTHED, 0, cmd_select},
-  {"CREATE", AUTHED, 0, cmd_create},
-  {"DELETE", AUTHED, 0, cmd_delete},
-  {"RENAME", AUTHED, 0, cmd_rename},
-  {"SUBSCRIBE", AUTHED, 0, cmd_subscribe},
-  {"UNSUBSCRIBE", AUTHED, 0, cmd_subscribe},
-  {"LIST", AUTHED, 0, cmd_list},
-  {"LSUB", AUTHED, 0, cmd_list},
-  {"STATUS", AUTHED, 0, cmd_status},
-  {"APPEND", AUTHED, 0, cmd_append},
-  {"IDLE", AUTHED, 0, cmd_idle},
-  {"NAMESPACE", AUTHED, 0, cmd_namespace},
-  {"CHECK", ST_SELECTED, 0, cmd_check},
-  {"CLOSE", ST_SELECTED, 0, cmd_close},
-  {"UNSELECT", ST_SELECTED, 0, cmd_unselect},
-  {"EXPUNGE", ST_SELECTED, CMD_UID, cmd_expunge},
-  {"SEARCH", ST_SELECTED, CMD_UID | CMD_KEEP_SEQ, cmd_search},
-  {"FETCH", ST_SELECTED, CMD_UID | CMD_KEEP_SEQ, cmd_fetch},
-  {"STORE", ST_SELECTED, CMD_UID | CMD_KEEP_SEQ, cmd_store},
-  {"COPY", ST_SELECTED, CMD_UID, cmd_copy},
-  {"MOVE", ST_SELECTED, CMD_UID, cmd_copy},
+  /* name          states       flags                  extension  UID form's   handler */
+  {"CAPABILITY",   ANY,         0,                     0,         0,           cmd_capability},
+  {"NOOP",         ANY,         0,                     0,         0,           cmd_noop},
+  {"LOGOUT",       ANY,         0,                     0,         0,           cmd_logout},
+  {"ID",           ANY,         0,                     CAP_ID,    0,           cmd_id},
+  {"STARTTLS",     ST_NOTAUTH,  0,                     0,         0,           cmd_starttls},
+  {"AUTHENTICATE", ST_NOTAUTH,  0,                     0,         0,           cmd_authenticate},
+  {"LOGIN",        ST_NOTAUTH,  0,                     0,         0,           cmd_login},
+  {"SELECT",       AUTHED,      0,                     0,         0,           cmd_select},
+  {"EXAMINE",      AUTHED,      0,                     0,         0,           cmd_select},
+  {"CREATE",       AUTHED,      0,                     0,         0,           cmd_create},
+  {"DELETE",       AUTHED,      0,                     0,         0,           cmd_delete},
+  {"RENAME",       AUTHED,      0,                     0,         0,           cmd_rename},
+  {"SUBSCRIBE",    AUTHED,      0,                     0,         0,           cmd_subscribe},
+  {"UNSUBSCRIBE",  AUTHED,      0,                     0,         0,           cmd_subscribe},
+  {"LIST",         AUTHED,      0,                     0,         0,           cmd_list},
+  {"LSUB",         AUTHED,      0,                     0,         0,           cmd_list},
+  {"STATUS",       AUTHED,      0,                     0,         0,           cmd_status},
+  {"APPEND",       AUTHED,      0,                     0,         0,           cmd_append},
+  {"IDLE",         AUTHED,      0,                     CAP_IDLE,  0,           cmd_idle},
+  {"NAMESPACE",    AUTHED,      0,                     CAP_NAMESPACE, 0,       cmd_namespace},
+  {"CHECK",        ST_SELECTED, 0,                     0,         0,           cmd_check},
+  {"CLOSE",        ST_SELECTED, 0,                     0,         0,           cmd_close},
+  {"UNSELECT",     ST_SELECTED, 0,                     CAP_UNSELECT, 0,        cmd_unselect},
+  {"EXPUNGE",      ST_SELECTED, CMD_UID,               0,         CAP_UIDPLUS, cmd_expunge},
+  {"SEARCH",       ST_SELECTED, CMD_UID | CMD_KEEP_SEQ, 0,        0,           cmd_search},
+  {"FETCH",        ST_SELECTED, CMD_UID | CMD_KEEP_SEQ, 0,        0,           cmd_fetch},
+  {"STORE",        ST_SELECTED, CMD_UID | CMD_KEEP_SEQ, 0,        0,           cmd_store},
+  {"COPY",         ST_SELECTED, CMD_UID,               0,         0,           cmd_copy},
+  {"MOVE",         ST_SELECTED, CMD_UID,               CAP_MOVE,  CAP_MOVE,    cmd_copy},
 };
 
 static const struct cmd_def *command_find(struct str name) {
@@ -3967,8 +4316,63 @@ static const struct cmd_def *command_find(struct str name) {
 }
 
 /*
-** Run one complete command (in s->cmd): parse the tag and name, check the state and the
-** UID prefix from the table, run the handler, send pending updates and the tagged reply.
+** A fault set up for this command (imapmem_fault), copied out under the lock, or 0.
+** name is the command as sent ("FETCH", "UID FETCH").
+*/
+static int session_fault(struct session *s, const char *name, struct fault *out) {
+  struct imapmem *srv = s->srv;
+  if (atomic_load(&srv->nfaults_set) == 0) return 0;
+  int found = 0;
+  pthread_mutex_lock(&srv->lock);
+  for (size_t i = 0; i < srv->nfaults && !found; i++) {
+    const struct fault *f = &srv->faults[i];
+    if ((f->nth && f->nth == s->ncommands) || (!f->nth && (strcmp(f->cmd, "*") == 0 ||
+                                                          strcasecmp(f->cmd, name) == 0))) {
+      *out = *f;
+      found = 1;
+    }
+  }
+  pthread_mutex_unlock(&srv->lock);
+  return found;
+}
+
+static void mailbox_new_uidvalidity(struct imapmem *srv, struct mailbox *mb);
+
+/* Carry out a fault. Returns 1 if the command is answered (or the session ended) here. */
+static int session_apply_fault(struct session *s, struct command *c, const struct fault *f) {
+  switch (f->action) {
+  case FA_NO:
+  case FA_BAD:
+    session_send(s, "%s %s %s\r\n", c->tag, f->action == FA_NO ? "NO" : "BAD", f->text);
+    return 1;
+  case FA_DROP:
+    buf_reset(&s->out);
+    s->closing = 1;
+    return 1;
+  case FA_BYE:
+    session_send(s, "* BYE %s\r\n", f->text);
+    s->closing = 1;
+    return 1;
+  case FA_ALERT:
+    session_send(s, "* OK [ALERT] %s\r\n", f->text);
+    return 0;
+  case FA_DELAY:
+    sleep_ms(f->ms);
+    return 0;
+  case FA_UIDVALIDITY: {
+    struct mailbox *mb = s->mb ? mailbox_ref(s->mb) : user_mailbox(s->user, "INBOX");
+    if (mb) mailbox_new_uidvalidity(s->srv, mb);
+    mailbox_unref(mb);
+    return 0;
+  }
+  }
+  return 0;
+}
+
+/*
+** Run one complete command (in s->cmd): parse the tag and name, check the state, the
+** UID prefix and the extension from the table, run the handler, then send pending
+** updates and the tagged reply.
 */
 static void session_execute(struct session *s) {
   struct command c;
@@ -3977,6 +4381,7 @@ static void session_execute(struct session *s) {
   c.ps.end = s->cmd.p + s->cmd.len;
   c.ps.arena = &s->arena;
   struct str tag, name;
+  s->ncommands++;
   if (!parse_tag(&c.ps, &tag) || !parse_char(&c.ps, ' ')) {
     session_send(s, "* BAD Missing or invalid command tag\r\n");
     return;
@@ -3997,10 +4402,15 @@ static void session_execute(struct session *s) {
       return;
     }
   }
+  char full[64];
+  snprintf(full, sizeof full, "%s%.*s", c.uid ? "UID " : "", (int)(name.len > 40 ? 40 : name.len),
+           name.p);
+  struct fault f;
+  if (session_fault(s, full, &f) && session_apply_fault(s, &c, &f)) return;
   c.def = command_find(name);
-  if (!c.def || (c.uid && !(c.def->flags & CMD_UID))) {
-    session_send(s, "%s BAD Unknown command: %s%.*s\r\n", c.tag, c.uid ? "UID " : "",
-                 (int)(name.len > 40 ? 40 : name.len), name.p);
+  if (!c.def || (c.uid && !(c.def->flags & CMD_UID)) || (c.def->cap && !cap_on(s->srv, c.def->cap)) ||
+      (c.uid && c.def->uid_cap && !cap_on(s->srv, c.def->uid_cap))) {
+    session_send(s, "%s BAD Unknown command: %s\r\n", c.tag, full);
     return;
   }
   if (!(c.def->states & s->state)) {
@@ -4747,10 +5157,101 @@ static void session_send(struct session *s, const char *fmt, ...) {
   va_end(ap);
 }
 
-static int session_write(struct session *s, const char *p, size_t n) {
+/* ------------------------------------------------------------------------- */
+/*
+** The transcript (imapmem_set_trace, --trace): one callback per protocol line, literals
+** shown by their size and passwords masked, so a reader sees IMAP happen.
+*/
+static void session_trace(struct session *s, char dir, const char *line, size_t n) {
+  struct imapmem *srv = s->srv;
+  pthread_mutex_lock(&srv->lock);
+  imapmem_trace_fn *fn = srv->trace_fn;
+  void *arg = srv->trace_arg;
+  pthread_mutex_unlock(&srv->lock);
+  if (fn) fn(arg, s->id, dir, line, n);
+}
+
+/* Feed bytes the server writes; whole lines go to the transcript. */
+static void session_trace_out(struct session *s, const char *p, size_t n) {
+  struct buf *l = &s->trace_line;
   while (n) {
-    ssize_t w = send(s->fd, p, n, MSG_NOSIGNAL);
-    if (w < 0 && errno == ENOTSOCK) w = write(s->fd, p, n);
+    if (s->trace_skip) {     /* inside a literal: count it, do not show it */
+      size_t k = n < s->trace_skip ? n : s->trace_skip;
+      s->trace_skip -= k;
+      p += k;
+      n -= k;
+      continue;
+    }
+    const char *nl = memchr(p, '\n', n);
+    size_t k = nl ? (size_t)(nl - p) + 1 : n;
+    buf_add(l, p, k);
+    p += k;
+    n -= k;
+    if (!nl) break;
+    l->len -= l->len >= 2 && l->p[l->len - 2] == '\r' ? 2 : 1;
+    size_t end = l->len, digits = 0;       /* a line ending "{n}" announces a literal */
+    if (end >= 3 && l->p[end - 1] == '}') {
+      size_t i = end - 1, v = 0, mul = 1;
+      while (i > 0 && l->p[i - 1] >= '0' && l->p[i - 1] <= '9' && digits < 12) {
+        v += (size_t)(l->p[i - 1] - '0') * mul;
+        mul *= 10;
+        digits++;
+        i--;
+      }
+      if (digits && i > 0 && l->p[i - 1] == '{') {
+        l->len = i - 1;
+        buf_printf(l, "{%zu bytes}", v);
+        s->trace_skip = v;
+        if (v) continue;     /* the line goes on after the literal */
+      }
+    }
+    session_trace(s, 'S', l->p ? l->p : "", l->len);
+    buf_reset(l);
+  }
+}
+
+/* The transcript of one command read: literals by size, passwords as "***". */
+static void session_trace_command(struct session *s, const char *p, size_t n) {
+  struct buf t = {0};
+  size_t i = 0, words = 0;
+  int login = 0, auth = 0;
+  while (i < n) {
+    if (p[i] == '{') {         /* {n}CRLF or {n+}CRLF, then n bytes */
+      size_t j = i + 1, v = 0;
+      while (j < n && p[j] >= '0' && p[j] <= '9') v = v * 10 + (size_t)(p[j++] - '0');
+      if (j < n && p[j] == '+') j++;
+      if (j + 3 <= n && p[j] == '}' && p[j + 1] == '\r' && p[j + 2] == '\n') {
+        j += 3;
+        buf_printf(&t, "{%zu bytes}", v);
+        i = v <= n - j ? j + v : n;
+        continue;
+      }
+    }
+    if (p[i] == ' ') {
+      words++;
+      if (words == 2) {        /* after "tag NAME" */
+        login = t.len >= 5 && strncasecmp(t.p + t.len - 5, "LOGIN", 5) == 0;
+        auth = t.len >= 12 && strncasecmp(t.p + t.len - 12, "AUTHENTICATE", 12) == 0;
+      }
+      if ((login && words == 3) || (auth && words == 3)) {
+        buf_adds(&t, " ***");
+        break;
+      }
+    }
+    buf_addc(&t, p[i++]);
+  }
+  session_trace(s, 'C', t.p ? t.p : "", t.len);
+  buf_free(&t);
+}
+
+/* ------------------------------------------------------------------------- */
+static int session_write(struct session *s, const char *p, size_t n) {
+  if (atomic_load(&s->srv->tracing)) session_trace_out(s, p, n);
+  int chunk = atomic_load(&s->srv->chunk);   /* "chunk=n" fault: tiny writes */
+  while (n) {
+    size_t k = chunk > 0 && (size_t)chunk < n ? (size_t)chunk : n;
+    ssize_t w = send(s->fd_out, p, k, MSG_NOSIGNAL);
+    if (w < 0 && errno == ENOTSOCK) w = write(s->fd_out, p, k);
     if (w < 0 && errno == EINTR) continue;
     if (w <= 0) {
       s->closing = 1;
@@ -4770,6 +5271,8 @@ static int session_flush(struct session *s) {
     buf_adds(&s->out, "* BYE Out of memory\r\n");
     s->closing = 1;
   }
+  int delay = atomic_load(&s->srv->delay_ms);   /* "delay=ms" fault */
+  if (delay > 0 && s->out.len) sleep_ms(delay);
   int ok = s->out.len == 0 || session_write(s, s->out.p, s->out.len);
   buf_reset(&s->out);
   if (s->out.cap > (1u << 20)) buf_free(&s->out);   /* do not keep a huge buffer */
@@ -4790,6 +5293,26 @@ static void session_wake(struct session *s) {
 /* Wake the sessions idling on mb. Caller holds mb->lock. */
 static void mailbox_wake_idlers(struct mailbox *mb) {
   for (size_t i = 0; i < mb->nidlers; i++) session_wake(mb->idlers[i]);
+  if (mb->user) server_notify(mb->user->srv);
+}
+
+/* Tell imapmem_wait() callers that something changed. wait_lock is a leaf lock. */
+static void server_notify(struct imapmem *srv) {
+  if (!srv) return;
+  pthread_mutex_lock(&srv->wait_lock);
+  srv->generation++;
+  pthread_cond_broadcast(&srv->wait_cond);
+  pthread_mutex_unlock(&srv->wait_lock);
+}
+
+/* Make the session's user, mailbox and IDLE state visible to imapmem_wait(). */
+static void session_publish(struct session *s) {
+  pthread_mutex_lock(&s->srv->lock);
+  s->pub_user = s->user;
+  s->pub_mb = s->mb;
+  s->pub_idle = s->in_idle;
+  pthread_mutex_unlock(&s->srv->lock);
+  server_notify(s->srv);
 }
 
 /*
@@ -4901,6 +5424,7 @@ static int session_read_command(struct session *s) {
     int r = session_read_line(s, &line, IMAPMEM_MAX_LINE, 0);
     if (r == -2) {
       buf_add(&s->cmd, line.p, line.len);
+      if (atomic_load(&s->srv->tracing)) session_trace(s, 'C', "(a line too long)", 17);
       session_refuse(s, &s->cmd, "Command line too long");
       buf_free(&line);
       return 0;
@@ -4930,6 +5454,11 @@ static int session_read_command(struct session *s) {
       if (!(i > 0 && line.p[i - 1] == '{' && digits)) digits = 0;
     }
     if (!digits) break;
+    if (plus && !cap_on(s->srv, CAP_LITERALPLUS)) {   /* the bytes follow regardless */
+      session_send(s, "* BYE Non-synchronizing literals are switched off (no LITERAL+)\r\n");
+      buf_free(&line);
+      return -1;
+    }
     if (digits > 12 || size > max_lit || s->cmd.len + size > max_lit + 16 * IMAPMEM_MAX_LINE) {
       if (plus) {            /* the client sends it anyway: the stream is lost */
         session_send(s, "* BYE Literal too large (limit %zu bytes)\r\n", max_lit);
@@ -4962,11 +5491,22 @@ static int session_read_command(struct session *s) {
     session_send(s, "* BAD Out of memory for this command\r\n");
     return 0;
   }
+  if (atomic_load(&s->srv->tracing)) session_trace_command(s, s->cmd.p, s->cmd.len);
   return 1;
 }
 
 static void session_run(struct session *s) {
-  session_send(s, "* OK [CAPABILITY %s] imapmem ready\r\n", capabilities);
+  char caps[256];
+  capabilities(s->srv, caps, sizeof caps);
+  struct str pre = str_make(s->preauth ? s->preauth : "", s->preauth ? strlen(s->preauth) : 0);
+  if (s->preauth && (s->user = server_find_user(s->srv, pre)) != NULL) {
+    s->state = ST_AUTH;      /* RFC 3501 7.1.4: already authenticated */
+    session_publish(s);
+    session_send(s, "* PREAUTH [CAPABILITY %s] imapmem ready, logged in as %s\r\n", caps,
+                 s->preauth);
+  } else {
+    session_send(s, "* OK [CAPABILITY %s] imapmem ready\r\n", caps);
+  }
   session_flush(s);
   while (!s->closing && s->state != ST_LOGOUT) {
     int r = session_read_command(s);
@@ -4985,34 +5525,41 @@ static void session_run(struct session *s) {
 static void *session_thread(void *arg) {
   struct session *s = arg;
   session_run(s);
-  shutdown(s->fd, SHUT_RDWR);
+  shutdown(s->fd_out, SHUT_RDWR);
+  if (s->fd_out != s->fd) close(s->fd_out);   /* the client sees the end at once */
+  s->fd_out = s->fd;
   atomic_fetch_sub(&s->srv->nactive, 1);
   atomic_store(&s->finished, 1);
+  server_notify(s->srv);
   return NULL;
 }
 
 static void session_free(struct session *s) {
   if (!s) return;
   if (s->fd >= 0) close(s->fd);
+  if (s->fd_out >= 0 && s->fd_out != s->fd) close(s->fd_out);
   if (s->wake[0] >= 0) close(s->wake[0]);
   if (s->wake[1] >= 0) close(s->wake[1]);
   buf_free(&s->out);
   buf_free(&s->cmd);
+  buf_free(&s->trace_line);
   arena_free(&s->arena);
+  free((char *)s->preauth);
   free(s->view);
   free(s);
 }
 
-static struct session *session_new(struct imapmem *srv, int fd) {
+static struct session *session_new(struct imapmem *srv, int fd, int fd_out) {
   struct session *s = mem_calloc(1, sizeof *s);
   if (!s) return NULL;
   s->srv = srv;
   s->fd = fd;
+  s->fd_out = fd_out;
   s->state = ST_NOTAUTH;
   s->wake[0] = s->wake[1] = -1;
   atomic_init(&s->finished, 0);
   if (pipe(s->wake) < 0) {
-    s->fd = -1;
+    s->fd = s->fd_out = -1;
     session_free(s);
     return NULL;
   }
@@ -5038,6 +5585,37 @@ static void server_reap_locked(struct imapmem *srv) {
   srv->nsessions = w;
 }
 
+/*
+** Start a session thread on the descriptors; the session owns them from now on, even
+** on failure. Returns an IMAPMEM_ code.
+*/
+static int server_add_session(struct imapmem *srv, int fd, int fd_out, const char *preauth) {
+  pthread_mutex_lock(&srv->lock);
+  server_reap_locked(srv);
+  struct session *s = session_new(srv, fd, fd_out);
+  if (!s || (preauth && !(s->preauth = mem_strdup(preauth))) ||
+      !mem_grow(&srv->sessions, &srv->capsessions, srv->nsessions + 1, sizeof srv->sessions[0])) {
+    pthread_mutex_unlock(&srv->lock);
+    if (s) session_free(s);
+    else {
+      close(fd);
+      if (fd_out != fd) close(fd_out);
+    }
+    return IMAPMEM_NOMEM;
+  }
+  s->id = ++srv->next_session_id;
+  atomic_fetch_add(&srv->nactive, 1);
+  if (pthread_create(&s->thread, NULL, session_thread, s) != 0) {
+    atomic_fetch_sub(&srv->nactive, 1);
+    pthread_mutex_unlock(&srv->lock);
+    session_free(s);
+    return IMAPMEM_ERROR;
+  }
+  srv->sessions[srv->nsessions++] = s;
+  pthread_mutex_unlock(&srv->lock);
+  return IMAPMEM_OK;
+}
+
 static void server_accept(struct imapmem *srv, int fd) {
   fcntl(fd, F_SETFD, FD_CLOEXEC);
   int one = 1;
@@ -5051,26 +5629,7 @@ static void server_accept(struct imapmem *srv, int fd) {
     close(fd);
     return;
   }
-  pthread_mutex_lock(&srv->lock);
-  server_reap_locked(srv);
-  struct session *s = session_new(srv, fd);
-  if (!s || !mem_grow(&srv->sessions, &srv->capsessions, srv->nsessions + 1,
-                      sizeof srv->sessions[0])) {
-    pthread_mutex_unlock(&srv->lock);
-    if (s) session_free(s);
-    else close(fd);
-    return;
-  }
-  s->id = ++srv->next_session_id;
-  atomic_fetch_add(&srv->nactive, 1);
-  if (pthread_create(&s->thread, NULL, session_thread, s) != 0) {
-    atomic_fetch_sub(&srv->nactive, 1);
-    pthread_mutex_unlock(&srv->lock);
-    session_free(s);
-    return;
-  }
-  srv->sessions[srv->nsessions++] = s;
-  pthread_mutex_unlock(&srv->lock);
+  server_add_session(srv, fd, fd, NULL);
 }
 
 static void *accept_thread(void *arg) {
@@ -5142,6 +5701,8 @@ int imapmem_new(const struct imapmem_config *config, imapmem **out) {
   if (srv->cfg.idle_timeout <= 0) srv->cfg.idle_timeout = 1800;
   if (!srv->cfg.max_literal) srv->cfg.max_literal = IMAPMEM_MAX_LITERAL;
   pthread_mutex_init(&srv->lock, NULL);
+  pthread_mutex_init(&srv->wait_lock, NULL);
+  pthread_cond_init(&srv->wait_cond, NULL);
   srv->listen_fd = -1;
   srv->port = -1;
   srv->wake[0] = srv->wake[1] = -1;
@@ -5162,8 +5723,9 @@ int imapmem_add_user(imapmem *srv, const char *name, const char *password) {
   struct user *u = user_new(name, password);
   int exists;
   if (!u) return api_error(srv, IMAPMEM_NOMEM, "out of memory");
+  u->srv = srv;
   if (!user_create_locked(u, "INBOX", 1, srv->cfg.uidvalidity ? srv->cfg.uidvalidity :
-                          (uint32_t)time(NULL), &exists)) {
+                          (uint32_t)time(NULL), &exists) || !user_snapshot(u)) {
     user_free(u);
     return api_error(srv, IMAPMEM_NOMEM, "out of memory");
   }
@@ -5202,7 +5764,8 @@ int imapmem_load(imapmem *srv, const char *user, const char *path) {
   }
   if (rc == IMAPMEM_OK) {
     rc = mbox_commit(u, list, api_uidvalidity(srv));
-    if (rc != IMAPMEM_OK) snprintf(err, sizeof err, "%s: out of memory", path);
+    if (rc == IMAPMEM_OK && !user_snapshot(u)) rc = IMAPMEM_NOMEM;
+    if (rc != IMAPMEM_OK) snprintf(err, sizeof err, "%.400s: out of memory", path);
   }
   mbox_batch_free(list);
   if (rc != IMAPMEM_OK) return api_error(srv, rc, "%s", err);
@@ -5222,6 +5785,7 @@ int imapmem_load_mbox(imapmem *srv, const char *user, const char *mailbox, const
                       sizeof err);
   if (rc == IMAPMEM_OK) {
     rc = mbox_commit(u, b, api_uidvalidity(srv));
+    if (rc == IMAPMEM_OK && !user_snapshot(u)) rc = IMAPMEM_NOMEM;
     if (rc != IMAPMEM_OK) snprintf(err, sizeof err, "out of memory");
   }
   mbox_batch_free(b);
@@ -5293,15 +5857,20 @@ const char *imapmem_address(imapmem *srv) {
 
 int imapmem_stop(imapmem *srv) {
   if (!srv) return IMAPMEM_MISUSE;
-  if (!srv->started) return IMAPMEM_OK;
   pthread_mutex_lock(&srv->lock);
   srv->stopping = 1;
   pthread_mutex_unlock(&srv->lock);
-  ssize_t r = write(srv->wake[1], "x", 1);
-  (void)r;
-  pthread_join(srv->accept_thread, NULL);
-  close(srv->listen_fd);
-  srv->listen_fd = -1;
+  if (srv->started) {
+    ssize_t r = write(srv->wake[1], "x", 1);
+    (void)r;
+    pthread_join(srv->accept_thread, NULL);
+    close(srv->listen_fd);
+    srv->listen_fd = -1;
+    close(srv->wake[0]);
+    close(srv->wake[1]);
+    srv->wake[0] = srv->wake[1] = -1;
+    srv->started = 0;
+  }
   /* wake every session so it says BYE; give them a moment, then cut the slow ones off */
   pthread_mutex_lock(&srv->lock);
   for (size_t i = 0; i < srv->nsessions; i++) session_wake(srv->sessions[i]);
@@ -5323,10 +5892,398 @@ int imapmem_stop(imapmem *srv) {
     session_free(list[i]);
   }
   free(list);
-  close(srv->wake[0]);
-  close(srv->wake[1]);
-  srv->wake[0] = srv->wake[1] = -1;
-  srv->started = 0;
+  pthread_mutex_lock(&srv->lock);
+  srv->stopping = 0;         /* serve_fd() may be used again */
+  pthread_mutex_unlock(&srv->lock);
+  return IMAPMEM_OK;
+}
+
+int imapmem_serve_fd(imapmem *srv, int in_fd, int out_fd, const char *preauth_user) {
+  if (!srv || in_fd < 0 || out_fd < 0) return IMAPMEM_MISUSE;
+  if (preauth_user && !api_user(srv, preauth_user)) {
+    close(in_fd);
+    if (out_fd != in_fd) close(out_fd);
+    return api_error(srv, IMAPMEM_NOTFOUND, "no such user: %s", preauth_user);
+  }
+  int rc = server_add_session(srv, in_fd, out_fd, preauth_user);
+  return rc == IMAPMEM_OK ? rc : api_error(srv, rc, "cannot start a session thread");
+}
+
+/* The user's mailbox, with a reference; errors go to errmsg. */
+static int api_mailbox(struct imapmem *srv, const char *user, const char *mailbox,
+                       struct mailbox **out) {
+  *out = NULL;
+  if (!srv || !user || !mailbox) return IMAPMEM_MISUSE;
+  struct user *u = api_user(srv, user);
+  if (!u) return api_error(srv, IMAPMEM_NOTFOUND, "no such user: %s", user);
+  *out = user_mailbox(u, mailbox);
+  if (!*out) return api_error(srv, IMAPMEM_NOTFOUND, "no such mailbox: %s", mailbox);
+  return IMAPMEM_OK;
+}
+
+int imapmem_append(imapmem *srv, const char *user, const char *mailbox, const char *bytes,
+                   size_t len, const char *flags, uint32_t *uid_out) {
+  if (!bytes || !len) return IMAPMEM_MISUSE;
+  struct mailbox *mb;
+  int rc = api_mailbox(srv, user, mailbox, &mb);
+  if (rc) return rc;
+  struct arena a = {0};
+  struct flag_list fl = {0};
+  if (flags && *flags) {
+    size_t n = strlen(flags);
+    char *list = arena_alloc(&a, n + 3);
+    if (list) snprintf(list, n + 3, "(%s)", flags);
+    struct parser ps = {list, list ? list + n + 2 : NULL, &a, NULL};
+    if (!list || !parse_flags(&ps, &fl, 0) || !parse_end(&ps)) {
+      arena_free(&a);
+      mailbox_unref(mb);
+      return api_error(srv, IMAPMEM_MISUSE, "invalid flags \"%s\": %s", flags,
+                       ps.err ? ps.err : "out of memory");
+    }
+  }
+  struct msgdata *d = mb->selectable ? msgdata_new(bytes, len) : NULL;
+  uint32_t uid = 0;
+  uint64_t kw = 0;
+  int full = 0;
+  if (d) {
+    pthread_mutex_lock(&mb->lock);
+    full = flag_list_keywords(mb, &fl, &kw) < 0;
+    if (!full) uid = mailbox_append(mb, d, fl.flags | FLAG_RECENT, kw, (int64_t)time(NULL), 0);
+    pthread_mutex_unlock(&mb->lock);
+  }
+  arena_free(&a);
+  int selectable = mb->selectable;
+  mailbox_unref(mb);
+  if (!uid) {
+    msgdata_unref(d);
+    if (!selectable) return api_error(srv, IMAPMEM_NOTFOUND, "%s is \\Noselect", mailbox);
+    return api_error(srv, full ? IMAPMEM_ERROR : IMAPMEM_NOMEM,
+                     full ? "too many keywords in %s" : "out of memory in %s", mailbox);
+  }
+  if (uid_out) *uid_out = uid;
+  return IMAPMEM_OK;
+}
+
+int imapmem_mailboxes(imapmem *srv, const char *user, char **names_out) {
+  if (!srv || !user || !names_out) return IMAPMEM_MISUSE;
+  *names_out = NULL;
+  struct user *u = api_user(srv, user);
+  if (!u) return api_error(srv, IMAPMEM_NOTFOUND, "no such user: %s", user);
+  struct buf b = {0};
+  pthread_mutex_lock(&u->lock);
+  const char **names = mem_calloc(u->nmailboxes ? u->nmailboxes : 1, sizeof *names);
+  for (size_t i = 0; names && i < u->nmailboxes; i++) names[i] = u->mailboxes[i]->name;
+  if (names) qsort(names, u->nmailboxes, sizeof *names, cmp_names);
+  for (size_t i = 0; names && i < u->nmailboxes; i++) buf_printf(&b, "%s\n", names[i]);
+  pthread_mutex_unlock(&u->lock);
+  free(names);
+  if (!names || !(*names_out = buf_take(&b))) return api_error(srv, IMAPMEM_NOMEM, "out of memory");
+  return IMAPMEM_OK;
+}
+
+int imapmem_count(imapmem *srv, const char *user, const char *mailbox, size_t *count_out) {
+  struct mailbox *mb;
+  if (!count_out) return IMAPMEM_MISUSE;
+  int rc = api_mailbox(srv, user, mailbox, &mb);
+  if (rc) return rc;
+  pthread_mutex_lock(&mb->lock);
+  *count_out = mb->count;
+  pthread_mutex_unlock(&mb->lock);
+  mailbox_unref(mb);
+  return IMAPMEM_OK;
+}
+
+int imapmem_uids(imapmem *srv, const char *user, const char *mailbox, uint32_t **uids_out,
+                 size_t *count_out) {
+  struct mailbox *mb;
+  if (!uids_out || !count_out) return IMAPMEM_MISUSE;
+  *uids_out = NULL;
+  *count_out = 0;
+  int rc = api_mailbox(srv, user, mailbox, &mb);
+  if (rc) return rc;
+  pthread_mutex_lock(&mb->lock);
+  uint32_t *uids = malloc((mb->count ? mb->count : 1) * sizeof *uids);
+  for (size_t i = 0; uids && i < mb->count; i++) uids[i] = mb->msgs[i].uid;
+  size_t n = mb->count;
+  pthread_mutex_unlock(&mb->lock);
+  mailbox_unref(mb);
+  if (!uids) return api_error(srv, IMAPMEM_NOMEM, "out of memory");
+  *uids_out = uids;
+  *count_out = n;
+  return IMAPMEM_OK;
+}
+
+/* Run fn on message uid of mailbox with its lock held. */
+static int api_message(struct imapmem *srv, const char *user, const char *mailbox, uint32_t uid,
+                       int (*fn)(struct mailbox *, struct message *, void *), void *arg) {
+  struct mailbox *mb;
+  int rc = api_mailbox(srv, user, mailbox, &mb);
+  if (rc) return rc;
+  pthread_mutex_lock(&mb->lock);
+  long k = mailbox_find_uid(mb, uid);
+  rc = k < 0 ? IMAPMEM_NOTFOUND : fn(mb, &mb->msgs[k], arg);
+  pthread_mutex_unlock(&mb->lock);
+  mailbox_unref(mb);
+  if (rc == IMAPMEM_NOTFOUND) return api_error(srv, rc, "no message with UID %u in %s", uid, mailbox);
+  if (rc == IMAPMEM_NOMEM) return api_error(srv, rc, "out of memory");
+  return rc;
+}
+
+static int message_flags_string(struct mailbox *mb, struct message *m, void *arg) {
+  struct buf b = {0};
+  flags_out(&b, m->flags & FLAGS_SYSTEM, m->keywords, mb->keywords, mb->nkeywords, 0);
+  if (b.oom) {
+    buf_free(&b);
+    return IMAPMEM_NOMEM;
+  }
+  memmove(b.p, b.p + 1, b.len - 2);  /* without the parentheses */
+  b.p[b.len - 2] = 0;
+  *(char **)arg = b.p;
+  return IMAPMEM_OK;
+}
+
+int imapmem_flags(imapmem *srv, const char *user, const char *mailbox, uint32_t uid,
+                  char **flags_out) {
+  if (!flags_out) return IMAPMEM_MISUSE;
+  *flags_out = NULL;
+  return api_message(srv, user, mailbox, uid, message_flags_string, flags_out);
+}
+
+struct bytes_out {
+  char **p;
+  size_t *n;
+};
+
+static int message_bytes(struct mailbox *mb, struct message *m, void *arg) {
+  (void)mb;
+  struct bytes_out *o = arg;
+  char *p = malloc(m->data->size + 1);
+  if (!p) return IMAPMEM_NOMEM;
+  memcpy(p, m->data->bytes, m->data->size + 1);
+  *o->p = p;
+  *o->n = m->data->size;
+  return IMAPMEM_OK;
+}
+
+int imapmem_message(imapmem *srv, const char *user, const char *mailbox, uint32_t uid,
+                    char **bytes_out, size_t *len_out) {
+  if (!bytes_out || !len_out) return IMAPMEM_MISUSE;
+  *bytes_out = NULL;
+  *len_out = 0;
+  struct bytes_out o = {bytes_out, len_out};
+  return api_message(srv, user, mailbox, uid, message_bytes, &o);
+}
+
+void imapmem_release(void *p) {
+  free(p);
+}
+
+int imapmem_reset(imapmem *srv) {
+  if (!srv) return IMAPMEM_MISUSE;
+  pthread_mutex_lock(&srv->lock);
+  size_t n = srv->nusers;
+  pthread_mutex_unlock(&srv->lock);
+  for (size_t i = 0; i < n; i++)     /* users are never removed, so the list is stable */
+    if (!user_reset(srv->users[i])) return api_error(srv, IMAPMEM_NOMEM, "out of memory");
+  server_notify(srv);
+  return IMAPMEM_OK;
+}
+
+int imapmem_save(imapmem *srv, const char *user, const char *dir) {
+  if (!srv || !user || !dir) return IMAPMEM_MISUSE;
+  struct user *u = api_user(srv, user);
+  if (!u) return api_error(srv, IMAPMEM_NOTFOUND, "no such user: %s", user);
+  char err[600];
+  int rc = mbox_save_user(u, dir, err, sizeof err);
+  return rc == IMAPMEM_OK ? rc : api_error(srv, rc, "%s", err);
+}
+
+/* Does the condition hold now? Takes the locks it needs, one at a time. */
+static int api_until_holds(struct imapmem *srv, const struct imapmem_until *w) {
+  struct user *u = w->user ? api_user(srv, w->user) : NULL;
+  struct mailbox *mb = NULL;
+  int holds = 0;
+  switch (w->kind) {
+  case IMAPMEM_UNTIL_LOGIN:
+  case IMAPMEM_UNTIL_SELECTED:
+  case IMAPMEM_UNTIL_IDLE:
+    if (w->kind != IMAPMEM_UNTIL_LOGIN) {
+      if (!u) return 0;
+      mb = user_mailbox(u, w->mailbox);
+      if (!mb) return 0;
+    }
+    pthread_mutex_lock(&srv->lock);
+    for (size_t i = 0; i < srv->nsessions && !holds; i++) {
+      struct session *s = srv->sessions[i];
+      if (!s->pub_user || (w->user && s->pub_user != u)) continue;
+      holds = w->kind == IMAPMEM_UNTIL_LOGIN ||
+              (s->pub_mb == mb && (w->kind == IMAPMEM_UNTIL_SELECTED || s->pub_idle));
+    }
+    pthread_mutex_unlock(&srv->lock);
+    mailbox_unref(mb);
+    return holds;
+  case IMAPMEM_UNTIL_NO_SESSIONS:
+    return atomic_load(&srv->nactive) == 0;
+  default:
+    break;
+  }
+  if (!u || !(mb = user_mailbox(u, w->mailbox))) return 0;
+  pthread_mutex_lock(&mb->lock);
+  if (w->kind == IMAPMEM_UNTIL_COUNT) {
+    holds = mb->count == w->count;
+  } else {
+    long k = mailbox_find_uid(mb, w->uid);
+    int has = 0;
+    if (k >= 0) {
+      struct str f = str_make(w->flag, strlen(w->flag));
+      int bit = parse_flag_bit(f);
+      int kw = bit == 0 ? mailbox_keyword(mb, w->flag, f.len, 0) : -1;
+      has = bit > 0 ? (mb->msgs[k].flags & (uint32_t)bit) != 0
+                    : kw >= 0 && (mb->msgs[k].keywords >> kw & 1);
+    }
+    holds = w->kind == IMAPMEM_UNTIL_FLAG ? has : !has;
+  }
+  pthread_mutex_unlock(&mb->lock);
+  mailbox_unref(mb);
+  return holds;
+}
+
+int imapmem_wait(imapmem *srv, const struct imapmem_until *until, int timeout_ms) {
+  if (!srv || !until || timeout_ms < 0) return IMAPMEM_MISUSE;
+  int k = until->kind;
+  if (k < IMAPMEM_UNTIL_LOGIN || k > IMAPMEM_UNTIL_NO_SESSIONS ||
+      ((k == IMAPMEM_UNTIL_SELECTED || k == IMAPMEM_UNTIL_IDLE) && (!until->user || !until->mailbox)) ||
+      ((k == IMAPMEM_UNTIL_FLAG || k == IMAPMEM_UNTIL_NO_FLAG) &&
+       (!until->user || !until->mailbox || !until->flag)) ||
+      (k == IMAPMEM_UNTIL_COUNT && (!until->user || !until->mailbox)))
+    return api_error(srv, IMAPMEM_MISUSE, "imapmem_wait: the condition lacks a user, mailbox or flag");
+  struct timespec deadline;
+  clock_gettime(CLOCK_REALTIME, &deadline);
+  deadline.tv_sec += timeout_ms / 1000;
+  deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+  if (deadline.tv_nsec >= 1000000000L) {
+    deadline.tv_sec++;
+    deadline.tv_nsec -= 1000000000L;
+  }
+  for (;;) {
+    pthread_mutex_lock(&srv->wait_lock);
+    unsigned long gen = srv->generation;
+    pthread_mutex_unlock(&srv->wait_lock);
+    if (api_until_holds(srv, until)) return IMAPMEM_OK;
+    pthread_mutex_lock(&srv->wait_lock);
+    int r = 0;
+    while (srv->generation == gen && r != ETIMEDOUT)
+      r = pthread_cond_timedwait(&srv->wait_cond, &srv->wait_lock, &deadline);
+    pthread_mutex_unlock(&srv->wait_lock);
+    if (r == ETIMEDOUT) {
+      if (api_until_holds(srv, until)) return IMAPMEM_OK;
+      static const char *const what[] = {"a login", "a selection", "an IDLE", "the flag",
+                                         "the flag to go", "the message count", "no sessions"};
+      return api_error(srv, IMAPMEM_ERROR, "timed out after %d ms waiting for %s", timeout_ms,
+                       what[k]);
+    }
+  }
+}
+
+int imapmem_set_trace(imapmem *srv, imapmem_trace_fn *fn, void *arg) {
+  if (!srv) return IMAPMEM_MISUSE;
+  pthread_mutex_lock(&srv->lock);
+  srv->trace_fn = fn;
+  srv->trace_arg = arg;
+  atomic_store(&srv->tracing, fn != NULL);
+  pthread_mutex_unlock(&srv->lock);
+  return IMAPMEM_OK;
+}
+
+int imapmem_set_capability(imapmem *srv, const char *name, int on) {
+  if (!srv || !name) return IMAPMEM_MISUSE;
+  for (size_t i = 0; i < sizeof capability_list / sizeof capability_list[0]; i++) {
+    unsigned bit = capability_list[i].bit;
+    if (!bit || strcasecmp(name, capability_list[i].name) != 0) continue;
+    if (on) atomic_fetch_and(&srv->caps_off, ~bit);
+    else atomic_fetch_or(&srv->caps_off, bit);
+    return IMAPMEM_OK;
+  }
+  return api_error(srv, IMAPMEM_NOTFOUND, "no such optional capability: %s", name);
+}
+
+int imapmem_fault(imapmem *srv, const char *spec) {
+  if (!srv || !spec) return IMAPMEM_MISUSE;
+  static const struct { const char *name; int action, has_text, has_ms; } actions[] = {
+    {"NO", FA_NO, 1, 0}, {"BAD", FA_BAD, 1, 0}, {"DROP", FA_DROP, 0, 0}, {"BYE", FA_BYE, 1, 0},
+    {"ALERT", FA_ALERT, 1, 0}, {"DELAY", FA_DELAY, 0, 1}, {"UIDVALIDITY", FA_UIDVALIDITY, 0, 0}};
+  const char *eq = strchr(spec, '=');
+  if (!eq || eq == spec) return api_error(srv, IMAPMEM_PARSE, "fault \"%s\": expected WHEN=ACTION", spec);
+  char *end;
+  long v;
+  if ((size_t)(eq - spec) == 5 && strncasecmp(spec, "delay", 5) == 0) {
+    v = strtol(eq + 1, &end, 10);
+    if (!eq[1] || *end || v < 0 || v > 600000)
+      return api_error(srv, IMAPMEM_PARSE, "fault \"%s\": delay wants milliseconds", spec);
+    atomic_store(&srv->delay_ms, (int)v);
+    return IMAPMEM_OK;
+  }
+  if ((size_t)(eq - spec) == 5 && strncasecmp(spec, "chunk", 5) == 0) {
+    v = strtol(eq + 1, &end, 10);
+    if (!eq[1] || *end || v < 1 || v > 1 << 20)
+      return api_error(srv, IMAPMEM_PARSE, "fault \"%s\": chunk wants a byte count", spec);
+    atomic_store(&srv->chunk, (int)v);
+    return IMAPMEM_OK;
+  }
+  struct fault f;
+  memset(&f, 0, sizeof f);
+  if (spec[0] == '#') {
+    v = strtol(spec + 1, &end, 10);
+    if (end != eq || v < 1) return api_error(srv, IMAPMEM_PARSE, "fault \"%s\": #N wants N >= 1", spec);
+    f.nth = (unsigned)v;
+  } else {
+    if ((size_t)(eq - spec) >= sizeof f.cmd)
+      return api_error(srv, IMAPMEM_PARSE, "fault \"%s\": command name too long", spec);
+    memcpy(f.cmd, spec, (size_t)(eq - spec));
+  }
+  const char *act = eq + 1;
+  size_t an = strcspn(act, " ");
+  const char *arg = act[an] ? act + an + 1 : "";
+  size_t i;
+  for (i = 0; i < sizeof actions / sizeof actions[0]; i++)
+    if (strlen(actions[i].name) == an && strncasecmp(act, actions[i].name, an) == 0) break;
+  if (i == sizeof actions / sizeof actions[0])
+    return api_error(srv, IMAPMEM_PARSE, "fault \"%s\": unknown action (NO, BAD, DROP, BYE, ALERT, "
+                     "DELAY, UIDVALIDITY)", spec);
+  f.action = actions[i].action;
+  if (actions[i].has_ms) {
+    v = strtol(arg, &end, 10);
+    if (!*arg || *end || v < 0 || v > 600000)
+      return api_error(srv, IMAPMEM_PARSE, "fault \"%s\": DELAY wants milliseconds", spec);
+    f.ms = (int)v;
+  } else if (actions[i].has_text) {
+    snprintf(f.text, sizeof f.text, "%s", *arg ? arg : "injected fault");
+    for (char *c = f.text; *c; c++)
+      if (*c == '\r' || *c == '\n') *c = ' ';
+  } else if (*arg) {
+    return api_error(srv, IMAPMEM_PARSE, "fault \"%s\": %s takes no argument", spec, actions[i].name);
+  }
+  pthread_mutex_lock(&srv->lock);
+  struct fault *nf = mem_realloc(srv->faults, (srv->nfaults + 1) * sizeof *nf);
+  if (nf) {
+    nf[srv->nfaults++] = f;
+    srv->faults = nf;
+    atomic_store(&srv->nfaults_set, (int)srv->nfaults);
+  }
+  pthread_mutex_unlock(&srv->lock);
+  return nf ? IMAPMEM_OK : api_error(srv, IMAPMEM_NOMEM, "out of memory");
+}
+
+int imapmem_clear_faults(imapmem *srv) {
+  if (!srv) return IMAPMEM_MISUSE;
+  pthread_mutex_lock(&srv->lock);
+  free(srv->faults);
+  srv->faults = NULL;
+  srv->nfaults = 0;
+  atomic_store(&srv->nfaults_set, 0);
+  atomic_store(&srv->delay_ms, 0);
+  atomic_store(&srv->chunk, 0);
+  pthread_mutex_unlock(&srv->lock);
   return IMAPMEM_OK;
 }
 
@@ -5336,7 +6293,10 @@ void imapmem_free(imapmem *srv) {
   for (size_t i = 0; i < srv->nusers; i++) user_free(srv->users[i]);
   free(srv->users);
   free(srv->sessions);
+  free(srv->faults);
   pthread_mutex_destroy(&srv->lock);
+  pthread_mutex_destroy(&srv->wait_lock);
+  pthread_cond_destroy(&srv->wait_cond);
   free(srv);
 }
 
@@ -5360,6 +6320,15 @@ static const char usage[] =
   "      --uidvalidity N        UIDVALIDITY of loaded and new mailboxes (default: now)\n"
   "      --max-connections N    concurrent sessions (default 1000)\n"
   "      --idle-timeout SECONDS autologout of idle sessions (default 1800)\n"
+  "      --stdio                serve one session on stdin/stdout, logged in (PREAUTH)\n"
+  "      --save DIR             write the mailboxes to DIR as mbox files on exit and on\n"
+  "                             SIGUSR1 (SIGHUP resets them to the loaded fixtures)\n"
+  "      --exit-with-parent     exit when the parent process ends or stdin closes\n"
+  "      --capability -NAME|+NAME\n"
+  "                             switch an extension off or on (IDLE, MOVE, UIDPLUS, ...)\n"
+  "      --trace                write the protocol transcript to stderr\n"
+  "      --fault SPEC           misbehave on purpose, e.g. 'APPEND=NO [OVERQUOTA] full',\n"
+  "                             '#3=DROP', 'delay=200', 'chunk=1' (see the README)\n"
   "  -h, --help                 show this help\n"
   "  -V, --version              show the version\n"
   "\n"
@@ -5394,6 +6363,12 @@ struct options {
   int nusers;
   const char **paths;
   int npaths;
+  const char **caps;          /* "-NAME" / "+NAME" */
+  int ncaps;
+  const char **faults;
+  int nfaults;
+  const char *save;
+  int stdio, exit_with_parent, trace;
 };
 
 /* Parse the command line into o. Returns -1 to go on, or the exit status. */
@@ -5422,7 +6397,9 @@ static int parse_options(int argc, char **argv, struct options *o) {
       snprintf(name, sizeof name, "%s", a);
     }
     int is_flag = !strcmp(name, "-h") || !strcmp(name, "--help") || !strcmp(name, "-V") ||
-                  !strcmp(name, "--version");
+                  !strcmp(name, "--version") || !strcmp(name, "--stdio") ||
+                  !strcmp(name, "--exit-with-parent") || !strcmp(name, "--trace");
+    if (is_flag && val) return die_usage("option %s takes no value", name);
     if (!is_flag && !val) {
       if (i + 1 >= argc) return die_usage("option %s needs a value", name);
       val = argv[++i];
@@ -5456,6 +6433,19 @@ static int parse_options(int argc, char **argv, struct options *o) {
     } else if (!strcmp(name, "--idle-timeout")) {
       if (!number_arg(val, 1, 86400 * 365, &num)) return die_usage("invalid idle timeout: %s", val);
       o->cfg.idle_timeout = (int)num;
+    } else if (!strcmp(name, "--stdio")) {
+      o->stdio = 1;
+    } else if (!strcmp(name, "--exit-with-parent")) {
+      o->exit_with_parent = 1;
+    } else if (!strcmp(name, "--trace")) {
+      o->trace = 1;
+    } else if (!strcmp(name, "--save")) {
+      o->save = val;
+    } else if (!strcmp(name, "--capability")) {
+      if (val[0] != '-' && val[0] != '+') return die_usage("--capability wants -NAME or +NAME, not %s", val);
+      o->caps[o->ncaps++] = val;
+    } else if (!strcmp(name, "--fault")) {
+      o->faults[o->nfaults++] = val;
     } else {
       return die_usage("unknown option: %s", a);
     }
@@ -5468,15 +6458,53 @@ static int parse_options(int argc, char **argv, struct options *o) {
   return -1;
 }
 
-/* Load the fixtures and listen; print the ready line; wait for SIGTERM or SIGINT. */
+static void trace_to_stderr(void *arg, int session, char dir, const char *line, size_t len) {
+  (void)arg;
+  fprintf(stderr, "imapmem[%d] %c: %.*s\n", session, dir, (int)len, line);
+}
+
+/* --save: every user's mailboxes, the first in DIR, others (if any) in DIR/NAME. */
+static int save_all(imapmem *srv, struct options *o) {
+  int rc = IMAPMEM_OK;
+  for (int i = 0; i < o->nusers; i++) {
+    char dir[4096];
+    if (o->nusers == 1) snprintf(dir, sizeof dir, "%s", o->save);
+    else snprintf(dir, sizeof dir, "%s/%s", o->save, o->users[i].name);
+    int r = imapmem_save(srv, o->users[i].name, dir);
+    if (r != IMAPMEM_OK) {
+      fprintf(stderr, "imapmem: --save: %s\n", imapmem_errmsg(srv));
+      rc = r;
+    }
+  }
+  return rc;
+}
+
+/* Has the parent gone, or (when stdin is a pipe or socket) stdin reached its end? */
+static int parent_gone(pid_t parent, int watch_stdin) {
+  if (getppid() != parent) return 1;
+  if (!watch_stdin) return 0;
+  struct pollfd pf = {0, POLLIN, 0};
+  if (poll(&pf, 1, 0) <= 0) return 0;
+  char tmp[256];
+  ssize_t r = read(0, tmp, sizeof tmp);
+  return r == 0 || (r < 0 && errno != EINTR && errno != EAGAIN);
+}
+
+/* Load the fixtures and serve; print the ready line; run until told to stop. */
 static int serve(struct options *o) {
-  /* Signals are taken by sigwait() below; every thread inherits the mask. */
+  /* Signals are taken by sigtimedwait() below; every thread inherits the mask. */
   sigset_t sigs;
   sigemptyset(&sigs);
   sigaddset(&sigs, SIGTERM);
   sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGHUP);
+  sigaddset(&sigs, SIGUSR1);
   pthread_sigmask(SIG_BLOCK, &sigs, NULL);
   signal(SIGPIPE, SIG_IGN);
+  pid_t parent = getppid();
+  struct stat st;
+  int watch_stdin = o->exit_with_parent && !o->stdio && fstat(0, &st) == 0 &&
+                    (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode));
   imapmem *srv;
   if (imapmem_new(&o->cfg, &srv) != IMAPMEM_OK) {
     fprintf(stderr, "imapmem: out of memory\n");
@@ -5489,19 +6517,42 @@ static int serve(struct options *o) {
   }
   for (int i = 0; i < o->npaths && rc == IMAPMEM_OK; i++)
     rc = imapmem_load(srv, o->users[0].name, o->paths[i]);
-  if (rc == IMAPMEM_OK) rc = imapmem_start(srv, o->bind, (int)o->port);
+  for (int i = 0; i < o->ncaps && rc == IMAPMEM_OK; i++)
+    rc = imapmem_set_capability(srv, o->caps[i] + 1, o->caps[i][0] == '+');
+  for (int i = 0; i < o->nfaults && rc == IMAPMEM_OK; i++) rc = imapmem_fault(srv, o->faults[i]);
+  if (rc == IMAPMEM_OK && o->trace) imapmem_set_trace(srv, trace_to_stderr, NULL);
+  if (rc == IMAPMEM_OK && o->stdio) rc = imapmem_serve_fd(srv, 0, 1, o->users[0].name);
+  else if (rc == IMAPMEM_OK) rc = imapmem_start(srv, o->bind, (int)o->port);
   if (rc != IMAPMEM_OK) {
     fprintf(stderr, "imapmem: %s\n", imapmem_errmsg(srv));
     imapmem_free(srv);
     return 2;
   }
-  printf("imapmem: listening on %s\n", imapmem_address(srv));
-  fflush(stdout);
-  int sig = 0;
-  sigwait(&sigs, &sig);
-  fprintf(stderr, "imapmem: signal %d, stopping\n", sig);
+  if (!o->stdio) {
+    printf("imapmem: listening on %s\n", imapmem_address(srv));
+    fflush(stdout);
+  }
+  struct imapmem_until none = {IMAPMEM_UNTIL_NO_SESSIONS, NULL, NULL, 0, NULL, 0};
+  for (;;) {
+    struct timespec tick = {0, 100 * 1000 * 1000};
+    int sig = sigtimedwait(&sigs, NULL, &tick);
+    if (sig == SIGTERM || sig == SIGINT) {
+      fprintf(stderr, "imapmem: signal %d, stopping\n", sig);
+      break;
+    }
+    if (sig == SIGHUP && imapmem_reset(srv) != IMAPMEM_OK)
+      fprintf(stderr, "imapmem: reset: %s\n", imapmem_errmsg(srv));
+    if (sig == SIGUSR1 && o->save) save_all(srv, o);
+    if (o->stdio && imapmem_wait(srv, &none, 0) == IMAPMEM_OK) break;   /* session over */
+    if (o->exit_with_parent && parent_gone(parent, watch_stdin)) {
+      fprintf(stderr, "imapmem: parent gone, stopping\n");
+      break;
+    }
+  }
+  imapmem_stop(srv);
+  rc = o->save ? save_all(srv, o) : IMAPMEM_OK;
   imapmem_free(srv);
-  return 0;
+  return rc == IMAPMEM_OK ? 0 : 1;
 }
 
 int main(int argc, char **argv) {
@@ -5511,13 +6562,17 @@ int main(int argc, char **argv) {
   o.port = 1143;
   o.users = calloc((size_t)argc + 1, sizeof *o.users);
   o.paths = calloc((size_t)argc + 1, sizeof *o.paths);
+  o.caps = calloc((size_t)argc + 1, sizeof *o.caps);
+  o.faults = calloc((size_t)argc + 1, sizeof *o.faults);
   int rc = 2;
-  if (o.users && o.paths) {
+  if (o.users && o.paths && o.caps && o.faults) {
     rc = parse_options(argc, argv, &o);
     if (rc < 0) rc = serve(&o);
   }
   free(o.users);
   free(o.paths);
+  free(o.caps);
+  free(o.faults);
   return rc;
 }
 #endif /* IMAPMEM_MAIN */

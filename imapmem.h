@@ -107,6 +107,153 @@ const char *imapmem_address(imapmem *srv);
 */
 int imapmem_stop(imapmem *srv);
 
+/*
+** ---------------------------------------------------------------------------
+** Serving without a port, and delivering while serving
+** ---------------------------------------------------------------------------
+*/
+
+/*
+** Serve one session on already-connected descriptors (a socketpair end, or stdin and
+** stdout) in a background thread. in_fd and out_fd may be the same. If preauth_user is
+** not NULL the session starts authenticated as that user ("* PREAUTH" greeting). The
+** server owns the descriptors from now on and closes them when the session ends (also
+** at imapmem_stop). Works whether or not imapmem_start() was called.
+*/
+int imapmem_serve_fd(imapmem *srv, int in_fd, int out_fd, const char *preauth_user);
+
+/*
+** Deliver a message into user's mailbox as if a client had APPENDed it: sessions that
+** have the mailbox selected (or are idling on it) are told at once. flags may be NULL or
+** a space-separated list like "\\Seen $Label1". The new UID goes to *uid_out if not NULL.
+** IMAPMEM_NOTFOUND if there is no such user or mailbox.
+*/
+int imapmem_append(imapmem *srv, const char *user, const char *mailbox, const char *bytes,
+                   size_t len, const char *flags, uint32_t *uid_out);
+
+/*
+** ---------------------------------------------------------------------------
+** Reading the state back (for assertions). Returned memory is the caller's: free it
+** with imapmem_release(). All of these may run while clients are connected.
+** ---------------------------------------------------------------------------
+*/
+
+/* The user's mailbox names, one per line ("INBOX\nSent\nWork/Projects\n"), sorted. */
+int imapmem_mailboxes(imapmem *srv, const char *user, char **names_out);
+
+/* How many messages the mailbox holds now. */
+int imapmem_count(imapmem *srv, const char *user, const char *mailbox, size_t *count_out);
+
+/* The UIDs of the mailbox's messages, ascending, and how many there are. */
+int imapmem_uids(imapmem *srv, const char *user, const char *mailbox, uint32_t **uids_out,
+                 size_t *count_out);
+
+/*
+** The flags and keywords of message uid as one space-separated string, system flags
+** first ("\\Seen \\Flagged $Label1"); \Recent is not included. IMAPMEM_NOTFOUND if the
+** message does not exist.
+*/
+int imapmem_flags(imapmem *srv, const char *user, const char *mailbox, uint32_t uid,
+                  char **flags_out);
+
+/* A copy of message uid's bytes (CRLF, as clients see them) and their length. */
+int imapmem_message(imapmem *srv, const char *user, const char *mailbox, uint32_t uid,
+                    char **bytes_out, size_t *len_out);
+
+/* Free memory returned by the functions above. NULL is a no-op. */
+void imapmem_release(void *p);
+
+/*
+** Put every user's mailboxes back as they were after the last imapmem_load() or
+** imapmem_load_mbox(): messages, flags, UIDs, UIDVALIDITY and subscriptions. Message
+** bytes are shared, not copied, so this is fast. Sessions that have a mailbox selected
+** are disconnected with "* BYE"; others stay.
+*/
+int imapmem_reset(imapmem *srv);
+
+/*
+** Write every mailbox of user to dir in the fixture layout (INBOX.mbox, Sent.mbox,
+** Work/Projects.mbox), with Status/X-Status/X-Keywords flag headers and
+** X-IMAPbase/X-UID, so that loading dir again gives the same UIDs and flags.
+*/
+int imapmem_save(imapmem *srv, const char *user, const char *dir);
+
+/*
+** ---------------------------------------------------------------------------
+** Waiting for what a client does, instead of sleeping
+** ---------------------------------------------------------------------------
+*/
+enum imapmem_event_kind {
+  IMAPMEM_UNTIL_LOGIN,      /* a session of user (any user if NULL) has authenticated */
+  IMAPMEM_UNTIL_SELECTED,   /* a session of user has mailbox selected */
+  IMAPMEM_UNTIL_IDLE,       /* a session of user is in IDLE with mailbox selected */
+  IMAPMEM_UNTIL_FLAG,       /* message uid in mailbox has flag */
+  IMAPMEM_UNTIL_NO_FLAG,    /* message uid in mailbox lacks flag (or is gone) */
+  IMAPMEM_UNTIL_COUNT,      /* mailbox holds exactly count messages */
+  IMAPMEM_UNTIL_NO_SESSIONS /* no session is open */
+};
+struct imapmem_until {
+  enum imapmem_event_kind kind;
+  const char *user;          /* NULL: any user (LOGIN, SELECTED, IDLE) */
+  const char *mailbox;       /* SELECTED, IDLE, FLAG, NO_FLAG, COUNT */
+  uint32_t uid;              /* FLAG, NO_FLAG */
+  const char *flag;          /* FLAG, NO_FLAG: "\\Seen", "$Label1", ... */
+  size_t count;              /* COUNT */
+};
+
+/*
+** Block until the condition holds or timeout_ms passes. Returns IMAPMEM_OK when it
+** holds, IMAPMEM_ERROR ("timed out after N ms: ...") when it did not in time. Any thread.
+*/
+int imapmem_wait(imapmem *srv, const struct imapmem_until *until, int timeout_ms);
+
+/*
+** ---------------------------------------------------------------------------
+** Protocol transcript, capabilities and fault injection
+** ---------------------------------------------------------------------------
+*/
+
+/*
+** The transcript callback: one call per protocol line. session numbers sessions from 1;
+** direction is 'C' (client to server) or 'S'. line has no CRLF and is valid only during
+** the call; literals appear as "{N bytes}" and passwords as "***". It is called from
+** session threads, so it must be thread-safe; it must not call back into the server.
+*/
+typedef void imapmem_trace_fn(void *arg, int session, char direction, const char *line,
+                              size_t len);
+
+/* Set (or with fn NULL, clear) the transcript callback. */
+int imapmem_set_trace(imapmem *srv, imapmem_trace_fn *fn, void *arg);
+
+/*
+** Switch an extension off (on = 0) or back on: "IDLE", "MOVE", "UIDPLUS", "UNSELECT",
+** "NAMESPACE", "ID", "LITERAL+", "SASL-IR", "CHILDREN". Off means it is not advertised
+** and its commands answer BAD as unknown. IMAPMEM_NOTFOUND for another name.
+*/
+int imapmem_set_capability(imapmem *srv, const char *name, int on);
+
+/*
+** Add a fault, in the same syntax as the program's --fault option:
+**   "CMD=NO text"        answer command CMD (e.g. APPEND, "UID FETCH") with NO text
+**   "CMD=BAD text"       ... with BAD text
+**   "CMD=DROP"           close the connection when CMD arrives, with no reply
+**   "CMD=BYE text"       send "* BYE text" and close
+**   "CMD=ALERT text"     send "* OK [ALERT] text", then run CMD
+**   "CMD=DELAY ms"       wait ms before answering CMD
+**   "CMD=UIDVALIDITY"    give the selected mailbox (else INBOX) a new UIDVALIDITY and
+**                        renumber its UIDs, then run CMD; sessions that had it selected
+**                        get "* BYE" (clients must resync)
+**   "#N=ACTION"          ACTION on the Nth command of every session (e.g. "#3=DROP")
+**   "*=ACTION"           on every command
+**   "delay=ms"           delay every response by ms
+**   "chunk=n"            write responses n bytes at a time (1 shakes out client parsers)
+** CMD is matched without regard to case. IMAPMEM_PARSE for a malformed spec.
+*/
+int imapmem_fault(imapmem *srv, const char *spec);
+
+/* Remove every fault. */
+int imapmem_clear_faults(imapmem *srv);
+
 /* Stop if needed and free everything. NULL is a harmless no-op. */
 void imapmem_free(imapmem *srv);
 
