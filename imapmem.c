@@ -1530,8 +1530,11 @@ static void msgmeta_free(struct msgmeta *m) {
   free(m);
 }
 
+static atomic_long msgmeta_builds;   /* counted so a test can see each is built once */
+
 /* Parse and render everything once. NULL if memory ran out. */
 static struct msgmeta *msgmeta_build(const char *msg, size_t size) {
+  atomic_fetch_add(&msgmeta_builds, 1);
   struct msgmeta *m = mem_calloc(1, sizeof *m);
   if (!m) return NULL;
   struct mime_builder mb = {msg, NULL, 0, 0, 0};

@@ -2,6 +2,7 @@
 
 Usage: python3 test/run.py [--c BINARY]... [--wire SERVER[:FILE,FILE...]]... [FILE...]
   --c BINARY   a C test program; it prints its own `N passed, N failed` line
+               (valgrind:BINARY runs it under valgrind, and a leak or error fails it)
   --wire SRV   run the Python wire tests (test/test_*.py, or the files after ':')
                against the server binary SRV
   FILE...      with no --wire: run these wire test files against ./imapmem
@@ -17,9 +18,17 @@ sys.path.insert(0, HERE)
 import imapserver  # noqa: E402
 
 
+VALGRIND = ["valgrind", "--quiet", "--leak-check=full", "--show-leak-kinds=definite,indirect",
+            "--errors-for-leak-kinds=definite,indirect", "--error-exitcode=99"]
+
+
 def run_c(binary):
+    """Run a C test; "valgrind:PATH" runs it under valgrind's memcheck."""
     print("== %s" % binary, flush=True)
-    p = subprocess.run([binary], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=900)
+    cmd = [binary]
+    if binary.startswith("valgrind:"):
+        cmd = VALGRIND + [binary[len("valgrind:"):]]
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=900)
     out = p.stdout.decode("utf-8", "replace")
     sys.stdout.write(out)
     m = re.findall(r"^(\d+) passed, (\d+) failed", out, re.M)

@@ -229,6 +229,76 @@ static void test_model(void) {
   msgmeta_free(m);
 }
 
+/* Send a command on fd and read until its tagged reply; returns the reply line. */
+static const char *exchange(int fd, const char *cmd, const char *tag, struct buf *in) {
+  static char line[512];
+  if (write(fd, cmd, strlen(cmd)) != (ssize_t)strlen(cmd)) return "write failed";
+  size_t tl = strlen(tag);
+  buf_reset(in);
+  for (;;) {
+    char tmp[65536];
+    ssize_t r = read(fd, tmp, sizeof tmp);
+    if (r <= 0) return "connection closed";
+    size_t old = in->len;
+    buf_add(in, tmp, (size_t)r);
+    /* look for "\r\nTAG " (or TAG at the very start) in what arrived */
+    for (size_t i = old > tl + 2 ? old - tl - 2 : 0; i + tl < in->len; i++) {
+      if ((i == 0 || (i >= 2 && in->p[i - 1] == '\n')) && memcmp(in->p + i, tag, tl) == 0 &&
+          in->p[i + tl] == ' ') {
+        const char *e = memchr(in->p + i, '\n', in->len - i);
+        if (!e) break;
+        snprintf(line, sizeof line, "%.*s", (int)(e - in->p - i), in->p + i);
+        return line;
+      }
+    }
+  }
+}
+
+static double now_s(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+/*
+** Issue 3's promise: FETCH 1:* (ENVELOPE BODYSTRUCTURE) over 10,000 messages computes each
+** message's structure exactly once, however often it is fetched. Through a real session.
+*/
+static void test_metadata_once(void) {
+  enum { N = 10000 };
+  struct buf box = {0};
+  for (int i = 0; i < N; i++) {
+    buf_printf(&box, "From a@b Mon Jan  1 00:00:00 2024\nFrom: A <a@b>\nTo: c@d\n"
+                     "Subject: message %d\nContent-Type: multipart/alternative; boundary=b%d\n\n"
+                     "--b%d\nContent-Type: text/plain\n\nplain %d\n--b%d\n"
+                     "Content-Type: text/html\n\n<p>%d</p>\n--b%d--\n\n", i, i, i, i, i, i, i);
+  }
+  imapmem *srv;
+  int sv[2];
+  CHECK(imapmem_new(NULL, &srv) == IMAPMEM_OK && imapmem_add_user(srv, "u", "p") == IMAPMEM_OK);
+  CHECK(imapmem_load_mbox(srv, "u", "INBOX", box.p, box.len, "gen") == IMAPMEM_OK);
+  CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+  CHECK(imapmem_serve_fd(srv, sv[1], sv[1], "u") == IMAPMEM_OK);
+  struct buf in = {0};
+  long before = atomic_load(&msgmeta_builds);
+  CHECK(strncmp(exchange(sv[0], "a SELECT INBOX\r\n", "a", &in), "a OK", 4) == 0);
+  double t0 = now_s();
+  CHECK(strncmp(exchange(sv[0], "b FETCH 1:* (ENVELOPE BODYSTRUCTURE)\r\n", "b", &in), "b OK", 4) == 0);
+  double t1 = now_s();
+  CHECK(strstr(in.p, "* 10000 FETCH (ENVELOPE (NIL \"message 9999\"") != NULL);
+  CHECK(strncmp(exchange(sv[0], "c FETCH 1:* (ENVELOPE BODYSTRUCTURE)\r\n", "c", &in), "c OK", 4) == 0);
+  double t2 = now_s();
+  CHECK(strncmp(exchange(sv[0], "d UID FETCH 1:* (BODY BODY[1.MIME])\r\n", "d", &in), "d OK", 4) == 0);
+  long built = atomic_load(&msgmeta_builds) - before;
+  CHECK(built == N);
+  printf("metadata: %ld of %d messages built; FETCH 1:* (ENVELOPE BODYSTRUCTURE) first %.1f ms, "
+         "repeated %.1f ms\n", built, N, (t1 - t0) * 1e3, (t2 - t1) * 1e3);
+  close(sv[0]);
+  imapmem_free(srv);
+  buf_free(&in);
+  buf_free(&box);
+}
+
 int main(void) {
   test_parser();
   test_seqset();
@@ -237,6 +307,7 @@ int main(void) {
   test_mbox();
   test_commit();
   test_model();
+  test_metadata_once();
   arena_free(&A);
   printf("%d passed, %d failed\n", passed, failed);
   return failed != 0;

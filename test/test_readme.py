@@ -1,0 +1,86 @@
+"""The README's examples, run as they are written, so that they cannot go stale.
+
+* every ```python block runs (with ./imapmem replaced by the server under test);
+* the ```c block compiles against imapmem.c and runs;
+* the annotated ```imap transcript is replayed against the server, line for line;
+* every `--fault '...'` and `--capability` example starts the server.
+"""
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import unittest
+
+import imapserver
+from imapserver import ROOT, Raw, Server, fixture
+
+README = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+
+
+def blocks(lang):
+    return re.findall(r"^```%s\n(.*?)^```" % lang, README, re.M | re.S)
+
+
+class ReadmeExamples(unittest.TestCase):
+    def test_python_examples_run(self):
+        code = blocks("python")
+        self.assertGreaterEqual(len(code), 2)
+        for src in code:
+            src = src.replace("./imapmem", imapserver.BIN)
+            p = subprocess.run([sys.executable, "-c", src], cwd=ROOT, timeout=60,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            self.assertEqual(p.returncode, 0, "README example failed:\n%s\n%s" % (src, p.stderr.decode()))
+
+    def test_c_example_builds_and_runs(self):
+        (src,) = blocks("c")
+        with tempfile.TemporaryDirectory() as d:
+            c = os.path.join(d, "example.c")
+            exe = os.path.join(d, "example")
+            with open(c, "w") as f:
+                f.write(src)
+            cc = os.environ.get("CC", "cc")
+            p = subprocess.run([cc, "-std=c11", "-Wall", "-Wextra", "-Werror", "-pthread", "-I", ROOT,
+                                c, os.path.join(ROOT, "imapmem.c"), "-o", exe],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
+            self.assertEqual(p.returncode, 0, p.stdout.decode())
+            p = subprocess.run([exe], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+            self.assertEqual(p.returncode, 0, p.stderr.decode())
+            self.assertIn(b"flags of UID 8: \\Seen", p.stdout)
+
+    def test_annotated_transcript_is_what_the_server_says(self):
+        (text,) = blocks("imap")
+        lines = text.rstrip("\n").split("\n")
+        greeting, lines = lines[0], lines[1:]
+        # group: each C: line, then the S: lines up to the next C:
+        steps = []
+        for line in lines:
+            if line.startswith("C: "):
+                steps.append((line[3:], []))
+            else:
+                self.assertTrue(line.startswith("S:"), line)
+                steps[-1][1].append(line[3:] if line.startswith("S: ") else "")
+        with Server(fixture("basic.mbox")) as srv:
+            r = Raw(srv.host, srv.port)
+            self.assertEqual(r.greeting.decode(), greeting[3:] + "\r\n")
+            for command, expected in steps:
+                tag, rest = command.split(" ", 1)
+                untagged, tagged = r.cmd(rest, tag=tag)
+                got = (untagged + tag.encode() + b" " + tagged + b"\r\n").decode()
+                self.assertEqual(got, "".join(e + "\r\n" for e in expected), command)
+            r.close()
+
+    def test_fault_and_capability_examples_start(self):
+        specs = re.findall(r"--fault '([^']+)'", README)
+        self.assertGreaterEqual(len(specs), 10)
+        for spec in specs + ["--capability"]:
+            args = ["--capability", "-MOVE"] if spec == "--capability" else ["--fault", spec]
+            with Server(*args, fixture("basic.mbox")) as srv:
+                self.assertTrue(srv.ready_line.startswith(b"imapmem: listening on"), spec)
+
+    def test_readme_names_the_test_command(self):
+        self.assertIn("\n    make test\n", README)
+
+
+if __name__ == "__main__":
+    unittest.main()
