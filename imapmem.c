@@ -355,7 +355,7 @@ static void *mem_calloc(size_t n, size_t size) {
 static char *mem_strndup(const char *s, size_t n) {
   char *p = mem_alloc(n + 1);
   if (p) {
-    memcpy(p, s, n);
+    if (n) memcpy(p, s, n);
     p[n] = 0;
   }
   return p;
@@ -2375,7 +2375,7 @@ static int mbox_message(struct mbox_batch *b, const char *p, const char *end,
     if (in_header) {
       int cont = ce > p && (*p == ' ' || *p == '\t');
       if (!cont && skip != HDR_KEEP) {  /* the stripped field is complete: apply it */
-        ok = mbox_header_apply(b, pm, skip, str_make(fieldval.p, fieldval.len), pseudo);
+        ok = !fieldval.oom && mbox_header_apply(b, pm, skip, str_make(fieldval.p, fieldval.len), pseudo);
         skip = HDR_KEEP;
         buf_reset(&fieldval);
       }
@@ -2399,7 +2399,7 @@ static int mbox_message(struct mbox_batch *b, const char *p, const char *end,
     p = next;
   }
   if (ok && skip != HDR_KEEP)
-    ok = mbox_header_apply(b, pm, skip, str_make(fieldval.p, fieldval.len), pseudo);
+    ok = !fieldval.oom && mbox_header_apply(b, pm, skip, str_make(fieldval.p, fieldval.len), pseudo);
   buf_free(&fieldval);
   if (!ok) {
     free(d);
@@ -3738,8 +3738,6 @@ static void cmd_rename(struct session *s, struct command *c) {
     return cmd_ok(c, "RENAME completed");
   }
   /* the mailbox and its inferiors take the new prefix; missing new parents are made */
-  char *names[1];
-  (void)names;
   for (size_t i = 0; i < u->nmailboxes; i++) {
     struct mailbox *mb = u->mailboxes[i];
     if (strcmp(mb->name, from) != 0 && !(strncmp(mb->name, from, fl) == 0 && mb->name[fl] == '/'))

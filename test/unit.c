@@ -299,6 +299,41 @@ static void test_metadata_once(void) {
   buf_free(&box);
 }
 
+/*
+** Allocation failures: make the Nth allocation fail, for every N, while loading an mbox,
+** appending and computing metadata. Each attempt must fail cleanly (a code, no crash; the
+** ASan build catches leaks) or succeed, and the server must be freed without trouble.
+*/
+static void test_allocation_failures(void) {
+  const char *box =
+    "From a Mon Jan  1 00:00:00 2024\nX-Keywords: k1 k2\nStatus: RO\nSubject: a\n\nbody\n\n"
+    "From b Mon Jan  1 00:00:00 2024\nContent-Type: multipart/mixed; boundary=x\n\n--x\n"
+    "Content-Type: text/plain\n\none\n--x\nContent-Type: message/rfc822\n\nSubject: in\n\n"
+    "two\n--x--\n";
+  int clean = 0, ok_at = 0;
+  for (long n = 1; n < 400 && !ok_at; n++) {
+    imapmem *srv = NULL;
+    atomic_store(&mem_fail_countdown, n);
+    int rc = imapmem_new(NULL, &srv);
+    if (rc == IMAPMEM_OK) rc = imapmem_add_user(srv, "u", "p");
+    if (rc == IMAPMEM_OK) rc = imapmem_load_mbox(srv, "u", "Work/Box", box, strlen(box), "x");
+    uint32_t uid = 0;
+    if (rc == IMAPMEM_OK) rc = imapmem_append(srv, "u", "INBOX", "A: b\r\n\r\nc\r\n", 12, "\\Seen k3", &uid);
+    if (rc == IMAPMEM_OK) {
+      struct mailbox *mb = user_mailbox(srv->users[0], "Work/Box");
+      const struct msgmeta *m = mb ? msgdata_meta(mb->msgs[1].data) : NULL;
+      if (!m) rc = IMAPMEM_NOMEM;
+      mailbox_unref(mb);
+    }
+    atomic_store(&mem_fail_countdown, 0);
+    if (rc == IMAPMEM_OK) ok_at = (int)n;
+    else if (rc == IMAPMEM_NOMEM) clean++;
+    else fprintf(stderr, "allocation %ld: unexpected code %d\n", n, rc);
+    imapmem_free(srv);
+  }
+  CHECK(ok_at > 10 && clean == ok_at - 1);   /* every failure before success was clean */
+}
+
 int main(void) {
   test_parser();
   test_seqset();
@@ -308,6 +343,7 @@ int main(void) {
   test_commit();
   test_model();
   test_metadata_once();
+  test_allocation_failures();
   arena_free(&A);
   printf("%d passed, %d failed\n", passed, failed);
   return failed != 0;
