@@ -3228,6 +3228,30 @@ static void cmd_bad_args(struct command *c) {
   cmd_bad(c, "%s %s", c->def->name, c->ps.err ? c->ps.err : "Invalid arguments");
 }
 
+/* The common argument list " mailbox" and nothing after it. */
+static int cmd_mailbox_arg(struct command *c, const char **name) {
+  return parse_sp(&c->ps) && parse_mailbox(&c->ps, name) && parse_end(&c->ps);
+}
+
+/*
+** The selectable mailbox name, with a reference the caller drops; NULL with the NO reply
+** set if it is missing (answered with `missing`, a response code) or \Noselect.
+*/
+static struct mailbox *cmd_selectable(struct session *s, struct command *c, const char *name,
+                                      const char *missing) {
+  struct mailbox *mb = user_mailbox(s->user, name);
+  if (!mb) {
+    cmd_no(c, "[%s] Mailbox does not exist: %s", missing, name);
+    return NULL;
+  }
+  if (!mb->selectable) {
+    mailbox_unref(mb);
+    cmd_no(c, "[CANNOT] Mailbox is \\Noselect: %s", name);
+    return NULL;
+  }
+  return mb;
+}
+
 static const char *state_name(enum state st) {
   switch (st) {
   case ST_NOTAUTH: return "not authenticated";
@@ -3568,15 +3592,10 @@ static void cmd_starttls(struct session *s, struct command *c) {
 static void cmd_select(struct session *s, struct command *c) {
   const char *name;
   int examine = c->def->name[0] == 'E';
-  if (!parse_sp(&c->ps) || !parse_mailbox(&c->ps, &name) || !parse_end(&c->ps))
-    return cmd_bad_args(c);
+  if (!cmd_mailbox_arg(c, &name)) return cmd_bad_args(c);
   session_unselect(s);       /* 6.3.1: deselect first, even if the SELECT fails */
-  struct mailbox *mb = user_mailbox(s->user, name);
-  if (!mb) return cmd_no(c, "[NONEXISTENT] Mailbox does not exist: %s", name);
-  if (!mb->selectable) {
-    mailbox_unref(mb);
-    return cmd_no(c, "[CANNOT] Mailbox is \\Noselect: %s", name);
-  }
+  struct mailbox *mb = cmd_selectable(s, c, name, "NONEXISTENT");
+  if (!mb) return;
   pthread_mutex_lock(&mb->lock);
   if (!mem_grow(&s->view, &s->capview, mb->count, sizeof s->view[0])) {
     pthread_mutex_unlock(&mb->lock);
@@ -3625,8 +3644,7 @@ static int name_has_wildcard(const char *name) {
 /* 6.3.3: CREATE makes the mailbox and any missing superior levels. */
 static void cmd_create(struct session *s, struct command *c) {
   const char *name;
-  if (!parse_sp(&c->ps) || !parse_mailbox(&c->ps, &name) || !parse_end(&c->ps))
-    return cmd_bad_args(c);
+  if (!cmd_mailbox_arg(c, &name)) return cmd_bad_args(c);
   if (strcmp(name, "INBOX") == 0) return cmd_no(c, "[ALREADYEXISTS] INBOX always exists");
   if (!*name || name_has_wildcard(name) || name[0] == '/' || strstr(name, "//"))
     return cmd_no(c, "[CANNOT] Invalid mailbox name: %s", name);
@@ -3646,8 +3664,7 @@ static void cmd_create(struct session *s, struct command *c) {
 */
 static void cmd_delete(struct session *s, struct command *c) {
   const char *name;
-  if (!parse_sp(&c->ps) || !parse_mailbox(&c->ps, &name) || !parse_end(&c->ps))
-    return cmd_bad_args(c);
+  if (!cmd_mailbox_arg(c, &name)) return cmd_bad_args(c);
   if (strcmp(name, "INBOX") == 0) return cmd_no(c, "[CANNOT] INBOX cannot be deleted");
   struct user *u = s->user;
   pthread_mutex_lock(&u->lock);
@@ -3766,8 +3783,7 @@ static void cmd_rename(struct session *s, struct command *c) {
 static void cmd_subscribe(struct session *s, struct command *c) {
   const char *name;
   int sub = c->def->name[0] == 'S';
-  if (!parse_sp(&c->ps) || !parse_mailbox(&c->ps, &name) || !parse_end(&c->ps))
-    return cmd_bad_args(c);
+  if (!cmd_mailbox_arg(c, &name)) return cmd_bad_args(c);
   struct user *u = s->user;
   pthread_mutex_lock(&u->lock);
   size_t i;
@@ -3912,12 +3928,8 @@ static void cmd_status(struct session *s, struct command *c) {
     if (nwant < 5) want[nwant++] = (unsigned)k;
   } while (parse_char(ps, ' '));
   if (!parse_char(ps, ')') || !parse_end(ps)) return cmd_bad(c, "STATUS Expected ')'");
-  struct mailbox *mb = user_mailbox(s->user, name);
-  if (!mb) return cmd_no(c, "[NONEXISTENT] Mailbox does not exist: %s", name);
-  if (!mb->selectable) {
-    mailbox_unref(mb);
-    return cmd_no(c, "[CANNOT] Mailbox is \\Noselect: %s", name);
-  }
+  struct mailbox *mb = cmd_selectable(s, c, name, "NONEXISTENT");
+  if (!mb) return;
   uint32_t v[5] = {0};
   pthread_mutex_lock(&mb->lock);
   v[0] = (uint32_t)mb->count;
@@ -3970,12 +3982,8 @@ static void cmd_append(struct session *s, struct command *c) {
   if (!parse_peek(ps, '{')) return cmd_bad(c, "APPEND Expected the message as a literal");
   if (!parse_literal(ps, &msg) || !parse_end(ps)) return cmd_bad_args(c);
   if (msg.len == 0) return cmd_no(c, "APPEND An empty message cannot be stored");
-  struct mailbox *mb = user_mailbox(s->user, name);
-  if (!mb) return cmd_no(c, "[TRYCREATE] Mailbox does not exist: %s", name);
-  if (!mb->selectable) {
-    mailbox_unref(mb);
-    return cmd_no(c, "[CANNOT] Mailbox is \\Noselect: %s", name);
-  }
+  struct mailbox *mb = cmd_selectable(s, c, name, "TRYCREATE");
+  if (!mb) return;
   struct msgdata *d = msgdata_new(msg.p, msg.len);
   if (!d) {
     mailbox_unref(mb);
@@ -4034,6 +4042,7 @@ static void cmd_idle(struct session *s, struct command *c) {
   }
   s->in_idle = 0;
   session_publish(s);
+  if (r == -4) session_send(s, "* BYE imapmem is shutting down\r\n");
   if (s->closing) cmd_bad(c, "IDLE ended");
   else if (r < 0) {
     s->closing = 1;
@@ -4176,12 +4185,8 @@ static void cmd_copy(struct session *s, struct command *c) {
   size_t *idx, n;
   if (!view_resolve(s, c, &set, c->uid, &idx, &n)) return;
   if (move && s->readonly) return cmd_no(c, "[READ-ONLY] Mailbox is read-only");
-  struct mailbox *dst = user_mailbox(s->user, name);
-  if (!dst) return cmd_no(c, "[TRYCREATE] Mailbox does not exist: %s", name);
-  if (!dst->selectable) {
-    mailbox_unref(dst);
-    return cmd_no(c, "[CANNOT] Mailbox is \\Noselect: %s", name);
-  }
+  struct mailbox *dst = cmd_selectable(s, c, name, "TRYCREATE");
+  if (!dst) return;
   struct copied *cp = arena_alloc(&s->arena, (n ? n : 1) * sizeof *cp);
   if (!cp) {
     mailbox_unref(dst);
@@ -6081,11 +6086,13 @@ void imapmem_release(void *p) {
 
 int imapmem_reset(imapmem *srv) {
   if (!srv) return IMAPMEM_MISUSE;
-  pthread_mutex_lock(&srv->lock);
-  size_t n = srv->nusers;
-  pthread_mutex_unlock(&srv->lock);
-  for (size_t i = 0; i < n; i++)     /* users are never removed, so the list is stable */
-    if (!user_reset(srv->users[i])) return api_error(srv, IMAPMEM_NOMEM, "out of memory");
+  for (size_t i = 0;; i++) {         /* users are never removed; the array may move */
+    pthread_mutex_lock(&srv->lock);
+    struct user *u = i < srv->nusers ? srv->users[i] : NULL;
+    pthread_mutex_unlock(&srv->lock);
+    if (!u) break;
+    if (!user_reset(u)) return api_error(srv, IMAPMEM_NOMEM, "out of memory");
+  }
   server_notify(srv);
   return IMAPMEM_OK;
 }
