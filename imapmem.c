@@ -216,7 +216,8 @@ struct cmd_def {
 /* ---- section 9: sessions ---- */
 struct seqent {               /* a session's view: sequence number i+1 is entry i */
   uint32_t uid;
-  uint8_t recent;
+  uint8_t recent;             /* \Recent in this session */
+  uint8_t gone;               /* expunged: set and cleared within session_sync */
 };
 struct session {
   struct imapmem *srv;
@@ -3336,13 +3337,23 @@ static int session_sync(struct session *s, int allow_expunge) {
       if (mb->expunged[mid].modseq <= s->expunge_modseq) lo = mid + 1;
       else hi = mid;
     }
+    /* Mark each expunged message in the view, then report from the highest number down
+       (as RFC 3501 7.4.1's example does): a higher number going never renumbers a lower
+       one, so each is the number the client knows. One pass compacts the view. */
+    size_t gone = 0;
     for (size_t i = lo; i < mb->nexpunged; i++) {
       long k = view_find(s, mb->expunged[i].uid);
-      if (k < 0) continue;
-      session_send(s, "* %ld EXPUNGE\r\n", k + 1);
-      memmove(&s->view[k], &s->view[k + 1], (s->nview - (size_t)k - 1) * sizeof s->view[0]);
-      s->nview--;
+      if (k >= 0 && !s->view[k].gone) {
+        s->view[k].gone = 1;
+        gone++;
+      }
     }
+    for (size_t k = s->nview; gone && k-- > 0;)
+      if (s->view[k].gone) session_send(s, "* %zu EXPUNGE\r\n", k + 1);
+    size_t w = 0;
+    for (size_t k = 0; gone && k < s->nview; k++)
+      if (!s->view[k].gone) s->view[w++] = s->view[k];
+    if (gone) s->nview = w;
     s->expunge_modseq = mb->modseq;
   }
   if (s->seen_modseq < mb->modseq) {
@@ -3367,6 +3378,7 @@ static int session_sync(struct session *s, int allow_expunge) {
         /* RFC 3501 2.3.2: the first session told of a message sees it \Recent; a
            read-only one does not take it from the sessions after it */
         e->recent = (mb->msgs[i].flags & FLAG_RECENT) != 0;
+        e->gone = 0;
         if (e->recent && !s->readonly) mb->msgs[i].flags &= ~(uint32_t)FLAG_RECENT;
         added++;
       }
@@ -3607,6 +3619,7 @@ static void cmd_select(struct session *s, struct command *c) {
     struct message *m = &mb->msgs[i];
     s->view[i].uid = m->uid;
     s->view[i].recent = 0;
+    s->view[i].gone = 0;
     if ((m->flags & FLAG_RECENT) && !examine) {
       m->flags &= ~(uint32_t)FLAG_RECENT;  /* \Recent goes to exactly one session */
       s->view[i].recent = 1;
@@ -4615,6 +4628,11 @@ static int search_header(const char *h, const char *hend, struct str name, struc
     if (value.len == 0) {
       found = 1;
       break;
+    }
+    /* most fields have neither encoded words nor folding: search them where they lie */
+    if (!memchr(f.value.p, '\n', f.value.len) && !str_casefind(f.value.p, f.value.len, "=?", 2)) {
+      found = str_casefind(f.value.p, f.value.len, value.p, value.len) != NULL;
+      continue;
     }
     buf_reset(&dec);
     rfc2047_decode(f.value, &dec);
