@@ -44,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -2421,10 +2422,9 @@ static int mbox_message(struct mbox_batch *b, const char *p, const char *end,
 /* The next "\nFrom " in [p, p+n), or NULL. (memmem is not in C11 or POSIX.) */
 static const char *find_from_line(const char *p, size_t n) {
   const char *end = p + n;
-  while ((p = memchr(p, '\n', (size_t)(end - p))) != NULL) {
-    if (end - p >= 6 && memcmp(p + 1, "From ", 5) == 0) return p;
-    p++;
-  }
+  /* 'F' is much rarer than '\n' in mail, so memchr for it makes fewer, longer jumps */
+  for (p = p + 1; p < end && (p = memchr(p, 'F', (size_t)(end - p))) != NULL; p++)
+    if (p[-1] == '\n' && end - p >= 5 && memcmp(p, "From ", 5) == 0) return p - 1;
   return NULL;
 }
 
@@ -2561,9 +2561,26 @@ static int file_read(const char *path, char **data, size_t *len, char *err, size
   return 1;
 }
 
+/*
+** Parse an mbox file. A regular file is mapped rather than read: its bytes are copied
+** once, straight from the page cache into the messages' own buffers.
+*/
 static int mbox_parse_file(const char *path, const char *mailbox, struct mbox_batch **out,
                            char *err, size_t errcap) {
-  char *data;
+  struct stat st;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
+    void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (map != MAP_FAILED) {
+      int rc = mbox_parse(map, (size_t)st.st_size, path, mailbox, out, err, errcap);
+      munmap(map, (size_t)st.st_size);
+      return rc;
+    }
+  } else if (fd >= 0) {
+    close(fd);
+  }
+  char *data;                /* empty files, pipes and the like: read() */
   size_t len;
   if (!file_read(path, &data, &len, err, errcap)) return IMAPMEM_IO;
   int rc = mbox_parse(data, len, path, mailbox, out, err, errcap);
