@@ -159,8 +159,8 @@ struct mailbox {
   size_t nexpunged, capexpunged;
   char *keywords[IMAPMEM_MAX_KEYWORDS];
   int nkeywords;
-  struct session **idlers;    /* sessions to wake on a change */
-  size_t nidlers, capidlers;
+  struct session **watchers;  /* sessions that have it selected */
+  size_t nwatchers, capwatchers;
 };
 struct user {
   struct imapmem *srv;
@@ -239,7 +239,7 @@ struct session {
   size_t nview, capview;
   uint64_t seen_modseq;       /* appends and flag changes reported up to here */
   uint64_t expunge_modseq;    /* expunges reported up to here */
-  int idling;                 /* registered in mb->idlers; guarded by mb->lock */
+  int idling;                 /* in IDLE on mb: woken by changes; guarded by mb->lock */
   int in_idle;                /* in the IDLE command */
   int closing;                /* send what is buffered, then close */
   struct buf out;
@@ -311,6 +311,7 @@ static void session_send_bulk(struct session *s, const char *p, size_t n);
 static int session_flush(struct session *s);
 static int session_read_line(struct session *s, struct buf *line, size_t max, int timeout_ms);
 static void mailbox_wake_idlers(struct mailbox *mb);
+static void session_wake(struct session *s);
 static void server_notify(struct imapmem *srv);
 static void session_publish(struct session *s);
 static void session_trace(struct session *s, char dir, const char *line, size_t n);
@@ -1801,7 +1802,7 @@ static void mailbox_unref(struct mailbox *mb) {
   for (int i = 0; i < mb->nkeywords; i++) free(mb->keywords[i]);
   free(mb->msgs);
   free(mb->expunged);
-  free(mb->idlers);
+  free(mb->watchers);
   free(mb->name);
   pthread_mutex_destroy(&mb->lock);
   free(mb);
@@ -2053,6 +2054,7 @@ static void mailbox_retire(struct mailbox *mb, const char *why) {
   mb->epoch++;
   mb->gone_why = why;
   mailbox_wake_idlers(mb);
+  for (size_t i = 0; i < mb->nwatchers; i++) session_wake(mb->watchers[i]);
 }
 
 /* Remove mailbox i from the user's list: sessions holding it see it gone. */
@@ -3312,11 +3314,12 @@ static void session_unselect(struct session *s) {
   struct mailbox *mb = s->mb;
   if (!mb) return;
   pthread_mutex_lock(&mb->lock);
-  if (s->idling) {
-    for (size_t i = 0; i < mb->nidlers; i++)
-      if (mb->idlers[i] == s) mb->idlers[i] = mb->idlers[--mb->nidlers];
-    s->idling = 0;
-  }
+  for (size_t i = 0; i < mb->nwatchers; i++)
+    if (mb->watchers[i] == s) {
+      mb->watchers[i] = mb->watchers[--mb->nwatchers];
+      break;
+    }
+  s->idling = 0;
   pthread_mutex_unlock(&mb->lock);
   mailbox_unref(mb);
   s->mb = NULL;
@@ -3626,7 +3629,8 @@ static void cmd_select(struct session *s, struct command *c) {
   struct mailbox *mb = cmd_selectable(s, c, name, "NONEXISTENT");
   if (!mb) return;
   pthread_mutex_lock(&mb->lock);
-  if (!mem_grow(&s->view, &s->capview, mb->count, sizeof s->view[0])) {
+  if (!mem_grow(&s->view, &s->capview, mb->count, sizeof s->view[0]) ||
+      !mem_grow(&mb->watchers, &mb->capwatchers, mb->nwatchers + 1, sizeof mb->watchers[0])) {
     pthread_mutex_unlock(&mb->lock);
     mailbox_unref(mb);
     return cmd_no(c, "Out of memory");
@@ -3647,6 +3651,7 @@ static void cmd_select(struct session *s, struct command *c) {
   }
   s->nview = mb->count;
   s->mb = mb;
+  mb->watchers[mb->nwatchers++] = s;
   s->readonly = examine;
   s->epoch = mb->epoch;
   s->seen_modseq = s->expunge_modseq = mb->modseq;
@@ -4038,14 +4043,10 @@ static void cmd_append(struct session *s, struct command *c) {
 /* RFC 2177 IDLE: updates as they happen, until the client sends DONE. */
 static void cmd_idle(struct session *s, struct command *c) {
   if (!parse_end(&c->ps)) return cmd_bad_args(c);
-  struct mailbox *mb = s->mb;
-  if (mb) {
-    pthread_mutex_lock(&mb->lock);
-    if (mem_grow(&mb->idlers, &mb->capidlers, mb->nidlers + 1, sizeof mb->idlers[0])) {
-      mb->idlers[mb->nidlers++] = s;
-      s->idling = 1;
-    }
-    pthread_mutex_unlock(&mb->lock);
+  if (s->mb) {
+    pthread_mutex_lock(&s->mb->lock);
+    s->idling = 1;
+    pthread_mutex_unlock(&s->mb->lock);
   }
   s->in_idle = 1;
   session_publish(s);
@@ -4065,8 +4066,6 @@ static void cmd_idle(struct session *s, struct command *c) {
   }
   if (s->mb) {
     pthread_mutex_lock(&s->mb->lock);
-    for (size_t i = 0; i < s->mb->nidlers; i++)
-      if (s->mb->idlers[i] == s) s->mb->idlers[i] = s->mb->idlers[--s->mb->nidlers];
     s->idling = 0;
     pthread_mutex_unlock(&s->mb->lock);
   }
@@ -5331,9 +5330,10 @@ static void session_wake(struct session *s) {
   (void)r;                   /* a full pipe already holds a wake-up */
 }
 
-/* Wake the sessions idling on mb. Caller holds mb->lock. */
+/* Wake the sessions idling on mb (and tell imapmem_wait()). Caller holds mb->lock. */
 static void mailbox_wake_idlers(struct mailbox *mb) {
-  for (size_t i = 0; i < mb->nidlers; i++) session_wake(mb->idlers[i]);
+  for (size_t i = 0; i < mb->nwatchers; i++)
+    if (mb->watchers[i]->idling) session_wake(mb->watchers[i]);
   if (mb->user) server_notify(mb->user->srv);
 }
 
@@ -5358,7 +5358,8 @@ static void session_publish(struct session *s) {
 
 /*
 ** Wait until the socket is readable. Returns 1 readable, 0 timed out, -3 woken by a
-** mailbox change (only if wake_ok), -4 the server is stopping.
+** mailbox change (only if wake_ok), -4 the server is stopping, -5 the selected mailbox
+** went away (deleted, reset or given a new UIDVALIDITY).
 */
 static int session_wait(struct session *s, int wake_ok) {
   int timeout = s->srv->cfg.idle_timeout * 1000;
@@ -5376,6 +5377,12 @@ static int session_wait(struct session *s, int wake_ok) {
       pthread_mutex_unlock(&s->srv->lock);
       if (stopping) return -4;
       if (wake_ok) return -3;
+      if (s->mb) {           /* its mailbox was deleted, reset, renumbered: end now */
+        pthread_mutex_lock(&s->mb->lock);
+        int gone = s->mb->epoch != s->epoch;
+        pthread_mutex_unlock(&s->mb->lock);
+        if (gone) return -5;
+      }
     }
     if (pf[0].revents) return 1;
   }
@@ -5552,6 +5559,7 @@ static void session_run(struct session *s) {
   while (!s->closing && s->state != ST_LOGOUT) {
     int r = session_read_command(s);
     if (r == -4) session_send(s, "* BYE imapmem is shutting down\r\n");
+    if (r == -5) session_sync(s, 0);    /* says "* BYE Selected mailbox was ..." */
     if (r < 0) break;
     if (r > 0 && s->cmd.len == 0) session_send(s, "* BAD Empty command line\r\n");
     else if (r > 0) session_execute(s);
