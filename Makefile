@@ -25,12 +25,21 @@ build/unit: test/unit.c imapmem.c imapmem.h | build
 build/unit-asan: test/unit.c imapmem.c imapmem.h | build
 	$(CC) $(WARN) -O1 -g $(SAN) -pthread test/unit.c -o $@
 
-TEST_BINS = imapmem build/imapmem-asan build/imapmem-tsan build/unit build/unit-asan
+# In-process tests: they add imapmem.c and imapmem.h to their build, as an embedder would.
+build/api_test: test/api_test.c imapmem.c imapmem.h | build
+	$(CC) $(WARN) -O1 -g $(SAN) -pthread -I. test/api_test.c imapmem.c -o $@
+
+build/embed_example: test/embed_example.c imapmem.c imapmem.h | build
+	$(CC) $(WARN) -O1 -g -pthread -I. test/embed_example.c imapmem.c -o $@
+
+TEST_BINS = imapmem build/imapmem-asan build/imapmem-tsan build/unit build/unit-asan \
+  build/api_test build/embed_example
 
 # Every test: C unit tests (plain and sanitized), the wire tests against the plain and the
 # ASan+UBSan server, and the multi-client and concurrency tests against the TSan server.
 test: $(TEST_BINS)
-	$(PY) test/run.py --c build/unit --c build/unit-asan \
+	$(PY) test/run.py --c build/unit --c build/unit-asan --c build/api_test \
+	  --c 'valgrind:build/embed_example' \
 	  --wire ./imapmem --wire build/imapmem-asan \
 	  --wire 'build/imapmem-tsan:test_multi.py,test_concurrency.py'
 
