@@ -304,19 +304,301 @@ enum {
   CAP_ID = 32, CAP_LITERALPLUS = 64, CAP_SASLIR = 128, CAP_CHILDREN = 256
 };
 
-/* ---- prototypes of functions used before their section ---- */
-static void session_send(struct session *s, const char *fmt, ...) PRINTF_LIKE(2, 3);
+/* ---- prototypes: a table of contents, section by section ---- */
+struct field;                /* structs private to one section */
+struct lexer;
+struct token;
+struct param;
+struct ctype;
+struct mime_builder;
+struct pending;
+struct mbox_batch;
+struct flag_list;
+struct snap;
+struct fetch_item;
+struct fetch_snap;
+/* 1 buffers and strings */
+static int mem_should_fail(void);
+static void *mem_alloc(size_t n);
+static void *mem_realloc(void *p, size_t n);
+static void *mem_calloc(size_t n, size_t size);
+static char *mem_strndup(const char *s, size_t n);
+static char *mem_strdup(const char *s);
+static int mem_grow(void *arrayp, size_t *cap, size_t need, size_t size);
+static int buf_reserve(struct buf *b, size_t more);
+static void buf_add(struct buf *b, const void *p, size_t n);
+static void buf_adds(struct buf *b, const char *s);
+static void buf_addc(struct buf *b, char c);
+static void buf_vprintf(struct buf *b, const char *fmt, va_list ap);
+static void PRINTF_LIKE(2, 3) buf_printf(struct buf *b, const char *fmt, ...);
+static void buf_reset(struct buf *b);
+static void buf_free(struct buf *b);
+static char *buf_take(struct buf *b);
+static void *arena_alloc(struct arena *a, size_t n);
+static char *arena_strndup(struct arena *a, const char *s, size_t n);
+static void arena_free(struct arena *a);
+static struct str str_make(const char *p, size_t n);
+static int str_ieq(struct str s, const char *z);
+static struct str str_trim(struct str s);
+static int ascii_lower(int c);
+static const char *str_casefind(const char *h, size_t hn, const char *n, size_t nn);
+static int base64_value(int c);
+static int base64_decode(const char *p, size_t n, struct buf *out, int strict);
+static void sleep_ms(int ms);
+static int64_t days_from_civil(int64_t y, int m, int d);
+static int days_in_month(int64_t y, int m);
+static void civil_from_days(int64_t z, int *y, int *m, int *d);
+static int month_from_name(const char *p, size_t n);
+static void date_time_format(struct buf *b, int64_t t, int tz);
+/* 2 the message model */
+static int header_next(const char **pos, const char *end, struct field *f);
+static int header_get(const char *p, const char *end, const char *name, struct str *out);
+static size_t header_length(const char *p, size_t n);
+static void header_unfold(struct str v, struct buf *out);
+static size_t count_lines(const char *p, size_t n);
+static void lex_skip_cfws(struct lexer *lx);
+static int lex_next(struct lexer *lx, struct token *t);
+static int zone_from_name(struct str z);
+static int parse_uint(struct str s, long max, long *out);
+static int date_parse(struct str v, int64_t *t_out, int *tz_out);
+static void ctype_free(struct ctype *ct);
+static void ctype_parse(struct str v, int with_subtype, struct ctype *ct);
+static int ctype_param(const struct ctype *ct, const char *name, struct buf *out);
+static void out_string(struct buf *b, const char *p, size_t n);
+static void out_nstring(struct buf *b, const char *p, size_t n, int present);
+static void out_upper(struct buf *b, struct str s);
+static void out_field(struct buf *b, const char *h, const char *hend, const char *name);
+static int param_same(const struct param *a, const struct param *b);
+static void out_params(struct buf *b, const struct ctype *ct);
+static void addr_join(struct buf *out, struct token *t, int from, int to, int spaces);
+static void out_addr_spec(struct buf *b, struct token *t, int from, int to, struct str name,
+                          int has_name, struct str adl);
+static int is_special(const struct token *t, char c);
+static void out_address_list(struct buf *b, struct str v);
+static void out_address_field(struct buf *b, const char *h, const char *hend, const char *name,
+                              const char *fallback);
+static void out_envelope(struct buf *b, const char *h, const char *hend);
+static int mime_new_part(struct mime_builder *mb);
+static int mime_find_delim(const char *msg, size_t start, size_t *pos, size_t end,
+                           struct str boundary, size_t *line_start, size_t *after, int *closing);
+static int mime_parse(struct mime_builder *mb, size_t off, size_t end, int default_rfc822,
+                      int depth);
+static void out_language(struct buf *b, const char *h, const char *hend);
+static void out_disposition(struct buf *b, const char *h, const char *hend);
+static void out_body(struct buf *b, const char *msg, const struct part *parts, int idx,
+                     int extended);
+static void msgmeta_free(struct msgmeta *m);
+static struct msgmeta *msgmeta_build(const char *msg, size_t size);
+static const struct msgmeta *msgdata_meta(struct msgdata *d);
+static void latin1_to_utf8(const char *p, size_t n, struct buf *out);
+static int hexval(int c);
+static void qp_decode(const char *p, size_t n, struct buf *out, int header);
+static int charset_is_latin1(struct str cs);
+static void rfc2047_decode(struct str v, struct buf *out);
+static void part_decoded_text(const char *msg, const struct part *pt, struct buf *out);
+/* 3 the store */
+static struct msgdata *msgdata_new(const char *bytes, size_t n);
+static struct msgdata *msgdata_ref(struct msgdata *d);
+static void msgdata_unref(struct msgdata *d);
+static struct mailbox *mailbox_new(struct user *u, const char *name, int selectable,
+                                   uint32_t uidvalidity);
+static struct mailbox *mailbox_ref(struct mailbox *mb);
+static void mailbox_unref(struct mailbox *mb);
+static long mailbox_find_uid(const struct mailbox *mb, uint32_t uid);
+static size_t mailbox_lower_bound(const struct mailbox *mb, uint32_t uid);
+static int mailbox_keyword(struct mailbox *mb, const char *name, size_t n, int create);
+static uint32_t mailbox_append(struct mailbox *mb, struct msgdata *d, uint32_t flags,
+                               uint64_t keywords, int64_t internaldate, int tz);
+static void mailbox_set_flags(struct mailbox *mb, size_t i, uint32_t flags, uint64_t keywords);
+static long mailbox_expunge(struct mailbox *mb, const unsigned char *remove);
+static long mailbox_expunge_deleted(struct mailbox *mb, const struct seqset *uids);
+static int name_is_inbox(const char *name, size_t n);
+static void mailbox_canonical(const char *name, char *out, size_t cap);
+static uint32_t server_new_uidvalidity(struct imapmem *srv);
+static struct user *user_new(const char *name, const char *password);
+static void user_free(struct user *u);
+static struct mailbox *user_mailbox_locked(struct user *u, const char *name);
+static struct mailbox *user_mailbox(struct user *u, const char *name);
+static int user_has_children_locked(struct user *u, const char *name);
+static struct mailbox *user_create_locked(struct user *u, const char *name, int selectable,
+                                          uint32_t uidvalidity, int *exists);
+static void mailbox_retire(struct mailbox *mb, const char *why);
+static void user_remove_locked(struct user *u, size_t i, const char *why);
+static struct mailbox *mailbox_clone(struct mailbox *src, struct user *u);
+static int user_snapshot(struct user *u);
+static int user_reset(struct user *u);
+static void mailbox_new_uidvalidity(struct imapmem *srv, struct mailbox *mb);
+static int user_subscribed_locked(struct user *u, const char *name);
+/* 4 mbox load and save */
+static void mbox_batch_free(struct mbox_batch *b);
+static int line_number_at(const char *data, size_t off);
+static int mbox_from_date(const char *p, size_t n, int64_t *t_out, int *tz_out);
+static uint32_t mbox_status_flags(struct str v, int x_status);
+static int mbox_put(struct msgdata **d, size_t *cap, const char *p, size_t n);
+static int mbox_header_kind(const char *p, size_t n);
+static int mbox_header_apply(struct mbox_batch *b, struct pending *pm, int kind, struct str v,
+                             int *pseudo);
+static int mbox_message(struct mbox_batch *b, const char *p, const char *end, struct pending *pm,
+                        int *pseudo);
+static const char *find_from_line(const char *p, size_t n);
+static int mbox_parse(const char *data, size_t len, const char *file, const char *name,
+                      struct mbox_batch **out, char *err, size_t errcap);
+static int file_read(const char *path, char **data, size_t *len, char *err, size_t errcap);
+static int mbox_parse_file(const char *path, const char *mailbox, struct mbox_batch **out,
+                           char *err, size_t errcap);
+static int has_suffix(const char *s, const char *suffix);
+static int mbox_parse_dir(const char *dir, const char *prefix, struct mbox_batch **list, int depth,
+                          char *err, size_t errcap);
+static int mbox_commit(struct user *u, struct mbox_batch *list, uint32_t uidvalidity);
+static int mkdir_p(const char *path);
+static void mbox_put_lines(struct buf *out, const char *p, size_t n);
+static void mbox_put_message(struct buf *out, const struct mailbox *mb, const struct message *m,
+                             int first);
+static int mbox_save_mailbox(struct mailbox *mb, const char *dir, char *err, size_t errcap);
+static int mbox_save_user(struct user *u, const char *dir, char *err, size_t errcap);
+/* 5 the command parser */
+static int is_atom_char(int c);
+static int parse_fail(struct parser *ps, const char *what);
+static int parse_at_end(struct parser *ps);
+static int parse_peek(struct parser *ps, char c);
+static int parse_char(struct parser *ps, char c);
+static int parse_sp(struct parser *ps);
+static int parse_end(struct parser *ps);
+static int parse_run(struct parser *ps, int (*ok)(int), struct str *out);
+static int parse_atom(struct parser *ps, struct str *out);
+static int is_astring_char(int c);
+static int is_tag_char(int c);
+static int parse_tag(struct parser *ps, struct str *out);
+static int parse_literal(struct parser *ps, struct str *out);
+static int parse_quoted(struct parser *ps, struct str *out);
+static int parse_string(struct parser *ps, struct str *out);
+static int parse_astring(struct parser *ps, struct str *out);
+static int is_list_char(int c);
+static int parse_list_mailbox(struct parser *ps, struct str *out);
+static const char *parse_cstr(struct parser *ps, struct str s);
+static int parse_mailbox(struct parser *ps, const char **out);
+static int parse_number(struct parser *ps, uint32_t *out);
+static int parse_nz_number(struct parser *ps, uint32_t *out);
+static int parse_seq_number(struct parser *ps, uint32_t *out);
+static int parse_seqset(struct parser *ps, struct seqset *out);
+static void seqset_resolve(struct seqset *s, uint32_t max);
+static int seqset_contains(const struct seqset *s, uint32_t v);
+static int parse_flag_bit(struct str f);
+static int parse_flags(struct parser *ps, struct flag_list *fl, int bare);
+static int parse_date_time(struct parser *ps, int64_t *t, int *tz);
+static int parse_date(struct parser *ps, int64_t *days);
+/* 6 command handlers */
+static int cap_on(struct imapmem *srv, unsigned bit);
+static const char *capabilities(struct imapmem *srv, char *out, size_t cap);
+static void PRINTF_LIKE(3, 4) cmd_reply(struct command *c, const char *status, const char *fmt,
+                        ...);
+static void cmd_bad_args(struct command *c);
+static int cmd_mailbox_arg(struct command *c, const char **name);
+static struct mailbox *cmd_selectable(struct session *s, struct command *c, const char *name,
+                                      const char *missing);
+static const char *state_name(enum state st);
+static void flags_out(struct buf *b, uint32_t flags, uint64_t kw, char *const *names_kw, int nkw,
+                      int recent);
+static long view_find(const struct session *s, uint32_t uid);
+static void session_unselect(struct session *s);
+static int session_sync(struct session *s, int allow_expunge);
+static int view_resolve(struct session *s, struct command *c, struct seqset *set, int uid,
+                        size_t **out, size_t *nout);
+static void cmd_capability(struct session *s, struct command *c);
+static void cmd_noop(struct session *s, struct command *c);
+static void cmd_logout(struct session *s, struct command *c);
+static void cmd_id(struct session *s, struct command *c);
+static struct user *server_find_user(struct imapmem *srv, struct str name);
+static int session_login(struct session *s, struct str name, struct str password);
+static void cmd_login(struct session *s, struct command *c);
+static void cmd_authenticate(struct session *s, struct command *c);
+static void cmd_starttls(struct session *s, struct command *c);
+static void cmd_select(struct session *s, struct command *c);
+static int name_has_wildcard(const char *name);
+static void cmd_create(struct session *s, struct command *c);
+static void cmd_delete(struct session *s, struct command *c);
+static void cmd_rename(struct session *s, struct command *c);
+static void cmd_subscribe(struct session *s, struct command *c);
+static int list_match(const char *pat, const char *name);
+static int list_match_name(const char *pat, const char *name);
+static int cmp_names(const void *a, const void *b);
+static void cmd_list(struct session *s, struct command *c);
+static void cmd_status(struct session *s, struct command *c);
+static int flag_list_keywords(struct mailbox *mb, const struct flag_list *fl, uint64_t *kw);
+static void cmd_append(struct session *s, struct command *c);
+static void cmd_idle(struct session *s, struct command *c);
+static void cmd_namespace(struct session *s, struct command *c);
+static void cmd_check(struct session *s, struct command *c);
+static void cmd_close(struct session *s, struct command *c);
+static void cmd_unselect(struct session *s, struct command *c);
+static void cmd_expunge(struct session *s, struct command *c);
+static void cmd_store(struct session *s, struct command *c);
+static void cmd_copy(struct session *s, struct command *c);
+static void cmd_search(struct session *s, struct command *c);
+static void cmd_fetch(struct session *s, struct command *c);
+static const struct cmd_def *command_find(struct str name);
+static int session_fault(struct session *s, const char *name, struct fault *out);
+static int session_apply_fault(struct session *s, struct command *c, const struct fault *f);
+static void session_execute(struct session *s);
+/* 7 SEARCH */
+static struct skey *search_new(struct parser *ps, int op);
+static struct skey *search_parse_list(struct parser *ps, int depth, int group);
+static struct skey *search_parse_key(struct parser *ps, int depth);
+static void search_prepare(struct skey *k, struct session *s);
+static int search_header(const char *h, const char *hend, struct str name, struct str value);
+static int search_text(const char *msg, const struct msgmeta *mm, struct str value,
+                       int with_headers);
+static int search_match(const struct skey *k, const struct snap *m);
+static void search_command(struct session *s, struct command *c);
+/* 8 FETCH */
+static int fetch_parse_section(struct parser *ps, struct fetch_item *it);
+static struct fetch_item *fetch_add(struct parser *ps, struct fetch_item ***tail, int kind);
+static int fetch_parse_att(struct parser *ps, struct fetch_item ***tail);
+static int fetch_find_part(const struct msgmeta *mm, const uint32_t *path, int npath);
+static int field_listed(const struct fetch_item *it, struct str name);
+static void fetch_literal(struct session *s, const struct fetch_item *it, const char *p, size_t n);
+static void fetch_section(struct session *s, const struct fetch_item *it, struct msgdata *d);
+static void fetch_one(struct session *s, const struct fetch_item *items, const struct fetch_snap *m,
+                      char *const *kwnames, int nkw, int add_flags);
+static void fetch_command(struct session *s, struct command *c);
+/* 9 sessions and network */
 static void session_sendn(struct session *s, const void *p, size_t n);
-static void session_send_bulk(struct session *s, const char *p, size_t n);
+static void session_send(struct session *s, const char *fmt, ...) PRINTF_LIKE(2, 3);
+static void session_trace(struct session *s, char dir, const char *line, size_t n);
+static void session_trace_out(struct session *s, const char *p, size_t n);
+static void session_trace_command(struct session *s, const char *p, size_t n);
+static int session_write(struct session *s, const char *p, size_t n);
 static int session_flush(struct session *s);
-static int session_read_line(struct session *s, struct buf *line, size_t max, int timeout_ms);
-static void mailbox_wake_idlers(struct mailbox *mb);
+static void session_send_bulk(struct session *s, const char *p, size_t n);
 static void session_wake(struct session *s);
+static void mailbox_wake_idlers(struct mailbox *mb);
 static void server_notify(struct imapmem *srv);
 static void session_publish(struct session *s);
-static void session_trace(struct session *s, char dir, const char *line, size_t n);
-static void search_command(struct session *s, struct command *c);
-static void fetch_command(struct session *s, struct command *c);
+static int session_wait(struct session *s, int wake_ok);
+static int session_fill(struct session *s, int wake_ok);
+static int session_read_line(struct session *s, struct buf *line, size_t max, int wake_ok);
+static int session_read_bytes(struct session *s, struct buf *b, size_t n);
+static void session_refuse(struct session *s, const struct buf *cmd, const char *why);
+static int session_read_command(struct session *s);
+static void session_run(struct session *s);
+static void *session_thread(void *arg);
+static void session_free(struct session *s);
+static struct session *session_new(struct imapmem *srv, int fd, int fd_out);
+static void server_reap_locked(struct imapmem *srv);
+static int server_add_session(struct imapmem *srv, int fd, int fd_out, const char *preauth);
+static void server_accept(struct imapmem *srv, int fd);
+static void *accept_thread(void *arg);
+/* 10 the public API (helpers; the API itself is in imapmem.h) */
+static int PRINTF_LIKE(3, 4) api_error(struct imapmem *srv, int code, const char *fmt, ...);
+static struct user *api_user(struct imapmem *srv, const char *name);
+static uint32_t api_uidvalidity(struct imapmem *srv);
+static int api_mailbox(struct imapmem *srv, const char *user, const char *mailbox,
+                       struct mailbox **out);
+static int api_message(struct imapmem *srv, const char *user, const char *mailbox, uint32_t uid,
+                       int (*fn)(struct mailbox *, struct message *, void *), void *arg);
+static int message_flags_string(struct mailbox *mb, struct message *m, void *arg);
+static int message_bytes(struct mailbox *mb, struct message *m, void *arg);
+static int api_until_holds(struct imapmem *srv, const struct imapmem_until *w);
 
 /*
 ** ===========================================================================
@@ -2131,8 +2413,10 @@ static int user_reset(struct user *u) {
   struct mailbox **fresh = mem_calloc(u->nbase ? u->nbase : 1, sizeof *fresh);
   char **subs = mem_calloc(u->nbasesubs ? u->nbasesubs : 1, sizeof *subs);
   int ok = fresh && subs;
-  for (size_t i = 0; ok && i < u->nbase; i++) ok = (fresh[i] = mailbox_clone(u->base[i], u)) != NULL;
-  for (size_t i = 0; ok && i < u->nbasesubs; i++) ok = (subs[i] = mem_strdup(u->basesubs[i])) != NULL;
+  for (size_t i = 0; ok && i < u->nbase; i++)
+    ok = (fresh[i] = mailbox_clone(u->base[i], u)) != NULL;
+  for (size_t i = 0; ok && i < u->nbasesubs; i++)
+    ok = (subs[i] = mem_strdup(u->basesubs[i])) != NULL;
   if (!ok) {
     for (size_t i = 0; fresh && i < u->nbase; i++) mailbox_unref(fresh[i]);
     for (size_t i = 0; subs && i < u->nbasesubs; i++) free(subs[i]);
@@ -2379,7 +2663,8 @@ static int mbox_message(struct mbox_batch *b, const char *p, const char *end,
     if (in_header) {
       int cont = ce > p && (*p == ' ' || *p == '\t');
       if (!cont && skip != HDR_KEEP) {  /* the stripped field is complete: apply it */
-        ok = !fieldval.oom && mbox_header_apply(b, pm, skip, str_make(fieldval.p, fieldval.len), pseudo);
+        ok = !fieldval.oom &&
+             mbox_header_apply(b, pm, skip, str_make(fieldval.p, fieldval.len), pseudo);
         skip = HDR_KEEP;
         buf_reset(&fieldval);
       }
@@ -2403,7 +2688,8 @@ static int mbox_message(struct mbox_batch *b, const char *p, const char *end,
     p = next;
   }
   if (ok && skip != HDR_KEEP)
-    ok = !fieldval.oom && mbox_header_apply(b, pm, skip, str_make(fieldval.p, fieldval.len), pseudo);
+    ok = !fieldval.oom &&
+         mbox_header_apply(b, pm, skip, str_make(fieldval.p, fieldval.len), pseudo);
   buf_free(&fieldval);
   if (!ok) {
     free(d);
@@ -2768,8 +3054,8 @@ static void mbox_put_message(struct buf *out, const struct mailbox *mb, const st
   if ((f & FLAG_SEEN) || !(f & FLAG_RECENT))   /* no Status at all: new and \Recent */
     buf_printf(out, "Status: %s%s\n", f & FLAG_SEEN ? "R" : "", f & FLAG_RECENT ? "" : "O");
   if (f & (FLAG_ANSWERED | FLAG_FLAGGED | FLAG_DRAFT | FLAG_DELETED))
-    buf_printf(out, "X-Status: %s%s%s%s\n", f & FLAG_ANSWERED ? "A" : "", f & FLAG_FLAGGED ? "F" : "",
-               f & FLAG_DRAFT ? "T" : "", f & FLAG_DELETED ? "D" : "");
+    buf_printf(out, "X-Status: %s%s%s%s\n", f & FLAG_ANSWERED ? "A" : "",
+               f & FLAG_FLAGGED ? "F" : "", f & FLAG_DRAFT ? "T" : "", f & FLAG_DELETED ? "D" : "");
   if (m->keywords) {
     buf_adds(out, "X-Keywords:");
     for (int i = 0; i < mb->nkeywords; i++)
@@ -3602,7 +3888,8 @@ static void cmd_authenticate(struct session *s, struct command *c) {
   const char *z1 = memchr(p, 0, dec.len), *z2 = z1 ? memchr(z1 + 1, 0, (size_t)(e - z1 - 1)) : NULL;
   int authed = 0;
   if (z1 && z2) {
-    struct str authz = str_make(p, (size_t)(z1 - p)), authc = str_make(z1 + 1, (size_t)(z2 - z1 - 1));
+    struct str authz = str_make(p, (size_t)(z1 - p));
+    struct str authc = str_make(z1 + 1, (size_t)(z2 - z1 - 1));
     struct str pw = str_make(z2 + 1, (size_t)(e - z2 - 1));
     if (authz.len == 0 || (authz.len == authc.len && memcmp(authz.p, authc.p, authc.len) == 0))
       authed = session_login(s, authc, pw);
@@ -4061,7 +4348,8 @@ static void cmd_idle(struct session *s, struct command *c) {
     }
     r = session_read_line(s, &line, IMAPMEM_MAX_LINE, 1);
     if (r == -3) continue;   /* woken by a change: report it */
-    if (r >= 0 && atomic_load(&s->srv->tracing)) session_trace(s, 'C', line.p ? line.p : "", line.len);
+    if (r >= 0 && atomic_load(&s->srv->tracing))
+      session_trace(s, 'C', line.p ? line.p : "", line.len);
     break;
   }
   if (s->mb) {
@@ -4076,8 +4364,11 @@ static void cmd_idle(struct session *s, struct command *c) {
   else if (r < 0) {
     s->closing = 1;
     cmd_bad(c, "IDLE ended: %s", r == -2 ? "line too long" : "connection lost or timed out");
-  } else if (str_ieq(str_make(line.p ? line.p : "", line.len), "DONE")) cmd_ok(c, "IDLE terminated");
-  else cmd_bad(c, "IDLE Expected DONE");
+  } else if (str_ieq(str_make(line.p ? line.p : "", line.len), "DONE")) {
+    cmd_ok(c, "IDLE terminated");
+  } else {
+    cmd_bad(c, "IDLE Expected DONE");
+  }
   buf_free(&line);
 }
 
@@ -4371,8 +4662,6 @@ static int session_fault(struct session *s, const char *name, struct fault *out)
   return found;
 }
 
-static void mailbox_new_uidvalidity(struct imapmem *srv, struct mailbox *mb);
-
 /* Carry out a fault. Returns 1 if the command is answered (or the session ended) here. */
 static int session_apply_fault(struct session *s, struct command *c, const struct fault *f) {
   switch (f->action) {
@@ -4443,7 +4732,8 @@ static void session_execute(struct session *s) {
   struct fault f;
   if (session_fault(s, full, &f) && session_apply_fault(s, &c, &f)) return;
   c.def = command_find(name);
-  if (!c.def || (c.uid && !(c.def->flags & CMD_UID)) || (c.def->cap && !cap_on(s->srv, c.def->cap)) ||
+  if (!c.def || (c.uid && !(c.def->flags & CMD_UID)) ||
+      (c.def->cap && !cap_on(s->srv, c.def->cap)) ||   /* a switched-off extension */
       (c.uid && c.def->uid_cap && !cap_on(s->srv, c.def->uid_cap))) {
     session_send(s, "%s BAD Unknown command: %s\r\n", c.tag, full);
     return;
@@ -4494,8 +4784,6 @@ struct snap {                 /* one message as SEARCH sees it */
   int64_t day;                /* INTERNALDATE's date in its own zone, as a day number */
   struct msgdata *data;
 };
-
-static struct skey *search_parse_key(struct parser *ps, int depth);
 
 static struct skey *search_new(struct parser *ps, int op) {
   struct skey *k = arena_alloc(ps->arena, sizeof *k);
@@ -6073,7 +6361,8 @@ static int api_message(struct imapmem *srv, const char *user, const char *mailbo
   rc = k < 0 ? IMAPMEM_NOTFOUND : fn(mb, &mb->msgs[k], arg);
   pthread_mutex_unlock(&mb->lock);
   mailbox_unref(mb);
-  if (rc == IMAPMEM_NOTFOUND) return api_error(srv, rc, "no message with UID %u in %s", uid, mailbox);
+  if (rc == IMAPMEM_NOTFOUND)
+    return api_error(srv, rc, "no message with UID %u in %s", uid, mailbox);
   if (rc == IMAPMEM_NOMEM) return api_error(srv, rc, "out of memory");
   return rc;
 }
@@ -6203,11 +6492,13 @@ int imapmem_wait(imapmem *srv, const struct imapmem_until *until, int timeout_ms
   if (!srv || !until || timeout_ms < 0) return IMAPMEM_MISUSE;
   int k = until->kind;
   if (k < IMAPMEM_UNTIL_LOGIN || k > IMAPMEM_UNTIL_NO_SESSIONS ||
-      ((k == IMAPMEM_UNTIL_SELECTED || k == IMAPMEM_UNTIL_IDLE) && (!until->user || !until->mailbox)) ||
+      ((k == IMAPMEM_UNTIL_SELECTED || k == IMAPMEM_UNTIL_IDLE) &&
+       (!until->user || !until->mailbox)) ||
       ((k == IMAPMEM_UNTIL_FLAG || k == IMAPMEM_UNTIL_NO_FLAG) &&
        (!until->user || !until->mailbox || !until->flag)) ||
       (k == IMAPMEM_UNTIL_COUNT && (!until->user || !until->mailbox)))
-    return api_error(srv, IMAPMEM_MISUSE, "imapmem_wait: the condition lacks a user, mailbox or flag");
+    return api_error(srv, IMAPMEM_MISUSE,
+                     "imapmem_wait: the condition lacks a user, mailbox or flag");
   struct timespec deadline;
   clock_gettime(CLOCK_REALTIME, &deadline);
   deadline.tv_sec += timeout_ms / 1000;
@@ -6264,7 +6555,8 @@ int imapmem_fault(imapmem *srv, const char *spec) {
     {"NO", FA_NO, 1, 0}, {"BAD", FA_BAD, 1, 0}, {"DROP", FA_DROP, 0, 0}, {"BYE", FA_BYE, 1, 0},
     {"ALERT", FA_ALERT, 1, 0}, {"DELAY", FA_DELAY, 0, 1}, {"UIDVALIDITY", FA_UIDVALIDITY, 0, 0}};
   const char *eq = strchr(spec, '=');
-  if (!eq || eq == spec) return api_error(srv, IMAPMEM_PARSE, "fault \"%s\": expected WHEN=ACTION", spec);
+  if (!eq || eq == spec)
+    return api_error(srv, IMAPMEM_PARSE, "fault \"%s\": expected WHEN=ACTION", spec);
   char *end;
   long v;
   if ((size_t)(eq - spec) == 5 && strncasecmp(spec, "delay", 5) == 0) {
@@ -6285,7 +6577,8 @@ int imapmem_fault(imapmem *srv, const char *spec) {
   memset(&f, 0, sizeof f);
   if (spec[0] == '#') {
     v = strtol(spec + 1, &end, 10);
-    if (end != eq || v < 1) return api_error(srv, IMAPMEM_PARSE, "fault \"%s\": #N wants N >= 1", spec);
+    if (end != eq || v < 1)
+      return api_error(srv, IMAPMEM_PARSE, "fault \"%s\": #N wants N >= 1", spec);
     f.nth = (unsigned)v;
   } else {
     if ((size_t)(eq - spec) >= sizeof f.cmd)
@@ -6312,7 +6605,8 @@ int imapmem_fault(imapmem *srv, const char *spec) {
     for (char *c = f.text; *c; c++)
       if (*c == '\r' || *c == '\n') *c = ' ';
   } else if (*arg) {
-    return api_error(srv, IMAPMEM_PARSE, "fault \"%s\": %s takes no argument", spec, actions[i].name);
+    return api_error(srv, IMAPMEM_PARSE, "fault \"%s\": %s takes no argument", spec,
+                     actions[i].name);
   }
   pthread_mutex_lock(&srv->lock);
   struct fault *nf = mem_realloc(srv->faults, (srv->nfaults + 1) * sizeof *nf);
@@ -6493,7 +6787,8 @@ static int parse_options(int argc, char **argv, struct options *o) {
     } else if (!strcmp(name, "--save")) {
       o->save = val;
     } else if (!strcmp(name, "--capability")) {
-      if (val[0] != '-' && val[0] != '+') return die_usage("--capability wants -NAME or +NAME, not %s", val);
+      if (val[0] != '-' && val[0] != '+')
+        return die_usage("--capability wants -NAME or +NAME, not %s", val);
       o->caps[o->ncaps++] = val;
     } else if (!strcmp(name, "--fault")) {
       o->faults[o->nfaults++] = val;
@@ -6564,7 +6859,8 @@ static int serve(struct options *o) {
   int rc = IMAPMEM_OK;
   for (int i = 0; i < o->nusers && rc == IMAPMEM_OK; i++) {
     rc = imapmem_add_user(srv, o->users[i].name, o->users[i].password);
-    if (rc == IMAPMEM_OK && o->users[i].path) rc = imapmem_load(srv, o->users[i].name, o->users[i].path);
+    if (rc == IMAPMEM_OK && o->users[i].path)
+      rc = imapmem_load(srv, o->users[i].name, o->users[i].path);
   }
   for (int i = 0; i < o->npaths && rc == IMAPMEM_OK; i++)
     rc = imapmem_load(srv, o->users[0].name, o->paths[i]);
