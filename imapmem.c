@@ -105,6 +105,24 @@ struct part {                /* one MIME entity: offsets into the message's byte
   uint8_t kind;
   uint8_t digest;             /* a multipart/digest: children default to message/rfc822 */
 };
+/*
+** Header fields that ENVELOPE and BODYSTRUCTURE read; struct headers holds the first of
+** each, found in one pass.
+*/
+enum {
+  H_DATE, H_SUBJECT, H_FROM, H_SENDER, H_REPLY_TO, H_TO, H_CC, H_BCC, H_IN_REPLY_TO,
+  H_MESSAGE_ID, H_CONTENT_TYPE, H_CONTENT_ID, H_CONTENT_DESCRIPTION, H_CONTENT_ENCODING,
+  H_CONTENT_MD5, H_CONTENT_DISPOSITION, H_CONTENT_LANGUAGE, H_CONTENT_LOCATION, H_COUNT
+};
+static const char *const header_names[H_COUNT] = {  /* ORDER H_* */
+  "Date", "Subject", "From", "Sender", "Reply-To", "To", "Cc", "Bcc", "In-Reply-To",
+  "Message-ID", "Content-Type", "Content-ID", "Content-Description",
+  "Content-Transfer-Encoding", "Content-MD5", "Content-Disposition", "Content-Language",
+  "Content-Location"};
+struct headers {
+  struct str v[H_COUNT];
+  unsigned char have[H_COUNT];
+};
 struct msgmeta {             /* computed once per message, then shared and immutable */
   struct part *parts;         /* parts[0] is the top-level entity */
   int nparts;
@@ -367,7 +385,8 @@ static int ctype_param(const struct ctype *ct, const char *name, struct buf *out
 static void out_string(struct buf *b, const char *p, size_t n);
 static void out_nstring(struct buf *b, const char *p, size_t n, int present);
 static void out_upper(struct buf *b, struct str s);
-static void out_field(struct buf *b, const char *h, const char *hend, const char *name);
+static void headers_scan(const char *h, const char *hend, struct headers *out);
+static void out_field(struct buf *b, const struct headers *hs, int id);
 static int param_same(const struct param *a, const struct param *b);
 static void out_params(struct buf *b, const struct ctype *ct);
 static void addr_join(struct buf *out, struct token *t, int from, int to, int spaces);
@@ -375,16 +394,15 @@ static void out_addr_spec(struct buf *b, struct token *t, int from, int to, stru
                           int has_name, struct str adl);
 static int is_special(const struct token *t, char c);
 static void out_address_list(struct buf *b, struct str v);
-static void out_address_field(struct buf *b, const char *h, const char *hend, const char *name,
-                              const char *fallback);
-static void out_envelope(struct buf *b, const char *h, const char *hend);
+static void out_address_field(struct buf *b, const struct headers *hs, int id, int fallback);
+static void out_envelope(struct buf *b, const struct headers *hs);
 static int mime_new_part(struct mime_builder *mb);
 static int mime_find_delim(const char *msg, size_t start, size_t *pos, size_t end,
                            struct str boundary, size_t *line_start, size_t *after, int *closing);
 static int mime_parse(struct mime_builder *mb, size_t off, size_t end, int default_rfc822,
                       int depth);
-static void out_language(struct buf *b, const char *h, const char *hend);
-static void out_disposition(struct buf *b, const char *h, const char *hend);
+static void out_language(struct buf *b, const struct headers *hs);
+static void out_disposition(struct buf *b, const struct headers *hs);
 static void out_body(struct buf *b, const char *msg, const struct part *parts, int idx,
                      int extended);
 static void msgmeta_free(struct msgmeta *m);
@@ -1018,6 +1036,23 @@ static void header_unfold(struct str v, struct buf *out) {
   }
 }
 
+/*
+** The fields ENVELOPE and BODYSTRUCTURE use, found in one pass over a header (the first
+** of each, as RFC 3501 7.4.2 reads them), instead of one pass per field.
+*/
+static void headers_scan(const char *h, const char *hend, struct headers *out) {
+  memset(out, 0, sizeof *out);
+  struct field f;
+  while (header_next(&h, hend, &f)) {
+    for (int i = 0; i < H_COUNT; i++)
+      if (!out->have[i] && str_ieq(f.name, header_names[i])) {
+        out->v[i] = f.value;
+        out->have[i] = 1;
+        break;
+      }
+  }
+}
+
 static size_t count_lines(const char *p, size_t n) {
   size_t lines = 0;
   const char *q = p, *end = p + n;
@@ -1309,14 +1344,13 @@ static void out_upper(struct buf *b, struct str s) {
 }
 
 /* A header field value, unfolded and trimmed, as an nstring. */
-static void out_field(struct buf *b, const char *h, const char *hend, const char *name) {
-  struct str v;
-  if (!header_get(h, hend, name, &v)) {
+static void out_field(struct buf *b, const struct headers *hs, int id) {
+  if (!hs->have[id]) {
     buf_adds(b, "NIL");
     return;
   }
   struct buf u = {0};
-  header_unfold(v, &u);
+  header_unfold(hs->v[id], &u);
   out_string(b, u.p ? u.p : "", u.len);
   buf_free(&u);
 }
@@ -1503,37 +1537,35 @@ static void out_address_list(struct buf *b, struct str v) {
   free(t);
 }
 
-static void out_address_field(struct buf *b, const char *h, const char *hend, const char *name,
-                              const char *fallback) {
-  struct str v;
-  if (header_get(h, hend, name, &v) && str_trim(v).len) out_address_list(b, v);
-  else if (fallback && header_get(h, hend, fallback, &v) && str_trim(v).len)
-    out_address_list(b, v);
+static void out_address_field(struct buf *b, const struct headers *hs, int id, int fallback) {
+  if (hs->have[id] && str_trim(hs->v[id]).len) out_address_list(b, hs->v[id]);
+  else if (fallback >= 0 && hs->have[fallback] && str_trim(hs->v[fallback]).len)
+    out_address_list(b, hs->v[fallback]);
   else buf_adds(b, "NIL");
 }
 
-/* RFC 3501 7.4.2 ENVELOPE of the message whose header is [h, hend). */
-static void out_envelope(struct buf *b, const char *h, const char *hend) {
+/* RFC 3501 7.4.2 ENVELOPE of the message whose header fields are hs. */
+static void out_envelope(struct buf *b, const struct headers *hs) {
   buf_addc(b, '(');
-  out_field(b, h, hend, "Date");
+  out_field(b, hs, H_DATE);
   buf_addc(b, ' ');
-  out_field(b, h, hend, "Subject");
+  out_field(b, hs, H_SUBJECT);
   buf_addc(b, ' ');
-  out_address_field(b, h, hend, "From", NULL);
+  out_address_field(b, hs, H_FROM, -1);
   buf_addc(b, ' ');
-  out_address_field(b, h, hend, "Sender", "From");    /* default to From */
+  out_address_field(b, hs, H_SENDER, H_FROM);        /* default to From */
   buf_addc(b, ' ');
-  out_address_field(b, h, hend, "Reply-To", "From");
+  out_address_field(b, hs, H_REPLY_TO, H_FROM);
   buf_addc(b, ' ');
-  out_address_field(b, h, hend, "To", NULL);
+  out_address_field(b, hs, H_TO, -1);
   buf_addc(b, ' ');
-  out_address_field(b, h, hend, "Cc", NULL);
+  out_address_field(b, hs, H_CC, -1);
   buf_addc(b, ' ');
-  out_address_field(b, h, hend, "Bcc", NULL);
+  out_address_field(b, hs, H_BCC, -1);
   buf_addc(b, ' ');
-  out_field(b, h, hend, "In-Reply-To");
+  out_field(b, hs, H_IN_REPLY_TO);
   buf_addc(b, ' ');
-  out_field(b, h, hend, "Message-ID");
+  out_field(b, hs, H_MESSAGE_ID);
   buf_addc(b, ')');
 }
 
@@ -1681,9 +1713,9 @@ static int mime_parse(struct mime_builder *mb, size_t off, size_t end, int defau
 
 /* ------------------------------------------------------------------------- */
 /* BODY and BODYSTRUCTURE (RFC 3501 7.4.2 and the body grammar of section 9). */
-static void out_language(struct buf *b, const char *h, const char *hend) {
-  struct str v;
-  if (!header_get(h, hend, "Content-Language", &v)) {
+static void out_language(struct buf *b, const struct headers *hs) {
+  struct str v = hs->v[H_CONTENT_LANGUAGE];
+  if (!hs->have[H_CONTENT_LANGUAGE]) {
     buf_adds(b, "NIL");
     return;
   }
@@ -1706,14 +1738,13 @@ static void out_language(struct buf *b, const char *h, const char *hend) {
   }
 }
 
-static void out_disposition(struct buf *b, const char *h, const char *hend) {
-  struct str v;
+static void out_disposition(struct buf *b, const struct headers *hs) {
   struct ctype ct;
-  if (!header_get(h, hend, "Content-Disposition", &v)) {
+  if (!hs->have[H_CONTENT_DISPOSITION]) {
     buf_adds(b, "NIL");
     return;
   }
-  ctype_parse(v, 0, &ct);
+  ctype_parse(hs->v[H_CONTENT_DISPOSITION], 0, &ct);
   if (!ct.type.len) buf_adds(b, "NIL");
   else {
     buf_addc(b, '(');
@@ -1728,10 +1759,11 @@ static void out_disposition(struct buf *b, const char *h, const char *hend) {
 static void out_body(struct buf *b, const char *msg, const struct part *parts, int idx,
                      int extended) {
   const struct part *pt = &parts[idx];
-  const char *h = msg + pt->hdr_off, *hend = h + pt->hdr_len;
-  struct str v;
+  struct headers hs;
+  headers_scan(msg + pt->hdr_off, msg + pt->hdr_off + pt->hdr_len, &hs);
+  struct str v = hs.v[H_CONTENT_TYPE];
   struct ctype ct;
-  int have = header_get(h, hend, "Content-Type", &v);
+  int have = hs.have[H_CONTENT_TYPE];
   if (have) ctype_parse(v, 1, &ct);
   else memset(&ct, 0, sizeof ct);
   if (have && !ct.type.len) have = 0;      /* invalid: the defaults apply (RFC 2045 5.2) */
@@ -1745,11 +1777,11 @@ static void out_body(struct buf *b, const char *msg, const struct part *parts, i
       buf_addc(b, ' ');
       out_params(b, &ct);
       buf_addc(b, ' ');
-      out_disposition(b, h, hend);
+      out_disposition(b, &hs);
       buf_addc(b, ' ');
-      out_language(b, h, hend);
+      out_language(b, &hs);
       buf_addc(b, ' ');
-      out_field(b, h, hend, "Content-Location");
+      out_field(b, &hs, H_CONTENT_LOCATION);
     }
     buf_addc(b, ')');
     ctype_free(&ct);
@@ -1767,11 +1799,12 @@ static void out_body(struct buf *b, const char *msg, const struct part *parts, i
     buf_adds(b, "\"TEXT\" \"PLAIN\" (\"CHARSET\" \"us-ascii\")");
   }
   buf_addc(b, ' ');
-  out_field(b, h, hend, "Content-ID");
+  out_field(b, &hs, H_CONTENT_ID);
   buf_addc(b, ' ');
-  out_field(b, h, hend, "Content-Description");
+  out_field(b, &hs, H_CONTENT_DESCRIPTION);
   buf_addc(b, ' ');
-  if (header_get(h, hend, "Content-Transfer-Encoding", &v) && str_trim(v).len) {
+  v = hs.v[H_CONTENT_ENCODING];
+  if (hs.have[H_CONTENT_ENCODING] && str_trim(v).len) {
     struct lexer lx = {v.p, v.p + v.len, ""};
     struct token tk = {0};
     if (lex_next(&lx, &tk) == TOK_ATOM) out_upper(b, tk.text);
@@ -1783,8 +1816,10 @@ static void out_body(struct buf *b, const char *msg, const struct part *parts, i
   buf_printf(b, " %u", pt->body_len);
   if (pt->kind == PART_MESSAGE && pt->child >= 0) {
     const struct part *in = &parts[pt->child];
+    struct headers inner;
+    headers_scan(msg + in->hdr_off, msg + in->hdr_off + in->hdr_len, &inner);
     buf_addc(b, ' ');
-    out_envelope(b, msg + in->hdr_off, msg + in->hdr_off + in->hdr_len);
+    out_envelope(b, &inner);
     buf_addc(b, ' ');
     out_body(b, msg, parts, pt->child, extended);
     buf_printf(b, " %u", pt->lines);
@@ -1793,13 +1828,13 @@ static void out_body(struct buf *b, const char *msg, const struct part *parts, i
   }
   if (extended) {
     buf_addc(b, ' ');
-    out_field(b, h, hend, "Content-MD5");
+    out_field(b, &hs, H_CONTENT_MD5);
     buf_addc(b, ' ');
-    out_disposition(b, h, hend);
+    out_disposition(b, &hs);
     buf_addc(b, ' ');
-    out_language(b, h, hend);
+    out_language(b, &hs);
     buf_addc(b, ' ');
-    out_field(b, h, hend, "Content-Location");
+    out_field(b, &hs, H_CONTENT_LOCATION);
   }
   buf_addc(b, ')');
   ctype_free(&ct);
@@ -1828,7 +1863,9 @@ static struct msgmeta *msgmeta_build(const char *msg, size_t size) {
   m->nparts = mb.n;
   struct buf e = {0}, bd = {0}, bs = {0};
   size_t hl = header_length(msg, size);
-  out_envelope(&e, msg, msg + hl);
+  struct headers hs;
+  headers_scan(msg, msg + hl, &hs);
+  out_envelope(&e, &hs);
   if (!mb.failed && mb.n > 0) {
     out_body(&bd, msg, mb.parts, 0, 0);
     out_body(&bs, msg, mb.parts, 0, 1);
@@ -1837,10 +1874,9 @@ static struct msgmeta *msgmeta_build(const char *msg, size_t size) {
   m->body = buf_take(&bd);
   m->bodystructure = buf_take(&bs);
   m->sent = INT64_MIN;
-  struct str v;
   int64_t t;
   int tz;
-  if (header_get(msg, msg + hl, "Date", &v) && date_parse(v, &t, &tz))
+  if (hs.have[H_DATE] && date_parse(hs.v[H_DATE], &t, &tz))
     m->sent = (t + (int64_t)tz * 60) / 86400 - ((t + (int64_t)tz * 60) % 86400 < 0);
   if (mb.failed || !m->envelope || !m->body || !m->bodystructure) {
     msgmeta_free(m);
