@@ -457,8 +457,7 @@ static int mbox_header_kind(const char *p, size_t n);
 static int mbox_header_apply(struct mbox_batch *b, struct pending *pm, int kind, struct str v,
                              int *pseudo);
 static int mbox_message(struct mbox_batch *b, const char *p, const char *end, struct pending *pm,
-                        int *pseudo);
-static const char *find_from_line(const char *p, size_t n);
+                        int *pseudo, const char **next_out);
 static int mbox_parse(const char *data, size_t len, const char *file, const char *name,
                       struct mbox_batch **out, char *err, size_t errcap);
 static int file_read(const char *path, char **data, size_t *len, char *err, size_t errcap);
@@ -2610,7 +2609,7 @@ static uint32_t mbox_status_flags(struct str v, int x_status) {
 /* Append bytes to a message buffer being built, growing it (before it is shared). */
 static int mbox_put(struct msgdata **d, size_t *cap, const char *p, size_t n) {
   if ((*d)->size + n > *cap) {
-    size_t ncap = *cap + *cap / 2 + n;
+    size_t ncap = *cap * 2 + n;
     if (ncap > UINT32_MAX) return 0;
     struct msgdata *nd = mem_realloc(*d, sizeof **d + ncap + 1);
     if (!nd) return 0;
@@ -2679,13 +2678,17 @@ static int mbox_header_apply(struct mbox_batch *b, struct pending *pm, int kind,
 }
 
 /*
-** Parse one message whose bytes (after the From line) are [p, end) into pm. Returns 0 if
-** memory ran out. *pseudo is set for UW's internal-data message.
+** Parse one message, from just after its From line to the next separator, into pm, and
+** point *next_out at the next From line (or end). RFC 4155: a message ends at a blank
+** line followed by a "From " line, and that blank line belongs to the mbox, as does one
+** at the very end of the file. Finding the separator in the same pass that copies the
+** lines reads each byte once. Returns 0 if memory ran out (or a message passes 4 GB).
+** *pseudo is set for UW's internal-data message.
 */
 static int mbox_message(struct mbox_batch *b, const char *p, const char *end,
-                        struct pending *pm, int *pseudo) {
+                        struct pending *pm, int *pseudo, const char **next_out) {
   size_t in = (size_t)(end - p);
-  size_t cap = in + in / 16 + 256;
+  size_t cap = in < 16384 ? in + in / 16 + 64 : 16384;   /* grows by doubling */
   struct msgdata *d = mem_alloc(sizeof *d + cap + 1);
   if (!d) return 0;
   d->size = 0;
@@ -2696,6 +2699,10 @@ static int mbox_message(struct mbox_batch *b, const char *p, const char *end,
     const char *nl = memchr(p, '\n', (size_t)(end - p));
     const char *le = nl ? nl : end, *next = nl ? nl + 1 : end;
     const char *ce = le > p && le[-1] == '\r' ? le - 1 : le;
+    if (ce == p && nl && (next == end || (end - next >= 5 && memcmp(next, "From ", 5) == 0))) {
+      p = next;              /* the separator: the message ends before it */
+      break;
+    }
     if (in_header) {
       int cont = ce > p && (*p == ' ' || *p == '\t');
       if (!cont && skip != HDR_KEEP) {  /* the stripped field is complete: apply it */
@@ -2727,6 +2734,7 @@ static int mbox_message(struct mbox_batch *b, const char *p, const char *end,
     ok = !fieldval.oom &&
          mbox_header_apply(b, pm, skip, str_make(fieldval.p, fieldval.len), pseudo);
   buf_free(&fieldval);
+  *next_out = p;
   if (!ok) {
     free(d);
     return 0;
@@ -2741,15 +2749,6 @@ static int mbox_message(struct mbox_batch *b, const char *p, const char *end,
   d->hdr_len = (uint32_t)header_length(d->bytes, d->size);
   pm->d = d;
   return 1;
-}
-
-/* The next "\nFrom " in [p, p+n), or NULL. (memmem is not in C11 or POSIX.) */
-static const char *find_from_line(const char *p, size_t n) {
-  const char *end = p + n;
-  /* 'F' is much rarer than '\n' in mail, so memchr for it makes fewer, longer jumps */
-  for (p = p + 1; p < end && (p = memchr(p, 'F', (size_t)(end - p))) != NULL; p++)
-    if (p[-1] == '\n' && end - p >= 5 && memcmp(p, "From ", 5) == 0) return p - 1;
-  return NULL;
 }
 
 /*
@@ -2781,39 +2780,14 @@ static int mbox_parse(const char *data, size_t len, const char *file, const char
     const char *fe = memchr(from, '\n', len - pos);
     size_t from_len = fe ? (size_t)(fe - from) : len - pos;
     size_t body = fe ? (size_t)(fe - data) + 1 : len;
-    /* RFC 4155: the next message starts at a "From " line that follows a blank line */
-    size_t next = len, search = body;
-    while (search < len) {
-      const char *hit = find_from_line(data + search, len - search);
-      if (!hit) break;
-      size_t at = (size_t)(hit - data);        /* the '\n' before "From " */
-      int blank = data[at - 1] == '\n' || (data[at - 1] == '\r' && data[at - 2] == '\n');
-      if (blank) {
-        next = at + 1;
-        break;
-      }
-      search = at + 1;
-    }
-    size_t mend = next;      /* drop the blank separator line that belongs to the mbox */
-    if (mend > body && data[mend - 1] == '\n') {
-      size_t e = mend - 1;
-      if (e > body && data[e - 1] == '\r') e--;
-      if (e > body && data[e - 1] == '\n') mend = e;
-      else if (e == body) mend = e;
-    }
-    if (mend - body > UINT32_MAX - 1) {
-      snprintf(err, errcap, "%s:%d: message too large (over 4 GB)", file,
-               line_number_at(data, pos));
-      mbox_batch_free(b);
-      *out = NULL;
-      return IMAPMEM_PARSE;
-    }
     struct pending pm = {0};
     pm.flags = FLAG_RECENT;  /* until a Status header says the message is old */
     int pseudo = 0;
+    const char *next = data + len;
     if (!mem_grow(&b->m, &b->cap, b->n + 1, sizeof b->m[0]) ||
-        !mbox_message(b, data + body, data + mend, &pm, &pseudo)) {
-      snprintf(err, errcap, "%s:%d: out of memory", file, line_number_at(data, pos));
+        !mbox_message(b, data + body, data + len, &pm, &pseudo, &next)) {
+      snprintf(err, errcap, "%s:%d: out of memory, or a message over 4 GB", file,
+               line_number_at(data, pos));
       free(pm.keywords);
       mbox_batch_free(b);
       *out = NULL;
@@ -2833,7 +2807,7 @@ static int mbox_parse(const char *data, size_t len, const char *file, const char
       }
       b->m[b->n++] = pm;
     }
-    pos = next;
+    pos = (size_t)(next - data);
   }
   return IMAPMEM_OK;
 }
