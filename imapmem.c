@@ -123,13 +123,16 @@ struct headers {
   struct str v[H_COUNT];
   unsigned char have[H_COUNT];
 };
+struct rendered {            /* ENVELOPE, BODY and BODYSTRUCTURE as FETCH writes them */
+  char *envelope;
+  char *body;
+  char *bodystructure;
+};
 struct msgmeta {             /* computed once per message, then shared and immutable */
   struct part *parts;         /* parts[0] is the top-level entity */
   int nparts;
-  char *envelope;             /* rendered ENVELOPE, BODY and BODYSTRUCTURE */
-  char *body;
-  char *bodystructure;
   int64_t sent;               /* Date header as a UTC day number, or INT64_MIN */
+  _Atomic(struct rendered *) rendered;   /* made on the first FETCH that needs it */
 };
 struct msgdata {             /* a message's bytes, stored once, shared by its copies */
   atomic_int refs;
@@ -405,9 +408,12 @@ static void out_language(struct buf *b, const struct headers *hs);
 static void out_disposition(struct buf *b, const struct headers *hs);
 static void out_body(struct buf *b, const char *msg, const struct part *parts, int idx,
                      int extended);
+static void rendered_free(struct rendered *r);
 static void msgmeta_free(struct msgmeta *m);
 static struct msgmeta *msgmeta_build(const char *msg, size_t size);
-static const struct msgmeta *msgdata_meta(struct msgdata *d);
+static struct msgmeta *msgdata_meta(struct msgdata *d);
+static struct rendered *rendered_build(const char *msg, size_t size, const struct msgmeta *m);
+static const struct rendered *msgdata_rendered(struct msgdata *d);
 static void latin1_to_utf8(const char *p, size_t n, struct buf *out);
 static int hexval(int c);
 static void qp_decode(const char *p, size_t n, struct buf *out, int header);
@@ -1840,52 +1846,76 @@ static void out_body(struct buf *b, const char *msg, const struct part *parts, i
 }
 
 /* ------------------------------------------------------------------------- */
+/*
+** A message's metadata comes in two stages, each computed once, on first use, by
+** whichever thread gets there first and published with a compare-and-swap (the loser
+** frees its copy): the part table and Date (for SEARCH and body sections), then the
+** rendered ENVELOPE/BODY/BODYSTRUCTURE (for FETCH of those). SEARCH never pays for text
+** it does not send.
+*/
+static atomic_long msgmeta_builds, rendered_builds;  /* so a test can see each is built once */
+
+static void rendered_free(struct rendered *r) {
+  if (!r) return;
+  free(r->envelope);
+  free(r->body);
+  free(r->bodystructure);
+  free(r);
+}
+
 static void msgmeta_free(struct msgmeta *m) {
   if (!m) return;
+  rendered_free(atomic_load(&m->rendered));
   free(m->parts);
-  free(m->envelope);
-  free(m->body);
-  free(m->bodystructure);
   free(m);
 }
 
-static atomic_long msgmeta_builds;   /* counted so a test can see each is built once */
-
-/* Parse and render everything once. NULL if memory ran out. */
+/* Parse the MIME tree and the Date once. NULL if memory ran out. */
 static struct msgmeta *msgmeta_build(const char *msg, size_t size) {
   atomic_fetch_add(&msgmeta_builds, 1);
   struct msgmeta *m = mem_calloc(1, sizeof *m);
   if (!m) return NULL;
+  atomic_init(&m->rendered, NULL);
   struct mime_builder mb = {msg, NULL, 0, 0, 0};
   mime_parse(&mb, 0, size, 0, 0);
   m->parts = mb.parts;
   m->nparts = mb.n;
-  struct buf e = {0}, bd = {0}, bs = {0};
-  size_t hl = header_length(msg, size);
-  struct headers hs;
-  headers_scan(msg, msg + hl, &hs);
-  out_envelope(&e, &hs);
-  if (!mb.failed && mb.n > 0) {
-    out_body(&bd, msg, mb.parts, 0, 0);
-    out_body(&bs, msg, mb.parts, 0, 1);
-  }
-  m->envelope = buf_take(&e);
-  m->body = buf_take(&bd);
-  m->bodystructure = buf_take(&bs);
   m->sent = INT64_MIN;
+  struct str v;
   int64_t t;
   int tz;
-  if (hs.have[H_DATE] && date_parse(hs.v[H_DATE], &t, &tz))
+  if (header_get(msg, msg + header_length(msg, size), "Date", &v) && date_parse(v, &t, &tz))
     m->sent = (t + (int64_t)tz * 60) / 86400 - ((t + (int64_t)tz * 60) % 86400 < 0);
-  if (mb.failed || !m->envelope || !m->body || !m->bodystructure) {
+  if (mb.failed || mb.n == 0) {
     msgmeta_free(m);
     return NULL;
   }
   return m;
 }
 
-/* The message's metadata, computed on first use by whichever thread gets here first. */
-static const struct msgmeta *msgdata_meta(struct msgdata *d) {
+/* Render ENVELOPE, BODY and BODYSTRUCTURE from the part table. NULL if memory ran out. */
+static struct rendered *rendered_build(const char *msg, size_t size, const struct msgmeta *m) {
+  atomic_fetch_add(&rendered_builds, 1);
+  struct rendered *r = mem_calloc(1, sizeof *r);
+  if (!r) return NULL;
+  struct buf e = {0}, bd = {0}, bs = {0};
+  struct headers hs;
+  headers_scan(msg, msg + header_length(msg, size), &hs);
+  out_envelope(&e, &hs);
+  out_body(&bd, msg, m->parts, 0, 0);
+  out_body(&bs, msg, m->parts, 0, 1);
+  r->envelope = buf_take(&e);
+  r->body = buf_take(&bd);
+  r->bodystructure = buf_take(&bs);
+  if (!r->envelope || !r->body || !r->bodystructure) {
+    rendered_free(r);
+    return NULL;
+  }
+  return r;
+}
+
+/* The message's part table, computed on first use. NULL if memory ran out. */
+static struct msgmeta *msgdata_meta(struct msgdata *d) {
   struct msgmeta *m = atomic_load_explicit(&d->meta, memory_order_acquire);
   if (m) return m;
   struct msgmeta *n = msgmeta_build(d->bytes, d->size);
@@ -1893,6 +1923,20 @@ static const struct msgmeta *msgdata_meta(struct msgdata *d) {
   struct msgmeta *expected = NULL;
   if (atomic_compare_exchange_strong(&d->meta, &expected, n)) return n;
   msgmeta_free(n);           /* another thread won the race; use its copy */
+  return expected;
+}
+
+/* The message's rendered ENVELOPE/BODY/BODYSTRUCTURE, made on first use. */
+static const struct rendered *msgdata_rendered(struct msgdata *d) {
+  struct msgmeta *m = msgdata_meta(d);      /* of it, only m->rendered is ever written */
+  if (!m) return NULL;
+  struct rendered *r = atomic_load_explicit(&m->rendered, memory_order_acquire);
+  if (r) return r;
+  struct rendered *n = rendered_build(d->bytes, d->size, m);
+  if (!n) return NULL;
+  struct rendered *expected = NULL;
+  if (atomic_compare_exchange_strong(&m->rendered, &expected, n)) return n;
+  rendered_free(n);
   return expected;
 }
 
@@ -5328,9 +5372,9 @@ static void fetch_one(struct session *s, const struct fetch_item *items, const s
   for (const struct fetch_item *it = items; it; it = it->next) {
     if (!first) session_send(s, " ");
     first = 0;
-    const struct msgmeta *mm = NULL;
+    const struct rendered *mm = NULL;
     if (it->kind == FI_ENVELOPE || it->kind == FI_BODY || it->kind == FI_BODYSTRUCTURE) {
-      mm = msgdata_meta(m->data);
+      mm = msgdata_rendered(m->data);
       if (!mm) {
         s->out.oom = 1;
         return;

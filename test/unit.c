@@ -208,13 +208,16 @@ static void test_model(void) {
   CHECK(m != NULL);
   if (!m) return;
   CHECK(m->nparts == 4);
-  CHECK(strstr(m->envelope, "((\"Doe, John\" NIL \"john\" \"example.com\")(NIL NIL \"Group\" NIL)"
+  struct rendered *r = rendered_build(msg, strlen(msg), m);
+  CHECK(r != NULL);
+  if (!r) return;
+  CHECK(strstr(r->envelope, "((\"Doe, John\" NIL \"john\" \"example.com\")(NIL NIL \"Group\" NIL)"
                             "(NIL NIL \"a\" \"b\")(\"C\" NIL \"c\" \"d\")(NIL NIL NIL NIL))") != NULL);
-  CHECK(strstr(m->envelope, "((NIL NIL \"undisclosed-recipients\" NIL)(NIL NIL NIL NIL))") != NULL);
-  CHECK(strstr(m->envelope, "((NIL \"@route1,@route2\" \"x\" \"y\")(NIL NIL \"plain\" \"host\"))") != NULL);
-  CHECK(strstr(m->bodystructure, "(\"TEXT\" \"PLAIN\" (\"CHARSET\" \"utf-8\") NIL NIL \"7BIT\" 8 1 "
+  CHECK(strstr(r->envelope, "((NIL NIL \"undisclosed-recipients\" NIL)(NIL NIL NIL NIL))") != NULL);
+  CHECK(strstr(r->envelope, "((NIL \"@route1,@route2\" \"x\" \"y\")(NIL NIL \"plain\" \"host\"))") != NULL);
+  CHECK(strstr(r->bodystructure, "(\"TEXT\" \"PLAIN\" (\"CHARSET\" \"utf-8\") NIL NIL \"7BIT\" 8 1 "
                                  "NIL NIL NIL NIL)") != NULL);
-  CHECK(strstr(m->bodystructure, "\"MIXED\" (\"BOUNDARY\" \"XX\") NIL NIL NIL)") != NULL);
+  CHECK(strstr(r->bodystructure, "\"MIXED\" (\"BOUNDARY\" \"XX\") NIL NIL NIL)") != NULL);
   uint32_t one[] = {1}, two1[] = {2, 1};
   int p1 = fetch_find_part(m, one, 1), p21 = fetch_find_part(m, two1, 2);
   CHECK(p1 > 0 && m->parts[p1].body_len == 8 && memcmp(msg + m->parts[p1].body_off, "part one", 8) == 0);
@@ -226,6 +229,7 @@ static void test_model(void) {
   rfc2047_decode(str_make(subj, strlen(subj)), &d);
   CHECK(d.p && strcmp(d.p, "Hellocaf\xc3\xa9 world") == 0);
   buf_free(&d);
+  rendered_free(r);
   msgmeta_free(m);
 }
 
@@ -280,7 +284,7 @@ static void test_metadata_once(void) {
   CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
   CHECK(imapmem_serve_fd(srv, sv[1], sv[1], "u") == IMAPMEM_OK);
   struct buf in = {0};
-  long before = atomic_load(&msgmeta_builds);
+  long before = atomic_load(&msgmeta_builds), rbefore = atomic_load(&rendered_builds);
   CHECK(strncmp(exchange(sv[0], "a SELECT INBOX\r\n", "a", &in), "a OK", 4) == 0);
   double t0 = now_s();
   CHECK(strncmp(exchange(sv[0], "b FETCH 1:* (ENVELOPE BODYSTRUCTURE)\r\n", "b", &in), "b OK", 4) == 0);
@@ -290,9 +294,15 @@ static void test_metadata_once(void) {
   double t2 = now_s();
   CHECK(strncmp(exchange(sv[0], "d UID FETCH 1:* (BODY BODY[1.MIME])\r\n", "d", &in), "d OK", 4) == 0);
   long built = atomic_load(&msgmeta_builds) - before;
-  CHECK(built == N);
-  printf("metadata: %ld of %d messages built; FETCH 1:* (ENVELOPE BODYSTRUCTURE) first %.1f ms, "
-         "repeated %.1f ms\n", built, N, (t1 - t0) * 1e3, (t2 - t1) * 1e3);
+  long rendered = atomic_load(&rendered_builds) - rbefore;
+  CHECK(built == N && rendered == N);
+  /* SEARCH TEXT needs the part table, never the rendered text */
+  CHECK(strncmp(exchange(sv[0], "e SEARCH TEXT \"plain 77\"\r\n", "e", &in), "e OK", 4) == 0);
+  CHECK(strstr(in.p, "* SEARCH 78 ") != NULL);
+  CHECK(atomic_load(&msgmeta_builds) - before == N && atomic_load(&rendered_builds) - rbefore == N);
+  printf("metadata: %ld part tables and %ld renderings for %d messages; FETCH 1:* (ENVELOPE "
+         "BODYSTRUCTURE) first %.1f ms, repeated %.1f ms\n", built, rendered, N,
+         (t1 - t0) * 1e3, (t2 - t1) * 1e3);
   close(sv[0]);
   imapmem_free(srv);
   buf_free(&in);
@@ -321,7 +331,7 @@ static void test_allocation_failures(void) {
     if (rc == IMAPMEM_OK) rc = imapmem_append(srv, "u", "INBOX", "A: b\r\n\r\nc\r\n", 12, "\\Seen k3", &uid);
     if (rc == IMAPMEM_OK) {
       struct mailbox *mb = user_mailbox(srv->users[0], "Work/Box");
-      const struct msgmeta *m = mb ? msgdata_meta(mb->msgs[1].data) : NULL;
+      const struct rendered *m = mb ? msgdata_rendered(mb->msgs[1].data) : NULL;
       if (!m) rc = IMAPMEM_NOMEM;
       mailbox_unref(mb);
     }
