@@ -157,7 +157,7 @@ struct message {
   int tz;                     /* minutes east of UTC, for display */
   struct msgdata *data;
 };
-struct expunged {            /* change log entry of one expunge */
+struct change {              /* change log entry: message uid changed at modseq */
   uint32_t uid;
   uint64_t modseq;
 };
@@ -176,8 +176,11 @@ struct mailbox {
   uint64_t modseq;            /* last change number given out */
   struct message *msgs;       /* ascending UIDs */
   size_t count, cap;
-  struct expunged *expunged;  /* ascending modseq */
+  struct change *expunged;    /* expunges, ascending modseq */
   size_t nexpunged, capexpunged;
+  struct change *flagged;     /* flag changes, ascending modseq (older ones compacted) */
+  size_t nflagged, capflagged;
+  uint64_t flag_log_from;     /* changes before this may be missing from flagged[] */
   char *keywords[IMAPMEM_MAX_KEYWORDS];
   int nkeywords;
   struct session **watchers;  /* sessions that have it selected */
@@ -433,6 +436,8 @@ static size_t mailbox_lower_bound(const struct mailbox *mb, uint32_t uid);
 static int mailbox_keyword(struct mailbox *mb, const char *name, size_t n, int create);
 static uint32_t mailbox_append(struct mailbox *mb, struct msgdata *d, uint32_t flags,
                                uint64_t keywords, int64_t internaldate, int tz);
+static int cmp_change(const void *a, const void *b);
+static void mailbox_log_flags(struct mailbox *mb, uint32_t uid, uint64_t modseq);
 static void mailbox_set_flags(struct mailbox *mb, size_t i, uint32_t flags, uint64_t keywords);
 static long mailbox_expunge(struct mailbox *mb, const unsigned char *remove);
 static long mailbox_expunge_deleted(struct mailbox *mb, const struct seqset *uids);
@@ -2163,6 +2168,7 @@ static void mailbox_unref(struct mailbox *mb) {
   for (int i = 0; i < mb->nkeywords; i++) free(mb->keywords[i]);
   free(mb->msgs);
   free(mb->expunged);
+  free(mb->flagged);
   free(mb->watchers);
   free(mb->name);
   pthread_mutex_destroy(&mb->lock);
@@ -2222,6 +2228,36 @@ static uint32_t mailbox_append(struct mailbox *mb, struct msgdata *d, uint32_t f
 }
 
 /* Change a message's flags; records a change only if something changed. */
+static int cmp_change(const void *a, const void *b) {
+  uint64_t x = ((const struct change *)a)->modseq, y = ((const struct change *)b)->modseq;
+  return x < y ? -1 : x > y;
+}
+
+/*
+** Record a flag change in the log sessions read to report flag changes since they last
+** looked. When the log outgrows the mailbox, it is rebuilt from each message's latest
+** change, which is all a session reports (O(n log n), rarely). If memory runs out,
+** sessions fall back to scanning every message. Caller holds mb->lock.
+*/
+static void mailbox_log_flags(struct mailbox *mb, uint32_t uid, uint64_t modseq) {
+  if (mb->nflagged > 2 * mb->count + 64) {
+    if (mem_grow(&mb->flagged, &mb->capflagged, mb->count, sizeof mb->flagged[0])) {
+      for (size_t i = 0; i < mb->count; i++) {
+        mb->flagged[i].uid = mb->msgs[i].uid;
+        mb->flagged[i].modseq = mb->msgs[i].modseq;
+      }
+      mb->nflagged = mb->count;
+      qsort(mb->flagged, mb->nflagged, sizeof mb->flagged[0], cmp_change);
+    }
+  }
+  if (!mem_grow(&mb->flagged, &mb->capflagged, mb->nflagged + 1, sizeof mb->flagged[0])) {
+    mb->flag_log_from = modseq + 1;
+    return;
+  }
+  mb->flagged[mb->nflagged].uid = uid;
+  mb->flagged[mb->nflagged++].modseq = modseq;
+}
+
 static void mailbox_set_flags(struct mailbox *mb, size_t i, uint32_t flags, uint64_t keywords) {
   struct message *m = &mb->msgs[i];
   flags = (flags & FLAGS_SYSTEM) | (m->flags & FLAG_RECENT);
@@ -2229,6 +2265,7 @@ static void mailbox_set_flags(struct mailbox *mb, size_t i, uint32_t flags, uint
   m->flags = flags;
   m->keywords = keywords;
   m->modseq = ++mb->modseq;
+  mailbox_log_flags(mb, m->uid, m->modseq);
   mailbox_wake_idlers(mb);
 }
 
@@ -2526,7 +2563,7 @@ static void mailbox_new_uidvalidity(struct imapmem *srv, struct mailbox *mb) {
   mb->uidvalidity = server_new_uidvalidity(srv);
   for (size_t i = 0; i < mb->count; i++) mb->msgs[i].uid = (uint32_t)i + 1;
   mb->uidnext = (uint32_t)mb->count + 1;
-  mb->nexpunged = 0;
+  mb->nexpunged = mb->nflagged = 0;
   mb->modseq++;
   mailbox_retire(mb, "given a new UIDVALIDITY: resynchronize");
   pthread_mutex_unlock(&mb->lock);
@@ -3718,10 +3755,21 @@ static int session_sync(struct session *s, int allow_expunge) {
   }
   if (s->seen_modseq < mb->modseq) {
     uint32_t known = s->nview ? s->view[s->nview - 1].uid : 0;
-    /* flag changes of messages the client knows */
-    for (size_t i = 0; i < mb->count && mb->msgs[i].uid <= known; i++) {
-      const struct message *m = &mb->msgs[i];
-      if (m->modseq <= s->seen_modseq) continue;
+    /* flag changes of messages the client knows, from the log (or, if the log may lack
+       some, from every message) */
+    int scan = s->seen_modseq < mb->flag_log_from;
+    size_t lo = 0, hi = mb->nflagged;
+    while (!scan && lo < hi) {
+      size_t mid = (lo + hi) / 2;
+      if (mb->flagged[mid].modseq <= s->seen_modseq) lo = mid + 1;
+      else hi = mid;
+    }
+    for (size_t i = scan ? 0 : lo; i < (scan ? mb->count : mb->nflagged); i++) {
+      long j = scan ? (long)i : mailbox_find_uid(mb, mb->flagged[i].uid);
+      if (j < 0) continue;
+      const struct message *m = &mb->msgs[j];
+      if (m->uid > known || m->modseq <= s->seen_modseq) continue;
+      if (!scan && m->modseq != mb->flagged[i].modseq) continue;  /* a later entry has it */
       long k = view_find(s, m->uid);
       if (k < 0) continue;
       session_send(s, "* %ld FETCH (UID %u FLAGS ", k + 1, m->uid);

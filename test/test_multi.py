@@ -290,6 +290,26 @@ class UpdatesTest(MultiBase):
         ub = b.ok("CHECK")                             # also before CHECK's tagged reply
         self.assertEqual(flags_of(fetches(ub)[5][-1]), {b"\\Answered"}, ub)
 
+    def test_many_flag_changes_reported_once_each_with_final_flags(self):
+        # 400 STOREs on 6 messages: the server's flag-change log is compacted along the
+        # way; a session that was not looking gets one FETCH per changed message, with
+        # the flags it ends with, and none for the message nobody touched.
+        a, b = self.conn(), self.conn()
+        final = {}
+        for i in range(400):
+            seq = 1 + i % 5
+            flag = ("\\Flagged", "\\Answered", "$K%d" % (i % 3))[i % 3]
+            op = "+" if (i // 5) % 2 == 0 else "-"
+            a.ok("STORE %d %sFLAGS.SILENT (%s)" % (seq, op, flag))
+        for seq, lines in fetches(a.ok("FETCH 1:6 FLAGS")).items():
+            final[seq] = flags_of(lines[-1]) - {b"\\Recent"}
+        ub = b.ok("NOOP")
+        got = fetches(ub)
+        self.assertEqual(sorted(got), [1, 2, 3, 4, 5], ub)
+        for seq, lines in got.items():
+            self.assertEqual(len(lines), 1, ub)
+            self.assertEqual(flags_of(lines[0]) - {b"\\Recent"}, final[seq], ub)
+
     def test_examine_sees_but_does_not_take_recent(self):
         a, c = self.conn(select=None), self.conn(select=None)
         a.ok("EXAMINE INBOX")
