@@ -344,6 +344,54 @@ static void test_allocation_failures(void) {
   CHECK(ok_at > 10 && clean == ok_at - 1);   /* every failure before success was clean */
 }
 
+static int open_fds(void) {
+  int n = 0;
+  for (int fd = 0; fd < 4096; fd++) n += fcntl(fd, F_GETFD) != -1;
+  return n;
+}
+
+static int threads_now(void) {   /* Linux: one entry per thread; -1 elsewhere */
+  DIR *d = opendir("/proc/self/task");
+  if (!d) return -1;
+  int n = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) n += e->d_name[0] != '.';
+  closedir(d);
+  return n;
+}
+
+/* Start, serve clients (one idling, one on a socketpair), stop, free: nothing left open. */
+static void test_nothing_left_behind(void) {
+  int fds = open_fds(), threads = threads_now();
+  imapmem *srv;
+  CHECK(imapmem_new(NULL, &srv) == IMAPMEM_OK && imapmem_add_user(srv, "u", "p") == IMAPMEM_OK);
+  CHECK(imapmem_start(srv, "127.0.0.1", 0) == IMAPMEM_OK);
+  int c[3], sv[2];
+  struct sockaddr_in a = {0};
+  a.sin_family = AF_INET;
+  a.sin_port = htons((uint16_t)imapmem_port(srv));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  struct buf in = {0};
+  for (int i = 0; i < 3; i++) {
+    c[i] = socket(AF_INET, SOCK_STREAM, 0);
+    CHECK(connect(c[i], (struct sockaddr *)&a, sizeof a) == 0);
+    CHECK(strncmp(exchange(c[i], "a LOGIN u p\r\n", "a", &in), "a OK", 4) == 0);
+  }
+  CHECK(strncmp(exchange(c[0], "b SELECT INBOX\r\n", "b", &in), "b OK", 4) == 0);
+  CHECK(write(c[0], "c IDLE\r\n", 8) == 8);
+  CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+  CHECK(imapmem_serve_fd(srv, sv[1], sv[1], "u") == IMAPMEM_OK);
+  struct imapmem_until idle = {IMAPMEM_UNTIL_IDLE, "u", "INBOX", 0, NULL, 0};
+  CHECK(imapmem_wait(srv, &idle, 5000) == IMAPMEM_OK);
+  CHECK(imapmem_stop(srv) == IMAPMEM_OK);
+  imapmem_free(srv);
+  for (int i = 0; i < 3; i++) close(c[i]);
+  close(sv[0]);
+  buf_free(&in);
+  CHECK(open_fds() == fds);
+  CHECK(threads < 0 || threads_now() == threads);
+}
+
 int main(void) {
   test_parser();
   test_seqset();
@@ -354,6 +402,7 @@ int main(void) {
   test_model();
   test_metadata_once();
   test_allocation_failures();
+  test_nothing_left_behind();
   arena_free(&A);
   printf("%d passed, %d failed\n", passed, failed);
   return failed != 0;
