@@ -637,7 +637,7 @@ static int api_until_holds(struct imapmem *srv, const struct imapmem_until *w);
 ** dates). Calls: libc only. Locking: none; every object here belongs to one thread.
 **
 ** Every allocation goes through mem_alloc/mem_realloc, so a test build can make the Nth
-** one fail (mem_fail_after). A buffer that could not grow sets its oom flag and ignores
+** one fail (mem_fail_countdown). A buffer that could not grow sets its oom flag and ignores
 ** further writes: the caller checks once, at the end, instead of after every append.
 */
 static atomic_long mem_fail_countdown;  /* 0: never fail; n: the nth call from now fails */
@@ -2821,7 +2821,7 @@ static int mbox_message(struct mbox_batch *b, const char *p, const char *end,
     return 0;
   }
   if (cap - d->size > 4096) {  /* give back what the estimate overshot */
-    struct msgdata *nd = realloc(d, sizeof *d + d->size + 1);
+    struct msgdata *nd = realloc(d, sizeof *d + d->size + 1);   /* a shrink: may not fail */
     if (nd) d = nd;
   }
   atomic_init(&d->refs, 1);
@@ -6441,7 +6441,7 @@ int imapmem_uids(imapmem *srv, const char *user, const char *mailbox, uint32_t *
   int rc = api_mailbox(srv, user, mailbox, &mb);
   if (rc) return rc;
   pthread_mutex_lock(&mb->lock);
-  uint32_t *uids = malloc((mb->count ? mb->count : 1) * sizeof *uids);
+  uint32_t *uids = mem_alloc((mb->count ? mb->count : 1) * sizeof *uids);
   for (size_t i = 0; uids && i < mb->count; i++) uids[i] = mb->msgs[i].uid;
   size_t n = mb->count;
   pthread_mutex_unlock(&mb->lock);
@@ -6497,7 +6497,7 @@ struct bytes_out {
 static int message_bytes(struct mailbox *mb, struct message *m, void *arg) {
   (void)mb;
   struct bytes_out *o = arg;
-  char *p = malloc(m->data->size + 1);
+  char *p = mem_alloc(m->data->size + 1);
   if (!p) return IMAPMEM_NOMEM;
   memcpy(p, m->data->bytes, m->data->size + 1);
   *o->p = p;
