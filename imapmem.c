@@ -2821,7 +2821,7 @@ static int mbox_message(struct mbox_batch *b, const char *p, const char *end,
     return 0;
   }
   if (cap - d->size > 4096) {  /* give back what the estimate overshot */
-    struct msgdata *nd = realloc(d, sizeof *d + d->size + 1);   /* a shrink: may not fail */
+    struct msgdata *nd = realloc(d, sizeof *d + d->size + 1);   /* on failure d stays */
     if (nd) d = nd;
   }
   atomic_init(&d->refs, 1);
