@@ -167,7 +167,7 @@ struct mailbox {
   char *name;                 /* full name, '/'-delimited; guarded by the user's lock */
   struct user *user;
   atomic_int refs;
-  int selectable;             /* 0: a \Noselect level of the hierarchy */
+  atomic_int selectable;      /* 0: a \Noselect level of the hierarchy */
   pthread_mutex_t lock;       /* guards everything below */
   int deleted;                /* gone from its user; sessions holding it let go */
   unsigned epoch;             /* bumped by DELETE, RENAME, reset, a new UIDVALIDITY */
@@ -202,7 +202,7 @@ struct user {
 
 /* ---- section 5: the command parser ---- */
 struct range {
-  uint32_t lo, hi;            /* UINT32_MAX stands for '*' */
+  uint32_t lo, hi;            /* 0 stands for '*' (numbers themselves are never 0) */
 };
 struct seqset {
   struct range *r;
@@ -338,6 +338,7 @@ struct mime_builder;
 struct pending;
 struct mbox_batch;
 struct flag_list;
+struct list_entry;
 struct snap;
 struct fetch_item;
 struct fetch_snap;
@@ -434,6 +435,7 @@ static void mailbox_unref(struct mailbox *mb);
 static long mailbox_find_uid(const struct mailbox *mb, uint32_t uid);
 static size_t mailbox_lower_bound(const struct mailbox *mb, uint32_t uid);
 static int mailbox_keyword(struct mailbox *mb, const char *name, size_t n, int create);
+static int mailbox_uids_exhausted(const struct mailbox *mb);
 static uint32_t mailbox_append(struct mailbox *mb, struct msgdata *d, uint32_t flags,
                                uint64_t keywords, int64_t internaldate, int tz);
 static int cmp_change(const void *a, const void *b);
@@ -457,7 +459,6 @@ static struct mailbox *mailbox_clone(struct mailbox *src, struct user *u);
 static int user_snapshot(struct user *u);
 static int user_reset(struct user *u);
 static void mailbox_new_uidvalidity(struct imapmem *srv, struct mailbox *mb);
-static int user_subscribed_locked(struct user *u, const char *name);
 /* 4 mbox load and save */
 static void mbox_batch_free(struct mbox_batch *b);
 static int line_number_at(const char *data, size_t off);
@@ -482,7 +483,8 @@ static int mkdir_p(const char *path);
 static void mbox_put_lines(struct buf *out, const char *p, size_t n);
 static void mbox_put_message(struct buf *out, const struct mailbox *mb, const struct message *m,
                              int first);
-static int mbox_save_mailbox(struct mailbox *mb, const char *dir, char *err, size_t errcap);
+static int mbox_save_mailbox(struct mailbox *mb, const char *name, const char *dir, char *err,
+                             size_t errcap);
 static int mbox_save_user(struct user *u, const char *dir, char *err, size_t errcap);
 /* 5 the command parser */
 static int is_atom_char(int c);
@@ -550,6 +552,7 @@ static void cmd_subscribe(struct session *s, struct command *c);
 static int list_match(const char *pat, const char *name);
 static int list_match_name(const char *pat, const char *name);
 static int cmp_names(const void *a, const void *b);
+static int cmp_list_entries(const void *a, const void *b);
 static void cmd_list(struct session *s, struct command *c);
 static void cmd_status(struct session *s, struct command *c);
 static int flag_list_keywords(struct mailbox *mb, const struct flag_list *fl, uint64_t *kw);
@@ -593,6 +596,7 @@ static void fetch_command(struct session *s, struct command *c);
 static void session_sendn(struct session *s, const void *p, size_t n);
 static void session_send(struct session *s, const char *fmt, ...) PRINTF_LIKE(2, 3);
 static void session_trace(struct session *s, char dir, const char *line, size_t n);
+static int line_is_status(const char *p, size_t n);
 static void session_trace_out(struct session *s, const char *p, size_t n);
 static void session_trace_command(struct session *s, const char *p, size_t n);
 static int session_write(struct session *s, const char *p, size_t n);
@@ -1534,8 +1538,9 @@ static void out_address_list(struct buf *b, struct str v) {
       out_addr_spec(b, t, i, j, str_make(NULL, 0), 0, str_make(NULL, 0));
       count++;
     }
-    i = j;
-    if (i < n && is_special(&t[i], ':')) i++;   /* a stray ':' inside a group */
+    /* past a stray ':' (inside a group) or ';' (outside one): always make progress */
+    i = j < n && j == i ? j + 1 : j;
+    if (i < n && i == j && is_special(&t[i], ':')) i++;
   }
   if (in_group) buf_adds(b, "(NIL NIL NIL NIL)");
   buf_addc(b, ')');
@@ -2209,12 +2214,22 @@ static int mailbox_keyword(struct mailbox *mb, const char *name, size_t n, int c
 }
 
 /*
+** Has the mailbox given out every UID? UIDs are 32-bit and never reused under one
+** UIDVALIDITY (RFC 3501 2.3.1.1), so then nothing more can be added to it.
+*/
+static int mailbox_uids_exhausted(const struct mailbox *mb) {
+  return mb->uidnext == 0 || mb->uidnext == UINT32_MAX;
+}
+
+/*
 ** Append a message; takes over the caller's reference to d. Returns the new UID, or 0
 ** if memory ran out (then d is still the caller's). Caller holds mb->lock.
 */
 static uint32_t mailbox_append(struct mailbox *mb, struct msgdata *d, uint32_t flags,
                                uint64_t keywords, int64_t internaldate, int tz) {
-  if (!mem_grow(&mb->msgs, &mb->cap, mb->count + 1, sizeof mb->msgs[0])) return 0;
+  if (mailbox_uids_exhausted(mb) ||
+      !mem_grow(&mb->msgs, &mb->cap, mb->count + 1, sizeof mb->msgs[0]))
+    return 0;
   struct message *m = &mb->msgs[mb->count++];
   m->uid = mb->uidnext++;
   m->flags = flags;
@@ -2569,12 +2584,6 @@ static void mailbox_new_uidvalidity(struct imapmem *srv, struct mailbox *mb) {
   pthread_mutex_unlock(&mb->lock);
 }
 
-static int user_subscribed_locked(struct user *u, const char *name) {
-  for (size_t i = 0; i < u->nsubs; i++)
-    if (strcmp(u->subs[i], name) == 0) return 1;
-  return 0;
-}
-
 /*
 ** ===========================================================================
 ** 4  mbox load and save
@@ -2732,7 +2741,7 @@ static int mbox_header_apply(struct mbox_batch *b, struct pending *pm, int kind,
     if (!pm->keywords) return 0;
     break;
   case HDR_UID:
-    if (parse_uint(v, UINT32_MAX, &x)) pm->xuid = (uint32_t)x;
+    if (parse_uint(v, UINT32_MAX - 1, &x)) pm->xuid = (uint32_t)x;   /* leaves a UIDNEXT */
     break;
   case HDR_IMAP:
     *pseudo = 1;             /* UW imapd's "FOLDER INTERNAL DATA" message */
@@ -3028,8 +3037,9 @@ static int mbox_parse_dir(const char *dir, const char *prefix, struct mbox_batch
 }
 
 /*
-** Add every batch to the user's mailboxes, creating them as needed. Only memory can fail
-** here; the messages added before a failure stay (reported as IMAPMEM_NOMEM).
+** Add every batch to the user's mailboxes, creating them as needed. Only memory
+** (IMAPMEM_NOMEM) or a mailbox out of UIDs (IMAPMEM_ERROR) can fail here; the messages
+** added before a failure stay.
 */
 static int mbox_commit(struct user *u, struct mbox_batch *list, uint32_t uidvalidity) {
   int rc = IMAPMEM_OK;
@@ -3071,7 +3081,7 @@ static int mbox_commit(struct user *u, struct mbox_batch *list, uint32_t uidvali
       }
       if (use_xuid) mb->uidnext = pm->xuid;
       if (!mailbox_append(mb, pm->d, pm->flags, kw, pm->internaldate, pm->tz)) {
-        rc = IMAPMEM_NOMEM;
+        rc = mailbox_uids_exhausted(mb) ? IMAPMEM_ERROR : IMAPMEM_NOMEM;
         break;
       }
       pm->d = NULL;          /* the mailbox owns it now */
@@ -3160,17 +3170,18 @@ static void mbox_put_message(struct buf *out, const struct mailbox *mb, const st
 }
 
 /* Write one mailbox to path (a \Noselect level becomes a directory). err on failure. */
-static int mbox_save_mailbox(struct mailbox *mb, const char *dir, char *err, size_t errcap) {
+static int mbox_save_mailbox(struct mailbox *mb, const char *name, const char *dir, char *err,
+                             size_t errcap) {
   char path[4096];
-  int n = snprintf(path, sizeof path, "%s/%s", dir, mb->name);
+  int n = snprintf(path, sizeof path, "%s/%s", dir, name);
   if (n < 0 || (size_t)n + 6 > sizeof path) {
     snprintf(err, errcap, "%.200s: path too long", dir);
     return IMAPMEM_IO;
   }
-  for (const char *c = mb->name; *c; c++)       /* never write outside dir */
-    if ((c == mb->name || c[-1] == '/') && c[0] == '.' && (c[1] == '/' || !c[1] ||
-                                                        (c[1] == '.' && (c[2] == '/' || !c[2])))) {
-      snprintf(err, errcap, "mailbox %.200s: a name with . or .. levels cannot be saved", mb->name);
+  for (const char *c = name; *c; c++)       /* never write outside dir */
+    if ((c == name || c[-1] == '/') && c[0] == '.' && (c[1] == '/' || !c[1] ||
+                                                    (c[1] == '.' && (c[2] == '/' || !c[2])))) {
+      snprintf(err, errcap, "mailbox %.200s: a name with . or .. levels cannot be saved", name);
       return IMAPMEM_IO;
     }
   char *slash = strrchr(path, '/');
@@ -3187,6 +3198,15 @@ static int mbox_save_mailbox(struct mailbox *mb, const char *dir, char *err, siz
   struct buf out = {0};
   pthread_mutex_lock(&mb->lock);
   for (size_t i = 0; i < mb->count; i++) mbox_put_message(&out, mb, &mb->msgs[i], i == 0);
+  if (mb->count == 0) {      /* no message to carry X-IMAPbase: UW imapd's pseudo-message */
+    buf_printf(&out, "From MAILER-DAEMON Thu Jan  1 00:00:00 1970\n"
+                     "From: Mail System Internal Data <MAILER-DAEMON@imapmem>\n"
+                     "Subject: DON'T DELETE THIS MESSAGE -- FOLDER INTERNAL DATA\n"
+                     "X-IMAP: %u %u", mb->uidvalidity, mb->uidnext);
+    for (int i = 0; i < mb->nkeywords; i++) buf_printf(&out, " %s", mb->keywords[i]);
+    buf_adds(&out, "\nStatus: RO\n\nThis text is part of the internal format of your mail "
+                   "folder, and is not\na real message.\n\n");
+  }
   pthread_mutex_unlock(&mb->lock);
   if (out.oom) {
     buf_free(&out);
@@ -3209,21 +3229,25 @@ static int mbox_save_user(struct user *u, const char *dir, char *err, size_t err
     snprintf(err, errcap, "%.300s: cannot create directory: %s", dir, strerror(errno));
     return IMAPMEM_IO;
   }
-  pthread_mutex_lock(&u->lock);
+  pthread_mutex_lock(&u->lock);   /* names change under this lock (RENAME): copy them */
   size_t n = u->nmailboxes;
   struct mailbox **list = mem_calloc(n ? n : 1, sizeof *list);
-  for (size_t i = 0; list && i < n; i++) list[i] = mailbox_ref(u->mailboxes[i]);
-  pthread_mutex_unlock(&u->lock);
-  if (!list) {
-    snprintf(err, errcap, "out of memory");
-    return IMAPMEM_NOMEM;
+  char **names = mem_calloc(n ? n : 1, sizeof *names);
+  int oom = !list || !names;
+  for (size_t i = 0; !oom && i < n; i++) {
+    list[i] = mailbox_ref(u->mailboxes[i]);
+    oom = !(names[i] = mem_strdup(u->mailboxes[i]->name));
   }
-  int rc = IMAPMEM_OK;
+  pthread_mutex_unlock(&u->lock);
+  int rc = oom ? IMAPMEM_NOMEM : IMAPMEM_OK;
+  if (oom) snprintf(err, errcap, "out of memory");
   for (size_t i = 0; i < n; i++) {
-    if (rc == IMAPMEM_OK) rc = mbox_save_mailbox(list[i], dir, err, errcap);
-    mailbox_unref(list[i]);
+    if (rc == IMAPMEM_OK) rc = mbox_save_mailbox(list[i], names[i], dir, err, errcap);
+    if (list) mailbox_unref(list[i]);
+    if (names) free(names[i]);
   }
   free(list);
+  free(names);
   return rc;
 }
 
@@ -3413,7 +3437,7 @@ static int parse_nz_number(struct parser *ps, uint32_t *out) {
 
 static int parse_seq_number(struct parser *ps, uint32_t *out) {
   if (parse_char(ps, '*')) {
-    *out = UINT32_MAX;
+    *out = 0;
     return 1;
   }
   return parse_nz_number(ps, out) || parse_fail(ps, "Invalid sequence set");
@@ -3429,7 +3453,7 @@ static int parse_seqset(struct parser *ps, struct seqset *out) {
     if (!parse_seq_number(ps, &r.lo)) return 0;
     r.hi = r.lo;
     if (parse_char(ps, ':') && !parse_seq_number(ps, &r.hi)) return 0;
-    if (r.lo > r.hi) {
+    if (r.lo && r.hi && r.lo > r.hi) {    /* with '*', seqset_resolve() orders them */
       uint32_t t = r.lo;
       r.lo = r.hi;
       r.hi = t;
@@ -3452,8 +3476,8 @@ static int parse_seqset(struct parser *ps, struct seqset *out) {
 /* Replace '*' by max in every range (max 0: an empty mailbox has no '*'). */
 static void seqset_resolve(struct seqset *s, uint32_t max) {
   for (size_t i = 0; i < s->n; i++) {
-    if (s->r[i].lo == UINT32_MAX) s->r[i].lo = max;
-    if (s->r[i].hi == UINT32_MAX) s->r[i].hi = max;
+    if (s->r[i].lo == 0) s->r[i].lo = max;
+    if (s->r[i].hi == 0) s->r[i].hi = max;
     if (s->r[i].lo > s->r[i].hi) {
       uint32_t t = s->r[i].lo;
       s->r[i].lo = s->r[i].hi;
@@ -3612,8 +3636,15 @@ static void PRINTF_LIKE(3, 4) cmd_reply(struct command *c, const char *status,
   va_start(ap, fmt);
   vsnprintf(c->text, sizeof c->text, fmt, ap);
   va_end(ap);
-  for (char *p = c->text; *p; p++)     /* resp-text may not hold CR or LF */
+  for (char *p = c->text; *p; p++) {   /* RFC 3501 9: TEXT-CHAR is 7-bit, not CR or LF */
     if (*p == '\r' || *p == '\n') *p = ' ';
+    if ((unsigned char)*p >= 0x80) *p = '?';
+  }
+  size_t n = strlen(c->text);          /* a text ending "{12}" (say, an echoed name) would */
+  if (n && c->text[n - 1] == '}' && n + 1 < sizeof c->text) {   /* look like a literal */
+    c->text[n] = '.';
+    c->text[n + 1] = 0;
+  }
   c->status = status;
 }
 #define cmd_ok(c, ...) cmd_reply(c, "OK", __VA_ARGS__)
@@ -4099,6 +4130,7 @@ static void cmd_delete(struct session *s, struct command *c) {
     return cmd_no(c, "[NONEXISTENT] Mailbox does not exist: %s", name);
   }
   struct mailbox *mb = u->mailboxes[i];
+  int own = s->mb == mb;     /* this session's own selected mailbox: it leaves quietly */
   if (user_has_children_locked(u, name)) {
     if (!mb->selectable) {
       pthread_mutex_unlock(&u->lock);
@@ -4118,6 +4150,7 @@ static void cmd_delete(struct session *s, struct command *c) {
     user_remove_locked(u, i, "deleted by another session");
   }
   pthread_mutex_unlock(&u->lock);
+  if (own) session_unselect(s);   /* back to the authenticated state, then the tagged OK */
   cmd_ok(c, "DELETE completed");
 }
 
@@ -4134,7 +4167,7 @@ static void cmd_rename(struct session *s, struct command *c) {
     return cmd_no(c, "[CANNOT] Invalid mailbox name: %s", to);
   if (strcmp(to, "INBOX") == 0) return cmd_no(c, "[ALREADYEXISTS] INBOX always exists");
   size_t fl = strlen(from);
-  if (strncmp(to, from, fl) == 0 && to[fl] == '/')
+  if (strcmp(from, "INBOX") != 0 && strncmp(to, from, fl) == 0 && to[fl] == '/')
     return cmd_no(c, "[CANNOT] Cannot move a mailbox into itself");
   struct user *u = s->user;
   uint32_t uv = server_new_uidvalidity(s->srv);
@@ -4179,6 +4212,14 @@ static void cmd_rename(struct session *s, struct command *c) {
     return cmd_ok(c, "RENAME completed");
   }
   /* the mailbox and its inferiors take the new prefix; missing new parents are made */
+  for (size_t i = 0; i < u->nmailboxes; i++) {   /* first: would any name grow too long? */
+    const char *m = u->mailboxes[i]->name;
+    if ((strcmp(m, from) == 0 || (strncmp(m, from, fl) == 0 && m[fl] == '/')) &&
+        strlen(to) + strlen(m + fl) > MAX_MAILBOX_NAME) {
+      pthread_mutex_unlock(&u->lock);
+      return cmd_no(c, "[CANNOT] An inferior mailbox's new name would be too long");
+    }
+  }
   for (size_t i = 0; i < u->nmailboxes; i++) {
     struct mailbox *mb = u->mailboxes[i];
     if (strcmp(mb->name, from) != 0 && !(strncmp(mb->name, from, fl) == 0 && mb->name[fl] == '/'))
@@ -4231,28 +4272,44 @@ static void cmd_subscribe(struct session *s, struct command *c) {
 }
 
 /* LIST wildcards (6.3.8): '*' matches anything, '%' anything but the delimiter. */
+/*
+** LIST wildcards (6.3.8): '*' matches anything, '%' anything but the delimiter. Matched
+** by dynamic programming over the name, in O(pattern x name) time: a recursive matcher
+** is exponential in the number of wildcards, which a client chooses.
+*/
 static int list_match(const char *pat, const char *name) {
-  for (; *pat; pat++) {
-    if (*pat == '*' || *pat == '%') {
-      for (const char *n = name;; n++) {
-        if (list_match(pat + 1, n)) return 1;
-        if (!*n || (*pat == '%' && *n == '/')) return 0;
-      }
+  size_t n = strlen(name), literal = 0;
+  for (const char *p = pat; *p; p++) literal += *p != '*' && *p != '%';
+  if (literal > n) return 0;         /* more characters to match than the name has */
+  unsigned char *block = mem_alloc(2 * (n + 1));
+  if (!block) return 0;
+  unsigned char *prev = block, *cur = block + n + 1;
+  memset(prev, 0, n + 1);
+  prev[0] = 1;
+  for (const char *p = pat; *p; p++) {
+    if ((*p == '*' || *p == '%') && (p[1] == '*' || (*p == '%' && p[1] == '%'))) continue;
+    for (size_t j = 0; j <= n; j++) {
+      if (*p == '*') cur[j] = prev[j] || (j > 0 && cur[j - 1]);
+      else if (*p == '%') cur[j] = prev[j] || (j > 0 && cur[j - 1] && name[j - 1] != '/');
+      else cur[j] = j > 0 && prev[j - 1] && name[j - 1] == *p;
     }
-    if (*pat != *name) return 0;
-    name++;
+    unsigned char *t = prev;
+    prev = cur;
+    cur = t;
   }
-  return *name == 0;
+  int match = prev[n];
+  free(block);
+  return match;
 }
 
 static int list_match_name(const char *pat, const char *name) {
   if (list_match(pat, name)) return 1;
   if (strcmp(name, "INBOX") == 0) {   /* INBOX matches in any letter case */
-    char up[MAX_MAILBOX_NAME * 2 + 1];
+    char up[8];
     size_t i;
     for (i = 0; pat[i] && i < sizeof up - 1; i++) up[i] = (char)toupper((unsigned char)pat[i]);
     up[i] = 0;
-    return list_match(up, name);
+    return !pat[i] && list_match(up, name);
   }
   return 0;
 }
@@ -4264,7 +4321,19 @@ static int cmp_names(const void *a, const void *b) {
   return strcmp(x, y);
 }
 
-/* 6.3.8 LIST and 6.3.9 LSUB. */
+struct list_entry {           /* a name and its attributes, copied out under the lock */
+  const char *name;
+  const char *attrs;
+};
+
+static int cmp_list_entries(const void *a, const void *b) {
+  return cmp_names(&((const struct list_entry *)a)->name, &((const struct list_entry *)b)->name);
+}
+
+/*
+** 6.3.8 LIST and 6.3.9 LSUB. Names and attributes are copied under the user's lock and
+** matched after it is released, so a slow pattern holds up no other session.
+*/
 static void cmd_list(struct session *s, struct command *c) {
   struct str ref, pat;
   int lsub = c->def->name[0] == 'L' && c->def->name[1] == 'S';
@@ -4285,51 +4354,51 @@ static void cmd_list(struct session *s, struct command *c) {
   memcpy(full + ref.len, pat.p, pat.len);
   full[ref.len + pat.len] = 0;
   mailbox_canonical(full, full, ref.len + pat.len + 1);
+  int children = cap_on(s->srv, CAP_CHILDREN);    /* RFC 3348 */
   struct user *u = s->user;
   pthread_mutex_lock(&u->lock);
   size_t n = lsub ? u->nsubs : u->nmailboxes;
-  const char **names = arena_alloc(&s->arena, (n ? n : 1) * sizeof *names);
-  if (!names) {
-    pthread_mutex_unlock(&u->lock);
-    return cmd_no(c, "Out of memory");
+  struct list_entry *e = arena_alloc(&s->arena, (n ? n : 1) * sizeof *e);
+  int oom = !e;
+  for (size_t i = 0; !oom && i < n; i++) {
+    const char *name = lsub ? u->subs[i] : u->mailboxes[i]->name;
+    struct mailbox *mb = lsub ? user_mailbox_locked(u, name) : u->mailboxes[i];
+    int selectable = mb && mb->selectable;
+    e[i].name = arena_strndup(&s->arena, name, strlen(name));
+    if (lsub) e[i].attrs = selectable ? "" : "\\Noselect";
+    else if (!children) e[i].attrs = selectable ? "" : "\\Noselect";
+    else if (user_has_children_locked(u, name))
+      e[i].attrs = selectable ? "\\HasChildren" : "\\Noselect \\HasChildren";
+    else e[i].attrs = selectable ? "\\HasNoChildren" : "\\Noselect \\HasNoChildren";
+    oom = !e[i].name;
   }
-  for (size_t i = 0; i < n; i++) names[i] = lsub ? u->subs[i] : u->mailboxes[i]->name;
-  qsort(names, n, sizeof *names, cmp_names);
+  pthread_mutex_unlock(&u->lock);
+  if (oom) return cmd_no(c, "Out of memory");
+  qsort(e, n, sizeof *e, cmp_list_entries);
   for (size_t i = 0; i < n; i++) {
-    const char *name = names[i];
-    if (!list_match_name(full, name)) continue;
-    if (lsub) {
-      struct mailbox *mb = user_mailbox_locked(u, name);
-      session_send(s, "* LSUB (%s) \"/\" ", mb && mb->selectable ? "" : "\\Noselect");
-    } else {
-      struct mailbox *mb = user_mailbox_locked(u, name);
-      int kids = user_has_children_locked(u, name);
-      const char *attr = !cap_on(s->srv, CAP_CHILDREN) ? ""     /* RFC 3348 */
-                         : kids ? "\\HasChildren" : "\\HasNoChildren";
-      session_send(s, "* LIST (%s%s%s) \"/\" ", mb->selectable ? "" : "\\Noselect",
-                   !mb->selectable && *attr ? " " : "", attr);
-    }
-    out_string(&s->out, name, strlen(name));
+    if (!list_match_name(full, e[i].name)) continue;
+    session_send(s, "* %s (%s) \"/\" ", cmd, e[i].attrs);
+    out_string(&s->out, e[i].name, strlen(e[i].name));
     session_send(s, "\r\n");
   }
   if (lsub && strchr(full, '%')) {
     /* 6.3.9: a level matched by '%' whose inferiors are subscribed shows as \Noselect */
     for (size_t i = 0; i < n; i++) {
-      const char *name = names[i];
+      const char *name = e[i].name;
       for (const char *p = strchr(name, '/'); p; p = strchr(p + 1, '/')) {
-        char *lvl = arena_strndup(&s->arena, name, (size_t)(p - name));
-        if (!lvl || user_subscribed_locked(u, lvl) || !list_match_name(full, lvl)) continue;
-        int dup = 0;
-        for (size_t j = 0; j < i && !dup; j++)
-          dup = strncmp(names[j], lvl, strlen(lvl)) == 0 && names[j][strlen(lvl)] == '/';
-        if (dup) continue;
+        size_t len = (size_t)(p - name);
+        char *lvl = arena_strndup(&s->arena, name, len);
+        int known = 0;       /* subscribed itself, or shown already for an earlier name */
+        for (size_t j = 0; j < n && !known; j++)
+          known = strcmp(e[j].name, lvl ? lvl : "") == 0 ||
+                  (j < i && strncmp(e[j].name, name, len) == 0 && e[j].name[len] == '/');
+        if (!lvl || known || !list_match_name(full, lvl)) continue;
         session_send(s, "* LSUB (\\Noselect) \"/\" ");
-        out_string(&s->out, lvl, strlen(lvl));
+        out_string(&s->out, lvl, len);
         session_send(s, "\r\n");
       }
     }
   }
-  pthread_mutex_unlock(&u->lock);
   cmd_ok(c, "%s completed", cmd);
 }
 
@@ -4418,12 +4487,14 @@ static void cmd_append(struct session *s, struct command *c) {
   uint32_t uid = 0, uv = mb->uidvalidity;
   int full = flag_list_keywords(mb, &fl, &kw) < 0;
   if (!full) uid = mailbox_append(mb, d, fl.flags | FLAG_RECENT, kw, t, tz);
+  int exhausted = mailbox_uids_exhausted(mb);
   pthread_mutex_unlock(&mb->lock);
   mailbox_unref(mb);
   if (!uid) {
     msgdata_unref(d);
-    return full ? cmd_no(c, "[LIMIT] Too many keywords in this mailbox")
-                : cmd_no(c, "[SERVERBUG] Out of memory");
+    if (full) return cmd_no(c, "[LIMIT] Too many keywords in this mailbox");
+    if (exhausted) return cmd_no(c, "[LIMIT] This mailbox has used every UID");
+    return cmd_no(c, "[SERVERBUG] Out of memory");
   }
   if (!cap_on(s->srv, CAP_UIDPLUS)) return cmd_ok(c, "APPEND completed");
   cmd_ok(c, "[APPENDUID %u %u] APPEND completed", uv, uid);
@@ -4658,6 +4729,7 @@ static void cmd_copy(struct session *s, struct command *c) {
     buf_printf(&srcuids, "%s%u", done ? "," : "", x->uid);
     buf_printf(&dstuids, "%s%u", done ? "," : "", uid);
   }
+  int exhausted = mailbox_uids_exhausted(dst);
   pthread_mutex_unlock(&dst->lock);
   mailbox_unref(dst);
   for (size_t i = done; i < got; i++) msgdata_unref(cp[i].data);
@@ -4665,6 +4737,8 @@ static void cmd_copy(struct session *s, struct command *c) {
   if (oom) {
     buf_free(&srcuids);
     buf_free(&dstuids);
+    if (exhausted && done < got)
+      return cmd_no(c, "[LIMIT] The target mailbox has used every UID (%zu copied)", done);
     return cmd_no(c, "[SERVERBUG] Out of memory after copying %zu messages", done);
   }
   if (move && got) {
@@ -4786,6 +4860,7 @@ static int session_apply_fault(struct session *s, struct command *c, const struc
     sleep_ms(f->ms);
     return 0;
   case FA_UIDVALIDITY: {
+    if (!s->user) return 0;  /* before login there is no mailbox to renumber */
     struct mailbox *mb = s->mb ? mailbox_ref(s->mb) : user_mailbox(s->user, "INBOX");
     if (mb) mailbox_new_uidvalidity(s->srv, mb);
     mailbox_unref(mb);
@@ -5196,8 +5271,8 @@ struct fetch_item {
   uint32_t path[IMAPMEM_MAX_DEPTH];   /* part numbers */
   int npath;
   int text;                   /* enum section_text */
-  struct str fields[64];      /* HEADER.FIELDS names */
-  int nfields;
+  struct str *fields;         /* HEADER.FIELDS names, in the arena */
+  int nfields, capfields;
   int partial;
   uint32_t origin, count;
   const char *echo;           /* "BODY[1.HEADER]<0>" as the response names it */
@@ -5256,7 +5331,18 @@ static int fetch_parse_section(struct parser *ps, struct fetch_item *it) {
       do {
         struct str f;
         if (!parse_astring(ps, &f)) goto fail;
-        if (it->nfields < 64) it->fields[it->nfields++] = f;
+        if (it->nfields == it->capfields) {
+          int ncap = it->capfields ? it->capfields * 2 : 8;
+          struct str *nf = arena_alloc(ps->arena, (size_t)ncap * sizeof *nf);
+          if (!nf) {
+            parse_fail(ps, "Out of memory");
+            goto fail;
+          }
+          if (it->nfields) memcpy(nf, it->fields, (size_t)it->nfields * sizeof *nf);
+          it->fields = nf;
+          it->capfields = ncap;
+        }
+        it->fields[it->nfields++] = f;
         if (it->nfields > 1) buf_addc(&echo, ' ');
         int atom = f.len > 0;
         for (size_t i = 0; i < f.len; i++) atom &= is_atom_char((unsigned char)f.p[i]);
@@ -5601,6 +5687,22 @@ static void session_trace(struct session *s, char dir, const char *line, size_t 
   if (fn) fn(arg, s->id, dir, line, n);
 }
 
+/*
+** A continuation request or a status response (tagged or untagged OK, NO, BAD, BYE,
+** PREAUTH)? Their text is plain TEXT-CHARs (RFC 3501 9), never a literal, even if it ends
+** in something like "{12}" echoed from a client.
+*/
+static int line_is_status(const char *p, size_t n) {
+  if (n >= 1 && p[0] == '+') return 1;
+  const char *sp = memchr(p, ' ', n);
+  if (!sp) return 0;
+  struct str w = str_make(sp + 1, n - (size_t)(sp + 1 - p));
+  const char *e = memchr(w.p, ' ', w.len);
+  if (e) w.len = (size_t)(e - w.p);
+  return str_ieq(w, "OK") || str_ieq(w, "NO") || str_ieq(w, "BAD") || str_ieq(w, "BYE") ||
+         str_ieq(w, "PREAUTH");
+}
+
 /* Feed bytes the server writes; whole lines go to the transcript. */
 static void session_trace_out(struct session *s, const char *p, size_t n) {
   struct buf *l = &s->trace_line;
@@ -5620,7 +5722,7 @@ static void session_trace_out(struct session *s, const char *p, size_t n) {
     if (!nl) break;
     l->len -= l->len >= 2 && l->p[l->len - 2] == '\r' ? 2 : 1;
     size_t end = l->len, digits = 0;       /* a line ending "{n}" announces a literal */
-    if (end >= 3 && l->p[end - 1] == '}') {
+    if (end >= 3 && l->p[end - 1] == '}' && !line_is_status(l->p, end)) {
       size_t i = end - 1, v = 0, mul = 1;
       while (i > 0 && l->p[i - 1] >= '0' && l->p[i - 1] <= '9' && digits < 12) {
         v += (size_t)(l->p[i - 1] - '0') * mul;
@@ -6169,11 +6271,14 @@ int imapmem_add_user(imapmem *srv, const char *name, const char *password) {
     return api_error(srv, IMAPMEM_NOMEM, "out of memory");
   }
   pthread_mutex_lock(&srv->lock);
-  int ok = mem_grow(&srv->users, &srv->capusers, srv->nusers + 1, sizeof srv->users[0]);
+  int taken = 0;             /* checked again: another thread may have added it meanwhile */
+  for (size_t i = 0; i < srv->nusers && !taken; i++) taken = !strcmp(srv->users[i]->name, name);
+  int ok = !taken && mem_grow(&srv->users, &srv->capusers, srv->nusers + 1, sizeof srv->users[0]);
   if (ok) srv->users[srv->nusers++] = u;
   pthread_mutex_unlock(&srv->lock);
   if (!ok) {
     user_free(u);
+    if (taken) return api_error(srv, IMAPMEM_EXISTS, "user %s exists already", name);
     return api_error(srv, IMAPMEM_NOMEM, "out of memory");
   }
   return IMAPMEM_OK;
@@ -6204,7 +6309,9 @@ int imapmem_load(imapmem *srv, const char *user, const char *path) {
   if (rc == IMAPMEM_OK) {
     rc = mbox_commit(u, list, api_uidvalidity(srv));
     if (rc == IMAPMEM_OK && !user_snapshot(u)) rc = IMAPMEM_NOMEM;
-    if (rc != IMAPMEM_OK) snprintf(err, sizeof err, "%.400s: out of memory", path);
+    if (rc != IMAPMEM_OK)
+      snprintf(err, sizeof err, "%.400s: %s", path,
+               rc == IMAPMEM_ERROR ? "a mailbox has used every UID" : "out of memory");
   }
   mbox_batch_free(list);
   if (rc != IMAPMEM_OK) return api_error(srv, rc, "%s", err);
@@ -6225,7 +6332,9 @@ int imapmem_load_mbox(imapmem *srv, const char *user, const char *mailbox, const
   if (rc == IMAPMEM_OK) {
     rc = mbox_commit(u, b, api_uidvalidity(srv));
     if (rc == IMAPMEM_OK && !user_snapshot(u)) rc = IMAPMEM_NOMEM;
-    if (rc != IMAPMEM_OK) snprintf(err, sizeof err, "out of memory");
+    if (rc != IMAPMEM_OK)
+      snprintf(err, sizeof err, "%s", rc == IMAPMEM_ERROR ? "the mailbox has used every UID"
+                                                          : "out of memory");
   }
   mbox_batch_free(b);
   return rc == IMAPMEM_OK ? rc : api_error(srv, rc, "%s", err);
@@ -6325,7 +6434,10 @@ int imapmem_stop(imapmem *srv) {
   srv->nsessions = srv->capsessions = 0;
   pthread_mutex_unlock(&srv->lock);
   for (size_t i = 0; i < n; i++)
-    if (!atomic_load(&list[i]->finished)) shutdown(list[i]->fd, SHUT_RDWR);
+    if (!atomic_load(&list[i]->finished)) {
+      shutdown(list[i]->fd, SHUT_RDWR);
+      shutdown(list[i]->fd_out, SHUT_RDWR);
+    }
   for (size_t i = 0; i < n; i++) {
     pthread_join(list[i]->thread, NULL);
     session_free(list[i]);
@@ -6388,6 +6500,7 @@ int imapmem_append(imapmem *srv, const char *user, const char *mailbox, const ch
     pthread_mutex_lock(&mb->lock);
     full = flag_list_keywords(mb, &fl, &kw) < 0;
     if (!full) uid = mailbox_append(mb, d, fl.flags | FLAG_RECENT, kw, (int64_t)time(NULL), 0);
+    if (!uid && !full && mailbox_uids_exhausted(mb)) full = 2;
     pthread_mutex_unlock(&mb->lock);
   }
   arena_free(&a);
@@ -6396,6 +6509,7 @@ int imapmem_append(imapmem *srv, const char *user, const char *mailbox, const ch
   if (!uid) {
     msgdata_unref(d);
     if (!selectable) return api_error(srv, IMAPMEM_NOTFOUND, "%s is \\Noselect", mailbox);
+    if (full == 2) return api_error(srv, IMAPMEM_ERROR, "%s has used every UID", mailbox);
     return api_error(srv, full ? IMAPMEM_ERROR : IMAPMEM_NOMEM,
                      full ? "too many keywords in %s" : "out of memory in %s", mailbox);
   }
@@ -6704,8 +6818,10 @@ int imapmem_fault(imapmem *srv, const char *spec) {
     f.ms = (int)v;
   } else if (actions[i].has_text) {
     snprintf(f.text, sizeof f.text, "%s", *arg ? arg : "injected fault");
-    for (char *c = f.text; *c; c++)
+    for (char *c = f.text; *c; c++) {
       if (*c == '\r' || *c == '\n') *c = ' ';
+      if ((unsigned char)*c >= 0x80) *c = '?';
+    }
   } else if (*arg) {
     return api_error(srv, IMAPMEM_PARSE, "fault \"%s\": %s takes no argument", spec,
                      actions[i].name);

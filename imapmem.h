@@ -18,7 +18,8 @@
 ** prints. Strings passed in are copied: the caller may free them when the call returns.
 **
 ** Threads: a handle may be used from any thread, but calls on one handle must not run
-** concurrently with imapmem_free() on it. Functions that change the store (load, append,
+** concurrently with imapmem_free() on it, and imapmem_start() and imapmem_stop() not
+** concurrently with each other. Functions that change the store (load, append,
 ** add_user) take the store's locks and may be called while the server is serving.
 */
 #ifndef IMAPMEM_H
@@ -222,7 +223,10 @@ int imapmem_wait(imapmem *srv, const struct imapmem_until *until, int timeout_ms
 typedef void imapmem_trace_fn(void *arg, int session, char direction, const char *line,
                               size_t len);
 
-/* Set (or with fn NULL, clear) the transcript callback. */
+/*
+** Set (or with fn NULL, clear) the transcript callback. A session in the middle of a line
+** when it is cleared may still deliver that one line to the old callback.
+*/
 int imapmem_set_trace(imapmem *srv, imapmem_trace_fn *fn, void *arg);
 
 /*

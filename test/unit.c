@@ -392,6 +392,33 @@ static void test_nothing_left_behind(void) {
   CHECK(threads < 0 || threads_now() == threads);
 }
 
+struct race {
+  imapmem *srv;
+  atomic_int ok;
+};
+
+static void *add_same_user(void *arg) {
+  struct race *r = arg;
+  if (imapmem_add_user(r->srv, "same", "pw") == IMAPMEM_OK) atomic_fetch_add(&r->ok, 1);
+  return NULL;
+}
+
+/* imapmem_add_user from several threads at once: the name is taken exactly once. */
+static void test_add_user_race(void) {
+  int once = 1;
+  for (int trial = 0; trial < 200 && once; trial++) {
+    struct race r;
+    pthread_t t[6];
+    atomic_init(&r.ok, 0);
+    if (imapmem_new(NULL, &r.srv) != IMAPMEM_OK) break;
+    for (int i = 0; i < 6; i++) pthread_create(&t[i], NULL, add_same_user, &r);
+    for (int i = 0; i < 6; i++) pthread_join(t[i], NULL);
+    once = atomic_load(&r.ok) == 1 && r.srv->nusers == 1;
+    imapmem_free(r.srv);
+  }
+  CHECK(once);
+}
+
 int main(void) {
   test_parser();
   test_seqset();
@@ -403,6 +430,7 @@ int main(void) {
   test_metadata_once();
   test_allocation_failures();
   test_nothing_left_behind();
+  test_add_user_race();
   arena_free(&A);
   printf("%d passed, %d failed\n", passed, failed);
   return failed != 0;
