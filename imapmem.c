@@ -478,13 +478,16 @@ static int mbox_parse_file(const char *path, const char *mailbox, struct mbox_ba
 static int has_suffix(const char *s, const char *suffix);
 static int mbox_parse_dir(const char *dir, const char *prefix, struct mbox_batch **list, int depth,
                           char *err, size_t errcap);
-static int mbox_commit(struct user *u, struct mbox_batch *list, uint32_t uidvalidity);
+static int mbox_commit(struct user *u, struct mbox_batch *list, uint32_t uidvalidity, char *err,
+                       size_t errcap);
 static int mkdir_p(const char *path);
 static void mbox_put_lines(struct buf *out, const char *p, size_t n);
 static void mbox_put_message(struct buf *out, const struct mailbox *mb, const struct message *m,
                              int first);
 static int mbox_save_mailbox(struct mailbox *mb, const char *name, const char *dir, char *err,
                              size_t errcap);
+static void mbox_prune(const char *dir, const char *prefix, struct mailbox **list, char **names,
+                       size_t n, int depth);
 static int mbox_save_user(struct user *u, const char *dir, char *err, size_t errcap);
 /* 5 the command parser */
 static int is_atom_char(int c);
@@ -544,7 +547,7 @@ static void cmd_login(struct session *s, struct command *c);
 static void cmd_authenticate(struct session *s, struct command *c);
 static void cmd_starttls(struct session *s, struct command *c);
 static void cmd_select(struct session *s, struct command *c);
-static int name_has_wildcard(const char *name);
+static int mailbox_name_ok(const char *name);
 static void cmd_create(struct session *s, struct command *c);
 static void cmd_delete(struct session *s, struct command *c);
 static void cmd_rename(struct session *s, struct command *c);
@@ -1336,9 +1339,18 @@ static void out_string(struct buf *b, const char *p, size_t n) {
     buf_addc(b, '"');
     buf_add(b, p, n);
     buf_addc(b, '"');
-  } else {
-    buf_printf(b, "{%zu}\r\n", n);
-    buf_add(b, p, n);
+    return;
+  }
+  buf_printf(b, "{%zu}\r\n", n);
+  for (size_t i = 0; i < n;) {     /* a literal may not hold NUL (CHAR8): a space instead */
+    const char *z = memchr(p + i, 0, n - i);
+    size_t k = z ? (size_t)(z - p) - i : n - i;
+    buf_add(b, p + i, k);
+    i += k;
+    if (z) {
+      buf_addc(b, ' ');
+      i++;
+    }
   }
 }
 
@@ -2713,6 +2725,14 @@ static int mbox_put(struct msgdata **d, size_t *cap, const char *p, size_t n) {
 
 enum { HDR_KEEP, HDR_STATUS, HDR_XSTATUS, HDR_KEYWORDS, HDR_UID, HDR_IMAPBASE, HDR_IMAP };
 
+/*
+** A message may itself carry one of those fields (a client can APPEND anything). Saving
+** renames such a field with this prefix, so that it is not taken for the mbox's own on
+** reload, and loading takes the prefix off again: the bytes come back as they were.
+*/
+#define SAVED_PREFIX "X-Imapmem-Original-"
+#define SAVED_PREFIX_LEN 19
+
 static int mbox_header_kind(const char *p, size_t n) {
   static const struct { const char *name; int kind; } h[] = {
     {"Status", HDR_STATUS}, {"X-Status", HDR_XSTATUS}, {"X-Keywords", HDR_KEYWORDS},
@@ -2807,6 +2827,10 @@ static int mbox_message(struct mbox_batch *b, const char *p, const char *end,
         buf_add(&fieldval, p, (size_t)(ce - p));
         p = next;
         continue;
+      } else if (!cont && ce - p > SAVED_PREFIX_LEN &&
+                 strncasecmp(p, SAVED_PREFIX, SAVED_PREFIX_LEN) == 0 &&
+                 mbox_header_kind(p + SAVED_PREFIX_LEN, (size_t)(ce - p) - SAVED_PREFIX_LEN)) {
+        p += SAVED_PREFIX_LEN;  /* the message's own field, renamed by a save: restore it */
       } else if (!cont && (skip = mbox_header_kind(p, (size_t)(ce - p))) != HDR_KEEP) {
         const char *colon = memchr(p, ':', (size_t)(ce - p));
         buf_add(&fieldval, colon + 1, (size_t)(ce - colon - 1));
@@ -3037,19 +3061,38 @@ static int mbox_parse_dir(const char *dir, const char *prefix, struct mbox_batch
 }
 
 /*
-** Add every batch to the user's mailboxes, creating them as needed. Only memory
-** (IMAPMEM_NOMEM) or a mailbox out of UIDs (IMAPMEM_ERROR) can fail here; the messages
-** added before a failure stay.
+** Add every batch to the user's mailboxes, creating them as needed. A mailbox without
+** enough UIDs left (IMAPMEM_ERROR, the reason in err) is found before anything is added;
+** only memory running out while creating a mailbox can leave part of a load behind.
 */
-static int mbox_commit(struct user *u, struct mbox_batch *list, uint32_t uidvalidity) {
+static int mbox_commit(struct user *u, struct mbox_batch *list, uint32_t uidvalidity, char *err,
+                       size_t errcap) {
   int rc = IMAPMEM_OK;
   pthread_mutex_lock(&u->lock);
+  /* First make sure every batch fits (UIDs left, room in the array), so that a load that
+     cannot complete adds nothing at all. */
+  for (struct mbox_batch *b = list; b && rc == IMAPMEM_OK; b = b->next) {
+    struct mailbox *mb = user_mailbox_locked(u, b->mailbox);
+    if (!mb || !b->n) continue;
+    pthread_mutex_lock(&mb->lock);
+    int fresh = mb->count == 0 && mb->uidnext == 1;
+    if (!fresh && (uint64_t)mb->uidnext + b->n >= UINT32_MAX) {
+      snprintf(err, errcap, "mailbox %.200s has no UIDs left for %zu more messages",
+               b->mailbox, b->n);
+      rc = IMAPMEM_ERROR;
+    } else if (!mem_grow(&mb->msgs, &mb->cap, mb->count + b->n, sizeof mb->msgs[0])) {
+      snprintf(err, errcap, "out of memory");
+      rc = IMAPMEM_NOMEM;
+    }
+    pthread_mutex_unlock(&mb->lock);
+  }
   for (struct mbox_batch *b = list; b && rc == IMAPMEM_OK; b = b->next) {
     int exists;
     struct mailbox *mb = user_mailbox_locked(u, b->mailbox);
     if (!mb || (!mb->selectable && b->selectable))
       mb = user_create_locked(u, b->mailbox, b->selectable, uidvalidity, &exists);
     if (!mb) {
+      snprintf(err, errcap, "out of memory");
       rc = IMAPMEM_NOMEM;
       break;
     }
@@ -3082,6 +3125,8 @@ static int mbox_commit(struct user *u, struct mbox_batch *list, uint32_t uidvali
       if (use_xuid) mb->uidnext = pm->xuid;
       if (!mailbox_append(mb, pm->d, pm->flags, kw, pm->internaldate, pm->tz)) {
         rc = mailbox_uids_exhausted(mb) ? IMAPMEM_ERROR : IMAPMEM_NOMEM;
+        snprintf(err, errcap, "%s", rc == IMAPMEM_ERROR ? "a mailbox used its last UID"
+                                                        : "out of memory");
         break;
       }
       pm->d = NULL;          /* the mailbox owns it now */
@@ -3144,7 +3189,14 @@ static void mbox_put_message(struct buf *out, const struct mailbox *mb, const st
     if (cut && md->bytes[cut - 1] == '\r') cut--;
     if (cut != 0 && md->bytes[cut - 1] != '\n') cut = hl;   /* no blank line after all */
   }
-  mbox_put_lines(out, md->bytes, cut);
+  for (const char *p = md->bytes, *e = md->bytes + cut; p < e;) {   /* the header, by line */
+    const char *nl = memchr(p, '\n', (size_t)(e - p));
+    size_t len = nl ? (size_t)(nl - p) + 1 : (size_t)(e - p);
+    if (*p != ' ' && *p != '\t' && mbox_header_kind(p, len) != HDR_KEEP)
+      buf_adds(out, SAVED_PREFIX);
+    mbox_put_lines(out, p, len);
+    p += len;
+  }
   if (cut && md->bytes[cut - 1] != '\n') buf_addc(out, '\n');
   if (first) {
     buf_printf(out, "X-IMAPbase: %u %u", mb->uidvalidity, mb->uidnext);
@@ -3223,6 +3275,40 @@ static int mbox_save_mailbox(struct mailbox *mb, const char *name, const char *d
   return rc;
 }
 
+/*
+** Remove what an earlier save left in dir that is no mailbox now (a deleted or renamed
+** one): *.mbox files and emptied folders of the fixture layout. Other files are left.
+*/
+static void mbox_prune(const char *dir, const char *prefix, struct mailbox **list, char **names,
+                       size_t n, int depth) {
+  DIR *d = depth < 32 ? opendir(dir) : NULL;
+  if (!d) return;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    if (e->d_name[0] == '.') continue;
+    char path[4096], name[MAX_MAILBOX_NAME + 8];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+    if (stat(path, &st) < 0) continue;
+    int is_mbox = !S_ISDIR(st.st_mode) && has_suffix(e->d_name, ".mbox");
+    snprintf(name, sizeof name, "%s%.*s", prefix,
+             (int)(strlen(e->d_name) - (is_mbox ? 5 : 0)), e->d_name);
+    if (!*prefix && is_mbox && name_is_inbox(name, strlen(name))) strcpy(name, "INBOX");
+    long k = -1;
+    for (size_t i = 0; i < n && k < 0; i++)
+      if (strcmp(names[i], name) == 0) k = (long)i;
+    if (S_ISDIR(st.st_mode)) {
+      char sub[MAX_MAILBOX_NAME + 10];
+      snprintf(sub, sizeof sub, "%s/", name);
+      mbox_prune(path, sub, list, names, n, depth + 1);
+      if (k < 0) rmdir(path);        /* only succeeds if nothing else is in it */
+    } else if (is_mbox && (k < 0 || !list[k]->selectable)) {
+      unlink(path);
+    }
+  }
+  closedir(d);
+}
+
 /* Write every mailbox of u into dir. */
 static int mbox_save_user(struct user *u, const char *dir, char *err, size_t errcap) {
   if (!mkdir_p(dir)) {
@@ -3241,8 +3327,16 @@ static int mbox_save_user(struct user *u, const char *dir, char *err, size_t err
   pthread_mutex_unlock(&u->lock);
   int rc = oom ? IMAPMEM_NOMEM : IMAPMEM_OK;
   if (oom) snprintf(err, errcap, "out of memory");
+  for (size_t i = 0; !oom && i < n; i++) {   /* one mailbox failing does not stop the rest */
+    char why[600];
+    int r = mbox_save_mailbox(list[i], names[i], dir, why, sizeof why);
+    if (r != IMAPMEM_OK && rc == IMAPMEM_OK) {
+      rc = r;
+      snprintf(err, errcap, "%s", why);
+    }
+  }
+  if (!oom) mbox_prune(dir, "", list, names, n, 0);
   for (size_t i = 0; i < n; i++) {
-    if (rc == IMAPMEM_OK) rc = mbox_save_mailbox(list[i], names[i], dir, err, errcap);
     if (list) mailbox_unref(list[i]);
     if (names) free(names[i]);
   }
@@ -4092,8 +4186,15 @@ static void cmd_select(struct session *s, struct command *c) {
   cmd_ok(c, "[%s] %s completed", examine ? "READ-ONLY" : "READ-WRITE", c->def->name);
 }
 
-static int name_has_wildcard(const char *name) {
-  return strpbrk(name, "%*") != NULL;
+/*
+** Can a client create this name? Not empty, no wildcards, no empty level, and no level
+** starting with '.': such a level would be a hidden file, or "..", when saved as a fixture.
+*/
+static int mailbox_name_ok(const char *name) {
+  if (!*name || strpbrk(name, "%*")) return 0;
+  for (const char *p = name; *p; p++)
+    if ((p == name || p[-1] == '/') && (*p == '/' || *p == '.')) return 0;
+  return 1;
 }
 
 /* 6.3.3: CREATE makes the mailbox and any missing superior levels. */
@@ -4101,8 +4202,9 @@ static void cmd_create(struct session *s, struct command *c) {
   const char *name;
   if (!cmd_mailbox_arg(c, &name)) return cmd_bad_args(c);
   if (strcmp(name, "INBOX") == 0) return cmd_no(c, "[ALREADYEXISTS] INBOX always exists");
-  if (!*name || name_has_wildcard(name) || name[0] == '/' || strstr(name, "//"))
-    return cmd_no(c, "[CANNOT] Invalid mailbox name: %s", name);
+  if (!mailbox_name_ok(name))
+    return cmd_no(c, "[CANNOT] Invalid mailbox name (no wildcards, empty levels or levels "
+                     "starting with '.'): %s", name);
   struct user *u = s->user;
   int exists;
   pthread_mutex_lock(&u->lock);
@@ -4163,8 +4265,9 @@ static void cmd_rename(struct session *s, struct command *c) {
   if (!parse_sp(&c->ps) || !parse_mailbox(&c->ps, &from) || !parse_sp(&c->ps) ||
       !parse_mailbox(&c->ps, &to) || !parse_end(&c->ps))
     return cmd_bad_args(c);
-  if (!*to || name_has_wildcard(to) || to[0] == '/' || strstr(to, "//"))
-    return cmd_no(c, "[CANNOT] Invalid mailbox name: %s", to);
+  if (!mailbox_name_ok(to))
+    return cmd_no(c, "[CANNOT] Invalid mailbox name (no wildcards, empty levels or levels "
+                     "starting with '.'): %s", to);
   if (strcmp(to, "INBOX") == 0) return cmd_no(c, "[ALREADYEXISTS] INBOX always exists");
   size_t fl = strlen(from);
   if (strcmp(from, "INBOX") != 0 && strncmp(to, from, fl) == 0 && to[fl] == '/')
@@ -4408,7 +4511,7 @@ static void cmd_status(struct session *s, struct command *c) {
   struct parser *ps = &c->ps;
   enum { ST_MESSAGES = 1, ST_RECENT = 2, ST_UIDNEXT = 4, ST_UIDVALIDITY = 8, ST_UNSEEN = 16 };
   static const char *const items[] = {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN"};
-  unsigned want[5];
+  unsigned want[16];
   int nwant = 0;
   if (!parse_sp(ps) || !parse_mailbox(ps, &name) || !parse_sp(ps) || !parse_char(ps, '('))
     return cmd_bad(c, "STATUS Expected: STATUS mailbox (items)");
@@ -4418,7 +4521,7 @@ static void cmd_status(struct session *s, struct command *c) {
     int k;
     for (k = 0; k < 5 && !str_ieq(it, items[k]); k++) {}
     if (k == 5) return cmd_bad(c, "STATUS Unknown status item: %.*s", (int)it.len, it.p);
-    if (nwant < 5) want[nwant++] = (unsigned)k;
+    if (nwant < 16) want[nwant++] = (unsigned)k;
   } while (parse_char(ps, ' '));
   if (!parse_char(ps, ')') || !parse_end(ps)) return cmd_bad(c, "STATUS Expected ')'");
   struct mailbox *mb = cmd_selectable(s, c, name, "NONEXISTENT");
@@ -4760,7 +4863,7 @@ static void cmd_copy(struct session *s, struct command *c) {
     cmd_ok(c, "[COPYUID %u %s %s] %sCOPY completed", uv, srcuids.p, dstuids.p,
            c->uid ? "UID " : "");
   } else {
-    cmd_ok(c, "%s%s completed (no messages)", c->uid ? "UID " : "", c->def->name);
+    cmd_ok(c, "%s%s completed%s", c->uid ? "UID " : "", c->def->name, got ? "" : " (no messages)");
   }
   buf_free(&srcuids);
   buf_free(&dstuids);
@@ -6065,6 +6168,10 @@ static void session_run(struct session *s) {
 
 static void *session_thread(void *arg) {
   struct session *s = arg;
+  sigset_t pipe_sig;         /* a peer gone from a pipe gives EPIPE, never kills the process */
+  sigemptyset(&pipe_sig);
+  sigaddset(&pipe_sig, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_sig, NULL);
   session_run(s);
   shutdown(s->fd_out, SHUT_RDWR);
   if (s->fd_out != s->fd) close(s->fd_out);   /* the client sees the end at once */
@@ -6307,11 +6414,10 @@ int imapmem_load(imapmem *srv, const char *user, const char *path) {
     rc = mbox_parse_file(path, "INBOX", &list, err, sizeof err);
   }
   if (rc == IMAPMEM_OK) {
-    rc = mbox_commit(u, list, api_uidvalidity(srv));
+    char why[300] = "out of memory";
+    rc = mbox_commit(u, list, api_uidvalidity(srv), why, sizeof why);
     if (rc == IMAPMEM_OK && !user_snapshot(u)) rc = IMAPMEM_NOMEM;
-    if (rc != IMAPMEM_OK)
-      snprintf(err, sizeof err, "%.400s: %s", path,
-               rc == IMAPMEM_ERROR ? "a mailbox has used every UID" : "out of memory");
+    if (rc != IMAPMEM_OK) snprintf(err, sizeof err, "%.280s: %s", path, why);
   }
   mbox_batch_free(list);
   if (rc != IMAPMEM_OK) return api_error(srv, rc, "%s", err);
@@ -6330,11 +6436,10 @@ int imapmem_load_mbox(imapmem *srv, const char *user, const char *mailbox, const
   int rc = mbox_parse(bytes ? bytes : "", len, name ? name : "(memory)", canon, &b, err,
                       sizeof err);
   if (rc == IMAPMEM_OK) {
-    rc = mbox_commit(u, b, api_uidvalidity(srv));
+    char why[300] = "out of memory";
+    rc = mbox_commit(u, b, api_uidvalidity(srv), why, sizeof why);
     if (rc == IMAPMEM_OK && !user_snapshot(u)) rc = IMAPMEM_NOMEM;
-    if (rc != IMAPMEM_OK)
-      snprintf(err, sizeof err, "%s", rc == IMAPMEM_ERROR ? "the mailbox has used every UID"
-                                                          : "out of memory");
+    if (rc != IMAPMEM_OK) snprintf(err, sizeof err, "%.280s: %s", name ? name : "(memory)", why);
   }
   mbox_batch_free(b);
   return rc == IMAPMEM_OK ? rc : api_error(srv, rc, "%s", err);

@@ -1,6 +1,7 @@
 """Regression tests for bugs a code review found (each names the bug it guards against)."""
 import os
 import shutil
+import signal
 import socket
 import tempfile
 import time
@@ -163,6 +164,73 @@ class Review(unittest.TestCase):
             self.assertIn(b"MESSAGES 0", r.ok("STATUS INBOX (MESSAGES)"))
             r.close()
 
+
+
+class ReviewSave(unittest.TestCase):
+    """Round trips through --save found wrong by the second review."""
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="imapmem-review-")
+
+    def tearDown(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def test_a_message_with_its_own_flag_headers_round_trips(self):
+        saved = os.path.join(self.dir, "saved")
+        msg = (b"Subject: appended\r\nStatus: RO\r\nX-Status: FD\r\nX-Keywords: junk\r\n"
+               b"X-IMAPbase: 999 5000\r\nX-UID: 77\r\n\r\nhi\r\n")
+        with Server("--save", saved, fixture("basic.mbox")) as srv:
+            r = srv.raw(login=("test", "test"))
+            r.ok("CREATE Box")
+            self.assertTrue(literal_append(r, "Box", msg)[1].startswith(b"OK"))
+            literal_append(r, "INBOX", msg)
+            before = [r.ok("STATUS %s (UIDVALIDITY UIDNEXT MESSAGES)" % b) for b in ("Box", "INBOX")]
+            r.close()
+        with Server(saved) as srv:
+            r = srv.raw(login=("test", "test"))
+            after = [r.ok("STATUS %s (UIDVALIDITY UIDNEXT MESSAGES)" % b) for b in ("Box", "INBOX")]
+            self.assertEqual(after, before)
+            r.ok("EXAMINE Box")
+            u = r.ok("FETCH 1 (FLAGS BODY.PEEK[])")
+            self.assertIn(b"FLAGS (\\Recent)", u)
+            self.assertIn(b"{%d}\r\n" % len(msg) + msg, u)
+            r.close()
+
+    def test_save_removes_what_is_gone_and_keeps_the_rest(self):
+        saved = os.path.join(self.dir, "saved")
+        with Server("--save", saved, fixture("basic.mbox")) as srv:
+            r = srv.raw(login=("test", "test"))
+            r.ok("CREATE Gone")
+            r.ok("CREATE Old")
+            srv.proc.send_signal(signal.SIGUSR1)
+            deadline = time.monotonic() + 5
+            while not os.path.exists(os.path.join(saved, "Old.mbox")) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            r.ok("DELETE Gone")
+            r.ok("RENAME Old New")
+            r.close()
+        files = sorted(os.listdir(saved))
+        self.assertEqual(files, ["INBOX.mbox", "New.mbox"])
+
+    def test_names_that_could_not_be_saved_are_refused(self):
+        with Server(fixture("basic.mbox")) as srv:
+            r = srv.raw(login=("test", "test"))
+            for name in (".hidden", "A/..", "A/.x", "a//b", "/a"):
+                u, t = r.cmd('CREATE "%s"' % name)
+                self.assertTrue(t.startswith(b"NO [CANNOT]"), (name, t))
+            r.ok("CREATE A")
+            self.assertTrue(r.cmd("RENAME A .A")[1].startswith(b"NO [CANNOT]"))
+            r.close()
+
+    def test_nul_in_a_header_keeps_the_literal_honest(self):
+        path = write_mbox(self.dir, "nul.mbox", b"From a Mon Nov 23 09:00:00 2026\nSubject: a\x00b\n\nx\n")
+        with Server(path) as srv:
+            r = srv.raw(login=("test", "test"))
+            r.ok("SELECT INBOX")
+            u = r.ok("FETCH 1 ENVELOPE")            # Raw follows the literal: lengths must agree
+            self.assertIn(b"{3}\r\na b", u)
+            r.ok("NOOP")
+            r.close()
 
 if __name__ == "__main__":
     unittest.main()

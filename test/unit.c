@@ -174,7 +174,7 @@ static void test_commit(void) {
   int exists;
   CHECK(u && user_create_locked(u, "INBOX", 1, 1, &exists));
   CHECK(mbox_parse(box, strlen(box), "x", "INBOX", &b, err, sizeof err) == IMAPMEM_OK);
-  CHECK(mbox_commit(u, b, 1) == IMAPMEM_OK);
+  CHECK(mbox_commit(u, b, 1, err, sizeof err) == IMAPMEM_OK);
   mbox_batch_free(b);
   struct mailbox *mb = user_mailbox(u, "inbox");
   CHECK(mb && mb->count == 2 && mb->uidvalidity == 777 && mb->uidnext == 50);
@@ -419,6 +419,38 @@ static void test_add_user_race(void) {
   CHECK(once);
 }
 
+/* A client that goes away from a pipe must not kill the embedding process with SIGPIPE. */
+static void test_no_sigpipe(void) {
+  imapmem *srv;
+  int in[2], out[2];
+  CHECK(imapmem_new(NULL, &srv) == IMAPMEM_OK && imapmem_add_user(srv, "u", "p") == IMAPMEM_OK);
+  CHECK(pipe(in) == 0 && pipe(out) == 0);
+  CHECK(imapmem_serve_fd(srv, in[0], out[1], "u") == IMAPMEM_OK);
+  char greeting[256];
+  CHECK(read(out[0], greeting, sizeof greeting) > 0);
+  close(out[0]);             /* the client stops reading... */
+  CHECK(write(in[1], "a NOOP\r\n", 8) == 8);   /* ...and the server's answer has nowhere to go */
+  struct imapmem_until none = {IMAPMEM_UNTIL_NO_SESSIONS, NULL, NULL, 0, NULL, 0};
+  CHECK(imapmem_wait(srv, &none, 5000) == IMAPMEM_OK);   /* still alive to see it end */
+  close(in[1]);
+  imapmem_free(srv);
+}
+
+/* A load that cannot complete (no UIDs left) adds nothing. */
+static void test_failed_load_adds_nothing(void) {
+  imapmem *srv;
+  const char *one = "From a Mon Jan  1 00:00:00 2024\nX-UID: 4294967293\n\nx\n";
+  const char *three = "From a Mon Jan  1 00:00:00 2024\n\n1\n\nFrom a Mon Jan  1 00:00:00 2024\n\n2\n"
+                      "\nFrom a Mon Jan  1 00:00:00 2024\n\n3\n";
+  size_t n = 0;
+  CHECK(imapmem_new(NULL, &srv) == IMAPMEM_OK && imapmem_add_user(srv, "u", "p") == IMAPMEM_OK);
+  CHECK(imapmem_load_mbox(srv, "u", "INBOX", one, strlen(one), "one") == IMAPMEM_OK);
+  CHECK(imapmem_load_mbox(srv, "u", "INBOX", three, strlen(three), "three") == IMAPMEM_ERROR);
+  CHECK(strstr(imapmem_errmsg(srv), "three: mailbox INBOX has no UIDs left") != NULL);
+  CHECK(imapmem_count(srv, "u", "INBOX", &n) == IMAPMEM_OK && n == 1);
+  imapmem_free(srv);
+}
+
 int main(void) {
   test_parser();
   test_seqset();
@@ -431,6 +463,8 @@ int main(void) {
   test_allocation_failures();
   test_nothing_left_behind();
   test_add_user_race();
+  test_no_sigpipe();
+  test_failed_load_adds_nothing();
   arena_free(&A);
   printf("%d passed, %d failed\n", passed, failed);
   return failed != 0;
