@@ -14,13 +14,15 @@ def literal_append(r, mailbox, data):
     return r.cmd(b"APPEND " + mailbox.encode() + b" {%d+}\r\n" % len(data) + data)
 
 
-class Review(unittest.TestCase):
+class TempDir(unittest.TestCase):
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix="imapmem-review-")
 
     def tearDown(self):
         shutil.rmtree(self.dir, ignore_errors=True)
 
+
+class Review(TempDir):
     def test_envelope_with_stray_semicolon_does_not_hang(self):
         # out_address_list looped for ever on a ';' outside a group
         with Server(fixture("basic.mbox")) as srv:
@@ -166,14 +168,8 @@ class Review(unittest.TestCase):
 
 
 
-class ReviewSave(unittest.TestCase):
+class ReviewSave(TempDir):
     """Round trips through --save found wrong by the second review."""
-
-    def setUp(self):
-        self.dir = tempfile.mkdtemp(prefix="imapmem-review-")
-
-    def tearDown(self):
-        shutil.rmtree(self.dir, ignore_errors=True)
 
     def test_a_message_with_its_own_flag_headers_round_trips(self):
         saved = os.path.join(self.dir, "saved")
