@@ -971,11 +971,12 @@ static void date_time_format(struct buf *b, int64_t t, int tz) {
 ** ===========================================================================
 ** 2  The message model: RFC 5322 headers, MIME tree, ENVELOPE and BODYSTRUCTURE
 ** ===========================================================================
-** Owns: struct msgmeta, the per-message table of MIME parts and the rendered ENVELOPE,
-** BODY and BODYSTRUCTURE strings. Calls: section 1. Locking: none. A message's bytes
-** never change, so its metadata is computed once, by whichever thread first needs it,
-** and published with an atomic compare-and-swap; a thread that loses the race frees its
-** own copy. Limits: MIME nesting deeper than IMAPMEM_MAX_DEPTH is treated as a leaf.
+** Owns: struct msgmeta (a message's table of MIME parts, as byte offsets) and struct
+** rendered (its ENVELOPE, BODY and BODYSTRUCTURE text), and the decoding SEARCH uses.
+** Calls: section 1. Locking: none. A message's bytes never change, so each is computed
+** once, by whichever thread first needs it, and published with an atomic compare-and-
+** swap; a thread that loses the race frees its own copy. Limits: MIME nesting deeper
+** than IMAPMEM_MAX_DEPTH is treated as a leaf.
 **
 ** Parsing accepts bare LF as well as CRLF, since APPEND stores a client's bytes as sent.
 */
@@ -2123,9 +2124,11 @@ static void part_decoded_text(const char *msg, const struct part *pt, struct buf
 ** held across network I/O: sessions copy what they need and write after unlocking.
 **
 ** The change log: every append, flag change and expunge takes the next change number
-** (mailbox->modseq). A message remembers the number of its last change; an expunge is
-** kept as (uid, number). A session remembers how far it has reported, so it can tell
-** what happened since -- the base for untagged updates, IDLE and, later, CONDSTORE.
+** (mailbox->modseq). A message remembers the number of its last change; expunges and
+** flag changes are also logged as (uid, number), the flag log compacted to each
+** message's latest change when it outgrows the mailbox. A session remembers how far it
+** has reported, so it finds what happened since in time proportional to the changes --
+** the base for untagged updates, IDLE and, later, CONDSTORE.
 **
 ** Message bytes are reference counted (struct msgdata): COPY shares them, and a FETCH
 ** holds a reference while it writes, so an expunge never frees bytes being sent.
@@ -2606,9 +2609,10 @@ static void mailbox_new_uidvalidity(struct imapmem *srv, struct mailbox *mb) {
 ** nothing: every file is parsed before anything is added, so a bad file leaves the store
 ** as it was.
 **
-** One pass per message: the separator search runs with memmem over the file, then each
-** line is copied once into the message's final buffer, turned into CRLF, unquoted
-** (mboxrd ">From " rules), and stripped of the flag headers mutt/Dovecot write.
+** One pass over a mapped file: each line is copied once into its message's final buffer,
+** turned into CRLF, unquoted (mboxrd ">From " rules) and stripped of the flag headers
+** mutt and Dovecot write, and the separator to the next message is found on the way.
+** Saving writes the same layout back, with those headers, and removes stale files.
 */
 struct pending {             /* a parsed message, not yet in a mailbox */
   struct msgdata *d;
@@ -5756,10 +5760,11 @@ static void fetch_command(struct session *s, struct command *c) {
 ** 9  Sessions and network
 ** ===========================================================================
 ** Owns: struct session, its socket, its input and output buffers, the thread that runs
-** it, and the accept thread. Calls: sections 1-8. Locking: server->lock guards the
-** session list; a session's own fields belong to its thread, except wake[] (written by
-** anyone to wake it) and finished. Output is buffered and written by session_flush(),
-** which callers reach with no store lock held.
+** it, the accept thread, and the transcript. Calls: sections 1-8. Locking: server->lock
+** guards the session list and what a session publishes for imapmem_wait() (pub_*); a
+** session's other fields belong to its thread, except wake[] (written by anyone to wake
+** it) and finished. Output is buffered and written by session_flush(), which callers
+** reach with no store lock held.
 **
 ** Limits: a command line is at most IMAPMEM_MAX_LINE bytes and a literal at most
 ** config.max_literal; both are refused before anything is allocated for them. A session
