@@ -4307,8 +4307,9 @@ static void cmd_rename(struct session *s, struct command *c) {
           bits[k] = mailbox_keyword(dst, src->keywords[k], strlen(src->keywords[k]), 1);
           if ((m->keywords >> k & 1) && bits[k] >= 0) kw |= (uint64_t)1 << bits[k];
         }
-        mailbox_append(dst, msgdata_ref(m->data), m->flags, kw, m->internaldate, m->tz);
-        all[i] = 1;
+        struct msgdata *d = msgdata_ref(m->data);
+        if (mailbox_append(dst, d, m->flags, kw, m->internaldate, m->tz)) all[i] = 1;
+        else msgdata_unref(d);   /* not moved: it stays in INBOX */
       }
       mailbox_expunge(src, all);
     }
