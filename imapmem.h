@@ -175,7 +175,9 @@ int imapmem_reset(imapmem *srv);
 /*
 ** Write every mailbox of user to dir in the fixture layout (INBOX.mbox, Sent.mbox,
 ** Work/Projects.mbox), with Status/X-Status/X-Keywords flag headers and
-** X-IMAPbase/X-UID, so that loading dir again gives the same UIDs and flags.
+** X-IMAPbase/X-UID, so that loading dir again gives the same UIDs, flags and bytes.
+** *.mbox files in dir of mailboxes that no longer exist are removed; other files stay.
+** A mailbox that cannot be written does not stop the others; the first error is returned.
 */
 int imapmem_save(imapmem *srv, const char *user, const char *dir);
 
