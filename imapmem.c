@@ -5894,6 +5894,20 @@ static int session_write(struct session *s, const char *p, size_t n) {
     ssize_t w = send(s->fd_out, p, k, MSG_NOSIGNAL);
     if (w < 0 && errno == ENOTSOCK) w = write(s->fd_out, p, k);
     if (w < 0 && errno == EINTR) continue;
+    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      /* a pipe (made non-blocking in session_new) that is full: wait for room, for the
+         autologout time at most, and let imapmem_stop() wake us */
+      struct pollfd pf[2] = {{s->fd_out, POLLOUT, 0}, {s->wake[0], POLLIN, 0}};
+      int r = poll(pf, 2, s->srv->cfg.idle_timeout * 1000);
+      int stopping = 0;
+      if (r > 0 && pf[1].revents) {
+        pthread_mutex_lock(&s->srv->lock);
+        stopping = s->srv->stopping;
+        pthread_mutex_unlock(&s->srv->lock);
+      }
+      if (r > 0 && !stopping) continue;
+      w = -1;
+    }
     if (w <= 0) {
       s->closing = 1;
       return 0;
@@ -6210,6 +6224,9 @@ static struct session *session_new(struct imapmem *srv, int fd, int fd_out) {
   s->fd = fd;
   s->fd_out = fd_out;
   s->state = ST_NOTAUTH;
+  struct stat st;            /* sockets time out (SO_SNDTIMEO) and shut down; pipes need this */
+  if (fstat(fd_out, &st) == 0 && S_ISFIFO(st.st_mode))
+    fcntl(fd_out, F_SETFL, fcntl(fd_out, F_GETFL) | O_NONBLOCK);
   s->wake[0] = s->wake[1] = -1;
   atomic_init(&s->finished, 0);
   if (pipe(s->wake) < 0) {

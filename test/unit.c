@@ -436,6 +436,32 @@ static void test_no_sigpipe(void) {
   imapmem_free(srv);
 }
 
+/* imapmem_stop() ends a session stuck writing to a full pipe that nobody reads. */
+static void test_stop_with_a_full_pipe(void) {
+  imapmem *srv;
+  int in[2], out[2];
+  struct buf big = {0};
+  buf_adds(&big, "Subject: big\r\n\r\n");
+  for (int i = 0; i < 20000; i++) buf_adds(&big, "0123456789012345678901234567890123456789\r\n");
+  CHECK(imapmem_new(NULL, &srv) == IMAPMEM_OK && imapmem_add_user(srv, "u", "p") == IMAPMEM_OK);
+  CHECK(imapmem_append(srv, "u", "INBOX", big.p, big.len, NULL, NULL) == IMAPMEM_OK);
+  CHECK(pipe(in) == 0 && pipe(out) == 0);
+  CHECK(imapmem_serve_fd(srv, in[0], out[1], "u") == IMAPMEM_OK);
+  const char *cmds = "a SELECT INBOX\r\nb FETCH 1 BODY[]\r\n";
+  CHECK(write(in[1], cmds, strlen(cmds)) == (ssize_t)strlen(cmds));
+  struct imapmem_until sel = {IMAPMEM_UNTIL_SELECTED, "u", "INBOX", 0, NULL, 0};
+  CHECK(imapmem_wait(srv, &sel, 5000) == IMAPMEM_OK);
+  alarm(20);                 /* a hang here kills the test, which then fails */
+  double t0 = now_s();
+  CHECK(imapmem_stop(srv) == IMAPMEM_OK);
+  CHECK(now_s() - t0 < 5);
+  alarm(0);
+  imapmem_free(srv);
+  close(in[1]);
+  close(out[0]);
+  buf_free(&big);
+}
+
 /* A load that cannot complete (no UIDs left) adds nothing. */
 static void test_failed_load_adds_nothing(void) {
   imapmem *srv;
@@ -464,6 +490,7 @@ int main(void) {
   test_nothing_left_behind();
   test_add_user_race();
   test_no_sigpipe();
+  test_stop_with_a_full_pipe();
   test_failed_load_adds_nothing();
   arena_free(&A);
   printf("%d passed, %d failed\n", passed, failed);
