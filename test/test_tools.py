@@ -146,8 +146,9 @@ class Base(unittest.TestCase):
                 self.assertEqual(b0, b1, "bytes of %s uid %d" % (box, uid))
 
 
-class PipeClient:
-    """A raw IMAP client on a process's stdin/stdout pipes, reads with a timeout."""
+class PipeClient(imapserver.Raw):
+    """imapserver.Raw on a process's stdin/stdout pipes instead of a socket. The caller
+    reads the greeting (there is no ready line: it comes first)."""
 
     def __init__(self, proc, timeout=10):
         self.proc = proc
@@ -165,43 +166,13 @@ class PipeClient:
             raise EOFError("imapmem closed stdout; have %r" % self.buf[:200])
         self.buf += chunk
 
-    def readline(self):
-        while b"\r\n" not in self.buf:
-            self._fill()
-        i = self.buf.index(b"\r\n") + 2
-        line, self.buf = self.buf[:i], self.buf[i:]
-        return line
-
-    def read_response_line(self):
-        out = b""
-        while True:
-            line = self.readline()
-            out += line
-            m = re.search(rb"\{(\d+)\}\r\n$", line)
-            if not m:
-                return out
-            n = int(m.group(1))
-            while len(self.buf) < n:
-                self._fill()
-            out, self.buf = out + self.buf[:n], self.buf[n:]
-
-    def cmd(self, command):
-        self.n += 1
-        tag = "p%d" % self.n
-        self.proc.stdin.write(("%s %s\r\n" % (tag, command)).encode())
+    def send(self, data):
+        self.proc.stdin.write(data.encode() if isinstance(data, str) else data)
         self.proc.stdin.flush()
-        untagged = b""
-        while True:
-            line = self.read_response_line()
-            if line.startswith(tag.encode() + b" "):
-                return untagged, line[len(tag) + 1:-2]
-            untagged += line
 
-    def ok(self, command):
-        u, t = self.cmd(command)
-        if not t.startswith(b"OK"):
-            raise AssertionError("%s -> %r (%r)" % (command, t, u))
-        return u
+    def tag(self):
+        self.n += 1
+        return "p%d" % self.n
 
 
 # ---------------------------------------------------------------------------------------
