@@ -341,3 +341,16 @@ def expand_set(s):
         else:
             out.append(int(part))
     return out
+
+
+# LIST attributes of every mailbox in fixtures/tree (lower case), as the layout rules give them.
+TREE_LIST = {
+    "INBOX": {"\\hasnochildren"},
+    "Sent": {"\\hasnochildren"},
+    "Drafts": {"\\hasnochildren"},
+    "Work": {"\\noselect", "\\haschildren"},
+    "Work/Projects": {"\\hasnochildren"},
+    "Work/Old": {"\\hasnochildren"},
+    "Lists": {"\\haschildren"},
+    "Lists/ietf": {"\\hasnochildren"},
+}

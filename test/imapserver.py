@@ -13,6 +13,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import unittest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("IMAPMEM_BIN", os.path.join(ROOT, "imapmem"))
@@ -173,6 +174,30 @@ class Raw:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class ServerCase(unittest.TestCase):
+    """A TestCase that starts servers and raw clients, and stops them after the test.
+
+    A server must exit with status 0 when stopped (stop() also fails on sanitizer reports).
+    """
+
+    def start(self, *args, **kw):
+        s = Server(*args, **kw)
+        self.addCleanup(self._stop, s)
+        return s
+
+    def _stop(self, s):
+        if s.proc.poll() is None or not s.stderr_file.closed:
+            rc = s.stop()
+            err = s.stderr()
+            s.stderr_file.close()
+            self.assertEqual(rc, 0, "imapmem exit status %r; stderr:\n%s" % (rc, err[-3000:]))
+
+    def raw(self, s, login=("test", "test")):
+        r = s.raw(login=login)
+        self.addCleanup(r.close)
+        return r
 
 
 def run(args, timeout=10, stdin=subprocess.DEVNULL):

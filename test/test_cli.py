@@ -16,7 +16,8 @@ import time
 import unittest
 
 import imapref
-from imapserver import BIN, Raw, Server, fixture, run, write_mbox
+import imapserver  # imapserver.BIN is looked up when used: test/run.py sets it per run
+from imapserver import Raw, Server, fixture, run, write_mbox
 
 BASIC = fixture("basic.mbox")
 CRLF = fixture("crlf.mbox")
@@ -64,23 +65,7 @@ def exists(untagged):
     return vals[-1] if vals else None
 
 
-class Base(unittest.TestCase):
-    def start(self, *args, **kw):
-        s = Server(*args, **kw)
-        self.addCleanup(self._stop, s)
-        return s
-
-    def _stop(self, s):
-        rc = s.stop()
-        err = s.stderr()
-        s.stderr_file.close()
-        self.assertEqual(rc, 0, "imapmem exit status %r; stderr:\n%s" % (rc, err[-3000:]))
-
-    def raw(self, s, login=("test", "test")):
-        r = s.raw(login=login)
-        self.addCleanup(r.close)
-        return r
-
+class Base(imapserver.ServerCase):
     def count(self, r, box="INBOX"):
         u, t = r.cmd('STATUS "%s" (MESSAGES)' % box)
         self.assertTrue(t.startswith(b"OK"), (box, t))
@@ -113,7 +98,7 @@ class ReadyLine(Base):
 
     def test_explicit_port_and_bind_long_options(self):
         port = free_port()
-        p = subprocess.Popen([BIN, "--port", str(port), "--bind", "127.0.0.1", BASIC],
+        p = subprocess.Popen([imapserver.BIN, "--port", str(port), "--bind", "127.0.0.1", BASIC],
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                              stdin=subprocess.DEVNULL)
         try:
@@ -129,7 +114,8 @@ class ReadyLine(Base):
 
     def test_short_options(self):
         port = free_port()
-        p = subprocess.Popen([BIN, "-p", str(port), "-b", "127.0.0.1", "-u", "x:y:" + BASIC],
+        p = subprocess.Popen([imapserver.BIN, "-p", str(port), "-b", "127.0.0.1",
+                              "-u", "x:y:" + BASIC],
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                              stdin=subprocess.DEVNULL)
         try:
@@ -298,16 +284,7 @@ class Users(Base):
         self.assertTrue(t.startswith(b"NO"), t)
 
 
-TREE_LIST = {
-    "INBOX": {"\\hasnochildren"},
-    "Sent": {"\\hasnochildren"},
-    "Drafts": {"\\hasnochildren"},
-    "Work": {"\\noselect", "\\haschildren"},
-    "Work/Projects": {"\\hasnochildren"},
-    "Work/Old": {"\\hasnochildren"},
-    "Lists": {"\\haschildren"},
-    "Lists/ietf": {"\\hasnochildren"},
-}
+TREE_LIST = imapref.TREE_LIST
 TREE_FILES = {"INBOX": "INBOX.mbox", "Sent": "Sent.mbox", "Drafts": "Drafts.mbox",
               "Work/Projects": "Work/Projects.mbox", "Work/Old": "Work/Old.mbox",
               "Lists": "Lists.mbox", "Lists/ietf": "Lists/ietf.mbox"}

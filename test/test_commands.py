@@ -892,16 +892,7 @@ class Subscriptions(Base):
 # ========================================================================================
 # LIST (RFC 3501 6.3.8, 7.2.2; RFC 3348 CHILDREN)
 
-TREE_LIST = {
-    "INBOX": {"\\hasnochildren"},
-    "Sent": {"\\hasnochildren"},
-    "Drafts": {"\\hasnochildren"},
-    "Work": {"\\noselect", "\\haschildren"},
-    "Work/Projects": {"\\hasnochildren"},
-    "Work/Old": {"\\hasnochildren"},
-    "Lists": {"\\haschildren"},
-    "Lists/ietf": {"\\hasnochildren"},
-}
+TREE_LIST = imapref.TREE_LIST
 
 
 def sub(names):

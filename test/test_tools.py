@@ -104,24 +104,7 @@ def snapshot(host, port, user="test", password="test"):
         r.close()
 
 
-class Base(unittest.TestCase):
-    def start(self, *args, **kw):
-        s = Server(*args, **kw)
-        self.addCleanup(self._stop, s)
-        return s
-
-    def _stop(self, s):
-        if s.proc.poll() is None or not s.stderr_file.closed:
-            rc = s.stop()
-            err = s.stderr()
-            s.stderr_file.close()
-            self.assertEqual(rc, 0, "imapmem exit status %r; stderr:\n%s" % (rc, err[-3000:]))
-
-    def raw(self, s, login=("test", "test")):
-        r = s.raw(login=login)
-        self.addCleanup(r.close)
-        return r
-
+class Base(imapserver.ServerCase):
     def tempdir(self):
         d = tempfile.mkdtemp(prefix="imapmem-tools-")
         self.addCleanup(shutil.rmtree, d, True)
