@@ -1,7 +1,7 @@
 # imapmem: `make` builds the server, `make test` runs every test, `make bench` measures it.
 CC ?= cc
 CFLAGS ?= -O2 -g
-WARN = -std=c11 -Wall -Wextra -Werror
+WARN = -std=c11 -pedantic -Wall -Wextra -Werror
 SAN = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 PY ?= python3
 

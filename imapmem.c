@@ -224,7 +224,11 @@ struct command {
   const char *status;         /* the tagged reply: "OK", "NO", "BAD" */
   char text[512];
 };
-typedef void cmd_handler(struct session *, struct command *);
+/*
+** A handler sets the tagged reply (cmd_ok/cmd_no/cmd_bad, which return 0) and returns,
+** so that "return cmd_no(c, ...)" is one statement. The value carries nothing.
+*/
+typedef int cmd_handler(struct session *, struct command *);
 enum {
   CMD_UID = 1,                /* may follow "UID" */
   CMD_KEEP_SEQ = 2            /* RFC 3501 7.4.1: no EXPUNGE while answering it */
@@ -523,9 +527,9 @@ static int parse_date(struct parser *ps, int64_t *days);
 /* 6 command handlers */
 static int cap_on(struct imapmem *srv, unsigned bit);
 static const char *capabilities(struct imapmem *srv, char *out, size_t cap);
-static void PRINTF_LIKE(3, 4) cmd_reply(struct command *c, const char *status, const char *fmt,
-                        ...);
-static void cmd_bad_args(struct command *c);
+static int PRINTF_LIKE(3, 4) cmd_reply(struct command *c, const char *status, const char *fmt,
+                       ...);
+static int cmd_bad_args(struct command *c);
 static int cmd_mailbox_arg(struct command *c, const char **name);
 static struct mailbox *cmd_selectable(struct session *s, struct command *c, const char *name,
                                       const char *missing);
@@ -537,39 +541,39 @@ static void session_unselect(struct session *s);
 static int session_sync(struct session *s, int allow_expunge);
 static int view_resolve(struct session *s, struct command *c, struct seqset *set, int uid,
                         size_t **out, size_t *nout);
-static void cmd_capability(struct session *s, struct command *c);
-static void cmd_noop(struct session *s, struct command *c);
-static void cmd_logout(struct session *s, struct command *c);
-static void cmd_id(struct session *s, struct command *c);
+static int cmd_capability(struct session *s, struct command *c);
+static int cmd_noop(struct session *s, struct command *c);
+static int cmd_logout(struct session *s, struct command *c);
+static int cmd_id(struct session *s, struct command *c);
 static struct user *server_find_user(struct imapmem *srv, struct str name);
 static int session_login(struct session *s, struct str name, struct str password);
-static void cmd_login(struct session *s, struct command *c);
-static void cmd_authenticate(struct session *s, struct command *c);
-static void cmd_starttls(struct session *s, struct command *c);
-static void cmd_select(struct session *s, struct command *c);
+static int cmd_login(struct session *s, struct command *c);
+static int cmd_authenticate(struct session *s, struct command *c);
+static int cmd_starttls(struct session *s, struct command *c);
+static int cmd_select(struct session *s, struct command *c);
 static int mailbox_name_ok(const char *name);
-static void cmd_create(struct session *s, struct command *c);
-static void cmd_delete(struct session *s, struct command *c);
-static void cmd_rename(struct session *s, struct command *c);
-static void cmd_subscribe(struct session *s, struct command *c);
+static int cmd_create(struct session *s, struct command *c);
+static int cmd_delete(struct session *s, struct command *c);
+static int cmd_rename(struct session *s, struct command *c);
+static int cmd_subscribe(struct session *s, struct command *c);
 static int list_match(const char *pat, const char *name);
 static int list_match_name(const char *pat, const char *name);
 static int cmp_names(const void *a, const void *b);
 static int cmp_list_entries(const void *a, const void *b);
-static void cmd_list(struct session *s, struct command *c);
-static void cmd_status(struct session *s, struct command *c);
+static int cmd_list(struct session *s, struct command *c);
+static int cmd_status(struct session *s, struct command *c);
 static int flag_list_keywords(struct mailbox *mb, const struct flag_list *fl, uint64_t *kw);
-static void cmd_append(struct session *s, struct command *c);
-static void cmd_idle(struct session *s, struct command *c);
-static void cmd_namespace(struct session *s, struct command *c);
-static void cmd_check(struct session *s, struct command *c);
-static void cmd_close(struct session *s, struct command *c);
-static void cmd_unselect(struct session *s, struct command *c);
-static void cmd_expunge(struct session *s, struct command *c);
-static void cmd_store(struct session *s, struct command *c);
-static void cmd_copy(struct session *s, struct command *c);
-static void cmd_search(struct session *s, struct command *c);
-static void cmd_fetch(struct session *s, struct command *c);
+static int cmd_append(struct session *s, struct command *c);
+static int cmd_idle(struct session *s, struct command *c);
+static int cmd_namespace(struct session *s, struct command *c);
+static int cmd_check(struct session *s, struct command *c);
+static int cmd_close(struct session *s, struct command *c);
+static int cmd_unselect(struct session *s, struct command *c);
+static int cmd_expunge(struct session *s, struct command *c);
+static int cmd_store(struct session *s, struct command *c);
+static int cmd_copy(struct session *s, struct command *c);
+static int cmd_search(struct session *s, struct command *c);
+static int cmd_fetch(struct session *s, struct command *c);
 static const struct cmd_def *command_find(struct str name);
 static int session_fault(struct session *s, const char *name, struct fault *out);
 static int session_apply_fault(struct session *s, struct command *c, const struct fault *f);
@@ -583,7 +587,7 @@ static int search_header(const char *h, const char *hend, struct str name, struc
 static int search_text(const char *msg, const struct msgmeta *mm, struct str value,
                        int with_headers);
 static int search_match(const struct skey *k, const struct snap *m);
-static void search_command(struct session *s, struct command *c);
+static int search_command(struct session *s, struct command *c);
 /* 8 FETCH */
 static int fetch_parse_section(struct parser *ps, struct fetch_item *it);
 static struct fetch_item *fetch_add(struct parser *ps, struct fetch_item ***tail, int kind);
@@ -591,10 +595,12 @@ static int fetch_parse_att(struct parser *ps, struct fetch_item ***tail);
 static int fetch_find_part(const struct msgmeta *mm, const uint32_t *path, int npath);
 static int field_listed(const struct fetch_item *it, struct str name);
 static void fetch_literal(struct session *s, const struct fetch_item *it, const char *p, size_t n);
+static struct str fetch_section_bytes(const struct fetch_item *it, struct msgdata *d,
+                                      struct buf *tmp);
 static void fetch_section(struct session *s, const struct fetch_item *it, struct msgdata *d);
 static void fetch_one(struct session *s, const struct fetch_item *items, const struct fetch_snap *m,
                       char *const *kwnames, int nkw, int add_flags);
-static void fetch_command(struct session *s, struct command *c);
+static int fetch_command(struct session *s, struct command *c);
 /* 9 sessions and network */
 static void session_sendn(struct session *s, const void *p, size_t n);
 static void session_send(struct session *s, const char *fmt, ...) PRINTF_LIKE(2, 3);
@@ -3728,8 +3734,8 @@ static const char *capabilities(struct imapmem *srv, char *out, size_t cap) {
   return out;
 }
 
-static void PRINTF_LIKE(3, 4) cmd_reply(struct command *c, const char *status,
-                                        const char *fmt, ...) {
+static int PRINTF_LIKE(3, 4) cmd_reply(struct command *c, const char *status,
+                                       const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(c->text, sizeof c->text, fmt, ap);
@@ -3744,14 +3750,15 @@ static void PRINTF_LIKE(3, 4) cmd_reply(struct command *c, const char *status,
     c->text[n + 1] = 0;
   }
   c->status = status;
+  return 0;
 }
 #define cmd_ok(c, ...) cmd_reply(c, "OK", __VA_ARGS__)
 #define cmd_no(c, ...) cmd_reply(c, "NO", __VA_ARGS__)
 #define cmd_bad(c, ...) cmd_reply(c, "BAD", __VA_ARGS__)
 
 /* BAD with the parser's reason, for a command whose arguments did not parse. */
-static void cmd_bad_args(struct command *c) {
-  cmd_bad(c, "%s %s", c->def->name, c->ps.err ? c->ps.err : "Invalid arguments");
+static int cmd_bad_args(struct command *c) {
+  return cmd_bad(c, "%s %s", c->def->name, c->ps.err ? c->ps.err : "Invalid arguments");
 }
 
 /* The common argument list " mailbox" and nothing after it. */
@@ -4000,28 +4007,28 @@ static int view_resolve(struct session *s, struct command *c, struct seqset *set
 /* ------------------------------------------------------------------------- */
 /* Any state (RFC 3501 6.1). */
 
-static void cmd_capability(struct session *s, struct command *c) {
+static int cmd_capability(struct session *s, struct command *c) {
   if (!parse_end(&c->ps)) return cmd_bad_args(c);
   char caps[256];
   session_send(s, "* CAPABILITY %s\r\n", capabilities(s->srv, caps, sizeof caps));
-  cmd_ok(c, "CAPABILITY completed");
+  return cmd_ok(c, "CAPABILITY completed");
 }
 
-static void cmd_noop(struct session *s, struct command *c) {
+static int cmd_noop(struct session *s, struct command *c) {
   (void)s;
   if (!parse_end(&c->ps)) return cmd_bad_args(c);
-  cmd_ok(c, "%s completed", c->def->name);
+  return cmd_ok(c, "%s completed", c->def->name);
 }
 
-static void cmd_logout(struct session *s, struct command *c) {
+static int cmd_logout(struct session *s, struct command *c) {
   if (!parse_end(&c->ps)) return cmd_bad_args(c);
   session_send(s, "* BYE imapmem logging out\r\n");
   s->state = ST_LOGOUT;
-  cmd_ok(c, "LOGOUT completed");
+  return cmd_ok(c, "LOGOUT completed");
 }
 
 /* RFC 2971: ID ( "name" "value" ... ) or NIL; we answer with our own. */
-static void cmd_id(struct session *s, struct command *c) {
+static int cmd_id(struct session *s, struct command *c) {
   struct parser *ps = &c->ps;
   struct str k, v;
   if (!parse_sp(ps)) return cmd_bad_args(c);
@@ -4037,7 +4044,7 @@ static void cmd_id(struct session *s, struct command *c) {
   }
   if (!parse_end(ps)) return cmd_bad_args(c);
   session_send(s, "* ID (\"name\" \"imapmem\" \"version\" \"%s\")\r\n", IMAPMEM_VERSION);
-  cmd_ok(c, "ID completed");
+  return cmd_ok(c, "ID completed");
 }
 
 /* ------------------------------------------------------------------------- */
@@ -4065,7 +4072,7 @@ static int session_login(struct session *s, struct str name, struct str password
   return 1;
 }
 
-static void cmd_login(struct session *s, struct command *c) {
+static int cmd_login(struct session *s, struct command *c) {
   struct str user, pass;
   if (!parse_sp(&c->ps) || !parse_astring(&c->ps, &user) || !parse_sp(&c->ps) ||
       !parse_astring(&c->ps, &pass) || !parse_end(&c->ps))
@@ -4073,11 +4080,11 @@ static void cmd_login(struct session *s, struct command *c) {
   if (!session_login(s, user, pass))
     return cmd_no(c, "[AUTHENTICATIONFAILED] Invalid user name or password");
   char caps[256];
-  cmd_ok(c, "[CAPABILITY %s] LOGIN completed", capabilities(s->srv, caps, sizeof caps));
+  return cmd_ok(c, "[CAPABILITY %s] LOGIN completed", capabilities(s->srv, caps, sizeof caps));
 }
 
 /* RFC 4616 PLAIN: [authzid] NUL authcid NUL passwd, base64 (RFC 4959 for SASL-IR). */
-static void cmd_authenticate(struct session *s, struct command *c) {
+static int cmd_authenticate(struct session *s, struct command *c) {
   struct str mech, ir = {NULL, 0};
   struct parser *ps = &c->ps;
   if (!parse_sp(ps) || !parse_atom(ps, &mech)) return cmd_bad_args(c);
@@ -4128,24 +4135,24 @@ static void cmd_authenticate(struct session *s, struct command *c) {
   buf_free(&dec);
   if (!authed) return cmd_no(c, "[AUTHENTICATIONFAILED] Authentication failed");
   char caps[256];
-  cmd_ok(c, "[CAPABILITY %s] Authenticated", capabilities(s->srv, caps, sizeof caps));
+  return cmd_ok(c, "[CAPABILITY %s] Authenticated", capabilities(s->srv, caps, sizeof caps));
 }
 
-static void cmd_starttls(struct session *s, struct command *c) {
+static int cmd_starttls(struct session *s, struct command *c) {
   (void)s;
-  cmd_bad(c, "STARTTLS is not supported: this build of imapmem has no TLS");
+  return cmd_bad(c, "STARTTLS is not supported: this build of imapmem has no TLS");
 }
 
 /* ------------------------------------------------------------------------- */
 /* Authenticated state (RFC 3501 6.3). */
 
-static void cmd_select(struct session *s, struct command *c) {
+static int cmd_select(struct session *s, struct command *c) {
   const char *name;
   int examine = c->def->name[0] == 'E';
   if (!cmd_mailbox_arg(c, &name)) return cmd_bad_args(c);
   session_unselect(s);       /* 6.3.1: deselect first, even if the SELECT fails */
   struct mailbox *mb = cmd_selectable(s, c, name, "NONEXISTENT");
-  if (!mb) return;
+  if (!mb) return 0;
   pthread_mutex_lock(&mb->lock);
   if (!mem_grow(&s->view, &s->capview, mb->count, sizeof s->view[0]) ||
       !mem_grow(&mb->watchers, &mb->capwatchers, mb->nwatchers + 1, sizeof mb->watchers[0])) {
@@ -4187,7 +4194,7 @@ static void cmd_select(struct session *s, struct command *c) {
   session_send(s, "* OK [UIDVALIDITY %u] UIDs valid\r\n", mb->uidvalidity);
   session_send(s, "* OK [UIDNEXT %u] Predicted next UID\r\n", mb->uidnext);
   pthread_mutex_unlock(&mb->lock);
-  cmd_ok(c, "[%s] %s completed", examine ? "READ-ONLY" : "READ-WRITE", c->def->name);
+  return cmd_ok(c, "[%s] %s completed", examine ? "READ-ONLY" : "READ-WRITE", c->def->name);
 }
 
 /*
@@ -4202,7 +4209,7 @@ static int mailbox_name_ok(const char *name) {
 }
 
 /* 6.3.3: CREATE makes the mailbox and any missing superior levels. */
-static void cmd_create(struct session *s, struct command *c) {
+static int cmd_create(struct session *s, struct command *c) {
   const char *name;
   if (!cmd_mailbox_arg(c, &name)) return cmd_bad_args(c);
   if (strcmp(name, "INBOX") == 0) return cmd_no(c, "[ALREADYEXISTS] INBOX always exists");
@@ -4216,14 +4223,14 @@ static void cmd_create(struct session *s, struct command *c) {
   pthread_mutex_unlock(&u->lock);
   if (exists) return cmd_no(c, "[ALREADYEXISTS] Mailbox already exists: %s", name);
   if (!mb) return cmd_no(c, "[SERVERBUG] Out of memory");
-  cmd_ok(c, "CREATE completed");
+  return cmd_ok(c, "CREATE completed");
 }
 
 /*
 ** 6.3.4: DELETE. A mailbox with inferiors keeps its name as a \Noselect level and loses
 ** its messages; a \Noselect mailbox with inferiors cannot be deleted.
 */
-static void cmd_delete(struct session *s, struct command *c) {
+static int cmd_delete(struct session *s, struct command *c) {
   const char *name;
   if (!cmd_mailbox_arg(c, &name)) return cmd_bad_args(c);
   if (strcmp(name, "INBOX") == 0) return cmd_no(c, "[CANNOT] INBOX cannot be deleted");
@@ -4257,14 +4264,14 @@ static void cmd_delete(struct session *s, struct command *c) {
   }
   pthread_mutex_unlock(&u->lock);
   if (own) session_unselect(s);   /* back to the authenticated state, then the tagged OK */
-  cmd_ok(c, "DELETE completed");
+  return cmd_ok(c, "DELETE completed");
 }
 
 /*
 ** 6.3.5: RENAME. Inferior mailboxes follow their parent. Renaming INBOX moves its
 ** messages to a new mailbox and leaves INBOX empty; INBOX's inferiors stay.
 */
-static void cmd_rename(struct session *s, struct command *c) {
+static int cmd_rename(struct session *s, struct command *c) {
   const char *from, *to;
   if (!parse_sp(&c->ps) || !parse_mailbox(&c->ps, &from) || !parse_sp(&c->ps) ||
       !parse_mailbox(&c->ps, &to) || !parse_end(&c->ps))
@@ -4350,10 +4357,10 @@ static void cmd_rename(struct session *s, struct command *c) {
     if (!user_mailbox_locked(u, level)) user_create_locked(u, level, 0, uv, &exists);
   }
   pthread_mutex_unlock(&u->lock);
-  cmd_ok(c, "RENAME completed");
+  return cmd_ok(c, "RENAME completed");
 }
 
-static void cmd_subscribe(struct session *s, struct command *c) {
+static int cmd_subscribe(struct session *s, struct command *c) {
   const char *name;
   int sub = c->def->name[0] == 'S';
   if (!cmd_mailbox_arg(c, &name)) return cmd_bad_args(c);
@@ -4376,7 +4383,7 @@ static void cmd_subscribe(struct session *s, struct command *c) {
   pthread_mutex_unlock(&u->lock);
   if (ok == -1) return cmd_no(c, "[NONEXISTENT] Not subscribed: %s", name);
   if (!ok) return cmd_no(c, "[SERVERBUG] Out of memory");
-  cmd_ok(c, "%s completed", c->def->name);
+  return cmd_ok(c, "%s completed", c->def->name);
 }
 
 /* LIST wildcards (6.3.8): '*' matches anything, '%' anything but the delimiter. */
@@ -4442,7 +4449,7 @@ static int cmp_list_entries(const void *a, const void *b) {
 ** 6.3.8 LIST and 6.3.9 LSUB. Names and attributes are copied under the user's lock and
 ** matched after it is released, so a slow pattern holds up no other session.
 */
-static void cmd_list(struct session *s, struct command *c) {
+static int cmd_list(struct session *s, struct command *c) {
   struct str ref, pat;
   int lsub = c->def->name[0] == 'L' && c->def->name[1] == 'S';
   if (!parse_sp(&c->ps) || !parse_astring(&c->ps, &ref) || !parse_sp(&c->ps) ||
@@ -4507,11 +4514,11 @@ static void cmd_list(struct session *s, struct command *c) {
       }
     }
   }
-  cmd_ok(c, "%s completed", cmd);
+  return cmd_ok(c, "%s completed", cmd);
 }
 
 /* 6.3.10 STATUS. */
-static void cmd_status(struct session *s, struct command *c) {
+static int cmd_status(struct session *s, struct command *c) {
   const char *name;
   struct parser *ps = &c->ps;
   enum { ST_MESSAGES = 1, ST_RECENT = 2, ST_UIDNEXT = 4, ST_UIDVALIDITY = 8, ST_UNSEEN = 16 };
@@ -4530,7 +4537,7 @@ static void cmd_status(struct session *s, struct command *c) {
   } while (parse_char(ps, ' '));
   if (!parse_char(ps, ')') || !parse_end(ps)) return cmd_bad(c, "STATUS Expected ')'");
   struct mailbox *mb = cmd_selectable(s, c, name, "NONEXISTENT");
-  if (!mb) return;
+  if (!mb) return 0;
   uint32_t v[5] = {0};
   pthread_mutex_lock(&mb->lock);
   v[0] = (uint32_t)mb->count;
@@ -4551,7 +4558,7 @@ static void cmd_status(struct session *s, struct command *c) {
   for (int i = 0; i < nwant; i++)
     session_send(s, "%s%s %u", i ? " " : "", items[want[i]], v[want[i]]);
   session_send(s, ")\r\n");
-  cmd_ok(c, "STATUS completed");
+  return cmd_ok(c, "STATUS completed");
 }
 
 /* Keyword bits in mb for a parsed flag list; -1 when the mailbox has no room. */
@@ -4566,7 +4573,7 @@ static int flag_list_keywords(struct mailbox *mb, const struct flag_list *fl, ui
 }
 
 /* 6.3.11 APPEND mailbox [flags] [date-time] literal. */
-static void cmd_append(struct session *s, struct command *c) {
+static int cmd_append(struct session *s, struct command *c) {
   const char *name;
   struct parser *ps = &c->ps;
   struct flag_list fl = {0};
@@ -4584,7 +4591,7 @@ static void cmd_append(struct session *s, struct command *c) {
   if (!parse_literal(ps, &msg) || !parse_end(ps)) return cmd_bad_args(c);
   if (msg.len == 0) return cmd_no(c, "APPEND An empty message cannot be stored");
   struct mailbox *mb = cmd_selectable(s, c, name, "TRYCREATE");
-  if (!mb) return;
+  if (!mb) return 0;
   struct msgdata *d = msgdata_new(msg.p, msg.len);
   if (!d) {
     mailbox_unref(mb);
@@ -4605,11 +4612,11 @@ static void cmd_append(struct session *s, struct command *c) {
     return cmd_no(c, "[SERVERBUG] Out of memory");
   }
   if (!cap_on(s->srv, CAP_UIDPLUS)) return cmd_ok(c, "APPEND completed");
-  cmd_ok(c, "[APPENDUID %u %u] APPEND completed", uv, uid);
+  return cmd_ok(c, "[APPENDUID %u %u] APPEND completed", uv, uid);
 }
 
 /* RFC 2177 IDLE: updates as they happen, until the client sends DONE. */
-static void cmd_idle(struct session *s, struct command *c) {
+static int cmd_idle(struct session *s, struct command *c) {
   if (!parse_end(&c->ps)) return cmd_bad_args(c);
   if (s->mb) {
     pthread_mutex_lock(&s->mb->lock);
@@ -4651,25 +4658,26 @@ static void cmd_idle(struct session *s, struct command *c) {
     cmd_bad(c, "IDLE Expected DONE");
   }
   buf_free(&line);
+  return 0;
 }
 
-static void cmd_namespace(struct session *s, struct command *c) {
+static int cmd_namespace(struct session *s, struct command *c) {
   if (!parse_end(&c->ps)) return cmd_bad_args(c);
   session_send(s, "* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n");
-  cmd_ok(c, "NAMESPACE completed");
+  return cmd_ok(c, "NAMESPACE completed");
 }
 
 /* ------------------------------------------------------------------------- */
 /* Selected state (RFC 3501 6.4). */
 
-static void cmd_check(struct session *s, struct command *c) {
+static int cmd_check(struct session *s, struct command *c) {
   (void)s;
   if (!parse_end(&c->ps)) return cmd_bad_args(c);
-  cmd_ok(c, "CHECK completed");
+  return cmd_ok(c, "CHECK completed");
 }
 
 /* 6.4.2 CLOSE: expunge \Deleted silently (not when read-only), then deselect. */
-static void cmd_close(struct session *s, struct command *c) {
+static int cmd_close(struct session *s, struct command *c) {
   if (!parse_end(&c->ps)) return cmd_bad_args(c);
   if (!s->readonly) {
     pthread_mutex_lock(&s->mb->lock);
@@ -4677,18 +4685,18 @@ static void cmd_close(struct session *s, struct command *c) {
     pthread_mutex_unlock(&s->mb->lock);
   }
   session_unselect(s);
-  cmd_ok(c, "%s completed", c->def->name);
+  return cmd_ok(c, "%s completed", c->def->name);
 }
 
 /* RFC 3691 UNSELECT: deselect without expunging. */
-static void cmd_unselect(struct session *s, struct command *c) {
+static int cmd_unselect(struct session *s, struct command *c) {
   if (!parse_end(&c->ps)) return cmd_bad_args(c);
   session_unselect(s);
-  cmd_ok(c, "UNSELECT completed");
+  return cmd_ok(c, "UNSELECT completed");
 }
 
 /* 6.4.3 EXPUNGE, and RFC 4315 UID EXPUNGE set. The EXPUNGE responses come from sync. */
-static void cmd_expunge(struct session *s, struct command *c) {
+static int cmd_expunge(struct session *s, struct command *c) {
   struct seqset set = {0};
   if (c->uid && (!parse_sp(&c->ps) || !parse_seqset(&c->ps, &set))) return cmd_bad_args(c);
   if (!parse_end(&c->ps)) return cmd_bad_args(c);
@@ -4698,11 +4706,11 @@ static void cmd_expunge(struct session *s, struct command *c) {
   long n = mailbox_expunge_deleted(s->mb, c->uid ? &set : NULL);
   pthread_mutex_unlock(&s->mb->lock);
   if (n < 0) return cmd_no(c, "[SERVERBUG] Out of memory");
-  cmd_ok(c, "%sEXPUNGE completed", c->uid ? "UID " : "");
+  return cmd_ok(c, "%sEXPUNGE completed", c->uid ? "UID " : "");
 }
 
 /* 6.4.6 STORE set (+|-)FLAGS[.SILENT] flags. */
-static void cmd_store(struct session *s, struct command *c) {
+static int cmd_store(struct session *s, struct command *c) {
   struct parser *ps = &c->ps;
   struct seqset set;
   struct str item;
@@ -4715,7 +4723,7 @@ static void cmd_store(struct session *s, struct command *c) {
     return cmd_bad(c, "STORE Unknown item %.*s (expected FLAGS)", (int)item.len, item.p);
   if (!parse_sp(ps) || !parse_flags(ps, &fl, 1) || !parse_end(ps)) return cmd_bad_args(c);
   size_t *idx, n;
-  if (!view_resolve(s, c, &set, c->uid, &idx, &n)) return;
+  if (!view_resolve(s, c, &set, c->uid, &idx, &n)) return 0;
   if (s->readonly) return cmd_no(c, "[READ-ONLY] Mailbox is read-only");
   struct mailbox *mb = s->mb;
   int gone = 0, full = 0;
@@ -4757,7 +4765,7 @@ static void cmd_store(struct session *s, struct command *c) {
   if (full) return cmd_no(c, "[LIMIT] Too many keywords in this mailbox");
   if (gone && !silent)
     return cmd_no(c, "[EXPUNGEISSUED] Some of the messages have been expunged");
-  cmd_ok(c, "%sSTORE completed", c->uid ? "UID " : "");
+  return cmd_ok(c, "%sSTORE completed", c->uid ? "UID " : "");
 }
 
 /* One message taken out of a mailbox for COPY/MOVE, kept while no lock is held. */
@@ -4775,7 +4783,7 @@ struct copied {
 ** written under its own: never two mailbox locks at once. MOVE then expunges the
 ** originals; its EXPUNGE responses come after an untagged OK [COPYUID].
 */
-static void cmd_copy(struct session *s, struct command *c) {
+static int cmd_copy(struct session *s, struct command *c) {
   struct parser *ps = &c->ps;
   struct seqset set;
   const char *name;
@@ -4784,10 +4792,10 @@ static void cmd_copy(struct session *s, struct command *c) {
       !parse_end(ps))
     return cmd_bad_args(c);
   size_t *idx, n;
-  if (!view_resolve(s, c, &set, c->uid, &idx, &n)) return;
+  if (!view_resolve(s, c, &set, c->uid, &idx, &n)) return 0;
   if (move && s->readonly) return cmd_no(c, "[READ-ONLY] Mailbox is read-only");
   struct mailbox *dst = cmd_selectable(s, c, name, "TRYCREATE");
-  if (!dst) return;
+  if (!dst) return 0;
   struct copied *cp = arena_alloc(&s->arena, (n ? n : 1) * sizeof *cp);
   if (!cp) {
     mailbox_unref(dst);
@@ -4872,14 +4880,15 @@ static void cmd_copy(struct session *s, struct command *c) {
   }
   buf_free(&srcuids);
   buf_free(&dstuids);
+  return 0;
 }
 
-static void cmd_search(struct session *s, struct command *c) {
-  search_command(s, c);
+static int cmd_search(struct session *s, struct command *c) {
+  return search_command(s, c);
 }
 
-static void cmd_fetch(struct session *s, struct command *c) {
-  fetch_command(s, c);
+static int cmd_fetch(struct session *s, struct command *c) {
+  return fetch_command(s, c);
 }
 
 /* ------------------------------------------------------------------------- */
@@ -5311,7 +5320,7 @@ static int search_match(const struct skey *k, const struct snap *m) {
 }
 
 /* 6.4.4 SEARCH [CHARSET name] keys, and UID SEARCH. */
-static void search_command(struct session *s, struct command *c) {
+static int search_command(struct session *s, struct command *c) {
   struct parser *ps = &c->ps;
   if (!parse_sp(ps)) return cmd_bad_args(c);
   const char *save = ps->p;
@@ -5355,7 +5364,7 @@ static void search_command(struct session *s, struct command *c) {
   }
   session_send(s, "\r\n");
   free(snap);
-  cmd_ok(c, "%sSEARCH completed", c->uid ? "UID " : "");
+  return cmd_ok(c, "%sSEARCH completed", c->uid ? "UID " : "");
 }
 
 /*
@@ -5578,33 +5587,43 @@ static void fetch_literal(struct session *s, const struct fetch_item *it, const 
   session_send_bulk(s, p, n);
 }
 
-static void fetch_section(struct session *s, const struct fetch_item *it, struct msgdata *d) {
+/*
+** The bytes a body section names (RFC 3501 6.4.5), as a view into the message or, for
+** HEADER.FIELDS[.NOT], built into *tmp. A part that does not exist is an empty string.
+*/
+static struct str fetch_section_bytes(const struct fetch_item *it, struct msgdata *d,
+                                      struct buf *tmp) {
   const char *msg = d->bytes;
-  session_send(s, "%s ", it->echo);
-  if (it->npath == 0 && it->text == SEC_ALL) return fetch_literal(s, it, msg, d->size);
-  if (it->npath == 0 && it->text == SEC_HEADER) return fetch_literal(s, it, msg, d->hdr_len);
+  if (it->npath == 0 && it->text == SEC_ALL) return str_make(msg, d->size);
+  if (it->npath == 0 && it->text == SEC_HEADER) return str_make(msg, d->hdr_len);
   if (it->npath == 0 && it->text == SEC_TEXT)
-    return fetch_literal(s, it, msg + d->hdr_len, d->size - d->hdr_len);
+    return str_make(msg + d->hdr_len, d->size - d->hdr_len);
   const struct msgmeta *mm = msgdata_meta(d);
   int node = mm ? fetch_find_part(mm, it->path, it->npath) : -1;
-  if (node < 0) return fetch_literal(s, it, "", 0);   /* no such part: an empty string */
+  if (node < 0) return str_make("", 0);
   const struct part *pt = &mm->parts[node];
-  if (it->text == SEC_ALL) return fetch_literal(s, it, msg + pt->body_off, pt->body_len);
-  if (it->text == SEC_MIME) return fetch_literal(s, it, msg + pt->hdr_off, pt->hdr_len);
+  if (it->text == SEC_ALL) return str_make(msg + pt->body_off, pt->body_len);
+  if (it->text == SEC_MIME) return str_make(msg + pt->hdr_off, pt->hdr_len);
   if (it->npath > 0) {       /* HEADER/TEXT of a part apply to message/rfc822 parts only */
-    if (pt->kind != PART_MESSAGE || pt->child < 0) return fetch_literal(s, it, "", 0);
+    if (pt->kind != PART_MESSAGE || pt->child < 0) return str_make("", 0);
     pt = &mm->parts[pt->child];
   }
-  if (it->text == SEC_HEADER) return fetch_literal(s, it, msg + pt->hdr_off, pt->hdr_len);
-  if (it->text == SEC_TEXT) return fetch_literal(s, it, msg + pt->body_off, pt->body_len);
-  struct buf out = {0};      /* HEADER.FIELDS[.NOT]: the chosen fields, then a blank line */
-  const char *p = msg + pt->hdr_off, *end = p + pt->hdr_len;
-  struct field f;
+  if (it->text == SEC_HEADER) return str_make(msg + pt->hdr_off, pt->hdr_len);
+  if (it->text == SEC_TEXT) return str_make(msg + pt->body_off, pt->body_len);
+  const char *p = msg + pt->hdr_off, *end = p + pt->hdr_len;   /* HEADER.FIELDS[.NOT]: */
+  struct field f;            /* the chosen fields, then the blank line if there is one */
   while (header_next(&p, end, &f))
-    if (field_listed(it, f.name) == (it->text == SEC_FIELDS)) buf_add(&out, f.start, f.len);
-  if (p < end) buf_add(&out, "\r\n", 2);   /* the blank line, if the header has one */
-  fetch_literal(s, it, out.p, out.len);
-  buf_free(&out);
+    if (field_listed(it, f.name) == (it->text == SEC_FIELDS)) buf_add(tmp, f.start, f.len);
+  if (p < end) buf_add(tmp, "\r\n", 2);
+  return str_make(tmp->p ? tmp->p : "", tmp->len);
+}
+
+static void fetch_section(struct session *s, const struct fetch_item *it, struct msgdata *d) {
+  struct buf tmp = {0};
+  struct str v = fetch_section_bytes(it, d, &tmp);
+  session_send(s, "%s ", it->echo);
+  fetch_literal(s, it, v.p, v.len);
+  buf_free(&tmp);
 }
 
 static void fetch_one(struct session *s, const struct fetch_item *items, const struct fetch_snap *m,
@@ -5660,7 +5679,7 @@ static void fetch_one(struct session *s, const struct fetch_item *items, const s
 }
 
 /* 6.4.5 FETCH set items, and UID FETCH (which always includes UID, 6.4.8). */
-static void fetch_command(struct session *s, struct command *c) {
+static int fetch_command(struct session *s, struct command *c) {
   struct parser *ps = &c->ps;
   struct seqset set;
   struct fetch_item *items = NULL, **tail = &items;
@@ -5702,7 +5721,7 @@ static void fetch_command(struct session *s, struct command *c) {
     items = u;
   }
   size_t *idx, n;
-  if (!view_resolve(s, c, &set, c->uid, &idx, &n)) return;
+  if (!view_resolve(s, c, &set, c->uid, &idx, &n)) return 0;
   struct fetch_snap *snap = mem_alloc((n ? n : 1) * sizeof *snap);
   unsigned char *changed = mem_calloc(n ? n : 1, 1);
   if (!snap || !changed) {
@@ -5753,7 +5772,7 @@ static void fetch_command(struct session *s, struct command *c) {
   free(changed);
   if (s->out.oom) return cmd_no(c, "[SERVERBUG] Out of memory");
   if (gone) return cmd_no(c, "[EXPUNGEISSUED] Some of the requested messages no longer exist");
-  cmd_ok(c, "%sFETCH completed", c->uid ? "UID " : "");
+  return cmd_ok(c, "%sFETCH completed", c->uid ? "UID " : "");
 }
 
 /*
@@ -5936,8 +5955,8 @@ static int session_flush(struct session *s) {
 
 /* Large FETCH data goes straight from the message to the socket, uncopied. */
 static void session_send_bulk(struct session *s, const char *p, size_t n) {
-  if (n < 65536) return session_sendn(s, p, n);
-  if (session_flush(s)) session_write(s, p, n);
+  if (n < 65536) session_sendn(s, p, n);
+  else if (session_flush(s)) session_write(s, p, n);
 }
 
 static void session_wake(struct session *s) {
