@@ -93,6 +93,11 @@ struct arena_block;
 struct arena {               /* per-command allocations, freed together */
   struct arena_block *head;
 };
+struct needle {              /* a string to look for without regard to ASCII case */
+  const unsigned char *lower; /* its bytes in lower case */
+  uint32_t *fail;             /* KMP: the longest proper border of lower[0..i] */
+  size_t len;
+};
 
 /* ---- section 2: message model ---- */
 enum part_kind { PART_LEAF, PART_TEXT, PART_MULTIPART, PART_MESSAGE };
@@ -369,8 +374,9 @@ static void arena_free(struct arena *a);
 static struct str str_make(const char *p, size_t n);
 static int str_ieq(struct str s, const char *z);
 static struct str str_trim(struct str s);
-static int ascii_lower(int c);
-static const char *str_casefind(const char *h, size_t hn, const char *n, size_t nn);
+static int needle_init(struct needle *nd, struct str s, struct arena *a);
+static size_t next_byte(const unsigned char *h, size_t n, size_t from, int c);
+static const char *needle_find(const struct needle *nd, const char *text, size_t n);
 static int base64_value(int c);
 static int base64_decode(const char *p, size_t n, struct buf *out, int strict);
 static void sleep_ms(int ms);
@@ -581,10 +587,13 @@ static void session_execute(struct session *s);
 /* 7 SEARCH */
 static struct skey *search_new(struct parser *ps, int op);
 static struct skey *search_parse_list(struct parser *ps, int depth, int group);
+static int search_parse_string(struct parser *ps, struct skey *k);
 static struct skey *search_parse_key(struct parser *ps, int depth);
 static void search_prepare(struct skey *k, struct session *s);
-static int search_header(const char *h, const char *hend, struct str name, struct str value);
-static int search_text(const char *msg, const struct msgmeta *mm, struct str value,
+static int has_encoded_word(struct str v);
+static int search_header(const char *h, const char *hend, struct str name,
+                         const struct needle *nd);
+static int search_text(const char *msg, const struct msgmeta *mm, const struct needle *nd,
                        int with_headers);
 static int search_match(const struct skey *k, const struct snap *m);
 static int search_command(struct session *s, struct command *c);
@@ -844,33 +853,100 @@ static struct str str_trim(struct str s) {
   return s;
 }
 
-static int ascii_lower(int c) {
-  return c >= 'A' && c <= 'Z' ? c + 32 : c;
-}
+#define L4(c) (c), (c) + 1, (c) + 2, (c) + 3
+#define L16(c) L4(c), L4((c) + 4), L4((c) + 8), L4((c) + 12)
+static const unsigned char lower_case[256] = {  /* ASCII letters in lower case */
+  L16(0), L16(16), L16(32), L16(48),
+  64, L16(97), L4(113), L4(117), 121, 122, 91, 92, 93, 94, 95,   /* 'A'-'Z' -> 'a'-'z' */
+  L16(96), L16(112), L16(128), L16(144), L16(160), L16(176), L16(192), L16(208), L16(224),
+  L16(240)};
+#undef L16
+#undef L4
 
 /*
-** Case-insensitive (ASCII) substring search. A table of the needle's first byte in both
-** cases lets memchr-like skipping do most of the work; the cost is O(n*m) worst case,
-** which is fine for the short keys SEARCH gets.
+** Case-insensitive (ASCII) substring search, in time linear in the text for every needle
+** (SEARCH keys come from clients). A needle is prepared once: its lower-case bytes and its
+** KMP failure table. Bytes that cannot start a match are skipped with memchr, and the next
+** place of each case of the first byte is remembered, so a case that never occurs is
+** looked for once, not at every step. A candidate is first checked byte by byte, which is
+** fastest on real text; once those checks have cost more than three times the text passed,
+** the KMP automaton takes over, which looks at each byte once and never steps back.
 */
-static const char *str_casefind(const char *h, size_t hn, const char *n, size_t nn) {
-  if (nn == 0) return h;
-  if (hn < nn) return NULL;
-  int c0 = ascii_lower((unsigned char)n[0]), c1 = c0 >= 'a' && c0 <= 'z' ? c0 - 32 : c0;
-  const char *end = h + hn - nn + 1;
-  for (const char *p = h; p < end; p++) {
-    if ((unsigned char)*p != c0 && (unsigned char)*p != c1) {
-      /* skip ahead to the next byte that could start a match */
-      const char *a = memchr(p, c0, (size_t)(end - p));
-      const char *b = c1 != c0 ? memchr(p, c1, (size_t)(end - p)) : NULL;
-      if (!a && !b) return NULL;
-      p = !a ? b : !b ? a : a < b ? a : b;
-    }
-    size_t i = 1;
-    while (i < nn && ascii_lower((unsigned char)p[i]) == ascii_lower((unsigned char)n[i])) i++;
-    if (i == nn) return p;
+static int needle_init(struct needle *nd, struct str s, struct arena *a) {
+  nd->len = s.len;
+  nd->lower = NULL;
+  nd->fail = NULL;
+  if (s.len == 0) return 1;
+  if (s.len > UINT32_MAX) return 0;
+  unsigned char *lo = arena_alloc(a, s.len);
+  uint32_t *fail = arena_alloc(a, s.len * sizeof *fail);
+  if (!lo || !fail) return 0;
+  for (size_t i = 0; i < s.len; i++) lo[i] = lower_case[(unsigned char)s.p[i]];
+  fail[0] = 0;
+  for (size_t i = 1, k = 0; i < s.len; i++) {
+    while (k > 0 && lo[i] != lo[k]) k = fail[k - 1];
+    if (lo[i] == lo[k]) k++;
+    fail[i] = (uint32_t)k;
   }
-  return NULL;
+  nd->lower = lo;
+  nd->fail = fail;
+  return 1;
+}
+
+/* The next place at or after `from` where byte c occurs in [h, h+n), or n. */
+static size_t next_byte(const unsigned char *h, size_t n, size_t from, int c) {
+  const unsigned char *q = from < n ? memchr(h + from, c, n - from) : NULL;
+  return q ? (size_t)(q - h) : n;
+}
+
+static atomic_long needle_work;  /* bytes looked at by needle_find, so a test can bound it */
+
+static const char *needle_find(const struct needle *nd, const char *text, size_t n) {
+  size_t m = nd->len;
+  if (m == 0) return text;
+  if (n < m) return NULL;
+  const unsigned char *h = (const unsigned char *)text, *lo = nd->lower;
+  int c0 = lo[0], c1 = c0 >= 'a' && c0 <= 'z' ? c0 - 32 : c0;
+  size_t next0 = 0, next1 = c1 != c0 ? 0 : n;  /* where each case of lo[0] is next seen */
+  size_t i = 0, work = 0, checked = 0;
+  const char *found = NULL;
+  while (!found && n - i >= m) {
+    if (lower_case[h[i]] != c0) {    /* skip to a byte that can start a match */
+      if (next0 <= i) {
+        next0 = next_byte(h, n, i, c0);
+        work += next0 - i;
+      }
+      if (next1 <= i) {
+        next1 = next_byte(h, n, i, c1);
+        work += next1 - i;
+      }
+      i = next0 < next1 ? next0 : next1;
+      if (n - i < m) break;          /* also when neither case occurs again: i == n */
+    }
+    if (checked <= 3 * i + 256) {    /* check candidates byte by byte while they come */
+      size_t before = checked;
+      do {
+        size_t k = 1;
+        while (k < m && lower_case[h[i + k]] == lo[k]) k++;
+        checked += k;
+        if (k == m) found = text + i;
+        i++;
+      } while (!found && n - i >= m && lower_case[h[i]] == c0 && checked <= 3 * i + 256);
+      work += checked - before;
+      continue;
+    }
+    size_t from = i++, j = 1;        /* KMP from here: each byte once, never back */
+    while (j < m && i < n) {
+      int c = lower_case[h[i++]];
+      while (j > 0 && c != lo[j]) j = nd->fail[j - 1];
+      if (c != lo[j]) break;         /* j == 0: back to skipping */
+      j++;
+    }
+    work += i - from;
+    if (j == m) found = text + i - m;
+  }
+  atomic_fetch_add_explicit(&needle_work, (long)work, memory_order_relaxed);
+  return found;
 }
 
 /* ------------------------------------------------------------------------- */
@@ -5067,6 +5143,7 @@ struct skey {
   uint32_t flag;
   int kwbit;                  /* keyword bit in the mailbox, -1 if the mailbox lacks it */
   struct str name, value;     /* HEADER name and the string of string keys */
+  struct needle needle;       /* value, prepared for needle_find */
   int64_t num;                /* a day number or a size */
   struct seqset set;
   struct skey *child, *next;  /* AND: children; OR: two children; NOT: one */
@@ -5113,6 +5190,12 @@ static struct skey *search_parse_list(struct parser *ps, int depth, int group) {
   }
 }
 
+/* The string of a string key, prepared for matching. */
+static int search_parse_string(struct parser *ps, struct skey *k) {
+  if (!parse_astring(ps, &k->value)) return 0;
+  return needle_init(&k->needle, k->value, ps->arena) || parse_fail(ps, "Out of memory");
+}
+
 static struct skey *search_parse_key(struct parser *ps, int depth) {
   static const struct { const char *name; int op; uint32_t flag; } simple[] = {
     {"ALL", SK_ALL, 0}, {"ANSWERED", SK_FLAG, FLAG_ANSWERED}, {"DELETED", SK_FLAG, FLAG_DELETED},
@@ -5150,7 +5233,7 @@ static struct skey *search_parse_key(struct parser *ps, int depth) {
     }
   for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++)
     if (str_ieq(w, strings[i].name)) {
-      if (!(k = search_new(ps, strings[i].op)) || !parse_sp(ps) || !parse_astring(ps, &k->value))
+      if (!(k = search_new(ps, strings[i].op)) || !parse_sp(ps) || !search_parse_string(ps, k))
         return NULL;
       if (strings[i].header) k->name = str_make(strings[i].header, strlen(strings[i].header));
       return k;
@@ -5163,7 +5246,7 @@ static struct skey *search_parse_key(struct parser *ps, int depth) {
     }
   if (str_ieq(w, "HEADER")) {
     if (!(k = search_new(ps, SK_HEADER)) || !parse_sp(ps) || !parse_astring(ps, &k->name) ||
-        !parse_sp(ps) || !parse_astring(ps, &k->value))
+        !parse_sp(ps) || !search_parse_string(ps, k))
       return NULL;
     return k;
   }
@@ -5214,8 +5297,16 @@ static void search_prepare(struct skey *k, struct session *s) {
   }
 }
 
+/* Might the field value hold an RFC 2047 encoded word ("=?")? */
+static int has_encoded_word(struct str v) {
+  for (const char *p = v.p, *e = v.p + v.len; (p = memchr(p, '=', (size_t)(e - p))); p++)
+    if (p + 1 < e && p[1] == '?') return 1;
+  return 0;
+}
+
 /* Does header field `name` (or any field, name empty) contain the string, decoded? */
-static int search_header(const char *h, const char *hend, struct str name, struct str value) {
+static int search_header(const char *h, const char *hend, struct str name,
+                         const struct needle *nd) {
   const char *p = h;
   struct field f;
   struct buf dec = {0};
@@ -5223,25 +5314,25 @@ static int search_header(const char *h, const char *hend, struct str name, struc
   while (!found && header_next(&p, hend, &f)) {
     if (name.len && !(f.name.len == name.len && strncasecmp(f.name.p, name.p, name.len) == 0))
       continue;
-    if (value.len == 0) {
+    if (nd->len == 0) {
       found = 1;
       break;
     }
     /* most fields have neither encoded words nor folding: search them where they lie */
-    if (!memchr(f.value.p, '\n', f.value.len) && !str_casefind(f.value.p, f.value.len, "=?", 2)) {
-      found = str_casefind(f.value.p, f.value.len, value.p, value.len) != NULL;
+    if (!memchr(f.value.p, '\n', f.value.len) && !has_encoded_word(f.value)) {
+      found = needle_find(nd, f.value.p, f.value.len) != NULL;
       continue;
     }
     buf_reset(&dec);
     rfc2047_decode(f.value, &dec);
-    found = dec.len && str_casefind(dec.p, dec.len, value.p, value.len) != NULL;
+    found = dec.len && needle_find(nd, dec.p, dec.len) != NULL;
   }
   buf_free(&dec);
   return found;
 }
 
 /* Search the decoded text of every text part (and, for TEXT, every header). */
-static int search_text(const char *msg, const struct msgmeta *mm, struct str value,
+static int search_text(const char *msg, const struct msgmeta *mm, const struct needle *nd,
                        int with_headers) {
   struct buf dec = {0};
   int found = 0;
@@ -5249,7 +5340,7 @@ static int search_text(const char *msg, const struct msgmeta *mm, struct str val
     const struct part *pt = &mm->parts[i];
     if (with_headers && pt->hdr_len)
       found = search_header(msg + pt->hdr_off, msg + pt->hdr_off + pt->hdr_len,
-                            str_make(NULL, 0), value);
+                            str_make(NULL, 0), nd);
     if (found || pt->kind != PART_TEXT) continue;
     const char *h = msg + pt->hdr_off, *hend = h + pt->hdr_len;
     struct str v;
@@ -5268,11 +5359,11 @@ static int search_text(const char *msg, const struct msgmeta *mm, struct str val
       buf_free(&cs);
     }
     if (plain) {
-      found = str_casefind(msg + pt->body_off, pt->body_len, value.p, value.len) != NULL;
+      found = needle_find(nd, msg + pt->body_off, pt->body_len) != NULL;
     } else {
       buf_reset(&dec);
       part_decoded_text(msg, pt, &dec);
-      found = dec.len && str_casefind(dec.p, dec.len, value.p, value.len) != NULL;
+      found = dec.len && needle_find(nd, dec.p, dec.len) != NULL;
     }
   }
   buf_free(&dec);
@@ -5303,7 +5394,7 @@ static int search_match(const struct skey *k, const struct snap *m) {
   case SK_BEFORE: return m->day < k->num;
   case SK_ON: return m->day == k->num;
   case SK_SINCE: return m->day >= k->num;
-  case SK_HEADER: return search_header(msg, msg + m->data->hdr_len, k->name, k->value);
+  case SK_HEADER: return search_header(msg, msg + m->data->hdr_len, k->name, &k->needle);
   default: break;
   }
   const struct msgmeta *mm = msgdata_meta(m->data);
@@ -5313,8 +5404,8 @@ static int search_match(const struct skey *k, const struct snap *m) {
   case SK_SENTBEFORE: return sent < k->num;
   case SK_SENTON: return sent == k->num;
   case SK_SENTSINCE: return sent >= k->num;
-  case SK_BODY: return search_text(msg, mm, k->value, 0);
-  case SK_TEXT: return search_text(msg, mm, k->value, 1);
+  case SK_BODY: return search_text(msg, mm, &k->needle, 0);
+  case SK_TEXT: return search_text(msg, mm, &k->needle, 1);
   }
   return 0;
 }

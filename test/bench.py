@@ -1313,6 +1313,8 @@ def main():
             add_sequential_rows(table, c, res, refs[n], details)
             log("corpus %d done (%.0f s so far)" % (n, now() - t_start))
 
+        worst_search(table, tmp, runs)
+
         # items 6 and 7 on the 10,000-message corpus (or the largest one up to it)
         lc = max((c for c in corpora if c["n"] <= 10000), key=lambda c: c["n"], default=None)
         if lc:
@@ -1437,6 +1439,70 @@ def add_sequential_rows(table, c, res, ref, details):
     v = col(im, "expunge")
     table.add("5 EXPUNGE of 10%", cs, v, "s", "NOOP rtt %s" % fmt_time(noop), med(v) / noop,
               *judge(n, "<10 ms", med(v) < 0.010), peer=pv("expunge"))
+
+
+# ---------------------------------------------------------------------------------------
+# Item 4b (issue 9): SEARCH BODY on texts that make a naive case-insensitive search slow
+# ---------------------------------------------------------------------------------------
+
+WORST_BODY = 1 << 20
+WORST_CASES = (
+    # body text, needles: a first letter present in one case only, repeated prefixes
+    ("lower-case words", "words", ("Elephant", "Tomorrow", "Zebrafish")),
+    ("a" * 8, "aaaa", ("aab", "a" * 19 + "b")),
+    ("A" * 8, "AAAA", ("aab", "a" * 19 + "b")),
+)
+
+
+def worst_body(kind, rng):
+    if kind == "words":
+        out, n = [], 0
+        while n < WORST_BODY:
+            w = rng.choice(WORDS)
+            out.append(w)
+            n += len(w) + 1
+        text = " ".join(out)
+        lines = [text[i:i + 76] for i in range(0, len(text), 76)]
+        return ("\n".join(lines))[:WORST_BODY]
+    return (kind * (WORST_BODY // len(kind) + 1))[:WORST_BODY]
+
+
+def worst_search(table, tmp, runs):
+    """One single-case 1 MB body per mailbox; SEARCH BODY with each needle against the C
+    scan of exactly those body bytes (bench_ref scan). Target: within 2x."""
+    rng = random.Random(9)
+    for label, kind, needles in WORST_CASES:
+        body = worst_body(kind, rng)
+        assert body.lower() == body or body.upper() == body
+        mbox = os.path.join(tmp, "worst-%s.mbox" % kind)
+        with open(mbox, "w") as f:
+            f.write("From a@example.org Mon Jan  2 03:04:05 2023\nFrom: a@example.org\n"
+                    "Subject: worst case\n\n%s\n" % body)
+        raw = os.path.join(tmp, "worst-%s.txt" % kind)
+        with open(raw, "w") as f:              # the body as imapmem stores it (CRLF)
+            f.write(body.replace("\n", "\r\n") + "\r\n")
+        srv = Imapmem(mbox, tmp)
+        try:
+            c = Conn(srv.port)
+            c.ok(b"LOGIN test test")
+            c.ok(b"SELECT INBOX")
+            for needle in needles:
+                want = body.lower().count(needle.lower())
+                ref = bench_ref("scan", raw, needle, max(3, runs))["scan_s"]
+                v = []
+                for _ in range(max(3, runs)):
+                    t, (_, _, lines) = c.timed(b'SEARCH BODY "%s"' % needle.encode(), keep=True)
+                    if (search_count(lines) == 1) != (want > 0):
+                        raise RuntimeError("SEARCH BODY %s: %r" % (needle, lines))
+                    v.append(t)
+                shown = needle if len(needle) < 12 else needle[:3] + "..." + needle[-3:]
+                table.add('4 SEARCH BODY "%s" in 1 MB of %s' % (shown, label), "worst", v,
+                          "s", "scan %s" % fmt_time(med(ref)), med(v) / med(ref),
+                          "<=2x", med(v) / med(ref) <= 2)
+            c.ok(b"LOGOUT")
+            c.close()
+        finally:
+            srv.stop()
 
 
 def load_phase(table, c, tmp, peer, details, notes):

@@ -477,6 +477,63 @@ static void test_failed_load_adds_nothing(void) {
   imapmem_free(srv);
 }
 
+/* Case-insensitive substring search: the right answer, in work linear in the text. */
+static const char *naive_casefind(const char *h, size_t hn, const char *n, size_t nn) {
+  for (size_t i = 0; i + nn <= hn; i++) {
+    size_t j = 0;
+    while (j < nn && lower_case[(unsigned char)h[i + j]] == lower_case[(unsigned char)n[j]]) j++;
+    if (j == nn) return h + i;
+  }
+  return NULL;
+}
+
+static long find_work(const char *needle, const char *text, size_t n, const char **at) {
+  struct needle nd;
+  struct arena a = {0};
+  long before = atomic_load(&needle_work);
+  *at = needle_init(&nd, str_make(needle, strlen(needle)), &a) ? needle_find(&nd, text, n) : NULL;
+  arena_free(&a);
+  return atomic_load(&needle_work) - before;
+}
+
+static void test_substring(void) {
+  unsigned seed = 12345;
+  int agree = 1;
+  for (int round = 0; round < 20000 && agree; round++) {
+    char h[48], nd[8];
+    size_t hn = (seed = seed * 1103515245 + 12345) >> 16 & 31;
+    size_t nn = (seed = seed * 1103515245 + 12345) >> 16 & 7;
+    for (size_t i = 0; i < hn; i++) h[i] = "aAbBc"[((seed = seed * 1103515245 + 12345) >> 16) % 5];
+    for (size_t i = 0; i < nn; i++) nd[i] = "aAbBc"[((seed = seed * 1103515245 + 12345) >> 16) % 5];
+    nd[nn] = 0;
+    const char *at;
+    find_work(nd, h, hn, &at);
+    agree = at == naive_casefind(h, hn, nd, nn);
+    if (!agree) fprintf(stderr, "substring: %.*s in %.*s\n", (int)nn, nd, (int)hn, h);
+  }
+  CHECK(agree);
+  /* Texts that made the old search quadratic: a first letter present in one case only,
+     and repeated prefixes. The work is bounded by a small multiple of the text. */
+  size_t n = 1 << 20;
+  char *t = malloc(n + 1);
+  const char *at;
+  for (size_t i = 0; i < n; i++) t[i] = "the rerun was terse and never severe "[i % 37];
+  t[n] = 0;
+  CHECK(find_work("Error", t, n, &at) <= 4 * (long)n && at == NULL);
+  CHECK(find_work("seVERe", t, n, &at) <= 4 * (long)n && at == t + 30);
+  memset(t, 'a', n);
+  CHECK(find_work("aab", t, n, &at) <= 4 * (long)n && at == NULL);
+  char *longn = malloc(1002);
+  memset(longn, 'A', 1000);
+  memcpy(longn + 1000, "B", 2);
+  CHECK(find_work(longn, t, n, &at) <= 4 * (long)n && at == NULL);
+  t[n - 1] = 'b';
+  CHECK(find_work(longn, t, n, &at) <= 4 * (long)n && at == t + n - 1001);
+  CHECK(find_work("", t, n, &at) == 0 && at == t);
+  free(longn);
+  free(t);
+}
+
 int main(void) {
   test_parser();
   test_seqset();
@@ -492,6 +549,7 @@ int main(void) {
   test_no_sigpipe();
   test_stop_with_a_full_pipe();
   test_failed_load_adds_nothing();
+  test_substring();
   arena_free(&A);
   printf("%d passed, %d failed\n", passed, failed);
   return failed != 0;
