@@ -32,6 +32,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -65,6 +66,8 @@
 #ifndef IMAPMEM_MAX_LITERAL
 #define IMAPMEM_MAX_LITERAL (64u << 20) /* default for config.max_literal */
 #endif
+#define IMAPMEM_MAX_LITERAL_LIMIT (1u << 30)  /* the largest config.max_literal */
+#define IMAPMEM_MAX_IDLE (INT_MAX / 1000)     /* config.idle_timeout, so ms fit an int */
 #ifndef IMAPMEM_MAX_DEPTH
 #define IMAPMEM_MAX_DEPTH 64            /* nesting of lists, SEARCH groups and MIME parts */
 #endif
@@ -258,9 +261,11 @@ struct session {
   int id;
   int fd;                     /* read from here */
   int fd_out;                 /* write here (the same socket, or stdout) */
+  int out_socket;             /* fd_out is a socket (send), not a pipe or file (write) */
   const char *preauth;        /* start authenticated as this user (serve_fd) */
   unsigned ncommands;         /* commands read so far, for "#N=" faults */
   int wake[2];                /* a pipe: a byte wakes the session from poll() */
+  int woken;                  /* a wake-up was taken from the pipe while writing */
   pthread_t thread;
   atomic_int finished;
   enum state state;
@@ -300,7 +305,7 @@ struct fault {
 
 struct imapmem {
   struct imapmem_config cfg;
-  pthread_mutex_t lock;       /* guards users, sessions, errmsg */
+  pthread_mutex_t lock;       /* guards users, sessions, faults, the trace callback */
   struct user **users;
   size_t nusers, capusers;
   int listen_fd;
@@ -314,7 +319,6 @@ struct imapmem {
   int next_session_id;
   atomic_int nactive;
   atomic_uint last_uidvalidity; /* UIDVALIDITY given to the last new mailbox */
-  char errmsg[512];
   /* imapmem_wait(): anything a waiter may be waiting for bumps the generation */
   pthread_mutex_t wait_lock;
   pthread_cond_t wait_cond;
@@ -617,6 +621,7 @@ static void session_trace(struct session *s, char dir, const char *line, size_t 
 static int line_is_status(const char *p, size_t n);
 static void session_trace_out(struct session *s, const char *p, size_t n);
 static void session_trace_command(struct session *s, const char *p, size_t n);
+static int session_wait_writable(struct session *s);
 static int session_write(struct session *s, const char *p, size_t n);
 static int session_flush(struct session *s);
 static void session_send_bulk(struct session *s, const char *p, size_t n);
@@ -632,6 +637,7 @@ static void session_refuse(struct session *s, const struct buf *cmd, const char 
 static int session_read_command(struct session *s);
 static void session_run(struct session *s);
 static void *session_thread(void *arg);
+static void session_close(struct session *s);
 static void session_free(struct session *s);
 static struct session *session_new(struct imapmem *srv, int fd, int fd_out);
 static void server_reap_locked(struct imapmem *srv);
@@ -640,6 +646,7 @@ static void server_accept(struct imapmem *srv, int fd);
 static void *accept_thread(void *arg);
 /* 10 the public API (helpers; the API itself is in imapmem.h) */
 static int PRINTF_LIKE(3, 4) api_error(struct imapmem *srv, int code, const char *fmt, ...);
+static int net_listen(const char *addr, int port, char *err, size_t errcap);
 static struct user *api_user(struct imapmem *srv, const char *name);
 static uint32_t api_uidvalidity(struct imapmem *srv);
 static int api_mailbox(struct imapmem *srv, const char *user, const char *mailbox,
@@ -5996,26 +6003,39 @@ static void session_trace_command(struct session *s, const char *p, size_t n) {
 }
 
 /* ------------------------------------------------------------------------- */
+/*
+** Wait until fd_out takes more bytes: for the autologout time at most, and not past
+** imapmem_stop(). A wake-up that arrives meanwhile is noted in s->woken for the reader
+** (and the pipe drained, so the wait does not spin on it). 0: give up the connection.
+*/
+static int session_wait_writable(struct session *s) {
+  for (;;) {
+    pthread_mutex_lock(&s->srv->lock);   /* the BYE of a stop is sent only if there is room */
+    int stopping = s->srv->stopping;
+    pthread_mutex_unlock(&s->srv->lock);
+    if (stopping) return 0;
+    struct pollfd pf[2] = {{s->fd_out, POLLOUT, 0}, {s->wake[0], POLLIN, 0}};
+    int r = poll(pf, 2, s->srv->cfg.idle_timeout * 1000);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return 0;
+    if (pf[1].revents) {
+      char tmp[64];
+      while (read(s->wake[0], tmp, sizeof tmp) > 0) {}
+      s->woken = 1;
+    }
+    if (pf[0].revents) return 1;
+  }
+}
+
 static int session_write(struct session *s, const char *p, size_t n) {
   if (atomic_load(&s->srv->tracing)) session_trace_out(s, p, n);
   int chunk = atomic_load(&s->srv->chunk);   /* "chunk=n" fault: tiny writes */
   while (n) {
     size_t k = chunk > 0 && (size_t)chunk < n ? (size_t)chunk : n;
-    ssize_t w = send(s->fd_out, p, k, MSG_NOSIGNAL);
-    if (w < 0 && errno == ENOTSOCK) w = write(s->fd_out, p, k);
+    ssize_t w = s->out_socket ? send(s->fd_out, p, k, MSG_NOSIGNAL) : write(s->fd_out, p, k);
     if (w < 0 && errno == EINTR) continue;
     if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      /* a pipe (made non-blocking in session_new) that is full: wait for room, for the
-         autologout time at most, and let imapmem_stop() wake us */
-      struct pollfd pf[2] = {{s->fd_out, POLLOUT, 0}, {s->wake[0], POLLIN, 0}};
-      int r = poll(pf, 2, s->srv->cfg.idle_timeout * 1000);
-      int stopping = 0;
-      if (r > 0 && pf[1].revents) {
-        pthread_mutex_lock(&s->srv->lock);
-        stopping = s->srv->stopping;
-        pthread_mutex_unlock(&s->srv->lock);
-      }
-      if (r > 0 && !stopping) continue;
+      if (session_wait_writable(s)) continue;
       w = -1;
     }
     if (w <= 0) {
@@ -6090,13 +6110,20 @@ static int session_wait(struct session *s, int wake_ok) {
   int timeout = s->srv->cfg.idle_timeout * 1000;
   for (;;) {
     struct pollfd pf[2] = {{s->fd, POLLIN, 0}, {s->wake[0], POLLIN, 0}};
-    int r = poll(pf, 2, timeout);
-    if (r < 0 && errno == EINTR) continue;
-    if (r == 0) return 0;
-    if (r < 0) return 1;     /* let read() report the error */
-    if (pf[1].revents) {
-      char tmp[64];
-      while (read(s->wake[0], tmp, sizeof tmp) > 0) {}
+    int woken = s->woken;    /* taken from the pipe while a write waited */
+    s->woken = 0;
+    if (!woken) {
+      int r = poll(pf, 2, timeout);
+      if (r < 0 && errno == EINTR) continue;
+      if (r == 0) return 0;
+      if (r < 0) return 1;   /* let read() report the error */
+      if (pf[1].revents) {
+        char tmp[64];
+        while (read(s->wake[0], tmp, sizeof tmp) > 0) {}
+        woken = 1;
+      }
+    }
+    if (woken) {
       pthread_mutex_lock(&s->srv->lock);
       int stopping = s->srv->stopping;
       pthread_mutex_unlock(&s->srv->lock);
@@ -6126,6 +6153,7 @@ static int session_fill(struct session *s, int wake_ok) {
   do {
     r = read(s->fd, s->in + s->inlen, sizeof s->in - s->inlen);
   } while (r < 0 && errno == EINTR);
+  if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 1;   /* nothing after all */
   if (r <= 0) return -1;
   s->inlen += (size_t)r;
   return 1;
@@ -6303,19 +6331,30 @@ static void *session_thread(void *arg) {
   sigaddset(&pipe_sig, SIGPIPE);
   pthread_sigmask(SIG_BLOCK, &pipe_sig, NULL);
   session_run(s);
-  shutdown(s->fd_out, SHUT_RDWR);
-  if (s->fd_out != s->fd) close(s->fd_out);   /* the client sees the end at once */
-  s->fd_out = s->fd;
+  session_close(s);          /* only this thread ever closes the session's descriptors */
   atomic_fetch_sub(&s->srv->nactive, 1);
   atomic_store(&s->finished, 1);
   server_notify(s->srv);
   return NULL;
 }
 
+/* Close the connection: the client sees its end at once, even if it holds a copy. */
+static void session_close(struct session *s) {
+  if (s->fd_out >= 0 && s->fd_out != s->fd) {
+    if (s->out_socket) shutdown(s->fd_out, SHUT_RDWR);
+    close(s->fd_out);
+  }
+  if (s->fd >= 0) {
+    shutdown(s->fd, SHUT_RDWR);   /* ENOTSOCK for a pipe: harmless */
+    close(s->fd);
+  }
+  s->fd = s->fd_out = -1;
+}
+
+/* Free a session whose thread has been joined (or never started). */
 static void session_free(struct session *s) {
   if (!s) return;
-  if (s->fd >= 0) close(s->fd);
-  if (s->fd_out >= 0 && s->fd_out != s->fd) close(s->fd_out);
+  session_close(s);
   if (s->wake[0] >= 0) close(s->wake[0]);
   if (s->wake[1] >= 0) close(s->wake[1]);
   buf_free(&s->out);
@@ -6334,9 +6373,12 @@ static struct session *session_new(struct imapmem *srv, int fd, int fd_out) {
   s->fd = fd;
   s->fd_out = fd_out;
   s->state = ST_NOTAUTH;
-  struct stat st;            /* sockets time out (SO_SNDTIMEO) and shut down; pipes need this */
-  if (fstat(fd_out, &st) == 0 && S_ISFIFO(st.st_mode))
+  /* Output to a socket or pipe never blocks: a full one is waited for with poll(), which
+     imapmem_stop() can interrupt. Files and terminals are written as they are. */
+  struct stat st;
+  if (fstat(fd_out, &st) == 0 && (S_ISSOCK(st.st_mode) || S_ISFIFO(st.st_mode)))
     fcntl(fd_out, F_SETFL, fcntl(fd_out, F_GETFL) | O_NONBLOCK);
+  s->out_socket = fstat(fd_out, &st) == 0 && S_ISSOCK(st.st_mode);
   s->wake[0] = s->wake[1] = -1;
   atomic_init(&s->finished, 0);
   if (pipe(s->wake) < 0) {
@@ -6401,8 +6443,6 @@ static void server_accept(struct imapmem *srv, int fd) {
   fcntl(fd, F_SETFD, FD_CLOEXEC);
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  struct timeval tv = {srv->cfg.idle_timeout, 0};
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
   if (atomic_load(&srv->nactive) >= srv->cfg.max_connections) {
     static const char bye[] = "* BYE Too many connections\r\n";
     ssize_t r = send(fd, bye, sizeof bye - 1, MSG_NOSIGNAL);
@@ -6437,15 +6477,23 @@ static void *accept_thread(void *arg) {
 ** 10  The public API (imapmem.h)
 ** ===========================================================================
 ** Owns: struct imapmem. Calls: every section. Locking: as each function's comment in
-** imapmem.h says. Every function checks its handle, returns a code, and leaves the
-** details in srv->errmsg; none prints, exits or aborts.
+** imapmem.h says. Every function checks its arguments, returns a code, and leaves the
+** details for imapmem_errmsg(); none prints, exits or aborts.
+**
+** The error text is kept per thread (and per handle within it), so that threads sharing
+** one server never read each other's text, nor a text being written.
 */
+static _Thread_local struct {
+  const struct imapmem *srv;  /* the handle the text is about (NULL: none was given) */
+  char text[512];
+} api_last_error;
+
+/* Every non-OK return of the API goes through here. */
 static int PRINTF_LIKE(3, 4) api_error(struct imapmem *srv, int code, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  pthread_mutex_lock(&srv->lock);
-  vsnprintf(srv->errmsg, sizeof srv->errmsg, fmt, ap);
-  pthread_mutex_unlock(&srv->lock);
+  api_last_error.srv = srv;
+  vsnprintf(api_last_error.text, sizeof api_last_error.text, fmt, ap);
   va_end(ap);
   return code;
 }
@@ -6469,17 +6517,25 @@ const char *imapmem_errstr(int code) {
 }
 
 const char *imapmem_errmsg(imapmem *srv) {
-  return srv ? srv->errmsg : "no server handle";
+  return api_last_error.srv == srv ? api_last_error.text : "";
 }
 
 int imapmem_new(const struct imapmem_config *config, imapmem **out) {
-  if (!out) return IMAPMEM_MISUSE;
+  if (!out) return api_error(NULL, IMAPMEM_MISUSE, "imapmem_new: out is NULL");
   *out = NULL;
+  struct imapmem_config cfg = {0};
+  if (config) cfg = *config;
+  /* Every later computation with these (milliseconds for poll(), sums of sizes) fits. */
+  if (cfg.max_connections < 0 || cfg.idle_timeout < 0 || cfg.idle_timeout > IMAPMEM_MAX_IDLE ||
+      cfg.max_literal > IMAPMEM_MAX_LITERAL_LIMIT)
+    return api_error(NULL, IMAPMEM_MISUSE, "imapmem_new: a setting is out of range "
+                     "(max_connections >= 0, idle_timeout 0-%d, max_literal 0-%lu)",
+                     IMAPMEM_MAX_IDLE, (unsigned long)IMAPMEM_MAX_LITERAL_LIMIT);
   struct imapmem *srv = mem_calloc(1, sizeof *srv);
-  if (!srv) return IMAPMEM_NOMEM;
-  if (config) srv->cfg = *config;
+  if (!srv) return api_error(NULL, IMAPMEM_NOMEM, "imapmem_new: out of memory");
+  srv->cfg = cfg;
   if (!srv->cfg.max_connections) srv->cfg.max_connections = 1000;
-  if (srv->cfg.idle_timeout <= 0) srv->cfg.idle_timeout = 1800;
+  if (!srv->cfg.idle_timeout) srv->cfg.idle_timeout = 1800;
   if (!srv->cfg.max_literal) srv->cfg.max_literal = IMAPMEM_MAX_LITERAL;
   pthread_mutex_init(&srv->lock, NULL);
   pthread_mutex_init(&srv->wait_lock, NULL);
@@ -6499,7 +6555,8 @@ static struct user *api_user(struct imapmem *srv, const char *name) {
 }
 
 int imapmem_add_user(imapmem *srv, const char *name, const char *password) {
-  if (!srv || !name || !password || !*name) return IMAPMEM_MISUSE;
+  if (!srv || !name || !password || !*name)
+    return api_error(srv, IMAPMEM_MISUSE, "imapmem_add_user: NULL argument or empty name");
   if (api_user(srv, name)) return api_error(srv, IMAPMEM_EXISTS, "user %s exists already", name);
   struct user *u = user_new(name, password);
   int exists;
@@ -6529,7 +6586,7 @@ static uint32_t api_uidvalidity(struct imapmem *srv) {
 }
 
 int imapmem_load(imapmem *srv, const char *user, const char *path) {
-  if (!srv || !user || !path) return IMAPMEM_MISUSE;
+  if (!srv || !user || !path) return api_error(srv, IMAPMEM_MISUSE, "imapmem_load: NULL argument");
   struct user *u = api_user(srv, user);
   if (!u) return api_error(srv, IMAPMEM_NOTFOUND, "no such user: %s", user);
   struct stat st;
@@ -6559,7 +6616,8 @@ int imapmem_load(imapmem *srv, const char *user, const char *path) {
 
 int imapmem_load_mbox(imapmem *srv, const char *user, const char *mailbox, const char *bytes,
                       size_t len, const char *name) {
-  if (!srv || !user || !mailbox || (!bytes && len)) return IMAPMEM_MISUSE;
+  if (!srv || !user || !mailbox || (!bytes && len))
+    return api_error(srv, IMAPMEM_MISUSE, "imapmem_load_mbox: NULL argument");
   struct user *u = api_user(srv, user);
   if (!u) return api_error(srv, IMAPMEM_NOTFOUND, "no such user: %s", user);
   char canon[MAX_MAILBOX_NAME + 1];
@@ -6578,44 +6636,60 @@ int imapmem_load_mbox(imapmem *srv, const char *user, const char *mailbox, const
   return rc == IMAPMEM_OK ? rc : api_error(srv, rc, "%s", err);
 }
 
+/* A listening TCP socket on the first of addr's addresses that binds; -1 and err if none. */
+static int net_listen(const char *addr, int port, char *err, size_t errcap) {
+  struct addrinfo hints, *res = NULL;
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  char service[16];
+  snprintf(service, sizeof service, "%d", port);
+  int rc = getaddrinfo(addr, service, &hints, &res);
+  if (rc != 0) {
+    snprintf(err, errcap, "cannot resolve %.200s: %s", addr, gai_strerror(rc));
+    return -1;
+  }
+  int fd = -1, e = 0;
+  for (int pass = 0; pass < 2 && fd < 0; pass++)   /* IPv4 first, as the default address */
+  for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
+    if ((ai->ai_family == AF_INET) != (pass == 0)) continue;
+    fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
+    if (fd < 0) {
+      e = errno;
+      continue;
+    }
+    fcntl(fd, F_SETFD, FD_CLOEXEC);
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (ai->ai_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 128) < 0) {
+      e = errno;
+      close(fd);
+      fd = -1;
+    }
+  }
+  freeaddrinfo(res);
+  if (fd < 0) snprintf(err, errcap, "cannot listen on %.200s port %d: %s", addr, port, strerror(e));
+  return fd;
+}
+
 int imapmem_start(imapmem *srv, const char *addr, int port) {
-  if (!srv || port < 0 || port > 65535) return IMAPMEM_MISUSE;
+  if (!srv || port < 0 || port > 65535)
+    return api_error(srv, IMAPMEM_MISUSE, "imapmem_start: no handle, or port not 0-65535");
   if (srv->started) return api_error(srv, IMAPMEM_MISUSE, "the server is already started");
-  if (!addr) addr = "127.0.0.1";
+  char err[300];
+  int fd = net_listen(addr ? addr : "127.0.0.1", port, err, sizeof err);
+  if (fd < 0) return api_error(srv, IMAPMEM_IO, "%s", err);
   struct sockaddr_storage ss;
-  memset(&ss, 0, sizeof ss);
-  socklen_t len;
-  int v6 = strchr(addr, ':') != NULL;
-  if (v6) {
-    struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-    a->sin6_family = AF_INET6;
-    a->sin6_port = htons((uint16_t)port);
-    if (inet_pton(AF_INET6, addr, &a->sin6_addr) != 1)
-      return api_error(srv, IMAPMEM_MISUSE, "invalid IPv6 address: %s", addr);
-    len = sizeof *a;
-  } else {
-    struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-    a->sin_family = AF_INET;
-    a->sin_port = htons((uint16_t)port);
-    if (inet_pton(AF_INET, addr, &a->sin_addr) != 1)
-      return api_error(srv, IMAPMEM_MISUSE, "invalid IPv4 address: %s", addr);
-    len = sizeof *a;
-  }
-  int fd = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return api_error(srv, IMAPMEM_IO, "socket: %s", strerror(errno));
-  int one = 1;
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (v6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-  if (bind(fd, (struct sockaddr *)&ss, len) < 0 || listen(fd, 128) < 0) {
-    int e = errno;
-    close(fd);
-    return api_error(srv, IMAPMEM_IO, "cannot listen on %s port %d: %s", addr, port, strerror(e));
-  }
   socklen_t sl = sizeof ss;
-  getsockname(fd, (struct sockaddr *)&ss, &sl);
-  srv->port = ntohs(v6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                       : ((struct sockaddr_in *)&ss)->sin_port);
-  snprintf(srv->address, sizeof srv->address, v6 ? "[%s]:%d" : "%s:%d", addr, srv->port);
+  char host[INET6_ADDRSTRLEN] = "?", serv[16] = "0";
+  if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
+    getnameinfo((struct sockaddr *)&ss, sl, host, sizeof host, serv, sizeof serv,
+                NI_NUMERICHOST | NI_NUMERICSERV);
+  srv->port = atoi(serv);
+  snprintf(srv->address, sizeof srv->address, ss.ss_family == AF_INET6 ? "[%s]:%d" : "%s:%d",
+           host, srv->port);
   if (pipe(srv->wake) < 0) {
     close(fd);
     return api_error(srv, IMAPMEM_IO, "pipe: %s", strerror(errno));
@@ -6626,7 +6700,9 @@ int imapmem_start(imapmem *srv, const char *addr, int port) {
   srv->stopping = 0;
   if (pthread_create(&srv->accept_thread, NULL, accept_thread, srv) != 0) {
     close(fd);
-    srv->listen_fd = -1;
+    close(srv->wake[0]);
+    close(srv->wake[1]);
+    srv->wake[0] = srv->wake[1] = srv->listen_fd = -1;
     return api_error(srv, IMAPMEM_ERROR, "cannot start the accept thread");
   }
   srv->started = 1;
@@ -6642,7 +6718,7 @@ const char *imapmem_address(imapmem *srv) {
 }
 
 int imapmem_stop(imapmem *srv) {
-  if (!srv) return IMAPMEM_MISUSE;
+  if (!srv) return api_error(srv, IMAPMEM_MISUSE, "imapmem_stop: NULL handle");
   pthread_mutex_lock(&srv->lock);
   srv->stopping = 1;
   pthread_mutex_unlock(&srv->lock);
@@ -6657,25 +6733,17 @@ int imapmem_stop(imapmem *srv) {
     srv->wake[0] = srv->wake[1] = -1;
     srv->started = 0;
   }
-  /* wake every session so it says BYE; give them a moment, then cut the slow ones off */
+  /* Wake every session: each says BYE (as far as its client reads), closes its own
+     descriptors and ends; waiting for room to write gives way to the wake-up too. This
+     thread never touches a session's descriptors, which may be reused the moment the
+     session closes them. */
   pthread_mutex_lock(&srv->lock);
   for (size_t i = 0; i < srv->nsessions; i++) session_wake(srv->sessions[i]);
-  pthread_mutex_unlock(&srv->lock);
-  for (int waited = 0; waited < 200 && atomic_load(&srv->nactive) > 0; waited++) {
-    struct timespec ts = {0, 5 * 1000 * 1000};
-    nanosleep(&ts, NULL);
-  }
-  pthread_mutex_lock(&srv->lock);   /* the threads need the lock: join outside it */
-  struct session **list = srv->sessions;
+  struct session **list = srv->sessions;   /* the threads need the lock: join outside it */
   size_t n = srv->nsessions;
   srv->sessions = NULL;
   srv->nsessions = srv->capsessions = 0;
   pthread_mutex_unlock(&srv->lock);
-  for (size_t i = 0; i < n; i++)
-    if (!atomic_load(&list[i]->finished)) {
-      shutdown(list[i]->fd, SHUT_RDWR);
-      shutdown(list[i]->fd_out, SHUT_RDWR);
-    }
   for (size_t i = 0; i < n; i++) {
     pthread_join(list[i]->thread, NULL);
     session_free(list[i]);
@@ -6688,7 +6756,8 @@ int imapmem_stop(imapmem *srv) {
 }
 
 int imapmem_serve_fd(imapmem *srv, int in_fd, int out_fd, const char *preauth_user) {
-  if (!srv || in_fd < 0 || out_fd < 0) return IMAPMEM_MISUSE;
+  if (!srv || in_fd < 0 || out_fd < 0)
+    return api_error(srv, IMAPMEM_MISUSE, "imapmem_serve_fd: NULL handle or bad descriptor");
   if (preauth_user && !api_user(srv, preauth_user)) {
     close(in_fd);
     if (out_fd != in_fd) close(out_fd);
@@ -6702,7 +6771,7 @@ int imapmem_serve_fd(imapmem *srv, int in_fd, int out_fd, const char *preauth_us
 static int api_mailbox(struct imapmem *srv, const char *user, const char *mailbox,
                        struct mailbox **out) {
   *out = NULL;
-  if (!srv || !user || !mailbox) return IMAPMEM_MISUSE;
+  if (!srv || !user || !mailbox) return api_error(srv, IMAPMEM_MISUSE, "NULL argument");
   struct user *u = api_user(srv, user);
   if (!u) return api_error(srv, IMAPMEM_NOTFOUND, "no such user: %s", user);
   *out = user_mailbox(u, mailbox);
@@ -6712,7 +6781,11 @@ static int api_mailbox(struct imapmem *srv, const char *user, const char *mailbo
 
 int imapmem_append(imapmem *srv, const char *user, const char *mailbox, const char *bytes,
                    size_t len, const char *flags, uint32_t *uid_out) {
-  if (!bytes || !len) return IMAPMEM_MISUSE;
+  if (!bytes || !len)
+    return api_error(srv, IMAPMEM_MISUSE, "imapmem_append: no message bytes");
+  if (len > IMAPMEM_MAX_LITERAL_LIMIT)
+    return api_error(srv, IMAPMEM_MISUSE, "imapmem_append: a message is at most %lu bytes",
+                     (unsigned long)IMAPMEM_MAX_LITERAL_LIMIT);
   struct mailbox *mb;
   int rc = api_mailbox(srv, user, mailbox, &mb);
   if (rc) return rc;
@@ -6756,7 +6829,8 @@ int imapmem_append(imapmem *srv, const char *user, const char *mailbox, const ch
 }
 
 int imapmem_mailboxes(imapmem *srv, const char *user, char **names_out) {
-  if (!srv || !user || !names_out) return IMAPMEM_MISUSE;
+  if (!srv || !user || !names_out)
+    return api_error(srv, IMAPMEM_MISUSE, "imapmem_mailboxes: NULL argument");
   *names_out = NULL;
   struct user *u = api_user(srv, user);
   if (!u) return api_error(srv, IMAPMEM_NOTFOUND, "no such user: %s", user);
@@ -6774,7 +6848,7 @@ int imapmem_mailboxes(imapmem *srv, const char *user, char **names_out) {
 
 int imapmem_count(imapmem *srv, const char *user, const char *mailbox, size_t *count_out) {
   struct mailbox *mb;
-  if (!count_out) return IMAPMEM_MISUSE;
+  if (!count_out) return api_error(srv, IMAPMEM_MISUSE, "imapmem_count: count_out is NULL");
   int rc = api_mailbox(srv, user, mailbox, &mb);
   if (rc) return rc;
   pthread_mutex_lock(&mb->lock);
@@ -6787,7 +6861,8 @@ int imapmem_count(imapmem *srv, const char *user, const char *mailbox, size_t *c
 int imapmem_uids(imapmem *srv, const char *user, const char *mailbox, uint32_t **uids_out,
                  size_t *count_out) {
   struct mailbox *mb;
-  if (!uids_out || !count_out) return IMAPMEM_MISUSE;
+  if (!uids_out || !count_out)
+    return api_error(srv, IMAPMEM_MISUSE, "imapmem_uids: NULL output pointer");
   *uids_out = NULL;
   *count_out = 0;
   int rc = api_mailbox(srv, user, mailbox, &mb);
@@ -6836,7 +6911,7 @@ static int message_flags_string(struct mailbox *mb, struct message *m, void *arg
 
 int imapmem_flags(imapmem *srv, const char *user, const char *mailbox, uint32_t uid,
                   char **flags_out) {
-  if (!flags_out) return IMAPMEM_MISUSE;
+  if (!flags_out) return api_error(srv, IMAPMEM_MISUSE, "imapmem_flags: flags_out is NULL");
   *flags_out = NULL;
   return api_message(srv, user, mailbox, uid, message_flags_string, flags_out);
 }
@@ -6859,7 +6934,8 @@ static int message_bytes(struct mailbox *mb, struct message *m, void *arg) {
 
 int imapmem_message(imapmem *srv, const char *user, const char *mailbox, uint32_t uid,
                     char **bytes_out, size_t *len_out) {
-  if (!bytes_out || !len_out) return IMAPMEM_MISUSE;
+  if (!bytes_out || !len_out)
+    return api_error(srv, IMAPMEM_MISUSE, "imapmem_message: NULL output pointer");
   *bytes_out = NULL;
   *len_out = 0;
   struct bytes_out o = {bytes_out, len_out};
@@ -6871,7 +6947,7 @@ void imapmem_release(void *p) {
 }
 
 int imapmem_reset(imapmem *srv) {
-  if (!srv) return IMAPMEM_MISUSE;
+  if (!srv) return api_error(srv, IMAPMEM_MISUSE, "imapmem_reset: NULL handle");
   for (size_t i = 0;; i++) {         /* users are never removed; the array may move */
     pthread_mutex_lock(&srv->lock);
     struct user *u = i < srv->nusers ? srv->users[i] : NULL;
@@ -6884,7 +6960,7 @@ int imapmem_reset(imapmem *srv) {
 }
 
 int imapmem_save(imapmem *srv, const char *user, const char *dir) {
-  if (!srv || !user || !dir) return IMAPMEM_MISUSE;
+  if (!srv || !user || !dir) return api_error(srv, IMAPMEM_MISUSE, "imapmem_save: NULL argument");
   struct user *u = api_user(srv, user);
   if (!u) return api_error(srv, IMAPMEM_NOTFOUND, "no such user: %s", user);
   char err[600];
@@ -6943,7 +7019,8 @@ static int api_until_holds(struct imapmem *srv, const struct imapmem_until *w) {
 }
 
 int imapmem_wait(imapmem *srv, const struct imapmem_until *until, int timeout_ms) {
-  if (!srv || !until || timeout_ms < 0) return IMAPMEM_MISUSE;
+  if (!srv || !until || timeout_ms < 0)
+    return api_error(srv, IMAPMEM_MISUSE, "imapmem_wait: NULL argument or negative timeout");
   int k = until->kind;
   if (k < IMAPMEM_UNTIL_LOGIN || k > IMAPMEM_UNTIL_NO_SESSIONS ||
       ((k == IMAPMEM_UNTIL_SELECTED || k == IMAPMEM_UNTIL_IDLE) &&
@@ -6982,7 +7059,7 @@ int imapmem_wait(imapmem *srv, const struct imapmem_until *until, int timeout_ms
 }
 
 int imapmem_set_trace(imapmem *srv, imapmem_trace_fn *fn, void *arg) {
-  if (!srv) return IMAPMEM_MISUSE;
+  if (!srv) return api_error(srv, IMAPMEM_MISUSE, "imapmem_set_trace: NULL handle");
   pthread_mutex_lock(&srv->lock);
   srv->trace_fn = fn;
   srv->trace_arg = arg;
@@ -6992,7 +7069,7 @@ int imapmem_set_trace(imapmem *srv, imapmem_trace_fn *fn, void *arg) {
 }
 
 int imapmem_set_capability(imapmem *srv, const char *name, int on) {
-  if (!srv || !name) return IMAPMEM_MISUSE;
+  if (!srv || !name) return api_error(srv, IMAPMEM_MISUSE, "imapmem_set_capability: NULL argument");
   for (size_t i = 0; i < sizeof capability_list / sizeof capability_list[0]; i++) {
     unsigned bit = capability_list[i].bit;
     if (!bit || strcasecmp(name, capability_list[i].name) != 0) continue;
@@ -7004,7 +7081,7 @@ int imapmem_set_capability(imapmem *srv, const char *name, int on) {
 }
 
 int imapmem_fault(imapmem *srv, const char *spec) {
-  if (!srv || !spec) return IMAPMEM_MISUSE;
+  if (!srv || !spec) return api_error(srv, IMAPMEM_MISUSE, "imapmem_fault: NULL argument");
   static const struct { const char *name; int action, has_text, has_ms; } actions[] = {
     {"NO", FA_NO, 1, 0}, {"BAD", FA_BAD, 1, 0}, {"DROP", FA_DROP, 0, 0}, {"BYE", FA_BYE, 1, 0},
     {"ALERT", FA_ALERT, 1, 0}, {"DELAY", FA_DELAY, 0, 1}, {"UIDVALIDITY", FA_UIDVALIDITY, 0, 0}};
@@ -7076,7 +7153,7 @@ int imapmem_fault(imapmem *srv, const char *spec) {
 }
 
 int imapmem_clear_faults(imapmem *srv) {
-  if (!srv) return IMAPMEM_MISUSE;
+  if (!srv) return api_error(srv, IMAPMEM_MISUSE, "imapmem_clear_faults: NULL handle");
   pthread_mutex_lock(&srv->lock);
   free(srv->faults);
   srv->faults = NULL;
@@ -7156,6 +7233,32 @@ static int number_arg(const char *s, long min, long max, long *out) {
   return 1;
 }
 
+/*
+** --user NAME:PASSWORD[:PATH], split in place. "\:" stands for ':' and "\\" for a
+** backslash, so a name or password may hold them; any other backslash is itself.
+*/
+static int user_arg(char *val, struct user_opt *u) {
+  char *field[3] = {val, NULL, NULL};
+  int nfield = 1;
+  char *w = val;
+  for (char *r = val; *r; r++) {
+    if (*r == '\\' && (r[1] == ':' || r[1] == '\\')) {
+      *w++ = *++r;
+    } else if (*r == ':' && nfield < 3) {
+      *w++ = 0;
+      field[nfield++] = w;
+    } else {
+      *w++ = *r;
+    }
+  }
+  *w = 0;
+  if (nfield < 2 || !*field[0]) return 0;
+  u->name = field[0];
+  u->password = field[1];
+  u->path = field[2] && *field[2] ? field[2] : NULL;
+  return 1;
+}
+
 struct options {
   const char *bind;
   long port;
@@ -7197,9 +7300,16 @@ static int parse_options(int argc, char **argv, struct options *o) {
     } else {
       snprintf(name, sizeof name, "%s", a);
     }
-    int is_flag = !strcmp(name, "-h") || !strcmp(name, "--help") || !strcmp(name, "-V") ||
-                  !strcmp(name, "--version") || !strcmp(name, "--stdio") ||
-                  !strcmp(name, "--exit-with-parent") || !strcmp(name, "--trace");
+    static const char *const flags[] = {"-h", "--help", "-V", "--version", "--stdio",
+                                        "--exit-with-parent", "--trace"};
+    static const char *const valued[] = {"-p", "--port", "-b", "--bind", "-u", "--user",
+                                         "--uidvalidity", "--max-connections",
+                                         "--idle-timeout", "--save", "--capability",
+                                         "--fault"};
+    int is_flag = 0, known = 0;
+    for (size_t k = 0; k < sizeof flags / sizeof flags[0]; k++) is_flag |= !strcmp(name, flags[k]);
+    for (size_t k = 0; k < sizeof valued / sizeof valued[0]; k++) known |= !strcmp(name, valued[k]);
+    if (!is_flag && !known) return die_usage("unknown option: %s", name);
     if (is_flag && val) return die_usage("option %s takes no value", name);
     if (!is_flag && !val) {
       if (i + 1 >= argc) return die_usage("option %s needs a value", name);
@@ -7216,15 +7326,8 @@ static int parse_options(int argc, char **argv, struct options *o) {
     } else if (!strcmp(name, "-b") || !strcmp(name, "--bind")) {
       o->bind = val;
     } else if (!strcmp(name, "-u") || !strcmp(name, "--user")) {
-      char *c1 = strchr(val, ':');
-      if (!c1 || c1 == val) return die_usage("--user wants NAME:PASSWORD[:PATH], not %s", val);
-      *c1 = 0;
-      char *c2 = strchr(c1 + 1, ':');
-      if (c2) *c2 = 0;
       struct user_opt *u = &o->users[o->nusers++];
-      u->name = val;
-      u->password = c1 + 1;
-      u->path = c2 && c2[1] ? c2 + 1 : NULL;
+      if (!user_arg(val, u)) return die_usage("--user wants NAME:PASSWORD[:PATH], not %s", val);
     } else if (!strcmp(name, "--uidvalidity")) {
       if (!number_arg(val, 1, UINT32_MAX, &num)) return die_usage("invalid UIDVALIDITY: %s", val);
       o->cfg.uidvalidity = (uint32_t)num;
@@ -7232,7 +7335,8 @@ static int parse_options(int argc, char **argv, struct options *o) {
       if (!number_arg(val, 1, 1000000, &num)) return die_usage("invalid connection limit: %s", val);
       o->cfg.max_connections = (int)num;
     } else if (!strcmp(name, "--idle-timeout")) {
-      if (!number_arg(val, 1, 86400 * 365, &num)) return die_usage("invalid idle timeout: %s", val);
+      if (!number_arg(val, 1, IMAPMEM_MAX_IDLE, &num))
+        return die_usage("invalid idle timeout (1-2147483 seconds): %s", val);
       o->cfg.idle_timeout = (int)num;
     } else if (!strcmp(name, "--stdio")) {
       o->stdio = 1;
@@ -7292,16 +7396,54 @@ static int parent_gone(pid_t parent, int watch_stdin) {
   return r == 0 || (r < 0 && errno != EINTR && errno != EAGAIN);
 }
 
+/*
+** Signals reach the main loop through a pipe: the handler only writes the signal's
+** number, which is async-signal-safe, and the loop polls the pipe (POSIX has no portable
+** sigtimedwait). The server's threads block these signals, so the handler runs here.
+*/
+static int signal_pipe[2] = {-1, -1};
+
+static void signal_to_pipe(int sig) {
+  int saved = errno;
+  unsigned char b = (unsigned char)sig;
+  ssize_t r = write(signal_pipe[1], &b, 1);
+  (void)r;                   /* a full pipe already holds a signal to handle */
+  errno = saved;
+}
+
+/* The next signal within ms milliseconds, or 0. */
+static int signal_next(int ms) {
+  struct pollfd pf = {signal_pipe[0], POLLIN, 0};
+  unsigned char b;
+  if (poll(&pf, 1, ms) > 0 && read(signal_pipe[0], &b, 1) == 1) return b;
+  return 0;
+}
+
 /* Load the fixtures and serve; print the ready line; run until told to stop. */
 static int serve(struct options *o) {
-  /* Signals are taken by sigtimedwait() below; every thread inherits the mask. */
   sigset_t sigs;
   sigemptyset(&sigs);
   sigaddset(&sigs, SIGTERM);
   sigaddset(&sigs, SIGINT);
   sigaddset(&sigs, SIGHUP);
   sigaddset(&sigs, SIGUSR1);
-  pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+  if (pipe(signal_pipe) < 0) {
+    fprintf(stderr, "imapmem: pipe: %s\n", strerror(errno));
+    return 2;
+  }
+  for (int i = 0; i < 2; i++) {
+    fcntl(signal_pipe[i], F_SETFL, O_NONBLOCK);
+    fcntl(signal_pipe[i], F_SETFD, FD_CLOEXEC);
+  }
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = signal_to_pipe;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGHUP, &sa, NULL);
+  sigaction(SIGUSR1, &sa, NULL);
+  pthread_sigmask(SIG_BLOCK, &sigs, NULL);   /* every thread started now inherits this */
   signal(SIGPIPE, SIG_IGN);
   pid_t parent = getppid();
   struct stat st;
@@ -7335,17 +7477,25 @@ static int serve(struct options *o) {
     printf("imapmem: listening on %s\n", imapmem_address(srv));
     fflush(stdout);
   }
+  pthread_sigmask(SIG_UNBLOCK, &sigs, NULL);   /* only this thread takes them */
   struct imapmem_until none = {IMAPMEM_UNTIL_NO_SESSIONS, NULL, NULL, 0, NULL, 0};
   for (;;) {
-    struct timespec tick = {0, 100 * 1000 * 1000};
-    int sig = sigtimedwait(&sigs, NULL, &tick);
-    if (sig == SIGTERM || sig == SIGINT) {
-      fprintf(stderr, "imapmem: signal %d, stopping\n", sig);
-      break;
+    int sig = signal_next(100);
+    if (sig == SIGTERM || sig == SIGINT) break;   /* a clean stop says nothing */
+    /* SIGHUP and SIGUSR1 say when they are done, so a test can wait for the line; with
+       --stdio, stdout is the session's and they say it on stderr */
+    FILE *said = o->stdio ? stderr : stdout;
+    if (sig == SIGHUP) {
+      if (imapmem_reset(srv) == IMAPMEM_OK) fprintf(said, "imapmem: reset\n");
+      else fprintf(stderr, "imapmem: reset: %s\n", imapmem_errmsg(srv));
+      fflush(said);
     }
-    if (sig == SIGHUP && imapmem_reset(srv) != IMAPMEM_OK)
-      fprintf(stderr, "imapmem: reset: %s\n", imapmem_errmsg(srv));
-    if (sig == SIGUSR1 && o->save) save_all(srv, o);
+    if (sig == SIGUSR1 && !o->save)
+      fprintf(stderr, "imapmem: SIGUSR1 saves only with --save DIR\n");
+    if (sig == SIGUSR1 && o->save) {
+      if (save_all(srv, o) == IMAPMEM_OK) fprintf(said, "imapmem: saved %s\n", o->save);
+      fflush(said);
+    }
     if (o->stdio && imapmem_wait(srv, &none, 0) == IMAPMEM_OK) break;   /* session over */
     if (o->exit_with_parent && parent_gone(parent, watch_stdin)) {
       fprintf(stderr, "imapmem: parent gone, stopping\n");
