@@ -459,6 +459,7 @@ static long mailbox_expunge(struct mailbox *mb, const unsigned char *remove);
 static long mailbox_expunge_deleted(struct mailbox *mb, const struct seqset *uids);
 static int name_is_inbox(const char *name, size_t n);
 static void mailbox_canonical(const char *name, char *out, size_t cap);
+static const char *mailbox_name_invalid(const char *name);
 static uint32_t server_new_uidvalidity(struct imapmem *srv);
 static struct user *user_new(const char *name, const char *password);
 static void user_free(struct user *u);
@@ -474,6 +475,8 @@ static int user_snapshot(struct user *u);
 static int user_reset(struct user *u);
 static void mailbox_new_uidvalidity(struct imapmem *srv, struct mailbox *mb);
 /* 4 mbox load and save */
+static struct mbox_batch *mbox_batch_new(const char *mailbox, const char *file, int selectable);
+static uint32_t uidvalidity_from(const char *p, size_t n, const char *name);
 static void mbox_batch_free(struct mbox_batch *b);
 static int line_number_at(const char *data, size_t off);
 static int mbox_from_date(const char *p, size_t n, int64_t *t_out, int *tz_out);
@@ -492,6 +495,8 @@ static int mbox_parse_file(const char *path, const char *mailbox, struct mbox_ba
 static int has_suffix(const char *s, const char *suffix);
 static int mbox_parse_dir(const char *dir, const char *prefix, struct mbox_batch **list, int depth,
                           char *err, size_t errcap);
+static int cmp_batch_names(const void *a, const void *b);
+static int mbox_check_unique(struct mbox_batch *list, char *err, size_t errcap);
 static int mbox_commit(struct user *u, struct mbox_batch *list, uint32_t uidvalidity, char *err,
                        size_t errcap);
 static int mkdir_p(const char *path);
@@ -561,7 +566,6 @@ static int cmd_login(struct session *s, struct command *c);
 static int cmd_authenticate(struct session *s, struct command *c);
 static int cmd_starttls(struct session *s, struct command *c);
 static int cmd_select(struct session *s, struct command *c);
-static int mailbox_name_ok(const char *name);
 static int cmd_create(struct session *s, struct command *c);
 static int cmd_delete(struct session *s, struct command *c);
 static int cmd_rename(struct session *s, struct command *c);
@@ -648,7 +652,6 @@ static void *accept_thread(void *arg);
 static int PRINTF_LIKE(3, 4) api_error(struct imapmem *srv, int code, const char *fmt, ...);
 static int net_listen(const char *addr, int port, char *err, size_t errcap);
 static struct user *api_user(struct imapmem *srv, const char *name);
-static uint32_t api_uidvalidity(struct imapmem *srv);
 static int api_mailbox(struct imapmem *srv, const char *user, const char *mailbox,
                        struct mailbox **out);
 static int api_message(struct imapmem *srv, const char *user, const char *mailbox, uint32_t uid,
@@ -2450,6 +2453,26 @@ static void mailbox_canonical(const char *name, char *out, size_t cap) {
 }
 
 /*
+** Why a client could not CREATE this (canonical) name, or NULL if it could. The same rules
+** hold for CREATE, RENAME and fixtures loaded from files or memory, and they keep --save
+** inside its folder: no wildcards, no control characters, no empty level, and no level
+** starting with '.' (a hidden file, or "..", when saved).
+*/
+static const char *mailbox_name_invalid(const char *name) {
+  if (!*name) return "the name is empty";
+  if (strlen(name) > MAX_MAILBOX_NAME) return "the name is longer than 1024 bytes";
+  for (const char *p = name; *p; p++) {
+    unsigned char c = (unsigned char)*p;
+    if (c == '%' || c == '*') return "no wildcards ('%' or '*')";
+    if (c < 0x20 || c == 0x7f) return "no control characters";
+    if ((p == name || p[-1] == '/') && c == '/') return "no empty level";
+    if ((p == name || p[-1] == '/') && c == '.') return "no level starting with '.'";
+  }
+  if (name[strlen(name) - 1] == '/') return "no empty level";
+  return NULL;
+}
+
+/*
 ** The UIDVALIDITY of a mailbox made while serving (CREATE, RENAME). Each is greater than
 ** the last, so a mailbox deleted and made again never reuses UIDs under the same
 ** UIDVALIDITY (RFC 3501 2.3.1.1), even when --uidvalidity fixes the loaded ones.
@@ -2713,6 +2736,8 @@ struct pending {             /* a parsed message, not yet in a mailbox */
 };
 struct mbox_batch {
   char *mailbox;              /* canonical mailbox name */
+  char *file;                 /* where it came from, for error messages */
+  uint32_t content_validity;  /* UIDVALIDITY from the bytes and the name (no X-IMAPbase) */
   int selectable;
   struct pending *m;
   size_t n, cap;
@@ -2721,6 +2746,49 @@ struct mbox_batch {
   char *base_keywords;
   struct mbox_batch *next;
 };
+
+static struct mbox_batch *mbox_batch_new(const char *mailbox, const char *file, int selectable) {
+  struct mbox_batch *b = mem_calloc(1, sizeof *b);
+  if (!b) return NULL;
+  b->mailbox = mem_strdup(mailbox);
+  b->file = mem_strdup(file);
+  b->selectable = selectable;
+  b->content_validity = uidvalidity_from("", 0, mailbox);
+  if (!b->mailbox || !b->file) {
+    free(b->mailbox);
+    free(b->file);
+    free(b);
+    return NULL;
+  }
+  return b;
+}
+
+/*
+** A mailbox loaded without X-IMAPbase gets its UIDVALIDITY from its fixture's bytes and its
+** name: the same across restarts while the file is unchanged, so a client's cache stays
+** valid, and different once the file changes (RFC 3501 2.3.1.1). A quick 64-bit hash, four
+** lanes of eight bytes, as fast as the file can be read.
+*/
+static uint32_t uidvalidity_from(const char *p, size_t n, const char *name) {
+  const uint64_t k = 0x9e3779b97f4a7c15u;
+  uint64_t h[4] = {n, k, ~(uint64_t)n, 0x2545f4914f6cdd1du};
+  size_t i = 0;
+  for (; i + 32 <= n; i += 32)
+    for (int l = 0; l < 4; l++) {
+      uint64_t w;
+      memcpy(&w, p + i + 8 * l, 8);
+      h[l] = (h[l] ^ w) * k;
+      h[l] ^= h[l] >> 29;
+    }
+  uint64_t x = h[0] ^ (h[1] << 1) ^ (h[2] << 2) ^ (h[3] << 3);
+  for (; i < n; i++) x = (x ^ (unsigned char)p[i]) * 0x100000001b3u;
+  for (const char *c = name; *c; c++) x = (x ^ (unsigned char)*c) * 0x100000001b3u;
+  x ^= x >> 33;
+  x *= k;
+  x ^= x >> 31;
+  uint32_t v = (uint32_t)(x ^ (x >> 32));
+  return v ? v : 1;
+}
 
 static void mbox_batch_free(struct mbox_batch *b) {
   while (b) {
@@ -2731,6 +2799,7 @@ static void mbox_batch_free(struct mbox_batch *b) {
     }
     free(b->m);
     free(b->mailbox);
+    free(b->file);
     free(b->base_keywords);
     free(b);
     b = n;
@@ -2964,13 +3033,12 @@ static int mbox_message(struct mbox_batch *b, const char *p, const char *end,
 */
 static int mbox_parse(const char *data, size_t len, const char *file, const char *name,
                       struct mbox_batch **out, char *err, size_t errcap) {
-  struct mbox_batch *b = mem_calloc(1, sizeof *b);
-  if (!b || !(b->mailbox = mem_strdup(name))) {
-    free(b);
+  struct mbox_batch *b = mbox_batch_new(name, file, 1);
+  if (!b) {
     snprintf(err, errcap, "%s: out of memory", file);
     return IMAPMEM_NOMEM;
   }
-  b->selectable = 1;
+  b->content_validity = uidvalidity_from(data, len, name);
   *out = b;
   if (len == 0) return IMAPMEM_OK;
   if (len < 5 || memcmp(data, "From ", 5) != 0) {
@@ -3098,7 +3166,11 @@ static int has_suffix(const char *s, const char *suffix) {
   return n > m && strcmp(s + n - m, suffix) == 0;
 }
 
-/* Parse a fixture directory: every *.mbox file below dir, and every folder as a level. */
+/*
+** Parse a fixture directory: every *.mbox file below dir, and every folder as a level.
+** Each name must be one a client could CREATE; other files, hidden ones included, are not
+** mailboxes and are left alone.
+*/
 static int mbox_parse_dir(const char *dir, const char *prefix, struct mbox_batch **list,
                           int depth, char *err, size_t errcap) {
   if (depth > 32) {
@@ -3113,8 +3185,8 @@ static int mbox_parse_dir(const char *dir, const char *prefix, struct mbox_batch
   int rc = IMAPMEM_OK;
   struct dirent *e;
   while (rc == IMAPMEM_OK && (e = readdir(d)) != NULL) {
-    if (e->d_name[0] == '.') continue;
-    char path[4096], name[MAX_MAILBOX_NAME + 1];
+    if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+    char path[4096], name[MAX_MAILBOX_NAME + 2];
     snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
     struct stat st;
     if (stat(path, &st) < 0) {
@@ -3122,27 +3194,40 @@ static int mbox_parse_dir(const char *dir, const char *prefix, struct mbox_batch
       rc = IMAPMEM_IO;
       break;
     }
-    if (S_ISDIR(st.st_mode)) {
-      snprintf(name, sizeof name, "%s%s", prefix, e->d_name);
-      struct mbox_batch *lvl = mem_calloc(1, sizeof *lvl);
-      if (!lvl || !(lvl->mailbox = mem_strdup(name))) {
-        free(lvl);
+    int is_dir = S_ISDIR(st.st_mode);
+    if (!is_dir && !has_suffix(e->d_name, ".mbox")) continue;   /* not a mailbox */
+    size_t n = strlen(e->d_name) - (is_dir ? 0 : 5);
+    if (strlen(prefix) + n > MAX_MAILBOX_NAME) {
+      snprintf(err, errcap, "%.400s: the mailbox name would be longer than %d bytes", path,
+               MAX_MAILBOX_NAME);
+      rc = IMAPMEM_PARSE;
+      break;
+    }
+    snprintf(name, sizeof name, "%s%.*s", prefix, (int)n, e->d_name);
+    mailbox_canonical(name, name, sizeof name);
+    if (!*prefix && name_is_inbox(name, strlen(name))) strcpy(name, "INBOX");
+    const char *why = mailbox_name_invalid(name);
+    if (why) {
+      snprintf(err, errcap, "%.250s: \"%.200s\" is not a mailbox name a client could create "
+               "(%s)", path, name, why);
+      rc = IMAPMEM_PARSE;
+      break;
+    }
+    if (is_dir) {              /* a \Noselect level; a sibling NAME.mbox makes it selectable */
+      struct mbox_batch *lvl = mbox_batch_new(name, path, 0);
+      if (!lvl) {
+        snprintf(err, errcap, "%.400s: out of memory", path);
         rc = IMAPMEM_NOMEM;
         break;
       }
-      lvl->selectable = 0;   /* a level; a sibling NAME.mbox makes it selectable */
       lvl->next = *list;
       *list = lvl;
-      char sub[MAX_MAILBOX_NAME + 2];
+      char sub[sizeof name + 1];
       snprintf(sub, sizeof sub, "%s/", name);
       rc = mbox_parse_dir(path, sub, list, depth + 1, err, errcap);
-    } else if (has_suffix(e->d_name, ".mbox")) {
-      snprintf(name, sizeof name, "%s%.*s", prefix, (int)(strlen(e->d_name) - 5), e->d_name);
-      char canon[MAX_MAILBOX_NAME + 1];
-      mailbox_canonical(name, canon, sizeof canon);
-      if (!*prefix && name_is_inbox(name, strlen(name))) strcpy(canon, "INBOX");
+    } else {
       struct mbox_batch *b = NULL;
-      rc = mbox_parse_file(path, canon, &b, err, errcap);
+      rc = mbox_parse_file(path, name, &b, err, errcap);
       if (b) {
         b->next = *list;
         *list = b;
@@ -3153,10 +3238,44 @@ static int mbox_parse_dir(const char *dir, const char *prefix, struct mbox_batch
   return rc;
 }
 
+static int cmp_batch_names(const void *a, const void *b) {
+  return strcmp((*(struct mbox_batch *const *)a)->mailbox,
+                (*(struct mbox_batch *const *)b)->mailbox);
+}
+
+/*
+** Two files that would be one mailbox (INBOX.mbox and inbox.mbox, say) are an error:
+** merging them without a word would hide a mistake in the fixture.
+*/
+static int mbox_check_unique(struct mbox_batch *list, char *err, size_t errcap) {
+  size_t n = 0;
+  for (struct mbox_batch *b = list; b; b = b->next) n += b->selectable;
+  struct mbox_batch **v = mem_calloc(n ? n : 1, sizeof *v);
+  if (!v) {
+    snprintf(err, errcap, "out of memory");
+    return IMAPMEM_NOMEM;
+  }
+  n = 0;
+  for (struct mbox_batch *b = list; b; b = b->next)
+    if (b->selectable) v[n++] = b;
+  qsort(v, n, sizeof *v, cmp_batch_names);
+  int rc = IMAPMEM_OK;
+  for (size_t i = 1; i < n && rc == IMAPMEM_OK; i++)
+    if (strcmp(v[i - 1]->mailbox, v[i]->mailbox) == 0) {
+      snprintf(err, errcap, "%.200s and %.200s are both mailbox %.100s", v[i - 1]->file,
+               v[i]->file, v[i]->mailbox);
+      rc = IMAPMEM_PARSE;
+    }
+  free(v);
+  return rc;
+}
+
 /*
 ** Add every batch to the user's mailboxes, creating them as needed. A mailbox without
 ** enough UIDs left (IMAPMEM_ERROR, the reason in err) is found before anything is added;
 ** only memory running out while creating a mailbox can leave part of a load behind.
+** A mailbox that gets its first messages here takes its UIDVALIDITY from X-IMAPbase, else
+** from `uidvalidity` if not 0 (--uidvalidity), else from its fixture's bytes.
 */
 static int mbox_commit(struct user *u, struct mbox_batch *list, uint32_t uidvalidity, char *err,
                        size_t errcap) {
@@ -3183,7 +3302,8 @@ static int mbox_commit(struct user *u, struct mbox_batch *list, uint32_t uidvali
     int exists;
     struct mailbox *mb = user_mailbox_locked(u, b->mailbox);
     if (!mb || (!mb->selectable && b->selectable))
-      mb = user_create_locked(u, b->mailbox, b->selectable, uidvalidity, &exists);
+      mb = user_create_locked(u, b->mailbox, b->selectable,
+                              uidvalidity ? uidvalidity : b->content_validity, &exists);
     if (!mb) {
       snprintf(err, errcap, "out of memory");
       rc = IMAPMEM_NOMEM;
@@ -3196,6 +3316,7 @@ static int mbox_commit(struct user *u, struct mbox_batch *list, uint32_t uidvali
     for (size_t i = 0; i < b->n && use_xuid; i++)
       use_xuid = b->m[i].xuid > 0 && (i == 0 || b->m[i].xuid > b->m[i - 1].xuid);
     if (fresh && b->has_base) mb->uidvalidity = b->base_validity ? b->base_validity : 1;
+    else if (fresh && b->n) mb->uidvalidity = uidvalidity ? uidvalidity : b->content_validity;
     if (b->base_keywords) {
       const char *k = b->base_keywords;
       while (*k) {
@@ -4280,25 +4401,13 @@ static int cmd_select(struct session *s, struct command *c) {
   return cmd_ok(c, "[%s] %s completed", examine ? "READ-ONLY" : "READ-WRITE", c->def->name);
 }
 
-/*
-** Can a client create this name? Not empty, no wildcards, no empty level, and no level
-** starting with '.': such a level would be a hidden file, or "..", when saved as a fixture.
-*/
-static int mailbox_name_ok(const char *name) {
-  if (!*name || strpbrk(name, "%*")) return 0;
-  for (const char *p = name; *p; p++)
-    if ((p == name || p[-1] == '/') && (*p == '/' || *p == '.')) return 0;
-  return 1;
-}
-
 /* 6.3.3: CREATE makes the mailbox and any missing superior levels. */
 static int cmd_create(struct session *s, struct command *c) {
   const char *name;
   if (!cmd_mailbox_arg(c, &name)) return cmd_bad_args(c);
   if (strcmp(name, "INBOX") == 0) return cmd_no(c, "[ALREADYEXISTS] INBOX always exists");
-  if (!mailbox_name_ok(name))
-    return cmd_no(c, "[CANNOT] Invalid mailbox name (no wildcards, empty levels or levels "
-                     "starting with '.'): %s", name);
+  const char *why = mailbox_name_invalid(name);
+  if (why) return cmd_no(c, "[CANNOT] Invalid mailbox name (%s): %s", why, name);
   struct user *u = s->user;
   int exists;
   pthread_mutex_lock(&u->lock);
@@ -4359,9 +4468,8 @@ static int cmd_rename(struct session *s, struct command *c) {
   if (!parse_sp(&c->ps) || !parse_mailbox(&c->ps, &from) || !parse_sp(&c->ps) ||
       !parse_mailbox(&c->ps, &to) || !parse_end(&c->ps))
     return cmd_bad_args(c);
-  if (!mailbox_name_ok(to))
-    return cmd_no(c, "[CANNOT] Invalid mailbox name (no wildcards, empty levels or levels "
-                     "starting with '.'): %s", to);
+  const char *why = mailbox_name_invalid(to);
+  if (why) return cmd_no(c, "[CANNOT] Invalid mailbox name (%s): %s", why, to);
   if (strcmp(to, "INBOX") == 0) return cmd_no(c, "[ALREADYEXISTS] INBOX always exists");
   size_t fl = strlen(from);
   if (strcmp(from, "INBOX") != 0 && strncmp(to, from, fl) == 0 && to[fl] == '/')
@@ -6562,8 +6670,9 @@ int imapmem_add_user(imapmem *srv, const char *name, const char *password) {
   int exists;
   if (!u) return api_error(srv, IMAPMEM_NOMEM, "out of memory");
   u->srv = srv;
-  if (!user_create_locked(u, "INBOX", 1, srv->cfg.uidvalidity ? srv->cfg.uidvalidity :
-                          (uint32_t)time(NULL), &exists) || !user_snapshot(u)) {
+  uint32_t uv = srv->cfg.uidvalidity;     /* else the same in every run, as for fixtures */
+  if (!uv) uv = uidvalidity_from(name, strlen(name), "INBOX");
+  if (!user_create_locked(u, "INBOX", 1, uv, &exists) || !user_snapshot(u)) {
     user_free(u);
     return api_error(srv, IMAPMEM_NOMEM, "out of memory");
   }
@@ -6581,10 +6690,6 @@ int imapmem_add_user(imapmem *srv, const char *name, const char *password) {
   return IMAPMEM_OK;
 }
 
-static uint32_t api_uidvalidity(struct imapmem *srv) {
-  return srv->cfg.uidvalidity ? srv->cfg.uidvalidity : (uint32_t)time(NULL);
-}
-
 int imapmem_load(imapmem *srv, const char *user, const char *path) {
   if (!srv || !user || !path) return api_error(srv, IMAPMEM_MISUSE, "imapmem_load: NULL argument");
   struct user *u = api_user(srv, user);
@@ -6600,12 +6705,13 @@ int imapmem_load(imapmem *srv, const char *user, const char *path) {
     char dir[4096];
     snprintf(dir, sizeof dir, "%.*s", (int)(n > 1 && path[n - 1] == '/' ? n - 1 : n), path);
     rc = mbox_parse_dir(dir, "", &list, 0, err, sizeof err);
+    if (rc == IMAPMEM_OK) rc = mbox_check_unique(list, err, sizeof err);
   } else {
     rc = mbox_parse_file(path, "INBOX", &list, err, sizeof err);
   }
   if (rc == IMAPMEM_OK) {
     char why[300] = "out of memory";
-    rc = mbox_commit(u, list, api_uidvalidity(srv), why, sizeof why);
+    rc = mbox_commit(u, list, srv->cfg.uidvalidity, why, sizeof why);
     if (rc == IMAPMEM_OK && !user_snapshot(u)) rc = IMAPMEM_NOMEM;
     if (rc != IMAPMEM_OK) snprintf(err, sizeof err, "%.280s: %s", path, why);
   }
@@ -6621,14 +6727,21 @@ int imapmem_load_mbox(imapmem *srv, const char *user, const char *mailbox, const
   struct user *u = api_user(srv, user);
   if (!u) return api_error(srv, IMAPMEM_NOTFOUND, "no such user: %s", user);
   char canon[MAX_MAILBOX_NAME + 1];
+  if (strlen(mailbox) > MAX_MAILBOX_NAME)
+    return api_error(srv, IMAPMEM_MISUSE, "imapmem_load_mbox: the mailbox name is longer "
+                     "than %d bytes", MAX_MAILBOX_NAME);
   mailbox_canonical(mailbox, canon, sizeof canon);
+  const char *why = mailbox_name_invalid(canon);
+  if (why)
+    return api_error(srv, IMAPMEM_MISUSE, "imapmem_load_mbox: \"%.200s\" is not a mailbox "
+                     "name a client could create (%s)", mailbox, why);
   struct mbox_batch *b = NULL;
   char err[600];
   int rc = mbox_parse(bytes ? bytes : "", len, name ? name : "(memory)", canon, &b, err,
                       sizeof err);
   if (rc == IMAPMEM_OK) {
     char why[300] = "out of memory";
-    rc = mbox_commit(u, b, api_uidvalidity(srv), why, sizeof why);
+    rc = mbox_commit(u, b, srv->cfg.uidvalidity, why, sizeof why);
     if (rc == IMAPMEM_OK && !user_snapshot(u)) rc = IMAPMEM_NOMEM;
     if (rc != IMAPMEM_OK) snprintf(err, sizeof err, "%.280s: %s", name ? name : "(memory)", why);
   }
