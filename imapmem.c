@@ -280,6 +280,7 @@ struct session {
   int idling;                 /* in IDLE on mb: woken by changes; guarded by mb->lock */
   int in_idle;                /* in the IDLE command */
   int closing;                /* send what is buffered, then close */
+  const char *end_why;        /* why the session ended, for the transcript */
   struct buf out;
   char in[16384];
   size_t inpos, inlen;
@@ -287,6 +288,8 @@ struct session {
   struct arena arena;
   struct buf trace_line;      /* the transcript: the server line being written */
   size_t trace_skip;          /* literal bytes still to leave out of it */
+  size_t trace_words;         /* the transcript of the command being read: its words */
+  int trace_secret;           /* ... and whether the rest is a password (1) or soon (-1) */
   /* what imapmem_wait() may see of this session; guarded by srv->lock */
   struct user *pub_user;
   struct mailbox *pub_mb;
@@ -297,7 +300,9 @@ struct session {
 enum fault_action { FA_NO, FA_BAD, FA_DROP, FA_BYE, FA_ALERT, FA_DELAY, FA_UIDVALIDITY };
 struct fault {
   char cmd[32];               /* command name, "*" for every command, "" for #N */
+  int uid_only;               /* "UID FETCH": only the UID form (a plain name matches both) */
   unsigned nth;               /* #N: the Nth command of a session */
+  long left;                  /* times it may still fire; -1: no limit */
   int action;
   int ms;
   char text[256];
@@ -378,6 +383,7 @@ static void arena_free(struct arena *a);
 static struct str str_make(const char *p, size_t n);
 static int str_ieq(struct str s, const char *z);
 static struct str str_trim(struct str s);
+static size_t literal_announced(const char *p, size_t n, uint64_t *size, int *plus);
 static int needle_init(struct needle *nd, struct str s, struct arena *a);
 static size_t next_byte(const unsigned char *h, size_t n, size_t from, int c);
 static const char *needle_find(const struct needle *nd, const char *text, size_t n);
@@ -589,7 +595,7 @@ static int cmd_copy(struct session *s, struct command *c);
 static int cmd_search(struct session *s, struct command *c);
 static int cmd_fetch(struct session *s, struct command *c);
 static const struct cmd_def *command_find(struct str name);
-static int session_fault(struct session *s, const char *name, struct fault *out);
+static int session_fault(struct session *s, struct str name, int uid, struct fault *out);
 static int session_apply_fault(struct session *s, struct command *c, const struct fault *f);
 static void session_execute(struct session *s);
 /* 7 SEARCH */
@@ -625,6 +631,7 @@ static void session_trace(struct session *s, char dir, const char *line, size_t 
 static int line_is_status(const char *p, size_t n);
 static void session_trace_out(struct session *s, const char *p, size_t n);
 static void session_trace_command(struct session *s, const char *p, size_t n);
+static void PRINTF_LIKE(2, 3) session_trace_event(struct session *s, const char *fmt, ...);
 static int session_wait_writable(struct session *s);
 static int session_write(struct session *s, const char *p, size_t n);
 static int session_flush(struct session *s);
@@ -639,6 +646,7 @@ static int session_read_line(struct session *s, struct buf *line, size_t max, in
 static int session_read_bytes(struct session *s, struct buf *b, size_t n);
 static void session_refuse(struct session *s, const struct buf *cmd, const char *why);
 static int session_read_command(struct session *s);
+static void session_peer(struct session *s, char *out, size_t cap);
 static void session_run(struct session *s);
 static void *session_thread(void *arg);
 static void session_close(struct session *s);
@@ -872,6 +880,25 @@ static const unsigned char lower_case[256] = {  /* ASCII letters in lower case *
   L16(240)};
 #undef L16
 #undef L4
+
+/*
+** Does the line [p, p+n) end in a literal announcement, "{size}" or "{size+}" (RFC 3501
+** 4.3, RFC 7888)? Returns where the announcement starts, or n if it does not. Sizes of more
+** than 20 digits are reported as UINT64_MAX, for the caller to refuse.
+*/
+static size_t literal_announced(const char *p, size_t n, uint64_t *size, int *plus) {
+  if (n < 3 || p[n - 1] != '}') return n;
+  size_t i = n - 1;
+  *plus = p[i - 1] == '+';
+  if (*plus) i--;
+  size_t end = i;
+  while (i > 0 && p[i - 1] >= '0' && p[i - 1] <= '9') i--;
+  if (i == end || i == 0 || p[i - 1] != '{') return n;
+  uint64_t v = 0;
+  for (size_t k = i; k < end; k++) v = end - i > 20 ? UINT64_MAX : v * 10 + (uint64_t)(p[k] - '0');
+  *size = v;
+  return i - 1;
+}
 
 /*
 ** Case-insensitive (ASCII) substring search, in time linear in the text for every needle
@@ -2696,15 +2723,19 @@ static int user_reset(struct user *u) {
 }
 
 /*
-** Give mb a new UIDVALIDITY and number its messages from 1 again, as a server that lost
-** its UID state would (a fault for testing clients' resync). Sessions with it selected
-** are let go.
+** Give mb a new UIDVALIDITY and new UIDs, as a server that lost its UID state would (a
+** fault for testing clients' resync). Each message takes the UID its successor had, and
+** the last one the old UIDNEXT: every old UID now names another message or none, so a
+** client that ignores UIDVALIDITY shows wrong mail instead of getting away with it.
+** Sessions with it selected are let go.
 */
 static void mailbox_new_uidvalidity(struct imapmem *srv, struct mailbox *mb) {
   pthread_mutex_lock(&mb->lock);
   mb->uidvalidity = server_new_uidvalidity(srv);
-  for (size_t i = 0; i < mb->count; i++) mb->msgs[i].uid = (uint32_t)i + 1;
-  mb->uidnext = (uint32_t)mb->count + 1;
+  if (mb->count && mb->uidnext < UINT32_MAX - 1) {
+    for (size_t i = 0; i + 1 < mb->count; i++) mb->msgs[i].uid = mb->msgs[i + 1].uid;
+    mb->msgs[mb->count - 1].uid = mb->uidnext++;
+  }
   mb->nexpunged = mb->nflagged = 0;
   mb->modseq++;
   mailbox_retire(mb, "given a new UIDVALIDITY: resynchronize");
@@ -5126,20 +5157,24 @@ static const struct cmd_def *command_find(struct str name) {
 }
 
 /*
-** A fault set up for this command (imapmem_fault), copied out under the lock, or 0.
-** name is the command as sent ("FETCH", "UID FETCH").
+** A fault set up for this command (imapmem_fault), copied out under the lock, or 0. name
+** is the command name as sent, uid whether it came as "UID name". A fault with a count
+** is spent as it fires, across all sessions.
 */
-static int session_fault(struct session *s, const char *name, struct fault *out) {
+static int session_fault(struct session *s, struct str name, int uid, struct fault *out) {
   struct imapmem *srv = s->srv;
   if (atomic_load(&srv->nfaults_set) == 0) return 0;
   int found = 0;
   pthread_mutex_lock(&srv->lock);
   for (size_t i = 0; i < srv->nfaults && !found; i++) {
-    const struct fault *f = &srv->faults[i];
-    if ((f->nth && f->nth == s->ncommands) || (!f->nth && (strcmp(f->cmd, "*") == 0 ||
-                                                          strcasecmp(f->cmd, name) == 0))) {
+    struct fault *f = &srv->faults[i];
+    if (f->left == 0) continue;
+    if (f->nth) found = f->nth == s->ncommands;
+    else if (strcmp(f->cmd, "*") == 0) found = 1;
+    else found = str_ieq(name, f->cmd) && (uid || !f->uid_only);
+    if (found) {
+      if (f->left > 0) f->left--;
       *out = *f;
-      found = 1;
     }
   }
   pthread_mutex_unlock(&srv->lock);
@@ -5148,29 +5183,40 @@ static int session_fault(struct session *s, const char *name, struct fault *out)
 
 /* Carry out a fault. Returns 1 if the command is answered (or the session ended) here. */
 static int session_apply_fault(struct session *s, struct command *c, const struct fault *f) {
+  const char *when = f->nth ? "#N" : f->cmd;
   switch (f->action) {
   case FA_NO:
   case FA_BAD:
+    session_trace_event(s, "fault %s: answered %s", when, f->action == FA_NO ? "NO" : "BAD");
     session_send(s, "%s %s %s\r\n", c->tag, f->action == FA_NO ? "NO" : "BAD", f->text);
     return 1;
   case FA_DROP:
+    session_trace_event(s, "fault %s: DROP, the connection is closed without a reply", when);
     buf_reset(&s->out);
     s->closing = 1;
+    s->end_why = "a DROP fault";
     return 1;
   case FA_BYE:
+    session_trace_event(s, "fault %s: BYE", when);
     session_send(s, "* BYE %s\r\n", f->text);
     s->closing = 1;
+    s->end_why = "a BYE fault";
     return 1;
   case FA_ALERT:
+    session_trace_event(s, "fault %s: ALERT", when);
     session_send(s, "* OK [ALERT] %s\r\n", f->text);
     return 0;
   case FA_DELAY:
+    session_trace_event(s, "fault %s: DELAY %d ms", when, f->ms);
     sleep_ms(f->ms);
     return 0;
   case FA_UIDVALIDITY: {
     if (!s->user) return 0;  /* before login there is no mailbox to renumber */
     struct mailbox *mb = s->mb ? mailbox_ref(s->mb) : user_mailbox(s->user, "INBOX");
-    if (mb) mailbox_new_uidvalidity(s->srv, mb);
+    if (mb) {
+      session_trace_event(s, "fault %s: UIDVALIDITY, %s gets new UIDs", when, mb->name);
+      mailbox_new_uidvalidity(s->srv, mb);
+    }
     mailbox_unref(mb);
     return 0;
   }
@@ -5215,7 +5261,7 @@ static void session_execute(struct session *s) {
   snprintf(full, sizeof full, "%s%.*s", c.uid ? "UID " : "", (int)(name.len > 40 ? 40 : name.len),
            name.p);
   struct fault f;
-  if (session_fault(s, full, &f) && session_apply_fault(s, &c, &f)) return;
+  if (session_fault(s, name, c.uid, &f) && session_apply_fault(s, &c, &f)) return;
   c.def = command_find(name);
   if (!c.def || (c.uid && !(c.def->flags & CMD_UID)) ||
       (c.def->cap && !cap_on(s->srv, c.def->cap)) ||   /* a switched-off extension */
@@ -6055,36 +6101,36 @@ static void session_trace_out(struct session *s, const char *p, size_t n) {
     n -= k;
     if (!nl) break;
     l->len -= l->len >= 2 && l->p[l->len - 2] == '\r' ? 2 : 1;
-    size_t end = l->len, digits = 0;       /* a line ending "{n}" announces a literal */
-    if (end >= 3 && l->p[end - 1] == '}' && !line_is_status(l->p, end)) {
-      size_t i = end - 1, v = 0, mul = 1;
-      while (i > 0 && l->p[i - 1] >= '0' && l->p[i - 1] <= '9' && digits < 12) {
-        v += (size_t)(l->p[i - 1] - '0') * mul;
-        mul *= 10;
-        digits++;
-        i--;
-      }
-      if (digits && i > 0 && l->p[i - 1] == '{') {
-        l->len = i - 1;
-        buf_printf(l, "{%zu bytes}", v);
-        s->trace_skip = v;
-        if (v) continue;     /* the line goes on after the literal */
-      }
+    uint64_t v;              /* a line ending "{n}" announces a literal */
+    int plus;
+    size_t at = line_is_status(l->p, l->len) ? l->len : literal_announced(l->p, l->len, &v, &plus);
+    if (at < l->len) {
+      l->len = at;
+      buf_printf(l, "{%llu bytes}", (unsigned long long)v);
+      s->trace_skip = (size_t)v;
+      if (v) continue;       /* the line goes on after the literal */
     }
     session_trace(s, 'S', l->p ? l->p : "", l->len);
     buf_reset(l);
   }
 }
 
-/* The transcript of one command read: literals by size, passwords as "***". */
+/*
+** The transcript of a command, one piece at a time as it is read: a piece ends where a
+** synchronizing literal is announced, so the server's "+" comes in between, as on the
+** wire. Literals appear as "{N bytes}" and everything after LOGIN's user name or
+** AUTHENTICATE's mechanism as "***". s->trace_words counts the words of the command so
+** far (0 at its start), and s->trace_secret says the rest is masked.
+*/
 static void session_trace_command(struct session *s, const char *p, size_t n) {
   struct buf t = {0};
-  size_t i = 0, words = 0;
-  int login = 0, auth = 0;
+  size_t i = 0;
+  if (s->trace_secret) i = n;
   while (i < n) {
     if (p[i] == '{') {         /* {n}CRLF or {n+}CRLF, then n bytes */
       size_t j = i + 1, v = 0;
-      while (j < n && p[j] >= '0' && p[j] <= '9') v = v * 10 + (size_t)(p[j++] - '0');
+      while (j < n && p[j] >= '0' && p[j] <= '9' && v < SIZE_MAX / 10)
+        v = v * 10 + (size_t)(p[j++] - '0');
       if (j < n && p[j] == '+') j++;
       if (j + 3 <= n && p[j] == '}' && p[j + 1] == '\r' && p[j + 2] == '\n') {
         j += 3;
@@ -6093,21 +6139,31 @@ static void session_trace_command(struct session *s, const char *p, size_t n) {
         continue;
       }
     }
-    if (p[i] == ' ') {
-      words++;
-      if (words == 2) {        /* after "tag NAME" */
-        login = t.len >= 5 && strncasecmp(t.p + t.len - 5, "LOGIN", 5) == 0;
-        auth = t.len >= 12 && strncasecmp(t.p + t.len - 12, "AUTHENTICATE", 12) == 0;
-      }
-      if ((login && words == 3) || (auth && words == 3)) {
-        buf_adds(&t, " ***");
-        break;
-      }
+    if (p[i] == ' ' && ++s->trace_words == 2) {   /* after "tag NAME" */
+      s->trace_secret = (t.len >= 5 && strncasecmp(t.p + t.len - 5, "LOGIN", 5) == 0) ||
+                        (t.len >= 12 && strncasecmp(t.p + t.len - 12, "AUTHENTICATE", 12) == 0);
+      s->trace_secret = s->trace_secret ? -1 : 0;  /* -1: masked from the next word on */
+    } else if (p[i] == ' ' && s->trace_secret < 0) {
+      buf_adds(&t, " ***");
+      s->trace_secret = 1;
+      break;
     }
     buf_addc(&t, p[i++]);
   }
+  if (s->trace_secret > 0 && !t.len) buf_adds(&t, "***");
   session_trace(s, 'C', t.p ? t.p : "", t.len);
   buf_free(&t);
+}
+
+/* An event of the session itself (connect, disconnect, a fault), as a transcript line. */
+static void PRINTF_LIKE(2, 3) session_trace_event(struct session *s, const char *fmt, ...) {
+  if (!atomic_load(&s->srv->tracing)) return;
+  char line[300];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(line, sizeof line, fmt, ap);
+  va_end(ap);
+  session_trace(s, '*', line, strlen(line));
 }
 
 /* ------------------------------------------------------------------------- */
@@ -6148,6 +6204,7 @@ static int session_write(struct session *s, const char *p, size_t n) {
     }
     if (w <= 0) {
       s->closing = 1;
+      if (!s->end_why) s->end_why = "the client does not take what is written";
       return 0;
     }
     p += w;
@@ -6165,7 +6222,10 @@ static int session_flush(struct session *s) {
     s->closing = 1;
   }
   int delay = atomic_load(&s->srv->delay_ms);   /* "delay=ms" fault */
-  if (delay > 0 && s->out.len) sleep_ms(delay);
+  if (delay > 0 && s->out.len) {
+    session_trace_event(s, "fault delay=%d: the response waits %d ms", delay, delay);
+    sleep_ms(delay);
+  }
   int ok = s->out.len == 0 || session_write(s, s->out.p, s->out.len);
   buf_reset(&s->out);
   if (s->out.cap > (1u << 20)) buf_free(&s->out);   /* do not keep a huge buffer */
@@ -6254,6 +6314,7 @@ static int session_fill(struct session *s, int wake_ok) {
   int w = session_wait(s, wake_ok);
   if (w == 0) {
     session_send(s, "* BYE Autologout: idle for too long\r\n");
+    s->end_why = "autologout";
     return -1;
   }
   if (w < 0) return w;
@@ -6262,7 +6323,10 @@ static int session_fill(struct session *s, int wake_ok) {
     r = read(s->fd, s->in + s->inlen, sizeof s->in - s->inlen);
   } while (r < 0 && errno == EINTR);
   if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 1;   /* nothing after all */
-  if (r <= 0) return -1;
+  if (r <= 0) {
+    if (!s->end_why) s->end_why = r == 0 ? "the client closed the connection" : "a read error";
+    return -1;
+  }
   s->inlen += (size_t)r;
   return 1;
 }
@@ -6327,13 +6391,16 @@ static void session_refuse(struct session *s, const struct buf *cmd, const char 
 */
 static int session_read_command(struct session *s) {
   struct buf line = {0};
-  size_t max_lit = s->srv->cfg.max_literal;
+  size_t max_lit = s->srv->cfg.max_literal, traced = 0;   /* bytes of s->cmd in the transcript */
+  int tracing = atomic_load(&s->srv->tracing);
   buf_reset(&s->cmd);
+  s->trace_words = 0;
+  s->trace_secret = 0;
   for (;;) {
     int r = session_read_line(s, &line, IMAPMEM_MAX_LINE, 0);
     if (r == -2) {
       buf_add(&s->cmd, line.p, line.len);
-      if (atomic_load(&s->srv->tracing)) session_trace(s, 'C', "(a line too long)", 17);
+      if (tracing) session_trace(s, 'C', "(a line too long)", 17);
       session_refuse(s, &s->cmd, "Command line too long");
       buf_free(&line);
       return 0;
@@ -6343,32 +6410,16 @@ static int session_read_command(struct session *s) {
       return r;
     }
     buf_add(&s->cmd, line.p, line.len);
-    /* does the line end in a literal announcement {n} or {n+}? */
-    size_t n = line.len, digits = 0;
-    int plus = 0;
-    uint64_t size = 0;
-    if (n >= 3 && line.p[n - 1] == '}') {
-      size_t i = n - 1;
-      if (line.p[i - 1] == '+') {
-        plus = 1;
-        i--;
-      }
-      uint64_t mul = 1;
-      while (i > 0 && line.p[i - 1] >= '0' && line.p[i - 1] <= '9' && digits < 20) {
-        size += (uint64_t)(line.p[i - 1] - '0') * mul;
-        mul *= 10;
-        digits++;
-        i--;
-      }
-      if (!(i > 0 && line.p[i - 1] == '{' && digits)) digits = 0;
-    }
-    if (!digits) break;
+    uint64_t size;
+    int plus;
+    size_t at = literal_announced(line.p ? line.p : "", line.len, &size, &plus);
+    if (at == line.len) break;
     if (plus && !cap_on(s->srv, CAP_LITERALPLUS)) {   /* the bytes follow regardless */
       session_send(s, "* BYE Non-synchronizing literals are switched off (no LITERAL+)\r\n");
       buf_free(&line);
       return -1;
     }
-    if (digits > 12 || size > max_lit || s->cmd.len + size > max_lit + 16 * IMAPMEM_MAX_LINE) {
+    if (size > max_lit || s->cmd.len + size > max_lit + 16 * IMAPMEM_MAX_LINE) {
       if (plus) {            /* the client sends it anyway: the stream is lost */
         session_send(s, "* BYE Literal too large (limit %zu bytes)\r\n", max_lit);
         buf_free(&line);
@@ -6381,6 +6432,10 @@ static int session_read_command(struct session *s) {
       return 0;
     }
     if (!plus) {
+      if (tracing) {         /* the command so far, then the "+" that answers it */
+        session_trace_command(s, s->cmd.p + traced, s->cmd.len - traced);
+        traced = s->cmd.len - (line.len - at);   /* the next piece starts "{n}" */
+      }
       session_send(s, "+ Ready for literal data\r\n");
       if (!session_flush(s)) {
         buf_free(&line);
@@ -6400,12 +6455,31 @@ static int session_read_command(struct session *s) {
     session_send(s, "* BAD Out of memory for this command\r\n");
     return 0;
   }
-  if (atomic_load(&s->srv->tracing)) session_trace_command(s, s->cmd.p, s->cmd.len);
+  if (tracing) session_trace_command(s, s->cmd.p + traced, s->cmd.len - traced);
   return 1;
 }
 
+/* Who is at the other end, for the transcript: "from ADDR:PORT", or the descriptors. */
+static void session_peer(struct session *s, char *out, size_t cap) {
+  struct sockaddr_storage ss;
+  socklen_t sl = sizeof ss;
+  char host[INET6_ADDRSTRLEN], serv[16];
+  if (getpeername(s->fd, (struct sockaddr *)&ss, &sl) == 0 &&
+      (ss.ss_family == AF_INET || ss.ss_family == AF_INET6) &&
+      getnameinfo((struct sockaddr *)&ss, sl, host, sizeof host, serv, sizeof serv,
+                  NI_NUMERICHOST | NI_NUMERICSERV) == 0)
+    snprintf(out, cap, "from %s%s%s:%s", ss.ss_family == AF_INET6 ? "[" : "", host,
+             ss.ss_family == AF_INET6 ? "]" : "", serv);
+  else
+    snprintf(out, cap, "on descriptors %d and %d", s->fd, s->fd_out);
+}
+
 static void session_run(struct session *s) {
-  char caps[256];
+  char caps[256], peer[96];
+  if (atomic_load(&s->srv->tracing)) {
+    session_peer(s, peer, sizeof peer);
+    session_trace_event(s, "connected %s", peer);
+  }
   capabilities(s->srv, caps, sizeof caps);
   struct str pre = str_make(s->preauth ? s->preauth : "", s->preauth ? strlen(s->preauth) : 0);
   if (s->preauth && (s->user = server_find_user(s->srv, pre)) != NULL) {
@@ -6419,8 +6493,14 @@ static void session_run(struct session *s) {
   session_flush(s);
   while (!s->closing && s->state != ST_LOGOUT) {
     int r = session_read_command(s);
-    if (r == -4) session_send(s, "* BYE imapmem is shutting down\r\n");
-    if (r == -5) session_sync(s, 0);    /* says "* BYE Selected mailbox was ..." */
+    if (r == -4) {
+      session_send(s, "* BYE imapmem is shutting down\r\n");
+      s->end_why = "the server is stopping";
+    }
+    if (r == -5) {
+      session_sync(s, 0);    /* says "* BYE Selected mailbox was ..." */
+      s->end_why = "the selected mailbox went away";
+    }
     if (r < 0) break;
     if (r > 0 && s->cmd.len == 0) session_send(s, "* BAD Empty command line\r\n");
     else if (r > 0) session_execute(s);
@@ -6430,6 +6510,8 @@ static void session_run(struct session *s) {
   }
   session_flush(s);
   session_unselect(s);
+  if (s->state == ST_LOGOUT && !s->end_why) s->end_why = "LOGOUT";
+  session_trace_event(s, "disconnected: %s", s->end_why ? s->end_why : "the connection ended");
 }
 
 static void *session_thread(void *arg) {
@@ -7219,15 +7301,36 @@ int imapmem_fault(imapmem *srv, const char *spec) {
   }
   struct fault f;
   memset(&f, 0, sizeof f);
+  f.left = -1;
+  const char *when_end = eq, *colon = memchr(spec, ':', (size_t)(eq - spec));
+  if (colon) {               /* WHEN:N fires the first N times only */
+    v = strtol(colon + 1, &end, 10);
+    if (end != eq || colon[1] < '0' || colon[1] > '9' || v < 1 || v > INT_MAX)
+      return api_error(srv, IMAPMEM_PARSE, "fault \"%s\": WHEN:N wants a count N >= 1", spec);
+    f.left = v;
+    when_end = colon;
+  }
+  size_t wn = (size_t)(when_end - spec);
   if (spec[0] == '#') {
     v = strtol(spec + 1, &end, 10);
-    if (end != eq || v < 1)
+    if (end != when_end || spec[1] < '0' || spec[1] > '9' || v < 1 || v > INT_MAX)
       return api_error(srv, IMAPMEM_PARSE, "fault \"%s\": #N wants N >= 1", spec);
     f.nth = (unsigned)v;
+  } else if (wn == 1 && spec[0] == '*') {
+    strcpy(f.cmd, "*");
   } else {
-    if ((size_t)(eq - spec) >= sizeof f.cmd)
-      return api_error(srv, IMAPMEM_PARSE, "fault \"%s\": command name too long", spec);
-    memcpy(f.cmd, spec, (size_t)(eq - spec));
+    /* a command of the table: NAME matches NAME and UID NAME; "UID NAME" only the latter */
+    struct str w = str_make(spec, wn);
+    if (wn > 4 && strncasecmp(spec, "UID ", 4) == 0) {
+      f.uid_only = 1;
+      w = str_make(spec + 4, wn - 4);
+    }
+    const struct cmd_def *def = command_find(w);
+    if (!def || (f.uid_only && !(def->flags & CMD_UID)))
+      return api_error(srv, IMAPMEM_PARSE, "fault \"%s\": no such command \"%.*s\" (a "
+                       "command name such as FETCH, \"UID FETCH\", or * or #N)", spec,
+                       (int)(wn > 40 ? 40 : wn), spec);
+    snprintf(f.cmd, sizeof f.cmd, "%s", def->name);
   }
   const char *act = eq + 1;
   size_t an = strcspn(act, " ");
