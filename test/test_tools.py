@@ -626,14 +626,22 @@ class Trace(Base):
         self.assertEqual(rc, 0)
         lines = [l for l in err.split("\n") if l.startswith("imapmem[")]
         for l in lines:
-            self.assertRegex(l, r"^imapmem\[\d+\] [CS]: ")
+            self.assertRegex(l, r"^imapmem\[\d+\] [CS*]: ")
             self.assertNotIn("\r", l)
+        # events: every session's start and end
+        self.assertRegex(lines[0], r"^imapmem\[1\] \*: connected from 127\.0\.0\.1:\d+$")
+        self.assertIn("imapmem[1] *: disconnected: LOGOUT", lines)
+        self.assertIn("imapmem[2] *: disconnected: the client closed the connection", lines)
+        # a synchronizing literal: the command up to it, the server's "+", then the literal,
+        # in the order they crossed the wire
+        s1 = [l for l in lines if l.startswith("imapmem[1] ")]
+        ann = s1.index("imapmem[1] C: t3 APPEND INBOX {%d}" % len(NEWMSG))
+        self.assertRegex(s1[ann + 1], r"^imapmem\[1\] S: \+ ")
+        self.assertEqual(s1[ann + 2], "imapmem[1] C: {%d bytes}" % len(NEWMSG))
         self.assertIn("imapmem[1] C: t1 LOGIN alice ***", lines)
         self.assertTrue(any(re.match(r"^imapmem\[1\] S: \* OK ", l) for l in lines), lines[:3])
         self.assertTrue(any(re.match(r"^imapmem\[1\] S: t1 OK", l) for l in lines))
         self.assertIn("imapmem[1] C: t2 SELECT INBOX", lines)
-        self.assertTrue(any(re.match(r"^imapmem\[1\] C: t3 APPEND INBOX .*\{%d bytes\}"
-                                     % len(NEWMSG), l) for l in lines), lines)
         self.assertTrue(any(re.match(r"^imapmem\[1\] S: \* 1 FETCH .*\{%d bytes\}" % m1.size, l)
                             for l in lines), lines)
         self.assertIn("imapmem[2] C: t1 AUTHENTICATE PLAIN ***", lines)
@@ -780,6 +788,93 @@ class Faults(Base):
         data, closed = read_until_eof(a, 3)
         self.assertIn(b"* BYE", data)
         self.assertTrue(closed)
+
+    def test_uidvalidity_renumbers_old_uids_away(self):
+        """A client that ignores UIDVALIDITY must not get the right messages by luck:
+        after the fault every old UID names another message, or none."""
+        s = self.start("--fault", "NOOP:1=UIDVALIDITY", BASIC)
+        r = self.raw(s)
+        r.ok("SELECT INBOX")
+        before = {f["UID"]: f["BODY[HEADER.FIELDS (MESSAGE-ID)]"] for f in imapref.fetches(
+            r.ok("FETCH 1:* (UID BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")).values()}
+        r.ok("UNSELECT")
+        r.ok("NOOP")                     # the fault: INBOX gets new UIDs
+        u = r.ok("SELECT INBOX")
+        self.assertNotEqual(imapref.codes(u)["UIDVALIDITY"], [1])
+        after = {f["UID"]: f["BODY[HEADER.FIELDS (MESSAGE-ID)]"] for f in imapref.fetches(
+            r.ok("FETCH 1:* (UID BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")).values()}
+        self.assertEqual(sorted(before.values()), sorted(after.values()))
+        for uid, mid in before.items():
+            self.assertNotEqual(after.get(uid), mid, "UID %d still names its old message" % uid)
+
+    def test_count_fires_once(self):
+        """WHEN:N fires on the first N matching commands only, across sessions: a client
+        that reconnects after a UIDVALIDITY change can recover."""
+        s = self.start("--fault", "NOOP:1=UIDVALIDITY", "--fault", "CHECK:2=NO not now", BASIC)
+        r = self.raw(s)
+        r.ok("NOOP")
+        u = r.ok("SELECT INBOX")
+        v = imapref.codes(u)["UIDVALIDITY"]
+        for _ in range(3):
+            r.ok("NOOP")                 # spent: no more renumbering, no BYE
+        self.assertEqual(imapref.codes(r.ok("SELECT INBOX"))["UIDVALIDITY"], v)
+        self.assertEqual(r.cmd("CHECK")[1], b"NO not now")
+        r2 = self.raw(s)
+        r2.ok("SELECT INBOX")
+        self.assertEqual(r2.cmd("CHECK")[1], b"NO not now")
+        r2.ok("CHECK")
+        r.ok("CHECK")
+
+    def test_plain_name_matches_the_uid_form(self):
+        s = self.start("--fault", "FETCH=NO no fetching", "--fault", "UID STORE=NO by uid", BASIC)
+        r = self.raw(s)
+        r.ok("SELECT INBOX")
+        self.assertEqual(r.cmd("FETCH 1 (FLAGS)")[1], b"NO no fetching")
+        self.assertEqual(r.cmd("UID FETCH 1 (FLAGS)")[1], b"NO no fetching")
+        self.assertEqual(r.cmd("uid store 1 +FLAGS (x)")[1], b"NO by uid")
+        r.ok("STORE 1 +FLAGS (x)")       # "UID STORE" is the UID form only
+
+    def test_drop_fires_for_uid_fetch(self):
+        s = self.start("--fault", "FETCH=DROP", BASIC)
+        c = s.imap()
+        c.select("INBOX")
+        with self.assertRaises(imaplib.IMAP4.abort):
+            c.uid("FETCH", "1:*", "(FLAGS)")    # what most clients send
+        c.shutdown()
+
+    def test_unknown_command_in_a_fault_is_refused(self):
+        for spec in ("xyz=NO", "uid  fetch=NO", "UID NOOP=NO", "FECTH=DROP", "NOOP:0=NO",
+                     "NOOP:x=NO", ":1=NO"):
+            p = run(["-p", "0", "--fault", spec, BASIC])
+            self.assertEqual(p.returncode, 2, (spec, p.stderr))
+            self.assertIn(b"imapmem: fault", p.stderr, spec)
+        for spec in ("uid fetch=NO x", "fetch:3=DROP", "#4:1=BYE", "*:2=BAD x"):
+            p = run(["-p", "0", "--fault", spec, "--help"])
+            self.assertEqual(p.returncode, 0, (spec, p.stderr))
+        s = self.start("--fault", "uid fetch=NO x", BASIC)   # case does not matter
+        r = self.raw(s)
+        r.ok("SELECT INBOX")
+        self.assertEqual(r.cmd("UID FETCH 1 UID")[1], b"NO x")
+
+    def test_fault_actions_are_in_the_transcript(self):
+        s = Server("--trace", "--fault", "NOOP=DELAY 10", "--fault", "CHECK=ALERT look",
+                   "--fault", "CAPABILITY=BYE gone", BASIC)
+        try:
+            r = s.raw(login=("test", "test"))
+            r.ok("SELECT INBOX")
+            r.ok("NOOP")
+            r.ok("CHECK")
+            r.send("t9 CAPABILITY\r\n")
+            read_until_eof(r, 5)
+            r.close()
+        finally:
+            s.stop()
+            err = s.stderr()
+            s.stderr_file.close()
+        self.assertIn("imapmem[1] *: fault NOOP: DELAY 10 ms", err)
+        self.assertIn("imapmem[1] *: fault CHECK: ALERT", err)
+        self.assertIn("imapmem[1] *: fault CAPABILITY: BYE", err)
+        self.assertIn("imapmem[1] *: disconnected: a BYE fault", err)
 
     def test_malformed_fault_exits_2(self):
         for spec in ("NOOP=EXPLODE", "no-equals-sign", "delay=soon", "#x=DROP"):
