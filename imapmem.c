@@ -186,6 +186,8 @@ struct mailbox {
   size_t count, cap;
   struct change *expunged;    /* expunges, ascending modseq */
   size_t nexpunged, capexpunged;
+  struct message *ghosts;     /* expunged, kept for sessions not yet told (RFC 2180 4.1.1): */
+  size_t nghosts, capghosts;  /* ascending UIDs; modseq is that of the expunge */
   struct change *flagged;     /* flag changes, ascending modseq (older ones compacted) */
   size_t nflagged, capflagged;
   uint64_t flag_log_from;     /* changes before this may be missing from flagged[] */
@@ -277,6 +279,7 @@ struct session {
   size_t nview, capview;
   uint64_t seen_modseq;       /* appends and flag changes reported up to here */
   uint64_t expunge_modseq;    /* expunges reported up to here */
+  int nkw_known;              /* keywords of mb announced in FLAGS so far */
   int idling;                 /* in IDLE on mb: woken by changes; guarded by mb->lock */
   int in_idle;                /* in the IDLE command */
   int closing;                /* send what is buffered, then close */
@@ -462,6 +465,9 @@ static int cmp_change(const void *a, const void *b);
 static void mailbox_log_flags(struct mailbox *mb, uint32_t uid, uint64_t modseq);
 static void mailbox_set_flags(struct mailbox *mb, size_t i, uint32_t flags, uint64_t keywords);
 static long mailbox_expunge(struct mailbox *mb, const unsigned char *remove);
+static int cmp_message_uid(const void *a, const void *b);
+static const struct message *mailbox_ghost(const struct mailbox *mb, uint32_t uid);
+static void mailbox_forget_ghosts(struct mailbox *mb, uint64_t upto);
 static long mailbox_expunge_deleted(struct mailbox *mb, const struct seqset *uids);
 static int name_is_inbox(const char *name, size_t n);
 static void mailbox_canonical(const char *name, char *out, size_t cap);
@@ -558,6 +564,8 @@ static const char *state_name(enum state st);
 static void flags_out(struct buf *b, uint32_t flags, uint64_t kw, char *const *names_kw, int nkw,
                       int recent);
 static long view_find(const struct session *s, uint32_t uid);
+static void mailbox_release_ghosts(struct mailbox *mb);
+static void session_send_flags(struct session *s, struct mailbox *mb);
 static void session_unselect(struct session *s);
 static int session_sync(struct session *s, int allow_expunge);
 static int view_resolve(struct session *s, struct command *c, struct seqset *set, int uid,
@@ -2306,6 +2314,8 @@ static void mailbox_unref(struct mailbox *mb) {
   for (size_t i = 0; i < mb->count; i++) msgdata_unref(mb->msgs[i].data);
   for (int i = 0; i < mb->nkeywords; i++) free(mb->keywords[i]);
   free(mb->msgs);
+  mailbox_forget_ghosts(mb, UINT64_MAX);
+  free(mb->ghosts);
   free(mb->expunged);
   free(mb->flagged);
   free(mb->watchers);
@@ -2429,19 +2439,57 @@ static long mailbox_expunge(struct mailbox *mb, const unsigned char *remove) {
   if (n == 0) return 0;
   if (!mem_grow(&mb->expunged, &mb->capexpunged, mb->nexpunged + n, sizeof mb->expunged[0]))
     return -1;
-  size_t w = 0;
+  /* Sessions that have the mailbox selected may still name these messages until they are
+     told; keep them as ghosts, unless memory is short (then such a FETCH answers NO). */
+  int keep = mb->nwatchers > 0 &&
+             mem_grow(&mb->ghosts, &mb->capghosts, mb->nghosts + n, sizeof mb->ghosts[0]);
+  size_t w = 0, g = mb->nghosts;
   for (size_t i = 0; i < mb->count; i++) {
     if (remove[i]) {
+      mb->msgs[i].modseq = ++mb->modseq;
       mb->expunged[mb->nexpunged].uid = mb->msgs[i].uid;
-      mb->expunged[mb->nexpunged++].modseq = ++mb->modseq;
-      msgdata_unref(mb->msgs[i].data);
+      mb->expunged[mb->nexpunged++].modseq = mb->msgs[i].modseq;
+      if (keep) mb->ghosts[g++] = mb->msgs[i];
+      else msgdata_unref(mb->msgs[i].data);
     } else {
       mb->msgs[w++] = mb->msgs[i];
     }
   }
   mb->count = w;
+  if (keep) {                /* the new ghosts ascend; merge them with the older ones */
+    size_t old = mb->nghosts;
+    mb->nghosts = g;
+    if (old && mb->ghosts[old - 1].uid > mb->ghosts[old].uid)
+      qsort(mb->ghosts, mb->nghosts, sizeof mb->ghosts[0], cmp_message_uid);
+  }
   mailbox_wake_idlers(mb);
   return (long)n;
+}
+
+static int cmp_message_uid(const void *a, const void *b) {
+  uint32_t x = ((const struct message *)a)->uid, y = ((const struct message *)b)->uid;
+  return x < y ? -1 : x > y;
+}
+
+/* The expunged message uid as it was, if a session may still ask for it; else NULL. */
+static const struct message *mailbox_ghost(const struct mailbox *mb, uint32_t uid) {
+  size_t lo = 0, hi = mb->nghosts;
+  while (lo < hi) {
+    size_t mid = (lo + hi) / 2;
+    if (mb->ghosts[mid].uid < uid) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo < mb->nghosts && mb->ghosts[lo].uid == uid ? &mb->ghosts[lo] : NULL;
+}
+
+/* Drop the ghosts of expunges up to change number upto: every session has been told. */
+static void mailbox_forget_ghosts(struct mailbox *mb, uint64_t upto) {
+  size_t w = 0;
+  for (size_t i = 0; i < mb->nghosts; i++) {
+    if (mb->ghosts[i].modseq <= upto) msgdata_unref(mb->ghosts[i].data);
+    else mb->ghosts[w++] = mb->ghosts[i];
+  }
+  mb->nghosts = w;
 }
 
 /* Remove every message marked \Deleted (CLOSE, EXPUNGE). Caller holds mb->lock. */
@@ -2737,6 +2785,7 @@ static void mailbox_new_uidvalidity(struct imapmem *srv, struct mailbox *mb) {
     mb->msgs[mb->count - 1].uid = mb->uidnext++;
   }
   mb->nexpunged = mb->nflagged = 0;
+  mailbox_forget_ghosts(mb, UINT64_MAX);
   mb->modseq++;
   mailbox_retire(mb, "given a new UIDVALIDITY: resynchronize");
   pthread_mutex_unlock(&mb->lock);
@@ -4058,6 +4107,29 @@ static long view_find(const struct session *s, uint32_t uid) {
   return lo < s->nview && s->view[lo].uid == uid ? (long)lo : -1;
 }
 
+/* Ghosts that every session with mb selected has been told of go. Holds mb->lock. */
+static void mailbox_release_ghosts(struct mailbox *mb) {
+  uint64_t told = UINT64_MAX;
+  for (size_t i = 0; i < mb->nwatchers; i++)
+    if (mb->watchers[i]->expunge_modseq < told) told = mb->watchers[i]->expunge_modseq;
+  if (mb->nghosts) mailbox_forget_ghosts(mb, told);
+}
+
+/*
+** The FLAGS and PERMANENTFLAGS responses (RFC 3501 7.2.6, 7.1): at SELECT, and again
+** whenever a keyword is new to the mailbox, before any FETCH shows it. Holds mb->lock.
+*/
+static void session_send_flags(struct session *s, struct mailbox *mb) {
+  struct buf fl = {0};
+  buf_adds(&fl, "\\Answered \\Flagged \\Deleted \\Seen \\Draft");
+  for (int i = 0; i < mb->nkeywords; i++) buf_printf(&fl, " %s", mb->keywords[i]);
+  session_send(s, "* FLAGS (%s)\r\n", fl.p ? fl.p : "");
+  if (s->readonly) session_send(s, "* OK [PERMANENTFLAGS ()] Read-only mailbox\r\n");
+  else session_send(s, "* OK [PERMANENTFLAGS (%s \\*)] Flags permitted\r\n", fl.p ? fl.p : "");
+  buf_free(&fl);
+  s->nkw_known = mb->nkeywords;
+}
+
 static void session_unselect(struct session *s) {
   struct mailbox *mb = s->mb;
   if (!mb) return;
@@ -4067,6 +4139,7 @@ static void session_unselect(struct session *s) {
       mb->watchers[i] = mb->watchers[--mb->nwatchers];
       break;
     }
+  mailbox_release_ghosts(mb);
   s->idling = 0;
   pthread_mutex_unlock(&mb->lock);
   mailbox_unref(mb);
@@ -4094,6 +4167,7 @@ static int session_sync(struct session *s, int allow_expunge) {
     session_unselect(s);
     return 0;
   }
+  if (mb->nkeywords > s->nkw_known) session_send_flags(s, mb);
   if (mb->modseq == s->seen_modseq && mb->modseq == s->expunge_modseq) {
     pthread_mutex_unlock(&mb->lock);
     return 1;
@@ -4123,6 +4197,7 @@ static int session_sync(struct session *s, int allow_expunge) {
       if (!s->view[k].gone) s->view[w++] = s->view[k];
     if (gone) s->nview = w;
     s->expunge_modseq = mb->modseq;
+    mailbox_release_ghosts(mb);
   }
   if (s->seen_modseq < mb->modseq) {
     uint32_t known = s->nview ? s->view[s->nview - 1].uid : 0;
@@ -4417,13 +4492,7 @@ static int cmd_select(struct session *s, struct command *c) {
   s->seen_modseq = s->expunge_modseq = mb->modseq;
   s->state = ST_SELECTED;
   session_publish(s);
-  struct buf fl = {0};
-  buf_adds(&fl, "\\Answered \\Flagged \\Deleted \\Seen \\Draft");
-  for (int i = 0; i < mb->nkeywords; i++) buf_printf(&fl, " %s", mb->keywords[i]);
-  session_send(s, "* FLAGS (%s)\r\n", fl.p);
-  if (examine) session_send(s, "* OK [PERMANENTFLAGS ()] Read-only mailbox\r\n");
-  else session_send(s, "* OK [PERMANENTFLAGS (%s \\*)] Flags permitted\r\n", fl.p);
-  buf_free(&fl);
+  session_send_flags(s, mb);
   session_send(s, "* %zu EXISTS\r\n* %zu RECENT\r\n", s->nview, recent);
   if (unseen) session_send(s, "* OK [UNSEEN %zu] First unseen message\r\n", unseen);
   session_send(s, "* OK [UIDVALIDITY %u] UIDs valid\r\n", mb->uidvalidity);
@@ -4952,11 +5021,12 @@ static int cmd_store(struct session *s, struct command *c) {
   pthread_mutex_lock(&mb->lock);
   uint64_t kw = 0;
   full = flag_list_keywords(mb, &fl, &kw) < 0;
+  if (!silent && mb->nkeywords > s->nkw_known) session_send_flags(s, mb);  /* before FETCH */
   int in_step = s->seen_modseq == mb->modseq;   /* nothing else unreported changed */
   for (size_t i = 0; i < n && !full; i++) {
     long k = mailbox_find_uid(mb, s->view[idx[i]].uid);
-    if (k < 0) {
-      gone = 1;            /* RFC 2180 4.2: expunged by another session */
+    if (k < 0) {             /* expunged by another session: nothing to change (RFC 2180 */
+      gone = 1;              /* 4.2), and by default nothing to complain of either */
       continue;
     }
     struct message *m = &mb->msgs[k];
@@ -4985,7 +5055,7 @@ static int cmd_store(struct session *s, struct command *c) {
   if (in_step) s->seen_modseq = mb->modseq;     /* our own changes need no echo */
   pthread_mutex_unlock(&mb->lock);
   if (full) return cmd_no(c, "[LIMIT] Too many keywords in this mailbox");
-  if (gone && !silent)
+  if (gone && !silent && s->srv->cfg.strict_expunge)
     return cmd_no(c, "[EXPUNGEISSUED] Some of the messages have been expunged");
   return cmd_ok(c, "%sSTORE completed", c->uid ? "UID " : "");
 }
@@ -5048,7 +5118,7 @@ static int cmd_copy(struct session *s, struct command *c) {
   if (gone) {
     for (size_t i = 0; i < got; i++) msgdata_unref(cp[i].data);
     mailbox_unref(dst);
-    return cmd_no(c, "[EXPUNGEISSUED] Some of the messages have been expunged");
+    return cmd_no(c, "[EXPUNGEISSUED] Some of the requested messages no longer exist");
   }
   struct buf srcuids = {0}, dstuids = {0};
   pthread_mutex_lock(&dst->lock);
@@ -5989,12 +6059,13 @@ static int fetch_command(struct session *s, struct command *c) {
   int in_step = s->seen_modseq == mb->modseq;
   for (size_t i = 0; i < n; i++) {
     long k = mailbox_find_uid(mb, s->view[idx[i]].uid);
-    if (k < 0) {
-      gone = 1;              /* RFC 2180 4.1.2: data for the rest, then NO */
+    const struct message *m = k >= 0 ? &mb->msgs[k] : NULL;
+    if (!m && !s->srv->cfg.strict_expunge) m = mailbox_ghost(mb, s->view[idx[i]].uid);
+    if (!m) {                /* RFC 2180 4.1.2: data for the rest, then NO */
+      gone = 1;
       continue;
-    }
-    struct message *m = &mb->msgs[k];
-    if (sets_seen && !s->readonly && !(m->flags & FLAG_SEEN)) {
+    }                        /* else 4.1.1: an expunged message answers as it was */
+    if (k >= 0 && sets_seen && !s->readonly && !(m->flags & FLAG_SEEN)) {
       mailbox_set_flags(mb, (size_t)k, m->flags | FLAG_SEEN, m->keywords);
       changed[got] = !has_flags;
     }
@@ -7421,6 +7492,8 @@ static const char usage[] =
   "      --capability -NAME|+NAME\n"
   "                             switch an extension off or on (IDLE, MOVE, UIDPLUS, ...)\n"
   "      --trace                write the protocol transcript to stderr\n"
+  "      --strict-expunge       FETCH/STORE of a message another session expunged answer\n"
+  "                             NO [EXPUNGEISSUED] (default: as it was / no change)\n"
   "      --fault SPEC           misbehave on purpose, e.g. 'APPEND=NO [OVERQUOTA] full',\n"
   "                             '#3=DROP', 'delay=200', 'chunk=1' (see the README)\n"
   "  -h, --help                 show this help\n"
@@ -7517,7 +7590,7 @@ static int parse_options(int argc, char **argv, struct options *o) {
       snprintf(name, sizeof name, "%s", a);
     }
     static const char *const flags[] = {"-h", "--help", "-V", "--version", "--stdio",
-                                        "--exit-with-parent", "--trace"};
+                                        "--exit-with-parent", "--trace", "--strict-expunge"};
     static const char *const valued[] = {"-p", "--port", "-b", "--bind", "-u", "--user",
                                          "--uidvalidity", "--max-connections",
                                          "--idle-timeout", "--save", "--capability",
@@ -7560,6 +7633,8 @@ static int parse_options(int argc, char **argv, struct options *o) {
       o->exit_with_parent = 1;
     } else if (!strcmp(name, "--trace")) {
       o->trace = 1;
+    } else if (!strcmp(name, "--strict-expunge")) {
+      o->cfg.strict_expunge = 1;
     } else if (!strcmp(name, "--save")) {
       o->save = val;
     } else if (!strcmp(name, "--capability")) {

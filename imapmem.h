@@ -52,7 +52,11 @@ struct imapmem_config {
   uint32_t uidvalidity;      /* UIDVALIDITY of mailboxes without X-IMAPbase; 0: load time */
   int max_connections;       /* concurrent sessions; 0: 1000 */
   int idle_timeout;          /* autologout after this many idle seconds; 0: 1800 */
-  size_t max_literal;        /* largest literal a client may send; 0: 64 MiB */
+  size_t max_literal;        /* largest literal a client may send; 0: 64 MiB (at most 1 GiB) */
+  int strict_expunge;        /* 1: FETCH and STORE of a message another session expunged
+                                answer NO [EXPUNGEISSUED] (RFC 2180 4.1.2, 4.2.2); 0: FETCH
+                                returns it as it was and STORE changes nothing (4.1.1), as
+                                Dovecot and Cyrus do */
 };
 
 /*

@@ -357,10 +357,10 @@ class UpdatesTest(MultiBase):
         a.ok("STORE 4 +FLAGS.SILENT (\\Deleted)")
         a.ok("UID STORE 60 +FLAGS.SILENT (\\Deleted)")
         a.ok("UID EXPUNGE 60")                         # RFC 4315: only 60, 40 stays
-        untagged, tagged = b.cmd("FETCH 1:* (UID)")   # 2 and 6 are gone: RFC 2180 4.1.2
+        untagged = b.ok("FETCH 1:* (UID)")            # RFC 2180 4.1.1: 2 and 6 as they were
         self.assertNotIn(b"EXPUNGE", untagged)
-        self.assertTrue(tagged.startswith(b"NO [EXPUNGEISSUED]"), tagged)
-        self.assertEqual(sorted(fetches(untagged)), [1, 3, 4, 5])
+        self.assertEqual([uid_of(v[0]) for k, v in sorted(fetches(untagged).items())],
+                         [10, 20, 30, 40, 50, 60])
         ub = b.ok("NOOP")
         self.assertEqual(apply_updates([10, 20, 30, 40, 50, 60], ub), [10, 30, 40, 50])
         self.assertEqual(numbers(w.ok("NOOP"), b"EXISTS"), [1])
@@ -413,10 +413,11 @@ class UpdatesTest(MultiBase):
         untagged = a.ok("CLOSE")
         self.assertNotIn(b"EXPUNGE", untagged)          # CLOSE expunges silently (6.4.2)
         self.assertNotIn(b"EXPUNGE", pending_bytes(b, 0.2))
-        untagged, tagged = b.cmd("FETCH 1:* (FLAGS)")  # NO [EXPUNGEISSUED] (RFC 2180 4.1.2)
+        untagged = b.ok("FETCH 1:* (FLAGS)")           # 3 and 5 as they were (RFC 2180 4.1.1)
         self.assertNotIn(b"EXPUNGE", untagged)
-        self.assertEqual(sorted(fetches(untagged)), [1, 2, 4, 6], untagged)
-        self.assertTrue(tagged.startswith(b"NO [EXPUNGEISSUED]"), tagged)
+        f = fetches(untagged)
+        self.assertEqual(sorted(f), [1, 2, 3, 4, 5, 6], untagged)
+        self.assertIn(b"\\Deleted", flags_of(f[3][0]))
         ub = b.ok("NOOP")
         self.assertEqual(len(numbers(ub, b"EXPUNGE")), 2, ub)
         self.assertIn(numbers(ub, b"EXPUNGE"), ([3, 4], [5, 3]), ub)   # either order
@@ -442,6 +443,92 @@ class UpdatesTest(MultiBase):
             self.assertTrue(tagged.startswith(b"OK"), tagged)
             self.assertIn(b"(MESSAGES 2)", status)
         self.assertEqual(uid_of(fetches(b.ok("FETCH 2 UID"))[2][0]), 30)
+
+
+    def test_fetch_of_message_expunged_by_other(self):
+        # RFC 2180 4.1.1, as Dovecot and Cyrus: the message answers as it was, and OK; STORE
+        # on it succeeds and changes nothing; the EXPUNGE waits for a command that allows it
+        a, b = self.conn(), self.conn()
+        want = b.ok("FETCH 3 (BODY.PEEK[])")
+        a.ok("STORE 3 +FLAGS.SILENT (\\Deleted)")
+        a.ok("EXPUNGE")
+        untagged = b.ok("FETCH 2:4 (UID FLAGS)")
+        f = fetches(untagged)
+        self.assertEqual(sorted(f), [2, 3, 4], untagged)
+        self.assertEqual([uid_of(f[k][0]) for k in (2, 3, 4)], [20, 30, 40])
+        self.assertIn(b"\\Deleted", flags_of(f[3][0]))
+        self.assertNotIn(b"EXPUNGE", untagged)
+        self.assertEqual(b.ok("FETCH 3 (BODY.PEEK[])"), want)
+        self.assertIn(b"<m3@multi.example>", b.ok("UID FETCH 30 (BODY[HEADER])"))
+        for store in ("STORE 2:4 +FLAGS.SILENT (\\Seen)", "STORE 2:4 +FLAGS (\\Flagged)",
+                      "UID STORE 30 +FLAGS (\\Answered)"):
+            untagged, tagged = b.cmd(store)
+            self.assertTrue(tagged.startswith(b"OK"), (store, tagged))
+            self.assertNotIn(3, fetches(untagged), (store, untagged))
+            self.assertNotIn(b"EXPUNGE", untagged)
+        self.assertEqual(search_of(b.ok("SEARCH 1:*")), [1, 2, 4, 5, 6])  # SEARCH leaves it out
+        untagged = b.ok("NOOP")
+        self.assertEqual(numbers(untagged, b"EXPUNGE"), [3])
+        self.assertEqual(uid_of(fetches(b.ok("FETCH 3 UID"))[3][0]), 40)
+        untagged, tagged = b.cmd("UID FETCH 30 (FLAGS)")   # told now: gone for good
+        self.assertEqual(fetches(untagged), {})
+        flags = self.fresh_flags()
+        self.assertIn(b"\\Flagged", flags[2])
+        self.assertIn(b"\\Flagged", flags[4])
+        self.assertNotIn(3, flags)
+
+    def test_copy_names_the_expunged_like_dovecot(self):
+        a, b = self.conn(), self.conn()
+        a.ok("CREATE Other")
+        for uid, cmd in ((20, "UID MOVE 20 Other"), (30, "COPY 1:3 Other")):
+            a.ok("UID STORE %d +FLAGS.SILENT (\\Deleted)" % uid)
+            a.ok("EXPUNGE")
+            untagged, tagged = b.cmd(cmd)       # nothing copied, and the EXPUNGE comes along
+            self.assertEqual(tagged, b"NO [EXPUNGEISSUED] Some of the requested messages no "
+                                     b"longer exist", cmd)
+            self.assertEqual(numbers(untagged, b"EXPUNGE"), [uid // 10 - (uid == 30)], untagged)
+        self.assertIn(b"(MESSAGES 0)", a.ok("STATUS Other (MESSAGES)"))
+
+class StrictExpungeTest(MultiBase):
+    """--strict-expunge: a message another session expunged answers NO [EXPUNGEISSUED]
+    (RFC 2180 4.1.2, 4.2.2), for testing how clients handle that."""
+    server_args = ("--strict-expunge",)
+
+    def test_move_and_uid_expunge_by_other(self):
+        c = self.conn(select=None)
+        c.ok("CREATE Work")
+        a, b, w = self.conn(), self.conn(), self.conn("Work")
+        a.ok("MOVE 2 Work")                            # RFC 6851: an expunge for the others
+        a.ok("STORE 4 +FLAGS.SILENT (\\Deleted)")
+        a.ok("UID STORE 60 +FLAGS.SILENT (\\Deleted)")
+        a.ok("UID EXPUNGE 60")                         # RFC 4315: only 60, 40 stays
+        untagged, tagged = b.cmd("FETCH 1:* (UID)")   # 2 and 6 are gone: RFC 2180 4.1.2
+        self.assertNotIn(b"EXPUNGE", untagged)
+        self.assertTrue(tagged.startswith(b"NO [EXPUNGEISSUED]"), tagged)
+        self.assertEqual(sorted(fetches(untagged)), [1, 3, 4, 5])
+        ub = b.ok("NOOP")
+        self.assertEqual(apply_updates([10, 20, 30, 40, 50, 60], ub), [10, 30, 40, 50])
+        self.assertEqual(numbers(w.ok("NOOP"), b"EXISTS"), [1])
+        self.assertIn(b"<m2@multi.example>", w.ok("FETCH 1 BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"))
+
+    def test_expunge_by_close_sent_before_check_and_noop(self):
+        a, b, c = self.conn(), self.conn(), self.conn()
+        a.ok("STORE 3,5 +FLAGS.SILENT (\\Deleted)")
+        untagged = a.ok("CLOSE")
+        self.assertNotIn(b"EXPUNGE", untagged)          # CLOSE expunges silently (6.4.2)
+        self.assertNotIn(b"EXPUNGE", pending_bytes(b, 0.2))
+        untagged, tagged = b.cmd("FETCH 1:* (FLAGS)")  # NO [EXPUNGEISSUED] (RFC 2180 4.1.2)
+        self.assertNotIn(b"EXPUNGE", untagged)
+        self.assertEqual(sorted(fetches(untagged)), [1, 2, 4, 6], untagged)
+        self.assertTrue(tagged.startswith(b"NO [EXPUNGEISSUED]"), tagged)
+        ub = b.ok("NOOP")
+        self.assertEqual(len(numbers(ub, b"EXPUNGE")), 2, ub)
+        self.assertIn(numbers(ub, b"EXPUNGE"), ([3, 4], [5, 3]), ub)   # either order
+        uc = c.ok("CHECK")
+        self.assertIn(numbers(uc, b"EXPUNGE"), ([3, 4], [5, 3]), uc)
+        for r in (b, c):
+            got = [uid_of(v[0]) for k, v in sorted(fetches(r.ok("FETCH 1:* UID")).items())]
+            self.assertEqual(got, [10, 20, 40, 60])
 
     def test_fetch_of_message_expunged_by_other(self):
         # RFC 2180 4.1.2: data for the rest, tagged NO [EXPUNGEISSUED]
@@ -472,7 +559,6 @@ class UpdatesTest(MultiBase):
         self.assertIn(b"\\Seen", flags[2])
         self.assertIn(b"\\Seen", flags[4])
         self.assertNotIn(3, flags)
-
 
 class MailboxGoneTest(MultiBase):
     """DELETE / RENAME of a mailbox another session has selected (RFC 2180 3.3; issue 4)."""
