@@ -513,6 +513,8 @@ static int mbox_commit(struct user *u, struct mbox_batch *list, uint32_t uidvali
                        size_t errcap);
 static int mkdir_p(const char *path);
 static void mbox_put_lines(struct buf *out, const char *p, size_t n);
+static void mbox_eol_spec(struct buf *out, const char *p, size_t n);
+static void mbox_apply_eol(struct msgdata *d, const char *spec);
 static void mbox_put_message(struct buf *out, const struct mailbox *mb, const struct message *m,
                              int first);
 static int mbox_save_mailbox(struct mailbox *mb, const char *name, const char *dir, char *err,
@@ -2813,6 +2815,7 @@ struct pending {             /* a parsed message, not yet in a mailbox */
   int64_t internaldate;
   int tz;
   char *keywords;             /* X-Keywords value, or NULL */
+  char *eol;                  /* X-Imapmem-Eol value, or NULL */
 };
 struct mbox_batch {
   char *mailbox;              /* canonical mailbox name */
@@ -2876,6 +2879,7 @@ static void mbox_batch_free(struct mbox_batch *b) {
     for (size_t i = 0; i < b->n; i++) {
       msgdata_unref(b->m[i].d);
       free(b->m[i].keywords);
+      free(b->m[i].eol);
     }
     free(b->m);
     free(b->mailbox);
@@ -2965,7 +2969,7 @@ static int mbox_put(struct msgdata **d, size_t *cap, const char *p, size_t n) {
   return 1;
 }
 
-enum { HDR_KEEP, HDR_STATUS, HDR_XSTATUS, HDR_KEYWORDS, HDR_UID, HDR_IMAPBASE, HDR_IMAP };
+enum { HDR_KEEP, HDR_STATUS, HDR_XSTATUS, HDR_KEYWORDS, HDR_UID, HDR_IMAPBASE, HDR_IMAP, HDR_EOL };
 
 /*
 ** A message may itself carry one of those fields (a client can APPEND anything). Saving
@@ -2978,7 +2982,8 @@ enum { HDR_KEEP, HDR_STATUS, HDR_XSTATUS, HDR_KEYWORDS, HDR_UID, HDR_IMAPBASE, H
 static int mbox_header_kind(const char *p, size_t n) {
   static const struct { const char *name; int kind; } h[] = {
     {"Status", HDR_STATUS}, {"X-Status", HDR_XSTATUS}, {"X-Keywords", HDR_KEYWORDS},
-    {"X-UID", HDR_UID}, {"X-IMAPbase", HDR_IMAPBASE}, {"X-IMAP", HDR_IMAP}};
+    {"X-UID", HDR_UID}, {"X-IMAPbase", HDR_IMAPBASE}, {"X-IMAP", HDR_IMAP},
+    {"X-Imapmem-Eol", HDR_EOL}};
   const char *colon = memchr(p, ':', n);
   if (!colon) return HDR_KEEP;
   size_t len = (size_t)(colon - p);
@@ -3002,6 +3007,11 @@ static int mbox_header_apply(struct mbox_batch *b, struct pending *pm, int kind,
     pm->keywords = mem_strndup(v.p, v.len);
     if (!pm->keywords) return 0;
     break;
+  case HDR_EOL:
+    free(pm->eol);
+    pm->eol = mem_strndup(v.p, v.len);
+    if (!pm->eol) return 0;
+    break;
   case HDR_UID:
     if (parse_uint(v, UINT32_MAX - 1, &x)) pm->xuid = (uint32_t)x;   /* leaves a UIDNEXT */
     break;
@@ -3019,7 +3029,7 @@ static int mbox_header_apply(struct mbox_batch *b, struct pending *pm, int kind,
     if (!parse_uint(str_make(v.p + s, i - s), UINT32_MAX, &next)) break;
     b->has_base = 1;
     b->base_validity = (uint32_t)val;
-    b->base_next = (uint32_t)next;
+    b->base_next = next < UINT32_MAX ? (uint32_t)next + 1 : UINT32_MAX;  /* it is the last UID */
     free(b->base_keywords);
     b->base_keywords = mem_strndup(v.p + i, v.len - i);
     if (!b->base_keywords) return 0;
@@ -3094,6 +3104,11 @@ static int mbox_message(struct mbox_batch *b, const char *p, const char *end,
   if (!ok) {
     free(d);
     return 0;
+  }
+  if (pm->eol) {             /* line breaks that were not CRLF (saved by imapmem) */
+    mbox_apply_eol(d, pm->eol);
+    free(pm->eol);
+    pm->eol = NULL;
   }
   if (cap - d->size > 4096) {  /* give back what the estimate overshot */
     struct msgdata *nd = realloc(d, sizeof *d + d->size + 1);   /* on failure d stays */
@@ -3450,20 +3465,91 @@ static int mkdir_p(const char *path) {
   return mkdir(tmp, 0777) == 0 || errno == EEXIST;
 }
 
-/* Write bytes with CRLF turned into LF and lines matching ^>*From quoted once more. */
+/*
+** Write bytes as mbox lines: each line ends in LF, and one ending in ^>*From is quoted
+** once more (mboxrd). The loader turns every line X back into X plus CRLF after taking
+** off one CR before the LF; so a line written is its content X, plus a CR if X itself
+** ends in CR (a CR that belongs to the text). A last piece without a line break is
+** written as a line too; X-Imapmem-Eol tells the loader to take its break off again.
+*/
 static void mbox_put_lines(struct buf *out, const char *p, size_t n) {
   const char *end = p + n;
   while (p < end) {
     const char *nl = memchr(p, '\n', (size_t)(end - p));
     const char *le = nl ? nl : end;
-    const char *ce = le > p && le[-1] == '\r' ? le - 1 : le;
+    const char *ce = nl && le > p && le[-1] == '\r' ? le - 1 : le;   /* X ends at ce */
     const char *q = p;
     while (q < ce && *q == '>') q++;
     if (ce - q >= 5 && memcmp(q, "From ", 5) == 0) buf_addc(out, '>');
     buf_add(out, p, (size_t)(ce - p));
-    if (nl) buf_addc(out, '\n');
+    if (ce > p && ce[-1] == '\r') buf_addc(out, '\r');
+    buf_addc(out, '\n');
     p = nl ? nl + 1 : end;
   }
+}
+
+/*
+** The X-Imapmem-Eol value for a message whose line breaks are not all CRLF (a client may
+** APPEND anything), so that it reloads byte for byte: "lf" (every break is a bare LF) or
+** "lf=" and the numbers of the lines that end in a bare LF ("lf=2,5-7"), and "noeol" if
+** the message does not end in a line break. Empty for the usual CRLF message.
+*/
+static void mbox_eol_spec(struct buf *out, const char *p, size_t n) {
+  size_t line = 0, bare = 0, run_from = 0;
+  size_t at = out->len;
+  for (const char *q = p, *e = p + n; (q = memchr(q, '\n', (size_t)(e - q))); q++) {
+    line++;
+    int is_bare = q == p || q[-1] != '\r';
+    if (is_bare && !run_from) run_from = line;
+    if (!is_bare && run_from) {              /* a run of bare lines ends before this one */
+      buf_printf(out, "%s%zu", bare++ ? "," : "lf=", run_from);
+      if (line - 1 > run_from) buf_printf(out, "-%zu", line - 1);
+      run_from = 0;
+    }
+  }
+  if (run_from) {
+    buf_printf(out, "%s%zu", bare++ ? "," : "lf=", run_from);
+    if (line > run_from) buf_printf(out, "-%zu", line);
+  }
+  if (bare == 1 && run_from == 1) {          /* every break is bare: say so briefly */
+    out->len = at;
+    buf_adds(out, "lf");
+  }
+  if (n == 0 || p[n - 1] != '\n') buf_adds(out, out->len > at ? " noeol" : "noeol");
+  if (out->p) out->p[out->len] = 0;
+}
+
+/* Undo what mbox_eol_spec described: drop the CR before each listed LF, and the last break. */
+static void mbox_apply_eol(struct msgdata *d, const char *spec) {
+  int all = 0, noeol = 0;
+  const char *list = NULL;
+  for (const char *t = spec; *t;) {
+    while (*t == ' ') t++;
+    size_t k = strcspn(t, " ");
+    if (k == 2 && strncmp(t, "lf", 2) == 0) all = 1;
+    else if (k > 3 && strncmp(t, "lf=", 3) == 0) list = t + 3;
+    else if (k == 5 && strncmp(t, "noeol", 5) == 0) noeol = 1;
+    t += k;
+  }
+  size_t line = 0, lo = 0, hi = 0, w = 0;
+  char *b = d->bytes;
+  for (size_t r = 0; r < d->size; r++) {
+    if (b[r] == '\n') {
+      line++;
+      while (list && line > hi && *list && *list != ' ') {   /* the next range of the list */
+        char *e;
+        lo = hi = strtoul(list, &e, 10);
+        if (*e == '-') hi = strtoul(e + 1, &e, 10);
+        list = *e == ',' ? e + 1 : e;
+        if (hi < lo) hi = lo;
+      }
+      if ((all || (line >= lo && line <= hi)) && w > 0 && b[w - 1] == '\r') w--;
+    }
+    b[w++] = b[r];
+  }
+  if (noeol && w > 0 && b[w - 1] == '\n') w -= w > 1 && b[w - 2] == '\r' ? 2 : 1;
+  d->size = (uint32_t)w;
+  b[w] = 0;
 }
 
 static void mbox_put_message(struct buf *out, const struct mailbox *mb, const struct message *m,
@@ -3478,7 +3564,7 @@ static void mbox_put_message(struct buf *out, const struct mailbox *mb, const st
              (int)(secs / 60 % 60), (int)(secs % 60), y, m->tz < 0 ? '-' : '+', atz / 60, atz % 60);
   const struct msgdata *md = m->data;
   size_t hl = md->hdr_len, cut = hl;   /* the flag headers go just before the blank line */
-  if (hl >= 2 && md->bytes[hl - 1] == '\n') {
+  if (hl >= 1 && md->bytes[hl - 1] == '\n') {
     cut = hl - 1;
     if (cut && md->bytes[cut - 1] == '\r') cut--;
     if (cut != 0 && md->bytes[cut - 1] != '\n') cut = hl;   /* no blank line after all */
@@ -3491,9 +3577,8 @@ static void mbox_put_message(struct buf *out, const struct mailbox *mb, const st
     mbox_put_lines(out, p, len);
     p += len;
   }
-  if (cut && md->bytes[cut - 1] != '\n') buf_addc(out, '\n');
   if (first) {
-    buf_printf(out, "X-IMAPbase: %u %u", mb->uidvalidity, mb->uidnext);
+    buf_printf(out, "X-IMAPbase: %u %u", mb->uidvalidity, mb->uidnext - 1);   /* last UID */
     for (int i = 0; i < mb->nkeywords; i++) buf_printf(out, " %s", mb->keywords[i]);
     buf_addc(out, '\n');
   }
@@ -3510,8 +3595,13 @@ static void mbox_put_message(struct buf *out, const struct mailbox *mb, const st
     buf_addc(out, '\n');
   }
   buf_printf(out, "X-UID: %u\n", m->uid);
+  size_t at = out->len;
+  buf_adds(out, "X-Imapmem-Eol: ");
+  size_t spec = out->len;
+  mbox_eol_spec(out, md->bytes, md->size);
+  if (out->len == spec) out->len = at;       /* CRLF throughout: no header */
+  else buf_addc(out, '\n');
   mbox_put_lines(out, md->bytes + cut, md->size - cut);
-  if (md->size && md->bytes[md->size - 1] != '\n') buf_addc(out, '\n');
   buf_addc(out, '\n');       /* the blank line before the next From line */
 }
 
@@ -3548,7 +3638,7 @@ static int mbox_save_mailbox(struct mailbox *mb, const char *name, const char *d
     buf_printf(&out, "From MAILER-DAEMON Thu Jan  1 00:00:00 1970\n"
                      "From: Mail System Internal Data <MAILER-DAEMON@imapmem>\n"
                      "Subject: DON'T DELETE THIS MESSAGE -- FOLDER INTERNAL DATA\n"
-                     "X-IMAP: %u %u", mb->uidvalidity, mb->uidnext);
+                     "X-IMAP: %u %u", mb->uidvalidity, mb->uidnext - 1);
     for (int i = 0; i < mb->nkeywords; i++) buf_printf(&out, " %s", mb->keywords[i]);
     buf_adds(&out, "\nStatus: RO\n\nThis text is part of the internal format of your mail "
                    "folder, and is not\na real message.\n\n");

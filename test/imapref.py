@@ -7,7 +7,7 @@ read_mbox(path): what an mbox fixture must look like through IMAP, computed from
     mbox format, not to the message;
   - `>From `, `>>From `, ... lose one `>` (mboxrd and mboxo quoting);
   - LF or CRLF lines; the message is given to clients in CRLF form;
-  - the header fields Status, X-Status, X-Keywords, X-UID, X-IMAP, X-IMAPbase are removed;
+  - the header fields Status, X-Status, X-Keywords, X-UID, X-IMAP, X-IMAPbase, X-Imapmem-Eol are removed;
   - flags: Status R -> \\Seen, no O (or no Status at all) -> \\Recent; X-Status A F T D ->
     \\Answered \\Flagged \\Draft \\Deleted; X-Keywords (space or comma separated) -> keywords;
   - INTERNALDATE from the From line (asctime, optional trailing numeric zone, else UTC).
@@ -18,7 +18,8 @@ parse(data): a small IMAP response parser for the bytes Raw.cmd() returns, so te
 import calendar
 import re
 
-HIDDEN = {b"status", b"x-status", b"x-keywords", b"x-uid", b"x-imap", b"x-imapbase"}
+HIDDEN = {b"status", b"x-status", b"x-keywords", b"x-uid", b"x-imap", b"x-imapbase",
+          b"x-imapmem-eol"}
 MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 XSTATUS = {"A": "\\Answered", "F": "\\Flagged", "T": "\\Draft", "D": "\\Deleted"}
 
@@ -29,7 +30,7 @@ class Msg:
     def __init__(self, seq, from_line, lines):
         self.seq = seq
         self.uid = None              # from X-UID, if any
-        self.imapbase = None         # (uidvalidity, uidnext) from X-IMAPbase, if any
+        self.imapbase = None         # (uidvalidity, uidnext) from X-IMAPbase (uidvalidity last-uid)
         self.flags = set()           # system flags and keywords, \Recent included
         lines = [l[1:] if re.match(rb">+From ", l) else l for l in lines]
         end = lines.index(b"") if b"" in lines else len(lines)
@@ -58,7 +59,7 @@ class Msg:
                 self.uid = int(value)
             elif name == b"x-imapbase":
                 v = value.split()
-                self.imapbase = (int(v[0]), int(v[1]))
+                self.imapbase = (int(v[0]), int(v[1]) + 1)
         if status is not None and "R" in status:
             self.flags.add("\\Seen")
         if status is None or "O" not in status:

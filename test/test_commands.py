@@ -25,7 +25,7 @@ fixtures/basic.mbox (loaded with --uidvalidity 1 by the harness):
   STATUS UNSEEN 2 (messages 2 and 4).  Sizes: computed (RFC822.SIZE excludes the removed
   Status/X-Status/X-Keywords lines).
 fixtures/crlf.mbox: 2 messages with CRLF lines; 1 \\Seen, 2 new with a `>From ` line.
-fixtures/uids.mbox: X-IMAPbase: 12345 40 and X-UID 10, 20, 30 -> UIDVALIDITY 12345,
+fixtures/uids.mbox: X-IMAPbase: 12345 39 (the last UID) and X-UID 10, 20, 30 -> UIDVALIDITY 12345,
   UIDNEXT 40, UIDs 10 20 30; 1 and 2 \\Seen, 3 not (Status: O); no blank line at the end.
 fixtures/tree/: INBOX (2), Sent (1), Drafts (empty file, 0), Work (\\Noselect level, no
   Work.mbox), Work/Projects (2), Work/Old (1), Lists (1, has a child), Lists/ietf (3); every

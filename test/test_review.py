@@ -53,7 +53,7 @@ class Review(TempDir):
     def test_uids_run_out_cleanly(self):
         # uidnext wrapped to 0 and a stored message was freed (use after free)
         path = write_mbox(self.dir, "full.mbox",
-                          "From a Mon Jan  1 00:00:00 2024\nX-IMAPbase: 7 4294967294\nX-UID: 3\n\nx\n")
+                          "From a Mon Jan  1 00:00:00 2024\nX-IMAPbase: 7 4294967293\nX-UID: 3\n\nx\n")
         with Server(path) as srv:
             r = srv.raw(login=("test", "test"))
             u, t = literal_append(r, "INBOX", b"Subject: one\r\n\r\n1\r\n")

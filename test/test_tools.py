@@ -324,6 +324,60 @@ class Save(Base):
         self.assertEqual(sorted(after["Work/Projects"][1]), [2])   # the gap is kept
         self.assertEqual(after["INBOX"][0], 12345)
 
+    def test_every_appended_message_reloads_byte_for_byte(self):
+        """A property test: random messages a client could APPEND (lines starting "From "
+        and ">From ", no final line break, bare CR and LF, CR before CRLF, long lines, 8-bit
+        bytes) come back after --save and a reload exactly, with flags, keywords, UIDs,
+        UIDVALIDITY and INTERNALDATE."""
+        import random
+        rng = random.Random(2026)
+        pieces = [b"From ", b">From ", b">>From x", b"\r\n", b"\n", b"\r", b"\r\r\n", b" ",
+                  b"\t", b"Subject: x", b"\xe9\xff\x80", b"X-Imapmem-Eol: lf", b"Status: RO",
+                  b"x" * 1200, b"--", b"=?", b"\r\n\r\n", b"\n\n", b"From: a@b"]
+        msgs = []
+        for i in range(60):
+            m = b"".join(rng.choice(pieces) for _ in range(rng.randint(1, 30)))
+            if rng.random() < 0.3:
+                m = b"Message-ID: <p%d@x>\r\n\r\n" % i + m
+            msgs.append(m.replace(b"\0", b" ") or b"x")
+        d = self.tempdir()
+        s = Server("--save", d, uidvalidity=777)
+        try:
+            r = self.raw(s)
+            for i, m in enumerate(msgs):
+                flags = ["\\Seen", "\\Flagged $kw%d" % (i % 3), "", "\\Draft \\Answered"][i % 4]
+                r.ok(('APPEND INBOX (%s) "%02d-Mar-2026 1%d:0%d:%02d %s0%d00" {%d+}\r\n'
+                      % (flags, i % 28 + 1, i % 10, i % 10, i % 60, "+-"[i % 2], i % 10,
+                         len(m))).encode() + m)
+            r.ok("SELECT INBOX")
+            r.ok("UID STORE 3 +FLAGS (\\Deleted)")
+            r.ok("EXPUNGE")                          # a UID gap
+            before = r.ok("UID FETCH 1:* (FLAGS INTERNALDATE BODY.PEEK[] RFC822.SIZE)")
+            r.cmd("LOGOUT")
+        finally:
+            rc = s.stop()
+            s.stderr_file.close()
+        self.assertEqual(rc, 0)
+        s2 = self.start(d, uidvalidity=999)
+        r2 = self.raw(s2)
+        u = r2.ok("SELECT INBOX")
+        self.assertEqual(imapref.codes(u)["UIDVALIDITY"], [777])
+        self.assertEqual(imapref.codes(u)["UIDNEXT"], [len(msgs) + 1])
+        after = r2.ok("UID FETCH 1:* (FLAGS INTERNALDATE BODY.PEEK[] RFC822.SIZE)")
+        fb, fa = imapref.fetches(before), imapref.fetches(after)
+        self.assertEqual(len(fb), len(msgs) - 1)
+        for seq in fb:
+            b, a = fb[seq], fa[seq]
+            self.assertEqual(a["UID"], b["UID"])
+            self.assertEqual(a["BODY[]"], b["BODY[]"], "UID %s" % b["UID"])
+            self.assertEqual(a["RFC822.SIZE"], b["RFC822.SIZE"])
+            self.assertEqual(a["INTERNALDATE"], b["INTERNALDATE"])
+            self.assertEqual(imapref.flagset(a["FLAGS"]) - {"\\recent"},
+                             imapref.flagset(b["FLAGS"]) - {"\\recent"})
+        for seq, b in fb.items():                     # and what was appended, exactly
+            uid = b["UID"]
+            self.assertEqual(b["BODY[]"], msgs[uid - 1], "UID %d" % uid)
+
     def test_save_on_sigusr1_while_running(self):
         d = self.tempdir()
         s = self.start("--save", d, BASIC, uidvalidity=4242)
