@@ -166,7 +166,7 @@ static void test_mbox(void) {
 /* Load and commit through a user, as imapmem_load does, and check UIDs. */
 static void test_commit(void) {
   const char *box =
-    "From a Mon Jan  1 00:00:00 2024\nX-IMAPbase: 777 50 kw1\nX-UID: 10\n\na\n\n"
+    "From a Mon Jan  1 00:00:00 2024\nX-IMAPbase: 777 49 kw1\nX-UID: 10\n\na\n\n"
     "From a Mon Jan  1 00:00:00 2024\nX-UID: 20\n\nb\n";
   struct user *u = user_new("u", "p");
   struct mbox_batch *b = NULL;
