@@ -478,6 +478,7 @@ static void user_free(struct user *u);
 static struct mailbox *user_mailbox_locked(struct user *u, const char *name);
 static struct mailbox *user_mailbox(struct user *u, const char *name);
 static int user_has_children_locked(struct user *u, const char *name);
+static int user_subscribe_locked(struct user *u, const char *name);
 static struct mailbox *user_create_locked(struct user *u, const char *name, int selectable,
                                           uint32_t uidvalidity, int *exists);
 static void mailbox_retire(struct mailbox *mb, const char *why);
@@ -507,10 +508,12 @@ static int mbox_parse_file(const char *path, const char *mailbox, struct mbox_ba
 static int has_suffix(const char *s, const char *suffix);
 static int mbox_parse_dir(const char *dir, const char *prefix, struct mbox_batch **list, int depth,
                           char *err, size_t errcap);
+static int mbox_read_subscriptions(const char *dir, char ***names, size_t *n, char *err,
+                                   size_t errcap);
 static int cmp_batch_names(const void *a, const void *b);
 static int mbox_check_unique(struct mbox_batch *list, char *err, size_t errcap);
-static int mbox_commit(struct user *u, struct mbox_batch *list, uint32_t uidvalidity, char *err,
-                       size_t errcap);
+static int mbox_commit(struct user *u, struct mbox_batch *list, uint32_t uidvalidity,
+                       char **subs, size_t nsubs, char *err, size_t errcap);
 static int mkdir_p(const char *path);
 static void mbox_put_lines(struct buf *out, const char *p, size_t n);
 static void mbox_eol_spec(struct buf *out, const char *p, size_t n);
@@ -2620,6 +2623,19 @@ static int user_has_children_locked(struct user *u, const char *name) {
   return 0;
 }
 
+/* Subscribe to name unless it is already (RFC 3501 6.3.6). 0 if memory ran out. */
+static int user_subscribe_locked(struct user *u, const char *name) {
+  for (size_t i = 0; i < u->nsubs; i++)
+    if (strcmp(u->subs[i], name) == 0) return 1;
+  char *copy = mem_strdup(name);
+  if (!copy || !mem_grow(&u->subs, &u->capsubs, u->nsubs + 1, sizeof u->subs[0])) {
+    free(copy);
+    return 0;
+  }
+  u->subs[u->nsubs++] = copy;
+  return 1;
+}
+
 /*
 ** Create name (canonical) and any missing parent levels, which become \Noselect. An
 ** existing \Noselect level becomes selectable. Returns the mailbox (no extra reference;
@@ -3333,6 +3349,58 @@ static int mbox_parse_dir(const char *dir, const char *prefix, struct mbox_batch
   return rc;
 }
 
+/*
+** A fixture folder's subscriptions: Dovecot's mbox subscription file ".subscriptions" in
+** the folder itself. Dovecot writes "V<TAB>2", a blank line, then one name a line with TAB
+** as the hierarchy separator; a plain file of one name a line with '/' is read too.
+** *names gets the names (NULL and 0 if there is no file). Returns an IMAPMEM_ code.
+*/
+static int mbox_read_subscriptions(const char *dir, char ***names, size_t *n, char *err,
+                                   size_t errcap) {
+  char path[4096 + 16], *data;
+  size_t len, cap = 0;
+  *names = NULL;
+  *n = 0;
+  snprintf(path, sizeof path, "%.4096s/.subscriptions", dir);
+  struct stat st;
+  if (stat(path, &st) < 0) return IMAPMEM_OK;
+  if (!file_read(path, &data, &len, err, errcap)) return IMAPMEM_IO;
+  const char *p = data, *end = data + len;
+  int v2 = len >= 2 && data[0] == 'V' && data[1] == '\t';
+  int in_header = v2, rc = IMAPMEM_OK;
+  for (int line = 1; p < end && rc == IMAPMEM_OK; line++) {
+    const char *nl = memchr(p, '\n', (size_t)(end - p)), *le = nl ? nl : end;
+    char name[MAX_MAILBOX_NAME + 1];
+    size_t k = (size_t)(le - p);
+    if (k && p[k - 1] == '\r') k--;
+    if (in_header || k == 0) {           /* the version line, up to the blank line */
+      if (k == 0) in_header = 0;
+      p = nl ? nl + 1 : end;
+      continue;
+    }
+    if (k > MAX_MAILBOX_NAME) {
+      snprintf(err, errcap, "%.300s:%d: a name longer than %d bytes", path, line,
+               MAX_MAILBOX_NAME);
+      rc = IMAPMEM_PARSE;
+      break;
+    }
+    for (size_t i = 0; i < k; i++) name[i] = v2 && p[i] == '\t' ? '/' : p[i];
+    name[k] = 0;
+    mailbox_canonical(name, name, sizeof name);
+    char *copy = mem_strdup(name);
+    if (!copy || !mem_grow(names, &cap, *n + 1, sizeof **names)) {
+      free(copy);
+      snprintf(err, errcap, "%.300s: out of memory", path);
+      rc = IMAPMEM_NOMEM;
+      break;
+    }
+    (*names)[(*n)++] = copy;
+    p = nl ? nl + 1 : end;
+  }
+  free(data);
+  return rc;
+}
+
 static int cmp_batch_names(const void *a, const void *b) {
   return strcmp((*(struct mbox_batch *const *)a)->mailbox,
                 (*(struct mbox_batch *const *)b)->mailbox);
@@ -3370,12 +3438,18 @@ static int mbox_check_unique(struct mbox_batch *list, char *err, size_t errcap) 
 ** enough UIDs left (IMAPMEM_ERROR, the reason in err) is found before anything is added;
 ** only memory running out while creating a mailbox can leave part of a load behind.
 ** A mailbox that gets its first messages here takes its UIDVALIDITY from X-IMAPbase, else
-** from `uidvalidity` if not 0 (--uidvalidity), else from its fixture's bytes.
+** from `uidvalidity` if not 0 (--uidvalidity), else from its fixture's bytes. The names in
+** subs are subscribed to.
 */
-static int mbox_commit(struct user *u, struct mbox_batch *list, uint32_t uidvalidity, char *err,
-                       size_t errcap) {
+static int mbox_commit(struct user *u, struct mbox_batch *list, uint32_t uidvalidity,
+                       char **subs, size_t nsubs, char *err, size_t errcap) {
   int rc = IMAPMEM_OK;
   pthread_mutex_lock(&u->lock);
+  for (size_t i = 0; i < nsubs && rc == IMAPMEM_OK; i++)
+    if (!user_subscribe_locked(u, subs[i])) {
+      snprintf(err, errcap, "out of memory");
+      rc = IMAPMEM_NOMEM;
+    }
   /* First make sure every batch fits (UIDs left, room in the array), so that a load that
      cannot complete adds nothing at all. */
   for (struct mbox_batch *b = list; b && rc == IMAPMEM_OK; b = b->next) {
@@ -3703,7 +3777,16 @@ static int mbox_save_user(struct user *u, const char *dir, char *err, size_t err
   size_t n = u->nmailboxes;
   struct mailbox **list = mem_calloc(n ? n : 1, sizeof *list);
   char **names = mem_calloc(n ? n : 1, sizeof *names);
-  int oom = !list || !names;
+  struct buf subs = {0};     /* .subscriptions as Dovecot writes it: TAB for the separator */
+  buf_adds(&subs, "V\t2\n\n");
+  for (size_t i = 0; i < u->nsubs; i++) {
+    size_t at = subs.len;
+    buf_printf(&subs, "%s\n", u->subs[i]);
+    for (size_t k = at; k + 1 < subs.len; k++)
+      if (subs.p[k] == '/') subs.p[k] = '\t';
+  }
+  size_t nsubs = u->nsubs;
+  int oom = !list || !names || subs.oom;
   for (size_t i = 0; !oom && i < n; i++) {
     list[i] = mailbox_ref(u->mailboxes[i]);
     oom = !(names[i] = mem_strdup(u->mailboxes[i]->name));
@@ -3720,12 +3803,22 @@ static int mbox_save_user(struct user *u, const char *dir, char *err, size_t err
     }
   }
   if (!oom) mbox_prune(dir, "", list, names, n, 0);
+  char path[4096 + 16];
+  snprintf(path, sizeof path, "%.4096s/.subscriptions", dir);
+  if (!oom && nsubs == 0) unlink(path);   /* none: a stale file would bring old ones back */
+  FILE *f = !oom && nsubs ? fopen(path, "wb") : NULL;
+  if (!oom && nsubs && (!f || fwrite(subs.p, 1, subs.len, f) != subs.len || fclose(f) != 0) &&
+      rc == IMAPMEM_OK) {
+    snprintf(err, errcap, "%.300s: cannot write: %s", path, strerror(errno));
+    rc = IMAPMEM_IO;
+  }
   for (size_t i = 0; i < n; i++) {
     if (list) mailbox_unref(list[i]);
     if (names) free(names[i]);
   }
   free(list);
   free(names);
+  buf_free(&subs);
   return rc;
 }
 
@@ -4750,15 +4843,12 @@ static int cmd_subscribe(struct session *s, struct command *c) {
   size_t i;
   for (i = 0; i < u->nsubs && strcmp(u->subs[i], name) != 0; i++) {}
   int ok = 1;
-  if (sub && i == u->nsubs) {
-    char *copy = mem_strdup(name);
-    ok = copy && mem_grow(&u->subs, &u->capsubs, u->nsubs + 1, sizeof u->subs[0]);
-    if (ok) u->subs[u->nsubs++] = copy;
-    else free(copy);
-  } else if (!sub && i < u->nsubs) {
+  if (sub) {
+    ok = user_subscribe_locked(u, name);
+  } else if (i < u->nsubs) {
     free(u->subs[i]);
     u->subs[i] = u->subs[--u->nsubs];
-  } else if (!sub) {
+  } else {
     ok = -1;
   }
   pthread_mutex_unlock(&u->lock);
@@ -6941,7 +7031,8 @@ int imapmem_load(imapmem *srv, const char *user, const char *path) {
   if (stat(path, &st) < 0)
     return api_error(srv, IMAPMEM_IO, "%s: cannot read: %s", path, strerror(errno));
   struct mbox_batch *list = NULL;
-  char err[600];
+  char err[600], **subs = NULL;
+  size_t nsubs = 0;
   int rc;
   if (S_ISDIR(st.st_mode)) {
     size_t n = strlen(path);
@@ -6949,16 +7040,19 @@ int imapmem_load(imapmem *srv, const char *user, const char *path) {
     snprintf(dir, sizeof dir, "%.*s", (int)(n > 1 && path[n - 1] == '/' ? n - 1 : n), path);
     rc = mbox_parse_dir(dir, "", &list, 0, err, sizeof err);
     if (rc == IMAPMEM_OK) rc = mbox_check_unique(list, err, sizeof err);
+    if (rc == IMAPMEM_OK) rc = mbox_read_subscriptions(dir, &subs, &nsubs, err, sizeof err);
   } else {
     rc = mbox_parse_file(path, "INBOX", &list, err, sizeof err);
   }
   if (rc == IMAPMEM_OK) {
     char why[300] = "out of memory";
-    rc = mbox_commit(u, list, srv->cfg.uidvalidity, why, sizeof why);
+    rc = mbox_commit(u, list, srv->cfg.uidvalidity, subs, nsubs, why, sizeof why);
     if (rc == IMAPMEM_OK && !user_snapshot(u)) rc = IMAPMEM_NOMEM;
     if (rc != IMAPMEM_OK) snprintf(err, sizeof err, "%.280s: %s", path, why);
   }
   mbox_batch_free(list);
+  for (size_t i = 0; i < nsubs; i++) free(subs[i]);
+  free(subs);
   if (rc != IMAPMEM_OK) return api_error(srv, rc, "%s", err);
   return IMAPMEM_OK;
 }
@@ -6984,7 +7078,7 @@ int imapmem_load_mbox(imapmem *srv, const char *user, const char *mailbox, const
                       sizeof err);
   if (rc == IMAPMEM_OK) {
     char why[300] = "out of memory";
-    rc = mbox_commit(u, b, srv->cfg.uidvalidity, why, sizeof why);
+    rc = mbox_commit(u, b, srv->cfg.uidvalidity, NULL, 0, why, sizeof why);
     if (rc == IMAPMEM_OK && !user_snapshot(u)) rc = IMAPMEM_NOMEM;
     if (rc != IMAPMEM_OK) snprintf(err, sizeof err, "%.280s: %s", name ? name : "(memory)", why);
   }

@@ -378,6 +378,52 @@ class Save(Base):
             uid = b["UID"]
             self.assertEqual(b["BODY[]"], msgs[uid - 1], "UID %d" % uid)
 
+    def lsub(self, s):
+        r = self.raw(s)
+        names = sorted(bytes(x[3]).decode() for x in imapref.parse(r.ok('LSUB "" *')))
+        r.cmd("LOGOUT")
+        return names
+
+    def test_subscriptions_load_and_save_as_dovecot_writes_them(self):
+        """A fixture folder's .subscriptions (Dovecot's mbox subscription file) gives LSUB
+        and survives --save and a reload, so clients showing only subscribed folders see
+        them."""
+        d = self.tempdir()
+        shutil.copytree(TREE, os.path.join(d, "tree"))
+        with open(os.path.join(d, "tree", ".subscriptions"), "wb") as f:
+            f.write(b"V\t2\n\nINBOX\nWork\tProjects\nLists\tietf\n")   # Dovecot 2.3's bytes
+        s = self.start(os.path.join(d, "tree"))
+        self.assertEqual(self.lsub(s), ["INBOX", "Lists/ietf", "Work/Projects"])
+        plain = self.tempdir()                       # a plain list, one name a line
+        shutil.copytree(TREE, os.path.join(plain, "tree"))
+        with open(os.path.join(plain, "tree", ".subscriptions"), "wb") as f:
+            f.write(b"Sent\r\nWork/Old\n")
+        self.assertEqual(self.lsub(self.start(os.path.join(plain, "tree"))), ["Sent", "Work/Old"])
+        out = self.tempdir()
+        s = Server("--save", out, os.path.join(d, "tree"))
+        try:
+            r = s.raw(login=("test", "test"))
+            r.ok("SUBSCRIBE Sent")
+            r.ok("UNSUBSCRIBE INBOX")
+            r.cmd("LOGOUT")
+        finally:
+            self.assertEqual(s.stop(), 0)
+            s.stderr_file.close()
+        with open(os.path.join(out, ".subscriptions"), "rb") as f:
+            self.assertEqual(sorted(f.read().split(b"\n")),
+                             sorted(b"V\t2\n\nWork\tProjects\nLists\tietf\nSent\n".split(b"\n")))
+        self.assertEqual(self.lsub(self.start(out)), ["Lists/ietf", "Sent", "Work/Projects"])
+        s = Server("--save", out, out)                # nothing subscribed: no file left
+        try:
+            r = s.raw(login=("test", "test"))
+            for n in ("Lists/ietf", "Sent", "Work/Projects"):
+                r.ok("UNSUBSCRIBE " + n)
+            r.cmd("LOGOUT")
+        finally:
+            self.assertEqual(s.stop(), 0)
+            s.stderr_file.close()
+        self.assertFalse(os.path.exists(os.path.join(out, ".subscriptions")))
+
     def test_save_on_sigusr1_while_running(self):
         d = self.tempdir()
         s = self.start("--save", d, BASIC, uidvalidity=4242)

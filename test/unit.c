@@ -174,7 +174,7 @@ static void test_commit(void) {
   int exists;
   CHECK(u && user_create_locked(u, "INBOX", 1, 1, &exists));
   CHECK(mbox_parse(box, strlen(box), "x", "INBOX", &b, err, sizeof err) == IMAPMEM_OK);
-  CHECK(mbox_commit(u, b, 1, err, sizeof err) == IMAPMEM_OK);
+  CHECK(mbox_commit(u, b, 1, NULL, 0, err, sizeof err) == IMAPMEM_OK);
   mbox_batch_free(b);
   struct mailbox *mb = user_mailbox(u, "inbox");
   CHECK(mb && mb->count == 2 && mb->uidvalidity == 777 && mb->uidnext == 50);
