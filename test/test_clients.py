@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 import unittest
 
 import imapserver
@@ -105,6 +106,30 @@ class Mbsync(unittest.TestCase):
             self.assertRegex(first_msg, rb"\nX-Status: [A-Z]*F")
             second_msg = saved.split(b"\n\nFrom ")[1]
             self.assertNotRegex(second_msg, rb"\nX-Status: [A-Z]*F")
+
+    def test_the_readme_tunnel_twice(self):
+        """The README's tunnel line as it stands (no --uidvalidity): a second run finds the
+        same UIDVALIDITY, so mbsync syncs nothing again and duplicates nothing."""
+        with tempfile.TemporaryDirectory() as d:
+            os.makedirs(os.path.join(d, "mail"))
+            tree = os.path.join(d, "tree")
+            shutil.copytree(fixture("tree"), tree)   # a copy: another path and mtime, same bytes
+            rc = os.path.join(d, "mbsyncrc")
+            with open(rc, "w") as f:
+                f.write(MBSYNCRC.format(bin=imapserver.BIN, saved=os.path.join(d, "unused"),
+                                        source=tree, maildir=os.path.join(d, "mail"))
+                        .replace(" --uidvalidity 1 --save " + os.path.join(d, "unused"), ""))
+            for run in (1, 2):
+                if run == 2:
+                    time.sleep(1.1)  # a restart in another second (a time-based one changes)
+                p = subprocess.run(["mbsync", "-c", rc, "-a"], stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, timeout=60)
+                self.assertEqual(p.returncode, 0, "run %d: %s" % (run, p.stdout.decode()))
+                if run == 2:          # (the first creates the local side: it says so)
+                    self.assertNotIn(b"UIDVALIDITY", p.stdout, p.stdout.decode())
+                src = open(os.path.join(tree, "INBOX.mbox"), "rb").read()
+                n = len(re.findall(rb"(?:^|\n\n)From ", src))
+                self.assertEqual(len(self.maildir(d, "INBOX")), n, "run %d" % run)
 
 
 if __name__ == "__main__":
