@@ -7,6 +7,7 @@
 """
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -45,6 +46,29 @@ class ReadmeExamples(unittest.TestCase):
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
             self.assertEqual(p.returncode, 0, p.stdout.decode())
             p = subprocess.run([exe], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+            self.assertEqual(p.returncode, 0, p.stderr.decode())
+            self.assertIn(b"flags of UID 8: \\Seen", p.stdout)
+
+    @unittest.skipUnless(shutil.which(os.environ.get("CXX", "c++")), "no C++ compiler")
+    def test_c_example_builds_as_cpp(self):
+        """imapmem.h from C++ (extern "C"): the README's example compiled as C++ and linked
+        with imapmem.c compiled as C."""
+        (src,) = blocks("c")
+        with tempfile.TemporaryDirectory() as d:
+            cpp, obj, exe = (os.path.join(d, n) for n in ("example.cpp", "imapmem.o", "example"))
+            with open(cpp, "w") as f:
+                f.write(src)
+            cc, cxx = os.environ.get("CC", "cc"), os.environ.get("CXX", "c++")
+            p = subprocess.run([cc, "-std=c11", "-pedantic", "-Wall", "-Wextra", "-Werror", "-c",
+                                os.path.join(ROOT, "imapmem.c"), "-o", obj],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
+            self.assertEqual(p.returncode, 0, p.stdout.decode())
+            p = subprocess.run([cxx, "-std=c++11", "-pedantic", "-Wall", "-Wextra", "-Werror",
+                                "-pthread", "-I", ROOT, cpp, obj, "-o", exe],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
+            self.assertEqual(p.returncode, 0, p.stdout.decode())
+            p = subprocess.run([exe], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               timeout=30)
             self.assertEqual(p.returncode, 0, p.stderr.decode())
             self.assertIn(b"flags of UID 8: \\Seen", p.stdout)
 
