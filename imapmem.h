@@ -13,9 +13,10 @@
 **   imapmem_stop(srv);                              (sessions get "* BYE")
 **   imapmem_free(srv);
 **
-** Every function returns IMAPMEM_OK (0) or one of the codes below; imapmem_errmsg()
-** gives the text of the last error on that handle. Library code never exits, aborts or
-** prints. Strings passed in are copied: the caller may free them when the call returns.
+** Every function returns IMAPMEM_OK (0) or one of the codes below, and each says which
+** codes it can return. After a non-OK return, imapmem_errmsg() gives the text of that
+** error, in the thread that made the call. Library code never exits, aborts or prints.
+** Strings passed in are copied: the caller may free them when the call returns.
 **
 ** Threads: a handle may be used from any thread, but calls on one handle must not run
 ** concurrently with imapmem_free() on it, and imapmem_start() and imapmem_stop() not
@@ -61,14 +62,17 @@ struct imapmem_config {
 
 /*
 ** Create a server with the given configuration (NULL: defaults) and store it in *out.
-** It has no users and does not listen until imapmem_start(). Returns IMAPMEM_NOMEM or
-** IMAPMEM_MISUSE (out is NULL); on failure *out is NULL. Free it with imapmem_free().
+** It has no users and does not listen until imapmem_start(). Free it with imapmem_free().
+** Returns IMAPMEM_OK; IMAPMEM_MISUSE if out is NULL or a setting is out of range
+** (negative, idle_timeout over 2147483, max_literal over 1 GiB); IMAPMEM_NOMEM. On failure
+** *out is NULL and imapmem_errmsg(NULL) says why.
 */
 int imapmem_new(const struct imapmem_config *config, imapmem **out);
 
 /*
-** Add a user who logs in with name and password. The user gets an empty INBOX.
-** Returns IMAPMEM_EXISTS if the name is taken. Names are case-sensitive.
+** Add a user who logs in with name and password. The user gets an empty INBOX. Names are
+** case-sensitive. Returns IMAPMEM_OK; IMAPMEM_EXISTS if the name is taken; IMAPMEM_MISUSE
+** for a NULL argument or an empty name; IMAPMEM_NOMEM.
 */
 int imapmem_add_user(imapmem *srv, const char *name, const char *password);
 
@@ -76,24 +80,34 @@ int imapmem_add_user(imapmem *srv, const char *name, const char *password);
 ** Load a fixture into a user's mailboxes. path is an mbox file, which is loaded into
 ** INBOX, or a directory whose *.mbox files become mailboxes (INBOX.mbox in any case is
 ** INBOX, Work/Projects.mbox is "Work/Projects", a folder without its own mbox file is a
-** \Noselect level). Messages are appended to mailboxes that already hold some. On error
-** nothing is loaded and errmsg names the file and line: IMAPMEM_IO (unreadable),
-** IMAPMEM_PARSE (malformed), IMAPMEM_NOTFOUND (no such user).
+** \Noselect level) and whose ".subscriptions" file, if any, lists the subscribed names.
+** Messages are appended to mailboxes that already hold some. A mailbox that gets its
+** first messages takes its UIDVALIDITY from X-IMAPbase, else config.uidvalidity, else its
+** file's bytes (the same in every run while the file is unchanged).
+** Returns IMAPMEM_OK. On error nothing is loaded and errmsg names the file (and line):
+** IMAPMEM_IO (unreadable); IMAPMEM_PARSE (not mbox, a file or folder whose name a client
+** could not CREATE, such as "a*b.mbox" or ".hidden.mbox", or two files that are one
+** mailbox, such as INBOX.mbox and inbox.mbox); IMAPMEM_ERROR (a mailbox would run out of
+** UIDs); IMAPMEM_NOTFOUND (no such user); IMAPMEM_MISUSE (NULL argument); IMAPMEM_NOMEM.
 */
 int imapmem_load(imapmem *srv, const char *user, const char *path);
 
 /*
 ** Load mbox bytes from memory into the user's mailbox (created if missing, with its
 ** parent levels). name is used in error messages in place of a file name (may be NULL).
+** Returns as imapmem_load(); IMAPMEM_MISUSE also for a mailbox name a client could not
+** CREATE ("../x", "/abs", "a*b", "a//b", a level starting with '.').
 */
 int imapmem_load_mbox(imapmem *srv, const char *user, const char *mailbox,
                       const char *bytes, size_t len, const char *name);
 
 /*
-** Start serving: bind addr ("127.0.0.1", "::1", ...; NULL means 127.0.0.1) and port
-** (0 picks a free one), and accept connections in a background thread, one thread per
-** session. Returns once the listener is bound, so a client may connect at once.
-** IMAPMEM_IO if the address cannot be bound; IMAPMEM_MISUSE if already started.
+** Start serving: bind addr (an address or a host name: "127.0.0.1", "::1", "localhost";
+** NULL means 127.0.0.1; a name's IPv4 address is preferred) and port (0 picks a free one),
+** and accept connections in a background thread, one thread per session. Returns once the
+** listener is bound, so a client may connect at once. Returns IMAPMEM_OK; IMAPMEM_IO if
+** the name does not resolve or the address cannot be bound; IMAPMEM_MISUSE if already
+** started or the port is not 0-65535; IMAPMEM_ERROR if the thread cannot start.
 */
 int imapmem_start(imapmem *srv, const char *addr, int port);
 
@@ -108,7 +122,9 @@ const char *imapmem_address(imapmem *srv);
 
 /*
 ** Stop serving: close the listener, send "* BYE" to every open session, and join every
-** thread. Idempotent; the store stays readable until imapmem_free().
+** thread. Each session closes its own descriptors; this call never touches them. A session
+** waiting to write to a client that reads nothing gives up at once. Idempotent; the store
+** stays readable until imapmem_free(). Returns IMAPMEM_OK; IMAPMEM_MISUSE for NULL.
 */
 int imapmem_stop(imapmem *srv);
 
@@ -123,15 +139,23 @@ int imapmem_stop(imapmem *srv);
 ** stdout) in a background thread. in_fd and out_fd may be the same. If preauth_user is
 ** not NULL the session starts authenticated as that user ("* PREAUTH" greeting). The
 ** server owns the descriptors from now on and closes them when the session ends (also
-** at imapmem_stop). Works whether or not imapmem_start() was called.
+** at imapmem_stop), in the session's own thread; output to a pipe or socket is made
+** non-blocking. Works whether or not imapmem_start() was called. Returns IMAPMEM_OK;
+** IMAPMEM_NOTFOUND if preauth_user does not exist (the descriptors are closed);
+** IMAPMEM_MISUSE for a NULL handle or a negative descriptor (they are left alone);
+** IMAPMEM_NOMEM or IMAPMEM_ERROR (no thread; the descriptors are closed).
 */
 int imapmem_serve_fd(imapmem *srv, int in_fd, int out_fd, const char *preauth_user);
 
 /*
-** Deliver a message into user's mailbox as if a client had APPENDed it: sessions that
-** have the mailbox selected (or are idling on it) are told at once. flags may be NULL or
-** a space-separated list like "\\Seen $Label1". The new UID goes to *uid_out if not NULL.
-** IMAPMEM_NOTFOUND if there is no such user or mailbox.
+** Deliver a message into user's mailbox as if a client had APPENDed it. Sessions idling
+** on the mailbox are told at once; other sessions that have it selected learn of it at
+** their next command, as RFC 3501 5.2 has it. flags may be NULL or a space-separated list
+** like "\\Seen $Label1". The new UID goes to *uid_out if not NULL. Returns IMAPMEM_OK;
+** IMAPMEM_NOTFOUND if there is no such user or mailbox, or it is \Noselect;
+** IMAPMEM_MISUSE for a NULL argument, no bytes, over 1 GiB, or malformed flags;
+** IMAPMEM_ERROR if the mailbox has used every UID or has no room for another keyword;
+** IMAPMEM_NOMEM.
 */
 int imapmem_append(imapmem *srv, const char *user, const char *mailbox, const char *bytes,
                    size_t len, const char *flags, uint32_t *uid_out);
@@ -139,7 +163,9 @@ int imapmem_append(imapmem *srv, const char *user, const char *mailbox, const ch
 /*
 ** ---------------------------------------------------------------------------
 ** Reading the state back (for assertions). Returned memory is the caller's: free it
-** with imapmem_release(). All of these may run while clients are connected.
+** with imapmem_release(). All of these may run while clients are connected. Each returns
+** IMAPMEM_OK; IMAPMEM_NOTFOUND for no such user, mailbox or message; IMAPMEM_MISUSE for a
+** NULL argument; IMAPMEM_NOMEM.
 ** ---------------------------------------------------------------------------
 */
 
@@ -172,7 +198,8 @@ void imapmem_release(void *p);
 ** Put every user's mailboxes back as they were after the last imapmem_load() or
 ** imapmem_load_mbox(): messages, flags, UIDs, UIDVALIDITY and subscriptions. Message
 ** bytes are shared, not copied, so this is fast. Sessions that have a mailbox selected
-** are disconnected with "* BYE"; others stay.
+** are disconnected with "* BYE"; others stay. Returns IMAPMEM_OK; IMAPMEM_MISUSE for NULL;
+** IMAPMEM_NOMEM (then users reset before the failure stay reset).
 */
 int imapmem_reset(imapmem *srv);
 
@@ -180,8 +207,12 @@ int imapmem_reset(imapmem *srv);
 ** Write every mailbox of user to dir in the fixture layout (INBOX.mbox, Sent.mbox,
 ** Work/Projects.mbox), with Status/X-Status/X-Keywords flag headers and
 ** X-IMAPbase/X-UID, so that loading dir again gives the same UIDs, flags and bytes.
-** *.mbox files in dir of mailboxes that no longer exist are removed; other files stay.
-** A mailbox that cannot be written does not stop the others; the first error is returned.
+** Every byte of every message comes back on reload: line breaks that are not CRLF and a
+** missing final one are recorded in an X-Imapmem-Eol header. The subscriptions go to
+** dir/.subscriptions, as Dovecot writes them. *.mbox files in dir of mailboxes that no
+** longer exist are removed; other files stay. A mailbox that cannot be written does not
+** stop the others; the first error is returned: IMAPMEM_IO, IMAPMEM_NOMEM;
+** IMAPMEM_NOTFOUND (no such user); IMAPMEM_MISUSE (NULL argument).
 */
 int imapmem_save(imapmem *srv, const char *user, const char *dir);
 
@@ -210,7 +241,9 @@ struct imapmem_until {
 
 /*
 ** Block until the condition holds or timeout_ms passes. Returns IMAPMEM_OK when it
-** holds, IMAPMEM_ERROR ("timed out after N ms: ...") when it did not in time. Any thread.
+** holds, IMAPMEM_ERROR ("timed out after N ms: ...") when it did not in time,
+** IMAPMEM_MISUSE for a NULL argument, a negative timeout or a condition without the user,
+** mailbox or flag it needs. Any thread.
 */
 int imapmem_wait(imapmem *srv, const struct imapmem_until *until, int timeout_ms);
 
@@ -221,24 +254,30 @@ int imapmem_wait(imapmem *srv, const struct imapmem_until *until, int timeout_ms
 */
 
 /*
-** The transcript callback: one call per protocol line. session numbers sessions from 1;
-** direction is 'C' (client to server) or 'S'. line has no CRLF and is valid only during
-** the call; literals appear as "{N bytes}" and passwords as "***". It is called from
-** session threads, so it must be thread-safe; it must not call back into the server.
+** The transcript callback: one call per protocol line, in the order the lines crossed the
+** wire. session numbers sessions from 1; direction is 'C' (client to server), 'S', or '*'
+** for an event of the session itself ("connected from 127.0.0.1:5555", "disconnected:
+** LOGOUT", "fault FETCH: DROP, ..."). A command with a synchronizing literal comes in
+** pieces: "a1 APPEND INBOX {310}", then the server's "+", then "{310 bytes}". line has no
+** CRLF and is valid only during the call; literals appear as "{N bytes}" and passwords as
+** "***". It is called from session threads, so it must be thread-safe; it must not call
+** back into the server.
 */
 typedef void imapmem_trace_fn(void *arg, int session, char direction, const char *line,
                               size_t len);
 
 /*
 ** Set (or with fn NULL, clear) the transcript callback. A session in the middle of a line
-** when it is cleared may still deliver that one line to the old callback.
+** when it is cleared may still deliver that one line to the old callback. Returns
+** IMAPMEM_OK; IMAPMEM_MISUSE for a NULL handle.
 */
 int imapmem_set_trace(imapmem *srv, imapmem_trace_fn *fn, void *arg);
 
 /*
 ** Switch an extension off (on = 0) or back on: "IDLE", "MOVE", "UIDPLUS", "UNSELECT",
 ** "NAMESPACE", "ID", "LITERAL+", "SASL-IR", "CHILDREN". Off means it is not advertised
-** and its commands answer BAD as unknown. IMAPMEM_NOTFOUND for another name.
+** and its commands answer BAD as unknown. Returns IMAPMEM_OK; IMAPMEM_NOTFOUND for another
+** name; IMAPMEM_MISUSE for a NULL argument.
 */
 int imapmem_set_capability(imapmem *srv, const char *name, int on);
 
@@ -251,25 +290,32 @@ int imapmem_set_capability(imapmem *srv, const char *name, int on);
 **   "CMD=ALERT text"     send "* OK [ALERT] text", then run CMD
 **   "CMD=DELAY ms"       wait ms before answering CMD
 **   "CMD=UIDVALIDITY"    give the selected mailbox (else INBOX) a new UIDVALIDITY and
-**                        renumber its UIDs, then run CMD; sessions that had it selected
-**                        get "* BYE" (clients must resync)
+**                        new UIDs (each message takes the next one's old UID, so an old
+**                        UID names another message or none), then run CMD; sessions that
+**                        had it selected get "* BYE" (clients must resync)
 **   "#N=ACTION"          ACTION on the Nth command of every session (e.g. "#3=DROP")
 **   "*=ACTION"           on every command
+**   "WHEN:N=ACTION"      only the first N times WHEN matches, across sessions ("NOOP:1=...")
 **   "delay=ms"           delay every response by ms
 **   "chunk=n"            write responses n bytes at a time (1 shakes out client parsers)
-** CMD is matched without regard to case. IMAPMEM_PARSE for a malformed spec.
+** CMD is a command name, matched without regard to case: FETCH matches FETCH and UID FETCH,
+** "UID FETCH" only the UID form. Returns IMAPMEM_OK; IMAPMEM_PARSE for a malformed spec or
+** a command imapmem does not have (a typo would otherwise never fire); IMAPMEM_MISUSE for
+** a NULL argument; IMAPMEM_NOMEM.
 */
 int imapmem_fault(imapmem *srv, const char *spec);
 
-/* Remove every fault. */
+/* Remove every fault. Returns IMAPMEM_OK; IMAPMEM_MISUSE for a NULL handle. */
 int imapmem_clear_faults(imapmem *srv);
 
 /* Stop if needed and free everything. NULL is a harmless no-op. */
 void imapmem_free(imapmem *srv);
 
 /*
-** The text of the last error on this handle ("" if none). Owned by the server; valid
-** until the next call on the handle from the same or another thread.
+** The text of the last error a call on this handle returned in the calling thread ("" if
+** none; imapmem_errmsg(NULL) for the errors of calls given no handle, like imapmem_new).
+** Each thread has its own, so threads sharing a server never see each other's. Owned by
+** imapmem; valid until the calling thread's next call into imapmem.
 */
 const char *imapmem_errmsg(imapmem *srv);
 
