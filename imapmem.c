@@ -76,6 +76,10 @@
 #endif
 #define MAX_MAILBOX_NAME 1024
 
+#ifndef MSG_NOSIGNAL         /* POSIX.1-2008; where it is missing, SIGPIPE is blocked anyway */
+#define MSG_NOSIGNAL 0
+#endif
+
 #if defined(__GNUC__)
 #define PRINTF_LIKE(f, a) __attribute__((format(printf, f, a)))
 #else
