@@ -29,17 +29,22 @@ build/unit-asan: test/unit.c imapmem.c imapmem.h | build
 build/api_test: test/api_test.c imapmem.c imapmem.h | build
 	$(CC) $(WARN) -O1 -g $(SAN) -pthread -I. test/api_test.c imapmem.c -o $@
 
+# The same in-process tests under ThreadSanitizer.
+build/api_test-tsan: test/api_test.c imapmem.c imapmem.h | build
+	$(CC) $(WARN) -O1 -g -fsanitize=thread -pthread -I. test/api_test.c imapmem.c -o $@
+
 build/embed_example: test/embed_example.c imapmem.c imapmem.h | build
 	$(CC) $(WARN) -O1 -g -pthread -I. test/embed_example.c imapmem.c -o $@
 
 TEST_BINS = imapmem build/imapmem-asan build/imapmem-tsan build/unit build/unit-asan \
-  build/api_test build/embed_example
+  build/api_test build/api_test-tsan build/embed_example
 
-# Every test: C unit tests (plain and sanitized), the wire tests against the plain and the
-# ASan+UBSan server, and the multi-client and concurrency tests against the TSan server.
+# Every test: C unit tests (plain and sanitized), the in-process API tests under ASan+UBSan
+# and under TSan, the wire tests against the plain and the ASan+UBSan server, and the
+# multi-client and concurrency tests against the TSan server.
 test: $(TEST_BINS)
 	$(PY) test/run.py --c build/unit --c build/unit-asan --c build/api_test \
-	  --c 'valgrind:build/embed_example' \
+	  --c build/api_test-tsan --c 'valgrind:build/embed_example' \
 	  --wire ./imapmem --wire build/imapmem-asan \
 	  --wire 'build/imapmem-tsan:test_multi.py,test_concurrency.py'
 

@@ -6240,6 +6240,7 @@ static int fetch_command(struct session *s, struct command *c) {
   size_t got = 0;
   int gone = 0;
   pthread_mutex_lock(&mb->lock);
+  if (mb->nkeywords > s->nkw_known) session_send_flags(s, mb);  /* made since the sync */
   int in_step = s->seen_modseq == mb->modseq;
   for (size_t i = 0; i < n; i++) {
     long k = mailbox_find_uid(mb, s->view[idx[i]].uid);

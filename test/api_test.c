@@ -9,13 +9,17 @@
 #include "imapmem.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1287,7 +1291,12 @@ static void test_trace(void) {
   CHECKM(trace_has(&t, "1 C t1 LOGIN dave ***\n"), "%s", t.text);
   CHECKM(trace_has(&t, "1 S t1 OK"), "%s", t.text);
   CHECKM(trace_has(&t, "1 S * OK") || trace_has(&t, "1 S * PREAUTH"), "greeting traced: %s", t.text);
-  CHECKM(trace_line(&t, "1 C t9 APPEND INBOX ", lit), "%s", t.text);
+  char ann[64];                /* a synchronizing literal: the command, "+", the literal */
+  snprintf(ann, sizeof ann, "1 C t9 APPEND INBOX {%zu}\n1 S + ", strlen(NEWMSG));
+  CHECKM(trace_has(&t, ann), "%s", t.text);
+  CHECKM(trace_line(&t, "1 C ", lit), "%s", t.text);
+  CHECKM(trace_has(&t, "1 * connected from 127.0.0.1:"), "%s", t.text);
+  CHECKM(trace_has(&t, "1 * disconnected: "), "%s", t.text);
   CHECKM(trace_line(&t, "1 S * 1 FETCH ", lit), "%s", t.text);   /* dave's INBOX: NEWMSG */
   CHECK(!trace_has(&t, "ZQXJ-BODY"));               /* literal contents are not shown */
   CHECK(!trace_has(&t, "s3cret"));                  /* passwords masked, every form */
@@ -1783,6 +1792,460 @@ static void test_no_sigpipe(void) {
   CHECKM(WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit status %d", WEXITSTATUS(st));
 }
 
+/*
+** ---------------------------------------------------------------------------
+** Regression tests for commit 6152f31: configuration ranges, error text on every failure
+** and per thread, descriptor ownership at imapmem_stop(), and a failed start that leaks
+** nothing.
+** ---------------------------------------------------------------------------
+*/
+
+/* Settings out of range are refused by imapmem_new, with a text that says which. */
+static void test_config_range(void) {
+  struct {
+    const char *field;
+    struct imapmem_config cfg;
+  } bad[3];
+  memset(bad, 0, sizeof bad);
+  bad[0].field = "idle_timeout";
+  bad[0].cfg.idle_timeout = 3000000;                 /* its milliseconds overflow an int */
+  bad[1].field = "max_connections";
+  bad[1].cfg.max_connections = -1;
+  bad[2].field = "max_literal";
+  int nbad = 2;
+  if (sizeof(size_t) > 4) {
+    bad[2].cfg.max_literal = (size_t)1 << (sizeof(size_t) > 4 ? 40 : 0);   /* 1 TiB */
+    nbad = 3;
+  }
+  for (int i = 0; i < nbad; i++) {
+    imapmem *srv = (imapmem *)&bad[i];               /* anything but NULL */
+    int rc = imapmem_new(&bad[i].cfg, &srv);
+    const char *msg = imapmem_errmsg(NULL);
+    CHECKM(rc == IMAPMEM_MISUSE, "%s: rc %d", bad[i].field, rc);
+    CHECKM(srv == NULL, "%s: *out not NULL", bad[i].field);
+    CHECKM(strstr(msg, bad[i].field) && strstr(msg, "range"), "%s: errmsg(NULL) \"%s\"",
+           bad[i].field, msg);
+    if (rc == IMAPMEM_OK) imapmem_free(srv);
+  }
+  /* the largest idle_timeout is accepted and a session runs normally with it */
+  struct imapmem_config cfg;
+  memset(&cfg, 0, sizeof cfg);
+  cfg.idle_timeout = 2147483;
+  imapmem *srv = NULL;
+  int rc = imapmem_new(&cfg, &srv);
+  CHECKM(rc == IMAPMEM_OK && srv, "rc %d: %s", rc, imapmem_errmsg(NULL));
+  if (!srv) return;
+  CHECK(imapmem_add_user(srv, "alice", "secret") == IMAPMEM_OK);
+  CHECK(imapmem_load(srv, "alice", BASIC) == IMAPMEM_OK);
+  struct conn *c = pair_conn(srv, NULL);
+  CHECK(c && strncmp(c->greeting, "* OK", 4) == 0);
+  if (c) {
+    CHECKM(ok(cmd(c, "LOGIN alice secret")), "%s", c->tagged);
+    CHECKM(ok(cmd(c, "NOOP")), "%s", c->tagged);
+    CHECKM(ok(cmd(c, "SELECT INBOX")) && exists_num(c->resp) == 6, "%s", c->tagged);
+    CHECKM(ok(cmd(c, "LOGOUT")), "%s", c->tagged);
+    CHECK(conn_read_eof(c, 2000));
+    conn_free(c);
+  }
+  imapmem_free(srv);
+}
+
+/* Does the text m hold name (NULL: any text will do)? */
+static int names_or_any(const char *m, const char *name) { return !name || strstr(m, name); }
+
+/* Every non-OK return leaves a text about that failure, never the previous one. */
+static void test_errmsg_every_failure(void) {
+  imapmem *srv = basic_server();
+  CHECK(srv != NULL);
+  if (!srv) return;
+  size_t n = 0;
+  uint32_t *uids = NULL, uid = 0;
+  char *s = NULL;
+  struct imapmem_until u;
+  memset(&u, 0, sizeof u);
+  u.kind = IMAPMEM_UNTIL_NO_SESSIONS;
+#define STALE_THEN(call, code, fname)                                                   \
+  do {                                                                                  \
+    int rc0 = imapmem_load(srv, "nobody-xyzzy", BASIC);                                 \
+    CHECKM(rc0 == IMAPMEM_NOTFOUND && strstr(imapmem_errmsg(srv), "nobody-xyzzy"),      \
+           "load for no such user: rc %d, \"%s\"", rc0, imapmem_errmsg(srv));           \
+    int rc1 = (call);                                                                   \
+    const char *m = imapmem_errmsg(srv);                                                \
+    CHECKM(rc1 == (code), "%s: rc %d", #call, rc1);                                     \
+    CHECKM(*m && !strstr(m, "nobody-xyzzy") && names_or_any(m, (fname)),        \
+           "%s: errmsg \"%s\"", #call, m);                                              \
+  } while (0)
+  /* the ones named in the change: the text names the function */
+  STALE_THEN(imapmem_count(srv, "alice", "INBOX", NULL), IMAPMEM_MISUSE, "imapmem_count");
+  STALE_THEN(imapmem_uids(srv, "alice", "INBOX", NULL, &n), IMAPMEM_MISUSE, "imapmem_uids");
+  STALE_THEN(imapmem_uids(srv, "alice", "INBOX", &uids, NULL), IMAPMEM_MISUSE, "imapmem_uids");
+  STALE_THEN(imapmem_start(srv, "127.0.0.1", 70000), IMAPMEM_MISUSE, "imapmem_start");
+  STALE_THEN(imapmem_start(srv, "127.0.0.1", -1), IMAPMEM_MISUSE, "imapmem_start");
+  STALE_THEN(imapmem_append(srv, "alice", "INBOX", "x", 0, NULL, &uid), IMAPMEM_MISUSE,
+             "imapmem_append");
+  STALE_THEN(imapmem_append(srv, "alice", "INBOX", NULL, 5, NULL, &uid), IMAPMEM_MISUSE,
+             "imapmem_append");
+  /* every other MISUSE: some text about this call */
+  STALE_THEN(imapmem_add_user(srv, NULL, "x"), IMAPMEM_MISUSE, NULL);
+  STALE_THEN(imapmem_add_user(srv, "", "x"), IMAPMEM_MISUSE, NULL);
+  STALE_THEN(imapmem_load(srv, "alice", NULL), IMAPMEM_MISUSE, NULL);
+  STALE_THEN(imapmem_load_mbox(srv, "alice", NULL, "", 0, NULL), IMAPMEM_MISUSE, NULL);
+  STALE_THEN(imapmem_mailboxes(srv, "alice", NULL), IMAPMEM_MISUSE, NULL);
+  STALE_THEN(imapmem_count(srv, NULL, "INBOX", &n), IMAPMEM_MISUSE, NULL);
+  STALE_THEN(imapmem_flags(srv, "alice", "INBOX", 1, NULL), IMAPMEM_MISUSE, NULL);
+  STALE_THEN(imapmem_message(srv, "alice", "INBOX", 1, NULL, &n), IMAPMEM_MISUSE, NULL);
+  STALE_THEN(imapmem_save(srv, "alice", NULL), IMAPMEM_MISUSE, NULL);
+  STALE_THEN(imapmem_wait(srv, NULL, 10), IMAPMEM_MISUSE, NULL);
+  STALE_THEN(imapmem_wait(srv, &u, -1), IMAPMEM_MISUSE, NULL);
+  STALE_THEN(imapmem_fault(srv, NULL), IMAPMEM_MISUSE, NULL);
+  STALE_THEN(imapmem_set_capability(srv, NULL, 0), IMAPMEM_MISUSE, NULL);
+  STALE_THEN(imapmem_serve_fd(srv, -1, -1, NULL), IMAPMEM_MISUSE, NULL);
+  /* and the other codes */
+  STALE_THEN(imapmem_count(srv, "alice", "NoSuchBox", &n), IMAPMEM_NOTFOUND, "NoSuchBox");
+  STALE_THEN(imapmem_flags(srv, "alice", "INBOX", 99, &s), IMAPMEM_NOTFOUND, NULL);
+  STALE_THEN(imapmem_add_user(srv, "alice", "again"), IMAPMEM_EXISTS, "alice");
+  STALE_THEN(imapmem_fault(srv, "NOOP=EXPLODE"), IMAPMEM_PARSE, NULL);
+  STALE_THEN(imapmem_set_capability(srv, "XYZZY", 0), IMAPMEM_NOTFOUND, NULL);
+  struct imapmem_until never = u;
+  never.kind = IMAPMEM_UNTIL_COUNT;
+  never.user = "alice";
+  never.mailbox = "INBOX";
+  never.count = 99;
+  STALE_THEN(imapmem_wait(srv, &never, 10), IMAPMEM_ERROR, "timed out");
+#undef STALE_THEN
+  imapmem_release(s);
+  imapmem_free(srv);
+
+  /* a call on no handle at all: the text is there for imapmem_errmsg(NULL) */
+  CHECK(imapmem_count(NULL, "alice", "INBOX", &n) == IMAPMEM_MISUSE);
+  CHECKM(*imapmem_errmsg(NULL), "errmsg(NULL) is empty");
+}
+
+/* Two threads failing on one handle at the same moments each read back their own text. */
+#define ERRMSG_ROUNDS 1000
+struct errmsg_thread {
+  imapmem *srv;
+  pthread_barrier_t *barrier;
+  int which;                 /* 0: imapmem_load of user ghost-A; 1: imapmem_count of ghost-B */
+  int wrong, badcode;
+  char example[600];
+};
+
+static void *errmsg_thread_main(void *p) {
+  struct errmsg_thread *t = p;
+  const char *mine = t->which ? "ghost-B-count" : "ghost-A-load";
+  const char *theirs = t->which ? "ghost-A-load" : "ghost-B-count";
+  for (int i = 0; i < ERRMSG_ROUNDS; i++) {
+    size_t n;
+    pthread_barrier_wait(t->barrier);          /* both fail at once ... */
+    int rc = t->which ? imapmem_count(t->srv, mine, "INBOX", &n)
+                      : imapmem_load(t->srv, mine, BASIC);
+    if (rc != IMAPMEM_NOTFOUND) t->badcode++;
+    pthread_barrier_wait(t->barrier);          /* ... both texts are written, then read */
+    char got[600];
+    snprintf(got, sizeof got, "%s", imapmem_errmsg(t->srv));
+    if (!strstr(got, mine) || strstr(got, theirs)) {
+      if (!t->wrong++) snprintf(t->example, sizeof t->example, "%s", got);
+    }
+    pthread_barrier_wait(t->barrier);          /* reads done before the next failures */
+  }
+  return NULL;
+}
+
+static void test_errmsg_per_thread(void) {
+  imapmem *srv = basic_server();
+  CHECK(srv != NULL);
+  if (!srv) return;
+  pthread_barrier_t barrier;
+  pthread_barrier_init(&barrier, NULL, 2);
+  struct errmsg_thread t[2];
+  pthread_t th[2];
+  for (int i = 0; i < 2; i++) {
+    memset(&t[i], 0, sizeof t[i]);
+    t[i].srv = srv;
+    t[i].barrier = &barrier;
+    t[i].which = i;
+    if (pthread_create(&th[i], NULL, errmsg_thread_main, &t[i]) != 0) abort();
+  }
+  for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+  pthread_barrier_destroy(&barrier);
+  for (int i = 0; i < 2; i++) {
+    CHECKM(t[i].badcode == 0, "thread %d: %d calls did not fail with NOTFOUND", i, t[i].badcode);
+    CHECKM(t[i].wrong == 0, "thread %d read a text not its own %d times of %d, e.g. \"%s\"",
+           i, t[i].wrong, ERRMSG_ROUNDS, t[i].example);
+  }
+  /* the main thread made no call that failed: nothing for it */
+  CHECKM(strcmp(imapmem_errmsg(srv), "") == 0 || !strstr(imapmem_errmsg(srv), "ghost-"),
+         "main thread sees \"%s\"", imapmem_errmsg(srv));
+  imapmem_free(srv);
+}
+
+/*
+** Descriptor ownership: imapmem_stop() never touches a session's descriptors; a session's
+** own thread closes them. The test makes descriptors of its own at the moments their
+** numbers are likely to be ones a session has just closed (sessions that ended, and a
+** thread that makes descriptors while imapmem_stop() runs), and checks after the stop
+** that every one still carries a byte from one end to the other.
+*/
+#define OWN_MAX 256
+struct own_fds {
+  int fd[OWN_MAX][2];        /* [0]: write end, [1]: read end (pipe or socketpair) */
+  int n;
+};
+
+static void own_add(struct own_fds *o, int sock) {
+  if (o->n >= OWN_MAX) return;
+  int p[2];
+  int r = sock ? socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p) : pipe2(p, O_CLOEXEC);
+  if (r < 0) return;
+  o->fd[o->n][0] = sock ? p[0] : p[1];
+  o->fd[o->n][1] = sock ? p[1] : p[0];
+  o->n++;
+}
+
+/* How many of o's descriptor pairs do not carry a byte; the first failure goes to why. */
+static int own_broken(struct own_fds *o, char *why, size_t whycap) {
+  int bad = 0;
+  for (int i = 0; i < o->n; i++) {
+    char b = (char)('a' + i % 26), got = 0;
+    ssize_t w = send(o->fd[i][0], &b, 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (w < 0 && errno == ENOTSOCK) w = write(o->fd[i][0], &b, 1);
+    int e = errno;
+    struct pollfd pf = {o->fd[i][1], POLLIN, 0};
+    ssize_t r = w == 1 && poll(&pf, 1, 1000) == 1 ? read(o->fd[i][1], &got, 1) : -1;
+    if (w != 1 || r != 1 || got != b) {
+      if (!bad++)
+        snprintf(why, whycap, "descriptors %d -> %d: write %zd (%s), read %zd", o->fd[i][0],
+                 o->fd[i][1], w, w < 0 ? strerror(e) : "ok", r);
+    }
+  }
+  return bad;
+}
+
+static void own_close(struct own_fds *o) {
+  for (int i = 0; i < o->n; i++) {
+    close(o->fd[i][0]);
+    close(o->fd[i][1]);
+  }
+  o->n = 0;
+}
+
+struct churn {
+  struct own_fds own;
+  atomic_int stop;
+};
+
+static void *churn_main(void *p) {
+  struct churn *ch = p;
+  for (int i = 0; !atomic_load(&ch->stop) && ch->own.n < OWN_MAX; i++) {
+    own_add(&ch->own, i % 3 != 2);
+    if (i % 8 == 7) sched_yield();
+  }
+  return NULL;
+}
+
+static void test_stop_leaves_descriptors_alone(void) {
+  enum { ROUNDS = 200, NS = 8 };
+  int broken_rounds = 0, slow_rounds = 0, open_clients = 0, worst_ms = 0;
+  char why[512] = "";
+  for (int round = 0; round < ROUNDS; round++) {
+    imapmem *srv = basic_server();
+    if (!srv) {
+      CHECK(srv != NULL);
+      return;
+    }
+    /* Sessions: on one socketpair end (some preauthenticated), on two socketpairs (in and
+       out apart) and on two pipes, as stdin/stdout would be. client[k] is what the test
+       writes to (-1: the same as cread[k]), cread[k] what it reads from. */
+    int client[NS], cread[NS];
+    for (int k = 0; k < NS; k++) {
+      client[k] = cread[k] = -1;
+      int a[2], b[2];
+      if (k < 4) {
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, a) < 0) continue;
+        if (imapmem_serve_fd(srv, a[0], a[0], k % 2 ? "alice" : NULL) != IMAPMEM_OK) {
+          close(a[1]);
+          continue;
+        }
+        cread[k] = a[1];
+      } else {
+        int sock = k < 7;
+        int r1 = sock ? socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, a) : pipe2(a, O_CLOEXEC);
+        int r2 = sock ? socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, b) : pipe2(b, O_CLOEXEC);
+        if (r1 < 0 || r2 < 0) continue;
+        /* the server reads a[0] and writes b[sock ? 0 : 1]; the test the other ends */
+        int out = sock ? b[0] : b[1], back = sock ? b[1] : b[0];
+        if (imapmem_serve_fd(srv, a[0], out, "alice") != IMAPMEM_OK) {
+          close(a[1]);
+          close(back);
+          continue;
+        }
+        client[k] = a[1];
+        cread[k] = back;
+      }
+    }
+    /* everyone greeted: the session threads run */
+    for (int k = 0; k < NS; k++) {
+      if (cread[k] < 0) continue;
+      struct pollfd pf = {cread[k], POLLIN, 0};
+      char g[512];
+      if (poll(&pf, 1, IO_TIMEOUT) == 1) {
+        ssize_t r = read(cread[k], g, sizeof g);
+        (void)r;
+      }
+    }
+    /* Session 6 (in and out on two socketpairs) is kept busy writing: its client asks for
+       much more than the socket holds and never reads it. Every tenth round. */
+    if (round % 10 == 0 && client[6] >= 0) {
+      static char cmds[16384];
+      size_t len = (size_t)snprintf(cmds, sizeof cmds, "s SELECT INBOX\r\n");
+      for (int i = 0; len + 64 < sizeof cmds; i++)
+        len += (size_t)snprintf(cmds + len, sizeof cmds - len, "f%d FETCH 1:* BODY[]\r\n", i);
+      ssize_t w = send(client[6], cmds, len, MSG_DONTWAIT | MSG_NOSIGNAL);   /* never blocks */
+      (void)w;
+      sleep_ms(20);
+    }
+    /* Sessions 0, 2, 4 and 7 end: their clients go away ... */
+    int ended[] = {0, 2, 4, 7};
+    for (size_t i = 0; i < sizeof ended / sizeof *ended; i++) {
+      int k = ended[i];
+      if (client[k] >= 0) {
+        close(client[k]);
+        client[k] = -1;
+      } else if (cread[k] >= 0) {
+        close(cread[k]);
+        cread[k] = -1;
+      }
+    }
+    /* ... and the test makes descriptors of its own at once, then while stop runs */
+    struct own_fds own;
+    own.n = 0;
+    for (int i = 0; i < 12; i++) own_add(&own, i % 3 != 2);
+    struct churn *ch = calloc(1, sizeof *ch);
+    if (!ch) abort();
+    atomic_init(&ch->stop, 0);
+    pthread_t cth;
+    int churning = pthread_create(&cth, NULL, churn_main, ch) == 0;
+    long t0 = now_ms();
+    int rc = imapmem_stop(srv);
+    long took = now_ms() - t0;
+    atomic_store(&ch->stop, 1);
+    if (churning) pthread_join(cth, NULL);
+    CHECKM(rc == IMAPMEM_OK, "round %d: stop rc %d", round, rc);
+    if (took > worst_ms) worst_ms = (int)took;
+    if (took >= 900) slow_rounds++;
+    char w1[128] = "", w2[128] = "";
+    int b1 = own_broken(&own, w1, sizeof w1), b2 = own_broken(&ch->own, w2, sizeof w2);
+    if (b1 || b2) {
+      if (!broken_rounds++)
+        snprintf(why, sizeof why, "round %d: %d + %d broken; %s%s", round, b1, b2, w1, w2);
+    }
+    /* every session closed its end: the clients still open see the end */
+    for (int k = 0; k < NS; k++) {
+      if (cread[k] < 0) continue;
+      long end = now_ms() + 3000;
+      int eof = 0;
+      char buf[65536];
+      while (!eof && now_ms() < end) {
+        struct pollfd pf = {cread[k], POLLIN, 0};
+        if (poll(&pf, 1, 100) != 1) continue;
+        ssize_t r = read(cread[k], buf, sizeof buf);
+        if (r <= 0) eof = 1;
+      }
+      if (!eof) open_clients++;
+      close(cread[k]);
+      if (client[k] >= 0) close(client[k]);
+    }
+    own_close(&own);
+    own_close(&ch->own);
+    free(ch);
+    imapmem_free(srv);
+  }
+  CHECKM(broken_rounds == 0, "a test-owned descriptor stopped working in %d of %d rounds: %s",
+         broken_rounds, ROUNDS, why);
+  CHECKM(open_clients == 0, "%d sessions' descriptors were still open after stop", open_clients);
+  /* a session waiting to write to a client that does not read gives way to stop at once,
+     without the stop thread cutting its descriptors off */
+  CHECKM(slow_rounds == 0, "imapmem_stop took 900 ms or more in %d rounds (worst %d ms)",
+         slow_rounds, worst_ms);
+}
+
+/* The number of open descriptors of this process. */
+static int open_fd_count(void) {
+  DIR *d = opendir("/proc/self/fd");
+  if (!d) return -1;
+  int n = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL)
+    if (e->d_name[0] != '.') n++;
+  closedir(d);
+  return n;
+}
+
+static void *nothing_main(void *p) { return p; }
+
+/* A failed imapmem_start (the accept thread cannot be created) leaks no descriptor. */
+static void test_failed_start_leaks_nothing(void) {
+  fflush(stdout);
+  fflush(stderr);
+  pid_t pid = fork();
+  if (pid == 0) {
+    /* in the child: threads get a default stack larger than the address space can hold,
+       so pthread_create fails */
+    imapmem *srv = basic_server();
+    if (!srv) _exit(3);
+    struct addrinfo *ai = NULL;                 /* whatever the resolver keeps open */
+    if (getaddrinfo("127.0.0.1", "0", NULL, &ai) == 0) freeaddrinfo(ai);
+    pthread_attr_t normal, huge;
+    if (pthread_getattr_default_np(&normal) != 0) _exit(77);
+    pthread_attr_init(&huge);
+    if (pthread_attr_setstacksize(&huge, (size_t)1 << (sizeof(size_t) > 4 ? 46 : 31)) != 0 ||
+        pthread_setattr_default_np(&huge) != 0)
+      _exit(77);
+    pthread_t probe;
+    if (pthread_create(&probe, NULL, nothing_main, NULL) == 0) {
+      pthread_join(probe, NULL);
+      _exit(77);                                /* cannot make it fail here: skip */
+    }
+    int before = open_fd_count();
+    int rc = imapmem_start(srv, "127.0.0.1", 0);
+    int after = open_fd_count();
+    int port = imapmem_port(srv);
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", imapmem_errmsg(srv));
+    pthread_setattr_default_np(&normal);
+    int fails = 0;
+    if (rc == IMAPMEM_OK) {
+      fprintf(stderr, "FAIL: imapmem_start succeeded without an accept thread\n");
+      fails++;
+    }
+    if (after != before) {
+      fprintf(stderr, "FAIL: %d descriptors open before the failed start, %d after\n", before,
+              after);
+      fails++;
+    }
+    if (port != -1 || !*msg) {
+      fprintf(stderr, "FAIL: after the failed start: port %d, errmsg \"%s\"\n", port, msg);
+      fails++;
+    }
+    /* nothing half-started is left: with threads possible again, a start works */
+    if (imapmem_start(srv, "127.0.0.1", 0) != IMAPMEM_OK || imapmem_port(srv) <= 0) {
+      fprintf(stderr, "FAIL: start after the failed start: %s\n", imapmem_errmsg(srv));
+      fails++;
+    }
+    imapmem_free(srv);
+    _exit(fails ? 1 : 0);
+  }
+  int st = 0;
+  CHECK(pid > 0 && waitpid(pid, &st, 0) == pid);
+  if (WIFEXITED(st) && WEXITSTATUS(st) == 77) {
+    printf("    (skipped: pthread_create could not be made to fail)\n");
+    return;
+  }
+  CHECKM(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child: %s %d",
+         WIFEXITED(st) ? "exit status" : "signal", WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+}
+
 int main(void) {
   struct {
     const char *name;
@@ -1803,6 +2266,11 @@ int main(void) {
     {"faults", test_faults},
     {"reset", test_reset},
     {"save_load", test_save_load},
+    {"config_range", test_config_range},
+    {"errmsg_every_failure", test_errmsg_every_failure},
+    {"errmsg_per_thread", test_errmsg_per_thread},
+    {"stop_leaves_fds", test_stop_leaves_descriptors_alone},
+    {"failed_start_leaks", test_failed_start_leaks_nothing},
   };
   /* From here on a vanished peer must not end the test run; test_no_sigpipe checked
      that the library does not rely on this. */

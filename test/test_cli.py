@@ -6,12 +6,17 @@ and line, users and fixture layout, signals, and the connection limit.  Fixture 
 (flags, sizes, UIDs) are computed from the files by imapref.read_mbox; see the comment
 block at the top of test_commands.py.
 """
+import array
+import fcntl
 import os
 import re
+import select
+import shutil
 import signal
 import socket
 import subprocess
 import tempfile
+import termios
 import time
 import unittest
 
@@ -439,6 +444,330 @@ class Limits(Base):
         self.assertLess(time.time() - t0, 8)
         fresh = self.raw(s)             # the server goes on
         fresh.ok("NOOP")
+
+
+# ---------------------------------------------------------------------------------------
+# Regression tests for the options, host names, --user escapes, --idle-timeout range,
+# signal reports and output waits changed in commit 6152f31.
+
+def read_line(fd, buf, timeout=5.0):
+    """One line ("...\n") from the pipe fd, using and updating the bytearray buf (bytes read
+    earlier but not used); b"" if no whole line arrives within timeout seconds."""
+    deadline = time.time() + timeout
+    while b"\n" not in buf:
+        left = deadline - time.time()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return b""
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return b""
+        buf += chunk
+    i = buf.index(b"\n") + 1
+    line = bytes(buf[:i])
+    del buf[:i]
+    return line
+
+
+def wait_until(pred, timeout=5.0, step=0.02):
+    deadline = time.time() + timeout
+    while True:
+        v = pred()
+        if v or time.time() > deadline:
+            return v
+        time.sleep(step)
+
+
+def cpu_seconds(pid):
+    """utime + stime of process pid, in seconds (all its threads, from /proc/PID/stat)."""
+    with open("/proc/%d/stat" % pid, "rb") as f:
+        stat = f.read()
+    fields = stat[stat.rindex(b")") + 2:].split()   # after "pid (comm) "
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class UnknownOptions(unittest.TestCase):
+    """An unknown option is named as unknown, not taken for one that needs a value."""
+
+    def test_unknown_option_is_named(self):
+        for args in (["--bogus"], ["-z"], ["-p", "0", "--bogus", BASIC]):
+            opt = args[0] if len(args) == 1 else "--bogus"
+            p = run(args, timeout=5)
+            err = p.stderr.decode("utf-8", "replace")
+            self.assertEqual(p.returncode, 2, (args, err))
+            self.assertNotIn(b"listening", p.stdout, args)
+            self.assertIn("unknown option", err, args)
+            self.assertIn(opt, err, args)
+            self.assertNotIn("needs a value", err, args)
+
+
+class BindHostName(Base):
+    def test_bind_localhost(self):
+        s = self.start("-b", "localhost", BASIC)
+        m = READY4.match(s.ready_line)
+        self.assertTrue(m, s.ready_line)
+        r = Raw("127.0.0.1", int(m.group(1)))
+        self.addCleanup(r.close)
+        self.assertTrue(r.greeting.startswith(b"* OK"), r.greeting)
+        r.ok("LOGIN test test")
+        self.assertEqual(exists(r.ok("SELECT INBOX")), len(imapref.read_mbox(BASIC)))
+
+    def test_unresolvable_host_is_named(self):
+        p = run(["-p", "0", "-b", "nonexistent.invalid", BASIC], timeout=60)
+        err = p.stderr.decode("utf-8", "replace")
+        self.assertEqual(p.returncode, 2, err)
+        self.assertNotIn(b"listening", p.stdout)
+        self.assertIn("nonexistent.invalid", err)
+
+
+class UserEscapes(Base):
+    r"""--user NAME:PASSWORD[:PATH]: "\:" is ':' and "\\" a backslash; other backslashes
+    are themselves."""
+
+    def login_count(self, s, user, password, box="INBOX"):
+        c = s.imap(user, password)      # imaplib quotes the password: LOGIN ann "p:w"
+        try:
+            typ, data = c.select(box)
+            self.assertEqual(typ, "OK", data)
+            return int(data[0])
+        finally:
+            c.logout()
+
+    def test_escaped_colon_in_password(self):
+        s = self.start("-u", r"ann:p\:w")
+        self.assertEqual(self.login_count(s, "ann", "p:w"), 0)
+        u, t = self.raw(s, login=None).cmd('LOGIN ann "p\\\\"')
+        self.assertTrue(t.startswith(b"NO"), t)
+
+    def test_escaped_colon_then_path(self):
+        s = self.start("-u", r"ann:p\:w:" + BASIC)
+        self.assertEqual(self.login_count(s, "ann", "p:w"), len(imapref.read_mbox(BASIC)))
+
+    def test_escaped_backslash_before_path_separator(self):
+        s = self.start("-u", "ann:p\\\\:" + BASIC)          # the argument is ann:p\\:PATH
+        self.assertEqual(self.login_count(s, "ann", "p\\"), len(imapref.read_mbox(BASIC)))
+
+    def test_plain_backslash_is_itself(self):
+        s = self.start("-u", r"ann:a\b")
+        self.assertEqual(self.login_count(s, "ann", "a\\b"), 0)
+        s2 = self.start("-u", r"ann:a\b:" + BASIC)
+        self.assertEqual(self.login_count(s2, "ann", "a\\b"), len(imapref.read_mbox(BASIC)))
+
+
+class IdleTimeoutRange(Base):
+    def test_out_of_range_is_refused(self):
+        for v in ("3000000", "2147484"):
+            try:
+                p = run(["-p", "0", "--idle-timeout", v, BASIC], timeout=5)
+            except subprocess.TimeoutExpired:
+                self.fail("--idle-timeout %s was accepted: the server started" % v)
+            err = p.stderr.decode("utf-8", "replace")
+            self.assertEqual(p.returncode, 2, (v, err))
+            self.assertNotIn(b"listening", p.stdout)
+            self.assertIn(v, err)
+
+    def test_largest_serves_normally(self):
+        # With the UBSan build an overflowing idle time in milliseconds stopped the server
+        # on the first command; this one must serve and stop cleanly (stop() checks stderr).
+        s = self.start("--idle-timeout", "2147483", BASIC)
+        c = s.imap()
+        self.assertEqual(c.noop()[0], "OK")
+        typ, data = c.select("INBOX")
+        self.assertEqual((typ, int(data[0])), ("OK", len(imapref.read_mbox(BASIC))))
+        self.assertEqual(c.logout()[0], "BYE")
+
+
+class SignalReports(Base):
+    """SIGHUP and SIGUSR1 say when they are done; a clean stop says nothing."""
+
+    def tempdir(self):
+        d = tempfile.mkdtemp(prefix="imapmem-cli-")
+        self.addCleanup(shutil.rmtree, d, True)
+        return d
+
+    def test_sighup_says_reset_when_done(self):
+        s = self.start(BASIC)
+        n = len(imapref.read_mbox(BASIC))
+        r = self.raw(s)
+        r.ok("CREATE Extra")
+        r.ok("APPEND INBOX {19+}\r\nSubject: x\r\n\r\nbody\r\n")
+        self.assertEqual(self.count(r, "INBOX"), n + 1)
+        buf = bytearray()
+        s.proc.send_signal(signal.SIGHUP)
+        self.assertEqual(read_line(s.proc.stdout.fileno(), buf), b"imapmem: reset\n")
+        # the line comes after the reset: the state is the fixture's at once
+        self.assertEqual(self.count(r, "INBOX"), n)
+        u, t = r.cmd('STATUS "Extra" (MESSAGES)')
+        self.assertTrue(t.startswith(b"NO"), t)
+        s.proc.send_signal(signal.SIGHUP)            # and again
+        self.assertEqual(read_line(s.proc.stdout.fileno(), buf), b"imapmem: reset\n")
+        self.assertEqual(bytes(buf), b"")
+
+    def test_sigusr1_says_saved_after_the_files_exist(self):
+        d = self.tempdir()
+        s = self.start("--save", d, BASIC)
+        r = self.raw(s)
+        r.ok("SELECT INBOX")
+        r.ok("UID STORE 4 +FLAGS ($SavedNow)")
+        s.proc.send_signal(signal.SIGUSR1)
+        buf = bytearray()
+        self.assertEqual(read_line(s.proc.stdout.fileno(), buf), b"imapmem: saved %s\n" % d.encode())
+        path = os.path.join(d, "INBOX.mbox")
+        self.assertTrue(os.path.isfile(path), os.listdir(d))
+        with open(path, "rb") as f:
+            self.assertIn(b"$SavedNow", f.read())
+        r.ok("NOOP")
+
+    def test_sigusr1_without_save_says_so_and_serves_on(self):
+        s = self.start(BASIC)
+        r = self.raw(s)
+        s.proc.send_signal(signal.SIGUSR1)
+        got = wait_until(lambda: "--save" in s.stderr())
+        self.assertTrue(got, "nothing on stderr after SIGUSR1: %r" % s.stderr())
+        err = s.stderr()
+        self.assertEqual(len(err.splitlines()), 1, err)
+        self.assertRegex(err, r"^imapmem: .*--save.*\n$")
+        r.ok("NOOP")                    # still serving, session intact
+        self.assertEqual(exists(r.ok("SELECT INBOX")), len(imapref.read_mbox(BASIC)))
+        self.assertIsNone(s.proc.poll())
+        buf = bytearray()
+        self.assertEqual(read_line(s.proc.stdout.fileno(), buf, 0.3), b"")   # stdout: nothing
+
+    def test_clean_sigterm_says_nothing(self):
+        s = Server(BASIC)
+        try:
+            authed = s.raw(login=("test", "test"))
+            selected = s.raw(login=("test", "test"))
+            selected.ok("SELECT INBOX")
+            s.proc.send_signal(signal.SIGTERM)
+            self.assertEqual(s.proc.wait(10), 0)
+            for r in (authed, selected):
+                self.assertIn(b"* BYE", read_to_eof(r))
+                r.close()
+            self.assertEqual(s.proc.stdout.read(), b"")
+            self.assertEqual(s.stderr(), "")
+        finally:
+            s.stop()
+            s.stderr_file.close()
+
+    def test_stdio_reports_go_to_stderr(self):
+        d = self.tempdir()
+        errf = tempfile.TemporaryFile()
+        self.addCleanup(errf.close)
+        p = subprocess.Popen([imapserver.BIN, "--stdio", "--save", d, BASIC],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errf)
+
+        def cleanup():
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+            for f in (p.stdin, p.stdout):
+                try:
+                    f.close()
+                except OSError:
+                    pass
+        self.addCleanup(cleanup)
+
+        def stderr():
+            errf.seek(0)
+            return errf.read().decode("utf-8", "replace")
+
+        fd, buf, seen = p.stdout.fileno(), bytearray(), []
+
+        def until_tagged(tag):
+            while True:
+                line = read_line(fd, buf)
+                self.assertTrue(line, "no reply to %s; have %r" % (tag, seen))
+                seen.append(line)
+                if line.startswith(tag + b" "):
+                    return line
+
+        greeting = read_line(fd, buf)
+        seen.append(greeting)
+        self.assertTrue(greeting.startswith(b"* PREAUTH"), greeting)
+        p.send_signal(signal.SIGHUP)
+        self.assertTrue(wait_until(lambda: "imapmem: reset\n" in stderr()), stderr())
+        p.stdin.write(b"a1 NOOP\r\n")
+        p.stdin.flush()
+        self.assertTrue(until_tagged(b"a1").startswith(b"a1 OK"), seen)
+        p.send_signal(signal.SIGUSR1)
+        self.assertTrue(wait_until(lambda: "imapmem: saved %s\n" % d in stderr()), stderr())
+        self.assertTrue(os.path.isfile(os.path.join(d, "INBOX.mbox")), os.listdir(d))
+        p.stdin.write(b"a2 NOOP\r\na3 LOGOUT\r\n")
+        p.stdin.flush()
+        self.assertTrue(until_tagged(b"a2").startswith(b"a2 OK"), seen)
+        self.assertTrue(until_tagged(b"a3").startswith(b"a3 OK"), seen)
+        self.assertEqual(p.wait(10), 0, stderr())
+        rest = p.stdout.read()
+        seen.append(bytes(buf) + rest)
+        out = b"".join(seen)
+        self.assertNotIn(b"imapmem:", out)            # the protocol stream stays clean
+        self.assertEqual(bytes(buf) + rest, b"")
+        self.assertEqual(stderr(), "imapmem: reset\nimapmem: saved %s\n" % d)
+
+
+class NoBusySpin(unittest.TestCase):
+    """A session waiting for room on a full output pipe, then woken (SIGHUP resets its
+    mailbox), waits without using the CPU."""
+
+    def test_woken_session_waiting_to_write_does_not_spin(self):
+        errf = tempfile.TemporaryFile()
+        self.addCleanup(errf.close)
+        p = subprocess.Popen([imapserver.BIN, "--stdio", BASIC], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=errf)
+
+        def cleanup():
+            for f in (p.stdin, p.stdout):
+                try:
+                    f.close()
+                except OSError:
+                    pass
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+        self.addCleanup(cleanup)
+        out, buf = p.stdout.fileno(), bytearray()
+        self.assertTrue(read_line(out, buf).startswith(b"* PREAUTH"))
+        inp = p.stdin.fileno()
+        os.write(inp, b"s SELECT INBOX\r\n")
+        os.set_blocking(inp, False)
+        # Fill both pipes: the server writes FETCH answers nobody reads until stdout is
+        # full, then stops reading commands until stdin is full too. Full: stdin takes no
+        # more and what waits in stdout stays the same for a while.
+        deadline = time.time() + 20
+        n, last, steady = 0, -1, 0
+        while steady < 5:
+            if time.time() > deadline:
+                self.fail("the pipes did not fill (%d commands sent)" % n)
+            stdin_full = False
+            try:
+                for _ in range(1000):
+                    os.write(inp, b"f%d FETCH 1:* BODY[]\r\n" % (n + 1))
+                    n += 1
+            except BlockingIOError:
+                stdin_full = True
+            queued = array.array("i", [0])
+            fcntl.ioctl(out, termios.FIONREAD, queued)
+            steady = steady + 1 if stdin_full and queued[0] == last and last > 0 else 0
+            last = queued[0]
+            time.sleep(0.05)
+        self.assertIsNone(p.poll())
+        p.send_signal(signal.SIGHUP)          # wakes the session: its mailbox is reset
+        time.sleep(0.3)                       # let the wake-up arrive
+        cpu0, t0 = cpu_seconds(p.pid), time.time()
+        time.sleep(1.5)
+        used, wall = cpu_seconds(p.pid) - cpu0, time.time() - t0
+        self.assertLess(used, 0.3, "imapmem used %.2f s of CPU in %.2f s while its session "
+                        "waited for room to write" % (used, wall))
+        # and the wake-up was real: once the output is read, the session says BYE (its
+        # selected mailbox was reset) and ends
+        data, deadline = bytes(buf), time.time() + 20
+        while b"* BYE" not in data and time.time() < deadline:
+            if select.select([out], [], [], 1)[0]:
+                chunk = os.read(out, 1 << 20)
+                if not chunk:
+                    break
+                data = data[-100:] + chunk
+        self.assertIn(b"* BYE", data)
 
 
 if __name__ == "__main__":
