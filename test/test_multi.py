@@ -290,6 +290,57 @@ class UpdatesTest(MultiBase):
         ub = b.ok("CHECK")                             # also before CHECK's tagged reply
         self.assertEqual(flags_of(fetches(ub)[5][-1]), {b"\\Answered"}, ub)
 
+    def test_new_keyword_announced_before_fetch_shows_it(self):
+        # RFC 3501 7.2.6: FLAGS lists the flags the mailbox has; a client (imaptest, for one)
+        # rejects a FETCH naming a keyword FLAGS never announced.  A keyword new to the
+        # mailbox goes to every session with it selected as * FLAGS and * OK [PERMANENTFLAGS],
+        # before any FETCH that shows it: to the storer within its own STORE answer, to the
+        # others with their next command
+        def order(untagged, keyword, fetch):
+            """Positions of the first FLAGS, PERMANENTFLAGS and `fetch` FETCH lines naming
+            keyword (None when absent), checking the lists of the first two."""
+            got = {"FLAGS": None, "PERMANENTFLAGS": None, "FETCH": None}
+            for i, line in enumerate(split_responses(untagged)):
+                m = (re.match(rb"\* (FLAGS) \(([^)]*)\)\r\n$", line) or
+                     re.match(rb"\* OK \[(PERMANENTFLAGS) \(([^)]*)\)\]", line) or
+                     re.match(rb"\* %d (FETCH) .*FLAGS \(([^)]*)\)" % fetch, line))
+                if not m or keyword not in m.group(2).split():
+                    continue
+                what = m.group(1).decode()
+                if got[what] is None:
+                    got[what] = i
+                listed = set(m.group(2).split())
+                system = {b"\\Answered", b"\\Flagged", b"\\Deleted", b"\\Seen", b"\\Draft"}
+                if what == "FLAGS":
+                    self.assertTrue(system <= listed, line)
+                elif what == "PERMANENTFLAGS":
+                    self.assertTrue(system | {b"\\*"} <= listed, line)
+            return got
+
+        a, b, c = self.conn(), self.conn(), self.conn(select=None)
+        ua = a.ok("STORE 1 +FLAGS ($Brandnew)")
+        got = order(ua, b"$Brandnew", 1)
+        self.assertIsNotNone(got["FETCH"], ua)
+        self.assertIsNotNone(got["FLAGS"], "no * FLAGS announced $Brandnew: %r" % ua)
+        self.assertIsNotNone(got["PERMANENTFLAGS"], "no PERMANENTFLAGS with $Brandnew: %r" % ua)
+        self.assertLess(got["FLAGS"], got["FETCH"], ua)
+        self.assertLess(got["PERMANENTFLAGS"], got["FETCH"], ua)
+        ub = b.ok("NOOP")
+        got = order(ub, b"$Brandnew", 1)
+        self.assertIsNotNone(got["FETCH"], ub)
+        self.assertIsNotNone(got["FLAGS"], "no * FLAGS announced $Brandnew: %r" % ub)
+        self.assertIsNotNone(got["PERMANENTFLAGS"], "no PERMANENTFLAGS with $Brandnew: %r" % ub)
+        self.assertLess(got["FLAGS"], got["FETCH"], ub)
+        self.assertLess(got["PERMANENTFLAGS"], got["FETCH"], ub)
+        # a keyword an APPEND brings: announced by the time the new message can be fetched
+        _, tagged = append(c, "INBOX", new_message("kw@multi.example"), "($Appended)")
+        self.assertTrue(tagged.startswith(b"OK"), tagged)
+        ub = b.ok("NOOP") + b.ok("FETCH 7 (FLAGS)")
+        got = order(ub, b"$Appended", 7)
+        self.assertIsNotNone(got["FETCH"], ub)
+        self.assertIsNotNone(got["FLAGS"], "no * FLAGS announced $Appended: %r" % ub)
+        self.assertLess(got["FLAGS"], got["FETCH"], ub)
+
     def test_many_flag_changes_reported_once_each_with_final_flags(self):
         # 400 STOREs on 6 messages: the server's flag-change log is compacted along the
         # way; a session that was not looking gets one FETCH per changed message, with
