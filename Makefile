@@ -33,19 +33,24 @@ build/api_test: test/api_test.c imapmem.c imapmem.h | build
 build/api_test-tsan: test/api_test.c imapmem.c imapmem.h | build
 	$(CC) $(WARN) -O1 -g -fsanitize=thread -pthread -I. test/api_test.c imapmem.c -o $@
 
+# The server built against musl as well as glibc, when Debian's musl-tools is there.
+MUSL_CC := $(shell command -v musl-gcc 2>/dev/null)
+build/imapmem-musl: imapmem.c imapmem.h | build
+	$(MUSL_CC) $(WARN) -O1 -g -pthread -DIMAPMEM_MAIN imapmem.c -o $@
+
 build/embed_example: test/embed_example.c imapmem.c imapmem.h | build
 	$(CC) $(WARN) -O1 -g -pthread -I. test/embed_example.c imapmem.c -o $@
 
 TEST_BINS = imapmem build/imapmem-asan build/imapmem-tsan build/unit build/unit-asan \
-  build/api_test build/api_test-tsan build/embed_example
+  build/api_test build/api_test-tsan build/embed_example $(if $(MUSL_CC),build/imapmem-musl)
 
 # Every test: C unit tests (plain and sanitized), the in-process API tests under ASan+UBSan
-# and under TSan, the wire tests against the plain and the ASan+UBSan server, and the
-# multi-client and concurrency tests against the TSan server.
+# and under TSan, the wire tests against the plain, the ASan+UBSan and (with musl-gcc) the
+# musl server, and the multi-client and concurrency tests against the TSan server.
 test: $(TEST_BINS)
 	$(PY) test/run.py --c build/unit --c build/unit-asan --c build/api_test \
 	  --c build/api_test-tsan --c 'valgrind:build/embed_example' \
-	  --wire ./imapmem --wire build/imapmem-asan \
+	  --wire ./imapmem --wire build/imapmem-asan $(if $(MUSL_CC),--wire build/imapmem-musl) \
 	  --wire 'build/imapmem-tsan:test_multi.py,test_concurrency.py'
 
 # Benchmarks (never part of `make test`): see the README's Performance section.

@@ -2246,6 +2246,26 @@ static void test_failed_start_leaks_nothing(void) {
          WIFEXITED(st) ? "exit status" : "signal", WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
 }
 
+/* A name a client could not CREATE is refused by imapmem_load_mbox, and nothing is made. */
+static void test_load_mbox_names(void) {
+  imapmem *srv;
+  CHECK(imapmem_new(NULL, &srv) == IMAPMEM_OK);
+  CHECK(imapmem_add_user(srv, "u", "p") == IMAPMEM_OK);
+  const char *bad[] = {"../x", "/abs", "a*b", "a%", "a//b", "x/.hidden", ".x", "a/", "tab\there"};
+  const char *box = "From a Mon Jan  1 00:00:00 2024\nSubject: x\n\nx\n";
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    CHECKM(imapmem_load_mbox(srv, "u", bad[i], box, strlen(box), NULL) == IMAPMEM_MISUSE, "%s",
+           bad[i]);
+    CHECKM(strstr(imapmem_errmsg(srv), "could create") != NULL, "%s: %s", bad[i],
+           imapmem_errmsg(srv));
+  }
+  char *names = NULL;
+  CHECK(imapmem_mailboxes(srv, "u", &names) == IMAPMEM_OK && names && !strcmp(names, "INBOX\n"));
+  imapmem_release(names);
+  CHECK(imapmem_load_mbox(srv, "u", "Good/Name", box, strlen(box), NULL) == IMAPMEM_OK);
+  imapmem_free(srv);
+}
+
 int main(void) {
   struct {
     const char *name;
@@ -2271,6 +2291,7 @@ int main(void) {
     {"errmsg_per_thread", test_errmsg_per_thread},
     {"stop_leaves_fds", test_stop_leaves_descriptors_alone},
     {"failed_start_leaks", test_failed_start_leaks_nothing},
+    {"load_mbox_names", test_load_mbox_names},
   };
   /* From here on a vanished peer must not end the test run; test_no_sigpipe checked
      that the library does not rely on this. */

@@ -345,6 +345,43 @@ class DirectoryFixture(Base):
             self.assertEqual(self.count(r, "INBOX"), 0)
             self.assertEqual(self.count(r, "Archive"), 2)
 
+    def refused(self, layout, *want):
+        """A fixture folder with these files: exit 2, naming the file, nothing served."""
+        with tempfile.TemporaryDirectory() as d:
+            for name in layout:
+                if name.endswith("/"):
+                    os.makedirs(os.path.join(d, name), exist_ok=True)
+                else:
+                    write_mbox(d, name, open(CRLF, "rb").read())
+            p = run(["-p", "0", d])
+            self.assertEqual(p.returncode, 2, (layout, p.stderr))
+            self.assertEqual(p.stdout, b"", layout)
+            for w in want:
+                self.assertIn(w.encode(), p.stderr, (layout, p.stderr))
+
+    def test_names_a_client_could_not_create_are_refused(self):
+        self.refused(["a*b.mbox"], "a*b.mbox", "wildcards")
+        self.refused(["Work/100%.mbox"], "100%.mbox")
+        self.refused([".hidden.mbox"], ".hidden.mbox", "starting with '.'")
+        self.refused(["Work/.old/x.mbox"], ".old", "starting with '.'")
+        self.refused(["tab\there.mbox"], "control characters")
+
+    def test_two_files_that_are_one_mailbox_are_an_error(self):
+        self.refused(["INBOX.mbox", "inbox.mbox"], "INBOX.mbox", "inbox.mbox", "both mailbox INBOX")
+        self.refused(["INBOX/Sub.mbox", "inbox/Sub.mbox"], "both mailbox INBOX/Sub")
+
+    def test_other_files_are_left_alone(self):
+        """Files that are not mailboxes, hidden ones included, are not loaded or refused."""
+        with tempfile.TemporaryDirectory() as d:
+            write_mbox(d, "INBOX.mbox", open(BASIC, "rb").read())
+            write_mbox(d, ".DS_Store", b"\0\0junk")
+            write_mbox(d, "README.txt", b"notes")
+            s = self.start(d)
+            r = self.raw(s)
+            names = sorted(imapref.name_of(x[3]) for x in
+                           imapref.responses(r.ok('LIST "" "*"'), "LIST"))
+            self.assertEqual(names, ["INBOX"])
+
 
 class UidValidity(Base):
     def select_codes(self, s):
@@ -368,6 +405,35 @@ class UidValidity(Base):
         c = self.select_codes(s)
         self.assertEqual(c["UIDVALIDITY"], [12345])
         self.assertEqual(c["UIDNEXT"], [40])
+
+    def test_default_stays_across_restarts_while_the_file_is_unchanged(self):
+        """No X-IMAPbase and no --uidvalidity: UIDVALIDITY comes from the fixture's bytes,
+        so a restart (a second later, in another folder) keeps every client's cache valid,
+        and a changed file gets a new one."""
+        def validities(path):
+            s = Server(path, uidvalidity=None)
+            try:
+                r = s.raw(login=("test", "test"))
+                out = {box: imapref.codes(r.ok('EXAMINE "%s"' % box))["UIDVALIDITY"][0]
+                       for box in ("INBOX", "Sent", "Lists/ietf")}
+                r.close()
+            finally:
+                self.assertEqual(s.stop(), 0)
+                s.stderr_file.close()
+            return out
+        with tempfile.TemporaryDirectory() as d:
+            a, b = os.path.join(d, "a"), os.path.join(d, "b")
+            shutil.copytree(TREE, a)
+            first = validities(a)
+            time.sleep(1.1)              # a time-based UIDVALIDITY would change now
+            shutil.copytree(TREE, b)
+            self.assertEqual(validities(b), first)
+            self.assertEqual(len(set(first.values())), 3)   # the name is in it too
+            with open(os.path.join(b, "Sent.mbox"), "ab") as f:
+                f.write(b"\nFrom x Mon Jan  1 00:00:00 2024\nSubject: new\n\nnew\n")
+            changed = validities(b)
+            self.assertNotEqual(changed["Sent"], first["Sent"])
+            self.assertEqual(changed["INBOX"], first["INBOX"])
 
     def test_option_applies_to_every_directory_mailbox(self):
         s = self.start("--uidvalidity", "4242", TREE, uidvalidity=None)
