@@ -33,6 +33,11 @@ build/api_test: test/api_test.c imapmem.c imapmem.h | build
 build/api_test-tsan: test/api_test.c imapmem.c imapmem.h | build
 	$(CC) $(WARN) -O1 -g -fsanitize=thread -pthread -I. test/api_test.c imapmem.c -o $@
 
+# The same source through clang too: it must build without a warning under both compilers.
+CLANG := $(shell command -v clang 2>/dev/null)
+build/imapmem-clang: imapmem.c imapmem.h | build
+	$(CLANG) $(WARN) -O2 -pthread -DIMAPMEM_MAIN imapmem.c -o $@
+
 # The server built against musl as well as glibc, when Debian's musl-tools is there.
 MUSL_CC := $(shell command -v musl-gcc 2>/dev/null)
 build/imapmem-musl: imapmem.c imapmem.h | build
@@ -42,7 +47,8 @@ build/embed_example: test/embed_example.c imapmem.c imapmem.h | build
 	$(CC) $(WARN) -O1 -g -pthread -I. test/embed_example.c imapmem.c -o $@
 
 TEST_BINS = imapmem build/imapmem-asan build/imapmem-tsan build/unit build/unit-asan \
-  build/api_test build/api_test-tsan build/embed_example $(if $(MUSL_CC),build/imapmem-musl)
+  build/api_test build/api_test-tsan build/embed_example $(if $(MUSL_CC),build/imapmem-musl) \
+  $(if $(CLANG),build/imapmem-clang)
 
 # Every test: C unit tests (plain and sanitized), the in-process API tests under ASan+UBSan
 # and under TSan, the wire tests against the plain, the ASan+UBSan and (with musl-gcc) the
