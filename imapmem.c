@@ -39,6 +39,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -108,14 +109,23 @@ struct needle {              /* a string to look for without regard to ASCII cas
 
 /* ---- section 2: message model ---- */
 enum part_kind { PART_LEAF, PART_TEXT, PART_MULTIPART, PART_MESSAGE };
-struct part {                /* one MIME entity: offsets into the message's bytes */
+enum part_cte { CTE_IDENTITY, CTE_BASE64, CTE_QP };   /* how the body must be decoded */
+/*
+** One MIME entity: offsets into the message's bytes, and the facts of its header that
+** SEARCH, FETCH and BODYSTRUCTURE read, found once when the part table is built.
+*/
+struct part {
   uint32_t hdr_off, hdr_len;  /* its header, blank line included */
   uint32_t body_off, body_len;
   uint32_t lines;             /* line count of the body */
   int32_t child;              /* first child (multipart parts, or a message's entity) */
   int32_t next;               /* next sibling in a multipart */
+  uint32_t type_off, subtype_off, cte_off;   /* Content-Type's type and subtype, and the */
+  uint16_t type_len, subtype_len, cte_len;   /* encoding's name: 0 long if absent/invalid */
   uint8_t kind;
   uint8_t digest;             /* a multipart/digest: children default to message/rfc822 */
+  uint8_t cte;                /* enum part_cte */
+  uint8_t latin1;             /* charset ISO-8859-1 or alike: SEARCH reads it as UTF-8 */
 };
 /*
 ** Header fields that ENVELOPE and BODYSTRUCTURE read; struct headers holds the first of
@@ -175,6 +185,15 @@ struct change {              /* change log entry: message uid changed at modseq 
 };
 struct session;
 struct user;
+/*
+** One who has a mailbox selected (a session, in section 10). The store wakes watchers
+** through this, without knowing what they are.
+*/
+struct watcher {
+  void (*wake)(struct watcher *w);  /* come and look: there is news, or the mailbox went */
+  uint64_t told;              /* expunges reported up to this change number */
+  int idling;                 /* wants to hear of every change at once (IDLE) */
+};
 struct mailbox {
   char *name;                 /* full name, '/'-delimited; guarded by the user's lock */
   struct user *user;
@@ -197,7 +216,7 @@ struct mailbox {
   uint64_t flag_log_from;     /* changes before this may be missing from flagged[] */
   char *keywords[IMAPMEM_MAX_KEYWORDS];
   int nkeywords;
-  struct session **watchers;  /* sessions that have it selected */
+  struct watcher **watchers;  /* those that have it selected */
   size_t nwatchers, capwatchers;
 };
 struct user {
@@ -262,8 +281,18 @@ struct seqent {               /* a session's view: sequence number i+1 is entry 
   uint8_t recent;             /* \Recent in this session */
   uint8_t gone;               /* expunged: set and cleared within session_sync */
 };
+/*
+** How a session's bytes move: section 10 provides these for a socket, pipe or pair of
+** descriptors; a test or fuzz target can provide its own, with no network at all.
+*/
+struct session_io {
+  int (*flush)(struct session *s);        /* write out s->out; 0: the connection is gone */
+  int (*write)(struct session *s, const char *p, size_t n);   /* p now, uncopied */
+  int (*read_line)(struct session *s, struct buf *line, size_t max, int wake_ok);
+};
 struct session {
   struct imapmem *srv;
+  const struct session_io *io;
   int id;
   int fd;                     /* read from here */
   int fd_out;                 /* write here (the same socket, or stdout) */
@@ -282,9 +311,8 @@ struct session {
   struct seqent *view;
   size_t nview, capview;
   uint64_t seen_modseq;       /* appends and flag changes reported up to here */
-  uint64_t expunge_modseq;    /* expunges reported up to here */
+  struct watcher watch;       /* of mb: woken by changes; told = expunges reported */
   int nkw_known;              /* keywords of mb announced in FLAGS so far */
-  int idling;                 /* in IDLE on mb: woken by changes; guarded by mb->lock */
   int in_idle;                /* in the IDLE command */
   int closing;                /* send what is buffered, then close */
   const char *end_why;        /* why the session ended, for the transcript */
@@ -352,338 +380,6 @@ enum {
   CAP_IDLE = 1, CAP_MOVE = 2, CAP_UIDPLUS = 4, CAP_UNSELECT = 8, CAP_NAMESPACE = 16,
   CAP_ID = 32, CAP_LITERALPLUS = 64, CAP_SASLIR = 128, CAP_CHILDREN = 256
 };
-
-/* ---- prototypes: a table of contents, section by section ---- */
-struct field;                /* structs private to one section */
-struct lexer;
-struct token;
-struct param;
-struct ctype;
-struct mime_builder;
-struct pending;
-struct mbox_batch;
-struct flag_list;
-struct list_entry;
-struct snap;
-struct fetch_item;
-struct fetch_snap;
-/* 1 buffers and strings */
-static int mem_should_fail(void);
-static void *mem_alloc(size_t n);
-static void *mem_realloc(void *p, size_t n);
-static void *mem_calloc(size_t n, size_t size);
-static char *mem_strndup(const char *s, size_t n);
-static char *mem_strdup(const char *s);
-static int mem_grow(void *arrayp, size_t *cap, size_t need, size_t size);
-static int buf_reserve(struct buf *b, size_t more);
-static void buf_add(struct buf *b, const void *p, size_t n);
-static void buf_adds(struct buf *b, const char *s);
-static void buf_addc(struct buf *b, char c);
-static void buf_vprintf(struct buf *b, const char *fmt, va_list ap);
-static void PRINTF_LIKE(2, 3) buf_printf(struct buf *b, const char *fmt, ...);
-static void buf_reset(struct buf *b);
-static void buf_free(struct buf *b);
-static char *buf_take(struct buf *b);
-static void *arena_alloc(struct arena *a, size_t n);
-static char *arena_strndup(struct arena *a, const char *s, size_t n);
-static void arena_free(struct arena *a);
-static struct str str_make(const char *p, size_t n);
-static int str_ieq(struct str s, const char *z);
-static struct str str_trim(struct str s);
-static size_t literal_announced(const char *p, size_t n, uint64_t *size, int *plus);
-static int needle_init(struct needle *nd, struct str s, struct arena *a);
-static size_t next_byte(const unsigned char *h, size_t n, size_t from, int c);
-static const char *needle_find(const struct needle *nd, const char *text, size_t n);
-static int base64_value(int c);
-static int base64_decode(const char *p, size_t n, struct buf *out, int strict);
-static void sleep_ms(int ms);
-static int64_t days_from_civil(int64_t y, int m, int d);
-static int days_in_month(int64_t y, int m);
-static void civil_from_days(int64_t z, int *y, int *m, int *d);
-static int month_from_name(const char *p, size_t n);
-static void date_time_format(struct buf *b, int64_t t, int tz);
-/* 2 the message model */
-static int header_next(const char **pos, const char *end, struct field *f);
-static int header_get(const char *p, const char *end, const char *name, struct str *out);
-static size_t header_length(const char *p, size_t n);
-static void header_unfold(struct str v, struct buf *out);
-static size_t count_lines(const char *p, size_t n);
-static void lex_skip_cfws(struct lexer *lx);
-static int lex_next(struct lexer *lx, struct token *t);
-static int zone_from_name(struct str z);
-static int parse_uint(struct str s, long max, long *out);
-static int date_parse(struct str v, int64_t *t_out, int *tz_out);
-static void ctype_free(struct ctype *ct);
-static void ctype_parse(struct str v, int with_subtype, struct ctype *ct);
-static int ctype_param(const struct ctype *ct, const char *name, struct buf *out);
-static void out_string(struct buf *b, const char *p, size_t n);
-static void out_nstring(struct buf *b, const char *p, size_t n, int present);
-static void out_upper(struct buf *b, struct str s);
-static void headers_scan(const char *h, const char *hend, struct headers *out);
-static void out_field(struct buf *b, const struct headers *hs, int id);
-static int param_same(const struct param *a, const struct param *b);
-static void out_params(struct buf *b, const struct ctype *ct);
-static void addr_join(struct buf *out, struct token *t, int from, int to, int spaces);
-static void out_addr_spec(struct buf *b, struct token *t, int from, int to, struct str name,
-                          int has_name, struct str adl);
-static int is_special(const struct token *t, char c);
-static void out_address_list(struct buf *b, struct str v);
-static void out_address_field(struct buf *b, const struct headers *hs, int id, int fallback);
-static void out_envelope(struct buf *b, const struct headers *hs);
-static int mime_new_part(struct mime_builder *mb);
-static int mime_find_delim(const char *msg, size_t start, size_t *pos, size_t end,
-                           struct str boundary, size_t *line_start, size_t *after, int *closing);
-static int mime_parse(struct mime_builder *mb, size_t off, size_t end, int default_rfc822,
-                      int depth);
-static void out_language(struct buf *b, const struct headers *hs);
-static void out_disposition(struct buf *b, const struct headers *hs);
-static void out_body(struct buf *b, const char *msg, const struct part *parts, int idx,
-                     int extended);
-static void rendered_free(struct rendered *r);
-static void msgmeta_free(struct msgmeta *m);
-static struct msgmeta *msgmeta_build(const char *msg, size_t size);
-static struct msgmeta *msgdata_meta(struct msgdata *d);
-static struct rendered *rendered_build(const char *msg, size_t size, const struct msgmeta *m);
-static const struct rendered *msgdata_rendered(struct msgdata *d);
-static void latin1_to_utf8(const char *p, size_t n, struct buf *out);
-static int hexval(int c);
-static void qp_decode(const char *p, size_t n, struct buf *out, int header);
-static int charset_is_latin1(struct str cs);
-static void rfc2047_decode(struct str v, struct buf *out);
-static void part_decoded_text(const char *msg, const struct part *pt, struct buf *out);
-/* 3 the store */
-static struct msgdata *msgdata_new(const char *bytes, size_t n);
-static struct msgdata *msgdata_ref(struct msgdata *d);
-static void msgdata_unref(struct msgdata *d);
-static struct mailbox *mailbox_new(struct user *u, const char *name, int selectable,
-                                   uint32_t uidvalidity);
-static struct mailbox *mailbox_ref(struct mailbox *mb);
-static void mailbox_unref(struct mailbox *mb);
-static long mailbox_find_uid(const struct mailbox *mb, uint32_t uid);
-static size_t mailbox_lower_bound(const struct mailbox *mb, uint32_t uid);
-static int mailbox_keyword(struct mailbox *mb, const char *name, size_t n, int create);
-static int mailbox_uids_exhausted(const struct mailbox *mb);
-static uint32_t mailbox_append(struct mailbox *mb, struct msgdata *d, uint32_t flags,
-                               uint64_t keywords, int64_t internaldate, int tz);
-static int cmp_change(const void *a, const void *b);
-static void mailbox_log_flags(struct mailbox *mb, uint32_t uid, uint64_t modseq);
-static void mailbox_set_flags(struct mailbox *mb, size_t i, uint32_t flags, uint64_t keywords);
-static long mailbox_expunge(struct mailbox *mb, const unsigned char *remove);
-static int cmp_message_uid(const void *a, const void *b);
-static const struct message *mailbox_ghost(const struct mailbox *mb, uint32_t uid);
-static void mailbox_forget_ghosts(struct mailbox *mb, uint64_t upto);
-static long mailbox_expunge_deleted(struct mailbox *mb, const struct seqset *uids);
-static int name_is_inbox(const char *name, size_t n);
-static void mailbox_canonical(const char *name, char *out, size_t cap);
-static const char *mailbox_name_invalid(const char *name);
-static uint32_t server_new_uidvalidity(struct imapmem *srv);
-static struct user *user_new(const char *name, const char *password);
-static void user_free(struct user *u);
-static struct mailbox *user_mailbox_locked(struct user *u, const char *name);
-static struct mailbox *user_mailbox(struct user *u, const char *name);
-static int user_has_children_locked(struct user *u, const char *name);
-static int user_subscribe_locked(struct user *u, const char *name);
-static struct mailbox *user_create_locked(struct user *u, const char *name, int selectable,
-                                          uint32_t uidvalidity, int *exists);
-static void mailbox_retire(struct mailbox *mb, const char *why);
-static void user_remove_locked(struct user *u, size_t i, const char *why);
-static struct mailbox *mailbox_clone(struct mailbox *src, struct user *u);
-static int user_snapshot(struct user *u);
-static int user_reset(struct user *u);
-static void mailbox_new_uidvalidity(struct imapmem *srv, struct mailbox *mb);
-/* 4 mbox load and save */
-static struct mbox_batch *mbox_batch_new(const char *mailbox, const char *file, int selectable);
-static uint32_t uidvalidity_from(const char *p, size_t n, const char *name);
-static void mbox_batch_free(struct mbox_batch *b);
-static int line_number_at(const char *data, size_t off);
-static int mbox_from_date(const char *p, size_t n, int64_t *t_out, int *tz_out);
-static uint32_t mbox_status_flags(struct str v, int x_status);
-static int mbox_put(struct msgdata **d, size_t *cap, const char *p, size_t n);
-static int mbox_header_kind(const char *p, size_t n);
-static int mbox_header_apply(struct mbox_batch *b, struct pending *pm, int kind, struct str v,
-                             int *pseudo);
-static int mbox_message(struct mbox_batch *b, const char *p, const char *end, struct pending *pm,
-                        int *pseudo, const char **next_out);
-static int mbox_parse(const char *data, size_t len, const char *file, const char *name,
-                      struct mbox_batch **out, char *err, size_t errcap);
-static int file_read(const char *path, char **data, size_t *len, char *err, size_t errcap);
-static int mbox_parse_file(const char *path, const char *mailbox, struct mbox_batch **out,
-                           char *err, size_t errcap);
-static int has_suffix(const char *s, const char *suffix);
-static int mbox_parse_dir(const char *dir, const char *prefix, struct mbox_batch **list, int depth,
-                          char *err, size_t errcap);
-static int mbox_read_subscriptions(const char *dir, char ***names, size_t *n, char *err,
-                                   size_t errcap);
-static int cmp_batch_names(const void *a, const void *b);
-static int mbox_check_unique(struct mbox_batch *list, char *err, size_t errcap);
-static int mbox_commit(struct user *u, struct mbox_batch *list, uint32_t uidvalidity,
-                       char **subs, size_t nsubs, char *err, size_t errcap);
-static int mkdir_p(const char *path);
-static void mbox_put_lines(struct buf *out, const char *p, size_t n);
-static void mbox_eol_spec(struct buf *out, const char *p, size_t n);
-static void mbox_apply_eol(struct msgdata *d, const char *spec);
-static void mbox_put_message(struct buf *out, const struct mailbox *mb, const struct message *m,
-                             int first);
-static int mbox_save_mailbox(struct mailbox *mb, const char *name, const char *dir, char *err,
-                             size_t errcap);
-static void mbox_prune(const char *dir, const char *prefix, struct mailbox **list, char **names,
-                       size_t n, int depth);
-static int mbox_save_user(struct user *u, const char *dir, char *err, size_t errcap);
-/* 5 the command parser */
-static int is_atom_char(int c);
-static int parse_fail(struct parser *ps, const char *what);
-static int parse_at_end(struct parser *ps);
-static int parse_peek(struct parser *ps, char c);
-static int parse_char(struct parser *ps, char c);
-static int parse_sp(struct parser *ps);
-static int parse_end(struct parser *ps);
-static int parse_run(struct parser *ps, int (*ok)(int), struct str *out);
-static int parse_atom(struct parser *ps, struct str *out);
-static int is_astring_char(int c);
-static int is_tag_char(int c);
-static int parse_tag(struct parser *ps, struct str *out);
-static int parse_literal(struct parser *ps, struct str *out);
-static int parse_quoted(struct parser *ps, struct str *out);
-static int parse_string(struct parser *ps, struct str *out);
-static int parse_astring(struct parser *ps, struct str *out);
-static int is_list_char(int c);
-static int parse_list_mailbox(struct parser *ps, struct str *out);
-static const char *parse_cstr(struct parser *ps, struct str s);
-static int parse_mailbox(struct parser *ps, const char **out);
-static int parse_number(struct parser *ps, uint32_t *out);
-static int parse_nz_number(struct parser *ps, uint32_t *out);
-static int parse_seq_number(struct parser *ps, uint32_t *out);
-static int parse_seqset(struct parser *ps, struct seqset *out);
-static void seqset_resolve(struct seqset *s, uint32_t max);
-static int seqset_contains(const struct seqset *s, uint32_t v);
-static int parse_flag_bit(struct str f);
-static int parse_flags(struct parser *ps, struct flag_list *fl, int bare);
-static int parse_date_time(struct parser *ps, int64_t *t, int *tz);
-static int parse_date(struct parser *ps, int64_t *days);
-/* 6 command handlers */
-static int cap_on(struct imapmem *srv, unsigned bit);
-static const char *capabilities(struct imapmem *srv, char *out, size_t cap);
-static int PRINTF_LIKE(3, 4) cmd_reply(struct command *c, const char *status, const char *fmt,
-                       ...);
-static int cmd_bad_args(struct command *c);
-static int cmd_mailbox_arg(struct command *c, const char **name);
-static struct mailbox *cmd_selectable(struct session *s, struct command *c, const char *name,
-                                      const char *missing);
-static const char *state_name(enum state st);
-static void flags_out(struct buf *b, uint32_t flags, uint64_t kw, char *const *names_kw, int nkw,
-                      int recent);
-static long view_find(const struct session *s, uint32_t uid);
-static void mailbox_release_ghosts(struct mailbox *mb);
-static void session_send_flags(struct session *s, struct mailbox *mb);
-static void session_unselect(struct session *s);
-static int session_sync(struct session *s, int allow_expunge);
-static int view_resolve(struct session *s, struct command *c, struct seqset *set, int uid,
-                        size_t **out, size_t *nout);
-static int cmd_capability(struct session *s, struct command *c);
-static int cmd_noop(struct session *s, struct command *c);
-static int cmd_logout(struct session *s, struct command *c);
-static int cmd_id(struct session *s, struct command *c);
-static struct user *server_find_user(struct imapmem *srv, struct str name);
-static int session_login(struct session *s, struct str name, struct str password);
-static int cmd_login(struct session *s, struct command *c);
-static int cmd_authenticate(struct session *s, struct command *c);
-static int cmd_starttls(struct session *s, struct command *c);
-static int cmd_select(struct session *s, struct command *c);
-static int cmd_create(struct session *s, struct command *c);
-static int cmd_delete(struct session *s, struct command *c);
-static int cmd_rename(struct session *s, struct command *c);
-static int cmd_subscribe(struct session *s, struct command *c);
-static int list_match(const char *pat, const char *name);
-static int list_match_name(const char *pat, const char *name);
-static int cmp_names(const void *a, const void *b);
-static int cmp_list_entries(const void *a, const void *b);
-static int cmd_list(struct session *s, struct command *c);
-static int cmd_status(struct session *s, struct command *c);
-static int flag_list_keywords(struct mailbox *mb, const struct flag_list *fl, uint64_t *kw);
-static int cmd_append(struct session *s, struct command *c);
-static int cmd_idle(struct session *s, struct command *c);
-static int cmd_namespace(struct session *s, struct command *c);
-static int cmd_check(struct session *s, struct command *c);
-static int cmd_close(struct session *s, struct command *c);
-static int cmd_unselect(struct session *s, struct command *c);
-static int cmd_expunge(struct session *s, struct command *c);
-static int cmd_store(struct session *s, struct command *c);
-static int cmd_copy(struct session *s, struct command *c);
-static int cmd_search(struct session *s, struct command *c);
-static int cmd_fetch(struct session *s, struct command *c);
-static const struct cmd_def *command_find(struct str name);
-static int session_fault(struct session *s, struct str name, int uid, struct fault *out);
-static int session_apply_fault(struct session *s, struct command *c, const struct fault *f);
-static void session_execute(struct session *s);
-/* 7 SEARCH */
-static struct skey *search_new(struct parser *ps, int op);
-static struct skey *search_parse_list(struct parser *ps, int depth, int group);
-static int search_parse_string(struct parser *ps, struct skey *k);
-static struct skey *search_parse_key(struct parser *ps, int depth);
-static void search_prepare(struct skey *k, struct session *s);
-static int has_encoded_word(struct str v);
-static int search_header(const char *h, const char *hend, struct str name,
-                         const struct needle *nd);
-static int search_text(const char *msg, const struct msgmeta *mm, const struct needle *nd,
-                       int with_headers);
-static int search_match(const struct skey *k, const struct snap *m);
-static int search_command(struct session *s, struct command *c);
-/* 8 FETCH */
-static int fetch_parse_section(struct parser *ps, struct fetch_item *it);
-static struct fetch_item *fetch_add(struct parser *ps, struct fetch_item ***tail, int kind);
-static int fetch_parse_att(struct parser *ps, struct fetch_item ***tail);
-static int fetch_find_part(const struct msgmeta *mm, const uint32_t *path, int npath);
-static int field_listed(const struct fetch_item *it, struct str name);
-static void fetch_literal(struct session *s, const struct fetch_item *it, const char *p, size_t n);
-static struct str fetch_section_bytes(const struct fetch_item *it, struct msgdata *d,
-                                      struct buf *tmp);
-static void fetch_section(struct session *s, const struct fetch_item *it, struct msgdata *d);
-static void fetch_one(struct session *s, const struct fetch_item *items, const struct fetch_snap *m,
-                      char *const *kwnames, int nkw, int add_flags);
-static int fetch_command(struct session *s, struct command *c);
-/* 9 sessions and network */
-static void session_sendn(struct session *s, const void *p, size_t n);
-static void session_send(struct session *s, const char *fmt, ...) PRINTF_LIKE(2, 3);
-static void session_trace(struct session *s, char dir, const char *line, size_t n);
-static int line_is_status(const char *p, size_t n);
-static void session_trace_out(struct session *s, const char *p, size_t n);
-static void session_trace_command(struct session *s, const char *p, size_t n);
-static void PRINTF_LIKE(2, 3) session_trace_event(struct session *s, const char *fmt, ...);
-static int session_wait_writable(struct session *s);
-static int session_write(struct session *s, const char *p, size_t n);
-static int session_flush(struct session *s);
-static void session_send_bulk(struct session *s, const char *p, size_t n);
-static void session_wake(struct session *s);
-static void mailbox_wake_idlers(struct mailbox *mb);
-static void server_notify(struct imapmem *srv);
-static void session_publish(struct session *s);
-static int session_wait(struct session *s, int wake_ok);
-static int session_fill(struct session *s, int wake_ok);
-static int session_read_line(struct session *s, struct buf *line, size_t max, int wake_ok);
-static int session_read_bytes(struct session *s, struct buf *b, size_t n);
-static void session_refuse(struct session *s, const struct buf *cmd, const char *why);
-static int session_read_command(struct session *s);
-static void session_peer(struct session *s, char *out, size_t cap);
-static void session_run(struct session *s);
-static void *session_thread(void *arg);
-static void session_close(struct session *s);
-static void session_free(struct session *s);
-static struct session *session_new(struct imapmem *srv, int fd, int fd_out);
-static void server_reap_locked(struct imapmem *srv);
-static int server_add_session(struct imapmem *srv, int fd, int fd_out, const char *preauth);
-static void server_accept(struct imapmem *srv, int fd);
-static void *accept_thread(void *arg);
-/* 10 the public API (helpers; the API itself is in imapmem.h) */
-static int PRINTF_LIKE(3, 4) api_error(struct imapmem *srv, int code, const char *fmt, ...);
-static int net_listen(const char *addr, int port, char *err, size_t errcap);
-static struct user *api_user(struct imapmem *srv, const char *name);
-static int api_mailbox(struct imapmem *srv, const char *user, const char *mailbox,
-                       struct mailbox **out);
-static int api_message(struct imapmem *srv, const char *user, const char *mailbox, uint32_t uid,
-                       int (*fn)(struct mailbox *, struct message *, void *), void *arg);
-static int message_flags_string(struct mailbox *mb, struct message *m, void *arg);
-static int message_bytes(struct mailbox *mb, struct message *m, void *arg);
-static int api_until_holds(struct imapmem *srv, const struct imapmem_until *w);
 
 /*
 ** ===========================================================================
@@ -814,6 +510,12 @@ static void buf_free(struct buf *b) {
   memset(b, 0, sizeof *b);
 }
 
+/* Free n strings and the array that holds them (NULL entries and a NULL array are fine). */
+static void strings_free(char **v, size_t n) {
+  for (size_t i = 0; v && i < n; i++) free(v[i]);
+  free(v);
+}
+
 /* The buffer's bytes as a NUL-terminated string the caller frees; the buffer is emptied. */
 static char *buf_take(struct buf *b) {
   if (b->oom || !buf_reserve(b, 0)) {
@@ -899,10 +601,51 @@ static const unsigned char lower_case[256] = {  /* ASCII letters in lower case *
 #undef L4
 
 /*
-** Does the line [p, p+n) end in a literal announcement, "{size}" or "{size+}" (RFC 3501
-** 4.3, RFC 7888)? Returns where the announcement starts, or n if it does not. Sizes of more
-** than 20 digits are reported as UINT64_MAX, for the caller to refuse.
+** The one binary search: the index of the first of n records, sorted by an unsigned key
+** of keysize bytes (4 or 8) at offset off in each record of size bytes, whose key is at
+** least key; n if none is. Messages and views by UID, change logs by change number.
 */
+static size_t lower_bound(const void *base, size_t n, size_t size, size_t off, size_t keysize,
+                          uint64_t key) {
+  const char *b = base;
+  size_t lo = 0, hi = n;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    uint64_t k;
+    if (keysize == 4) {
+      uint32_t k32;
+      memcpy(&k32, b + mid * size + off, 4);
+      k = k32;
+    } else {
+      memcpy(&k, b + mid * size + off, 8);
+    }
+    if (k < key) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/*
+** Literals (RFC 3501 4.3, RFC 7888): "{size}" or "{size+}" ends a line, and size bytes
+** follow the CRLF. literal_announced: does the line [p, p+n) end in an announcement?
+** Returns where it starts, or n if it does not; more than 20 digits read as UINT64_MAX,
+** for the caller to refuse. literal_opening: does [p, p+n) start with an announcement and
+** its CRLF (a command as section 10 stores it)? Returns the length of both, or 0.
+*/
+static size_t literal_opening(const char *p, size_t n, uint64_t *size) {
+  size_t i = 1, digits = 0;
+  uint64_t v = 0;
+  if (n < 5 || p[0] != '{') return 0;
+  while (i < n && p[i] >= '0' && p[i] <= '9') {
+    v = ++digits > 19 ? UINT64_MAX : v * 10 + (uint64_t)(p[i] - '0');
+    i++;
+  }
+  if (i < n && p[i] == '+') i++;
+  if (!digits || i + 3 > n || p[i] != '}' || p[i + 1] != '\r' || p[i + 2] != '\n') return 0;
+  *size = v;
+  return i + 3;
+}
+
 static size_t literal_announced(const char *p, size_t n, uint64_t *size, int *plus) {
   if (n < 3 || p[n - 1] != '}') return n;
   size_t i = n - 1;
@@ -1050,6 +793,19 @@ static void sleep_ms(int ms) {
 }
 
 /* ------------------------------------------------------------------------- */
+/* A decimal number of at most max, all of s; 0 if s is anything else. */
+static int parse_uint(struct str s, long long max, long long *out) {
+  long long v = 0;
+  if (s.len == 0) return 0;
+  for (size_t i = 0; i < s.len; i++) {
+    if (s.p[i] < '0' || s.p[i] > '9') return 0;
+    v = v * 10 + (s.p[i] - '0');
+    if (v > max) return 0;
+  }
+  *out = v;
+  return 1;
+}
+
 /*
 ** Dates. Days since 1970-01-01 from a civil date (proleptic Gregorian), so no code
 ** depends on the machine's time zone (timegm is not in C11 or POSIX).
@@ -1090,11 +846,36 @@ static int month_from_name(const char *p, size_t n) {
   return 0;
 }
 
+/*
+** The seconds since the epoch (UTC) of a local date and time in zone tz (minutes east of
+** UTC), and back: the local day number of time t in zone tz, with the seconds since that
+** day began. Every date in the file goes through these two.
+*/
+static int64_t time_from_civil(int64_t y, int m, int d, int64_t hh, int64_t mm, int64_t ss,
+                               int tz) {
+  return days_from_civil(y, m, d) * 86400 + hh * 3600 + mm * 60 + ss - (int64_t)tz * 60;
+}
+
+static int64_t day_of(int64_t t, int tz, int64_t *secs_out) {
+  int64_t local = t + (int64_t)tz * 60;
+  int64_t day = local / 86400 - (local % 86400 < 0);   /* floor, also before 1970 */
+  if (secs_out) *secs_out = local - day * 86400;
+  return day;
+}
+
+/* A numeric zone, "+hhmm" or "-hhmm", as minutes east of UTC; 0 if z is not one. */
+static int zone_numeric(struct str z, int *minutes) {
+  long long hhmm;
+  if (z.len != 5 || (z.p[0] != '+' && z.p[0] != '-') ||
+      !parse_uint(str_make(z.p + 1, 4), 9999, &hhmm))
+    return 0;
+  *minutes = (int)((hhmm / 100) * 60 + hhmm % 100) * (z.p[0] == '-' ? -1 : 1);
+  return 1;
+}
+
 /* RFC 3501 date-time: "dd-Mon-yyyy hh:mm:ss +zzzz", day padded with a space. */
 static void date_time_format(struct buf *b, int64_t t, int tz) {
-  int64_t local = t + (int64_t)tz * 60;
-  int64_t days = local >= 0 ? local / 86400 : -((-local + 86399) / 86400);
-  int64_t secs = local - days * 86400;
+  int64_t secs, days = day_of(t, tz, &secs);
   int y, m, d;
   civil_from_days(days, &y, &m, &d);
   int atz = tz < 0 ? -tz : tz;
@@ -1305,18 +1086,6 @@ static int zone_from_name(struct str z) {
   return 0;                  /* military and unknown zones: RFC 5322 4.3 says treat as +0000 */
 }
 
-static int parse_uint(struct str s, long max, long *out) {
-  long v = 0;
-  if (s.len == 0) return 0;
-  for (size_t i = 0; i < s.len; i++) {
-    if (s.p[i] < '0' || s.p[i] > '9') return 0;
-    v = v * 10 + (s.p[i] - '0');
-    if (v > max) return 0;
-  }
-  *out = v;
-  return 1;
-}
-
 /* Parse "[Day,] dd Mon yyyy hh:mm[:ss] zone" into UTC seconds and zone minutes. */
 static int date_parse(struct str v, int64_t *t_out, int *tz_out) {
   struct lexer lx = {v.p, v.p + v.len, ",:"};
@@ -1333,7 +1102,7 @@ static int date_parse(struct str v, int64_t *t_out, int *tz_out) {
   if (i < nw && w[i].len >= 3 && isalpha((unsigned char)w[i].p[0]) &&
       !month_from_name(w[i].p, w[i].len))
     i++;                     /* day of week */
-  long day, year, hour, min, sec = 0;
+  long long day, year, hour, min, sec = 0;
   int mon;
   if (i + 2 >= nw) return 0;
   if (!parse_uint(w[i], 31, &day)) return 0;
@@ -1351,19 +1120,9 @@ static int date_parse(struct str v, int64_t *t_out, int *tz_out) {
     i += 2;
   }
   int tz = 0;
-  if (i < nw) {
-    struct str z = w[i];
-    if ((z.p[0] == '+' || z.p[0] == '-') && z.len == 5) {
-      long hhmm;
-      if (parse_uint(str_make(z.p + 1, 4), 9999, &hhmm))
-        tz = (int)((hhmm / 100) * 60 + hhmm % 100) * (z.p[0] == '-' ? -1 : 1);
-    } else {
-      tz = zone_from_name(z);
-    }
-  }
+  if (i < nw && !zone_numeric(w[i], &tz)) tz = zone_from_name(w[i]);
   if (day < 1) return 0;
-  int64_t t = days_from_civil(year, mon, (int)day) * 86400 + hour * 3600 + min * 60 + sec;
-  *t_out = t - (int64_t)tz * 60;
+  *t_out = time_from_civil(year, mon, (int)day, hour, min, sec, tz);
   *tz_out = tz;
   return 1;
 }
@@ -1437,7 +1196,7 @@ static void ctype_parse(struct str v, int with_subtype, struct ctype *ct) {
       } else if (rest.len == 0) {
         pm->extended = 1;
       }
-      long sec;
+      long long sec;
       if (rest.len && parse_uint(rest, 999, &sec)) pm->section = (int)sec;
     }
     pm->value = value;
@@ -1792,6 +1551,48 @@ static int mime_find_delim(const char *msg, size_t start, size_t *pos, size_t en
   return 0;
 }
 
+/* A view the part table holds (offset and length into the message). */
+static struct str part_view(const char *msg, uint32_t off, uint16_t len) {
+  return str_make(msg + off, len);
+}
+
+static int charset_is_latin1(struct str cs) {
+  return str_ieq(cs, "iso-8859-1") || str_ieq(cs, "latin1") || str_ieq(cs, "iso-8859-15") ||
+         str_ieq(cs, "windows-1252");
+}
+
+/*
+** Record the facts of a part's header: Content-Type's type and subtype (ct, or NULL if
+** there is none; not for a multipart without a boundary, which is text/plain), the
+** charset SEARCH needs to know of, and the Content-Transfer-Encoding.
+*/
+static void part_facts(struct part *pt, const char *msg, const struct ctype *ct) {
+  if (ct && ct->type.len && ct->type.len <= UINT16_MAX && ct->subtype.len <= UINT16_MAX &&
+      !(pt->kind == PART_TEXT && str_ieq(ct->type, "multipart"))) {
+    pt->type_off = (uint32_t)(ct->type.p - msg);
+    pt->type_len = (uint16_t)ct->type.len;
+    pt->subtype_off = (uint32_t)(ct->subtype.p ? ct->subtype.p - msg : 0);
+    pt->subtype_len = (uint16_t)ct->subtype.len;
+  }
+  struct buf cs = {0};
+  if (ct && ctype_param(ct, "charset", &cs))
+    pt->latin1 = (uint8_t)charset_is_latin1(str_make(cs.p, cs.len));
+  buf_free(&cs);
+  struct str v;
+  if (header_get(msg + pt->hdr_off, msg + pt->hdr_off + pt->hdr_len,
+                 "Content-Transfer-Encoding", &v)) {
+    struct lexer lx = {v.p, v.p + v.len, ""};
+    struct token tk = {0};
+    if (lex_next(&lx, &tk) == TOK_ATOM && tk.text.len <= UINT16_MAX) {
+      pt->cte_off = (uint32_t)(tk.text.p - msg);
+      pt->cte_len = (uint16_t)tk.text.len;
+      pt->cte = str_ieq(tk.text, "base64") ? CTE_BASE64
+              : str_ieq(tk.text, "quoted-printable") ? CTE_QP : CTE_IDENTITY;
+    }
+    buf_free(&tk.q);
+  }
+}
+
 static int mime_parse(struct mime_builder *mb, size_t off, size_t end, int default_rfc822,
                       int depth) {
   int idx = mime_new_part(mb);
@@ -1824,10 +1625,11 @@ static int mime_parse(struct mime_builder *mb, size_t off, size_t end, int defau
       kind = PART_LEAF;
   }
   int digest = kind == PART_MULTIPART && str_ieq(ct.subtype, "digest");
-  ctype_free(&ct);
   if (depth >= IMAPMEM_MAX_DEPTH && (kind == PART_MULTIPART || kind == PART_MESSAGE))
     kind = PART_LEAF;
   mb->parts[idx].kind = (uint8_t)kind;
+  part_facts(&mb->parts[idx], msg, have ? &ct : NULL);
+  ctype_free(&ct);
   if (kind == PART_MESSAGE) {
     size_t bo = mb->parts[idx].body_off;
     int c = mime_parse(mb, bo, end, 0, depth + 1);
@@ -1920,41 +1722,42 @@ static void out_disposition(struct buf *b, const struct headers *hs) {
   ctype_free(&ct);
 }
 
+/* The end of every part's extension data: disposition, language, location (RFC 3501 9). */
+static void out_body_ext_tail(struct buf *b, const struct headers *hs) {
+  buf_addc(b, ' ');
+  out_disposition(b, hs);
+  buf_addc(b, ' ');
+  out_language(b, hs);
+  buf_addc(b, ' ');
+  out_field(b, hs, H_CONTENT_LOCATION);
+}
+
 static void out_body(struct buf *b, const char *msg, const struct part *parts, int idx,
                      int extended) {
   const struct part *pt = &parts[idx];
   struct headers hs;
   headers_scan(msg + pt->hdr_off, msg + pt->hdr_off + pt->hdr_len, &hs);
-  struct str v = hs.v[H_CONTENT_TYPE];
-  struct ctype ct;
-  int have = hs.have[H_CONTENT_TYPE];
-  if (have) ctype_parse(v, 1, &ct);
+  struct ctype ct;           /* for its parameters; the rest is in the part table */
+  if (hs.have[H_CONTENT_TYPE]) ctype_parse(hs.v[H_CONTENT_TYPE], 1, &ct);
   else memset(&ct, 0, sizeof ct);
-  if (have && !ct.type.len) have = 0;      /* invalid: the defaults apply (RFC 2045 5.2) */
-  if (pt->kind == PART_TEXT && have && str_ieq(ct.type, "multipart")) have = 0;
   buf_addc(b, '(');
   if (pt->kind == PART_MULTIPART) {
     for (int c = pt->child; c >= 0; c = parts[c].next) out_body(b, msg, parts, c, extended);
     buf_addc(b, ' ');
-    out_upper(b, ct.subtype);
+    out_upper(b, part_view(msg, pt->subtype_off, pt->subtype_len));
     if (extended) {
       buf_addc(b, ' ');
       out_params(b, &ct);
-      buf_addc(b, ' ');
-      out_disposition(b, &hs);
-      buf_addc(b, ' ');
-      out_language(b, &hs);
-      buf_addc(b, ' ');
-      out_field(b, &hs, H_CONTENT_LOCATION);
+      out_body_ext_tail(b, &hs);
     }
     buf_addc(b, ')');
     ctype_free(&ct);
     return;
   }
-  if (have) {
-    out_upper(b, ct.type);
+  if (pt->type_len) {         /* else invalid or absent: the defaults (RFC 2045 5.2) */
+    out_upper(b, part_view(msg, pt->type_off, pt->type_len));
     buf_addc(b, ' ');
-    out_upper(b, ct.subtype);
+    out_upper(b, part_view(msg, pt->subtype_off, pt->subtype_len));
     buf_addc(b, ' ');
     out_params(b, &ct);
   } else if (pt->digest) {
@@ -1967,16 +1770,8 @@ static void out_body(struct buf *b, const char *msg, const struct part *parts, i
   buf_addc(b, ' ');
   out_field(b, &hs, H_CONTENT_DESCRIPTION);
   buf_addc(b, ' ');
-  v = hs.v[H_CONTENT_ENCODING];
-  if (hs.have[H_CONTENT_ENCODING] && str_trim(v).len) {
-    struct lexer lx = {v.p, v.p + v.len, ""};
-    struct token tk = {0};
-    if (lex_next(&lx, &tk) == TOK_ATOM) out_upper(b, tk.text);
-    else buf_adds(b, "\"7BIT\"");
-    buf_free(&tk.q);
-  } else {
-    buf_adds(b, "\"7BIT\"");
-  }
+  if (pt->cte_len) out_upper(b, part_view(msg, pt->cte_off, pt->cte_len));
+  else buf_adds(b, "\"7BIT\"");
   buf_printf(b, " %u", pt->body_len);
   if (pt->kind == PART_MESSAGE && pt->child >= 0) {
     const struct part *in = &parts[pt->child];
@@ -1993,12 +1788,7 @@ static void out_body(struct buf *b, const char *msg, const struct part *parts, i
   if (extended) {
     buf_addc(b, ' ');
     out_field(b, &hs, H_CONTENT_MD5);
-    buf_addc(b, ' ');
-    out_disposition(b, &hs);
-    buf_addc(b, ' ');
-    out_language(b, &hs);
-    buf_addc(b, ' ');
-    out_field(b, &hs, H_CONTENT_LOCATION);
+    out_body_ext_tail(b, &hs);
   }
   buf_addc(b, ')');
   ctype_free(&ct);
@@ -2044,7 +1834,7 @@ static struct msgmeta *msgmeta_build(const char *msg, size_t size) {
   int64_t t;
   int tz;
   if (header_get(msg, msg + header_length(msg, size), "Date", &v) && date_parse(v, &t, &tz))
-    m->sent = (t + (int64_t)tz * 60) / 86400 - ((t + (int64_t)tz * 60) % 86400 < 0);
+    m->sent = day_of(t, tz, NULL);
   if (mb.failed || mb.n == 0) {
     msgmeta_free(m);
     return NULL;
@@ -2144,11 +1934,6 @@ static void qp_decode(const char *p, size_t n, struct buf *out, int header) {
   }
 }
 
-static int charset_is_latin1(struct str cs) {
-  return str_ieq(cs, "iso-8859-1") || str_ieq(cs, "latin1") || str_ieq(cs, "iso-8859-15") ||
-         str_ieq(cs, "windows-1252");
-}
-
 /* Decode RFC 2047 encoded words in an unstructured header value (unfolded into out). */
 static void rfc2047_decode(struct str v, struct buf *out) {
   size_t i = 0;
@@ -2216,35 +2001,17 @@ static void rfc2047_decode(struct str v, struct buf *out) {
 
 /* The decoded text of one leaf part's body, for SEARCH BODY/TEXT. */
 static void part_decoded_text(const char *msg, const struct part *pt, struct buf *out) {
-  const char *h = msg + pt->hdr_off, *hend = h + pt->hdr_len;
-  const char *body = msg + pt->body_off;
-  struct str v;
-  struct buf raw = {0};
-  const char *p = body;
+  const char *p = msg + pt->body_off;
   size_t n = pt->body_len;
-  if (header_get(h, hend, "Content-Transfer-Encoding", &v)) {
-    struct str e = str_trim(v);
-    if (str_ieq(e, "base64")) {
-      base64_decode(body, pt->body_len, &raw, 0);
-      p = raw.p ? raw.p : "";
-      n = raw.len;
-    } else if (str_ieq(e, "quoted-printable")) {
-      qp_decode(body, pt->body_len, &raw, 0);
-      p = raw.p ? raw.p : "";
-      n = raw.len;
-    }
+  struct buf raw = {0};
+  if (pt->cte != CTE_IDENTITY) {
+    if (pt->cte == CTE_BASE64) base64_decode(p, n, &raw, 0);
+    else qp_decode(p, n, &raw, 0);
+    p = raw.p ? raw.p : "";
+    n = raw.len;
   }
-  struct ctype ct;
-  struct buf cs = {0};
-  int latin1 = 0;
-  if (header_get(h, hend, "Content-Type", &v)) {
-    ctype_parse(v, 1, &ct);
-    if (ctype_param(&ct, "charset", &cs)) latin1 = charset_is_latin1(str_make(cs.p, cs.len));
-    ctype_free(&ct);
-  }
-  if (latin1) latin1_to_utf8(p, n, out);
+  if (pt->latin1) latin1_to_utf8(p, n, out);
   else buf_add(out, p, n);
-  buf_free(&cs);
   buf_free(&raw);
 }
 
@@ -2295,6 +2062,25 @@ static void msgdata_unref(struct msgdata *d) {
 }
 
 /* ------------------------------------------------------------------------- */
+/*
+** The change counter: anything imapmem_wait() may be waiting for bumps it and wakes the
+** waiters. wait_lock is a leaf lock, so this may be called with any other lock held.
+*/
+static void store_changed(struct imapmem *srv) {
+  if (!srv) return;
+  pthread_mutex_lock(&srv->wait_lock);
+  srv->generation++;
+  pthread_cond_broadcast(&srv->wait_cond);
+  pthread_mutex_unlock(&srv->wait_lock);
+}
+
+/* Wake the watchers idling on mb, and imapmem_wait(). Caller holds mb->lock. */
+static void mailbox_wake_idlers(struct mailbox *mb) {
+  for (size_t i = 0; i < mb->nwatchers; i++)
+    if (mb->watchers[i]->idling) mb->watchers[i]->wake(mb->watchers[i]);
+  if (mb->user) store_changed(mb->user->srv);
+}
+
 static struct mailbox *mailbox_new(struct user *u, const char *name, int selectable,
                                    uint32_t uidvalidity) {
   struct mailbox *mb = mem_calloc(1, sizeof *mb);
@@ -2318,6 +2104,16 @@ static struct mailbox *mailbox_ref(struct mailbox *mb) {
   return mb;
 }
 
+/* Drop the ghosts of expunges up to change number upto: every session has been told. */
+static void mailbox_forget_ghosts(struct mailbox *mb, uint64_t upto) {
+  size_t w = 0;
+  for (size_t i = 0; i < mb->nghosts; i++) {
+    if (mb->ghosts[i].modseq <= upto) msgdata_unref(mb->ghosts[i].data);
+    else mb->ghosts[w++] = mb->ghosts[i];
+  }
+  mb->nghosts = w;
+}
+
 static void mailbox_unref(struct mailbox *mb) {
   if (!mb || atomic_fetch_sub(&mb->refs, 1) != 1) return;
   for (size_t i = 0; i < mb->count; i++) msgdata_unref(mb->msgs[i].data);
@@ -2333,26 +2129,22 @@ static void mailbox_unref(struct mailbox *mb) {
   free(mb);
 }
 
-/* Index of the message with this UID, or -1. Caller holds mb->lock. */
-static long mailbox_find_uid(const struct mailbox *mb, uint32_t uid) {
-  size_t lo = 0, hi = mb->count;
-  while (lo < hi) {
-    size_t mid = (lo + hi) / 2;
-    if (mb->msgs[mid].uid < uid) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo < mb->count && mb->msgs[lo].uid == uid ? (long)lo : -1;
+/* Let go of n mailboxes and free the array (NULL entries and a NULL array are fine). */
+static void mailboxes_free(struct mailbox **v, size_t n) {
+  for (size_t i = 0; v && i < n; i++) mailbox_unref(v[i]);
+  free(v);
 }
 
 /* Index of the first message with a UID >= uid. Caller holds mb->lock. */
 static size_t mailbox_lower_bound(const struct mailbox *mb, uint32_t uid) {
-  size_t lo = 0, hi = mb->count;
-  while (lo < hi) {
-    size_t mid = (lo + hi) / 2;
-    if (mb->msgs[mid].uid < uid) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
+  return lower_bound(mb->msgs, mb->count, sizeof mb->msgs[0], offsetof(struct message, uid),
+                     4, uid);
+}
+
+/* Index of the message with this UID, or -1. Caller holds mb->lock. */
+static long mailbox_find_uid(const struct mailbox *mb, uint32_t uid) {
+  size_t i = mailbox_lower_bound(mb, uid);
+  return i < mb->count && mb->msgs[i].uid == uid ? (long)i : -1;
 }
 
 /* The keyword's bit index, adding it if create is set; -1 if unknown or the table is full. */
@@ -2437,6 +2229,11 @@ static void mailbox_set_flags(struct mailbox *mb, size_t i, uint32_t flags, uint
   mailbox_wake_idlers(mb);
 }
 
+static int cmp_message_uid(const void *a, const void *b) {
+  uint32_t x = ((const struct message *)a)->uid, y = ((const struct message *)b)->uid;
+  return x < y ? -1 : x > y;
+}
+
 /*
 ** Remove the messages for which keep[i] is 0, recording each expunge in the log.
 ** Returns how many were removed, or -1 if the log could not grow (nothing removed).
@@ -2475,30 +2272,19 @@ static long mailbox_expunge(struct mailbox *mb, const unsigned char *remove) {
   return (long)n;
 }
 
-static int cmp_message_uid(const void *a, const void *b) {
-  uint32_t x = ((const struct message *)a)->uid, y = ((const struct message *)b)->uid;
-  return x < y ? -1 : x > y;
-}
-
 /* The expunged message uid as it was, if a session may still ask for it; else NULL. */
 static const struct message *mailbox_ghost(const struct mailbox *mb, uint32_t uid) {
-  size_t lo = 0, hi = mb->nghosts;
-  while (lo < hi) {
-    size_t mid = (lo + hi) / 2;
-    if (mb->ghosts[mid].uid < uid) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo < mb->nghosts && mb->ghosts[lo].uid == uid ? &mb->ghosts[lo] : NULL;
+  size_t i = lower_bound(mb->ghosts, mb->nghosts, sizeof mb->ghosts[0],
+                         offsetof(struct message, uid), 4, uid);
+  return i < mb->nghosts && mb->ghosts[i].uid == uid ? &mb->ghosts[i] : NULL;
 }
 
-/* Drop the ghosts of expunges up to change number upto: every session has been told. */
-static void mailbox_forget_ghosts(struct mailbox *mb, uint64_t upto) {
-  size_t w = 0;
-  for (size_t i = 0; i < mb->nghosts; i++) {
-    if (mb->ghosts[i].modseq <= upto) msgdata_unref(mb->ghosts[i].data);
-    else mb->ghosts[w++] = mb->ghosts[i];
-  }
-  mb->nghosts = w;
+/* Ghosts that every watcher of mb has been told of go. Holds mb->lock. */
+static void mailbox_release_ghosts(struct mailbox *mb) {
+  uint64_t told = UINT64_MAX;
+  for (size_t i = 0; i < mb->nwatchers; i++)
+    if (mb->watchers[i]->told < told) told = mb->watchers[i]->told;
+  if (mb->nghosts) mailbox_forget_ghosts(mb, told);
 }
 
 /* Remove every message marked \Deleted (CLOSE, EXPUNGE). Caller holds mb->lock. */
@@ -2565,19 +2351,16 @@ static uint32_t server_new_uidvalidity(struct imapmem *srv) {
   return atomic_fetch_add(&srv->last_uidvalidity, 1) + 1;
 }
 
-static struct user *user_new(const char *name, const char *password) {
-  struct user *u = mem_calloc(1, sizeof *u);
-  if (!u) return NULL;
-  u->name = mem_strdup(name);
-  u->password = mem_strdup(password);
-  pthread_mutex_init(&u->lock, NULL);
-  if (!u->name || !u->password) {
-    free(u->name);
-    free(u->password);
-    free(u);
-    return NULL;
-  }
-  return u;
+/* The user called name, or NULL. Users are never removed while the server lives. */
+static struct user *server_user(struct imapmem *srv, struct str name) {
+  struct user *found = NULL;
+  pthread_mutex_lock(&srv->lock);
+  for (size_t i = 0; i < srv->nusers && !found; i++)
+    if (strlen(srv->users[i]->name) == name.len &&
+        memcmp(srv->users[i]->name, name.p, name.len) == 0)
+      found = srv->users[i];
+  pthread_mutex_unlock(&srv->lock);
+  return found;
 }
 
 static void user_free(struct user *u) {
@@ -2586,17 +2369,25 @@ static void user_free(struct user *u) {
     u->mailboxes[i]->deleted = 1;
     mailbox_unref(u->mailboxes[i]);
   }
-  for (size_t i = 0; i < u->nsubs; i++) free(u->subs[i]);
-  for (size_t i = 0; i < u->nbase; i++) mailbox_unref(u->base[i]);
-  for (size_t i = 0; i < u->nbasesubs; i++) free(u->basesubs[i]);
-  free(u->base);
-  free(u->basesubs);
-  free(u->subs);
   free(u->mailboxes);
+  mailboxes_free(u->base, u->nbase);
+  strings_free(u->subs, u->nsubs);
+  strings_free(u->basesubs, u->nbasesubs);
   free(u->name);
   free(u->password);
   pthread_mutex_destroy(&u->lock);
   free(u);
+}
+
+static struct user *user_new(const char *name, const char *password) {
+  struct user *u = mem_calloc(1, sizeof *u);
+  if (!u) return NULL;
+  pthread_mutex_init(&u->lock, NULL);
+  if (!(u->name = mem_strdup(name)) || !(u->password = mem_strdup(password))) {
+    user_free(u);
+    u = NULL;
+  }
+  return u;
 }
 
 /* The mailbox with this (canonical) name, or NULL. Caller holds u->lock. */
@@ -2690,8 +2481,8 @@ static struct mailbox *user_create_locked(struct user *u, const char *name, int 
 static void mailbox_retire(struct mailbox *mb, const char *why) {
   mb->epoch++;
   mb->gone_why = why;
-  mailbox_wake_idlers(mb);
-  for (size_t i = 0; i < mb->nwatchers; i++) session_wake(mb->watchers[i]);
+  for (size_t i = 0; i < mb->nwatchers; i++) mb->watchers[i]->wake(mb->watchers[i]);
+  if (mb->user) store_changed(mb->user->srv);
 }
 
 /* Remove mailbox i from the user's list: sessions holding it see it gone. */
@@ -2730,66 +2521,62 @@ static struct mailbox *mailbox_clone(struct mailbox *src, struct user *u) {
   return mb;
 }
 
-/* Copy the user's mailboxes as the baseline imapmem_reset() returns to. */
-static int user_snapshot(struct user *u) {
-  pthread_mutex_lock(&u->lock);
-  struct mailbox **base = mem_calloc(u->nmailboxes ? u->nmailboxes : 1, sizeof *base);
-  char **subs = mem_calloc(u->nsubs ? u->nsubs : 1, sizeof *subs);
-  int ok = base && subs;
-  for (size_t i = 0; ok && i < u->nmailboxes; i++) {
-    pthread_mutex_lock(&u->mailboxes[i]->lock);
-    ok = (base[i] = mailbox_clone(u->mailboxes[i], u)) != NULL;
-    pthread_mutex_unlock(&u->mailboxes[i]->lock);
+/*
+** Copies of n mailboxes (sharing their message bytes; each copied under its own lock) and
+** of nsubs subscribed names, all or nothing: the one copy behind both the baseline that
+** imapmem_reset() returns to and the reset itself. 0 if memory ran out. Holds u->lock.
+*/
+static int user_copy_locked(struct user *u, struct mailbox **mbs, size_t n, char **subs,
+                            size_t nsubs, struct mailbox ***mbs_out, char ***subs_out) {
+  struct mailbox **m = mem_calloc(n ? n : 1, sizeof *m);
+  char **v = mem_calloc(nsubs ? nsubs : 1, sizeof *v);
+  int ok = m && v;
+  for (size_t i = 0; ok && i < n; i++) {
+    pthread_mutex_lock(&mbs[i]->lock);
+    ok = (m[i] = mailbox_clone(mbs[i], u)) != NULL;
+    pthread_mutex_unlock(&mbs[i]->lock);
   }
-  for (size_t i = 0; ok && i < u->nsubs; i++) ok = (subs[i] = mem_strdup(u->subs[i])) != NULL;
+  for (size_t i = 0; ok && i < nsubs; i++) ok = (v[i] = mem_strdup(subs[i])) != NULL;
   if (!ok) {
-    for (size_t i = 0; base && i < u->nmailboxes; i++) mailbox_unref(base[i]);
-    for (size_t i = 0; subs && i < u->nsubs; i++) free(subs[i]);
-    free(base);
-    free(subs);
-    pthread_mutex_unlock(&u->lock);
+    mailboxes_free(m, n);
+    strings_free(v, nsubs);
     return 0;
   }
-  for (size_t i = 0; i < u->nbase; i++) mailbox_unref(u->base[i]);
-  for (size_t i = 0; i < u->nbasesubs; i++) free(u->basesubs[i]);
-  free(u->base);
-  free(u->basesubs);
-  u->base = base;
-  u->nbase = u->nmailboxes;
-  u->basesubs = subs;
-  u->nbasesubs = u->nsubs;
-  pthread_mutex_unlock(&u->lock);
+  *mbs_out = m;
+  *subs_out = v;
   return 1;
 }
 
-/* Put the baseline back. Sessions with a mailbox selected are told, then let go. */
-static int user_reset(struct user *u) {
+/*
+** The one snapshot/reset path. restore 0: copy the user's mailboxes and subscriptions as
+** the baseline imapmem_reset() returns to. restore 1: put the baseline back; sessions with
+** a mailbox selected are told, then let go. 0 if memory ran out; then nothing changed.
+*/
+static int user_baseline(struct user *u, int restore) {
+  struct mailbox **m;
+  char **v;
   pthread_mutex_lock(&u->lock);
-  struct mailbox **fresh = mem_calloc(u->nbase ? u->nbase : 1, sizeof *fresh);
-  char **subs = mem_calloc(u->nbasesubs ? u->nbasesubs : 1, sizeof *subs);
-  int ok = fresh && subs;
-  for (size_t i = 0; ok && i < u->nbase; i++)
-    ok = (fresh[i] = mailbox_clone(u->base[i], u)) != NULL;
-  for (size_t i = 0; ok && i < u->nbasesubs; i++)
-    ok = (subs[i] = mem_strdup(u->basesubs[i])) != NULL;
-  if (!ok) {
-    for (size_t i = 0; fresh && i < u->nbase; i++) mailbox_unref(fresh[i]);
-    for (size_t i = 0; subs && i < u->nbasesubs; i++) free(subs[i]);
-    free(fresh);
-    free(subs);
-    pthread_mutex_unlock(&u->lock);
-    return 0;
+  size_t n = restore ? u->nbase : u->nmailboxes, nsubs = restore ? u->nbasesubs : u->nsubs;
+  int ok = user_copy_locked(u, restore ? u->base : u->mailboxes, n,
+                            restore ? u->basesubs : u->subs, nsubs, &m, &v);
+  if (ok && restore) {
+    while (u->nmailboxes) user_remove_locked(u, u->nmailboxes - 1, "reset to the loaded fixtures");
+    free(u->mailboxes);
+    strings_free(u->subs, u->nsubs);
+    u->mailboxes = m;
+    u->nmailboxes = u->capmailboxes = n;
+    u->subs = v;
+    u->nsubs = u->capsubs = nsubs;
+  } else if (ok) {
+    mailboxes_free(u->base, u->nbase);
+    strings_free(u->basesubs, u->nbasesubs);
+    u->base = m;
+    u->nbase = n;
+    u->basesubs = v;
+    u->nbasesubs = nsubs;
   }
-  while (u->nmailboxes) user_remove_locked(u, u->nmailboxes - 1, "reset to the loaded fixtures");
-  for (size_t i = 0; i < u->nsubs; i++) free(u->subs[i]);
-  free(u->mailboxes);
-  free(u->subs);
-  u->mailboxes = fresh;
-  u->nmailboxes = u->capmailboxes = u->nbase;
-  u->subs = subs;
-  u->nsubs = u->capsubs = u->nbasesubs;
   pthread_mutex_unlock(&u->lock);
-  return 1;
+  return ok;
 }
 
 /*
@@ -2850,22 +2637,6 @@ struct mbox_batch {
   struct mbox_batch *next;
 };
 
-static struct mbox_batch *mbox_batch_new(const char *mailbox, const char *file, int selectable) {
-  struct mbox_batch *b = mem_calloc(1, sizeof *b);
-  if (!b) return NULL;
-  b->mailbox = mem_strdup(mailbox);
-  b->file = mem_strdup(file);
-  b->selectable = selectable;
-  b->content_validity = uidvalidity_from("", 0, mailbox);
-  if (!b->mailbox || !b->file) {
-    free(b->mailbox);
-    free(b->file);
-    free(b);
-    return NULL;
-  }
-  return b;
-}
-
 /*
 ** A mailbox loaded without X-IMAPbase gets its UIDVALIDITY from its fixture's bytes and its
 ** name: the same across restarts while the file is unchanged, so a client's cache stays
@@ -2910,6 +2681,18 @@ static void mbox_batch_free(struct mbox_batch *b) {
   }
 }
 
+static struct mbox_batch *mbox_batch_new(const char *mailbox, const char *file, int selectable) {
+  struct mbox_batch *b = mem_calloc(1, sizeof *b);
+  if (!b) return NULL;
+  b->selectable = selectable;
+  b->content_validity = uidvalidity_from("", 0, mailbox);
+  if (!(b->mailbox = mem_strdup(mailbox)) || !(b->file = mem_strdup(file))) {
+    mbox_batch_free(b);
+    b = NULL;
+  }
+  return b;
+}
+
 static int line_number_at(const char *data, size_t off) {
   int line = 1;
   for (const char *p = data, *e = data + off; (p = memchr(p, '\n', (size_t)(e - p))); p++)
@@ -2932,7 +2715,7 @@ static int mbox_from_date(const char *p, size_t n, int64_t *t_out, int *tz_out) 
     int mon = month_from_name(w[k + 1].p, w[k + 1].len);
     if (w[k].len != 3 || !isalpha((unsigned char)w[k].p[0]) || !mon || w[k + 1].len != 3)
       continue;
-    long day, hh, mm, ss = 0, year = -1;
+    long long day, hh, mm, ss = 0, year = -1;
     if (!parse_uint(w[k + 2], 31, &day)) continue;
     struct str t = w[k + 3];           /* hh:mm[:ss] */
     if (t.len < 5 || t.p[2] != ':' || !parse_uint(str_make(t.p, 2), 23, &hh) ||
@@ -2941,18 +2724,10 @@ static int mbox_from_date(const char *p, size_t n, int64_t *t_out, int *tz_out) 
     if (t.len == 8 && (t.p[5] != ':' || !parse_uint(str_make(t.p + 6, 2), 60, &ss))) continue;
     int tz = 0;
     for (int j = k + 4; j < nw; j++) {  /* year, and a numeric zone before or after it */
-      struct str x = w[j];
-      if ((x.p[0] == '+' || x.p[0] == '-') && x.len == 5) {
-        long hhmm;
-        if (parse_uint(str_make(x.p + 1, 4), 9999, &hhmm))
-          tz = (int)((hhmm / 100) * 60 + hhmm % 100) * (x.p[0] == '-' ? -1 : 1);
-      } else if (year < 0) {
-        parse_uint(x, 9999, &year);
-      }
+      if (!zone_numeric(w[j], &tz) && year < 0) parse_uint(w[j], 9999, &year);
     }
     if (year < 0 || day < 1) return 0;
-    *t_out = days_from_civil(year, mon, (int)day) * 86400 + hh * 3600 + mm * 60 + ss -
-             (int64_t)tz * 60;
+    *t_out = time_from_civil(year, mon, (int)day, hh, mm, ss, tz);
     *tz_out = tz;
     return 1;
   }
@@ -3017,7 +2792,7 @@ static int mbox_header_kind(const char *p, size_t n) {
 static int mbox_header_apply(struct mbox_batch *b, struct pending *pm, int kind, struct str v,
                              int *pseudo) {
   v = str_trim(v);
-  long x;
+  long long x;
   switch (kind) {
   case HDR_STATUS: pm->flags = (pm->flags & ~(uint32_t)(FLAG_SEEN | FLAG_RECENT)) |
                                mbox_status_flags(v, 0); break;
@@ -3039,7 +2814,7 @@ static int mbox_header_apply(struct mbox_batch *b, struct pending *pm, int kind,
     *pseudo = 1;             /* UW imapd's "FOLDER INTERNAL DATA" message */
     /* fall through */
   case HDR_IMAPBASE: {
-    long val = 0, next = 0;
+    long long val = 0, next = 0;
     size_t i = 0;
     while (i < v.len && v.p[i] != ' ') i++;
     if (!parse_uint(str_make(v.p, i), UINT32_MAX, &val)) break;
@@ -3057,6 +2832,39 @@ static int mbox_header_apply(struct mbox_batch *b, struct pending *pm, int kind,
   }
   }
   return 1;
+}
+
+/* Undo what mbox_eol_spec described: drop the CR before each listed LF, and the last break. */
+static void mbox_apply_eol(struct msgdata *d, const char *spec) {
+  int all = 0, noeol = 0;
+  const char *list = NULL;
+  for (const char *t = spec; *t;) {
+    while (*t == ' ') t++;
+    size_t k = strcspn(t, " ");
+    if (k == 2 && strncmp(t, "lf", 2) == 0) all = 1;
+    else if (k > 3 && strncmp(t, "lf=", 3) == 0) list = t + 3;
+    else if (k == 5 && strncmp(t, "noeol", 5) == 0) noeol = 1;
+    t += k;
+  }
+  size_t line = 0, lo = 0, hi = 0, w = 0;
+  char *b = d->bytes;
+  for (size_t r = 0; r < d->size; r++) {
+    if (b[r] == '\n') {
+      line++;
+      while (list && line > hi && *list && *list != ' ') {   /* the next range of the list */
+        char *e;
+        lo = hi = strtoul(list, &e, 10);
+        if (*e == '-') hi = strtoul(e + 1, &e, 10);
+        list = *e == ',' ? e + 1 : e;
+        if (hi < lo) hi = lo;
+      }
+      if ((all || (line >= lo && line <= hi)) && w > 0 && b[w - 1] == '\r') w--;
+    }
+    b[w++] = b[r];
+  }
+  if (noeol && w > 0 && b[w - 1] == '\n') w -= w > 1 && b[w - 2] == '\r' ? 2 : 1;
+  d->size = (uint32_t)w;
+  b[w] = 0;
 }
 
 /*
@@ -3597,44 +3405,10 @@ static void mbox_eol_spec(struct buf *out, const char *p, size_t n) {
   if (out->p) out->p[out->len] = 0;
 }
 
-/* Undo what mbox_eol_spec described: drop the CR before each listed LF, and the last break. */
-static void mbox_apply_eol(struct msgdata *d, const char *spec) {
-  int all = 0, noeol = 0;
-  const char *list = NULL;
-  for (const char *t = spec; *t;) {
-    while (*t == ' ') t++;
-    size_t k = strcspn(t, " ");
-    if (k == 2 && strncmp(t, "lf", 2) == 0) all = 1;
-    else if (k > 3 && strncmp(t, "lf=", 3) == 0) list = t + 3;
-    else if (k == 5 && strncmp(t, "noeol", 5) == 0) noeol = 1;
-    t += k;
-  }
-  size_t line = 0, lo = 0, hi = 0, w = 0;
-  char *b = d->bytes;
-  for (size_t r = 0; r < d->size; r++) {
-    if (b[r] == '\n') {
-      line++;
-      while (list && line > hi && *list && *list != ' ') {   /* the next range of the list */
-        char *e;
-        lo = hi = strtoul(list, &e, 10);
-        if (*e == '-') hi = strtoul(e + 1, &e, 10);
-        list = *e == ',' ? e + 1 : e;
-        if (hi < lo) hi = lo;
-      }
-      if ((all || (line >= lo && line <= hi)) && w > 0 && b[w - 1] == '\r') w--;
-    }
-    b[w++] = b[r];
-  }
-  if (noeol && w > 0 && b[w - 1] == '\n') w -= w > 1 && b[w - 2] == '\r' ? 2 : 1;
-  d->size = (uint32_t)w;
-  b[w] = 0;
-}
-
 static void mbox_put_message(struct buf *out, const struct mailbox *mb, const struct message *m,
                              int first) {
   static const char *const wday[7] = {"Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"};
-  int64_t local = m->internaldate + (int64_t)m->tz * 60;
-  int64_t days = local / 86400 - (local % 86400 < 0), secs = local - days * 86400;
+  int64_t secs, days = day_of(m->internaldate, m->tz, &secs);
   int y, mo, d, atz = m->tz < 0 ? -m->tz : m->tz;
   civil_from_days(days, &y, &mo, &d);
   buf_printf(out, "From imapmem %s %s %2d %02d:%02d:%02d %04d %c%02d%02d\n",
@@ -3816,12 +3590,8 @@ static int mbox_save_user(struct user *u, const char *dir, char *err, size_t err
     snprintf(err, errcap, "%.300s: cannot write: %s", path, strerror(errno));
     rc = IMAPMEM_IO;
   }
-  for (size_t i = 0; i < n; i++) {
-    if (list) mailbox_unref(list[i]);
-    if (names) free(names[i]);
-  }
-  free(list);
-  free(names);
+  mailboxes_free(list, n);
+  strings_free(names, n);
   buf_free(&subs);
   return rc;
 }
@@ -3897,19 +3667,11 @@ static int parse_tag(struct parser *ps, struct str *out) {
 }
 
 static int parse_literal(struct parser *ps, struct str *out) {
-  if (!parse_char(ps, '{')) return 0;
-  size_t n = 0;
-  int digits = 0;
-  while (ps->p < ps->end && *ps->p >= '0' && *ps->p <= '9') {
-    n = n * 10 + (size_t)(*ps->p++ - '0');
-    digits++;
-  }
-  parse_char(ps, '+');
-  if (!digits || !parse_char(ps, '}') || !parse_char(ps, '\r') || !parse_char(ps, '\n') ||
-      (size_t)(ps->end - ps->p) < n)
-    return parse_fail(ps, "Malformed literal");
-  *out = str_make(ps->p, n);
-  ps->p += n;
+  uint64_t n;
+  size_t open = literal_opening(ps->p, (size_t)(ps->end - ps->p), &n);
+  if (!open || n > (uint64_t)(ps->end - ps->p) - open) return parse_fail(ps, "Malformed literal");
+  *out = str_make(ps->p + open, (size_t)n);
+  ps->p += open + n;
   return 1;
 }
 
@@ -3964,6 +3726,14 @@ static int is_list_char(int c) {
 static int parse_list_mailbox(struct parser *ps, struct str *out) {
   if (parse_peek(ps, '"') || parse_peek(ps, '{')) return parse_string(ps, out);
   return parse_run(ps, is_list_char, out) || parse_fail(ps, "Expected a mailbox pattern");
+}
+
+/* Zeroed memory in the command's arena for what the parser builds; NULL fails the parse. */
+static void *parse_new(struct parser *ps, size_t n) {
+  void *p = arena_alloc(ps->arena, n);
+  if (p) memset(p, 0, n);
+  else parse_fail(ps, "Out of memory");
+  return p;
 }
 
 /* A NUL-terminated copy of a view, in the arena. */
@@ -4128,7 +3898,7 @@ static int parse_date_time(struct parser *ps, int64_t *t, int *tz) {
   if (!parse_quoted(ps, &s) || s.len != 26)
     return parse_fail(ps, "Expected a date-time like \"25-Nov-2026 10:00:00 +0000\"");
   const char *p = s.p;
-  long day, year, hh, mm, ss, zone;
+  long long day, year, hh, mm, ss;
   struct str d = str_make(p[0] == ' ' ? p + 1 : p, p[0] == ' ' ? 1 : 2);
   int mon = month_from_name(p + 3, 3);
   if (!parse_uint(d, 31, &day) || p[2] != '-' || !mon || p[6] != '-' ||
@@ -4136,12 +3906,9 @@ static int parse_date_time(struct parser *ps, int64_t *t, int *tz) {
       !parse_uint(str_make(p + 12, 2), 23, &hh) || p[14] != ':' ||
       !parse_uint(str_make(p + 15, 2), 59, &mm) || p[17] != ':' ||
       !parse_uint(str_make(p + 18, 2), 60, &ss) || p[20] != ' ' ||
-      (p[21] != '+' && p[21] != '-') || !parse_uint(str_make(p + 22, 4), 9999, &zone) ||
-      day < 1 || day > days_in_month(year, mon))
+      !zone_numeric(str_make(p + 21, 5), tz) || day < 1 || day > days_in_month(year, mon))
     return parse_fail(ps, "Invalid date-time");
-  *tz = (int)((zone / 100) * 60 + zone % 100) * (p[21] == '-' ? -1 : 1);
-  *t = days_from_civil(year, mon, (int)day) * 86400 + hh * 3600 + mm * 60 + ss -
-       (int64_t)*tz * 60;
+  *t = time_from_civil(year, mon, (int)day, hh, mm, ss, *tz);
   return 1;
 }
 
@@ -4155,7 +3922,7 @@ static int parse_date(struct parser *ps, int64_t *days) {
   }
   const char *d1 = memchr(s.p, '-', s.len);
   const char *d2 = d1 ? memchr(d1 + 1, '-', (size_t)(s.p + s.len - d1 - 1)) : NULL;
-  long day, year;
+  long long day, year;
   int mon;
   if (!d1 || !d2 || d2 - d1 != 4 || !parse_uint(str_make(s.p, (size_t)(d1 - s.p)), 31, &day) ||
       !(mon = month_from_name(d1 + 1, 3)) ||
@@ -4168,41 +3935,159 @@ static int parse_date(struct parser *ps, int64_t *days) {
 
 /*
 ** ===========================================================================
-** 6  Command handlers and the command table
+** 6  Responses and the session's view
 ** ===========================================================================
-** Owns: what each command does (RFC 3501 section 6 and the extensions), and a session's
-** view of its selected mailbox: sequence numbers, and the untagged updates that keep
-** them right (RFC 3501 5.2, 7.4.1). Calls: sections 1-5, and SEARCH/FETCH (7, 8) and
-** the session's output (9) through the prototypes in section 0. Locking: a handler
-** locks a mailbox only around its own store calls and writes to the network after
-** unlocking (the session's output buffer is memory until flushed).
-**
-** Handler shape: read the arguments with the typed getters (BAD with the getter's text),
-** check, do the work through the store, send untagged data, then set the tagged reply
-** with cmd_ok/cmd_no/cmd_bad. The dispatcher sends pending untagged updates and then the
-** tagged line, exactly once.
+** Owns: what a session says (its output buffer, the tagged reply, the transcript) and
+** its view of the selected mailbox (sequence numbers, and the untagged updates that keep
+** them right: RFC 3501 5.2, 7.4.1). Calls: sections 1-5. Bytes leave through the
+** session's struct session_io, which section 10 provides: nothing here touches a socket.
+** Locking: a session's view and output belong to its thread; the view is brought up to
+** date under the selected mailbox's lock, and publishing for imapmem_wait() takes the
+** server's lock, never inside a mailbox's.
 */
-static const struct {
-  const char *name;
-  unsigned bit;               /* 0: always on */
-} capability_list[] = {
-  {"IMAP4rev1", 0}, {"LITERAL+", CAP_LITERALPLUS}, {"SASL-IR", CAP_SASLIR}, {"AUTH=PLAIN", 0},
-  {"IDLE", CAP_IDLE}, {"UIDPLUS", CAP_UIDPLUS}, {"MOVE", CAP_MOVE}, {"UNSELECT", CAP_UNSELECT},
-  {"NAMESPACE", CAP_NAMESPACE}, {"ID", CAP_ID}, {"CHILDREN", CAP_CHILDREN}};
-
-static int cap_on(struct imapmem *srv, unsigned bit) {
-  return !(atomic_load(&srv->caps_off) & bit);
+static void session_sendn(struct session *s, const void *p, size_t n) {
+  buf_add(&s->out, p, n);
 }
 
-/* The capability list as advertised now (RFC 3501 7.2.1), into a fixed buffer. */
-static const char *capabilities(struct imapmem *srv, char *out, size_t cap) {
-  size_t n = 0;
-  out[0] = 0;
-  for (size_t i = 0; i < sizeof capability_list / sizeof capability_list[0]; i++)
-    if (!capability_list[i].bit || cap_on(srv, capability_list[i].bit))
-      n += (size_t)snprintf(out + n, n < cap ? cap - n : 0, "%s%s", n ? " " : "",
-                            capability_list[i].name);
-  return out;
+static void session_send(struct session *s, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  buf_vprintf(&s->out, fmt, ap);
+  va_end(ap);
+}
+
+/* Write what is buffered, through the session's connection. 0 if it is gone. */
+static int session_flush(struct session *s) {
+  return s->io->flush(s);
+}
+
+/* Large FETCH data goes straight from the message to the connection, uncopied. */
+static void session_send_bulk(struct session *s, const char *p, size_t n) {
+  if (n < 65536) session_sendn(s, p, n);
+  else if (session_flush(s)) s->io->write(s, p, n);
+}
+
+/* Read a line from the client in the middle of a command (AUTHENTICATE, IDLE). */
+static int session_read_line(struct session *s, struct buf *line, size_t max, int wake_ok) {
+  return s->io->read_line(s, line, max, wake_ok);
+}
+
+/* ------------------------------------------------------------------------- */
+/*
+** The transcript (imapmem_set_trace, --trace): one callback per protocol line, literals
+** shown by their size and passwords masked, so a reader sees IMAP happen.
+*/
+static void session_trace(struct session *s, char dir, const char *line, size_t n) {
+  struct imapmem *srv = s->srv;
+  pthread_mutex_lock(&srv->lock);
+  imapmem_trace_fn *fn = srv->trace_fn;
+  void *arg = srv->trace_arg;
+  pthread_mutex_unlock(&srv->lock);
+  if (fn) fn(arg, s->id, dir, line, n);
+}
+
+/*
+** A continuation request or a status response (tagged or untagged OK, NO, BAD, BYE,
+** PREAUTH)? Their text is plain TEXT-CHARs (RFC 3501 9), never a literal, even if it ends
+** in something like "{12}" echoed from a client.
+*/
+static int line_is_status(const char *p, size_t n) {
+  if (n >= 1 && p[0] == '+') return 1;
+  const char *sp = memchr(p, ' ', n);
+  if (!sp) return 0;
+  struct str w = str_make(sp + 1, n - (size_t)(sp + 1 - p));
+  const char *e = memchr(w.p, ' ', w.len);
+  if (e) w.len = (size_t)(e - w.p);
+  return str_ieq(w, "OK") || str_ieq(w, "NO") || str_ieq(w, "BAD") || str_ieq(w, "BYE") ||
+         str_ieq(w, "PREAUTH");
+}
+
+/* Feed bytes the server writes; whole lines go to the transcript. */
+static void session_trace_out(struct session *s, const char *p, size_t n) {
+  struct buf *l = &s->trace_line;
+  while (n) {
+    if (s->trace_skip) {     /* inside a literal: count it, do not show it */
+      size_t k = n < s->trace_skip ? n : s->trace_skip;
+      s->trace_skip -= k;
+      p += k;
+      n -= k;
+      continue;
+    }
+    const char *nl = memchr(p, '\n', n);
+    size_t k = nl ? (size_t)(nl - p) + 1 : n;
+    buf_add(l, p, k);
+    p += k;
+    n -= k;
+    if (!nl) break;
+    l->len -= l->len >= 2 && l->p[l->len - 2] == '\r' ? 2 : 1;
+    uint64_t v;              /* a line ending "{n}" announces a literal */
+    int plus;
+    size_t at = line_is_status(l->p, l->len) ? l->len : literal_announced(l->p, l->len, &v, &plus);
+    if (at < l->len) {
+      l->len = at;
+      buf_printf(l, "{%llu bytes}", (unsigned long long)v);
+      s->trace_skip = (size_t)v;
+      if (v) continue;       /* the line goes on after the literal */
+    }
+    session_trace(s, 'S', l->p ? l->p : "", l->len);
+    buf_reset(l);
+  }
+}
+
+/*
+** The transcript of a command, one piece at a time as it is read: a piece ends where a
+** synchronizing literal is announced, so the server's "+" comes in between, as on the
+** wire. Literals appear as "{N bytes}" and everything after LOGIN's user name or
+** AUTHENTICATE's mechanism as "***". s->trace_words counts the words of the command so
+** far (0 at its start), and s->trace_secret says the rest is masked.
+*/
+static void session_trace_command(struct session *s, const char *p, size_t n) {
+  struct buf t = {0};
+  size_t i = 0;
+  if (s->trace_secret) i = n;
+  while (i < n) {
+    uint64_t v;              /* {n}CRLF or {n+}CRLF, then n bytes */
+    size_t open = p[i] == '{' ? literal_opening(p + i, n - i, &v) : 0;
+    if (open) {
+      buf_printf(&t, "{%llu bytes}", (unsigned long long)v);
+      i = v <= n - i - open ? i + open + (size_t)v : n;
+      continue;
+    }
+    if (p[i] == ' ' && ++s->trace_words == 2) {   /* after "tag NAME" */
+      s->trace_secret = (t.len >= 5 && strncasecmp(t.p + t.len - 5, "LOGIN", 5) == 0) ||
+                        (t.len >= 12 && strncasecmp(t.p + t.len - 12, "AUTHENTICATE", 12) == 0);
+      s->trace_secret = s->trace_secret ? -1 : 0;  /* -1: masked from the next word on */
+    } else if (p[i] == ' ' && s->trace_secret < 0) {
+      buf_adds(&t, " ***");
+      s->trace_secret = 1;
+      break;
+    }
+    buf_addc(&t, p[i++]);
+  }
+  if (s->trace_secret > 0 && !t.len) buf_adds(&t, "***");
+  session_trace(s, 'C', t.p ? t.p : "", t.len);
+  buf_free(&t);
+}
+
+/* An event of the session itself (connect, disconnect, a fault), as a transcript line. */
+static void PRINTF_LIKE(2, 3) session_trace_event(struct session *s, const char *fmt, ...) {
+  if (!atomic_load(&s->srv->tracing)) return;
+  char line[300];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(line, sizeof line, fmt, ap);
+  va_end(ap);
+  session_trace(s, '*', line, strlen(line));
+}
+
+/* Make the session's user, mailbox and IDLE state visible to imapmem_wait(). */
+static void session_publish(struct session *s) {
+  pthread_mutex_lock(&s->srv->lock);
+  s->pub_user = s->user;
+  s->pub_mb = s->mb;
+  s->pub_idle = s->in_idle;
+  pthread_mutex_unlock(&s->srv->lock);
+  store_changed(s->srv);
 }
 
 static int PRINTF_LIKE(3, 4) cmd_reply(struct command *c, const char *status,
@@ -4232,39 +4117,6 @@ static int cmd_bad_args(struct command *c) {
   return cmd_bad(c, "%s %s", c->def->name, c->ps.err ? c->ps.err : "Invalid arguments");
 }
 
-/* The common argument list " mailbox" and nothing after it. */
-static int cmd_mailbox_arg(struct command *c, const char **name) {
-  return parse_sp(&c->ps) && parse_mailbox(&c->ps, name) && parse_end(&c->ps);
-}
-
-/*
-** The selectable mailbox name, with a reference the caller drops; NULL with the NO reply
-** set if it is missing (answered with `missing`, a response code) or \Noselect.
-*/
-static struct mailbox *cmd_selectable(struct session *s, struct command *c, const char *name,
-                                      const char *missing) {
-  struct mailbox *mb = user_mailbox(s->user, name);
-  if (!mb) {
-    cmd_no(c, "[%s] Mailbox does not exist: %s", missing, name);
-    return NULL;
-  }
-  if (!mb->selectable) {
-    mailbox_unref(mb);
-    cmd_no(c, "[CANNOT] Mailbox is \\Noselect: %s", name);
-    return NULL;
-  }
-  return mb;
-}
-
-static const char *state_name(enum state st) {
-  switch (st) {
-  case ST_NOTAUTH: return "not authenticated";
-  case ST_AUTH: return "authenticated";
-  case ST_SELECTED: return "selected";
-  default: return "logout";
-  }
-}
-
 /* ------------------------------------------------------------------------- */
 /* The session's view of its selected mailbox. */
 
@@ -4285,21 +4137,9 @@ static void flags_out(struct buf *b, uint32_t flags, uint64_t kw, char *const *n
 
 /* Index in the view of uid, or -1. */
 static long view_find(const struct session *s, uint32_t uid) {
-  size_t lo = 0, hi = s->nview;
-  while (lo < hi) {
-    size_t mid = (lo + hi) / 2;
-    if (s->view[mid].uid < uid) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo < s->nview && s->view[lo].uid == uid ? (long)lo : -1;
-}
-
-/* Ghosts that every session with mb selected has been told of go. Holds mb->lock. */
-static void mailbox_release_ghosts(struct mailbox *mb) {
-  uint64_t told = UINT64_MAX;
-  for (size_t i = 0; i < mb->nwatchers; i++)
-    if (mb->watchers[i]->expunge_modseq < told) told = mb->watchers[i]->expunge_modseq;
-  if (mb->nghosts) mailbox_forget_ghosts(mb, told);
+  size_t i = lower_bound(s->view, s->nview, sizeof s->view[0], offsetof(struct seqent, uid), 4,
+                         uid);
+  return i < s->nview && s->view[i].uid == uid ? (long)i : -1;
 }
 
 /*
@@ -4322,12 +4162,12 @@ static void session_unselect(struct session *s) {
   if (!mb) return;
   pthread_mutex_lock(&mb->lock);
   for (size_t i = 0; i < mb->nwatchers; i++)
-    if (mb->watchers[i] == s) {
+    if (mb->watchers[i] == &s->watch) {
       mb->watchers[i] = mb->watchers[--mb->nwatchers];
       break;
     }
   mailbox_release_ghosts(mb);
-  s->idling = 0;
+  s->watch.idling = 0;
   pthread_mutex_unlock(&mb->lock);
   mailbox_unref(mb);
   s->mb = NULL;
@@ -4355,17 +4195,13 @@ static int session_sync(struct session *s, int allow_expunge) {
     return 0;
   }
   if (mb->nkeywords > s->nkw_known) session_send_flags(s, mb);
-  if (mb->modseq == s->seen_modseq && mb->modseq == s->expunge_modseq) {
+  if (mb->modseq == s->seen_modseq && mb->modseq == s->watch.told) {
     pthread_mutex_unlock(&mb->lock);
     return 1;
   }
-  if (allow_expunge && s->expunge_modseq < mb->modseq) {
-    size_t lo = 0, hi = mb->nexpunged;   /* first log entry after what we reported */
-    while (lo < hi) {
-      size_t mid = (lo + hi) / 2;
-      if (mb->expunged[mid].modseq <= s->expunge_modseq) lo = mid + 1;
-      else hi = mid;
-    }
+  if (allow_expunge && s->watch.told < mb->modseq) {
+    size_t lo = lower_bound(mb->expunged, mb->nexpunged, sizeof mb->expunged[0],  /* the */
+                            offsetof(struct change, modseq), 8, s->watch.told + 1);  /* news */
     /* Mark each expunged message in the view, then report from the highest number down
        (as RFC 3501 7.4.1's example does): a higher number going never renumbers a lower
        one, so each is the number the client knows. One pass compacts the view. */
@@ -4383,7 +4219,7 @@ static int session_sync(struct session *s, int allow_expunge) {
     for (size_t k = 0; gone && k < s->nview; k++)
       if (!s->view[k].gone) s->view[w++] = s->view[k];
     if (gone) s->nview = w;
-    s->expunge_modseq = mb->modseq;
+    s->watch.told = mb->modseq;
     mailbox_release_ghosts(mb);
   }
   if (s->seen_modseq < mb->modseq) {
@@ -4391,12 +4227,8 @@ static int session_sync(struct session *s, int allow_expunge) {
     /* flag changes of messages the client knows, from the log (or, if the log may lack
        some, from every message) */
     int scan = s->seen_modseq < mb->flag_log_from;
-    size_t lo = 0, hi = mb->nflagged;
-    while (!scan && lo < hi) {
-      size_t mid = (lo + hi) / 2;
-      if (mb->flagged[mid].modseq <= s->seen_modseq) lo = mid + 1;
-      else hi = mid;
-    }
+    size_t lo = scan ? 0 : lower_bound(mb->flagged, mb->nflagged, sizeof mb->flagged[0],
+                                       offsetof(struct change, modseq), 8, s->seen_modseq + 1);
     for (size_t i = scan ? 0 : lo; i < (scan ? mb->count : mb->nflagged); i++) {
       long j = scan ? (long)i : mailbox_find_uid(mb, mb->flagged[i].uid);
       if (j < 0) continue;
@@ -4467,13 +4299,8 @@ static int view_resolve(struct session *s, struct command *c, struct seqset *set
   for (size_t r = 0; r < set->n; r++) {
     size_t a, b;
     if (uid) {
-      size_t lo = 0, hi = s->nview;
-      while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (s->view[mid].uid < set->r[r].lo) lo = mid + 1;
-        else hi = mid;
-      }
-      a = lo;
+      a = lower_bound(s->view, s->nview, sizeof s->view[0], offsetof(struct seqent, uid), 4,
+                      set->r[r].lo);
       b = a;
       while (b < s->nview && s->view[b].uid <= set->r[r].hi) b++;
     } else {
@@ -4499,6 +4326,803 @@ static int view_resolve(struct session *s, struct command *c, struct seqset *set
   *out = idx;
   *nout = n;
   return 1;
+}
+
+/*
+** ===========================================================================
+** 7  SEARCH
+** ===========================================================================
+** Owns: the search-key tree (RFC 3501 6.4.4) and its evaluation. Calls: sections 1-6.
+** Locking: the selected mailbox is locked once to take a snapshot of the view's
+** messages (UID, flags, dates, a reference to the bytes); keys are then evaluated with
+** no lock held. String keys match case-insensitively as substrings of what a person
+** reads: header values after RFC 2047 decoding, bodies after base64/quoted-printable
+** decoding, found through the cached MIME tree. Limits: groups, NOT and OR nest at most
+** IMAPMEM_MAX_DEPTH deep.
+*/
+enum skey_op {
+  SK_AND, SK_OR, SK_NOT, SK_SEQ, SK_UID, SK_FLAG, SK_UNFLAG, SK_KEYWORD, SK_UNKEYWORD,
+  SK_NEW, SK_OLD, SK_RECENT, SK_HEADER, SK_BODY, SK_TEXT, SK_BEFORE, SK_ON, SK_SINCE,
+  SK_SENTBEFORE, SK_SENTON, SK_SENTSINCE, SK_LARGER, SK_SMALLER, SK_ALL
+};
+struct skey {
+  int op;
+  uint32_t flag;
+  int kwbit;                  /* keyword bit in the mailbox, -1 if the mailbox lacks it */
+  struct str name, value;     /* HEADER name and the string of string keys */
+  struct needle needle;       /* value, prepared for needle_find */
+  int64_t num;                /* a day number or a size */
+  struct seqset set;
+  struct skey *child, *next;  /* AND: children; OR: two children; NOT: one */
+};
+struct snap {                 /* one message as SEARCH sees it */
+  uint32_t seq, uid, flags, size;
+  uint64_t keywords;
+  int recent;
+  int64_t day;                /* INTERNALDATE's date in its own zone, as a day number */
+  struct msgdata *data;
+};
+
+static struct skey *search_new(struct parser *ps, int op) {
+  struct skey *k = parse_new(ps, sizeof *k);
+  if (k) {
+    k->op = op;
+    k->kwbit = -1;
+  }
+  return k;
+}
+
+/* The string of a string key, prepared for matching. */
+static int search_parse_string(struct parser *ps, struct skey *k) {
+  if (!parse_astring(ps, &k->value)) return 0;
+  return needle_init(&k->needle, k->value, ps->arena) || parse_fail(ps, "Out of memory");
+}
+
+static struct skey *search_parse_key(struct parser *ps, int depth);  /* they recurse */
+
+/* Keys until ')' (a group) or the end, joined by AND. */
+static struct skey *search_parse_list(struct parser *ps, int depth, int group) {
+  struct skey *and = search_new(ps, SK_AND), *last = NULL;
+  if (!and) return NULL;
+  for (;;) {
+    struct skey *k = search_parse_key(ps, depth);
+    if (!k) return NULL;
+    if (last) last->next = k;
+    else and->child = k;
+    last = k;
+    if (group && parse_char(ps, ')')) return and;
+    if (parse_at_end(ps)) {
+      if (group) {
+        parse_fail(ps, "Missing ')' in search keys");
+        return NULL;
+      }
+      return and;
+    }
+    if (!parse_sp(ps)) return NULL;
+  }
+}
+
+static struct skey *search_parse_key(struct parser *ps, int depth) {
+  static const struct { const char *name; int op; uint32_t flag; } simple[] = {
+    {"ALL", SK_ALL, 0}, {"ANSWERED", SK_FLAG, FLAG_ANSWERED}, {"DELETED", SK_FLAG, FLAG_DELETED},
+    {"DRAFT", SK_FLAG, FLAG_DRAFT}, {"FLAGGED", SK_FLAG, FLAG_FLAGGED},
+    {"SEEN", SK_FLAG, FLAG_SEEN}, {"UNANSWERED", SK_UNFLAG, FLAG_ANSWERED},
+    {"UNDELETED", SK_UNFLAG, FLAG_DELETED}, {"UNDRAFT", SK_UNFLAG, FLAG_DRAFT},
+    {"UNFLAGGED", SK_UNFLAG, FLAG_FLAGGED}, {"UNSEEN", SK_UNFLAG, FLAG_SEEN},
+    {"NEW", SK_NEW, 0}, {"OLD", SK_OLD, 0}, {"RECENT", SK_RECENT, 0}};
+  static const struct { const char *name; const char *header; int op; } strings[] = {
+    {"BCC", "Bcc", SK_HEADER}, {"CC", "Cc", SK_HEADER}, {"FROM", "From", SK_HEADER},
+    {"SUBJECT", "Subject", SK_HEADER}, {"TO", "To", SK_HEADER}, {"BODY", NULL, SK_BODY},
+    {"TEXT", NULL, SK_TEXT}};
+  static const struct { const char *name; int op; } dates[] = {
+    {"BEFORE", SK_BEFORE}, {"ON", SK_ON}, {"SINCE", SK_SINCE}, {"SENTBEFORE", SK_SENTBEFORE},
+    {"SENTON", SK_SENTON}, {"SENTSINCE", SK_SENTSINCE}};
+  if (depth > IMAPMEM_MAX_DEPTH) {
+    parse_fail(ps, "Search keys nested too deeply");
+    return NULL;
+  }
+  if (parse_char(ps, '(')) return search_parse_list(ps, depth + 1, 1);
+  struct skey *k;
+  if (parse_peek(ps, '*') || (ps->p < ps->end && *ps->p >= '0' && *ps->p <= '9')) {
+    if (!(k = search_new(ps, SK_SEQ)) || !parse_seqset(ps, &k->set)) return NULL;
+    return k;
+  }
+  struct str w;
+  if (!parse_run(ps, is_atom_char, &w)) {
+    parse_fail(ps, "Expected a search key");
+    return NULL;
+  }
+  for (size_t i = 0; i < sizeof simple / sizeof simple[0]; i++)
+    if (str_ieq(w, simple[i].name)) {
+      if ((k = search_new(ps, simple[i].op))) k->flag = simple[i].flag;
+      return k;
+    }
+  for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++)
+    if (str_ieq(w, strings[i].name)) {
+      if (!(k = search_new(ps, strings[i].op)) || !parse_sp(ps) || !search_parse_string(ps, k))
+        return NULL;
+      if (strings[i].header) k->name = str_make(strings[i].header, strlen(strings[i].header));
+      return k;
+    }
+  for (size_t i = 0; i < sizeof dates / sizeof dates[0]; i++)
+    if (str_ieq(w, dates[i].name)) {
+      if (!(k = search_new(ps, dates[i].op)) || !parse_sp(ps) || !parse_date(ps, &k->num))
+        return NULL;
+      return k;
+    }
+  if (str_ieq(w, "HEADER")) {
+    if (!(k = search_new(ps, SK_HEADER)) || !parse_sp(ps) || !parse_astring(ps, &k->name) ||
+        !parse_sp(ps) || !search_parse_string(ps, k))
+      return NULL;
+    return k;
+  }
+  if (str_ieq(w, "KEYWORD") || str_ieq(w, "UNKEYWORD")) {
+    if (!(k = search_new(ps, w.p[0] == 'U' || w.p[0] == 'u' ? SK_UNKEYWORD : SK_KEYWORD)) ||
+        !parse_sp(ps) || !parse_atom(ps, &k->name))
+      return NULL;
+    return k;
+  }
+  if (str_ieq(w, "LARGER") || str_ieq(w, "SMALLER")) {
+    uint32_t n;
+    if (!(k = search_new(ps, w.p[0] == 'L' || w.p[0] == 'l' ? SK_LARGER : SK_SMALLER)) ||
+        !parse_sp(ps) || !parse_number(ps, &n))
+      return NULL;
+    k->num = n;
+    return k;
+  }
+  if (str_ieq(w, "UID")) {
+    if (!(k = search_new(ps, SK_UID)) || !parse_sp(ps) || !parse_seqset(ps, &k->set))
+      return NULL;
+    return k;
+  }
+  if (str_ieq(w, "NOT")) {
+    if (!(k = search_new(ps, SK_NOT)) || !parse_sp(ps) ||
+        !(k->child = search_parse_key(ps, depth + 1)))
+      return NULL;
+    return k;
+  }
+  if (str_ieq(w, "OR")) {
+    if (!(k = search_new(ps, SK_OR)) || !parse_sp(ps) ||
+        !(k->child = search_parse_key(ps, depth + 1)) || !parse_sp(ps) ||
+        !(k->child->next = search_parse_key(ps, depth + 1)))
+      return NULL;
+    return k;
+  }
+  parse_fail(ps, "Unknown search key");
+  return NULL;
+}
+
+/* Resolve keyword names and '*' in sets once, against the view and the mailbox. */
+static void search_prepare(struct skey *k, struct session *s) {
+  for (; k; k = k->next) {
+    if (k->op == SK_KEYWORD || k->op == SK_UNKEYWORD)
+      k->kwbit = mailbox_keyword(s->mb, k->name.p, k->name.len, 0);
+    if (k->op == SK_SEQ) seqset_resolve(&k->set, (uint32_t)s->nview);
+    if (k->op == SK_UID) seqset_resolve(&k->set, s->nview ? s->view[s->nview - 1].uid : 0);
+    if (k->op == SK_AND || k->op == SK_OR || k->op == SK_NOT) search_prepare(k->child, s);
+  }
+}
+
+/* Might the field value hold an RFC 2047 encoded word ("=?")? */
+static int has_encoded_word(struct str v) {
+  for (const char *p = v.p, *e = v.p + v.len; (p = memchr(p, '=', (size_t)(e - p))); p++)
+    if (p + 1 < e && p[1] == '?') return 1;
+  return 0;
+}
+
+/* Does header field `name` (or any field, name empty) contain the string, decoded? */
+static int search_header(const char *h, const char *hend, struct str name,
+                         const struct needle *nd) {
+  const char *p = h;
+  struct field f;
+  struct buf dec = {0};
+  int found = 0;
+  while (!found && header_next(&p, hend, &f)) {
+    if (name.len && !(f.name.len == name.len && strncasecmp(f.name.p, name.p, name.len) == 0))
+      continue;
+    if (nd->len == 0) {
+      found = 1;
+      break;
+    }
+    /* most fields have neither encoded words nor folding: search them where they lie */
+    if (!memchr(f.value.p, '\n', f.value.len) && !has_encoded_word(f.value)) {
+      found = needle_find(nd, f.value.p, f.value.len) != NULL;
+      continue;
+    }
+    buf_reset(&dec);
+    rfc2047_decode(f.value, &dec);
+    found = dec.len && needle_find(nd, dec.p, dec.len) != NULL;
+  }
+  buf_free(&dec);
+  return found;
+}
+
+/* Search the decoded text of every text part (and, for TEXT, every header). */
+static int search_text(const char *msg, const struct msgmeta *mm, const struct needle *nd,
+                       int with_headers) {
+  struct buf dec = {0};
+  int found = 0;
+  for (int i = 0; i < mm->nparts && !found; i++) {
+    const struct part *pt = &mm->parts[i];
+    if (with_headers && pt->hdr_len)
+      found = search_header(msg + pt->hdr_off, msg + pt->hdr_off + pt->hdr_len,
+                            str_make(NULL, 0), nd);
+    if (found || pt->kind != PART_TEXT) continue;
+    if (pt->cte == CTE_IDENTITY && !pt->latin1) {   /* searched where it lies, uncopied */
+      found = needle_find(nd, msg + pt->body_off, pt->body_len) != NULL;
+    } else {
+      buf_reset(&dec);
+      part_decoded_text(msg, pt, &dec);
+      found = dec.len && needle_find(nd, dec.p, dec.len) != NULL;
+    }
+  }
+  buf_free(&dec);
+  return found;
+}
+
+static int search_match(const struct skey *k, const struct snap *m) {
+  const char *msg = m->data->bytes;
+  switch (k->op) {
+  case SK_ALL: return 1;
+  case SK_AND:
+    for (const struct skey *c = k->child; c; c = c->next)
+      if (!search_match(c, m)) return 0;
+    return 1;
+  case SK_OR: return search_match(k->child, m) || search_match(k->child->next, m);
+  case SK_NOT: return !search_match(k->child, m);
+  case SK_SEQ: return seqset_contains(&k->set, m->seq);
+  case SK_UID: return seqset_contains(&k->set, m->uid);
+  case SK_FLAG: return (m->flags & k->flag) != 0;
+  case SK_UNFLAG: return (m->flags & k->flag) == 0;
+  case SK_KEYWORD: return k->kwbit >= 0 && (m->keywords >> k->kwbit & 1);
+  case SK_UNKEYWORD: return k->kwbit < 0 || !(m->keywords >> k->kwbit & 1);
+  case SK_NEW: return m->recent && !(m->flags & FLAG_SEEN);
+  case SK_OLD: return !m->recent;
+  case SK_RECENT: return m->recent;
+  case SK_LARGER: return m->size > k->num;
+  case SK_SMALLER: return m->size < k->num;
+  case SK_BEFORE: return m->day < k->num;
+  case SK_ON: return m->day == k->num;
+  case SK_SINCE: return m->day >= k->num;
+  case SK_HEADER: return search_header(msg, msg + m->data->hdr_len, k->name, &k->needle);
+  default: break;
+  }
+  const struct msgmeta *mm = msgdata_meta(m->data);
+  if (!mm) return 0;
+  int64_t sent = mm->sent != INT64_MIN ? mm->sent : m->day;   /* no Date: INTERNALDATE */
+  switch (k->op) {
+  case SK_SENTBEFORE: return sent < k->num;
+  case SK_SENTON: return sent == k->num;
+  case SK_SENTSINCE: return sent >= k->num;
+  case SK_BODY: return search_text(msg, mm, &k->needle, 0);
+  case SK_TEXT: return search_text(msg, mm, &k->needle, 1);
+  }
+  return 0;
+}
+
+/* 6.4.4 SEARCH [CHARSET name] keys, and UID SEARCH. */
+static int cmd_search(struct session *s, struct command *c) {
+  struct parser *ps = &c->ps;
+  if (!parse_sp(ps)) return cmd_bad_args(c);
+  const char *save = ps->p;
+  struct str w;
+  if (parse_run(ps, is_atom_char, &w) && str_ieq(w, "CHARSET")) {
+    struct str cs;
+    if (!parse_sp(ps) || !parse_astring(ps, &cs) || !parse_sp(ps)) return cmd_bad_args(c);
+    if (!str_ieq(cs, "US-ASCII") && !str_ieq(cs, "UTF-8"))
+      return cmd_no(c, "[BADCHARSET (US-ASCII UTF-8)] Unsupported charset");
+  } else {
+    ps->p = save;
+  }
+  struct skey *keys = search_parse_list(ps, 0, 0);
+  if (!keys) return cmd_bad_args(c);
+  struct mailbox *mb = s->mb;
+  struct snap *snap = mem_alloc((s->nview ? s->nview : 1) * sizeof *snap);
+  if (!snap) return cmd_no(c, "[SERVERBUG] Out of memory");
+  size_t n = 0;
+  pthread_mutex_lock(&mb->lock);
+  search_prepare(keys, s);
+  for (size_t i = 0; i < s->nview; i++) {
+    long k = mailbox_find_uid(mb, s->view[i].uid);
+    if (k < 0) continue;     /* expunged by another session: matches nothing */
+    const struct message *m = &mb->msgs[k];
+    struct snap *x = &snap[n++];
+    x->seq = (uint32_t)i + 1;
+    x->uid = m->uid;
+    x->flags = m->flags;
+    x->keywords = m->keywords;
+    x->recent = s->view[i].recent;
+    x->size = m->data->size;
+    x->day = day_of(m->internaldate, m->tz, NULL);
+    x->data = msgdata_ref(m->data);
+  }
+  pthread_mutex_unlock(&mb->lock);
+  session_send(s, "* SEARCH");
+  for (size_t i = 0; i < n; i++) {
+    if (search_match(keys, &snap[i])) session_send(s, " %u", c->uid ? snap[i].uid : snap[i].seq);
+    msgdata_unref(snap[i].data);
+  }
+  session_send(s, "\r\n");
+  free(snap);
+  return cmd_ok(c, "%sSEARCH completed", c->uid ? "UID " : "");
+}
+
+/*
+** ===========================================================================
+** 8  FETCH
+** ===========================================================================
+** Owns: fetch items and body sections (RFC 3501 6.4.5, 7.4.2). Calls: sections 1-6.
+** Locking: the mailbox is locked once, to set \Seen where a fetch implies it and to
+** take a snapshot (UID, flags, date, a reference to the bytes) of each message; the
+** responses are then written with no lock held, so a slow client holds up nobody.
+** ENVELOPE, BODY and BODYSTRUCTURE come from the message's cached metadata.
+*/
+enum fetch_kind {
+  FI_UID, FI_FLAGS, FI_INTERNALDATE, FI_SIZE, FI_ENVELOPE, FI_BODY, FI_BODYSTRUCTURE,
+  FI_RFC822, FI_RFC822_HEADER, FI_RFC822_TEXT, FI_SECTION
+};
+enum section_text { SEC_ALL, SEC_HEADER, SEC_FIELDS, SEC_FIELDS_NOT, SEC_TEXT, SEC_MIME };
+struct fetch_item {
+  int kind;
+  int peek;
+  uint32_t path[IMAPMEM_MAX_DEPTH];   /* part numbers */
+  int npath;
+  int text;                   /* enum section_text */
+  struct str *fields;         /* HEADER.FIELDS names, in the arena */
+  int nfields, capfields;
+  int partial;
+  uint32_t origin, count;
+  const char *echo;           /* "BODY[1.HEADER]<0>" as the response names it */
+  struct fetch_item *next;
+};
+struct fetch_snap {
+  uint32_t seq, uid, flags;
+  uint64_t keywords;
+  int recent;
+  int64_t internaldate;
+  int tz;
+  struct msgdata *data;
+};
+
+static int fetch_parse_section(struct parser *ps, struct fetch_item *it) {
+  struct buf echo = {0};
+  buf_adds(&echo, "BODY[");
+  it->text = SEC_ALL;
+  while (ps->p < ps->end && *ps->p >= '0' && *ps->p <= '9') {
+    uint32_t n;
+    if (!parse_nz_number(ps, &n)) goto fail;
+    if (it->npath == IMAPMEM_MAX_DEPTH) {
+      parse_fail(ps, "Section part number too deep");
+      goto fail;
+    }
+    it->path[it->npath++] = n;
+    buf_printf(&echo, "%s%u", it->npath > 1 ? "." : "", n);
+    if (!parse_char(ps, '.')) break;
+    if (!(ps->p < ps->end && *ps->p >= '0' && *ps->p <= '9')) {
+      buf_addc(&echo, '.');
+      break;
+    }
+  }
+  if (!parse_peek(ps, ']')) {
+    struct str w;
+    if (!parse_run(ps, is_atom_char, &w)) {
+      parse_fail(ps, "Invalid section");
+      goto fail;
+    }
+    if (str_ieq(w, "HEADER")) it->text = SEC_HEADER;
+    else if (str_ieq(w, "TEXT")) it->text = SEC_TEXT;
+    else if (str_ieq(w, "MIME") && it->npath) it->text = SEC_MIME;
+    else if (str_ieq(w, "HEADER.FIELDS")) it->text = SEC_FIELDS;
+    else if (str_ieq(w, "HEADER.FIELDS.NOT")) it->text = SEC_FIELDS_NOT;
+    else {
+      parse_fail(ps, "Invalid section: expected HEADER, HEADER.FIELDS[.NOT], TEXT or MIME");
+      goto fail;
+    }
+    for (size_t i = 0; i < w.len; i++) buf_addc(&echo, (char)toupper((unsigned char)w.p[i]));
+    if (it->text == SEC_FIELDS || it->text == SEC_FIELDS_NOT) {
+      if (!parse_sp(ps) || !parse_char(ps, '(')) {
+        parse_fail(ps, "Expected a list of header field names");
+        goto fail;
+      }
+      buf_adds(&echo, " (");
+      do {
+        struct str f;
+        if (!parse_astring(ps, &f)) goto fail;
+        if (it->nfields == it->capfields) {
+          int ncap = it->capfields ? it->capfields * 2 : 8;
+          struct str *nf = arena_alloc(ps->arena, (size_t)ncap * sizeof *nf);
+          if (!nf) {
+            parse_fail(ps, "Out of memory");
+            goto fail;
+          }
+          if (it->nfields) memcpy(nf, it->fields, (size_t)it->nfields * sizeof *nf);
+          it->fields = nf;
+          it->capfields = ncap;
+        }
+        it->fields[it->nfields++] = f;
+        if (it->nfields > 1) buf_addc(&echo, ' ');
+        int atom = f.len > 0;
+        for (size_t i = 0; i < f.len; i++) atom &= is_atom_char((unsigned char)f.p[i]);
+        if (atom) buf_add(&echo, f.p, f.len);
+        else out_string(&echo, f.p, f.len);
+      } while (parse_char(ps, ' '));
+      if (!parse_char(ps, ')')) {
+        parse_fail(ps, "Expected ')' after header field names");
+        goto fail;
+      }
+      buf_addc(&echo, ')');
+    }
+  } else if (echo.len && echo.p[echo.len - 1] == '.') {
+    parse_fail(ps, "Invalid section");
+    goto fail;
+  }
+  if (!parse_char(ps, ']')) {
+    parse_fail(ps, "Expected ']' to end the section");
+    goto fail;
+  }
+  buf_addc(&echo, ']');
+  if (parse_char(ps, '<')) {
+    if (!parse_number(ps, &it->origin) || !parse_char(ps, '.') ||
+        !parse_nz_number(ps, &it->count) || !parse_char(ps, '>')) {
+      parse_fail(ps, "Invalid partial: expected <origin.count>");
+      goto fail;
+    }
+    it->partial = 1;
+    buf_printf(&echo, "<%u>", it->origin);
+  }
+  if (echo.oom || !(it->echo = arena_strndup(ps->arena, echo.p, echo.len))) {
+    parse_fail(ps, "Out of memory");
+    goto fail;
+  }
+  buf_free(&echo);
+  return 1;
+fail:
+  buf_free(&echo);
+  return 0;
+}
+
+static struct fetch_item *fetch_add(struct parser *ps, struct fetch_item ***tail, int kind) {
+  struct fetch_item *it = parse_new(ps, sizeof *it);
+  if (it) {
+    it->kind = kind;
+    **tail = it;
+    *tail = &it->next;
+  }
+  return it;
+}
+
+static int fetch_parse_att(struct parser *ps, struct fetch_item ***tail) {
+  static const struct { const char *name; int kind; } atts[] = {
+    {"UID", FI_UID}, {"FLAGS", FI_FLAGS}, {"INTERNALDATE", FI_INTERNALDATE},
+    {"RFC822.SIZE", FI_SIZE}, {"ENVELOPE", FI_ENVELOPE}, {"BODYSTRUCTURE", FI_BODYSTRUCTURE},
+    {"RFC822", FI_RFC822}, {"RFC822.HEADER", FI_RFC822_HEADER},
+    {"RFC822.TEXT", FI_RFC822_TEXT}};
+  struct str w;
+  const char *s = ps->p;
+  while (ps->p < ps->end && is_atom_char((unsigned char)*ps->p) && *ps->p != '[') ps->p++;
+  w = str_make(s, (size_t)(ps->p - s));
+  if (!w.len) return parse_fail(ps, "Expected a fetch attribute");
+  for (size_t i = 0; i < sizeof atts / sizeof atts[0]; i++)
+    if (str_ieq(w, atts[i].name)) return fetch_add(ps, tail, atts[i].kind) != NULL;
+  if (str_ieq(w, "BODY") || str_ieq(w, "BODY.PEEK")) {
+    int peek = w.len == 9;
+    if (!parse_char(ps, '[')) {
+      if (peek) return parse_fail(ps, "BODY.PEEK needs a section");
+      return fetch_add(ps, tail, FI_BODY) != NULL;
+    }
+    struct fetch_item *it = fetch_add(ps, tail, FI_SECTION);
+    if (!it) return 0;
+    it->peek = peek;
+    return fetch_parse_section(ps, it);
+  }
+  return parse_fail(ps, "Unknown fetch attribute");
+}
+
+/* Find the part a section path names (RFC 3501 6.4.5); -1 if there is none. */
+static int fetch_find_part(const struct msgmeta *mm, const uint32_t *path, int npath) {
+  int node = 0, top = 1;     /* top: node is the entity a message holds */
+  for (int i = 0; i < npath; i++) {
+    if (i > 0 && mm->parts[node].kind == PART_MESSAGE) {
+      node = mm->parts[node].child;      /* into the encapsulated message */
+      if (node < 0) return -1;
+      top = 1;
+    }
+    if (mm->parts[node].kind == PART_MULTIPART) {
+      int c = mm->parts[node].child;
+      for (uint32_t k = 1; c >= 0 && k < path[i]; k++) c = mm->parts[c].next;
+      if (c < 0) return -1;
+      node = c;
+      top = 0;
+    } else if (!top || path[i] != 1) {
+      return -1;             /* only a message's non-multipart body is its part 1 */
+    } else {
+      top = 0;
+    }
+  }
+  return node;
+}
+
+static int field_listed(const struct fetch_item *it, struct str name) {
+  for (int i = 0; i < it->nfields; i++)
+    if (it->fields[i].len == name.len && strncasecmp(it->fields[i].p, name.p, name.len) == 0)
+      return 1;
+  return 0;
+}
+
+/* Write n bytes as a literal, or the part <origin.count> of them. */
+static void fetch_literal(struct session *s, const struct fetch_item *it, const char *p,
+                          size_t n) {
+  if (it && it->partial) {
+    if (it->origin >= n) n = 0;
+    else {
+      p += it->origin;
+      n -= it->origin;
+      if (n > it->count) n = it->count;
+    }
+  }
+  session_send(s, "{%zu}\r\n", n);
+  session_send_bulk(s, p, n);
+}
+
+/*
+** The bytes a body section names (RFC 3501 6.4.5), as a view into the message or, for
+** HEADER.FIELDS[.NOT], built into *tmp. A part that does not exist is an empty string.
+*/
+static struct str fetch_section_bytes(const struct fetch_item *it, struct msgdata *d,
+                                      struct buf *tmp) {
+  const char *msg = d->bytes;
+  if (it->npath == 0 && it->text == SEC_ALL) return str_make(msg, d->size);
+  if (it->npath == 0 && it->text == SEC_HEADER) return str_make(msg, d->hdr_len);
+  if (it->npath == 0 && it->text == SEC_TEXT)
+    return str_make(msg + d->hdr_len, d->size - d->hdr_len);
+  const struct msgmeta *mm = msgdata_meta(d);
+  int node = mm ? fetch_find_part(mm, it->path, it->npath) : -1;
+  if (node < 0) return str_make("", 0);
+  const struct part *pt = &mm->parts[node];
+  if (it->text == SEC_ALL) return str_make(msg + pt->body_off, pt->body_len);
+  if (it->text == SEC_MIME) return str_make(msg + pt->hdr_off, pt->hdr_len);
+  if (it->npath > 0) {       /* HEADER/TEXT of a part apply to message/rfc822 parts only */
+    if (pt->kind != PART_MESSAGE || pt->child < 0) return str_make("", 0);
+    pt = &mm->parts[pt->child];
+  }
+  if (it->text == SEC_HEADER) return str_make(msg + pt->hdr_off, pt->hdr_len);
+  if (it->text == SEC_TEXT) return str_make(msg + pt->body_off, pt->body_len);
+  const char *p = msg + pt->hdr_off, *end = p + pt->hdr_len;   /* HEADER.FIELDS[.NOT]: */
+  struct field f;            /* the chosen fields, then the blank line if there is one */
+  while (header_next(&p, end, &f))
+    if (field_listed(it, f.name) == (it->text == SEC_FIELDS)) buf_add(tmp, f.start, f.len);
+  if (p < end) buf_add(tmp, "\r\n", 2);
+  return str_make(tmp->p ? tmp->p : "", tmp->len);
+}
+
+static void fetch_section(struct session *s, const struct fetch_item *it, struct msgdata *d) {
+  struct buf tmp = {0};
+  struct str v = fetch_section_bytes(it, d, &tmp);
+  session_send(s, "%s ", it->echo);
+  fetch_literal(s, it, v.p, v.len);
+  buf_free(&tmp);
+}
+
+static void fetch_one(struct session *s, const struct fetch_item *items, const struct fetch_snap *m,
+                      char *const *kwnames, int nkw, int add_flags) {
+  session_send(s, "* %u FETCH (", m->seq);
+  int first = 1;
+  for (const struct fetch_item *it = items; it; it = it->next) {
+    if (!first) session_send(s, " ");
+    first = 0;
+    const struct rendered *mm = NULL;
+    if (it->kind == FI_ENVELOPE || it->kind == FI_BODY || it->kind == FI_BODYSTRUCTURE) {
+      mm = msgdata_rendered(m->data);
+      if (!mm) {
+        s->out.oom = 1;
+        return;
+      }
+    }
+    switch (it->kind) {
+    case FI_UID: session_send(s, "UID %u", m->uid); break;
+    case FI_FLAGS: {
+      session_send(s, "FLAGS ");
+      flags_out(&s->out, m->flags, m->keywords, kwnames, nkw, m->recent);
+      break;
+    }
+    case FI_INTERNALDATE:
+      session_send(s, "INTERNALDATE ");
+      date_time_format(&s->out, m->internaldate, m->tz);
+      break;
+    case FI_SIZE: session_send(s, "RFC822.SIZE %u", m->data->size); break;
+    case FI_ENVELOPE: session_send(s, "ENVELOPE %s", mm->envelope); break;
+    case FI_BODY: session_send(s, "BODY %s", mm->body); break;
+    case FI_BODYSTRUCTURE: session_send(s, "BODYSTRUCTURE %s", mm->bodystructure); break;
+    case FI_RFC822:
+      session_send(s, "RFC822 ");
+      fetch_literal(s, NULL, m->data->bytes, m->data->size);
+      break;
+    case FI_RFC822_HEADER:
+      session_send(s, "RFC822.HEADER ");
+      fetch_literal(s, NULL, m->data->bytes, m->data->hdr_len);
+      break;
+    case FI_RFC822_TEXT:
+      session_send(s, "RFC822.TEXT ");
+      fetch_literal(s, NULL, m->data->bytes + m->data->hdr_len, m->data->size - m->data->hdr_len);
+      break;
+    case FI_SECTION: fetch_section(s, it, m->data); break;
+    }
+  }
+  if (add_flags) {           /* 6.4.5: \Seen was set, so the new flags come along */
+    session_send(s, "%sFLAGS ", first ? "" : " ");
+    flags_out(&s->out, m->flags, m->keywords, kwnames, nkw, m->recent);
+  }
+  session_send(s, ")\r\n");
+}
+
+/* 6.4.5 FETCH set items, and UID FETCH (which always includes UID, 6.4.8). */
+static int cmd_fetch(struct session *s, struct command *c) {
+  struct parser *ps = &c->ps;
+  struct seqset set;
+  struct fetch_item *items = NULL, **tail = &items;
+  if (!parse_sp(ps) || !parse_seqset(ps, &set) || !parse_sp(ps)) return cmd_bad_args(c);
+  struct str w;
+  const char *save = ps->p;
+  if (parse_run(ps, is_atom_char, &w) && (str_ieq(w, "ALL") || str_ieq(w, "FAST") ||
+                                          str_ieq(w, "FULL"))) {
+    fetch_add(ps, &tail, FI_FLAGS);     /* the macros of 6.4.5 */
+    fetch_add(ps, &tail, FI_INTERNALDATE);
+    fetch_add(ps, &tail, FI_SIZE);
+    if (!str_ieq(w, "FAST")) fetch_add(ps, &tail, FI_ENVELOPE);
+    if (str_ieq(w, "FULL")) fetch_add(ps, &tail, FI_BODY);
+  } else {
+    ps->p = save;
+    if (parse_char(ps, '(')) {
+      do {
+        if (!fetch_parse_att(ps, &tail)) return cmd_bad_args(c);
+      } while (parse_char(ps, ' '));
+      if (!parse_char(ps, ')')) return cmd_bad(c, "FETCH Expected ')' after the attributes");
+    } else if (!fetch_parse_att(ps, &tail)) {
+      return cmd_bad_args(c);
+    }
+  }
+  if (!parse_end(ps)) return cmd_bad_args(c);
+  int has_uid = 0, has_flags = 0, sets_seen = 0;
+  for (struct fetch_item *it = items; it; it = it->next) {
+    has_uid |= it->kind == FI_UID;
+    has_flags |= it->kind == FI_FLAGS;
+    sets_seen |= it->kind == FI_RFC822 || it->kind == FI_RFC822_TEXT ||
+                 (it->kind == FI_SECTION && !it->peek);
+  }
+  if (c->uid && !has_uid) {
+    struct fetch_item *u = parse_new(ps, sizeof *u);
+    if (!u) return cmd_no(c, "[SERVERBUG] Out of memory");
+    u->kind = FI_UID;
+    u->next = items;
+    items = u;
+  }
+  size_t *idx, n;
+  if (!view_resolve(s, c, &set, c->uid, &idx, &n)) return 0;
+  struct fetch_snap *snap = mem_alloc((n ? n : 1) * sizeof *snap);
+  unsigned char *changed = mem_calloc(n ? n : 1, 1);
+  if (!snap || !changed) {
+    free(snap);
+    free(changed);
+    return cmd_no(c, "[SERVERBUG] Out of memory");
+  }
+  struct mailbox *mb = s->mb;
+  char *kwnames[IMAPMEM_MAX_KEYWORDS];
+  size_t got = 0;
+  int gone = 0;
+  pthread_mutex_lock(&mb->lock);
+  if (mb->nkeywords > s->nkw_known) session_send_flags(s, mb);  /* made since the sync */
+  int in_step = s->seen_modseq == mb->modseq;
+  for (size_t i = 0; i < n; i++) {
+    long k = mailbox_find_uid(mb, s->view[idx[i]].uid);
+    const struct message *m = k >= 0 ? &mb->msgs[k] : NULL;
+    if (!m && !s->srv->cfg.strict_expunge) m = mailbox_ghost(mb, s->view[idx[i]].uid);
+    if (!m) {                /* RFC 2180 4.1.2: data for the rest, then NO */
+      gone = 1;
+      continue;
+    }                        /* else 4.1.1: an expunged message answers as it was */
+    if (k >= 0 && sets_seen && !s->readonly && !(m->flags & FLAG_SEEN)) {
+      mailbox_set_flags(mb, (size_t)k, m->flags | FLAG_SEEN, m->keywords);
+      changed[got] = !has_flags;
+    }
+    struct fetch_snap *x = &snap[got++];
+    x->seq = (uint32_t)idx[i] + 1;
+    x->uid = m->uid;
+    x->flags = m->flags & FLAGS_SYSTEM;
+    x->keywords = m->keywords;
+    x->recent = s->view[idx[i]].recent;
+    x->internaldate = m->internaldate;
+    x->tz = m->tz;
+    x->data = msgdata_ref(m->data);
+  }
+  int nkw = mb->nkeywords;   /* names are never changed or freed while mb lives */
+  memcpy(kwnames, mb->keywords, (size_t)nkw * sizeof kwnames[0]);
+  if (in_step) s->seen_modseq = mb->modseq;
+  pthread_mutex_unlock(&mb->lock);
+  for (size_t i = 0; i < got; i++) {
+    fetch_one(s, items, &snap[i], kwnames, nkw, changed[i]);
+    msgdata_unref(snap[i].data);
+    if (s->out.len > (256u << 10) && !session_flush(s)) {
+      for (size_t j = i + 1; j < got; j++) msgdata_unref(snap[j].data);
+      break;
+    }
+  }
+  free(snap);
+  free(changed);
+  if (s->out.oom) return cmd_no(c, "[SERVERBUG] Out of memory");
+  if (gone) return cmd_no(c, "[EXPUNGEISSUED] Some of the requested messages no longer exist");
+  return cmd_ok(c, "%sFETCH completed", c->uid ? "UID " : "");
+}
+
+/*
+** ===========================================================================
+** 9  Command handlers and the command table
+** ===========================================================================
+** Owns: what each command does (RFC 3501 section 6 and the extensions), and a session's
+** view of its selected mailbox: sequence numbers, and the untagged updates that keep
+** them right (RFC 3501 5.2, 7.4.1). Calls: sections 1-5, and SEARCH/FETCH (7, 8) and
+** the session's output (9) through the prototypes in section 0. Locking: a handler
+** locks a mailbox only around its own store calls and writes to the network after
+** unlocking (the session's output buffer is memory until flushed).
+**
+** Handler shape: read the arguments with the typed getters (BAD with the getter's text),
+** check, do the work through the store, send untagged data, then set the tagged reply
+** with cmd_ok/cmd_no/cmd_bad. The dispatcher sends pending untagged updates and then the
+** tagged line, exactly once.
+*/
+static const struct {
+  const char *name;
+  unsigned bit;               /* 0: always on */
+} capability_list[] = {
+  {"IMAP4rev1", 0}, {"LITERAL+", CAP_LITERALPLUS}, {"SASL-IR", CAP_SASLIR}, {"AUTH=PLAIN", 0},
+  {"IDLE", CAP_IDLE}, {"UIDPLUS", CAP_UIDPLUS}, {"MOVE", CAP_MOVE}, {"UNSELECT", CAP_UNSELECT},
+  {"NAMESPACE", CAP_NAMESPACE}, {"ID", CAP_ID}, {"CHILDREN", CAP_CHILDREN}};
+
+static int cap_on(struct imapmem *srv, unsigned bit) {
+  return !(atomic_load(&srv->caps_off) & bit);
+}
+
+/* The capability list as advertised now (RFC 3501 7.2.1), into a fixed buffer. */
+static const char *capabilities(struct imapmem *srv, char *out, size_t cap) {
+  size_t n = 0;
+  out[0] = 0;
+  for (size_t i = 0; i < sizeof capability_list / sizeof capability_list[0]; i++)
+    if (!capability_list[i].bit || cap_on(srv, capability_list[i].bit))
+      n += (size_t)snprintf(out + n, n < cap ? cap - n : 0, "%s%s", n ? " " : "",
+                            capability_list[i].name);
+  return out;
+}
+
+/* The common argument list " mailbox" and nothing after it. */
+static int cmd_mailbox_arg(struct command *c, const char **name) {
+  return parse_sp(&c->ps) && parse_mailbox(&c->ps, name) && parse_end(&c->ps);
+}
+
+/*
+** The selectable mailbox name, with a reference the caller drops; NULL with the NO reply
+** set if it is missing (answered with `missing`, a response code) or \Noselect.
+*/
+static struct mailbox *cmd_selectable(struct session *s, struct command *c, const char *name,
+                                      const char *missing) {
+  struct mailbox *mb = user_mailbox(s->user, name);
+  if (!mb) {
+    cmd_no(c, "[%s] Mailbox does not exist: %s", missing, name);
+    return NULL;
+  }
+  if (!mb->selectable) {
+    mailbox_unref(mb);
+    cmd_no(c, "[CANNOT] Mailbox is \\Noselect: %s", name);
+    return NULL;
+  }
+  return mb;
+}
+
+static const char *state_name(enum state st) {
+  switch (st) {
+  case ST_NOTAUTH: return "not authenticated";
+  case ST_AUTH: return "authenticated";
+  case ST_SELECTED: return "selected";
+  default: return "logout";
+  }
 }
 
 /* ------------------------------------------------------------------------- */
@@ -4547,19 +5171,8 @@ static int cmd_id(struct session *s, struct command *c) {
 /* ------------------------------------------------------------------------- */
 /* Not authenticated state (RFC 3501 6.2). */
 
-static struct user *server_find_user(struct imapmem *srv, struct str name) {
-  struct user *found = NULL;
-  pthread_mutex_lock(&srv->lock);
-  for (size_t i = 0; i < srv->nusers && !found; i++)
-    if (strlen(srv->users[i]->name) == name.len &&
-        memcmp(srv->users[i]->name, name.p, name.len) == 0)
-      found = srv->users[i];
-  pthread_mutex_unlock(&srv->lock);
-  return found;
-}
-
 static int session_login(struct session *s, struct str name, struct str password) {
-  struct user *u = server_find_user(s->srv, name);
+  struct user *u = server_user(s->srv, name);
   if (!u || strlen(u->password) != password.len ||
       memcmp(u->password, password.p, password.len) != 0)
     return 0;
@@ -4673,18 +5286,18 @@ static int cmd_select(struct session *s, struct command *c) {
   }
   s->nview = mb->count;
   s->mb = mb;
-  mb->watchers[mb->nwatchers++] = s;
+  mb->watchers[mb->nwatchers++] = &s->watch;
   s->readonly = examine;
   s->epoch = mb->epoch;
-  s->seen_modseq = s->expunge_modseq = mb->modseq;
+  s->seen_modseq = s->watch.told = mb->modseq;
   s->state = ST_SELECTED;
-  session_publish(s);
   session_send_flags(s, mb);
   session_send(s, "* %zu EXISTS\r\n* %zu RECENT\r\n", s->nview, recent);
   if (unseen) session_send(s, "* OK [UNSEEN %zu] First unseen message\r\n", unseen);
   session_send(s, "* OK [UIDVALIDITY %u] UIDs valid\r\n", mb->uidvalidity);
   session_send(s, "* OK [UIDNEXT %u] Predicted next UID\r\n", mb->uidnext);
   pthread_mutex_unlock(&mb->lock);
+  session_publish(s);        /* takes the server's lock: never inside a mailbox's */
   return cmd_ok(c, "[%s] %s completed", examine ? "READ-ONLY" : "READ-WRITE", c->def->name);
 }
 
@@ -5090,16 +5703,21 @@ static int cmd_append(struct session *s, struct command *c) {
   return cmd_ok(c, "[APPENDUID %u %u] APPEND completed", uv, uid);
 }
 
+/* In IDLE or out of it: the mailbox wakes the session on every change meanwhile. */
+static void session_set_idle(struct session *s, int on) {
+  if (s->mb) {
+    pthread_mutex_lock(&s->mb->lock);
+    s->watch.idling = on;
+    pthread_mutex_unlock(&s->mb->lock);
+  }
+  s->in_idle = on;
+  session_publish(s);
+}
+
 /* RFC 2177 IDLE: updates as they happen, until the client sends DONE. */
 static int cmd_idle(struct session *s, struct command *c) {
   if (!parse_end(&c->ps)) return cmd_bad_args(c);
-  if (s->mb) {
-    pthread_mutex_lock(&s->mb->lock);
-    s->idling = 1;
-    pthread_mutex_unlock(&s->mb->lock);
-  }
-  s->in_idle = 1;
-  session_publish(s);
+  session_set_idle(s, 1);
   session_send(s, "+ idling\r\n");
   struct buf line = {0};
   int r = 0;
@@ -5115,13 +5733,7 @@ static int cmd_idle(struct session *s, struct command *c) {
       session_trace(s, 'C', line.p ? line.p : "", line.len);
     break;
   }
-  if (s->mb) {
-    pthread_mutex_lock(&s->mb->lock);
-    s->idling = 0;
-    pthread_mutex_unlock(&s->mb->lock);
-  }
-  s->in_idle = 0;
-  session_publish(s);
+  session_set_idle(s, 0);
   if (r == -4) session_send(s, "* BYE imapmem is shutting down\r\n");
   if (s->closing) cmd_bad(c, "IDLE ended");
   else if (r < 0) {
@@ -5359,14 +5971,6 @@ static int cmd_copy(struct session *s, struct command *c) {
   return 0;
 }
 
-static int cmd_search(struct session *s, struct command *c) {
-  return search_command(s, c);
-}
-
-static int cmd_fetch(struct session *s, struct command *c) {
-  return fetch_command(s, c);
-}
-
 /* ------------------------------------------------------------------------- */
 /* The command table: name, states where allowed, flags, handler. */
 #define ANY (ST_NOTAUTH | ST_AUTH | ST_SELECTED)
@@ -5437,40 +6041,33 @@ static int session_fault(struct session *s, struct str name, int uid, struct fau
 
 /* Carry out a fault. Returns 1 if the command is answered (or the session ended) here. */
 static int session_apply_fault(struct session *s, struct command *c, const struct fault *f) {
+  static const char *const names[] = {"NO", "BAD", "DROP", "BYE", "ALERT", "DELAY",
+                                      "UIDVALIDITY"};   /* ORDER FA_* */
   const char *when = f->nth ? "#N" : f->cmd;
+  if (f->action == FA_DELAY) session_trace_event(s, "fault %s: DELAY %d ms", when, f->ms);
+  else session_trace_event(s, "fault %s: %s", when, names[f->action]);
   switch (f->action) {
   case FA_NO:
   case FA_BAD:
-    session_trace_event(s, "fault %s: answered %s", when, f->action == FA_NO ? "NO" : "BAD");
-    session_send(s, "%s %s %s\r\n", c->tag, f->action == FA_NO ? "NO" : "BAD", f->text);
+    session_send(s, "%s %s %s\r\n", c->tag, names[f->action], f->text);
     return 1;
-  case FA_DROP:
-    session_trace_event(s, "fault %s: DROP, the connection is closed without a reply", when);
-    buf_reset(&s->out);
+  case FA_DROP:              /* the connection ends, with nothing more said */
+  case FA_BYE:               /* ... or with a BYE */
+    if (f->action == FA_DROP) buf_reset(&s->out);
+    else session_send(s, "* BYE %s\r\n", f->text);
     s->closing = 1;
-    s->end_why = "a DROP fault";
-    return 1;
-  case FA_BYE:
-    session_trace_event(s, "fault %s: BYE", when);
-    session_send(s, "* BYE %s\r\n", f->text);
-    s->closing = 1;
-    s->end_why = "a BYE fault";
+    s->end_why = f->action == FA_DROP ? "a DROP fault" : "a BYE fault";
     return 1;
   case FA_ALERT:
-    session_trace_event(s, "fault %s: ALERT", when);
     session_send(s, "* OK [ALERT] %s\r\n", f->text);
     return 0;
   case FA_DELAY:
-    session_trace_event(s, "fault %s: DELAY %d ms", when, f->ms);
     sleep_ms(f->ms);
     return 0;
   case FA_UIDVALIDITY: {
     if (!s->user) return 0;  /* before login there is no mailbox to renumber */
     struct mailbox *mb = s->mb ? mailbox_ref(s->mb) : user_mailbox(s->user, "INBOX");
-    if (mb) {
-      session_trace_event(s, "fault %s: UIDVALIDITY, %s gets new UIDs", when, mb->name);
-      mailbox_new_uidvalidity(s->srv, mb);
-    }
+    if (mb) mailbox_new_uidvalidity(s->srv, mb);
     mailbox_unref(mb);
     return 0;
   }
@@ -5538,890 +6135,19 @@ static void session_execute(struct session *s) {
 
 /*
 ** ===========================================================================
-** 7  SEARCH
-** ===========================================================================
-** Owns: the search-key tree (RFC 3501 6.4.4) and its evaluation. Calls: sections 1-6.
-** Locking: the selected mailbox is locked once to take a snapshot of the view's
-** messages (UID, flags, dates, a reference to the bytes); keys are then evaluated with
-** no lock held. String keys match case-insensitively as substrings of what a person
-** reads: header values after RFC 2047 decoding, bodies after base64/quoted-printable
-** decoding, found through the cached MIME tree. Limits: groups, NOT and OR nest at most
-** IMAPMEM_MAX_DEPTH deep.
-*/
-enum skey_op {
-  SK_AND, SK_OR, SK_NOT, SK_SEQ, SK_UID, SK_FLAG, SK_UNFLAG, SK_KEYWORD, SK_UNKEYWORD,
-  SK_NEW, SK_OLD, SK_RECENT, SK_HEADER, SK_BODY, SK_TEXT, SK_BEFORE, SK_ON, SK_SINCE,
-  SK_SENTBEFORE, SK_SENTON, SK_SENTSINCE, SK_LARGER, SK_SMALLER, SK_ALL
-};
-struct skey {
-  int op;
-  uint32_t flag;
-  int kwbit;                  /* keyword bit in the mailbox, -1 if the mailbox lacks it */
-  struct str name, value;     /* HEADER name and the string of string keys */
-  struct needle needle;       /* value, prepared for needle_find */
-  int64_t num;                /* a day number or a size */
-  struct seqset set;
-  struct skey *child, *next;  /* AND: children; OR: two children; NOT: one */
-};
-struct snap {                 /* one message as SEARCH sees it */
-  uint32_t seq, uid, flags, size;
-  uint64_t keywords;
-  int recent;
-  int64_t day;                /* INTERNALDATE's date in its own zone, as a day number */
-  struct msgdata *data;
-};
-
-static struct skey *search_new(struct parser *ps, int op) {
-  struct skey *k = arena_alloc(ps->arena, sizeof *k);
-  if (!k) {
-    parse_fail(ps, "Out of memory");
-    return NULL;
-  }
-  memset(k, 0, sizeof *k);
-  k->op = op;
-  k->kwbit = -1;
-  return k;
-}
-
-/* Keys until ')' (a group) or the end, joined by AND. */
-static struct skey *search_parse_list(struct parser *ps, int depth, int group) {
-  struct skey *and = search_new(ps, SK_AND), *last = NULL;
-  if (!and) return NULL;
-  for (;;) {
-    struct skey *k = search_parse_key(ps, depth);
-    if (!k) return NULL;
-    if (last) last->next = k;
-    else and->child = k;
-    last = k;
-    if (group && parse_char(ps, ')')) return and;
-    if (parse_at_end(ps)) {
-      if (group) {
-        parse_fail(ps, "Missing ')' in search keys");
-        return NULL;
-      }
-      return and;
-    }
-    if (!parse_sp(ps)) return NULL;
-  }
-}
-
-/* The string of a string key, prepared for matching. */
-static int search_parse_string(struct parser *ps, struct skey *k) {
-  if (!parse_astring(ps, &k->value)) return 0;
-  return needle_init(&k->needle, k->value, ps->arena) || parse_fail(ps, "Out of memory");
-}
-
-static struct skey *search_parse_key(struct parser *ps, int depth) {
-  static const struct { const char *name; int op; uint32_t flag; } simple[] = {
-    {"ALL", SK_ALL, 0}, {"ANSWERED", SK_FLAG, FLAG_ANSWERED}, {"DELETED", SK_FLAG, FLAG_DELETED},
-    {"DRAFT", SK_FLAG, FLAG_DRAFT}, {"FLAGGED", SK_FLAG, FLAG_FLAGGED},
-    {"SEEN", SK_FLAG, FLAG_SEEN}, {"UNANSWERED", SK_UNFLAG, FLAG_ANSWERED},
-    {"UNDELETED", SK_UNFLAG, FLAG_DELETED}, {"UNDRAFT", SK_UNFLAG, FLAG_DRAFT},
-    {"UNFLAGGED", SK_UNFLAG, FLAG_FLAGGED}, {"UNSEEN", SK_UNFLAG, FLAG_SEEN},
-    {"NEW", SK_NEW, 0}, {"OLD", SK_OLD, 0}, {"RECENT", SK_RECENT, 0}};
-  static const struct { const char *name; const char *header; int op; } strings[] = {
-    {"BCC", "Bcc", SK_HEADER}, {"CC", "Cc", SK_HEADER}, {"FROM", "From", SK_HEADER},
-    {"SUBJECT", "Subject", SK_HEADER}, {"TO", "To", SK_HEADER}, {"BODY", NULL, SK_BODY},
-    {"TEXT", NULL, SK_TEXT}};
-  static const struct { const char *name; int op; } dates[] = {
-    {"BEFORE", SK_BEFORE}, {"ON", SK_ON}, {"SINCE", SK_SINCE}, {"SENTBEFORE", SK_SENTBEFORE},
-    {"SENTON", SK_SENTON}, {"SENTSINCE", SK_SENTSINCE}};
-  if (depth > IMAPMEM_MAX_DEPTH) {
-    parse_fail(ps, "Search keys nested too deeply");
-    return NULL;
-  }
-  if (parse_char(ps, '(')) return search_parse_list(ps, depth + 1, 1);
-  struct skey *k;
-  if (parse_peek(ps, '*') || (ps->p < ps->end && *ps->p >= '0' && *ps->p <= '9')) {
-    if (!(k = search_new(ps, SK_SEQ)) || !parse_seqset(ps, &k->set)) return NULL;
-    return k;
-  }
-  struct str w;
-  if (!parse_run(ps, is_atom_char, &w)) {
-    parse_fail(ps, "Expected a search key");
-    return NULL;
-  }
-  for (size_t i = 0; i < sizeof simple / sizeof simple[0]; i++)
-    if (str_ieq(w, simple[i].name)) {
-      if ((k = search_new(ps, simple[i].op))) k->flag = simple[i].flag;
-      return k;
-    }
-  for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++)
-    if (str_ieq(w, strings[i].name)) {
-      if (!(k = search_new(ps, strings[i].op)) || !parse_sp(ps) || !search_parse_string(ps, k))
-        return NULL;
-      if (strings[i].header) k->name = str_make(strings[i].header, strlen(strings[i].header));
-      return k;
-    }
-  for (size_t i = 0; i < sizeof dates / sizeof dates[0]; i++)
-    if (str_ieq(w, dates[i].name)) {
-      if (!(k = search_new(ps, dates[i].op)) || !parse_sp(ps) || !parse_date(ps, &k->num))
-        return NULL;
-      return k;
-    }
-  if (str_ieq(w, "HEADER")) {
-    if (!(k = search_new(ps, SK_HEADER)) || !parse_sp(ps) || !parse_astring(ps, &k->name) ||
-        !parse_sp(ps) || !search_parse_string(ps, k))
-      return NULL;
-    return k;
-  }
-  if (str_ieq(w, "KEYWORD") || str_ieq(w, "UNKEYWORD")) {
-    if (!(k = search_new(ps, w.p[0] == 'U' || w.p[0] == 'u' ? SK_UNKEYWORD : SK_KEYWORD)) ||
-        !parse_sp(ps) || !parse_atom(ps, &k->name))
-      return NULL;
-    return k;
-  }
-  if (str_ieq(w, "LARGER") || str_ieq(w, "SMALLER")) {
-    uint32_t n;
-    if (!(k = search_new(ps, w.p[0] == 'L' || w.p[0] == 'l' ? SK_LARGER : SK_SMALLER)) ||
-        !parse_sp(ps) || !parse_number(ps, &n))
-      return NULL;
-    k->num = n;
-    return k;
-  }
-  if (str_ieq(w, "UID")) {
-    if (!(k = search_new(ps, SK_UID)) || !parse_sp(ps) || !parse_seqset(ps, &k->set))
-      return NULL;
-    return k;
-  }
-  if (str_ieq(w, "NOT")) {
-    if (!(k = search_new(ps, SK_NOT)) || !parse_sp(ps) ||
-        !(k->child = search_parse_key(ps, depth + 1)))
-      return NULL;
-    return k;
-  }
-  if (str_ieq(w, "OR")) {
-    if (!(k = search_new(ps, SK_OR)) || !parse_sp(ps) ||
-        !(k->child = search_parse_key(ps, depth + 1)) || !parse_sp(ps) ||
-        !(k->child->next = search_parse_key(ps, depth + 1)))
-      return NULL;
-    return k;
-  }
-  parse_fail(ps, "Unknown search key");
-  return NULL;
-}
-
-/* Resolve keyword names and '*' in sets once, against the view and the mailbox. */
-static void search_prepare(struct skey *k, struct session *s) {
-  for (; k; k = k->next) {
-    if (k->op == SK_KEYWORD || k->op == SK_UNKEYWORD)
-      k->kwbit = mailbox_keyword(s->mb, k->name.p, k->name.len, 0);
-    if (k->op == SK_SEQ) seqset_resolve(&k->set, (uint32_t)s->nview);
-    if (k->op == SK_UID) seqset_resolve(&k->set, s->nview ? s->view[s->nview - 1].uid : 0);
-    if (k->op == SK_AND || k->op == SK_OR || k->op == SK_NOT) search_prepare(k->child, s);
-  }
-}
-
-/* Might the field value hold an RFC 2047 encoded word ("=?")? */
-static int has_encoded_word(struct str v) {
-  for (const char *p = v.p, *e = v.p + v.len; (p = memchr(p, '=', (size_t)(e - p))); p++)
-    if (p + 1 < e && p[1] == '?') return 1;
-  return 0;
-}
-
-/* Does header field `name` (or any field, name empty) contain the string, decoded? */
-static int search_header(const char *h, const char *hend, struct str name,
-                         const struct needle *nd) {
-  const char *p = h;
-  struct field f;
-  struct buf dec = {0};
-  int found = 0;
-  while (!found && header_next(&p, hend, &f)) {
-    if (name.len && !(f.name.len == name.len && strncasecmp(f.name.p, name.p, name.len) == 0))
-      continue;
-    if (nd->len == 0) {
-      found = 1;
-      break;
-    }
-    /* most fields have neither encoded words nor folding: search them where they lie */
-    if (!memchr(f.value.p, '\n', f.value.len) && !has_encoded_word(f.value)) {
-      found = needle_find(nd, f.value.p, f.value.len) != NULL;
-      continue;
-    }
-    buf_reset(&dec);
-    rfc2047_decode(f.value, &dec);
-    found = dec.len && needle_find(nd, dec.p, dec.len) != NULL;
-  }
-  buf_free(&dec);
-  return found;
-}
-
-/* Search the decoded text of every text part (and, for TEXT, every header). */
-static int search_text(const char *msg, const struct msgmeta *mm, const struct needle *nd,
-                       int with_headers) {
-  struct buf dec = {0};
-  int found = 0;
-  for (int i = 0; i < mm->nparts && !found; i++) {
-    const struct part *pt = &mm->parts[i];
-    if (with_headers && pt->hdr_len)
-      found = search_header(msg + pt->hdr_off, msg + pt->hdr_off + pt->hdr_len,
-                            str_make(NULL, 0), nd);
-    if (found || pt->kind != PART_TEXT) continue;
-    const char *h = msg + pt->hdr_off, *hend = h + pt->hdr_len;
-    struct str v;
-    int plain = 1;         /* 7bit/8bit bodies are searched where they lie, uncopied */
-    if (header_get(h, hend, "Content-Transfer-Encoding", &v)) {
-      struct str e = str_trim(v);
-      plain = !str_ieq(e, "base64") && !str_ieq(e, "quoted-printable");
-    }
-    if (plain && header_get(h, hend, "Content-Type", &v)) {
-      struct ctype ct;
-      struct buf cs = {0};
-      ctype_parse(v, 1, &ct);
-      if (ctype_param(&ct, "charset", &cs) && charset_is_latin1(str_make(cs.p, cs.len)))
-        plain = 0;
-      ctype_free(&ct);
-      buf_free(&cs);
-    }
-    if (plain) {
-      found = needle_find(nd, msg + pt->body_off, pt->body_len) != NULL;
-    } else {
-      buf_reset(&dec);
-      part_decoded_text(msg, pt, &dec);
-      found = dec.len && needle_find(nd, dec.p, dec.len) != NULL;
-    }
-  }
-  buf_free(&dec);
-  return found;
-}
-
-static int search_match(const struct skey *k, const struct snap *m) {
-  const char *msg = m->data->bytes;
-  switch (k->op) {
-  case SK_ALL: return 1;
-  case SK_AND:
-    for (const struct skey *c = k->child; c; c = c->next)
-      if (!search_match(c, m)) return 0;
-    return 1;
-  case SK_OR: return search_match(k->child, m) || search_match(k->child->next, m);
-  case SK_NOT: return !search_match(k->child, m);
-  case SK_SEQ: return seqset_contains(&k->set, m->seq);
-  case SK_UID: return seqset_contains(&k->set, m->uid);
-  case SK_FLAG: return (m->flags & k->flag) != 0;
-  case SK_UNFLAG: return (m->flags & k->flag) == 0;
-  case SK_KEYWORD: return k->kwbit >= 0 && (m->keywords >> k->kwbit & 1);
-  case SK_UNKEYWORD: return k->kwbit < 0 || !(m->keywords >> k->kwbit & 1);
-  case SK_NEW: return m->recent && !(m->flags & FLAG_SEEN);
-  case SK_OLD: return !m->recent;
-  case SK_RECENT: return m->recent;
-  case SK_LARGER: return m->size > k->num;
-  case SK_SMALLER: return m->size < k->num;
-  case SK_BEFORE: return m->day < k->num;
-  case SK_ON: return m->day == k->num;
-  case SK_SINCE: return m->day >= k->num;
-  case SK_HEADER: return search_header(msg, msg + m->data->hdr_len, k->name, &k->needle);
-  default: break;
-  }
-  const struct msgmeta *mm = msgdata_meta(m->data);
-  if (!mm) return 0;
-  int64_t sent = mm->sent != INT64_MIN ? mm->sent : m->day;   /* no Date: INTERNALDATE */
-  switch (k->op) {
-  case SK_SENTBEFORE: return sent < k->num;
-  case SK_SENTON: return sent == k->num;
-  case SK_SENTSINCE: return sent >= k->num;
-  case SK_BODY: return search_text(msg, mm, &k->needle, 0);
-  case SK_TEXT: return search_text(msg, mm, &k->needle, 1);
-  }
-  return 0;
-}
-
-/* 6.4.4 SEARCH [CHARSET name] keys, and UID SEARCH. */
-static int search_command(struct session *s, struct command *c) {
-  struct parser *ps = &c->ps;
-  if (!parse_sp(ps)) return cmd_bad_args(c);
-  const char *save = ps->p;
-  struct str w;
-  if (parse_run(ps, is_atom_char, &w) && str_ieq(w, "CHARSET")) {
-    struct str cs;
-    if (!parse_sp(ps) || !parse_astring(ps, &cs) || !parse_sp(ps)) return cmd_bad_args(c);
-    if (!str_ieq(cs, "US-ASCII") && !str_ieq(cs, "UTF-8"))
-      return cmd_no(c, "[BADCHARSET (US-ASCII UTF-8)] Unsupported charset");
-  } else {
-    ps->p = save;
-  }
-  struct skey *keys = search_parse_list(ps, 0, 0);
-  if (!keys) return cmd_bad_args(c);
-  struct mailbox *mb = s->mb;
-  struct snap *snap = mem_alloc((s->nview ? s->nview : 1) * sizeof *snap);
-  if (!snap) return cmd_no(c, "[SERVERBUG] Out of memory");
-  size_t n = 0;
-  pthread_mutex_lock(&mb->lock);
-  search_prepare(keys, s);
-  for (size_t i = 0; i < s->nview; i++) {
-    long k = mailbox_find_uid(mb, s->view[i].uid);
-    if (k < 0) continue;     /* expunged by another session: matches nothing */
-    const struct message *m = &mb->msgs[k];
-    struct snap *x = &snap[n++];
-    x->seq = (uint32_t)i + 1;
-    x->uid = m->uid;
-    x->flags = m->flags;
-    x->keywords = m->keywords;
-    x->recent = s->view[i].recent;
-    x->size = m->data->size;
-    int64_t local = m->internaldate + (int64_t)m->tz * 60;
-    x->day = local / 86400 - (local % 86400 < 0);
-    x->data = msgdata_ref(m->data);
-  }
-  pthread_mutex_unlock(&mb->lock);
-  session_send(s, "* SEARCH");
-  for (size_t i = 0; i < n; i++) {
-    if (search_match(keys, &snap[i])) session_send(s, " %u", c->uid ? snap[i].uid : snap[i].seq);
-    msgdata_unref(snap[i].data);
-  }
-  session_send(s, "\r\n");
-  free(snap);
-  return cmd_ok(c, "%sSEARCH completed", c->uid ? "UID " : "");
-}
-
-/*
-** ===========================================================================
-** 8  FETCH
-** ===========================================================================
-** Owns: fetch items and body sections (RFC 3501 6.4.5, 7.4.2). Calls: sections 1-6.
-** Locking: the mailbox is locked once, to set \Seen where a fetch implies it and to
-** take a snapshot (UID, flags, date, a reference to the bytes) of each message; the
-** responses are then written with no lock held, so a slow client holds up nobody.
-** ENVELOPE, BODY and BODYSTRUCTURE come from the message's cached metadata.
-*/
-enum fetch_kind {
-  FI_UID, FI_FLAGS, FI_INTERNALDATE, FI_SIZE, FI_ENVELOPE, FI_BODY, FI_BODYSTRUCTURE,
-  FI_RFC822, FI_RFC822_HEADER, FI_RFC822_TEXT, FI_SECTION
-};
-enum section_text { SEC_ALL, SEC_HEADER, SEC_FIELDS, SEC_FIELDS_NOT, SEC_TEXT, SEC_MIME };
-struct fetch_item {
-  int kind;
-  int peek;
-  uint32_t path[IMAPMEM_MAX_DEPTH];   /* part numbers */
-  int npath;
-  int text;                   /* enum section_text */
-  struct str *fields;         /* HEADER.FIELDS names, in the arena */
-  int nfields, capfields;
-  int partial;
-  uint32_t origin, count;
-  const char *echo;           /* "BODY[1.HEADER]<0>" as the response names it */
-  struct fetch_item *next;
-};
-struct fetch_snap {
-  uint32_t seq, uid, flags;
-  uint64_t keywords;
-  int recent;
-  int64_t internaldate;
-  int tz;
-  struct msgdata *data;
-};
-
-static int fetch_parse_section(struct parser *ps, struct fetch_item *it) {
-  struct buf echo = {0};
-  buf_adds(&echo, "BODY[");
-  it->text = SEC_ALL;
-  while (ps->p < ps->end && *ps->p >= '0' && *ps->p <= '9') {
-    uint32_t n;
-    if (!parse_nz_number(ps, &n)) goto fail;
-    if (it->npath == IMAPMEM_MAX_DEPTH) {
-      parse_fail(ps, "Section part number too deep");
-      goto fail;
-    }
-    it->path[it->npath++] = n;
-    buf_printf(&echo, "%s%u", it->npath > 1 ? "." : "", n);
-    if (!parse_char(ps, '.')) break;
-    if (!(ps->p < ps->end && *ps->p >= '0' && *ps->p <= '9')) {
-      buf_addc(&echo, '.');
-      break;
-    }
-  }
-  if (!parse_peek(ps, ']')) {
-    struct str w;
-    if (!parse_run(ps, is_atom_char, &w)) {
-      parse_fail(ps, "Invalid section");
-      goto fail;
-    }
-    if (str_ieq(w, "HEADER")) it->text = SEC_HEADER;
-    else if (str_ieq(w, "TEXT")) it->text = SEC_TEXT;
-    else if (str_ieq(w, "MIME") && it->npath) it->text = SEC_MIME;
-    else if (str_ieq(w, "HEADER.FIELDS")) it->text = SEC_FIELDS;
-    else if (str_ieq(w, "HEADER.FIELDS.NOT")) it->text = SEC_FIELDS_NOT;
-    else {
-      parse_fail(ps, "Invalid section: expected HEADER, HEADER.FIELDS[.NOT], TEXT or MIME");
-      goto fail;
-    }
-    for (size_t i = 0; i < w.len; i++) buf_addc(&echo, (char)toupper((unsigned char)w.p[i]));
-    if (it->text == SEC_FIELDS || it->text == SEC_FIELDS_NOT) {
-      if (!parse_sp(ps) || !parse_char(ps, '(')) {
-        parse_fail(ps, "Expected a list of header field names");
-        goto fail;
-      }
-      buf_adds(&echo, " (");
-      do {
-        struct str f;
-        if (!parse_astring(ps, &f)) goto fail;
-        if (it->nfields == it->capfields) {
-          int ncap = it->capfields ? it->capfields * 2 : 8;
-          struct str *nf = arena_alloc(ps->arena, (size_t)ncap * sizeof *nf);
-          if (!nf) {
-            parse_fail(ps, "Out of memory");
-            goto fail;
-          }
-          if (it->nfields) memcpy(nf, it->fields, (size_t)it->nfields * sizeof *nf);
-          it->fields = nf;
-          it->capfields = ncap;
-        }
-        it->fields[it->nfields++] = f;
-        if (it->nfields > 1) buf_addc(&echo, ' ');
-        int atom = f.len > 0;
-        for (size_t i = 0; i < f.len; i++) atom &= is_atom_char((unsigned char)f.p[i]);
-        if (atom) buf_add(&echo, f.p, f.len);
-        else out_string(&echo, f.p, f.len);
-      } while (parse_char(ps, ' '));
-      if (!parse_char(ps, ')')) {
-        parse_fail(ps, "Expected ')' after header field names");
-        goto fail;
-      }
-      buf_addc(&echo, ')');
-    }
-  } else if (echo.len && echo.p[echo.len - 1] == '.') {
-    parse_fail(ps, "Invalid section");
-    goto fail;
-  }
-  if (!parse_char(ps, ']')) {
-    parse_fail(ps, "Expected ']' to end the section");
-    goto fail;
-  }
-  buf_addc(&echo, ']');
-  if (parse_char(ps, '<')) {
-    if (!parse_number(ps, &it->origin) || !parse_char(ps, '.') ||
-        !parse_nz_number(ps, &it->count) || !parse_char(ps, '>')) {
-      parse_fail(ps, "Invalid partial: expected <origin.count>");
-      goto fail;
-    }
-    it->partial = 1;
-    buf_printf(&echo, "<%u>", it->origin);
-  }
-  if (echo.oom || !(it->echo = arena_strndup(ps->arena, echo.p, echo.len))) {
-    parse_fail(ps, "Out of memory");
-    goto fail;
-  }
-  buf_free(&echo);
-  return 1;
-fail:
-  buf_free(&echo);
-  return 0;
-}
-
-static struct fetch_item *fetch_add(struct parser *ps, struct fetch_item ***tail, int kind) {
-  struct fetch_item *it = arena_alloc(ps->arena, sizeof *it);
-  if (!it) {
-    parse_fail(ps, "Out of memory");
-    return NULL;
-  }
-  memset(it, 0, sizeof *it);
-  it->kind = kind;
-  **tail = it;
-  *tail = &it->next;
-  return it;
-}
-
-static int fetch_parse_att(struct parser *ps, struct fetch_item ***tail) {
-  static const struct { const char *name; int kind; } atts[] = {
-    {"UID", FI_UID}, {"FLAGS", FI_FLAGS}, {"INTERNALDATE", FI_INTERNALDATE},
-    {"RFC822.SIZE", FI_SIZE}, {"ENVELOPE", FI_ENVELOPE}, {"BODYSTRUCTURE", FI_BODYSTRUCTURE},
-    {"RFC822", FI_RFC822}, {"RFC822.HEADER", FI_RFC822_HEADER},
-    {"RFC822.TEXT", FI_RFC822_TEXT}};
-  struct str w;
-  const char *s = ps->p;
-  while (ps->p < ps->end && is_atom_char((unsigned char)*ps->p) && *ps->p != '[') ps->p++;
-  w = str_make(s, (size_t)(ps->p - s));
-  if (!w.len) return parse_fail(ps, "Expected a fetch attribute");
-  for (size_t i = 0; i < sizeof atts / sizeof atts[0]; i++)
-    if (str_ieq(w, atts[i].name)) return fetch_add(ps, tail, atts[i].kind) != NULL;
-  if (str_ieq(w, "BODY") || str_ieq(w, "BODY.PEEK")) {
-    int peek = w.len == 9;
-    if (!parse_char(ps, '[')) {
-      if (peek) return parse_fail(ps, "BODY.PEEK needs a section");
-      return fetch_add(ps, tail, FI_BODY) != NULL;
-    }
-    struct fetch_item *it = fetch_add(ps, tail, FI_SECTION);
-    if (!it) return 0;
-    it->peek = peek;
-    return fetch_parse_section(ps, it);
-  }
-  return parse_fail(ps, "Unknown fetch attribute");
-}
-
-/* Find the part a section path names (RFC 3501 6.4.5); -1 if there is none. */
-static int fetch_find_part(const struct msgmeta *mm, const uint32_t *path, int npath) {
-  int node = 0, top = 1;     /* top: node is the entity a message holds */
-  for (int i = 0; i < npath; i++) {
-    if (i > 0 && mm->parts[node].kind == PART_MESSAGE) {
-      node = mm->parts[node].child;      /* into the encapsulated message */
-      if (node < 0) return -1;
-      top = 1;
-    }
-    if (mm->parts[node].kind == PART_MULTIPART) {
-      int c = mm->parts[node].child;
-      for (uint32_t k = 1; c >= 0 && k < path[i]; k++) c = mm->parts[c].next;
-      if (c < 0) return -1;
-      node = c;
-      top = 0;
-    } else if (!top || path[i] != 1) {
-      return -1;             /* only a message's non-multipart body is its part 1 */
-    } else {
-      top = 0;
-    }
-  }
-  return node;
-}
-
-static int field_listed(const struct fetch_item *it, struct str name) {
-  for (int i = 0; i < it->nfields; i++)
-    if (it->fields[i].len == name.len && strncasecmp(it->fields[i].p, name.p, name.len) == 0)
-      return 1;
-  return 0;
-}
-
-/* Write n bytes as a literal, or the part <origin.count> of them. */
-static void fetch_literal(struct session *s, const struct fetch_item *it, const char *p,
-                          size_t n) {
-  if (it && it->partial) {
-    if (it->origin >= n) n = 0;
-    else {
-      p += it->origin;
-      n -= it->origin;
-      if (n > it->count) n = it->count;
-    }
-  }
-  session_send(s, "{%zu}\r\n", n);
-  session_send_bulk(s, p, n);
-}
-
-/*
-** The bytes a body section names (RFC 3501 6.4.5), as a view into the message or, for
-** HEADER.FIELDS[.NOT], built into *tmp. A part that does not exist is an empty string.
-*/
-static struct str fetch_section_bytes(const struct fetch_item *it, struct msgdata *d,
-                                      struct buf *tmp) {
-  const char *msg = d->bytes;
-  if (it->npath == 0 && it->text == SEC_ALL) return str_make(msg, d->size);
-  if (it->npath == 0 && it->text == SEC_HEADER) return str_make(msg, d->hdr_len);
-  if (it->npath == 0 && it->text == SEC_TEXT)
-    return str_make(msg + d->hdr_len, d->size - d->hdr_len);
-  const struct msgmeta *mm = msgdata_meta(d);
-  int node = mm ? fetch_find_part(mm, it->path, it->npath) : -1;
-  if (node < 0) return str_make("", 0);
-  const struct part *pt = &mm->parts[node];
-  if (it->text == SEC_ALL) return str_make(msg + pt->body_off, pt->body_len);
-  if (it->text == SEC_MIME) return str_make(msg + pt->hdr_off, pt->hdr_len);
-  if (it->npath > 0) {       /* HEADER/TEXT of a part apply to message/rfc822 parts only */
-    if (pt->kind != PART_MESSAGE || pt->child < 0) return str_make("", 0);
-    pt = &mm->parts[pt->child];
-  }
-  if (it->text == SEC_HEADER) return str_make(msg + pt->hdr_off, pt->hdr_len);
-  if (it->text == SEC_TEXT) return str_make(msg + pt->body_off, pt->body_len);
-  const char *p = msg + pt->hdr_off, *end = p + pt->hdr_len;   /* HEADER.FIELDS[.NOT]: */
-  struct field f;            /* the chosen fields, then the blank line if there is one */
-  while (header_next(&p, end, &f))
-    if (field_listed(it, f.name) == (it->text == SEC_FIELDS)) buf_add(tmp, f.start, f.len);
-  if (p < end) buf_add(tmp, "\r\n", 2);
-  return str_make(tmp->p ? tmp->p : "", tmp->len);
-}
-
-static void fetch_section(struct session *s, const struct fetch_item *it, struct msgdata *d) {
-  struct buf tmp = {0};
-  struct str v = fetch_section_bytes(it, d, &tmp);
-  session_send(s, "%s ", it->echo);
-  fetch_literal(s, it, v.p, v.len);
-  buf_free(&tmp);
-}
-
-static void fetch_one(struct session *s, const struct fetch_item *items, const struct fetch_snap *m,
-                      char *const *kwnames, int nkw, int add_flags) {
-  session_send(s, "* %u FETCH (", m->seq);
-  int first = 1;
-  for (const struct fetch_item *it = items; it; it = it->next) {
-    if (!first) session_send(s, " ");
-    first = 0;
-    const struct rendered *mm = NULL;
-    if (it->kind == FI_ENVELOPE || it->kind == FI_BODY || it->kind == FI_BODYSTRUCTURE) {
-      mm = msgdata_rendered(m->data);
-      if (!mm) {
-        s->out.oom = 1;
-        return;
-      }
-    }
-    switch (it->kind) {
-    case FI_UID: session_send(s, "UID %u", m->uid); break;
-    case FI_FLAGS: {
-      session_send(s, "FLAGS ");
-      flags_out(&s->out, m->flags, m->keywords, kwnames, nkw, m->recent);
-      break;
-    }
-    case FI_INTERNALDATE:
-      session_send(s, "INTERNALDATE ");
-      date_time_format(&s->out, m->internaldate, m->tz);
-      break;
-    case FI_SIZE: session_send(s, "RFC822.SIZE %u", m->data->size); break;
-    case FI_ENVELOPE: session_send(s, "ENVELOPE %s", mm->envelope); break;
-    case FI_BODY: session_send(s, "BODY %s", mm->body); break;
-    case FI_BODYSTRUCTURE: session_send(s, "BODYSTRUCTURE %s", mm->bodystructure); break;
-    case FI_RFC822:
-      session_send(s, "RFC822 ");
-      fetch_literal(s, NULL, m->data->bytes, m->data->size);
-      break;
-    case FI_RFC822_HEADER:
-      session_send(s, "RFC822.HEADER ");
-      fetch_literal(s, NULL, m->data->bytes, m->data->hdr_len);
-      break;
-    case FI_RFC822_TEXT:
-      session_send(s, "RFC822.TEXT ");
-      fetch_literal(s, NULL, m->data->bytes + m->data->hdr_len, m->data->size - m->data->hdr_len);
-      break;
-    case FI_SECTION: fetch_section(s, it, m->data); break;
-    }
-  }
-  if (add_flags) {           /* 6.4.5: \Seen was set, so the new flags come along */
-    session_send(s, "%sFLAGS ", first ? "" : " ");
-    flags_out(&s->out, m->flags, m->keywords, kwnames, nkw, m->recent);
-  }
-  session_send(s, ")\r\n");
-}
-
-/* 6.4.5 FETCH set items, and UID FETCH (which always includes UID, 6.4.8). */
-static int fetch_command(struct session *s, struct command *c) {
-  struct parser *ps = &c->ps;
-  struct seqset set;
-  struct fetch_item *items = NULL, **tail = &items;
-  if (!parse_sp(ps) || !parse_seqset(ps, &set) || !parse_sp(ps)) return cmd_bad_args(c);
-  struct str w;
-  const char *save = ps->p;
-  if (parse_run(ps, is_atom_char, &w) && (str_ieq(w, "ALL") || str_ieq(w, "FAST") ||
-                                          str_ieq(w, "FULL"))) {
-    fetch_add(ps, &tail, FI_FLAGS);     /* the macros of 6.4.5 */
-    fetch_add(ps, &tail, FI_INTERNALDATE);
-    fetch_add(ps, &tail, FI_SIZE);
-    if (!str_ieq(w, "FAST")) fetch_add(ps, &tail, FI_ENVELOPE);
-    if (str_ieq(w, "FULL")) fetch_add(ps, &tail, FI_BODY);
-  } else {
-    ps->p = save;
-    if (parse_char(ps, '(')) {
-      do {
-        if (!fetch_parse_att(ps, &tail)) return cmd_bad_args(c);
-      } while (parse_char(ps, ' '));
-      if (!parse_char(ps, ')')) return cmd_bad(c, "FETCH Expected ')' after the attributes");
-    } else if (!fetch_parse_att(ps, &tail)) {
-      return cmd_bad_args(c);
-    }
-  }
-  if (!parse_end(ps)) return cmd_bad_args(c);
-  int has_uid = 0, has_flags = 0, sets_seen = 0;
-  for (struct fetch_item *it = items; it; it = it->next) {
-    has_uid |= it->kind == FI_UID;
-    has_flags |= it->kind == FI_FLAGS;
-    sets_seen |= it->kind == FI_RFC822 || it->kind == FI_RFC822_TEXT ||
-                 (it->kind == FI_SECTION && !it->peek);
-  }
-  if (c->uid && !has_uid) {
-    struct fetch_item *u = arena_alloc(ps->arena, sizeof *u);
-    if (!u) return cmd_no(c, "[SERVERBUG] Out of memory");
-    memset(u, 0, sizeof *u);
-    u->kind = FI_UID;
-    u->next = items;
-    items = u;
-  }
-  size_t *idx, n;
-  if (!view_resolve(s, c, &set, c->uid, &idx, &n)) return 0;
-  struct fetch_snap *snap = mem_alloc((n ? n : 1) * sizeof *snap);
-  unsigned char *changed = mem_calloc(n ? n : 1, 1);
-  if (!snap || !changed) {
-    free(snap);
-    free(changed);
-    return cmd_no(c, "[SERVERBUG] Out of memory");
-  }
-  struct mailbox *mb = s->mb;
-  char *kwnames[IMAPMEM_MAX_KEYWORDS];
-  size_t got = 0;
-  int gone = 0;
-  pthread_mutex_lock(&mb->lock);
-  if (mb->nkeywords > s->nkw_known) session_send_flags(s, mb);  /* made since the sync */
-  int in_step = s->seen_modseq == mb->modseq;
-  for (size_t i = 0; i < n; i++) {
-    long k = mailbox_find_uid(mb, s->view[idx[i]].uid);
-    const struct message *m = k >= 0 ? &mb->msgs[k] : NULL;
-    if (!m && !s->srv->cfg.strict_expunge) m = mailbox_ghost(mb, s->view[idx[i]].uid);
-    if (!m) {                /* RFC 2180 4.1.2: data for the rest, then NO */
-      gone = 1;
-      continue;
-    }                        /* else 4.1.1: an expunged message answers as it was */
-    if (k >= 0 && sets_seen && !s->readonly && !(m->flags & FLAG_SEEN)) {
-      mailbox_set_flags(mb, (size_t)k, m->flags | FLAG_SEEN, m->keywords);
-      changed[got] = !has_flags;
-    }
-    struct fetch_snap *x = &snap[got++];
-    x->seq = (uint32_t)idx[i] + 1;
-    x->uid = m->uid;
-    x->flags = m->flags & FLAGS_SYSTEM;
-    x->keywords = m->keywords;
-    x->recent = s->view[idx[i]].recent;
-    x->internaldate = m->internaldate;
-    x->tz = m->tz;
-    x->data = msgdata_ref(m->data);
-  }
-  int nkw = mb->nkeywords;   /* names are never changed or freed while mb lives */
-  memcpy(kwnames, mb->keywords, (size_t)nkw * sizeof kwnames[0]);
-  if (in_step) s->seen_modseq = mb->modseq;
-  pthread_mutex_unlock(&mb->lock);
-  for (size_t i = 0; i < got; i++) {
-    fetch_one(s, items, &snap[i], kwnames, nkw, changed[i]);
-    msgdata_unref(snap[i].data);
-    if (s->out.len > (256u << 10) && !session_flush(s)) {
-      for (size_t j = i + 1; j < got; j++) msgdata_unref(snap[j].data);
-      break;
-    }
-  }
-  free(snap);
-  free(changed);
-  if (s->out.oom) return cmd_no(c, "[SERVERBUG] Out of memory");
-  if (gone) return cmd_no(c, "[EXPUNGEISSUED] Some of the requested messages no longer exist");
-  return cmd_ok(c, "%sFETCH completed", c->uid ? "UID " : "");
-}
-
-/*
-** ===========================================================================
-** 9  Sessions and network
+** 10  Sessions and network
 ** ===========================================================================
 ** Owns: struct session, its socket, its input and output buffers, the thread that runs
 ** it, the accept thread, and the transcript. Calls: sections 1-8. Locking: server->lock
 ** guards the session list and what a session publishes for imapmem_wait() (pub_*); a
 ** session's other fields belong to its thread, except wake[] (written by anyone to wake
-** it) and finished. Output is buffered and written by session_flush(), which callers
+** it) and finished. Output is buffered and written by net_flush(), which callers
 ** reach with no store lock held.
 **
 ** Limits: a command line is at most IMAPMEM_MAX_LINE bytes and a literal at most
 ** config.max_literal; both are refused before anything is allocated for them. A session
 ** idle longer than config.idle_timeout is logged out (RFC 3501 5.4).
 */
-static void session_sendn(struct session *s, const void *p, size_t n) {
-  buf_add(&s->out, p, n);
-}
-
-static void session_send(struct session *s, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  buf_vprintf(&s->out, fmt, ap);
-  va_end(ap);
-}
-
-/* ------------------------------------------------------------------------- */
-/*
-** The transcript (imapmem_set_trace, --trace): one callback per protocol line, literals
-** shown by their size and passwords masked, so a reader sees IMAP happen.
-*/
-static void session_trace(struct session *s, char dir, const char *line, size_t n) {
-  struct imapmem *srv = s->srv;
-  pthread_mutex_lock(&srv->lock);
-  imapmem_trace_fn *fn = srv->trace_fn;
-  void *arg = srv->trace_arg;
-  pthread_mutex_unlock(&srv->lock);
-  if (fn) fn(arg, s->id, dir, line, n);
-}
-
-/*
-** A continuation request or a status response (tagged or untagged OK, NO, BAD, BYE,
-** PREAUTH)? Their text is plain TEXT-CHARs (RFC 3501 9), never a literal, even if it ends
-** in something like "{12}" echoed from a client.
-*/
-static int line_is_status(const char *p, size_t n) {
-  if (n >= 1 && p[0] == '+') return 1;
-  const char *sp = memchr(p, ' ', n);
-  if (!sp) return 0;
-  struct str w = str_make(sp + 1, n - (size_t)(sp + 1 - p));
-  const char *e = memchr(w.p, ' ', w.len);
-  if (e) w.len = (size_t)(e - w.p);
-  return str_ieq(w, "OK") || str_ieq(w, "NO") || str_ieq(w, "BAD") || str_ieq(w, "BYE") ||
-         str_ieq(w, "PREAUTH");
-}
-
-/* Feed bytes the server writes; whole lines go to the transcript. */
-static void session_trace_out(struct session *s, const char *p, size_t n) {
-  struct buf *l = &s->trace_line;
-  while (n) {
-    if (s->trace_skip) {     /* inside a literal: count it, do not show it */
-      size_t k = n < s->trace_skip ? n : s->trace_skip;
-      s->trace_skip -= k;
-      p += k;
-      n -= k;
-      continue;
-    }
-    const char *nl = memchr(p, '\n', n);
-    size_t k = nl ? (size_t)(nl - p) + 1 : n;
-    buf_add(l, p, k);
-    p += k;
-    n -= k;
-    if (!nl) break;
-    l->len -= l->len >= 2 && l->p[l->len - 2] == '\r' ? 2 : 1;
-    uint64_t v;              /* a line ending "{n}" announces a literal */
-    int plus;
-    size_t at = line_is_status(l->p, l->len) ? l->len : literal_announced(l->p, l->len, &v, &plus);
-    if (at < l->len) {
-      l->len = at;
-      buf_printf(l, "{%llu bytes}", (unsigned long long)v);
-      s->trace_skip = (size_t)v;
-      if (v) continue;       /* the line goes on after the literal */
-    }
-    session_trace(s, 'S', l->p ? l->p : "", l->len);
-    buf_reset(l);
-  }
-}
-
-/*
-** The transcript of a command, one piece at a time as it is read: a piece ends where a
-** synchronizing literal is announced, so the server's "+" comes in between, as on the
-** wire. Literals appear as "{N bytes}" and everything after LOGIN's user name or
-** AUTHENTICATE's mechanism as "***". s->trace_words counts the words of the command so
-** far (0 at its start), and s->trace_secret says the rest is masked.
-*/
-static void session_trace_command(struct session *s, const char *p, size_t n) {
-  struct buf t = {0};
-  size_t i = 0;
-  if (s->trace_secret) i = n;
-  while (i < n) {
-    if (p[i] == '{') {         /* {n}CRLF or {n+}CRLF, then n bytes */
-      size_t j = i + 1, v = 0;
-      while (j < n && p[j] >= '0' && p[j] <= '9' && v < SIZE_MAX / 10)
-        v = v * 10 + (size_t)(p[j++] - '0');
-      if (j < n && p[j] == '+') j++;
-      if (j + 3 <= n && p[j] == '}' && p[j + 1] == '\r' && p[j + 2] == '\n') {
-        j += 3;
-        buf_printf(&t, "{%zu bytes}", v);
-        i = v <= n - j ? j + v : n;
-        continue;
-      }
-    }
-    if (p[i] == ' ' && ++s->trace_words == 2) {   /* after "tag NAME" */
-      s->trace_secret = (t.len >= 5 && strncasecmp(t.p + t.len - 5, "LOGIN", 5) == 0) ||
-                        (t.len >= 12 && strncasecmp(t.p + t.len - 12, "AUTHENTICATE", 12) == 0);
-      s->trace_secret = s->trace_secret ? -1 : 0;  /* -1: masked from the next word on */
-    } else if (p[i] == ' ' && s->trace_secret < 0) {
-      buf_adds(&t, " ***");
-      s->trace_secret = 1;
-      break;
-    }
-    buf_addc(&t, p[i++]);
-  }
-  if (s->trace_secret > 0 && !t.len) buf_adds(&t, "***");
-  session_trace(s, 'C', t.p ? t.p : "", t.len);
-  buf_free(&t);
-}
-
-/* An event of the session itself (connect, disconnect, a fault), as a transcript line. */
-static void PRINTF_LIKE(2, 3) session_trace_event(struct session *s, const char *fmt, ...) {
-  if (!atomic_load(&s->srv->tracing)) return;
-  char line[300];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(line, sizeof line, fmt, ap);
-  va_end(ap);
-  session_trace(s, '*', line, strlen(line));
-}
-
 /* ------------------------------------------------------------------------- */
 /*
 ** Wait until fd_out takes more bytes: for the autologout time at most, and not past
@@ -6447,7 +6173,7 @@ static int session_wait_writable(struct session *s) {
   }
 }
 
-static int session_write(struct session *s, const char *p, size_t n) {
+static int net_write(struct session *s, const char *p, size_t n) {
   if (atomic_load(&s->srv->tracing)) session_trace_out(s, p, n);
   int chunk = atomic_load(&s->srv->chunk);   /* "chunk=n" fault: tiny writes */
   while (n) {
@@ -6470,7 +6196,7 @@ static int session_write(struct session *s, const char *p, size_t n) {
 }
 
 /* Write what is buffered. 0 if the connection is gone. Never call with a lock held. */
-static int session_flush(struct session *s) {
+static int net_flush(struct session *s) {
   if (s->out.oom) {          /* a reply was lost: say so and end this session only */
     buf_reset(&s->out);
     s->out.oom = 0;
@@ -6482,47 +6208,21 @@ static int session_flush(struct session *s) {
     session_trace_event(s, "fault delay=%d: the response waits %d ms", delay, delay);
     sleep_ms(delay);
   }
-  int ok = s->out.len == 0 || session_write(s, s->out.p, s->out.len);
+  int ok = s->out.len == 0 || net_write(s, s->out.p, s->out.len);
   buf_reset(&s->out);
   if (s->out.cap > (1u << 20)) buf_free(&s->out);   /* do not keep a huge buffer */
   return ok && !s->closing;
 }
 
-/* Large FETCH data goes straight from the message to the socket, uncopied. */
-static void session_send_bulk(struct session *s, const char *p, size_t n) {
-  if (n < 65536) session_sendn(s, p, n);
-  else if (session_flush(s)) session_write(s, p, n);
-}
 
 static void session_wake(struct session *s) {
   ssize_t r = write(s->wake[1], "x", 1);
   (void)r;                   /* a full pipe already holds a wake-up */
 }
 
-/* Wake the sessions idling on mb (and tell imapmem_wait()). Caller holds mb->lock. */
-static void mailbox_wake_idlers(struct mailbox *mb) {
-  for (size_t i = 0; i < mb->nwatchers; i++)
-    if (mb->watchers[i]->idling) session_wake(mb->watchers[i]);
-  if (mb->user) server_notify(mb->user->srv);
-}
-
-/* Tell imapmem_wait() callers that something changed. wait_lock is a leaf lock. */
-static void server_notify(struct imapmem *srv) {
-  if (!srv) return;
-  pthread_mutex_lock(&srv->wait_lock);
-  srv->generation++;
-  pthread_cond_broadcast(&srv->wait_cond);
-  pthread_mutex_unlock(&srv->wait_lock);
-}
-
-/* Make the session's user, mailbox and IDLE state visible to imapmem_wait(). */
-static void session_publish(struct session *s) {
-  pthread_mutex_lock(&s->srv->lock);
-  s->pub_user = s->user;
-  s->pub_mb = s->mb;
-  s->pub_idle = s->in_idle;
-  pthread_mutex_unlock(&s->srv->lock);
-  server_notify(s->srv);
+/* Wake a session from poll(): section 3 calls this through its watcher. */
+static void session_wake_watcher(struct watcher *w) {
+  session_wake((struct session *)((char *)w - offsetof(struct session, watch)));
 }
 
 /*
@@ -6592,7 +6292,7 @@ static int session_fill(struct session *s, int wake_ok) {
 ** or timed out), -2 (longer than max: the first max bytes are kept, the rest of the line
 ** is read and dropped), -3 (woken by a mailbox change; wake_ok only), -4 (stopping).
 */
-static int session_read_line(struct session *s, struct buf *line, size_t max, int wake_ok) {
+static int net_read_line(struct session *s, struct buf *line, size_t max, int wake_ok) {
   buf_reset(line);
   int toolong = 0;
   for (;;) {
@@ -6653,7 +6353,7 @@ static int session_read_command(struct session *s) {
   s->trace_words = 0;
   s->trace_secret = 0;
   for (;;) {
-    int r = session_read_line(s, &line, IMAPMEM_MAX_LINE, 0);
+    int r = net_read_line(s, &line, IMAPMEM_MAX_LINE, 0);
     if (r == -2) {
       buf_add(&s->cmd, line.p, line.len);
       if (tracing) session_trace(s, 'C', "(a line too long)", 17);
@@ -6693,7 +6393,7 @@ static int session_read_command(struct session *s) {
         traced = s->cmd.len - (line.len - at);   /* the next piece starts "{n}" */
       }
       session_send(s, "+ Ready for literal data\r\n");
-      if (!session_flush(s)) {
+      if (!net_flush(s)) {
         buf_free(&line);
         return -1;
       }
@@ -6738,7 +6438,7 @@ static void session_run(struct session *s) {
   }
   capabilities(s->srv, caps, sizeof caps);
   struct str pre = str_make(s->preauth ? s->preauth : "", s->preauth ? strlen(s->preauth) : 0);
-  if (s->preauth && (s->user = server_find_user(s->srv, pre)) != NULL) {
+  if (s->preauth && (s->user = server_user(s->srv, pre)) != NULL) {
     s->state = ST_AUTH;      /* RFC 3501 7.1.4: already authenticated */
     session_publish(s);
     session_send(s, "* PREAUTH [CAPABILITY %s] imapmem ready, logged in as %s\r\n", caps,
@@ -6746,7 +6446,7 @@ static void session_run(struct session *s) {
   } else {
     session_send(s, "* OK [CAPABILITY %s] imapmem ready\r\n", caps);
   }
-  session_flush(s);
+  net_flush(s);
   while (!s->closing && s->state != ST_LOGOUT) {
     int r = session_read_command(s);
     if (r == -4) {
@@ -6761,27 +6461,13 @@ static void session_run(struct session *s) {
     if (r > 0 && s->cmd.len == 0) session_send(s, "* BAD Empty command line\r\n");
     else if (r > 0) session_execute(s);
     arena_free(&s->arena);
-    if (!session_flush(s)) break;
+    if (!net_flush(s)) break;
     if (s->cmd.cap > (1u << 20)) buf_free(&s->cmd);
   }
-  session_flush(s);
+  net_flush(s);
   session_unselect(s);
   if (s->state == ST_LOGOUT && !s->end_why) s->end_why = "LOGOUT";
   session_trace_event(s, "disconnected: %s", s->end_why ? s->end_why : "the connection ended");
-}
-
-static void *session_thread(void *arg) {
-  struct session *s = arg;
-  sigset_t pipe_sig;         /* a peer gone from a pipe gives EPIPE, never kills the process */
-  sigemptyset(&pipe_sig);
-  sigaddset(&pipe_sig, SIGPIPE);
-  pthread_sigmask(SIG_BLOCK, &pipe_sig, NULL);
-  session_run(s);
-  session_close(s);          /* only this thread ever closes the session's descriptors */
-  atomic_fetch_sub(&s->srv->nactive, 1);
-  atomic_store(&s->finished, 1);
-  server_notify(s->srv);
-  return NULL;
 }
 
 /* Close the connection: the client sees its end at once, even if it holds a copy. */
@@ -6795,6 +6481,20 @@ static void session_close(struct session *s) {
     close(s->fd);
   }
   s->fd = s->fd_out = -1;
+}
+
+static void *session_thread(void *arg) {
+  struct session *s = arg;
+  sigset_t pipe_sig;         /* a peer gone from a pipe gives EPIPE, never kills the process */
+  sigemptyset(&pipe_sig);
+  sigaddset(&pipe_sig, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_sig, NULL);
+  session_run(s);
+  session_close(s);          /* only this thread ever closes the session's descriptors */
+  atomic_fetch_sub(&s->srv->nactive, 1);
+  atomic_store(&s->finished, 1);
+  store_changed(s->srv);
+  return NULL;
 }
 
 /* Free a session whose thread has been joined (or never started). */
@@ -6812,13 +6512,17 @@ static void session_free(struct session *s) {
   free(s);
 }
 
+static const struct session_io net_io = {net_flush, net_write, net_read_line};
+
 static struct session *session_new(struct imapmem *srv, int fd, int fd_out) {
   struct session *s = mem_calloc(1, sizeof *s);
   if (!s) return NULL;
+  s->io = &net_io;
   s->srv = srv;
   s->fd = fd;
   s->fd_out = fd_out;
   s->state = ST_NOTAUTH;
+  s->watch.wake = session_wake_watcher;
   /* Output to a socket or pipe never blocks: a full one is waited for with poll(), which
      imapmem_stop() can interrupt. Files and terminals are written as they are. */
   struct stat st;
@@ -6920,7 +6624,7 @@ static void *accept_thread(void *arg) {
 
 /*
 ** ===========================================================================
-** 10  The public API (imapmem.h)
+** 11  The public API (imapmem.h)
 ** ===========================================================================
 ** Owns: struct imapmem. Calls: every section. Locking: as each function's comment in
 ** imapmem.h says. Every function checks its arguments, returns a code, and leaves the
@@ -6997,7 +6701,7 @@ int imapmem_new(const struct imapmem_config *config, imapmem **out) {
 }
 
 static struct user *api_user(struct imapmem *srv, const char *name) {
-  return server_find_user(srv, str_make(name, strlen(name)));
+  return server_user(srv, str_make(name, strlen(name)));
 }
 
 int imapmem_add_user(imapmem *srv, const char *name, const char *password) {
@@ -7010,7 +6714,7 @@ int imapmem_add_user(imapmem *srv, const char *name, const char *password) {
   u->srv = srv;
   uint32_t uv = srv->cfg.uidvalidity;     /* else the same in every run, as for fixtures */
   if (!uv) uv = uidvalidity_from(name, strlen(name), "INBOX");
-  if (!user_create_locked(u, "INBOX", 1, uv, &exists) || !user_snapshot(u)) {
+  if (!user_create_locked(u, "INBOX", 1, uv, &exists) || !user_baseline(u, 0)) {
     user_free(u);
     return api_error(srv, IMAPMEM_NOMEM, "out of memory");
   }
@@ -7052,12 +6756,11 @@ int imapmem_load(imapmem *srv, const char *user, const char *path) {
   if (rc == IMAPMEM_OK) {
     char why[300] = "out of memory";
     rc = mbox_commit(u, list, srv->cfg.uidvalidity, subs, nsubs, why, sizeof why);
-    if (rc == IMAPMEM_OK && !user_snapshot(u)) rc = IMAPMEM_NOMEM;
+    if (rc == IMAPMEM_OK && !user_baseline(u, 0)) rc = IMAPMEM_NOMEM;
     if (rc != IMAPMEM_OK) snprintf(err, sizeof err, "%.280s: %s", path, why);
   }
   mbox_batch_free(list);
-  for (size_t i = 0; i < nsubs; i++) free(subs[i]);
-  free(subs);
+  strings_free(subs, nsubs);
   if (rc != IMAPMEM_OK) return api_error(srv, rc, "%s", err);
   return IMAPMEM_OK;
 }
@@ -7084,7 +6787,7 @@ int imapmem_load_mbox(imapmem *srv, const char *user, const char *mailbox, const
   if (rc == IMAPMEM_OK) {
     char why[300] = "out of memory";
     rc = mbox_commit(u, b, srv->cfg.uidvalidity, NULL, 0, why, sizeof why);
-    if (rc == IMAPMEM_OK && !user_snapshot(u)) rc = IMAPMEM_NOMEM;
+    if (rc == IMAPMEM_OK && !user_baseline(u, 0)) rc = IMAPMEM_NOMEM;
     if (rc != IMAPMEM_OK) snprintf(err, sizeof err, "%.280s: %s", name ? name : "(memory)", why);
   }
   mbox_batch_free(b);
@@ -7408,9 +7111,9 @@ int imapmem_reset(imapmem *srv) {
     struct user *u = i < srv->nusers ? srv->users[i] : NULL;
     pthread_mutex_unlock(&srv->lock);
     if (!u) break;
-    if (!user_reset(u)) return api_error(srv, IMAPMEM_NOMEM, "out of memory");
+    if (!user_baseline(u, 1)) return api_error(srv, IMAPMEM_NOMEM, "out of memory");
   }
-  server_notify(srv);
+  store_changed(srv);
   return IMAPMEM_OK;
 }
 
@@ -7656,7 +7359,7 @@ void imapmem_free(imapmem *srv) {
 
 /*
 ** ===========================================================================
-** 11  main: the imapmem program, a thin user of the public API
+** 12  main: the imapmem program, a thin user of the public API
 ** ===========================================================================
 ** Owns: the command line, the ready line on stdout, signals and the exit status. Calls:
 ** only imapmem.h. Everything it prints goes to stderr, except the one ready line.
