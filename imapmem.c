@@ -7,19 +7,22 @@
 ** Dependencies: libc and POSIX threads. The public API is imapmem.h; everything else is
 ** static. main() is compiled only with -DIMAPMEM_MAIN.
 **
-** The file reads bottom-up, one section after another:
-**    0  types, limits and prototypes (this table of contents)
+** The file reads bottom-up: each section calls only the sections before it (its banner
+** says which), and a function is defined before it is used, so no prototypes are needed
+** but for two functions that call each other. test/check_layering.py keeps it so.
+**    0  types and limits
 **    1  buffers and strings
 **    2  the message model: RFC 5322 headers, MIME tree, ENVELOPE and BODYSTRUCTURE
 **    3  the store: users, mailboxes, messages, UIDs, flags, change log
 **    4  mbox load and save
 **    5  the command parser
-**    6  command handlers and the command table
+**    6  responses and the session's view
 **    7  SEARCH
 **    8  FETCH
-**    9  sessions and network
-**   10  the public API
-**   11  main (under IMAPMEM_MAIN)
+**    9  command handlers and the command table
+**   10  sessions and network
+**   11  the public API
+**   12  main (under IMAPMEM_MAIN)
 */
 #define _POSIX_C_SOURCE 200809L
 #define _DEFAULT_SOURCE
@@ -55,9 +58,10 @@
 
 /*
 ** ===========================================================================
-** 0  Types, limits and prototypes
+** 0  Types and limits
 ** ===========================================================================
-** Limits can be overridden at build time (-DIMAPMEM_MAX_LINE=...).
+** Every struct, so that any section can name any type; the comment on each says which
+** section owns it. Limits can be overridden at build time (-DIMAPMEM_MAX_LINE=...).
 */
 #define IMAPMEM_VERSION "0.1.0"
 
@@ -386,8 +390,10 @@ enum {
 ** 1  Buffers and strings
 ** ===========================================================================
 ** Owns: the allocation wrapper, growable buffers (struct buf), borrowed views (struct
-** str), per-command arenas, and small text helpers (case-insensitive compares, base64,
-** dates). Calls: libc only. Locking: none; every object here belongs to one thread.
+** str), per-command arenas, and small text helpers: numbers, dates, base64, literal
+** announcements, case-insensitive search (struct needle), the one binary search.
+** Calls: libc only.
+** Locking: none; every object here belongs to one thread.
 **
 ** Every allocation goes through mem_alloc/mem_realloc, so a test build can make the Nth
 ** one fail (mem_fail_countdown). A buffer that could not grow sets its oom flag and ignores
@@ -888,12 +894,14 @@ static void date_time_format(struct buf *b, int64_t t, int tz) {
 ** ===========================================================================
 ** 2  The message model: RFC 5322 headers, MIME tree, ENVELOPE and BODYSTRUCTURE
 ** ===========================================================================
-** Owns: struct msgmeta (a message's table of MIME parts, as byte offsets) and struct
-** rendered (its ENVELOPE, BODY and BODYSTRUCTURE text), and the decoding SEARCH uses.
-** Calls: section 1. Locking: none. A message's bytes never change, so each is computed
-** once, by whichever thread first needs it, and published with an atomic compare-and-
-** swap; a thread that loses the race frees its own copy. Limits: MIME nesting deeper
-** than IMAPMEM_MAX_DEPTH is treated as a leaf.
+** Owns: struct msgmeta (a message's table of MIME parts, as byte offsets, with the facts
+** of each part's header) and struct rendered (its ENVELOPE, BODY and BODYSTRUCTURE text),
+** and the decoding SEARCH uses.
+** Calls: section 1.
+** Locking: none. A message's bytes never change, so each is computed once, by whichever
+** thread first needs it, and published with an atomic compare-and-swap; a thread that
+** loses the race frees its own copy.
+** Limits: MIME nesting deeper than IMAPMEM_MAX_DEPTH is treated as a leaf.
 **
 ** Parsing accepts bare LF as well as CRLF, since APPEND stores a client's bytes as sent.
 */
@@ -2019,12 +2027,16 @@ static void part_decoded_text(const char *msg, const struct part *pt, struct buf
 ** ===========================================================================
 ** 3  The store: users, mailboxes, messages, UIDs, flags, change log
 ** ===========================================================================
-** Owns: struct user, struct mailbox, struct message, struct msgdata. Calls: sections 1-2.
+** Owns: struct user, struct mailbox, struct message, struct msgdata, the server's user
+** list and its change counter (for imapmem_wait). Knows its watchers only as struct
+** watcher: a wake function and how far each has been told.
+** Calls: sections 1-2.
 ** Locking: server->lock guards the user list; user->lock guards a user's mailbox list,
 ** mailbox names and subscriptions; mailbox->lock guards one mailbox's messages, flags,
-** UIDs and change log. Order: server, then user, then one mailbox; never two mailboxes
-** at once (COPY takes a snapshot from one, unlocks, then adds to the other). No lock is
-** held across network I/O: sessions copy what they need and write after unlocking.
+** UIDs, change log and watchers. Order: server, then user, then one mailbox; never two
+** mailboxes at once (COPY takes a snapshot from one, unlocks, then adds to the other).
+** wait_lock is a leaf. No lock is held across network I/O: sessions copy what they need
+** and write after unlocking.
 **
 ** The change log: every append, flag change and expunge takes the next change number
 ** (mailbox->modseq). A message remembers the number of its last change; expunges and
@@ -2604,16 +2616,19 @@ static void mailbox_new_uidvalidity(struct imapmem *srv, struct mailbox *mb) {
 ** ===========================================================================
 ** 4  mbox load and save
 ** ===========================================================================
-** Owns: reading RFC 4155 mbox files (and fixture directories) into batches, and
-** committing a batch to a mailbox. Calls: sections 1-3. Locking: parsing takes no lock;
-** committing takes the user's lock and then each mailbox's lock in turn. A load is all or
-** nothing: every file is parsed before anything is added, so a bad file leaves the store
-** as it was.
+** Owns: reading RFC 4155 mbox files (and fixture directories) into batches, committing
+** them to a user's mailboxes, and writing mailboxes back as files.
+** Calls: sections 1-3.
+** Locking: parsing takes no lock; committing takes the user's lock and then each
+** mailbox's lock in turn; saving copies the names under the user's lock and each
+** mailbox's messages under its own.
 **
-** One pass over a mapped file: each line is copied once into its message's final buffer,
-** turned into CRLF, unquoted (mboxrd ">From " rules) and stripped of the flag headers
-** mutt and Dovecot write, and the separator to the next message is found on the way.
-** Saving writes the same layout back, with those headers, and removes stale files.
+** A load is all or nothing: every file is parsed before anything is added, so a bad file
+** leaves the store as it was. One pass over a mapped file: each line is copied once into
+** its message's final buffer, turned into CRLF, unquoted (mboxrd ">From " rules) and
+** stripped of the flag headers mutt and Dovecot write, and the separator to the next
+** message is found on the way. Saving writes the same layout back, with those headers,
+** and removes stale files.
 */
 struct pending {             /* a parsed message, not yet in a mailbox */
   struct msgdata *d;
@@ -3600,9 +3615,11 @@ static int mbox_save_user(struct user *u, const char *dir, char *err, size_t err
 ** ===========================================================================
 ** 5  The command parser
 ** ===========================================================================
-** Owns: struct parser, a cursor over one complete command that section 9 has read
+** Owns: struct parser, a cursor over one complete command that section 10 has read
 ** (literals inline, each as "{n}\r\n" or "{n+}\r\n" followed by its n bytes, already
-** checked against the limits). Calls: section 1. Locking: none.
+** checked against the limits).
+** Calls: sections 1 and 3 (INBOX's canonical name).
+** Locking: none.
 **
 ** Each getter follows RFC 3501 section 9 for one production. It returns 1 and advances,
 ** or returns 0 with ps->err saying what was expected (the text of the BAD reply).
@@ -3937,13 +3954,15 @@ static int parse_date(struct parser *ps, int64_t *days) {
 ** ===========================================================================
 ** 6  Responses and the session's view
 ** ===========================================================================
-** Owns: what a session says (its output buffer, the tagged reply, the transcript) and
-** its view of the selected mailbox (sequence numbers, and the untagged updates that keep
-** them right: RFC 3501 5.2, 7.4.1). Calls: sections 1-5. Bytes leave through the
-** session's struct session_io, which section 10 provides: nothing here touches a socket.
+** Owns: what a session says (its output buffer, the tagged reply, the transcript) and its
+** view of the selected mailbox (sequence numbers, and the untagged updates that keep them
+** right: RFC 3501 5.2, 7.4.1). Bytes move through the session's struct session_io, which
+** section 10 provides: nothing here touches a socket.
+** Calls: sections 1, 3 and 5.
 ** Locking: a session's view and output belong to its thread; the view is brought up to
-** date under the selected mailbox's lock, and publishing for imapmem_wait() takes the
-** server's lock, never inside a mailbox's.
+** date under the selected mailbox's lock; publishing for imapmem_wait() takes the
+** server's lock, never inside a mailbox's; the transcript takes the server's lock to
+** read the callback.
 */
 static void session_sendn(struct session *s, const void *p, size_t n) {
   buf_add(&s->out, p, n);
@@ -4332,13 +4351,16 @@ static int view_resolve(struct session *s, struct command *c, struct seqset *set
 ** ===========================================================================
 ** 7  SEARCH
 ** ===========================================================================
-** Owns: the search-key tree (RFC 3501 6.4.4) and its evaluation. Calls: sections 1-6.
+** Owns: the search-key tree (RFC 3501 6.4.4), its evaluation, and the SEARCH command.
+** Calls: sections 1-3, 5 and 6.
 ** Locking: the selected mailbox is locked once to take a snapshot of the view's
 ** messages (UID, flags, dates, a reference to the bytes); keys are then evaluated with
-** no lock held. String keys match case-insensitively as substrings of what a person
-** reads: header values after RFC 2047 decoding, bodies after base64/quoted-printable
-** decoding, found through the cached MIME tree. Limits: groups, NOT and OR nest at most
-** IMAPMEM_MAX_DEPTH deep.
+** no lock held.
+** Limits: groups, NOT and OR nest at most IMAPMEM_MAX_DEPTH deep.
+**
+** String keys match case-insensitively as substrings of what a person reads: header
+** values after RFC 2047 decoding, bodies after base64/quoted-printable decoding, found
+** through the part table.
 */
 enum skey_op {
   SK_AND, SK_OR, SK_NOT, SK_SEQ, SK_UID, SK_FLAG, SK_UNFLAG, SK_KEYWORD, SK_UNKEYWORD,
@@ -4651,10 +4673,12 @@ static int cmd_search(struct session *s, struct command *c) {
 ** ===========================================================================
 ** 8  FETCH
 ** ===========================================================================
-** Owns: fetch items and body sections (RFC 3501 6.4.5, 7.4.2). Calls: sections 1-6.
-** Locking: the mailbox is locked once, to set \Seen where a fetch implies it and to
-** take a snapshot (UID, flags, date, a reference to the bytes) of each message; the
-** responses are then written with no lock held, so a slow client holds up nobody.
+** Owns: fetch items and body sections (RFC 3501 6.4.5, 7.4.2), and the FETCH command.
+** Calls: sections 1-3, 5 and 6.
+** Locking: the mailbox is locked once, to set \Seen where a fetch implies it and to take
+** a snapshot (UID, flags, date, a reference to the bytes) of each message; the responses
+** are then written with no lock held, so a slow client holds up nobody.
+**
 ** ENVELOPE, BODY and BODYSTRUCTURE come from the message's cached metadata.
 */
 enum fetch_kind {
@@ -5057,12 +5081,11 @@ static int cmd_fetch(struct session *s, struct command *c) {
 ** ===========================================================================
 ** 9  Command handlers and the command table
 ** ===========================================================================
-** Owns: what each command does (RFC 3501 section 6 and the extensions), and a session's
-** view of its selected mailbox: sequence numbers, and the untagged updates that keep
-** them right (RFC 3501 5.2, 7.4.1). Calls: sections 1-5, and SEARCH/FETCH (7, 8) and
-** the session's output (9) through the prototypes in section 0. Locking: a handler
-** locks a mailbox only around its own store calls and writes to the network after
-** unlocking (the session's output buffer is memory until flushed).
+** Owns: what each command does (RFC 3501 section 6 and the extensions), the command table
+** and the dispatcher, capabilities and faults.
+** Calls: sections 1-3 and 5-8 (the table names SEARCH's and FETCH's handlers).
+** Locking: a handler locks a mailbox only around its own store calls and writes after
+** unlocking (the session's output is memory until flushed).
 **
 ** Handler shape: read the arguments with the typed getters (BAD with the getter's text),
 ** check, do the work through the store, send untagged data, then set the tagged reply
@@ -6137,13 +6160,13 @@ static void session_execute(struct session *s) {
 ** ===========================================================================
 ** 10  Sessions and network
 ** ===========================================================================
-** Owns: struct session, its socket, its input and output buffers, the thread that runs
-** it, the accept thread, and the transcript. Calls: sections 1-8. Locking: server->lock
-** guards the session list and what a session publishes for imapmem_wait() (pub_*); a
-** session's other fields belong to its thread, except wake[] (written by anyone to wake
-** it) and finished. Output is buffered and written by net_flush(), which callers
-** reach with no store lock held.
-**
+** Owns: a session's connection (its descriptors, input buffer and thread: net_io is its
+** struct session_io), reading commands, the accept thread, and the server's session list.
+** Calls: sections 1, 3, 5, 6 and 9.
+** Locking: server->lock guards the session list and what a session publishes for
+** imapmem_wait() (pub_*); a session's other fields belong to its thread, except wake[]
+** (written by anyone to wake it) and finished. Only a session's own thread closes its
+** descriptors.
 ** Limits: a command line is at most IMAPMEM_MAX_LINE bytes and a literal at most
 ** config.max_literal; both are refused before anything is allocated for them. A session
 ** idle longer than config.idle_timeout is logged out (RFC 3501 5.4).
@@ -6626,12 +6649,14 @@ static void *accept_thread(void *arg) {
 ** ===========================================================================
 ** 11  The public API (imapmem.h)
 ** ===========================================================================
-** Owns: struct imapmem. Calls: every section. Locking: as each function's comment in
-** imapmem.h says. Every function checks its arguments, returns a code, and leaves the
-** details for imapmem_errmsg(); none prints, exits or aborts.
+** Owns: struct imapmem as a whole, and the error text of API calls.
+** Calls: sections 1, 3-6, 9 and 10.
+** Locking: as each function's comment in imapmem.h says.
 **
-** The error text is kept per thread (and per handle within it), so that threads sharing
-** one server never read each other's text, nor a text being written.
+** Every function checks its arguments, returns a code, and leaves the details for
+** imapmem_errmsg(); none prints, exits or aborts. The error text is kept per thread (and
+** per handle within it), so that threads sharing one server never read each other's
+** text, nor a text being written.
 */
 static _Thread_local struct {
   const struct imapmem *srv;  /* the handle the text is about (NULL: none was given) */
@@ -7361,8 +7386,12 @@ void imapmem_free(imapmem *srv) {
 ** ===========================================================================
 ** 12  main: the imapmem program, a thin user of the public API
 ** ===========================================================================
-** Owns: the command line, the ready line on stdout, signals and the exit status. Calls:
-** only imapmem.h. Everything it prints goes to stderr, except the one ready line.
+** Owns: the command line, the ready line on stdout, signals and the exit status.
+** Calls: the public API only (imapmem.h).
+** Locking: none of its own; signals reach it through a pipe.
+**
+** Everything it prints goes to stderr, except the ready line and the lines that say a
+** SIGHUP or SIGUSR1 is done.
 */
 #ifdef IMAPMEM_MAIN
 static const char usage[] =
