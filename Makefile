@@ -50,11 +50,13 @@ TEST_BINS = imapmem build/imapmem-asan build/imapmem-tsan build/unit build/unit-
   build/api_test build/api_test-tsan build/embed_example $(if $(MUSL_CC),build/imapmem-musl) \
   $(if $(CLANG),build/imapmem-clang)
 
-# Every test: C unit tests (plain and sanitized), the in-process API tests under ASan+UBSan
-# and under TSan, the wire tests against the plain, the ASan+UBSan and (with musl-gcc) the
-# musl server, and the multi-client and concurrency tests against the TSan server.
+# Every test: the layering check of imapmem.c, C unit tests (plain and sanitized), the
+# in-process API tests under ASan+UBSan and under TSan, the wire tests against the plain,
+# the ASan+UBSan and (with musl-gcc) the musl server, and the multi-client and concurrency
+# tests against the TSan server.
 test: $(TEST_BINS)
-	$(PY) test/run.py --c build/unit --c build/unit-asan --c build/api_test \
+	$(PY) test/run.py --py test/check_layering.py \
+	  --c build/unit --c build/unit-asan --c build/api_test \
 	  --c build/api_test-tsan --c 'valgrind:build/embed_example' \
 	  --wire ./imapmem --wire build/imapmem-asan $(if $(MUSL_CC),--wire build/imapmem-musl) \
 	  --wire 'build/imapmem-tsan:test_multi.py,test_concurrency.py'

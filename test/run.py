@@ -1,8 +1,10 @@
 """Run every test and print the closing line `N passed, N failed`.
 
-Usage: python3 test/run.py [--c BINARY]... [--wire SERVER[:FILE,FILE...]]... [FILE...]
+Usage: python3 test/run.py [--c BINARY]... [--py FILE]... [--wire SERVER[:FILE,FILE...]]...
+                           [FILE...]
   --c BINARY   a C test program; it prints its own `N passed, N failed` line
                (valgrind:BINARY runs it under valgrind, and a leak or error fails it)
+  --py FILE    a Python test module that needs no server (test/check_*.py), run once
   --wire SRV   run the Python wire tests (test/test_*.py, or the files after ':')
                against the server binary SRV
   FILE...      with no --wire: run these wire test files against ./imapmem
@@ -39,6 +41,15 @@ def run_c(binary):
     return passed, failed
 
 
+def run_py(path):
+    print("== %s" % path, flush=True)
+    name = os.path.splitext(os.path.basename(path))[0]
+    suite = unittest.defaultTestLoader.loadTestsFromName(name)
+    result = unittest.TextTestRunner(verbosity=1, stream=sys.stdout).run(suite)
+    bad = len(result.failures) + len(result.errors)
+    return result.testsRun - bad - len(result.skipped), bad
+
+
 def run_wire(server, files):
     imapserver.BIN = os.path.abspath(server)
     loader = unittest.defaultTestLoader
@@ -55,19 +66,22 @@ def run_wire(server, files):
 
 def main(argv):
     passed = failed = 0
-    cbins, wires, files = [], [], []
+    cbins, pys, wires, files = [], [], [], []
     i = 0
     while i < len(argv):
-        if argv[i] in ("--c", "--wire") and i + 1 < len(argv):
-            (cbins if argv[i] == "--c" else wires).append(argv[i + 1])
+        if argv[i] in ("--c", "--py", "--wire") and i + 1 < len(argv):
+            {"--c": cbins, "--py": pys, "--wire": wires}[argv[i]].append(argv[i + 1])
             i += 2
         else:
             files.append(argv[i])
             i += 1
-    if not wires and not cbins:
+    if not wires and not cbins and not pys:
         wires = ["%s:%s" % (imapserver.BIN, ",".join(files))]
     for b in cbins:
         p, f = run_c(b)
+        passed, failed = passed + p, failed + f
+    for m in pys:
+        p, f = run_py(m)
         passed, failed = passed + p, failed + f
     for w in wires:
         server, _, names = w.partition(":")
