@@ -63,7 +63,7 @@
 ** Every struct, so that any section can name any type; the comment on each says which
 ** section owns it. Limits can be overridden at build time (-DIMAPMEM_MAX_LINE=...).
 */
-#define IMAPMEM_VERSION "0.1.0"
+#define IMAPMEM_VERSION "0.2.0"
 
 #ifndef IMAPMEM_MAX_LINE
 #define IMAPMEM_MAX_LINE 65536          /* a command line, literals excluded (RFC 2683 3.2.1.5) */
@@ -222,19 +222,21 @@ struct mailbox {
   int nkeywords;
   struct watcher **watchers;  /* those that have it selected */
   size_t nwatchers, capwatchers;
+  uint64_t last_select, last_idle;  /* event numbers for imapmem_wait; guarded by srv->lock */
+};
+struct mailbox_set {          /* a user's mailboxes and subscribed names */
+  struct mailbox **list;
+  size_t n, cap;
+  char **subs;
+  size_t nsubs, capsubs;
 };
 struct user {
   struct imapmem *srv;
   char *name, *password;
-  pthread_mutex_t lock;       /* guards the mailbox list, names, subscriptions */
-  struct mailbox **mailboxes;
-  size_t nmailboxes, capmailboxes;
-  char **subs;
-  size_t nsubs, capsubs;
-  struct mailbox **base;      /* the loaded fixtures, for imapmem_reset() */
-  size_t nbase;
-  char **basesubs;
-  size_t nbasesubs;
+  pthread_mutex_t lock;       /* guards both sets, mailbox names, subscriptions */
+  struct mailbox_set live;    /* what clients see */
+  struct mailbox_set base;    /* what was loaded: imapmem_reset() puts it back */
+  uint64_t last_login;        /* event number of the latest login; guarded by srv->lock */
 };
 
 /* ---- section 5: the command parser ---- */
@@ -350,6 +352,8 @@ struct fault {
 struct imapmem {
   struct imapmem_config cfg;
   pthread_mutex_t lock;       /* guards users, sessions, faults, the trace callback */
+  uint64_t events;            /* logins, SELECTs and IDLEs so far (imapmem_mark); lock */
+  uint64_t last_login;        /* the event number of the latest login of any user; lock */
   struct user **users;
   size_t nusers, capusers;
   int listen_fd;
@@ -2375,16 +2379,22 @@ static struct user *server_user(struct imapmem *srv, struct str name) {
   return found;
 }
 
+/* Let go of a set's mailboxes and free its names (an emptied set is fine too). */
+static void mailbox_set_free(struct mailbox_set *set) {
+  mailboxes_free(set->list, set->n);
+  strings_free(set->subs, set->nsubs);
+  memset(set, 0, sizeof *set);
+}
+
 static void user_free(struct user *u) {
   if (!u) return;
-  for (size_t i = 0; i < u->nmailboxes; i++) {
-    u->mailboxes[i]->deleted = 1;
-    mailbox_unref(u->mailboxes[i]);
+  for (size_t i = 0; i < u->live.n; i++) {
+    u->live.list[i]->deleted = 1;
+    mailbox_unref(u->live.list[i]);
   }
-  free(u->mailboxes);
-  mailboxes_free(u->base, u->nbase);
-  strings_free(u->subs, u->nsubs);
-  strings_free(u->basesubs, u->nbasesubs);
+  free(u->live.list);
+  strings_free(u->live.subs, u->live.nsubs);
+  mailbox_set_free(&u->base);
   free(u->name);
   free(u->password);
   pthread_mutex_destroy(&u->lock);
@@ -2404,8 +2414,8 @@ static struct user *user_new(const char *name, const char *password) {
 
 /* The mailbox with this (canonical) name, or NULL. Caller holds u->lock. */
 static struct mailbox *user_mailbox_locked(struct user *u, const char *name) {
-  for (size_t i = 0; i < u->nmailboxes; i++)
-    if (strcmp(u->mailboxes[i]->name, name) == 0) return u->mailboxes[i];
+  for (size_t i = 0; i < u->live.n; i++)
+    if (strcmp(u->live.list[i]->name, name) == 0) return u->live.list[i];
   return NULL;
 }
 
@@ -2423,8 +2433,8 @@ static struct mailbox *user_mailbox(struct user *u, const char *name) {
 /* Does any mailbox live below name? Caller holds u->lock. */
 static int user_has_children_locked(struct user *u, const char *name) {
   size_t n = strlen(name);
-  for (size_t i = 0; i < u->nmailboxes; i++) {
-    const char *m = u->mailboxes[i]->name;
+  for (size_t i = 0; i < u->live.n; i++) {
+    const char *m = u->live.list[i]->name;
     if (strncmp(m, name, n) == 0 && m[n] == '/') return 1;
   }
   return 0;
@@ -2432,14 +2442,15 @@ static int user_has_children_locked(struct user *u, const char *name) {
 
 /* Subscribe to name unless it is already (RFC 3501 6.3.6). 0 if memory ran out. */
 static int user_subscribe_locked(struct user *u, const char *name) {
-  for (size_t i = 0; i < u->nsubs; i++)
-    if (strcmp(u->subs[i], name) == 0) return 1;
+  for (size_t i = 0; i < u->live.nsubs; i++)
+    if (strcmp(u->live.subs[i], name) == 0) return 1;
   char *copy = mem_strdup(name);
-  if (!copy || !mem_grow(&u->subs, &u->capsubs, u->nsubs + 1, sizeof u->subs[0])) {
+  if (!copy ||
+      !mem_grow(&u->live.subs, &u->live.capsubs, u->live.nsubs + 1, sizeof u->live.subs[0])) {
     free(copy);
     return 0;
   }
-  u->subs[u->nsubs++] = copy;
+  u->live.subs[u->live.nsubs++] = copy;
   return 1;
 }
 
@@ -2469,20 +2480,20 @@ static struct mailbox *user_create_locked(struct user *u, const char *name, int 
     level[n] = 0;
     if (user_mailbox_locked(u, level)) continue;
     struct mailbox *p = mailbox_new(u, level, 0, uidvalidity);
-    if (!p || !mem_grow(&u->mailboxes, &u->capmailboxes, u->nmailboxes + 1,
-                        sizeof u->mailboxes[0])) {
+    if (!p || !mem_grow(&u->live.list, &u->live.cap, u->live.n + 1,
+                        sizeof u->live.list[0])) {
       mailbox_unref(p);
       return NULL;
     }
-    u->mailboxes[u->nmailboxes++] = p;
+    u->live.list[u->live.n++] = p;
   }
   mb = mailbox_new(u, name, selectable, uidvalidity);
-  if (!mb || !mem_grow(&u->mailboxes, &u->capmailboxes, u->nmailboxes + 1,
-                       sizeof u->mailboxes[0])) {
+  if (!mb || !mem_grow(&u->live.list, &u->live.cap, u->live.n + 1,
+                       sizeof u->live.list[0])) {
     mailbox_unref(mb);
     return NULL;
   }
-  u->mailboxes[u->nmailboxes++] = mb;
+  u->live.list[u->live.n++] = mb;
   return mb;
 }
 
@@ -2499,12 +2510,12 @@ static void mailbox_retire(struct mailbox *mb, const char *why) {
 
 /* Remove mailbox i from the user's list: sessions holding it see it gone. */
 static void user_remove_locked(struct user *u, size_t i, const char *why) {
-  struct mailbox *mb = u->mailboxes[i];
+  struct mailbox *mb = u->live.list[i];
   pthread_mutex_lock(&mb->lock);
   mb->deleted = 1;
   mailbox_retire(mb, why);
   pthread_mutex_unlock(&mb->lock);
-  u->mailboxes[i] = u->mailboxes[--u->nmailboxes];
+  u->live.list[i] = u->live.list[--u->live.n];
   mailbox_unref(mb);
 }
 
@@ -2534,29 +2545,26 @@ static struct mailbox *mailbox_clone(struct mailbox *src, struct user *u) {
 }
 
 /*
-** Copies of n mailboxes (sharing their message bytes; each copied under its own lock) and
-** of nsubs subscribed names, all or nothing: the one copy behind both the baseline that
-** imapmem_reset() returns to and the reset itself. 0 if memory ran out. Holds u->lock.
+** A copy of a set of mailboxes (sharing their message bytes; each copied under its own
+** lock) and of its subscribed names, all or nothing: 0 if memory ran out. Holds u->lock.
 */
-static int user_copy_locked(struct user *u, struct mailbox **mbs, size_t n, char **subs,
-                            size_t nsubs, struct mailbox ***mbs_out, char ***subs_out) {
-  struct mailbox **m = mem_calloc(n ? n : 1, sizeof *m);
-  char **v = mem_calloc(nsubs ? nsubs : 1, sizeof *v);
-  int ok = m && v;
-  for (size_t i = 0; ok && i < n; i++) {
-    pthread_mutex_lock(&mbs[i]->lock);
-    ok = (m[i] = mailbox_clone(mbs[i], u)) != NULL;
-    pthread_mutex_unlock(&mbs[i]->lock);
+static int user_copy_locked(struct user *u, const struct mailbox_set *from,
+                            struct mailbox_set *to) {
+  memset(to, 0, sizeof *to);
+  to->list = mem_calloc(from->n ? from->n : 1, sizeof *to->list);
+  to->subs = mem_calloc(from->nsubs ? from->nsubs : 1, sizeof *to->subs);
+  int ok = to->list && to->subs;
+  for (size_t i = 0; ok && i < from->n; i++) {
+    pthread_mutex_lock(&from->list[i]->lock);
+    ok = (to->list[i] = mailbox_clone(from->list[i], u)) != NULL;
+    pthread_mutex_unlock(&from->list[i]->lock);
   }
-  for (size_t i = 0; ok && i < nsubs; i++) ok = (v[i] = mem_strdup(subs[i])) != NULL;
-  if (!ok) {
-    mailboxes_free(m, n);
-    strings_free(v, nsubs);
-    return 0;
-  }
-  *mbs_out = m;
-  *subs_out = v;
-  return 1;
+  for (size_t i = 0; ok && i < from->nsubs; i++)
+    ok = (to->subs[i] = mem_strdup(from->subs[i])) != NULL;
+  to->n = to->cap = from->n;
+  to->nsubs = to->capsubs = from->nsubs;
+  if (!ok) mailbox_set_free(to);
+  return ok;
 }
 
 /*
@@ -2565,27 +2573,16 @@ static int user_copy_locked(struct user *u, struct mailbox **mbs, size_t n, char
 ** a mailbox selected are told, then let go. 0 if memory ran out; then nothing changed.
 */
 static int user_baseline(struct user *u, int restore) {
-  struct mailbox **m;
-  char **v;
+  struct mailbox_set copy;
   pthread_mutex_lock(&u->lock);
-  size_t n = restore ? u->nbase : u->nmailboxes, nsubs = restore ? u->nbasesubs : u->nsubs;
-  int ok = user_copy_locked(u, restore ? u->base : u->mailboxes, n,
-                            restore ? u->basesubs : u->subs, nsubs, &m, &v);
+  int ok = user_copy_locked(u, restore ? &u->base : &u->live, &copy);
   if (ok && restore) {
-    while (u->nmailboxes) user_remove_locked(u, u->nmailboxes - 1, "reset to the loaded fixtures");
-    free(u->mailboxes);
-    strings_free(u->subs, u->nsubs);
-    u->mailboxes = m;
-    u->nmailboxes = u->capmailboxes = n;
-    u->subs = v;
-    u->nsubs = u->capsubs = nsubs;
+    while (u->live.n) user_remove_locked(u, u->live.n - 1, "reset to the loaded fixtures");
+    mailbox_set_free(&u->live);
+    u->live = copy;
   } else if (ok) {
-    mailboxes_free(u->base, u->nbase);
-    strings_free(u->basesubs, u->nbasesubs);
-    u->base = m;
-    u->nbase = n;
-    u->basesubs = v;
-    u->nbasesubs = nsubs;
+    mailbox_set_free(&u->base);
+    u->base = copy;
   }
   pthread_mutex_unlock(&u->lock);
   return ok;
@@ -3268,10 +3265,9 @@ static int mbox_check_unique(struct mbox_batch *list, char *err, size_t errcap) 
 ** from `uidvalidity` if not 0 (--uidvalidity), else from its fixture's bytes. The names in
 ** subs are subscribed to.
 */
-static int mbox_commit(struct user *u, struct mbox_batch *list, uint32_t uidvalidity,
-                       char **subs, size_t nsubs, char *err, size_t errcap) {
+static int mbox_commit_locked(struct user *u, struct mbox_batch *list, uint32_t uidvalidity,
+                              char **subs, size_t nsubs, char *err, size_t errcap) {
   int rc = IMAPMEM_OK;
-  pthread_mutex_lock(&u->lock);
   for (size_t i = 0; i < nsubs && rc == IMAPMEM_OK; i++)
     if (!user_subscribe_locked(u, subs[i])) {
       snprintf(err, errcap, "out of memory");
@@ -3333,16 +3329,37 @@ static int mbox_commit(struct user *u, struct mbox_batch *list, uint32_t uidvali
         k += n;
       }
       if (use_xuid) mb->uidnext = pm->xuid;
-      if (!mailbox_append(mb, pm->d, pm->flags, kw, pm->internaldate, pm->tz)) {
+      if (!mailbox_append(mb, msgdata_ref(pm->d), pm->flags, kw, pm->internaldate, pm->tz)) {
+        msgdata_unref(pm->d);
         rc = mailbox_uids_exhausted(mb) ? IMAPMEM_ERROR : IMAPMEM_NOMEM;
         snprintf(err, errcap, "%s", rc == IMAPMEM_ERROR ? "a mailbox used its last UID"
                                                         : "out of memory");
         break;
       }
-      pm->d = NULL;          /* the mailbox owns it now */
     }
     if (fresh && b->has_base && b->base_next > mb->uidnext) mb->uidnext = b->base_next;
     pthread_mutex_unlock(&mb->lock);
+  }
+  return rc;
+}
+
+/*
+** Commit a load to the live mailboxes, and the same to the baseline, so that
+** imapmem_reset() returns to what was loaded and never to what clients changed before a
+** later load. The baseline's set stands in for the live one while u->lock is held, so
+** that one commit serves both; message bytes are shared, not copied.
+*/
+static int mbox_commit(struct user *u, struct mbox_batch *list, uint32_t uidvalidity,
+                       char **subs, size_t nsubs, char *err, size_t errcap) {
+  pthread_mutex_lock(&u->lock);
+  int rc = mbox_commit_locked(u, list, uidvalidity, subs, nsubs, err, errcap);
+  if (rc == IMAPMEM_OK) {
+    struct mailbox_set live = u->live;
+    u->live = u->base;
+    u->base = live;
+    rc = mbox_commit_locked(u, list, uidvalidity, subs, nsubs, err, errcap);
+    u->base = u->live;
+    u->live = live;
   }
   pthread_mutex_unlock(&u->lock);
   return rc;
@@ -3567,22 +3584,22 @@ static int mbox_save_user(struct user *u, const char *dir, char *err, size_t err
     return IMAPMEM_IO;
   }
   pthread_mutex_lock(&u->lock);   /* names change under this lock (RENAME): copy them */
-  size_t n = u->nmailboxes;
+  size_t n = u->live.n;
   struct mailbox **list = mem_calloc(n ? n : 1, sizeof *list);
   char **names = mem_calloc(n ? n : 1, sizeof *names);
   struct buf subs = {0};     /* .subscriptions as Dovecot writes it: TAB for the separator */
   buf_adds(&subs, "V\t2\n\n");
-  for (size_t i = 0; i < u->nsubs; i++) {
+  for (size_t i = 0; i < u->live.nsubs; i++) {
     size_t at = subs.len;
-    buf_printf(&subs, "%s\n", u->subs[i]);
+    buf_printf(&subs, "%s\n", u->live.subs[i]);
     for (size_t k = at; k + 1 < subs.len; k++)
       if (subs.p[k] == '/') subs.p[k] = '\t';
   }
-  size_t nsubs = u->nsubs;
+  size_t nsubs = u->live.nsubs;
   int oom = !list || !names || subs.oom;
   for (size_t i = 0; !oom && i < n; i++) {
-    list[i] = mailbox_ref(u->mailboxes[i]);
-    oom = !(names[i] = mem_strdup(u->mailboxes[i]->name));
+    list[i] = mailbox_ref(u->live.list[i]);
+    oom = !(names[i] = mem_strdup(u->live.list[i]->name));
   }
   pthread_mutex_unlock(&u->lock);
   int rc = oom ? IMAPMEM_NOMEM : IMAPMEM_OK;
@@ -4101,7 +4118,12 @@ static void PRINTF_LIKE(2, 3) session_trace_event(struct session *s, const char 
 
 /* Make the session's user, mailbox and IDLE state visible to imapmem_wait(). */
 static void session_publish(struct session *s) {
-  pthread_mutex_lock(&s->srv->lock);
+  struct imapmem *srv = s->srv;
+  pthread_mutex_lock(&srv->lock);
+  if (s->user && s->pub_user != s->user)   /* the events imapmem_wait() can wait for */
+    s->user->last_login = srv->last_login = ++srv->events;
+  if (s->mb && s->pub_mb != s->mb) s->mb->last_select = ++srv->events;
+  if (s->mb && s->in_idle && !s->pub_idle) s->mb->last_idle = ++srv->events;
   s->pub_user = s->user;
   s->pub_mb = s->mb;
   s->pub_idle = s->in_idle;
@@ -5352,12 +5374,12 @@ static int cmd_delete(struct session *s, struct command *c) {
   struct user *u = s->user;
   pthread_mutex_lock(&u->lock);
   size_t i;
-  for (i = 0; i < u->nmailboxes && strcmp(u->mailboxes[i]->name, name) != 0; i++) {}
-  if (i == u->nmailboxes) {
+  for (i = 0; i < u->live.n && strcmp(u->live.list[i]->name, name) != 0; i++) {}
+  if (i == u->live.n) {
     pthread_mutex_unlock(&u->lock);
     return cmd_no(c, "[NONEXISTENT] Mailbox does not exist: %s", name);
   }
-  struct mailbox *mb = u->mailboxes[i];
+  struct mailbox *mb = u->live.list[i];
   int own = s->mb == mb;     /* this session's own selected mailbox: it leaves quietly */
   if (user_has_children_locked(u, name)) {
     if (!mb->selectable) {
@@ -5441,16 +5463,16 @@ static int cmd_rename(struct session *s, struct command *c) {
     return cmd_ok(c, "RENAME completed");
   }
   /* the mailbox and its inferiors take the new prefix; missing new parents are made */
-  for (size_t i = 0; i < u->nmailboxes; i++) {   /* first: would any name grow too long? */
-    const char *m = u->mailboxes[i]->name;
+  for (size_t i = 0; i < u->live.n; i++) {   /* first: would any name grow too long? */
+    const char *m = u->live.list[i]->name;
     if ((strcmp(m, from) == 0 || (strncmp(m, from, fl) == 0 && m[fl] == '/')) &&
         strlen(to) + strlen(m + fl) > MAX_MAILBOX_NAME) {
       pthread_mutex_unlock(&u->lock);
       return cmd_no(c, "[CANNOT] An inferior mailbox's new name would be too long");
     }
   }
-  for (size_t i = 0; i < u->nmailboxes; i++) {
-    struct mailbox *mb = u->mailboxes[i];
+  for (size_t i = 0; i < u->live.n; i++) {
+    struct mailbox *mb = u->live.list[i];
     if (strcmp(mb->name, from) != 0 && !(strncmp(mb->name, from, fl) == 0 && mb->name[fl] == '/'))
       continue;
     size_t n = strlen(to) + strlen(mb->name + fl) + 1;
@@ -5481,13 +5503,13 @@ static int cmd_subscribe(struct session *s, struct command *c) {
   struct user *u = s->user;
   pthread_mutex_lock(&u->lock);
   size_t i;
-  for (i = 0; i < u->nsubs && strcmp(u->subs[i], name) != 0; i++) {}
+  for (i = 0; i < u->live.nsubs && strcmp(u->live.subs[i], name) != 0; i++) {}
   int ok = 1;
   if (sub) {
     ok = user_subscribe_locked(u, name);
-  } else if (i < u->nsubs) {
-    free(u->subs[i]);
-    u->subs[i] = u->subs[--u->nsubs];
+  } else if (i < u->live.nsubs) {
+    free(u->live.subs[i]);
+    u->live.subs[i] = u->live.subs[--u->live.nsubs];
   } else {
     ok = -1;
   }
@@ -5583,12 +5605,12 @@ static int cmd_list(struct session *s, struct command *c) {
   int children = cap_on(s->srv, CAP_CHILDREN);    /* RFC 3348 */
   struct user *u = s->user;
   pthread_mutex_lock(&u->lock);
-  size_t n = lsub ? u->nsubs : u->nmailboxes;
+  size_t n = lsub ? u->live.nsubs : u->live.n;
   struct list_entry *e = arena_alloc(&s->arena, (n ? n : 1) * sizeof *e);
   int oom = !e;
   for (size_t i = 0; !oom && i < n; i++) {
-    const char *name = lsub ? u->subs[i] : u->mailboxes[i]->name;
-    struct mailbox *mb = lsub ? user_mailbox_locked(u, name) : u->mailboxes[i];
+    const char *name = lsub ? u->live.subs[i] : u->live.list[i]->name;
+    struct mailbox *mb = lsub ? user_mailbox_locked(u, name) : u->live.list[i];
     int selectable = mb && mb->selectable;
     e[i].name = arena_strndup(&s->arena, name, strlen(name));
     if (lsub) e[i].attrs = selectable ? "" : "\\Noselect";
@@ -6719,6 +6741,7 @@ int imapmem_new(const struct imapmem_config *config, imapmem **out) {
   srv->port = -1;
   srv->wake[0] = srv->wake[1] = -1;
   atomic_init(&srv->nactive, 0);
+  srv->events = 1;           /* a mark is never 0, which means "now" in imapmem_wait */
   atomic_init(&srv->last_uidvalidity,
               srv->cfg.uidvalidity ? srv->cfg.uidvalidity : (uint32_t)time(NULL));
   *out = srv;
@@ -6781,7 +6804,6 @@ int imapmem_load(imapmem *srv, const char *user, const char *path) {
   if (rc == IMAPMEM_OK) {
     char why[300] = "out of memory";
     rc = mbox_commit(u, list, srv->cfg.uidvalidity, subs, nsubs, why, sizeof why);
-    if (rc == IMAPMEM_OK && !user_baseline(u, 0)) rc = IMAPMEM_NOMEM;
     if (rc != IMAPMEM_OK) snprintf(err, sizeof err, "%.280s: %s", path, why);
   }
   mbox_batch_free(list);
@@ -6812,7 +6834,6 @@ int imapmem_load_mbox(imapmem *srv, const char *user, const char *mailbox, const
   if (rc == IMAPMEM_OK) {
     char why[300] = "out of memory";
     rc = mbox_commit(u, b, srv->cfg.uidvalidity, NULL, 0, why, sizeof why);
-    if (rc == IMAPMEM_OK && !user_baseline(u, 0)) rc = IMAPMEM_NOMEM;
     if (rc != IMAPMEM_OK) snprintf(err, sizeof err, "%.280s: %s", name ? name : "(memory)", why);
   }
   mbox_batch_free(b);
@@ -6964,8 +6985,18 @@ static int api_mailbox(struct imapmem *srv, const char *user, const char *mailbo
 
 int imapmem_append(imapmem *srv, const char *user, const char *mailbox, const char *bytes,
                    size_t len, const char *flags, uint32_t *uid_out) {
+  return imapmem_append_dated(srv, user, mailbox, bytes, len, flags, (int64_t)time(NULL), 0,
+                              uid_out);
+}
+
+int imapmem_append_dated(imapmem *srv, const char *user, const char *mailbox,
+                         const char *bytes, size_t len, const char *flags, int64_t date,
+                         int tz_minutes, uint32_t *uid_out) {
   if (!bytes || !len)
     return api_error(srv, IMAPMEM_MISUSE, "imapmem_append: no message bytes");
+  if (tz_minutes <= -24 * 60 || tz_minutes >= 24 * 60 || date < -62135596800 ||
+      date > 253402300799)     /* years 1 to 9999, as INTERNALDATE can write them */
+    return api_error(srv, IMAPMEM_MISUSE, "imapmem_append_dated: date or zone out of range");
   if (len > IMAPMEM_MAX_LITERAL_LIMIT)
     return api_error(srv, IMAPMEM_MISUSE, "imapmem_append: a message is at most %lu bytes",
                      (unsigned long)IMAPMEM_MAX_LITERAL_LIMIT);
@@ -6993,7 +7024,7 @@ int imapmem_append(imapmem *srv, const char *user, const char *mailbox, const ch
   if (d) {
     pthread_mutex_lock(&mb->lock);
     full = flag_list_keywords(mb, &fl, &kw) < 0;
-    if (!full) uid = mailbox_append(mb, d, fl.flags | FLAG_RECENT, kw, (int64_t)time(NULL), 0);
+    if (!full) uid = mailbox_append(mb, d, fl.flags | FLAG_RECENT, kw, date, tz_minutes);
     if (!uid && !full && mailbox_uids_exhausted(mb)) full = 2;
     pthread_mutex_unlock(&mb->lock);
   }
@@ -7011,21 +7042,29 @@ int imapmem_append(imapmem *srv, const char *user, const char *mailbox, const ch
   return IMAPMEM_OK;
 }
 
-int imapmem_mailboxes(imapmem *srv, const char *user, char **names_out) {
-  if (!srv || !user || !names_out)
+int imapmem_mailboxes(imapmem *srv, const char *user, char ***names_out, size_t *count_out) {
+  if (!srv || !user || !names_out || !count_out)
     return api_error(srv, IMAPMEM_MISUSE, "imapmem_mailboxes: NULL argument");
   *names_out = NULL;
+  *count_out = 0;
   struct user *u = api_user(srv, user);
   if (!u) return api_error(srv, IMAPMEM_NOTFOUND, "no such user: %s", user);
-  struct buf b = {0};
-  pthread_mutex_lock(&u->lock);
-  const char **names = mem_calloc(u->nmailboxes ? u->nmailboxes : 1, sizeof *names);
-  for (size_t i = 0; names && i < u->nmailboxes; i++) names[i] = u->mailboxes[i]->name;
-  if (names) qsort(names, u->nmailboxes, sizeof *names, cmp_names);
-  for (size_t i = 0; names && i < u->nmailboxes; i++) buf_printf(&b, "%s\n", names[i]);
+  pthread_mutex_lock(&u->lock);   /* one block: the array, then the names it points to */
+  size_t n = u->live.n, bytes = (n + 1) * sizeof(char *);
+  for (size_t i = 0; i < n; i++) bytes += strlen(u->live.list[i]->name) + 1;
+  char **names = mem_alloc(bytes);
+  char *p = names ? (char *)(names + n + 1) : NULL;
+  for (size_t i = 0; names && i < n; i++) {
+    size_t k = strlen(u->live.list[i]->name) + 1;
+    names[i] = memcpy(p, u->live.list[i]->name, k);
+    p += k;
+  }
   pthread_mutex_unlock(&u->lock);
-  free(names);
-  if (!names || !(*names_out = buf_take(&b))) return api_error(srv, IMAPMEM_NOMEM, "out of memory");
+  if (!names) return api_error(srv, IMAPMEM_NOMEM, "out of memory");
+  names[n] = NULL;
+  qsort(names, n, sizeof *names, cmp_names);
+  *names_out = names;
+  *count_out = n;
   return IMAPMEM_OK;
 }
 
@@ -7151,7 +7190,10 @@ int imapmem_save(imapmem *srv, const char *user, const char *dir) {
   return rc == IMAPMEM_OK ? rc : api_error(srv, rc, "%s", err);
 }
 
-/* Does the condition hold now? Takes the locks it needs, one at a time. */
+/*
+** Does the condition hold now? Takes the locks it needs, one at a time. With w->since, an
+** event counts (a login, SELECT or IDLE numbered after the mark), not the state.
+*/
 static int api_until_holds(struct imapmem *srv, const struct imapmem_until *w) {
   struct user *u = w->user ? api_user(srv, w->user) : NULL;
   struct mailbox *mb = NULL;
@@ -7160,13 +7202,18 @@ static int api_until_holds(struct imapmem *srv, const struct imapmem_until *w) {
   case IMAPMEM_UNTIL_LOGIN:
   case IMAPMEM_UNTIL_SELECTED:
   case IMAPMEM_UNTIL_IDLE:
+    if (w->user && !u) return 0;
     if (w->kind != IMAPMEM_UNTIL_LOGIN) {
       if (!u) return 0;
       mb = user_mailbox(u, w->mailbox);
       if (!mb) return 0;
     }
     pthread_mutex_lock(&srv->lock);
-    for (size_t i = 0; i < srv->nsessions && !holds; i++) {
+    if (w->since && w->kind == IMAPMEM_UNTIL_LOGIN)
+      holds = (u ? u->last_login : srv->last_login) > w->since;
+    else if (w->since)
+      holds = (w->kind == IMAPMEM_UNTIL_SELECTED ? mb->last_select : mb->last_idle) > w->since;
+    for (size_t i = 0; i < srv->nsessions && !holds && !w->since; i++) {
       struct session *s = srv->sessions[i];
       if (!s->pub_user || (w->user && s->pub_user != u)) continue;
       holds = w->kind == IMAPMEM_UNTIL_LOGIN ||
@@ -7201,6 +7248,14 @@ static int api_until_holds(struct imapmem *srv, const struct imapmem_until *w) {
   return holds;
 }
 
+uint64_t imapmem_mark(imapmem *srv) {
+  if (!srv) return 0;
+  pthread_mutex_lock(&srv->lock);
+  uint64_t n = srv->events;
+  pthread_mutex_unlock(&srv->lock);
+  return n;
+}
+
 int imapmem_wait(imapmem *srv, const struct imapmem_until *until, int timeout_ms) {
   if (!srv || !until || timeout_ms < 0)
     return api_error(srv, IMAPMEM_MISUSE, "imapmem_wait: NULL argument or negative timeout");
@@ -7210,9 +7265,10 @@ int imapmem_wait(imapmem *srv, const struct imapmem_until *until, int timeout_ms
        (!until->user || !until->mailbox)) ||
       ((k == IMAPMEM_UNTIL_FLAG || k == IMAPMEM_UNTIL_NO_FLAG) &&
        (!until->user || !until->mailbox || !until->flag)) ||
-      (k == IMAPMEM_UNTIL_COUNT && (!until->user || !until->mailbox)))
-    return api_error(srv, IMAPMEM_MISUSE,
-                     "imapmem_wait: the condition lacks a user, mailbox or flag");
+      (k == IMAPMEM_UNTIL_COUNT && (!until->user || !until->mailbox)) ||
+      (until->since && k > IMAPMEM_UNTIL_IDLE))
+    return api_error(srv, IMAPMEM_MISUSE, "imapmem_wait: the condition lacks a user, mailbox "
+                     "or flag, or has a mark (since) where no event is counted");
   struct timespec deadline;
   clock_gettime(CLOCK_REALTIME, &deadline);
   deadline.tv_sec += timeout_ms / 1000;
@@ -7690,7 +7746,7 @@ static int serve(struct options *o) {
     fflush(stdout);
   }
   pthread_sigmask(SIG_UNBLOCK, &sigs, NULL);   /* only this thread takes them */
-  struct imapmem_until none = {IMAPMEM_UNTIL_NO_SESSIONS, NULL, NULL, 0, NULL, 0};
+  struct imapmem_until none = {.kind = IMAPMEM_UNTIL_NO_SESSIONS};
   for (;;) {
     int sig = signal_next(100);
     if (sig == SIGTERM || sig == SIGINT) break;   /* a clean stop says nothing */

@@ -148,7 +148,8 @@ int imapmem_stop(imapmem *srv);
 int imapmem_serve_fd(imapmem *srv, int in_fd, int out_fd, const char *preauth_user);
 
 /*
-** Deliver a message into user's mailbox as if a client had APPENDed it. Sessions idling
+** Deliver a message into user's mailbox as if a client had APPENDed it, with the
+** current time as its INTERNALDATE (imapmem_append_dated chooses one). Sessions idling
 ** on the mailbox are told at once; other sessions that have it selected learn of it at
 ** their next command, as RFC 3501 5.2 has it. flags may be NULL or a space-separated list
 ** like "\\Seen $Label1". The new UID goes to *uid_out if not NULL. Returns IMAPMEM_OK;
@@ -161,6 +162,17 @@ int imapmem_append(imapmem *srv, const char *user, const char *mailbox, const ch
                    size_t len, const char *flags, uint32_t *uid_out);
 
 /*
+** The same with a chosen INTERNALDATE: date in seconds since 1970-01-01 UTC (years 1 to
+** 9999), shown in the zone tz_minutes east of UTC (-1439 to 1439), as SEARCH BEFORE/ON/
+** SINCE and FETCH INTERNALDATE see it. Returns as imapmem_append; IMAPMEM_MISUSE also for
+** a date or zone out of range. Example, 1 Feb 2026 10:00 +0100:
+**   imapmem_append_dated(srv, "alice", "INBOX", msg, len, NULL, 1769936400, 60, &uid);
+*/
+int imapmem_append_dated(imapmem *srv, const char *user, const char *mailbox,
+                         const char *bytes, size_t len, const char *flags, int64_t date,
+                         int tz_minutes, uint32_t *uid_out);
+
+/*
 ** ---------------------------------------------------------------------------
 ** Reading the state back (for assertions). Returned memory is the caller's: free it
 ** with imapmem_release(). All of these may run while clients are connected. Each returns
@@ -169,8 +181,14 @@ int imapmem_append(imapmem *srv, const char *user, const char *mailbox, const ch
 ** ---------------------------------------------------------------------------
 */
 
-/* The user's mailbox names, one per line ("INBOX\nSent\nWork/Projects\n"), sorted. */
-int imapmem_mailboxes(imapmem *srv, const char *user, char **names_out);
+/*
+** The user's mailbox names, sorted (INBOX first): an array of *count_out strings, NULL
+** after the last, in one block that one imapmem_release() frees. Like imapmem_uids().
+**   char **names; size_t n;
+**   imapmem_mailboxes(srv, "alice", &names, &n);   ... names[0] is "INBOX" ...
+**   imapmem_release(names);
+*/
+int imapmem_mailboxes(imapmem *srv, const char *user, char ***names_out, size_t *count_out);
 
 /* How many messages the mailbox holds now. */
 int imapmem_count(imapmem *srv, const char *user, const char *mailbox, size_t *count_out);
@@ -195,9 +213,11 @@ int imapmem_message(imapmem *srv, const char *user, const char *mailbox, uint32_
 void imapmem_release(void *p);
 
 /*
-** Put every user's mailboxes back as they were after the last imapmem_load() or
-** imapmem_load_mbox(): messages, flags, UIDs, UIDVALIDITY and subscriptions. Message
-** bytes are shared, not copied, so this is fast. Sessions that have a mailbox selected
+** Put every user's mailboxes back to what was loaded (imapmem_add_user's empty INBOX and
+** every imapmem_load() and imapmem_load_mbox() since, in order), never what clients did:
+** messages, flags, UIDs, UIDVALIDITY and subscriptions. A load while serving adds to this
+** baseline as it adds to the live mailboxes. Message bytes are shared, not copied, so
+** this is fast. Sessions that have a mailbox selected
 ** are disconnected with "* BYE"; others stay. Returns IMAPMEM_OK; IMAPMEM_MISUSE for NULL;
 ** IMAPMEM_NOMEM (then users reset before the failure stay reset).
 */
@@ -230,20 +250,41 @@ enum imapmem_event_kind {
   IMAPMEM_UNTIL_COUNT,      /* mailbox holds exactly count messages */
   IMAPMEM_UNTIL_NO_SESSIONS /* no session is open */
 };
+/*
+** What imapmem_wait() waits for. Name the fields (C99 designated initialisers), so that
+** only those the kind reads are set and the rest are zero:
+**   struct imapmem_until u = {.kind = IMAPMEM_UNTIL_FLAG, .user = "alice",
+**                             .mailbox = "INBOX", .uid = 3, .flag = "\\Seen"};
+*/
 struct imapmem_until {
   enum imapmem_event_kind kind;
-  const char *user;          /* NULL: any user (LOGIN, SELECTED, IDLE) */
+  const char *user;          /* NULL: any user (LOGIN); SELECTED, IDLE, FLAG, NO_FLAG, COUNT */
   const char *mailbox;       /* SELECTED, IDLE, FLAG, NO_FLAG, COUNT */
   uint32_t uid;              /* FLAG, NO_FLAG */
   const char *flag;          /* FLAG, NO_FLAG: "\\Seen", "$Label1", ... */
   size_t count;              /* COUNT */
+  uint64_t since;            /* LOGIN, SELECTED, IDLE: 0 waits for the state ("a session is
+                                logged in now"); a mark from imapmem_mark() waits for the
+                                event after it ("the next login"), even if that session has
+                                ended again by the time the waiter looks */
 };
+
+/*
+** A mark in the server's count of events (logins, SELECTs, IDLEs): take one before making
+** a client act, then wait with .since = the mark for what it does next. Never 0. Any
+** thread; 0 for a NULL handle.
+**   uint64_t mark = imapmem_mark(srv);
+**   ... start the client, which logs in ...
+**   struct imapmem_until next = {.kind = IMAPMEM_UNTIL_LOGIN, .user = "alice", .since = mark};
+**   imapmem_wait(srv, &next, 5000);
+*/
+uint64_t imapmem_mark(imapmem *srv);
 
 /*
 ** Block until the condition holds or timeout_ms passes. Returns IMAPMEM_OK when it
 ** holds, IMAPMEM_ERROR ("timed out after N ms: ...") when it did not in time,
-** IMAPMEM_MISUSE for a NULL argument, a negative timeout or a condition without the user,
-** mailbox or flag it needs. Any thread.
+** IMAPMEM_MISUSE for a NULL argument, a negative timeout, a condition without the user,
+** mailbox or flag it needs, or .since with a kind that counts no events. Any thread.
 */
 int imapmem_wait(imapmem *srv, const struct imapmem_until *until, int timeout_ms);
 
@@ -322,7 +363,7 @@ const char *imapmem_errmsg(imapmem *srv);
 /* A constant description of a result code ("out of memory", ...). */
 const char *imapmem_errstr(int code);
 
-/* The version string, e.g. "0.1.0". */
+/* The version string, e.g. "0.2.0". */
 const char *imapmem_version(void);
 
 #ifdef __cplusplus

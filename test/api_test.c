@@ -469,6 +469,24 @@ static int file_exists(const char *dir, const char *name) {
 ** ---------------------------------------------------------------------------
 */
 
+/* The user's mailbox names as "INBOX\nSent\n" (free() it): imapmem_mailboxes, joined. */
+static int mailbox_lines(imapmem *srv, const char *user, char **out) {
+  char **names;
+  size_t n;
+  *out = NULL;
+  int rc = imapmem_mailboxes(srv, user, &names, &n);
+  if (rc != IMAPMEM_OK) return rc;
+  size_t len = 1;
+  for (size_t i = 0; i < n; i++) len += strlen(names[i]) + 1;
+  char *s = malloc(len), *p = s;
+  for (size_t i = 0; s && i < n; i++) p += sprintf(p, "%s\n", names[i]);
+  if (s) *p = 0;
+  if (names[n] != NULL) rc = IMAPMEM_ERROR;     /* the array ends in NULL */
+  imapmem_release(names);
+  *out = s;
+  return s ? rc : IMAPMEM_NOMEM;
+}
+
 static void test_misuse(void) {
   imapmem *srv = NULL;
   CHECK(imapmem_new(NULL, NULL) == IMAPMEM_MISUSE);
@@ -486,7 +504,7 @@ static void test_misuse(void) {
   char *s;
   size_t n;
   uint32_t *uids;
-  CHECK(imapmem_mailboxes(NULL, "a", &s) == IMAPMEM_MISUSE);
+  CHECK(mailbox_lines(NULL, "a", &s) == IMAPMEM_MISUSE);
   CHECK(imapmem_count(NULL, "a", "INBOX", &n) == IMAPMEM_MISUSE);
   CHECK(imapmem_uids(NULL, "a", "INBOX", &uids, &n) == IMAPMEM_MISUSE);
   CHECK(imapmem_flags(NULL, "a", "INBOX", 1, &s) == IMAPMEM_MISUSE);
@@ -509,7 +527,9 @@ static void test_misuse(void) {
   CHECK(imapmem_add_user(srv, "alice", "secret") == IMAPMEM_OK);
   CHECK(imapmem_add_user(srv, NULL, "x") == IMAPMEM_MISUSE);
   CHECK(imapmem_load(srv, "alice", NULL) == IMAPMEM_MISUSE);
-  CHECK(imapmem_mailboxes(srv, "alice", NULL) == IMAPMEM_MISUSE);
+  CHECK(imapmem_mailboxes(srv, "alice", NULL, &n) == IMAPMEM_MISUSE);
+  char **names_only;
+  CHECK(imapmem_mailboxes(srv, "alice", &names_only, NULL) == IMAPMEM_MISUSE);
   CHECK(imapmem_count(srv, "alice", "INBOX", NULL) == IMAPMEM_MISUSE);
   CHECK(imapmem_uids(srv, "alice", "INBOX", NULL, &n) == IMAPMEM_MISUSE);
   CHECK(imapmem_uids(srv, "alice", "INBOX", &uids, NULL) == IMAPMEM_MISUSE);
@@ -588,7 +608,7 @@ static void test_errors(void) {
            imapmem_errmsg(srv));
     CHECK(count_of(srv, "INBOX") == 0);
     char *names = NULL;
-    CHECK(imapmem_mailboxes(srv, "alice", &names) == IMAPMEM_OK);
+    CHECK(mailbox_lines(srv, "alice", &names) == IMAPMEM_OK);
     CHECKM(names && strcmp(names, "INBOX\n") == 0, "mailboxes \"%s\"", names ? names : "");
     imapmem_release(names);
     rm_tree(dir);
@@ -598,7 +618,7 @@ static void test_errors(void) {
   char *s = NULL;
   size_t n;
   uint32_t *uids = NULL, uid;
-  CHECK(imapmem_mailboxes(srv, "nobody", &s) == IMAPMEM_NOTFOUND);
+  CHECK(mailbox_lines(srv, "nobody", &s) == IMAPMEM_NOTFOUND);
   CHECK(imapmem_count(srv, "alice", "NoSuchBox", &n) == IMAPMEM_NOTFOUND);
   CHECK(imapmem_count(srv, "nobody", "INBOX", &n) == IMAPMEM_NOTFOUND);
   CHECK(imapmem_uids(srv, "alice", "NoSuchBox", &uids, &n) == IMAPMEM_NOTFOUND);
@@ -719,7 +739,7 @@ static void test_load_and_read_back(void) {
   CHECK(imapmem_add_user(srv, "tree", "pw") == IMAPMEM_OK);
   CHECKM(imapmem_load(srv, "tree", TREE) == IMAPMEM_OK, "%s", imapmem_errmsg(srv));
   char *names = NULL;
-  CHECK(imapmem_mailboxes(srv, "tree", &names) == IMAPMEM_OK);
+  CHECK(mailbox_lines(srv, "tree", &names) == IMAPMEM_OK);
   if (names) {
     /* "Work" (a folder without Work.mbox) is \Noselect: it may or may not be listed.
        INBOX may come first (as IMAP servers list it); the others are in order. */
@@ -757,7 +777,7 @@ static void test_load_and_read_back(void) {
     "\n"
     "second\n";
   CHECK(imapmem_load_mbox(srv, "tree", "Archive/2026", mb, strlen(mb), NULL) == IMAPMEM_OK);
-  CHECK(imapmem_mailboxes(srv, "tree", &names) == IMAPMEM_OK);
+  CHECK(mailbox_lines(srv, "tree", &names) == IMAPMEM_OK);
   CHECKM(names && has_line(names, "Archive/2026"), "%s", names ? names : "");
   imapmem_release(names);
   CHECK(imapmem_count(srv, "tree", "Archive/2026", &n) == IMAPMEM_OK && n == 2);
@@ -1054,7 +1074,7 @@ static void test_append_live(void) {
         IMAPMEM_OK && uid >= 1);
   CHECK(count_of(srv, "Lists/New") == 1);
   char *names = NULL;
-  CHECK(imapmem_mailboxes(srv, "alice", &names) == IMAPMEM_OK && names &&
+  CHECK(mailbox_lines(srv, "alice", &names) == IMAPMEM_OK && names &&
         strstr(names, "Lists/New\n") != NULL);
   imapmem_release(names);
   CHECK(ok(cmd(sel, "STATUS Lists/New (MESSAGES)")) && strstr(sel->resp, "MESSAGES 1"));
@@ -1643,7 +1663,7 @@ static void test_reset(void) {
     imapmem_release(before[u]);
   }
   char *names = NULL;
-  CHECK(imapmem_mailboxes(srv, "alice", &names) == IMAPMEM_OK);
+  CHECK(mailbox_lines(srv, "alice", &names) == IMAPMEM_OK);
   CHECKM(names && strcmp(names, "INBOX\n") == 0, "%s", names ? names : "");
   imapmem_release(names);
   CHECK(ok(cmd(b, "LSUB \"\" \"*\"")));
@@ -1665,8 +1685,8 @@ static void test_reset(void) {
 /* Compare user alice on two servers: mailboxes, uids, flags, bytes. */
 static void same_state(imapmem *x, imapmem *y) {
   char *nx = NULL, *ny = NULL;
-  CHECK(imapmem_mailboxes(x, "alice", &nx) == IMAPMEM_OK);
-  CHECK(imapmem_mailboxes(y, "alice", &ny) == IMAPMEM_OK);
+  CHECK(mailbox_lines(x, "alice", &nx) == IMAPMEM_OK);
+  CHECK(mailbox_lines(y, "alice", &ny) == IMAPMEM_OK);
   CHECKM(nx && ny && strcmp(nx, ny) == 0, "before:\n%safter:\n%s", nx ? nx : "", ny ? ny : "");
   char *sv;
   for (char *box = nx ? strtok_r(nx, "\n", &sv) : NULL; box; box = strtok_r(NULL, "\n", &sv)) {
@@ -1890,7 +1910,7 @@ static void test_errmsg_every_failure(void) {
   STALE_THEN(imapmem_add_user(srv, "", "x"), IMAPMEM_MISUSE, NULL);
   STALE_THEN(imapmem_load(srv, "alice", NULL), IMAPMEM_MISUSE, NULL);
   STALE_THEN(imapmem_load_mbox(srv, "alice", NULL, "", 0, NULL), IMAPMEM_MISUSE, NULL);
-  STALE_THEN(imapmem_mailboxes(srv, "alice", NULL), IMAPMEM_MISUSE, NULL);
+  STALE_THEN(imapmem_mailboxes(srv, "alice", NULL, &n), IMAPMEM_MISUSE, NULL);
   STALE_THEN(imapmem_count(srv, NULL, "INBOX", &n), IMAPMEM_MISUSE, NULL);
   STALE_THEN(imapmem_flags(srv, "alice", "INBOX", 1, NULL), IMAPMEM_MISUSE, NULL);
   STALE_THEN(imapmem_message(srv, "alice", "INBOX", 1, NULL, &n), IMAPMEM_MISUSE, NULL);
@@ -2260,9 +2280,73 @@ static void test_load_mbox_names(void) {
            imapmem_errmsg(srv));
   }
   char *names = NULL;
-  CHECK(imapmem_mailboxes(srv, "u", &names) == IMAPMEM_OK && names && !strcmp(names, "INBOX\n"));
+  CHECK(mailbox_lines(srv, "u", &names) == IMAPMEM_OK && names && !strcmp(names, "INBOX\n"));
   imapmem_release(names);
   CHECK(imapmem_load_mbox(srv, "u", "Good/Name", box, strlen(box), NULL) == IMAPMEM_OK);
+  imapmem_free(srv);
+}
+
+/* The API's second pass: marks and the next event, dated appends, the mailbox array, and
+   a load while serving that leaves what clients did out of the reset baseline. */
+static void test_api_second_pass(void) {
+  imapmem *srv = started_server();
+  CHECK(srv != NULL);
+  if (!srv) return;
+  /* the next login, even when its session has ended before the waiter looks */
+  struct conn *c = login_conn(srv);
+  uint64_t mark = imapmem_mark(srv);
+  CHECK(mark > 0);
+  struct imapmem_until next = {.kind = IMAPMEM_UNTIL_LOGIN, .user = "alice", .since = mark};
+  CHECK(imapmem_wait(srv, &next, 200) == IMAPMEM_ERROR);   /* alice is logged in, but the */
+  struct conn *d = login_conn(srv);                         /* next login is yet to come */
+  conn_free(d);
+  CHECK(imapmem_wait(srv, &next, 5000) == IMAPMEM_OK);
+  struct imapmem_until state = {.kind = IMAPMEM_UNTIL_LOGIN, .user = "alice"};
+  CHECK(imapmem_wait(srv, &state, 100) == IMAPMEM_OK);      /* the state: c is still in */
+  mark = imapmem_mark(srv);
+  struct imapmem_until sel = {.kind = IMAPMEM_UNTIL_SELECTED, .user = "alice",
+                              .mailbox = "INBOX", .since = mark};
+  CHECK(imapmem_wait(srv, &sel, 100) == IMAPMEM_ERROR);
+  CHECK(c && ok(cmd(c, "SELECT INBOX")) && ok(cmd(c, "UNSELECT")));
+  CHECK(imapmem_wait(srv, &sel, 5000) == IMAPMEM_OK);       /* selected, and left again */
+  struct imapmem_until flagged = {.kind = IMAPMEM_UNTIL_FLAG, .user = "alice",
+                                  .mailbox = "INBOX", .uid = 1, .flag = "\\Seen",
+                                  .since = mark};
+  CHECK(imapmem_wait(srv, &flagged, 10) == IMAPMEM_MISUSE);  /* flags count no events */
+  /* a dated append: INTERNALDATE as given, in its zone */
+  const char msg[] = "Subject: dated\r\n\r\nx\r\n";
+  uint32_t uid = 0;
+  CHECK(imapmem_append_dated(srv, "alice", "INBOX", msg, strlen(msg), NULL, 1769936400, 60,
+                             &uid) == IMAPMEM_OK);
+  CHECK(c && ok(cmd(c, "SELECT INBOX")));
+  char fetch[64];
+  snprintf(fetch, sizeof fetch, "UID FETCH %u INTERNALDATE", (unsigned)uid);
+  CHECKM(c && ok(cmd(c, "%s", fetch)) && strstr(c->resp, "\" 1-Feb-2026 10:00:00 +0100\""),
+         "%s", c ? c->resp : "");
+  CHECK(imapmem_append_dated(srv, "alice", "INBOX", msg, strlen(msg), NULL, 0, 1440, NULL) ==
+        IMAPMEM_MISUSE);
+  /* the mailbox names: an array, INBOX first, NULL after the last, one block */
+  char **names = NULL;
+  size_t n = 0;
+  CHECK(c && ok(cmd(c, "CREATE Zeta")) && ok(cmd(c, "CREATE Alpha/Beta")));
+  CHECK(imapmem_mailboxes(srv, "alice", &names, &n) == IMAPMEM_OK && n == 4);
+  CHECK(names && !strcmp(names[0], "INBOX") && !strcmp(names[1], "Alpha") &&
+        !strcmp(names[2], "Alpha/Beta") && !strcmp(names[3], "Zeta") && names[4] == NULL);
+  imapmem_release(names);
+  /* a load while serving: reset returns to what was loaded, not to what clients did */
+  size_t before = count_of(srv, "INBOX");                   /* fixture + 1 dated append */
+  const char box[] = "From a Mon Jan  1 00:00:00 2024\nSubject: late\n\nlate\n";
+  CHECK(imapmem_load_mbox(srv, "alice", "INBOX", box, strlen(box), NULL) == IMAPMEM_OK);
+  CHECK(count_of(srv, "INBOX") == before + 1);
+  CHECK(imapmem_load_mbox(srv, "alice", "Late", box, strlen(box), NULL) == IMAPMEM_OK);
+  conn_free(c);
+  CHECK(imapmem_reset(srv) == IMAPMEM_OK);
+  CHECK(count_of(srv, "INBOX") == before);     /* the fixture (6) + the late load: 7 */
+  CHECK(count_of(srv, "Late") == 1);
+  char *lines = NULL;                         /* Zeta and Alpha/Beta were the clients' */
+  CHECK(mailbox_lines(srv, "alice", &lines) == IMAPMEM_OK);
+  CHECKM(lines && !strcmp(lines, "INBOX\nLate\n"), "%s", lines ? lines : "");
+  free(lines);
   imapmem_free(srv);
 }
 
@@ -2292,6 +2376,7 @@ int main(void) {
     {"stop_leaves_fds", test_stop_leaves_descriptors_alone},
     {"failed_start_leaks", test_failed_start_leaks_nothing},
     {"load_mbox_names", test_load_mbox_names},
+    {"api_second_pass", test_api_second_pass},
   };
   /* From here on a vanished peer must not end the test run; test_no_sigpipe checked
      that the library does not rely on this. */

@@ -70,12 +70,8 @@ int main(void) {
 
   /* 5. Assert on the server's state. imapmem_wait() blocks until the condition holds
         (here it already does), so tests never need to sleep. */
-  struct imapmem_until until = {0};
-  until.kind = IMAPMEM_UNTIL_FLAG;
-  until.user = "alice";
-  until.mailbox = "INBOX";
-  until.uid = uid;
-  until.flag = "\\Flagged";
+  struct imapmem_until until = {.kind = IMAPMEM_UNTIL_FLAG, .user = "alice",
+                                .mailbox = "INBOX", .uid = uid, .flag = "\\Flagged"};
   CHECK(imapmem_wait(srv, &until, 5000) == IMAPMEM_OK);
   char *flags = NULL;
   CHECK(imapmem_flags(srv, "alice", "INBOX", uid, &flags) == IMAPMEM_OK);

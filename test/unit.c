@@ -381,7 +381,7 @@ static void test_nothing_left_behind(void) {
   CHECK(write(c[0], "c IDLE\r\n", 8) == 8);
   CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
   CHECK(imapmem_serve_fd(srv, sv[1], sv[1], "u") == IMAPMEM_OK);
-  struct imapmem_until idle = {IMAPMEM_UNTIL_IDLE, "u", "INBOX", 0, NULL, 0};
+  struct imapmem_until idle = {.kind = IMAPMEM_UNTIL_IDLE, .user = "u", .mailbox = "INBOX"};
   CHECK(imapmem_wait(srv, &idle, 5000) == IMAPMEM_OK);
   CHECK(imapmem_stop(srv) == IMAPMEM_OK);
   imapmem_free(srv);
@@ -430,7 +430,7 @@ static void test_no_sigpipe(void) {
   CHECK(read(out[0], greeting, sizeof greeting) > 0);
   close(out[0]);             /* the client stops reading... */
   CHECK(write(in[1], "a NOOP\r\n", 8) == 8);   /* ...and the server's answer has nowhere to go */
-  struct imapmem_until none = {IMAPMEM_UNTIL_NO_SESSIONS, NULL, NULL, 0, NULL, 0};
+  struct imapmem_until none = {.kind = IMAPMEM_UNTIL_NO_SESSIONS};
   CHECK(imapmem_wait(srv, &none, 5000) == IMAPMEM_OK);   /* still alive to see it end */
   close(in[1]);
   imapmem_free(srv);
@@ -449,7 +449,7 @@ static void test_stop_with_a_full_pipe(void) {
   CHECK(imapmem_serve_fd(srv, in[0], out[1], "u") == IMAPMEM_OK);
   const char *cmds = "a SELECT INBOX\r\nb FETCH 1 BODY[]\r\n";
   CHECK(write(in[1], cmds, strlen(cmds)) == (ssize_t)strlen(cmds));
-  struct imapmem_until sel = {IMAPMEM_UNTIL_SELECTED, "u", "INBOX", 0, NULL, 0};
+  struct imapmem_until sel = {.kind = IMAPMEM_UNTIL_SELECTED, .user = "u", .mailbox = "INBOX"};
   CHECK(imapmem_wait(srv, &sel, 5000) == IMAPMEM_OK);
   alarm(20);                 /* a hang here kills the test, which then fails */
   double t0 = now_s();
