@@ -1,13 +1,13 @@
-"""Wire tests for the imapmem program contract (issue 2, part 1).
+"""The imapmem program contract: what a test suite in another language relies on when it
+runs imapmem as a subprocess.
 
-What a test suite in another language relies on when it runs imapmem as a subprocess:
-the one ready line on stdout, the options, the exit status 2 errors that name the file
-and line, users and fixture layout, signals, and the connection limit.  Fixture facts
-(flags, sizes, UIDs) are computed from the files by imapref.read_mbox; see the comment
-block at the top of test_commands.py.
+The one ready line on stdout, the options, the exit status 2 errors that name the file and
+line, users (and their --user escapes) and fixture layout, UIDVALIDITY, signals, the
+connection and idle limits, --exit-with-parent.  Fixture facts (flags, sizes, UIDs) are
+computed from the files by imapref.read_mbox; see the comment block at the top of
+test_commands.py.
 """
-import array
-import fcntl
+import ctypes
 import os
 import re
 import select
@@ -16,13 +16,14 @@ import signal
 import socket
 import subprocess
 import tempfile
-import termios
 import time
 import unittest
 
 import imapref
-import imapserver  # imapserver.BIN is looked up when used: test/run.py sets it per run
-from imapserver import Raw, Server, fixture, run, write_mbox
+import wire
+from imapref import TREE_LIST
+from wire import (READY, Raw, ServerCase, codes, exists, fetches, fixture, name_of, responses,
+                  run, write_mbox)
 
 BASIC = fixture("basic.mbox")
 CRLF = fixture("crlf.mbox")
@@ -50,34 +51,19 @@ def free_port():
         return s.getsockname()[1]
 
 
-def read_to_eof(r, limit=5.0):
-    """Everything the server still sends on r until it closes the connection."""
-    r.sock.settimeout(limit)
-    data = r.buf
-    r.buf = b""
-    while True:
-        try:
-            chunk = r.sock.recv(65536)
-        except ConnectionResetError:
-            return data
-        if not chunk:
-            return data
-        data += chunk
-
-
-def exists(untagged):
-    vals = [x[0] for x in imapref.responses(untagged, "EXISTS")]
-    return vals[-1] if vals else None
-
-
-class Base(imapserver.ServerCase):
-    def count(self, r, box="INBOX"):
-        u, t = r.cmd('STATUS "%s" (MESSAGES)' % box)
-        self.assertTrue(t.startswith(b"OK"), (box, t))
-        st = imapref.responses(u, "STATUS")
-        self.assertEqual(len(st), 1, u)
-        d = st[0][2]
-        return dict(zip([k.upper() for k in d[0::2]], d[1::2]))["MESSAGES"]
+class Base(ServerCase):
+    def spawn_on_free_port(self, *args):
+        """imapmem with args, "{port}" in them replaced by a port that was free a moment
+        ago, and again with another if a test running in parallel took it meanwhile.
+        Returns (the Proc, the port, its first line on stdout)."""
+        for _ in range(5):
+            port = free_port()
+            p = self.spawn(*[a.replace("{port}", str(port)) for a in args],
+                           stdin=subprocess.DEVNULL)
+            line = p.stdout.readline()
+            if line or p.wait() != 2 or "in use" not in p.err():
+                return p, port, line
+        self.fail("no free port in 5 tries")
 
 
 class ReadyLine(Base):
@@ -102,37 +88,23 @@ class ReadyLine(Base):
         self.assertEqual(s.proc.stdout.read(), b"", "stdout after the ready line")
 
     def test_explicit_port_and_bind_long_options(self):
-        port = free_port()
-        p = subprocess.Popen([imapserver.BIN, "--port", str(port), "--bind", "127.0.0.1", BASIC],
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                             stdin=subprocess.DEVNULL)
-        try:
-            line = p.stdout.readline()
-            self.assertEqual(line, b"imapmem: listening on 127.0.0.1:%d\n" % port)
-            r = Raw("127.0.0.1", port)
-            r.ok("LOGIN test test")
-            r.close()
-        finally:
-            p.send_signal(signal.SIGTERM)
-            self.assertEqual(p.wait(10), 0)
-            p.stdout.close()
+        p, port, line = self.spawn_on_free_port("--port", "{port}", "--bind", "127.0.0.1", BASIC)
+        self.assertEqual(line, b"imapmem: listening on 127.0.0.1:%d\n" % port)
+        r = Raw("127.0.0.1", port)
+        r.ok("LOGIN test test")
+        r.close()
+        p.send_signal(signal.SIGTERM)
+        self.assertEqual(p.wait(10), 0)
 
     def test_short_options(self):
-        port = free_port()
-        p = subprocess.Popen([imapserver.BIN, "-p", str(port), "-b", "127.0.0.1",
-                              "-u", "x:y:" + BASIC],
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                             stdin=subprocess.DEVNULL)
-        try:
-            self.assertEqual(p.stdout.readline(),
-                             b"imapmem: listening on 127.0.0.1:%d\n" % port)
-            r = Raw("127.0.0.1", port)
-            r.ok("LOGIN x y")
-            r.close()
-        finally:
-            p.send_signal(signal.SIGTERM)
-            self.assertEqual(p.wait(10), 0)
-            p.stdout.close()
+        p, port, line = self.spawn_on_free_port("-p", "{port}", "-b", "127.0.0.1",
+                                                "-u", "x:y:" + BASIC)
+        self.assertEqual(line, b"imapmem: listening on 127.0.0.1:%d\n" % port)
+        r = Raw("127.0.0.1", port)
+        r.ok("LOGIN x y")
+        r.close()
+        p.send_signal(signal.SIGTERM)
+        self.assertEqual(p.wait(10), 0)
 
     @unittest.skipUnless(have_ipv6_loopback(), "no IPv6 loopback on this machine")
     def test_ipv6_bind(self):
@@ -153,8 +125,18 @@ class ReadyLine(Base):
         self.assertEqual(exists(ra.ok("SELECT INBOX")), len(imapref.read_mbox(BASIC)))
         self.assertEqual(exists(rb.ok("SELECT INBOX")), len(imapref.read_mbox(CRLF)))
 
+    def test_bind_localhost(self):
+        s = self.start("-b", "localhost", BASIC)
+        m = READY4.match(s.ready_line)
+        self.assertTrue(m, s.ready_line)
+        r = Raw("127.0.0.1", int(m.group(1)))
+        self.addCleanup(r.close)
+        self.assertTrue(r.greeting.startswith(b"* OK"), r.greeting)
+        r.ok("LOGIN test test")
+        self.assertEqual(exists(r.ok("SELECT INBOX")), len(imapref.read_mbox(BASIC)))
 
-class HelpVersion(unittest.TestCase):
+
+class HelpVersion(ServerCase):
     def test_help(self):
         p = run(["--help"], timeout=5)
         self.assertEqual(p.returncode, 0, p.stderr)
@@ -170,7 +152,7 @@ class HelpVersion(unittest.TestCase):
         self.assertNotIn(b"listening on", p.stdout)
 
 
-class Errors(unittest.TestCase):
+class Errors(ServerCase):
     """Exit status 2, a message on stderr, never a ready line."""
 
     def fails(self, args, *in_stderr):
@@ -235,11 +217,40 @@ class Errors(unittest.TestCase):
             self.fails(["-p", "0", path], path + ":1:")
 
     def test_port_in_use(self):
-        with Server(BASIC) as s:
-            p = run(["-p", str(s.port), BASIC], timeout=5)
-            self.assertNotEqual(p.returncode, 0)
+        s = self.start(BASIC)
+        p = run(["-p", str(s.port), BASIC], timeout=5)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertNotIn(b"listening", p.stdout)
+        self.assertTrue(p.stderr.strip())
+
+    def test_unknown_option_is_named(self):
+        for args in (["--bogus"], ["-z"], ["-p", "0", "--bogus", BASIC]):
+            opt = args[0] if len(args) == 1 else "--bogus"
+            p = run(args, timeout=5)
+            err = p.stderr.decode("utf-8", "replace")
+            self.assertEqual(p.returncode, 2, (args, err))
+            self.assertNotIn(b"listening", p.stdout, args)
+            self.assertIn("unknown option", err, args)
+            self.assertIn(opt, err, args)
+            self.assertNotIn("needs a value", err, args)
+
+    def test_unresolvable_host_is_named(self):
+        p = run(["-p", "0", "-b", "nonexistent.invalid", BASIC], timeout=60)
+        err = p.stderr.decode("utf-8", "replace")
+        self.assertEqual(p.returncode, 2, err)
+        self.assertNotIn(b"listening", p.stdout)
+        self.assertIn("nonexistent.invalid", err)
+
+    def test_out_of_range_is_refused(self):
+        for v in ("3000000", "2147484"):
+            try:
+                p = run(["-p", "0", "--idle-timeout", v, BASIC], timeout=5)
+            except subprocess.TimeoutExpired:
+                self.fail("--idle-timeout %s was accepted: the server started" % v)
+            err = p.stderr.decode("utf-8", "replace")
+            self.assertEqual(p.returncode, 2, (v, err))
             self.assertNotIn(b"listening", p.stdout)
-            self.assertTrue(p.stderr.strip())
+            self.assertIn(v, err)
 
 
 class Users(Base):
@@ -274,7 +285,7 @@ class Users(Base):
         self.assertEqual(exists(b.ok("SELECT INBOX")), 2)
         a.ok("CREATE Private")
         u = b.ok('LIST "" "*"')
-        names = [imapref.name_of(x[3]) for x in imapref.responses(u, "LIST")]
+        names = [name_of(x[3]) for x in responses(u, "LIST")]
         self.assertEqual(names, ["INBOX"])
 
     def test_user_without_fixture_has_empty_inbox(self):
@@ -288,8 +299,36 @@ class Users(Base):
         u, t = self.raw(s, login=None).cmd("LOGIN alice PW")
         self.assertTrue(t.startswith(b"NO"), t)
 
+    def login_count(self, s, user, password, box="INBOX"):
+        c = s.imap(user, password)      # imaplib quotes the password: LOGIN ann "p:w"
+        try:
+            typ, data = c.select(box)
+            self.assertEqual(typ, "OK", data)
+            return int(data[0])
+        finally:
+            c.logout()
 
-TREE_LIST = imapref.TREE_LIST
+    def test_escaped_colon_in_password(self):
+        s = self.start("-u", r"ann:p\:w")
+        self.assertEqual(self.login_count(s, "ann", "p:w"), 0)
+        u, t = self.raw(s, login=None).cmd('LOGIN ann "p\\\\"')
+        self.assertTrue(t.startswith(b"NO"), t)
+
+    def test_escaped_colon_then_path(self):
+        s = self.start("-u", r"ann:p\:w:" + BASIC)
+        self.assertEqual(self.login_count(s, "ann", "p:w"), len(imapref.read_mbox(BASIC)))
+
+    def test_escaped_backslash_before_path_separator(self):
+        s = self.start("-u", "ann:p\\\\:" + BASIC)          # the argument is ann:p\\:PATH
+        self.assertEqual(self.login_count(s, "ann", "p\\"), len(imapref.read_mbox(BASIC)))
+
+    def test_plain_backslash_is_itself(self):
+        s = self.start("-u", r"ann:a\b")
+        self.assertEqual(self.login_count(s, "ann", "a\\b"), 0)
+        s2 = self.start("-u", r"ann:a\b:" + BASIC)
+        self.assertEqual(self.login_count(s2, "ann", "a\\b"), len(imapref.read_mbox(BASIC)))
+
+
 TREE_FILES = {"INBOX": "INBOX.mbox", "Sent": "Sent.mbox", "Drafts": "Drafts.mbox",
               "Work/Projects": "Work/Projects.mbox", "Work/Old": "Work/Old.mbox",
               "Lists": "Lists.mbox", "Lists/ietf": "Lists/ietf.mbox"}
@@ -301,9 +340,9 @@ class DirectoryFixture(Base):
         r = self.raw(s)
         u = r.ok('LIST "" "*"')
         got = {}
-        for _, attrs, delim, name in imapref.responses(u, "LIST"):
+        for _, attrs, delim, name in responses(u, "LIST"):
             self.assertEqual(delim, b"/")
-            got[imapref.name_of(name)] = {a.lower() for a in attrs} - {"\\marked", "\\unmarked"}
+            got[name_of(name)] = {a.lower() for a in attrs} - {"\\marked", "\\unmarked"}
         self.assertEqual(got, TREE_LIST)
 
     def test_contents(self):
@@ -315,7 +354,7 @@ class DirectoryFixture(Base):
             u = r.ok('EXAMINE "%s"' % box)
             self.assertEqual(exists(u), len(msgs), box)
             if msgs:
-                got = imapref.fetches(r.ok("FETCH 1:* BODY.PEEK[]"))
+                got = fetches(r.ok("FETCH 1:* BODY.PEEK[]"))
                 self.assertEqual([got[m.seq]["BODY[]"] for m in msgs], [m.raw for m in msgs], box)
         u, t = r.cmd("SELECT Work")
         self.assertTrue(t.startswith(b"NO"), t)
@@ -332,7 +371,7 @@ class DirectoryFixture(Base):
             s = self.start(d)
             r = self.raw(s)
             u = r.ok('LIST "" "*"')
-            names = sorted(imapref.name_of(x[3]) for x in imapref.responses(u, "LIST"))
+            names = sorted(name_of(x[3]) for x in responses(u, "LIST"))
             self.assertEqual(names, ["INBOX", "Sent"])
             self.assertEqual(self.count(r, "INBOX"), 6)
             self.assertEqual(self.count(r, "Sent"), 2)
@@ -378,15 +417,15 @@ class DirectoryFixture(Base):
             write_mbox(d, "README.txt", b"notes")
             s = self.start(d)
             r = self.raw(s)
-            names = sorted(imapref.name_of(x[3]) for x in
-                           imapref.responses(r.ok('LIST "" "*"'), "LIST"))
+            names = sorted(name_of(x[3]) for x in
+                           responses(r.ok('LIST "" "*"'), "LIST"))
             self.assertEqual(names, ["INBOX"])
 
 
 class UidValidity(Base):
     def select_codes(self, s):
         r = self.raw(s)
-        return imapref.codes(r.ok("SELECT INBOX"))
+        return codes(r.ok("SELECT INBOX"))
 
     def test_uidvalidity_option(self):
         s = self.start("--uidvalidity", "777", BASIC, uidvalidity=None)
@@ -411,15 +450,12 @@ class UidValidity(Base):
         so a restart (a second later, in another folder) keeps every client's cache valid,
         and a changed file gets a new one."""
         def validities(path):
-            s = Server(path, uidvalidity=None)
-            try:
-                r = s.raw(login=("test", "test"))
-                out = {box: imapref.codes(r.ok('EXAMINE "%s"' % box))["UIDVALIDITY"][0]
-                       for box in ("INBOX", "Sent", "Lists/ietf")}
-                r.close()
-            finally:
-                self.assertEqual(s.stop(), 0)
-                s.stderr_file.close()
+            s = self.start(path, uidvalidity=None)
+            r = self.raw(s)
+            out = {box: codes(r.ok('EXAMINE "%s"' % box))["UIDVALIDITY"][0]
+                   for box in ("INBOX", "Sent", "Lists/ietf")}
+            r.close()
+            self.assertEqual(s.stop(), 0)
             return out
         with tempfile.TemporaryDirectory() as d:
             a, b = os.path.join(d, "a"), os.path.join(d, "b")
@@ -439,28 +475,23 @@ class UidValidity(Base):
         s = self.start("--uidvalidity", "4242", TREE, uidvalidity=None)
         r = self.raw(s)
         for box in ("INBOX", "Sent", "Lists/ietf", "Drafts"):
-            self.assertEqual(imapref.codes(r.ok('SELECT "%s"' % box))["UIDVALIDITY"], [4242], box)
+            self.assertEqual(codes(r.ok('SELECT "%s"' % box))["UIDVALIDITY"], [4242], box)
 
 
 class Signals(Base):
     def check_signal(self, sig):
-        s = Server(BASIC)
-        try:
-            greeted = s.raw()
-            authed = s.raw(login=("test", "test"))
-            selected = s.raw(login=("test", "test"))
-            selected.ok("SELECT INBOX")
-            s.proc.send_signal(sig)
-            for name, r in (("not authenticated", greeted), ("authenticated", authed),
-                            ("selected", selected)):
-                rest = read_to_eof(r)
-                self.assertRegex(rest, rb"(^|\r\n)\* BYE[ \r]", "%s session: %r" % (name, rest))
-                r.close()
-            self.assertEqual(s.proc.wait(10), 0, s.stderr())
-            self.assertEqual(s.proc.stdout.read(), b"")
-        finally:
-            s.stop()
-            s.stderr_file.close()
+        s = self.start(BASIC)
+        greeted = self.raw(s, login=None)
+        authed = self.raw(s)
+        selected = self.raw(s, select="INBOX")
+        s.proc.send_signal(sig)
+        for name, r in (("not authenticated", greeted), ("authenticated", authed),
+                        ("selected", selected)):
+            rest = r.read_to_eof()[0]
+            self.assertRegex(rest, rb"(^|\r\n)\* BYE[ \r]", "%s session: %r" % (name, rest))
+            r.close()
+        self.assertEqual(s.proc.wait(10), 0, s.stderr())
+        self.assertEqual(s.proc.stdout.read(), b"")
 
     def test_sigterm(self):
         self.check_signal(signal.SIGTERM)
@@ -469,11 +500,20 @@ class Signals(Base):
         self.check_signal(signal.SIGINT)
 
     def test_sigterm_without_sessions(self):
-        s = Server(BASIC)
-        try:
-            self.assertEqual(s.stop(signal.SIGTERM), 0)
-        finally:
-            s.stderr_file.close()
+        s = self.start(BASIC)
+        self.assertEqual(s.stop(signal.SIGTERM), 0)
+
+    def test_clean_sigterm_says_nothing(self):
+        s = self.start(BASIC)
+        authed = self.raw(s)
+        selected = self.raw(s, select="INBOX")
+        s.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(s.proc.wait(10), 0)
+        for r in (authed, selected):
+            self.assertIn(b"* BYE", r.read_to_eof()[0])
+            r.close()
+        self.assertEqual(s.proc.stdout.read(), b"")
+        self.assertEqual(s.stderr(), "")
 
 
 class Limits(Base):
@@ -485,7 +525,7 @@ class Limits(Base):
         r3 = Raw(s.host, s.port)
         self.addCleanup(r3.close)
         self.assertTrue(r3.greeting.startswith(b"* BYE"), r3.greeting)
-        self.assertEqual(read_to_eof(r3), b"")
+        self.assertEqual(r3.read_to_eof()[0], b"")
         r1.ok("LOGIN test test")         # the first two still work
         r2.ok("NOOP")
         r1.cmd("LOGOUT")
@@ -505,131 +545,11 @@ class Limits(Base):
         r = self.raw(s)
         r.ok("SELECT INBOX")
         t0 = time.time()
-        rest = read_to_eof(r, limit=10)
+        rest = r.read_to_eof(10)[0]
         self.assertRegex(rest, rb"^\* BYE", rest)
         self.assertLess(time.time() - t0, 8)
         fresh = self.raw(s)             # the server goes on
         fresh.ok("NOOP")
-
-
-# ---------------------------------------------------------------------------------------
-# Regression tests for the options, host names, --user escapes, --idle-timeout range,
-# signal reports and output waits changed in commit 6152f31.
-
-def read_line(fd, buf, timeout=5.0):
-    """One line ("...\n") from the pipe fd, using and updating the bytearray buf (bytes read
-    earlier but not used); b"" if no whole line arrives within timeout seconds."""
-    deadline = time.time() + timeout
-    while b"\n" not in buf:
-        left = deadline - time.time()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            return b""
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            return b""
-        buf += chunk
-    i = buf.index(b"\n") + 1
-    line = bytes(buf[:i])
-    del buf[:i]
-    return line
-
-
-def wait_until(pred, timeout=5.0, step=0.02):
-    deadline = time.time() + timeout
-    while True:
-        v = pred()
-        if v or time.time() > deadline:
-            return v
-        time.sleep(step)
-
-
-def cpu_seconds(pid):
-    """utime + stime of process pid, in seconds (all its threads, from /proc/PID/stat)."""
-    with open("/proc/%d/stat" % pid, "rb") as f:
-        stat = f.read()
-    fields = stat[stat.rindex(b")") + 2:].split()   # after "pid (comm) "
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-class UnknownOptions(unittest.TestCase):
-    """An unknown option is named as unknown, not taken for one that needs a value."""
-
-    def test_unknown_option_is_named(self):
-        for args in (["--bogus"], ["-z"], ["-p", "0", "--bogus", BASIC]):
-            opt = args[0] if len(args) == 1 else "--bogus"
-            p = run(args, timeout=5)
-            err = p.stderr.decode("utf-8", "replace")
-            self.assertEqual(p.returncode, 2, (args, err))
-            self.assertNotIn(b"listening", p.stdout, args)
-            self.assertIn("unknown option", err, args)
-            self.assertIn(opt, err, args)
-            self.assertNotIn("needs a value", err, args)
-
-
-class BindHostName(Base):
-    def test_bind_localhost(self):
-        s = self.start("-b", "localhost", BASIC)
-        m = READY4.match(s.ready_line)
-        self.assertTrue(m, s.ready_line)
-        r = Raw("127.0.0.1", int(m.group(1)))
-        self.addCleanup(r.close)
-        self.assertTrue(r.greeting.startswith(b"* OK"), r.greeting)
-        r.ok("LOGIN test test")
-        self.assertEqual(exists(r.ok("SELECT INBOX")), len(imapref.read_mbox(BASIC)))
-
-    def test_unresolvable_host_is_named(self):
-        p = run(["-p", "0", "-b", "nonexistent.invalid", BASIC], timeout=60)
-        err = p.stderr.decode("utf-8", "replace")
-        self.assertEqual(p.returncode, 2, err)
-        self.assertNotIn(b"listening", p.stdout)
-        self.assertIn("nonexistent.invalid", err)
-
-
-class UserEscapes(Base):
-    r"""--user NAME:PASSWORD[:PATH]: "\:" is ':' and "\\" a backslash; other backslashes
-    are themselves."""
-
-    def login_count(self, s, user, password, box="INBOX"):
-        c = s.imap(user, password)      # imaplib quotes the password: LOGIN ann "p:w"
-        try:
-            typ, data = c.select(box)
-            self.assertEqual(typ, "OK", data)
-            return int(data[0])
-        finally:
-            c.logout()
-
-    def test_escaped_colon_in_password(self):
-        s = self.start("-u", r"ann:p\:w")
-        self.assertEqual(self.login_count(s, "ann", "p:w"), 0)
-        u, t = self.raw(s, login=None).cmd('LOGIN ann "p\\\\"')
-        self.assertTrue(t.startswith(b"NO"), t)
-
-    def test_escaped_colon_then_path(self):
-        s = self.start("-u", r"ann:p\:w:" + BASIC)
-        self.assertEqual(self.login_count(s, "ann", "p:w"), len(imapref.read_mbox(BASIC)))
-
-    def test_escaped_backslash_before_path_separator(self):
-        s = self.start("-u", "ann:p\\\\:" + BASIC)          # the argument is ann:p\\:PATH
-        self.assertEqual(self.login_count(s, "ann", "p\\"), len(imapref.read_mbox(BASIC)))
-
-    def test_plain_backslash_is_itself(self):
-        s = self.start("-u", r"ann:a\b")
-        self.assertEqual(self.login_count(s, "ann", "a\\b"), 0)
-        s2 = self.start("-u", r"ann:a\b:" + BASIC)
-        self.assertEqual(self.login_count(s2, "ann", "a\\b"), len(imapref.read_mbox(BASIC)))
-
-
-class IdleTimeoutRange(Base):
-    def test_out_of_range_is_refused(self):
-        for v in ("3000000", "2147484"):
-            try:
-                p = run(["-p", "0", "--idle-timeout", v, BASIC], timeout=5)
-            except subprocess.TimeoutExpired:
-                self.fail("--idle-timeout %s was accepted: the server started" % v)
-            err = p.stderr.decode("utf-8", "replace")
-            self.assertEqual(p.returncode, 2, (v, err))
-            self.assertNotIn(b"listening", p.stdout)
-            self.assertIn(v, err)
 
     def test_largest_serves_normally(self):
         # With the UBSan build an overflowing idle time in milliseconds stopped the server
@@ -642,198 +562,108 @@ class IdleTimeoutRange(Base):
         self.assertEqual(c.logout()[0], "BYE")
 
 
-class SignalReports(Base):
-    """SIGHUP and SIGUSR1 say when they are done; a clean stop says nothing."""
+# --exit-with-parent: the server ends with the process that started it
 
-    def tempdir(self):
-        d = tempfile.mkdtemp(prefix="imapmem-cli-")
-        self.addCleanup(shutil.rmtree, d, True)
-        return d
-
-    def test_sighup_says_reset_when_done(self):
-        s = self.start(BASIC)
-        n = len(imapref.read_mbox(BASIC))
-        r = self.raw(s)
-        r.ok("CREATE Extra")
-        r.ok("APPEND INBOX {19+}\r\nSubject: x\r\n\r\nbody\r\n")
-        self.assertEqual(self.count(r, "INBOX"), n + 1)
-        buf = bytearray()
-        s.proc.send_signal(signal.SIGHUP)
-        self.assertEqual(read_line(s.proc.stdout.fileno(), buf), b"imapmem: reset\n")
-        # the line comes after the reset: the state is the fixture's at once
-        self.assertEqual(self.count(r, "INBOX"), n)
-        u, t = r.cmd('STATUS "Extra" (MESSAGES)')
-        self.assertTrue(t.startswith(b"NO"), t)
-        s.proc.send_signal(signal.SIGHUP)            # and again
-        self.assertEqual(read_line(s.proc.stdout.fileno(), buf), b"imapmem: reset\n")
-        self.assertEqual(bytes(buf), b"")
-
-    def test_sigusr1_says_saved_after_the_files_exist(self):
-        d = self.tempdir()
-        s = self.start("--save", d, BASIC)
-        r = self.raw(s)
-        r.ok("SELECT INBOX")
-        r.ok("UID STORE 4 +FLAGS ($SavedNow)")
-        s.proc.send_signal(signal.SIGUSR1)
-        buf = bytearray()
-        self.assertEqual(read_line(s.proc.stdout.fileno(), buf), b"imapmem: saved %s\n" % d.encode())
-        path = os.path.join(d, "INBOX.mbox")
-        self.assertTrue(os.path.isfile(path), os.listdir(d))
-        with open(path, "rb") as f:
-            self.assertIn(b"$SavedNow", f.read())
-        r.ok("NOOP")
-
-    def test_sigusr1_without_save_says_so_and_serves_on(self):
-        s = self.start(BASIC)
-        r = self.raw(s)
-        s.proc.send_signal(signal.SIGUSR1)
-        got = wait_until(lambda: "--save" in s.stderr())
-        self.assertTrue(got, "nothing on stderr after SIGUSR1: %r" % s.stderr())
-        err = s.stderr()
-        self.assertEqual(len(err.splitlines()), 1, err)
-        self.assertRegex(err, r"^imapmem: .*--save.*\n$")
-        r.ok("NOOP")                    # still serving, session intact
-        self.assertEqual(exists(r.ok("SELECT INBOX")), len(imapref.read_mbox(BASIC)))
-        self.assertIsNone(s.proc.poll())
-        buf = bytearray()
-        self.assertEqual(read_line(s.proc.stdout.fileno(), buf, 0.3), b"")   # stdout: nothing
-
-    def test_clean_sigterm_says_nothing(self):
-        s = Server(BASIC)
-        try:
-            authed = s.raw(login=("test", "test"))
-            selected = s.raw(login=("test", "test"))
-            selected.ok("SELECT INBOX")
-            s.proc.send_signal(signal.SIGTERM)
-            self.assertEqual(s.proc.wait(10), 0)
-            for r in (authed, selected):
-                self.assertIn(b"* BYE", read_to_eof(r))
-                r.close()
-            self.assertEqual(s.proc.stdout.read(), b"")
-            self.assertEqual(s.stderr(), "")
-        finally:
-            s.stop()
-            s.stderr_file.close()
-
-    def test_stdio_reports_go_to_stderr(self):
-        d = self.tempdir()
-        errf = tempfile.TemporaryFile()
-        self.addCleanup(errf.close)
-        p = subprocess.Popen([imapserver.BIN, "--stdio", "--save", d, BASIC],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errf)
-
-        def cleanup():
-            if p.poll() is None:
-                p.kill()
-            p.wait()
-            for f in (p.stdin, p.stdout):
-                try:
-                    f.close()
-                except OSError:
-                    pass
-        self.addCleanup(cleanup)
-
-        def stderr():
-            errf.seek(0)
-            return errf.read().decode("utf-8", "replace")
-
-        fd, buf, seen = p.stdout.fileno(), bytearray(), []
-
-        def until_tagged(tag):
-            while True:
-                line = read_line(fd, buf)
-                self.assertTrue(line, "no reply to %s; have %r" % (tag, seen))
-                seen.append(line)
-                if line.startswith(tag + b" "):
-                    return line
-
-        greeting = read_line(fd, buf)
-        seen.append(greeting)
-        self.assertTrue(greeting.startswith(b"* PREAUTH"), greeting)
-        p.send_signal(signal.SIGHUP)
-        self.assertTrue(wait_until(lambda: "imapmem: reset\n" in stderr()), stderr())
-        p.stdin.write(b"a1 NOOP\r\n")
-        p.stdin.flush()
-        self.assertTrue(until_tagged(b"a1").startswith(b"a1 OK"), seen)
-        p.send_signal(signal.SIGUSR1)
-        self.assertTrue(wait_until(lambda: "imapmem: saved %s\n" % d in stderr()), stderr())
-        self.assertTrue(os.path.isfile(os.path.join(d, "INBOX.mbox")), os.listdir(d))
-        p.stdin.write(b"a2 NOOP\r\na3 LOGOUT\r\n")
-        p.stdin.flush()
-        self.assertTrue(until_tagged(b"a2").startswith(b"a2 OK"), seen)
-        self.assertTrue(until_tagged(b"a3").startswith(b"a3 OK"), seen)
-        self.assertEqual(p.wait(10), 0, stderr())
-        rest = p.stdout.read()
-        seen.append(bytes(buf) + rest)
-        out = b"".join(seen)
-        self.assertNotIn(b"imapmem:", out)            # the protocol stream stays clean
-        self.assertEqual(bytes(buf) + rest, b"")
-        self.assertEqual(stderr(), "imapmem: reset\nimapmem: saved %s\n" % d)
+PR_SET_CHILD_SUBREAPER = 36
 
 
-class NoBusySpin(unittest.TestCase):
-    """A session waiting for room on a full output pipe, then woken (SIGHUP resets its
-    mailbox), waits without using the CPU."""
+def proc_gone(pid):
+    """True once pid has exited (gone, or a zombie nobody reaped)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        return state in ("Z", "X")
+    except (FileNotFoundError, ProcessLookupError):
+        return True
 
-    def test_woken_session_waiting_to_write_does_not_spin(self):
-        errf = tempfile.TemporaryFile()
-        self.addCleanup(errf.close)
-        p = subprocess.Popen([imapserver.BIN, "--stdio", BASIC], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, stderr=errf)
 
-        def cleanup():
-            for f in (p.stdin, p.stdout):
-                try:
-                    f.close()
-                except OSError:
-                    pass
-            if p.poll() is None:
-                p.kill()
-            p.wait()
-        self.addCleanup(cleanup)
-        out, buf = p.stdout.fileno(), bytearray()
-        self.assertTrue(read_line(out, buf).startswith(b"* PREAUTH"))
-        inp = p.stdin.fileno()
-        os.write(inp, b"s SELECT INBOX\r\n")
-        os.set_blocking(inp, False)
-        # Fill both pipes: the server writes FETCH answers nobody reads until stdout is
-        # full, then stops reading commands until stdin is full too. Full: stdin takes no
-        # more and what waits in stdout stays the same for a while.
-        deadline = time.time() + 20
-        n, last, steady = 0, -1, 0
-        while steady < 5:
-            if time.time() > deadline:
-                self.fail("the pipes did not fill (%d commands sent)" % n)
-            stdin_full = False
-            try:
-                for _ in range(1000):
-                    os.write(inp, b"f%d FETCH 1:* BODY[]\r\n" % (n + 1))
-                    n += 1
-            except BlockingIOError:
-                stdin_full = True
-            queued = array.array("i", [0])
-            fcntl.ioctl(out, termios.FIONREAD, queued)
-            steady = steady + 1 if stdin_full and queued[0] == last and last > 0 else 0
-            last = queued[0]
+class ExitWithParent(Base):
+    def spawn_via_shell(self):
+        """imapmem started by an intermediate `sh -c` parent; returns (sh, pid, port)."""
+        script = '"$0" --exit-with-parent -p 0 --uidvalidity 1 "$1" & echo "pid $!"; wait'
+        sh = self.spawn(argv=["sh", "-c", script, wire.BIN, BASIC], stdin=subprocess.DEVNULL)
+        pid = port = None
+        fd = sh.stdout.fileno()
+        buf = b""
+        deadline = time.time() + 10
+        while (pid is None or port is None) and time.time() < deadline:
+            ready, _, _ = select.select([fd], [], [], max(0, deadline - time.time()))
+            if not ready:
+                break
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            buf += chunk
+            for line in buf.split(b"\n")[:-1]:
+                m = READY.match(line + b"\n")
+                if m:
+                    port = int(m.group(2))
+                elif line.startswith(b"pid "):
+                    pid = int(line[4:])
+        self.assertIsNotNone(pid, buf)
+        self.assertIsNotNone(port, buf)
+        self.addCleanup(lambda: proc_gone(pid) or os.kill(pid, signal.SIGKILL))
+        return sh, pid, port
+
+    def test_parent_dies(self):
+        sh, pid, port = self.spawn_via_shell()
+        r = Raw("127.0.0.1", port)
+        self.addCleanup(r.close)
+        r.ok("LOGIN test test")
+        sh.kill()                       # SIGKILL: the parent cannot pass anything on
+        sh.wait()
+        deadline = time.time() + 5
+        while not proc_gone(pid) and time.time() < deadline:
             time.sleep(0.05)
-        self.assertIsNone(p.poll())
-        p.send_signal(signal.SIGHUP)          # wakes the session: its mailbox is reset
-        time.sleep(0.3)                       # let the wake-up arrive
-        cpu0, t0 = cpu_seconds(p.pid), time.time()
-        time.sleep(1.5)
-        used, wall = cpu_seconds(p.pid) - cpu0, time.time() - t0
-        self.assertLess(used, 0.3, "imapmem used %.2f s of CPU in %.2f s while its session "
-                        "waited for room to write" % (used, wall))
-        # and the wake-up was real: once the output is read, the session says BYE (its
-        # selected mailbox was reset) and ends
-        data, deadline = bytes(buf), time.time() + 20
-        while b"* BYE" not in data and time.time() < deadline:
-            if select.select([out], [], [], 1)[0]:
-                chunk = os.read(out, 1 << 20)
-                if not chunk:
-                    break
-                data = data[-100:] + chunk
+        self.assertTrue(proc_gone(pid), "imapmem outlived its parent")
+        data, closed = r.read_to_eof(2)
+        self.assertTrue(closed)
+        self.assertIn(b"* BYE", data)   # it stops as on SIGTERM
+        self.assertNoSanitizerReport(sh.err())
+
+    def test_parent_dies_exit_status(self):
+        """With this test process as subreaper, the orphan comes to us: it exits 0."""
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+            self.skipTest("no PR_SET_CHILD_SUBREAPER")
+        self.addCleanup(libc.prctl, PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+        sh, pid, port = self.spawn_via_shell()
+        sh.kill()
+        sh.wait()
+        deadline = time.time() + 5
+        status = None
+        while time.time() < deadline:
+            try:
+                wpid, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                self.fail("imapmem was not reparented to this process")
+            if wpid == pid:
+                break
+            status = None
+            time.sleep(0.05)
+        if status is None:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            self.fail("imapmem outlived its parent (reparented to a subreaper)")
+        self.assertTrue(os.WIFEXITED(status), status)
+        self.assertEqual(os.WEXITSTATUS(status), 0)
+
+    def test_stdin_closes(self):
+        p = self.spawn("--exit-with-parent", "-p", "0", "--uidvalidity", "1", BASIC)
+        m = READY.match(p.stdout.readline())
+        self.assertTrue(m)
+        r = Raw("127.0.0.1", int(m.group(2)))
+        self.addCleanup(r.close)
+        r.ok("LOGIN test test")
+        r.ok("SELECT INBOX")
+        time.sleep(0.3)
+        self.assertIsNone(p.poll())     # an open stdin keeps it running
+        p.stdin.close()
+        self.assertEqual(p.wait(5), 0)
+        data, closed = r.read_to_eof(2)
+        self.assertTrue(closed)
         self.assertIn(b"* BYE", data)
+        self.assertNoSanitizerReport(p.err())
 
 
 if __name__ == "__main__":

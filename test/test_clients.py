@@ -10,8 +10,8 @@ import tempfile
 import time
 import unittest
 
-import imapserver
-from imapserver import Server, fixture
+import wire
+from wire import ServerCase, fixture
 
 
 def curl(srv, path, *extra):
@@ -22,28 +22,28 @@ def curl(srv, path, *extra):
 
 
 @unittest.skipUnless(shutil.which("curl"), "curl is not installed")
-class Curl(unittest.TestCase):
+class Curl(ServerCase):
     def test_fetch_list_search_examine(self):
-        with Server(fixture("basic.mbox")) as srv:
-            rc, out, err = curl(srv, "INBOX;UID=1")
-            self.assertEqual(rc, 0, err)
-            self.assertTrue(out.startswith(b"Return-Path: <alice@example.com>\r\n"), out[:80])
-            self.assertIn(b"\r\n\r\nHello Test,\r\n", out)
-            rc, out, err = curl(srv, "")
-            self.assertEqual((rc, out), (0, b'* LIST (\\HasNoChildren) "/" "INBOX"\r\n'), err)
-            rc, out, err = curl(srv, "INBOX?UNSEEN")
-            self.assertEqual((rc, out), (0, b"* SEARCH 2 4\r\n"), err)
-            rc, out, err = curl(srv, "", "-X", "EXAMINE INBOX")
-            self.assertEqual(rc, 0, err)
-            self.assertIn(b"* 6 EXISTS\r\n", out)
-            self.assertIn(b"* OK [PERMANENTFLAGS ()]", out)
+        srv = self.start(fixture("basic.mbox"))
+        rc, out, err = curl(srv, "INBOX;UID=1")
+        self.assertEqual(rc, 0, err)
+        self.assertTrue(out.startswith(b"Return-Path: <alice@example.com>\r\n"), out[:80])
+        self.assertIn(b"\r\n\r\nHello Test,\r\n", out)
+        rc, out, err = curl(srv, "")
+        self.assertEqual((rc, out), (0, b'* LIST (\\HasNoChildren) "/" "INBOX"\r\n'), err)
+        rc, out, err = curl(srv, "INBOX?UNSEEN")
+        self.assertEqual((rc, out), (0, b"* SEARCH 2 4\r\n"), err)
+        rc, out, err = curl(srv, "", "-X", "EXAMINE INBOX")
+        self.assertEqual(rc, 0, err)
+        self.assertIn(b"* 6 EXISTS\r\n", out)
+        self.assertIn(b"* OK [PERMANENTFLAGS ()]", out)
 
     def test_wrong_password_fails(self):
-        with Server(fixture("basic.mbox")) as srv:
-            p = subprocess.run(["curl", "-sS", "--max-time", "10", "-u", "test:nope",
-                                "imap://%s:%d/INBOX;UID=1" % (srv.host, srv.port)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=20)
-            self.assertEqual(p.returncode, 67, p.stderr)   # CURLE_LOGIN_DENIED
+        srv = self.start(fixture("basic.mbox"))
+        p = subprocess.run(["curl", "-sS", "--max-time", "10", "-u", "test:nope",
+                            "imap://%s:%d/INBOX;UID=1" % (srv.host, srv.port)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=20)
+        self.assertEqual(p.returncode, 67, p.stderr)   # CURLE_LOGIN_DENIED
 
 
 MBSYNCRC = """IMAPAccount test
@@ -68,17 +68,18 @@ SyncState *
 
 
 @unittest.skipUnless(shutil.which("mbsync"), "mbsync (isync) is not installed")
-class Mbsync(unittest.TestCase):
+class Mbsync(ServerCase):
     """mbsync copies every mailbox over a --stdio tunnel, then pushes a flag back."""
 
     def sync(self, d, source, saved):
         rc = os.path.join(d, "mbsyncrc")
         with open(rc, "w") as f:
-            f.write(MBSYNCRC.format(bin=imapserver.BIN, saved=saved, source=source,
+            f.write(MBSYNCRC.format(bin=wire.BIN, saved=saved, source=source,
                                     maildir=os.path.join(d, "mail")))
         p = subprocess.run(["mbsync", "-c", rc, "-a"], stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, timeout=60)
         self.assertEqual(p.returncode, 0, p.stdout.decode())
+        self.assertNoSanitizerReport(p.stdout.decode("utf-8", "replace"))   # imapmem's stderr
 
     def maildir(self, d, box):
         cur = os.path.join(d, "mail", box, "cur")
@@ -116,7 +117,7 @@ class Mbsync(unittest.TestCase):
             shutil.copytree(fixture("tree"), tree)   # a copy: another path and mtime, same bytes
             rc = os.path.join(d, "mbsyncrc")
             with open(rc, "w") as f:
-                f.write(MBSYNCRC.format(bin=imapserver.BIN, saved=os.path.join(d, "unused"),
+                f.write(MBSYNCRC.format(bin=wire.BIN, saved=os.path.join(d, "unused"),
                                         source=tree, maildir=os.path.join(d, "mail"))
                         .replace(" --uidvalidity 1 --save " + os.path.join(d, "unused"), ""))
             for run in (1, 2):
@@ -125,6 +126,7 @@ class Mbsync(unittest.TestCase):
                 p = subprocess.run(["mbsync", "-c", rc, "-a"], stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, timeout=60)
                 self.assertEqual(p.returncode, 0, "run %d: %s" % (run, p.stdout.decode()))
+                self.assertNoSanitizerReport(p.stdout.decode("utf-8", "replace"))
                 if run == 2:          # (the first creates the local side: it says so)
                     self.assertNotIn(b"UIDVALIDITY", p.stdout, p.stdout.decode())
                 src = open(os.path.join(tree, "INBOX.mbox"), "rb").read()

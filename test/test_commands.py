@@ -1,5 +1,6 @@
-"""Wire tests for every RFC 3501 command of issue 2 (and the UIDPLUS, MOVE, UNSELECT,
-NAMESPACE, ID, SASL-IR and LITERAL+ extensions the server advertises).
+"""Wire tests for every RFC 3501 command (and the UIDPLUS, MOVE, UNSELECT, NAMESPACE, ID,
+SASL-IR and LITERAL+ extensions the server advertises) but FETCH (test_fetch.py), SEARCH
+(test_search.py) and IDLE (test_multi.py).
 
 Each test asserts what a user would check: values in the responses, the state that
 follows, the bytes of messages.  Expected sizes and bytes are computed from the fixture
@@ -34,13 +35,14 @@ fixtures/tree/: INBOX (2), Sent (1), Drafts (empty file, 0), Work (\\Noselect le
 import base64
 import calendar
 import imaplib
-import re
 import time
 import unittest
 
 import imapref
-from imapref import codes, expand_set, fetch_list, fetches, flagset, lower, name_of, responses
-from imapserver import Server, fixture
+from imapref import TREE_LIST, later_flags
+from wire import (ServerCase, View, codes, expand_set, fetch_list, fetches, fixture, flagset,
+                  imap_date_time, lower, name_of, quote as q, responses, status_parts,
+                  write_mbox)
 
 BASIC_PATH = fixture("basic.mbox")
 BASIC = imapref.read_mbox(BASIC_PATH)
@@ -50,171 +52,24 @@ TREE = fixture("tree")
 SYSTEM = {"\\answered", "\\flagged", "\\deleted", "\\seen", "\\draft"}
 CAPS = {"IMAP4REV1", "LITERAL+", "SASL-IR", "AUTH=PLAIN", "IDLE", "UIDPLUS", "MOVE",
         "UNSELECT", "NAMESPACE", "ID", "CHILDREN"}
-ALL_STATUS = "MESSAGES RECENT UIDNEXT UIDVALIDITY UNSEEN"
-
-
-def q(s):
-    """A quoted string."""
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def b64(data):
     return base64.b64encode(data).decode()
 
 
-def later_flags(m):
-    """The flags of fixture message m as a session that is not the first to see it."""
-    return lower(m.flags_without_recent())
-
-
 def simulate_expunges(uids, untagged):
     """Apply the untagged EXPUNGE responses (RFC 3501 7.4.1) to a list of UIDs."""
-    uids = list(uids)
-    for r in responses(untagged, "EXPUNGE"):
-        n = r[0]
-        assert 1 <= n <= len(uids), "EXPUNGE %d with %d messages" % (n, len(uids))
-        del uids[n - 1]
-    return uids
+    return View(uids).feed(untagged).uids
 
 
-class Base(unittest.TestCase):
+class Base(ServerCase):
     ARGS = (BASIC_PATH,)
-    srv = None
-
-    # --- servers and connections --------------------------------------------------------
-    def start(self, *args):
-        s = Server(*(args or self.ARGS))
-        self.addCleanup(self._stop, s)
-        return s
-
-    def _stop(self, s):
-        rc = s.stop()
-        err = s.stderr()
-        s.stderr_file.close()
-        self.assertEqual(rc, 0, "imapmem exit status %r; stderr:\n%s" % (rc, err[-3000:]))
-
-    def conn(self, s=None, login=True, select=None, examine=None):
-        r = (s or self.srv).raw(login=("test", "test") if login else None)
-        self.addCleanup(r.close)
-        if select:
-            r.ok("SELECT " + q(select))
-        if examine:
-            r.ok("EXAMINE " + q(examine))
-        return r
-
-    def still_serving(self, r=None, s=None):
-        """The connection (if given) and the server both still work."""
-        s = s or self.srv
-        if r is not None:
-            u, t = r.cmd("NOOP")
-            self.assertOK(t, "NOOP on the same connection")
-        self.assertIsNone(s.proc.poll(), "imapmem died: " + s.stderr()[-2000:])
-        c = s.imap()
-        typ, data = c.select("INBOX")
-        self.assertEqual(typ, "OK")
-        c.logout()
-
-    # --- assertions ---------------------------------------------------------------------
-    def assertOK(self, tagged, msg=None):
-        self.assertTrue(tagged.startswith(b"OK"), "%r (%s)" % (tagged, msg))
-
-    def assertNO(self, tagged, msg=None):
-        self.assertTrue(tagged.startswith(b"NO"), "%r (%s)" % (tagged, msg))
-
-    def assertBAD(self, tagged, msg=None):
-        self.assertTrue(tagged.startswith(b"BAD"), "%r (%s)" % (tagged, msg))
-
-    def assertRefused(self, tagged, msg=None):
-        self.assertTrue(tagged.startswith(b"NO") or tagged.startswith(b"BAD"),
-                        "%r (%s)" % (tagged, msg))
-
-    def assertCode(self, tagged, code, msg=None):
-        c = imapref.status_parts(tagged)[1]
-        self.assertTrue(c and c[0].upper() == code, "%r: want [%s] (%s)" % (tagged, code, msg))
-        return c[1:]
-
-    # --- queries ------------------------------------------------------------------------
-    def flags(self, r, seqset="1:*"):
-        u, t = r.cmd("FETCH %s (FLAGS)" % seqset)
-        self.assertOK(t)
-        return {seq: flagset(d["FLAGS"]) for seq, d in fetches(u).items()}
-
-    def uids(self, r):
-        """[uid of seq 1, uid of seq 2, ...] of the selected mailbox."""
-        u, t = r.cmd("UID FETCH 1:* (UID)")
-        self.assertOK(t)
-        f = fetches(u)
-        self.assertEqual(sorted(f), list(range(1, len(f) + 1)))
-        return [f[k]["UID"] for k in sorted(f)]
-
-    def status(self, r, box="INBOX", items=ALL_STATUS):
-        u, t = r.cmd("STATUS %s (%s)" % (q(box), items))
-        self.assertOK(t, "STATUS " + box)
-        st = responses(u, "STATUS")
-        self.assertEqual(len(st), 1, u)
-        got = name_of(st[0][1])
-        if box.upper() == "INBOX":
-            self.assertEqual(got.upper(), "INBOX")
-        else:
-            self.assertEqual(got, box)
-        d = st[0][2]
-        return dict(zip([k.upper() for k in d[0::2]], d[1::2]))
-
-    def list(self, r, ref, pat, cmd="LIST"):
-        """{name: set of lower-case attributes} from LIST/LSUB; checks the delimiter."""
-        u, t = r.cmd("%s %s %s" % (cmd, q(ref), q(pat)))
-        self.assertOK(t, "%s %r %r" % (cmd, ref, pat))
-        out = {}
-        for resp in responses(u, cmd):
-            self.assertEqual(len(resp), 4, resp)
-            _, attrs, delim, name = resp
-            self.assertEqual(delim, b"/", resp)
-            n = name_of(name)
-            self.assertNotIn(n, out, "listed twice: %r" % n)
-            out[n] = {a.lower() for a in attrs} - {"\\marked", "\\unmarked"}
-        return out
-
-    def append(self, r, box, msg, opts="", plus=False):
-        """APPEND with a synchronizing (or, plus=True, LITERAL+) literal -> (untagged, tagged).
-
-        If the server answers before the `+` (allowed for a refused APPEND), the literal is
-        not sent."""
-        tag = r.tag()
-        head = ("%s APPEND %s%s {%d%s}\r\n" % (tag, q(box), " " + opts if opts else "",
-                                               len(msg), "+" if plus else "")).encode()
-        if plus:
-            r.send(head + msg + b"\r\n")
-            u, t = r.until_tagged(tag)
-            self.assertNotRegex(u, rb"(^|\r\n)\+", "continuation sent for a LITERAL+ literal")
-            return u, t
-        r.send(head)
-        pre = b""
-        while True:
-            line = r.read_response_line()
-            if line.startswith(b"+"):
-                break
-            if line.startswith(tag.encode() + b" "):
-                return pre, line[len(tag) + 1:-2]
-            pre += line
-        r.send(msg + b"\r\n")
-        u, t = r.until_tagged(tag)
-        return pre + u, t
 
 
 class Shared(Base):
     """One server for the whole class: the tests must not depend on each other's changes."""
-
-    @classmethod
-    def setUpClass(cls):
-        cls.srv = Server(*cls.ARGS)
-
-    @classmethod
-    def tearDownClass(cls):
-        rc = cls.srv.stop()
-        err = cls.srv.stderr()
-        cls.srv.stderr_file.close()
-        if rc != 0:
-            raise AssertionError("imapmem exit status %r; stderr:\n%s" % (rc, err[-3000:]))
+    SHARED = True
 
 
 def message(subject, body=b"Hello.\r\n", extra=b""):
@@ -229,9 +84,9 @@ def message(subject, body=b"Hello.\r\n", extra=b""):
 
 class AnyState(Shared):
     def test_greeting(self):
-        r = self.conn(login=False)
+        r = self.raw(login=None)
         self.assertTrue(r.greeting.startswith(b"* OK "), r.greeting)
-        word, code, text = imapref.status_parts(r.greeting[2:])
+        word, code, text = status_parts(r.greeting[2:])
         self.assertTrue(code and code[0].upper() == "CAPABILITY", r.greeting)
         self.assertIn("IMAP4REV1", {str(c).upper() for c in code[1:]})
 
@@ -243,7 +98,7 @@ class AnyState(Shared):
         return {str(c).upper() for c in caps[0][1:]}
 
     def test_capability(self):
-        r = self.conn(login=False)
+        r = self.raw(login=None)
         caps = self.capabilities(r)
         self.assertTrue(CAPS <= caps, CAPS - caps)
         self.assertNotIn("STARTTLS", caps)          # this build has no TLS
@@ -254,7 +109,7 @@ class AnyState(Shared):
         self.assertIn("IMAP4REV1", self.capabilities(r))
 
     def test_noop_in_every_state(self):
-        r = self.conn(login=False)
+        r = self.raw(login=None)
         self.assertOK(r.cmd("NOOP")[1])
         r.ok("LOGIN test test")
         self.assertOK(r.cmd("NOOP")[1])
@@ -271,12 +126,12 @@ class AnyState(Shared):
                 r._fill()
 
     def test_logout_in_every_state(self):
-        self.check_logout(self.conn(login=False))
-        self.check_logout(self.conn())
-        self.check_logout(self.conn(examine="INBOX"))
+        self.check_logout(self.raw(login=None))
+        self.check_logout(self.raw())
+        self.check_logout(self.raw(examine="INBOX"))
 
     def test_id(self):
-        r = self.conn(login=False)                  # RFC 2971 3.1: valid in any state
+        r = self.raw(login=None)                  # RFC 2971 3.1: valid in any state
         for arg in ("NIL", '("name" "imapmem-tests" "version" "1.0")'):
             u, t = r.cmd("ID " + arg)
             self.assertOK(t, arg)
@@ -291,7 +146,7 @@ class AnyState(Shared):
 
     def test_case_insensitive(self):
         # RFC 3501 section 9, note (1): keywords in any letter case; flags too (2.3.2).
-        r = self.conn(login=False)
+        r = self.raw(login=None)
         r.ok("login test test")
         u = r.ok("examine inbox")
         self.assertEqual(responses(u, "EXISTS")[0][0], 6)
@@ -306,13 +161,13 @@ class AnyState(Shared):
 
     def test_tag_characters(self):
         # tag = 1*<any ASTRING-CHAR except "+">: "]" and "." and "-" are fine.
-        r = self.conn(login=False)
+        r = self.raw(login=None)
         for tag in ("A.1-x", "t]1", "0", "~x_"):
             u, t = r.cmd("NOOP", tag=tag)
             self.assertOK(t, tag)
 
     def test_unknown_command(self):
-        r = self.conn(login=False)
+        r = self.raw(login=None)
         self.assertBAD(r.cmd("FROBNICATE")[1])
         self.assertBAD(r.cmd("XNOTHING 1 2")[1])
         r.ok("LOGIN test test")
@@ -332,7 +187,7 @@ class Login(Shared):
     BOB_PW = 'p"a\\s s'
 
     def test_login_atoms(self):
-        r = self.conn(login=False)
+        r = self.raw(login=None)
         self.assertBAD(r.cmd("SELECT INBOX")[1])
         u, t = r.cmd("LOGIN test test")
         self.assertOK(t)
@@ -348,11 +203,11 @@ class Login(Shared):
         c.logout()
 
     def test_login_quoted(self):
-        r = self.conn(login=False)
+        r = self.raw(login=None)
         self.assertOK(r.cmd('LOGIN "bob" %s' % q(self.BOB_PW))[1])
 
     def test_login_synchronizing_literals(self):
-        r = self.conn(login=False)
+        r = self.raw(login=None)
         pw = self.BOB_PW.encode()
         tag = r.tag()
         r.send("%s LOGIN {3}\r\n" % tag)
@@ -365,7 +220,7 @@ class Login(Shared):
         r.ok("SELECT INBOX")
 
     def test_login_literal_plus(self):
-        r = self.conn(login=False)
+        r = self.raw(login=None)
         pw = self.BOB_PW.encode()
         tag = r.tag()
         r.send(b"%s LOGIN {3+}\r\nbob {%d+}\r\n%s\r\n" % (tag.encode(), len(pw), pw))
@@ -374,7 +229,7 @@ class Login(Shared):
         self.assertNotRegex(u, rb"(^|\r\n)\+", "no continuation for LITERAL+")
 
     def test_wrong_password(self):
-        r = self.conn(login=False)
+        r = self.raw(login=None)
         for cmd in ("LOGIN test wrong", "LOGIN nosuchuser test", "LOGIN bob %s" % q("p")):
             u, t = r.cmd(cmd)
             self.assertNO(t, cmd)
@@ -385,7 +240,7 @@ class Login(Shared):
             self.srv.imap("test", "nope")
 
     def test_login_twice(self):
-        r = self.conn()
+        r = self.raw()
         self.assertBAD(r.cmd("LOGIN test test")[1])
         r.ok("SELECT INBOX")
         self.assertBAD(r.cmd("LOGIN test test")[1])
@@ -399,38 +254,38 @@ class Login(Shared):
         return r.until_tagged(tag)
 
     def test_authenticate_plain_continuation(self):
-        r = self.conn(login=False)
+        r = self.raw(login=None)
         u, t = self.auth_continuation(r, b64(b"\0test\0test"))
         self.assertOK(t)
         self.assertEqual(responses(r.ok("SELECT INBOX"), "EXISTS")[0][0], 6)
 
     def test_authenticate_plain_initial_response(self):
-        r = self.conn(login=False)
+        r = self.raw(login=None)
         u, t = r.cmd("AUTHENTICATE PLAIN " + b64(b"\0bob\0" + self.BOB_PW.encode()))
         self.assertOK(t)
         self.assertNotRegex(u, rb"(^|\r\n)\+", "SASL-IR needs no continuation")
         r.ok("SELECT INBOX")
 
     def test_authenticate_plain_authzid_same_as_user(self):
-        r = self.conn(login=False)
+        r = self.raw(login=None)
         self.assertOK(r.cmd("AUTHENTICATE PLAIN " + b64(b"test\0test\0test"))[1])
 
     def test_authenticate_imaplib(self):
-        c = self.srv.imap(login=False)
+        c = self.srv.imap(login=None)
         typ, _ = c.authenticate("PLAIN", lambda _: b"\0test\0test")
         self.assertEqual(typ, "OK")
         self.assertEqual(c.select("INBOX"), ("OK", [b"6"]))
         c.logout()
 
     def test_authenticate_wrong_password(self):
-        r = self.conn(login=False)
+        r = self.raw(login=None)
         self.assertNO(r.cmd("AUTHENTICATE PLAIN " + b64(b"\0test\0bad"))[1])
         self.assertNO(self.auth_continuation(r, b64(b"\0test\0bad"))[1])
         self.assertBAD(r.cmd("SELECT INBOX")[1])
         r.ok("LOGIN test test")
 
     def test_authenticate_cancel(self):
-        r = self.conn(login=False)
+        r = self.raw(login=None)
         u, t = self.auth_continuation(r, "*")     # RFC 3501 6.2.2: MUST reject with BAD
         self.assertBAD(t)
         self.assertBAD(r.cmd("SELECT INBOX")[1], "cancelled: still not authenticated")
@@ -438,23 +293,23 @@ class Login(Shared):
 
     def test_authenticate_bad_base64(self):
         # RFC 3501 6.2.2 / RFC 9051 6.2.2: an invalid base64 response gets a tagged BAD.
-        r = self.conn(login=False)
+        r = self.raw(login=None)
         self.assertBAD(self.auth_continuation(r, "!!!not base64!!!")[1])
         self.assertBAD(r.cmd("AUTHENTICATE PLAIN AAA=BBB")[1])
         self.assertBAD(r.cmd("SELECT INBOX")[1])
         r.ok("LOGIN test test")
 
     def test_authenticate_unknown_mechanism(self):
-        r = self.conn(login=False)
+        r = self.raw(login=None)
         self.assertNO(r.cmd("AUTHENTICATE X-UNKNOWN-MECH")[1])   # RFC 3501 6.2.2: SHOULD NO
         r.ok("LOGIN test test")
 
     def test_authenticate_when_authenticated(self):
-        r = self.conn()
+        r = self.raw()
         self.assertBAD(r.cmd("AUTHENTICATE PLAIN " + b64(b"\0test\0test"))[1])
 
     def test_starttls_refused(self):
-        r = self.conn(login=False)
+        r = self.raw(login=None)
         u, t = r.cmd("STARTTLS")
         self.assertRefused(t)
         r.ok("LOGIN test test")                      # plain text goes on: no TLS started
@@ -476,7 +331,7 @@ AUTH_ONLY = ["SELECT INBOX", "EXAMINE INBOX", "CREATE NewBox", "DELETE NewBox",
 class States(Base):
     def test_not_authenticated(self):
         s = self.start()
-        r = self.conn(s, login=False)
+        r = self.raw(s, login=None)
         for cmd in AUTH_ONLY + SELECTED_ONLY:
             self.assertBAD(r.cmd(cmd)[1], cmd)
         tag = r.tag()
@@ -489,22 +344,22 @@ class States(Base):
 
     def test_authenticated(self):
         s = self.start()
-        r = self.conn(s)
+        r = self.raw(s)
         for cmd in SELECTED_ONLY + ["LOGIN test test"]:
             self.assertBAD(r.cmd(cmd)[1], cmd)
         self.assertEqual(self.status(r)["MESSAGES"], 6)
-        r2 = self.conn(s, select="INBOX")
+        r2 = self.raw(s, select="INBOX")
         self.assertEqual(self.flags(r2)[1], later_flags(BASIC[0]))   # the STORE did nothing
 
     def test_selected(self):
-        r = self.conn(self.start(), select="INBOX")
+        r = self.raw(self.start(), select="INBOX")
         self.assertBAD(r.cmd("LOGIN test test")[1])
         self.assertBAD(r.cmd("AUTHENTICATE PLAIN " + b64(b"\0test\0test"))[1])
         self.assertOK(r.cmd("FETCH 1 (UID)")[1])
 
     def test_failed_select_leaves_selected_state(self):
         # RFC 3501 6.3.1: a failed SELECT leaves no mailbox selected.
-        r = self.conn(self.start(), select="INBOX")
+        r = self.raw(self.start(), select="INBOX")
         self.assertNO(r.cmd("SELECT NoSuchBox")[1])
         self.assertBAD(r.cmd("FETCH 1 (FLAGS)")[1])
         r.ok("EXAMINE INBOX")
@@ -513,7 +368,7 @@ class States(Base):
 
     def test_bad_command_keeps_state(self):
         # RFC 3501 6: a BAD response never changes the state.
-        r = self.conn(self.start(), select="INBOX")
+        r = self.raw(self.start(), select="INBOX")
         self.assertBAD(r.cmd("SELECT")[1])
         self.assertBAD(r.cmd("SELECT INBOX extra")[1])
         self.assertOK(r.cmd("FETCH 1 (FLAGS)")[1])
@@ -536,7 +391,7 @@ class SelectExamine(Base):
         return out
 
     def test_select_responses(self):
-        r = self.conn(self.start())
+        r = self.raw(self.start())
         u, t = r.cmd("SELECT INBOX")
         self.assertOK(t)
         self.assertCode(t, "READ-WRITE")
@@ -560,7 +415,7 @@ class SelectExamine(Base):
         self.assertNotIn("\\recent", perm)
 
     def test_select_then_fetch_flags_and_uids(self):
-        r = self.conn(self.start(), select="INBOX")
+        r = self.raw(self.start(), select="INBOX")
         u, t = r.cmd("FETCH 1:* (FLAGS UID)")
         self.assertOK(t)
         f = fetches(u)
@@ -570,19 +425,19 @@ class SelectExamine(Base):
 
     def test_recent_goes_to_one_session(self):
         s = self.start()
-        r1 = self.conn(s)
+        r1 = self.raw(s)
         self.assertEqual(self.parse_select(r1.ok("SELECT INBOX"))["RECENT"], 1)
-        r2 = self.conn(s)
+        r2 = self.raw(s)
         self.assertEqual(self.parse_select(r2.ok("SELECT INBOX"))["RECENT"], 0)
         self.assertNotIn("\\recent", self.flags(r2, "4")[4])
         self.assertIn("\\recent", self.flags(r1, "4")[4])
         r1.cmd("LOGOUT")
-        r3 = self.conn(s)
+        r3 = self.raw(s)
         self.assertEqual(self.parse_select(r3.ok("SELECT INBOX"))["RECENT"], 0)
 
     def test_examine_responses(self):
         s = self.start()
-        r = self.conn(s)
+        r = self.raw(s)
         u, t = r.cmd("EXAMINE INBOX")
         self.assertOK(t)
         self.assertCode(t, "READ-ONLY")
@@ -593,12 +448,12 @@ class SelectExamine(Base):
         self.assertEqual(d["UIDNEXT"], [7])
         self.assertEqual(d["PERMANENTFLAGS"], [[]])
         # EXAMINE does not take \Recent: the next SELECT still gets it (RFC 3501 6.3.2).
-        r2 = self.conn(s)
+        r2 = self.raw(s)
         self.assertEqual(self.parse_select(r2.ok("SELECT INBOX"))["RECENT"], 1)
 
     def test_examine_changes_nothing(self):
         s = self.start()
-        r = self.conn(s, examine="INBOX")
+        r = self.raw(s, examine="INBOX")
         self.assertRefused(r.cmd("STORE 1 +FLAGS (\\Flagged)")[1])
         self.assertRefused(r.cmd("STORE 2 +FLAGS.SILENT (\\Seen)")[1])
         u, t = r.cmd("FETCH 2 BODY[]")               # not PEEK, but read-only
@@ -609,27 +464,27 @@ class SelectExamine(Base):
             self.assertNotIn("\\seen", flagset(f["FLAGS"]))
         self.assertRefused(r.cmd("EXPUNGE")[1])
         self.assertOK(r.cmd("CLOSE")[1])
-        r2 = self.conn(s, select="INBOX")
+        r2 = self.raw(s, select="INBOX")
         got = self.flags(r2)
         self.assertEqual({k: v - {"\\recent"} for k, v in got.items()},
                          {m.seq: later_flags(m) for m in BASIC})
 
     def test_select_missing_and_noselect(self):
         s = self.start(TREE)
-        r = self.conn(s)
+        r = self.raw(s)
         for box in ("NoSuchBox", "Work", "Sent/Nothing"):
             self.assertNO(r.cmd("SELECT " + q(box))[1], box)
             self.assertNO(r.cmd("EXAMINE " + q(box))[1], box)
 
     def test_inbox_is_case_insensitive(self):
-        r = self.conn(self.start())
+        r = self.raw(self.start())
         for name in ("inbox", "iNbOx", '"Inbox"'):
             u, t = r.cmd("SELECT " + name)
             self.assertOK(t, name)
             self.assertEqual(responses(u, "EXISTS")[0][0], 6)
 
     def test_select_empty_and_all_seen(self):
-        r = self.conn(self.start(TREE))
+        r = self.raw(self.start(TREE))
         u, t = r.cmd("SELECT Drafts")
         self.assertOK(t)
         d = self.parse_select(u)
@@ -643,7 +498,7 @@ class SelectExamine(Base):
         self.assertEqual(d["UIDNEXT"], [4])
 
     def test_select_switches_mailbox(self):
-        r = self.conn(self.start(TREE), select="INBOX")
+        r = self.raw(self.start(TREE), select="INBOX")
         u = r.ok("SELECT Sent")
         self.assertEqual(self.parse_select(u)["EXISTS"], 1)
         got = fetches(r.ok("FETCH 1 (BODY.PEEK[])"))[1]["BODY[]"]
@@ -655,7 +510,7 @@ class SelectExamine(Base):
 
 class Create(Base):
     def test_create(self):
-        r = self.conn(self.start())
+        r = self.raw(self.start())
         self.assertOK(r.cmd("CREATE Projects")[1])
         self.assertEqual(self.list(r, "", "*"),
                          {"INBOX": {"\\hasnochildren"}, "Projects": {"\\hasnochildren"}})
@@ -664,7 +519,7 @@ class Create(Base):
         self.assertEqual(self.status(r, "Projects")["MESSAGES"], 0)
 
     def test_create_hierarchy(self):
-        r = self.conn(self.start())
+        r = self.raw(self.start())
         self.assertOK(r.cmd("CREATE a/b/c")[1])
         got = self.list(r, "", "a*")
         self.assertEqual(set(got), {"a", "a/b", "a/b/c"})
@@ -674,7 +529,7 @@ class Create(Base):
         r.ok("SELECT a/b/c")
 
     def test_create_existing(self):
-        r = self.conn(self.start(TREE))
+        r = self.raw(self.start(TREE))
         for box in ("Sent", "Lists/ietf"):
             u, t = r.cmd("CREATE " + box)
             self.assertNO(t, box)
@@ -684,7 +539,7 @@ class Create(Base):
         self.assertEqual(self.status(r, "Sent")["MESSAGES"], 1)   # untouched
 
     def test_create_inbox_fails(self):
-        r = self.conn(self.start())
+        r = self.raw(self.start())
         for name in ("INBOX", "inbox", "InBox"):
             self.assertNO(r.cmd("CREATE " + name)[1], name)
         self.assertEqual(self.status(r)["MESSAGES"], 6)
@@ -692,7 +547,7 @@ class Create(Base):
 
     def test_create_trailing_delimiter(self):
         # RFC 3501 6.3.3: the name created is without the trailing delimiter.
-        r = self.conn(self.start())
+        r = self.raw(self.start())
         self.assertOK(r.cmd("CREATE Folder/")[1])
         got = self.list(r, "", "*")
         self.assertIn("Folder", got)
@@ -701,7 +556,7 @@ class Create(Base):
         self.assertIn("Folder/Child", self.list(r, "", "Folder/*"))
 
     def test_create_quoted_and_utf7_names(self):
-        r = self.conn(self.start())
+        r = self.raw(self.start())
         names = ['My "Box"', "back\\slash", "with space", "Entw&APw-rfe"]
         for n in names:
             self.assertOK(r.cmd("CREATE " + q(n))[1], n)
@@ -717,29 +572,38 @@ class Create(Base):
         self.assertIn("Literal", self.list(r, "", "*"))
 
 
+    def test_names_that_could_not_be_saved_are_refused(self):
+        srv = self.start()
+        r = self.raw(srv)
+        for name in (".hidden", "A/..", "A/.x", "a//b", "/a"):
+            u, t = r.cmd('CREATE "%s"' % name)
+            self.assertTrue(t.startswith(b"NO [CANNOT]"), (name, t))
+        r.ok("CREATE A")
+        self.assertTrue(r.cmd("RENAME A .A")[1].startswith(b"NO [CANNOT]"))
+
 class Delete(Base):
     def test_delete(self):
-        r = self.conn(self.start(TREE))
+        r = self.raw(self.start(TREE))
         self.assertOK(r.cmd("DELETE Sent")[1])
         self.assertNotIn("Sent", self.list(r, "", "*"))
         self.assertNO(r.cmd("SELECT Sent")[1])
         self.assertNO(r.cmd("STATUS Sent (MESSAGES)")[1])
 
     def test_delete_missing(self):
-        r = self.conn(self.start(TREE))
+        r = self.raw(self.start(TREE))
         u, t = r.cmd("DELETE NoSuchBox")
         self.assertNO(t)
         self.assertCode(t, "NONEXISTENT")
 
     def test_delete_inbox_refused(self):
-        r = self.conn(self.start())
+        r = self.raw(self.start())
         for name in ("INBOX", "inbox"):
             self.assertNO(r.cmd("DELETE " + name)[1], name)
         self.assertEqual(self.status(r)["MESSAGES"], 6)
 
     def test_delete_with_children_becomes_noselect(self):
         # RFC 3501 6.3.4: messages removed, children kept, the name gets \Noselect.
-        r = self.conn(self.start(TREE))
+        r = self.raw(self.start(TREE))
         self.assertOK(r.cmd("DELETE Lists")[1])
         got = self.list(r, "", "Lists*")
         self.assertEqual(set(got), {"Lists", "Lists/ietf"})
@@ -750,14 +614,14 @@ class Delete(Base):
         self.assertNO(r.cmd("DELETE Lists")[1])       # \Noselect with children: an error
 
     def test_delete_noselect_with_children_refused(self):
-        r = self.conn(self.start(TREE))
+        r = self.raw(self.start(TREE))
         self.assertNO(r.cmd("DELETE Work")[1])
         got = self.list(r, "", "Work*")
         self.assertEqual(set(got), {"Work", "Work/Projects", "Work/Old"})
         self.assertEqual(self.status(r, "Work/Projects")["MESSAGES"], 2)
 
     def test_delete_child_only(self):
-        r = self.conn(self.start(TREE))
+        r = self.raw(self.start(TREE))
         self.assertOK(r.cmd("DELETE Lists/ietf")[1])
         got = self.list(r, "", "Lists*")
         self.assertEqual(got, {"Lists": {"\\hasnochildren"}})
@@ -765,19 +629,31 @@ class Delete(Base):
 
     def test_recreated_mailbox_does_not_reuse_uids(self):
         # RFC 3501 6.3.4: new UIDs must be higher unless UIDVALIDITY changed.
-        r = self.conn(self.start())
+        r = self.raw(self.start())
         r.ok("CREATE Reuse")
         for i in range(2):
-            u, t = self.append(r, "Reuse", message("reuse %d" % i))
+            u, t = r.append("Reuse", message("reuse %d" % i))
             self.assertOK(t)
         v1, uid1 = self.assertCode(t, "APPENDUID")
         r.ok("DELETE Reuse")
         r.ok("CREATE Reuse")
-        u, t = self.append(r, "Reuse", message("reuse again"))
+        u, t = r.append("Reuse", message("reuse again"))
         self.assertOK(t)
         v2, uid2 = self.assertCode(t, "APPENDUID")
         self.assertTrue(v2 != v1 or uid2 > uid1, (v1, uid1, v2, uid2))
 
+
+    def test_delete_of_own_selected_mailbox_completes(self):
+        # the session got "* BYE ... by another session" and no tagged reply
+        srv = self.start()
+        r = self.raw(srv)
+        r.ok("CREATE foo")
+        r.ok("SELECT foo")
+        u, t = r.cmd("DELETE foo")
+        self.assertTrue(t.startswith(b"OK"), (u, t))
+        self.assertNotIn(b"BYE", u)
+        self.assertTrue(r.cmd("FETCH 1 FLAGS")[1].startswith(b"BAD"))  # authenticated now
+        r.ok("SELECT INBOX")
 
 class Rename(Base):
     def bodies(self, r, box):
@@ -787,7 +663,7 @@ class Rename(Base):
         return [f[k]["BODY[]"] for k in sorted(f)]
 
     def test_rename(self):
-        r = self.conn(self.start(TREE))
+        r = self.raw(self.start(TREE))
         self.assertOK(r.cmd("RENAME Sent Archive")[1])
         got = self.list(r, "", "*")
         self.assertNotIn("Sent", got)
@@ -796,7 +672,7 @@ class Rename(Base):
                          [m.raw for m in imapref.read_mbox(fixture("tree", "Sent.mbox"))])
 
     def test_children_follow(self):
-        r = self.conn(self.start(TREE))
+        r = self.raw(self.start(TREE))
         self.assertOK(r.cmd("RENAME Lists Groups")[1])
         self.assertOK(r.cmd("RENAME Work Job")[1])   # a \Noselect level can be renamed too
         got = self.list(r, "", "*")
@@ -813,21 +689,21 @@ class Rename(Base):
     def test_rename_inbox(self):
         # RFC 3501 6.3.5: moves the messages to the new name and leaves INBOX empty.
         s = self.start()
-        r = self.conn(s)
+        r = self.raw(s)
         self.assertOK(r.cmd("RENAME INBOX Old")[1])
         self.assertEqual(self.bodies(r, "Old"), [m.raw for m in BASIC])
         got = self.list(r, "", "*")
         self.assertEqual(set(got), {"INBOX", "Old"})
         self.assertEqual(self.status(r)["MESSAGES"], 0)
-        u, t = self.append(r, "INBOX", message("after rename"))
+        u, t = r.append("INBOX", message("after rename"))
         self.assertOK(t)
         self.assertEqual(self.status(r)["MESSAGES"], 1)
-        r2 = self.conn(s, select="Old")
+        r2 = self.raw(s, select="Old")
         self.assertEqual({k: v - {"\\recent"} for k, v in self.flags(r2).items()},
                          {m.seq: later_flags(m) for m in BASIC})
 
     def test_rename_to_existing_fails(self):
-        r = self.conn(self.start(TREE))
+        r = self.raw(self.start(TREE))
         self.assertNO(r.cmd("RENAME Sent Drafts")[1])
         self.assertNO(r.cmd("RENAME Sent INBOX")[1])
         self.assertNO(r.cmd("RENAME Sent Lists/ietf")[1])
@@ -836,24 +712,32 @@ class Rename(Base):
         self.assertEqual(self.status(r, "INBOX")["MESSAGES"], 2)
 
     def test_rename_missing_fails(self):
-        r = self.conn(self.start(TREE))
+        r = self.raw(self.start(TREE))
         self.assertNO(r.cmd("RENAME NoSuchBox Other")[1])
         self.assertNotIn("Other", self.list(r, "", "*"))
 
     def test_rename_creates_superiors(self):
-        r = self.conn(self.start(TREE))
+        r = self.raw(self.start(TREE))
         self.assertOK(r.cmd("RENAME Sent x/y/Sent")[1])
         got = self.list(r, "", "x*")
         self.assertEqual(set(got), {"x", "x/y", "x/y/Sent"})
         self.assertEqual(self.status(r, "x/y/Sent")["MESSAGES"], 1)
 
 
+    def test_rename_inbox_into_its_own_level(self):
+        # RFC 3501 6.3.5 allows it: INBOX's messages move, its inferiors stay
+        srv = self.start()
+        r = self.raw(srv)
+        r.ok("RENAME INBOX INBOX/old")
+        self.assertIn(b"MESSAGES 6", r.ok("STATUS INBOX/old (MESSAGES)"))
+        self.assertIn(b"MESSAGES 0", r.ok("STATUS INBOX (MESSAGES)"))
+
 # ========================================================================================
 # SUBSCRIBE, UNSUBSCRIBE, LSUB (RFC 3501 6.3.6, 6.3.7, 6.3.9)
 
 class Subscriptions(Base):
     def test_subscribe_unsubscribe(self):
-        r = self.conn(self.start(TREE))
+        r = self.raw(self.start(TREE))
         self.assertOK(r.cmd("SUBSCRIBE Sent")[1])
         self.assertOK(r.cmd("SUBSCRIBE Lists/ietf")[1])
         got = self.list(r, "", "*", "LSUB")
@@ -867,7 +751,7 @@ class Subscriptions(Base):
     def test_lsub_percent_gives_noselect_parent(self):
         # RFC 3501 6.3.9: "Work/Projects" subscribed, "Work" not: LSUB "" "%" returns Work
         # flagged \Noselect, not Work/Projects.
-        r = self.conn(self.start(TREE))
+        r = self.raw(self.start(TREE))
         for box in self.list(r, "", "*", "LSUB"):
             r.ok("UNSUBSCRIBE " + q(box))
         r.ok("SUBSCRIBE Work/Projects")
@@ -878,21 +762,20 @@ class Subscriptions(Base):
 
     def test_subscription_survives_delete(self):
         # RFC 3501 6.3.6: the server MUST NOT remove a name from the subscriptions itself.
-        r = self.conn(self.start(TREE))
+        r = self.raw(self.start(TREE))
         r.ok("SUBSCRIBE Sent")
         r.ok("DELETE Sent")
         self.assertIn("Sent", self.list(r, "", "*", "LSUB"))
 
     def test_subscriptions_shared_by_sessions(self):
         s = self.start(TREE)
-        self.conn(s).ok("SUBSCRIBE Lists")
-        self.assertIn("Lists", self.list(self.conn(s), "", "*", "LSUB"))
+        self.raw(s).ok("SUBSCRIBE Lists")
+        self.assertIn("Lists", self.list(self.raw(s), "", "*", "LSUB"))
 
 
 # ========================================================================================
 # LIST (RFC 3501 6.3.8, 7.2.2; RFC 3348 CHILDREN)
 
-TREE_LIST = imapref.TREE_LIST
 
 
 def sub(names):
@@ -903,7 +786,7 @@ class List(Shared):
     ARGS = (TREE,)
 
     def setUp(self):
-        self.r = self.conn()
+        self.r = self.raw()
 
     def test_star(self):
         self.assertEqual(self.list(self.r, "", "*"), TREE_LIST)
@@ -962,13 +845,31 @@ class List(Shared):
         c.logout()
 
 
+
+class ListPatterns(Base):
+    """LIST patterns whose matching could be slow; each test its own server."""
+
+    def test_list_pattern_with_many_wildcards_is_fast_and_blocks_nobody(self):
+        # list_match was exponential in the number of wildcards, under the user's lock
+        srv = self.start()
+        a, b = self.raw(srv), self.raw(srv)
+        a.ok("CREATE " + "a" * 200)
+        t0 = time.monotonic()
+        u, t = a.cmd('LIST "" "' + "*" * 30 + 'b"')
+        self.assertTrue(t.startswith(b"OK"), t)
+        self.assertEqual(u, b"")
+        u, t = a.cmd('LIST "" "' + "%*" * 40 + 'a"')
+        self.assertIn(b'"' + b"a" * 200 + b'"', u)
+        self.assertLess(time.monotonic() - t0, 5)
+        self.assertIn(b'"INBOX"', b.ok('LIST "" INBOX'))
+
 # ========================================================================================
 # STATUS (RFC 3501 6.3.10)
 
 class Status(Base):
     def test_status_values(self):
         s = self.start()
-        r = self.conn(s)
+        r = self.raw(s)
         st = self.status(r)
         self.assertEqual(st, {"MESSAGES": len(BASIC), "RECENT": sum(m.recent for m in BASIC),
                               "UIDNEXT": len(BASIC) + 1, "UIDVALIDITY": 1,
@@ -978,17 +879,17 @@ class Status(Base):
         self.assertEqual(responses(r.ok("SELECT INBOX"), "RECENT")[0][0], 1)
 
     def test_status_only_what_was_asked(self):
-        r = self.conn(self.start())
+        r = self.raw(self.start())
         self.assertEqual(self.status(r, "INBOX", "UIDNEXT MESSAGES"), {"UIDNEXT": 7, "MESSAGES": 6})
         self.assertEqual(self.status(r, "inbox", "UNSEEN"), {"UNSEEN": 2})
 
     def test_status_uids_fixture(self):
-        r = self.conn(self.start(fixture("uids.mbox")))
+        r = self.raw(self.start(fixture("uids.mbox")))
         self.assertEqual(self.status(r), {"MESSAGES": 3, "RECENT": 0, "UIDNEXT": 40,
                                           "UIDVALIDITY": 12345, "UNSEEN": 1})
 
     def test_status_tree(self):
-        r = self.conn(self.start(TREE))
+        r = self.raw(self.start(TREE))
         self.assertEqual(self.status(r, "Lists/ietf"),
                          {"MESSAGES": 3, "RECENT": 0, "UIDNEXT": 4, "UIDVALIDITY": 1, "UNSEEN": 0})
         self.assertEqual(self.status(r, "Drafts", "MESSAGES UNSEEN"), {"MESSAGES": 0, "UNSEEN": 0})
@@ -1004,18 +905,18 @@ class Status(Base):
 class Append(Base):
     def test_append_flags_date_literal(self):
         s = self.start()
-        r = self.conn(s)
+        r = self.raw(s)
         msg = message("appended", b"Caf\xc3\xa9 8-bit line.\r\nSecond line.\r\n")
-        u, t = self.append(r, "INBOX", msg, '(\\Seen \\Flagged $Custom) "05-Mar-2026 14:15:16 +0100"')
+        u, t = r.append("INBOX", msg, '(\\Seen \\Flagged $Custom) "05-Mar-2026 14:15:16 +0100"')
         self.assertOK(t)
         self.assertEqual(self.assertCode(t, "APPENDUID"), [1, 7])
-        r2 = self.conn(s)
+        r2 = self.raw(s)
         u = r2.ok("SELECT INBOX")
         self.assertEqual(responses(u, "EXISTS")[0][0], 7)
         self.assertIn("$custom", flagset(responses(u, "FLAGS")[0][1]))
         f = fetches(r2.ok("FETCH 7 (FLAGS INTERNALDATE RFC822.SIZE UID BODY.PEEK[])"))[7]
         self.assertEqual(flagset(f["FLAGS"]), {"\\seen", "\\flagged", "$custom", "\\recent"})
-        self.assertEqual(imapref.imap_date_time(f["INTERNALDATE"].decode()),
+        self.assertEqual(imap_date_time(f["INTERNALDATE"].decode()),
                          calendar.timegm((2026, 3, 5, 13, 15, 16, 0, 0, 0)))
         self.assertEqual(f["RFC822.SIZE"], len(msg))
         self.assertEqual(f["UID"], 7)
@@ -1025,22 +926,22 @@ class Append(Base):
     def test_append_defaults(self):
         # No flags: empty flag list plus \Recent; no date: the current time.
         s = self.start()
-        r = self.conn(s)
+        r = self.raw(s)
         msg = message("plain")
         before = time.time()
-        u, t = self.append(r, "INBOX", msg)
+        u, t = r.append("INBOX", msg)
         self.assertOK(t)
         r.ok("SELECT INBOX")
         f = fetches(r.ok("FETCH 7 (FLAGS INTERNALDATE BODY.PEEK[])"))[7]
         self.assertEqual(flagset(f["FLAGS"]), {"\\recent"})
-        when = imapref.imap_date_time(f["INTERNALDATE"].decode())
+        when = imap_date_time(f["INTERNALDATE"].decode())
         self.assertTrue(before - 120 <= when <= time.time() + 120, (before, when))
         self.assertEqual(f["BODY[]"], msg)
 
     def test_append_literal_plus(self):
-        r = self.conn(self.start())
+        r = self.raw(self.start())
         msg = message("literal plus")
-        u, t = self.append(r, "INBOX", msg, "(\\Draft)", plus=True)
+        u, t = r.append("INBOX", msg, "(\\Draft)", plus=True)
         self.assertOK(t)
         r.ok("EXAMINE INBOX")
         f = fetches(r.ok("FETCH 7 (FLAGS BODY.PEEK[])"))[7]
@@ -1062,11 +963,11 @@ class Append(Base):
 
     def test_append_large_literal(self):
         # 1 MiB: far over any line limit, far under the literal limit.
-        r = self.conn(self.start())
+        r = self.raw(self.start())
         msg = message("large", b"".join(b"%07d abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz\r\n" % i
                                         for i in range(16000)))
         self.assertGreater(len(msg), 1 << 20)
-        u, t = self.append(r, "INBOX", msg)
+        u, t = r.append("INBOX", msg)
         self.assertOK(t)
         r.ok("EXAMINE INBOX")
         f = fetches(r.ok("FETCH 7 (RFC822.SIZE BODY.PEEK[])"))[7]
@@ -1074,34 +975,34 @@ class Append(Base):
         self.assertEqual(f["BODY[]"], msg)
 
     def test_append_to_missing_mailbox(self):
-        r = self.conn(self.start())
-        u, t = self.append(r, "NoSuchBox", message("lost"))
+        r = self.raw(self.start())
+        u, t = r.append("NoSuchBox", message("lost"))
         self.assertNO(t)
         self.assertCode(t, "TRYCREATE")
         self.assertNotIn("NoSuchBox", self.list(r, "", "*"))   # MUST NOT create it
         self.assertOK(r.cmd("NOOP")[1])
         r.ok("CREATE NoSuchBox")
-        u, t = self.append(r, "NoSuchBox", message("found"))
+        u, t = r.append("NoSuchBox", message("found"))
         self.assertOK(t)
         self.assertEqual(self.status(r, "NoSuchBox", "MESSAGES"), {"MESSAGES": 1})
 
     def test_append_to_selected_mailbox_reports_exists(self):
-        r = self.conn(self.start(), select="INBOX")
-        u, t = self.append(r, "INBOX", message("while selected"))
+        r = self.raw(self.start(), select="INBOX")
+        u, t = r.append("INBOX", message("while selected"))
         self.assertOK(t)
         u += r.ok("NOOP")
         self.assertIn(7, [x[0] for x in responses(u, "EXISTS")])
         self.assertEqual(fetches(r.ok("FETCH 7 (UID)"))[7]["UID"], 7)
 
     def test_append_bad_arguments(self):
-        r = self.conn(self.start())
+        r = self.raw(self.start())
         for opts in ('"32-Foo-2026 25:00:00 +0100"', "(\\Seen", '"05-Mar-2026"', "(\\Seen) x"):
-            u, t = self.append(r, "INBOX", message("bad"), opts)
+            u, t = r.append("INBOX", message("bad"), opts)
             self.assertRefused(t, opts)
             self.assertOK(r.cmd("NOOP")[1])
         # A command refused while its LITERAL+ literal is still coming: the literal is
         # part of the command and must be read, not run as commands (RFC 7888).
-        u, t = self.append(r, "INBOX", message("bad plus"), '"32-Foo-2026 25:00:00 +0100"',
+        u, t = r.append("INBOX", message("bad plus"), '"32-Foo-2026 25:00:00 +0100"',
                            plus=True)
         self.assertRefused(t)
         u, t = r.cmd("NOOP")
@@ -1111,18 +1012,32 @@ class Append(Base):
         self.assertEqual(self.status(r, "INBOX", "MESSAGES"), {"MESSAGES": 6})
 
 
+    def test_uids_run_out_cleanly(self):
+        # uidnext wrapped to 0 and a stored message was freed (use after free)
+        path = write_mbox(self.tempdir(), "full.mbox", "From a Mon Jan  1 00:00:00 2024\n"
+                          "X-IMAPbase: 7 4294967293\nX-UID: 3\n\nx\n")
+        srv = self.start(path)
+        r = self.raw(srv)
+        u, t = r.append("INBOX", b"Subject: one\r\n\r\n1\r\n", plus=True)
+        self.assertIn(b"[APPENDUID 7 4294967294]", t)
+        u, t = r.append("INBOX", b"Subject: two\r\n\r\n2\r\n", plus=True)
+        self.assertTrue(t.startswith(b"NO [LIMIT]"), t)
+        u = r.ok("SELECT INBOX")
+        self.assertIn(b"* 2 EXISTS", u)
+        self.assertIn(b"[UIDNEXT 4294967295]", u)
+
 # ========================================================================================
 # CHECK, CLOSE, UNSELECT, EXPUNGE, UID EXPUNGE (RFC 3501 6.4.1-6.4.3, RFC 3691, RFC 4315)
 
 class CloseExpunge(Base):
     def test_check(self):
-        r = self.conn(self.start(), select="INBOX")
+        r = self.raw(self.start(), select="INBOX")
         self.assertOK(r.cmd("CHECK")[1])
         self.assertOK(r.cmd("FETCH 1 (UID)")[1])
 
     def test_close_expunges_silently(self):
         s = self.start()
-        r = self.conn(s, select="INBOX")
+        r = self.raw(s, select="INBOX")
         r.ok("STORE 1 +FLAGS.SILENT (\\Deleted)")      # 1 and 5 are \Deleted now
         u, t = r.cmd("CLOSE")
         self.assertOK(t)
@@ -1133,16 +1048,16 @@ class CloseExpunge(Base):
         self.assertEqual(self.uids(r), [2, 3, 4, 6])
 
     def test_close_under_examine_removes_nothing(self):
-        r = self.conn(self.start(), examine="INBOX")
+        r = self.raw(self.start(), examine="INBOX")
         self.assertOK(r.cmd("CLOSE")[1])
         self.assertEqual(self.status(r, "INBOX", "MESSAGES"), {"MESSAGES": 6})
 
     def test_close_outside_selected(self):
-        r = self.conn(self.start())
+        r = self.raw(self.start())
         self.assertBAD(r.cmd("CLOSE")[1])
 
     def test_unselect(self):
-        r = self.conn(self.start(), select="INBOX")
+        r = self.raw(self.start(), select="INBOX")
         u, t = r.cmd("UNSELECT")
         self.assertOK(t)
         self.assertEqual(responses(u, "EXPUNGE"), [])
@@ -1152,7 +1067,7 @@ class CloseExpunge(Base):
 
     def test_expunge(self):
         s = self.start()
-        r = self.conn(s, select="INBOX")
+        r = self.raw(s, select="INBOX")
         r.ok("STORE 2:3 +FLAGS.SILENT (\\Deleted)")     # with 5: 2, 3, 5 are \Deleted
         u, t = r.cmd("EXPUNGE")
         self.assertOK(t)
@@ -1162,10 +1077,10 @@ class CloseExpunge(Base):
         f = fetches(r.ok("FETCH 1:* (FLAGS BODY.PEEK[])"))
         self.assertEqual([f[k]["BODY[]"] for k in (1, 2, 3)],
                          [BASIC[0].raw, BASIC[3].raw, BASIC[5].raw])
-        self.assertEqual(self.status(self.conn(s), "INBOX", "MESSAGES"), {"MESSAGES": 3})
+        self.assertEqual(self.status(self.raw(s), "INBOX", "MESSAGES"), {"MESSAGES": 3})
 
     def test_expunge_nothing_deleted(self):
-        r = self.conn(self.start(), select="INBOX")
+        r = self.raw(self.start(), select="INBOX")
         r.ok("STORE 5 -FLAGS.SILENT (\\Deleted)")
         u, t = r.cmd("EXPUNGE")
         self.assertOK(t)
@@ -1173,7 +1088,7 @@ class CloseExpunge(Base):
         self.assertEqual(self.uids(r), [1, 2, 3, 4, 5, 6])
 
     def test_uid_expunge(self):
-        r = self.conn(self.start(), select="INBOX")
+        r = self.raw(self.start(), select="INBOX")
         r.ok("STORE 2:3 +FLAGS.SILENT (\\Deleted)")
         u, t = r.cmd("UID EXPUNGE 3:4")                 # 4 is not \Deleted: kept
         self.assertOK(t)
@@ -1193,7 +1108,7 @@ class CloseExpunge(Base):
 class Store(Base):
     def setUp(self):
         self.s = self.start()
-        self.r = self.conn(self.s, select="INBOX")
+        self.r = self.raw(self.s, select="INBOX")
 
     def store(self, cmd):
         u, t = self.r.cmd(cmd)
@@ -1230,7 +1145,7 @@ class Store(Base):
     def test_keywords(self):
         f = fetches(self.store("STORE 2 +FLAGS (NewKeyword)"))
         self.assertIn("newkeyword", flagset(f[2]["FLAGS"]))
-        r2 = self.conn(self.s)                         # visible to a new session
+        r2 = self.raw(self.s)                         # visible to a new session
         u = r2.ok("SELECT INBOX")
         self.assertIn("newkeyword", flagset(responses(u, "FLAGS")[0][1]))
         self.assertIn("\\*", flagset(codes(u)["PERMANENTFLAGS"][0]))
@@ -1246,7 +1161,7 @@ class Store(Base):
     def test_system_flags_any_case(self):
         f = fetches(self.store("store 2 +flags (\\SEEN \\deleted)"))
         self.assertEqual(flagset(f[2]["FLAGS"]), {"\\seen", "\\deleted", "\\flagged", "$label1", "work"})
-        u = self.conn(self.s).ok("SELECT INBOX")         # no keyword "\SEEN" was made
+        u = self.raw(self.s).ok("SELECT INBOX")         # no keyword "\SEEN" was made
         self.assertEqual(flagset(responses(u, "FLAGS")[0][1]) & {"\\seen"}, {"\\seen"})
         self.assertEqual(len(responses(u, "FLAGS")[0][1]), 10)
 
@@ -1256,7 +1171,7 @@ class Store(Base):
 
     def test_persisted_for_other_sessions(self):
         self.store("STORE 1:* +FLAGS.SILENT (\\Flagged)")
-        r2 = self.conn(self.s, examine="INBOX")
+        r2 = self.raw(self.s, examine="INBOX")
         for seq, fl in self.flags(r2).items():
             self.assertIn("\\flagged", fl, seq)
 
@@ -1277,7 +1192,7 @@ class Store(Base):
 class CopyMove(Base):
     def setUp(self):
         self.s = self.start()
-        self.r = self.conn(self.s)
+        self.r = self.raw(self.s)
         self.r.ok("CREATE Dest")
         self.dest_validity = self.status(self.r, "Dest", "UIDVALIDITY")["UIDVALIDITY"]
         self.r.ok("SELECT INBOX")
@@ -1291,7 +1206,7 @@ class CopyMove(Base):
 
     def dest_messages(self):
         """{dest uid: FETCH items} as another session sees Dest."""
-        r2 = self.conn(self.s, examine="Dest")
+        r2 = self.raw(self.s, examine="Dest")
         f = fetches(r2.ok("FETCH 1:* (UID FLAGS INTERNALDATE BODY.PEEK[])"))
         return {d["UID"]: d for d in f.values()}
 
@@ -1301,7 +1216,7 @@ class CopyMove(Base):
         for src, dst in mapping.items():
             m, d = BASIC[src - 1], got[dst]
             self.assertEqual(d["BODY[]"], m.raw)
-            self.assertEqual(imapref.imap_date_time(d["INTERNALDATE"].decode()), m.internaldate)
+            self.assertEqual(imap_date_time(d["INTERNALDATE"].decode()), m.internaldate)
             self.assertEqual(flagset(d["FLAGS"]) - {"\\recent"}, later_flags(m), src)
 
     def test_copy(self):
@@ -1311,7 +1226,7 @@ class CopyMove(Base):
         self.assertEqual(set(mapping), {2, 4})
         self.check_copies(mapping)
         self.assertEqual(self.uids(self.r), [1, 2, 3, 4, 5, 6])    # the source is unchanged
-        r3 = self.conn(self.s, select="Dest")                      # copies are \Recent
+        r3 = self.raw(self.s, select="Dest")                      # copies are \Recent
         for fl in self.flags(r3).values():
             self.assertIn("\\recent", fl)
 
@@ -1376,146 +1291,9 @@ class CopyMove(Base):
         self.assertEqual(self.uids(self.r), [1, 2, 3, 4, 5, 6])
 
 
-# ========================================================================================
-# FETCH and UID FETCH (RFC 3501 6.4.5, 6.4.8, 7.4.2)
-
-DATE_TIME = re.compile(rb'INTERNALDATE "([ 0-3][0-9]-(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)'
-                       rb'-[0-9]{4} [0-2][0-9]:[0-5][0-9]:[0-6][0-9] [+-][0-9]{4})"')
-
-
-class FetchPeek(Shared):
-    """FETCH that changes nothing (PEEK, FLAGS, UID...): one server for all."""
-
-    def setUp(self):
-        self.r = self.conn(select="INBOX")
-
-    def test_static_items(self):
-        u, t = self.r.cmd("FETCH 1:* (FLAGS UID INTERNALDATE RFC822.SIZE)")
-        self.assertOK(t)
-        f = fetches(u)
-        self.assertEqual(sorted(f), [m.seq for m in BASIC])
-        for m in BASIC:
-            d = f[m.seq]
-            self.assertEqual(flagset(d["FLAGS"]) - {"\\recent"}, later_flags(m), m.seq)
-            self.assertEqual(d["UID"], m.seq)
-            self.assertIsInstance(d["INTERNALDATE"], bytes)
-            self.assertEqual(imapref.imap_date_time(d["INTERNALDATE"].decode()), m.internaldate,
-                             (m.seq, d["INTERNALDATE"]))
-            self.assertEqual(d["RFC822.SIZE"], m.size, m.seq)
-        self.assertEqual(len(DATE_TIME.findall(u)), len(BASIC), u)   # date-time syntax (9)
-
-    def test_body_peek_is_byte_exact(self):
-        u, t = self.r.cmd("FETCH 1:* (BODY.PEEK[])")
-        self.assertOK(t)
-        f = fetches(u)
-        for m in BASIC:
-            self.assertEqual(f[m.seq]["BODY[]"], m.raw, m.seq)
-            self.assertNotIn("FLAGS", f[m.seq])
-        self.assertIn(b"\r\nFrom here on", BASIC[1].raw)       # what the fixture is for
-        self.assertIn(b"\r\n>From the archive", BASIC[2].raw)
-        self.assertNotIn("\\seen", self.flags(self.r, "2")[2])
-
-    def test_partial(self):
-        m = BASIC[1]
-        cases = [("0.10", "BODY[]<0>", m.raw[:10]),
-                 ("10.20", "BODY[]<10>", m.raw[10:30]),
-                 ("0.100000", "BODY[]<0>", m.raw),
-                 ("%d.10" % (m.size - 4), "BODY[]<%d>" % (m.size - 4), m.raw[-4:]),
-                 ("%d.10" % (m.size + 50), "BODY[]<%d>" % (m.size + 50), b"")]
-        for part, key, want in cases:
-            u, t = self.r.cmd("FETCH 2 (BODY.PEEK[]<%s>)" % part)
-            self.assertOK(t, part)
-            self.assertEqual(fetches(u)[2].get(key), want, (part, u))
-        self.assertNotIn("\\seen", self.flags(self.r, "2")[2])
-
-    def test_uid_fetch(self):
-        f = fetches(self.r.ok("UID FETCH 2:4 (FLAGS)"))
-        self.assertEqual({k: v["UID"] for k, v in f.items()}, {2: 2, 3: 3, 4: 4})
-        f = fetches(self.r.ok("UID FETCH 4:2 FLAGS"))
-        self.assertEqual(sorted(f), [2, 3, 4])
-        self.assertEqual(fetches(self.r.ok("UID FETCH 100:200 (FLAGS)")), {})
-        f = fetches(self.r.ok("UID FETCH 100:* (FLAGS)"))     # includes the highest UID
-        self.assertEqual({k: v["UID"] for k, v in f.items()}, {6: 6})
-        f = fetches(self.r.ok("UID FETCH * (BODY.PEEK[])"))
-        self.assertEqual(f[6]["BODY[]"], BASIC[5].raw)
-        self.assertEqual(f[6]["UID"], 6)
-
-    def test_single_item_without_parentheses(self):
-        self.assertEqual(fetches(self.r.ok("FETCH 3 UID")), {3: {"UID": 3}})
-        self.assertEqual(fetches(self.r.ok("FETCH 3 RFC822.SIZE")), {3: {"RFC822.SIZE": BASIC[2].size}})
-
-    def test_sequence_sets(self):
-        cases = {"1:*": [1, 2, 3, 4, 5, 6], "5:2": [2, 3, 4, 5], "*": [6], "1,3:4": [1, 3, 4],
-                 "*:5": [5, 6], "6:*": [6], "2,4,6": [2, 4, 6], "1:2,5:*": [1, 2, 5, 6],
-                 "3": [3], "4:4": [4]}
-        for seqset, want in cases.items():
-            u, t = self.r.cmd("FETCH %s (UID)" % seqset)
-            self.assertOK(t, seqset)
-            f = fetches(u)
-            self.assertEqual(sorted(f), want, seqset)
-            self.assertEqual({k: v["UID"] for k, v in f.items()}, {k: k for k in want})
-
-    def test_sequence_number_out_of_range(self):
-        # RFC 3501 section 9 (seq-number): a number above EXISTS gets a tagged BAD.
-        for seqset in ("7", "1:7", "2,9"):
-            self.assertBAD(self.r.cmd("FETCH %s (UID)" % seqset)[1], seqset)
-        self.assertOK(self.r.cmd("NOOP")[1])
-
-
-class FetchEmpty(Shared):
-    ARGS = (TREE,)
-
-    def test_star_in_empty_mailbox(self):
-        # RFC 3501 section 9: "This includes "*" if the selected mailbox is empty."
-        r = self.conn(select="Drafts")
-        self.assertBAD(r.cmd("FETCH * (FLAGS)")[1])
-        self.assertBAD(r.cmd("FETCH 1:* (FLAGS)")[1])
-        u, t = r.cmd("UID FETCH 1:* (FLAGS)")           # no UIDs match: OK, no data
-        self.assertOK(t)
-        self.assertEqual(fetch_list(u), [])
-
-
-class FetchSetsSeen(Base):
-    def test_body_sets_seen(self):
-        s = self.start()
-        r = self.conn(s, select="INBOX")
-        u, t = r.cmd("FETCH 2 (BODY[])")
-        self.assertOK(t)
-        f = fetches(u)[2]
-        self.assertEqual(f["BODY[]"], BASIC[1].raw)
-        self.assertIn("\\seen", flagset(f["FLAGS"]))       # FLAGS reported with the body
-        self.assertIn("\\seen", self.flags(r, "2")[2])
-        self.assertIn("\\seen", self.flags(self.conn(s, examine="INBOX"), "2")[2])
-        u, t = r.cmd("FETCH 1 (BODY[])")                    # already seen: still the body
-        self.assertEqual(fetches(u)[1]["BODY[]"], BASIC[0].raw)
-
-    def test_rfc822_sets_seen(self):
-        r = self.conn(self.start(), select="INBOX")
-        f = fetches(r.ok("FETCH 4 (RFC822)"))[4]
-        self.assertEqual(f["RFC822"], BASIC[3].raw)
-        self.assertEqual(flagset(f["FLAGS"]), {"\\seen", "\\recent"})
-
-    def test_partial_sets_seen(self):
-        r = self.conn(self.start(), select="INBOX")
-        f = fetches(r.ok("FETCH 2 (BODY[]<0.5>)"))[2]
-        self.assertEqual(f["BODY[]<0>"], BASIC[1].raw[:5])
-        self.assertIn("\\seen", flagset(f["FLAGS"]))
-
-    def test_uid_fetch_body_sets_seen(self):
-        r = self.conn(self.start(), select="INBOX")
-        f = fetches(r.ok("UID FETCH 2 (BODY[])"))[2]
-        self.assertEqual(f["UID"], 2)
-        self.assertIn("\\seen", flagset(f["FLAGS"]))
-
-    def test_first_session_sees_recent_in_fetch(self):
-        r = self.conn(self.start(), select="INBOX")
-        f = fetches(r.ok("FETCH 4 (FLAGS)"))
-        self.assertEqual(flagset(f[4]["FLAGS"]), {"\\recent"})
-
-
 class OtherFixtures(Base):
     def test_crlf_fixture(self):
-        r = self.conn(self.start(fixture("crlf.mbox")), select="INBOX")
+        r = self.raw(self.start(fixture("crlf.mbox")), select="INBOX")
         f = fetches(r.ok("FETCH 1:* (FLAGS RFC822.SIZE INTERNALDATE BODY.PEEK[])"))
         self.assertEqual(len(f), len(CRLF))
         for m in CRLF:
@@ -1523,12 +1301,12 @@ class OtherFixtures(Base):
             self.assertEqual(d["BODY[]"], m.raw, m.seq)
             self.assertEqual(d["RFC822.SIZE"], m.size)
             self.assertEqual(flagset(d["FLAGS"]), lower(m.flags))
-            self.assertEqual(imapref.imap_date_time(d["INTERNALDATE"].decode()), m.internaldate)
+            self.assertEqual(imap_date_time(d["INTERNALDATE"].decode()), m.internaldate)
         self.assertIn(b"\r\n\r\nFrom quoted in a CRLF file.\r\n", CRLF[1].raw)
         self.assertNotIn(b"\r\r", b"".join(m.raw for m in CRLF))
 
     def test_uids_fixture(self):
-        r = self.conn(self.start(fixture("uids.mbox")), select="INBOX")
+        r = self.raw(self.start(fixture("uids.mbox")), select="INBOX")
         self.assertEqual(self.uids(r), [10, 20, 30])
         f = fetches(r.ok("UID FETCH 15:25 (BODY.PEEK[] RFC822.SIZE)"))
         self.assertEqual(list(f), [2])
@@ -1538,7 +1316,7 @@ class OtherFixtures(Base):
         self.assertNotIn(b"X-IMAPbase", UIDS[0].raw)
         f = fetches(r.ok("FETCH 1 (BODY.PEEK[])"))
         self.assertEqual(f[1]["BODY[]"], UIDS[0].raw)
-        u, t = self.append(r, "INBOX", message("next uid"))
+        u, t = r.append("INBOX", message("next uid"))
         self.assertEqual(self.assertCode(t, "APPENDUID"), [12345, 40])
 
 
@@ -1547,7 +1325,7 @@ class OtherFixtures(Base):
 
 class Namespace(Shared):
     def test_namespace(self):
-        r = self.conn()
+        r = self.raw()
         u, t = r.cmd("NAMESPACE")
         self.assertOK(t)
         ns = responses(u, "NAMESPACE")
@@ -1575,7 +1353,7 @@ MALFORMED = [
 
 class BadInput(Shared):
     def test_malformed_commands(self):
-        r = self.conn(select="INBOX")
+        r = self.raw(select="INBOX")
         for cmd in MALFORMED:
             u, t = r.cmd(cmd)
             self.assertBAD(t, cmd)
@@ -1584,7 +1362,7 @@ class BadInput(Shared):
         self.still_serving(r)
 
     def test_malformed_before_login(self):
-        r = self.conn(login=False)
+        r = self.raw(login=None)
         for cmd in ("LOGIN", "LOGIN test", 'LOGIN "test test', "LOGIN test test test",
                     "AUTHENTICATE", "(((", "LOGIN {x}"):
             self.assertBAD(r.cmd(cmd)[1], cmd)
@@ -1592,7 +1370,7 @@ class BadInput(Shared):
         self.still_serving(r)
 
     def test_no_tag(self):
-        r = self.conn()
+        r = self.raw()
         for line in (b"\r\n", b" NOOP\r\n", b"+ NOOP\r\n"):
             r.send(line)
             got = r.readline()
@@ -1600,7 +1378,7 @@ class BadInput(Shared):
         self.still_serving(r)
 
     def test_huge_synchronizing_literal(self):
-        r = self.conn(select="INBOX")
+        r = self.raw(select="INBOX")
         # 67108865 is one byte over the 64 MiB literal limit of the contract.
         for cmd in ("APPEND INBOX {4000000000}", "APPEND INBOX (\\Seen) {99999999999}",
                     "SELECT {4000000000}", "APPEND INBOX {67108865}"):
@@ -1610,10 +1388,10 @@ class BadInput(Shared):
             self.assertFalse(line.startswith(b"+"), "continuation for %r" % cmd)
             self.assertTrue(line.startswith(tag.encode() + b" BAD"), (cmd, line))
         self.still_serving(r)
-        self.assertEqual(self.status(self.conn(), "INBOX", "MESSAGES"), {"MESSAGES": 6})
+        self.assertEqual(self.status(self.raw(), "INBOX", "MESSAGES"), {"MESSAGES": 6})
 
     def test_huge_literal_before_login(self):
-        r = self.conn(login=False)
+        r = self.raw(login=None)
         tag = r.tag()
         r.send("%s LOGIN {4000000000}\r\n" % tag)
         self.assertTrue(r.readline().startswith(tag.encode() + b" BAD"))
@@ -1622,7 +1400,7 @@ class BadInput(Shared):
 
     def test_huge_nonsynchronizing_literal(self):
         # RFC 7888 section 4: the server either answers BAD or says BYE and closes.
-        r = self.conn()
+        r = self.raw()
         tag = r.tag()
         r.send("%s APPEND INBOX {4000000000+}\r\n" % tag + "x" * 1000)
         line = r.readline()
@@ -1646,21 +1424,34 @@ class BadInput(Shared):
         self.assertFalse([l for l in lines if l.startswith(tag.encode() + b" OK")])
 
     def test_very_long_line(self):
-        r = self.conn(select="INBOX")
+        r = self.raw(select="INBOX")
         self.long_line(r, "NOOP ")
         self.long_line(r, "FETCH 1 (BODY.PEEK[HEADER.FIELDS (")
         self.still_serving(r)
 
     def test_very_long_line_before_login(self):
-        r = self.conn(login=False)
+        r = self.raw(login=None)
         self.long_line(r, "LOGIN test test ")
         r.ok("LOGIN test test")
         self.still_serving(r)
 
     def test_nul_byte(self):
-        r = self.conn()
+        r = self.raw()
         self.assertBAD(r.cmd(b"NOOP \x00")[1])
         self.still_serving(r)
+
+    def test_resp_text_is_seven_bit(self):
+        r = self.raw()
+        u, t = r.cmd(b"SELECT {3+}\r\n\xc3\xa9x")
+        self.assertTrue(t.startswith(b"NO"), t)
+        self.assertTrue(all(c < 0x80 for c in t), t)
+
+    def test_echoed_text_never_looks_like_a_literal(self):
+        r = self.raw()
+        r.send('t1 SELECT "x{9}"\r\n')
+        line = r.readline()
+        self.assertTrue(line.startswith(b"t1 NO"), line)
+        self.assertFalse(line.endswith(b"}\r\n"), line)
 
     def test_zz_everything_then_new_client(self):
         # After all of the above on this server, a new client still logs in and reads mail.

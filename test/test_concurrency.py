@@ -22,21 +22,18 @@ Run it against a ThreadSanitizer build with IMAPMEM_BIN=/path/to/imapmem-tsan.
 import collections
 import random
 import re
-import shutil
-import socket
-import tempfile
 import threading
 import time
 import traceback
 import unittest
 
-from imapserver import Server, write_mbox
+from wire import (ServerCase, View, expand_set, fetch_list, numbers, parse_line, search_of,
+                  split_units, status_parts, write_mbox)
 
 BASE = 10                     # messages in the fixture
 RUN_SECONDS = 3.0
 MAX_ITER = {"append": 150, "expunge": 100, "copy": 60, "store": 400, "fetch": 60}
 CMD_TIMEOUT = 60.0            # a command without its tagged reply this long is a deadlock
-SANITIZER_MARKS = ("ThreadSanitizer", "AddressSanitizer", "LeakSanitizer", "runtime error:")
 NO_EXPUNGE = re.compile(r"^(UID )?(FETCH|STORE|SEARCH)\b", re.I)
 
 
@@ -52,70 +49,12 @@ def message(mid):
             "Subject: %s\r\nMessage-ID: <%s>\r\n\r\nBody of %s.\r\n" % (mid, mid, mid)).encode()
 
 
-def complete_response(buf):
-    """Length of the first complete response line in buf (literals followed), or 0."""
-    i = 0
-    while True:
-        j = buf.find(b"\r\n", i)
-        if j < 0:
-            return 0
-        m = re.search(rb"\{(\d+)\+?\}$", buf[i:j])
-        if not m:
-            return j + 2
-        i = j + 2 + int(m.group(1))
-        if i > len(buf):
-            return 0
-
-
-def uid_of(line):
-    head = line.split(b"{", 1)[0]                  # not inside a literal
-    m = re.search(rb"[( ]UID (\d+)", head)
-    return int(m.group(1)) if m else None
-
-
-class View:
-    """One session's idea of the selected mailbox: the UID of each sequence number (None
-    while not yet seen), maintained from untagged responses only."""
-
-    def __init__(self, who):
-        self.who = who
-        self.uids = []
-
-    def feed(self, line):
-        if line.startswith(b"* BYE"):
-            raise AssertionError("%s: unexpected %r" % (self.who, line))
-        m = re.match(rb"\* (\d+) (EXISTS|EXPUNGE|FETCH)\b", line)
-        if not m:
-            return
-        n, what = int(m.group(1)), m.group(2)
-        if what == b"EXISTS":
-            assert n >= len(self.uids), "%s: EXISTS %d shrinks %d (RFC 3501 5.2)" % (
-                self.who, n, len(self.uids))
-            self.uids += [None] * (n - len(self.uids))
-        elif what == b"EXPUNGE":
-            assert 1 <= n <= len(self.uids), "%s: EXPUNGE %d with %d messages" % (
-                self.who, n, len(self.uids))
-            del self.uids[n - 1]
-        else:
-            assert 1 <= n <= len(self.uids), "%s: FETCH %d with %d messages: %r" % (
-                self.who, n, len(self.uids), line[:100])
-            uid = uid_of(line)
-            if uid is None:
-                return
-            old = self.uids[n - 1]
-            assert old in (None, uid), "%s: seq %d was UID %d, now %d" % (self.who, n, old, uid)
-            self.uids[n - 1] = uid
-            known = [u for u in self.uids if u is not None]
-            assert known == sorted(set(known)), "%s: UIDs not ascending at seq %d: ...%r" % (
-                self.who, n, known[-8:])
-
-
 class Client:
-    """A Raw connection with a view and a reader that never loses a partial response."""
+    """A Raw connection with a View that every untagged response goes through."""
 
-    def __init__(self, srv, name, select=None):
+    def __init__(self, case, name, select=None):
         self.name = name
-        self.r = srv.raw(login=("test", "test"))
+        self.r = case.raw(case.srv)
         self.r.sock.settimeout(CMD_TIMEOUT)
         self.view = None
         if select:
@@ -127,41 +66,25 @@ class Client:
         except OSError:
             pass
 
-    def read(self, timeout=CMD_TIMEOUT):
-        """One response line, or None when timeout passes first."""
-        end = time.monotonic() + timeout
-        while True:
-            n = complete_response(self.r.buf)
-            if n:
-                line, self.r.buf = self.r.buf[:n], self.r.buf[n:]
-                return line
-            left = end - time.monotonic()
-            if left <= 0:
-                return None
-            self.r.sock.settimeout(left)
-            try:
-                chunk = self.r.sock.recv(65536)
-            except socket.timeout:
-                return None
-            if not chunk:
-                raise EOFError("%s: connection closed; have %r" % (self.name, self.r.buf[:200]))
-            self.r.buf += chunk
+    def feed(self, line, command):
+        """One untagged response line: to the view, and no EXPUNGE during command."""
+        resp = parse_line(line)
+        if self.view is not None:
+            self.view.apply(resp)
+        if NO_EXPUNGE.match(command) and resp[1:2] == ["EXPUNGE"]:
+            raise AssertionError("%s: EXPUNGE during %r (RFC 3501 7.4.1)" % (self.name, command))
 
     def until_tagged(self, tag, command):
         lines = []
         while True:
-            line = self.read()
+            line = self.r.poll(CMD_TIMEOUT)
             if line is None:
                 raise AssertionError("%s: no tagged reply to %r within %ds (deadlock?)"
                                      % (self.name, command, CMD_TIMEOUT))
             if line.startswith(tag.encode() + b" "):
                 return lines, line[len(tag) + 1:-2]
             lines.append(line)
-            if self.view is not None:
-                self.view.feed(line)
-            if NO_EXPUNGE.match(command) and re.match(rb"\* \d+ EXPUNGE", line):
-                raise AssertionError("%s: EXPUNGE during %r (RFC 3501 7.4.1)"
-                                     % (self.name, command))
+            self.feed(line, command)
 
     def cmd(self, command, ok=(b"OK",)):
         tag = self.r.tag()
@@ -171,30 +94,21 @@ class Client:
         return lines, tagged
 
     def select(self, mailbox):
-        self.view = View(self.name)
+        self.view = View(who=self.name)
         return self.cmd("SELECT " + mailbox)
 
     def append(self, mailbox, data):
-        tag = self.r.tag()
-        command = "APPEND %s {%d}" % (mailbox, len(data))
-        self.r.send("%s %s\r\n" % (tag, command))
-        while True:
-            line = self.read()
-            assert line is not None, "%s: no continuation for APPEND" % self.name
-            if line.startswith(b"+"):
-                break
-            assert not line.startswith(tag.encode()), "%s: APPEND -> %r" % (self.name, line)
-            if self.view is not None:
-                self.view.feed(line)
-        self.r.send(data + b"\r\n")
-        lines, tagged = self.until_tagged(tag, command)
+        """APPEND data; its UID from APPENDUID, or None."""
+        untagged, tagged = self.r.append(mailbox, data)
+        for line in split_units(untagged):
+            self.feed(line, "APPEND")
         assert tagged.startswith(b"OK"), "%s: APPEND -> %r" % (self.name, tagged)
-        m = re.search(rb"\[APPENDUID \d+ (\d+)\]", tagged)
-        return int(m.group(1)) if m else None
+        code = status_parts(tagged)[1]
+        return code[2] if code and code[0] == "APPENDUID" else None
 
     def uid_of_mid(self, mid):
         lines, _ = self.cmd('UID SEARCH HEADER Message-ID "<%s>"' % mid)
-        nums = [int(x) for ln in lines if ln.startswith(b"* SEARCH") for x in ln.split()[2:]]
+        nums = search_of(b"".join(lines))
         assert len(nums) == 1, "%s: %s found as %r" % (self.name, mid, nums)
         return nums[0]
 
@@ -202,28 +116,27 @@ class Client:
         tag = self.r.tag()
         self.r.send("%s IDLE\r\n" % tag)
         while True:
-            line = self.read()
+            line = self.r.poll(CMD_TIMEOUT)
             assert line is not None, "%s: no + for IDLE" % self.name
             if line.startswith(b"+"):
                 break
             assert not line.startswith(tag.encode()), "%s: IDLE -> %r" % (self.name, line)
-            self.view.feed(line)
+            self.feed(line, "IDLE")
         end = time.monotonic() + seconds
         while time.monotonic() < end:
-            line = self.read(max(0.0, end - time.monotonic()))
+            line = self.r.poll(max(0.0, end - time.monotonic()))
             if line is not None:
                 assert not line.startswith(tag.encode()), "%s: IDLE ended: %r" % (self.name, line)
-                self.view.feed(line)
+                self.feed(line, "IDLE")
         self.r.send("DONE\r\n")
         _, tagged = self.until_tagged(tag, "IDLE")
         assert tagged.startswith(b"OK"), "%s: DONE -> %r" % (self.name, tagged)
 
 
-class ConcurrencyTest(unittest.TestCase):
+class ConcurrencyTest(ServerCase):
 
     def setUp(self):
-        self.dir = tempfile.mkdtemp(prefix="imapmem-conc-")
-        self.srv = Server(write_mbox(self.dir, "inbox.mbox", fixture_text()))
+        self.srv = self.start(write_mbox(self.tempdir(), "inbox.mbox", fixture_text()))
         self.errors = []
         self.lock = threading.Lock()
         self.appended = {}                # Message-ID -> UID from APPENDUID (or None)
@@ -231,16 +144,8 @@ class ConcurrencyTest(unittest.TestCase):
         self.deleted = set()              # expunged on purpose
         self.clients = []
 
-    def tearDown(self):
-        for c in self.clients:
-            c.close()
-        if self.srv.proc.poll() is None:
-            self.srv.stop()
-        self.srv.stderr_file.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
     def client(self, name, select="INBOX"):
-        c = Client(self.srv, name, select)
+        c = Client(self, name, select)
         with self.lock:
             self.clients.append(c)
         return c
@@ -266,7 +171,7 @@ class ConcurrencyTest(unittest.TestCase):
             uid = c.append("INBOX", message(mid)) or c.uid_of_mid(mid)
             c.cmd("UID STORE %d +FLAGS.SILENT (\\Deleted)" % uid)
             lines, _ = c.cmd("EXPUNGE")
-            assert any(re.match(rb"\* \d+ EXPUNGE", ln) for ln in lines), \
+            assert numbers(b"".join(lines), "EXPUNGE"), \
                 "expunger: EXPUNGE of %s reported nothing: %r" % (mid, lines)
             with self.lock:
                 self.deleted.add(mid)
@@ -280,12 +185,11 @@ class ConcurrencyTest(unittest.TestCase):
             mid = "cp-%d@conc" % i
             uid = ci.append("INBOX", message(mid)) or ci.uid_of_mid(mid)
             _, tagged = ci.cmd("UID COPY %d Other" % uid)
-            m = re.search(rb"\[COPYUID \d+ \d+ (\d+)\]", tagged)
+            code = status_parts(tagged)[1]
             co.cmd("NOOP")
-            v = int(m.group(1)) if m else co.uid_of_mid(mid)
+            v = expand_set(code[3])[0] if code and code[0] == "COPYUID" else co.uid_of_mid(mid)
             lines, _ = co.cmd("UID FETCH %d (UID)" % v)
-            seqs = [int(re.match(rb"\* (\d+) FETCH", ln).group(1)) for ln in lines
-                    if re.match(rb"\* \d+ FETCH", ln) and uid_of(ln) == v]
+            seqs = [n for n, items in fetch_list(b"".join(lines)) if items.get("UID") == v]
             assert len(seqs) == 1, "copier: UID %d in Other: %r" % (v, lines)
             co.cmd("COPY %d INBOX" % seqs[0])
             co.cmd("UID STORE %d +FLAGS.SILENT (\\Deleted)" % v)
@@ -359,11 +263,9 @@ class ConcurrencyTest(unittest.TestCase):
         fresh = self.client("fresh")
         lines, _ = fresh.cmd("UID FETCH 1:* (UID BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
         rows = []
-        for ln in lines:
-            m = re.match(rb"\* (\d+) FETCH", ln)
-            if m:
-                mid = re.search(rb"<([^>]+)>", ln.split(b"{", 1)[1] if b"{" in ln else ln)
-                rows.append((int(m.group(1)), uid_of(ln), mid.group(1).decode()))
+        for n, items in fetch_list(b"".join(lines)):
+            mid = re.search(rb"<([^>]+)>", items["BODY[HEADER.FIELDS (MESSAGE-ID)]"])
+            rows.append((n, items.get("UID"), mid.group(1).decode()))
         rows.sort()
         self.assertEqual([r[0] for r in rows], list(range(1, len(rows) + 1)))
         self.assertEqual(len(rows), len(fresh.view.uids))
@@ -405,8 +307,7 @@ class ConcurrencyTest(unittest.TestCase):
         self.clients = []
         rc = self.srv.stop()
         err = self.srv.stderr()
-        for mark in SANITIZER_MARKS:
-            self.assertNotIn(mark, err, err[-3000:])
+        self.assertNoSanitizerReport(err)
         self.assertEqual(rc, 0, err[-3000:])
 
 

@@ -67,15 +67,18 @@ text/plain part there, as Dovecot answers.
 
 Sessions: `ro` has EXAMINEd INBOX (FETCH there never sets \\Seen), `rw` has
 SELECTed it; \\Seen tests use messages 11-16 only through `rw`, one message each.
+
+After the corpus: FETCH and UID FETCH of fixtures/basic.mbox (the static items, partial
+fetches, sequence sets, what sets \\Seen; its facts are listed at the top of
+test_commands.py), and ENVELOPE of odd headers made for one test.
 """
-import os
-import sys
+import re
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from imapserver import Server, fixture  # noqa: E402
-from imapparse import Literal, parse_untagged, to_text  # noqa: E402
+import imapref
+from imapref import later_flags
+from wire import (Literal, ServerCase, fetch_list, fetches, fixture, flagset, imap_date_time,
+                  to_text, write_mbox)
 
 CORPUS = fixture("mime", "corpus.mbox")
 
@@ -417,7 +420,7 @@ IDATE = {1: "02-Mar-2026 10:00:00 +0000", 2: "03-Mar-2026 08:15:00 +0100",
 
 # ---------------------------------------------------------------- helpers that need no server
 
-class CorpusHelpersTest(unittest.TestCase):
+class CorpusHelpersTest(ServerCase):
     """The fixture helpers against bytes written by hand (no server involved)."""
 
     def test_corpus_helpers(self):
@@ -461,23 +464,17 @@ class CorpusHelpersTest(unittest.TestCase):
 
 # ---------------------------------------------------------------- wire tests
 
-class FetchTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.server = Server(CORPUS)
-        cls.ro = cls.server.raw(login=("test", "test"))
-        cls.ro.ok("EXAMINE INBOX")
-        cls.rw = cls.server.raw(login=("test", "test"))
-        cls.rw.ok("SELECT INBOX")
+class FetchTest(ServerCase):
+    ARGS = (CORPUS,)
+    SHARED = True
 
     @classmethod
-    def tearDownClass(cls):
-        for c in (cls.ro, cls.rw):
-            try:
-                c.close()
-            except OSError:
-                pass
-        cls.server.__exit__(None, None, None)
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.ro = cls.raw_shared()
+        cls.ro.ok("EXAMINE INBOX")
+        cls.rw = cls.raw_shared()
+        cls.rw.ok("SELECT INBOX")
 
     # -- plumbing
 
@@ -486,16 +483,15 @@ class FetchTest(unittest.TestCase):
         conn = conn or self.ro
         untagged, tagged = conn.cmd(command)
         self.assertTrue(tagged.startswith(b"OK"), "%s -> %r" % (command, tagged))
-        return [r for r in parse_untagged(untagged) if r[0] == "FETCH"], untagged
+        return fetch_list(untagged), untagged
 
     def fetch(self, seq, items, conn=None, uid=False):
         """The items of message `seq` (all its FETCH responses merged) and the raw bytes."""
         resps, raw = self.cmd("%sFETCH %s %s" % ("UID " if uid else "", seq, items), conn)
         d = {}
-        for _, n, its in resps:
+        for n, its in resps:
             if n == seq:
-                for k, v in its:
-                    d[k] = v
+                d.update(its)
         self.assertTrue(d, "no FETCH response for %s in %r" % (seq, raw))
         return d, raw
 
@@ -570,7 +566,7 @@ class FetchTest(unittest.TestCase):
     def test_all_messages_in_one_fetch(self):
         resps, raw = self.cmd("FETCH 1:* (ENVELOPE BODYSTRUCTURE)")
         got = {}
-        for _, n, its in resps:
+        for n, its in resps:
             got.setdefault(n, {}).update(its)
         self.assertEqual(sorted(got), list(range(1, 17)))
         bad = ["ENVELOPE of %d" % n for n in range(1, 17)
@@ -804,7 +800,7 @@ class FetchTest(unittest.TestCase):
 
     def test_rfc822_size_of_every_message(self):
         resps, raw = self.cmd("FETCH 1:* RFC822.SIZE")
-        sizes = {n: dict(its)["RFC822.SIZE"] for _, n, its in resps if
+        sizes = {n: dict(its)["RFC822.SIZE"] for n, its in resps if
                  "RFC822.SIZE" in dict(its)}
         self.assertEqual(sizes, {n: len(M[n]) for n in range(1, 17)})
 
@@ -815,7 +811,7 @@ class FetchTest(unittest.TestCase):
 
     def test_internaldate(self):
         resps, raw = self.cmd("FETCH 1:* INTERNALDATE")
-        got = {n: self.internaldate(dict(its)["INTERNALDATE"]) for _, n, its in resps
+        got = {n: self.internaldate(dict(its)["INTERNALDATE"]) for n, its in resps
                if "INTERNALDATE" in dict(its)}
         self.assertEqual(got, IDATE)
 
@@ -854,14 +850,14 @@ class FetchTest(unittest.TestCase):
 
     def test_uid_fetch_includes_uid(self):
         resps, raw = self.cmd("FETCH 1:* (UID)")
-        uids = {n: dict(its)["UID"] for _, n, its in resps}
+        uids = {n: dict(its)["UID"] for n, its in resps}
         self.assertEqual(sorted(uids), list(range(1, 17)))
         self.assertEqual([uids[n] for n in range(1, 17)], sorted(set(uids.values())))
         resps, raw = self.cmd("UID FETCH %d (RFC822.SIZE)" % uids[3])
-        self.assertEqual([(n, dict(its)) for _, n, its in resps],
+        self.assertEqual([(n, dict(its)) for n, its in resps],
                          [(3, {"UID": uids[3], "RFC822.SIZE": len(M[3])})])
         resps, raw = self.cmd("UID FETCH 1:* (FLAGS)")
-        self.assertEqual(sorted((n, dict(its).get("UID")) for _, n, its in resps),
+        self.assertEqual(sorted((n, dict(its).get("UID")) for n, its in resps),
                          sorted(uids.items()))
 
     # -- string forms
@@ -896,7 +892,7 @@ class FetchTest(unittest.TestCase):
 
     def fetch_responses(self, seq, items, conn):
         resps, raw = self.cmd("FETCH %d %s" % (seq, items), conn)
-        return [dict(its) for _, n, its in resps if n == seq], raw
+        return [dict(its) for n, its in resps if n == seq], raw
 
     def test_seen_body_peek_does_not_set(self):
         rs, raw = self.fetch_responses(13, "(BODY.PEEK[] BODY.PEEK[TEXT])", self.rw)
@@ -937,6 +933,193 @@ class FetchTest(unittest.TestCase):
         self.assertEqual(d["BODY[]"], M[10])
         self.assertFalse(self.seen(10, self.ro))
         self.assertFalse(self.seen(10, self.rw))
+
+
+# ========================================================================================
+# FETCH and UID FETCH of fixtures/basic.mbox (RFC 3501 6.4.5, 6.4.8, 7.4.2): items, partial
+# fetches, sequence sets, \\Seen
+
+BASIC = imapref.read_mbox(fixture("basic.mbox"))
+
+DATE_TIME = re.compile(rb'INTERNALDATE "([ 0-3][0-9]-(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)'
+                       rb'-[0-9]{4} [0-2][0-9]:[0-5][0-9]:[0-6][0-9] [+-][0-9]{4})"')
+
+
+class FetchPeek(ServerCase):
+    """FETCH that changes nothing (PEEK, FLAGS, UID...): one server for all."""
+    ARGS = (fixture("basic.mbox"),)
+    SHARED = True
+
+    def setUp(self):
+        self.r = self.raw(select="INBOX")
+
+    def test_static_items(self):
+        u, t = self.r.cmd("FETCH 1:* (FLAGS UID INTERNALDATE RFC822.SIZE)")
+        self.assertOK(t)
+        f = fetches(u)
+        self.assertEqual(sorted(f), [m.seq for m in BASIC])
+        for m in BASIC:
+            d = f[m.seq]
+            self.assertEqual(flagset(d["FLAGS"]) - {"\\recent"}, later_flags(m), m.seq)
+            self.assertEqual(d["UID"], m.seq)
+            self.assertIsInstance(d["INTERNALDATE"], bytes)
+            self.assertEqual(imap_date_time(d["INTERNALDATE"].decode()), m.internaldate,
+                             (m.seq, d["INTERNALDATE"]))
+            self.assertEqual(d["RFC822.SIZE"], m.size, m.seq)
+        self.assertEqual(len(DATE_TIME.findall(u)), len(BASIC), u)   # date-time syntax (9)
+
+    def test_body_peek_is_byte_exact(self):
+        u, t = self.r.cmd("FETCH 1:* (BODY.PEEK[])")
+        self.assertOK(t)
+        f = fetches(u)
+        for m in BASIC:
+            self.assertEqual(f[m.seq]["BODY[]"], m.raw, m.seq)
+            self.assertNotIn("FLAGS", f[m.seq])
+        self.assertIn(b"\r\nFrom here on", BASIC[1].raw)       # what the fixture is for
+        self.assertIn(b"\r\n>From the archive", BASIC[2].raw)
+        self.assertNotIn("\\seen", self.flags(self.r, "2")[2])
+
+    def test_partial(self):
+        m = BASIC[1]
+        cases = [("0.10", "BODY[]<0>", m.raw[:10]),
+                 ("10.20", "BODY[]<10>", m.raw[10:30]),
+                 ("0.100000", "BODY[]<0>", m.raw),
+                 ("%d.10" % (m.size - 4), "BODY[]<%d>" % (m.size - 4), m.raw[-4:]),
+                 ("%d.10" % (m.size + 50), "BODY[]<%d>" % (m.size + 50), b"")]
+        for part, key, want in cases:
+            u, t = self.r.cmd("FETCH 2 (BODY.PEEK[]<%s>)" % part)
+            self.assertOK(t, part)
+            self.assertEqual(fetches(u)[2].get(key), want, (part, u))
+        self.assertNotIn("\\seen", self.flags(self.r, "2")[2])
+
+    def test_uid_fetch(self):
+        f = fetches(self.r.ok("UID FETCH 2:4 (FLAGS)"))
+        self.assertEqual({k: v["UID"] for k, v in f.items()}, {2: 2, 3: 3, 4: 4})
+        f = fetches(self.r.ok("UID FETCH 4:2 FLAGS"))
+        self.assertEqual(sorted(f), [2, 3, 4])
+        self.assertEqual(fetches(self.r.ok("UID FETCH 100:200 (FLAGS)")), {})
+        f = fetches(self.r.ok("UID FETCH 100:* (FLAGS)"))     # includes the highest UID
+        self.assertEqual({k: v["UID"] for k, v in f.items()}, {6: 6})
+        f = fetches(self.r.ok("UID FETCH * (BODY.PEEK[])"))
+        self.assertEqual(f[6]["BODY[]"], BASIC[5].raw)
+        self.assertEqual(f[6]["UID"], 6)
+
+    def test_single_item_without_parentheses(self):
+        self.assertEqual(fetches(self.r.ok("FETCH 3 UID")), {3: {"UID": 3}})
+        self.assertEqual(fetches(self.r.ok("FETCH 3 RFC822.SIZE")), {3: {"RFC822.SIZE": BASIC[2].size}})
+
+    def test_sequence_sets(self):
+        cases = {"1:*": [1, 2, 3, 4, 5, 6], "5:2": [2, 3, 4, 5], "*": [6], "1,3:4": [1, 3, 4],
+                 "*:5": [5, 6], "6:*": [6], "2,4,6": [2, 4, 6], "1:2,5:*": [1, 2, 5, 6],
+                 "3": [3], "4:4": [4]}
+        for seqset, want in cases.items():
+            u, t = self.r.cmd("FETCH %s (UID)" % seqset)
+            self.assertOK(t, seqset)
+            f = fetches(u)
+            self.assertEqual(sorted(f), want, seqset)
+            self.assertEqual({k: v["UID"] for k, v in f.items()}, {k: k for k in want})
+
+    def test_sequence_number_out_of_range(self):
+        # RFC 3501 section 9 (seq-number): a number above EXISTS gets a tagged BAD.
+        for seqset in ("7", "1:7", "2,9"):
+            self.assertBAD(self.r.cmd("FETCH %s (UID)" % seqset)[1], seqset)
+        self.assertOK(self.r.cmd("NOOP")[1])
+
+
+    def test_number_4294967295_is_not_star(self):
+        # '*' used to be stored as 4294967295
+        r = self.r
+        self.assertEqual(r.ok("UID FETCH 4294967295 (UID FLAGS)"), b"")
+        self.assertTrue(r.cmd("FETCH 4294967295 (UID)")[1].startswith(b"BAD"))
+        self.assertEqual(r.ok("UID SEARCH UID 4294967295"), b"* SEARCH\r\n")
+        self.assertIn(b"UID 6", r.ok("UID FETCH 5:* (UID)"))
+
+    def test_header_fields_not_with_many_names(self):
+        # names after the 64th were dropped
+        r = self.r
+        names = " ".join("X-F%d" % i for i in range(64)) + " SUBJECT FROM TO DATE MESSAGE-ID"
+        u = r.ok("FETCH 1 BODY.PEEK[HEADER.FIELDS.NOT (%s)]" % names)
+        for field in (b"Subject:", b"From:", b"To:", b"Date:", b"Message-ID:"):
+            self.assertNotIn(b"\r\n" + field, u)
+        self.assertIn(b"\r\nReturn-Path:", u)
+
+class FetchEmpty(ServerCase):
+    ARGS = (fixture("tree"),)
+    SHARED = True
+
+    def test_star_in_empty_mailbox(self):
+        # RFC 3501 section 9: "This includes "*" if the selected mailbox is empty."
+        r = self.raw(select="Drafts")
+        self.assertBAD(r.cmd("FETCH * (FLAGS)")[1])
+        self.assertBAD(r.cmd("FETCH 1:* (FLAGS)")[1])
+        u, t = r.cmd("UID FETCH 1:* (FLAGS)")           # no UIDs match: OK, no data
+        self.assertOK(t)
+        self.assertEqual(fetch_list(u), [])
+
+
+class FetchSetsSeen(ServerCase):
+    ARGS = (fixture("basic.mbox"),)
+
+    def test_body_sets_seen(self):
+        s = self.start()
+        r = self.raw(s, select="INBOX")
+        u, t = r.cmd("FETCH 2 (BODY[])")
+        self.assertOK(t)
+        f = fetches(u)[2]
+        self.assertEqual(f["BODY[]"], BASIC[1].raw)
+        self.assertIn("\\seen", flagset(f["FLAGS"]))       # FLAGS reported with the body
+        self.assertIn("\\seen", self.flags(r, "2")[2])
+        self.assertIn("\\seen", self.flags(self.raw(s, examine="INBOX"), "2")[2])
+        u, t = r.cmd("FETCH 1 (BODY[])")                    # already seen: still the body
+        self.assertEqual(fetches(u)[1]["BODY[]"], BASIC[0].raw)
+
+    def test_rfc822_sets_seen(self):
+        r = self.raw(self.start(), select="INBOX")
+        f = fetches(r.ok("FETCH 4 (RFC822)"))[4]
+        self.assertEqual(f["RFC822"], BASIC[3].raw)
+        self.assertEqual(flagset(f["FLAGS"]), {"\\seen", "\\recent"})
+
+    def test_partial_sets_seen(self):
+        r = self.raw(self.start(), select="INBOX")
+        f = fetches(r.ok("FETCH 2 (BODY[]<0.5>)"))[2]
+        self.assertEqual(f["BODY[]<0>"], BASIC[1].raw[:5])
+        self.assertIn("\\seen", flagset(f["FLAGS"]))
+
+    def test_uid_fetch_body_sets_seen(self):
+        r = self.raw(self.start(), select="INBOX")
+        f = fetches(r.ok("UID FETCH 2 (BODY[])"))[2]
+        self.assertEqual(f["UID"], 2)
+        self.assertIn("\\seen", flagset(f["FLAGS"]))
+
+    def test_first_session_sees_recent_in_fetch(self):
+        r = self.raw(self.start(), select="INBOX")
+        f = fetches(r.ok("FETCH 4 (FLAGS)"))
+        self.assertEqual(flagset(f[4]["FLAGS"]), {"\\recent"})
+
+
+
+class OddHeaders(ServerCase):
+    """ENVELOPE of headers made for one test: each test its own server."""
+
+    def test_envelope_with_stray_semicolon_does_not_hang(self):
+        # out_address_list looped for ever on a ';' outside a group
+        srv = self.start(fixture("basic.mbox"))
+        r = self.raw(srv)
+        u, t = r.append("INBOX", b"From: a@b\r\nTo: x@y;\r\nSubject: s\r\n\r\nbody\r\n", plus=True)
+        self.assertTrue(t.startswith(b"OK"), t)
+        r.ok("SELECT INBOX")
+        u = r.ok("FETCH 7 ENVELOPE")
+        self.assertIn(b'((NIL NIL "x" "y"))', u)
+
+    def test_nul_in_a_header_keeps_the_literal_honest(self):
+        path = write_mbox(self.tempdir(), "nul.mbox",
+                          b"From a Mon Nov 23 09:00:00 2026\nSubject: a\x00b\n\nx\n")
+        srv = self.start(path)
+        r = self.raw(srv)
+        r.ok("SELECT INBOX")
+        u = r.ok("FETCH 1 ENVELOPE")            # Raw follows the literal: lengths must agree
+        self.assertIn(b"{3}\r\na b", u)
+        r.ok("NOOP")
 
 
 if __name__ == "__main__":

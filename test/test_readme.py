@@ -3,6 +3,7 @@
 * every ```python block runs (with ./imapmem replaced by the server under test);
 * the ```c block compiles against imapmem.c and runs;
 * the annotated ```imap transcript is replayed against the server, line for line;
+* the ```py example of a wire test passes;
 * every `--fault '...'` and `--capability` example starts the server.
 """
 import os
@@ -13,8 +14,8 @@ import sys
 import tempfile
 import unittest
 
-import imapserver
-from imapserver import ROOT, Raw, Server, fixture
+import wire
+from wire import ROOT, ServerCase, fixture
 
 README = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
 
@@ -23,15 +24,16 @@ def blocks(lang):
     return re.findall(r"^```%s\n(.*?)^```" % lang, README, re.M | re.S)
 
 
-class ReadmeExamples(unittest.TestCase):
+class ReadmeExamples(ServerCase):
     def test_python_examples_run(self):
         code = blocks("python")
         self.assertGreaterEqual(len(code), 2)
         for src in code:
-            src = src.replace("./imapmem", imapserver.BIN)
+            src = src.replace("./imapmem", wire.BIN)
             p = subprocess.run([sys.executable, "-c", src], cwd=ROOT, timeout=60,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             self.assertEqual(p.returncode, 0, "README example failed:\n%s\n%s" % (src, p.stderr.decode()))
+            self.assertNoSanitizerReport(p.stderr.decode("utf-8", "replace"))
 
     def test_c_example_builds_and_runs(self):
         (src,) = blocks("c")
@@ -87,23 +89,35 @@ class ReadmeExamples(unittest.TestCase):
             else:
                 self.assertTrue(line.startswith("S:"), line)
                 steps[-1][1].append(line[3:] if line.startswith("S: ") else "")
-        with Server(fixture("basic.mbox")) as srv:
-            r = Raw(srv.host, srv.port)
-            self.assertEqual(r.greeting.decode(), greeting[3:] + "\r\n")
-            for command, expected in steps:
-                tag, rest = command.split(" ", 1)
-                untagged, tagged = r.cmd(rest, tag=tag)
-                got = (untagged + tag.encode() + b" " + tagged + b"\r\n").decode()
-                self.assertEqual(got, "".join(e + "\r\n" for e in expected), command)
-            r.close()
+        r = self.raw(self.start(fixture("basic.mbox")), login=None)
+        self.assertEqual(r.greeting.decode(), greeting[3:] + "\r\n")
+        for command, expected in steps:
+            tag, rest = command.split(" ", 1)
+            untagged, tagged = r.cmd(rest, tag=tag)
+            got = (untagged + tag.encode() + b" " + tagged + b"\r\n").decode()
+            self.assertEqual(got, "".join(e + "\r\n" for e in expected), command)
 
     def test_fault_and_capability_examples_start(self):
         specs = re.findall(r"--fault '([^']+)'", README)
         self.assertGreaterEqual(len(specs), 10)
         for spec in specs + ["--capability"]:
             args = ["--capability", "-MOVE"] if spec == "--capability" else ["--fault", spec]
-            with Server(*args, fixture("basic.mbox")) as srv:
-                self.assertTrue(srv.ready_line.startswith(b"imapmem: listening on"), spec)
+            srv = self.start(*args, fixture("basic.mbox"))
+            self.assertTrue(srv.ready_line.startswith(b"imapmem: listening on"), spec)
+            srv.finish()
+
+    def test_wire_test_example_runs(self):
+        """The README's example of a wire test, as a file of its own, passes."""
+        (src,) = blocks("py")
+        d = self.tempdir()
+        with open(os.path.join(d, "test_readme_example.py"), "w") as f:
+            f.write(src)
+        env = dict(os.environ, IMAPMEM_BIN=wire.BIN,
+                   PYTHONPATH=os.path.dirname(os.path.abspath(wire.__file__)))
+        p = subprocess.run([sys.executable, "-m", "unittest", "test_readme_example"], cwd=d,
+                           env=env, timeout=60, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.assertEqual(p.returncode, 0, p.stdout.decode())
+        self.assertIn(b"Ran 1 test", p.stdout)
 
     def test_readme_names_the_test_command(self):
         self.assertIn("\n    make test\n", README)

@@ -56,7 +56,7 @@ selects the mailbox: the shared connection of SearchTest.
 import re
 import unittest
 
-from imapserver import Server, fixture
+from wire import ServerCase, fetches, fixture, numbers, search_of
 
 ALL = list(range(1, 15))
 UIDS = [3, 5, 6, 10, 11, 12, 20, 21, 22, 30, 31, 40, 41, 50]
@@ -74,68 +74,21 @@ def but(*sets):
     return [n for n in ALL if n not in drop]
 
 
-SEARCH_LINE = re.compile(rb"^\* SEARCH((?: [0-9]+)*)\r\n$")
-
-
-def search_result(untagged):
-    """The numbers of the one `* SEARCH` response in untagged (exact grammar of 7.2.5)."""
-    lines = [ln for ln in untagged.split(b"\r\n") if ln.upper().startswith(b"* SEARCH")]
-    assert len(lines) == 1, "expected exactly one * SEARCH response: %r" % untagged
-    m = SEARCH_LINE.match(lines[0] + b"\r\n")
-    assert m, "malformed SEARCH response %r" % lines[0]
-    nums = [int(x) for x in m.group(1).split()]
-    assert len(nums) == len(set(nums)), "duplicates in %r" % lines[0]
-    return sorted(nums)
-
-
-def cmd_literals(r, pieces, nonsync=False):
-    """Send one command made of pieces: bytes are sent as they are, a 1-tuple (data,) is sent
-    as a literal {n} (waiting for the `+` continuation) or {n+} when nonsync.  Returns
-    (untagged, tagged) like Raw.cmd()."""
-    tag = r.tag()
-    out = tag.encode() + b" "
-    untagged = b""
-    for p in pieces:
-        if isinstance(p, tuple):
-            data = p[0]
-            if nonsync:
-                out += b"{%d+}\r\n" % len(data) + data
-                continue
-            r.send(out + b"{%d}\r\n" % len(data))
-            while True:
-                line = r.read_response_line()
-                if line.startswith(b"+"):
-                    break
-                if line.startswith(tag.encode() + b" "):
-                    return untagged, line[len(tag) + 1:-2]
-                untagged += line
-            out = data
-        else:
-            out += p
-    r.send(out + b"\r\n")
-    u, t = r.until_tagged(tag)
-    return untagged + u, t
-
-
-class SearchTest(unittest.TestCase):
+class SearchTest(ServerCase):
     """Read-only searches on one shared session that selected the fixture first."""
+    ARGS = (fixture("search.mbox"),)
+    SHARED = True
 
     @classmethod
     def setUpClass(cls):
-        cls.srv = Server(fixture("search.mbox"))
-        cls.r = cls.srv.raw(login=("test", "test"))
+        super().setUpClass()
+        cls.r = cls.raw_shared()
         cls.select_untagged = cls.r.ok("SELECT INBOX")
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.r.close()
-        cls.srv.stop()
-        cls.srv.stderr_file.close()
 
     def search(self, criteria, uid=False):
         untagged, tagged = self.r.cmd(("UID SEARCH " if uid else "SEARCH ") + criteria)
         self.assertTrue(tagged.startswith(b"OK"), "%s -> %r" % (criteria, tagged))
-        return search_result(untagged)
+        return search_of(untagged)
 
     def check(self, criteria, expected, uid=False):
         self.assertEqual(self.search(criteria, uid), sorted(expected), criteria)
@@ -146,9 +99,9 @@ class SearchTest(unittest.TestCase):
         self.assertNotIn(b"* SEARCH", untagged)
 
     def lit(self, pieces, expected, nonsync=False):
-        untagged, tagged = cmd_literals(self.r, [b"SEARCH "] + pieces, nonsync)
+        untagged, tagged = self.r.command([b"SEARCH "] + pieces, nonsync)
         self.assertTrue(tagged.startswith(b"OK"), "%r -> %r" % (pieces, tagged))
-        self.assertEqual(search_result(untagged), sorted(expected), repr(pieces))
+        self.assertEqual(search_of(untagged), sorted(expected), repr(pieces))
 
     # -- the fixture as loaded (if these fail, everything below is suspect) ------------------
 
@@ -156,23 +109,19 @@ class SearchTest(unittest.TestCase):
         self.assertIn(b"* 14 EXISTS", self.select_untagged)
         self.assertIn(b"* 4 RECENT", self.select_untagged)
         untagged = self.r.ok("FETCH 1:* (UID FLAGS)")
-        got = {}
-        for m in re.finditer(rb"\* (\d+) FETCH \((.*)\)\r\n", untagged):
-            uid = re.search(rb"UID (\d+)", m.group(2))
-            flags = re.search(rb"FLAGS \(([^)]*)\)", m.group(2))
-            got[int(m.group(1))] = (int(uid.group(1)), set(flags.group(1).split()))
+        got = {n: (d["UID"], set(d["FLAGS"])) for n, d in fetches(untagged).items()}
         self.assertEqual([got[n][0] for n in ALL], UIDS)
         for n in ALL:
             f = got[n][1]
-            self.assertEqual(b"\\Seen" in f, n in SEEN, (n, f))
-            self.assertEqual(b"\\Recent" in f, n in RECENT, (n, f))
-            self.assertEqual(b"\\Answered" in f, n in ANSWERED, (n, f))
-            self.assertEqual(b"\\Flagged" in f, n in FLAGGED, (n, f))
-            self.assertEqual(b"\\Deleted" in f, n in DELETED, (n, f))
-            self.assertEqual(b"\\Draft" in f, n in DRAFT, (n, f))
-            self.assertEqual(b"$Work" in f, n in (1, 8), (n, f))
-            self.assertEqual(b"Urgent" in f, n in (8, 10), (n, f))
-            self.assertEqual(b"$Label1" in f, n == 14, (n, f))
+            self.assertEqual("\\Seen" in f, n in SEEN, (n, f))
+            self.assertEqual("\\Recent" in f, n in RECENT, (n, f))
+            self.assertEqual("\\Answered" in f, n in ANSWERED, (n, f))
+            self.assertEqual("\\Flagged" in f, n in FLAGGED, (n, f))
+            self.assertEqual("\\Deleted" in f, n in DELETED, (n, f))
+            self.assertEqual("\\Draft" in f, n in DRAFT, (n, f))
+            self.assertEqual("$Work" in f, n in (1, 8), (n, f))
+            self.assertEqual("Urgent" in f, n in (8, 10), (n, f))
+            self.assertEqual("$Label1" in f, n == 14, (n, f))
 
     # -- sequence sets, ALL, UID --------------------------------------------------------------
 
@@ -345,7 +294,7 @@ class SearchTest(unittest.TestCase):
     def test_larger_smaller_are_strict(self):
         # boundary against the server's own RFC822.SIZE of message 11: strictly larger/smaller
         untagged = self.r.ok("FETCH 11 RFC822.SIZE")
-        size = int(re.search(rb"RFC822\.SIZE (\d+)", untagged).group(1))
+        size = fetches(untagged)[11]["RFC822.SIZE"]
         self.assertLess(abs(size - 6474), 3, "RFC822.SIZE of 11 should be about 6474")
         self.check("LARGER %d" % (size - 1), [11])
         self.check("LARGER %d" % size, [])
@@ -396,7 +345,7 @@ class SearchTest(unittest.TestCase):
         for criteria in ("ON 30-Feb-2024", "ON 31-Apr-2024"):
             untagged, tagged = self.r.cmd("SEARCH " + criteria)
             if tagged.startswith(b"OK"):
-                self.assertEqual(search_result(untagged), [], criteria)
+                self.assertEqual(search_of(untagged), [], criteria)
             else:
                 self.assertTrue(tagged.startswith(b"BAD"), (criteria, tagged))
 
@@ -442,7 +391,7 @@ class SearchTest(unittest.TestCase):
         # a long NOT chain recurses as deeply as groups: BAD or the right answer, no crash
         untagged, tagged = self.r.cmd("SEARCH " + "NOT " * 2000 + "SEEN")
         if tagged.startswith(b"OK"):
-            self.assertEqual(search_result(untagged), SEEN)
+            self.assertEqual(search_of(untagged), SEEN)
         else:
             self.assertTrue(tagged.startswith(b"BAD"), tagged)
         self.check("ALL", ALL)
@@ -520,29 +469,23 @@ class SearchTest(unittest.TestCase):
             r.close()
 
 
-class SearchChangesTest(unittest.TestCase):
+class SearchChangesTest(ServerCase):
     """Searches after the mailbox changes: each test has its own server."""
 
     def setUp(self):
-        self.srv = Server(fixture("search.mbox"))
-        self.r = self.srv.raw(login=("test", "test"))
-        self.r.ok("SELECT INBOX")
-
-    def tearDown(self):
-        self.r.close()
-        self.srv.stop()
-        self.srv.stderr_file.close()
+        self.srv = self.start(fixture("search.mbox"))
+        self.r = self.raw(select="INBOX")
 
     def search(self, criteria):
         untagged, tagged = self.r.cmd(criteria)
         self.assertTrue(tagged.startswith(b"OK"), "%s -> %r" % (criteria, tagged))
-        return search_result(untagged)
+        return search_of(untagged)
 
     def test_uid_search_after_expunge(self):
         untagged = self.r.ok("STORE 1:2 +FLAGS.SILENT (\\Deleted)")
         self.assertNotIn(b"FETCH", untagged)
         untagged = self.r.ok("EXPUNGE")                 # removes 1 2 6 12
-        self.assertEqual(len(re.findall(rb"\* \d+ EXPUNGE\r\n", untagged)), 4, untagged)
+        self.assertEqual(len(numbers(untagged, "EXPUNGE")), 4, untagged)
         # left: old 3 4 5 7 8 9 10 11 13 14 -> new 1..10
         self.assertEqual(self.search("SEARCH ALL"), list(range(1, 11)))
         self.assertEqual(self.search("UID SEARCH ALL"), [6, 10, 11, 20, 21, 22, 30, 31, 41, 50])
@@ -566,8 +509,7 @@ class SearchChangesTest(unittest.TestCase):
     def test_search_sees_append(self):
         msg = (b"From: New Person <new@example.com>\r\nSubject: appended ocelot\r\n"
                b"Date: Fri, 01 Mar 2024 12:00:00 +0000\r\n\r\nBody with quetzal.\r\n")
-        untagged, tagged = cmd_literals(
-            self.r, [b'APPEND INBOX (\\Flagged) "20-Mar-2024 08:00:00 +0000" ', (msg,)])
+        untagged, tagged = self.r.append("INBOX", msg, '(\\Flagged) "20-Mar-2024 08:00:00 +0000"')
         self.assertTrue(tagged.startswith(b"OK"), tagged)
         self.assertIn(b"* 15 EXISTS", untagged + self.r.ok("NOOP"))
         self.assertEqual(self.search("SEARCH SUBJECT ocelot"), [15])

@@ -51,7 +51,8 @@ import time
 import traceback
 
 import imapref
-from imapserver import Raw, ServerCase, write_mbox
+from wire import (ParseError, Raw, ServerCase, expand_set, parse_line, status_parts, upper,
+                  write_mbox)
 
 SEED = int(os.environ.get("IMAPMEM_STRESS_SEED", "20261204"))
 NMSG = 50
@@ -63,10 +64,6 @@ RUN_TIMEOUT = 240.0       # the whole run, sanitizer builds included
 SHOW = 20                 # errors quoted in the assertion message
 
 MID_RE = re.compile(rb"^Message-ID:[ \t]*(<[^>\r\n]*>)", re.I | re.M)
-NUMBERED = re.compile(rb"^\* (\d+) (EXISTS|EXPUNGE|RECENT|FETCH)\b", re.I)
-SIMPLE_ITEMS = rb'(?:UID \d+|FLAGS \([^()"{}]*\))(?: (?:UID \d+|FLAGS \([^()"{}]*\)))*'
-SIMPLE_FETCH = re.compile(rb"^\* \d+ FETCH \((" + SIMPLE_ITEMS + rb")\)\r\n$", re.I)
-SIMPLE_ITEM = re.compile(rb"(UID) (\d+)|(FLAGS) \(([^)]*)\)", re.I)
 
 
 def fixture_text(n, seed):
@@ -259,33 +256,37 @@ class Client:
         if expungeissued and self.run.strict and ctx.verb in ("FETCH", "STORE", "UID FETCH",
                                                              "UID STORE"):
             return
-        m = re.match(rb"(\w+)( \[[^\]\s]*)?", line)
-        code = (m.group(2) + b"]").decode("latin-1") if m and m.group(2) else ""
+        try:
+            code = status_parts(line)[1]
+        except (ParseError, ValueError):
+            code = None
+        code = " [%s]" % code[0] if code else ""
         self.error("tagged %s%s to %s" % (ctx.status, code, ctx.verb), line[:200])
 
     # -- the model -----------------------------------------------------------------------
 
     def untagged(self, unit, ctx):
-        m = NUMBERED.match(unit)
-        if m:
-            n, word = int(m.group(1)), m.group(2).upper()
-            if word == b"FETCH":
-                self.on_fetch(n, unit, ctx)
-            elif word == b"EXISTS":
+        try:
+            r = parse_line(unit)
+        except (ParseError, ValueError, IndexError) as e:
+            kind = "unparsable FETCH response" if b" FETCH " in unit[:24] else "unparsable response"
+            self.error(kind, "%s: %r" % (e, unit[:200]))
+            return
+        if len(r) == 2 and isinstance(r[0], int) or r[1:2] == ["FETCH"]:
+            n, word = r[0], upper(r[1])
+            if word == "FETCH":
+                self.on_fetch(n, r, unit, ctx)
+            elif word == "EXISTS":
                 if n < len(self.view):
                     self.error("EXISTS shrinks the view", "%d EXISTS, view %d"
                                % (n, len(self.view)))
                 else:
                     self.view += [None] * (n - len(self.view))
-            elif word == b"EXPUNGE":
+            elif word == "EXPUNGE":
                 self.on_expunge(n, ctx)
-            return
-        try:
-            r = imapref.parse(unit)[0]
-        except (imapref.ParseError, ValueError, IndexError) as e:
-            self.error("unparsable response", "%s: %r" % (e, unit[:200]))
-            return
-        word = imapref.upper(r[0]) if r else None
+            if word in ("FETCH", "EXISTS", "EXPUNGE", "RECENT"):
+                return
+        word = upper(r[0]) if r else None
         if word == "FLAGS":
             if len(r) != 2 or not isinstance(r[1], list):
                 self.error("bad FLAGS response", unit[:200])
@@ -343,31 +344,12 @@ class Client:
                 break
         self.view[n - 1] = uid
 
-    @staticmethod
-    def fetch_items(unit):
-        """{ITEM: value} of one FETCH response (a fast path for UID and FLAGS only)."""
-        m = SIMPLE_FETCH.match(unit)
-        if not m:
-            (_, items), = imapref.fetch_list(unit)
-            return items
-        items = {}
-        for u, uid, f, flags in SIMPLE_ITEM.findall(m.group(1)):
-            if u:
-                items["UID"] = int(uid)
-            else:
-                items["FLAGS"] = flags.decode("latin-1").split()
-        return items
-
-    def on_fetch(self, n, unit, ctx):
+    def on_fetch(self, n, r, unit, ctx):
         if not 1 <= n <= len(self.view):
             self.error("FETCH number outside the view", "view %d: %r" % (len(self.view),
                                                                           unit[:150]))
             return
-        try:
-            items = self.fetch_items(unit)
-        except (imapref.ParseError, ValueError, IndexError, AttributeError) as e:
-            self.error("unparsable FETCH response", "%s: %r" % (e, unit[:200]))
-            return
+        items = dict(zip(r[2][0::2], r[2][1::2]))
         uid = items.get("UID")
         if uid is not None:
             if not isinstance(uid, int):
@@ -481,7 +463,7 @@ class Client:
         ctx = self.cmd("SELECT INBOX")
         if ctx.status != "OK":
             raise Abort()
-        uv = [c for c in ctx.codes if imapref.upper(c[0]) == "UIDVALIDITY"]
+        uv = [c for c in ctx.codes if upper(c[0]) == "UIDVALIDITY"]
         if not uv or uv[0][1:] != [UIDVALIDITY]:
             self.error("UIDVALIDITY not %d" % UIDVALIDITY, repr(uv))
         if self.view:
@@ -664,11 +646,11 @@ class Client:
         ctx = self.cmd("APPEND INBOX %s{%d}" % (flags, len(msg)), literal=msg)
         if ctx.status != "OK":
             return
-        m = re.match(rb"OK \[APPENDUID (\d+) (\d+)\]", ctx.tagged)
-        if not m:
+        code = status_parts(ctx.tagged)[1]
+        if not code or upper(code[0]) != "APPENDUID" or len(code) != 3:
             self.error("APPEND OK without APPENDUID", ctx.tagged[:100])
             return
-        uv, uid = int(m.group(1)), int(m.group(2))
+        uv, uid = code[1], code[2]
         if uv != UIDVALIDITY:
             self.error("APPENDUID with another UIDVALIDITY", ctx.tagged[:100])
         if known and uid <= max(known):
@@ -678,9 +660,9 @@ class Client:
 
     def copyuid(self, code, where):
         try:
-            if imapref.upper(code[0]) != "COPYUID" or code[1] != UIDVALIDITY:
+            if upper(code[0]) != "COPYUID" or code[1] != UIDVALIDITY:
                 raise ValueError(code)
-            src, dst = imapref.expand_set(code[2]), imapref.expand_set(code[3])
+            src, dst = expand_set(code[2]), expand_set(code[3])
             if len(src) != len(dst):
                 raise ValueError(code)
         except (ValueError, IndexError, TypeError) as e:
@@ -695,11 +677,11 @@ class Client:
         ctx = self.cmd("COPY %s INBOX" % sset)
         if ctx.status != "OK":
             return
-        m = re.match(rb"OK \[(COPYUID [^\]]*)\]", ctx.tagged)
-        if not m:
+        code = status_parts(ctx.tagged)[1]
+        if not code or upper(code[0]) != "COPYUID":
             self.error("COPY OK without COPYUID", ctx.tagged[:100])
             return
-        self.copyuid(imapref.tokens(m.group(1)), "COPYUID")
+        self.copyuid(code, "COPYUID")
 
     def do_move(self):
         n = self.rng.randint(1, len(self.view))
@@ -707,7 +689,7 @@ class Client:
         ctx = self.cmd("MOVE %d Trash" % n)
         if ctx.status != "OK":
             return
-        codes = [c for c in ctx.codes if imapref.upper(c[0]) == "COPYUID"]
+        codes = [c for c in ctx.codes if upper(c[0]) == "COPYUID"]
         if not codes:
             self.error("MOVE without * OK [COPYUID]", ctx.tagged[:100])
         if uid is not None and uid in self.view:
