@@ -79,6 +79,9 @@
 #ifndef IMAPMEM_MAX_KEYWORDS
 #define IMAPMEM_MAX_KEYWORDS 64         /* keywords per mailbox: one bit each per message */
 #endif
+#ifndef IMAPMEM_EXPUNGE_LOG
+#define IMAPMEM_EXPUNGE_LOG 1024        /* expunge log entries kept beyond one per message */
+#endif
 #define MAX_MAILBOX_NAME 1024
 
 #ifndef MSG_NOSIGNAL         /* POSIX.1-2008; where it is missing, SIGPIPE is blocked anyway */
@@ -104,6 +107,11 @@ struct str {                 /* borrowed view: never owns memory */
 struct arena_block;
 struct arena {               /* per-command allocations, freed together */
   struct arena_block *head;
+};
+struct set_writer {          /* writes ascending numbers as a sequence-set: "1:3,7" */
+  struct buf *b;
+  uint32_t lo, hi;            /* the range not yet written */
+  size_t n;                   /* numbers added */
 };
 struct needle {              /* a string to look for without regard to ASCII case */
   const unsigned char *lower; /* its bytes in lower case */
@@ -174,17 +182,19 @@ enum {
   FLAG_RECENT = 32           /* \Recent not yet claimed by a session */
 };
 #define FLAGS_SYSTEM 31
+#define NO_MSG UINT32_MAX     /* the end of the change list */
 struct message {
   uint32_t uid;
   uint32_t flags;
   uint64_t keywords;          /* bit i: mailbox->keywords[i] */
-  uint64_t modseq;            /* change number of the last change to it */
+  uint64_t modseq;            /* change number of its last change (RFC 7162 MODSEQ) */
   int64_t internaldate;       /* seconds since the epoch, UTC */
-  int tz;                     /* minutes east of UTC, for display */
   struct msgdata *data;
+  int tz;                     /* minutes east of UTC, for display */
+  uint32_t older, newer;      /* neighbours in the change list (indices), or NO_MSG */
 };
-struct change {              /* change log entry: message uid changed at modseq */
-  uint32_t uid;
+struct expunged {            /* expunge log entry: the UIDs lo..hi went at change modseq */
+  uint32_t lo, hi;            /* (UIDs between that were gone already may be included) */
   uint64_t modseq;
 };
 struct session;
@@ -208,16 +218,16 @@ struct mailbox {
   unsigned epoch;             /* bumped by DELETE, RENAME, reset, a new UIDVALIDITY */
   const char *gone_why;       /* what sessions holding an old epoch are told */
   uint32_t uidvalidity, uidnext;
-  uint64_t modseq;            /* last change number given out */
+  uint64_t modseq;            /* last change number given out: HIGHESTMODSEQ */
+  int nomodseq;               /* answers [NOMODSEQ] (RFC 7162 3.1.2.2) */
   struct message *msgs;       /* ascending UIDs */
   size_t count, cap;
-  struct change *expunged;    /* expunges, ascending modseq */
+  uint32_t oldest, newest;    /* the change list: every message, by ascending modseq */
+  struct expunged *expunged;  /* expunges, ascending modseq, the oldest dropped when long */
   size_t nexpunged, capexpunged;
+  uint64_t expunge_log_from;  /* every expunge from this change number on is logged */
   struct message *ghosts;     /* expunged, kept for sessions not yet told (RFC 2180 4.1.1): */
   size_t nghosts, capghosts;  /* ascending UIDs; modseq is that of the expunge */
-  struct change *flagged;     /* flag changes, ascending modseq (older ones compacted) */
-  size_t nflagged, capflagged;
-  uint64_t flag_log_from;     /* changes before this may be missing from flagged[] */
   char *keywords[IMAPMEM_MAX_KEYWORDS];
   int nkeywords;
   struct watcher **watchers;  /* those that have it selected */
@@ -261,7 +271,8 @@ struct command {
   int uid;                    /* the command came as UID <name> */
   struct parser ps;           /* at the command's arguments */
   const char *status;         /* the tagged reply: "OK", "NO", "BAD" */
-  char text[512];
+  char *text;                 /* its text: in small, or in the arena when longer */
+  char small[512];
 };
 /*
 ** A handler sets the tagged reply (cmd_ok/cmd_no/cmd_bad, which return 0) and returns,
@@ -281,7 +292,11 @@ struct cmd_def {
   cmd_handler *handler;
 };
 
-/* ---- section 9: sessions ---- */
+/* ---- section 6: the session's view ---- */
+enum {
+  ENABLED_CONDSTORE = 1,      /* a CONDSTORE enabling command was seen (RFC 7162 3.1) */
+  ENABLED_QRESYNC = 2         /* ENABLE QRESYNC (RFC 7162 3.2.3) */
+};
 struct seqent {               /* a session's view: sequence number i+1 is entry i */
   uint32_t uid;
   uint8_t recent;             /* \Recent in this session */
@@ -311,8 +326,11 @@ struct session {
   atomic_int finished;
   enum state state;
   struct user *user;
+  unsigned enabled;           /* ENABLED_*: what the client enabled (RFC 5161), for good */
   struct mailbox *mb;         /* selected mailbox (a reference), or NULL */
   int readonly;
+  int nomodseq;               /* mb was selected answering [NOMODSEQ] */
+  uint64_t modseq_sent;       /* the highest MODSEQ sent during this command */
   unsigned epoch;
   struct seqent *view;
   size_t nview, capview;
@@ -338,7 +356,10 @@ struct session {
 };
 
 /* ---- section 10: faults ---- */
-enum fault_action { FA_NO, FA_BAD, FA_DROP, FA_BYE, FA_ALERT, FA_DELAY, FA_UIDVALIDITY };
+enum fault_action {
+  FA_NO, FA_BAD, FA_DROP, FA_BYE, FA_ALERT, FA_DELAY, FA_UIDVALIDITY, FA_MODSEQ_BACK,
+  FA_FORGET_EXPUNGED
+};
 struct fault {
   char cmd[32];               /* command name, "*" for every command, "" for #N */
   int uid_only;               /* "UID FETCH": only the UID form (a plain name matches both) */
@@ -386,8 +407,12 @@ struct imapmem {
 /* Extensions that can be switched off (imapmem_set_capability). */
 enum {
   CAP_IDLE = 1, CAP_MOVE = 2, CAP_UIDPLUS = 4, CAP_UNSELECT = 8, CAP_NAMESPACE = 16,
-  CAP_ID = 32, CAP_LITERALPLUS = 64, CAP_SASLIR = 128, CAP_CHILDREN = 256
+  CAP_ID = 32, CAP_LITERALPLUS = 64, CAP_SASLIR = 128, CAP_CHILDREN = 256,
+  CAP_ENABLE = 1u << 9, CAP_CONDSTORE = 1u << 10, CAP_QRESYNC = 1u << 11,
+  CAP_LITERALMINUS = 1u << 12
 };
+#define CAPS_OFF_AT_START CAP_LITERALMINUS   /* LITERAL+ is on instead (RFC 7888 4) */
+#define CAPS_MAX 512          /* room for the capability list as text */
 
 /*
 ** ===========================================================================
@@ -609,6 +634,36 @@ static const unsigned char lower_case[256] = {  /* ASCII letters in lower case *
   L16(240)};
 #undef L16
 #undef L4
+
+/*
+** Sets of numbers as IMAP writes them (RFC 3501 9 sequence-set): add the numbers, or
+** ranges, in ascending order; runs become "lo:hi". set_end() writes the last range.
+*/
+static void set_flush(struct set_writer *w) {
+  if (!w->n) return;
+  if (w->lo == w->hi) buf_printf(w->b, "%u", w->lo);
+  else buf_printf(w->b, "%u:%u", w->lo, w->hi);
+}
+
+static void set_add_range(struct set_writer *w, uint32_t lo, uint32_t hi) {
+  if (w->n && w->hi != UINT32_MAX && lo <= w->hi + 1) {
+    if (hi > w->hi) w->hi = hi;
+  } else {
+    set_flush(w);
+    if (w->n) buf_addc(w->b, ',');
+    w->lo = lo;
+    w->hi = hi;
+  }
+  w->n++;
+}
+
+static void set_add(struct set_writer *w, uint32_t v) {
+  set_add_range(w, v, v);
+}
+
+static void set_end(struct set_writer *w) {
+  set_flush(w);
+}
 
 /*
 ** The one binary search: the index of the first of n records, sorted by an unsigned key
@@ -2042,12 +2097,15 @@ static void part_decoded_text(const char *msg, const struct part *pt, struct buf
 ** wait_lock is a leaf. No lock is held across network I/O: sessions copy what they need
 ** and write after unlocking.
 **
-** The change log: every append, flag change and expunge takes the next change number
-** (mailbox->modseq). A message remembers the number of its last change; expunges and
-** flag changes are also logged as (uid, number), the flag log compacted to each
-** message's latest change when it outgrows the mailbox. A session remembers how far it
-** has reported, so it finds what happened since in time proportional to the changes --
-** the base for untagged updates, IDLE and, later, CONDSTORE.
+** Change numbers: every append, flag change and expunge takes the next change number
+** (mailbox->modseq, RFC 7162's HIGHESTMODSEQ). A message remembers the number of its last
+** change (its MODSEQ), and the messages form a list by that number, the change list, so
+** "what changed since n" is a walk back from its newest end, in time proportional to the
+** changes: the base for untagged updates, IDLE and CHANGEDSINCE, at 16 bytes a message.
+** Expunges are logged as UID ranges with their change number; the log keeps at most
+** IMAPMEM_EXPUNGE_LOG entries beyond one per message, dropping the oldest (never one a
+** watcher has not been told), and expunge_log_from says from where it is complete
+** (QRESYNC answers for older numbers as RFC 7162 3.2.6 says for forgotten expunges).
 **
 ** Message bytes are reference counted (struct msgdata): COPY shares them, and a FETCH
 ** holds a reference while it writes, so an expunge never frees bytes being sent.
@@ -2112,6 +2170,9 @@ static struct mailbox *mailbox_new(struct user *u, const char *name, int selecta
   pthread_mutex_init(&mb->lock, NULL);
   mb->uidvalidity = uidvalidity;
   mb->uidnext = 1;
+  mb->modseq = 1;            /* RFC 7162 7: a mod-sequence-value is at least 1 */
+  mb->expunge_log_from = 2;
+  mb->oldest = mb->newest = NO_MSG;
   return mb;
 }
 
@@ -2138,7 +2199,6 @@ static void mailbox_unref(struct mailbox *mb) {
   mailbox_forget_ghosts(mb, UINT64_MAX);
   free(mb->ghosts);
   free(mb->expunged);
-  free(mb->flagged);
   free(mb->watchers);
   free(mb->name);
   pthread_mutex_destroy(&mb->lock);
@@ -2182,6 +2242,47 @@ static int mailbox_uids_exhausted(const struct mailbox *mb) {
   return mb->uidnext == 0 || mb->uidnext == UINT32_MAX;
 }
 
+/* Put message i at the newest end of the change list. Caller holds mb->lock. */
+static void mailbox_link_newest(struct mailbox *mb, size_t i) {
+  struct message *m = &mb->msgs[i];
+  m->older = mb->newest;
+  m->newer = NO_MSG;
+  if (mb->newest != NO_MSG) mb->msgs[mb->newest].newer = (uint32_t)i;
+  else mb->oldest = (uint32_t)i;
+  mb->newest = (uint32_t)i;
+}
+
+static void mailbox_unlink(struct mailbox *mb, size_t i) {
+  struct message *m = &mb->msgs[i];
+  if (m->older != NO_MSG) mb->msgs[m->older].newer = m->newer;
+  else mb->oldest = m->newer;
+  if (m->newer != NO_MSG) mb->msgs[m->newer].older = m->older;
+  else mb->newest = m->older;
+}
+
+/*
+** Rebuild the change list from the messages' MODSEQs, after they were set wholesale (a
+** load with saved MODSEQs). Equal numbers keep UID order. 0 if memory ran out (the list
+** is then in UID order, which only costs later walks their bound).
+*/
+static int cmp_modseq_index(const void *a, const void *b) {
+  const uint64_t *x = a, *y = b;   /* pairs: modseq, index */
+  return x[0] != y[0] ? (x[0] < y[0] ? -1 : 1) : (x[1] < y[1] ? -1 : x[1] > y[1]);
+}
+
+static int mailbox_relink(struct mailbox *mb) {
+  uint64_t *order = mem_alloc((mb->count ? mb->count : 1) * 2 * sizeof *order);
+  mb->oldest = mb->newest = NO_MSG;
+  for (size_t i = 0; i < mb->count && order; i++) {
+    order[2 * i] = mb->msgs[i].modseq;
+    order[2 * i + 1] = i;
+  }
+  if (order) qsort(order, mb->count, 2 * sizeof *order, cmp_modseq_index);
+  for (size_t i = 0; i < mb->count; i++) mailbox_link_newest(mb, order ? (size_t)order[2 * i + 1] : i);
+  free(order);
+  return order != NULL;
+}
+
 /*
 ** Append a message; takes over the caller's reference to d. Returns the new UID, or 0
 ** if memory ran out (then d is still the caller's). Caller holds mb->lock.
@@ -2195,45 +2296,19 @@ static uint32_t mailbox_append(struct mailbox *mb, struct msgdata *d, uint32_t f
   m->uid = mb->uidnext++;
   m->flags = flags;
   m->keywords = keywords;
-  m->modseq = ++mb->modseq;
+  m->modseq = ++mb->modseq;  /* RFC 7162 3.1: higher than any message's */
   m->internaldate = internaldate;
   m->tz = tz;
   m->data = d;
+  mailbox_link_newest(mb, mb->count - 1);
   mailbox_wake_idlers(mb);
   return m->uid;
 }
 
-/* Change a message's flags; records a change only if something changed. */
-static int cmp_change(const void *a, const void *b) {
-  uint64_t x = ((const struct change *)a)->modseq, y = ((const struct change *)b)->modseq;
-  return x < y ? -1 : x > y;
-}
-
 /*
-** Record a flag change in the log sessions read to report flag changes since they last
-** looked. When the log outgrows the mailbox, it is rebuilt from each message's latest
-** change, which is all a session reports (O(n log n), rarely). If memory runs out,
-** sessions fall back to scanning every message. Caller holds mb->lock.
+** Change a message's flags. Only a real change takes a change number (RFC 7162 3.1.11:
+** setting a flag that is set changes nothing). Caller holds mb->lock.
 */
-static void mailbox_log_flags(struct mailbox *mb, uint32_t uid, uint64_t modseq) {
-  if (mb->nflagged > 2 * mb->count + 64) {
-    if (mem_grow(&mb->flagged, &mb->capflagged, mb->count, sizeof mb->flagged[0])) {
-      for (size_t i = 0; i < mb->count; i++) {
-        mb->flagged[i].uid = mb->msgs[i].uid;
-        mb->flagged[i].modseq = mb->msgs[i].modseq;
-      }
-      mb->nflagged = mb->count;
-      qsort(mb->flagged, mb->nflagged, sizeof mb->flagged[0], cmp_change);
-    }
-  }
-  if (!mem_grow(&mb->flagged, &mb->capflagged, mb->nflagged + 1, sizeof mb->flagged[0])) {
-    mb->flag_log_from = modseq + 1;
-    return;
-  }
-  mb->flagged[mb->nflagged].uid = uid;
-  mb->flagged[mb->nflagged++].modseq = modseq;
-}
-
 static void mailbox_set_flags(struct mailbox *mb, size_t i, uint32_t flags, uint64_t keywords) {
   struct message *m = &mb->msgs[i];
   flags = (flags & FLAGS_SYSTEM) | (m->flags & FLAG_RECENT);
@@ -2241,7 +2316,8 @@ static void mailbox_set_flags(struct mailbox *mb, size_t i, uint32_t flags, uint
   m->flags = flags;
   m->keywords = keywords;
   m->modseq = ++mb->modseq;
-  mailbox_log_flags(mb, m->uid, m->modseq);
+  mailbox_unlink(mb, i);
+  mailbox_link_newest(mb, i);
   mailbox_wake_idlers(mb);
 }
 
@@ -2250,40 +2326,102 @@ static int cmp_message_uid(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
+/* The lowest change number any watcher of mb has not been told of, less one. */
+static uint64_t mailbox_told(const struct mailbox *mb) {
+  uint64_t told = UINT64_MAX;
+  for (size_t i = 0; i < mb->nwatchers; i++)
+    if (mb->watchers[i]->told < told) told = mb->watchers[i]->told;
+  return told;
+}
+
 /*
-** Remove the messages for which keep[i] is 0, recording each expunge in the log.
-** Returns how many were removed, or -1 if the log could not grow (nothing removed).
-** Caller holds mb->lock.
+** Keep the expunge log bounded: beyond IMAPMEM_EXPUNGE_LOG entries more than there are
+** messages, the older half goes (whole change numbers at a time, and never one that a
+** watcher has still to be told of), and expunge_log_from moves past it.
+*/
+static void mailbox_trim_expunged(struct mailbox *mb) {
+  size_t limit = IMAPMEM_EXPUNGE_LOG + mb->count;
+  if (mb->nexpunged <= limit) return;
+  size_t keep_from = lower_bound(mb->expunged, mb->nexpunged, sizeof mb->expunged[0],
+                                 offsetof(struct expunged, modseq), 8, mailbox_told(mb) + 1);
+  size_t drop = mb->nexpunged - limit / 2;
+  while (drop < mb->nexpunged && mb->expunged[drop].modseq == mb->expunged[drop - 1].modseq)
+    drop++;
+  if (drop > keep_from) drop = keep_from;
+  while (drop > 0 && drop < mb->nexpunged &&
+         mb->expunged[drop].modseq == mb->expunged[drop - 1].modseq)
+    drop--;
+  if (drop == 0) return;
+  mb->expunge_log_from = mb->expunged[drop - 1].modseq + 1;
+  memmove(mb->expunged, mb->expunged + drop, (mb->nexpunged - drop) * sizeof mb->expunged[0]);
+  mb->nexpunged -= drop;
+}
+
+/* Forget every expunge so far (a new UIDVALIDITY, a fault): the log starts again. */
+static void mailbox_forget_expunged(struct mailbox *mb) {
+  mb->nexpunged = 0;
+  mb->expunge_log_from = mb->modseq + 1;
+}
+
+/*
+** Remove the messages for which remove[i] is set, all at one new change number, and log
+** them as UID ranges (RFC 7162 3.2: the UIDs are associated with that number). Returns
+** how many were removed, or -1 if memory ran out (nothing removed). Caller holds mb->lock.
 */
 static long mailbox_expunge(struct mailbox *mb, const unsigned char *remove) {
-  size_t n = 0;
-  for (size_t i = 0; i < mb->count; i++) n += remove[i] != 0;
+  size_t n = 0, runs = 0;
+  for (size_t i = 0; i < mb->count; i++) {
+    n += remove[i] != 0;
+    runs += remove[i] && (i == 0 || !remove[i - 1]);
+  }
   if (n == 0) return 0;
-  if (!mem_grow(&mb->expunged, &mb->capexpunged, mb->nexpunged + n, sizeof mb->expunged[0]))
+  uint32_t *moved = mem_alloc(mb->count * sizeof *moved);   /* old index -> new index */
+  if (!moved || !mem_grow(&mb->expunged, &mb->capexpunged, mb->nexpunged + runs,
+                          sizeof mb->expunged[0])) {
+    free(moved);
     return -1;
+  }
   /* Sessions that have the mailbox selected may still name these messages until they are
      told; keep them as ghosts, unless memory is short (then such a FETCH answers NO). */
   int keep = mb->nwatchers > 0 &&
              mem_grow(&mb->ghosts, &mb->capghosts, mb->nghosts + n, sizeof mb->ghosts[0]);
+  uint64_t modseq = ++mb->modseq;
   size_t w = 0, g = mb->nghosts;
+  for (size_t i = 0; i < mb->count; i++)   /* before any message moves */
+    if (remove[i]) mailbox_unlink(mb, i);
   for (size_t i = 0; i < mb->count; i++) {
     if (remove[i]) {
-      mb->msgs[i].modseq = ++mb->modseq;
-      mb->expunged[mb->nexpunged].uid = mb->msgs[i].uid;
-      mb->expunged[mb->nexpunged++].modseq = mb->msgs[i].modseq;
+      if (i == 0 || !remove[i - 1]) {
+        struct expunged *e = &mb->expunged[mb->nexpunged++];
+        e->lo = mb->msgs[i].uid;
+        e->modseq = modseq;
+      }
+      mb->expunged[mb->nexpunged - 1].hi = mb->msgs[i].uid;
+      mb->msgs[i].modseq = modseq;
       if (keep) mb->ghosts[g++] = mb->msgs[i];
       else msgdata_unref(mb->msgs[i].data);
+      moved[i] = NO_MSG;
     } else {
+      moved[i] = (uint32_t)w;
       mb->msgs[w++] = mb->msgs[i];
     }
   }
   mb->count = w;
+  for (size_t i = 0; i < w; i++) {   /* the change list follows the messages */
+    struct message *m = &mb->msgs[i];
+    if (m->older != NO_MSG) m->older = moved[m->older];
+    if (m->newer != NO_MSG) m->newer = moved[m->newer];
+  }
+  if (mb->oldest != NO_MSG) mb->oldest = moved[mb->oldest];
+  if (mb->newest != NO_MSG) mb->newest = moved[mb->newest];
+  free(moved);
   if (keep) {                /* the new ghosts ascend; merge them with the older ones */
     size_t old = mb->nghosts;
     mb->nghosts = g;
     if (old && mb->ghosts[old - 1].uid > mb->ghosts[old].uid)
       qsort(mb->ghosts, mb->nghosts, sizeof mb->ghosts[0], cmp_message_uid);
   }
+  mailbox_trim_expunged(mb);
   mailbox_wake_idlers(mb);
   return (long)n;
 }
@@ -2297,10 +2435,7 @@ static const struct message *mailbox_ghost(const struct mailbox *mb, uint32_t ui
 
 /* Ghosts that every watcher of mb has been told of go. Holds mb->lock. */
 static void mailbox_release_ghosts(struct mailbox *mb) {
-  uint64_t told = UINT64_MAX;
-  for (size_t i = 0; i < mb->nwatchers; i++)
-    if (mb->watchers[i]->told < told) told = mb->watchers[i]->told;
-  if (mb->nghosts) mailbox_forget_ghosts(mb, told);
+  if (mb->nghosts) mailbox_forget_ghosts(mb, mailbox_told(mb));
 }
 
 /* Remove every message marked \Deleted (CLOSE, EXPUNGE). Caller holds mb->lock. */
@@ -2430,6 +2565,26 @@ static struct mailbox *user_mailbox(struct user *u, const char *name) {
   return mb;
 }
 
+/*
+** Make the mailbox called name answer [NOMODSEQ] (on) or not, and its copy in the reset
+** baseline with it, so a reset keeps the setting. 0 if there is no such mailbox.
+*/
+static int user_set_nomodseq(struct user *u, const char *name, int on) {
+  char canon[MAX_MAILBOX_NAME + 1];
+  mailbox_canonical(name, canon, sizeof canon);
+  pthread_mutex_lock(&u->lock);
+  struct mailbox *mb = user_mailbox_locked(u, canon);
+  for (size_t i = 0; mb && i <= u->base.n; i++) {
+    struct mailbox *x = i < u->base.n ? u->base.list[i] : mb;
+    if (x != mb && strcmp(x->name, canon) != 0) continue;
+    pthread_mutex_lock(&x->lock);
+    x->nomodseq = on != 0;
+    pthread_mutex_unlock(&x->lock);
+  }
+  pthread_mutex_unlock(&u->lock);
+  return mb != NULL;
+}
+
 /* Does any mailbox live below name? Caller holds u->lock. */
 static int user_has_children_locked(struct user *u, const char *name) {
   size_t n = strlen(name);
@@ -2541,6 +2696,10 @@ static struct mailbox *mailbox_clone(struct mailbox *src, struct user *u) {
   mb->count = src->count;
   mb->uidnext = src->uidnext;
   mb->modseq = src->modseq;
+  mb->nomodseq = src->nomodseq;
+  mb->oldest = src->oldest;  /* the messages keep their indices, so the list holds */
+  mb->newest = src->newest;
+  mailbox_forget_expunged(mb);
   return mb;
 }
 
@@ -2602,10 +2761,27 @@ static void mailbox_new_uidvalidity(struct imapmem *srv, struct mailbox *mb) {
     for (size_t i = 0; i + 1 < mb->count; i++) mb->msgs[i].uid = mb->msgs[i + 1].uid;
     mb->msgs[mb->count - 1].uid = mb->uidnext++;
   }
-  mb->nexpunged = mb->nflagged = 0;
   mailbox_forget_ghosts(mb, UINT64_MAX);
   mb->modseq++;
+  mailbox_forget_expunged(mb);   /* RFC 7162 5.3: the old expunges mean nothing now */
   mailbox_retire(mb, "given a new UIDVALIDITY: resynchronize");
+  pthread_mutex_unlock(&mb->lock);
+}
+
+/*
+** Put mb's mod-sequences back to those of a fresh fixture (every message 1, HIGHESTMODSEQ
+** 1) and forget its expunges, as a server restored from a backup would (a fault for
+** testing clients' resync: RFC 7162 6 has a client that sees HIGHESTMODSEQ go below its
+** cached value resynchronize fully). Sessions with it selected are let go.
+*/
+static void mailbox_modseq_back(struct mailbox *mb) {
+  pthread_mutex_lock(&mb->lock);
+  for (size_t i = 0; i < mb->count; i++) mb->msgs[i].modseq = 1;
+  mailbox_relink(mb);
+  mailbox_forget_ghosts(mb, UINT64_MAX);
+  mb->modseq = 1;
+  mailbox_forget_expunged(mb);
+  mailbox_retire(mb, "mod-sequences went back: resynchronize");
   pthread_mutex_unlock(&mb->lock);
 }
 
@@ -2635,6 +2811,7 @@ struct pending {             /* a parsed message, not yet in a mailbox */
   int tz;
   char *keywords;             /* X-Keywords value, or NULL */
   char *eol;                  /* X-Imapmem-Eol value, or NULL */
+  uint64_t modseq;            /* X-Imapmem-Modseq, or 0 */
 };
 struct mbox_batch {
   char *mailbox;              /* canonical mailbox name */
@@ -2646,6 +2823,7 @@ struct mbox_batch {
   int has_base;               /* X-IMAPbase / X-IMAP seen */
   uint32_t base_validity, base_next;
   char *base_keywords;
+  uint64_t base_modseq;       /* X-Imapmem-Highestmodseq, or 0 */
   struct mbox_batch *next;
 };
 
@@ -2776,7 +2954,10 @@ static int mbox_put(struct msgdata **d, size_t *cap, const char *p, size_t n) {
   return 1;
 }
 
-enum { HDR_KEEP, HDR_STATUS, HDR_XSTATUS, HDR_KEYWORDS, HDR_UID, HDR_IMAPBASE, HDR_IMAP, HDR_EOL };
+enum {
+  HDR_KEEP, HDR_STATUS, HDR_XSTATUS, HDR_KEYWORDS, HDR_UID, HDR_IMAPBASE, HDR_IMAP, HDR_EOL,
+  HDR_MODSEQ, HDR_HIGHESTMODSEQ
+};
 
 /*
 ** A message may itself carry one of those fields (a client can APPEND anything). Saving
@@ -2790,7 +2971,8 @@ static int mbox_header_kind(const char *p, size_t n) {
   static const struct { const char *name; int kind; } h[] = {
     {"Status", HDR_STATUS}, {"X-Status", HDR_XSTATUS}, {"X-Keywords", HDR_KEYWORDS},
     {"X-UID", HDR_UID}, {"X-IMAPbase", HDR_IMAPBASE}, {"X-IMAP", HDR_IMAP},
-    {"X-Imapmem-Eol", HDR_EOL}};
+    {"X-Imapmem-Eol", HDR_EOL}, {"X-Imapmem-Modseq", HDR_MODSEQ},
+    {"X-Imapmem-Highestmodseq", HDR_HIGHESTMODSEQ}};
   const char *colon = memchr(p, ':', n);
   if (!colon) return HDR_KEEP;
   size_t len = (size_t)(colon - p);
@@ -2821,6 +3003,12 @@ static int mbox_header_apply(struct mbox_batch *b, struct pending *pm, int kind,
     break;
   case HDR_UID:
     if (parse_uint(v, UINT32_MAX - 1, &x)) pm->xuid = (uint32_t)x;   /* leaves a UIDNEXT */
+    break;
+  case HDR_MODSEQ:
+    if (parse_uint(v, INT64_MAX, &x) && x > 0) pm->modseq = (uint64_t)x;
+    break;
+  case HDR_HIGHESTMODSEQ:
+    if (parse_uint(v, INT64_MAX, &x) && x > 0) b->base_modseq = (uint64_t)x;
     break;
   case HDR_IMAP:
     *pseudo = 1;             /* UW imapd's "FOLDER INTERNAL DATA" message */
@@ -3338,6 +3526,17 @@ static int mbox_commit_locked(struct user *u, struct mbox_batch *list, uint32_t 
       }
     }
     if (fresh && b->has_base && b->base_next > mb->uidnext) mb->uidnext = b->base_next;
+    if (fresh) {             /* MODSEQs as saved; a fixture without them starts at 1 */
+      uint64_t highest = b->base_modseq > 1 ? b->base_modseq : 1;
+      for (size_t i = 0; i < mb->count; i++) {
+        uint64_t v = i < b->n && b->m[i].modseq ? b->m[i].modseq : 1;
+        mb->msgs[i].modseq = v;
+        if (v > highest) highest = v;
+      }
+      mb->modseq = highest;
+      mailbox_forget_expunged(mb);
+      mailbox_relink(mb);
+    }
     pthread_mutex_unlock(&mb->lock);
   }
   return rc;
@@ -3464,7 +3663,7 @@ static void mbox_put_message(struct buf *out, const struct mailbox *mb, const st
   if (first) {
     buf_printf(out, "X-IMAPbase: %u %u", mb->uidvalidity, mb->uidnext - 1);   /* last UID */
     for (int i = 0; i < mb->nkeywords; i++) buf_printf(out, " %s", mb->keywords[i]);
-    buf_addc(out, '\n');
+    buf_printf(out, "\nX-Imapmem-Highestmodseq: %llu\n", (unsigned long long)mb->modseq);
   }
   uint32_t f = m->flags;
   if ((f & FLAG_SEEN) || !(f & FLAG_RECENT))   /* no Status at all: new and \Recent */
@@ -3479,6 +3678,7 @@ static void mbox_put_message(struct buf *out, const struct mailbox *mb, const st
     buf_addc(out, '\n');
   }
   buf_printf(out, "X-UID: %u\n", m->uid);
+  buf_printf(out, "X-Imapmem-Modseq: %llu\n", (unsigned long long)m->modseq);
   size_t at = out->len;
   buf_adds(out, "X-Imapmem-Eol: ");
   size_t spec = out->len;
@@ -3524,6 +3724,7 @@ static int mbox_save_mailbox(struct mailbox *mb, const char *name, const char *d
                      "Subject: DON'T DELETE THIS MESSAGE -- FOLDER INTERNAL DATA\n"
                      "X-IMAP: %u %u", mb->uidvalidity, mb->uidnext - 1);
     for (int i = 0; i < mb->nkeywords; i++) buf_printf(&out, " %s", mb->keywords[i]);
+    buf_printf(&out, "\nX-Imapmem-Highestmodseq: %llu", (unsigned long long)mb->modseq);
     buf_adds(&out, "\nStatus: RO\n\nThis text is part of the internal format of your mail "
                    "folder, and is not\na real message.\n\n");
   }
@@ -3809,6 +4010,20 @@ static int parse_number(struct parser *ps, uint32_t *out) {
   return 1;
 }
 
+/* mod-sequence-valzer (RFC 7162 7): 0 to 2^63-1. */
+static int parse_modseq(struct parser *ps, uint64_t *out) {
+  uint64_t v = 0;
+  const char *s = ps->p;
+  while (ps->p < ps->end && *ps->p >= '0' && *ps->p <= '9') {
+    uint64_t d = (uint64_t)(*ps->p++ - '0');
+    if (v > (INT64_MAX - d) / 10) return parse_fail(ps, "Mod-sequence too large");
+    v = v * 10 + d;
+  }
+  if (ps->p == s) return parse_fail(ps, "Expected a mod-sequence");
+  *out = v;
+  return 1;
+}
+
 static int parse_nz_number(struct parser *ps, uint32_t *out) {
   if (!parse_number(ps, out)) return 0;
   return *out > 0 || parse_fail(ps, "Expected a number greater than zero");
@@ -3852,7 +4067,15 @@ static int parse_seqset(struct parser *ps, struct seqset *out) {
   return 1;
 }
 
-/* Replace '*' by max in every range (max 0: an empty mailbox has no '*'). */
+static int cmp_range(const void *a, const void *b) {
+  uint32_t x = ((const struct range *)a)->lo, y = ((const struct range *)b)->lo;
+  return x < y ? -1 : x > y;
+}
+
+/*
+** Replace '*' by max in every range (max 0: an empty mailbox has no '*'), then sort and
+** merge the ranges, so that seqset_contains() is a binary search whatever the client sent.
+*/
 static void seqset_resolve(struct seqset *s, uint32_t max) {
   for (size_t i = 0; i < s->n; i++) {
     if (s->r[i].lo == 0) s->r[i].lo = max;
@@ -3863,12 +4086,25 @@ static void seqset_resolve(struct seqset *s, uint32_t max) {
       s->r[i].hi = t;
     }
   }
+  if (s->n < 2) return;
+  qsort(s->r, s->n, sizeof s->r[0], cmp_range);
+  size_t w = 0;
+  for (size_t i = 1; i < s->n; i++) {
+    if (s->r[w].hi != UINT32_MAX && s->r[i].lo > s->r[w].hi + 1) s->r[++w] = s->r[i];
+    else if (s->r[i].hi > s->r[w].hi) s->r[w].hi = s->r[i].hi;
+  }
+  s->n = w + 1;
 }
 
+/* Is v in the set? The set has been through seqset_resolve(). */
 static int seqset_contains(const struct seqset *s, uint32_t v) {
-  for (size_t i = 0; i < s->n; i++)
-    if (v >= s->r[i].lo && v <= s->r[i].hi) return 1;
-  return 0;
+  size_t lo = 0, hi = s->n;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (s->r[mid].hi < v) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo < s->n && v >= s->r[lo].lo;
 }
 
 /* Flags: a system flag's bit, or 0 for a keyword (kw set) / an unknown \flag (-1). */
@@ -4133,17 +4369,27 @@ static void session_publish(struct session *s) {
 
 static int PRINTF_LIKE(3, 4) cmd_reply(struct command *c, const char *status,
                                        const char *fmt, ...) {
-  va_list ap;
+  va_list ap, ap2;
   va_start(ap, fmt);
-  vsnprintf(c->text, sizeof c->text, fmt, ap);
+  va_copy(ap2, ap);
+  int len = vsnprintf(c->small, sizeof c->small, fmt, ap);
   va_end(ap);
+  c->text = c->small;        /* a long text ([MODIFIED set], say) goes in the arena */
+  if (len > 0 && (size_t)len + 2 > sizeof c->small) {
+    char *big = arena_alloc(c->ps.arena, (size_t)len + 2);
+    if (big) {
+      vsnprintf(big, (size_t)len + 1, fmt, ap2);
+      c->text = big;
+    }
+  }
+  va_end(ap2);
   for (char *p = c->text; *p; p++) {   /* RFC 3501 9: TEXT-CHAR is 7-bit, not CR or LF */
     if (*p == '\r' || *p == '\n') *p = ' ';
     if ((unsigned char)*p >= 0x80) *p = '?';
   }
   size_t n = strlen(c->text);          /* a text ending "{12}" (say, an echoed name) would */
-  if (n && c->text[n - 1] == '}' && n + 1 < sizeof c->text) {   /* look like a literal */
-    c->text[n] = '.';
+  if (n && c->text[n - 1] == '}' && (c->text != c->small || n + 1 < sizeof c->small)) {
+    c->text[n] = '.';                  /* look like a literal */
     c->text[n + 1] = 0;
   }
   c->status = status;
@@ -4217,11 +4463,234 @@ static void session_unselect(struct session *s) {
   session_publish(s);
 }
 
+/* Is an extension on (not switched off with imapmem_set_capability)? */
+static int cap_on(struct imapmem *srv, unsigned bit) {
+  return !(atomic_load(&srv->caps_off) & bit);
+}
+
+/* Does the session report MODSEQ in every untagged FETCH (RFC 7162 3.1)? */
+static int session_condstore(const struct session *s) {
+  return (s->enabled & ENABLED_CONDSTORE) && s->mb && !s->nomodseq;
+}
+
+/* ... and VANISHED instead of EXPUNGE (RFC 7162 3.2.10.2)? */
+static int session_qresync(const struct session *s) {
+  return (s->enabled & ENABLED_QRESYNC) && s->mb && !s->nomodseq;
+}
+
+/* "MODSEQ (n)" in a FETCH response; the command remembers the highest it sent. */
+static void session_send_modseq(struct session *s, uint64_t modseq) {
+  session_send(s, "MODSEQ (%llu)", (unsigned long long)modseq);
+  if (modseq > s->modseq_sent) s->modseq_sent = modseq;
+}
+
+/*
+** The HIGHESTMODSEQ the client may take as its own: every change up to it has been
+** reported. An expunge not yet reported (withheld while answering FETCH, STORE or
+** SEARCH) holds it below that expunge's number (RFC 7162 3.2 and 6). Holds mb->lock.
+*/
+static uint64_t session_highestmodseq(const struct session *s) {
+  const struct mailbox *mb = s->mb;
+  uint64_t h = s->seen_modseq;
+  if (s->watch.told < mb->modseq) {
+    size_t i = lower_bound(mb->expunged, mb->nexpunged, sizeof mb->expunged[0],
+                           offsetof(struct expunged, modseq), 8, s->watch.told + 1);
+    if (i < mb->nexpunged && mb->expunged[i].modseq - 1 < h) h = mb->expunged[i].modseq - 1;
+  }
+  return h;
+}
+
+/*
+** A CONDSTORE enabling command (RFC 7162 3.1): from now on every untagged FETCH carries
+** MODSEQ, and the first such command with a mailbox selected reports its HIGHESTMODSEQ.
+*/
+static void session_enable_condstore(struct session *s) {
+  if (s->enabled & ENABLED_CONDSTORE) return;
+  s->enabled |= ENABLED_CONDSTORE;
+  if (!s->mb || s->nomodseq) return;
+  pthread_mutex_lock(&s->mb->lock);
+  uint64_t h = session_highestmodseq(s);
+  pthread_mutex_unlock(&s->mb->lock);
+  session_send(s, "* OK [HIGHESTMODSEQ %llu] Highest\r\n", (unsigned long long)h);
+}
+
+/*
+** An untagged FETCH with a message's flags, for a change the client did not make or
+** asked to hear of: with its UID, and with its MODSEQ once CONDSTORE is on (RFC 7162
+** 3.2.4). Holds mb->lock.
+*/
+static void session_send_flags_fetch(struct session *s, size_t k, const struct message *m) {
+  struct mailbox *mb = s->mb;
+  session_send(s, "* %zu FETCH (UID %u FLAGS ", k + 1, m->uid);
+  flags_out(&s->out, m->flags, m->keywords, mb->keywords, mb->nkeywords, s->view[k].recent);
+  if (session_condstore(s)) {
+    session_send(s, " ");
+    session_send_modseq(s, m->modseq);
+  }
+  session_send(s, ")\r\n");
+}
+
+static int cmp_size(const void *a, const void *b) {
+  size_t x = *(const size_t *)a, y = *(const size_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+/*
+** Report expunges the client has not heard of: mark them in the view, say so, and close
+** the gaps. EXPUNGE goes from the highest number down (as RFC 3501 7.4.1's example does:
+** a higher number going never renumbers a lower one, so each is the number the client
+** knows); a QRESYNC client gets one VANISHED with their UIDs (RFC 7162 3.2.10.2).
+** Holds mb->lock.
+*/
+static void session_report_expunges(struct session *s) {
+  struct mailbox *mb = s->mb;
+  size_t lo = lower_bound(mb->expunged, mb->nexpunged, sizeof mb->expunged[0],
+                          offsetof(struct expunged, modseq), 8, s->watch.told + 1);
+  size_t gone = 0;
+  for (size_t i = lo; i < mb->nexpunged; i++) {
+    size_t k = lower_bound(s->view, s->nview, sizeof s->view[0], offsetof(struct seqent, uid),
+                           4, mb->expunged[i].lo);
+    for (; k < s->nview && s->view[k].uid <= mb->expunged[i].hi; k++)
+      if (!s->view[k].gone) {
+        s->view[k].gone = 1;
+        gone++;
+      }
+  }
+  if (gone && session_qresync(s)) {
+    struct set_writer w = {&s->out, 0, 0, 0};
+    session_send(s, "* VANISHED ");
+    for (size_t k = 0; k < s->nview; k++)
+      if (s->view[k].gone) set_add(&w, s->view[k].uid);
+    set_end(&w);
+    session_send(s, "\r\n");
+  } else {
+    for (size_t k = s->nview; gone && k-- > 0;)
+      if (s->view[k].gone) session_send(s, "* %zu EXPUNGE\r\n", k + 1);
+  }
+  size_t w = 0;
+  for (size_t k = 0; gone && k < s->nview; k++)
+    if (!s->view[k].gone) s->view[w++] = s->view[k];
+  if (gone) s->nview = w;
+  s->watch.told = mb->modseq;
+  mailbox_release_ghosts(mb);
+}
+
+/*
+** Report flag changes since the session last looked, of messages it knows: a walk back
+** along the change list, in sequence order. Holds mb->lock.
+*/
+static void session_report_flag_changes(struct session *s, uint32_t known) {
+  struct mailbox *mb = s->mb;
+  size_t *ks = NULL, n = 0, cap = 0;
+  for (uint32_t i = mb->newest; i != NO_MSG && mb->msgs[i].modseq > s->seen_modseq;
+       i = mb->msgs[i].older) {
+    const struct message *m = &mb->msgs[i];
+    long k = m->uid > known ? -1 : view_find(s, m->uid);
+    if (k < 0) continue;
+    if (mem_grow(&ks, &cap, n + 1, sizeof *ks)) ks[n++] = (size_t)k;
+    else session_send_flags_fetch(s, (size_t)k, m);   /* out of order, but not lost */
+  }
+  if (n > 1) qsort(ks, n, sizeof *ks, cmp_size);
+  for (size_t j = 0; j < n; j++) {
+    long i = mailbox_find_uid(mb, s->view[ks[j]].uid);
+    if (i >= 0) session_send_flags_fetch(s, ks[j], &mb->msgs[i]);
+  }
+  free(ks);
+}
+
+/*
+** The view indices, ascending, of the messages in set (UIDs, or sequence numbers if uid
+** is 0) changed after change number since (RFC 7162 CHANGEDSINCE): a walk back along the
+** change list, in time proportional to the changes. *out is the caller's to free (NULL
+** when none). Holds mb->lock.
+*/
+static void view_changed_since(struct session *s, const struct seqset *set, int uid,
+                               uint64_t since, size_t **out, size_t *nout) {
+  struct mailbox *mb = s->mb;
+  size_t *ks = NULL, n = 0, cap = 0;
+  for (uint32_t i = mb->newest; i != NO_MSG && mb->msgs[i].modseq > since;
+       i = mb->msgs[i].older) {
+    const struct message *m = &mb->msgs[i];
+    if (uid && !seqset_contains(set, m->uid)) continue;
+    long k = view_find(s, m->uid);
+    if (k < 0 || (!uid && !seqset_contains(set, (uint32_t)k + 1))) continue;
+    if (!mem_grow(&ks, &cap, n + 1, sizeof *ks)) break;   /* out of memory: fewer */
+    ks[n++] = (size_t)k;
+  }
+  if (n > 1) qsort(ks, n, sizeof *ks, cmp_size);
+  *out = ks;
+  *nout = n;
+}
+
+/*
+** "* VANISHED (EARLIER) uids" (RFC 7162 3.2.10.1): the UIDs of known (resolved) expunged
+** after change number since. If the log no longer reaches back that far, every UID of
+** known above floor that no message has (3.2.6's note; floor from the client's sequence
+** match data, 3.2.5.2). UIDs still in the session's view are left for a VANISHED of their
+** own. Holds mb->lock.
+*/
+static void session_send_vanished(struct session *s, const struct seqset *known,
+                                  uint64_t since, uint32_t floor) {
+  struct mailbox *mb = s->mb;
+  struct seqset cand = {NULL, 0};
+  struct range whole;
+  if (since + 1 >= mb->expunge_log_from) {   /* the log has them all: its ranges */
+    size_t lo = lower_bound(mb->expunged, mb->nexpunged, sizeof mb->expunged[0],
+                            offsetof(struct expunged, modseq), 8, since + 1);
+    if (lo == mb->nexpunged) return;
+    cand.r = mem_alloc((mb->nexpunged - lo) * sizeof *cand.r);
+    if (!cand.r) return;
+    for (size_t i = lo; i < mb->nexpunged; i++) {
+      cand.r[cand.n].lo = mb->expunged[i].lo;
+      cand.r[cand.n++].hi = mb->expunged[i].hi;
+    }
+    seqset_resolve(&cand, 0);
+  } else {
+    if (floor >= mb->uidnext - 1 || mb->uidnext <= 1) return;
+    whole.lo = floor + 1;
+    whole.hi = mb->uidnext - 1;
+    cand.r = &whole;
+    cand.n = 1;
+  }
+  struct buf b = {0};
+  struct set_writer w = {&b, 0, 0, 0};
+  size_t a = 0, k = 0;       /* the intersection of cand and known, ranges in step */
+  while (a < cand.n && k < known->n) {
+    uint32_t lo = cand.r[a].lo > known->r[k].lo ? cand.r[a].lo : known->r[k].lo;
+    uint32_t hi = cand.r[a].hi < known->r[k].hi ? cand.r[a].hi : known->r[k].hi;
+    if (lo <= hi) {          /* the UIDs of lo..hi that neither mailbox nor view holds */
+      size_t i = mailbox_lower_bound(mb, lo);
+      size_t j = lower_bound(s->view, s->nview, sizeof s->view[0], offsetof(struct seqent, uid),
+                             4, lo);
+      uint64_t cur = lo;
+      while (cur <= hi) {
+        uint64_t next = UINT64_MAX;
+        if (i < mb->count) next = mb->msgs[i].uid;
+        if (j < s->nview && s->view[j].uid < next) next = s->view[j].uid;
+        if (next > hi) {
+          set_add_range(&w, (uint32_t)cur, hi);
+          break;
+        }
+        if (next > cur) set_add_range(&w, (uint32_t)cur, (uint32_t)next - 1);
+        cur = next + 1;
+        if (i < mb->count && mb->msgs[i].uid == next) i++;
+        if (j < s->nview && s->view[j].uid == next) j++;
+      }
+    }
+    if (cand.r[a].hi < known->r[k].hi) a++;
+    else k++;
+  }
+  set_end(&w);
+  if (w.n) session_send(s, "* VANISHED (EARLIER) %s\r\n", b.p);
+  buf_free(&b);
+  if (cand.r != &whole) free(cand.r);
+}
+
 /*
 ** Tell the client what other sessions changed since it last heard (RFC 3501 5.2):
-** EXPUNGE (only when allowed, 7.4.1), then EXISTS and RECENT for new messages, then
-** FETCH FLAGS for flag changes. Returns 0 if the mailbox was deleted or renamed under
-** the session, which is then told so and closed.
+** EXPUNGE or VANISHED (only when allowed, 7.4.1), then EXISTS and RECENT for new
+** messages, then FETCH FLAGS for flag changes. Returns 0 if the mailbox was deleted or
+** renamed under the session, which is then told so and closed.
 */
 static int session_sync(struct session *s, int allow_expunge) {
   struct mailbox *mb = s->mb;
@@ -4240,50 +4709,11 @@ static int session_sync(struct session *s, int allow_expunge) {
     pthread_mutex_unlock(&mb->lock);
     return 1;
   }
-  if (allow_expunge && s->watch.told < mb->modseq) {
-    size_t lo = lower_bound(mb->expunged, mb->nexpunged, sizeof mb->expunged[0],  /* the */
-                            offsetof(struct change, modseq), 8, s->watch.told + 1);  /* news */
-    /* Mark each expunged message in the view, then report from the highest number down
-       (as RFC 3501 7.4.1's example does): a higher number going never renumbers a lower
-       one, so each is the number the client knows. One pass compacts the view. */
-    size_t gone = 0;
-    for (size_t i = lo; i < mb->nexpunged; i++) {
-      long k = view_find(s, mb->expunged[i].uid);
-      if (k >= 0 && !s->view[k].gone) {
-        s->view[k].gone = 1;
-        gone++;
-      }
-    }
-    for (size_t k = s->nview; gone && k-- > 0;)
-      if (s->view[k].gone) session_send(s, "* %zu EXPUNGE\r\n", k + 1);
-    size_t w = 0;
-    for (size_t k = 0; gone && k < s->nview; k++)
-      if (!s->view[k].gone) s->view[w++] = s->view[k];
-    if (gone) s->nview = w;
-    s->watch.told = mb->modseq;
-    mailbox_release_ghosts(mb);
-  }
+  if (allow_expunge && s->watch.told < mb->modseq) session_report_expunges(s);
   if (s->seen_modseq < mb->modseq) {
     uint32_t known = s->nview ? s->view[s->nview - 1].uid : 0;
-    /* flag changes of messages the client knows, from the log (or, if the log may lack
-       some, from every message) */
-    int scan = s->seen_modseq < mb->flag_log_from;
-    size_t lo = scan ? 0 : lower_bound(mb->flagged, mb->nflagged, sizeof mb->flagged[0],
-                                       offsetof(struct change, modseq), 8, s->seen_modseq + 1);
-    for (size_t i = scan ? 0 : lo; i < (scan ? mb->count : mb->nflagged); i++) {
-      long j = scan ? (long)i : mailbox_find_uid(mb, mb->flagged[i].uid);
-      if (j < 0) continue;
-      const struct message *m = &mb->msgs[j];
-      if (m->uid > known || m->modseq <= s->seen_modseq) continue;
-      if (!scan && m->modseq != mb->flagged[i].modseq) continue;  /* a later entry has it */
-      long k = view_find(s, m->uid);
-      if (k < 0) continue;
-      session_send(s, "* %ld FETCH (UID %u FLAGS ", k + 1, m->uid);
-      flags_out(&s->out, m->flags, m->keywords, mb->keywords, mb->nkeywords, s->view[k].recent);
-      session_send(s, ")\r\n");
-    }
-    /* new messages */
-    size_t first = mailbox_lower_bound(mb, known + 1), added = 0;
+    session_report_flag_changes(s, known);
+    size_t first = mailbox_lower_bound(mb, known + 1), added = 0;   /* new messages */
     if (first < mb->count &&
         mem_grow(&s->view, &s->capview, s->nview + mb->count - first, sizeof s->view[0])) {
       for (size_t i = first; i < mb->count; i++) {
@@ -4309,15 +4739,13 @@ static int session_sync(struct session *s, int allow_expunge) {
 }
 
 /*
-** Resolve a sequence set (or UID set) against the view into ascending view indices.
-** Returns 0 and sets a BAD reply for a sequence number beyond the view (RFC 3501 9:
-** seq-number must be a valid message number).
+** Resolve '*' in a sequence set (or UID set) against the view. Returns 0 and sets a BAD
+** reply for a sequence number beyond the view (RFC 3501 9: seq-number must be a valid
+** message number).
 */
-static int view_resolve(struct session *s, struct command *c, struct seqset *set, int uid,
-                        size_t **out, size_t *nout) {
-  *nout = 0;
-  *out = NULL;
+static int view_check_set(struct session *s, struct command *c, struct seqset *set, int uid) {
   if (s->nview == 0) {
+    seqset_resolve(set, 0);
     if (uid) return 1;
     cmd_bad(c, "%s Invalid message sequence number: the mailbox is empty", c->def->name);
     return 0;
@@ -4331,6 +4759,16 @@ static int view_resolve(struct session *s, struct command *c, struct seqset *set
         return 0;
       }
   }
+  return 1;
+}
+
+/* ... and then into ascending view indices (in the arena). */
+static int view_resolve(struct session *s, struct command *c, struct seqset *set, int uid,
+                        size_t **out, size_t *nout) {
+  *nout = 0;
+  *out = NULL;
+  if (!view_check_set(s, c, set, uid)) return 0;
+  if (s->nview == 0) return 1;
   unsigned char *mark = mem_calloc(s->nview, 1);
   if (!mark) {
     cmd_no(c, "Out of memory");
@@ -4387,7 +4825,7 @@ static int view_resolve(struct session *s, struct command *c, struct seqset *set
 enum skey_op {
   SK_AND, SK_OR, SK_NOT, SK_SEQ, SK_UID, SK_FLAG, SK_UNFLAG, SK_KEYWORD, SK_UNKEYWORD,
   SK_NEW, SK_OLD, SK_RECENT, SK_HEADER, SK_BODY, SK_TEXT, SK_BEFORE, SK_ON, SK_SINCE,
-  SK_SENTBEFORE, SK_SENTON, SK_SENTSINCE, SK_LARGER, SK_SMALLER, SK_ALL
+  SK_SENTBEFORE, SK_SENTON, SK_SENTSINCE, SK_LARGER, SK_SMALLER, SK_ALL, SK_MODSEQ
 };
 struct skey {
   int op;
@@ -4396,12 +4834,13 @@ struct skey {
   struct str name, value;     /* HEADER name and the string of string keys */
   struct needle needle;       /* value, prepared for needle_find */
   int64_t num;                /* a day number or a size */
+  uint64_t modseq;            /* MODSEQ */
   struct seqset set;
   struct skey *child, *next;  /* AND: children; OR: two children; NOT: one */
 };
 struct snap {                 /* one message as SEARCH sees it */
   uint32_t seq, uid, flags, size;
-  uint64_t keywords;
+  uint64_t keywords, modseq;
   int recent;
   int64_t day;                /* INTERNALDATE's date in its own zone, as a day number */
   struct msgdata *data;
@@ -4519,6 +4958,22 @@ static struct skey *search_parse_key(struct parser *ps, int depth) {
       return NULL;
     return k;
   }
+  if (str_ieq(w, "MODSEQ")) {   /* RFC 7162 3.1.5; one MODSEQ per message: the entry is moot */
+    if (!(k = search_new(ps, SK_MODSEQ)) || !parse_sp(ps)) return NULL;
+    if (parse_peek(ps, '"')) {
+      struct str entry, type;
+      if (!parse_astring(ps, &entry) || !parse_sp(ps) || !parse_atom(ps, &type) ||
+          !parse_sp(ps))
+        return NULL;
+      if (entry.len < 8 || strncasecmp(entry.p, "/flags/", 7) != 0 ||
+          !(str_ieq(type, "priv") || str_ieq(type, "shared") || str_ieq(type, "all"))) {
+        parse_fail(ps, "MODSEQ wants \"/flags/FLAG\" priv, shared or all");
+        return NULL;
+      }
+    }
+    if (!parse_modseq(ps, &k->modseq)) return NULL;
+    return k;
+  }
   if (str_ieq(w, "NOT")) {
     if (!(k = search_new(ps, SK_NOT)) || !parse_sp(ps) ||
         !(k->child = search_parse_key(ps, depth + 1)))
@@ -4534,6 +4989,13 @@ static struct skey *search_parse_key(struct parser *ps, int depth) {
   }
   parse_fail(ps, "Unknown search key");
   return NULL;
+}
+
+/* Does the search use MODSEQ (a CONDSTORE enabling command, RFC 7162 3.1)? */
+static int search_uses_modseq(const struct skey *k) {
+  for (; k; k = k->next)
+    if (k->op == SK_MODSEQ || search_uses_modseq(k->child)) return 1;
+  return 0;
 }
 
 /* Resolve keyword names and '*' in sets once, against the view and the mailbox. */
@@ -4623,6 +5085,7 @@ static int search_match(const struct skey *k, const struct snap *m) {
   case SK_NEW: return m->recent && !(m->flags & FLAG_SEEN);
   case SK_OLD: return !m->recent;
   case SK_RECENT: return m->recent;
+  case SK_MODSEQ: return m->modseq >= k->modseq;
   case SK_LARGER: return m->size > k->num;
   case SK_SMALLER: return m->size < k->num;
   case SK_BEFORE: return m->day < k->num;
@@ -4660,6 +5123,11 @@ static int cmd_search(struct session *s, struct command *c) {
   }
   struct skey *keys = search_parse_list(ps, 0, 0);
   if (!keys) return cmd_bad_args(c);
+  int modseq = search_uses_modseq(keys);
+  if (modseq && !cap_on(s->srv, CAP_CONDSTORE)) return cmd_bad(c, "Unknown search key MODSEQ");
+  if (modseq && s->nomodseq)   /* RFC 7162 3.1.2.2 */
+    return cmd_bad(c, "SEARCH MODSEQ: this mailbox has no mod-sequences (NOMODSEQ)");
+  if (modseq) session_enable_condstore(s);
   struct mailbox *mb = s->mb;
   struct snap *snap = mem_alloc((s->nview ? s->nview : 1) * sizeof *snap);
   if (!snap) return cmd_no(c, "[SERVERBUG] Out of memory");
@@ -4675,6 +5143,7 @@ static int cmd_search(struct session *s, struct command *c) {
     x->uid = m->uid;
     x->flags = m->flags;
     x->keywords = m->keywords;
+    x->modseq = m->modseq;
     x->recent = s->view[i].recent;
     x->size = m->data->size;
     x->day = day_of(m->internaldate, m->tz, NULL);
@@ -4682,10 +5151,16 @@ static int cmd_search(struct session *s, struct command *c) {
   }
   pthread_mutex_unlock(&mb->lock);
   session_send(s, "* SEARCH");
+  uint64_t top = 0;
   for (size_t i = 0; i < n; i++) {
-    if (search_match(keys, &snap[i])) session_send(s, " %u", c->uid ? snap[i].uid : snap[i].seq);
+    if (search_match(keys, &snap[i])) {
+      session_send(s, " %u", c->uid ? snap[i].uid : snap[i].seq);
+      if (snap[i].modseq > top) top = snap[i].modseq;
+    }
     msgdata_unref(snap[i].data);
   }
+  if (modseq && top)   /* RFC 7162 3.1.6 */
+    session_send(s, " (MODSEQ %llu)", (unsigned long long)top);
   session_send(s, "\r\n");
   free(snap);
   return cmd_ok(c, "%sSEARCH completed", c->uid ? "UID " : "");
@@ -4705,7 +5180,7 @@ static int cmd_search(struct session *s, struct command *c) {
 */
 enum fetch_kind {
   FI_UID, FI_FLAGS, FI_INTERNALDATE, FI_SIZE, FI_ENVELOPE, FI_BODY, FI_BODYSTRUCTURE,
-  FI_RFC822, FI_RFC822_HEADER, FI_RFC822_TEXT, FI_SECTION
+  FI_RFC822, FI_RFC822_HEADER, FI_RFC822_TEXT, FI_SECTION, FI_MODSEQ
 };
 enum section_text { SEC_ALL, SEC_HEADER, SEC_FIELDS, SEC_FIELDS_NOT, SEC_TEXT, SEC_MIME };
 struct fetch_item {
@@ -4724,6 +5199,7 @@ struct fetch_item {
 struct fetch_snap {
   uint32_t seq, uid, flags;
   uint64_t keywords;
+  uint64_t modseq;
   int recent;
   int64_t internaldate;
   int tz;
@@ -4842,7 +5318,7 @@ static int fetch_parse_att(struct parser *ps, struct fetch_item ***tail) {
     {"UID", FI_UID}, {"FLAGS", FI_FLAGS}, {"INTERNALDATE", FI_INTERNALDATE},
     {"RFC822.SIZE", FI_SIZE}, {"ENVELOPE", FI_ENVELOPE}, {"BODYSTRUCTURE", FI_BODYSTRUCTURE},
     {"RFC822", FI_RFC822}, {"RFC822.HEADER", FI_RFC822_HEADER},
-    {"RFC822.TEXT", FI_RFC822_TEXT}};
+    {"RFC822.TEXT", FI_RFC822_TEXT}, {"MODSEQ", FI_MODSEQ}};
   struct str w;
   const char *s = ps->p;
   while (ps->p < ps->end && is_atom_char((unsigned char)*ps->p) && *ps->p != '[') ps->p++;
@@ -4949,8 +5425,11 @@ static void fetch_section(struct session *s, const struct fetch_item *it, struct
   buf_free(&tmp);
 }
 
+/* What a FETCH response carries beyond what was asked for. */
+enum { FETCH_ADD_FLAGS = 1, FETCH_ADD_UID = 2, FETCH_ADD_MODSEQ = 4 };
+
 static void fetch_one(struct session *s, const struct fetch_item *items, const struct fetch_snap *m,
-                      char *const *kwnames, int nkw, int add_flags) {
+                      char *const *kwnames, int nkw, unsigned add) {
   session_send(s, "* %u FETCH (", m->seq);
   int first = 1;
   for (const struct fetch_item *it = items; it; it = it->next) {
@@ -4992,11 +5471,23 @@ static void fetch_one(struct session *s, const struct fetch_item *items, const s
       fetch_literal(s, NULL, m->data->bytes + m->data->hdr_len, m->data->size - m->data->hdr_len);
       break;
     case FI_SECTION: fetch_section(s, it, m->data); break;
+    case FI_MODSEQ: session_send_modseq(s, m->modseq); break;
     }
   }
-  if (add_flags) {           /* 6.4.5: \Seen was set, so the new flags come along */
+  /* 6.4.5: \Seen was set, so the new flags come along; RFC 7162 3.2.4: with the UID and
+     MODSEQ once CONDSTORE is on */
+  if (add & FETCH_ADD_UID) {
+    session_send(s, "%sUID %u", first ? "" : " ", m->uid);
+    first = 0;
+  }
+  if (add & FETCH_ADD_FLAGS) {
     session_send(s, "%sFLAGS ", first ? "" : " ");
     flags_out(&s->out, m->flags, m->keywords, kwnames, nkw, m->recent);
+    first = 0;
+  }
+  if (add & FETCH_ADD_MODSEQ) {
+    session_send(s, "%s", first ? "" : " ");
+    session_send_modseq(s, m->modseq);
   }
   session_send(s, ")\r\n");
 }
@@ -5027,14 +5518,43 @@ static int cmd_fetch(struct session *s, struct command *c) {
       return cmd_bad_args(c);
     }
   }
+  uint64_t changedsince = 0;
+  int changed_mod = 0, vanished = 0;
+  if (parse_char(ps, ' ')) {   /* fetch modifiers (RFC 4466 2.4) */
+    if (!parse_char(ps, '(')) return cmd_bad(c, "FETCH Expected '(' and fetch modifiers");
+    do {
+      struct str m;
+      if (!parse_atom(ps, &m)) return cmd_bad_args(c);
+      if (str_ieq(m, "CHANGEDSINCE") && cap_on(s->srv, CAP_CONDSTORE) && !changed_mod) {
+        if (!parse_sp(ps) || !parse_modseq(ps, &changedsince)) return cmd_bad_args(c);
+        if (changedsince == 0) return cmd_bad(c, "FETCH CHANGEDSINCE must be at least 1");
+        changed_mod = 1;
+      } else if (str_ieq(m, "VANISHED") && cap_on(s->srv, CAP_QRESYNC) && !vanished) {
+        vanished = 1;
+      } else {
+        return cmd_bad(c, "FETCH Unknown or repeated modifier: %.*s", (int)m.len, m.p);
+      }
+    } while (parse_char(ps, ' '));
+    if (!parse_char(ps, ')')) return cmd_bad(c, "FETCH Expected ')' after the modifiers");
+  }
   if (!parse_end(ps)) return cmd_bad_args(c);
-  int has_uid = 0, has_flags = 0, sets_seen = 0;
+  if (vanished && !c->uid)     /* RFC 7162 3.2.6 */
+    return cmd_bad(c, "FETCH VANISHED is only allowed with UID FETCH");
+  if (vanished && !(s->enabled & ENABLED_QRESYNC))
+    return cmd_bad(c, "UID FETCH VANISHED needs ENABLE QRESYNC first");
+  if (vanished && !changed_mod) return cmd_bad(c, "UID FETCH VANISHED needs CHANGEDSINCE");
+  int has_uid = 0, has_flags = 0, has_modseq = 0, sets_seen = 0;
   for (struct fetch_item *it = items; it; it = it->next) {
     has_uid |= it->kind == FI_UID;
     has_flags |= it->kind == FI_FLAGS;
+    has_modseq |= it->kind == FI_MODSEQ;
     sets_seen |= it->kind == FI_RFC822 || it->kind == FI_RFC822_TEXT ||
                  (it->kind == FI_SECTION && !it->peek);
   }
+  if (has_modseq && !cap_on(s->srv, CAP_CONDSTORE))
+    return cmd_bad(c, "FETCH Unknown fetch attribute: MODSEQ");
+  if ((has_modseq || changed_mod) && s->nomodseq)   /* RFC 7162 3.1.2.2 */
+    return cmd_bad(c, "FETCH MODSEQ: this mailbox has no mod-sequences (NOMODSEQ)");
   if (c->uid && !has_uid) {
     struct fetch_item *u = parse_new(ps, sizeof *u);
     if (!u) return cmd_no(c, "[SERVERBUG] Out of memory");
@@ -5042,22 +5562,40 @@ static int cmd_fetch(struct session *s, struct command *c) {
     u->next = items;
     items = u;
   }
-  size_t *idx, n;
-  if (!view_resolve(s, c, &set, c->uid, &idx, &n)) return 0;
-  struct fetch_snap *snap = mem_alloc((n ? n : 1) * sizeof *snap);
-  unsigned char *changed = mem_calloc(n ? n : 1, 1);
-  if (!snap || !changed) {
-    free(snap);
-    free(changed);
-    return cmd_no(c, "[SERVERBUG] Out of memory");
+  if (changed_mod && !has_modseq) {   /* RFC 7162 3.1.4.1: CHANGEDSINCE implies MODSEQ */
+    if (!fetch_add(ps, &tail, FI_MODSEQ)) return cmd_no(c, "[SERVERBUG] Out of memory");
+    has_modseq = 1;
   }
+  size_t *idx = NULL, n = 0;
+  if (changed_mod ? !view_check_set(s, c, &set, c->uid)
+                  : !view_resolve(s, c, &set, c->uid, &idx, &n))
+    return 0;
+  if (has_modseq) session_enable_condstore(s);
   struct mailbox *mb = s->mb;
   char *kwnames[IMAPMEM_MAX_KEYWORDS];
   size_t got = 0;
   int gone = 0;
+  struct fetch_snap *snap = NULL;
+  unsigned char *changed = NULL;
   pthread_mutex_lock(&mb->lock);
+  if (changed_mod) {           /* only what changed: a walk along the change list */
+    if (vanished) session_send_vanished(s, &set, changedsince, 0);
+    view_changed_since(s, &set, c->uid, changedsince, &idx, &n);
+  }
+  snap = mem_alloc((n ? n : 1) * sizeof *snap);
+  changed = mem_calloc(n ? n : 1, 1);
+  if (!snap || !changed) {
+    pthread_mutex_unlock(&mb->lock);
+    if (changed_mod) free(idx);
+    free(snap);
+    free(changed);
+    return cmd_no(c, "[SERVERBUG] Out of memory");
+  }
   if (mb->nkeywords > s->nkw_known) session_send_flags(s, mb);  /* made since the sync */
   int in_step = s->seen_modseq == mb->modseq;
+  unsigned seen_adds = FETCH_ADD_FLAGS * !has_flags;
+  if (session_condstore(s))
+    seen_adds |= FETCH_ADD_UID * !has_uid | FETCH_ADD_MODSEQ * !has_modseq;
   for (size_t i = 0; i < n; i++) {
     long k = mailbox_find_uid(mb, s->view[idx[i]].uid);
     const struct message *m = k >= 0 ? &mb->msgs[k] : NULL;
@@ -5068,18 +5606,20 @@ static int cmd_fetch(struct session *s, struct command *c) {
     }                        /* else 4.1.1: an expunged message answers as it was */
     if (k >= 0 && sets_seen && !s->readonly && !(m->flags & FLAG_SEEN)) {
       mailbox_set_flags(mb, (size_t)k, m->flags | FLAG_SEEN, m->keywords);
-      changed[got] = !has_flags;
+      changed[got] = (unsigned char)seen_adds;
     }
     struct fetch_snap *x = &snap[got++];
     x->seq = (uint32_t)idx[i] + 1;
     x->uid = m->uid;
     x->flags = m->flags & FLAGS_SYSTEM;
     x->keywords = m->keywords;
+    x->modseq = m->modseq;
     x->recent = s->view[idx[i]].recent;
     x->internaldate = m->internaldate;
     x->tz = m->tz;
     x->data = msgdata_ref(m->data);
   }
+  if (changed_mod) free(idx);
   int nkw = mb->nkeywords;   /* names are never changed or freed while mb lives */
   memcpy(kwnames, mb->keywords, (size_t)nkw * sizeof kwnames[0]);
   if (in_step) s->seen_modseq = mb->modseq;
@@ -5114,23 +5654,58 @@ static int cmd_fetch(struct session *s, struct command *c) {
 ** with cmd_ok/cmd_no/cmd_bad. The dispatcher sends pending untagged updates and then the
 ** tagged line, exactly once.
 */
+/*
+** The capabilities, in the order advertised. An extension that needs others (RFC 7162
+** 3.2.3: QRESYNC needs CONDSTORE and ENABLE) is switched off with any of them and
+** switching it on switches them on; one that excludes another (RFC 7888 4: never LITERAL+
+** and LITERAL- together) switches it off.
+*/
 static const struct {
   const char *name;
   unsigned bit;               /* 0: always on */
+  unsigned needs;             /* on only while these are on */
+  unsigned excludes;          /* never on with these */
 } capability_list[] = {
-  {"IMAP4rev1", 0}, {"LITERAL+", CAP_LITERALPLUS}, {"SASL-IR", CAP_SASLIR}, {"AUTH=PLAIN", 0},
-  {"IDLE", CAP_IDLE}, {"UIDPLUS", CAP_UIDPLUS}, {"MOVE", CAP_MOVE}, {"UNSELECT", CAP_UNSELECT},
-  {"NAMESPACE", CAP_NAMESPACE}, {"ID", CAP_ID}, {"CHILDREN", CAP_CHILDREN}};
+  {"IMAP4rev1", 0, 0, 0}, {"LITERAL+", CAP_LITERALPLUS, 0, CAP_LITERALMINUS},
+  {"LITERAL-", CAP_LITERALMINUS, 0, CAP_LITERALPLUS}, {"SASL-IR", CAP_SASLIR, 0, 0},
+  {"AUTH=PLAIN", 0, 0, 0}, {"IDLE", CAP_IDLE, 0, 0}, {"UIDPLUS", CAP_UIDPLUS, 0, 0},
+  {"MOVE", CAP_MOVE, 0, 0}, {"UNSELECT", CAP_UNSELECT, 0, 0},
+  {"NAMESPACE", CAP_NAMESPACE, 0, 0}, {"ID", CAP_ID, 0, 0}, {"CHILDREN", CAP_CHILDREN, 0, 0},
+  {"ENABLE", CAP_ENABLE, 0, 0}, {"CONDSTORE", CAP_CONDSTORE, 0, 0},
+  {"QRESYNC", CAP_QRESYNC, CAP_CONDSTORE | CAP_ENABLE, 0}};
+#define NCAPS (sizeof capability_list / sizeof capability_list[0])
 
-static int cap_on(struct imapmem *srv, unsigned bit) {
-  return !(atomic_load(&srv->caps_off) & bit);
+/*
+** The switched-off set after switching capability i on or off, with what depends on it
+** following: off takes everything that needs it; on brings what it needs and puts out
+** what it excludes.
+*/
+static unsigned capability_switch(unsigned off, size_t i, int on) {
+  unsigned bit = capability_list[i].bit;
+  if (on) {
+    off &= ~(bit | capability_list[i].needs);
+    off |= capability_list[i].excludes;
+  } else {
+    off |= bit;
+  }
+  for (int changed = 1; changed;) {   /* until every dependency holds */
+    changed = 0;
+    for (size_t k = 0; k < NCAPS; k++) {
+      unsigned b = capability_list[k].bit;
+      if (b && !(off & b) && (off & capability_list[k].needs)) {
+        off |= b;
+        changed = 1;
+      }
+    }
+  }
+  return off;
 }
 
 /* The capability list as advertised now (RFC 3501 7.2.1), into a fixed buffer. */
 static const char *capabilities(struct imapmem *srv, char *out, size_t cap) {
   size_t n = 0;
   out[0] = 0;
-  for (size_t i = 0; i < sizeof capability_list / sizeof capability_list[0]; i++)
+  for (size_t i = 0; i < NCAPS; i++)
     if (!capability_list[i].bit || cap_on(srv, capability_list[i].bit))
       n += (size_t)snprintf(out + n, n < cap ? cap - n : 0, "%s%s", n ? " " : "",
                             capability_list[i].name);
@@ -5175,7 +5750,7 @@ static const char *state_name(enum state st) {
 
 static int cmd_capability(struct session *s, struct command *c) {
   if (!parse_end(&c->ps)) return cmd_bad_args(c);
-  char caps[256];
+  char caps[CAPS_MAX];
   session_send(s, "* CAPABILITY %s\r\n", capabilities(s->srv, caps, sizeof caps));
   return cmd_ok(c, "CAPABILITY completed");
 }
@@ -5234,7 +5809,7 @@ static int cmd_login(struct session *s, struct command *c) {
     return cmd_bad_args(c);
   if (!session_login(s, user, pass))
     return cmd_no(c, "[AUTHENTICATIONFAILED] Invalid user name or password");
-  char caps[256];
+  char caps[CAPS_MAX];
   return cmd_ok(c, "[CAPABILITY %s] LOGIN completed", capabilities(s->srv, caps, sizeof caps));
 }
 
@@ -5289,7 +5864,7 @@ static int cmd_authenticate(struct session *s, struct command *c) {
   }
   buf_free(&dec);
   if (!authed) return cmd_no(c, "[AUTHENTICATIONFAILED] Authentication failed");
-  char caps[256];
+  char caps[CAPS_MAX];
   return cmd_ok(c, "[CAPABILITY %s] Authenticated", capabilities(s->srv, caps, sizeof caps));
 }
 
@@ -5301,11 +5876,148 @@ static int cmd_starttls(struct session *s, struct command *c) {
 /* ------------------------------------------------------------------------- */
 /* Authenticated state (RFC 3501 6.3). */
 
+/*
+** RFC 5161 ENABLE: each named extension that can be enabled is, for the rest of the
+** connection; other names are ignored. ENABLED lists what this command enabled.
+*/
+static int cmd_enable(struct session *s, struct command *c) {
+  static const struct { const char *name; unsigned cap, bits; } can[] = {
+    {"CONDSTORE", CAP_CONDSTORE, ENABLED_CONDSTORE},
+    {"QRESYNC", CAP_QRESYNC, ENABLED_QRESYNC | ENABLED_CONDSTORE}};   /* RFC 7162 3.2.3 */
+  struct parser *ps = &c->ps;
+  struct buf names = {0};
+  unsigned bits = 0;
+  if (!parse_sp(ps)) return cmd_bad(c, "ENABLE Expected capability names");
+  do {
+    struct str w;
+    if (!parse_atom(ps, &w)) {
+      buf_free(&names);
+      return cmd_bad_args(c);
+    }
+    for (size_t i = 0; i < sizeof can / sizeof can[0]; i++)
+      if (str_ieq(w, can[i].name) && cap_on(s->srv, can[i].cap) &&
+          ((s->enabled | bits) & can[i].bits) != can[i].bits) {
+        bits |= can[i].bits;
+        buf_printf(&names, " %s", can[i].name);
+      }
+  } while (parse_char(ps, ' '));
+  if (!parse_end(ps)) {
+    buf_free(&names);
+    return cmd_bad_args(c);
+  }
+  if (bits & ENABLED_CONDSTORE) session_enable_condstore(s);
+  s->enabled |= bits;
+  session_send(s, "* ENABLED%s\r\n", names.p ? names.p : "");
+  buf_free(&names);
+  return cmd_ok(c, "ENABLE completed");
+}
+
+/* The parameters of SELECT and EXAMINE (RFC 4466 2.1), as far as imapmem knows them. */
+struct select_params {
+  int condstore;              /* (CONDSTORE), RFC 7162 3.1.8 */
+  int qresync;                /* (QRESYNC (...)), RFC 7162 3.2.5 */
+  uint32_t uidvalidity;
+  uint64_t modseq;
+  struct seqset known;        /* known-uids; n 0 if not given */
+  struct seqset seqs, uids;   /* seq-match-data; n 0 if not given */
+};
+
+/* A sequence set without '*' (RFC 7162 7: known-uids and seq-match-data). */
+static int parse_seqset_no_star(struct parser *ps, struct seqset *set) {
+  if (!parse_seqset(ps, set)) return 0;
+  for (size_t i = 0; i < set->n; i++)
+    if (!set->r[i].lo || !set->r[i].hi) return parse_fail(ps, "'*' is not allowed here");
+  return 1;
+}
+
+static int select_parse_params(struct session *s, struct parser *ps, struct select_params *sp) {
+  if (!parse_char(ps, '(')) return parse_fail(ps, "Expected '(' and select parameters");
+  do {
+    struct str w;
+    if (!parse_atom(ps, &w)) return 0;
+    if (str_ieq(w, "CONDSTORE") && cap_on(s->srv, CAP_CONDSTORE)) {
+      sp->condstore = 1;
+    } else if (str_ieq(w, "QRESYNC") && cap_on(s->srv, CAP_QRESYNC)) {
+      if (!(s->enabled & ENABLED_QRESYNC))   /* RFC 7162 3.2.5 */
+        return parse_fail(ps, "QRESYNC needs ENABLE QRESYNC first");
+      sp->qresync = 1;
+      if (!parse_sp(ps) || !parse_char(ps, '(') || !parse_nz_number(ps, &sp->uidvalidity) ||
+          !parse_sp(ps) || !parse_modseq(ps, &sp->modseq))
+        return parse_fail(ps, "Expected QRESYNC (uidvalidity modseq [known-uids] [(seqs uids)])");
+      if (sp->modseq == 0) return parse_fail(ps, "QRESYNC mod-sequence must be at least 1");
+      if (parse_char(ps, ' ') && !parse_peek(ps, '(') && !parse_seqset_no_star(ps, &sp->known))
+        return 0;
+      if (sp->known.n && !parse_peek(ps, ')') && !parse_sp(ps)) return 0;
+      if (parse_char(ps, '(')) {
+        if (!parse_seqset_no_star(ps, &sp->seqs) || !parse_sp(ps) ||
+            !parse_seqset_no_star(ps, &sp->uids) || !parse_char(ps, ')'))
+          return parse_fail(ps, "Expected (known-sequence-set known-uid-set)");
+      }
+      if (!parse_char(ps, ')')) return parse_fail(ps, "Expected ')' to end QRESYNC");
+    } else {
+      return parse_fail(ps, "Unknown select parameter");
+    }
+  } while (parse_char(ps, ' '));
+  return parse_char(ps, ')') || parse_fail(ps, "Expected ')' after the select parameters");
+}
+
+/*
+** RFC 7162 3.2.5.2: the highest UID below which the client, by its sequence match data,
+** knows every expunge. Pairs are walked in order while they match the mailbox now.
+** Holds mb->lock.
+*/
+static uint32_t select_match_floor(const struct mailbox *mb, const struct select_params *sp) {
+  uint32_t floor = 0;
+  size_t a = 0, b = 0;
+  uint32_t seq = sp->seqs.n ? sp->seqs.r[0].lo : 0, uid = sp->uids.n ? sp->uids.r[0].lo : 0;
+  while (a < sp->seqs.n && b < sp->uids.n) {
+    if (seq == 0 || seq > mb->count || mb->msgs[seq - 1].uid != uid) break;
+    floor = uid;
+    if (seq++ == sp->seqs.r[a].hi && ++a < sp->seqs.n) seq = sp->seqs.r[a].lo;
+    if (uid++ == sp->uids.r[b].hi && ++b < sp->uids.n) uid = sp->uids.r[b].lo;
+  }
+  return floor;
+}
+
+/*
+** RFC 7162 3.2.5.1: what changed since the client's mod-sequence, among its known UIDs:
+** VANISHED (EARLIER) for the expunged, FETCH (UID FLAGS MODSEQ) for the changed, as
+** "UID FETCH known-uids (FLAGS) (CHANGEDSINCE modseq VANISHED)" would. Holds mb->lock.
+*/
+static void select_qresync(struct session *s, struct select_params *sp) {
+  struct mailbox *mb = s->mb;
+  if (!sp->known.n) {        /* 1:<maxuid>; nothing if the mailbox never had a message */
+    if (mb->uidnext <= 1 || !(sp->known.r = arena_alloc(&s->arena, sizeof *sp->known.r)))
+      return;
+    sp->known.r[0].lo = 1;
+    sp->known.r[0].hi = mb->uidnext - 1;
+    sp->known.n = 1;
+  }
+  seqset_resolve(&sp->known, mb->uidnext - 1);
+  session_send_vanished(s, &sp->known, sp->modseq, select_match_floor(mb, sp));
+  size_t *ks, n;
+  view_changed_since(s, &sp->known, 1, sp->modseq, &ks, &n);
+  for (size_t j = 0; j < n; j++) {
+    long i = mailbox_find_uid(mb, s->view[ks[j]].uid);
+    if (i >= 0) session_send_flags_fetch(s, ks[j], &mb->msgs[i]);
+  }
+  free(ks);
+}
+
 static int cmd_select(struct session *s, struct command *c) {
+  struct parser *ps = &c->ps;
   const char *name;
   int examine = c->def->name[0] == 'E';
-  if (!cmd_mailbox_arg(c, &name)) return cmd_bad_args(c);
+  struct select_params sp;
+  memset(&sp, 0, sizeof sp);
+  if (!parse_sp(ps) || !parse_mailbox(ps, &name) ||
+      (parse_char(ps, ' ') && !select_parse_params(s, ps, &sp)) || !parse_end(ps))
+    return cmd_bad_args(c);
+  int had = s->mb != NULL;
   session_unselect(s);       /* 6.3.1: deselect first, even if the SELECT fails */
+  if (had && (cap_on(s->srv, CAP_CONDSTORE) || cap_on(s->srv, CAP_QRESYNC)))
+    session_send(s, "* OK [CLOSED] Previous mailbox closed\r\n");   /* RFC 7162 3.2.11 */
+  if (sp.condstore || sp.qresync) s->enabled |= ENABLED_CONDSTORE;
   struct mailbox *mb = cmd_selectable(s, c, name, "NONEXISTENT");
   if (!mb) return 0;
   pthread_mutex_lock(&mb->lock);
@@ -5334,6 +6046,7 @@ static int cmd_select(struct session *s, struct command *c) {
   mb->watchers[mb->nwatchers++] = &s->watch;
   s->readonly = examine;
   s->epoch = mb->epoch;
+  s->nomodseq = mb->nomodseq;
   s->seen_modseq = s->watch.told = mb->modseq;
   s->state = ST_SELECTED;
   session_send_flags(s, mb);
@@ -5341,6 +6054,11 @@ static int cmd_select(struct session *s, struct command *c) {
   if (unseen) session_send(s, "* OK [UNSEEN %zu] First unseen message\r\n", unseen);
   session_send(s, "* OK [UIDVALIDITY %u] UIDs valid\r\n", mb->uidvalidity);
   session_send(s, "* OK [UIDNEXT %u] Predicted next UID\r\n", mb->uidnext);
+  if ((s->enabled & ENABLED_CONDSTORE) && mb->nomodseq)   /* RFC 7162 3.1.2 */
+    session_send(s, "* OK [NOMODSEQ] No permanent modsequences\r\n");
+  else if (s->enabled & ENABLED_CONDSTORE)
+    session_send(s, "* OK [HIGHESTMODSEQ %llu] Highest\r\n", (unsigned long long)mb->modseq);
+  if (sp.qresync && !mb->nomodseq && sp.uidvalidity == mb->uidvalidity) select_qresync(s, &sp);
   pthread_mutex_unlock(&mb->lock);
   session_publish(s);        /* takes the server's lock: never inside a mailbox's */
   return cmd_ok(c, "[%s] %s completed", examine ? "READ-ONLY" : "READ-WRITE", c->def->name);
@@ -5650,12 +6368,14 @@ static int cmd_list(struct session *s, struct command *c) {
   return cmd_ok(c, "%s completed", cmd);
 }
 
-/* 6.3.10 STATUS. */
+/* 6.3.10 STATUS, with RFC 7162 3.1.7's HIGHESTMODSEQ. */
 static int cmd_status(struct session *s, struct command *c) {
   const char *name;
   struct parser *ps = &c->ps;
-  enum { ST_MESSAGES = 1, ST_RECENT = 2, ST_UIDNEXT = 4, ST_UIDVALIDITY = 8, ST_UNSEEN = 16 };
-  static const char *const items[] = {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN"};
+  static const struct { const char *name; unsigned cap; } items[] = {
+    {"MESSAGES", 0}, {"RECENT", 0}, {"UIDNEXT", 0}, {"UIDVALIDITY", 0}, {"UNSEEN", 0},
+    {"HIGHESTMODSEQ", CAP_CONDSTORE}};
+  enum { NITEMS = sizeof items / sizeof items[0] };
   unsigned want[16];
   int nwant = 0;
   if (!parse_sp(ps) || !parse_mailbox(ps, &name) || !parse_sp(ps) || !parse_char(ps, '('))
@@ -5663,17 +6383,19 @@ static int cmd_status(struct session *s, struct command *c) {
   do {
     struct str it;
     if (!parse_atom(ps, &it)) return cmd_bad_args(c);
-    int k;
-    for (k = 0; k < 5 && !str_ieq(it, items[k]); k++) {}
-    if (k == 5) return cmd_bad(c, "STATUS Unknown status item: %.*s", (int)it.len, it.p);
-    if (nwant < 16) want[nwant++] = (unsigned)k;
+    unsigned k;
+    for (k = 0; k < NITEMS && !(str_ieq(it, items[k].name) &&
+                                 (!items[k].cap || cap_on(s->srv, items[k].cap))); k++) {}
+    if (k == NITEMS) return cmd_bad(c, "STATUS Unknown status item: %.*s", (int)it.len, it.p);
+    if (nwant < 16) want[nwant++] = k;
+    if (k == 5) session_enable_condstore(s);
   } while (parse_char(ps, ' '));
   if (!parse_char(ps, ')') || !parse_end(ps)) return cmd_bad(c, "STATUS Expected ')'");
   struct mailbox *mb = cmd_selectable(s, c, name, "NONEXISTENT");
   if (!mb) return 0;
-  uint32_t v[5] = {0};
+  uint64_t v[NITEMS] = {0};
   pthread_mutex_lock(&mb->lock);
-  v[0] = (uint32_t)mb->count;
+  v[0] = mb->count;
   for (size_t i = 0; i < mb->count; i++) {
     v[1] += (mb->msgs[i].flags & FLAG_RECENT) != 0;
     v[4] += !(mb->msgs[i].flags & FLAG_SEEN);
@@ -5683,13 +6405,15 @@ static int cmd_status(struct session *s, struct command *c) {
     for (size_t i = 0; i < s->nview; i++) v[1] += s->view[i].recent;
   v[2] = mb->uidnext;
   v[3] = mb->uidvalidity;
+  v[5] = mb->nomodseq ? 0 : mb->modseq;    /* RFC 7162 3.1.7: 0 without mod-sequences */
   pthread_mutex_unlock(&mb->lock);
   mailbox_unref(mb);
   session_send(s, "* STATUS ");
   out_string(&s->out, name, strlen(name));
   session_send(s, " (");
   for (int i = 0; i < nwant; i++)
-    session_send(s, "%s%s %u", i ? " " : "", items[want[i]], v[want[i]]);
+    session_send(s, "%s%s %llu", i ? " " : "", items[want[i]].name,
+                 (unsigned long long)v[want[i]]);
   session_send(s, ")\r\n");
   return cmd_ok(c, "STATUS completed");
 }
@@ -5836,33 +6560,61 @@ static int cmd_expunge(struct session *s, struct command *c) {
   pthread_mutex_lock(&s->mb->lock);
   if (c->uid) seqset_resolve(&set, s->mb->uidnext - 1);
   long n = mailbox_expunge_deleted(s->mb, c->uid ? &set : NULL);
+  uint64_t highest = s->mb->modseq;   /* the sync before the tagged OK reports up to here */
   pthread_mutex_unlock(&s->mb->lock);
   if (n < 0) return cmd_no(c, "[SERVERBUG] Out of memory");
+  if (n > 0 && session_qresync(s))    /* RFC 7162 3.2.7, 3.2.9 */
+    return cmd_ok(c, "[HIGHESTMODSEQ %llu] %sEXPUNGE completed", (unsigned long long)highest,
+                  c->uid ? "UID " : "");
   return cmd_ok(c, "%sEXPUNGE completed", c->uid ? "UID " : "");
 }
 
-/* 6.4.6 STORE set (+|-)FLAGS[.SILENT] flags. */
+/*
+** 6.4.6 STORE set [(UNCHANGEDSINCE n)] (+|-)FLAGS[.SILENT] flags. With UNCHANGEDSINCE
+** (RFC 7162 3.1.3), a message changed after n is left alone and named in [MODIFIED set],
+** and its flags are sent so that the client need not ask (Example 10).
+*/
 static int cmd_store(struct session *s, struct command *c) {
   struct parser *ps = &c->ps;
   struct seqset set;
   struct str item;
   struct flag_list fl;
+  int conditional = 0;
+  uint64_t unchangedsince = 0;
   if (!parse_sp(ps) || !parse_seqset(ps, &set) || !parse_sp(ps)) return cmd_bad_args(c);
+  if (parse_char(ps, '(')) {   /* store modifiers (RFC 4466 2.5) */
+    do {
+      struct str w;
+      if (!parse_atom(ps, &w)) return cmd_bad_args(c);
+      if (!str_ieq(w, "UNCHANGEDSINCE") || !cap_on(s->srv, CAP_CONDSTORE))
+        return cmd_bad(c, "STORE Unknown modifier: %.*s", (int)w.len, w.p);
+      if (conditional) return cmd_bad(c, "STORE UNCHANGEDSINCE given twice");
+      if (!parse_sp(ps) || !parse_modseq(ps, &unchangedsince)) return cmd_bad_args(c);
+      conditional = 1;
+    } while (parse_char(ps, ' '));
+    if (!parse_char(ps, ')') || !parse_sp(ps)) return cmd_bad(c, "STORE Expected ')'");
+  }
   int op = parse_char(ps, '+') ? '+' : parse_char(ps, '-') ? '-' : '=';
   if (!parse_run(ps, is_atom_char, &item)) return cmd_bad(c, "STORE Expected FLAGS");
   int silent = str_ieq(item, "FLAGS.SILENT");
   if (!silent && !str_ieq(item, "FLAGS"))
     return cmd_bad(c, "STORE Unknown item %.*s (expected FLAGS)", (int)item.len, item.p);
   if (!parse_sp(ps) || !parse_flags(ps, &fl, 1) || !parse_end(ps)) return cmd_bad_args(c);
+  if (conditional && s->nomodseq)   /* RFC 7162 3.1.2.2 */
+    return cmd_bad(c, "STORE UNCHANGEDSINCE: this mailbox has no mod-sequences (NOMODSEQ)");
   size_t *idx, n;
   if (!view_resolve(s, c, &set, c->uid, &idx, &n)) return 0;
   if (s->readonly) return cmd_no(c, "[READ-ONLY] Mailbox is read-only");
+  if (conditional) session_enable_condstore(s);
   struct mailbox *mb = s->mb;
-  int gone = 0, full = 0;
+  int gone = 0, full = 0, cs = session_condstore(s);
+  struct buf modified = {0};
+  struct set_writer mw = {&modified, 0, 0, 0};
   pthread_mutex_lock(&mb->lock);
   uint64_t kw = 0;
   full = flag_list_keywords(mb, &fl, &kw) < 0;
-  if (!silent && mb->nkeywords > s->nkw_known) session_send_flags(s, mb);  /* before FETCH */
+  if ((!silent || conditional) && mb->nkeywords > s->nkw_known)
+    session_send_flags(s, mb);   /* before a FETCH shows a new keyword */
   int in_step = s->seen_modseq == mb->modseq;   /* nothing else unreported changed */
   for (size_t i = 0; i < n && !full; i++) {
     long k = mailbox_find_uid(mb, s->view[idx[i]].uid);
@@ -5871,8 +6623,13 @@ static int cmd_store(struct session *s, struct command *c) {
       continue;
     }
     struct message *m = &mb->msgs[k];
+    if (conditional && m->modseq > unchangedsince) {
+      set_add(&mw, c->uid ? m->uid : (uint32_t)idx[i] + 1);
+      session_send_flags_fetch(s, idx[i], m);
+      continue;
+    }
     uint32_t f = m->flags;
-    uint64_t w = m->keywords;
+    uint64_t w = m->keywords, before = m->modseq;
     if (op == '+') {
       f |= fl.flags;
       w |= kw;
@@ -5884,21 +6641,43 @@ static int cmd_store(struct session *s, struct command *c) {
       w = kw;
     }
     mailbox_set_flags(mb, (size_t)k, f, w);
-    if (!silent) {          /* UID STORE answers with UIDs (6.4.8) */
+    if (!silent) {           /* UID STORE answers with UIDs (6.4.8); RFC 7162 3.2.4 */
       session_send(s, "* %zu FETCH (", idx[i] + 1);
-      if (c->uid) session_send(s, "UID %u ", m->uid);
+      if (c->uid || cs) session_send(s, "UID %u ", m->uid);
       session_send(s, "FLAGS ");
       flags_out(&s->out, m->flags, m->keywords, mb->keywords, mb->nkeywords,
                 s->view[idx[i]].recent);
+      if (cs) {
+        session_send(s, " ");
+        session_send_modseq(s, m->modseq);
+      }
+      session_send(s, ")\r\n");
+    } else if (cs && (conditional || m->modseq != before)) {
+      /* RFC 7162 3.1.3: the new MODSEQ even for .SILENT */
+      session_send(s, "* %zu FETCH (UID %u ", idx[i] + 1, m->uid);
+      session_send_modseq(s, m->modseq);
       session_send(s, ")\r\n");
     }
   }
   if (in_step) s->seen_modseq = mb->modseq;     /* our own changes need no echo */
   pthread_mutex_unlock(&mb->lock);
-  if (full) return cmd_no(c, "[LIMIT] Too many keywords in this mailbox");
-  if (gone && !silent && s->srv->cfg.strict_expunge)
-    return cmd_no(c, "[EXPUNGEISSUED] Some of the messages have been expunged");
-  return cmd_ok(c, "%sSTORE completed", c->uid ? "UID " : "");
+  set_end(&mw);
+  int oom = modified.oom;
+  if (full || oom) {
+    buf_free(&modified);
+    return cmd_no(c, full ? "[LIMIT] Too many keywords in this mailbox"
+                          : "[SERVERBUG] Out of memory");
+  }
+  if (gone && !silent && s->srv->cfg.strict_expunge && mw.n)   /* RFC 7162 Example 11 */
+    cmd_no(c, "[MODIFIED %s] Some of the messages have been expunged", modified.p);
+  else if (gone && !silent && s->srv->cfg.strict_expunge)
+    cmd_no(c, "[EXPUNGEISSUED] Some of the messages have been expunged");
+  else if (mw.n)
+    cmd_ok(c, "[MODIFIED %s] Conditional %sSTORE failed", modified.p, c->uid ? "UID " : "");
+  else
+    cmd_ok(c, "%sSTORE completed", c->uid ? "UID " : "");
+  buf_free(&modified);
+  return 0;
 }
 
 /* One message taken out of a mailbox for COPY/MOVE, kept while no lock is held. */
@@ -6001,10 +6780,15 @@ static int cmd_copy(struct session *s, struct command *c) {
       mailbox_expunge(src, rm);
       free(rm);
     }
+    uint64_t highest = src->modseq;   /* as in cmd_expunge */
     pthread_mutex_unlock(&src->lock);
     if (cap_on(s->srv, CAP_UIDPLUS))
       session_send(s, "* OK [COPYUID %u %s %s] Moved\r\n", uv, srcuids.p, dstuids.p);
-    cmd_ok(c, "%sMOVE completed", c->uid ? "UID " : "");
+    if (session_qresync(s))   /* RFC 6851 4.4 */
+      cmd_ok(c, "[HIGHESTMODSEQ %llu] %sMOVE completed", (unsigned long long)highest,
+             c->uid ? "UID " : "");
+    else
+      cmd_ok(c, "%sMOVE completed", c->uid ? "UID " : "");
   } else if (got && cap_on(s->srv, CAP_UIDPLUS)) {
     cmd_ok(c, "[COPYUID %u %s %s] %sCOPY completed", uv, srcuids.p, dstuids.p,
            c->uid ? "UID " : "");
@@ -6041,6 +6825,7 @@ static const struct cmd_def commands[] = {
   {"STATUS",       AUTHED,      0,                     0,         0,           cmd_status},
   {"APPEND",       AUTHED,      0,                     0,         0,           cmd_append},
   {"IDLE",         AUTHED,      0,                     CAP_IDLE,  0,           cmd_idle},
+  {"ENABLE",       AUTHED,      0,                     CAP_ENABLE, 0,          cmd_enable},
   {"NAMESPACE",    AUTHED,      0,                     CAP_NAMESPACE, 0,       cmd_namespace},
   {"CHECK",        ST_SELECTED, 0,                     0,         0,           cmd_check},
   {"CLOSE",        ST_SELECTED, 0,                     0,         0,           cmd_close},
@@ -6087,7 +6872,8 @@ static int session_fault(struct session *s, struct str name, int uid, struct fau
 /* Carry out a fault. Returns 1 if the command is answered (or the session ended) here. */
 static int session_apply_fault(struct session *s, struct command *c, const struct fault *f) {
   static const char *const names[] = {"NO", "BAD", "DROP", "BYE", "ALERT", "DELAY",
-                                      "UIDVALIDITY"};   /* ORDER FA_* */
+                                      "UIDVALIDITY", "MODSEQ-BACK",
+                                      "FORGET-EXPUNGED"};   /* ORDER FA_* */
   const char *when = f->nth ? "#N" : f->cmd;
   if (f->action == FA_DELAY) session_trace_event(s, "fault %s: DELAY %d ms", when, f->ms);
   else session_trace_event(s, "fault %s: %s", when, names[f->action]);
@@ -6109,10 +6895,18 @@ static int session_apply_fault(struct session *s, struct command *c, const struc
   case FA_DELAY:
     sleep_ms(f->ms);
     return 0;
-  case FA_UIDVALIDITY: {
-    if (!s->user) return 0;  /* before login there is no mailbox to renumber */
+  case FA_UIDVALIDITY:
+  case FA_MODSEQ_BACK:
+  case FA_FORGET_EXPUNGED: {
+    if (!s->user) return 0;  /* before login there is no mailbox to change */
     struct mailbox *mb = s->mb ? mailbox_ref(s->mb) : user_mailbox(s->user, "INBOX");
-    if (mb) mailbox_new_uidvalidity(s->srv, mb);
+    if (mb && f->action == FA_UIDVALIDITY) mailbox_new_uidvalidity(s->srv, mb);
+    if (mb && f->action == FA_MODSEQ_BACK) mailbox_modseq_back(mb);
+    if (mb && f->action == FA_FORGET_EXPUNGED) {
+      pthread_mutex_lock(&mb->lock);
+      mailbox_forget_expunged(mb);
+      pthread_mutex_unlock(&mb->lock);
+    }
     mailbox_unref(mb);
     return 0;
   }
@@ -6171,10 +6965,21 @@ static void session_execute(struct session *s) {
     return;
   }
   if (s->mb && !session_sync(s, 0)) return;   /* the mailbox went away under us */
+  s->modseq_sent = 0;
   c.def->handler(s, &c);
   if (!c.status) cmd_no(&c, "[SERVERBUG] %s gave no reply", c.def->name);
   if (s->mb && s->state == ST_SELECTED && !session_sync(s, !(c.def->flags & CMD_KEEP_SEQ)))
     return;
+  if (s->modseq_sent && session_condstore(s)) {
+    /* RFC 7162 3.2, 6: MODSEQs went out while an expunge with a lower number waits to
+       be reported; the client must not take them for its HIGHESTMODSEQ */
+    pthread_mutex_lock(&s->mb->lock);
+    uint64_t h = session_highestmodseq(s);
+    pthread_mutex_unlock(&s->mb->lock);
+    if (h < s->modseq_sent)
+      session_send(s, "* OK [HIGHESTMODSEQ %llu] An expunge is still to be reported\r\n",
+                   (unsigned long long)h);
+  }
   session_send(s, "%s %s %s\r\n", c.tag, c.status, c.text);
 }
 
@@ -6476,7 +7281,7 @@ static void session_peer(struct session *s, char *out, size_t cap) {
 }
 
 static void session_run(struct session *s) {
-  char caps[256], peer[96];
+  char caps[CAPS_MAX], peer[96];
   if (atomic_load(&s->srv->tracing)) {
     session_peer(s, peer, sizeof peer);
     session_trace_event(s, "connected %s", peer);
@@ -6741,6 +7546,7 @@ int imapmem_new(const struct imapmem_config *config, imapmem **out) {
   srv->port = -1;
   srv->wake[0] = srv->wake[1] = -1;
   atomic_init(&srv->nactive, 0);
+  atomic_init(&srv->caps_off, CAPS_OFF_AT_START);
   srv->events = 1;           /* a mark is never 0, which means "now" in imapmem_wait */
   atomic_init(&srv->last_uidvalidity,
               srv->cfg.uidvalidity ? srv->cfg.uidvalidity : (uint32_t)time(NULL));
@@ -6971,6 +7777,23 @@ int imapmem_serve_fd(imapmem *srv, int in_fd, int out_fd, const char *preauth_us
   return rc == IMAPMEM_OK ? rc : api_error(srv, rc, "cannot start a session thread");
 }
 
+/*
+** A space-separated flag list from the API ("\\Seen $Label1"; NULL or "" for none) into
+** fl, its names in arena a, which the caller frees whatever the outcome.
+*/
+static int api_flags(struct imapmem *srv, const char *flags, struct arena *a,
+                     struct flag_list *fl) {
+  if (!flags || !*flags) return IMAPMEM_OK;
+  size_t n = strlen(flags);
+  char *list = arena_alloc(a, n + 3);
+  if (list) snprintf(list, n + 3, "(%s)", flags);
+  struct parser ps = {list, list ? list + n + 2 : NULL, a, NULL};
+  if (!list || !parse_flags(&ps, fl, 0) || !parse_end(&ps))
+    return api_error(srv, IMAPMEM_MISUSE, "invalid flags \"%s\": %s", flags,
+                     ps.err ? ps.err : "out of memory");
+  return IMAPMEM_OK;
+}
+
 /* The user's mailbox, with a reference; errors go to errmsg. */
 static int api_mailbox(struct imapmem *srv, const char *user, const char *mailbox,
                        struct mailbox **out) {
@@ -7005,17 +7828,9 @@ int imapmem_append_dated(imapmem *srv, const char *user, const char *mailbox,
   if (rc) return rc;
   struct arena a = {0};
   struct flag_list fl = {0};
-  if (flags && *flags) {
-    size_t n = strlen(flags);
-    char *list = arena_alloc(&a, n + 3);
-    if (list) snprintf(list, n + 3, "(%s)", flags);
-    struct parser ps = {list, list ? list + n + 2 : NULL, &a, NULL};
-    if (!list || !parse_flags(&ps, &fl, 0) || !parse_end(&ps)) {
-      arena_free(&a);
-      mailbox_unref(mb);
-      return api_error(srv, IMAPMEM_MISUSE, "invalid flags \"%s\": %s", flags,
-                       ps.err ? ps.err : "out of memory");
-    }
+  if ((rc = api_flags(srv, flags, &a, &fl))) {
+    mailbox_unref(mb);
+    return rc;
   }
   struct msgdata *d = mb->selectable ? msgdata_new(bytes, len) : NULL;
   uint32_t uid = 0;
@@ -7136,6 +7951,68 @@ int imapmem_flags(imapmem *srv, const char *user, const char *mailbox, uint32_t 
   if (!flags_out) return api_error(srv, IMAPMEM_MISUSE, "imapmem_flags: flags_out is NULL");
   *flags_out = NULL;
   return api_message(srv, user, mailbox, uid, message_flags_string, flags_out);
+}
+
+static int message_set_flags(struct mailbox *mb, struct message *m, void *arg) {
+  uint64_t kw;
+  if (flag_list_keywords(mb, arg, &kw) < 0) return IMAPMEM_ERROR;
+  mailbox_set_flags(mb, (size_t)(m - mb->msgs), ((const struct flag_list *)arg)->flags, kw);
+  return IMAPMEM_OK;
+}
+
+int imapmem_set_flags(imapmem *srv, const char *user, const char *mailbox, uint32_t uid,
+                      const char *flags) {
+  struct arena a = {0};
+  struct flag_list fl = {0};
+  int rc = api_flags(srv, flags, &a, &fl);
+  if (!rc) rc = api_message(srv, user, mailbox, uid, message_set_flags, &fl);
+  arena_free(&a);
+  if (rc == IMAPMEM_ERROR) return api_error(srv, rc, "too many keywords in %s", mailbox);
+  return rc;
+}
+
+static int message_expunge(struct mailbox *mb, struct message *m, void *arg) {
+  (void)arg;
+  unsigned char *rm = mem_calloc(mb->count, 1);
+  if (!rm) return IMAPMEM_NOMEM;
+  rm[m - mb->msgs] = 1;
+  long n = mailbox_expunge(mb, rm);
+  free(rm);
+  return n < 0 ? IMAPMEM_NOMEM : IMAPMEM_OK;
+}
+
+int imapmem_expunge(imapmem *srv, const char *user, const char *mailbox, uint32_t uid) {
+  return api_message(srv, user, mailbox, uid, message_expunge, NULL);
+}
+
+static int message_modseq(struct mailbox *mb, struct message *m, void *arg) {
+  (void)mb;
+  *(uint64_t *)arg = m->modseq;
+  return IMAPMEM_OK;
+}
+
+int imapmem_modseq(imapmem *srv, const char *user, const char *mailbox, uint32_t uid,
+                   uint64_t *modseq_out) {
+  if (!modseq_out) return api_error(srv, IMAPMEM_MISUSE, "imapmem_modseq: modseq_out is NULL");
+  *modseq_out = 0;
+  if (uid) return api_message(srv, user, mailbox, uid, message_modseq, modseq_out);
+  struct mailbox *mb;
+  int rc = api_mailbox(srv, user, mailbox, &mb);
+  if (rc) return rc;
+  pthread_mutex_lock(&mb->lock);
+  *modseq_out = mb->modseq;
+  pthread_mutex_unlock(&mb->lock);
+  mailbox_unref(mb);
+  return IMAPMEM_OK;
+}
+
+int imapmem_set_nomodseq(imapmem *srv, const char *user, const char *mailbox, int on) {
+  if (!srv || !user || !mailbox) return api_error(srv, IMAPMEM_MISUSE, "NULL argument");
+  struct user *u = api_user(srv, user);
+  if (!u) return api_error(srv, IMAPMEM_NOTFOUND, "no such user: %s", user);
+  if (!user_set_nomodseq(u, mailbox, on))
+    return api_error(srv, IMAPMEM_NOTFOUND, "no such mailbox: %s", mailbox);
+  return IMAPMEM_OK;
 }
 
 struct bytes_out {
@@ -7309,21 +8186,30 @@ int imapmem_set_trace(imapmem *srv, imapmem_trace_fn *fn, void *arg) {
 
 int imapmem_set_capability(imapmem *srv, const char *name, int on) {
   if (!srv || !name) return api_error(srv, IMAPMEM_MISUSE, "imapmem_set_capability: NULL argument");
-  for (size_t i = 0; i < sizeof capability_list / sizeof capability_list[0]; i++) {
-    unsigned bit = capability_list[i].bit;
-    if (!bit || strcasecmp(name, capability_list[i].name) != 0) continue;
-    if (on) atomic_fetch_and(&srv->caps_off, ~bit);
-    else atomic_fetch_or(&srv->caps_off, bit);
+  for (size_t i = 0; i < NCAPS; i++) {
+    if (!capability_list[i].bit || strcasecmp(name, capability_list[i].name) != 0) continue;
+    pthread_mutex_lock(&srv->lock);
+    atomic_store(&srv->caps_off, capability_switch(atomic_load(&srv->caps_off), i, on));
+    pthread_mutex_unlock(&srv->lock);
     return IMAPMEM_OK;
   }
   return api_error(srv, IMAPMEM_NOTFOUND, "no such optional capability: %s", name);
+}
+
+int imapmem_capabilities(imapmem *srv, char **caps_out) {
+  if (!srv || !caps_out) return api_error(srv, IMAPMEM_MISUSE, "imapmem_capabilities: NULL argument");
+  char caps[CAPS_MAX];
+  if (!(*caps_out = mem_strdup(capabilities(srv, caps, sizeof caps))))
+    return api_error(srv, IMAPMEM_NOMEM, "out of memory");
+  return IMAPMEM_OK;
 }
 
 int imapmem_fault(imapmem *srv, const char *spec) {
   if (!srv || !spec) return api_error(srv, IMAPMEM_MISUSE, "imapmem_fault: NULL argument");
   static const struct { const char *name; int action, has_text, has_ms; } actions[] = {
     {"NO", FA_NO, 1, 0}, {"BAD", FA_BAD, 1, 0}, {"DROP", FA_DROP, 0, 0}, {"BYE", FA_BYE, 1, 0},
-    {"ALERT", FA_ALERT, 1, 0}, {"DELAY", FA_DELAY, 0, 1}, {"UIDVALIDITY", FA_UIDVALIDITY, 0, 0}};
+    {"ALERT", FA_ALERT, 1, 0}, {"DELAY", FA_DELAY, 0, 1}, {"UIDVALIDITY", FA_UIDVALIDITY, 0, 0},
+    {"MODSEQ-BACK", FA_MODSEQ_BACK, 0, 0}, {"FORGET-EXPUNGED", FA_FORGET_EXPUNGED, 0, 0}};
   const char *eq = strchr(spec, '=');
   if (!eq || eq == spec)
     return api_error(srv, IMAPMEM_PARSE, "fault \"%s\": expected WHEN=ACTION", spec);
@@ -7473,6 +8359,8 @@ static const char usage[] =
   "                             NO [EXPUNGEISSUED] (default: as it was / no change)\n"
   "      --fault SPEC           misbehave on purpose, e.g. 'APPEND=NO [OVERQUOTA] full',\n"
   "                             '#3=DROP', 'delay=200', 'chunk=1' (see the README)\n"
+  "      --nomodseq MAILBOX     MAILBOX has no mod-sequences: SELECT answers [NOMODSEQ]\n"
+  "                             (repeatable; CONDSTORE, RFC 7162 3.1.2.2)\n"
   "  -h, --help                 show this help\n"
   "  -V, --version              show the version\n"
   "\n"
@@ -7537,6 +8425,8 @@ struct options {
   int ncaps;
   const char **faults;
   int nfaults;
+  const char **nomodseq;      /* mailboxes of the first user */
+  int nnomodseq;
   const char *save;
   int stdio, exit_with_parent, trace;
 };
@@ -7571,7 +8461,7 @@ static int parse_options(int argc, char **argv, struct options *o) {
     static const char *const valued[] = {"-p", "--port", "-b", "--bind", "-u", "--user",
                                          "--uidvalidity", "--max-connections",
                                          "--idle-timeout", "--save", "--capability",
-                                         "--fault"};
+                                         "--fault", "--nomodseq"};
     int is_flag = 0, known = 0;
     for (size_t k = 0; k < sizeof flags / sizeof flags[0]; k++) is_flag |= !strcmp(name, flags[k]);
     for (size_t k = 0; k < sizeof valued / sizeof valued[0]; k++) known |= !strcmp(name, valued[k]);
@@ -7620,6 +8510,8 @@ static int parse_options(int argc, char **argv, struct options *o) {
       o->caps[o->ncaps++] = val;
     } else if (!strcmp(name, "--fault")) {
       o->faults[o->nfaults++] = val;
+    } else if (!strcmp(name, "--nomodseq")) {
+      o->nomodseq[o->nnomodseq++] = val;
     } else {
       return die_usage("unknown option: %s", a);
     }
@@ -7630,6 +8522,37 @@ static int parse_options(int argc, char **argv, struct options *o) {
     o->nusers = 1;
   }
   return -1;
+}
+
+/* Is word one of the space-separated words of list? */
+static int has_word(const char *list, const char *word, size_t n) {
+  for (const char *p = list; *p;) {
+    size_t k = strcspn(p, " ");
+    if (k == n && strncasecmp(p, word, n) == 0) return 1;
+    p += k + (p[k] == ' ');
+  }
+  return 0;
+}
+
+/* --capability -NAME|+NAME, saying on stderr what else it switched (RFC dependencies). */
+static int switch_capability(imapmem *srv, const char *arg) {
+  char *before = NULL, *after = NULL;
+  int rc = imapmem_capabilities(srv, &before);
+  if (rc == IMAPMEM_OK) rc = imapmem_set_capability(srv, arg + 1, arg[0] == '+');
+  if (rc == IMAPMEM_OK) rc = imapmem_capabilities(srv, &after);
+  for (int on = 0; rc == IMAPMEM_OK && on < 2; on++) {
+    const char *from = on ? before : after, *to = on ? after : before;
+    for (const char *p = to; *p;) {   /* words in `to` but not in `from` */
+      size_t k = strcspn(p, " ");
+      if (!has_word(from, p, k) && !(k == strlen(arg + 1) && strncasecmp(p, arg + 1, k) == 0))
+        fprintf(stderr, "imapmem: --capability %s also switched %s %.*s\n", arg,
+                on ? "on" : "off", (int)k, p);
+      p += k + (p[k] == ' ');
+    }
+  }
+  imapmem_release(before);
+  imapmem_release(after);
+  return rc;
 }
 
 static void trace_to_stderr(void *arg, int session, char dir, const char *line, size_t len) {
@@ -7730,9 +8653,10 @@ static int serve(struct options *o) {
   }
   for (int i = 0; i < o->npaths && rc == IMAPMEM_OK; i++)
     rc = imapmem_load(srv, o->users[0].name, o->paths[i]);
-  for (int i = 0; i < o->ncaps && rc == IMAPMEM_OK; i++)
-    rc = imapmem_set_capability(srv, o->caps[i] + 1, o->caps[i][0] == '+');
+  for (int i = 0; i < o->ncaps && rc == IMAPMEM_OK; i++) rc = switch_capability(srv, o->caps[i]);
   for (int i = 0; i < o->nfaults && rc == IMAPMEM_OK; i++) rc = imapmem_fault(srv, o->faults[i]);
+  for (int i = 0; i < o->nnomodseq && rc == IMAPMEM_OK; i++)
+    rc = imapmem_set_nomodseq(srv, o->users[0].name, o->nomodseq[i], 1);
   if (rc == IMAPMEM_OK && o->trace) imapmem_set_trace(srv, trace_to_stderr, NULL);
   if (rc == IMAPMEM_OK && o->stdio) rc = imapmem_serve_fd(srv, 0, 1, o->users[0].name);
   else if (rc == IMAPMEM_OK) rc = imapmem_start(srv, o->bind, (int)o->port);
@@ -7785,8 +8709,9 @@ int main(int argc, char **argv) {
   o.paths = calloc((size_t)argc + 1, sizeof *o.paths);
   o.caps = calloc((size_t)argc + 1, sizeof *o.caps);
   o.faults = calloc((size_t)argc + 1, sizeof *o.faults);
+  o.nomodseq = calloc((size_t)argc + 1, sizeof *o.nomodseq);
   int rc = 2;
-  if (o.users && o.paths && o.caps && o.faults) {
+  if (o.users && o.paths && o.caps && o.faults && o.nomodseq) {
     rc = parse_options(argc, argv, &o);
     if (rc < 0) rc = serve(&o);
   }
@@ -7794,6 +8719,7 @@ int main(int argc, char **argv) {
   free(o.paths);
   free(o.caps);
   free(o.faults);
+  free(o.nomodseq);
   return rc;
 }
 #endif /* IMAPMEM_MAIN */

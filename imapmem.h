@@ -209,8 +209,49 @@ int imapmem_flags(imapmem *srv, const char *user, const char *mailbox, uint32_t 
 int imapmem_message(imapmem *srv, const char *user, const char *mailbox, uint32_t uid,
                     char **bytes_out, size_t *len_out);
 
+/*
+** The modification sequence (RFC 7162 CONDSTORE) of message uid, or with uid 0 the
+** mailbox's HIGHESTMODSEQ. A fixture without saved ones starts every message at 1.
+*/
+int imapmem_modseq(imapmem *srv, const char *user, const char *mailbox, uint32_t uid,
+                   uint64_t *modseq_out);
+
 /* Free memory returned by the functions above. NULL is a no-op. */
 void imapmem_release(void *p);
+
+/*
+** ---------------------------------------------------------------------------
+** Changes behind the clients' backs (for testing clients' resync code)
+** ---------------------------------------------------------------------------
+*/
+
+/*
+** Set message uid's flags and keywords to exactly flags (space-separated, like
+** imapmem_append's; NULL or "" clears them), as STORE FLAGS would: a real change takes a
+** new MODSEQ, sessions with the mailbox selected see a FETCH at their next command (at
+** once if idling), and a client resynchronizing later finds it through CHANGEDSINCE.
+** Returns IMAPMEM_OK; IMAPMEM_NOTFOUND (no such user, mailbox or message);
+** IMAPMEM_MISUSE (NULL argument, malformed flags); IMAPMEM_ERROR (no room for another
+** keyword).
+*/
+int imapmem_set_flags(imapmem *srv, const char *user, const char *mailbox, uint32_t uid,
+                      const char *flags);
+
+/*
+** Remove message uid, as another client's EXPUNGE would: sessions with the mailbox
+** selected are told when RFC 3501 7.4.1 allows, and a QRESYNC client that comes back
+** later gets its UID in VANISHED (EARLIER). Returns as imapmem_set_flags.
+*/
+int imapmem_expunge(imapmem *srv, const char *user, const char *mailbox, uint32_t uid);
+
+/*
+** Make the mailbox have no mod-sequences (on 1) or have them again (on 0): SELECT and
+** EXAMINE answer [NOMODSEQ], STATUS HIGHESTMODSEQ is 0, and MODSEQ, CHANGEDSINCE and
+** UNCHANGEDSINCE are BAD there (RFC 7162 3.1.2.2). Sessions that have it selected keep
+** what their SELECT said. A reset keeps the setting. The program's --nomodseq MAILBOX.
+** Returns IMAPMEM_OK; IMAPMEM_NOTFOUND; IMAPMEM_MISUSE.
+*/
+int imapmem_set_nomodseq(imapmem *srv, const char *user, const char *mailbox, int on);
 
 /*
 ** Put every user's mailboxes back to what was loaded (imapmem_add_user's empty INBOX and
@@ -316,11 +357,22 @@ int imapmem_set_trace(imapmem *srv, imapmem_trace_fn *fn, void *arg);
 
 /*
 ** Switch an extension off (on = 0) or back on: "IDLE", "MOVE", "UIDPLUS", "UNSELECT",
-** "NAMESPACE", "ID", "LITERAL+", "SASL-IR", "CHILDREN". Off means it is not advertised
-** and its commands answer BAD as unknown. Returns IMAPMEM_OK; IMAPMEM_NOTFOUND for another
+** "NAMESPACE", "ID", "LITERAL+", "LITERAL-", "SASL-IR", "CHILDREN", "ENABLE",
+** "CONDSTORE", "QRESYNC". Off means it is not advertised and its commands answer BAD as
+** unknown. Dependencies follow the RFCs: switching one off also switches off those that
+** need it (CONDSTORE or ENABLE takes QRESYNC with it), switching one on also switches on
+** what it needs and off what it excludes (LITERAL+ and LITERAL- never go together;
+** LITERAL- is off at start). Returns IMAPMEM_OK; IMAPMEM_NOTFOUND for another
 ** name; IMAPMEM_MISUSE for a NULL argument.
 */
 int imapmem_set_capability(imapmem *srv, const char *name, int on);
+
+/*
+** The capabilities advertised now, space-separated as in "* CAPABILITY", into
+** *caps_out, which the caller frees with imapmem_release(). Returns IMAPMEM_OK;
+** IMAPMEM_MISUSE; IMAPMEM_NOMEM.
+*/
+int imapmem_capabilities(imapmem *srv, char **caps_out);
 
 /*
 ** Add a fault, in the same syntax as the program's --fault option:
@@ -334,6 +386,14 @@ int imapmem_set_capability(imapmem *srv, const char *name, int on);
 **                        new UIDs (each message takes the next one's old UID, so an old
 **                        UID names another message or none), then run CMD; sessions that
 **                        had it selected get "* BYE" (clients must resync)
+**   "CMD=MODSEQ-BACK"    put the selected mailbox's (else INBOX's) mod-sequences back to
+**                        a fresh fixture's (every message and HIGHESTMODSEQ 1) and forget
+**                        its expunges, as a server restored from a backup would; sessions
+**                        that had it selected get "* BYE" (clients must resync fully)
+**   "CMD=FORGET-EXPUNGED" forget which UIDs the mailbox expunged when: a later QRESYNC
+**                        SELECT reports every UID it does not hold as VANISHED (EARLIER),
+**                        narrowed only by the client's known-uids and sequence match data
+**                        (RFC 7162 3.2.5.2)
 **   "#N=ACTION"          ACTION on the Nth command of every session (e.g. "#3=DROP")
 **   "*=ACTION"           on every command
 **   "WHEN:N=ACTION"      only the first N times WHEN matches, across sessions ("NOOP:1=...")

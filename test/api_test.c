@@ -2350,6 +2350,97 @@ static void test_api_second_pass(void) {
   imapmem_free(srv);
 }
 
+/*
+** Changes behind the clients' backs, for testing clients' resync (RFC 7162): a QRESYNC
+** client that comes back finds the API's flag change through CHANGEDSINCE and its expunge
+** in VANISHED (EARLIER); imapmem_modseq reads the numbers; NOMODSEQ and the capability
+** list through the API; the MODSEQ-BACK and FORGET-EXPUNGED faults.
+*/
+static void test_resync_api(void) {
+  imapmem *srv = basic_server();
+  CHECK(srv != NULL);
+  if (!srv) return;
+  uint64_t h0 = 0, h1 = 0, m2 = 0;
+  CHECK(imapmem_modseq(srv, "alice", "INBOX", 0, &h0) == IMAPMEM_OK && h0 >= 1);
+  struct conn *c = pair_conn(srv, "alice");
+  CHECK(c && ok(cmd(c, "ENABLE QRESYNC")) && ok(cmd(c, "SELECT INBOX")));
+  char want[64];
+  snprintf(want, sizeof want, "[HIGHESTMODSEQ %llu]", (unsigned long long)h0);
+  CHECKM(c && strstr(c->resp, want), "%s", c ? c->resp : "");
+  conn_free(c);
+
+  CHECKM(imapmem_set_flags(srv, "alice", "INBOX", 2, "\\Seen $Urgent") == IMAPMEM_OK, "%s",
+         imapmem_errmsg(srv));
+  CHECK(flags_of_are(srv, "INBOX", 2, "\\Seen $Urgent"));
+  CHECK(imapmem_expunge(srv, "alice", "INBOX", 3) == IMAPMEM_OK);
+  CHECK(count_of(srv, "INBOX") == 5);
+  CHECK(imapmem_modseq(srv, "alice", "INBOX", 2, &m2) == IMAPMEM_OK && m2 > h0);
+  CHECK(imapmem_modseq(srv, "alice", "INBOX", 0, &h1) == IMAPMEM_OK && h1 > m2);
+  CHECK(imapmem_modseq(srv, "alice", "INBOX", 3, &m2) == IMAPMEM_NOTFOUND);
+  CHECK(imapmem_expunge(srv, "alice", "INBOX", 3) == IMAPMEM_NOTFOUND);
+  CHECK(imapmem_set_flags(srv, "alice", "INBOX", 2, "(\\Seen") == IMAPMEM_MISUSE);
+  CHECK(imapmem_set_flags(srv, "alice", "Nope", 2, NULL) == IMAPMEM_NOTFOUND);
+  CHECK(imapmem_modseq(srv, "alice", "INBOX", 0, NULL) == IMAPMEM_MISUSE);
+
+  c = pair_conn(srv, "alice");
+  CHECK(c && ok(cmd(c, "ENABLE QRESYNC")));
+  CHECKM(c && ok(cmd(c, "SELECT INBOX (QRESYNC (42 %llu))", (unsigned long long)h0)), "%s",
+         c ? c->tagged : "");
+  CHECKM(c && strstr(c->resp, "* VANISHED (EARLIER) 3\r\n"), "%s", c ? c->resp : "");
+  CHECKM(c && strstr(c->resp, "FETCH (UID 2 ") && strstr(c->resp, "$Urgent") &&
+         !strstr(c->resp, "UID 1 "), "%s", c ? c->resp : "");
+  conn_free(c);
+
+  /* NOMODSEQ through the API; a reset keeps it */
+  CHECK(imapmem_set_nomodseq(srv, "alice", "INBOX", 1) == IMAPMEM_OK);
+  CHECK(imapmem_set_nomodseq(srv, "alice", "Nope", 1) == IMAPMEM_NOTFOUND);
+  CHECK(imapmem_reset(srv) == IMAPMEM_OK);
+  c = pair_conn(srv, "alice");
+  CHECK(c && ok(cmd(c, "SELECT INBOX (CONDSTORE)")) && strstr(c->resp, "[NOMODSEQ]") &&
+        !strstr(c->resp, "HIGHESTMODSEQ"));
+  CHECK(c && is_bad(cmd(c, "FETCH 1 (MODSEQ)")));
+  conn_free(c);
+  CHECK(imapmem_set_nomodseq(srv, "alice", "INBOX", 0) == IMAPMEM_OK);
+
+  /* the capability list, and a switch that pulls another */
+  char *caps = NULL;
+  CHECK(imapmem_capabilities(srv, &caps) == IMAPMEM_OK && caps &&
+        strstr(caps, "CONDSTORE") && strstr(caps, "QRESYNC") && !strstr(caps, "LITERAL-"));
+  imapmem_release(caps);
+  CHECK(imapmem_set_capability(srv, "CONDSTORE", 0) == IMAPMEM_OK);
+  CHECK(imapmem_capabilities(srv, &caps) == IMAPMEM_OK && caps && !strstr(caps, "CONDSTORE") &&
+        !strstr(caps, "QRESYNC"));
+  imapmem_release(caps);
+  CHECK(imapmem_set_capability(srv, "QRESYNC", 1) == IMAPMEM_OK);
+  CHECK(imapmem_capabilities(srv, &caps) == IMAPMEM_OK && caps && strstr(caps, "CONDSTORE") &&
+        strstr(caps, "QRESYNC"));
+  imapmem_release(caps);
+
+  /* MODSEQ-BACK: HIGHESTMODSEQ goes down to 1 and the session that had it selected goes */
+  CHECK(imapmem_set_flags(srv, "alice", "INBOX", 1, "\\Flagged") == IMAPMEM_OK);
+  CHECK(imapmem_fault(srv, "NOOP:1=MODSEQ-BACK") == IMAPMEM_OK);
+  c = pair_conn(srv, "alice");
+  CHECK(c && ok(cmd(c, "SELECT INBOX (CONDSTORE)")));
+  if (c) cmd(c, "NOOP");
+  CHECKM(c && strstr(c->resp, "* BYE "), "%s", c ? c->resp : "");
+  conn_free(c);
+  CHECK(imapmem_modseq(srv, "alice", "INBOX", 0, &h1) == IMAPMEM_OK && h1 == 1);
+  CHECK(imapmem_modseq(srv, "alice", "INBOX", 1, &m2) == IMAPMEM_OK && m2 == 1);
+
+  /* FORGET-EXPUNGED: the exact history is gone, so every missing UID in range is named */
+  CHECK(imapmem_expunge(srv, "alice", "INBOX", 3) == IMAPMEM_OK);   /* MODSEQ 2 */
+  CHECK(imapmem_expunge(srv, "alice", "INBOX", 5) == IMAPMEM_OK);   /* MODSEQ 3 */
+  CHECK(imapmem_fault(srv, "NOOP:1=FORGET-EXPUNGED") == IMAPMEM_OK);
+  c = pair_conn(srv, "alice");
+  CHECK(c && ok(cmd(c, "ENABLE QRESYNC")) && ok(cmd(c, "SELECT INBOX (QRESYNC (42 2))")));
+  CHECKM(c && strstr(c->resp, "* VANISHED (EARLIER) 5\r\n"), "%s", c ? c->resp : "");
+  CHECK(c && ok(cmd(c, "NOOP")) && ok(cmd(c, "UNSELECT")));
+  CHECK(c && ok(cmd(c, "SELECT INBOX (QRESYNC (42 2))")));
+  CHECKM(c && strstr(c->resp, "* VANISHED (EARLIER) 3,5\r\n"), "%s", c ? c->resp : "");
+  conn_free(c);
+  imapmem_free(srv);
+}
+
 int main(void) {
   struct {
     const char *name;
@@ -2377,6 +2468,7 @@ int main(void) {
     {"failed_start_leaks", test_failed_start_leaks_nothing},
     {"load_mbox_names", test_load_mbox_names},
     {"api_second_pass", test_api_second_pass},
+    {"resync_api", test_resync_api},
   };
   /* From here on a vanished peer must not end the test run; test_no_sigpipe checked
      that the library does not rely on this. */

@@ -79,6 +79,29 @@ class Capability(ServerCase):
         self.assertTrue(r.cmd("UID EXPUNGE 1")[1].startswith(b"BAD"))
         r.ok("MOVE 1 Target")
 
+    def test_a_switch_that_pulls_another_says_so(self):
+        """RFC 7162 3.2.3: QRESYNC needs CONDSTORE and ENABLE, so -CONDSTORE takes QRESYNC
+        off too, and stderr names it; +QRESYNC brings CONDSTORE back; LITERAL- and LITERAL+
+        exclude each other (RFC 7888 4)."""
+        s = self.start("--capability", "-CONDSTORE", BASIC)
+        c = caps(self.raw(s).ok("CAPABILITY"))
+        self.assertNotIn("CONDSTORE", c)
+        self.assertNotIn("QRESYNC", c)
+        self.assertIn("ENABLE", c)
+        err = s.stderr()
+        self.assertIn("-CONDSTORE also switched off QRESYNC", err)
+        self.assertNotIn("ENABLE", err)
+        s = self.start("--capability", "-CONDSTORE", "--capability", "+QRESYNC",
+                       "--capability", "+LITERAL-", BASIC)
+        c = caps(self.raw(s).ok("CAPABILITY"))
+        self.assertIn("CONDSTORE", c)
+        self.assertIn("QRESYNC", c)
+        self.assertIn("LITERAL-", c)
+        self.assertNotIn("LITERAL+", c)
+        err = s.stderr()
+        self.assertIn("+QRESYNC also switched on CONDSTORE", err)
+        self.assertIn("+LITERAL- also switched off LITERAL+", err)
+
     def test_unknown_capability_exits_2(self):
         p = run(["-p", "0", "--capability", "-XYZZY", BASIC])
         self.assertEqual(p.returncode, 2, p.stderr)
