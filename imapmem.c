@@ -281,7 +281,8 @@ struct command {
 typedef int cmd_handler(struct session *, struct command *);
 enum {
   CMD_UID = 1,                /* may follow "UID" */
-  CMD_KEEP_SEQ = 2            /* RFC 3501 7.4.1: no EXPUNGE while answering it */
+  CMD_KEEP_SEQ = 2,           /* RFC 3501 7.4.1: no EXPUNGE while answering it */
+  CMD_SEQNUMS = 4             /* its plain form takes message numbers (RFC 9586 3.2) */
 };
 struct cmd_def {
   const char *name;
@@ -295,7 +296,8 @@ struct cmd_def {
 /* ---- section 6: the session's view ---- */
 enum {
   ENABLED_CONDSTORE = 1,      /* a CONDSTORE enabling command was seen (RFC 7162 3.1) */
-  ENABLED_QRESYNC = 2         /* ENABLE QRESYNC (RFC 7162 3.2.3) */
+  ENABLED_QRESYNC = 2,        /* ENABLE QRESYNC (RFC 7162 3.2.3) */
+  ENABLED_UIDONLY = 4         /* ENABLE UIDONLY (RFC 9586 3.1) */
 };
 struct seqent {               /* a session's view: sequence number i+1 is entry i */
   uint32_t uid;
@@ -409,7 +411,7 @@ enum {
   CAP_IDLE = 1, CAP_MOVE = 2, CAP_UIDPLUS = 4, CAP_UNSELECT = 8, CAP_NAMESPACE = 16,
   CAP_ID = 32, CAP_LITERALPLUS = 64, CAP_SASLIR = 128, CAP_CHILDREN = 256,
   CAP_ENABLE = 1u << 9, CAP_CONDSTORE = 1u << 10, CAP_QRESYNC = 1u << 11,
-  CAP_LITERALMINUS = 1u << 12
+  CAP_LITERALMINUS = 1u << 12, CAP_UIDONLY = 1u << 21
 };
 #define CAPS_OFF_AT_START CAP_LITERALMINUS   /* LITERAL+ is on instead (RFC 7888 4) */
 #define CAPS_MAX 512          /* room for the capability list as text */
@@ -4478,6 +4480,20 @@ static int session_qresync(const struct session *s) {
   return (s->enabled & ENABLED_QRESYNC) && s->mb && !s->nomodseq;
 }
 
+/* Has the session given up message numbers (RFC 9586)? */
+static int session_uidonly(const struct session *s) {
+  return (s->enabled & ENABLED_UIDONLY) != 0;
+}
+
+/*
+** The start of a FETCH response: "* seq FETCH (", or once UIDONLY is enabled
+** "* uid UIDFETCH (" (RFC 9586 3.3, 3.6: no message number in any response).
+*/
+static void session_send_fetch_start(struct session *s, size_t seq, uint32_t uid) {
+  if (session_uidonly(s)) session_send(s, "* %u UIDFETCH (", uid);
+  else session_send(s, "* %zu FETCH (", seq);
+}
+
 /* "MODSEQ (n)" in a FETCH response; the command remembers the highest it sent. */
 static void session_send_modseq(struct session *s, uint64_t modseq) {
   session_send(s, "MODSEQ (%llu)", (unsigned long long)modseq);
@@ -4521,7 +4537,8 @@ static void session_enable_condstore(struct session *s) {
 */
 static void session_send_flags_fetch(struct session *s, size_t k, const struct message *m) {
   struct mailbox *mb = s->mb;
-  session_send(s, "* %zu FETCH (UID %u FLAGS ", k + 1, m->uid);
+  session_send_fetch_start(s, k + 1, m->uid);
+  session_send(s, "UID %u FLAGS ", m->uid);
   flags_out(&s->out, m->flags, m->keywords, mb->keywords, mb->nkeywords, s->view[k].recent);
   if (session_condstore(s)) {
     session_send(s, " ");
@@ -4556,7 +4573,7 @@ static void session_report_expunges(struct session *s) {
         gone++;
       }
   }
-  if (gone && session_qresync(s)) {
+  if (gone && (session_qresync(s) || session_uidonly(s))) {   /* RFC 9586 3.4, 3.6 */
     struct set_writer w = {&s->out, 0, 0, 0};
     session_send(s, "* VANISHED ");
     for (size_t k = 0; k < s->nview; k++)
@@ -4991,6 +5008,13 @@ static struct skey *search_parse_key(struct parser *ps, int depth) {
   return NULL;
 }
 
+/* Does the search name message numbers (RFC 9586 3.5)? */
+static int search_uses_seqnums(const struct skey *k) {
+  for (; k; k = k->next)
+    if (k->op == SK_SEQ || search_uses_seqnums(k->child)) return 1;
+  return 0;
+}
+
 /* Does the search use MODSEQ (a CONDSTORE enabling command, RFC 7162 3.1)? */
 static int search_uses_modseq(const struct skey *k) {
   for (; k; k = k->next)
@@ -5123,6 +5147,9 @@ static int cmd_search(struct session *s, struct command *c) {
   }
   struct skey *keys = search_parse_list(ps, 0, 0);
   if (!keys) return cmd_bad_args(c);
+  if (session_uidonly(s) && search_uses_seqnums(keys))   /* RFC 9586 3.5 */
+    return cmd_bad(c, "[UIDREQUIRED] Message numbers are not allowed once UIDONLY is enabled: "
+                      "use UID set or ALL");
   int modseq = search_uses_modseq(keys);
   if (modseq && !cap_on(s->srv, CAP_CONDSTORE)) return cmd_bad(c, "Unknown search key MODSEQ");
   if (modseq && s->nomodseq)   /* RFC 7162 3.1.2.2 */
@@ -5430,7 +5457,7 @@ enum { FETCH_ADD_FLAGS = 1, FETCH_ADD_UID = 2, FETCH_ADD_MODSEQ = 4 };
 
 static void fetch_one(struct session *s, const struct fetch_item *items, const struct fetch_snap *m,
                       char *const *kwnames, int nkw, unsigned add) {
-  session_send(s, "* %u FETCH (", m->seq);
+  session_send_fetch_start(s, m->seq, m->uid);
   int first = 1;
   for (const struct fetch_item *it = items; it; it = it->next) {
     if (!first) session_send(s, " ");
@@ -5672,7 +5699,8 @@ static const struct {
   {"MOVE", CAP_MOVE, 0, 0}, {"UNSELECT", CAP_UNSELECT, 0, 0},
   {"NAMESPACE", CAP_NAMESPACE, 0, 0}, {"ID", CAP_ID, 0, 0}, {"CHILDREN", CAP_CHILDREN, 0, 0},
   {"ENABLE", CAP_ENABLE, 0, 0}, {"CONDSTORE", CAP_CONDSTORE, 0, 0},
-  {"QRESYNC", CAP_QRESYNC, CAP_CONDSTORE | CAP_ENABLE, 0}};
+  {"QRESYNC", CAP_QRESYNC, CAP_CONDSTORE | CAP_ENABLE, 0},
+  {"UIDONLY", CAP_UIDONLY, CAP_ENABLE, 0}};
 #define NCAPS (sizeof capability_list / sizeof capability_list[0])
 
 /*
@@ -5883,7 +5911,8 @@ static int cmd_starttls(struct session *s, struct command *c) {
 static int cmd_enable(struct session *s, struct command *c) {
   static const struct { const char *name; unsigned cap, bits; } can[] = {
     {"CONDSTORE", CAP_CONDSTORE, ENABLED_CONDSTORE},
-    {"QRESYNC", CAP_QRESYNC, ENABLED_QRESYNC | ENABLED_CONDSTORE}};   /* RFC 7162 3.2.3 */
+    {"QRESYNC", CAP_QRESYNC, ENABLED_QRESYNC | ENABLED_CONDSTORE},   /* RFC 7162 3.2.3 */
+    {"UIDONLY", CAP_UIDONLY, ENABLED_UIDONLY}};
   struct parser *ps = &c->ps;
   struct buf names = {0};
   unsigned bits = 0;
@@ -6013,6 +6042,8 @@ static int cmd_select(struct session *s, struct command *c) {
   if (!parse_sp(ps) || !parse_mailbox(ps, &name) ||
       (parse_char(ps, ' ') && !select_parse_params(s, ps, &sp)) || !parse_end(ps))
     return cmd_bad_args(c);
+  if (sp.seqs.n && session_uidonly(s))   /* RFC 9586 3.7 */
+    return cmd_bad(c, "[UIDREQUIRED] No sequence match data once UIDONLY is enabled");
   int had = s->mb != NULL;
   session_unselect(s);       /* 6.3.1: deselect first, even if the SELECT fails */
   if (had && (cap_on(s->srv, CAP_CONDSTORE) || cap_on(s->srv, CAP_QRESYNC)))
@@ -6051,7 +6082,8 @@ static int cmd_select(struct session *s, struct command *c) {
   s->state = ST_SELECTED;
   session_send_flags(s, mb);
   session_send(s, "* %zu EXISTS\r\n* %zu RECENT\r\n", s->nview, recent);
-  if (unseen) session_send(s, "* OK [UNSEEN %zu] First unseen message\r\n", unseen);
+  if (unseen && !session_uidonly(s))   /* RFC 9586 3: a message number */
+    session_send(s, "* OK [UNSEEN %zu] First unseen message\r\n", unseen);
   session_send(s, "* OK [UIDVALIDITY %u] UIDs valid\r\n", mb->uidvalidity);
   session_send(s, "* OK [UIDNEXT %u] Predicted next UID\r\n", mb->uidnext);
   if ((s->enabled & ENABLED_CONDSTORE) && mb->nomodseq)   /* RFC 7162 3.1.2 */
@@ -6642,7 +6674,7 @@ static int cmd_store(struct session *s, struct command *c) {
     }
     mailbox_set_flags(mb, (size_t)k, f, w);
     if (!silent) {           /* UID STORE answers with UIDs (6.4.8); RFC 7162 3.2.4 */
-      session_send(s, "* %zu FETCH (", idx[i] + 1);
+      session_send_fetch_start(s, idx[i] + 1, m->uid);
       if (c->uid || cs) session_send(s, "UID %u ", m->uid);
       session_send(s, "FLAGS ");
       flags_out(&s->out, m->flags, m->keywords, mb->keywords, mb->nkeywords,
@@ -6654,7 +6686,8 @@ static int cmd_store(struct session *s, struct command *c) {
       session_send(s, ")\r\n");
     } else if (cs && (conditional || m->modseq != before)) {
       /* RFC 7162 3.1.3: the new MODSEQ even for .SILENT */
-      session_send(s, "* %zu FETCH (UID %u ", idx[i] + 1, m->uid);
+      session_send_fetch_start(s, idx[i] + 1, m->uid);
+      session_send(s, "UID %u ", m->uid);
       session_send_modseq(s, m->modseq);
       session_send(s, ")\r\n");
     }
@@ -6831,11 +6864,11 @@ static const struct cmd_def commands[] = {
   {"CLOSE",        ST_SELECTED, 0,                     0,         0,           cmd_close},
   {"UNSELECT",     ST_SELECTED, 0,                     CAP_UNSELECT, 0,        cmd_unselect},
   {"EXPUNGE",      ST_SELECTED, CMD_UID,               0,         CAP_UIDPLUS, cmd_expunge},
-  {"SEARCH",       ST_SELECTED, CMD_UID | CMD_KEEP_SEQ, 0,        0,           cmd_search},
-  {"FETCH",        ST_SELECTED, CMD_UID | CMD_KEEP_SEQ, 0,        0,           cmd_fetch},
-  {"STORE",        ST_SELECTED, CMD_UID | CMD_KEEP_SEQ, 0,        0,           cmd_store},
-  {"COPY",         ST_SELECTED, CMD_UID,               0,         0,           cmd_copy},
-  {"MOVE",         ST_SELECTED, CMD_UID,               CAP_MOVE,  CAP_MOVE,    cmd_copy},
+  {"SEARCH",       ST_SELECTED, CMD_UID | CMD_KEEP_SEQ | CMD_SEQNUMS, 0, 0,           cmd_search},
+  {"FETCH",        ST_SELECTED, CMD_UID | CMD_KEEP_SEQ | CMD_SEQNUMS, 0, 0,           cmd_fetch},
+  {"STORE",        ST_SELECTED, CMD_UID | CMD_KEEP_SEQ | CMD_SEQNUMS, 0, 0,           cmd_store},
+  {"COPY",         ST_SELECTED, CMD_UID | CMD_SEQNUMS, 0,         0,           cmd_copy},
+  {"MOVE",         ST_SELECTED, CMD_UID | CMD_SEQNUMS, CAP_MOVE,  CAP_MOVE,    cmd_copy},
 };
 
 static const struct cmd_def *command_find(struct str name) {
@@ -6962,6 +6995,11 @@ static void session_execute(struct session *s) {
   if (!(c.def->states & s->state)) {
     session_send(s, "%s BAD %s is not allowed in the %s state\r\n", c.tag, c.def->name,
                  state_name(s->state));
+    return;
+  }
+  if (!c.uid && (c.def->flags & CMD_SEQNUMS) && session_uidonly(s)) {   /* RFC 9586 3.2 */
+    session_send(s, "%s BAD [UIDREQUIRED] Message numbers are not allowed once UIDONLY is "
+                 "enabled: use UID %s\r\n", c.tag, c.def->name);
     return;
   }
   if (s->mb && !session_sync(s, 0)) return;   /* the mailbox went away under us */
