@@ -59,7 +59,12 @@ test: $(TEST_BINS)
 	  --c build/unit --c build/unit-asan --c build/api_test \
 	  --c build/api_test-tsan --c 'valgrind:build/embed_example' \
 	  --wire ./imapmem --wire build/imapmem-asan $(if $(MUSL_CC),--wire build/imapmem-musl) \
-	  --wire 'build/imapmem-tsan:test_multi.py,test_concurrency.py'
+	  --wire 'build/imapmem-tsan:test_multi.py,test_concurrency.py' \
+	  $(if $(CLANG),--c test/fuzz/smoke)
+
+# libFuzzer targets (test/fuzz/README.md): each for FUZZ_SECONDS (default 60).
+fuzz:
+	$(PY) test/fuzz/run.py
 
 # Benchmarks (never part of `make test`): see the README's Performance section.
 build/bench_ref: test/bench_ref.c | build
@@ -71,4 +76,4 @@ bench: imapmem build/bench_ref
 clean:
 	rm -rf build imapmem
 
-.PHONY: all test bench clean
+.PHONY: all test bench fuzz clean

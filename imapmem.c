@@ -611,6 +611,18 @@ static struct str str_make(const char *p, size_t n) {
   return s;
 }
 
+static int is_atom_char(int c) {
+  /* RFC 3501 9, ATOM-CHAR: any CHAR except atom-specials: ( ) { SP CTL % * " \ ] */
+  return c > 0x20 && c < 0x7f && !strchr("(){%*\"\\]", c);
+}
+
+/* Is it a keyword a client could name: an atom, not a \system flag (RFC 3501 2.3.2)? */
+static int is_keyword(const char *k, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (!is_atom_char((unsigned char)k[i])) return 0;
+  return n > 0;
+}
+
 static int str_ieq(struct str s, const char *z) {
   size_t n = strlen(z);
   return s.len == n && strncasecmp(s.p, z, n) == 0;
@@ -934,8 +946,8 @@ static int64_t day_of(int64_t t, int tz, int64_t *secs_out) {
 static int zone_numeric(struct str z, int *minutes) {
   long long hhmm;
   if (z.len != 5 || (z.p[0] != '+' && z.p[0] != '-') ||
-      !parse_uint(str_make(z.p + 1, 4), 9999, &hhmm))
-    return 0;
+      !parse_uint(str_make(z.p + 1, 4), 9999, &hhmm) || hhmm % 100 >= 60)
+    return 0;                /* "+0960" is not a zone: it could not be written back */
   *minutes = (int)((hhmm / 100) * 60 + hhmm % 100) * (z.p[0] == '-' ? -1 : 1);
   return 1;
 }
@@ -1220,17 +1232,25 @@ static void ctype_free(struct ctype *ct) {
 }
 
 /* Parse "type/subtype *(; attr=value)" (with_subtype) or "type *(; attr=value)". */
+/* RFC 2045 5.1 token: printable US-ASCII (the lexer has already split at tspecials). */
+static int is_mime_token(struct str t) {
+  for (size_t i = 0; i < t.len; i++)
+    if ((unsigned char)t.p[i] <= 0x20 || (unsigned char)t.p[i] >= 0x7f) return 0;
+  return t.len > 0;
+}
+
 static void ctype_parse(struct str v, int with_subtype, struct ctype *ct) {
   struct lexer lx = {v.p, v.p + v.len, "()<>@,;:\\/[]?="};
   struct token tk = {0};
   memset(ct, 0, sizeof *ct);
   /* Quoted values are copied into one buffer; reserve so views stay put. */
   buf_reserve(&ct->store, v.len + 1);
-  if (lex_next(&lx, &tk) != TOK_ATOM) goto done;
+  /* a type with a control or 8-bit byte is invalid: the default (RFC 2045 5.2) */
+  if (lex_next(&lx, &tk) != TOK_ATOM || !is_mime_token(tk.text)) goto done;
   ct->type = tk.text;
   if (with_subtype) {
     if (lex_next(&lx, &tk) != TOK_SPECIAL || tk.text.p[0] != '/' ||
-        lex_next(&lx, &tk) != TOK_ATOM) {
+        lex_next(&lx, &tk) != TOK_ATOM || !is_mime_token(tk.text)) {
       ct->type = str_make("", 0);
       goto done;
     }
@@ -1694,10 +1714,14 @@ static int mime_parse(struct mime_builder *mb, size_t off, size_t end, int defau
       kind = PART_LEAF;
   }
   int digest = kind == PART_MULTIPART && str_ieq(ct.subtype, "digest");
-  if (depth >= IMAPMEM_MAX_DEPTH && (kind == PART_MULTIPART || kind == PART_MESSAGE))
-    kind = PART_LEAF;
+  /* Nested deeper than the limit: one text/plain part, what RFC 2045 5.2 makes of a
+     Content-Type it cannot use (BODYSTRUCTURE cannot show a message/rfc822 or multipart
+     without its insides). */
+  int too_deep = depth >= IMAPMEM_MAX_DEPTH && (kind == PART_MULTIPART || kind == PART_MESSAGE);
+  if (too_deep) kind = PART_TEXT;
+  if (too_deep) mb->parts[idx].digest = 0;
   mb->parts[idx].kind = (uint8_t)kind;
-  part_facts(&mb->parts[idx], msg, have ? &ct : NULL);
+  part_facts(&mb->parts[idx], msg, have && !too_deep ? &ct : NULL);
   ctype_free(&ct);
   if (kind == PART_MESSAGE) {
     size_t bo = mb->parts[idx].body_off;
@@ -3036,7 +3060,11 @@ static int mbox_header_apply(struct mbox_batch *b, struct pending *pm, int kind,
   return 1;
 }
 
-/* Undo what mbox_eol_spec described: drop the CR before each listed LF, and the last break. */
+/*
+** Undo what mbox_eol_spec described: drop the CR before each listed LF, and the last break
+** (which the loader wrote as CRLF, whatever the message's last byte was: a CR before it
+** is the message's own). A list that is not numbers, '-' and ',' ends where it goes wrong.
+*/
 static void mbox_apply_eol(struct msgdata *d, const char *spec) {
   int all = 0, noeol = 0;
   const char *list = NULL;
@@ -3055,16 +3083,21 @@ static void mbox_apply_eol(struct msgdata *d, const char *spec) {
       line++;
       while (list && line > hi && *list && *list != ' ') {   /* the next range of the list */
         char *e;
+        if (*list < '0' || *list > '9') {
+          list = NULL;       /* not imapmem's: the lines it would name stay CRLF */
+          break;
+        }
         lo = hi = strtoul(list, &e, 10);
-        if (*e == '-') hi = strtoul(e + 1, &e, 10);
+        if (*e == '-' && e[1] >= '0' && e[1] <= '9') hi = strtoul(e + 1, &e, 10);
         list = *e == ',' ? e + 1 : e;
         if (hi < lo) hi = lo;
       }
-      if ((all || (line >= lo && line <= hi)) && w > 0 && b[w - 1] == '\r') w--;
+      int last = noeol && r + 1 == d->size;
+      if (!last && (all || (line >= lo && line <= hi)) && w > 0 && b[w - 1] == '\r') w--;
     }
     b[w++] = b[r];
   }
-  if (noeol && w > 0 && b[w - 1] == '\n') w -= w > 1 && b[w - 2] == '\r' ? 2 : 1;
+  if (noeol && w > 1 && b[w - 1] == '\n' && b[w - 2] == '\r') w -= 2;
   d->size = (uint32_t)w;
   b[w] = 0;
 }
@@ -3504,7 +3537,7 @@ static int mbox_commit_locked(struct user *u, struct mbox_batch *list, uint32_t 
       while (*k) {
         while (*k == ' ' || *k == ',') k++;
         size_t n = strcspn(k, " ,");
-        if (n) mailbox_keyword(mb, k, n, 1);
+        if (is_keyword(k, n)) mailbox_keyword(mb, k, n, 1);
         k += n;
       }
     }
@@ -3513,8 +3546,8 @@ static int mbox_commit_locked(struct user *u, struct mbox_batch *list, uint32_t 
       uint64_t kw = 0;
       for (const char *k = pm->keywords; k && *k;) {
         while (*k == ' ' || *k == ',' || *k == '\t') k++;
-        size_t n = strcspn(k, " ,\t");
-        int bit = n ? mailbox_keyword(mb, k, n, 1) : -1;
+        size_t n = strcspn(k, " ,\t");   /* one IMAP could not show is dropped */
+        int bit = is_keyword(k, n) ? mailbox_keyword(mb, k, n, 1) : -1;
         if (bit >= 0) kw |= (uint64_t)1 << bit;
         k += n;
       }
@@ -3846,11 +3879,6 @@ static int mbox_save_user(struct user *u, const char *dir, char *err, size_t err
 ** Views (struct str) point into the command buffer; unescaped quoted strings are copied
 ** into the command's arena. Both live until the tagged reply is sent.
 */
-static int is_atom_char(int c) {
-  /* ATOM-CHAR: any CHAR except atom-specials: ( ) { SP CTL % * " \ ] */
-  return c > 0x20 && c < 0x7f && !strchr("(){%*\"\\]", c);
-}
-
 static int parse_fail(struct parser *ps, const char *what) {
   ps->err = what;
   return 0;

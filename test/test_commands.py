@@ -938,6 +938,19 @@ class Append(Base):
         self.assertTrue(before - 120 <= when <= time.time() + 120, (before, when))
         self.assertEqual(f["BODY[]"], msg)
 
+    def test_append_zone_minutes_must_be_below_60(self):
+        """RFC 3501 9: zone = ("+" / "-") 4DIGIT, hours and minutes; +0960 is no zone (it
+        would go out as +1000 and read back as another instant). +0959 is."""
+        r = self.raw(self.start())
+        msg = message("zone")
+        for zone in ("+0960", "-9999"):
+            t = r.append("INBOX", msg, '"01-Jan-2020 00:00:00 %s"' % zone)[1]
+            self.assertTrue(t.startswith(b"BAD"), (zone, t))
+        self.assertOK(r.append("INBOX", msg, '"01-Jan-2020 00:00:00 +0959"')[1])
+        r.ok("EXAMINE INBOX")
+        f = fetches(r.ok("FETCH 7 (INTERNALDATE)"))[7]
+        self.assertEqual(f["INTERNALDATE"], b" 1-Jan-2020 00:00:00 +0959")
+
     def test_append_literal_plus(self):
         r = self.raw(self.start())
         msg = message("literal plus")
