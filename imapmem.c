@@ -7949,16 +7949,24 @@ int imapmem_mailboxes(imapmem *srv, const char *user, char ***names_out, size_t 
   return IMAPMEM_OK;
 }
 
-int imapmem_count(imapmem *srv, const char *user, const char *mailbox, size_t *count_out) {
+/* The mailbox's message count and HIGHESTMODSEQ, read together under its lock. */
+static int api_mailbox_numbers(struct imapmem *srv, const char *user, const char *mailbox,
+                               size_t *count, uint64_t *modseq) {
   struct mailbox *mb;
-  if (!count_out) return api_error(srv, IMAPMEM_MISUSE, "imapmem_count: count_out is NULL");
   int rc = api_mailbox(srv, user, mailbox, &mb);
   if (rc) return rc;
   pthread_mutex_lock(&mb->lock);
-  *count_out = mb->count;
+  *count = mb->count;
+  *modseq = mb->modseq;
   pthread_mutex_unlock(&mb->lock);
   mailbox_unref(mb);
   return IMAPMEM_OK;
+}
+
+int imapmem_count(imapmem *srv, const char *user, const char *mailbox, size_t *count_out) {
+  uint64_t modseq;
+  if (!count_out) return api_error(srv, IMAPMEM_MISUSE, "imapmem_count: count_out is NULL");
+  return api_mailbox_numbers(srv, user, mailbox, count_out, &modseq);
 }
 
 int imapmem_uids(imapmem *srv, const char *user, const char *mailbox, uint32_t **uids_out,
@@ -8062,14 +8070,8 @@ int imapmem_modseq(imapmem *srv, const char *user, const char *mailbox, uint32_t
   if (!modseq_out) return api_error(srv, IMAPMEM_MISUSE, "imapmem_modseq: modseq_out is NULL");
   *modseq_out = 0;
   if (uid) return api_message(srv, user, mailbox, uid, message_modseq, modseq_out);
-  struct mailbox *mb;
-  int rc = api_mailbox(srv, user, mailbox, &mb);
-  if (rc) return rc;
-  pthread_mutex_lock(&mb->lock);
-  *modseq_out = mb->modseq;
-  pthread_mutex_unlock(&mb->lock);
-  mailbox_unref(mb);
-  return IMAPMEM_OK;
+  size_t count;
+  return api_mailbox_numbers(srv, user, mailbox, &count, modseq_out);
 }
 
 int imapmem_set_nomodseq(imapmem *srv, const char *user, const char *mailbox, int on) {
