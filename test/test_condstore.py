@@ -25,15 +25,13 @@ Where RFC 7162 leaves a choice, a test checks only what it requires and says so:
   - UID in FETCH responses: required once CONDSTORE is enabled on a server that also offers
     QRESYNC (3.2.4), except for a FETCH that names neither UID nor MODSEQ.
 
-The response parser is this file's own (imapref's moved while these were written), and
-test_qresync.py and test_enable.py import it and ModseqCase from here.
+Responses are read with wire.py's parser and helpers (search_modseq() for SEARCH MODSEQ's
+answers); test_qresync.py and test_enable.py import ModseqCase from here.
 """
-import re
-import shutil
-import tempfile
 import unittest
 
-from imapserver import ServerCase, write_mbox
+from wire import (ServerCase, View, capabilities, codes, enabled, expand_set, fetch_list,
+                  fetches, flagset, responses, search_modseq, status_parts, upper, write_mbox)
 
 MAXMODSEQ = 2 ** 63 - 1          # RFC 7162 7: mod-sequence-value is 1..2^63-1
 
@@ -76,249 +74,16 @@ def new_message(n):
 
 
 # ---------------------------------------------------------------------------------------
-# A small response parser.  Atoms become str (all-digit atoms int, NIL None), quoted
-# strings and literals bytes, parenthesised lists lists; `[...]` stays inside an atom.
-
-class ParseError(ValueError):
-    pass
-
-
-def split_units(data):
-    """Response bytes -> logical lines (a line with the literals it carries)."""
-    units, pos = [], 0
-    while pos < len(data):
-        start = pos
-        while True:
-            i = data.find(b"\r\n", pos)
-            if i < 0:
-                raise ParseError("no CRLF after %r" % data[start:start + 80])
-            m = re.search(rb"\{(\d+)\+?\}$", data[pos:i])
-            if m:
-                pos = i + 2 + int(m.group(1))
-                continue
-            pos = i + 2
-            break
-        units.append(data[start:pos])
-    return units
-
-
-class _Tok:
-    def __init__(self, data):
-        self.d, self.i = data, 0
-
-    def peek(self):
-        return self.d[self.i:self.i + 1]
-
-    def at_end(self):
-        return self.i >= len(self.d) or self.d[self.i:self.i + 2] == b"\r\n"
-
-    def value(self):
-        c = self.peek()
-        if c == b"(":
-            self.i += 1
-            out = []
-            while self.peek() != b")":
-                if self.at_end():
-                    raise ParseError("unclosed list in %r" % self.d)
-                out.append(self.value())
-                if self.peek() == b" ":
-                    self.i += 1
-            self.i += 1
-            return out
-        if c == b'"':
-            self.i += 1
-            out = bytearray()
-            while True:
-                ch = self.d[self.i:self.i + 1]
-                if ch == b"":
-                    raise ParseError("unterminated quoted string in %r" % self.d)
-                self.i += 1
-                if ch == b'"':
-                    return bytes(out)
-                if ch == b"\\":
-                    ch = self.d[self.i:self.i + 1]
-                    self.i += 1
-                out += ch
-        if c == b"{":
-            m = re.compile(rb"\{(\d+)\+?\}\r\n").match(self.d, self.i)
-            if not m:
-                raise ParseError("bad literal in %r" % self.d)
-            self.i = m.end() + int(m.group(1))
-            return self.d[m.end():self.i]
-        start, depth = self.i, 0
-        while self.i < len(self.d):
-            ch = self.d[self.i:self.i + 1]
-            if ch == b"[":
-                depth += 1
-            elif ch == b"]":
-                if depth == 0:
-                    break
-                depth -= 1
-            elif depth == 0 and ch in b" ()\r\n":
-                break
-            self.i += 1
-        if self.i == start:
-            raise ParseError("unexpected %r at %d in %r" % (c, self.i, self.d))
-        atom = self.d[start:self.i].decode("latin-1")
-        if atom.upper() == "NIL":
-            return None
-        return int(atom) if atom.isdigit() else atom
-
-
-def tokens(line):
-    t = _Tok(line)
-    out = []
-    while not t.at_end():
-        out.append(t.value())
-        if t.peek() == b" ":
-            t.i += 1
-    return out
-
-
-STATUS_WORDS = ("OK", "NO", "BAD", "BYE", "PREAUTH")
-
-
-def up(v):
-    return v.upper() if isinstance(v, str) else v
-
-
-def status_parts(text):
-    """b'OK [MODIFIED 3,5] text' -> ('OK', ['MODIFIED', '3,5'], 'text'); code None if none.
-    The code's name is upper-cased."""
-    text = text.rstrip(b"\r\n")
-    word, _, rest = text.partition(b" ")
-    code = None
-    if rest.startswith(b"["):
-        j = rest.find(b"]")
-        if j > 0:
-            code = tokens(rest[1:j])
-            code[0] = up(code[0])
-        rest = rest[j + 1:].lstrip(b" ")
-    return word.decode().upper(), code, rest.decode("latin-1")
-
-
-def parse(data):
-    """Untagged bytes -> list of responses in order: `* OK [X y] t` -> ['OK', ['X', 'y'], 't'],
-    other `* ...` -> their values, e.g. [6, 'EXISTS'] or ['VANISHED', ['EARLIER'], '30,40']."""
-    out = []
-    for u in split_units(data):
-        if u.startswith(b"+"):
-            out.append(["+", u[1:].strip().decode("latin-1")])
-            continue
-        if not u.startswith(b"* "):
-            raise ParseError("not an untagged response: %r" % u[:100])
-        body = u[2:]
-        word = body.split(b" ", 1)[0].upper().rstrip(b"\r\n").decode("latin-1")
-        out.append(list(status_parts(body)) if word in STATUS_WORDS else tokens(body))
-    return out
-
-
-def is_kind(r, keyword):
-    """Whether parsed response r is `* KEYWORD ...` or `* n KEYWORD ...`."""
-    kw = keyword.upper()
-    return bool(r) and (up(r[0]) == kw or (len(r) > 1 and isinstance(r[0], int) and up(r[1]) == kw))
-
-
-def responses(data, keyword):
-    return [r for r in parse(data) if is_kind(r, keyword)]
-
-
-def codes(data):
-    """{CODE: args} of the untagged OK/NO/BAD responses with a code."""
-    return {r[1][0]: r[1][1:] for r in parse(data) if r[0] in STATUS_WORDS and r[1]}
-
-
-def code_list(data):
-    """Every code of the untagged status responses, in order: [(CODE, args)]."""
-    return [(r[1][0], r[1][1:]) for r in parse(data) if r[0] in STATUS_WORDS and r[1]]
-
-
-def fetch_items(r):
-    items = r[2]
-    if not isinstance(items, list) or len(items) % 2:
-        raise ParseError("bad FETCH item list %r" % (items,))
-    return {up(items[k]): items[k + 1] for k in range(0, len(items), 2)}
-
-
-def fetch_list(data):
-    """[(seq, {ITEM: value})] for every untagged FETCH, in order (not merged)."""
-    return [(r[0], fetch_items(r)) for r in responses(data, "FETCH")]
-
-
-def fetches(data):
-    """{seq: {ITEM: value}}, several FETCH responses for one message merged."""
-    out = {}
-    for seq, d in fetch_list(data):
-        out.setdefault(seq, {}).update(d)
-    return out
-
-
-def flagset(v):
-    return {str(f).lower() for f in v}
-
-
-def expand_set(s):
-    """'30:32,40' -> [30, 31, 32, 40]."""
-    out = []
-    for part in str(s).split(","):
-        if ":" in part:
-            a, b = (int(x) for x in part.split(":"))
-            out += list(range(min(a, b), max(a, b) + 1))
-        else:
-            out.append(int(part))
-    return out
-
-
-def vanished(data):
-    """[(earlier, [uids])] of the `* VANISHED` responses, in order."""
-    out = []
-    for r in parse(data):
-        if r and up(r[0]) == "VANISHED":
-            earlier = (len(r) == 3 and isinstance(r[1], list)
-                       and [up(x) for x in r[1]] == ["EARLIER"])
-            out.append((earlier, expand_set(r[-1])))
-    return out
-
-
-def lower(flags):
-    return {f.lower() for f in flags}
-
-
-def apply_expunges(uids, data):
-    """The UIDs left after the `* n EXPUNGE` responses in data, applied in order."""
-    uids = list(uids)
-    for r in responses(data, "EXPUNGE"):
-        assert 1 <= r[0] <= len(uids), "EXPUNGE %d in a view of %d" % (r[0], len(uids))
-        del uids[r[0] - 1]
-    return uids
-
-
-# ---------------------------------------------------------------------------------------
 
 class ModseqCase(ServerCase):
     """Starts servers on a fresh copy of the fixture; assertion helpers for MODSEQ."""
 
     def serve(self, *opts):
-        d = tempfile.mkdtemp(prefix="imapmem-modseq-")
-        self.addCleanup(shutil.rmtree, d, True)
+        d = self.tempdir()
         write_mbox(d, "INBOX.mbox", mbox_text(INBOX, "inbox"))
         write_mbox(d, "Other.mbox", mbox_text(OTHER, "other"))
         write_mbox(d, "Empty.mbox", "")
-        return self.start_server(*(list(opts) + [d]))
-
-    def start_server(self, *args):
-        """A server, or a test failure (not an error) when it does not start: a server
-        without a new option should fail the test that needs the option."""
-        try:
-            return self.start(*args)
-        except RuntimeError as e:
-            why = str(e)
-        self.fail("imapmem did not start with %s: %s" % (" ".join(args), why))
-
-    def tempdir(self):
-        d = tempfile.mkdtemp(prefix="imapmem-modseq-")
-        self.addCleanup(shutil.rmtree, d, True)
-        return d
+        return self.start_or_fail(*(list(opts) + [d]))
 
     # -- commands -----------------------------------------------------------------------
 
@@ -336,10 +101,7 @@ class ModseqCase(ServerCase):
         return u, t
 
     def caps(self, r):
-        u, _ = self.ok(r, "CAPABILITY")
-        lines = responses(u, "CAPABILITY")
-        self.assertEqual(len(lines), 1, u)
-        return {str(c).upper() for c in lines[0][1:]}
+        return capabilities(self.ok(r, "CAPABILITY")[0])
 
     def need(self, r, *names):
         have = self.caps(r)
@@ -350,9 +112,7 @@ class ModseqCase(ServerCase):
         """ENABLE names: must be OK with one * ENABLED; returns the names it lists."""
         u, t = r.cmd("ENABLE " + " ".join(names))
         self.assertTrue(t.startswith(b"OK"), "ENABLE %s -> %r" % (" ".join(names), t))
-        en = responses(u, "ENABLED")
-        self.assertEqual(len(en), 1, "ENABLE needs exactly one * ENABLED (RFC 5161 3.1): %r" % u)
-        return {str(x).upper() for x in en[0][1:]}
+        return enabled(u)
 
     def enable_qresync(self, r):
         self.assertIn("QRESYNC", self.enable(r, "QRESYNC"), "ENABLE QRESYNC did not enable it")
@@ -369,7 +129,7 @@ class ModseqCase(ServerCase):
         st = responses(u, "STATUS")
         self.assertEqual(len(st), 1, u)
         v = st[0][2]
-        return {up(v[k]): v[k + 1] for k in range(0, len(v), 2)}
+        return {upper(v[k]): v[k + 1] for k in range(0, len(v), 2)}
 
     def status_hms(self, r, mailbox="INBOX"):
         st = self.status(r, mailbox, "HIGHESTMODSEQ")
@@ -388,14 +148,14 @@ class ModseqCase(ServerCase):
 
     def hms(self, data, where=""):
         """The HIGHESTMODSEQ of the one untagged OK [HIGHESTMODSEQ n] in data."""
-        found = [a for c, a in code_list(data) if c == "HIGHESTMODSEQ"]
-        self.assertTrue(found, "no * OK [HIGHESTMODSEQ n] %s (RFC 7162 3.1.2.1): %r"
-                        % (where, data[-800:]))
-        return self.modseq_value(found[-1], "HIGHESTMODSEQ")
+        found = codes(data)          # the last of each code
+        self.assertIn("HIGHESTMODSEQ", found, "no * OK [HIGHESTMODSEQ n] %s (RFC 7162 3.1.2.1): "
+                      "%r" % (where, data[-800:]))
+        return self.modseq_value(found["HIGHESTMODSEQ"], "HIGHESTMODSEQ")
 
     def hms_anywhere(self, untagged, tagged, where=""):
         """HIGHESTMODSEQ from an untagged OK or from the tagged response's code."""
-        code = status_parts(tagged)[1]
+        code = self.tagged_code(tagged)
         if code and code[0] == "HIGHESTMODSEQ":
             return self.modseq_value(code[1:], "HIGHESTMODSEQ")
         return self.hms(untagged, where)
@@ -411,11 +171,13 @@ class ModseqCase(ServerCase):
         return self.modseq_value(items["MODSEQ"], "MODSEQ %s" % what)
 
     def tagged_code(self, tagged):
-        return status_parts(tagged)[1]
+        """The response code of a tagged line, its name upper-cased, or None."""
+        code = status_parts(tagged)[1]
+        return [upper(code[0])] + code[1:] if code else code
 
     def modified(self, tagged, words=("OK", "NO")):
         """The message numbers (or UIDs) of the tagged MODIFIED code, or None."""
-        word, code, _ = status_parts(tagged)
+        word, code = status_parts(tagged)[0], self.tagged_code(tagged)
         if code and code[0] == "MODIFIED":
             self.assertIn(word, words, "MODIFIED came in %r" % tagged)
             self.assertEqual(len(code), 2, tagged)
@@ -966,7 +728,7 @@ class UnchangedSince(ModseqCase):
         self.assertIn("\\seen", flagset(d["FLAGS"]))
         self.assertGreater(self.modseq(d), h)
         u, _ = self.ok(a, "NOOP")
-        self.assertEqual(apply_expunges([10, 20, 30, 40, 50, 60], u), [10, 20, 30], u)
+        self.assertEqual(View([10, 20, 30, 40, 50, 60]).feed(u).uids, [10, 20, 30], u)
         m2 = self.modseqs(a, "2")[20]
         u, t = a.cmd("STORE 2 (UNCHANGEDSINCE %d) +FLAGS (\\Seen)" % m2)
         self.assertIsNone(self.modified(t))
@@ -1004,17 +766,10 @@ class SearchModseq(ModseqCase):
     def search(self, r, command):
         """(numbers, modseq or None) of the one * SEARCH answer."""
         u, _ = self.ok(r, command)
-        found = responses(u, "SEARCH")
-        self.assertEqual(len(found), 1, u)
-        rest = found[0][1:]
-        ms = None
-        if rest and isinstance(rest[-1], list):
-            self.assertEqual(len(rest[-1]), 2, rest)
-            self.assertEqual(up(rest[-1][0]), "MODSEQ", rest)
-            ms = self.modseq_value(rest[-1][1:], "SEARCH's (MODSEQ n)")
-            rest = rest[:-1]
-        self.assertTrue(all(isinstance(n, int) for n in rest), found)
-        return set(rest), ms
+        found, ms = search_modseq(u)
+        if ms is not None:
+            ms = self.modseq_value([ms], "SEARCH's (MODSEQ n)")
+        return set(found), ms
 
     def test_search_modseq_appends_the_highest_modseq(self):
         """RFC 7162 3.1.5 and 3.1.6: SEARCH MODSEQ n finds messages with mod-sequence >= n
@@ -1107,7 +862,7 @@ class SaveAndReload(ModseqCase):
         before_other = self.status_hms(a, "Other")
         a.close()
         self.assertEqual(s.stop(), 0)
-        r = self.conn(self.start_server(saved))
+        r = self.conn(self.start_or_fail(saved))
         u = self.select(r, params="CONDSTORE")
         self.assertEqual(codes(u).get("UIDVALIDITY"), [1])
         self.assertEqual(self.hms(u, "after the reload"), h)

@@ -1,6 +1,7 @@
 """ENABLE (RFC 5161), and ENABLE QRESYNC (RFC 7162 3.2.3), written from the RFCs.
 
-Fixture and helpers: test_condstore.py's ModseqCase (INBOX UIDs 10..60, Other, Empty).
+Fixture and helpers: test_condstore.py's ModseqCase (INBOX UIDs 10..60, Other, Empty); the
+parser and enabled(), vanished(): wire.py's.
 
 Choices the RFCs leave and these tests accept:
   - ENABLE before LOGIN: BAD or NO (RFC 3501 3: "BAD or NO (depending upon server
@@ -14,15 +15,11 @@ Choices the RFCs leave and these tests accept:
 """
 import unittest
 
-from test_condstore import ModseqCase, codes, fetch_list, responses, status_parts, vanished
+from test_condstore import ModseqCase
+from wire import codes, enabled, fetch_list, responses, status_parts, vanished
 
 
 class Enable(ModseqCase):
-    def enabled_of(self, untagged):
-        en = responses(untagged, "ENABLED")
-        self.assertEqual(len(en), 1, "exactly one * ENABLED: %r" % untagged)
-        return {str(x).upper() for x in en[0][1:]}
-
     def test_capability_lists_enable(self):
         """RFC 5161 1: a server with ENABLE lists it in CAPABILITY."""
         r = self.conn(self.serve())
@@ -42,7 +39,7 @@ class Enable(ModseqCase):
         u, _ = self.ok(r, "ENABLE X-GOOD-IDEA")
         self.assertEqual(u, b"* ENABLED\r\n")
         u, _ = self.ok(r, "ENABLE X-GOOD-IDEA CONDSTORE X-OTHER")
-        self.assertEqual(self.enabled_of(u), {"CONDSTORE"})
+        self.assertEqual(enabled(u), {"CONDSTORE"})
 
     def test_extensions_that_need_no_enabling_are_ignored(self):
         """RFC 5161 3.1: a known extension not meant for ENABLE is ignored, not listed."""
@@ -62,7 +59,7 @@ class Enable(ModseqCase):
         """RFC 5161 4: capability names are accepted in any case."""
         r = self.conn(self.serve())
         u, _ = self.ok(r, "enable condstore")
-        self.assertEqual(self.enabled_of(u), {"CONDSTORE"})
+        self.assertEqual(enabled(u), {"CONDSTORE"})
 
     def test_enable_before_login_is_refused(self):
         """RFC 5161 3.1: ENABLE is valid only in the authenticated state; before LOGIN it is
@@ -103,7 +100,7 @@ class Enable(ModseqCase):
         r.send("p1 ENABLE CONDSTORE\r\np2 SELECT INBOX\r\n")
         u, t = r.until_tagged("p1")
         self.assertTrue(t.startswith(b"OK"), t)
-        self.assertEqual(self.enabled_of(u), {"CONDSTORE"})
+        self.assertEqual(enabled(u), {"CONDSTORE"})
         u, t = r.until_tagged("p2")
         self.assertTrue(t.startswith(b"OK"), t)
         self.hms(u, "for the SELECT pipelined after ENABLE CONDSTORE")
@@ -129,10 +126,8 @@ class EnableQresync(ModseqCase):
         for uid, command in ((1, "ENABLE QRESYNC CONDSTORE"), (2, "ENABLE CONDSTORE QRESYNC")):
             r = self.conn(s)
             u, _ = self.ok(r, command)
-            en = responses(u, "ENABLED")
-            self.assertEqual(len(en), 1, "%s: %r" % (command, u))
-            self.assertIn({str(x).upper() for x in en[0][1:]},
-                          ({"QRESYNC", "CONDSTORE"}, {"QRESYNC"}), "%s: %r" % (command, u))
+            self.assertIn(enabled(u), ({"QRESYNC", "CONDSTORE"}, {"QRESYNC"}),
+                          "%s: %r" % (command, u))
             self.hms(self.select(r, "Other"), "after %s" % command)
             u, _ = self.expunge(r, "1")
             self.assertEqual(vanished(u), [(False, [uid])], "after %s: %r" % (command, u))
@@ -153,14 +148,12 @@ class EnableWithMailboxSelected(ModseqCase):
         self.select(a)
         self.select(b)
         u, t = a.cmd("ENABLE CONDSTORE")
-        word, code, _ = status_parts(t)
+        word, code = status_parts(t)[0], self.tagged_code(t)
         if word in ("BAD", "NO"):
             self.assertEqual(responses(u, "ENABLED"), [], u)
             return
         self.assertEqual(word, "OK", t)
-        en = responses(u, "ENABLED")
-        self.assertEqual(len(en), 1, u)
-        if "CONDSTORE" in {str(x).upper() for x in en[0][1:]}:
+        if "CONDSTORE" in enabled(u):
             self.assertTrue("HIGHESTMODSEQ" in codes(u) or (code and code[0] == "HIGHESTMODSEQ"),
                             "RFC 7162 3.1: the first enabling command with a mailbox selected "
                             "returns HIGHESTMODSEQ: %r %r" % (u, t))
@@ -180,9 +173,7 @@ class EnableWithMailboxSelected(ModseqCase):
         self.assertIn(word, ("OK", "BAD", "NO"), t)
         on = False
         if word == "OK":
-            en = responses(u, "ENABLED")
-            self.assertEqual(len(en), 1, u)
-            on = "QRESYNC" in {str(x).upper() for x in en[0][1:]}
+            on = "QRESYNC" in enabled(u)
         else:
             self.assertEqual(responses(u, "ENABLED"), [], u)
         u, _ = self.expunge(r, "2")

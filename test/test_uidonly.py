@@ -22,170 +22,9 @@ sequence number (3 says `"*"` may not be used, but in a UID set it is the highes
 message number); QRESYNC (3.7).
 """
 import re
-import shutil
-import tempfile
 
-from imapserver import ServerCase, write_mbox
-
-# ---------------------------------------------------------------------------------------
-# Reading responses.  Self-contained on purpose (the shared helpers of test/ are being
-# reorganised): atoms become str (all digits: int; NIL: None), quoted strings bytes, {n}
-# literals Lit, ~{n} literal8 Lit8 (RFC 3516), parenthesised lists lists.
-
-class Lit(bytes):
-    """A {n} literal's bytes."""
-
-
-class Lit8(bytes):
-    """A ~{n} literal8's bytes (RFC 3516 7)."""
-
-
-STATUS_WORDS = ("OK", "NO", "BAD", "BYE", "PREAUTH")
-_LIT_AT_END = re.compile(rb"~?\{(\d+)\+?\}$")
-_LIT = re.compile(rb"(~?)\{(\d+)\}\r\n")
-
-
-def split_units(data):
-    """Response bytes -> logical lines (a line with the literals it announces)."""
-    units, pos = [], 0
-    while pos < len(data):
-        start = pos
-        while True:
-            i = data.find(b"\r\n", pos)
-            assert i >= 0, "no CRLF after %r" % data[start:start + 80]
-            m = _LIT_AT_END.search(data, pos, i)
-            if not m:
-                pos = i + 2
-                break
-            pos = i + 2 + int(m.group(1))
-        units.append(data[start:pos])
-    return units
-
-
-def _value(d, i):
-    c = d[i:i + 1]
-    if c == b"(":
-        out, i = [], i + 1
-        while True:
-            if d[i:i + 1] == b")":
-                return out, i + 1
-            assert i < len(d) and d[i:i + 2] != b"\r\n", "unclosed list in %r" % d
-            v, i = _value(d, i)
-            out.append(v)
-            if d[i:i + 1] == b" ":
-                i += 1
-    if c == b'"':
-        out, i = bytearray(), i + 1
-        while True:
-            ch = d[i:i + 1]
-            assert ch, "unterminated quoted string in %r" % d
-            i += 1
-            if ch == b'"':
-                return bytes(out), i
-            if ch == b"\\":
-                ch, i = d[i:i + 1], i + 1
-            out += ch
-    m = _LIT.match(d, i)
-    if m:
-        start = m.end()
-        end = start + int(m.group(2))
-        return (Lit8 if m.group(1) else Lit)(d[start:end]), end
-    start, depth = i, 0
-    while i < len(d):
-        ch = d[i:i + 1]
-        if ch == b"[":
-            depth += 1
-        elif ch == b"]":
-            if depth == 0:
-                break
-            depth -= 1
-        elif depth == 0 and ch in (b" ", b"(", b")", b"\r", b"\n"):
-            break
-        i += 1
-    assert i > start, "unexpected %r at %d in %r" % (c, i, d)
-    atom = d[start:i].decode("latin-1")
-    if atom.upper() == "NIL":
-        return None, i
-    return (int(atom) if atom.isdigit() else atom), i
-
-
-def tokens(line):
-    """The values of one logical line (or of a response code's text)."""
-    out, i = [], 0
-    while i < len(line) and line[i:i + 2] != b"\r\n":
-        v, i = _value(line, i)
-        out.append(v)
-        if line[i:i + 1] == b" ":
-            i += 1
-    return out
-
-
-def status_parts(text):
-    """b'NO [TOOBIG] text' -> ('NO', ['TOOBIG'], 'text'); the code is None when absent."""
-    text = text.rstrip(b"\r\n")
-    word, _, rest = text.partition(b" ")
-    code = None
-    if rest.startswith(b"["):
-        j = rest.find(b"]")
-        code = tokens(rest[1:j]) if j > 0 else None
-        rest = rest[j + 1:].lstrip(b" ")
-    return word.decode().upper(), code, rest.decode("latin-1")
-
-
-def parse(data):
-    """Untagged bytes -> [response]: `* OK [C a] t` -> ['OK', ['C', 'a'] or None, 't'],
-    `+ t` -> ['+', 't'], any other `* ...` -> its values ([3, 'FETCH', [...]])."""
-    out = []
-    for u in split_units(data):
-        if u.startswith(b"+"):
-            out.append(["+", u[1:].strip().decode("latin-1")])
-            continue
-        assert u.startswith(b"* "), "not an untagged response: %r" % u[:100]
-        word = u[2:].split(b" ", 1)[0].rstrip(b"\r\n").upper().decode("latin-1")
-        out.append(list(status_parts(u[2:])) if word in STATUS_WORDS else tokens(u[2:]))
-    return out
-
-
-def upper(v):
-    return v.upper() if isinstance(v, str) else v
-
-
-def responses(data, keyword):
-    """The untagged responses named keyword: `* LIST ...` or `* 3 FETCH ...`."""
-    kw = keyword.upper()
-    return [r for r in parse(data)
-            if (r and upper(r[0]) == kw) or (len(r) > 1 and isinstance(r[0], int)
-                                             and upper(r[1]) == kw)]
-
-
-def codes(data):
-    """{CODE: args} of the untagged OK/NO/BAD/BYE responses in data."""
-    return {upper(r[1][0]): r[1][1:] for r in parse(data)
-            if r and r[0] in STATUS_WORDS and r[1]}
-
-
-def fetches(data, keyword="FETCH"):
-    """{number: {ITEM: value}} of the `* n FETCH (...)` responses, merged per number."""
-    out = {}
-    for r in responses(data, keyword):
-        items = r[2]
-        assert len(items) % 2 == 0, "odd FETCH item list %r" % (items,)
-        d = out.setdefault(r[0], {})
-        for k in range(0, len(items), 2):
-            d[items[k].upper()] = items[k + 1]
-    return out
-
-
-def expand_set(s):
-    """'304,319:320' -> [304, 319, 320] (order kept, ranges ascending)."""
-    out = []
-    for part in str(s).split(","):
-        if ":" in part:
-            a, b = (int(x) for x in part.split(":"))
-            out += list(range(min(a, b), max(a, b) + 1))
-        else:
-            out.append(int(part))
-    return out
+from wire import (ServerCase, capabilities, codes, expand_set, fetches, responses, split_units,
+                  status_parts, upper, vanished, write_mbox)
 
 UIDS = [10, 20, 30, 40, 50]
 SEEN = {10, 30, 40, 50}
@@ -212,41 +51,30 @@ NEW = b"From: Other <other@example.com>\r\nSubject: new\r\n\r\nHello.\r\n"
 MSN = re.compile(rb"^\* \d+ (FETCH|EXPUNGE)\b", re.M | re.I)
 
 
-def vanished(untagged):
+def vanished_uids(untagged):
     """The UIDs of the `* VANISHED` responses (none may carry EARLIER here)."""
     out = []
-    for r in responses(untagged, "VANISHED"):
-        assert not isinstance(r[1], list), "VANISHED (EARLIER) for an expunge: %r" % (r,)
-        assert len(r) == 2, r
-        out += expand_set(r[1])
+    for earlier, uids in vanished(untagged):
+        assert not earlier, "VANISHED (EARLIER) for an expunge: %r" % untagged
+        out += uids
     return sorted(out)
 
 
 class Base(ServerCase):
 
     def setUp(self):
-        self.dir = tempfile.mkdtemp(prefix="imapmem-uidonly-")
-        self.addCleanup(shutil.rmtree, self.dir, True)
+        self.dir = self.tempdir()
         write_mbox(self.dir, "INBOX.mbox", inbox_text())
         write_mbox(self.dir, "Archive.mbox", "")
         self.srv = None
 
-    def start(self, *args, **kw):
-        try:
-            return super().start(*args, **kw)
-        except RuntimeError as e:
-            self.fail("imapmem did not start with %r: %s" % (args, e))
-
     def capabilities(self, r):
-        for resp in parse(r.ok("CAPABILITY")):
-            if upper(resp[0]) == "CAPABILITY":
-                return {str(c).upper() for c in resp[1:]}
-        self.fail("no untagged CAPABILITY response")
+        return capabilities(r.ok("CAPABILITY"))
 
     def session(self, enable=True, select="INBOX", need=("UIDONLY", "ENABLE")):
         """A logged-in session (UIDONLY enabled unless enable=False), INBOX selected."""
         if self.srv is None:
-            self.srv = self.start(self.dir)
+            self.srv = self.start_or_fail(self.dir)
         r = self.raw(self.srv)
         have = self.capabilities(r)
         missing = [c for c in need if c not in have]
@@ -445,7 +273,7 @@ class SelectedTest(Base):
         r = self.session()
         self.ok(r, "UID STORE 20,40 +FLAGS.SILENT (\\Deleted)")
         untagged = self.ok(r, "EXPUNGE", tag="12")
-        self.assertEqual(vanished(untagged), [20, 40])
+        self.assertEqual(vanished_uids(untagged), [20, 40])
         self.assertEqual(self.search(r, "ALL"), [10, 30, 50])
 
     def test_uid_expunge_answers_vanished(self):
@@ -453,7 +281,7 @@ class SelectedTest(Base):
         r = self.session(need=("UIDONLY", "ENABLE", "UIDPLUS"))
         self.ok(r, "UID STORE 10:50 +FLAGS.SILENT (\\Deleted)")
         untagged = self.ok(r, "UID EXPUNGE 30:40")
-        self.assertEqual(vanished(untagged), [30, 40])
+        self.assertEqual(vanished_uids(untagged), [30, 40])
         self.assertEqual(self.search(r, "ALL"), [10, 20, 50])
 
     def test_example_uid_move(self):
@@ -464,7 +292,7 @@ class SelectedTest(Base):
         c = codes(untagged)
         if "COPYUID" in c:                  # a SHOULD (3.6, RFC 6851 4.3)
             self.assertEqual(expand_set(c["COPYUID"][1]), [30])
-        self.assertEqual(vanished(untagged), [30])
+        self.assertEqual(vanished_uids(untagged), [30])
         self.assertEqual(self.search(r, "ALL"), [10, 20, 40, 50])
         st = responses(self.ok(r, "STATUS Archive (MESSAGES)"), "STATUS")
         self.assertEqual(st[0][2], ["MESSAGES", 1])
@@ -496,7 +324,7 @@ class OtherSessionTest(Base):
         other.ok("STORE 1,5 +FLAGS.SILENT (\\Deleted)")
         other.ok("EXPUNGE")
         untagged = self.ok(r, "NOOP")
-        self.assertEqual(vanished(untagged), [10, 50])
+        self.assertEqual(vanished_uids(untagged), [10, 50])
         self.assertEqual(self.search(r, "ALL"), [20, 30, 40])
 
     def test_new_message_is_announced_with_exists(self):
@@ -527,4 +355,4 @@ class OtherSessionTest(Base):
         self.assertTrue(tagged.startswith(b"OK"), tagged)
         self.no_msn(got, "IDLE")
         self.assertIn(30, fetches(got, "UIDFETCH"))
-        self.assertEqual(vanished(got), [40])
+        self.assertEqual(vanished_uids(got), [40])

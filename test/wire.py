@@ -7,19 +7,20 @@ side).  What it has:
                 sanitizer_report(), write_mbox()
   the test case ServerCase: start() a server on port 0 (stopped after the test; a
                 sanitizer report on its stderr or an exit status other than 0 fails the
-                test), or with SHARED = True one for the whole class (start_shared(),
-                raw_shared()), raw() clients, spawn() other processes (--stdio),
-                tempdir(), assertOK/NO/BAD/Refused/Code/NoSanitizerReport, and the
-                queries flags(), uids(), status(), count(), list(), still_serving()
+                test; start_or_fail() fails it when the server does not start), or with
+                SHARED = True one for the whole class (start_shared(), raw_shared()),
+                raw() clients, spawn() other processes (--stdio), tempdir(),
+                assertOK/NO/BAD/Refused/Code/NoSanitizerReport, and the queries flags(),
+                uids(), status(), count(), list(), still_serving()
   the client    Raw (a socket) and PipeClient (a process's stdin and stdout): cmd(), ok(),
                 command() with literals, append(), poll(), read_until(), pending(),
                 read_to_eof(); LOGIN, quote()
   the parser    parse(), parse_line(), split_units(), unit_end(), tokens(), status_parts();
-                Atom, Quoted, Literal, ParseError
+                Atom, Quoted, Literal, Literal8, ParseError
   its helpers   responses(), codes(), fetch_list(), fetches(), fetch_each(), uid_of(),
-                flags_of(), exists(), numbers(), search_of(), flagset(), lower(), name_of(),
-                upper(), to_text(), expand_set(), imap_date_time(), View, read_line(),
-                wait_until()
+                flags_of(), exists(), numbers(), search_of(), search_modseq(), vanished(),
+                enabled(), capabilities(), flagset(), lower(), name_of(), upper(), to_text(),
+                expand_set(), imap_date_time(), View, read_line(), wait_until()
 
 The binary is $IMAPMEM_BIN (test/run.py sets it, one test file per process) or ./imapmem.
 A Server is started with `-p 0` and reads the one ready line `imapmem: listening on
@@ -486,6 +487,15 @@ class ServerCase(unittest.TestCase):
         self.addCleanup(s.finish)
         return s
 
+    def start_or_fail(self, *args, **kw):
+        """start(), but a server that does not start fails the test instead of erroring: a
+        test of an option the server does not have yet fails."""
+        try:
+            return self.start(*args, **kw)
+        except RuntimeError as e:
+            why = str(e)
+        self.fail("imapmem did not start with %s: %s" % (" ".join(map(str, args)), why))
+
     @classmethod
     def start_shared(cls, *args, **kw):
         """A server for the whole class (setUpClass); the tests must not depend on each
@@ -613,14 +623,16 @@ class ServerCase(unittest.TestCase):
 # allows a server to send.
 #
 # Values: NIL -> None, a number -> int, an atom (a flag, a keyword) -> Atom (a str), a
-# quoted string -> Quoted (bytes), a literal -> Literal (bytes), a parenthesized list ->
-# list.  Quoted and Literal compare equal to plain bytes; the class tells how it was sent.
+# quoted string -> Quoted (bytes), a literal -> Literal (bytes), a literal8 `~{n}` (RFC 3516
+# 7, BINARY) -> Literal8 (bytes), a parenthesized list -> list.  Quoted, Literal and Literal8
+# compare equal to plain bytes; the class tells how it was sent.
 # An atom may hold a bracketed section with spaces (a FETCH item name such as
 # BODY[HEADER.FIELDS (DATE FROM)]<0>); it is kept as sent.
 #
 # A response (parse_line) is a list:
 #   `* OK [CODE args] text`  -> ["OK", ["CODE", args...] or None, "text"] (NO BAD BYE PREAUTH)
 #   `* 3 FETCH (UID 7 ...)`  -> [3, "FETCH", ["UID", 7, ...]]
+#   `* 7 UIDFETCH (...)`     -> [7, "UIDFETCH", [...]] (RFC 9586 3.3: the number is a UID)
 #   `+ text`                 -> ["+", "text"]
 #   any other `* ...`        -> its values: [6, "EXISTS"], ["LIST", [...], b"/", b"INBOX"]
 
@@ -640,18 +652,23 @@ class Literal(bytes):
     pass
 
 
+class Literal8(bytes):
+    pass
+
+
 STATUS_WORDS = ("OK", "NO", "BAD", "BYE", "PREAUTH")
 _ATOM = re.compile(rb'(?:[^ ()\[\r\n\x00-\x1f\x7f{"]|\[[^\]\r\n]*\]|\[)+')
 _QUOTED = re.compile(rb'"((?:[^"\\\r\n]|\\["\\])*)"')
 _QUOTED_PAIR = re.compile(rb'\\(["\\])')
 _LITERAL = re.compile(rb"\{(\d+)\}\r\n")
+_LITERAL8 = re.compile(rb"~\{(\d+)\}\r\n")
 _LITERAL_AT_END = re.compile(rb"\{(\d+)\+?\}$")
 
 
 def unit_end(data, start=0):
     """The end of the first complete logical line of data[start:] (a line ending in CRLF,
-    with the {n} literals it announces and the rest of the line after them), or 0 when it
-    is not complete yet."""
+    with the {n} or ~{n} literals it announces and the rest of the line after them), or 0
+    when it is not complete yet."""
     pos = start
     while True:
         i = data.find(b"\r\n", pos)
@@ -703,15 +720,15 @@ class _Parser:
                 self.error("bad quoted string")
             self.i = m.end()
             return Quoted(_QUOTED_PAIR.sub(rb"\1", m.group(1)))
-        if c == b"{":
-            m = _LITERAL.match(self.d, self.i)
+        if c == b"{" or self.d.startswith(b"~{", self.i):
+            m = (_LITERAL if c == b"{" else _LITERAL8).match(self.d, self.i)
             if not m:
                 self.error("bad literal")
             start = m.end()
             self.i = start + int(m.group(1))
             if self.i > len(self.d):
                 self.error("short literal")
-            return Literal(self.d[start:self.i])
+            return (Literal if c == b"{" else Literal8)(self.d[start:self.i])
         a = self.atom()
         if a.upper() == "NIL":
             return None
@@ -794,12 +811,14 @@ def parse_line(unit):
     word = word.rstrip(b"\r\n").upper()
     if word.decode("latin-1") in STATUS_WORDS:
         return list(status_parts(body))
-    if word.isdigit() and rest[:6].upper() == b"FETCH ":
-        p = _Parser(body, len(word) + 7)
+    kind, sp, _ = rest.partition(b" ")
+    kind = kind.upper()
+    if word.isdigit() and kind in (b"FETCH", b"UIDFETCH") and sp:
+        p = _Parser(body, len(word) + len(kind) + 2)
         items = p.fetch_items()
         if not p.at_end():
-            p.error("text after the FETCH items")
-        return [int(word), "FETCH", items]
+            p.error("text after the %s items" % kind.decode())
+        return [int(word), kind.decode(), items]
     return _Parser(body).values()
 
 
@@ -865,27 +884,77 @@ def search_of(data):
     return sorted(nums)
 
 
-def fetch_list(data):
-    """[(seq, {ITEM: value})] for every untagged FETCH, in order; item names as sent."""
+def search_modseq(data):
+    """(numbers, modseq) of the one `* SEARCH` response in data after a search with MODSEQ
+    (RFC 7162 3.1.5): its numbers ascending (each only once), and n of the `(MODSEQ n)` after
+    them, or None when there is none (3.1.6: nothing found)."""
+    found = responses(data, "SEARCH")
+    assert len(found) == 1, "expected exactly one * SEARCH response: %r" % data
+    nums, modseq = found[0][1:], None
+    if nums and isinstance(nums[-1], list):
+        m, nums = nums[-1], nums[:-1]
+        assert len(m) == 2 and upper(m[0]) == "MODSEQ" and isinstance(m[1], int), (
+            "malformed (MODSEQ n) in %r" % (found[0],))
+        modseq = m[1]
+    assert all(isinstance(x, int) for x in nums), "malformed SEARCH response %r" % (found[0],)
+    assert len(nums) == len(set(nums)), "duplicates in %r" % (found[0],)
+    return sorted(nums), modseq
+
+
+def vanished(data):
+    """[(earlier, [uid, ...])] of every `* VANISHED uid-set` and `* VANISHED (EARLIER)
+    uid-set` in data (RFC 7162 3.2.10), in order; earlier tells which.  Any other VANISHED
+    raises AssertionError."""
     out = []
-    for r in responses(data, "FETCH"):
+    for r in parse(data):
+        if not (r and upper(r[0]) == "VANISHED"):
+            continue
+        earlier = len(r) == 3 and isinstance(r[1], list)
+        form = len(r) == 2 or (earlier and [upper(x) for x in r[1]] == ["EARLIER"])
+        assert form and not isinstance(r[-1], list), "malformed VANISHED response %r" % (r,)
+        out.append((earlier, expand_set(r[-1])))
+    return out
+
+
+def capabilities(data):
+    """The capability names (upper-case) of the one `* CAPABILITY` response in data."""
+    found = responses(data, "CAPABILITY")
+    assert len(found) == 1, "expected exactly one * CAPABILITY response: %r" % data
+    return {str(x).upper() for x in found[0][1:]}
+
+
+def enabled(data):
+    """The capability names (upper-case) of the one `* ENABLED` response in data (RFC 5161
+    3.1: a successful ENABLE sends exactly one; it may name nothing)."""
+    found = responses(data, "ENABLED")
+    assert len(found) == 1, "expected exactly one * ENABLED response (RFC 5161 3.1): %r" % data
+    return {str(x).upper() for x in found[0][1:]}
+
+
+def fetch_list(data, keyword="FETCH"):
+    """[(seq, {ITEM: value})] for every untagged FETCH, in order; item names as sent.
+    keyword="UIDFETCH": the `* uid UIDFETCH (...)` responses of RFC 9586 3.3, by UID."""
+    out = []
+    for r in responses(data, keyword):
         items = r[2]
         out.append((r[0], dict(zip(items[0::2], items[1::2]))))
     return out
 
 
-def fetches(data):
-    """{seq: {ITEM: value}}, several FETCH responses for one message merged."""
+def fetches(data, keyword="FETCH"):
+    """{seq: {ITEM: value}}, several FETCH responses for one message merged (keyword as in
+    fetch_list())."""
     out = {}
-    for seq, d in fetch_list(data):
+    for seq, d in fetch_list(data, keyword):
         out.setdefault(seq, {}).update(d)
     return out
 
 
-def fetch_each(data):
-    """{seq: [{ITEM: value}, ...]}: each FETCH response for a message, in order."""
+def fetch_each(data, keyword="FETCH"):
+    """{seq: [{ITEM: value}, ...]}: each FETCH response for a message, in order (keyword as
+    in fetch_list())."""
     out = {}
-    for seq, d in fetch_list(data):
+    for seq, d in fetch_list(data, keyword):
         out.setdefault(seq, []).append(d)
     return out
 
