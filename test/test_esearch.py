@@ -1278,3 +1278,129 @@ class SwitchTest(Base):
         self.bad(r, "SEARCH RETURN (SAVE) ALL")
         e = self.esearch(r, "SEARCH RETURN (COUNT) ALL")
         self.assertEqual(e.get("COUNT"), N)
+
+
+# ---------------------------------------------------------------------------------------
+# imapmem's own choices where the RFCs leave room (README "Searching"), and corners
+
+class ChoicesTest(Base):
+    NEED = ("ESEARCH", "SEARCHRES", "CONTEXT=SEARCH", "PARTIAL")
+
+    def test_noupdate_past_the_context_limit(self):
+        """RFC 5267 4.3.1: the 33rd context is refused with NOUPDATE; the search still
+        answers; the first 32 keep updating."""
+        r = self.session()
+        for k in range(32):
+            untagged = self.ok(r, "SEARCH RETURN (UPDATE) UNSEEN", tag="U%d" % k)
+            self.assertNotIn("NOUPDATE", codes(untagged))
+        untagged = self.ok(r, "SEARCH RETURN (UPDATE COUNT) UNSEEN", tag="U32")
+        self.assertEqual(codes(untagged).get("NOUPDATE"), [b"U32"], untagged)
+        self.assertEqual(esearches(untagged)[0].get("COUNT"), 4)
+        other = self.session()
+        self.ok(other, "STORE 1 -FLAGS (\\Seen)")
+        tags = {e.tag for e in esearches(self.ok(r, "NOOP"))}
+        self.assertEqual(tags, {"U%d" % k for k in range(32)})
+
+    def test_cancelupdate_of_an_unknown_tag_is_bad_and_cancels_nothing(self):
+        r = self.session()
+        self.ok(r, "SEARCH RETURN (UPDATE) UNSEEN", tag="U1")
+        self.bad(r, 'CANCELUPDATE "U1" "NOPE"')
+        self.bad(r, "CANCELUPDATE U1")
+        other = self.session()
+        self.ok(other, "STORE 1 -FLAGS (\\Seen)")
+        self.assertEqual({e.tag for e in esearches(self.ok(r, "NOOP"))}, {"U1"})
+        self.ok(r, 'CANCELUPDATE "U1"')
+        self.ok(r, "SEARCH RETURN (UPDATE) UNSEEN", tag="U1")    # the tag is free again
+
+    def test_message_numbers_in_an_update_program_are_fixed(self):
+        """RFC 5267 4.3: message numbers are evaluated when the command is received."""
+        r = self.session()
+        self.ok(r, "SEARCH RETURN (UPDATE) 1:5 UNSEEN", tag="S1")   # 4
+        other = self.session()
+        self.ok(other, "UID EXPUNGE 106:110")                    # 6..10 go; 11 becomes 6
+        self.ok(other, "STORE 3 -FLAGS (\\Seen)")
+        untagged = self.ok(r, "NOOP")
+        model, _ = apply_context([4], untagged, "S1", False, N)
+        self.assertEqual(model, [3, 4], untagged)                # not 6 (was 11, unseen)
+
+    def test_updates_during_idle(self):
+        """RFC 5267 4.3.2: updates may come at any time; imapmem sends them in IDLE."""
+        r = self.session()
+        self.ok(r, "UID SEARCH RETURN (UPDATE) FLAGGED", tag="S1")
+        r.send(b"I1 IDLE\r\n")
+        self.assertTrue(r.readline().startswith(b"+"))
+        other = self.session()
+        self.ok(other, "STORE 3 +FLAGS (\\Flagged)")
+        got = b""
+        while b"ADDTO" not in got:
+            got += r.readline()
+        self.assertIn(b'* ESEARCH (TAG "S1") UID ADDTO (0 103)', got)
+        r.send(b"DONE\r\n")
+        _, tagged = r.until_tagged("I1")
+        self.assertTrue(tagged.startswith(b"OK"), tagged)
+
+    def test_removefrom_waits_with_the_expunge_during_fetch(self):
+        """RFC 5267 4.3.4 with RFC 3501 7.4.1: no EXPUNGE while FETCH is answered, and so no
+        REMOVEFROM for it either; both come with the next NOOP, REMOVEFROM first."""
+        r = self.session()
+        self.ok(r, "SEARCH RETURN (UPDATE) UNSEEN", tag="S1")
+        other = self.session()
+        self.ok(other, "UID EXPUNGE 110")
+        untagged = self.ok(r, "FETCH 1 (UID)")
+        self.assertEqual(esearches(untagged), [], untagged)
+        untagged = self.ok(r, "NOOP")
+        self.assertLess(untagged.index(b"REMOVEFROM"), untagged.index(b"* 10 EXPUNGE"))
+
+    def test_modseq_in_esearch_follows_rfc4731_3_2(self):
+        """RFC 4731 3.2 / RFC 7162 3.1.10: MODSEQ is the highest of the messages returned;
+        with PARTIAL alone, of the window."""
+        r = self.session()
+        self.ok(r, "STORE 2 +FLAGS (\\Answered)")
+        self.ok(r, "STORE 1 +FLAGS (\\Answered)")
+        ms = {n: fetches(self.ok(r, "FETCH %d (MODSEQ)" % n))[n]["MODSEQ"][0] for n in (1, 2)}
+        self.assertGreater(ms[1], ms[2])
+        e = self.esearch(r, "SEARCH RETURN (PARTIAL 2:2) MODSEQ 1 ANSWERED")
+        self.assertEqual(e.get("MODSEQ"), ms[2], e.line)
+        e = self.esearch(r, "SEARCH RETURN (MAX COUNT) MODSEQ 1 ANSWERED")
+        self.assertEqual(e.get("MODSEQ"), ms[1], e.line)
+        e = self.esearch(r, "SEARCH RETURN (COUNT) MODSEQ %d ANSWERED" % (ms[1] + 1))
+        self.assertEqual(e.items, [("COUNT", 0)], e.line)
+
+    def test_uid_expunge_dollar(self):
+        """RFC 5182: $ in UID EXPUNGE."""
+        r = self.session()
+        self.ok(r, "UID SEARCH RETURN (SAVE) FROM Smith DELETED")        # 7 12
+        untagged = self.ok(r, "UID EXPUNGE $")
+        self.assertEqual(re.findall(rb"\* (\d+) EXPUNGE", untagged), [b"12", b"7"])
+        self.assertEqual(self.saved(r), [])
+
+    def test_dollar_alone_and_not_in_select(self):
+        r = self.session()
+        self.bad(r, "FETCH $,1 (UID)")
+        self.bad(r, "SELECT INBOX (QRESYNC (1 1 $))")
+
+    def test_save_with_update(self):
+        """SAVE and UPDATE together: $ is the result at the time; the context updates."""
+        r = self.session()
+        e = self.esearch(r, "SEARCH RETURN (SAVE UPDATE) UNSEEN", tag="S1")
+        self.assertEqual(e.items, [])
+        self.assertEqual(self.saved(r), sorted(UNSEEN))
+        self.ok(r, "STORE 1 -FLAGS (\\Seen)")
+        self.assertEqual(self.saved(r), sorted(UNSEEN))
+
+    def test_capability_minus_partial_keeps_the_context_search_option(self):
+        """RFC 5267 4.4 defines the PARTIAL return option for CONTEXT=SEARCH too; the UID
+        FETCH modifier is RFC 9394's alone."""
+        r = self.session(need=("ESEARCH", "CONTEXT=SEARCH"), args=("--capability", "-PARTIAL"))
+        self.assertNotIn("PARTIAL", self.capabilities(r))
+        e = self.esearch(r, "SEARCH RETURN (PARTIAL 1:2) DELETED")
+        self.assertEqual(e.get("PARTIAL"), ["1:2", "6:7"])
+        self.bad(r, "UID FETCH 1:* (UID) (PARTIAL 1:2)")
+
+    def test_capability_minus_context_search(self):
+        r = self.session(need=("ESEARCH",), args=("--capability", "-CONTEXT=SEARCH"))
+        self.bad(r, "SEARCH RETURN (UPDATE) ALL")
+        self.bad(r, "SEARCH RETURN (CONTEXT) ALL")
+        self.bad(r, 'CANCELUPDATE "x"')
+        self.assertEqual(self.esearch(r, "SEARCH RETURN (PARTIAL 1:1) ALL").get("PARTIAL"),
+                         ["1:1", 1])
