@@ -4282,8 +4282,10 @@ static int parse_date(struct parser *ps, int64_t *days) {
 ** ===========================================================================
 ** Owns: what a session says (its output buffer, the tagged reply, the transcript) and its
 ** view of the selected mailbox (sequence numbers, and the untagged updates that keep them
-** right: RFC 3501 5.2, 7.4.1). Bytes move through the session's struct session_io, which
-** section 10 provides: nothing here touches a socket.
+** right: RFC 3501 5.2, 7.4.1), with what follows the view: "$", the saved search result
+** (RFC 5182), resolved and cleared here, and the UPDATE contexts' results, which lose
+** expunged messages here (RFC 5267 4.3.4). Bytes move through the session's struct
+** session_io, which section 10 provides: nothing here touches a socket.
 ** Calls: sections 1, 3 and 5.
 ** Locking: a session's view and output belong to its thread; the view is brought up to
 ** date under the selected mailbox's lock; publishing for imapmem_wait() takes the
@@ -4978,12 +4980,15 @@ static int view_resolve(struct session *s, struct command *c, struct seqset *set
 ** ===========================================================================
 ** 7  SEARCH
 ** ===========================================================================
-** Owns: the search-key tree (RFC 3501 6.4.4), its evaluation, and the SEARCH command.
+** Owns: the search-key tree (RFC 3501 6.4.4), its evaluation, the SEARCH command with
+** its RETURN options (ESEARCH, SAVE, PARTIAL: RFC 4731, 5182, 9394), the UPDATE contexts
+** (RFC 5267 4.3: made, evaluated, cancelled) and the updates they send.
 ** Calls: sections 1-3, 5 and 6.
 ** Locking: the selected mailbox is locked once to take a snapshot of the view's
 ** messages (UID, flags, dates, a reference to the bytes); keys are then evaluated with
-** no lock held.
-** Limits: groups, NOT and OR nest at most IMAPMEM_MAX_DEPTH deep.
+** no lock held. Contexts are the session's own, touched by its thread only.
+** Limits: groups, NOT and OR nest at most IMAPMEM_MAX_DEPTH deep; IMAPMEM_MAX_CONTEXTS
+** UPDATE contexts a session.
 **
 ** String keys match case-insensitively as substrings of what a person reads: header
 ** values after RFC 2047 decoding, bodies after base64/quoted-printable decoding, found
