@@ -82,6 +82,9 @@
 #ifndef IMAPMEM_EXPUNGE_LOG
 #define IMAPMEM_EXPUNGE_LOG 1024        /* expunge log entries kept beyond one per message */
 #endif
+#ifndef IMAPMEM_MAX_CONTEXTS
+#define IMAPMEM_MAX_CONTEXTS 32         /* UPDATE search contexts a session may hold */
+#endif
 #define MAX_MAILBOX_NAME 1024
 
 #ifndef MSG_NOSIGNAL         /* POSIX.1-2008; where it is missing, SIGPIPE is blocked anyway */
@@ -256,6 +259,11 @@ struct range {
 struct seqset {
   struct range *r;
   size_t n;
+  int dollar;                 /* "$", the saved search result (RFC 5182): r filled on use */
+};
+struct partial {             /* partial-range (RFC 9394 4): lo..hi, from the end if neg */
+  uint32_t lo, hi;            /* 1 <= lo <= hi */
+  int neg;
 };
 struct parser {              /* a cursor over one whole command (literals inline) */
   const char *p, *end;
@@ -299,6 +307,21 @@ enum {
   ENABLED_QRESYNC = 2,        /* ENABLE QRESYNC (RFC 7162 3.2.3) */
   ENABLED_UIDONLY = 4         /* ENABLE UIDONLY (RFC 9586 3.1) */
 };
+struct skey;
+/*
+** A SEARCH RETURN (UPDATE) context (RFC 5267 4.3): made and evaluated by section 7;
+** section 6 takes expunged messages out of it before it reports the expunges.
+*/
+struct search_ctx {
+  char *tag;                  /* the searching command's tag: the correlator */
+  int uid;                    /* updates name UIDs (UID SEARCH), else sequence numbers */
+  struct arena arena;         /* keys live here */
+  struct skey *keys;          /* the search program, message numbers made UIDs */
+  uint32_t *uids;             /* the result now, ascending UIDs */
+  size_t n, cap;
+  uint64_t checked;           /* changes up to this change number are evaluated */
+  struct search_ctx *next;
+};
 struct seqent {               /* a session's view: sequence number i+1 is entry i */
   uint32_t uid;
   uint8_t recent;             /* \Recent in this session */
@@ -339,6 +362,10 @@ struct session {
   uint64_t seen_modseq;       /* appends and flag changes reported up to here */
   struct watcher watch;       /* of mb: woken by changes; told = expunges reported */
   int nkw_known;              /* keywords of mb announced in FLAGS so far */
+  uint32_t *saved;            /* "$" (RFC 5182): the saved search result, ascending UIDs */
+  size_t nsaved;
+  struct search_ctx *contexts;  /* SEARCH RETURN (UPDATE) contexts (RFC 5267 4.3) */
+  int ncontexts;
   int in_idle;                /* in the IDLE command */
   int closing;                /* send what is buffered, then close */
   const char *end_why;        /* why the session ended, for the transcript */
@@ -411,7 +438,8 @@ enum {
   CAP_IDLE = 1, CAP_MOVE = 2, CAP_UIDPLUS = 4, CAP_UNSELECT = 8, CAP_NAMESPACE = 16,
   CAP_ID = 32, CAP_LITERALPLUS = 64, CAP_SASLIR = 128, CAP_CHILDREN = 256,
   CAP_ENABLE = 1u << 9, CAP_CONDSTORE = 1u << 10, CAP_QRESYNC = 1u << 11,
-  CAP_LITERALMINUS = 1u << 12, CAP_UIDONLY = 1u << 21
+  CAP_LITERALMINUS = 1u << 12, CAP_ESEARCH = 1u << 13, CAP_SEARCHRES = 1u << 14,
+  CAP_CONTEXT_SEARCH = 1u << 15, CAP_PARTIAL = 1u << 16, CAP_UIDONLY = 1u << 21
 };
 #define CAPS_OFF_AT_START CAP_LITERALMINUS   /* LITERAL+ is on instead (RFC 7888 4) */
 #define CAPS_MAX 512          /* room for the capability list as text */
@@ -4067,11 +4095,21 @@ static int parse_seq_number(struct parser *ps, uint32_t *out) {
   return parse_nz_number(ps, out) || parse_fail(ps, "Invalid sequence set");
 }
 
-/* sequence-set (RFC 3501 9): ranges in any order; a:b with a > b means b:a. */
+/*
+** sequence-set (RFC 3501 9): ranges in any order; a:b with a > b means b:a. Or "$" alone
+** (RFC 5182 3: seq-set =/ "$"), which section 6 fills with the saved search result.
+*/
 static int parse_seqset(struct parser *ps, struct seqset *out) {
   size_t cap = 0;
   out->r = NULL;
   out->n = 0;
+  out->dollar = 0;
+  if (parse_char(ps, '$')) {
+    out->dollar = 1;
+    if (ps->p < ps->end && *ps->p != ' ' && *ps->p != ')')
+      return parse_fail(ps, "Invalid sequence set: \"$\" stands alone");
+    return 1;
+  }
   do {
     struct range r;
     if (!parse_seq_number(ps, &r.lo)) return 0;
@@ -4124,6 +4162,41 @@ static void seqset_resolve(struct seqset *s, uint32_t max) {
     else if (s->r[i].hi > s->r[w].hi) s->r[w].hi = s->r[i].hi;
   }
   s->n = w + 1;
+}
+
+/*
+** partial-range (RFC 9394 4): "lo:hi" or "-lo:-hi", nz-numbers, no '*'; 5:1 is 1:5 and
+** -5:-1 is -1:-5.
+*/
+static int parse_partial(struct parser *ps, struct partial *out) {
+  out->neg = parse_char(ps, '-');
+  if (!parse_nz_number(ps, &out->lo) || !parse_char(ps, ':') ||
+      parse_char(ps, '-') != out->neg || !parse_nz_number(ps, &out->hi))
+    return parse_fail(ps, "Expected a partial range like 1:100 or -1:-100");
+  if (ps->p < ps->end && *ps->p != ' ' && *ps->p != ')')
+    return parse_fail(ps, "Expected a partial range like 1:100 or -1:-100");
+  if (out->lo > out->hi) {
+    uint32_t t = out->lo;
+    out->lo = out->hi;
+    out->hi = t;
+  }
+  return 1;
+}
+
+/*
+** The results [*from, *to) of n (in mailbox order) that a partial range names (RFC 9394
+** 3.1): the first result is 1, the last -1; what lies beyond the results is left out.
+*/
+static void partial_window(const struct partial *p, size_t n, size_t *from, size_t *to) {
+  *from = *to = 0;
+  if (p->lo > n) return;
+  if (p->neg) {
+    *from = p->hi >= n ? 0 : n - p->hi;
+    *to = n - p->lo + 1;
+  } else {
+    *from = p->lo - 1;
+    *to = p->hi < n ? p->hi : n;
+  }
 }
 
 /* Is v in the set? The set has been through seqset_resolve(). */
@@ -4239,8 +4312,10 @@ static int parse_date(struct parser *ps, int64_t *days) {
 ** ===========================================================================
 ** Owns: what a session says (its output buffer, the tagged reply, the transcript) and its
 ** view of the selected mailbox (sequence numbers, and the untagged updates that keep them
-** right: RFC 3501 5.2, 7.4.1). Bytes move through the session's struct session_io, which
-** section 10 provides: nothing here touches a socket.
+** right: RFC 3501 5.2, 7.4.1), with what follows the view: "$", the saved search result
+** (RFC 5182), resolved and cleared here, and the UPDATE contexts' results, which lose
+** expunged messages here (RFC 5267 4.3.4). Bytes move through the session's struct
+** session_io, which section 10 provides: nothing here touches a socket.
 ** Calls: sections 1, 3 and 5.
 ** Locking: a session's view and output belong to its thread; the view is brought up to
 ** date under the selected mailbox's lock; publishing for imapmem_wait() takes the
@@ -4474,8 +4549,36 @@ static void session_send_flags(struct session *s, struct mailbox *mb) {
   s->nkw_known = mb->nkeywords;
 }
 
+/* Free a search context (NULL is fine). */
+static void session_context_free(struct search_ctx *x) {
+  if (!x) return;
+  free(x->tag);
+  arena_free(&x->arena);
+  free(x->uids);
+  free(x);
+}
+
+/* Drop every UPDATE context: updates cease with the selection (RFC 5267 4.3). */
+static void session_contexts_free(struct session *s) {
+  while (s->contexts) {
+    struct search_ctx *x = s->contexts;
+    s->contexts = x->next;
+    session_context_free(x);
+  }
+  s->ncontexts = 0;
+}
+
+/* Forget "$": a new selection starts with the empty result (RFC 5182 2.1). */
+static void session_saved_clear(struct session *s) {
+  free(s->saved);
+  s->saved = NULL;
+  s->nsaved = 0;
+}
+
 static void session_unselect(struct session *s) {
   struct mailbox *mb = s->mb;
+  session_contexts_free(s);
+  session_saved_clear(s);
   if (!mb) return;
   pthread_mutex_lock(&mb->lock);
   for (size_t i = 0; i < mb->nwatchers; i++)
@@ -4581,6 +4684,35 @@ static int cmp_size(const void *a, const void *b) {
 }
 
 /*
+** Take the messages marked gone in the view out of every UPDATE context, each with a
+** REMOVEFROM sent before the EXPUNGE responses, while their numbers are still valid (RFC
+** 5267 4.3.4). Position 0: the client removes them wherever they are. Holds mb->lock.
+*/
+static void session_contexts_expunged(struct session *s) {
+  for (struct search_ctx *x = s->contexts; x; x = x->next) {
+    struct buf b = {0};
+    struct set_writer w = {&b, 0, 0, 0};
+    size_t keep = 0, i = 0;
+    for (size_t k = 0; k < s->nview; k++) {   /* both ascending by UID: one merge */
+      uint32_t uid = s->view[k].uid;
+      while (i < x->n && x->uids[i] < uid) x->uids[keep++] = x->uids[i++];
+      if (i < x->n && x->uids[i] == uid) {
+        if (s->view[k].gone) set_add(&w, x->uid ? uid : (uint32_t)k + 1);
+        else x->uids[keep++] = uid;
+        i++;
+      }
+    }
+    while (i < x->n) x->uids[keep++] = x->uids[i++];
+    x->n = keep;
+    set_end(&w);
+    if (w.n)
+      session_send(s, "* ESEARCH (TAG \"%s\")%s REMOVEFROM (0 %s)\r\n", x->tag,
+                   x->uid ? " UID" : "", b.p);
+    buf_free(&b);
+  }
+}
+
+/*
 ** Report expunges the client has not heard of: mark them in the view, say so, and close
 ** the gaps. EXPUNGE goes from the highest number down (as RFC 3501 7.4.1's example does:
 ** a higher number going never renumbers a lower one, so each is the number the client
@@ -4601,6 +4733,7 @@ static void session_report_expunges(struct session *s) {
         gone++;
       }
   }
+  if (gone && s->contexts) session_contexts_expunged(s);
   if (gone && (session_qresync(s) || session_uidonly(s))) {   /* RFC 9586 3.4, 3.6 */
     struct set_writer w = {&s->out, 0, 0, 0};
     session_send(s, "* VANISHED ");
@@ -4677,7 +4810,7 @@ static void view_changed_since(struct session *s, const struct seqset *set, int 
 static void session_send_vanished(struct session *s, const struct seqset *known,
                                   uint64_t since, uint32_t floor) {
   struct mailbox *mb = s->mb;
-  struct seqset cand = {NULL, 0};
+  struct seqset cand = {NULL, 0, 0};
   struct range whole;
   if (since + 1 >= mb->expunge_log_from) {   /* the log has them all: its ranges */
     size_t lo = lower_bound(mb->expunged, mb->nexpunged, sizeof mb->expunged[0],
@@ -4784,11 +4917,47 @@ static int session_sync(struct session *s, int allow_expunge) {
 }
 
 /*
-** Resolve '*' in a sequence set (or UID set) against the view. Returns 0 and sets a BAD
-** reply for a sequence number beyond the view (RFC 3501 9: seq-number must be a valid
-** message number).
+** Fill a "$" set (RFC 5182 2.1) with the saved result: its UIDs, or the sequence numbers
+** they have in the view. It is kept as UIDs, so an expunged message leaves it as the
+** EXPUNGE is reported and the others' numbers follow; before that it is still in the
+** view, and in "$", like any number the client knows. 0 if out of memory.
+*/
+static int view_dollar(struct session *s, struct seqset *set, int uid) {
+  set->dollar = 0;
+  set->n = 0;
+  set->r = arena_alloc(&s->arena, (s->nsaved ? s->nsaved : 1) * sizeof *set->r);
+  if (!set->r) return 0;
+  for (size_t i = 0; i < s->nsaved; i++) {
+    long k = view_find(s, s->saved[i]);
+    if (k < 0) continue;
+    uint32_t v = uid ? s->saved[i] : (uint32_t)k + 1;
+    if (set->n && set->r[set->n - 1].hi + 1 == v) {
+      set->r[set->n - 1].hi = v;
+    } else {
+      set->r[set->n].lo = set->r[set->n].hi = v;
+      set->n++;
+    }
+  }
+  return 1;
+}
+
+/*
+** Resolve '*' in a sequence set (or UID set) against the view, and "$" where SEARCHRES
+** is on. Returns 0 and sets a BAD reply for a sequence number beyond the view (RFC 3501
+** 9: seq-number must be a valid message number).
 */
 static int view_check_set(struct session *s, struct command *c, struct seqset *set, int uid) {
+  if (set->dollar) {
+    if (!cap_on(s->srv, CAP_SEARCHRES)) {
+      cmd_bad(c, "%s Invalid sequence set: $", c->def->name);
+      return 0;
+    }
+    if (!view_dollar(s, set, uid)) {
+      cmd_no(c, "[SERVERBUG] Out of memory");
+      return 0;
+    }
+    return 1;                /* valid even when empty (RFC 5182 2.1) */
+  }
   if (s->nview == 0) {
     seqset_resolve(set, 0);
     if (uid) return 1;
@@ -4856,12 +5025,15 @@ static int view_resolve(struct session *s, struct command *c, struct seqset *set
 ** ===========================================================================
 ** 7  SEARCH
 ** ===========================================================================
-** Owns: the search-key tree (RFC 3501 6.4.4), its evaluation, and the SEARCH command.
+** Owns: the search-key tree (RFC 3501 6.4.4), its evaluation, the SEARCH command with
+** its RETURN options (ESEARCH, SAVE, PARTIAL: RFC 4731, 5182, 9394), the UPDATE contexts
+** (RFC 5267 4.3: made, evaluated, cancelled) and the updates they send.
 ** Calls: sections 1-3, 5 and 6.
 ** Locking: the selected mailbox is locked once to take a snapshot of the view's
 ** messages (UID, flags, dates, a reference to the bytes); keys are then evaluated with
-** no lock held.
-** Limits: groups, NOT and OR nest at most IMAPMEM_MAX_DEPTH deep.
+** no lock held. Contexts are the session's own, touched by its thread only.
+** Limits: groups, NOT and OR nest at most IMAPMEM_MAX_DEPTH deep; IMAPMEM_MAX_CONTEXTS
+** UPDATE contexts a session.
 **
 ** String keys match case-insensitively as substrings of what a person reads: header
 ** values after RFC 2047 decoding, bodies after base64/quoted-printable decoding, found
@@ -4951,7 +5123,8 @@ static struct skey *search_parse_key(struct parser *ps, int depth) {
   }
   if (parse_char(ps, '(')) return search_parse_list(ps, depth + 1, 1);
   struct skey *k;
-  if (parse_peek(ps, '*') || (ps->p < ps->end && *ps->p >= '0' && *ps->p <= '9')) {
+  if (parse_peek(ps, '*') || parse_peek(ps, '$') ||
+      (ps->p < ps->end && *ps->p >= '0' && *ps->p <= '9')) {
     if (!(k = search_new(ps, SK_SEQ)) || !parse_seqset(ps, &k->set)) return NULL;
     return k;
   }
@@ -5036,10 +5209,10 @@ static struct skey *search_parse_key(struct parser *ps, int depth) {
   return NULL;
 }
 
-/* Does the search name message numbers (RFC 9586 3.5)? */
+/* Does the search name message numbers (RFC 9586 3.5; "$" names messages, not numbers)? */
 static int search_uses_seqnums(const struct skey *k) {
   for (; k; k = k->next)
-    if (k->op == SK_SEQ || search_uses_seqnums(k->child)) return 1;
+    if ((k->op == SK_SEQ && !k->set.dollar) || search_uses_seqnums(k->child)) return 1;
   return 0;
 }
 
@@ -5050,11 +5223,22 @@ static int search_uses_modseq(const struct skey *k) {
   return 0;
 }
 
-/* Resolve keyword names and '*' in sets once, against the view and the mailbox. */
+/* ... or "$", the saved result (RFC 5182 2.1)? */
+static int search_uses_dollar(const struct skey *k) {
+  for (; k; k = k->next)
+    if (k->set.dollar || search_uses_dollar(k->child)) return 1;
+  return 0;
+}
+
+/*
+** Resolve keyword names, "$" and '*' in sets once, against the view and the mailbox. A
+** "$" that finds no memory matches nothing.
+*/
 static void search_prepare(struct skey *k, struct session *s) {
   for (; k; k = k->next) {
     if (k->op == SK_KEYWORD || k->op == SK_UNKEYWORD)
       k->kwbit = mailbox_keyword(s->mb, k->name.p, k->name.len, 0);
+    if (k->set.dollar) view_dollar(s, &k->set, k->op == SK_UID);
     if (k->op == SK_SEQ) seqset_resolve(&k->set, (uint32_t)s->nview);
     if (k->op == SK_UID) seqset_resolve(&k->set, s->nview ? s->view[s->nview - 1].uid : 0);
     if (k->op == SK_AND || k->op == SK_OR || k->op == SK_NOT) search_prepare(k->child, s);
@@ -5159,17 +5343,239 @@ static int search_match(const struct skey *k, const struct snap *m) {
   return 0;
 }
 
-/* 6.4.4 SEARCH [CHARSET name] keys, and UID SEARCH. */
+/* One message of the view as SEARCH sees it; mb is locked, m the message of view entry i. */
+static void search_snap(struct session *s, size_t i, const struct message *m, struct snap *x) {
+  x->seq = (uint32_t)i + 1;
+  x->uid = m->uid;
+  x->flags = m->flags;
+  x->keywords = m->keywords;
+  x->modseq = m->modseq;
+  x->recent = s->view[i].recent;
+  x->size = m->data->size;
+  x->day = day_of(m->internaldate, m->tz, NULL);
+  x->data = msgdata_ref(m->data);
+}
+
+static int cmp_snap_seq(const void *a, const void *b) {
+  uint32_t x = ((const struct snap *)a)->seq, y = ((const struct snap *)b)->seq;
+  return x < y ? -1 : x > y;
+}
+
+/* ------------------------------------------------------------------------- */
+/* Extended SEARCH: RETURN options (RFC 4466 2.6), ESEARCH responses, "$" and contexts. */
+
+enum {
+  RET_MIN = 1, RET_MAX = 2, RET_COUNT = 4, RET_ALL = 8,   /* RFC 4731 3.1 */
+  RET_SAVE = 16,              /* RFC 5182 2.1 */
+  RET_CONTEXT = 32, RET_UPDATE = 64,   /* RFC 5267 4.2, 4.3 */
+  RET_PARTIAL = 128           /* RFC 9394 3.1 (and RFC 5267 4.4) */
+};
+struct search_return {
+  int extended;               /* RETURN was given: the answer is ESEARCH, not SEARCH */
+  unsigned opts;              /* RET_* */
+  struct partial partial;
+};
+
+/* "RETURN (opts)" after SEARCH: search-return-opts (RFC 4466 2.6.1), and the space after. */
+static int search_parse_return(struct session *s, struct parser *ps, struct search_return *r) {
+  static const struct { const char *name; unsigned bit, cap; } opts[] = {
+    {"MIN", RET_MIN, CAP_ESEARCH}, {"MAX", RET_MAX, CAP_ESEARCH},
+    {"COUNT", RET_COUNT, CAP_ESEARCH}, {"ALL", RET_ALL, CAP_ESEARCH},
+    {"SAVE", RET_SAVE, CAP_SEARCHRES}, {"CONTEXT", RET_CONTEXT, CAP_CONTEXT_SEARCH},
+    {"UPDATE", RET_UPDATE, CAP_CONTEXT_SEARCH}, {"PARTIAL", RET_PARTIAL, CAP_PARTIAL}};
+  r->extended = 1;
+  if (!parse_sp(ps) || !parse_char(ps, '('))
+    return parse_fail(ps, "Expected '(' and return options after RETURN");
+  while (!parse_char(ps, ')')) {
+    struct str w;
+    if (r->opts && !parse_sp(ps)) return parse_fail(ps, "Expected ')' after return options");
+    if (!parse_atom(ps, &w)) return parse_fail(ps, "Expected a return option");
+    size_t i = 0;
+    while (i < sizeof opts / sizeof opts[0] && !str_ieq(w, opts[i].name)) i++;
+    /* RFC 5267 4.4 defines PARTIAL for CONTEXT=SEARCH too */
+    int on = i < sizeof opts / sizeof opts[0] &&
+             (cap_on(s->srv, opts[i].cap) ||
+              (opts[i].bit == RET_PARTIAL && cap_on(s->srv, CAP_CONTEXT_SEARCH)));
+    if (!on) return parse_fail(ps, "Unknown return option");   /* RFC 4466 2.6.1: BAD */
+    if (opts[i].bit == RET_PARTIAL) {   /* RFC 9394 3.1: one PARTIAL at most */
+      if (r->opts & RET_PARTIAL) return parse_fail(ps, "PARTIAL given twice");
+      if (!parse_sp(ps) || !parse_partial(ps, &r->partial)) return 0;
+    }
+    r->opts |= opts[i].bit;
+  }
+  if (!r->opts) r->opts = RET_ALL;   /* RFC 4731 3.1: RETURN () is RETURN (ALL) */
+  if ((r->opts & RET_ALL) && (r->opts & RET_PARTIAL))
+    return parse_fail(ps, "ALL and PARTIAL may not be used together");   /* RFC 9394 3.1 */
+  return parse_sp(ps);
+}
+
+/*
+** Is result i of n "returned" by the options (RFC 4731 3.2 for MODSEQ; RFC 5182 2.4 and
+** RFC 9394 3.2 for what SAVE keeps)? With ALL or COUNT every result is; else MIN, MAX
+** and the PARTIAL window [from, to) name theirs, and with none of them (SAVE alone)
+** every result is again.
+*/
+static int search_returned(unsigned opts, size_t i, size_t n, size_t from, size_t to) {
+  if ((opts & (RET_ALL | RET_COUNT)) || !(opts & (RET_MIN | RET_MAX | RET_PARTIAL))) return 1;
+  return ((opts & RET_MIN) && i == 0) || ((opts & RET_MAX) && i + 1 == n) ||
+         ((opts & RET_PARTIAL) && i >= from && i < to);
+}
+
+/*
+** "* ESEARCH (TAG "t") [UID] ..." (RFC 4466 2.6.2, RFC 4731 3.1) for the n results hit[]
+** in mailbox order: MIN, MAX and ALL only when something matched, COUNT always, PARTIAL
+** with NIL for an empty window (RFC 9394 3.1), and MODSEQ when the program used MODSEQ:
+** the highest of the messages returned (RFC 4731 3.2, RFC 7162 3.1.10). SAVE alone
+** suppresses the response (RFC 5182 1).
+*/
+static void search_send_esearch(struct session *s, struct command *c,
+                                const struct search_return *r, const struct snap *hit,
+                                size_t n, int modseq) {
+  unsigned o = r->opts;
+  if (!(o & ~(unsigned)(RET_SAVE | RET_CONTEXT)) && (o & RET_SAVE)) return;
+  size_t from = 0, to = 0;
+  if (o & RET_PARTIAL) partial_window(&r->partial, n, &from, &to);
+#define RESULT(i) (c->uid ? hit[i].uid : hit[i].seq)
+  session_send(s, "* ESEARCH (TAG \"%s\")%s", c->tag, c->uid ? " UID" : "");
+  if (n && (o & RET_MIN)) session_send(s, " MIN %u", RESULT(0));
+  if (n && (o & RET_MAX)) session_send(s, " MAX %u", RESULT(n - 1));
+  if (o & RET_COUNT) session_send(s, " COUNT %zu", n);
+  if (n && (o & RET_ALL)) {
+    struct set_writer w = {&s->out, 0, 0, 0};
+    session_send(s, " ALL ");
+    for (size_t i = 0; i < n; i++) set_add(&w, RESULT(i));
+    set_end(&w);
+  }
+  if (o & RET_PARTIAL) {
+    const struct partial *p = &r->partial;
+    session_send(s, p->neg ? " PARTIAL (-%u:-%u " : " PARTIAL (%u:%u ", p->lo, p->hi);
+    struct set_writer w = {&s->out, 0, 0, 0};
+    for (size_t i = from; i < to; i++) set_add(&w, RESULT(i));
+    set_end(&w);
+    session_send(s, "%s)", from < to ? "" : "NIL");
+  }
+#undef RESULT
+  uint64_t top = 0;
+  for (size_t i = 0; modseq && (o & ~(unsigned)(RET_SAVE | RET_CONTEXT | RET_UPDATE)) && i < n;
+       i++)
+    if (search_returned(o, i, n, from, to) && hit[i].modseq > top) top = hit[i].modseq;
+  if (top) session_send(s, " MODSEQ %llu", (unsigned long long)top);
+  session_send(s, "\r\n");
+}
+
+/* SAVE (RFC 5182 2.1, 2.4; RFC 9394 3.2): "$" becomes what the options returned. */
+static int search_save(struct session *s, const struct search_return *r,
+                       const struct snap *hit, size_t n) {
+  size_t from = 0, to = 0, k = 0;
+  if (r->opts & RET_PARTIAL) partial_window(&r->partial, n, &from, &to);
+  uint32_t *uids = mem_alloc((n ? n : 1) * sizeof *uids);
+  if (!uids) return 0;
+  for (size_t i = 0; i < n; i++)
+    if (search_returned(r->opts, i, n, from, to)) uids[k++] = hit[i].uid;
+  session_saved_clear(s);
+  s->saved = uids;
+  s->nsaved = k;
+  return 1;
+}
+
+/*
+** A copy of the program for a context, in its own arena, where it outlives the command.
+** Message numbers become the UIDs they name now: they are evaluated when the command is
+** received (RFC 5267 4.3, citing RFC 3501's errata), and so are '*' and "$", which
+** search_prepare() has resolved already. NULL if out of memory.
+*/
+static struct skey *search_copy(struct session *s, const struct skey *k, struct arena *a) {
+  struct skey *first = NULL, **tail = &first;
+  for (; k; k = k->next) {
+    struct skey *d = arena_alloc(a, sizeof *d);
+    if (!d) return NULL;
+    *d = *k;
+    d->next = d->child = NULL;
+    if (k->name.len && !(d->name.p = arena_strndup(a, k->name.p, k->name.len))) return NULL;
+    if (k->value.len && !(d->value.p = arena_strndup(a, k->value.p, k->value.len))) return NULL;
+    if (!needle_init(&d->needle, d->value, a)) return NULL;
+    if (k->op == SK_SEQ) {   /* one range a message: few programs name many */
+      d->op = SK_UID;
+      d->set.n = 0;
+      if (!(d->set.r = arena_alloc(a, (s->nview ? s->nview : 1) * sizeof *d->set.r)))
+        return NULL;
+      for (size_t i = 0; i < s->nview; i++)
+        if (seqset_contains(&k->set, (uint32_t)i + 1)) {
+          d->set.r[d->set.n].lo = d->set.r[d->set.n].hi = s->view[i].uid;
+          d->set.n++;
+        }
+    } else if (k->set.n) {
+      if (!(d->set.r = arena_alloc(a, k->set.n * sizeof *d->set.r))) return NULL;
+      memcpy(d->set.r, k->set.r, k->set.n * sizeof *d->set.r);
+    }
+    if (k->child && !(d->child = search_copy(s, k->child, a))) return NULL;
+    *tail = d;
+    tail = &d->next;
+  }
+  return first;
+}
+
+/*
+** RETURN (UPDATE) (RFC 5267 4.3): keep the program and the result, to tell the client
+** of changes. Past IMAPMEM_MAX_CONTEXTS the server refuses with NOUPDATE (4.3.1).
+*/
+static void search_add_context(struct session *s, struct command *c, const struct skey *keys,
+                               const struct snap *hit, size_t n, uint64_t checked) {
+  if (s->ncontexts >= IMAPMEM_MAX_CONTEXTS) {
+    session_send(s, "* NO [NOUPDATE \"%s\"] Too many search contexts (at most %d)\r\n",
+                 c->tag, IMAPMEM_MAX_CONTEXTS);
+    return;
+  }
+  struct search_ctx *x = mem_calloc(1, sizeof *x);
+  if (x) {
+    x->tag = mem_strdup(c->tag);
+    x->uid = c->uid;
+    x->keys = search_copy(s, keys, &x->arena);
+    x->uids = mem_alloc((n ? n : 1) * sizeof *x->uids);
+    x->cap = n ? n : 1;
+    x->checked = checked;
+  }
+  if (!x || !x->tag || !x->keys || !x->uids) {
+    session_context_free(x);
+    session_send(s, "* NO [NOUPDATE \"%s\"] Out of memory\r\n", c->tag);
+    return;
+  }
+  for (size_t i = 0; i < n; i++) x->uids[x->n++] = hit[i].uid;
+  x->next = s->contexts;
+  s->contexts = x;
+  s->ncontexts++;
+}
+
+/* The link that points at the context with this tag, or NULL. */
+static struct search_ctx **search_find_context(struct session *s, const char *tag, size_t len) {
+  for (struct search_ctx **p = &s->contexts; *p; p = &(*p)->next)
+    if (strlen((*p)->tag) == len && memcmp((*p)->tag, tag, len) == 0) return p;
+  return NULL;
+}
+
+/*
+** 6.4.4 SEARCH [RETURN (opts)] [CHARSET name] keys, and UID SEARCH. With RETURN the
+** answer is one ESEARCH response (RFC 4731), "$" may be saved (RFC 5182) and a context
+** kept for updates (RFC 5267 4.3).
+*/
 static int cmd_search(struct session *s, struct command *c) {
   struct parser *ps = &c->ps;
+  struct search_return ret = {0};
   if (!parse_sp(ps)) return cmd_bad_args(c);
   const char *save = ps->p;
   struct str w;
+  if (cap_on(s->srv, CAP_ESEARCH) && parse_run(ps, is_atom_char, &w) && str_ieq(w, "RETURN")) {
+    if (!search_parse_return(s, ps, &ret)) return cmd_bad_args(c);
+    save = ps->p;
+  }
+  ps->p = save;
   if (parse_run(ps, is_atom_char, &w) && str_ieq(w, "CHARSET")) {
     struct str cs;
     if (!parse_sp(ps) || !parse_astring(ps, &cs) || !parse_sp(ps)) return cmd_bad_args(c);
-    if (!str_ieq(cs, "US-ASCII") && !str_ieq(cs, "UTF-8"))
+    if (!str_ieq(cs, "US-ASCII") && !str_ieq(cs, "UTF-8")) {
+      if (ret.opts & RET_SAVE) session_saved_clear(s);   /* RFC 5182 2.1 */
       return cmd_no(c, "[BADCHARSET (US-ASCII UTF-8)] Unsupported charset");
+    }
   } else {
     ps->p = save;
   }
@@ -5182,43 +5588,165 @@ static int cmd_search(struct session *s, struct command *c) {
   if (modseq && !cap_on(s->srv, CAP_CONDSTORE)) return cmd_bad(c, "Unknown search key MODSEQ");
   if (modseq && s->nomodseq)   /* RFC 7162 3.1.2.2 */
     return cmd_bad(c, "SEARCH MODSEQ: this mailbox has no mod-sequences (NOMODSEQ)");
+  if (search_uses_dollar(keys) && !cap_on(s->srv, CAP_SEARCHRES))
+    return cmd_bad(c, "SEARCH Invalid sequence set: $");
+  if ((ret.opts & RET_UPDATE) && search_find_context(s, c->tag, strlen(c->tag)))
+    return cmd_bad(c, "SEARCH UPDATE: tag %s is in use by a search context", c->tag);
   if (modseq) session_enable_condstore(s);
   struct mailbox *mb = s->mb;
   struct snap *snap = mem_alloc((s->nview ? s->nview : 1) * sizeof *snap);
-  if (!snap) return cmd_no(c, "[SERVERBUG] Out of memory");
+  if (!snap) {
+    if (ret.opts & RET_SAVE) session_saved_clear(s);
+    return cmd_no(c, "[SERVERBUG] Out of memory");
+  }
   size_t n = 0;
   pthread_mutex_lock(&mb->lock);
   search_prepare(keys, s);
+  uint64_t checked = s->seen_modseq;   /* what a context has seen of the mailbox */
   for (size_t i = 0; i < s->nview; i++) {
     long k = mailbox_find_uid(mb, s->view[i].uid);
-    if (k < 0) continue;     /* expunged by another session: matches nothing */
-    const struct message *m = &mb->msgs[k];
-    struct snap *x = &snap[n++];
-    x->seq = (uint32_t)i + 1;
-    x->uid = m->uid;
-    x->flags = m->flags;
-    x->keywords = m->keywords;
-    x->modseq = m->modseq;
-    x->recent = s->view[i].recent;
-    x->size = m->data->size;
-    x->day = day_of(m->internaldate, m->tz, NULL);
-    x->data = msgdata_ref(m->data);
+    if (k >= 0) search_snap(s, i, &mb->msgs[k], &snap[n++]);
+    /* else expunged by another session: matches nothing */
   }
   pthread_mutex_unlock(&mb->lock);
-  session_send(s, "* SEARCH");
-  uint64_t top = 0;
+  size_t hits = 0;           /* the matches move to the front, in mailbox order */
   for (size_t i = 0; i < n; i++) {
-    if (search_match(keys, &snap[i])) {
+    if (search_match(keys, &snap[i])) snap[hits++] = snap[i];
+    msgdata_unref(snap[i].data);
+  }
+  if (ret.extended) {
+    search_send_esearch(s, c, &ret, snap, hits, modseq);
+  } else {
+    uint64_t top = 0;
+    session_send(s, "* SEARCH");
+    for (size_t i = 0; i < hits; i++) {
       session_send(s, " %u", c->uid ? snap[i].uid : snap[i].seq);
       if (snap[i].modseq > top) top = snap[i].modseq;
     }
-    msgdata_unref(snap[i].data);
+    if (modseq && top)   /* RFC 7162 3.1.6 */
+      session_send(s, " (MODSEQ %llu)", (unsigned long long)top);
+    session_send(s, "\r\n");
   }
-  if (modseq && top)   /* RFC 7162 3.1.6 */
-    session_send(s, " (MODSEQ %llu)", (unsigned long long)top);
-  session_send(s, "\r\n");
+  int saved = !(ret.opts & RET_SAVE) || search_save(s, &ret, snap, hits);
+  if (ret.opts & RET_UPDATE) search_add_context(s, c, keys, snap, hits, checked);
   free(snap);
+  if (!saved) {
+    session_saved_clear(s);
+    return cmd_no(c, "[SERVERBUG] Out of memory");
+  }
   return cmd_ok(c, "%sSEARCH completed", c->uid ? "UID " : "");
+}
+
+/*
+** Bring the contexts up to date with the changes the session has reported (RFC 5267
+** 4.3.2-4.3.4): the messages changed since a context last looked are evaluated again and
+** REMOVEFROM and ADDTO name those whose membership changed, after the EXISTS and FETCH
+** responses that reported them. Expunged messages left already (session_report_expunges).
+** Cost: a walk back along the change list, and the keys evaluated once per changed
+** message and context, as a new SEARCH would.
+*/
+static void search_update_contexts(struct session *s) {
+  struct mailbox *mb = s->mb;
+  uint64_t from = UINT64_MAX;
+  for (struct search_ctx *x = s->contexts; x; x = x->next)
+    if (x->checked < from) from = x->checked;
+  struct snap *snap = NULL;
+  size_t n = 0, cap = 0;
+  int whole = 1;             /* every change is in snap: the contexts may move on */
+  pthread_mutex_lock(&mb->lock);
+  uint64_t upto = s->seen_modseq;   /* later changes are not reported yet: later */
+  for (uint32_t i = mb->newest; i != NO_MSG && mb->msgs[i].modseq > from;
+       i = mb->msgs[i].older) {
+    long k = mb->msgs[i].modseq > upto ? -1 : view_find(s, mb->msgs[i].uid);
+    if (k < 0) continue;
+    if (!mem_grow(&snap, &cap, n + 1, sizeof *snap)) {
+      whole = 0;             /* out of memory: these now, the rest next time */
+      break;
+    }
+    search_snap(s, (size_t)k, &mb->msgs[i], &snap[n++]);
+  }
+  for (struct search_ctx *x = s->contexts; x; x = x->next) search_prepare(x->keys, s);
+  pthread_mutex_unlock(&mb->lock);
+  if (n > 1) qsort(snap, n, sizeof *snap, cmp_snap_seq);
+  unsigned char *in = mem_alloc(n ? n : 1);
+  for (struct search_ctx *x = s->contexts; x && in; x = x->next) {
+    size_t nadd = 0;
+    struct buf add = {0}, rem = {0};
+    struct set_writer wa = {&add, 0, 0, 0}, wr = {&rem, 0, 0, 0};
+    for (size_t j = 0; j < n; j++) {
+      size_t at = lower_bound(x->uids, x->n, sizeof x->uids[0], 0, 4, snap[j].uid);
+      int was = at < x->n && x->uids[at] == snap[j].uid;
+      in[j] = snap[j].modseq > x->checked ? search_match(x->keys, &snap[j]) : was;
+      if (in[j] != was) set_add(in[j] ? &wa : &wr, x->uid ? snap[j].uid : snap[j].seq);
+      nadd += in[j] && !was;
+    }
+    set_end(&wa);
+    set_end(&wr);
+    if (add.oom || rem.oom || !mem_grow(&x->uids, &x->cap, x->n + nadd, sizeof x->uids[0])) {
+      buf_free(&add);        /* out of memory: these changes are looked at next time */
+      buf_free(&rem);
+      continue;
+    }
+    if (wa.n || wr.n) {
+      size_t keep = 0;       /* the result without the removed, then the added merged in */
+      for (size_t i = 0, j = 0; i < x->n; i++) {
+        while (j < n && snap[j].uid < x->uids[i]) j++;
+        if (j == n || snap[j].uid != x->uids[i] || in[j]) x->uids[keep++] = x->uids[i];
+      }
+      x->n = keep;
+      for (size_t j = 0; j < n; j++) {
+        if (!in[j]) continue;
+        size_t at = lower_bound(x->uids, x->n, sizeof x->uids[0], 0, 4, snap[j].uid);
+        if (at < x->n && x->uids[at] == snap[j].uid) continue;
+        memmove(x->uids + at + 1, x->uids + at, (x->n - at) * sizeof x->uids[0]);
+        x->uids[at] = snap[j].uid;
+        x->n++;
+      }
+      session_send(s, "* ESEARCH (TAG \"%s\")%s", x->tag, x->uid ? " UID" : "");
+      if (wr.n) session_send(s, " REMOVEFROM (0 %s)", rem.p);
+      if (wa.n) session_send(s, " ADDTO (0 %s)", add.p);
+      session_send(s, "\r\n");
+    }
+    if (whole) x->checked = upto;
+    buf_free(&add);
+    buf_free(&rem);
+  }
+  free(in);
+  for (size_t j = 0; j < n; j++) msgdata_unref(snap[j].data);
+  free(snap);
+}
+
+/*
+** The untagged updates of session_sync(), and then those of the UPDATE contexts: what
+** the dispatcher and IDLE send.
+*/
+static int search_sync(struct session *s, int allow_expunge) {
+  if (!session_sync(s, allow_expunge)) return 0;
+  if (s->contexts && s->mb) search_update_contexts(s);
+  return 1;
+}
+
+/* RFC 5267 4.3.5 CANCELUPDATE "tag" ...: those contexts send no more updates. */
+static int cmd_cancelupdate(struct session *s, struct command *c) {
+  struct parser *ps = &c->ps;
+  const char *args = ps->p;
+  struct str tag;
+  do {                       /* every tag must name a context before any is cancelled */
+    if (!parse_sp(ps) || !parse_quoted(ps, &tag))
+      return cmd_bad(c, "CANCELUPDATE Expected one or more quoted tags");
+    if (!search_find_context(s, tag.p, tag.len))
+      return cmd_bad(c, "CANCELUPDATE No search context has the tag %.*s", (int)tag.len, tag.p);
+  } while (!parse_at_end(ps));
+  ps->p = args;
+  while (parse_sp(ps) && parse_quoted(ps, &tag)) {
+    struct search_ctx **p = search_find_context(s, tag.p, tag.len), *x;
+    if (!p) continue;        /* named twice */
+    x = *p;
+    *p = x->next;
+    session_context_free(x);
+    s->ncontexts--;
+  }
+  return cmd_ok(c, "CANCELUPDATE completed");
 }
 
 /*
@@ -5547,6 +6075,25 @@ static void fetch_one(struct session *s, const struct fetch_item *items, const s
   session_send(s, ")\r\n");
 }
 
+/*
+** UID FETCH ... (PARTIAL range) (RFC 9394 3.3): narrow the UID set to the messages of the
+** view it names that the range picks, before CHANGEDSINCE looks at them (3.4).
+*/
+static int fetch_partial_set(struct session *s, struct command *c, struct seqset *set,
+                             const struct partial *p) {
+  size_t *idx, n, from, to;
+  if (!view_resolve(s, c, set, 1, &idx, &n)) return 0;
+  partial_window(p, n, &from, &to);
+  set->r = arena_alloc(&s->arena, (to > from ? to - from : 1) * sizeof *set->r);
+  if (!set->r) return cmd_no(c, "[SERVERBUG] Out of memory");
+  set->n = 0;
+  for (size_t i = from; i < to; i++) {
+    set->r[set->n].lo = set->r[set->n].hi = s->view[idx[i]].uid;
+    set->n++;
+  }
+  return 1;
+}
+
 /* 6.4.5 FETCH set items, and UID FETCH (which always includes UID, 6.4.8). */
 static int cmd_fetch(struct session *s, struct command *c) {
   struct parser *ps = &c->ps;
@@ -5574,7 +6121,8 @@ static int cmd_fetch(struct session *s, struct command *c) {
     }
   }
   uint64_t changedsince = 0;
-  int changed_mod = 0, vanished = 0;
+  int changed_mod = 0, vanished = 0, partial_mod = 0;
+  struct partial partial;
   if (parse_char(ps, ' ')) {   /* fetch modifiers (RFC 4466 2.4) */
     if (!parse_char(ps, '(')) return cmd_bad(c, "FETCH Expected '(' and fetch modifiers");
     do {
@@ -5586,6 +6134,9 @@ static int cmd_fetch(struct session *s, struct command *c) {
         changed_mod = 1;
       } else if (str_ieq(m, "VANISHED") && cap_on(s->srv, CAP_QRESYNC) && !vanished) {
         vanished = 1;
+      } else if (str_ieq(m, "PARTIAL") && cap_on(s->srv, CAP_PARTIAL) && !partial_mod) {
+        if (!parse_sp(ps) || !parse_partial(ps, &partial)) return cmd_bad_args(c);
+        partial_mod = 1;
       } else {
         return cmd_bad(c, "FETCH Unknown or repeated modifier: %.*s", (int)m.len, m.p);
       }
@@ -5598,6 +6149,8 @@ static int cmd_fetch(struct session *s, struct command *c) {
   if (vanished && !(s->enabled & ENABLED_QRESYNC))
     return cmd_bad(c, "UID FETCH VANISHED needs ENABLE QRESYNC first");
   if (vanished && !changed_mod) return cmd_bad(c, "UID FETCH VANISHED needs CHANGEDSINCE");
+  if (partial_mod && !c->uid)  /* RFC 9394 3.3 */
+    return cmd_bad(c, "FETCH PARTIAL is only allowed with UID FETCH");
   int has_uid = 0, has_flags = 0, has_modseq = 0, sets_seen = 0;
   for (struct fetch_item *it = items; it; it = it->next) {
     has_uid |= it->kind == FI_UID;
@@ -5622,6 +6175,7 @@ static int cmd_fetch(struct session *s, struct command *c) {
     has_modseq = 1;
   }
   size_t *idx = NULL, n = 0;
+  if (partial_mod && !fetch_partial_set(s, c, &set, &partial)) return 0;
   if (changed_mod ? !view_check_set(s, c, &set, c->uid)
                   : !view_resolve(s, c, &set, c->uid, &idx, &n))
     return 0;
@@ -5728,6 +6282,10 @@ static const struct {
   {"NAMESPACE", CAP_NAMESPACE, 0, 0}, {"ID", CAP_ID, 0, 0}, {"CHILDREN", CAP_CHILDREN, 0, 0},
   {"ENABLE", CAP_ENABLE, 0, 0}, {"CONDSTORE", CAP_CONDSTORE, 0, 0},
   {"QRESYNC", CAP_QRESYNC, CAP_CONDSTORE | CAP_ENABLE, 0},
+  {"ESEARCH", CAP_ESEARCH, 0, 0},
+  {"SEARCHRES", CAP_SEARCHRES, CAP_ESEARCH, 0},                /* RFC 5182 2.1 */
+  {"CONTEXT=SEARCH", CAP_CONTEXT_SEARCH, CAP_ESEARCH, 0},      /* RFC 5267 4.1 */
+  {"PARTIAL", CAP_PARTIAL, CAP_ESEARCH, 0},                    /* an ESEARCH option */
   {"UIDONLY", CAP_UIDONLY, CAP_ENABLE, 0}};
 #define NCAPS (sizeof capability_list / sizeof capability_list[0])
 
@@ -5982,6 +6540,7 @@ struct select_params {
 /* A sequence set without '*' (RFC 7162 7: known-uids and seq-match-data). */
 static int parse_seqset_no_star(struct parser *ps, struct seqset *set) {
   if (!parse_seqset(ps, set)) return 0;
+  if (set->dollar) return parse_fail(ps, "'$' is not allowed here");
   for (size_t i = 0; i < set->n; i++)
     if (!set->r[i].lo || !set->r[i].hi) return parse_fail(ps, "'*' is not allowed here");
   return 1;
@@ -6551,7 +7110,7 @@ static int cmd_idle(struct session *s, struct command *c) {
   struct buf line = {0};
   int r = 0;
   for (;;) {
-    if (s->mb && !session_sync(s, 1)) break;
+    if (s->mb && !search_sync(s, 1)) break;
     if (!session_flush(s)) {
       r = -1;
       break;
@@ -6617,6 +7176,7 @@ static int cmd_expunge(struct session *s, struct command *c) {
   if (c->uid && (!parse_sp(&c->ps) || !parse_seqset(&c->ps, &set))) return cmd_bad_args(c);
   if (!parse_end(&c->ps)) return cmd_bad_args(c);
   if (s->readonly) return cmd_no(c, "[READ-ONLY] Mailbox is read-only");
+  if (set.dollar && !view_check_set(s, c, &set, 1)) return 0;   /* RFC 5182 */
   pthread_mutex_lock(&s->mb->lock);
   if (c->uid) seqset_resolve(&set, s->mb->uidnext - 1);
   long n = mailbox_expunge_deleted(s->mb, c->uid ? &set : NULL);
@@ -6893,6 +7453,7 @@ static const struct cmd_def commands[] = {
   {"UNSELECT",     ST_SELECTED, 0,                     CAP_UNSELECT, 0,        cmd_unselect},
   {"EXPUNGE",      ST_SELECTED, CMD_UID,               0,         CAP_UIDPLUS, cmd_expunge},
   {"SEARCH",       ST_SELECTED, CMD_UID | CMD_KEEP_SEQ | CMD_SEQNUMS, 0, 0,           cmd_search},
+  {"CANCELUPDATE", ST_SELECTED, 0,                     CAP_CONTEXT_SEARCH, 0,  cmd_cancelupdate},
   {"FETCH",        ST_SELECTED, CMD_UID | CMD_KEEP_SEQ | CMD_SEQNUMS, 0, 0,           cmd_fetch},
   {"STORE",        ST_SELECTED, CMD_UID | CMD_KEEP_SEQ | CMD_SEQNUMS, 0, 0,           cmd_store},
   {"COPY",         ST_SELECTED, CMD_UID | CMD_SEQNUMS, 0,         0,           cmd_copy},
@@ -7034,7 +7595,7 @@ static void session_execute(struct session *s) {
   s->modseq_sent = 0;
   c.def->handler(s, &c);
   if (!c.status) cmd_no(&c, "[SERVERBUG] %s gave no reply", c.def->name);
-  if (s->mb && s->state == ST_SELECTED && !session_sync(s, !(c.def->flags & CMD_KEEP_SEQ)))
+  if (s->mb && s->state == ST_SELECTED && !search_sync(s, !(c.def->flags & CMD_KEEP_SEQ)))
     return;
   if (s->modseq_sent && session_condstore(s)) {
     /* RFC 7162 3.2, 6: MODSEQs went out while an expunge with a lower number waits to
@@ -7422,6 +7983,8 @@ static void session_free(struct session *s) {
   buf_free(&s->out);
   buf_free(&s->cmd);
   buf_free(&s->trace_line);
+  session_contexts_free(s);
+  session_saved_clear(s);
   arena_free(&s->arena);
   free((char *)s->preauth);
   free(s->view);

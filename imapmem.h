@@ -358,11 +358,13 @@ int imapmem_set_trace(imapmem *srv, imapmem_trace_fn *fn, void *arg);
 /*
 ** Switch an extension off (on = 0) or back on: "IDLE", "MOVE", "UIDPLUS", "UNSELECT",
 ** "NAMESPACE", "ID", "LITERAL+", "LITERAL-", "SASL-IR", "CHILDREN", "ENABLE",
-** "CONDSTORE", "QRESYNC", "UIDONLY". Off means it is not advertised and its commands
-** answer BAD as unknown. Dependencies follow the RFCs: switching one off also switches
-** off those that need it (CONDSTORE or ENABLE takes QRESYNC with it), switching one on
-** also switches on what it needs and off what it excludes (LITERAL+ and LITERAL- never go
-** together; LITERAL- is off at start). Returns IMAPMEM_OK; IMAPMEM_NOTFOUND for another
+** "CONDSTORE", "QRESYNC", "ESEARCH", "SEARCHRES", "CONTEXT=SEARCH", "PARTIAL", "UIDONLY".
+** Off means it is not advertised and its commands (and SEARCH RETURN options) answer BAD
+** as unknown. Dependencies follow the RFCs: switching one off also switches off those
+** that need it (CONDSTORE or ENABLE takes QRESYNC with it; ESEARCH takes SEARCHRES,
+** CONTEXT=SEARCH and PARTIAL; ENABLE takes UIDONLY), switching one on also switches on
+** what it needs and off what it excludes (LITERAL+ and LITERAL- never go together;
+** LITERAL- is off at start). Returns IMAPMEM_OK; IMAPMEM_NOTFOUND for another
 ** name; IMAPMEM_MISUSE for a NULL argument.
 */
 int imapmem_set_capability(imapmem *srv, const char *name, int on);

@@ -229,6 +229,14 @@ class SelectedTest(Base):
         self.assertEqual(self.search(r, "UID 20:40 SEEN"), [30, 40])
         self.assertEqual(self.search(r, "UNSEEN"), [20])
 
+    def test_saved_result_is_not_message_numbers(self):
+        """RFC 5182 with RFC 9586 3.5: "$" names the messages a search saved, not message
+        numbers, so UID SEARCH $ and UID FETCH $ stay allowed."""
+        r = self.session(need=("UIDONLY", "ENABLE", "SEARCHRES"))
+        self.ok(r, "UID SEARCH RETURN (SAVE) UID 20:40 SEEN")
+        self.assertEqual(self.search(r, "$"), [30, 40])
+        self.assertEqual(sorted(fetches(self.ok(r, "UID FETCH $ (FLAGS)"), "UIDFETCH")), [30, 40])
+
     def test_example_uid_fetch_answers_uidfetch(self):
         """RFC 9586 3.3, example 10: UIDFETCH responses, the UID first."""
         r = self.session()

@@ -72,6 +72,39 @@ static void test_seqset(void) {
   CHECK(!parse_seqset(&ps, &set));
 }
 
+/* "$" (RFC 5182) and partial ranges (RFC 9394 4), and the results a range picks (3.1). */
+static void test_dollar_and_partial(void) {
+  struct seqset set;
+  struct parser ps = P("$ x");
+  CHECK(parse_seqset(&ps, &set) && set.dollar && set.n == 0 && parse_sp(&ps));
+  ps = P("$,1");
+  CHECK(!parse_seqset(&ps, &set));           /* "$" stands alone */
+  struct partial pr;
+  size_t from, to;
+  ps = P("5:1");
+  CHECK(parse_partial(&ps, &pr) && !pr.neg && pr.lo == 1 && pr.hi == 5);
+  ps = P("-1:-3)");
+  CHECK(parse_partial(&ps, &pr) && pr.neg && pr.lo == 1 && pr.hi == 3);
+  const char *bad[] = {"0:5", "1:*", "-1:5", "1:-5", "5", "-0:-3", "1:5:7", "a:b"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    ps = P(bad[i]);
+    CHECK(!parse_partial(&ps, &pr));
+  }
+  pr = (struct partial){2, 4, 0};
+  partial_window(&pr, 10, &from, &to);
+  CHECK(from == 1 && to == 4);
+  partial_window(&pr, 3, &from, &to);        /* across the end: what there is */
+  CHECK(from == 1 && to == 3);
+  partial_window(&pr, 1, &from, &to);        /* beyond it: nothing */
+  CHECK(from == to);
+  pr = (struct partial){1, 3, 1};
+  partial_window(&pr, 10, &from, &to);       /* the last three */
+  CHECK(from == 7 && to == 10);
+  pr = (struct partial){14, 20, 1};
+  partial_window(&pr, 15, &from, &to);       /* -14:-20 of 15: the first two */
+  CHECK(from == 0 && to == 2);
+}
+
 static void test_flags(void) {
   struct flag_list fl;
   struct parser ps = P("(\\Seen \\Deleted $Label1 foo $label1)");
@@ -537,6 +570,7 @@ static void test_substring(void) {
 int main(void) {
   test_parser();
   test_seqset();
+  test_dollar_and_partial();
   test_flags();
   test_dates();
   test_mbox();
