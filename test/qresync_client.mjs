@@ -10,7 +10,9 @@
 //   {"op": "fetchChanged", "changedSince": "7"}
 //                                            fetchAll('1:*', {uid, flags}, {uid: true,
 //                                            changedSince}): UID FETCH ... (CHANGEDSINCE n VANISHED)
+//   {"op": "fetchFlags", "range": "1"}       fetchAll(range, {uid, flags}): FETCH by sequence number
 //   {"op": "noop"}                           NOOP (untagged updates arrive as events)
+//   {"op": "drop"}                           close() without LOGOUT: a lost connection
 //   {"op": "events"}                         the 'expunge' and 'flags' events since the last call
 //   {"op": "logout"}
 // Every answer is {"ok": true, ...} or {"ok": false, "error": "..."}; the mailbox object the
@@ -77,6 +79,15 @@ async function handle(req) {
         return { messages: msgs.map(m => plain({ seq: m.seq, uid: m.uid, flags: m.flags, modseq: m.modseq })),
                  mailbox: mailboxState(client.mailbox) };
     }
+    case 'fetchFlags': {
+        const msgs = await client.fetchAll(req.range, { uid: true, flags: true });
+        return { messages: msgs.map(m => plain({ seq: m.seq, uid: m.uid, flags: m.flags, modseq: m.modseq })),
+                 mailbox: mailboxState(client.mailbox) };
+    }
+    case 'drop':
+        client.close();
+        client = null;
+        return {};
     case 'noop':
         await client.noop();
         return { mailbox: mailboxState(client.mailbox) };
