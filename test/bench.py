@@ -1558,15 +1558,17 @@ def add_condstore_rows(table, corpora, cs_results, details):
         small, big = corpora[0], corpora[-1]
         ims, imb = cs_results[small["n"]]["imapmem"], cs_results[big["n"]]["imapmem"]
         grow = big["n"] / small["n"]
+        # judged by the server's CPU time (per thread, to the nanosecond): the wall time of
+        # a 40 us command is mostly the round trip and the machine's other work
         for k in CHANGED_KS[1:]:
             if k > small["n"]:
                 continue
-            ts, tb = med(col(ims, "cs_k%d" % k)), med(col(imb, "cs_k%d" % k))
-            ok = tb / ts <= 2
-            table.add("8 CHANGEDSINCE after %d changes: %s corpus / %s" % (
-                k, short(big["n"]), short(small["n"])), short(big["n"]), col(imb, "cs_k%d" % k),
+            key = "cs_k%d_cpu" % k
+            ts, tb = med(col(ims, key)), med(col(imb, key))
+            table.add("8 CHANGEDSINCE after %d changes, server CPU: %s corpus / %s" % (
+                k, short(big["n"]), short(small["n"])), short(big["n"]), col(imb, key),
                 "s", "%s corpus %s" % (short(small["n"]), fmt_time(ts)), tb / ts,
-                "<=2x (mailbox %.0fx)" % grow, ok)
+                "<=2x (mailbox %.0fx)" % grow, tb / ts <= 2)
     sz = modseq_sizes()
     cost = sz["message"] - sz["without"]
     table.add("8 MODSEQ bytes a message (sizeof)", "-", [cost], "B",
