@@ -1559,7 +1559,9 @@ def add_condstore_rows(table, corpora, cs_results, details):
         ims, imb = cs_results[small["n"]]["imapmem"], cs_results[big["n"]]["imapmem"]
         grow = big["n"] / small["n"]
         # judged by the server's CPU time (per thread, to the nanosecond): the wall time of
-        # a 40 us command is mostly the round trip and the machine's other work
+        # a 40 us command is mostly the round trip and the machine's other work.  A cost
+        # proportional to the mailbox would show about 10x; independent of it, 1x; the line
+        # is drawn at 3x, since tens of microseconds of CPU still scatter on a busy machine
         for k in CHANGED_KS[1:]:
             if k > small["n"]:
                 continue
@@ -1568,7 +1570,7 @@ def add_condstore_rows(table, corpora, cs_results, details):
             table.add("8 CHANGEDSINCE after %d changes, server CPU: %s corpus / %s" % (
                 k, short(big["n"]), short(small["n"])), short(big["n"]), col(imb, key),
                 "s", "%s corpus %s" % (short(small["n"]), fmt_time(ts)), tb / ts,
-                "<=2x (mailbox %.0fx)" % grow, tb / ts <= 2)
+                "<=3x (mailbox %.0fx)" % grow, tb / ts <= 3)
     sz = modseq_sizes()
     cost = sz["message"] - sz["without"]
     table.add("8 MODSEQ bytes a message (sizeof)", "-", [cost], "B",
