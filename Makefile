@@ -70,7 +70,11 @@ fuzz:
 build/bench_ref: test/bench_ref.c | build
 	$(CC) $(WARN) -O2 test/bench_ref.c -o $@
 
-bench: imapmem build/bench_ref
+# What a MODSEQ costs each message, from the compiled struct (it includes imapmem.c).
+build/bench_sizes: test/bench_sizes.c imapmem.c imapmem.h | build
+	$(CC) $(WARN) -O2 -pthread test/bench_sizes.c -o $@
+
+bench: imapmem build/bench_ref build/bench_sizes
 	$(PY) test/bench.py
 
 clean:

@@ -134,8 +134,11 @@ class Proc(subprocess.Popen):
         super().__init__(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=self.errfile)
 
     def err(self):
-        self.errfile.seek(0)
-        return self.errfile.read().decode("utf-8", "replace")
+        # pread: the file's offset is shared with the process, which writes at it; moving
+        # it back to 0 here would let its next line overwrite what it wrote before
+        fd = self.errfile.fileno()
+        data = os.pread(fd, os.fstat(fd).st_size, 0)
+        return data.decode("utf-8", "replace")
 
     def close_pipes(self):
         for f in (self.stdin, self.stdout):
