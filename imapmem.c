@@ -7591,8 +7591,8 @@ static void session_execute(struct session *s) {
                  "enabled: use UID %s\r\n", c.tag, c.def->name);
     return;
   }
+  s->modseq_sent = 0;         /* before the sync: the MODSEQs it sends count too */
   if (s->mb && !session_sync(s, 0)) return;   /* the mailbox went away under us */
-  s->modseq_sent = 0;
   c.def->handler(s, &c);
   if (!c.status) cmd_no(&c, "[SERVERBUG] %s gave no reply", c.def->name);
   if (s->mb && s->state == ST_SELECTED && !search_sync(s, !(c.def->flags & CMD_KEEP_SEQ)))

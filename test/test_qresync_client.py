@@ -284,20 +284,14 @@ class Section6Client(ServerCase):
         seen = [int(m) for m in re.findall(rb"MODSEQ \((\d+)\)", untagged)]
         return max([hms] + seen)
 
-    # BUG (imapmem): a MODSEQ above a VANISHED that is held back.  While a QRESYNC session's
-    # FETCH runs, imapmem holds another session's expunge back (no VANISHED during FETCH)
-    # but sends that session's later flag change as a FETCH with its MODSEQ, and no
-    # `* OK [HIGHESTMODSEQ n]` with n below the expunge's mod-sequence.  RFC 7162 3.2 (the
-    # paragraph before 3.2.1): "A server implementing QRESYNC MUST send untagged events to a
-    # client in a way that the client doesn't lose any changes in case of connectivity loss
-    # ... the server MUST send the HIGHESTMODSEQ response code with a lower value than the
-    # EXPUNGE's mod-sequence."  So the client's HIGHESTMODSEQ passes the expunge, the
-    # connection drops, and SELECT (QRESYNC) never reports the expunged UID.  Dovecot 2.3.19
-    # ends the same FETCH with `OK [HIGHESTMODSEQ n]`, n below the expunge's.  The cause:
-    # the command loop (section 9) guards against exactly this with modseq_sent and
-    # session_highestmodseq(), but resets modseq_sent after the session_sync() that runs
-    # before the handler, so the MODSEQ that sync sent is forgotten.
-    @unittest.expectedFailure
+    # A MODSEQ above a VANISHED that is held back.  While a QRESYNC session's FETCH runs,
+    # another session's expunge is held back (no VANISHED during FETCH) but that session's
+    # later flag change goes out as a FETCH with its MODSEQ.  RFC 7162 3.2 (the paragraph
+    # before 3.2.1): "... the server MUST send the HIGHESTMODSEQ response code with a lower
+    # value than the EXPUNGE's mod-sequence", or a client that loses the connection never
+    # hears of the expunged UID.  Dovecot 2.3.19 ends the same FETCH with
+    # `OK [HIGHESTMODSEQ n]`, n below the expunge's; so does imapmem (it once forgot the
+    # MODSEQs that the sync before the command sent).
     def test_a_lost_connection_loses_no_expunge(self):
         srv = self.start(fixture("basic.mbox"))
         q = self.raw(srv)
