@@ -534,6 +534,52 @@ static void test_substring(void) {
   free(t);
 }
 
+/* RFC 3516: the decoders FETCH BINARY uses, and the base64 a literal8 APPEND is kept in. */
+static void test_binary(void) {
+  const char bin[] = {'a', 0, '\r', 'b', '\n', (char)0xff, 'z'};
+  struct buf e = {0}, d = {0};
+  base64_encode(bin, sizeof bin, &e);
+  CHECK(e.p && strcmp(e.p, "YQANYgr/eg==\r\n") == 0);
+  CHECK(base64_decode(e.p, e.len, &d, 0) && d.len == sizeof bin && !memcmp(d.p, bin, d.len));
+  buf_reset(&e);
+  char many[100];
+  memset(many, 'x', sizeof many);
+  base64_encode(many, 57, &e);     /* 57 octets: exactly one 76-character line */
+  CHECK(e.len == 78 && e.p[76] == '\r');
+  buf_reset(&e);
+  base64_encode(many, 58, &e);
+  CHECK(e.len == 78 + 6);
+  buf_reset(&d);                   /* RFC 2045 6.7 rule 3: trailing white space goes */
+  const char *qp = "a  \r\nb=\r\nc \t=\r\nd=20\r\n\te =3D";
+  qp_decode(qp, strlen(qp), &d, 0);
+  CHECK(d.p && strcmp(d.p, "a\r\nbc \td \r\n\te =") == 0);
+  static const char msg[] =
+    "Subject: x\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+    "--b\r\nContent-Type: text/plain\r\n\r\nhello\r\n"
+    "--b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: Binary\r\n"
+    "\r\nab\0c\r\n"
+    "--b\r\nContent-Type: application/octet-stream\r\n\r\nnul\0\r\n--b--\r\n";
+  size_t n = sizeof msg - 1;       /* NULs included */
+  buf_reset(&e);
+  CHECK(msg_binary_to_base64(msg, n, &e) == 1);
+  CHECK(e.p && memchr(e.p, 0, e.len) == NULL);
+  CHECK(e.p && strstr(e.p, "Content-Transfer-Encoding: base64\r\n\r\nYWIAYw==\r\n--b\r\n"));
+  CHECK(e.p && strstr(e.p, "stream\r\nContent-Transfer-Encoding: base64\r\n\r\nbnVsAA==\r\n--b--"));
+  CHECK(e.p && strstr(e.p, "\r\n\r\nhello\r\n--b\r\n"));
+  struct msgmeta *m = e.p ? msgmeta_build(e.p, e.len) : NULL;
+  uint32_t two[] = {2};
+  int p2 = m ? fetch_find_part(m, two, 1) : -1;
+  struct str v;
+  buf_reset(&d);
+  CHECK(p2 > 0 && part_binary(e.p, &m->parts[p2], &d, &v) && v.len == 4 &&
+        memcmp(v.p, "ab\0c", 4) == 0);
+  msgmeta_free(m);
+  buf_reset(&e);
+  CHECK(msg_binary_to_base64("Subject: y\r\n\r\nplain\r\n", 21, &e) == 0 && e.len == 0);
+  buf_free(&e);
+  buf_free(&d);
+}
+
 int main(void) {
   test_parser();
   test_seqset();
@@ -550,6 +596,7 @@ int main(void) {
   test_stop_with_a_full_pipe();
   test_failed_load_adds_nothing();
   test_substring();
+  test_binary();
   arena_free(&A);
   printf("%d passed, %d failed\n", passed, failed);
   return failed != 0;
