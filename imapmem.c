@@ -981,7 +981,8 @@ static void date_time_format(struct buf *b, int64_t t, int tz) {
 ** ===========================================================================
 ** Owns: struct msgmeta (a message's table of MIME parts, as byte offsets, with the facts
 ** of each part's header) and struct rendered (its ENVELOPE, BODY and BODYSTRUCTURE text),
-** and the decoding SEARCH uses.
+** and the decoding SEARCH and FETCH BINARY use (and the base64 a literal8 APPEND's binary
+** parts are stored in).
 ** Calls: section 1.
 ** Locking: none. A message's bytes never change, so each is computed once, by whichever
 ** thread first needs it, and published with an atomic compare-and-swap; a thread that
@@ -5283,7 +5284,8 @@ static int cmd_search(struct session *s, struct command *c) {
 ** ===========================================================================
 ** 8  FETCH
 ** ===========================================================================
-** Owns: fetch items and body sections (RFC 3501 6.4.5, 7.4.2), and the FETCH command.
+** Owns: fetch items and body sections (RFC 3501 6.4.5, 7.4.2; BINARY, RFC 3516 4.2), and
+** the FETCH command.
 ** Calls: sections 1-3, 5 and 6.
 ** Locking: the mailbox is locked once, to set \Seen where a fetch implies it and to take
 ** a snapshot (UID, flags, date, a reference to the bytes) of each message; the responses
@@ -5801,9 +5803,12 @@ static int cmd_fetch(struct session *s, struct command *c) {
     free(changed);
     return cmd_no(c, "[SERVERBUG] Out of memory");
   }
-  int why = 0;                 /* RFC 3516 4.3: a BINARY item that cannot be had fails */
-  for (size_t i = 0; i < n && has_binary && !why; i++) {   /* the request, before any */
-    long k = mailbox_find_uid(mb, s->view[idx[i]].uid);      /* \Seen is set */
+  /* RFC 3516 4.3: a BINARY item that cannot be had fails the request, found before any
+     \Seen is set or anything sent. It costs building the part tables under the lock
+     (once per message: they are kept). */
+  int why = 0;
+  for (size_t i = 0; i < n && has_binary && !why; i++) {
+    long k = mailbox_find_uid(mb, s->view[idx[i]].uid);
     const struct message *m = k >= 0 ? &mb->msgs[k] : mailbox_ghost(mb, s->view[idx[i]].uid);
     if (m) why = fetch_binary_check(items, m->data);
   }
@@ -6901,6 +6906,12 @@ static int append_build(struct session *s, struct command *c, struct append_msg 
   return 1;
 }
 
+/*
+** 6.3.11 APPEND. Everything is checked before anything is stored: the mailbox (TRYCREATE,
+** which RFC 3502 keeps), then each message built in order (its first failure answers),
+** then room for all of them, under the mailbox's lock, which is held while all are added.
+** CATENATE URLs lock their own mailbox, one at a time, before that.
+*/
 static int cmd_append(struct session *s, struct command *c) {
   const char *name;
   struct parser *ps = &c->ps;
