@@ -344,6 +344,70 @@ static void test_allocation_failures(void) {
   CHECK(ok_at > 10 && clean == ok_at - 1);   /* every failure before success was clean */
 }
 
+/*
+** The tagged reply to "a ...", or the untagged "* BAD" of a command the server had no
+** memory to read, or "* BYE" or the end of the connection; from fd into in.
+*/
+static const char *append_reply(int fd, struct buf *in) {
+  buf_reset(in);
+  buf_add(in, "\n", 1);              /* so that a reply at the start is found too */
+  for (;;) {
+    const char *ends[] = {"\na ", "\n* BAD ", "\n* BYE "};
+    for (int k = 0; k < 3; k++) {
+      const char *at = in->len ? strstr(in->p, ends[k]) : NULL;
+      if (at && strchr(at + 1, '\n')) return at + 1;
+    }
+    char tmp[4096];
+    ssize_t r = read(fd, tmp, sizeof tmp);
+    if (r <= 0) return "connection closed";
+    buf_add(in, tmp, (size_t)r);
+  }
+}
+
+/*
+** An APPEND of three messages (a literal, a literal8 with a binary part, a CATENATE with a
+** URL), with the Nth allocation failing from the moment it is sent: each try stores all
+** three or none (RFC 3502), and the server lives on.
+*/
+static void test_append_allocation_failures(void) {
+  static const char cmd[] =
+    "a APPEND Sent {20+}\r\nSubject: 1\r\n\r\nbody\r\n"
+    " ~{56+}\r\nSubject: 2\r\nContent-Transfer-Encoding: binary\r\n\r\nb\0i\0n\r\n"
+    " CATENATE (TEXT {14+}\r\nSubject: 3\r\n\r\n URL \"/INBOX/;UID=1/;SECTION=TEXT\")\r\n";
+  int all_or_none = 1, ok_at = 0;
+  for (long n = 1; n < 600 && !ok_at; n++) {
+    imapmem *srv = NULL;
+    int sv[2] = {-1, -1};
+    struct buf in = {0};
+    const char *box = "From a Mon Jan  1 00:00:00 2024\nSubject: a\n\nbody\n";
+    if (imapmem_new(NULL, &srv) != IMAPMEM_OK || imapmem_add_user(srv, "u", "p") != IMAPMEM_OK ||
+        imapmem_load_mbox(srv, "u", "INBOX", box, strlen(box), "x") != IMAPMEM_OK ||
+        imapmem_load_mbox(srv, "u", "Sent", "", 0, "y") != IMAPMEM_OK ||
+        socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0 ||
+        imapmem_serve_fd(srv, sv[1], sv[1], "u") != IMAPMEM_OK) {
+      CHECK(0);
+      break;
+    }
+    CHECK(strncmp(exchange(sv[0], "n NOOP\r\n", "n", &in), "n OK", 4) == 0);
+    buf_reserve(&in, 1 << 16);         /* so that the test's own reads never allocate */
+    atomic_store(&mem_fail_countdown, n);
+    if (write(sv[0], cmd, sizeof cmd - 1) == (ssize_t)(sizeof cmd - 1)) {
+      const char *t = append_reply(sv[0], &in);
+      atomic_store(&mem_fail_countdown, 0);
+      size_t count = 99;
+      CHECK(imapmem_count(srv, "u", "Sent", &count) == IMAPMEM_OK);
+      if (strncmp(t, "a OK", 4) == 0) ok_at = (int)n;
+      all_or_none &= ok_at ? count == 3 : count == 0;
+    }
+    atomic_store(&mem_fail_countdown, 0);
+    close(sv[0]);
+    imapmem_stop(srv);
+    imapmem_free(srv);
+    buf_free(&in);
+  }
+  CHECK(ok_at > 10 && all_or_none);
+}
+
 static int open_fds(void) {
   int n = 0;
   for (int fd = 0; fd < 4096; fd++) n += fcntl(fd, F_GETFD) != -1;
@@ -590,6 +654,7 @@ int main(void) {
   test_model();
   test_metadata_once();
   test_allocation_failures();
+  test_append_allocation_failures();
   test_nothing_left_behind();
   test_add_user_race();
   test_no_sigpipe();
