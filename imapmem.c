@@ -6767,6 +6767,61 @@ static const char *url_decode(struct arena *a, struct str v) {
   return out;
 }
 
+/*
+** A mailbox name as a URL carries it, in UTF-8 (RFC 5092 8), turned back into IMAP's
+** modified UTF-7 (RFC 3501 5.1.3), the form clients name mailboxes in and imapmem keeps
+** them: "&" is "&-", and characters outside printable ASCII go as UTF-16 in base64 with
+** "," for "/", between "&" and "-". In the arena; NULL for bytes that are not UTF-8.
+*/
+static const char *url_mailbox_utf7(struct arena *a, const char *in) {
+  static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+,";
+  struct buf out = {0};
+  const unsigned char *p = (const unsigned char *)in;
+  unsigned bits = 0;
+  int nbits = 0, shifted = 0, bad = 0;
+  while (*p && !bad) {
+    uint32_t c = *p;
+    int len = c < 0x80 ? 1 : c >= 0xc2 && c < 0xe0 ? 2 : c >= 0xe0 && c < 0xf0 ? 3
+            : c >= 0xf0 && c < 0xf5 ? 4 : 0;
+    if (len > 1) c &= 0x3fu >> (len - 1);
+    for (int k = 1; k < len && !bad; k++) {
+      bad = (p[k] & 0xc0) != 0x80;
+      c = c << 6 | (p[k] & 0x3fu);
+    }
+    bad |= !len || (len == 3 && (c < 0x800 || (c >= 0xd800 && c < 0xe000))) ||
+           (len == 4 && (c < 0x10000 || c > 0x10ffff));
+    if (bad) break;
+    p += len;
+    if (c >= 0x20 && c <= 0x7e) {
+      if (shifted && nbits) buf_addc(&out, b64[(bits << (6 - nbits)) & 63]);
+      if (shifted) buf_addc(&out, '-');
+      shifted = nbits = 0;
+      if (c == '&') buf_adds(&out, "&-");
+      else buf_addc(&out, (char)c);
+      continue;
+    }
+    if (!shifted) buf_addc(&out, '&');
+    shifted = 1;
+    uint32_t units[2] = {c, 0};
+    int nu = 1;
+    if (c >= 0x10000) {      /* a surrogate pair */
+      units[0] = 0xd800 | ((c - 0x10000) >> 10);
+      units[1] = 0xdc00 | ((c - 0x10000) & 0x3ff);
+      nu = 2;
+    }
+    for (int u = 0; u < nu; u++) {
+      bits = (bits << 16) | units[u];
+      for (nbits += 16; nbits >= 6; nbits -= 6) buf_addc(&out, b64[(bits >> (nbits - 6)) & 63]);
+      bits &= (1u << nbits) - 1;
+    }
+  }
+  if (shifted && nbits) buf_addc(&out, b64[(bits << (6 - nbits)) & 63]);
+  if (shifted) buf_addc(&out, '-');
+  const char *r = bad || out.oom ? NULL : arena_strndup(a, out.p ? out.p : "", out.len);
+  buf_free(&out);
+  return r;
+}
+
 /* Does *p (before end) start with the keyword (any case)? Then step over it. */
 static int url_keyword(const char **p, const char *end, const char *kw) {
   size_t n = strlen(kw);
@@ -6824,6 +6879,7 @@ static int append_url(struct session *s, struct arena *a, struct str url, struct
     partial = 1;
   }
   const char *name = url_decode(a, enc), *section = url_decode(a, sec);
+  if (name) name = url_mailbox_utf7(a, name);
   if (p != end || !name || !*name || !section || strlen(name) > MAX_MAILBOX_NAME) return 0;
   struct fetch_item it;        /* the section, read as FETCH reads BODY[section] */
   memset(&it, 0, sizeof it);
@@ -7697,11 +7753,14 @@ static int session_skip_bytes(struct session *s, uint64_t n) {
   return 1;
 }
 
-/* Is the command being read an APPEND ("tag APPEND ...")? Its literals have APPENDLIMIT. */
-static int session_reading_append(const struct buf *cmd) {
+/*
+** Is the command being read an APPEND ("tag APPEND ...")? Its literals but the mailbox
+** name have APPENDLIMIT. Returns the length of "tag APPEND ", where the name starts, or 0.
+*/
+static size_t session_reading_append(const struct buf *cmd) {
   size_t n = 0;
   while (n < cmd->len && is_tag_char((unsigned char)cmd->p[n])) n++;
-  return n && cmd->len - n > 8 && strncasecmp(cmd->p + n, " APPEND ", 8) == 0;
+  return n && cmd->len - n > 8 && strncasecmp(cmd->p + n, " APPEND ", 8) == 0 ? n + 8 : 0;
 }
 
 /*
@@ -7776,8 +7835,8 @@ static int session_read_command(struct session *s) {
       buf_free(&line);
       return 0;
     }
-    size_t limit = atomic_load(&s->srv->append_limit);
-    if (!plus && size > limit && session_reading_append(&s->cmd)) {
+    size_t limit = atomic_load(&s->srv->append_limit), name_at = session_reading_append(&s->cmd);
+    if (!plus && size > limit && name_at && name_at != s->cmd.len - (line.len - at)) {
       char why[96];
       snprintf(why, sizeof why, "[TOOBIG] APPEND The message is larger than APPENDLIMIT=%zu",
                limit);

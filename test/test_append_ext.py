@@ -840,6 +840,21 @@ class CatenateTest(Base):
         _, uids = self.appenduid(tagged, "Sent")
         self.assertIn(b"In Other Messages.", self.body("Sent", uids[0]))
 
+    def test_url_utf8_mailbox_name_is_modified_utf7(self):
+        """RFC 5092 8: a URL carries a mailbox name in UTF-8 (percent-encoded), converted
+        from and back to IMAP's modified UTF-7 (RFC 3501 5.1.3): "Entw&APw-rfe" is
+        "Entw%C3%BCrfe", "A&-B" is "A%26B"; bytes that are not UTF-8 are a BADURL."""
+        r = self.session()
+        for name, url in (("Entw&APw-rfe", "Entw%C3%BCrfe"), ("A&-B", "A%26B"),
+                          ("&2D3eAQ-", "%F0%9F%98%81")):
+            self.ok(r, "CREATE " + quote(name))
+            untagged, tagged, _ = command(r, "APPEND %s " % quote(name), L(small(name)))
+            self.assertTrue(tagged.startswith(b"OK"), tagged)
+            untagged, tagged, _ = self.catenate(r, "Sent", "/%s/;UID=1" % url)
+            _, uids = self.appenduid(tagged, "Sent")
+            self.assertEqual(self.body("Sent", uids[0]), small(name))
+        self.badurl(r, "/Entw%FCrfe/;UID=1")
+
     def test_urls_name_the_logged_in_users_mailboxes(self):
         """RFC 4469 3: the base URL is imap://user@server/, user being the authenticated
         user: /INBOX is other's own INBOX when other is logged in."""
@@ -1055,6 +1070,17 @@ class AppendLimitTest(Base):
             self.assertIsNone(re.search(rb"^a9[89] ", data, re.M), data)
         self.assertNotIn(b"Hacked", self.ok(r, 'LIST "" *'))
         self.assertEqual(self.count("Sent"), 0)
+
+    def test_mailbox_name_as_a_literal_is_not_limited(self):
+        """RFC 7889 5: the limit is on the message; a mailbox name sent as a literal longer
+        than APPENDLIMIT is not refused for it."""
+        r = self.session(need=("APPENDLIMIT=4",), args=("--append-limit", "4"))
+        untagged, tagged, conts = command(r, "APPEND ", L("Sent"), " ", L(small()))
+        self.assertEqual(conts, 1, "a + for the name only")
+        self.refused(tagged, "NO", "TOOBIG")
+        untagged, tagged, conts = command(r, "APPEND ", L("saved-messages"), " ", L(b"x"))
+        self.assertTrue(tagged.startswith(b"OK"), tagged)
+        self.assertEqual((conts, self.count("saved-messages")), (2, 1))
 
     def test_catenate_over_the_limit_is_toobig(self):
         """RFC 4469 4.2 / RFC 7889 4: the catenated result is over the limit."""
