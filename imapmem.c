@@ -72,6 +72,7 @@
 #define IMAPMEM_MAX_LITERAL (64u << 20) /* default for config.max_literal */
 #endif
 #define IMAPMEM_MAX_LITERAL_LIMIT (1u << 30)  /* the largest config.max_literal */
+#define LITERAL_MINUS_MAX 4096  /* the largest {n+} literal of a LITERAL- server (RFC 7888 5) */
 #define IMAPMEM_MAX_IDLE (INT_MAX / 1000)     /* config.idle_timeout, so ms fit an int */
 #ifndef IMAPMEM_MAX_DEPTH
 #define IMAPMEM_MAX_DEPTH 64            /* nesting of lists, SEARCH groups and MIME parts */
@@ -141,6 +142,7 @@ struct part {
   uint8_t digest;             /* a multipart/digest: children default to message/rfc822 */
   uint8_t cte;                /* enum part_cte */
   uint8_t latin1;             /* charset ISO-8859-1 or alike: SEARCH reads it as UTF-8 */
+  uint8_t cte_unknown;        /* an encoding FETCH BINARY cannot undo (RFC 3516 4.3) */
 };
 /*
 ** Header fields that ENVELOPE and BODYSTRUCTURE read; struct headers holds the first of
@@ -431,6 +433,7 @@ struct imapmem {
   atomic_int nfaults_set;     /* nfaults, readable without the lock */
   atomic_int delay_ms;        /* "delay=" fault */
   atomic_int chunk;           /* "chunk=" fault */
+  atomic_size_t append_limit; /* APPENDLIMIT (RFC 7889): at most cfg.max_literal */
 };
 
 /* Extensions that can be switched off (imapmem_set_capability). */
@@ -439,7 +442,9 @@ enum {
   CAP_ID = 32, CAP_LITERALPLUS = 64, CAP_SASLIR = 128, CAP_CHILDREN = 256,
   CAP_ENABLE = 1u << 9, CAP_CONDSTORE = 1u << 10, CAP_QRESYNC = 1u << 11,
   CAP_LITERALMINUS = 1u << 12, CAP_ESEARCH = 1u << 13, CAP_SEARCHRES = 1u << 14,
-  CAP_CONTEXT_SEARCH = 1u << 15, CAP_PARTIAL = 1u << 16, CAP_UIDONLY = 1u << 21
+  CAP_CONTEXT_SEARCH = 1u << 15, CAP_PARTIAL = 1u << 16, CAP_BINARY = 1u << 17,
+  CAP_MULTIAPPEND = 1u << 18, CAP_CATENATE = 1u << 19, CAP_APPENDLIMIT = 1u << 20,
+  CAP_UIDONLY = 1u << 21
 };
 #define CAPS_OFF_AT_START CAP_LITERALMINUS   /* LITERAL+ is on instead (RFC 7888 4) */
 #define CAPS_MAX 512          /* room for the capability list as text */
@@ -894,6 +899,28 @@ static int base64_decode(const char *p, size_t n, struct buf *out, int strict) {
   return 1;
 }
 
+/*
+** Encode base64 as a MIME body (RFC 2045 6.8): lines of 76 characters ending in CRLF,
+** the last one too.
+*/
+static void base64_encode(const char *p, size_t n, struct buf *out) {
+  static const char alphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  size_t col = 0;
+  for (size_t i = 0; i < n; i += 3) {
+    unsigned v = (unsigned)(unsigned char)p[i] << 16;
+    if (i + 1 < n) v |= (unsigned)(unsigned char)p[i + 1] << 8;
+    if (i + 2 < n) v |= (unsigned char)p[i + 2];
+    char q[4] = {alphabet[v >> 18], alphabet[(v >> 12) & 63],
+                 i + 1 < n ? alphabet[(v >> 6) & 63] : '=', i + 2 < n ? alphabet[v & 63] : '='};
+    buf_add(out, q, 4);
+    if ((col += 4) == 76 || i + 3 >= n) {
+      buf_add(out, "\r\n", 2);
+      col = 0;
+    }
+  }
+}
+
 static void sleep_ms(int ms) {
   struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
   while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {}
@@ -997,7 +1024,8 @@ static void date_time_format(struct buf *b, int64_t t, int tz) {
 ** ===========================================================================
 ** Owns: struct msgmeta (a message's table of MIME parts, as byte offsets, with the facts
 ** of each part's header) and struct rendered (its ENVELOPE, BODY and BODYSTRUCTURE text),
-** and the decoding SEARCH uses.
+** and the decoding SEARCH and FETCH BINARY use (and the base64 a literal8 APPEND's binary
+** parts are stored in).
 ** Calls: section 1.
 ** Locking: none. A message's bytes never change, so each is computed once, by whichever
 ** thread first needs it, and published with an atomic compare-and-swap; a thread that
@@ -1705,6 +1733,8 @@ static void part_facts(struct part *pt, const char *msg, const struct ctype *ct)
       pt->cte_len = (uint16_t)tk.text.len;
       pt->cte = str_ieq(tk.text, "base64") ? CTE_BASE64
               : str_ieq(tk.text, "quoted-printable") ? CTE_QP : CTE_IDENTITY;
+      pt->cte_unknown = pt->cte == CTE_IDENTITY && !str_ieq(tk.text, "7bit") &&
+                        !str_ieq(tk.text, "8bit") && !str_ieq(tk.text, "binary");
     }
     buf_free(&tk.q);
   }
@@ -2034,9 +2064,22 @@ static int hexval(int c) {
   return -1;
 }
 
+/*
+** Quoted-printable (RFC 2045 6.7), or the Q encoding of a header word (RFC 2047 4.2).
+** In a body, white space at the end of a line was added in transport and is deleted
+** (6.7 rule 3); "=20" keeps a space that belongs there.
+*/
 static void qp_decode(const char *p, size_t n, struct buf *out, int header) {
   for (size_t i = 0; i < n; i++) {
     char c = p[i];
+    if ((c == ' ' || c == '\t') && !header) {
+      size_t j = i;
+      while (j < n && (p[j] == ' ' || p[j] == '\t')) j++;
+      if (j == n || p[j] == '\r' || p[j] == '\n') {
+        i = j - 1;
+        continue;
+      }
+    }
     if (c == '_' && header) buf_addc(out, ' ');
     else if (c == '=' && i + 2 < n && hexval((unsigned char)p[i + 1]) >= 0 &&
              hexval((unsigned char)p[i + 2]) >= 0) {
@@ -2134,6 +2177,68 @@ static void part_decoded_text(const char *msg, const struct part *pt, struct buf
   if (pt->latin1) latin1_to_utf8(p, n, out);
   else buf_add(out, p, n);
   buf_free(&raw);
+}
+
+/*
+** A leaf part's body with its Content-Transfer-Encoding undone, for FETCH BINARY (RFC
+** 3516 4.2): a view into msg for 7bit, 8bit and binary, else decoded into tmp. 0 for an
+** encoding it does not know (UNKNOWN-CTE).
+*/
+static int part_binary(const char *msg, const struct part *pt, struct buf *tmp,
+                       struct str *out) {
+  if (pt->cte_unknown) return 0;
+  if (pt->cte == CTE_BASE64) base64_decode(msg + pt->body_off, pt->body_len, tmp, 0);
+  else if (pt->cte == CTE_QP) qp_decode(msg + pt->body_off, pt->body_len, tmp, 0);
+  *out = pt->cte == CTE_IDENTITY ? str_make(msg + pt->body_off, pt->body_len)
+                                 : str_make(tmp->p ? tmp->p : "", tmp->len);
+  return 1;
+}
+
+/*
+** A message APPENDed as a literal8 (RFC 3516 4.4) may hold binary parts, which neither a
+** {n} literal nor BODY[] can carry (RFC 3501 9: CHAR8 has no NUL). RFC 3516 6 lets the
+** server store them in another encoding as long as nothing is lost and BODYSTRUCTURE and
+** BODY describe what is stored: each leaf part declared "binary", or holding a NUL, is
+** rewritten as base64, its Content-Transfer-Encoding changed or added. Everything else is
+** kept byte for byte (6: no gratuitous changes, which would break signatures). Returns 1
+** with the new message in out, 0 if nothing needed a change, -1 if memory ran out.
+*/
+static int msg_binary_to_base64(const char *msg, size_t n, struct buf *out) {
+  struct msgmeta *mm = msgmeta_build(msg, n);
+  if (!mm) return -1;
+  size_t done = 0;           /* msg[0, done) is in out (or unchanged, while none is) */
+  int changed = 0;
+  for (int i = 0; i < mm->nparts; i++) {
+    const struct part *pt = &mm->parts[i];
+    if (pt->kind != PART_LEAF && pt->kind != PART_TEXT) continue;
+    int identity = pt->cte == CTE_IDENTITY && !pt->cte_unknown;   /* 7bit, 8bit, binary */
+    if (!(pt->cte_len && str_ieq(part_view(msg, pt->cte_off, pt->cte_len), "binary")) &&
+        !(identity && memchr(msg + pt->body_off, 0, pt->body_len)))
+      continue;
+    changed = 1;
+    if (pt->cte_len) {       /* the encoding's name, replaced */
+      buf_add(out, msg + done, pt->cte_off - done);
+      buf_adds(out, "base64");
+      done = pt->cte_off + pt->cte_len;
+    } else {                 /* a field added before the header's blank line */
+      size_t at = pt->hdr_off + pt->hdr_len, eol = 0;
+      if (at - pt->hdr_off >= 2 && msg[at - 2] == '\r' && msg[at - 1] == '\n') eol = 2;
+      else if (at > pt->hdr_off && msg[at - 1] == '\n') eol = 1;
+      at -= eol;
+      buf_add(out, msg + done, at - done);
+      buf_adds(out, eol == 1 ? "Content-Transfer-Encoding: base64\n"
+                             : "Content-Transfer-Encoding: base64\r\n");
+      done = at;
+    }
+    buf_add(out, msg + done, pt->body_off - done);
+    base64_encode(msg + pt->body_off, pt->body_len, out);
+    if (out->len >= 2 && pt->body_len) out->len -= 2;  /* the part's last line break is */
+    done = pt->body_off + pt->body_len;                /* the delimiter's (RFC 2046 5.1.1) */
+  }
+  if (changed) buf_add(out, msg + done, n - done);
+  msgmeta_free(mm);
+  if (out->oom) return -1;
+  return changed;
 }
 
 /*
@@ -2335,6 +2440,16 @@ static int mailbox_relink(struct mailbox *mb) {
   for (size_t i = 0; i < mb->count; i++) mailbox_link_newest(mb, order ? (size_t)order[2 * i + 1] : i);
   free(order);
   return order != NULL;
+}
+
+/*
+** Make room for n more messages, so that the next n mailbox_append calls cannot fail:
+** RFC 3502's all-or-nothing APPEND checks first. 0 if the UIDs or the memory would run
+** out. Caller holds mb->lock.
+*/
+static int mailbox_reserve(struct mailbox *mb, size_t n) {
+  return !mailbox_uids_exhausted(mb) && n <= (size_t)(UINT32_MAX - mb->uidnext) &&
+         mem_grow(&mb->msgs, &mb->cap, mb->count + n, sizeof mb->msgs[0]);
 }
 
 /*
@@ -5753,7 +5868,8 @@ static int cmd_cancelupdate(struct session *s, struct command *c) {
 ** ===========================================================================
 ** 8  FETCH
 ** ===========================================================================
-** Owns: fetch items and body sections (RFC 3501 6.4.5, 7.4.2), and the FETCH command.
+** Owns: fetch items and body sections (RFC 3501 6.4.5, 7.4.2; BINARY, RFC 3516 4.2), and
+** the FETCH command.
 ** Calls: sections 1-3, 5 and 6.
 ** Locking: the mailbox is locked once, to set \Seen where a fetch implies it and to take
 ** a snapshot (UID, flags, date, a reference to the bytes) of each message; the responses
@@ -5763,7 +5879,8 @@ static int cmd_cancelupdate(struct session *s, struct command *c) {
 */
 enum fetch_kind {
   FI_UID, FI_FLAGS, FI_INTERNALDATE, FI_SIZE, FI_ENVELOPE, FI_BODY, FI_BODYSTRUCTURE,
-  FI_RFC822, FI_RFC822_HEADER, FI_RFC822_TEXT, FI_SECTION, FI_MODSEQ
+  FI_RFC822, FI_RFC822_HEADER, FI_RFC822_TEXT, FI_SECTION, FI_MODSEQ, FI_BINARY,
+  FI_BINARY_SIZE
 };
 enum section_text { SEC_ALL, SEC_HEADER, SEC_FIELDS, SEC_FIELDS_NOT, SEC_TEXT, SEC_MIME };
 struct fetch_item {
@@ -5886,6 +6003,39 @@ fail:
   return 0;
 }
 
+/*
+** RFC 3516 7: section-binary = "[" [section-part] "]", then for BINARY[.PEEK] an optional
+** partial "<" number "." nz-number ">". Part numbers only: no HEADER, TEXT or MIME.
+*/
+static int fetch_parse_binary(struct parser *ps, struct fetch_item *it) {
+  struct buf echo = {0};
+  buf_adds(&echo, it->kind == FI_BINARY ? "BINARY[" : "BINARY.SIZE[");
+  int ok = parse_char(ps, '[') || parse_fail(ps, "BINARY needs a section: BINARY[1.2]");
+  while (ok && !parse_peek(ps, ']')) {
+    uint32_t n;
+    if (it->npath && !parse_char(ps, '.')) ok = parse_fail(ps, "Expected '.' or ']'");
+    else if (!parse_nz_number(ps, &n)) ok = parse_fail(ps, "BINARY sections are part numbers");
+    else if (it->npath == IMAPMEM_MAX_DEPTH) ok = parse_fail(ps, "Section part number too deep");
+    else {
+      it->path[it->npath++] = n;
+      buf_printf(&echo, "%s%u", it->npath > 1 ? "." : "", n);
+    }
+  }
+  ok = ok && parse_char(ps, ']');
+  buf_addc(&echo, ']');
+  if (ok && it->kind == FI_BINARY && parse_char(ps, '<')) {
+    if (!parse_number(ps, &it->origin) || !parse_char(ps, '.') ||
+        !parse_nz_number(ps, &it->count) || !parse_char(ps, '>'))
+      ok = parse_fail(ps, "Invalid partial: expected <origin.count>");
+    it->partial = 1;
+    buf_printf(&echo, "<%u>", it->origin);
+  }
+  if (ok && (echo.oom || !(it->echo = arena_strndup(ps->arena, echo.p, echo.len))))
+    ok = parse_fail(ps, "Out of memory");
+  buf_free(&echo);
+  return ok;
+}
+
 static struct fetch_item *fetch_add(struct parser *ps, struct fetch_item ***tail, int kind) {
   struct fetch_item *it = parse_new(ps, sizeof *it);
   if (it) {
@@ -5919,6 +6069,13 @@ static int fetch_parse_att(struct parser *ps, struct fetch_item ***tail) {
     if (!it) return 0;
     it->peek = peek;
     return fetch_parse_section(ps, it);
+  }
+  int size = str_ieq(w, "BINARY.SIZE");
+  if (size || str_ieq(w, "BINARY") || str_ieq(w, "BINARY.PEEK")) {   /* RFC 3516 4.2 */
+    struct fetch_item *it = fetch_add(ps, tail, size ? FI_BINARY_SIZE : FI_BINARY);
+    if (!it) return 0;
+    it->peek = w.len == 11 && !size;
+    return fetch_parse_binary(ps, it);
   }
   return parse_fail(ps, "Unknown fetch attribute");
 }
@@ -5954,7 +6111,10 @@ static int field_listed(const struct fetch_item *it, struct str name) {
   return 0;
 }
 
-/* Write n bytes as a literal, or the part <origin.count> of them. */
+/*
+** Write n bytes as a literal, or the part <origin.count> of them. BINARY data with a NUL
+** goes as a literal8 (RFC 3516 4.3: a literal cannot hold NUL); without, as a literal.
+*/
 static void fetch_literal(struct session *s, const struct fetch_item *it, const char *p,
                           size_t n) {
   if (it && it->partial) {
@@ -5965,7 +6125,8 @@ static void fetch_literal(struct session *s, const struct fetch_item *it, const 
       if (n > it->count) n = it->count;
     }
   }
-  session_send(s, "{%zu}\r\n", n);
+  int eight = it && it->kind == FI_BINARY && n && memchr(p, 0, n);
+  session_send(s, "%s{%zu}\r\n", eight ? "~" : "", n);
   session_send_bulk(s, p, n);
 }
 
@@ -6005,6 +6166,53 @@ static void fetch_section(struct session *s, const struct fetch_item *it, struct
   struct str v = fetch_section_bytes(it, d, &tmp);
   session_send(s, "%s ", it->echo);
   fetch_literal(s, it, v.p, v.len);
+  buf_free(&tmp);
+}
+
+/*
+** The data a BINARY item names (RFC 3516 4.2): the section's body with its encoding
+** undone, a view into the message or decoded into *tmp. BINARY[] is the message as it
+** is; a part that does not exist is empty, as for BODY. Returns 0, or why it cannot be
+** had: FETCH_UNKNOWN_CTE, or FETCH_MULTIPART (RFC 9051 6.4.5: only leaf parts, and
+** message/rfc822 ones, whose encoded words stay as they are, RFC 3516 5).
+*/
+enum { FETCH_UNKNOWN_CTE = 1, FETCH_MULTIPART = 2 };
+
+static int fetch_binary_bytes(const struct fetch_item *it, struct msgdata *d, struct buf *tmp,
+                              struct str *out) {
+  *out = str_make(d->bytes, d->size);
+  if (it->npath == 0) return 0;
+  const struct msgmeta *mm = msgdata_meta(d);
+  int node = mm ? fetch_find_part(mm, it->path, it->npath) : -1;
+  *out = str_make("", 0);
+  if (node < 0) return 0;
+  if (mm->parts[node].kind == PART_MULTIPART) return FETCH_MULTIPART;
+  return part_binary(d->bytes, &mm->parts[node], tmp, out) ? 0 : FETCH_UNKNOWN_CTE;
+}
+
+/* Can every BINARY item of the request be answered for this message? 0, or why not. */
+static int fetch_binary_check(const struct fetch_item *items, struct msgdata *d) {
+  for (const struct fetch_item *it = items; it; it = it->next) {
+    if (it->kind != FI_BINARY && it->kind != FI_BINARY_SIZE) continue;
+    const struct msgmeta *mm = it->npath ? msgdata_meta(d) : NULL;
+    int node = mm ? fetch_find_part(mm, it->path, it->npath) : -1;
+    if (node < 0) continue;
+    if (mm->parts[node].kind == PART_MULTIPART) return FETCH_MULTIPART;
+    if (mm->parts[node].cte_unknown) return FETCH_UNKNOWN_CTE;
+  }
+  return 0;
+}
+
+static void fetch_binary(struct session *s, const struct fetch_item *it, struct msgdata *d) {
+  struct buf tmp = {0};
+  struct str v;
+  fetch_binary_bytes(it, d, &tmp, &v);    /* fetch_binary_check said it can be had */
+  if (it->kind == FI_BINARY_SIZE) session_send(s, "%s %zu", it->echo, v.len);
+  else {
+    session_send(s, "%s ", it->echo);
+    fetch_literal(s, it, v.p, v.len);
+  }
+  if (tmp.oom) s->out.oom = 1;
   buf_free(&tmp);
 }
 
@@ -6055,6 +6263,8 @@ static void fetch_one(struct session *s, const struct fetch_item *items, const s
       break;
     case FI_SECTION: fetch_section(s, it, m->data); break;
     case FI_MODSEQ: session_send_modseq(s, m->modseq); break;
+    case FI_BINARY:
+    case FI_BINARY_SIZE: fetch_binary(s, it, m->data); break;
     }
   }
   /* 6.4.5: \Seen was set, so the new flags come along; RFC 7162 3.2.4: with the UID and
@@ -6151,16 +6361,19 @@ static int cmd_fetch(struct session *s, struct command *c) {
   if (vanished && !changed_mod) return cmd_bad(c, "UID FETCH VANISHED needs CHANGEDSINCE");
   if (partial_mod && !c->uid)  /* RFC 9394 3.3 */
     return cmd_bad(c, "FETCH PARTIAL is only allowed with UID FETCH");
-  int has_uid = 0, has_flags = 0, has_modseq = 0, sets_seen = 0;
+  int has_uid = 0, has_flags = 0, has_modseq = 0, sets_seen = 0, has_binary = 0;
   for (struct fetch_item *it = items; it; it = it->next) {
     has_uid |= it->kind == FI_UID;
     has_flags |= it->kind == FI_FLAGS;
     has_modseq |= it->kind == FI_MODSEQ;
+    has_binary |= it->kind == FI_BINARY || it->kind == FI_BINARY_SIZE;
     sets_seen |= it->kind == FI_RFC822 || it->kind == FI_RFC822_TEXT ||
-                 (it->kind == FI_SECTION && !it->peek);
+                 ((it->kind == FI_SECTION || it->kind == FI_BINARY) && !it->peek);
   }
   if (has_modseq && !cap_on(s->srv, CAP_CONDSTORE))
     return cmd_bad(c, "FETCH Unknown fetch attribute: MODSEQ");
+  if (has_binary && !cap_on(s->srv, CAP_BINARY))
+    return cmd_bad(c, "FETCH Unknown fetch attribute: BINARY");
   if ((has_modseq || changed_mod) && s->nomodseq)   /* RFC 7162 3.1.2.2 */
     return cmd_bad(c, "FETCH MODSEQ: this mailbox has no mod-sequences (NOMODSEQ)");
   if (c->uid && !has_uid) {
@@ -6199,6 +6412,25 @@ static int cmd_fetch(struct session *s, struct command *c) {
     free(snap);
     free(changed);
     return cmd_no(c, "[SERVERBUG] Out of memory");
+  }
+  /* RFC 3516 4.3: a BINARY item that cannot be had fails the request, found before any
+     \Seen is set or anything sent. It costs building the part tables under the lock
+     (once per message: they are kept). */
+  int why = 0;
+  for (size_t i = 0; i < n && has_binary && !why; i++) {
+    long k = mailbox_find_uid(mb, s->view[idx[i]].uid);
+    const struct message *m = k >= 0 ? &mb->msgs[k] : mailbox_ghost(mb, s->view[idx[i]].uid);
+    if (m) why = fetch_binary_check(items, m->data);
+  }
+  if (why) {
+    pthread_mutex_unlock(&mb->lock);
+    if (changed_mod) free(idx);
+    free(snap);
+    free(changed);
+    if (why == FETCH_MULTIPART)
+      return cmd_no(c, "FETCH BINARY is only for single parts, not for a multipart");
+    return cmd_no(c, "[UNKNOWN-CTE] FETCH BINARY of a Content-Transfer-Encoding it cannot "
+                  "decode");
   }
   if (mb->nkeywords > s->nkw_known) session_send_flags(s, mb);  /* made since the sync */
   int in_step = s->seen_modseq == mb->modseq;
@@ -6254,7 +6486,8 @@ static int cmd_fetch(struct session *s, struct command *c) {
 ** ===========================================================================
 ** Owns: what each command does (RFC 3501 section 6 and the extensions), the command table
 ** and the dispatcher, capabilities and faults.
-** Calls: sections 1-3 and 5-8 (the table names SEARCH's and FETCH's handlers).
+** Calls: sections 1-3 and 5-8 (the table names SEARCH's and FETCH's handlers; CATENATE
+** reads a URL's section as FETCH reads BODY[section]).
 ** Locking: a handler locks a mailbox only around its own store calls and writes after
 ** unlocking (the session's output is memory until flushed).
 **
@@ -6286,6 +6519,9 @@ static const struct {
   {"SEARCHRES", CAP_SEARCHRES, CAP_ESEARCH, 0},                /* RFC 5182 2.1 */
   {"CONTEXT=SEARCH", CAP_CONTEXT_SEARCH, CAP_ESEARCH, 0},      /* RFC 5267 4.1 */
   {"PARTIAL", CAP_PARTIAL, CAP_ESEARCH, 0},                    /* an ESEARCH option */
+  {"BINARY", CAP_BINARY, 0, 0}, {"MULTIAPPEND", CAP_MULTIAPPEND, 0, 0},
+  {"CATENATE", CAP_CATENATE, 0, 0},   /* RFC 4469 needs no other (UIDPLUS, MULTIAPPEND: "if") */
+  {"APPENDLIMIT", CAP_APPENDLIMIT, 0, 0},   /* advertised as APPENDLIMIT=n (RFC 7889 2) */
   {"UIDONLY", CAP_UIDONLY, CAP_ENABLE, 0}};
 #define NCAPS (sizeof capability_list / sizeof capability_list[0])
 
@@ -6319,10 +6555,14 @@ static unsigned capability_switch(unsigned off, size_t i, int on) {
 static const char *capabilities(struct imapmem *srv, char *out, size_t cap) {
   size_t n = 0;
   out[0] = 0;
-  for (size_t i = 0; i < NCAPS; i++)
-    if (!capability_list[i].bit || cap_on(srv, capability_list[i].bit))
-      n += (size_t)snprintf(out + n, n < cap ? cap - n : 0, "%s%s", n ? " " : "",
-                            capability_list[i].name);
+  for (size_t i = 0; i < NCAPS; i++) {
+    if (capability_list[i].bit && !cap_on(srv, capability_list[i].bit)) continue;
+    n += (size_t)snprintf(out + n, n < cap ? cap - n : 0, "%s%s", n ? " " : "",
+                          capability_list[i].name);
+    if (capability_list[i].bit == CAP_APPENDLIMIT)   /* one limit for every mailbox */
+      n += (size_t)snprintf(out + n, n < cap ? cap - n : 0, "=%zu",
+                            atomic_load(&srv->append_limit));
+  }
   return out;
 }
 
@@ -6993,7 +7233,7 @@ static int cmd_status(struct session *s, struct command *c) {
   struct parser *ps = &c->ps;
   static const struct { const char *name; unsigned cap; } items[] = {
     {"MESSAGES", 0}, {"RECENT", 0}, {"UIDNEXT", 0}, {"UIDVALIDITY", 0}, {"UNSEEN", 0},
-    {"HIGHESTMODSEQ", CAP_CONDSTORE}};
+    {"HIGHESTMODSEQ", CAP_CONDSTORE}, {"APPENDLIMIT", CAP_APPENDLIMIT}};
   enum { NITEMS = sizeof items / sizeof items[0] };
   unsigned want[16];
   int nwant = 0;
@@ -7025,6 +7265,7 @@ static int cmd_status(struct session *s, struct command *c) {
   v[2] = mb->uidnext;
   v[3] = mb->uidvalidity;
   v[5] = mb->nomodseq ? 0 : mb->modseq;    /* RFC 7162 3.1.7: 0 without mod-sequences */
+  v[6] = atomic_load(&s->srv->append_limit);   /* RFC 7889 3.1: the same for every one */
   pthread_mutex_unlock(&mb->lock);
   mailbox_unref(mb);
   session_send(s, "* STATUS ");
@@ -7048,47 +7289,346 @@ static int flag_list_keywords(struct mailbox *mb, const struct flag_list *fl, ui
   return 0;
 }
 
-/* 6.3.11 APPEND mailbox [flags] [date-time] literal. */
+/* ------------------------------------------------------------------------- */
+/*
+** APPEND (RFC 3501 6.3.11) with its extensions: several messages at once (MULTIAPPEND,
+** RFC 3502), literal8 (BINARY, RFC 3516 4.4), messages built from pieces (CATENATE, RFC
+** 4469) and a size limit (APPENDLIMIT, RFC 7889). Grammar of RFC 4466 2.1:
+**   append = "APPEND" SP mailbox 1*append-message
+**   append-message = [SP flag-list] [SP date-time] SP append-data
+**   append-data = literal / literal8 / "CATENATE" SP "(" cat-part *(SP cat-part) ")"
+*/
+struct cat_part {            /* CATENATE: TEXT literal or URL (RFC 4469 5) */
+  int url;
+  struct str v;
+  struct cat_part *next;
+};
+struct append_msg {
+  struct flag_list fl;
+  int64_t t;
+  int tz;
+  int eight;                  /* the message came as a literal8 */
+  struct str literal;         /* the message, unless catenated */
+  struct cat_part *parts;     /* CATENATE pieces, or NULL */
+  struct msgdata *d;          /* built by append_build */
+  uint64_t kw;
+  struct append_msg *next;
+};
+
+/* CATENATE's list of TEXT literals and URLs. */
+static int append_parse_catenate(struct parser *ps, struct append_msg *m) {
+  struct cat_part **tail = &m->parts;
+  if (!parse_sp(ps) || !parse_char(ps, '('))
+    return parse_fail(ps, "CATENATE Expected '(' and TEXT or URL parts");
+  do {
+    struct str w;
+    struct cat_part *cp = parse_new(ps, sizeof *cp);
+    if (!cp || !parse_atom(ps, &w)) return parse_fail(ps, "CATENATE Expected TEXT or URL");
+    cp->url = str_ieq(w, "URL");
+    if (!cp->url && !str_ieq(w, "TEXT")) return parse_fail(ps, "CATENATE Expected TEXT or URL");
+    if (!parse_sp(ps)) return 0;
+    if (cp->url ? !parse_astring(ps, &cp->v) : !parse_peek(ps, '{') || !parse_literal(ps, &cp->v))
+      return parse_fail(ps, cp->url ? "CATENATE URL Expected a string" :
+                                      "CATENATE TEXT Expected a literal");
+    *tail = cp;
+    tail = &cp->next;
+  } while (parse_char(ps, ' '));
+  return parse_char(ps, ')') || parse_fail(ps, "CATENATE Expected ')'");
+}
+
+/* The messages of an APPEND, each with its flags and date; 0 with ps->err if malformed. */
+static int append_parse(struct parser *ps, struct append_msg **out, int *n, int *eight,
+                        int *catenate) {
+  struct append_msg **tail = out;
+  *n = *eight = *catenate = 0;
+  while (parse_char(ps, ' ')) {
+    struct append_msg *m = parse_new(ps, sizeof *m);
+    if (!m) return 0;
+    m->t = (int64_t)time(NULL);
+    if (parse_peek(ps, '(') && (!parse_flags(ps, &m->fl, 0) || !parse_sp(ps))) return 0;
+    if (parse_peek(ps, '"') && (!parse_date_time(ps, &m->t, &m->tz) || !parse_sp(ps)))
+      return 0;
+    m->eight = parse_char(ps, '~');
+    if (m->eight || parse_peek(ps, '{')) {
+      if (!parse_literal(ps, &m->literal)) return 0;
+    } else {
+      struct str w;
+      if (!parse_atom(ps, &w) || !str_ieq(w, "CATENATE"))
+        return parse_fail(ps, "Expected the message as a literal, or CATENATE");
+      if (!append_parse_catenate(ps, m)) return 0;
+      *catenate = 1;
+    }
+    *eight |= m->eight;
+    *tail = m;
+    tail = &m->next;
+    ++*n;
+  }
+  if (!*n) return parse_fail(ps, "Expected the message as a literal");
+  return parse_end(ps);
+}
+
+/* Undo %XX escapes (RFC 3986 2.1) into the arena; NULL for a malformed or unsafe one. */
+static const char *url_decode(struct arena *a, struct str v) {
+  char *out = arena_alloc(a, v.len + 1);
+  size_t n = 0;
+  for (size_t i = 0; out && i < v.len; i++) {
+    int c = (unsigned char)v.p[i];
+    if (c == '%') {
+      int hi = i + 2 < v.len ? hexval((unsigned char)v.p[i + 1]) : -1;
+      int lo = hi >= 0 ? hexval((unsigned char)v.p[i + 2]) : -1;
+      if (lo < 0) return NULL;
+      c = hi * 16 + lo;
+      i += 2;
+    }
+    if (c == 0 || c == '\r' || c == '\n') return NULL;
+    out[n++] = (char)c;
+  }
+  if (out) out[n] = 0;
+  return out;
+}
+
+/*
+** A mailbox name as a URL carries it, in UTF-8 (RFC 5092 8), turned back into IMAP's
+** modified UTF-7 (RFC 3501 5.1.3), the form clients name mailboxes in and imapmem keeps
+** them: "&" is "&-", and characters outside printable ASCII go as UTF-16 in base64 with
+** "," for "/", between "&" and "-". In the arena; NULL for bytes that are not UTF-8.
+*/
+static const char *url_mailbox_utf7(struct arena *a, const char *in) {
+  static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+,";
+  struct buf out = {0};
+  const unsigned char *p = (const unsigned char *)in;
+  unsigned bits = 0;
+  int nbits = 0, shifted = 0, bad = 0;
+  while (*p && !bad) {
+    uint32_t c = *p;
+    int len = c < 0x80 ? 1 : c >= 0xc2 && c < 0xe0 ? 2 : c >= 0xe0 && c < 0xf0 ? 3
+            : c >= 0xf0 && c < 0xf5 ? 4 : 0;
+    if (len > 1) c &= 0x3fu >> (len - 1);
+    for (int k = 1; k < len && !bad; k++) {
+      bad = (p[k] & 0xc0) != 0x80;
+      c = c << 6 | (p[k] & 0x3fu);
+    }
+    bad |= !len || (len == 3 && (c < 0x800 || (c >= 0xd800 && c < 0xe000))) ||
+           (len == 4 && (c < 0x10000 || c > 0x10ffff));
+    if (bad) break;
+    p += len;
+    if (c >= 0x20 && c <= 0x7e) {
+      if (shifted && nbits) buf_addc(&out, b64[(bits << (6 - nbits)) & 63]);
+      if (shifted) buf_addc(&out, '-');
+      shifted = nbits = 0;
+      if (c == '&') buf_adds(&out, "&-");
+      else buf_addc(&out, (char)c);
+      continue;
+    }
+    if (!shifted) buf_addc(&out, '&');
+    shifted = 1;
+    uint32_t units[2] = {c, 0};
+    int nu = 1;
+    if (c >= 0x10000) {      /* a surrogate pair */
+      units[0] = 0xd800 | ((c - 0x10000) >> 10);
+      units[1] = 0xdc00 | ((c - 0x10000) & 0x3ff);
+      nu = 2;
+    }
+    for (int u = 0; u < nu; u++) {
+      bits = (bits << 16) | units[u];
+      for (nbits += 16; nbits >= 6; nbits -= 6) buf_addc(&out, b64[(bits >> (nbits - 6)) & 63]);
+      bits &= (1u << nbits) - 1;
+    }
+  }
+  if (shifted && nbits) buf_addc(&out, b64[(bits << (6 - nbits)) & 63]);
+  if (shifted) buf_addc(&out, '-');
+  const char *r = bad || out.oom ? NULL : arena_strndup(a, out.p ? out.p : "", out.len);
+  buf_free(&out);
+  return r;
+}
+
+/* Does *p (before end) start with the keyword (any case)? Then step over it. */
+static int url_keyword(const char **p, const char *end, const char *kw) {
+  size_t n = strlen(kw);
+  if ((size_t)(end - *p) < n || strncasecmp(*p, kw, n) != 0) return 0;
+  *p += n;
+  return 1;
+}
+
+static int url_number(const char **p, const char *end, uint32_t *out) {
+  uint64_t v = 0;
+  const char *s = *p;
+  while (*p < end && **p >= '0' && **p <= '9' && v <= UINT32_MAX)
+    v = v * 10 + (uint64_t)(*(*p)++ - '0');
+  if (*p == s || v > UINT32_MAX) return 0;
+  *out = (uint32_t)v;
+  return 1;
+}
+
+/*
+** Append what a CATENATE URL names to out (RFC 4469 3): "the literal returned in a FETCH
+** BODY response", here UID FETCH uid BODY.PEEK[section]<partial> (RFC 5092 6). Only
+** absolute-path URLs of the logged-in user's own messages are taken:
+**   "/" enc-mailbox [";UIDVALIDITY=" n] "/;UID=" n ["/;SECTION=" enc-section]
+**   ["/;PARTIAL=" number ["." nz-number]]
+** Relative paths (RFC 5092 7.2: MUST NOT accept), "imap://" and "//" URLs (another user
+** or server: outside RFC 4469, which then answers NO), mailbox lists and searches are
+** refused. 0 for any URL it cannot resolve (BADURL, RFC 4469 4.1).
+*/
+static int append_url(struct session *s, struct arena *a, struct str url, struct buf *out) {
+  const char *p = url.p, *end = url.p + url.len;
+  if (url.len < 2 || p[0] != '/' || p[1] == '/') return 0;
+  const char *semi = memchr(p, ';', url.len), *q = memchr(p, '?', url.len);
+  if (!semi || (q && q < semi)) return 0;              /* a mailbox or a search */
+  uint32_t uidvalidity = 0, uid, origin = 0, count = UINT32_MAX;
+  struct str enc = str_make(p + 1, (size_t)(semi - p - 1));
+  p = semi + 1;
+  if (enc.len && enc.p[enc.len - 1] == '/') enc.len--;
+  else if (!url_keyword(&p, end, "UIDVALIDITY=") || !url_number(&p, end, &uidvalidity) ||
+           !uidvalidity || !url_keyword(&p, end, "/;"))
+    return 0;
+  if (!url_keyword(&p, end, "UID=") || !url_number(&p, end, &uid) || !uid) return 0;
+  struct str sec = str_make("", 0);
+  int partial = 0;
+  if (url_keyword(&p, end, "/;SECTION=")) {
+    const char *e = p;
+    while (e < end && *e != ';') e++;
+    if (e < end) e--;          /* a "/;" that follows is not the section's */
+    if (e <= p || (e < end && *e != '/')) return 0;
+    sec = str_make(p, (size_t)(e - p));
+    p = e;
+  }
+  if (url_keyword(&p, end, "/;PARTIAL=")) {
+    if (!url_number(&p, end, &origin)) return 0;
+    if (url_keyword(&p, end, ".") && (!url_number(&p, end, &count) || !count)) return 0;
+    partial = 1;
+  }
+  const char *name = url_decode(a, enc), *section = url_decode(a, sec);
+  if (name) name = url_mailbox_utf7(a, name);
+  if (p != end || !name || !*name || !section || strlen(name) > MAX_MAILBOX_NAME) return 0;
+  struct fetch_item it;        /* the section, read as FETCH reads BODY[section] */
+  memset(&it, 0, sizeof it);
+  size_t slen = strlen(section);
+  char *spec = arena_alloc(a, slen + 2);
+  if (!spec) return 0;
+  memcpy(spec, section, slen);
+  memcpy(spec + slen, "]", 2);
+  struct parser sp = {spec, spec + slen + 1, a, NULL};
+  if (!fetch_parse_section(&sp, &it) || !parse_at_end(&sp)) return 0;
+  it.partial = partial;
+  it.origin = origin;
+  it.count = count;
+  struct mailbox *mb = user_mailbox(s->user, name);
+  struct msgdata *d = NULL;
+  if (mb && mb->selectable) {
+    pthread_mutex_lock(&mb->lock);
+    long k = mailbox_find_uid(mb, uid);
+    if (k >= 0 && (!uidvalidity || uidvalidity == mb->uidvalidity))   /* else stale */
+      d = msgdata_ref(mb->msgs[k].data);
+    pthread_mutex_unlock(&mb->lock);
+  }
+  mailbox_unref(mb);
+  if (!d) return 0;
+  const struct msgmeta *mm = it.npath ? msgdata_meta(d) : NULL;
+  int ok = !it.npath || (mm && fetch_find_part(mm, it.path, it.npath) >= 0);
+  if (ok) {
+    struct buf tmp = {0};
+    struct str v = fetch_section_bytes(&it, d, &tmp);
+    if (origin >= v.len) v.len = 0;
+    else {
+      v.p += origin;
+      v.len -= origin;
+      if (v.len > count) v.len = count;
+    }
+    buf_add(out, v.p, v.len);
+    buf_free(&tmp);
+  }
+  msgdata_unref(d);
+  return ok;
+}
+
+/*
+** Build one message's bytes (m->d): the literal, with binary parts made base64 if it was
+** a literal8, or the CATENATE pieces joined. 0 with the NO reply set.
+*/
+static int append_build(struct session *s, struct command *c, struct append_msg *m,
+                        size_t limit) {
+  struct buf b = {0};
+  struct str msg = m->literal;
+  if (m->parts) {
+    for (struct cat_part *cp = m->parts; cp && b.len <= limit && !b.oom; cp = cp->next) {
+      if (!cp->url) buf_add(&b, cp->v.p, cp->v.len);
+      else if (!append_url(s, c->ps.arena, cp->v, &b)) {
+        buf_free(&b);
+        int n = cp->v.len > 2000 ? 2000 : (int)cp->v.len;
+        for (int i = 0; i < n; i++)        /* url-resp-text: any TEXT-CHAR but "]" */
+          if (cp->v.p[i] == ']') n = i;
+        return cmd_no(c, "[BADURL %.*s] APPEND CATENATE cannot use this URL", n, cp->v.p);
+      }
+    }
+    msg = str_make(b.p ? b.p : "", b.len);
+  }
+  size_t size = msg.len;     /* the limit is on what the client sent or named */
+  if (m->eight && size <= limit) {   /* RFC 3516 6: binary parts are stored as base64 */
+    int r = msg_binary_to_base64(msg.p, msg.len, &b);
+    if (r < 0) b.oom = 1;
+    if (r > 0) msg = str_make(b.p, b.len);
+  }
+  if (size > limit) {
+    buf_free(&b);
+    return cmd_no(c, "[TOOBIG] APPEND The message is larger than APPENDLIMIT=%zu", limit);
+  }
+  if (b.oom || (msg.len && !(m->d = msgdata_new(msg.p, msg.len)))) {
+    buf_free(&b);
+    return cmd_no(c, "[SERVERBUG] Out of memory");
+  }
+  buf_free(&b);
+  if (!msg.len) return cmd_no(c, "APPEND An empty message cannot be stored");
+  return 1;
+}
+
+/*
+** 6.3.11 APPEND. Everything is checked before anything is stored: the mailbox (TRYCREATE,
+** which RFC 3502 keeps), then each message built in order (its first failure answers),
+** then room for all of them, under the mailbox's lock, which is held while all are added.
+** CATENATE URLs lock their own mailbox, one at a time, before that.
+*/
 static int cmd_append(struct session *s, struct command *c) {
   const char *name;
   struct parser *ps = &c->ps;
-  struct flag_list fl = {0};
-  int64_t t = (int64_t)time(NULL);
-  int tz = 0;
-  struct str msg;
-  if (!parse_sp(ps) || !parse_mailbox(ps, &name) || !parse_sp(ps)) return cmd_bad_args(c);
-  if (parse_peek(ps, '(')) {
-    if (!parse_flags(ps, &fl, 0) || !parse_sp(ps)) return cmd_bad_args(c);
-  }
-  if (parse_peek(ps, '"')) {
-    if (!parse_date_time(ps, &t, &tz) || !parse_sp(ps)) return cmd_bad_args(c);
-  }
-  if (!parse_peek(ps, '{')) return cmd_bad(c, "APPEND Expected the message as a literal");
-  if (!parse_literal(ps, &msg) || !parse_end(ps)) return cmd_bad_args(c);
-  if (msg.len == 0) return cmd_no(c, "APPEND An empty message cannot be stored");
-  struct mailbox *mb = cmd_selectable(s, c, name, "TRYCREATE");
+  struct append_msg *msgs = NULL;
+  int n, eight, catenate;
+  if (!parse_sp(ps) || !parse_mailbox(ps, &name) || !append_parse(ps, &msgs, &n, &eight,
+                                                                   &catenate))
+    return cmd_bad_args(c);
+  if (n > 1 && !cap_on(s->srv, CAP_MULTIAPPEND))
+    return cmd_bad(c, "APPEND takes one message (no MULTIAPPEND)");
+  if (eight && !cap_on(s->srv, CAP_BINARY)) return cmd_bad(c, "APPEND literal8 needs BINARY");
+  if (catenate && !cap_on(s->srv, CAP_CATENATE)) return cmd_bad(c, "APPEND Unknown CATENATE");
+  struct mailbox *mb = cmd_selectable(s, c, name, "TRYCREATE");   /* RFC 3502: no create */
   if (!mb) return 0;
-  struct msgdata *d = msgdata_new(msg.p, msg.len);
-  if (!d) {
-    mailbox_unref(mb);
-    return cmd_no(c, "[SERVERBUG] Out of memory");
+  size_t limit = atomic_load(&s->srv->append_limit);
+  int built = 1;
+  for (struct append_msg *m = msgs; m && built; m = m->next) built = append_build(s, c, m, limit);
+  uint32_t first = 0, uv = 0;
+  int full = 0, room = 0;
+  if (built) {               /* RFC 3502: all or nothing, so every check comes first */
+    pthread_mutex_lock(&mb->lock);
+    for (struct append_msg *m = msgs; m && !full; m = m->next)
+      full = flag_list_keywords(mb, &m->fl, &m->kw) < 0;
+    room = !full && mailbox_reserve(mb, (size_t)n);
+    uv = mb->uidvalidity;
+    for (struct append_msg *m = msgs; m && room; m = m->next) {
+      uint32_t uid = mailbox_append(mb, m->d, m->fl.flags | FLAG_RECENT, m->kw, m->t, m->tz);
+      if (!first) first = uid;
+      m->d = NULL;
+    }
+    pthread_mutex_unlock(&mb->lock);
   }
-  pthread_mutex_lock(&mb->lock);
-  uint64_t kw;
-  uint32_t uid = 0, uv = mb->uidvalidity;
-  int full = flag_list_keywords(mb, &fl, &kw) < 0;
-  if (!full) uid = mailbox_append(mb, d, fl.flags | FLAG_RECENT, kw, t, tz);
-  int exhausted = mailbox_uids_exhausted(mb);
-  pthread_mutex_unlock(&mb->lock);
+  for (struct append_msg *m = msgs; m; m = m->next)
+    if (m->d) msgdata_unref(m->d);
   mailbox_unref(mb);
-  if (!uid) {
-    msgdata_unref(d);
-    if (full) return cmd_no(c, "[LIMIT] Too many keywords in this mailbox");
-    if (exhausted) return cmd_no(c, "[LIMIT] This mailbox has used every UID");
-    return cmd_no(c, "[SERVERBUG] Out of memory");
-  }
+  if (!built) return 0;
+  if (full) return cmd_no(c, "[LIMIT] Too many keywords in this mailbox");
+  if (!room) return cmd_no(c, "[LIMIT] This mailbox cannot take %d more messages", n);
   if (!cap_on(s->srv, CAP_UIDPLUS)) return cmd_ok(c, "APPEND completed");
-  return cmd_ok(c, "[APPENDUID %u %u] APPEND completed", uv, uid);
+  if (n == 1) return cmd_ok(c, "[APPENDUID %u %u] APPEND completed", uv, first);
+  return cmd_ok(c, "[APPENDUID %u %u:%u] APPEND completed", uv, first, first + (uint32_t)n - 1);
 }
 
 /* In IDLE or out of it: the mailbox wakes the session on every change meanwhile. */
@@ -7622,8 +8162,9 @@ static void session_execute(struct session *s) {
 ** (written by anyone to wake it) and finished. Only a session's own thread closes its
 ** descriptors.
 ** Limits: a command line is at most IMAPMEM_MAX_LINE bytes and a literal at most
-** config.max_literal; both are refused before anything is allocated for them. A session
-** idle longer than config.idle_timeout is logged out (RFC 3501 5.4).
+** config.max_literal (a non-synchronizing one at most 4096 bytes under LITERAL-); both are
+** refused before anything is allocated for them. A session idle longer than
+** config.idle_timeout is logged out (RFC 3501 5.4).
 */
 /* ------------------------------------------------------------------------- */
 /*
@@ -7810,22 +8351,61 @@ static int session_read_bytes(struct session *s, struct buf *b, size_t n) {
 }
 
 /* The tag at the start of a command that is being refused, or "*". */
-static void session_refuse(struct session *s, const struct buf *cmd, const char *why) {
+static void session_refuse_as(struct session *s, const struct buf *cmd, const char *status,
+                              const char *why) {
   size_t n = 0;
   while (n < cmd->len && n < 64 && is_tag_char((unsigned char)cmd->p[n])) n++;
   if (n == 0 || n >= cmd->len || cmd->p[n] != ' ') session_send(s, "* BAD %s\r\n", why);
-  else session_send(s, "%.*s BAD %s\r\n", (int)n, cmd->p, why);
+  else session_send(s, "%.*s %s %s\r\n", (int)n, cmd->p, status, why);
+}
+
+static void session_refuse(struct session *s, const struct buf *cmd, const char *why) {
+  session_refuse_as(s, cmd, "BAD", why);
+}
+
+static void session_refuse_no(struct session *s, const struct buf *cmd, const char *why) {
+  session_refuse_as(s, cmd, "NO", why);
+}
+
+/* Skip n bytes of input: a literal that was refused but is sent anyway. */
+static int session_skip_bytes(struct session *s, uint64_t n) {
+  while (n) {
+    if (s->inpos == s->inlen) {
+      int r = session_fill(s, 0);
+      if (r < 0) return r;
+    }
+    size_t take = s->inlen - s->inpos < n ? s->inlen - s->inpos : (size_t)n;
+    s->inpos += take;
+    n -= take;
+  }
+  return 1;
+}
+
+/*
+** Is the command being read an APPEND ("tag APPEND ...")? Its literals but the mailbox
+** name have APPENDLIMIT. Returns the length of "tag APPEND ", where the name starts, or 0.
+*/
+static size_t session_reading_append(const struct buf *cmd) {
+  size_t n = 0;
+  while (n < cmd->len && is_tag_char((unsigned char)cmd->p[n])) n++;
+  return n && cmd->len - n > 8 && strncasecmp(cmd->p + n, " APPEND ", 8) == 0 ? n + 8 : 0;
 }
 
 /*
 ** Read one whole command into s->cmd, literals inline (RFC 3501 7.5: a synchronizing
 ** literal gets "+" only once its size is accepted). Returns 1 to execute it, 0 if it was
 ** refused (the reply is queued), or <0 to end the session.
+**
+** A non-synchronizing literal that cannot be taken comes anyway. Over 4096 bytes on a
+** LITERAL- server, it is read and thrown away with the rest of the command, which is
+** answered BAD [TOOBIG] (RFC 7888 5 and 4, choice 1): its bytes are never taken for
+** commands. A synchronizing literal of an APPEND over APPENDLIMIT is refused before the
+** "+" with NO [TOOBIG] (RFC 7889 4).
 */
 static int session_read_command(struct session *s) {
   struct buf line = {0};
   size_t max_lit = s->srv->cfg.max_literal, traced = 0;   /* bytes of s->cmd in the transcript */
-  int tracing = atomic_load(&s->srv->tracing);
+  int tracing = atomic_load(&s->srv->tracing), skipping = 0;
   buf_reset(&s->cmd);
   s->trace_words = 0;
   s->trace_secret = 0;
@@ -7842,25 +8422,53 @@ static int session_read_command(struct session *s) {
       buf_free(&line);
       return r;
     }
-    buf_add(&s->cmd, line.p, line.len);
+    if (!skipping) buf_add(&s->cmd, line.p, line.len);
     uint64_t size;
     int plus;
     size_t at = literal_announced(line.p ? line.p : "", line.len, &size, &plus);
     if (at == line.len) break;
-    if (plus && !cap_on(s->srv, CAP_LITERALPLUS)) {   /* the bytes follow regardless */
+    if (skipping) {          /* the rest of a refused command, up to a literal that waits */
+      if (!plus) break;      /* for a "+" it will not get (RFC 3501 7.5) */
+      r = session_skip_bytes(s, size);
+      if (r < 0) {
+        buf_free(&line);
+        return r;
+      }
+      continue;
+    }
+    if (plus && !cap_on(s->srv, CAP_LITERALPLUS) && !cap_on(s->srv, CAP_LITERALMINUS)) {
       session_send(s, "* BYE Non-synchronizing literals are switched off (no LITERAL+)\r\n");
-      buf_free(&line);
+      buf_free(&line);       /* the bytes follow regardless: the stream is lost */
       return -1;
+    }
+    if (plus && size > LITERAL_MINUS_MAX && !cap_on(s->srv, CAP_LITERALPLUS)) {
+      if (tracing) session_trace_command(s, s->cmd.p + traced, s->cmd.len - traced);
+      r = session_skip_bytes(s, size);
+      if (r < 0) {
+        buf_free(&line);
+        return r;
+      }
+      skipping = 1;
+      continue;
     }
     if (size > max_lit || s->cmd.len + size > max_lit + 16 * IMAPMEM_MAX_LINE) {
       if (plus) {            /* the client sends it anyway: the stream is lost */
-        session_send(s, "* BYE Literal too large (limit %zu bytes)\r\n", max_lit);
+        session_send(s, "* BYE [TOOBIG] Literal too large (limit %zu bytes)\r\n", max_lit);
         buf_free(&line);
         return -1;
       }
-      char why[96];
-      snprintf(why, sizeof why, "Literal too large (limit %zu bytes)", max_lit);
+      char why[96];          /* BAD: past what any command may send (RFC 7888 5's code) */
+      snprintf(why, sizeof why, "[TOOBIG] Literal too large (limit %zu bytes)", max_lit);
       session_refuse(s, &s->cmd, why);
+      buf_free(&line);
+      return 0;
+    }
+    size_t limit = atomic_load(&s->srv->append_limit), name_at = session_reading_append(&s->cmd);
+    if (!plus && size > limit && name_at && name_at != s->cmd.len - (line.len - at)) {
+      char why[96];
+      snprintf(why, sizeof why, "[TOOBIG] APPEND The message is larger than APPENDLIMIT=%zu",
+               limit);
+      session_refuse_no(s, &s->cmd, why);
       buf_free(&line);
       return 0;
     }
@@ -7883,6 +8491,11 @@ static int session_read_command(struct session *s) {
     }
   }
   buf_free(&line);
+  if (skipping) {
+    session_refuse(s, &s->cmd, "[TOOBIG] Non-synchronizing literals are limited to 4096 bytes "
+                   "(LITERAL-)");
+    return 0;
+  }
   if (s->cmd.oom) {
     buf_free(&s->cmd);
     session_send(s, "* BAD Out of memory for this command\r\n");
@@ -8176,6 +8789,7 @@ int imapmem_new(const struct imapmem_config *config, imapmem **out) {
   srv->wake[0] = srv->wake[1] = -1;
   atomic_init(&srv->nactive, 0);
   atomic_init(&srv->caps_off, CAPS_OFF_AT_START);
+  atomic_init(&srv->append_limit, srv->cfg.max_literal);
   srv->events = 1;           /* a mark is never 0, which means "now" in imapmem_wait */
   atomic_init(&srv->last_uidvalidity,
               srv->cfg.uidvalidity ? srv->cfg.uidvalidity : (uint32_t)time(NULL));
@@ -8815,6 +9429,15 @@ int imapmem_set_trace(imapmem *srv, imapmem_trace_fn *fn, void *arg) {
   return IMAPMEM_OK;
 }
 
+int imapmem_set_append_limit(imapmem *srv, size_t bytes) {
+  if (!srv) return api_error(srv, IMAPMEM_MISUSE, "imapmem_set_append_limit: NULL handle");
+  if (bytes > srv->cfg.max_literal)
+    return api_error(srv, IMAPMEM_MISUSE, "imapmem_set_append_limit: %zu is over max_literal "
+                     "(%zu), which no APPEND can pass anyway", bytes, srv->cfg.max_literal);
+  atomic_store(&srv->append_limit, bytes);
+  return IMAPMEM_OK;
+}
+
 int imapmem_set_capability(imapmem *srv, const char *name, int on) {
   if (!srv || !name) return api_error(srv, IMAPMEM_MISUSE, "imapmem_set_capability: NULL argument");
   for (size_t i = 0; i < NCAPS; i++) {
@@ -8992,6 +9615,8 @@ static const char usage[] =
   "                             '#3=DROP', 'delay=200', 'chunk=1' (see the README)\n"
   "      --nomodseq MAILBOX     MAILBOX has no mod-sequences: SELECT answers [NOMODSEQ]\n"
   "                             (repeatable; CONDSTORE, RFC 7162 3.1.2.2)\n"
+  "      --append-limit BYTES   refuse larger APPENDs with NO [TOOBIG]; advertised as\n"
+  "                             APPENDLIMIT=BYTES (default and most: the 64 MiB literal limit)\n"
   "  -h, --help                 show this help\n"
   "  -V, --version              show the version\n"
   "\n"
@@ -9059,6 +9684,7 @@ struct options {
   const char **nomodseq;      /* mailboxes of the first user */
   int nnomodseq;
   const char *save;
+  long append_limit;          /* -1: the default */
   int stdio, exit_with_parent, trace;
 };
 
@@ -9092,7 +9718,7 @@ static int parse_options(int argc, char **argv, struct options *o) {
     static const char *const valued[] = {"-p", "--port", "-b", "--bind", "-u", "--user",
                                          "--uidvalidity", "--max-connections",
                                          "--idle-timeout", "--save", "--capability",
-                                         "--fault", "--nomodseq"};
+                                         "--fault", "--nomodseq", "--append-limit"};
     int is_flag = 0, known = 0;
     for (size_t k = 0; k < sizeof flags / sizeof flags[0]; k++) is_flag |= !strcmp(name, flags[k]);
     for (size_t k = 0; k < sizeof valued / sizeof valued[0]; k++) known |= !strcmp(name, valued[k]);
@@ -9143,6 +9769,9 @@ static int parse_options(int argc, char **argv, struct options *o) {
       o->faults[o->nfaults++] = val;
     } else if (!strcmp(name, "--nomodseq")) {
       o->nomodseq[o->nnomodseq++] = val;
+    } else if (!strcmp(name, "--append-limit")) {
+      if (!number_arg(val, 0, LONG_MAX, &o->append_limit))
+        return die_usage("invalid append limit: %s", val);
     } else {
       return die_usage("unknown option: %s", a);
     }
@@ -9155,11 +9784,13 @@ static int parse_options(int argc, char **argv, struct options *o) {
   return -1;
 }
 
-/* Is word one of the space-separated words of list? */
+/* Is word one of the space-separated words of list? Both are names: "=value" is left out. */
 static int has_word(const char *list, const char *word, size_t n) {
+  n = strcspn(word, "= ") < n ? strcspn(word, "= ") : n;
   for (const char *p = list; *p;) {
     size_t k = strcspn(p, " ");
-    if (k == n && strncasecmp(p, word, n) == 0) return 1;
+    size_t name = strcspn(p, "= ") < k ? strcspn(p, "= ") : k;
+    if (name == n && strncasecmp(p, word, n) == 0) return 1;
     p += k + (p[k] == ' ');
   }
   return 0;
@@ -9175,7 +9806,7 @@ static int switch_capability(imapmem *srv, const char *arg) {
     const char *from = on ? before : after, *to = on ? after : before;
     for (const char *p = to; *p;) {   /* words in `to` but not in `from` */
       size_t k = strcspn(p, " ");
-      if (!has_word(from, p, k) && !(k == strlen(arg + 1) && strncasecmp(p, arg + 1, k) == 0))
+      if (!has_word(from, p, k) && !has_word(arg + 1, p, k))
         fprintf(stderr, "imapmem: --capability %s also switched %s %.*s\n", arg,
                 on ? "on" : "off", (int)k, p);
       p += k + (p[k] == ' ');
@@ -9288,6 +9919,8 @@ static int serve(struct options *o) {
   for (int i = 0; i < o->nfaults && rc == IMAPMEM_OK; i++) rc = imapmem_fault(srv, o->faults[i]);
   for (int i = 0; i < o->nnomodseq && rc == IMAPMEM_OK; i++)
     rc = imapmem_set_nomodseq(srv, o->users[0].name, o->nomodseq[i], 1);
+  if (rc == IMAPMEM_OK && o->append_limit >= 0)
+    rc = imapmem_set_append_limit(srv, (size_t)o->append_limit);
   if (rc == IMAPMEM_OK && o->trace) imapmem_set_trace(srv, trace_to_stderr, NULL);
   if (rc == IMAPMEM_OK && o->stdio) rc = imapmem_serve_fd(srv, 0, 1, o->users[0].name);
   else if (rc == IMAPMEM_OK) rc = imapmem_start(srv, o->bind, (int)o->port);
@@ -9336,6 +9969,7 @@ int main(int argc, char **argv) {
   memset(&o, 0, sizeof o);
   o.bind = "127.0.0.1";
   o.port = 1143;
+  o.append_limit = -1;
   o.users = calloc((size_t)argc + 1, sizeof *o.users);
   o.paths = calloc((size_t)argc + 1, sizeof *o.paths);
   o.caps = calloc((size_t)argc + 1, sizeof *o.caps);

@@ -358,16 +358,28 @@ int imapmem_set_trace(imapmem *srv, imapmem_trace_fn *fn, void *arg);
 /*
 ** Switch an extension off (on = 0) or back on: "IDLE", "MOVE", "UIDPLUS", "UNSELECT",
 ** "NAMESPACE", "ID", "LITERAL+", "LITERAL-", "SASL-IR", "CHILDREN", "ENABLE",
-** "CONDSTORE", "QRESYNC", "ESEARCH", "SEARCHRES", "CONTEXT=SEARCH", "PARTIAL", "UIDONLY".
-** Off means it is not advertised and its commands (and SEARCH RETURN options) answer BAD
-** as unknown. Dependencies follow the RFCs: switching one off also switches off those
-** that need it (CONDSTORE or ENABLE takes QRESYNC with it; ESEARCH takes SEARCHRES,
-** CONTEXT=SEARCH and PARTIAL; ENABLE takes UIDONLY), switching one on also switches on
+** "CONDSTORE", "QRESYNC", "ESEARCH", "SEARCHRES", "CONTEXT=SEARCH", "PARTIAL", "BINARY",
+** "MULTIAPPEND", "CATENATE", "APPENDLIMIT" (advertised as APPENDLIMIT=n, switched by its
+** name alone), "UIDONLY". Off means it is not advertised and its commands (or their
+** extended forms, and SEARCH RETURN options) answer BAD as unknown. Dependencies follow
+** the RFCs: switching one off also switches off those that need it (CONDSTORE or ENABLE
+** takes QRESYNC with it; ESEARCH takes SEARCHRES, CONTEXT=SEARCH and PARTIAL; ENABLE
+** takes UIDONLY), switching one on also switches on
 ** what it needs and off what it excludes (LITERAL+ and LITERAL- never go together;
 ** LITERAL- is off at start). Returns IMAPMEM_OK; IMAPMEM_NOTFOUND for another
 ** name; IMAPMEM_MISUSE for a NULL argument.
 */
 int imapmem_set_capability(imapmem *srv, const char *name, int on);
+
+/*
+** Set the largest message APPEND accepts, in bytes (RFC 7889 APPENDLIMIT): a larger one,
+** or a CATENATE result larger, is refused with NO [TOOBIG], and the capability list and
+** STATUS (APPENDLIMIT) show the limit. The default is config.max_literal (64 MiB), past
+** which no literal can go anyway; 0 refuses every APPEND (RFC 7889 5). It may be called
+** from any thread, also while the server runs; commands read it as they start. Returns
+** IMAPMEM_OK; IMAPMEM_MISUSE for a NULL handle or bytes over config.max_literal.
+*/
+int imapmem_set_append_limit(imapmem *srv, size_t bytes);
 
 /*
 ** The capabilities advertised now, space-separated as in "* CAPABILITY", into

@@ -2441,6 +2441,66 @@ static void test_resync_api(void) {
   imapmem_free(srv);
 }
 
+/* APPEND of NEWMSG on c with a synchronizing literal: the tagged text, "+" or not first. */
+static const char *append_newmsg(struct conn *c, int *got_plus) {
+  conn_sendf(c, "ap APPEND INBOX {%zu}\r\n", strlen(NEWMSG));
+  resp_clear(c);
+  long off = conn_line(c, IO_TIMEOUT);
+  *got_plus = off >= 0 && c->resp[off] == '+';
+  if (!*got_plus)
+    return off >= 0 && strncmp(c->resp + off, "ap ", 3) == 0 ? c->resp + off + 3 : "";
+  conn_send(c, NEWMSG, strlen(NEWMSG));
+  conn_send(c, "\r\n", 2);
+  return conn_until_tagged(c, "ap", IO_TIMEOUT);
+}
+
+static void test_append_limit(void) {
+  imapmem *srv = basic_server();
+  CHECK(srv != NULL);
+  if (!srv) return;
+  size_t n = strlen(NEWMSG), count0 = 0, count = 0;
+  int plus;
+  CHECK(imapmem_count(srv, "alice", "INBOX", &count0) == IMAPMEM_OK);
+  /* by default the limit is max_literal, 64 MiB (RFC 7889 2 (a)) */
+  struct conn *c = pair_conn(srv, "alice");
+  CHECK(c != NULL);
+  if (c) {
+    CHECK(ok(cmd(c, "CAPABILITY")));
+    CHECKM(has_cap(c->resp, "APPENDLIMIT=67108864"), "%s", c->resp);
+    conn_free(c);
+  }
+  CHECK(imapmem_set_append_limit(NULL, 10) == IMAPMEM_MISUSE);
+  CHECK(imapmem_set_append_limit(srv, ((size_t)64 << 20) + 1) == IMAPMEM_MISUSE);
+  /* one byte less than NEWMSG: advertised, in STATUS, and NO [TOOBIG] before the "+" */
+  CHECK(imapmem_set_append_limit(srv, n - 1) == IMAPMEM_OK);
+  c = pair_conn(srv, "alice");
+  if (c) {
+    char want[64];
+    snprintf(want, sizeof want, "APPENDLIMIT=%zu", n - 1);
+    CHECK(ok(cmd(c, "CAPABILITY")));
+    CHECKM(has_cap(c->resp, want), "%s", c->resp);
+    CHECK(ok(cmd(c, "STATUS INBOX (APPENDLIMIT)")));
+    snprintf(want, sizeof want, "(APPENDLIMIT %zu)", n - 1);
+    CHECKM(strstr(c->resp, want) != NULL, "%s", c->resp);
+    const char *t = append_newmsg(c, &plus);
+    CHECKM(!plus && strncmp(t, "NO [TOOBIG]", 11) == 0, "%s", t);
+    CHECK(ok(cmd(c, "NOOP")));
+    /* exactly the limit is accepted (RFC 7889 5: the largest size accepted) */
+    CHECK(imapmem_set_append_limit(srv, n) == IMAPMEM_OK);
+    t = append_newmsg(c, &plus);
+    CHECKM(plus && ok(t), "%s", t);
+    /* 0: no APPEND at all (RFC 7889 5) */
+    CHECK(imapmem_set_append_limit(srv, 0) == IMAPMEM_OK);
+    CHECK(ok(cmd(c, "CAPABILITY")));
+    CHECKM(has_cap(c->resp, "APPENDLIMIT=0"), "%s", c->resp);
+    t = append_newmsg(c, &plus);
+    CHECKM(!plus && strncmp(t, "NO [TOOBIG]", 11) == 0, "%s", t);
+    conn_free(c);
+  }
+  CHECK(imapmem_count(srv, "alice", "INBOX", &count) == IMAPMEM_OK && count == count0 + 1);
+  imapmem_free(srv);
+}
+
 int main(void) {
   struct {
     const char *name;
@@ -2469,6 +2529,7 @@ int main(void) {
     {"load_mbox_names", test_load_mbox_names},
     {"api_second_pass", test_api_second_pass},
     {"resync_api", test_resync_api},
+    {"append_limit", test_append_limit},
   };
   /* From here on a vanished peer must not end the test run; test_no_sigpipe checked
      that the library does not rely on this. */

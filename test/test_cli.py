@@ -171,7 +171,7 @@ class Errors(ServerCase):
 
     def test_missing_option_argument(self):
         for opt in ("-p", "--port", "-b", "--bind", "-u", "--user", "--uidvalidity",
-                    "--max-connections", "--idle-timeout"):
+                    "--max-connections", "--idle-timeout", "--append-limit"):
             self.fails([BASIC, opt] if opt in ("-p", "--port") else ["-p", "0", BASIC, opt])
 
     def test_bad_option_values(self):
@@ -180,6 +180,8 @@ class Errors(ServerCase):
         self.fails(["-p", "0", "--uidvalidity", "abc", BASIC])
         self.fails(["-p", "0", "--max-connections", "many", BASIC])
         self.fails(["-p", "0", "--idle-timeout", "soon", BASIC])
+        self.fails(["-p", "0", "--append-limit", "-1", BASIC])
+        self.fails(["-p", "0", "--append-limit", "67108865", BASIC])   # over the literal limit
         self.fails(["-p", "0", "-u", "no-password-given", BASIC])
         self.fails(["-p", "0", "-b", "999.999.999.999", BASIC])
 

@@ -102,6 +102,28 @@ class Capability(ServerCase):
         self.assertIn("+QRESYNC also switched on CONDSTORE", err)
         self.assertIn("+LITERAL- also switched off LITERAL+", err)
 
+    def test_append_extensions_switch_off_alone(self):
+        """BINARY, MULTIAPPEND, CATENATE and APPENDLIMIT need nothing and pull nothing; the
+        APPENDLIMIT=n word switches by its name, and the limit option keeps to it."""
+        s = self.start("--capability", "-BINARY", "--capability", "-MULTIAPPEND",
+                       "--capability", "-CATENATE", "--capability", "-APPENDLIMIT",
+                       "--append-limit", "100", BASIC)
+        r = self.raw(s)
+        c = caps(r.ok("CAPABILITY"))
+        for name in ("BINARY", "MULTIAPPEND", "CATENATE"):
+            self.assertNotIn(name, c)
+        self.assertFalse([w for w in c if w.startswith("APPENDLIMIT")], c)
+        self.assertIn("UIDPLUS", c)
+        self.assertEqual(s.stderr().strip(), "")
+        r.ok("SELECT INBOX")
+        for cmd in ("FETCH 1 BINARY.PEEK[1]", "STATUS INBOX (APPENDLIMIT)",
+                    'APPEND INBOX CATENATE (URL "/INBOX/;UID=1")'):
+            self.assertTrue(r.cmd(cmd)[1].startswith(b"BAD"), cmd)
+        s = self.start("--capability", "-APPENDLIMIT", "--capability", "+APPENDLIMIT",
+                       "--append-limit", "100", BASIC)
+        self.assertIn("APPENDLIMIT=100", caps(self.raw(s).ok("CAPABILITY")))
+        self.assertEqual(s.stderr().strip(), "")
+
     def test_unknown_capability_exits_2(self):
         p = run(["-p", "0", "--capability", "-XYZZY", BASIC])
         self.assertEqual(p.returncode, 2, p.stderr)

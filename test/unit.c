@@ -377,6 +377,70 @@ static void test_allocation_failures(void) {
   CHECK(ok_at > 10 && clean == ok_at - 1);   /* every failure before success was clean */
 }
 
+/*
+** The tagged reply to "a ...", or the untagged "* BAD" of a command the server had no
+** memory to read, or "* BYE" or the end of the connection; from fd into in.
+*/
+static const char *append_reply(int fd, struct buf *in) {
+  buf_reset(in);
+  buf_add(in, "\n", 1);              /* so that a reply at the start is found too */
+  for (;;) {
+    const char *ends[] = {"\na ", "\n* BAD ", "\n* BYE "};
+    for (int k = 0; k < 3; k++) {
+      const char *at = in->len ? strstr(in->p, ends[k]) : NULL;
+      if (at && strchr(at + 1, '\n')) return at + 1;
+    }
+    char tmp[4096];
+    ssize_t r = read(fd, tmp, sizeof tmp);
+    if (r <= 0) return "connection closed";
+    buf_add(in, tmp, (size_t)r);
+  }
+}
+
+/*
+** An APPEND of three messages (a literal, a literal8 with a binary part, a CATENATE with a
+** URL), with the Nth allocation failing from the moment it is sent: each try stores all
+** three or none (RFC 3502), and the server lives on.
+*/
+static void test_append_allocation_failures(void) {
+  static const char cmd[] =
+    "a APPEND Sent {20+}\r\nSubject: 1\r\n\r\nbody\r\n"
+    " ~{56+}\r\nSubject: 2\r\nContent-Transfer-Encoding: binary\r\n\r\nb\0i\0n\r\n"
+    " CATENATE (TEXT {14+}\r\nSubject: 3\r\n\r\n URL \"/INBOX/;UID=1/;SECTION=TEXT\")\r\n";
+  int all_or_none = 1, ok_at = 0;
+  for (long n = 1; n < 600 && !ok_at; n++) {
+    imapmem *srv = NULL;
+    int sv[2] = {-1, -1};
+    struct buf in = {0};
+    const char *box = "From a Mon Jan  1 00:00:00 2024\nSubject: a\n\nbody\n";
+    if (imapmem_new(NULL, &srv) != IMAPMEM_OK || imapmem_add_user(srv, "u", "p") != IMAPMEM_OK ||
+        imapmem_load_mbox(srv, "u", "INBOX", box, strlen(box), "x") != IMAPMEM_OK ||
+        imapmem_load_mbox(srv, "u", "Sent", "", 0, "y") != IMAPMEM_OK ||
+        socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0 ||
+        imapmem_serve_fd(srv, sv[1], sv[1], "u") != IMAPMEM_OK) {
+      CHECK(0);
+      break;
+    }
+    CHECK(strncmp(exchange(sv[0], "n NOOP\r\n", "n", &in), "n OK", 4) == 0);
+    buf_reserve(&in, 1 << 16);         /* so that the test's own reads never allocate */
+    atomic_store(&mem_fail_countdown, n);
+    if (write(sv[0], cmd, sizeof cmd - 1) == (ssize_t)(sizeof cmd - 1)) {
+      const char *t = append_reply(sv[0], &in);
+      atomic_store(&mem_fail_countdown, 0);
+      size_t count = 99;
+      CHECK(imapmem_count(srv, "u", "Sent", &count) == IMAPMEM_OK);
+      if (strncmp(t, "a OK", 4) == 0) ok_at = (int)n;
+      all_or_none &= ok_at ? count == 3 : count == 0;
+    }
+    atomic_store(&mem_fail_countdown, 0);
+    close(sv[0]);
+    imapmem_stop(srv);
+    imapmem_free(srv);
+    buf_free(&in);
+  }
+  CHECK(ok_at > 10 && all_or_none);
+}
+
 static int open_fds(void) {
   int n = 0;
   for (int fd = 0; fd < 4096; fd++) n += fcntl(fd, F_GETFD) != -1;
@@ -567,6 +631,52 @@ static void test_substring(void) {
   free(t);
 }
 
+/* RFC 3516: the decoders FETCH BINARY uses, and the base64 a literal8 APPEND is kept in. */
+static void test_binary(void) {
+  const char bin[] = {'a', 0, '\r', 'b', '\n', (char)0xff, 'z'};
+  struct buf e = {0}, d = {0};
+  base64_encode(bin, sizeof bin, &e);
+  CHECK(e.p && strcmp(e.p, "YQANYgr/eg==\r\n") == 0);
+  CHECK(base64_decode(e.p, e.len, &d, 0) && d.len == sizeof bin && !memcmp(d.p, bin, d.len));
+  buf_reset(&e);
+  char many[100];
+  memset(many, 'x', sizeof many);
+  base64_encode(many, 57, &e);     /* 57 octets: exactly one 76-character line */
+  CHECK(e.len == 78 && e.p[76] == '\r');
+  buf_reset(&e);
+  base64_encode(many, 58, &e);
+  CHECK(e.len == 78 + 6);
+  buf_reset(&d);                   /* RFC 2045 6.7 rule 3: trailing white space goes */
+  const char *qp = "a  \r\nb=\r\nc \t=\r\nd=20\r\n\te =3D";
+  qp_decode(qp, strlen(qp), &d, 0);
+  CHECK(d.p && strcmp(d.p, "a\r\nbc \td \r\n\te =") == 0);
+  static const char msg[] =
+    "Subject: x\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+    "--b\r\nContent-Type: text/plain\r\n\r\nhello\r\n"
+    "--b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: Binary\r\n"
+    "\r\nab\0c\r\n"
+    "--b\r\nContent-Type: application/octet-stream\r\n\r\nnul\0\r\n--b--\r\n";
+  size_t n = sizeof msg - 1;       /* NULs included */
+  buf_reset(&e);
+  CHECK(msg_binary_to_base64(msg, n, &e) == 1);
+  CHECK(e.p && memchr(e.p, 0, e.len) == NULL);
+  CHECK(e.p && strstr(e.p, "Content-Transfer-Encoding: base64\r\n\r\nYWIAYw==\r\n--b\r\n"));
+  CHECK(e.p && strstr(e.p, "stream\r\nContent-Transfer-Encoding: base64\r\n\r\nbnVsAA==\r\n--b--"));
+  CHECK(e.p && strstr(e.p, "\r\n\r\nhello\r\n--b\r\n"));
+  struct msgmeta *m = e.p ? msgmeta_build(e.p, e.len) : NULL;
+  uint32_t two[] = {2};
+  int p2 = m ? fetch_find_part(m, two, 1) : -1;
+  struct str v;
+  buf_reset(&d);
+  CHECK(p2 > 0 && part_binary(e.p, &m->parts[p2], &d, &v) && v.len == 4 &&
+        memcmp(v.p, "ab\0c", 4) == 0);
+  msgmeta_free(m);
+  buf_reset(&e);
+  CHECK(msg_binary_to_base64("Subject: y\r\n\r\nplain\r\n", 21, &e) == 0 && e.len == 0);
+  buf_free(&e);
+  buf_free(&d);
+}
+
 int main(void) {
   test_parser();
   test_seqset();
@@ -578,12 +688,14 @@ int main(void) {
   test_model();
   test_metadata_once();
   test_allocation_failures();
+  test_append_allocation_failures();
   test_nothing_left_behind();
   test_add_user_race();
   test_no_sigpipe();
   test_stop_with_a_full_pipe();
   test_failed_load_adds_nothing();
   test_substring();
+  test_binary();
   arena_free(&A);
   printf("%d passed, %d failed\n", passed, failed);
   return failed != 0;
