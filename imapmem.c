@@ -34,6 +34,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <iconv.h>
 #include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -113,15 +114,17 @@ struct set_writer {          /* writes ascending numbers as a sequence-set: "1:3
   uint32_t lo, hi;            /* the range not yet written */
   size_t n;                   /* numbers added */
 };
-struct needle {              /* a string to look for without regard to ASCII case */
-  const unsigned char *lower; /* its bytes in lower case */
+struct needle {              /* a string to look for without regard to case */
+  const unsigned char *lower; /* its bytes in lower case (utf8_fold'ed) */
   uint32_t *fail;             /* KMP: the longest proper border of lower[0..i] */
   size_t len;
+  int fold;                   /* it has non-ASCII bytes: fold the text too */
 };
 
 /* ---- section 2: message model ---- */
 enum part_kind { PART_LEAF, PART_TEXT, PART_MULTIPART, PART_MESSAGE };
 enum part_cte { CTE_IDENTITY, CTE_BASE64, CTE_QP, CTE_UNKNOWN };  /* how to decode the body */
+enum part_charset { CS_UTF8, CS_LATIN1, CS_ICONV };  /* as it is, by table, through iconv */
 /*
 ** One MIME entity: offsets into the message's bytes, and the facts of its header that
 ** SEARCH, FETCH and BODYSTRUCTURE read, found once when the part table is built.
@@ -137,7 +140,7 @@ struct part {
   uint8_t kind;
   uint8_t digest;             /* a multipart/digest: children default to message/rfc822 */
   uint8_t cte;                /* enum part_cte */
-  uint8_t latin1;             /* charset ISO-8859-1 or alike: SEARCH reads it as UTF-8 */
+  uint8_t charset;            /* enum part_charset: how SEARCH turns the text into UTF-8 */
 };
 /*
 ** Header fields that ENVELOPE and BODYSTRUCTURE read; struct headers holds the first of
@@ -748,16 +751,48 @@ static size_t literal_announced(const char *p, size_t n, uint64_t *size, int *pl
 ** fastest on real text; once those checks have cost more than three times the text passed,
 ** the KMP automaton takes over, which looks at each byte once and never steps back.
 */
+/*
+** Fold the letters of UTF-8 text to small letters, in place, for the alphabets whose
+** capital and small letters are both two bytes long (Latin-1, Latin Extended-A, Greek,
+** Cyrillic), so that no offset moves: "J\xc3\x98RN" finds "j\xc3\xb8rn". RFC 3501 6.4.4
+** leaves folding beyond ASCII to the server; Dovecot folds by Unicode's tables, which this
+** follows for these alphabets (letters whose other case has another length stay).
+*/
+static void utf8_fold(unsigned char *p, size_t n) {
+  for (size_t i = 0; i + 1 < n; i++) {
+    if (p[i] < 0xc3 || p[i] > 0xd0 || (p[i + 1] & 0xc0) != 0x80) continue;
+    unsigned cp = (unsigned)(p[i] & 0x1f) << 6 | (p[i + 1] & 0x3f), lo = cp;
+    if ((cp >= 0xc0 && cp <= 0xde && cp != 0xd7) || (cp >= 0x391 && cp <= 0x3ab && cp != 0x3a2) ||
+        (cp >= 0x410 && cp <= 0x42f))
+      lo = cp + 0x20;
+    else if (cp >= 0x400 && cp <= 0x40f)
+      lo = cp + 0x50;
+    else if (cp == 0x178)
+      lo = 0xff;
+    else if (cp >= 0x100 && cp <= 0x17e && cp != 0x130 && cp != 0x131 && cp != 0x138 &&
+             cp != 0x149)   /* pairs: capital even, but odd from U+0139 to U+0148 and U+0179 */
+      lo = ((cp >= 0x139 && cp <= 0x148) || cp >= 0x179) == (cp % 2 == 1) ? cp + 1 : cp;
+    p[i] = (unsigned char)(0xc0 | lo >> 6);
+    p[i + 1] = (unsigned char)(0x80 | (lo & 0x3f));
+    i++;
+  }
+}
+
 static int needle_init(struct needle *nd, struct str s, struct arena *a) {
   nd->len = s.len;
   nd->lower = NULL;
   nd->fail = NULL;
+  nd->fold = 0;
   if (s.len == 0) return 1;
   if (s.len > UINT32_MAX) return 0;
   unsigned char *lo = arena_alloc(a, s.len);
   uint32_t *fail = arena_alloc(a, s.len * sizeof *fail);
   if (!lo || !fail) return 0;
-  for (size_t i = 0; i < s.len; i++) lo[i] = lower_case[(unsigned char)s.p[i]];
+  for (size_t i = 0; i < s.len; i++) {
+    lo[i] = lower_case[(unsigned char)s.p[i]];
+    nd->fold |= lo[i] >= 0x80;
+  }
+  utf8_fold(lo, s.len);
   fail[0] = 0;
   for (size_t i = 1, k = 0; i < s.len; i++) {
     while (k > 0 && lo[i] != lo[k]) k = fail[k - 1];
@@ -777,7 +812,7 @@ static size_t next_byte(const unsigned char *h, size_t n, size_t from, int c) {
 
 static atomic_long needle_work;  /* bytes looked at by needle_find, so a test can bound it */
 
-static const char *needle_find(const struct needle *nd, const char *text, size_t n) {
+static const char *needle_find_bytes(const struct needle *nd, const char *text, size_t n) {
   size_t m = nd->len;
   if (m == 0) return text;
   if (n < m) return NULL;
@@ -823,6 +858,24 @@ static const char *needle_find(const struct needle *nd, const char *text, size_t
   }
   atomic_fetch_add_explicit(&needle_work, (long)work, memory_order_relaxed);
   return found;
+}
+
+/*
+** Where the needle first is in text, without regard to case, or NULL. For a needle with
+** non-ASCII bytes the text is folded (utf8_fold) into a copy first; without memory for
+** the copy, its bytes are compared as they are.
+*/
+static const char *needle_find(const struct needle *nd, const char *text, size_t n) {
+  int fold = 0;
+  for (size_t i = 0; nd->fold && i < n && !fold; i++) fold = (unsigned char)text[i] >= 0xc3;
+  unsigned char *copy = fold && n >= nd->len ? mem_alloc(n) : NULL;
+  if (!copy) return needle_find_bytes(nd, text, n);
+  memcpy(copy, text, n);
+  utf8_fold(copy, n);
+  const char *found = needle_find_bytes(nd, (const char *)copy, n);
+  size_t at = found ? (size_t)(found - (const char *)copy) : 0;
+  free(copy);
+  return found ? text + at : NULL;
 }
 
 /* ------------------------------------------------------------------------- */
@@ -1934,6 +1987,11 @@ static struct str part_view(const char *msg, uint32_t off, uint16_t len) {
   return str_make(msg + off, len);
 }
 
+static int charset_is_utf8(struct str cs) {   /* or a subset of it */
+  return cs.len == 0 || str_ieq(cs, "utf-8") || str_ieq(cs, "us-ascii") || str_ieq(cs, "utf8") ||
+         str_ieq(cs, "ascii");
+}
+
 static int charset_is_latin1(struct str cs) {
   return str_ieq(cs, "iso-8859-1") || str_ieq(cs, "latin1") || str_ieq(cs, "iso-8859-15") ||
          str_ieq(cs, "windows-1252");
@@ -1955,7 +2013,8 @@ static void part_facts(struct part *pt, const char *msg, const struct ctype *ct)
   }
   struct buf cs = {0};
   if (ct && ctype_param(ct, "charset", &cs))
-    pt->latin1 = (uint8_t)charset_is_latin1(str_make(cs.p, cs.len));
+    pt->charset = charset_is_latin1(str_make(cs.p, cs.len)) ? CS_LATIN1
+                : charset_is_utf8(str_make(cs.p, cs.len)) ? CS_UTF8 : CS_ICONV;
   buf_free(&cs);
   struct str v;
   if (header_get(msg + pt->hdr_off, msg + pt->hdr_off + pt->hdr_len,
@@ -2309,8 +2368,8 @@ static const struct rendered *msgdata_rendered(struct msgdata *d) {
 /* ------------------------------------------------------------------------- */
 /*
 ** Text as a person reads it, for SEARCH: RFC 2047 encoded words decoded in headers,
-** base64 and quoted-printable undone in bodies. ISO-8859-1 is converted to UTF-8 so a
-** UTF-8 search string finds it; other charsets are compared as their bytes.
+** base64 and quoted-printable undone in bodies, and every charset converted to UTF-8
+** (charset_to_utf8), so that a UTF-8 search string finds it.
 */
 static void latin1_to_utf8(const char *p, size_t n, struct buf *out) {
   for (size_t i = 0; i < n; i++) {
@@ -2321,6 +2380,41 @@ static void latin1_to_utf8(const char *p, size_t n, struct buf *out) {
       buf_addc(out, (char)(0x80 | (c & 0x3f)));
     }
   }
+}
+
+/*
+** Text in charset cs as UTF-8, into out: UTF-8 and US-ASCII as they are, ISO-8859-1 by
+** table, every other charset through libc's iconv (the legacy CJK ones real mail uses
+** too: ISO-2022-JP, Shift_JIS, EUC-KR, GB2312/GBK, Big5); a byte iconv cannot convert
+** becomes U+FFFD, and text in a charset iconv does not know is left as it is.
+*/
+static void charset_to_utf8(struct str cs, const char *p, size_t n, struct buf *out) {
+  char name[64];
+  iconv_t cd = (iconv_t)-1;
+  if (!charset_is_utf8(cs) && !charset_is_latin1(cs) && cs.len < sizeof name) {
+    snprintf(name, sizeof name, "%.*s", (int)cs.len, cs.p);
+    cd = iconv_open("UTF-8", name);
+  }
+  if (cd == (iconv_t)-1) {
+    if (charset_is_latin1(cs)) latin1_to_utf8(p, n, out);
+    else buf_add(out, p, n);
+    return;
+  }
+  char *in = (char *)p;      /* iconv's prototype; it does not write there */
+  size_t left = n;
+  while (left && buf_reserve(out, left * 4 + 16)) {
+    char *o = out->p + out->len;
+    size_t room = out->cap - out->len - 1;
+    size_t r = iconv(cd, &in, &left, &o, &room);
+    out->len = (size_t)(o - out->p);
+    if (r == (size_t)-1 && errno != E2BIG) {   /* EILSEQ, or EINVAL at the end */
+      buf_adds(out, "\xef\xbf\xbd");
+      in++;
+      left--;
+      iconv(cd, NULL, NULL, NULL, NULL);
+    }
+  }
+  iconv_close(cd);
 }
 
 static int hexval(int c) {
@@ -2386,8 +2480,7 @@ static void rfc2047_decode(struct str v, struct buf *out) {
           /* white space between two encoded words is dropped (RFC 2047 6.2) */
           if (!last_was_word && pending_ws_len) buf_add(out, v.p + pending_ws_at, pending_ws_len);
           pending_ws_len = 0;
-          if (charset_is_latin1(cs)) latin1_to_utf8(raw.p ? raw.p : "", raw.len, out);
-          else buf_add(out, raw.p ? raw.p : "", raw.len);
+          charset_to_utf8(cs, raw.p ? raw.p : "", raw.len, out);
           buf_free(&raw);
           last_was_word = 1;
           i = (size_t)(q3 + 2 - v.p);
@@ -2465,8 +2558,22 @@ static void part_decoded_text(const char *msg, const struct part *pt, struct buf
     p = raw.p ? raw.p : "";
     n = raw.len;
   }
-  if (pt->latin1) latin1_to_utf8(p, n, out);
-  else buf_add(out, p, n);
+  if (pt->charset == CS_LATIN1) {
+    latin1_to_utf8(p, n, out);
+  } else if (pt->charset == CS_ICONV) {   /* the charset's name, read again */
+    struct str v;
+    struct ctype ct;
+    struct buf cs = {0};
+    if (header_get(msg + pt->hdr_off, msg + pt->hdr_off + pt->hdr_len, "Content-Type", &v)) {
+      ctype_parse(v, 1, &ct);
+      ctype_param(&ct, "charset", &cs);
+      ctype_free(&ct);
+    }
+    charset_to_utf8(str_make(cs.p ? cs.p : "", cs.len), p, n, out);
+    buf_free(&cs);
+  } else {
+    buf_add(out, p, n);
+  }
   buf_free(&raw);
 }
 
@@ -5490,7 +5597,7 @@ static int search_text(const char *msg, const struct msgmeta *mm, const struct n
       found = search_header(msg + pt->hdr_off, msg + pt->hdr_off + pt->hdr_len,
                             str_make(NULL, 0), nd);
     if (found || pt->kind != PART_TEXT || pt->cte == CTE_UNKNOWN) continue;
-    if (pt->cte == CTE_IDENTITY && !pt->latin1) {   /* searched where it lies, uncopied */
+    if (pt->cte == CTE_IDENTITY && pt->charset == CS_UTF8) {   /* searched where it lies */
       found = needle_find(nd, msg + pt->body_off, pt->body_len) != NULL;
     } else {
       buf_reset(&dec);

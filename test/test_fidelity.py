@@ -314,7 +314,8 @@ def corpus():
     """Every message of this file's tests, as bytes (LF line ends): the hand-written part
     of test/difftest.py's corpus."""
     return [("%s\n%s" % (h, b)).encode() for h, b in
-            address_messages() + SEARCH_MBOX + body_messages() + TEXT_MBOX]
+            address_messages() + SEARCH_MBOX + body_messages() + TEXT_MBOX +
+            charset_messages()]
 
 
 class BodyTest(FidelityCase):
@@ -385,6 +386,64 @@ class SearchTextTest(FidelityCase):
     def test_unknown_encoding_not_searched(self):
         self.check("BODY hidden", [])
         self.check("BODY nothing", [1])
+
+
+# ---------------------------------------------------------------- charsets and case
+
+def b64(text, charset):
+    import base64
+    return base64.b64encode(text.encode(charset)).decode()
+
+
+# (charset, text): each message has the text in its body (in the charset, base64) and
+# in its Subject (an encoded word)
+CHARSETS = [("iso-2022-jp", "\u65e5\u672c\u8a9e\u306e\u30c6\u30b9\u30c8"),
+            ("shift_jis", "\u6771\u4eac\u306e\u5929\u6c17"),
+            ("euc-kr", "\ud55c\uad6d\uc5b4 \uba54\uc77c"),
+            ("gb2312", "\u4e2d\u6587\u90ae\u4ef6"),
+            ("gbk", "\u9f98\u4e2d\u6587"),
+            ("big5", "\u7e41\u9ad4\u4e2d\u6587"),
+            ("koi8-r", "\u041f\u0440\u0438\u0432\u0435\u0442 \u043c\u0438\u0440"),
+            ("windows-1251", "\u0417\u0434\u0440\u0430\u0432\u0441\u0442\u0432\u0443\u0439"),
+            ("iso-8859-7", "\u039a\u03b1\u03bb\u03b7\u03bc\u03ad\u03c1\u03b1"),
+            ("iso-8859-2", "\u017b\u00f3\u0142w \u0141\u00f3d\u017a")]
+
+
+def charset_messages():
+    return [(DATE + "From: a@b.example\nSubject: =?%s?B?%s?=\nMIME-Version: 1.0\n"
+             "Content-Type: text/plain; charset=%s\nContent-Transfer-Encoding: base64\n"
+             % (cs, b64(text, cs), cs), b64(text, cs) + "\n") for cs, text in CHARSETS] + [
+        (DATE + "From: =?utf-8?q?J=C3=B8rn_=C3=85se?= <j@x.example>\nSubject: caf\u00e9\n"
+         "Content-Type: text/plain; charset=utf-8\n", "\u00c9COLE \u00e9cole Stra\u00dfe\n")]
+
+
+class CharsetSearchTest(FidelityCase):
+    """SEARCH decodes the charsets real mail uses (libc's iconv) and folds case beyond
+    ASCII, as Dovecot does: the search string is UTF-8 (CHARSET UTF-8)."""
+    messages = staticmethod(charset_messages)
+
+    def search(self, key, text):
+        untagged, tagged = self.r.command([b"SEARCH CHARSET UTF-8 %s " % key.encode(),
+                                           (text.encode(),)])
+        self.assertOK(tagged)
+        return search_of(untagged)
+
+    def test_bodies_and_subjects_in_each_charset(self):
+        for i, (cs, text) in enumerate(CHARSETS):
+            with self.subTest(cs):
+                word = text.split()[0][:3]
+                self.assertEqual(self.search("BODY", word), [i + 1])
+                self.assertEqual(self.search("SUBJECT", word), [i + 1])
+
+    def test_case_beyond_ascii(self):
+        n = len(CHARSETS) + 1
+        self.assertEqual(self.search("FROM", "J\u00d8RN \u00e5SE"), [n])
+        self.assertEqual(self.search("SUBJECT", "CAF\u00c9"), [n])
+        self.assertEqual(self.search("BODY", "\u00e9cole \u00c9COLE"), [n])
+        self.assertEqual(self.search("BODY", "\u043f\u0440\u0418\u0432\u0415\u0442"),
+                         [CHARSETS.index(("koi8-r", CHARSETS[6][1])) + 1])
+        self.assertEqual(self.search("TEXT", "\u039a\u0391\u039b\u0397"), [9])
+        self.assertEqual(self.search("BODY", "\u017c\u00d3\u0141W"), [10])
 
 
 # ---------------------------------------------------------------- mbox headers
