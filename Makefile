@@ -60,11 +60,17 @@ test: $(TEST_BINS)
 	  --c build/api_test-tsan --c 'valgrind:build/embed_example' \
 	  --wire ./imapmem --wire build/imapmem-asan $(if $(MUSL_CC),--wire build/imapmem-musl) \
 	  --wire 'build/imapmem-tsan:test_multi.py,test_concurrency.py' \
-	  $(if $(CLANG),--c test/fuzz/smoke)
+	  $(if $(CLANG),--c test/fuzz/smoke) $(if $(DOVECOT),--py test/difftest.py)
 
 # libFuzzer targets (test/fuzz/README.md): each for FUZZ_SECONDS (default 60).
 fuzz:
 	$(PY) test/fuzz/run.py
+
+# imapmem against a private Dovecot on the same corpus (see the README's Fidelity notes);
+# part of `make test` when Debian's dovecot-imapd is installed, skipped without it.
+DOVECOT := $(shell test -x /usr/sbin/dovecot && echo /usr/sbin/dovecot)
+difftest: imapmem
+	$(PY) test/difftest.py
 
 # Benchmarks (never part of `make test`): see the README's Performance section.
 build/bench_ref: test/bench_ref.c | build
@@ -80,4 +86,4 @@ bench: imapmem build/bench_ref build/bench_sizes
 clean:
 	rm -rf build imapmem
 
-.PHONY: all test bench fuzz clean
+.PHONY: all test bench fuzz difftest clean

@@ -34,6 +34,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <iconv.h>
 #include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -117,15 +118,17 @@ struct set_writer {          /* writes ascending numbers as a sequence-set: "1:3
   uint32_t lo, hi;            /* the range not yet written */
   size_t n;                   /* numbers added */
 };
-struct needle {              /* a string to look for without regard to ASCII case */
-  const unsigned char *lower; /* its bytes in lower case */
+struct needle {              /* a string to look for without regard to case */
+  const unsigned char *lower; /* its bytes in lower case (utf8_fold'ed) */
   uint32_t *fail;             /* KMP: the longest proper border of lower[0..i] */
   size_t len;
+  int fold;                   /* it has non-ASCII bytes: fold the text too */
 };
 
 /* ---- section 2: message model ---- */
 enum part_kind { PART_LEAF, PART_TEXT, PART_MULTIPART, PART_MESSAGE };
-enum part_cte { CTE_IDENTITY, CTE_BASE64, CTE_QP };   /* how the body must be decoded */
+enum part_cte { CTE_IDENTITY, CTE_BASE64, CTE_QP, CTE_UNKNOWN };  /* how to decode the body */
+enum part_charset { CS_UTF8, CS_LATIN1, CS_ICONV };  /* as it is, by table, through iconv */
 /*
 ** One MIME entity: offsets into the message's bytes, and the facts of its header that
 ** SEARCH, FETCH and BODYSTRUCTURE read, found once when the part table is built.
@@ -141,8 +144,7 @@ struct part {
   uint8_t kind;
   uint8_t digest;             /* a multipart/digest: children default to message/rfc822 */
   uint8_t cte;                /* enum part_cte */
-  uint8_t latin1;             /* charset ISO-8859-1 or alike: SEARCH reads it as UTF-8 */
-  uint8_t cte_unknown;        /* an encoding FETCH BINARY cannot undo (RFC 3516 4.3) */
+  uint8_t charset;            /* enum part_charset: how SEARCH turns the text into UTF-8 */
 };
 /*
 ** Header fields that ENVELOPE and BODYSTRUCTURE read; struct headers holds the first of
@@ -781,16 +783,48 @@ static size_t literal_announced(const char *p, size_t n, uint64_t *size, int *pl
 ** fastest on real text; once those checks have cost more than three times the text passed,
 ** the KMP automaton takes over, which looks at each byte once and never steps back.
 */
+/*
+** Fold the letters of UTF-8 text to small letters, in place, for the alphabets whose
+** capital and small letters are both two bytes long (Latin-1, Latin Extended-A, Greek,
+** Cyrillic), so that no offset moves: "J\xc3\x98RN" finds "j\xc3\xb8rn". RFC 3501 6.4.4
+** leaves folding beyond ASCII to the server; Dovecot folds by Unicode's tables, which this
+** follows for these alphabets (letters whose other case has another length stay).
+*/
+static void utf8_fold(unsigned char *p, size_t n) {
+  for (size_t i = 0; i + 1 < n; i++) {
+    if (p[i] < 0xc3 || p[i] > 0xd0 || (p[i + 1] & 0xc0) != 0x80) continue;
+    unsigned cp = (unsigned)(p[i] & 0x1f) << 6 | (p[i + 1] & 0x3f), lo = cp;
+    if ((cp >= 0xc0 && cp <= 0xde && cp != 0xd7) || (cp >= 0x391 && cp <= 0x3ab && cp != 0x3a2) ||
+        (cp >= 0x410 && cp <= 0x42f))
+      lo = cp + 0x20;
+    else if (cp >= 0x400 && cp <= 0x40f)
+      lo = cp + 0x50;
+    else if (cp == 0x178)
+      lo = 0xff;
+    else if (cp >= 0x100 && cp <= 0x17e && cp != 0x130 && cp != 0x131 && cp != 0x138 &&
+             cp != 0x149)   /* pairs: capital even, but odd from U+0139 to U+0148 and U+0179 */
+      lo = ((cp >= 0x139 && cp <= 0x148) || cp >= 0x179) == (cp % 2 == 1) ? cp + 1 : cp;
+    p[i] = (unsigned char)(0xc0 | lo >> 6);
+    p[i + 1] = (unsigned char)(0x80 | (lo & 0x3f));
+    i++;
+  }
+}
+
 static int needle_init(struct needle *nd, struct str s, struct arena *a) {
   nd->len = s.len;
   nd->lower = NULL;
   nd->fail = NULL;
+  nd->fold = 0;
   if (s.len == 0) return 1;
   if (s.len > UINT32_MAX) return 0;
   unsigned char *lo = arena_alloc(a, s.len);
   uint32_t *fail = arena_alloc(a, s.len * sizeof *fail);
   if (!lo || !fail) return 0;
-  for (size_t i = 0; i < s.len; i++) lo[i] = lower_case[(unsigned char)s.p[i]];
+  for (size_t i = 0; i < s.len; i++) {
+    lo[i] = lower_case[(unsigned char)s.p[i]];
+    nd->fold |= lo[i] >= 0x80;
+  }
+  utf8_fold(lo, s.len);
   fail[0] = 0;
   for (size_t i = 1, k = 0; i < s.len; i++) {
     while (k > 0 && lo[i] != lo[k]) k = fail[k - 1];
@@ -810,7 +844,7 @@ static size_t next_byte(const unsigned char *h, size_t n, size_t from, int c) {
 
 static atomic_long needle_work;  /* bytes looked at by needle_find, so a test can bound it */
 
-static const char *needle_find(const struct needle *nd, const char *text, size_t n) {
+static const char *needle_find_bytes(const struct needle *nd, const char *text, size_t n) {
   size_t m = nd->len;
   if (m == 0) return text;
   if (n < m) return NULL;
@@ -856,6 +890,24 @@ static const char *needle_find(const struct needle *nd, const char *text, size_t
   }
   atomic_fetch_add_explicit(&needle_work, (long)work, memory_order_relaxed);
   return found;
+}
+
+/*
+** Where the needle first is in text, without regard to case, or NULL. For a needle with
+** non-ASCII bytes the text is folded (utf8_fold) into a copy first; without memory for
+** the copy, its bytes are compared as they are.
+*/
+static const char *needle_find(const struct needle *nd, const char *text, size_t n) {
+  int fold = 0;
+  for (size_t i = 0; nd->fold && i < n && !fold; i++) fold = (unsigned char)text[i] >= 0xc3;
+  unsigned char *copy = fold && n >= nd->len ? mem_alloc(n) : NULL;
+  if (!copy) return needle_find_bytes(nd, text, n);
+  memcpy(copy, text, n);
+  utf8_fold(copy, n);
+  const char *found = needle_find_bytes(nd, (const char *)copy, n);
+  size_t at = found ? (size_t)(found - (const char *)copy) : 0;
+  free(copy);
+  return found ? text + at : NULL;
 }
 
 /* ------------------------------------------------------------------------- */
@@ -1109,15 +1161,16 @@ static void header_unfold(struct str v, struct buf *out) {
 }
 
 /*
-** The fields ENVELOPE and BODYSTRUCTURE use, found in one pass over a header (the first
-** of each, as RFC 3501 7.4.2 reads them), instead of one pass per field.
+** The fields BODYSTRUCTURE uses, found in one pass over a header instead of one pass per
+** field. Of a field given twice the first counts, but the last Content-Disposition: what
+** Dovecot does, so that both show a client the same type and the same attachments.
 */
 static void headers_scan(const char *h, const char *hend, struct headers *out) {
   memset(out, 0, sizeof *out);
   struct field f;
   while (header_next(&h, hend, &f)) {
     for (int i = 0; i < H_COUNT; i++)
-      if (!out->have[i] && str_ieq(f.name, header_names[i])) {
+      if ((!out->have[i] || i == H_CONTENT_DISPOSITION) && str_ieq(f.name, header_names[i])) {
         out->v[i] = f.value;
         out->have[i] = 1;
         break;
@@ -1125,6 +1178,11 @@ static void headers_scan(const char *h, const char *hend, struct headers *out) {
   }
 }
 
+/*
+** A body's size in text lines (RFC 3501 7.4.2): its line breaks. A last line with none is
+** not counted; before a boundary that is every part's last line, since the CRLF belongs
+** to the boundary (RFC 2046 5.1.1). Dovecot counts the same way.
+*/
 static size_t count_lines(const char *p, size_t n) {
   size_t lines = 0;
   const char *q = p, *end = p + n;
@@ -1132,7 +1190,6 @@ static size_t count_lines(const char *p, size_t n) {
     lines++;
     q++;
   }
-  if (n && p[n - 1] != '\n') lines++;
   return lines;
 }
 
@@ -1142,15 +1199,16 @@ static size_t count_lines(const char *p, size_t n) {
 ** Content-Disposition, address lists and dates. It skips comments and folding white
 ** space, and yields atoms/tokens, quoted strings (unescaped) and single specials.
 */
-enum { TOK_END, TOK_ATOM, TOK_QUOTED, TOK_SPECIAL, TOK_DOMLIT };
+enum { TOK_END, TOK_ATOM, TOK_QUOTED, TOK_SPECIAL, TOK_DOMLIT, TOK_COMMENT };
 struct lexer {
   const char *p, *end;
   const char *specials;       /* which bytes stand alone */
+  int comments;               /* yield comments as TOK_COMMENT instead of skipping them */
 };
 struct token {
   int type;
   struct str text;            /* atom / special / domain literal: a view */
-  struct buf q;               /* quoted string, unescaped (owned by the caller) */
+  struct buf q;               /* quoted string or comment, unescaped (owned by the caller) */
 };
 
 static void lex_skip_cfws(struct lexer *lx) {
@@ -1164,7 +1222,7 @@ static void lex_skip_cfws(struct lexer *lx) {
       lx->p++;
     } else if (c == ' ' || c == '\t' || c == '\r' || c == '\n') {
       lx->p++;
-    } else if (c == '(') {
+    } else if (c == '(' && !lx->comments) {
       depth = 1;
       lx->p++;
     } else {
@@ -1173,11 +1231,30 @@ static void lex_skip_cfws(struct lexer *lx) {
   }
 }
 
+/* A comment's text at lx->p ('('): quoted pairs undone, nested parentheses kept, line
+   breaks of folding removed (RFC 5322 3.2.2). */
+static void lex_comment(struct lexer *lx, struct token *t) {
+  int depth = 0;
+  do {
+    char c = *lx->p++;
+    if (c == '\\' && lx->p < lx->end) c = *lx->p++;
+    else if (c == '(' && depth++ == 0) continue;
+    else if (c == ')' && --depth == 0) break;
+    if (c != '\r' && c != '\n') buf_addc(&t->q, c);
+  } while (lx->p < lx->end);
+  if (!t->q.p) buf_add(&t->q, "", 0);
+  t->text = str_make(t->q.p, t->q.len);
+}
+
 static int lex_next(struct lexer *lx, struct token *t) {
   lex_skip_cfws(lx);
   buf_reset(&t->q);
   if (lx->p >= lx->end) return t->type = TOK_END;
   const char *s = lx->p;
+  if (*s == '(' && lx->comments) {
+    lex_comment(lx, t);
+    return t->type = TOK_COMMENT;
+  }
   if (*s == '"') {
     lx->p++;
     while (lx->p < lx->end && *lx->p != '"') {
@@ -1225,7 +1302,7 @@ static int zone_from_name(struct str z) {
 
 /* Parse "[Day,] dd Mon yyyy hh:mm[:ss] zone" into UTC seconds and zone minutes. */
 static int date_parse(struct str v, int64_t *t_out, int *tz_out) {
-  struct lexer lx = {v.p, v.p + v.len, ",:"};
+  struct lexer lx = {v.p, v.p + v.len, ",:", 0};
   struct token tk = {0};
   struct str w[12];
   int nw = 0;
@@ -1295,8 +1372,42 @@ static int is_mime_token(struct str t) {
   return t.len > 0;
 }
 
+/*
+** A parameter's value after its '=' (RFC 2045 5.1), as senders write it: a quoted string
+** (unescaped into store; one never closed makes the parameter invalid: 0), or else every
+** byte up to ';', white space or a comment, so that an unquoted value with tspecials in
+** it (boundary=----=_Part_1, name==?utf-8?q?...?=, as common mailers write them) is read
+** whole. An empty value is "".
+*/
+static int param_value(struct lexer *lx, struct str *value, struct buf *store) {
+  while (lx->p < lx->end && (*lx->p == ' ' || *lx->p == '\t' || *lx->p == '\r' || *lx->p == '\n'))
+    lx->p++;
+  if (lx->p < lx->end && *lx->p == '"') {
+    if (!store->p || store->cap - store->len < (size_t)(lx->end - lx->p))
+      return 0;              /* cannot happen (reserved) but for a failed allocation */
+    size_t at = store->len;
+    for (const char *q = lx->p + 1; q < lx->end; q++) {
+      if (*q == '\\' && q + 1 < lx->end) q++;
+      else if (*q == '"') {
+        lx->p = q + 1;
+        *value = str_make(store->p + at, store->len - at);
+        return 1;
+      }
+      if (*q != '\r' && *q != '\n') buf_addc(store, *q);
+    }
+    store->len = at;
+    return 0;
+  }
+  const char *s = lx->p;
+  while (lx->p < lx->end && *lx->p != ';' && *lx->p != ' ' && *lx->p != '\t' && *lx->p != '\r' &&
+         *lx->p != '\n' && *lx->p != '(')
+    lx->p++;
+  *value = str_make(s, (size_t)(lx->p - s));
+  return 1;
+}
+
 static void ctype_parse(struct str v, int with_subtype, struct ctype *ct) {
-  struct lexer lx = {v.p, v.p + v.len, "()<>@,;:\\/[]?="};
+  struct lexer lx = {v.p, v.p + v.len, "()<>@,;:\\/[]?=", 0};
   struct token tk = {0};
   memset(ct, 0, sizeof *ct);
   /* Quoted values are copied into one buffer; reserve so views stay put. */
@@ -1312,20 +1423,25 @@ static void ctype_parse(struct str v, int with_subtype, struct ctype *ct) {
     }
     ct->subtype = tk.text;
   }
-  while (lex_next(&lx, &tk) != TOK_END) {
-    if (tk.type != TOK_SPECIAL || tk.text.p[0] != ';') continue;
-    if (lex_next(&lx, &tk) != TOK_ATOM) break;
-    struct str name = tk.text;
-    if (lex_next(&lx, &tk) != TOK_SPECIAL || tk.text.p[0] != '=') break;
-    int ty = lex_next(&lx, &tk);
-    if (ty != TOK_ATOM && ty != TOK_QUOTED) break;
-    struct str value = tk.text;
-    if (ty == TOK_QUOTED) {
-      size_t at = ct->store.len;
-      if (ct->store.len + tk.q.len + 1 > ct->store.cap) break;  /* cannot happen: reserved */
-      buf_add(&ct->store, tk.q.p ? tk.q.p : "", tk.q.len);
-      value = str_make(ct->store.p + at, tk.q.len);
+  int ty = lex_next(&lx, &tk);
+  while (ty != TOK_END) {
+    if (ty != TOK_SPECIAL || tk.text.p[0] != ';') {   /* junk: on to the next ';' */
+      ty = lex_next(&lx, &tk);
+      continue;
     }
+    /* empty parameters (";;") and names with no value are skipped, not the end */
+    struct str name = str_make("", 0);
+    if ((ty = lex_next(&lx, &tk)) == TOK_ATOM) {
+      name = tk.text;
+      ty = lex_next(&lx, &tk);
+    }
+    if (ty != TOK_SPECIAL || tk.text.p[0] != '=') continue;
+    struct str value;
+    if (!param_value(&lx, &value, &ct->store)) {
+      ty = lex_next(&lx, &tk);
+      continue;
+    }
+    ty = lex_next(&lx, &tk);
     if (ct->nparams == (int)(sizeof ct->params / sizeof ct->params[0])) break;
     struct param *pm = &ct->params[ct->nparams++];
     const char *star = memchr(name.p, '*', name.len);
@@ -1426,93 +1542,295 @@ static int param_same(const struct param *a, const struct param *b) {
   return a->name.len == b->name.len && strncasecmp(a->name.p, b->name.p, a->name.len) == 0;
 }
 
-/* body-fld-param: ("NAME" "value" ...) with RFC 2231 pieces joined, or NIL. */
-static void out_params(struct buf *b, const struct ctype *ct) {
-  if (ct->nparams == 0) {
+static int param_2231(const struct param *pm) {
+  return pm->section >= 0 || pm->extended;
+}
+
+/* Write parameter i, its RFC 2231 sections joined (a later section writes nothing). */
+static void out_param(struct buf *b, const struct ctype *ct, int i, int *first) {
+  const struct param *pm = &ct->params[i];
+  int extended = pm->extended;
+  for (int j = 0; j < i && pm->section >= 0; j++)
+    if (ct->params[j].section >= 0 && param_same(&ct->params[j], pm)) return;
+  for (int j = i; j < ct->nparams && pm->section >= 0; j++)
+    if (ct->params[j].section >= 0 && param_same(&ct->params[j], pm))
+      extended |= ct->params[j].extended;
+  struct buf v = {0}, n = {0};
+  if (pm->section < 0) {
+    buf_add(&v, pm->value.p, pm->value.len);
+  } else {
+    char name[256];
+    snprintf(name, sizeof name, "%.*s", (int)pm->name.len, pm->name.p);
+    ctype_param(ct, name, &v);
+  }
+  if (!*first) buf_addc(b, ' ');
+  *first = 0;
+  buf_add(&n, pm->name.p, pm->name.len);
+  if (extended) buf_addc(&n, '*');
+  out_upper(b, str_make(n.p, n.len));
+  buf_addc(b, ' ');
+  out_string(b, v.p ? v.p : "", v.len);
+  buf_free(&v);
+  buf_free(&n);
+}
+
+/* Does RFC 2231 parameter a come before b (by name, then as sent)? */
+static int param_before(const struct ctype *ct, int a, int b) {
+  const struct param *x = &ct->params[a], *y = &ct->params[b];
+  size_t n = x->name.len < y->name.len ? x->name.len : y->name.len;
+  int c = strncasecmp(x->name.p, y->name.p, n);
+  if (c == 0) c = x->name.len < y->name.len ? -1 : x->name.len > y->name.len;
+  return c < 0 || (c == 0 && a < b);
+}
+
+/*
+** body-fld-param: ("NAME" "value" ...), or NIL: the plain parameters in the order sent,
+** then the RFC 2231 ones by name, their sections joined (the order Dovecot lists them in;
+** neither RFC gives one). With text_charset (a part of type text), a CHARSET parameter is
+** added at the end when the part has none: it is us-ascii (RFC 2045 5.2), and clients of
+** servers such as Dovecot find it there.
+*/
+static void out_params(struct buf *b, const struct ctype *ct, int text_charset) {
+  for (int i = 0; i < ct->nparams && text_charset; i++)   /* charset*0="us-";... counts */
+    if (!ct->params[i].extended && str_ieq(ct->params[i].name, "charset")) text_charset = 0;
+  if (ct->nparams == 0 && !text_charset) {
     buf_adds(b, "NIL");
     return;
   }
   buf_addc(b, '(');
   int first = 1;
-  for (int i = 0; i < ct->nparams; i++) {
-    const struct param *pm = &ct->params[i];
-    int seen = 0, extended = 0;
-    for (int j = 0; j < i; j++) seen |= param_same(&ct->params[j], pm);
-    if (seen) continue;
-    for (int j = i; j < ct->nparams; j++)
-      if (param_same(&ct->params[j], pm)) extended |= ct->params[j].extended;
-    struct buf v = {0};
-    char name[256];
-    snprintf(name, sizeof name, "%.*s", (int)pm->name.len, pm->name.p);
-    if (pm->section < 0) {
-      buf_add(&v, pm->value.p, pm->value.len);
-    } else {
-      ctype_param(ct, name, &v);
-    }
-    if (!first) buf_addc(b, ' ');
-    first = 0;
-    struct buf n = {0};
-    buf_add(&n, pm->name.p, pm->name.len);
-    if (extended) buf_addc(&n, '*');
-    out_upper(b, str_make(n.p, n.len));
-    buf_addc(b, ' ');
-    out_string(b, v.p ? v.p : "", v.len);
-    buf_free(&v);
-    buf_free(&n);
+  for (int i = 0; i < ct->nparams; i++)
+    if (!param_2231(&ct->params[i])) out_param(b, ct, i, &first);
+  for (int prev = -1;;) {      /* selection by name: at most 32 parameters */
+    int next = -1;
+    for (int j = 0; j < ct->nparams; j++)
+      if (param_2231(&ct->params[j]) && (prev < 0 || param_before(ct, prev, j)) &&
+          (next < 0 || param_before(ct, j, next)))
+        next = j;
+    if (next < 0) break;
+    out_param(b, ct, next, &first);
+    prev = next;
   }
+  if (text_charset) buf_adds(b, first ? "\"CHARSET\" \"us-ascii\"" : " \"CHARSET\" \"us-ascii\"");
   buf_addc(b, ')');
 }
 
 /* ------------------------------------------------------------------------- */
 /*
-** Addresses (RFC 5322 3.4, RFC 3501 7.4.2): each becomes (name adl mailbox host); a
-** group is (NIL NIL "name" NIL) ... (NIL NIL NIL NIL). The name is the display phrase
-** with quotes removed; comments are not names. A missing mailbox or host is given a
-** placeholder, since a NIL host would mean group syntax.
+** Addresses (RFC 5322 3.4, RFC 3501 7.4.2), read as c-client and Dovecot read them, since
+** clients show what those servers answer (each rule was checked against Dovecot 2.3):
+**  - name-addr: the name is the phrase, quotes removed, words joined by one space,
+**    comments dropped; comments inside <...> and after it are never the name.
+**  - a bare addr-spec: the last non-empty comment after its first word is the name
+**    (jdoe@example.com (John Doe)); comments and spaces inside it are removed.
+**  - a route <@a,@b:u@d> is the adl "@a,@b".
+**  - a group is (NIL NIL "name" NIL), its members, then (NIL NIL NIL NIL), also when its
+**    ';' is missing.
+**  - what is missing gets a placeholder, as a NIL host would mean group syntax:
+**    MISSING_MAILBOX, MISSING_DOMAIN, and SYNTAX_ERROR as the host of a '<' never closed.
+**  - words with no '@' ("Name Only", "quoted") are a name with no address; one dot-atom
+**    ("postmaster") is a mailbox with no domain.
+**  - the list ends at the first element that is not followed by ',' (';' in a group):
+**    what comes after it is dropped.
+** Several From/Sender/Reply-To/To/Cc/Bcc fields are one list, in order.
 */
-struct addr_tokens {
-  struct token *t;
+enum { ADDR_MAILBOX, ADDR_GROUP, ADDR_GROUP_END };
+struct addr {
+  int kind;
+  int has_name;
+  struct buf name, adl, mailbox, host;   /* a group's name is in name */
+};
+struct addrs {
+  struct addr *a;
   int n, cap;
 };
+struct addr_parser {
+  struct token *t;
+  int n, i;
+  struct addrs *out;
+};
 
-static void addr_join(struct buf *out, struct token *t, int from, int to, int spaces) {
-  for (int i = from; i < to; i++) {
-    if (spaces && i > from && !(t[i].type == TOK_SPECIAL && t[i].text.p[0] == '.'))
-      buf_addc(out, ' ');   /* words of a phrase are joined by one space */
-    buf_add(out, t[i].text.p, t[i].text.len);   /* a quoted local part: its value */
+static void addrs_free(struct addrs *as) {
+  for (int i = 0; i < as->n; i++) {
+    buf_free(&as->a[i].name);
+    buf_free(&as->a[i].adl);
+    buf_free(&as->a[i].mailbox);
+    buf_free(&as->a[i].host);
+  }
+  free(as->a);
+  memset(as, 0, sizeof *as);
+}
+
+static struct addr *addrs_new(struct addrs *as, int kind) {
+  if (as->n == as->cap) {
+    int ncap = as->cap ? as->cap * 2 : 4;
+    struct addr *na = mem_realloc(as->a, sizeof *na * (size_t)ncap);
+    if (!na) return NULL;
+    as->a = na;
+    as->cap = ncap;
+  }
+  struct addr *a = &as->a[as->n++];
+  memset(a, 0, sizeof *a);
+  a->kind = kind;
+  return a;
+}
+
+static int ap_special(const struct addr_parser *ap, char c) {
+  return ap->i < ap->n && ap->t[ap->i].type == TOK_SPECIAL && ap->t[ap->i].text.p[0] == c;
+}
+
+static int ap_word(const struct addr_parser *ap) {
+  return ap->i < ap->n && (ap->t[ap->i].type == TOK_ATOM || ap->t[ap->i].type == TOK_QUOTED);
+}
+
+/* Skip comments; the text of the last non-empty one goes to *last unless last is NULL. */
+static int ap_comments(struct addr_parser *ap, struct str *last) {
+  int from = ap->i;
+  for (; ap->i < ap->n && ap->t[ap->i].type == TOK_COMMENT; ap->i++)
+    if (last && ap->t[ap->i].text.len) *last = ap->t[ap->i].text;
+  return ap->i > from;
+}
+
+/* A phrase (RFC 5322 3.2.5, with obs-phrase's '.'): words joined by one space. */
+static void ap_phrase(struct addr_parser *ap, struct buf *out) {
+  for (int words = 0;; ap->i++) {
+    ap_comments(ap, NULL);
+    if (ap_word(ap)) {
+      if (words++) buf_addc(out, ' ');
+      buf_add(out, ap->t[ap->i].text.p, ap->t[ap->i].text.len);
+    } else if (ap_special(ap, '.')) {
+      buf_addc(out, '.');
+    } else {
+      return;
+    }
   }
 }
 
-static void out_addr_spec(struct buf *b, struct token *t, int from, int to, struct str name,
-                          int has_name, struct str adl) {
-  int at = -1;
-  for (int i = from; i < to; i++)
-    if (t[i].type == TOK_SPECIAL && t[i].text.p[0] == '@') at = i;
-  struct buf mbox = {0}, host = {0};
-  addr_join(&mbox, t, from, at < 0 ? to : at, 0);
-  if (at >= 0) addr_join(&host, t, at + 1, to, 0);
-  buf_addc(b, '(');
-  out_nstring(b, name.p, name.len, has_name);
-  buf_addc(b, ' ');
-  out_nstring(b, adl.p, adl.len, adl.len > 0);
-  buf_addc(b, ' ');
-  if (mbox.len) out_string(b, mbox.p, mbox.len);
-  else buf_adds(b, "\"MISSING_MAILBOX\"");
-  buf_addc(b, ' ');
-  if (host.len) out_string(b, host.p, host.len);
-  else buf_adds(b, "\"MISSING_DOMAIN\"");
-  buf_addc(b, ')');
-  buf_free(&mbox);
-  buf_free(&host);
+/*
+** local-part ["@" domain] at ap->i into a->mailbox and a->host, comments and white space
+** dropped; the last non-empty comment after its first word goes to *comment. 0 if the
+** local part is words with no dot between them (then it is a phrase); *bare is set when
+** it has no '@' and ends in a quoted string with nothing after it, which is a phrase too.
+*/
+static int ap_addr_spec(struct addr_parser *ap, struct addr *a, struct str *comment,
+                        int *bare) {
+  int prev_word = 0, started = 0, quoted_last = 0;
+  for (;; ap->i++) {
+    if (ap_comments(ap, started ? comment : NULL)) quoted_last = 0;
+    if (ap_word(ap)) {
+      if (prev_word) return 0;
+      quoted_last = ap->t[ap->i].type == TOK_QUOTED;
+      prev_word = 1;
+    } else if (ap_special(ap, '.')) {
+      quoted_last = prev_word = 0;
+    } else {
+      break;
+    }
+    buf_add(&a->mailbox, ap->t[ap->i].text.p, ap->t[ap->i].text.len);
+    started = 1;
+  }
+  *bare = quoted_last;
+  if (ap_special(ap, '@')) {
+    *bare = 0;
+    prev_word = 0;
+    for (ap->i++;; ap->i++) {
+      ap_comments(ap, comment);
+      if (ap->i >= ap->n) break;
+      const struct token *t = &ap->t[ap->i];
+      int dot = ap_special(ap, '.');
+      if ((t->type != TOK_ATOM && t->type != TOK_DOMLIT && !dot) || (prev_word && !dot)) break;
+      prev_word = !dot;
+      buf_add(&a->host, t->text.p, t->text.len);
+    }
+  }
+  ap_comments(ap, comment);
+  return 1;
 }
 
-static int is_special(const struct token *t, char c) {
-  return t->type == TOK_SPECIAL && t->text.p[0] == c;
+/* "<" [obs-route ":"] addr-spec ">" at ap->i (past the '<'). */
+static void ap_angle_addr(struct addr_parser *ap, struct addr *a) {
+  ap_comments(ap, NULL);
+  if (ap_special(ap, '@')) {           /* obs-route: "@a,@b:" (RFC 5322 4.4) */
+    int at = ap->i;
+    for (; ap->i < ap->n && !ap_special(ap, ':') && !ap_special(ap, '>'); ap->i++)
+      if (ap->t[ap->i].type != TOK_COMMENT)
+        buf_add(&a->adl, ap->t[ap->i].text.p, ap->t[ap->i].text.len);
+    if (ap_special(ap, ':')) {
+      ap->i++;
+    } else {                           /* "<@host>": no route after all */
+      ap->i = at;
+      buf_reset(&a->adl);
+    }
+  }
+  int bare;
+  if (!ap_addr_spec(ap, a, NULL, &bare)) {
+    while (ap->i < ap->n && !ap_special(ap, '>')) ap->i++;
+  }
+  if (ap_special(ap, '>')) {
+    ap->i++;
+  } else {
+    buf_reset(&a->host);
+    buf_adds(&a->host, "SYNTAX_ERROR");
+  }
+  ap_comments(ap, NULL);
 }
 
-/* Render an address-list field value as a parenthesised list, or NIL if it is empty. */
-static void out_address_list(struct buf *b, struct str v) {
-  struct lexer lx = {v.p, v.p + v.len, "()<>[]:;@\\,.\""};
+/* One mailbox (name-addr or addr-spec) at ap->i; 0 if memory ran out. */
+static int ap_mailbox(struct addr_parser *ap) {
+  struct addr *a = addrs_new(ap->out, ADDR_MAILBOX);
+  if (!a) return 0;
+  int start = ap->i;
+  ap_phrase(ap, &a->name);
+  if (ap_special(ap, '<')) {
+    ap->i++;
+    a->has_name = a->name.len > 0;
+    ap_angle_addr(ap, a);
+  } else {
+    buf_reset(&a->name);
+    ap->i = start;
+    struct str comment = str_make(NULL, 0);
+    int bare = 0;
+    if (ap_addr_spec(ap, a, &comment, &bare) && !bare) {
+      if (comment.len) buf_add(&a->name, comment.p, comment.len);
+      a->has_name = comment.len > 0;
+    } else {
+      buf_reset(&a->mailbox);
+      buf_reset(&a->host);
+      ap->i = start;
+      ap_phrase(ap, &a->name);
+      a->has_name = 1;
+    }
+  }
+  if (!a->mailbox.len) buf_adds(&a->mailbox, "MISSING_MAILBOX");
+  if (!a->host.len) buf_adds(&a->host, "MISSING_DOMAIN");
+  return !a->name.oom && !a->adl.oom && !a->mailbox.oom && !a->host.oom;
+}
+
+/* Can an address start at ap->i (so that parsing it makes progress)? */
+static int ap_can_start(const struct addr_parser *ap) {
+  return ap_word(ap) || ap_special(ap, '.') || ap_special(ap, '<') || ap_special(ap, '@');
+}
+
+/* Group members after "name:", to the ';'; 0 if the list must end here. */
+static int ap_group(struct addr_parser *ap) {
+  for (;;) {
+    while (ap_comments(ap, NULL) || ap_special(ap, ','))
+      if (ap_special(ap, ',')) ap->i++;
+    if (ap_special(ap, ';')) {
+      ap->i++;
+      return addrs_new(ap->out, ADDR_GROUP_END) != NULL;
+    }
+    if (ap->i >= ap->n) break;
+    if (!ap_can_start(ap) || !ap_mailbox(ap)) break;
+    if (!ap_special(ap, ',') && !ap_special(ap, ';')) break;
+  }
+  addrs_new(ap->out, ADDR_GROUP_END);
+  return 0;
+}
+
+/* Append the addresses of an address-list field value to out. */
+static void addrs_parse(struct str v, struct addrs *out) {
+  struct lexer lx = {v.p, v.p + v.len, "()<>[]:;@\\,.\"", 1};
   struct token *t = NULL;
   int n = 0, cap = 0;
   for (;;) {
@@ -1524,117 +1842,140 @@ static void out_address_list(struct buf *b, struct str v) {
       t = nt;
       cap = ncap;
     }
-    if (lex_next(&lx, &t[n]) == TOK_END) break;
-    if (t[n].type == TOK_QUOTED) {     /* keep the unescaped text past the next lex_next */
-      struct buf keep = t[n].q;
-      memset(&t[n].q, 0, sizeof t[n].q);
-      t[n].text = str_make(keep.p ? keep.p : "", keep.len);
-      t[n].q = keep;
-      n++;
-      continue;
-    }
+    if (lex_next(&lx, &t[n]) == TOK_END) break;   /* each token owns its q */
     n++;
   }
-  size_t start = b->len;
-  buf_addc(b, '(');
-  int count = 0, in_group = 0;
-  int i = 0;
-  while (i < n) {
-    if (is_special(&t[i], ',')) {
-      i++;
+  struct addr_parser ap = {t, n, 0, out};
+  for (;;) {
+    ap_comments(&ap, NULL);
+    if (ap_special(&ap, ',')) {        /* an empty element between commas: all missing */
+      if (!ap_mailbox(&ap)) break;
+      ap.i++;
       continue;
     }
-    if (in_group && is_special(&t[i], ';')) {
-      buf_adds(b, "(NIL NIL NIL NIL)");
-      in_group = 0;
-      i++;
-      continue;
+    if (!ap_can_start(&ap) && !ap_special(&ap, ':')) break;
+    int save = ap.i;
+    struct addr *g = addrs_new(out, ADDR_GROUP);
+    if (!g) break;
+    ap_phrase(&ap, &g->name);
+    if (ap_special(&ap, ':')) {
+      ap.i++;
+      if (!ap_group(&ap)) break;
+    } else {
+      buf_free(&g->name);
+      out->n--;
+      ap.i = save;
+      if (!ap_mailbox(&ap)) break;
     }
-    int j = i;
-    while (j < n && !is_special(&t[j], '<') && !is_special(&t[j], ':') &&
-           !is_special(&t[j], ',') && !is_special(&t[j], ';'))
-      j++;
-    if (j < n && is_special(&t[j], ':') && !in_group) {
-      struct buf name = {0};
-      addr_join(&name, t, i, j, 1);
-      buf_adds(b, "(NIL NIL ");
-      out_string(b, name.p ? name.p : "", name.len);
-      buf_adds(b, " NIL)");
-      buf_free(&name);
-      in_group = 1;
-      count++;
-      i = j + 1;
-      continue;
-    }
-    if (j < n && is_special(&t[j], '<')) {
-      struct buf name = {0}, adl = {0};
-      addr_join(&name, t, i, j, 1);
-      int k = j + 1, e = k;
-      while (e < n && !is_special(&t[e], '>')) e++;
-      if (k < e && is_special(&t[k], '@')) {   /* obs-route: @a,@b: */
-        int r = k;
-        while (r < e && !is_special(&t[r], ':')) r++;
-        if (r < e) {
-          for (int q = k; q < r; q++) buf_add(&adl, t[q].text.p, t[q].text.len);
-          k = r + 1;
-        }
-      }
-      out_addr_spec(b, t, k, e, str_make(name.p, name.len), name.len > 0,
-                    str_make(adl.p, adl.len));
-      buf_free(&name);
-      buf_free(&adl);
-      count++;
-      i = e < n ? e + 1 : n;
-      continue;
-    }
-    if (j > i) {
-      out_addr_spec(b, t, i, j, str_make(NULL, 0), 0, str_make(NULL, 0));
-      count++;
-    }
-    /* past a stray ':' (inside a group) or ';' (outside one): always make progress */
-    i = j < n && j == i ? j + 1 : j;
-    if (i < n && i == j && is_special(&t[i], ':')) i++;
-  }
-  if (in_group) buf_adds(b, "(NIL NIL NIL NIL)");
-  buf_addc(b, ')');
-  if (count == 0) {
-    b->len = start;
-    buf_adds(b, "NIL");
+    ap_comments(&ap, NULL);
+    if (!ap_special(&ap, ',')) break;
+    ap.i++;
   }
   for (int k = 0; k < cap; k++) buf_free(&t[k].q);
   free(t);
 }
 
-static void out_address_field(struct buf *b, const struct headers *hs, int id, int fallback) {
-  if (hs->have[id] && str_trim(hs->v[id]).len) out_address_list(b, hs->v[id]);
-  else if (fallback >= 0 && hs->have[fallback] && str_trim(hs->v[fallback]).len)
-    out_address_list(b, hs->v[fallback]);
-  else buf_adds(b, "NIL");
+/* The address list of ENVELOPE (RFC 3501 7.4.2), or NIL if it is empty. */
+static void out_addrs(struct buf *b, const struct addrs *as) {
+  if (as->n == 0) {
+    buf_adds(b, "NIL");
+    return;
+  }
+  buf_addc(b, '(');
+  for (int i = 0; i < as->n; i++) {
+    const struct addr *a = &as->a[i];
+    if (a->kind == ADDR_GROUP_END) {
+      buf_adds(b, "(NIL NIL NIL NIL)");
+    } else if (a->kind == ADDR_GROUP) {
+      buf_adds(b, "(NIL NIL ");
+      out_string(b, a->name.p ? a->name.p : "", a->name.len);
+      buf_adds(b, " NIL)");
+    } else {
+      buf_addc(b, '(');
+      out_nstring(b, a->name.p, a->name.len, a->has_name);
+      buf_addc(b, ' ');
+      out_nstring(b, a->adl.p, a->adl.len, a->adl.len > 0);
+      buf_addc(b, ' ');
+      out_string(b, a->mailbox.p, a->mailbox.len);
+      buf_addc(b, ' ');
+      out_string(b, a->host.p, a->host.len);
+      buf_addc(b, ')');
+    }
+  }
+  buf_addc(b, ')');
 }
 
-/* RFC 3501 7.4.2 ENVELOPE of the message whose header fields are hs. */
-static void out_envelope(struct buf *b, const struct headers *hs) {
+/* Date, Message-ID and In-Reply-To as the header has them: the white space after the
+   colon skipped, line breaks removed, nothing else changed (Dovecot sends them so). */
+static void out_raw_field(struct buf *b, struct str v) {
+  size_t i = 0;
+  while (i < v.len && (v.p[i] == ' ' || v.p[i] == '\t')) i++;
+  struct buf u = {0};
+  for (; i < v.len; i++)
+    if (v.p[i] != '\r' && v.p[i] != '\n') buf_addc(&u, v.p[i]);
+  out_string(b, u.p ? u.p : "", u.len);
+  buf_free(&u);
+}
+
+/* Subject unfolded with each run of white space (tabs too) one space, trimmed, as
+   Dovecot sends it; encoded words stay as they are (RFC 3501 7.4.2). */
+static void out_subject(struct buf *b, struct str v) {
+  struct buf u = {0};
+  int space = 0;
+  for (size_t i = 0; i < v.len; i++) {
+    char c = v.p[i];
+    if (c == ' ' || c == '\t' || c == '\r' || c == '\n') {
+      space = u.len > 0;
+      continue;
+    }
+    if (space) buf_addc(&u, ' ');
+    space = 0;
+    buf_addc(&u, c);
+  }
+  out_string(b, u.p ? u.p : "", u.len);
+  buf_free(&u);
+}
+
+/*
+** RFC 3501 7.4.2 ENVELOPE of the message whose header is [h, hend). A field given twice
+** is read as Dovecot reads it: the last Date, Subject, In-Reply-To and Message-ID; the
+** addresses of every From, Sender, Reply-To, To, Cc and Bcc, in order. Sender and
+** Reply-To with no address are From's.
+*/
+static void out_envelope(struct buf *b, const char *h, const char *hend) {
+  static const char *const single[] = {"Date", "Subject", "In-Reply-To", "Message-ID"};
+  static const char *const lists[] = {"From", "Sender", "Reply-To", "To", "Cc", "Bcc"};
+  struct str v[4];
+  int have[4] = {0};
+  struct addrs as[6];
+  memset(as, 0, sizeof as);
+  struct field f;
+  while (header_next(&h, hend, &f)) {
+    for (int i = 0; i < 4; i++)
+      if (str_ieq(f.name, single[i])) {
+        v[i] = f.value;
+        have[i] = 1;
+      }
+    for (int i = 0; i < 6; i++)
+      if (str_ieq(f.name, lists[i])) addrs_parse(f.value, &as[i]);
+  }
   buf_addc(b, '(');
-  out_field(b, hs, H_DATE);
+  if (have[0]) out_raw_field(b, v[0]);
+  else buf_adds(b, "NIL");
   buf_addc(b, ' ');
-  out_field(b, hs, H_SUBJECT);
-  buf_addc(b, ' ');
-  out_address_field(b, hs, H_FROM, -1);
-  buf_addc(b, ' ');
-  out_address_field(b, hs, H_SENDER, H_FROM);        /* default to From */
-  buf_addc(b, ' ');
-  out_address_field(b, hs, H_REPLY_TO, H_FROM);
-  buf_addc(b, ' ');
-  out_address_field(b, hs, H_TO, -1);
-  buf_addc(b, ' ');
-  out_address_field(b, hs, H_CC, -1);
-  buf_addc(b, ' ');
-  out_address_field(b, hs, H_BCC, -1);
-  buf_addc(b, ' ');
-  out_field(b, hs, H_IN_REPLY_TO);
-  buf_addc(b, ' ');
-  out_field(b, hs, H_MESSAGE_ID);
+  if (have[1]) out_subject(b, v[1]);
+  else buf_adds(b, "NIL");
+  for (int i = 0; i < 6; i++) {
+    buf_addc(b, ' ');
+    out_addrs(b, (i == 1 || i == 2) && as[i].n == 0 ? &as[0] : &as[i]);
+  }
+  for (int i = 2; i < 4; i++) {
+    buf_addc(b, ' ');
+    if (have[i]) out_raw_field(b, v[i]);
+    else buf_adds(b, "NIL");
+  }
   buf_addc(b, ')');
+  for (int i = 0; i < 6; i++) addrs_free(&as[i]);
 }
 
 /* ------------------------------------------------------------------------- */
@@ -1701,6 +2042,11 @@ static struct str part_view(const char *msg, uint32_t off, uint16_t len) {
   return str_make(msg + off, len);
 }
 
+static int charset_is_utf8(struct str cs) {   /* or a subset of it */
+  return cs.len == 0 || str_ieq(cs, "utf-8") || str_ieq(cs, "us-ascii") || str_ieq(cs, "utf8") ||
+         str_ieq(cs, "ascii");
+}
+
 static int charset_is_latin1(struct str cs) {
   return str_ieq(cs, "iso-8859-1") || str_ieq(cs, "latin1") || str_ieq(cs, "iso-8859-15") ||
          str_ieq(cs, "windows-1252");
@@ -1708,12 +2054,13 @@ static int charset_is_latin1(struct str cs) {
 
 /*
 ** Record the facts of a part's header: Content-Type's type and subtype (ct, or NULL if
-** there is none; not for a multipart without a boundary, which is text/plain), the
-** charset SEARCH needs to know of, and the Content-Transfer-Encoding.
+** there is none), the charset SEARCH needs to know of, and the Content-Transfer-Encoding:
+** one token, else it is invalid and 7BIT (RFC 2045 6.1: "quoted printable", a quoted
+** string), as Dovecot reads it; a token it does not know ("7-bit") is sent as written,
+** and SEARCH does not read such a body (RFC 2045 6.4: it is application/octet-stream).
 */
 static void part_facts(struct part *pt, const char *msg, const struct ctype *ct) {
-  if (ct && ct->type.len && ct->type.len <= UINT16_MAX && ct->subtype.len <= UINT16_MAX &&
-      !(pt->kind == PART_TEXT && str_ieq(ct->type, "multipart"))) {
+  if (ct && ct->type.len && ct->type.len <= UINT16_MAX && ct->subtype.len <= UINT16_MAX) {
     pt->type_off = (uint32_t)(ct->type.p - msg);
     pt->type_len = (uint16_t)ct->type.len;
     pt->subtype_off = (uint32_t)(ct->subtype.p ? ct->subtype.p - msg : 0);
@@ -1721,23 +2068,57 @@ static void part_facts(struct part *pt, const char *msg, const struct ctype *ct)
   }
   struct buf cs = {0};
   if (ct && ctype_param(ct, "charset", &cs))
-    pt->latin1 = (uint8_t)charset_is_latin1(str_make(cs.p, cs.len));
+    pt->charset = charset_is_latin1(str_make(cs.p, cs.len)) ? CS_LATIN1
+                : charset_is_utf8(str_make(cs.p, cs.len)) ? CS_UTF8 : CS_ICONV;
   buf_free(&cs);
   struct str v;
   if (header_get(msg + pt->hdr_off, msg + pt->hdr_off + pt->hdr_len,
                  "Content-Transfer-Encoding", &v)) {
-    struct lexer lx = {v.p, v.p + v.len, ""};
+    struct lexer lx = {v.p, v.p + v.len, "", 0};
     struct token tk = {0};
     if (lex_next(&lx, &tk) == TOK_ATOM && tk.text.len <= UINT16_MAX) {
-      pt->cte_off = (uint32_t)(tk.text.p - msg);
-      pt->cte_len = (uint16_t)tk.text.len;
-      pt->cte = str_ieq(tk.text, "base64") ? CTE_BASE64
-              : str_ieq(tk.text, "quoted-printable") ? CTE_QP : CTE_IDENTITY;
-      pt->cte_unknown = pt->cte == CTE_IDENTITY && !str_ieq(tk.text, "7bit") &&
-                        !str_ieq(tk.text, "8bit") && !str_ieq(tk.text, "binary");
+      struct str cte = tk.text;
+      if (lex_next(&lx, &tk) == TOK_END) {
+        pt->cte_off = (uint32_t)(cte.p - msg);
+        pt->cte_len = (uint16_t)cte.len;
+        pt->cte = str_ieq(cte, "base64") ? CTE_BASE64
+                : str_ieq(cte, "quoted-printable") ? CTE_QP
+                : str_ieq(cte, "7bit") || str_ieq(cte, "8bit") || str_ieq(cte, "binary")
+                ? CTE_IDENTITY : CTE_UNKNOWN;
+      }
     }
     buf_free(&tk.q);
   }
+}
+
+/*
+** Where the delimiter search of a multipart with boundary bnd goes on after the body part
+** at start: past that part's own close delimiter if the part is a multipart with the same
+** boundary (RFC 2046 5.1.2 forbids it, but mailers do it: the inner multipart owns the
+** delimiters up to its "--bnd--", as Dovecot reads it), else at start.
+*/
+static size_t mime_same_boundary_end(const char *msg, size_t start, size_t end,
+                                     struct str bnd, int depth) {
+  size_t hl = header_length(msg + start, end - start);
+  struct str v;
+  if (depth >= IMAPMEM_MAX_DEPTH ||
+      !header_get(msg + start, msg + start + hl, "Content-Type", &v))
+    return start;
+  struct ctype ct;
+  struct buf inner = {0};
+  ctype_parse(v, 1, &ct);
+  int same = str_ieq(ct.type, "multipart") && ctype_param(&ct, "boundary", &inner) &&
+             inner.len == bnd.len && memcmp(inner.p, bnd.p, bnd.len) == 0;
+  ctype_free(&ct);
+  buf_free(&inner);
+  if (!same) return start;
+  size_t body = start + hl, pos = body, ls, after;
+  int closing;
+  while (mime_find_delim(msg, body, &pos, end, bnd, &ls, &after, &closing)) {
+    if (closing) return after;
+    pos = mime_same_boundary_end(msg, after, end, bnd, depth + 1);
+  }
+  return end;
 }
 
 static int mime_parse(struct mime_builder *mb, size_t off, size_t end, int default_rfc822,
@@ -1761,15 +2142,18 @@ static int mime_parse(struct mime_builder *mb, size_t off, size_t end, int defau
   int kind = default_rfc822 && (!have || !ct.type.len) ? PART_MESSAGE : PART_TEXT;
   struct buf boundary = {0};
   if (have && ct.type.len) {
-    if (str_ieq(ct.type, "multipart") && ctype_param(&ct, "boundary", &boundary) &&
-        boundary.len)
+    /* a multipart with no (or an empty) boundary stays a multipart, and then has one
+       empty part, as when its boundary never appears (Dovecot answers the same) */
+    if (str_ieq(ct.type, "multipart")) {
       kind = PART_MULTIPART;
-    else if (str_ieq(ct.type, "message") && str_ieq(ct.subtype, "rfc822"))
+      ctype_param(&ct, "boundary", &boundary);
+    } else if (str_ieq(ct.type, "message") && str_ieq(ct.subtype, "rfc822")) {
       kind = PART_MESSAGE;
-    else if (str_ieq(ct.type, "text") || str_ieq(ct.type, "multipart"))
-      kind = PART_TEXT;      /* a multipart without a boundary is invalid: text/plain */
-    else
+    } else if (str_ieq(ct.type, "text")) {
+      kind = PART_TEXT;
+    } else {
       kind = PART_LEAF;
+    }
   }
   int digest = kind == PART_MULTIPART && str_ieq(ct.subtype, "digest");
   /* Nested deeper than the limit: one text/plain part, what RFC 2045 5.2 makes of a
@@ -1789,7 +2173,7 @@ static int mime_parse(struct mime_builder *mb, size_t off, size_t end, int defau
     size_t body = mb->parts[idx].body_off, pos = body, ls, after, part_start = 0;
     int closing = 0, have_start = 0, last = -1;
     struct str bnd = str_make(boundary.p, boundary.len);
-    while (mime_find_delim(msg, body, &pos, end, bnd, &ls, &after, &closing)) {
+    while (bnd.len && mime_find_delim(msg, body, &pos, end, bnd, &ls, &after, &closing)) {
       if (have_start) {
         size_t pe = ls;      /* the line break before the delimiter belongs to it */
         if (pe > part_start && msg[pe - 1] == '\n') pe--;
@@ -1806,6 +2190,7 @@ static int mime_parse(struct mime_builder *mb, size_t off, size_t end, int defau
       }
       part_start = after;
       have_start = 1;
+      pos = mime_same_boundary_end(msg, part_start, end, bnd, depth);
     }
     if (have_start) {        /* no closing delimiter: the last part runs to the end */
       int c = mime_parse(mb, part_start, end, digest, depth + 1);
@@ -1836,7 +2221,7 @@ static void out_language(struct buf *b, const struct headers *hs) {
     buf_adds(b, "NIL");
     return;
   }
-  struct lexer lx = {v.p, v.p + v.len, ","};
+  struct lexer lx = {v.p, v.p + v.len, ",", 0};
   struct token tk = {0};
   struct str tags[32];
   int n = 0;
@@ -1844,8 +2229,7 @@ static void out_language(struct buf *b, const struct headers *hs) {
     if (tk.type == TOK_ATOM && n < 32) tags[n++] = tk.text;
   buf_free(&tk.q);
   if (n == 0) buf_adds(b, "NIL");
-  else if (n == 1) out_string(b, tags[0].p, tags[0].len);
-  else {
+  else {                     /* a list even of one tag, as Dovecot sends it (RFC 3501 9) */
     buf_addc(b, '(');
     for (int i = 0; i < n; i++) {
       if (i) buf_addc(b, ' ');
@@ -1867,7 +2251,7 @@ static void out_disposition(struct buf *b, const struct headers *hs) {
     buf_addc(b, '(');
     out_upper(b, ct.type);
     buf_addc(b, ' ');
-    out_params(b, &ct);
+    out_params(b, &ct, 0);
     buf_addc(b, ')');
   }
   ctype_free(&ct);
@@ -1898,7 +2282,7 @@ static void out_body(struct buf *b, const char *msg, const struct part *parts, i
     out_upper(b, part_view(msg, pt->subtype_off, pt->subtype_len));
     if (extended) {
       buf_addc(b, ' ');
-      out_params(b, &ct);
+      out_params(b, &ct, 0);
       out_body_ext_tail(b, &hs);
     }
     buf_addc(b, ')');
@@ -1910,7 +2294,7 @@ static void out_body(struct buf *b, const char *msg, const struct part *parts, i
     buf_addc(b, ' ');
     out_upper(b, part_view(msg, pt->subtype_off, pt->subtype_len));
     buf_addc(b, ' ');
-    out_params(b, &ct);
+    out_params(b, &ct, pt->kind == PART_TEXT);
   } else if (pt->digest) {
     buf_adds(b, "\"MESSAGE\" \"RFC822\" NIL");
   } else {
@@ -1926,10 +2310,8 @@ static void out_body(struct buf *b, const char *msg, const struct part *parts, i
   buf_printf(b, " %u", pt->body_len);
   if (pt->kind == PART_MESSAGE && pt->child >= 0) {
     const struct part *in = &parts[pt->child];
-    struct headers inner;
-    headers_scan(msg + in->hdr_off, msg + in->hdr_off + in->hdr_len, &inner);
     buf_addc(b, ' ');
-    out_envelope(b, &inner);
+    out_envelope(b, msg + in->hdr_off, msg + in->hdr_off + in->hdr_len);
     buf_addc(b, ' ');
     out_body(b, msg, parts, pt->child, extended);
     buf_printf(b, " %u", pt->lines);
@@ -1999,9 +2381,7 @@ static struct rendered *rendered_build(const char *msg, size_t size, const struc
   struct rendered *r = mem_calloc(1, sizeof *r);
   if (!r) return NULL;
   struct buf e = {0}, bd = {0}, bs = {0};
-  struct headers hs;
-  headers_scan(msg, msg + header_length(msg, size), &hs);
-  out_envelope(&e, &hs);
+  out_envelope(&e, msg, msg + header_length(msg, size));
   out_body(&bd, msg, m->parts, 0, 0);
   out_body(&bs, msg, m->parts, 0, 1);
   r->envelope = buf_take(&e);
@@ -2043,8 +2423,8 @@ static const struct rendered *msgdata_rendered(struct msgdata *d) {
 /* ------------------------------------------------------------------------- */
 /*
 ** Text as a person reads it, for SEARCH: RFC 2047 encoded words decoded in headers,
-** base64 and quoted-printable undone in bodies. ISO-8859-1 is converted to UTF-8 so a
-** UTF-8 search string finds it; other charsets are compared as their bytes.
+** base64 and quoted-printable undone in bodies, and every charset converted to UTF-8
+** (charset_to_utf8), so that a UTF-8 search string finds it.
 */
 static void latin1_to_utf8(const char *p, size_t n, struct buf *out) {
   for (size_t i = 0; i < n; i++) {
@@ -2055,6 +2435,41 @@ static void latin1_to_utf8(const char *p, size_t n, struct buf *out) {
       buf_addc(out, (char)(0x80 | (c & 0x3f)));
     }
   }
+}
+
+/*
+** Text in charset cs as UTF-8, into out: UTF-8 and US-ASCII as they are, ISO-8859-1 by
+** table, every other charset through libc's iconv (the legacy CJK ones real mail uses
+** too: ISO-2022-JP, Shift_JIS, EUC-KR, GB2312/GBK, Big5); a byte iconv cannot convert
+** becomes U+FFFD, and text in a charset iconv does not know is left as it is.
+*/
+static void charset_to_utf8(struct str cs, const char *p, size_t n, struct buf *out) {
+  char name[64];
+  iconv_t cd = (iconv_t)-1;
+  if (!charset_is_utf8(cs) && !charset_is_latin1(cs) && cs.len < sizeof name) {
+    snprintf(name, sizeof name, "%.*s", (int)cs.len, cs.p);
+    cd = iconv_open("UTF-8", name);
+  }
+  if (cd == (iconv_t)-1) {
+    if (charset_is_latin1(cs)) latin1_to_utf8(p, n, out);
+    else buf_add(out, p, n);
+    return;
+  }
+  char *in = (char *)p;      /* iconv's prototype; it does not write there */
+  size_t left = n;
+  while (left && buf_reserve(out, left * 4 + 16)) {
+    char *o = out->p + out->len;
+    size_t room = out->cap - out->len - 1;
+    size_t r = iconv(cd, &in, &left, &o, &room);
+    out->len = (size_t)(o - out->p);
+    if (r == (size_t)-1 && errno != E2BIG) {   /* EILSEQ, or EINVAL at the end */
+      buf_adds(out, "\xef\xbf\xbd");
+      in++;
+      left--;
+      iconv(cd, NULL, NULL, NULL, NULL);
+    }
+  }
+  iconv_close(cd);
 }
 
 static int hexval(int c) {
@@ -2133,8 +2548,7 @@ static void rfc2047_decode(struct str v, struct buf *out) {
           /* white space between two encoded words is dropped (RFC 2047 6.2) */
           if (!last_was_word && pending_ws_len) buf_add(out, v.p + pending_ws_at, pending_ws_len);
           pending_ws_len = 0;
-          if (charset_is_latin1(cs)) latin1_to_utf8(raw.p ? raw.p : "", raw.len, out);
-          else buf_add(out, raw.p ? raw.p : "", raw.len);
+          charset_to_utf8(cs, raw.p ? raw.p : "", raw.len, out);
           buf_free(&raw);
           last_was_word = 1;
           i = (size_t)(q3 + 2 - v.p);
@@ -2163,6 +2577,44 @@ static void rfc2047_decode(struct str v, struct buf *out) {
   if (pending_ws_len && !last_was_word) buf_add(out, v.p + pending_ws_at, pending_ws_len);
 }
 
+/*
+** An address-list field as SEARCH FROM/TO/CC/BCC matches it: the parsed addresses
+** written back as `name <adl:mailbox@host>`, groups as `name: ...;`, encoded words
+** decoded, so a search finds what ENVELOPE shows (a comment-only name too) and never
+** what parsing dropped (Dovecot matches the same way).
+*/
+static void address_search_text(struct str v, struct buf *out) {
+  struct addrs as = {0};
+  struct buf text = {0};
+  addrs_parse(v, &as);
+  for (int i = 0; i < as.n; i++) {
+    const struct addr *a = &as.a[i];
+    if (i && a->kind != ADDR_GROUP_END && as.a[i - 1].kind != ADDR_GROUP)
+      buf_adds(&text, ", ");
+    if (a->kind == ADDR_GROUP_END) {
+      buf_addc(&text, ';');
+      continue;
+    }
+    if (a->name.len) buf_add(&text, a->name.p, a->name.len);
+    if (a->kind == ADDR_GROUP) {
+      buf_adds(&text, ": ");
+      continue;
+    }
+    if (a->has_name) buf_adds(&text, " <");
+    if (a->adl.len) {
+      buf_add(&text, a->adl.p, a->adl.len);
+      buf_addc(&text, ':');
+    }
+    buf_add(&text, a->mailbox.p, a->mailbox.len);
+    buf_addc(&text, '@');
+    buf_add(&text, a->host.p, a->host.len);
+    if (a->has_name) buf_addc(&text, '>');
+  }
+  rfc2047_decode(str_make(text.p ? text.p : "", text.len), out);
+  buf_free(&text);
+  addrs_free(&as);
+}
+
 /* The decoded text of one leaf part's body, for SEARCH BODY/TEXT. */
 static void part_decoded_text(const char *msg, const struct part *pt, struct buf *out) {
   const char *p = msg + pt->body_off;
@@ -2174,8 +2626,22 @@ static void part_decoded_text(const char *msg, const struct part *pt, struct buf
     p = raw.p ? raw.p : "";
     n = raw.len;
   }
-  if (pt->latin1) latin1_to_utf8(p, n, out);
-  else buf_add(out, p, n);
+  if (pt->charset == CS_LATIN1) {
+    latin1_to_utf8(p, n, out);
+  } else if (pt->charset == CS_ICONV) {   /* the charset's name, read again */
+    struct str v;
+    struct ctype ct;
+    struct buf cs = {0};
+    if (header_get(msg + pt->hdr_off, msg + pt->hdr_off + pt->hdr_len, "Content-Type", &v)) {
+      ctype_parse(v, 1, &ct);
+      ctype_param(&ct, "charset", &cs);
+      ctype_free(&ct);
+    }
+    charset_to_utf8(str_make(cs.p ? cs.p : "", cs.len), p, n, out);
+    buf_free(&cs);
+  } else {
+    buf_add(out, p, n);
+  }
   buf_free(&raw);
 }
 
@@ -2186,7 +2652,7 @@ static void part_decoded_text(const char *msg, const struct part *pt, struct buf
 */
 static int part_binary(const char *msg, const struct part *pt, struct buf *tmp,
                        struct str *out) {
-  if (pt->cte_unknown) return 0;
+  if (pt->cte == CTE_UNKNOWN) return 0;
   if (pt->cte == CTE_BASE64) base64_decode(msg + pt->body_off, pt->body_len, tmp, 0);
   else if (pt->cte == CTE_QP) qp_decode(msg + pt->body_off, pt->body_len, tmp, 0);
   *out = pt->cte == CTE_IDENTITY ? str_make(msg + pt->body_off, pt->body_len)
@@ -2211,7 +2677,7 @@ static int msg_binary_to_base64(const char *msg, size_t n, struct buf *out) {
   for (int i = 0; i < mm->nparts; i++) {
     const struct part *pt = &mm->parts[i];
     if (pt->kind != PART_LEAF && pt->kind != PART_TEXT) continue;
-    int identity = pt->cte == CTE_IDENTITY && !pt->cte_unknown;   /* 7bit, 8bit, binary */
+    int identity = pt->cte == CTE_IDENTITY;   /* 7bit, 8bit, binary */
     if (!(pt->cte_len && str_ieq(part_view(msg, pt->cte_off, pt->cte_len), "binary")) &&
         !(identity && memchr(msg + pt->body_off, 0, pt->body_len)))
       continue;
@@ -5157,7 +5623,7 @@ static int view_resolve(struct session *s, struct command *c, struct seqset *set
 enum skey_op {
   SK_AND, SK_OR, SK_NOT, SK_SEQ, SK_UID, SK_FLAG, SK_UNFLAG, SK_KEYWORD, SK_UNKEYWORD,
   SK_NEW, SK_OLD, SK_RECENT, SK_HEADER, SK_BODY, SK_TEXT, SK_BEFORE, SK_ON, SK_SINCE,
-  SK_SENTBEFORE, SK_SENTON, SK_SENTSINCE, SK_LARGER, SK_SMALLER, SK_ALL, SK_MODSEQ
+  SK_SENTBEFORE, SK_SENTON, SK_SENTSINCE, SK_LARGER, SK_SMALLER, SK_ALL, SK_MODSEQ, SK_ADDRESS
 };
 struct skey {
   int op;
@@ -5226,8 +5692,8 @@ static struct skey *search_parse_key(struct parser *ps, int depth) {
     {"UNFLAGGED", SK_UNFLAG, FLAG_FLAGGED}, {"UNSEEN", SK_UNFLAG, FLAG_SEEN},
     {"NEW", SK_NEW, 0}, {"OLD", SK_OLD, 0}, {"RECENT", SK_RECENT, 0}};
   static const struct { const char *name; const char *header; int op; } strings[] = {
-    {"BCC", "Bcc", SK_HEADER}, {"CC", "Cc", SK_HEADER}, {"FROM", "From", SK_HEADER},
-    {"SUBJECT", "Subject", SK_HEADER}, {"TO", "To", SK_HEADER}, {"BODY", NULL, SK_BODY},
+    {"BCC", "Bcc", SK_ADDRESS}, {"CC", "Cc", SK_ADDRESS}, {"FROM", "From", SK_ADDRESS},
+    {"SUBJECT", "Subject", SK_HEADER}, {"TO", "To", SK_ADDRESS}, {"BODY", NULL, SK_BODY},
     {"TEXT", NULL, SK_TEXT}};
   static const struct { const char *name; int op; } dates[] = {
     {"BEFORE", SK_BEFORE}, {"ON", SK_ON}, {"SINCE", SK_SINCE}, {"SENTBEFORE", SK_SENTBEFORE},
@@ -5367,7 +5833,11 @@ static int has_encoded_word(struct str v) {
   return 0;
 }
 
-/* Does header field `name` (or any field, name empty) contain the string, decoded? */
+/*
+** Does header field `name` contain the string, decoded? With name empty (TEXT), any field,
+** its name included: RFC 3501 6.4.4 says TEXT matches "the header or body", and a client
+** searching TEXT for "Content-Type" finds it on Dovecot too.
+*/
 static int search_header(const char *h, const char *hend, struct str name,
                          const struct needle *nd) {
   const char *p = h;
@@ -5383,14 +5853,32 @@ static int search_header(const char *h, const char *hend, struct str name,
     }
     /* most fields have neither encoded words nor folding: search them where they lie */
     if (!memchr(f.value.p, '\n', f.value.len) && !has_encoded_word(f.value)) {
-      found = needle_find(nd, f.value.p, f.value.len) != NULL;
+      const char *from = name.len ? f.value.p : f.start;   /* TEXT: "Name:value" too */
+      found = needle_find(nd, from, (size_t)(f.value.p + f.value.len - from)) != NULL;
       continue;
     }
     buf_reset(&dec);
+    if (!name.len) buf_add(&dec, f.start, (size_t)(f.value.p - f.start));
     rfc2047_decode(f.value, &dec);
     found = dec.len && needle_find(nd, dec.p, dec.len) != NULL;
   }
   buf_free(&dec);
+  return found;
+}
+
+/* Does an address field `name` hold the string, matched as address_search_text says? */
+static int search_address(const char *h, const char *hend, struct str name,
+                          const struct needle *nd) {
+  struct field f;
+  struct buf text = {0};
+  int found = 0;
+  while (!found && header_next(&h, hend, &f)) {
+    if (!(f.name.len == name.len && strncasecmp(f.name.p, name.p, name.len) == 0)) continue;
+    buf_reset(&text);
+    address_search_text(f.value, &text);
+    found = nd->len == 0 || (text.len && needle_find(nd, text.p, text.len) != NULL);
+  }
+  buf_free(&text);
   return found;
 }
 
@@ -5404,8 +5892,8 @@ static int search_text(const char *msg, const struct msgmeta *mm, const struct n
     if (with_headers && pt->hdr_len)
       found = search_header(msg + pt->hdr_off, msg + pt->hdr_off + pt->hdr_len,
                             str_make(NULL, 0), nd);
-    if (found || pt->kind != PART_TEXT) continue;
-    if (pt->cte == CTE_IDENTITY && !pt->latin1) {   /* searched where it lies, uncopied */
+    if (found || pt->kind != PART_TEXT || pt->cte == CTE_UNKNOWN) continue;
+    if (pt->cte == CTE_IDENTITY && pt->charset == CS_UTF8) {   /* searched where it lies */
       found = needle_find(nd, msg + pt->body_off, pt->body_len) != NULL;
     } else {
       buf_reset(&dec);
@@ -5443,6 +5931,7 @@ static int search_match(const struct skey *k, const struct snap *m) {
   case SK_ON: return m->day == k->num;
   case SK_SINCE: return m->day >= k->num;
   case SK_HEADER: return search_header(msg, msg + m->data->hdr_len, k->name, &k->needle);
+  case SK_ADDRESS: return search_address(msg, msg + m->data->hdr_len, k->name, &k->needle);
   default: break;
   }
   const struct msgmeta *mm = msgdata_meta(m->data);
@@ -6198,7 +6687,7 @@ static int fetch_binary_check(const struct fetch_item *items, struct msgdata *d)
     int node = mm ? fetch_find_part(mm, it->path, it->npath) : -1;
     if (node < 0) continue;
     if (mm->parts[node].kind == PART_MULTIPART) return FETCH_MULTIPART;
-    if (mm->parts[node].cte_unknown) return FETCH_UNKNOWN_CTE;
+    if (mm->parts[node].cte == CTE_UNKNOWN) return FETCH_UNKNOWN_CTE;
   }
   return 0;
 }

@@ -407,7 +407,7 @@ FZ void do_decode(const char *p, size_t n, int variant) {
   ctype_param(&ct, "boundary", &v);
   ctype_param(&ct, "name", &v);
   buf_free(&v);
-  out_params(&out, &ct);
+  out_params(&out, &ct, n & 1);
   require_piece(&out, fz_check_params, p, n);
   ctype_free(&ct);
   /* the other pieces read from the header fields */
@@ -423,9 +423,24 @@ FZ void do_decode(const char *p, size_t n, int variant) {
   require_piece(&out, check_lang, p, n);
   out_field(&out, &hs, H_SUBJECT);
   require_piece(&out, check_nstring, p, n);
-  out_address_list(&out, str_make(p, n));
+  struct addrs as = {0};
+  addrs_parse(str_make(p, n), &as);
+  out_addrs(&out, &as);
+  addrs_free(&as);
   require_piece(&out, fz_check_address_list, p, n);
-  out_envelope(&out, &hs);
+  struct buf text = {0};
+  address_search_text(str_make(p, n), &text);
+  buf_free(&text);
+  /* a header in which every ENVELOPE field has the input as its value */
+  struct buf h = {0};
+  for (int i = 0; i < H_COUNT; i++) {
+    buf_adds(&h, header_names[i]);
+    buf_adds(&h, ": ");
+    buf_add(&h, p, n);
+    buf_adds(&h, "\r\n");
+  }
+  out_envelope(&out, h.p, h.p + h.len);
+  buf_free(&h);
   require_piece(&out, fz_check_envelope, p, n);
   buf_free(&out);
 }

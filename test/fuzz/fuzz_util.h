@@ -681,15 +681,35 @@ FZ int fz_body_is_stripped(const struct fz_tree *a, int i, const struct fz_tree 
 }
 
 /* ------------------------------------------------------------------------- */
-/* The obvious case-insensitive (ASCII) substring search, to check needle_find against. */
+/*
+** The obvious case-insensitive substring search, to check needle_find against: ASCII
+** letters, and for a needle with non-ASCII bytes the letters utf8_fold folds.
+*/
+FZ int fz_naive_at(const unsigned char *needle, size_t m, const unsigned char *text) {
+  size_t k = 0;
+  while (k < m && tolower(text[k]) == tolower(needle[k])) k++;
+  return k == m;
+}
+
 FZ const char *fz_naive_find(const char *needle, size_t m, const char *text, size_t n) {
   if (m == 0) return text;
-  for (size_t i = 0; i + m <= n; i++) {
-    size_t k = 0;
-    while (k < m && tolower((unsigned char)text[i + k]) == tolower((unsigned char)needle[k])) k++;
-    if (k == m) return text + i;
+  int fold = 0;
+  for (size_t i = 0; i < m; i++) fold |= (unsigned char)needle[i] >= 0x80;
+  unsigned char *fn = fold ? malloc(m) : NULL, *ft = fold ? malloc(n + 1) : NULL;
+  if (fn && ft) {
+    memcpy(fn, needle, m);
+    memcpy(ft, text, n);
+    utf8_fold(fn, m);
+    utf8_fold(ft, n);
   }
-  return NULL;
+  const unsigned char *nb = fn && ft ? fn : (const unsigned char *)needle;
+  const unsigned char *tb = fn && ft ? ft : (const unsigned char *)text;
+  const char *found = NULL;
+  for (size_t i = 0; !found && i + m <= n; i++)
+    if (fz_naive_at(nb, m, tb + i)) found = text + i;
+  free(fn);
+  free(ft);
+  return found;
 }
 
 #endif

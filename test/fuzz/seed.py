@@ -6,7 +6,8 @@ Seeds come from the fixtures and from the tests:
   mbox     every fixture file (fixtures/*.mbox, fixtures/tree/, fixtures/bad/), and a few
            files in the layout --save writes (X-IMAPbase, X-Imapmem-Eol, saved fields)
   mime     the messages of those files, one a file, as the loader stores them (CRLF,
-           >From unquoted, flag headers removed), and a few hand-made structures
+           >From unquoted, flag headers removed), a few hand-made structures, the cases
+           of test/test_fidelity.py and the smaller of test/mimegen.py's first 60
   session  one mode byte (see fuzz_session.c) and then IMAP commands: the annotated
            transcript in README.md, and the commands the wire tests send (test/test_*.py:
            the strings given to cmd(), ok(), check(), search(), fetch(), section(),
@@ -297,6 +298,16 @@ def mime_seeds():
         out["nested_multipart_%d" % d] = nested(d, "multipart")
     for d in (3, 20, 63, 64):
         out["nested_message_%d" % d] = nested(d, "message")
+    # the hand-written half of make difftest's corpus, and the smaller generated messages
+    sys.path.insert(0, os.path.join(ROOT, "test"))
+    import mimegen
+    import test_fidelity
+    crlf = lambda m: m.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    for i, m in enumerate(test_fidelity.corpus()):
+        out["fidelity_%02d" % i] = crlf(m)
+    for i, m in enumerate(mimegen.messages()[:60]):
+        if len(m) <= 4000:
+            out["mimegen_%02d" % i] = crlf(m)
     return out
 
 
