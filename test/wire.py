@@ -4,7 +4,7 @@ Every test/test_*.py imports this module (fixture files are read by imapref.py, 
 side).  What it has:
 
   the program   BIN, ROOT, fixture(), run(), Server, Proc, READY, SANITIZER_MARKERS,
-                sanitizer_report(), write_mbox()
+                sanitizer_report(), write_mbox(), has_tls()
   the test case ServerCase: start() a server on port 0 (stopped after the test; a
                 sanitizer report on its stderr or an exit status other than 0 fails the
                 test), or with SHARED = True one for the whole class (start_shared(),
@@ -23,7 +23,8 @@ side).  What it has:
 
 The binary is $IMAPMEM_BIN (test/run.py sets it, one test file per process) or ./imapmem.
 A Server is started with `-p 0` and reads the one ready line `imapmem: listening on
-ADDR:PORT` from stdout, exactly as a user's test suite would.
+ADDR:PORT` (with --imaps-port, `..., imaps ADDR:TLSPORT`: Server.imaps_port) from stdout,
+exactly as a user's test suite would.
 
 A wire test, whole:
 
@@ -50,7 +51,8 @@ import unittest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("IMAPMEM_BIN", os.path.join(ROOT, "imapmem"))
 FIXTURES = os.path.join(ROOT, "fixtures")
-READY = re.compile(rb"^imapmem: listening on (\[[^\]]+\]|[^:]+):(\d+)\n$")
+READY = re.compile(rb"^imapmem: listening on (\[[^\]]+\]|[^:]+):(\d+)"
+                   rb"(?:, imaps (?:\[[^\]]+\]|[^:]+):(\d+))?\n$")   # --imaps-port (TLS build)
 LOGIN = ("test", "test")
 # "Sanitizer" is in every report of AddressSanitizer, LeakSanitizer, ThreadSanitizer and
 # UndefinedBehaviorSanitizer's summary; "runtime error:" is in each UBSan report.
@@ -81,6 +83,17 @@ def run(args, timeout=10, stdin=subprocess.DEVNULL):
                        stdin=stdin, timeout=timeout)
     check_stderr(p.stderr.decode("utf-8", "replace"))
     return p
+
+
+_HAS_TLS = []
+
+
+def has_tls():
+    """Whether BIN was built with TLS (make TLS=openssl): its --version says "(TLS: ...)"."""
+    if not _HAS_TLS:
+        out = subprocess.run([BIN, "--version"], stdout=subprocess.PIPE, timeout=10).stdout
+        _HAS_TLS.append(b"(TLS:" in out)
+    return _HAS_TLS[0]
 
 
 def write_mbox(directory, name, text):
@@ -178,6 +191,7 @@ class Server:
             raise RuntimeError("no ready line: %r; stderr: %s" % (line, err))
         self.host = m.group(1).decode().strip("[]")
         self.port = int(m.group(2))
+        self.imaps_port = int(m.group(3)) if m.group(3) else None
         self.ready_line = line
 
     def stderr(self):
