@@ -68,21 +68,26 @@ build/imapmem-tls: imapmem.c imapmem.h | build
 build/imapmem-tls-asan: imapmem.c imapmem.h | build
 	$(CC) $(WARN) -O1 -g $(SAN) -pthread -DIMAPMEM_MAIN $(TLS_CFLAGS) imapmem.c -o $@ $(TLS_LIBS)
 
+build/api_test-tls: test/api_test.c imapmem.c imapmem.h | build
+	$(CC) $(WARN) -O1 -g $(SAN) -pthread -I. $(TLS_CFLAGS) test/api_test.c imapmem.c -o $@ \
+	  $(TLS_LIBS)
+
 build/embed_example: test/embed_example.c imapmem.c imapmem.h | build
 	$(CC) $(WARN) -O1 -g -pthread -I. test/embed_example.c imapmem.c -o $@
 
-TLS_WIRE = --wire 'build/imapmem-tls:test_tls.py,test_commands.py' \
+TLS_WIRE = --c build/api_test-tls --wire 'build/imapmem-tls:test_tls.py,test_commands.py' \
   --wire 'build/imapmem-tls-asan:test_tls.py'
 
 TEST_BINS = imapmem build/imapmem-asan build/imapmem-tsan build/unit build/unit-asan \
   build/api_test build/api_test-tsan build/embed_example $(if $(MUSL_CC),build/imapmem-musl) \
-  $(if $(CLANG),build/imapmem-clang) $(if $(HAVE_OPENSSL),build/imapmem-tls build/imapmem-tls-asan)
+  $(if $(CLANG),build/imapmem-clang) $(if $(HAVE_OPENSSL),build/imapmem-tls build/imapmem-tls-asan build/api_test-tls)
 
 # Every test: the layering check of imapmem.c, C unit tests (plain and sanitized), the
 # in-process API tests under ASan+UBSan and under TSan, the wire tests against the plain,
 # the ASan+UBSan and (with musl-gcc) the musl server, and the multi-client and concurrency
-# tests against the TSan server; with OpenSSL, the TLS tests (and the commands' tests,
-# STARTTLS now offered) against the TLS build, plain and under ASan+UBSan.
+# tests against the TSan server; with OpenSSL, the in-process API tests and the TLS tests
+# (and the commands' tests, STARTTLS now offered) against the TLS build, the wire tests
+# plain and under ASan+UBSan.
 test: $(TEST_BINS)
 	$(PY) test/run.py --py test/check_layering.py \
 	  --c build/unit --c build/unit-asan --c build/api_test \

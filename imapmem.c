@@ -4,7 +4,8 @@
 ** One file holds the library and the program. It loads mailboxes from mbox fixtures,
 ** keeps mailboxes, messages, UIDs and flags in memory, and serves many clients at once,
 ** one thread per connection. It speaks RFC 3501 and the extensions real clients expect.
-** Dependencies: libc and POSIX threads. The public API is imapmem.h; everything else is
+** Dependencies: libc and POSIX threads; OpenSSL too only in the opt-in TLS build
+** (-DIMAPMEM_TLS, make TLS=openssl). The public API is imapmem.h; everything else is
 ** static. main() is compiled only with -DIMAPMEM_MAIN.
 **
 ** The file reads bottom-up: each section calls only the sections before it (its banner
@@ -7131,7 +7132,9 @@ static void session_execute(struct session *s) {
 ** 10  Sessions and network
 ** ===========================================================================
 ** Owns: a session's connection (its descriptors, input buffer and thread: net_io is its
-** struct session_io), reading commands, the accept thread, and the server's session list.
+** struct session_io, over a plain or a TLS struct transport), TLS (the handshake, the
+** server's SSL_CTX, generated certificates), reading commands, the accept thread (plain
+** and imaps ports), and the server's session list.
 ** Calls: sections 1, 3, 5, 6 and 9.
 ** Locking: server->lock guards the session list and what a session publishes for
 ** imapmem_wait() (pub_*); a session's other fields belong to its thread, except wake[]

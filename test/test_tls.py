@@ -22,6 +22,34 @@ TLS = has_tls()
 NO_TLS = "%s was built without TLS (make TLS=openssl builds it with)" % os.path.basename(BIN)
 CURL = shutil.which("curl")
 OPENSSL = shutil.which("openssl")
+MBSYNC = shutil.which("mbsync")
+# isync matches the certificate against Host as a name, never as an IP address: Host
+# localhost (isync 1.4 spells TLSType as SSLType)
+MBSYNCRC = """IMAPAccount a
+Host localhost
+Port {port}
+User test
+Pass test
+SSLType {tls}
+CertificateFile {ca}
+SystemCertificates no
+
+IMAPStore remote
+Account a
+
+MaildirStore local
+Path {maildir}/
+Inbox {maildir}/INBOX
+SubFolders Verbatim
+
+Channel all
+Far :remote:
+Near :local:
+Patterns *
+Create Near
+Sync Pull
+SyncState *
+"""
 
 
 def verifying(cafile):
@@ -335,6 +363,25 @@ class OpenSSLClient(TLSCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn(b"a OK", p.stdout)
         self.assertIn(b"b OK LOGOUT", p.stdout)
+
+
+@unittest.skipUnless(MBSYNC, "mbsync (isync) is not installed")
+class Mbsync(TLSCase):
+    def test_imaps_and_starttls_verifying(self):
+        s = self.tls_server("--require-tls", BASIC)
+        for tls, port in (("IMAPS", s.imaps_port), ("STARTTLS", s.port)):
+            d = self.tempdir()
+            maildir = os.path.join(d, "mail")
+            os.makedirs(maildir)
+            rc = os.path.join(d, "mbsyncrc")
+            with open(rc, "w") as f:
+                f.write(MBSYNCRC.format(port=port, tls=tls, ca=s.ca, maildir=maildir))
+            p = subprocess.run([MBSYNC, "-c", rc, "-a"], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, timeout=60)
+            self.assertEqual(p.returncode, 0, (tls, p.stdout.decode()))
+            cur = os.path.join(maildir, "INBOX", "cur")
+            got = len(os.listdir(cur)) + len(os.listdir(os.path.join(maildir, "INBOX", "new")))
+            self.assertEqual(got, len(imapref.read_mbox(BASIC)), tls)
 
 
 class GivenCertificate(TLSCase):
