@@ -75,8 +75,9 @@ build/api_test-tls: test/api_test.c imapmem.c imapmem.h | build
 build/embed_example: test/embed_example.c imapmem.c imapmem.h | build
 	$(CC) $(WARN) -O1 -g -pthread -I. test/embed_example.c imapmem.c -o $@
 
-TLS_WIRE = --c build/api_test-tls --wire 'build/imapmem-tls:test_tls.py,test_commands.py' \
-  --wire 'build/imapmem-tls-asan:test_tls.py'
+TLS_WIRE = --c build/api_test-tls \
+  --wire 'build/imapmem-tls:test_tls.py,test_commands.py,test_over_tls.py' \
+  --wire 'build/imapmem-tls-asan:test_tls.py,test_over_tls.py'
 
 TEST_BINS = imapmem build/imapmem-asan build/imapmem-tsan build/unit build/unit-asan \
   build/api_test build/api_test-tsan build/embed_example $(if $(MUSL_CC),build/imapmem-musl) \
@@ -85,9 +86,10 @@ TEST_BINS = imapmem build/imapmem-asan build/imapmem-tsan build/unit build/unit-
 # Every test: the layering check of imapmem.c, C unit tests (plain and sanitized), the
 # in-process API tests under ASan+UBSan and under TSan, the wire tests against the plain,
 # the ASan+UBSan and (with musl-gcc) the musl server, and the multi-client and concurrency
-# tests against the TSan server; with OpenSSL, the in-process API tests and the TLS tests
-# (and the commands' tests, STARTTLS now offered) against the TLS build, the wire tests
-# plain and under ASan+UBSan.
+# tests against the TSan server; with OpenSSL, the in-process API tests, the TLS tests,
+# the commands' tests (STARTTLS now offered) and test_over_tls.py (the commands', FETCH and
+# multi-session tests with every client over TLS) against the TLS build, plain and under
+# ASan+UBSan.
 test: $(TEST_BINS)
 	$(PY) test/run.py --py test/check_layering.py \
 	  --c build/unit --c build/unit-asan --c build/api_test \

@@ -423,7 +423,6 @@ struct imapmem {
   char *tls_trust_pem;        /* the certificate a client should trust */
   struct x509_st *tls_ca;     /* the generated CA (NULL with a given certificate) and */
   struct evp_pkey_st *tls_ca_key;   /* its key, only in memory: it signs fault leaves */
-  int tls_fault;              /* TLS_FAULT_*: what is wrong with what the server presents */
   int require_tls;            /* no LOGIN or AUTHENTICATE before TLS (RFC 3501 6.2.3) */
   int imaps_want;             /* the imaps port to listen on (0: any), -1: none */
   int imaps_fd, imaps_port;
@@ -7555,21 +7554,20 @@ static int tls_configure(struct imapmem *srv, const char *cert_pem, const char *
     snprintf(err, cap, "cannot set up TLS: out of memory");
     return IMAPMEM_NOMEM;
   }
-  if (cert_pem) {            /* the generated CA, if any, is of no more use */
-    X509_free(srv->tls_ca);
-    EVP_PKEY_free(srv->tls_ca_key);
-    srv->tls_ca = NULL;
-    srv->tls_ca_key = NULL;
-  }
   int rc = cert_pem ? tls_use_pem(srv, ctx, cert_pem, key_pem, err, cap)
                     : tls_generate(srv, ctx, fault, err, cap);
   if (rc != IMAPMEM_OK) {
     SSL_CTX_free(ctx);
     return rc;
   }
+  if (cert_pem) {            /* the generated CA, if any, is of no more use */
+    X509_free(srv->tls_ca);
+    EVP_PKEY_free(srv->tls_ca_key);
+    srv->tls_ca = NULL;
+    srv->tls_ca_key = NULL;
+  }
   SSL_CTX_free(srv->tls_ctx);
   srv->tls_ctx = ctx;
-  srv->tls_fault = cert_pem ? 0 : fault;
   return IMAPMEM_OK;
 }
 
@@ -8042,8 +8040,10 @@ static void server_accept(struct imapmem *srv, int fd, int implicit_tls) {
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   if (atomic_load(&srv->nactive) >= srv->cfg.max_connections) {
     static const char bye[] = "* BYE Too many connections\r\n";
-    ssize_t r = send(fd, bye, sizeof bye - 1, MSG_NOSIGNAL);
-    (void)r;
+    if (!implicit_tls) {     /* an imaps client expects TLS: it gets only the close */
+      ssize_t r = send(fd, bye, sizeof bye - 1, MSG_NOSIGNAL);
+      (void)r;
+    }
     close(fd);
     return;
   }

@@ -369,7 +369,8 @@ int imapmem_set_capability(imapmem *srv, const char *name, int on);
 
 /*
 ** The capabilities advertised now, space-separated as in "* CAPABILITY", into
-** *caps_out, which the caller frees with imapmem_release(). Returns IMAPMEM_OK;
+** *caps_out, which the caller frees with imapmem_release(). Those that depend on the
+** session (STARTTLS, LOGINDISABLED: see imapmem_set_tls) are not among them. Returns IMAPMEM_OK;
 ** IMAPMEM_MISUSE; IMAPMEM_NOMEM.
 */
 int imapmem_capabilities(imapmem *srv, char **caps_out);

@@ -7,6 +7,7 @@ Against a build without TLS only what such a build promises runs: TLS options ex
 with a message saying how to build with TLS, and STARTTLS is neither offered nor done.
 """
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -284,6 +285,61 @@ class Protocol(TLSCase):
         r.send(b"x LOGIN test test\r\n")
         self.assertTrue(r.read_to_eof(5)[1])
         self.raw(self.s).ok("NOOP")
+
+
+class OverTLS(TLSCase):
+    """Commands that move many bytes, or wait, behave over TLS as over plain TCP."""
+
+    def setUp(self):
+        self.s = self.tls_server()
+        self.ctx = verifying(self.s.ca)
+
+    def tls_raw(self):
+        r = TLSRaw("127.0.0.1", self.s.imaps_port, self.ctx)
+        self.addCleanup(r.close)
+        r.ok("LOGIN test test")
+        return r
+
+    def test_a_large_message_both_ways(self):
+        # a literal much larger than the input buffer and a TLS record, and a FETCH that
+        # fills the socket: partial TLS writes and decrypted bytes waiting in OpenSSL
+        body = b"".join(b"line %07d of a large message, over TLS\r\n" % i for i in range(60000))
+        msg = b"Subject: big\r\n\r\n" + body
+        for plus in (False, True):
+            r = self.tls_raw()
+            untagged, tagged = r.append("INBOX", msg, plus=plus)
+            self.assertOK(tagged)
+            uid = int(re.search(rb"APPENDUID \d+ (\d+)", tagged).group(1))
+            r.ok("SELECT INBOX")
+            r.send("f UID FETCH %d BODY.PEEK[]\r\n" % uid)
+            head = r.readline()
+            n = int(re.search(rb"\{(\d+)\}\r\n$", head).group(1))
+            self.assertEqual(r.read_exact(n), msg)
+            lines, _ = r.read_until(lambda l: l.startswith(b"f "), 30)
+            self.assertTrue(lines[-1].startswith(b"f OK"), lines)
+
+    def test_idle_is_woken_over_tls(self):
+        a, b = self.tls_raw(), self.tls_raw()
+        a.ok("SELECT INBOX")
+        a.send("i IDLE\r\n")
+        self.assertTrue(a.readline().startswith(b"+"))
+        b.append("INBOX", b"Subject: new\r\n\r\nhello\r\n")
+        lines, _ = a.read_until(lambda l: l.endswith(b"EXISTS\r\n"), 10)
+        a.send("DONE\r\n")
+        a.read_until(lambda l: l.startswith(b"i OK"), 10)
+
+    def test_stop_says_bye_over_tls(self):
+        r = self.tls_raw()
+        self.assertEqual(self.s.stop(), 0)
+        data, closed = r.read_to_eof(10)
+        self.assertIn(b"* BYE", data)
+
+    def test_tiny_writes(self):
+        s = self.tls_server("--fault", "chunk=1", BASIC)
+        r = TLSRaw("127.0.0.1", s.imaps_port, verifying(s.ca))
+        self.addCleanup(r.close)
+        r.ok("LOGIN test test")
+        self.assertEqual(exists(r.ok("SELECT INBOX")), len(imapref.read_mbox(BASIC)))
 
 
 class RequireTLS(TLSCase):

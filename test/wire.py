@@ -4,7 +4,7 @@ Every test/test_*.py imports this module (fixture files are read by imapref.py, 
 side).  What it has:
 
   the program   BIN, ROOT, fixture(), run(), Server, Proc, READY, SANITIZER_MARKERS,
-                sanitizer_report(), write_mbox(), has_tls()
+                sanitizer_report(), write_mbox(), has_tls(), OVER_TLS
   the test case ServerCase: start() a server on port 0 (stopped after the test; a
                 sanitizer report on its stderr or an exit status other than 0 fails the
                 test), or with SHARED = True one for the whole class (start_shared(),
@@ -43,6 +43,7 @@ import select
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -169,6 +170,11 @@ class Proc(subprocess.Popen):
         check_stderr(err)
 
 
+# True (test_over_tls.py sets it, in a TLS build): every Server also listens for implicit
+# TLS, and its raw() and imap() clients speak TLS, verifying its --tls-cert-out certificate.
+OVER_TLS = False
+
+
 class Server:
     """A running imapmem on port 0.  stop() sends a signal and returns the exit status;
     finish() (ServerCase calls it after the test; `with Server(...)` at the end of the
@@ -178,6 +184,11 @@ class Server:
         cmd = [BIN, "-p", "0"]  # BIN is looked up now
         if uidvalidity is not None:
             cmd += ["--uidvalidity", str(uidvalidity)]
+        self.tls = None
+        if OVER_TLS:
+            self.cadir = tempfile.mkdtemp(prefix="imapmem-test-")
+            ca = os.path.join(self.cadir, "trust.pem")
+            cmd += ["--imaps-port", "0", "--tls-cert-out", ca]
         cmd += list(args)
         self.proc = Proc(cmd, stdin=subprocess.DEVNULL)
         line = self.proc.stdout.readline()
@@ -193,20 +204,28 @@ class Server:
         self.port = int(m.group(2))
         self.imaps_port = int(m.group(3)) if m.group(3) else None
         self.ready_line = line
+        if OVER_TLS:          # --tls-cert-out is written before the ready line
+            self.tls = ssl.create_default_context(cafile=ca)
 
     def stderr(self):
         return self.proc.err()
 
     def imap(self, user="test", password="test", login=True):
         """An imaplib client, logged in unless login=False."""
-        c = imaplib.IMAP4(self.host, self.port, timeout=10)
+        if self.tls:
+            c = imaplib.IMAP4_SSL(self.host, self.imaps_port, ssl_context=self.tls, timeout=10)
+        else:
+            c = imaplib.IMAP4(self.host, self.port, timeout=10)
         if login:
             c.login(user, password)
         return c
 
     def raw(self, login=None):
         """A raw connection (see Raw).  login=(user, password) logs in first."""
-        r = Raw(self.host, self.port)
+        if self.tls:
+            r = Raw(self.host, self.imaps_port, ssl_context=self.tls)
+        else:
+            r = Raw(self.host, self.port)
         if login:
             r.ok("LOGIN %s %s" % login)
         return r
@@ -230,6 +249,8 @@ class Server:
         """stop(), then require exit status 0; once."""
         if self.proc.errfile.closed:
             return
+        if self.tls:
+            shutil.rmtree(self.cadir, True)
         try:
             rc = self.stop()
             err = self.stderr()
@@ -262,8 +283,10 @@ class Raw:
     Reading never loses a partial response: what is not yet complete stays in buf.
     """
 
-    def __init__(self, host, port, timeout=10):
+    def __init__(self, host, port, timeout=10, ssl_context=None):
         self.sock = socket.create_connection((host, port), timeout=timeout)
+        if ssl_context:       # implicit TLS (RFC 8314), the host name verified
+            self.sock = ssl_context.wrap_socket(self.sock, server_hostname=host)
         self.buf = b""
         self.n = 0
         self.greeting = self.readline()
