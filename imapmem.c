@@ -346,6 +346,8 @@ struct session {
   const struct transport *tp; /* how net_io moves bytes: plain, or TLS once it started */
   struct ssl_st *ssl;         /* the TLS connection, or NULL */
   int implicit_tls;           /* accepted on the imaps port: TLS from the first byte */
+  int starttls_ok;            /* accepted on the plain port: STARTTLS may start TLS (not
+                                 on imapmem_serve_fd's descriptors) */
   int starttls;               /* STARTTLS was answered OK: the handshake comes next */
   int tls_failed;             /* a fatal TLS error: no close_notify may follow */
   int id;
@@ -5812,7 +5814,7 @@ static unsigned capability_switch(unsigned off, size_t i, int on) {
 static const char *capabilities(struct imapmem *srv, struct session *s, char *out,
                                 size_t cap) {
   size_t n = 0;
-  int plain = s && !s->ssl;
+  int plain = s && !s->ssl && s->starttls_ok;
   int locked = plain && srv->require_tls;
   out[0] = 0;
   for (size_t i = 0; i < NCAPS; i++)
@@ -5916,9 +5918,12 @@ static int session_login(struct session *s, struct str name, struct str password
   return 1;
 }
 
-/* Require-TLS and the session is still plain: no password may cross (RFC 3501 6.2.3). */
+/*
+** Require-TLS and a session on the plain port is still plain: no password may cross
+** (RFC 3501 6.2.3).
+*/
 static int session_privacy_required(struct session *s, struct command *c) {
-  if (!s->srv->require_tls || s->ssl) return 0;
+  if (!s->srv->require_tls || s->ssl || !s->starttls_ok) return 0;
   cmd_no(c, "[PRIVACYREQUIRED] %s is disabled until STARTTLS: this server requires TLS",
          c->def->name);
   return 1;
@@ -5998,10 +6003,10 @@ static int cmd_authenticate(struct session *s, struct command *c) {
 ** plaintext injected before TLS is ever taken as a command after it.
 */
 static int cmd_starttls(struct session *s, struct command *c) {
-  if (!s->srv->tls_ctx)
-    return cmd_bad(c, "STARTTLS is not supported: this imapmem serves no TLS");
-  if (!parse_end(&c->ps)) return cmd_bad_args(c);
   if (s->ssl) return cmd_bad(c, "STARTTLS TLS is already active on this connection");
+  if (!s->srv->tls_ctx || !s->starttls_ok)
+    return cmd_bad(c, "STARTTLS is not supported: this imapmem serves no TLS here");
+  if (!parse_end(&c->ps)) return cmd_bad_args(c);
   s->starttls = 1;
   return cmd_ok(c, "Begin TLS negotiation now");
 }
@@ -8003,14 +8008,18 @@ static void server_reap_locked(struct imapmem *srv) {
 
 /*
 ** Start a session thread on the descriptors; the session owns them from now on, even
-** on failure. Returns an IMAPMEM_ code.
+** on failure. tls: 0 never (imapmem_serve_fd), 1 STARTTLS may start it (the plain port),
+** 2 from the first byte (the imaps port). Returns an IMAPMEM_ code.
 */
 static int server_add_session(struct imapmem *srv, int fd, int fd_out, const char *preauth,
-                              int implicit_tls) {
+                              int tls) {
   pthread_mutex_lock(&srv->lock);
   server_reap_locked(srv);
   struct session *s = session_new(srv, fd, fd_out);
-  if (s) s->implicit_tls = implicit_tls;
+  if (s) {
+    s->starttls_ok = tls == 1;
+    s->implicit_tls = tls == 2;
+  }
   if (!s || (preauth && !(s->preauth = mem_strdup(preauth))) ||
       !mem_grow(&srv->sessions, &srv->capsessions, srv->nsessions + 1, sizeof srv->sessions[0])) {
     pthread_mutex_unlock(&srv->lock);
@@ -8047,7 +8056,7 @@ static void server_accept(struct imapmem *srv, int fd, int implicit_tls) {
     close(fd);
     return;
   }
-  server_add_session(srv, fd, fd, NULL, implicit_tls);
+  server_add_session(srv, fd, fd, NULL, implicit_tls ? 2 : 1);
 }
 
 static void *accept_thread(void *arg) {

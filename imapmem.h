@@ -418,7 +418,8 @@ int imapmem_clear_faults(imapmem *srv);
 ** -lssl -lcrypto (OpenSSL 3; `make TLS=openssl`). In a build without it every setter below
 ** returns IMAPMEM_MISUSE, and imapmem_errmsg() says how to build with TLS. TLS is set up
 ** before imapmem_start(); once serving, the setters return IMAPMEM_MISUSE. Sessions of
-** imapmem_serve_fd() are never TLS. TLS 1.2 is the minimum and 1.3 is offered; each
+** imapmem_serve_fd() are never TLS: they neither offer STARTTLS nor are held to
+** imapmem_set_require_tls(). TLS 1.2 is the minimum and 1.3 is offered; each
 ** handshake runs in its session's thread, and a client that does not finish it within 10
 ** seconds (or the idle timeout, if shorter) is dropped.
 */

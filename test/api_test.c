@@ -2483,6 +2483,18 @@ static void test_tls_api(void) {
   CHECK(strncmp(imapmem_imaps_address(srv), "127.0.0.1:", 10) == 0);
   CHECK(imapmem_set_tls(srv, NULL, NULL) == IMAPMEM_MISUSE);    /* serving */
   CHECK(imapmem_set_require_tls(srv, 0) == IMAPMEM_MISUSE);
+  CHECK(imapmem_add_user(srv, "alice", "secret") == IMAPMEM_OK);
+  struct conn *c = tcp_conn(srv);            /* the plain port: STARTTLS, no LOGIN */
+  CHECKM(c && strstr(c->greeting, " STARTTLS") && strstr(c->greeting, " LOGINDISABLED") &&
+         !strstr(c->greeting, "AUTH="), "%s", c ? c->greeting : "");
+  CHECK(c && strncmp(cmd(c, "LOGIN alice secret"), "NO [PRIVACYREQUIRED]", 20) == 0);
+  conn_free(c);
+  c = pair_conn(srv, NULL);                  /* serve_fd: no TLS, and none required */
+  CHECKM(c && !strstr(c->greeting, "STARTTLS") && !strstr(c->greeting, "LOGINDISABLED"),
+         "%s", c ? c->greeting : "");
+  CHECK(c && is_bad(cmd(c, "STARTTLS")));
+  CHECK(c && ok(cmd(c, "LOGIN alice secret")));
+  conn_free(c);
   imapmem_free(srv);
 }
 
