@@ -112,6 +112,16 @@ class WithoutTLS(ServerCase):
             self.assertIn(b"make TLS=openssl", p.stderr, args)
             self.assertIn(args[0].split("=")[0].encode(), p.stderr, args)
 
+    def test_links_neither_libssl_nor_libcrypto(self):
+        ldd = shutil.which("ldd")
+        if not ldd:
+            self.skipTest("no ldd")
+        p = subprocess.run([ldd, BIN], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        if p.returncode != 0:             # a static or musl binary: nothing linked at all
+            self.skipTest("ldd cannot list %s: %r" % (BIN, p.stdout[:100]))
+        self.assertNotIn(b"libssl", p.stdout)
+        self.assertNotIn(b"libcrypto", p.stdout)
+
     def test_starttls_neither_offered_nor_done(self):
         r = self.raw(self.start(BASIC), login=None)
         self.assertNotIn("STARTTLS", caps(r))
