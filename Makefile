@@ -7,8 +7,23 @@ PY ?= python3
 
 all: imapmem
 
-imapmem: imapmem.c imapmem.h
-	$(CC) $(WARN) $(CFLAGS) -pthread -DIMAPMEM_MAIN imapmem.c -o $@
+# TLS is opt-in: `make TLS=openssl` builds ./imapmem with STARTTLS and IMAPS through
+# OpenSSL (Debian: libssl-dev). Plain `make` needs neither OpenSSL's headers nor its
+# libraries, and build/tls-flavor makes ./imapmem rebuild when TLS= changes.
+TLS_CFLAGS = -DIMAPMEM_TLS
+TLS_LIBS = -lssl -lcrypto
+ifeq ($(TLS),openssl)
+IMAPMEM_TLS_FLAGS = $(TLS_CFLAGS)
+IMAPMEM_TLS_LIBS = $(TLS_LIBS)
+else ifneq ($(TLS),)
+$(error TLS=$(TLS): the one TLS library imapmem builds with is OpenSSL: make TLS=openssl)
+endif
+FLAVOR := $(shell mkdir -p build && (echo '$(TLS)' | cmp -s - build/tls-flavor || \
+                                     echo '$(TLS)' > build/tls-flavor))
+
+imapmem: imapmem.c imapmem.h build/tls-flavor
+	$(CC) $(WARN) $(CFLAGS) -pthread -DIMAPMEM_MAIN $(IMAPMEM_TLS_FLAGS) imapmem.c -o $@ \
+	  $(IMAPMEM_TLS_LIBS)
 
 build:
 	mkdir -p build
@@ -43,23 +58,45 @@ MUSL_CC := $(shell command -v musl-gcc 2>/dev/null)
 build/imapmem-musl: imapmem.c imapmem.h | build
 	$(MUSL_CC) $(WARN) -O1 -g -pthread -DIMAPMEM_MAIN imapmem.c -o $@
 
+# The TLS build beside the plain one, when OpenSSL's headers are there (libssl-dev), as
+# for musl-gcc and clang: plain and under ASan+UBSan.
+HAVE_OPENSSL := $(shell printf '\043include <openssl/ssl.h>\n' | $(CC) -E -x c - >/dev/null 2>&1 \
+                  && echo yes)
+build/imapmem-tls: imapmem.c imapmem.h | build
+	$(CC) $(WARN) -O1 -g -pthread -DIMAPMEM_MAIN $(TLS_CFLAGS) imapmem.c -o $@ $(TLS_LIBS)
+
+build/imapmem-tls-asan: imapmem.c imapmem.h | build
+	$(CC) $(WARN) -O1 -g $(SAN) -pthread -DIMAPMEM_MAIN $(TLS_CFLAGS) imapmem.c -o $@ $(TLS_LIBS)
+
+build/api_test-tls: test/api_test.c imapmem.c imapmem.h | build
+	$(CC) $(WARN) -O1 -g $(SAN) -pthread -I. $(TLS_CFLAGS) test/api_test.c imapmem.c -o $@ \
+	  $(TLS_LIBS)
+
 build/embed_example: test/embed_example.c imapmem.c imapmem.h | build
 	$(CC) $(WARN) -O1 -g -pthread -I. test/embed_example.c imapmem.c -o $@
 
+TLS_WIRE = --c build/api_test-tls \
+  --wire 'build/imapmem-tls:test_tls.py,test_commands.py,test_over_tls.py' \
+  --wire 'build/imapmem-tls-asan:test_tls.py,test_over_tls.py'
+
 TEST_BINS = imapmem build/imapmem-asan build/imapmem-tsan build/unit build/unit-asan \
   build/api_test build/api_test-tsan build/embed_example $(if $(MUSL_CC),build/imapmem-musl) \
-  $(if $(CLANG),build/imapmem-clang)
+  $(if $(CLANG),build/imapmem-clang) $(if $(HAVE_OPENSSL),build/imapmem-tls build/imapmem-tls-asan build/api_test-tls)
 
 # Every test: the layering check of imapmem.c, C unit tests (plain and sanitized), the
 # in-process API tests under ASan+UBSan and under TSan, the wire tests against the plain,
 # the ASan+UBSan and (with musl-gcc) the musl server, and the multi-client and concurrency
-# tests against the TSan server.
+# tests against the TSan server; with OpenSSL, the in-process API tests, the TLS tests,
+# the commands' tests (STARTTLS now offered) and test_over_tls.py (the commands', FETCH and
+# multi-session tests with every client over TLS) against the TLS build, plain and under
+# ASan+UBSan.
 test: $(TEST_BINS)
 	$(PY) test/run.py --py test/check_layering.py \
 	  --c build/unit --c build/unit-asan --c build/api_test \
 	  --c build/api_test-tsan --c 'valgrind:build/embed_example' \
 	  --wire ./imapmem --wire build/imapmem-asan $(if $(MUSL_CC),--wire build/imapmem-musl) \
 	  --wire 'build/imapmem-tsan:test_multi.py,test_concurrency.py' \
+	  $(if $(HAVE_OPENSSL),$(TLS_WIRE)) \
 	  $(if $(CLANG),--c test/fuzz/smoke) $(if $(DOVECOT),--py test/difftest.py)
 
 # libFuzzer targets (test/fuzz/README.md): each for FUZZ_SECONDS (default 60).

@@ -4,7 +4,8 @@
 ** One file holds the library and the program. It loads mailboxes from mbox fixtures,
 ** keeps mailboxes, messages, UIDs and flags in memory, and serves many clients at once,
 ** one thread per connection. It speaks RFC 3501 and the extensions real clients expect.
-** Dependencies: libc and POSIX threads. The public API is imapmem.h; everything else is
+** Dependencies: libc and POSIX threads; OpenSSL too only in the opt-in TLS build
+** (-DIMAPMEM_TLS, make TLS=openssl). The public API is imapmem.h; everything else is
 ** static. main() is compiled only with -DIMAPMEM_MAIN.
 **
 ** The file reads bottom-up: each section calls only the sections before it (its banner
@@ -57,6 +58,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#ifdef IMAPMEM_TLS           /* the opt-in TLS build: make TLS=openssl (section 10) */
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#endif
+
 /*
 ** ===========================================================================
 ** 0  Types and limits
@@ -88,6 +97,9 @@
 #define IMAPMEM_MAX_CONTEXTS 32         /* UPDATE search contexts a session may hold */
 #endif
 #define MAX_MAILBOX_NAME 1024
+#ifndef IMAPMEM_TLS_HANDSHAKE_TIMEOUT
+#define IMAPMEM_TLS_HANDSHAKE_TIMEOUT 10  /* seconds for a TLS handshake, at most idle_timeout */
+#endif
 
 #ifndef MSG_NOSIGNAL         /* POSIX.1-2008; where it is missing, SIGPIPE is blocked anyway */
 #define MSG_NOSIGNAL 0
@@ -340,9 +352,31 @@ struct session_io {
   int (*write)(struct session *s, const char *p, size_t n);   /* p now, uncopied */
   int (*read_line)(struct session *s, struct buf *line, size_t max, int wake_ok);
 };
+/*
+** Under net_io (section 10), the bytes themselves: plain descriptors, or TLS over the
+** socket (an SSL*, in a build with IMAPMEM_TLS). Like read(2) and write(2): -1 with errno
+** EAGAIN when the socket must be waited for.
+*/
+struct transport {
+  ssize_t (*recv)(struct session *s, char *p, size_t n);
+  ssize_t (*send)(struct session *s, const char *p, size_t n);
+  int (*pending)(struct session *s);      /* bytes already read and decrypted, not taken */
+  void (*close)(struct session *s);       /* before the descriptors close */
+};
+struct ssl_st;                /* OpenSSL's SSL, SSL_CTX, X509 and EVP_PKEY: only pointers, */
+struct ssl_ctx_st;            /* so that this file builds without OpenSSL's headers */
+struct x509_st;
+struct evp_pkey_st;
 struct session {
   struct imapmem *srv;
   const struct session_io *io;
+  const struct transport *tp; /* how net_io moves bytes: plain, or TLS once it started */
+  struct ssl_st *ssl;         /* the TLS connection, or NULL */
+  int implicit_tls;           /* accepted on the imaps port: TLS from the first byte */
+  int starttls_ok;            /* accepted on the plain port: STARTTLS may start TLS (not
+                                 on imapmem_serve_fd's descriptors) */
+  int starttls;               /* STARTTLS was answered OK: the handshake comes next */
+  int tls_failed;             /* a fatal TLS error: no close_notify may follow */
   int id;
   int fd;                     /* read from here */
   int fd_out;                 /* write here (the same socket, or stdout) */
@@ -389,6 +423,10 @@ struct session {
 };
 
 /* ---- section 10: faults ---- */
+enum {                        /* ORDER tls_fault_names: --tls-fault KIND */
+  TLS_FAULT_NONE, TLS_FAULT_EXPIRED, TLS_FAULT_NOT_YET_VALID, TLS_FAULT_WRONG_HOST,
+  TLS_FAULT_SELF_SIGNED, TLS_FAULT_HANDSHAKE
+};
 enum fault_action {
   FA_NO, FA_BAD, FA_DROP, FA_BYE, FA_ALERT, FA_DELAY, FA_UIDVALIDITY, FA_MODSEQ_BACK,
   FA_FORGET_EXPUNGED
@@ -413,6 +451,15 @@ struct imapmem {
   int listen_fd;
   int port;
   char address[80];
+  /* TLS (section 10); set before imapmem_start, read-only while serving */
+  struct ssl_ctx_st *tls_ctx; /* NULL: no TLS (STARTTLS is neither offered nor done) */
+  char *tls_trust_pem;        /* the certificate a client should trust */
+  struct x509_st *tls_ca;     /* the generated CA (NULL with a given certificate) and */
+  struct evp_pkey_st *tls_ca_key;   /* its key, only in memory: it signs fault leaves */
+  int require_tls;            /* no LOGIN or AUTHENTICATE before TLS (RFC 3501 6.2.3) */
+  int imaps_want;             /* the imaps port to listen on (0: any), -1: none */
+  int imaps_fd, imaps_port;
+  char imaps_address[80];
   int wake[2];
   pthread_t accept_thread;
   int started, stopping;
@@ -7040,18 +7087,31 @@ static unsigned capability_switch(unsigned off, size_t i, int on) {
   return off;
 }
 
-/* The capability list as advertised now (RFC 3501 7.2.1), into a fixed buffer. */
-static const char *capabilities(struct imapmem *srv, char *out, size_t cap) {
+/*
+** The capability list as advertised now (RFC 3501 7.2.1), into a fixed buffer; with a
+** session, as that session may see it: STARTTLS while it is plain and not logged in
+** (RFC 3501 6.2.1; never on the imaps port or after STARTTLS), and, with require-TLS
+** before TLS, LOGINDISABLED and no AUTH= (RFC 3501 6.2.3, 7.2.1: nothing that would send
+** a password in the clear).
+*/
+static const char *capabilities(struct imapmem *srv, struct session *s, char *out,
+                                size_t cap) {
   size_t n = 0;
+  int plain = s && !s->ssl && s->starttls_ok;
+  int locked = plain && srv->require_tls;
   out[0] = 0;
   for (size_t i = 0; i < NCAPS; i++) {
     if (capability_list[i].bit && !cap_on(srv, capability_list[i].bit)) continue;
+    if (locked && !strncmp(capability_list[i].name, "AUTH=", 5)) continue;
     n += (size_t)snprintf(out + n, n < cap ? cap - n : 0, "%s%s", n ? " " : "",
                           capability_list[i].name);
     if (capability_list[i].bit == CAP_APPENDLIMIT)   /* one limit for every mailbox */
       n += (size_t)snprintf(out + n, n < cap ? cap - n : 0, "=%zu",
                             atomic_load(&srv->append_limit));
   }
+  if (plain && srv->tls_ctx && s->state == ST_NOTAUTH)
+    n += (size_t)snprintf(out + n, n < cap ? cap - n : 0, " STARTTLS");
+  if (locked) snprintf(out + n, n < cap ? cap - n : 0, " LOGINDISABLED");
   return out;
 }
 
@@ -7094,7 +7154,7 @@ static const char *state_name(enum state st) {
 static int cmd_capability(struct session *s, struct command *c) {
   if (!parse_end(&c->ps)) return cmd_bad_args(c);
   char caps[CAPS_MAX];
-  session_send(s, "* CAPABILITY %s\r\n", capabilities(s->srv, caps, sizeof caps));
+  session_send(s, "* CAPABILITY %s\r\n", capabilities(s->srv, s, caps, sizeof caps));
   return cmd_ok(c, "CAPABILITY completed");
 }
 
@@ -7145,15 +7205,27 @@ static int session_login(struct session *s, struct str name, struct str password
   return 1;
 }
 
+/*
+** Require-TLS and a session on the plain port is still plain: no password may cross
+** (RFC 3501 6.2.3).
+*/
+static int session_privacy_required(struct session *s, struct command *c) {
+  if (!s->srv->require_tls || s->ssl || !s->starttls_ok) return 0;
+  cmd_no(c, "[PRIVACYREQUIRED] %s is disabled until STARTTLS: this server requires TLS",
+         c->def->name);
+  return 1;
+}
+
 static int cmd_login(struct session *s, struct command *c) {
   struct str user, pass;
   if (!parse_sp(&c->ps) || !parse_astring(&c->ps, &user) || !parse_sp(&c->ps) ||
       !parse_astring(&c->ps, &pass) || !parse_end(&c->ps))
     return cmd_bad_args(c);
+  if (session_privacy_required(s, c)) return 0;
   if (!session_login(s, user, pass))
     return cmd_no(c, "[AUTHENTICATIONFAILED] Invalid user name or password");
   char caps[CAPS_MAX];
-  return cmd_ok(c, "[CAPABILITY %s] LOGIN completed", capabilities(s->srv, caps, sizeof caps));
+  return cmd_ok(c, "[CAPABILITY %s] LOGIN completed", capabilities(s->srv, s, caps, sizeof caps));
 }
 
 /* RFC 4616 PLAIN: [authzid] NUL authcid NUL passwd, base64 (RFC 4959 for SASL-IR). */
@@ -7170,6 +7242,7 @@ static int cmd_authenticate(struct session *s, struct command *c) {
     have_ir = 1;
   }
   if (!parse_end(ps)) return cmd_bad_args(c);
+  if (session_privacy_required(s, c)) return 0;   /* before "+": RFC 3501 11.2 */
   if (!str_ieq(mech, "PLAIN"))
     return cmd_no(c, "[CANNOT] Unsupported authentication mechanism (only PLAIN)");
   struct buf line = {0};
@@ -7208,12 +7281,21 @@ static int cmd_authenticate(struct session *s, struct command *c) {
   buf_free(&dec);
   if (!authed) return cmd_no(c, "[AUTHENTICATIONFAILED] Authentication failed");
   char caps[CAPS_MAX];
-  return cmd_ok(c, "[CAPABILITY %s] Authenticated", capabilities(s->srv, caps, sizeof caps));
+  return cmd_ok(c, "[CAPABILITY %s] Authenticated", capabilities(s->srv, s, caps, sizeof caps));
 }
 
+/*
+** RFC 3501 6.2.1, RFC 9051 6.2.1: the OK goes out in plain text, then section 10 runs the
+** handshake, first discarding whatever the client sent after this command, so that no
+** plaintext injected before TLS is ever taken as a command after it.
+*/
 static int cmd_starttls(struct session *s, struct command *c) {
-  (void)s;
-  return cmd_bad(c, "STARTTLS is not supported: this build of imapmem has no TLS");
+  if (s->ssl) return cmd_bad(c, "STARTTLS TLS is already active on this connection");
+  if (!s->srv->tls_ctx || !s->starttls_ok)
+    return cmd_bad(c, "STARTTLS is not supported: this imapmem serves no TLS here");
+  if (!parse_end(&c->ps)) return cmd_bad_args(c);
+  s->starttls = 1;
+  return cmd_ok(c, "Begin TLS negotiation now");
 }
 
 /* ------------------------------------------------------------------------- */
@@ -8644,7 +8726,9 @@ static void session_execute(struct session *s) {
 ** 10  Sessions and network
 ** ===========================================================================
 ** Owns: a session's connection (its descriptors, input buffer and thread: net_io is its
-** struct session_io), reading commands, the accept thread, and the server's session list.
+** struct session_io, over a plain or a TLS struct transport), TLS (the handshake, the
+** server's SSL_CTX, generated certificates), reading commands, the accept thread (plain
+** and imaps ports), and the server's session list.
 ** Calls: sections 1, 3, 5, 6 and 9.
 ** Locking: server->lock guards the session list and what a session publishes for
 ** imapmem_wait() (pub_*); a session's other fields belong to its thread, except wake[]
@@ -8680,12 +8764,445 @@ static int session_wait_writable(struct session *s) {
   }
 }
 
+/* ------------------------------------------------------------------------- */
+/* The plain transport: the descriptors as they are. */
+static ssize_t plain_recv(struct session *s, char *p, size_t n) {
+  return read(s->fd, p, n);
+}
+
+static ssize_t plain_send(struct session *s, const char *p, size_t n) {
+  return s->out_socket ? send(s->fd_out, p, n, MSG_NOSIGNAL) : write(s->fd_out, p, n);
+}
+
+static int plain_pending(struct session *s) {
+  (void)s;
+  return 0;                  /* the kernel holds what is unread: poll() sees it */
+}
+
+static void plain_close(struct session *s) {
+  (void)s;
+}
+
+static const struct transport plain_transport = {plain_recv, plain_send, plain_pending,
+                                                 plain_close};
+
+/* ------------------------------------------------------------------------- */
+/*
+** TLS through OpenSSL, in the opt-in build (make TLS=openssl): implicit TLS on the imaps
+** port (RFC 8314 3.3) and STARTTLS (RFC 3501 6.2.1, RFC 9051 6.2.1). The handshake runs in
+** the session's own thread on its non-blocking socket, so a slow client holds up no one
+** else, and a client that does not finish it in time is dropped. Without IMAPMEM_TLS the
+** stubs at the end say so and nothing here needs OpenSSL.
+*/
+static const char *const tls_fault_names[] = {"", "expired", "not-yet-valid", "wrong-host",
+                                              "self-signed", "handshake"};   /* ORDER TLS_FAULT */
+#define TLS_NO_BUILD "this imapmem was built without TLS: build it with 'make TLS=openssl' " \
+                     "(Debian: libssl-dev), or compile imapmem.c with -DIMAPMEM_TLS and link " \
+                     "-lssl -lcrypto"
+
+#ifdef IMAPMEM_TLS
+/* The newest OpenSSL error of this thread as text, for the transcript and errmsg. */
+static const char *tls_error_text(char *out, size_t cap) {
+  unsigned long e = ERR_peek_last_error();
+  if (!e) snprintf(out, cap, "%s", errno ? strerror(errno) : "the connection ended");
+  else ERR_error_string_n(e, out, cap);
+  ERR_clear_error();
+  return out;
+}
+
+/*
+** Wait until the socket is readable (or writable) as OpenSSL asked, for at most ms.
+** 1: go on; 0: timed out; -1: the server is stopping. Mailbox wake-ups are kept for
+** session_wait in s->woken.
+*/
+static int tls_wait(struct session *s, int for_write, int ms) {
+  for (;;) {
+    struct pollfd pf[2] = {{s->fd, for_write ? POLLOUT : POLLIN, 0}, {s->wake[0], POLLIN, 0}};
+    int r = poll(pf, 2, ms);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return 0;
+    if (pf[1].revents) {
+      char tmp[64];
+      while (read(s->wake[0], tmp, sizeof tmp) > 0) {}
+      s->woken = 1;
+      pthread_mutex_lock(&s->srv->lock);
+      int stopping = s->srv->stopping;
+      pthread_mutex_unlock(&s->srv->lock);
+      if (stopping) return -1;
+    }
+    if (pf[0].revents) return 1;
+  }
+}
+
+static ssize_t tls_recv(struct session *s, char *p, size_t n) {
+  for (;;) {
+    size_t got = 0;
+    ERR_clear_error();
+    if (SSL_read_ex(s->ssl, p, n, &got)) return (ssize_t)got;
+    int e = SSL_get_error(s->ssl, 0);
+    if (e == SSL_ERROR_WANT_READ) {
+      errno = EAGAIN;        /* session_wait polls again */
+      return -1;
+    }
+    if (e == SSL_ERROR_WANT_WRITE && session_wait_writable(s)) continue;
+    if (e == SSL_ERROR_ZERO_RETURN) return 0;   /* close_notify, or a bare EOF (see tls_new_ctx) */
+    s->tls_failed = 1;
+    char why[160];
+    session_trace_event(s, "TLS read failed: %s", tls_error_text(why, sizeof why));
+    errno = ECONNRESET;
+    return -1;
+  }
+}
+
+static ssize_t tls_send(struct session *s, const char *p, size_t n) {
+  for (;;) {
+    size_t put = 0;
+    ERR_clear_error();
+    if (SSL_write_ex(s->ssl, p, n, &put)) return (ssize_t)put;
+    int e = SSL_get_error(s->ssl, 0);
+    if (e == SSL_ERROR_WANT_WRITE) {
+      errno = EAGAIN;        /* net_write waits, then retries with the same bytes */
+      return -1;
+    }
+    if (e == SSL_ERROR_WANT_READ && tls_wait(s, 0, s->srv->cfg.idle_timeout * 1000) > 0)
+      continue;
+    s->tls_failed = 1;
+    errno = EPIPE;
+    return -1;
+  }
+}
+
+/* Bytes OpenSSL has decrypted and not handed over: poll() cannot see them. */
+static int tls_pending(struct session *s) {
+  return SSL_pending(s->ssl) > 0;
+}
+
+/* One close_notify if it can go at once (the socket is non-blocking), then free. */
+static void tls_close(struct session *s) {
+  if (!s->tls_failed) {
+    ERR_clear_error();
+    SSL_shutdown(s->ssl);
+  }
+  SSL_free(s->ssl);
+  s->ssl = NULL;
+  s->tp = &plain_transport;
+}
+
+static const struct transport tls_transport = {tls_recv, tls_send, tls_pending, tls_close};
+
+/*
+** The handshake: 1 once TLS is on, 0 to end the session. It is bounded by
+** IMAPMEM_TLS_HANDSHAKE_TIMEOUT, never longer than the idle timeout (RFC 9051 5.4 allows
+** a server to drop a client that is not logged in), so a client that connects and never
+** speaks TLS holds a thread only briefly.
+*/
+static int tls_start(struct session *s) {
+  struct imapmem *srv = s->srv;
+  int limit = IMAPMEM_TLS_HANDSHAKE_TIMEOUT < srv->cfg.idle_timeout ?
+              IMAPMEM_TLS_HANDSHAKE_TIMEOUT : srv->cfg.idle_timeout;
+  struct timespec t0, t;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  ERR_clear_error();
+  SSL *ssl = SSL_new(srv->tls_ctx);
+  if (!ssl || !SSL_set_fd(ssl, s->fd)) {
+    SSL_free(ssl);
+    s->end_why = "TLS could not start: out of memory";
+    return 0;
+  }
+  s->ssl = ssl;
+  s->tp = &tls_transport;
+  char why[160];
+  for (;;) {
+    ERR_clear_error();
+    errno = 0;
+    int r = SSL_accept(ssl);
+    if (r == 1) break;
+    int e = SSL_get_error(ssl, r);
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    long left = limit * 1000L - ((t.tv_sec - t0.tv_sec) * 1000L +
+                                 (t.tv_nsec - t0.tv_nsec) / 1000000L);
+    if ((e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) && left > 0) {
+      int w = tls_wait(s, e == SSL_ERROR_WANT_WRITE, (int)left);
+      if (w > 0) continue;
+      s->end_why = w < 0 ? "the server is stopping" : "the TLS handshake timed out";
+    } else if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+      s->end_why = "the TLS handshake timed out";
+    } else {
+      session_trace_event(s, "TLS handshake failed: %s", tls_error_text(why, sizeof why));
+      s->end_why = "the TLS handshake failed";
+    }
+    s->tls_failed = 1;
+    return 0;
+  }
+  session_trace_event(s, "TLS started: %s, %s", SSL_get_version(ssl), SSL_get_cipher_name(ssl));
+  return 1;
+}
+
+/* One X.509v3 extension from OpenSSL's configuration syntax ("critical,CA:TRUE"). */
+static int tls_ext(X509 *x, X509 *issuer, int nid, const char *value) {
+  X509V3_CTX v3;
+  X509V3_set_ctx_nodb(&v3);
+  X509V3_set_ctx(&v3, issuer, x, NULL, NULL, 0);
+  X509_EXTENSION *e = X509V3_EXT_conf_nid(NULL, &v3, nid, value);
+  int ok = e && X509_add_ext(x, e, -1);
+  X509_EXTENSION_free(e);
+  return ok;
+}
+
+/*
+** A certificate for key named cn, valid from `from` to `to` seconds from now, signed by
+** issuer and issuer_key (NULL: by itself). It carries what RFC 5280 profiles and strict
+** verifiers (Python 3.13's VERIFY_X509_STRICT) want: basic constraints and key usage,
+** both critical, subject and authority key identifiers, and for a server, serverAuth and
+** the names in san.
+*/
+static X509 *tls_make_cert(EVP_PKEY *key, const char *cn, int ca, const char *san, long from,
+                           long to, X509 *issuer, EVP_PKEY *issuer_key) {
+  X509 *x = X509_new();
+  unsigned char serial[16];
+  BIGNUM *bn = NULL;
+  if (x && RAND_bytes(serial, sizeof serial) == 1) {
+    serial[0] = (unsigned char)((serial[0] & 0x7f) | 0x01);   /* RFC 5280 4.1.2.2: positive */
+    bn = BN_bin2bn(serial, sizeof serial, NULL);
+  }
+  int ok = bn && BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(x)) && X509_set_version(x, 2) &&
+           X509_gmtime_adj(X509_getm_notBefore(x), from) &&
+           X509_gmtime_adj(X509_getm_notAfter(x), to) && X509_set_pubkey(x, key) &&
+           X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
+                                      (const unsigned char *)cn, -1, -1, 0) &&
+           X509_set_issuer_name(x, X509_get_subject_name(issuer ? issuer : x)) &&
+           tls_ext(x, issuer ? issuer : x, NID_basic_constraints,
+                   ca ? "critical,CA:TRUE" : "critical,CA:FALSE") &&
+           tls_ext(x, issuer ? issuer : x, NID_key_usage,
+                   ca ? "critical,keyCertSign,cRLSign" : "critical,digitalSignature") &&
+           tls_ext(x, issuer ? issuer : x, NID_subject_key_identifier, "hash") &&
+           tls_ext(x, issuer ? issuer : x, NID_authority_key_identifier, "keyid:always") &&
+           (ca || tls_ext(x, issuer ? issuer : x, NID_ext_key_usage, "serverAuth")) &&
+           (!san || tls_ext(x, issuer ? issuer : x, NID_subject_alt_name, san)) &&
+           X509_sign(x, issuer_key ? issuer_key : key, EVP_sha256()) > 0;
+  BN_free(bn);
+  if (!ok) {
+    X509_free(x);
+    return NULL;
+  }
+  return x;
+}
+
+/* A certificate as PEM text, which the caller frees; NULL if out of memory. */
+static char *tls_pem(X509 *x) {
+  BIO *b = BIO_new(BIO_s_mem());
+  char *data, *out = NULL;
+  if (b && PEM_write_bio_X509(b, x)) {
+    long n = BIO_get_mem_data(b, &data);
+    if (n > 0 && (out = mem_alloc((size_t)n + 1))) {
+      memcpy(out, data, (size_t)n);
+      out[n] = 0;
+    }
+  }
+  BIO_free(b);
+  return out;
+}
+
+/*
+** The context every session's SSL comes from. TLS 1.2 is the minimum, set here rather
+** than left to the library's configuration (RFC 8314 4.1, RFC 9051 11.1), and 1.3 is
+** allowed; TLS 1.2 ciphers are ECDHE with AEAD only, RFC 9051 11.1's
+** TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 among them for an RSA certificate. No
+** renegotiation: a client cannot make a write wait for a read.
+*/
+static SSL_CTX *tls_new_ctx(void) {
+  SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+  if (!ctx) return NULL;
+  SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
+                      SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_IGNORE_UNEXPECTED_EOF);
+  SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  if (!SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) ||
+      !SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) ||
+      !SSL_CTX_set_cipher_list(ctx, "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+                               "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+                               "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305")) {
+    SSL_CTX_free(ctx);
+    return NULL;
+  }
+  return ctx;
+}
+
+/* The "handshake" fault: every handshake fails with an alert, whatever the client offers. */
+static int tls_refuse_hello(SSL *ssl, int *alert, void *arg) {
+  (void)ssl;
+  (void)arg;
+  *alert = SSL_AD_HANDSHAKE_FAILURE;
+  return SSL_CLIENT_HELLO_ERROR;
+}
+
+/*
+** The generated certificates: a CA (what a client should trust, and what --tls-cert-out
+** writes) and a leaf for localhost, 127.0.0.1 and ::1 that it signs, both on ECDSA P-256
+** keys (fast to make: the ready line is not held up). The keys live only in memory. A
+** fault gives the leaf exactly one defect; "self-signed" makes a leaf the CA did not sign.
+*/
+static int tls_generate(struct imapmem *srv, SSL_CTX *ctx, int fault, char *err, size_t cap) {
+  static const long day = 24 * 3600;
+  EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+  X509 *leaf = NULL;
+  if (!srv->tls_ca) {
+    EVP_PKEY *ca_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    X509 *ca = ca_key ? tls_make_cert(ca_key, "imapmem test CA", 1, NULL, -day, 3650 * day,
+                                      NULL, NULL) : NULL;
+    char *pem = ca ? tls_pem(ca) : NULL;
+    if (!pem) {
+      X509_free(ca);
+      EVP_PKEY_free(ca_key);
+      EVP_PKEY_free(key);
+      snprintf(err, cap, "cannot generate a CA certificate: out of memory");
+      return IMAPMEM_NOMEM;
+    }
+    srv->tls_ca = ca;
+    srv->tls_ca_key = ca_key;
+    free(srv->tls_trust_pem);
+    srv->tls_trust_pem = pem;
+  }
+  const char *san = fault == TLS_FAULT_WRONG_HOST ? "DNS:wrong-host.invalid"
+                    : "DNS:localhost,IP:127.0.0.1,IP:::1";
+  long from = -day, to = 397 * day;    /* the CA/Browser Forum's longest leaf */
+  if (fault == TLS_FAULT_EXPIRED) from = -30 * day, to = -day;
+  if (fault == TLS_FAULT_NOT_YET_VALID) from = day, to = 30 * day;
+  int own = fault == TLS_FAULT_SELF_SIGNED;
+  if (key)
+    leaf = tls_make_cert(key, fault == TLS_FAULT_WRONG_HOST ? "wrong-host.invalid" : "localhost",
+                         0, san, from, to, own ? NULL : srv->tls_ca, own ? NULL : srv->tls_ca_key);
+  int ok = leaf && SSL_CTX_use_certificate(ctx, leaf) && SSL_CTX_use_PrivateKey(ctx, key) &&
+           (own || SSL_CTX_add1_chain_cert(ctx, srv->tls_ca));
+  X509_free(leaf);
+  EVP_PKEY_free(key);
+  if (!ok) {
+    snprintf(err, cap, "cannot generate a certificate: out of memory");
+    return IMAPMEM_NOMEM;
+  }
+  if (fault == TLS_FAULT_HANDSHAKE) SSL_CTX_set_client_hello_cb(ctx, tls_refuse_hello, NULL);
+  return IMAPMEM_OK;
+}
+
+/* A given certificate (then its chain, if any) and key, in PEM. */
+static int tls_use_pem(struct imapmem *srv, SSL_CTX *ctx, const char *cert_pem,
+                       const char *key_pem, char *err, size_t cap) {
+  BIO *cb = BIO_new_mem_buf(cert_pem, -1), *kb = BIO_new_mem_buf(key_pem, -1);
+  X509 *leaf = cb ? PEM_read_bio_X509(cb, NULL, NULL, NULL) : NULL;
+  EVP_PKEY *key = kb ? PEM_read_bio_PrivateKey(kb, NULL, NULL, NULL) : NULL;
+  char why[160];
+  int rc = IMAPMEM_OK;
+  if (!leaf) {
+    snprintf(err, cap, "the certificate is not a PEM certificate: %s",
+             tls_error_text(why, sizeof why));
+    rc = IMAPMEM_PARSE;
+  } else if (!key) {
+    snprintf(err, cap, "the key is not a PEM private key (encrypted keys are not read): %s",
+             tls_error_text(why, sizeof why));
+    rc = IMAPMEM_PARSE;
+  } else if (!SSL_CTX_use_certificate(ctx, leaf) || !SSL_CTX_use_PrivateKey(ctx, key) ||
+             !SSL_CTX_check_private_key(ctx)) {
+    snprintf(err, cap, "the certificate and key do not go together: %s",
+             tls_error_text(why, sizeof why));
+    rc = IMAPMEM_PARSE;
+  } else {
+    X509 *more;
+    while (rc == IMAPMEM_OK && (more = PEM_read_bio_X509(cb, NULL, NULL, NULL)) != NULL)
+      if (!SSL_CTX_add0_chain_cert(ctx, more)) {
+        X509_free(more);
+        snprintf(err, cap, "cannot use the certificate chain");
+        rc = IMAPMEM_ERROR;
+      }
+    ERR_clear_error();       /* the end of the PEM text ends the chain */
+    free(srv->tls_trust_pem);
+    srv->tls_trust_pem = tls_pem(leaf);
+    if (rc == IMAPMEM_OK && !srv->tls_trust_pem) {
+      snprintf(err, cap, "out of memory");
+      rc = IMAPMEM_NOMEM;
+    }
+  }
+  X509_free(leaf);
+  EVP_PKEY_free(key);
+  BIO_free(cb);
+  BIO_free(kb);
+  return rc;
+}
+
+/* Free the server's TLS state (imapmem_free, or before it is configured again). */
+static void tls_forget(struct imapmem *srv) {
+  SSL_CTX_free(srv->tls_ctx);
+  X509_free(srv->tls_ca);
+  EVP_PKEY_free(srv->tls_ca_key);
+  free(srv->tls_trust_pem);
+  srv->tls_ctx = NULL;
+  srv->tls_ca = NULL;
+  srv->tls_ca_key = NULL;
+  srv->tls_trust_pem = NULL;
+}
+
+/*
+** Make the server serve TLS: with cert_pem and key_pem, those; with both NULL, generated
+** ones with the given fault (TLS_FAULT_*). Returns an IMAPMEM_ code, err saying why.
+*/
+static int tls_configure(struct imapmem *srv, const char *cert_pem, const char *key_pem,
+                         int fault, char *err, size_t cap) {
+  SSL_CTX *ctx = tls_new_ctx();
+  if (!ctx) {
+    snprintf(err, cap, "cannot set up TLS: out of memory");
+    return IMAPMEM_NOMEM;
+  }
+  int rc = cert_pem ? tls_use_pem(srv, ctx, cert_pem, key_pem, err, cap)
+                    : tls_generate(srv, ctx, fault, err, cap);
+  if (rc != IMAPMEM_OK) {
+    SSL_CTX_free(ctx);
+    return rc;
+  }
+  if (cert_pem) {            /* the generated CA, if any, is of no more use */
+    X509_free(srv->tls_ca);
+    EVP_PKEY_free(srv->tls_ca_key);
+    srv->tls_ca = NULL;
+    srv->tls_ca_key = NULL;
+  }
+  SSL_CTX_free(srv->tls_ctx);
+  srv->tls_ctx = ctx;
+  return IMAPMEM_OK;
+}
+
+/* The library serving TLS, for imapmem_tls_library(). */
+static const char *tls_library(void) {
+  return OpenSSL_version(OPENSSL_VERSION);
+}
+#else
+/* Without IMAPMEM_TLS: nothing ever asks for TLS but the API, which is told why not. */
+static int tls_start(struct session *s) {
+  s->end_why = "no TLS in this build";
+  return 0;
+}
+
+static void tls_forget(struct imapmem *srv) {
+  (void)srv;
+}
+
+static int tls_configure(struct imapmem *srv, const char *cert_pem, const char *key_pem,
+                         int fault, char *err, size_t cap) {
+  (void)srv;
+  (void)cert_pem;
+  (void)key_pem;
+  (void)fault;
+  snprintf(err, cap, "%s", TLS_NO_BUILD);
+  return IMAPMEM_MISUSE;
+}
+
+static const char *tls_library(void) {
+  return NULL;
+}
+#endif
+
 static int net_write(struct session *s, const char *p, size_t n) {
   if (atomic_load(&s->srv->tracing)) session_trace_out(s, p, n);
   int chunk = atomic_load(&s->srv->chunk);   /* "chunk=n" fault: tiny writes */
   while (n) {
     size_t k = chunk > 0 && (size_t)chunk < n ? (size_t)chunk : n;
-    ssize_t w = s->out_socket ? send(s->fd_out, p, k, MSG_NOSIGNAL) : write(s->fd_out, p, k);
+    ssize_t w = s->tp->send(s, p, k);
     if (w < 0 && errno == EINTR) continue;
     if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       if (session_wait_writable(s)) continue;
@@ -8739,6 +9256,7 @@ static void session_wake_watcher(struct watcher *w) {
 */
 static int session_wait(struct session *s, int wake_ok) {
   int timeout = s->srv->cfg.idle_timeout * 1000;
+  if (s->tp->pending(s)) return 1;   /* TLS already holds it: poll() would wait in vain */
   for (;;) {
     struct pollfd pf[2] = {{s->fd, POLLIN, 0}, {s->wake[0], POLLIN, 0}};
     int woken = s->woken;    /* taken from the pipe while a write waited */
@@ -8783,7 +9301,7 @@ static int session_fill(struct session *s, int wake_ok) {
   if (w < 0) return w;
   ssize_t r;
   do {
-    r = read(s->fd, s->in + s->inlen, sizeof s->in - s->inlen);
+    r = s->tp->recv(s, s->in + s->inlen, sizeof s->in - s->inlen);
   } while (r < 0 && errno == EINTR);
   if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 1;   /* nothing after all */
   if (r <= 0) {
@@ -9015,7 +9533,11 @@ static void session_run(struct session *s) {
     session_peer(s, peer, sizeof peer);
     session_trace_event(s, "connected %s", peer);
   }
-  capabilities(s->srv, caps, sizeof caps);
+  if (s->implicit_tls && !tls_start(s)) {   /* RFC 8314 3.3: TLS before the greeting */
+    session_trace_event(s, "disconnected: %s", s->end_why);
+    return;
+  }
+  capabilities(s->srv, s, caps, sizeof caps);
   struct str pre = str_make(s->preauth ? s->preauth : "", s->preauth ? strlen(s->preauth) : 0);
   if (s->preauth && (s->user = server_user(s->srv, pre)) != NULL) {
     s->state = ST_AUTH;      /* RFC 3501 7.1.4: already authenticated */
@@ -9042,6 +9564,14 @@ static void session_run(struct session *s) {
     arena_free(&s->arena);
     if (!net_flush(s)) break;
     if (s->cmd.cap > (1u << 20)) buf_free(&s->cmd);
+    if (s->starttls) {       /* the OK went out in plain text; now the handshake */
+      s->starttls = 0;
+      if (s->inpos < s->inlen)   /* RFC 9051 6.2.1: pipelined plaintext is never a command */
+        session_trace_event(s, "discarded %zu bytes sent after STARTTLS before TLS",
+                            s->inlen - s->inpos);
+      s->inpos = s->inlen = 0;
+      if (!tls_start(s)) break;
+    }
   }
   net_flush(s);
   session_unselect(s);
@@ -9051,6 +9581,7 @@ static void session_run(struct session *s) {
 
 /* Close the connection: the client sees its end at once, even if it holds a copy. */
 static void session_close(struct session *s) {
+  s->tp->close(s);           /* TLS says close_notify first */
   if (s->fd_out >= 0 && s->fd_out != s->fd) {
     if (s->out_socket) shutdown(s->fd_out, SHUT_RDWR);
     close(s->fd_out);
@@ -9099,6 +9630,7 @@ static struct session *session_new(struct imapmem *srv, int fd, int fd_out) {
   struct session *s = mem_calloc(1, sizeof *s);
   if (!s) return NULL;
   s->io = &net_io;
+  s->tp = &plain_transport;
   s->srv = srv;
   s->fd = fd;
   s->fd_out = fd_out;
@@ -9141,12 +9673,18 @@ static void server_reap_locked(struct imapmem *srv) {
 
 /*
 ** Start a session thread on the descriptors; the session owns them from now on, even
-** on failure. Returns an IMAPMEM_ code.
+** on failure. tls: 0 never (imapmem_serve_fd), 1 STARTTLS may start it (the plain port),
+** 2 from the first byte (the imaps port). Returns an IMAPMEM_ code.
 */
-static int server_add_session(struct imapmem *srv, int fd, int fd_out, const char *preauth) {
+static int server_add_session(struct imapmem *srv, int fd, int fd_out, const char *preauth,
+                              int tls) {
   pthread_mutex_lock(&srv->lock);
   server_reap_locked(srv);
   struct session *s = session_new(srv, fd, fd_out);
+  if (s) {
+    s->starttls_ok = tls == 1;
+    s->implicit_tls = tls == 2;
+  }
   if (!s || (preauth && !(s->preauth = mem_strdup(preauth))) ||
       !mem_grow(&srv->sessions, &srv->capsessions, srv->nsessions + 1, sizeof srv->sessions[0])) {
     pthread_mutex_unlock(&srv->lock);
@@ -9170,30 +9708,35 @@ static int server_add_session(struct imapmem *srv, int fd, int fd_out, const cha
   return IMAPMEM_OK;
 }
 
-static void server_accept(struct imapmem *srv, int fd) {
+static void server_accept(struct imapmem *srv, int fd, int implicit_tls) {
   fcntl(fd, F_SETFD, FD_CLOEXEC);
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   if (atomic_load(&srv->nactive) >= srv->cfg.max_connections) {
     static const char bye[] = "* BYE Too many connections\r\n";
-    ssize_t r = send(fd, bye, sizeof bye - 1, MSG_NOSIGNAL);
-    (void)r;
+    if (!implicit_tls) {     /* an imaps client expects TLS: it gets only the close */
+      ssize_t r = send(fd, bye, sizeof bye - 1, MSG_NOSIGNAL);
+      (void)r;
+    }
     close(fd);
     return;
   }
-  server_add_session(srv, fd, fd, NULL);
+  server_add_session(srv, fd, fd, NULL, implicit_tls ? 2 : 1);
 }
 
 static void *accept_thread(void *arg) {
   struct imapmem *srv = arg;
   for (;;) {
-    struct pollfd pf[2] = {{srv->listen_fd, POLLIN, 0}, {srv->wake[0], POLLIN, 0}};
-    int r = poll(pf, 2, -1);
+    /* the plain port, the imaps port (-1, which poll() skips, if none) */
+    struct pollfd pf[3] = {{srv->listen_fd, POLLIN, 0}, {srv->imaps_fd, POLLIN, 0},
+                           {srv->wake[0], POLLIN, 0}};
+    int r = poll(pf, 3, -1);
     if (r < 0 && errno != EINTR) break;
-    if (pf[1].revents) break;          /* imapmem_stop() */
-    if (r > 0 && pf[0].revents) {
-      int fd = accept(srv->listen_fd, NULL, NULL);
-      if (fd >= 0) server_accept(srv, fd);
+    if (pf[2].revents) break;          /* imapmem_stop() */
+    for (int i = 0; i < 2 && r > 0; i++) {
+      if (!pf[i].revents) continue;
+      int fd = accept(pf[i].fd, NULL, NULL);
+      if (fd >= 0) server_accept(srv, fd, i == 1);
       else if (errno == EMFILE || errno == ENFILE) {
         struct timespec ts = {0, 10 * 1000 * 1000};   /* out of descriptors: back off */
         nanosleep(&ts, NULL);
@@ -9275,6 +9818,7 @@ int imapmem_new(const struct imapmem_config *config, imapmem **out) {
   pthread_cond_init(&srv->wait_cond, NULL);
   srv->listen_fd = -1;
   srv->port = -1;
+  srv->imaps_fd = srv->imaps_port = srv->imaps_want = -1;
   srv->wake[0] = srv->wake[1] = -1;
   atomic_init(&srv->nactive, 0);
   atomic_init(&srv->caps_off, CAPS_OFF_AT_START);
@@ -9416,35 +9960,53 @@ static int net_listen(const char *addr, int port, char *err, size_t errcap) {
   return fd;
 }
 
-int imapmem_start(imapmem *srv, const char *addr, int port) {
-  if (!srv || port < 0 || port > 65535)
-    return api_error(srv, IMAPMEM_MISUSE, "imapmem_start: no handle, or port not 0-65535");
-  if (srv->started) return api_error(srv, IMAPMEM_MISUSE, "the server is already started");
-  char err[300];
-  int fd = net_listen(addr ? addr : "127.0.0.1", port, err, sizeof err);
-  if (fd < 0) return api_error(srv, IMAPMEM_IO, "%s", err);
+/* The port a listening socket is bound to, and its "ADDR:PORT" into address. */
+static int api_bound(int fd, char *address, size_t cap) {
   struct sockaddr_storage ss;
   socklen_t sl = sizeof ss;
   char host[INET6_ADDRSTRLEN] = "?", serv[16] = "0";
   if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
     getnameinfo((struct sockaddr *)&ss, sl, host, sizeof host, serv, sizeof serv,
                 NI_NUMERICHOST | NI_NUMERICSERV);
-  srv->port = atoi(serv);
-  snprintf(srv->address, sizeof srv->address, ss.ss_family == AF_INET6 ? "[%s]:%d" : "%s:%d",
-           host, srv->port);
+  int port = atoi(serv);
+  snprintf(address, cap, ss.ss_family == AF_INET6 ? "[%s]:%d" : "%s:%d", host, port);
+  return port;
+}
+
+int imapmem_start(imapmem *srv, const char *addr, int port) {
+  if (!srv || port < 0 || port > 65535)
+    return api_error(srv, IMAPMEM_MISUSE, "imapmem_start: no handle, or port not 0-65535");
+  if (srv->started) return api_error(srv, IMAPMEM_MISUSE, "the server is already started");
+  if (srv->imaps_want >= 0 && !srv->tls_ctx)
+    return api_error(srv, IMAPMEM_MISUSE, "an imaps port needs TLS: call imapmem_set_tls first");
+  char err[300];
+  int fd = net_listen(addr ? addr : "127.0.0.1", port, err, sizeof err);
+  if (fd < 0) return api_error(srv, IMAPMEM_IO, "%s", err);
+  int tls_fd = -1;
+  if (srv->imaps_want >= 0 &&
+      (tls_fd = net_listen(addr ? addr : "127.0.0.1", srv->imaps_want, err, sizeof err)) < 0) {
+    close(fd);
+    return api_error(srv, IMAPMEM_IO, "imaps: %s", err);
+  }
+  srv->port = api_bound(fd, srv->address, sizeof srv->address);
+  if (tls_fd >= 0)
+    srv->imaps_port = api_bound(tls_fd, srv->imaps_address, sizeof srv->imaps_address);
   if (pipe(srv->wake) < 0) {
     close(fd);
+    if (tls_fd >= 0) close(tls_fd);
     return api_error(srv, IMAPMEM_IO, "pipe: %s", strerror(errno));
   }
   fcntl(srv->wake[0], F_SETFD, FD_CLOEXEC);
   fcntl(srv->wake[1], F_SETFD, FD_CLOEXEC);
   srv->listen_fd = fd;
+  srv->imaps_fd = tls_fd;
   srv->stopping = 0;
   if (pthread_create(&srv->accept_thread, NULL, accept_thread, srv) != 0) {
     close(fd);
+    if (tls_fd >= 0) close(tls_fd);
     close(srv->wake[0]);
     close(srv->wake[1]);
-    srv->wake[0] = srv->wake[1] = srv->listen_fd = -1;
+    srv->wake[0] = srv->wake[1] = srv->listen_fd = srv->imaps_fd = -1;
     return api_error(srv, IMAPMEM_ERROR, "cannot start the accept thread");
   }
   srv->started = 1;
@@ -9470,6 +10032,8 @@ int imapmem_stop(imapmem *srv) {
     pthread_join(srv->accept_thread, NULL);
     close(srv->listen_fd);
     srv->listen_fd = -1;
+    if (srv->imaps_fd >= 0) close(srv->imaps_fd);
+    srv->imaps_fd = -1;
     close(srv->wake[0]);
     close(srv->wake[1]);
     srv->wake[0] = srv->wake[1] = -1;
@@ -9505,8 +10069,90 @@ int imapmem_serve_fd(imapmem *srv, int in_fd, int out_fd, const char *preauth_us
     if (out_fd != in_fd) close(out_fd);
     return api_error(srv, IMAPMEM_NOTFOUND, "no such user: %s", preauth_user);
   }
-  int rc = server_add_session(srv, in_fd, out_fd, preauth_user);
+  int rc = server_add_session(srv, in_fd, out_fd, preauth_user, 0);
   return rc == IMAPMEM_OK ? rc : api_error(srv, rc, "cannot start a session thread");
+}
+
+/* ------------------------------------------------------------------------- */
+/* TLS (section 10 does the work; without IMAPMEM_TLS each setter says how to get it). */
+
+const char *imapmem_tls_library(void) {
+  return tls_library();
+}
+
+/* The checks every TLS setter shares: a handle, a TLS build, not yet serving. */
+static int api_tls_check(struct imapmem *srv, const char *fn) {
+  if (!srv) return api_error(srv, IMAPMEM_MISUSE, "%s: NULL handle", fn);
+  if (!tls_library()) return api_error(srv, IMAPMEM_MISUSE, "%s: %s", fn, TLS_NO_BUILD);
+  if (srv->started)
+    return api_error(srv, IMAPMEM_MISUSE, "%s: TLS is set before imapmem_start", fn);
+  return IMAPMEM_OK;
+}
+
+int imapmem_set_tls(imapmem *srv, const char *cert_pem, const char *key_pem) {
+  int rc = api_tls_check(srv, "imapmem_set_tls");
+  if (rc != IMAPMEM_OK) return rc;
+  if (!cert_pem != !key_pem)
+    return api_error(srv, IMAPMEM_MISUSE, "imapmem_set_tls: give both a certificate and a key, "
+                     "or neither (to generate them)");
+  char err[400];
+  rc = tls_configure(srv, cert_pem, key_pem, TLS_FAULT_NONE, err, sizeof err);
+  return rc == IMAPMEM_OK ? rc : api_error(srv, rc, "%s", err);
+}
+
+int imapmem_set_tls_fault(imapmem *srv, const char *kind) {
+  int rc = api_tls_check(srv, "imapmem_set_tls_fault");
+  if (rc != IMAPMEM_OK) return rc;
+  int fault = -1;
+  for (int i = 0; i < (int)(sizeof tls_fault_names / sizeof tls_fault_names[0]); i++)
+    if (!strcmp(kind ? kind : "", tls_fault_names[i])) fault = i;
+  if (fault < 0)
+    return api_error(srv, IMAPMEM_NOTFOUND, "no such TLS fault: %s (expired, not-yet-valid, "
+                     "wrong-host, self-signed, handshake)", kind);
+  if (!srv->tls_ctx || !srv->tls_ca)
+    return api_error(srv, IMAPMEM_MISUSE, "imapmem_set_tls_fault: faults use generated "
+                     "certificates: call imapmem_set_tls(srv, NULL, NULL) first");
+  char err[400];
+  rc = tls_configure(srv, NULL, NULL, fault, err, sizeof err);
+  return rc == IMAPMEM_OK ? rc : api_error(srv, rc, "%s", err);
+}
+
+int imapmem_tls_cert(imapmem *srv, char **pem_out) {
+  if (!srv || !pem_out) return api_error(srv, IMAPMEM_MISUSE, "imapmem_tls_cert: NULL argument");
+  *pem_out = NULL;
+  if (!tls_library()) return api_error(srv, IMAPMEM_MISUSE, "imapmem_tls_cert: %s", TLS_NO_BUILD);
+  if (!srv->tls_trust_pem)
+    return api_error(srv, IMAPMEM_MISUSE, "imapmem_tls_cert: no TLS: call imapmem_set_tls first");
+  if (!(*pem_out = mem_strdup(srv->tls_trust_pem)))
+    return api_error(srv, IMAPMEM_NOMEM, "out of memory");
+  return IMAPMEM_OK;
+}
+
+int imapmem_set_imaps_port(imapmem *srv, int port) {
+  int rc = api_tls_check(srv, "imapmem_set_imaps_port");
+  if (rc != IMAPMEM_OK) return rc;
+  if (port < -1 || port > 65535)
+    return api_error(srv, IMAPMEM_MISUSE, "imapmem_set_imaps_port: port not -1 to 65535");
+  srv->imaps_want = port;
+  return IMAPMEM_OK;
+}
+
+int imapmem_imaps_port(imapmem *srv) {
+  return srv && srv->imaps_fd >= 0 ? srv->imaps_port : -1;
+}
+
+const char *imapmem_imaps_address(imapmem *srv) {
+  return srv && srv->imaps_fd >= 0 ? srv->imaps_address : "";
+}
+
+int imapmem_set_require_tls(imapmem *srv, int on) {
+  int rc = api_tls_check(srv, "imapmem_set_require_tls");
+  if (rc != IMAPMEM_OK) return rc;
+  if (on && !srv->tls_ctx)
+    return api_error(srv, IMAPMEM_MISUSE, "imapmem_set_require_tls: no TLS to require: call "
+                     "imapmem_set_tls first");
+  srv->require_tls = on != 0;
+  return IMAPMEM_OK;
 }
 
 /*
@@ -9942,7 +10588,7 @@ int imapmem_set_capability(imapmem *srv, const char *name, int on) {
 int imapmem_capabilities(imapmem *srv, char **caps_out) {
   if (!srv || !caps_out) return api_error(srv, IMAPMEM_MISUSE, "imapmem_capabilities: NULL argument");
   char caps[CAPS_MAX];
-  if (!(*caps_out = mem_strdup(capabilities(srv, caps, sizeof caps))))
+  if (!(*caps_out = mem_strdup(capabilities(srv, NULL, caps, sizeof caps))))
     return api_error(srv, IMAPMEM_NOMEM, "out of memory");
   return IMAPMEM_OK;
 }
@@ -10061,6 +10707,7 @@ void imapmem_free(imapmem *srv) {
   free(srv->users);
   free(srv->sessions);
   free(srv->faults);
+  tls_forget(srv);
   pthread_mutex_destroy(&srv->lock);
   pthread_mutex_destroy(&srv->wait_lock);
   pthread_cond_destroy(&srv->wait_cond);
@@ -10106,10 +10753,20 @@ static const char usage[] =
   "                             (repeatable; CONDSTORE, RFC 7162 3.1.2.2)\n"
   "      --append-limit BYTES   refuse larger APPENDs with NO [TOOBIG]; advertised as\n"
   "                             APPENDLIMIT=BYTES (default and most: the 64 MiB literal limit)\n"
+  "TLS, in a build with it (make TLS=openssl; STARTTLS is then offered on the plain port):\n"
+  "      --imaps-port N         also listen for implicit TLS (IMAPS) on N (0: a free port)\n"
+  "      --tls-cert FILE        the certificate (and chain) to present, PEM\n"
+  "      --tls-key FILE         its private key, PEM (default: generate both in memory)\n"
+  "      --tls-cert-out FILE    write the certificate clients should trust (PEM) before\n"
+  "                             the ready line\n"
+  "      --require-tls          no LOGIN or AUTHENTICATE before STARTTLS (LOGINDISABLED)\n"
+  "      --tls-fault KIND       present a defective certificate: expired, not-yet-valid,\n"
+  "                             wrong-host, self-signed; or fail every handshake: handshake\n"
   "  -h, --help                 show this help\n"
   "  -V, --version              show the version\n"
   "\n"
-  "When ready it prints one line to stdout, 'imapmem: ' and the address and port.\n"
+  "When ready it prints one line to stdout, 'imapmem: ' and the address and port\n"
+  "(with --imaps-port, then ', imaps ' and the address and port of that).\n"
   "SIGTERM or SIGINT ends it: sessions get '* BYE' and it exits 0.\n";
 
 struct user_opt {
@@ -10175,6 +10832,10 @@ struct options {
   const char *save;
   long append_limit;          /* -1: the default */
   int stdio, exit_with_parent, trace;
+  const char *tls_cert, *tls_key, *tls_cert_out, *tls_fault;
+  long imaps_port;            /* -1: none */
+  int require_tls;
+  const char *tls_option;     /* the first TLS option given, for the error without TLS */
 };
 
 /* Parse the command line into o. Returns -1 to go on, or the exit status. */
@@ -10203,25 +10864,36 @@ static int parse_options(int argc, char **argv, struct options *o) {
       snprintf(name, sizeof name, "%s", a);
     }
     static const char *const flags[] = {"-h", "--help", "-V", "--version", "--stdio",
-                                        "--exit-with-parent", "--trace", "--strict-expunge"};
+                                        "--exit-with-parent", "--trace", "--strict-expunge",
+                                        "--require-tls"};
     static const char *const valued[] = {"-p", "--port", "-b", "--bind", "-u", "--user",
                                          "--uidvalidity", "--max-connections",
                                          "--idle-timeout", "--save", "--capability",
-                                         "--fault", "--nomodseq", "--append-limit"};
+                                         "--fault", "--nomodseq", "--append-limit",
+                                         "--imaps-port", "--tls-cert", "--tls-key",
+                                         "--tls-cert-out", "--tls-fault"};
     int is_flag = 0, known = 0;
-    for (size_t k = 0; k < sizeof flags / sizeof flags[0]; k++) is_flag |= !strcmp(name, flags[k]);
-    for (size_t k = 0; k < sizeof valued / sizeof valued[0]; k++) known |= !strcmp(name, valued[k]);
+    const char *option = NULL;   /* name, as a string that outlives this loop */
+    for (size_t k = 0; k < sizeof flags / sizeof flags[0]; k++)
+      if (!strcmp(name, flags[k])) is_flag = 1, option = flags[k];
+    for (size_t k = 0; k < sizeof valued / sizeof valued[0]; k++)
+      if (!strcmp(name, valued[k])) known = 1, option = valued[k];
     if (!is_flag && !known) return die_usage("unknown option: %s", name);
     if (is_flag && val) return die_usage("option %s takes no value", name);
     if (!is_flag && !val) {
       if (i + 1 >= argc) return die_usage("option %s needs a value", name);
       val = argv[++i];
     }
+    if (!o->tls_option && (!strncmp(name, "--tls-", 6) || !strcmp(name, "--imaps-port") ||
+                           !strcmp(name, "--require-tls")))
+      o->tls_option = option;
     if (!strcmp(name, "-h") || !strcmp(name, "--help")) {
       fputs(usage, stdout);
       return 0;
     } else if (!strcmp(name, "-V") || !strcmp(name, "--version")) {
-      printf("imapmem %s\n", imapmem_version());
+      const char *tls = imapmem_tls_library();
+      printf("imapmem %s%s%s%s\n", imapmem_version(), tls ? " (TLS: " : "", tls ? tls : "",
+             tls ? ")" : "");
       return 0;
     } else if (!strcmp(name, "-p") || !strcmp(name, "--port")) {
       if (!number_arg(val, 0, 65535, &o->port)) return die_usage("invalid port: %s", val);
@@ -10261,10 +10933,32 @@ static int parse_options(int argc, char **argv, struct options *o) {
     } else if (!strcmp(name, "--append-limit")) {
       if (!number_arg(val, 0, LONG_MAX, &o->append_limit))
         return die_usage("invalid append limit: %s", val);
+    } else if (!strcmp(name, "--imaps-port")) {
+      if (!number_arg(val, 0, 65535, &o->imaps_port)) return die_usage("invalid port: %s", val);
+    } else if (!strcmp(name, "--tls-cert")) {
+      o->tls_cert = val;
+    } else if (!strcmp(name, "--tls-key")) {
+      o->tls_key = val;
+    } else if (!strcmp(name, "--tls-cert-out")) {
+      o->tls_cert_out = val;
+    } else if (!strcmp(name, "--tls-fault")) {
+      o->tls_fault = val;
+    } else if (!strcmp(name, "--require-tls")) {
+      o->require_tls = 1;
     } else {
       return die_usage("unknown option: %s", a);
     }
   }
+  if (o->tls_option && !imapmem_tls_library()) {
+    fprintf(stderr, "imapmem: %s needs TLS, and this imapmem was built without it.\n"
+            "Build it with 'make TLS=openssl' (Debian: apt-get install libssl-dev).\n",
+            o->tls_option);
+    return 2;
+  }
+  if (o->tls_option && o->stdio) return die_usage("%s does not go with --stdio", o->tls_option);
+  if (!o->tls_cert != !o->tls_key) return die_usage("%s", "--tls-cert and --tls-key go together");
+  if (o->tls_fault && o->tls_cert)
+    return die_usage("%s", "--tls-fault uses generated certificates, not --tls-cert");
   if (o->nusers == 0) {
     o->users[0].name = "test";
     o->users[0].password = "test";
@@ -10361,6 +11055,76 @@ static int signal_next(int ms) {
   return 0;
 }
 
+/* A whole file, NUL-terminated, for --tls-cert and --tls-key; NULL (said on stderr) if not. */
+static char *read_file(const char *path) {
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    fprintf(stderr, "imapmem: %s: %s\n", path, strerror(errno));
+    return NULL;
+  }
+  char *text = NULL;
+  size_t n = 0, cap = 0, r;
+  int ok = 1;
+  do {
+    if (n + 1 >= cap) {
+      char *t = realloc(text, cap = cap ? 2 * cap : 8192);
+      if (!t) {
+        ok = 0;
+        break;
+      }
+      text = t;
+    }
+    n += r = fread(text + n, 1, cap - n - 1, f);
+  } while (r > 0);
+  ok = ok && !ferror(f);
+  fclose(f);
+  if (!ok) {
+    fprintf(stderr, "imapmem: %s: cannot read it\n", path);
+    free(text);
+    return NULL;
+  }
+  text[n] = 0;
+  return text;
+}
+
+/* The TLS options, in a build with TLS: STARTTLS is offered in any case. */
+static int setup_tls(imapmem *srv, struct options *o) {
+  char *cert = NULL, *key = NULL;
+  if (o->tls_cert && (!(cert = read_file(o->tls_cert)) || !(key = read_file(o->tls_key)))) {
+    free(cert);
+    return IMAPMEM_IO;       /* read_file said why */
+  }
+  int rc = imapmem_set_tls(srv, cert, key);
+  free(cert);
+  free(key);
+  if (rc == IMAPMEM_OK && o->tls_fault) rc = imapmem_set_tls_fault(srv, o->tls_fault);
+  if (rc == IMAPMEM_OK && o->imaps_port >= 0) rc = imapmem_set_imaps_port(srv, (int)o->imaps_port);
+  if (rc == IMAPMEM_OK && o->require_tls) rc = imapmem_set_require_tls(srv, 1);
+  return rc;
+}
+
+/*
+** --tls-cert-out: the certificate a client should trust, written to a temporary file
+** beside FILE and renamed over it, so that a test polling for FILE never reads half of
+** it. Only a certificate: the private keys never touch the disk.
+*/
+static int write_cert(imapmem *srv, const char *path) {
+  char *pem = NULL, tmp[4096];
+  snprintf(tmp, sizeof tmp, "%s.tmp%ld", path, (long)getpid());
+  FILE *f = NULL;
+  int ok = imapmem_tls_cert(srv, &pem) == IMAPMEM_OK && (f = fopen(tmp, "w")) != NULL;
+  if (ok) ok = fputs(pem, f) >= 0;
+  if (f) ok = fclose(f) == 0 && ok;
+  if (ok) ok = rename(tmp, path) == 0;
+  if (!ok) {
+    fprintf(stderr, "imapmem: --tls-cert-out %s: %s\n", path,
+            pem ? strerror(errno) : imapmem_errmsg(srv));
+    if (f) unlink(tmp);
+  }
+  imapmem_release(pem);
+  return ok;
+}
+
 /* Load the fixtures and serve; print the ready line; run until told to stop. */
 static int serve(struct options *o) {
   sigset_t sigs;
@@ -10410,15 +11174,24 @@ static int serve(struct options *o) {
     rc = imapmem_set_nomodseq(srv, o->users[0].name, o->nomodseq[i], 1);
   if (rc == IMAPMEM_OK && o->append_limit >= 0)
     rc = imapmem_set_append_limit(srv, (size_t)o->append_limit);
+  if (rc == IMAPMEM_OK && !o->stdio && imapmem_tls_library()) rc = setup_tls(srv, o);
   if (rc == IMAPMEM_OK && o->trace) imapmem_set_trace(srv, trace_to_stderr, NULL);
   if (rc == IMAPMEM_OK && o->stdio) rc = imapmem_serve_fd(srv, 0, 1, o->users[0].name);
   else if (rc == IMAPMEM_OK) rc = imapmem_start(srv, o->bind, (int)o->port);
   if (rc != IMAPMEM_OK) {
-    fprintf(stderr, "imapmem: %s\n", imapmem_errmsg(srv));
+    if (*imapmem_errmsg(srv)) fprintf(stderr, "imapmem: %s\n", imapmem_errmsg(srv));
     imapmem_free(srv);
     return 2;
   }
-  if (!o->stdio) {
+  if (rc == IMAPMEM_OK && o->tls_cert_out && !write_cert(srv, o->tls_cert_out)) {
+    imapmem_free(srv);
+    return 2;
+  }
+  if (!o->stdio && imapmem_imaps_port(srv) >= 0) {
+    printf("imapmem: listening on %s, imaps %s\n", imapmem_address(srv),
+           imapmem_imaps_address(srv));
+    fflush(stdout);
+  } else if (!o->stdio) {
     printf("imapmem: listening on %s\n", imapmem_address(srv));
     fflush(stdout);
   }
@@ -10459,6 +11232,7 @@ int main(int argc, char **argv) {
   o.bind = "127.0.0.1";
   o.port = 1143;
   o.append_limit = -1;
+  o.imaps_port = -1;
   o.users = calloc((size_t)argc + 1, sizeof *o.users);
   o.paths = calloc((size_t)argc + 1, sizeof *o.paths);
   o.caps = calloc((size_t)argc + 1, sizeof *o.caps);

@@ -383,7 +383,8 @@ int imapmem_set_append_limit(imapmem *srv, size_t bytes);
 
 /*
 ** The capabilities advertised now, space-separated as in "* CAPABILITY", into
-** *caps_out, which the caller frees with imapmem_release(). Returns IMAPMEM_OK;
+** *caps_out, which the caller frees with imapmem_release(). Those that depend on the
+** session (STARTTLS, LOGINDISABLED: see imapmem_set_tls) are not among them. Returns IMAPMEM_OK;
 ** IMAPMEM_MISUSE; IMAPMEM_NOMEM.
 */
 int imapmem_capabilities(imapmem *srv, char **caps_out);
@@ -422,6 +423,86 @@ int imapmem_fault(imapmem *srv, const char *spec);
 
 /* Remove every fault. Returns IMAPMEM_OK; IMAPMEM_MISUSE for a NULL handle. */
 int imapmem_clear_faults(imapmem *srv);
+
+/*
+** ---------------------------------------------------------------------------
+** TLS: STARTTLS and implicit TLS (IMAPS), in the opt-in build only
+** ---------------------------------------------------------------------------
+** imapmem.c serves TLS only when compiled with -DIMAPMEM_TLS and linked with
+** -lssl -lcrypto (OpenSSL 3; `make TLS=openssl`). In a build without it every setter below
+** returns IMAPMEM_MISUSE, and imapmem_errmsg() says how to build with TLS. TLS is set up
+** before imapmem_start(); once serving, the setters return IMAPMEM_MISUSE. Sessions of
+** imapmem_serve_fd() are never TLS: they neither offer STARTTLS nor are held to
+** imapmem_set_require_tls(). TLS 1.2 is the minimum and 1.3 is offered; each
+** handshake runs in its session's thread, and a client that does not finish it within 10
+** seconds (or the idle timeout, if shorter) is dropped.
+*/
+
+/*
+** The TLS library in this build ("OpenSSL 3.0.13 30 Jan 2024"), or NULL in a build
+** without TLS: a test can skip its TLS cases on NULL. Any thread.
+*/
+const char *imapmem_tls_library(void);
+
+/*
+** Serve TLS: STARTTLS is then advertised on the plain port before login (RFC 3501 6.2.1),
+** and imapmem_set_imaps_port() may add a port for implicit TLS. cert_pem is a PEM
+** certificate, optionally followed by its chain; key_pem its private key in PEM
+** (unencrypted). With both NULL, imapmem generates, in memory only, a CA and a leaf
+** certificate it signs, for "localhost", 127.0.0.1 and ::1, on ECDSA P-256 keys; a client
+** should trust the CA, which imapmem_tls_cert() returns. Calling it again replaces the
+** certificate. Returns IMAPMEM_OK; IMAPMEM_PARSE (not PEM, or the key does not match the
+** certificate); IMAPMEM_MISUSE (NULL handle, only one of cert_pem and key_pem, already
+** started, or no TLS in this build); IMAPMEM_NOMEM.
+*/
+int imapmem_set_tls(imapmem *srv, const char *cert_pem, const char *key_pem);
+
+/*
+** The certificate a client should trust, in PEM, into *pem_out, which the caller frees
+** with imapmem_release(): the generated CA, or the given certificate (its first).
+** Returns IMAPMEM_OK; IMAPMEM_MISUSE (NULL argument, TLS not set, no TLS in this build);
+** IMAPMEM_NOMEM.
+*/
+int imapmem_tls_cert(imapmem *srv, char **pem_out);
+
+/*
+** Also listen for implicit TLS (RFC 8314) on port (0 picks a free one; -1: no imaps
+** port, the default), on imapmem_start()'s address. Returns IMAPMEM_OK; IMAPMEM_MISUSE
+** (NULL handle, port out of range, already started, no TLS in this build).
+** imapmem_start() returns IMAPMEM_MISUSE if imapmem_set_tls() was not called, and
+** IMAPMEM_IO if the port cannot be bound (then it listens on neither).
+*/
+int imapmem_set_imaps_port(imapmem *srv, int port);
+
+/* The imaps port (useful after 0), or -1 if there is none or the server is not started. */
+int imapmem_imaps_port(imapmem *srv);
+
+/*
+** The imaps listening address as "127.0.0.1:1993" or "[::1]:1993", or "" if none. Owned
+** by the server, valid until imapmem_free().
+*/
+const char *imapmem_imaps_address(imapmem *srv);
+
+/*
+** Require TLS (on = 1) for logging in: before STARTTLS the plain port advertises
+** LOGINDISABLED and no AUTH= mechanism, and LOGIN and AUTHENTICATE answer
+** "NO [PRIVACYREQUIRED]" (AUTHENTICATE before its "+", so no password is sent in the
+** clear: RFC 3501 11.2). Returns IMAPMEM_OK; IMAPMEM_MISUSE (NULL handle, already started,
+** on without imapmem_set_tls() first, no TLS in this build).
+*/
+int imapmem_set_require_tls(imapmem *srv, int on);
+
+/*
+** Present a certificate with one defect, so a test can check that the client under test
+** refuses it (with verification on, trusting imapmem_tls_cert()), on the imaps port and
+** after STARTTLS alike: "expired", "not-yet-valid", "wrong-host" (a leaf for
+** wrong-host.invalid only), "self-signed" (a leaf the CA did not sign), "handshake" (every
+** handshake fails with a handshake_failure alert); NULL or "" for none. Only with
+** generated certificates. Returns IMAPMEM_OK; IMAPMEM_NOTFOUND for another kind;
+** IMAPMEM_MISUSE (NULL handle, already started, TLS not set or set with a given
+** certificate, no TLS in this build); IMAPMEM_NOMEM.
+*/
+int imapmem_set_tls_fault(imapmem *srv, const char *kind);
 
 /* Stop if needed and free everything. NULL is a harmless no-op. */
 void imapmem_free(imapmem *srv);

@@ -2501,6 +2501,63 @@ static void test_append_limit(void) {
   imapmem_free(srv);
 }
 
+/*
+** TLS through the API: in a build without TLS every setter is IMAPMEM_MISUSE and says how
+** to build with it; in a TLS build (make TLS=openssl) the certificate comes back as PEM,
+** the imaps port is bound, and every misuse has its code.
+*/
+static void test_tls_api(void) {
+  imapmem *srv = NULL;
+  CHECK(imapmem_new(NULL, &srv) == IMAPMEM_OK);
+  if (!srv) return;
+  char *pem = NULL;
+  if (!imapmem_tls_library()) {
+    CHECK(imapmem_set_tls(srv, NULL, NULL) == IMAPMEM_MISUSE);
+    CHECKM(strstr(imapmem_errmsg(srv), "make TLS=openssl") != NULL, "%s", imapmem_errmsg(srv));
+    CHECK(imapmem_set_imaps_port(srv, 0) == IMAPMEM_MISUSE);
+    CHECK(strstr(imapmem_errmsg(srv), "make TLS=openssl") != NULL);
+    CHECK(imapmem_set_require_tls(srv, 1) == IMAPMEM_MISUSE);
+    CHECK(imapmem_set_tls_fault(srv, "expired") == IMAPMEM_MISUSE);
+    CHECK(imapmem_tls_cert(srv, &pem) == IMAPMEM_MISUSE && pem == NULL);
+    CHECK(imapmem_start(srv, "127.0.0.1", 0) == IMAPMEM_OK);
+    CHECK(imapmem_imaps_port(srv) == -1 && strcmp(imapmem_imaps_address(srv), "") == 0);
+    imapmem_free(srv);
+    return;
+  }
+  CHECK(imapmem_set_require_tls(srv, 1) == IMAPMEM_MISUSE);   /* no TLS set yet */
+  CHECK(imapmem_tls_cert(srv, &pem) == IMAPMEM_MISUSE);
+  CHECK(imapmem_set_tls(srv, "x", NULL) == IMAPMEM_MISUSE);
+  CHECK(imapmem_set_tls(srv, "not pem", "not pem") == IMAPMEM_PARSE);
+  CHECKM(imapmem_set_tls(srv, NULL, NULL) == IMAPMEM_OK, "%s", imapmem_errmsg(srv));
+  CHECK(imapmem_set_tls_fault(srv, "stale") == IMAPMEM_NOTFOUND);
+  CHECK(imapmem_set_tls_fault(srv, "expired") == IMAPMEM_OK);
+  CHECK(imapmem_set_tls_fault(srv, NULL) == IMAPMEM_OK);
+  CHECK(imapmem_tls_cert(srv, &pem) == IMAPMEM_OK && pem &&
+        strncmp(pem, "-----BEGIN CERTIFICATE-----", 27) == 0 && !strstr(pem, "PRIVATE"));
+  imapmem_release(pem);
+  CHECK(imapmem_set_imaps_port(srv, 70000) == IMAPMEM_MISUSE);
+  CHECK(imapmem_set_imaps_port(srv, 0) == IMAPMEM_OK);
+  CHECK(imapmem_set_require_tls(srv, 1) == IMAPMEM_OK);
+  CHECK(imapmem_start(srv, "127.0.0.1", 0) == IMAPMEM_OK);
+  CHECK(imapmem_imaps_port(srv) > 0 && imapmem_imaps_port(srv) != imapmem_port(srv));
+  CHECK(strncmp(imapmem_imaps_address(srv), "127.0.0.1:", 10) == 0);
+  CHECK(imapmem_set_tls(srv, NULL, NULL) == IMAPMEM_MISUSE);    /* serving */
+  CHECK(imapmem_set_require_tls(srv, 0) == IMAPMEM_MISUSE);
+  CHECK(imapmem_add_user(srv, "alice", "secret") == IMAPMEM_OK);
+  struct conn *c = tcp_conn(srv);            /* the plain port: STARTTLS, no LOGIN */
+  CHECKM(c && strstr(c->greeting, " STARTTLS") && strstr(c->greeting, " LOGINDISABLED") &&
+         !strstr(c->greeting, "AUTH="), "%s", c ? c->greeting : "");
+  CHECK(c && strncmp(cmd(c, "LOGIN alice secret"), "NO [PRIVACYREQUIRED]", 20) == 0);
+  conn_free(c);
+  c = pair_conn(srv, NULL);                  /* serve_fd: no TLS, and none required */
+  CHECKM(c && !strstr(c->greeting, "STARTTLS") && !strstr(c->greeting, "LOGINDISABLED"),
+         "%s", c ? c->greeting : "");
+  CHECK(c && is_bad(cmd(c, "STARTTLS")));
+  CHECK(c && ok(cmd(c, "LOGIN alice secret")));
+  conn_free(c);
+  imapmem_free(srv);
+}
+
 int main(void) {
   struct {
     const char *name;
@@ -2530,6 +2587,7 @@ int main(void) {
     {"api_second_pass", test_api_second_pass},
     {"resync_api", test_resync_api},
     {"append_limit", test_append_limit},
+    {"tls_api", test_tls_api},
   };
   /* From here on a vanished peer must not end the test run; test_no_sigpipe checked
      that the library does not rely on this. */

@@ -22,7 +22,8 @@ Environment:
                            mail_fsync=never) privately on loopback, interleaved, and print
                            imapmem/Dovecot ratios; installed with apt-get when missing
   BENCH_KEEP=1             keep the temporary folder (its path is printed)
-  IMAPMEM_BIN              server binary (default ./imapmem)
+  IMAPMEM_BIN              server binary (default ./imapmem); a TLS build (make
+                           TLS=openssl bench) adds FETCH BODY[] throughput over TLS
 Every loop is bounded in count and time; all traffic goes to 127.0.0.1.
 """
 import base64
@@ -37,6 +38,7 @@ import selectors
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -422,9 +424,11 @@ class Reader:
 class Conn:
     """A blocking IMAP connection: cmd() sends one command, waits for its tagged reply."""
 
-    def __init__(self, port, greeting=True, timeout=120):
+    def __init__(self, port, greeting=True, timeout=120, ssl_context=None):
         self.sock = socket.create_connection((HOST, port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if ssl_context:        # implicit TLS (a TLS build's --imaps-port)
+            self.sock = ssl_context.wrap_socket(self.sock, server_hostname="localhost")
         self.r = Reader()
         self.n = 0
         self.greeting = self.wait(b"* ")[0] if greeting else None
@@ -462,6 +466,48 @@ class Conn:
         t0 = now()
         res = self.ok(text, keep)
         return now() - t0, res
+
+
+def tls_throughput(corpus, tmp, runs):
+    """FETCH 1:* BODY.PEEK[] over implicit TLS beside plain TCP, from one server, in a TLS
+    build (make TLS=openssl) only. Returns (protocol and cipher, TLS MB/s samples, plain
+    MB/s samples), or None for a build without TLS."""
+    version = subprocess.run([IMAPMEM, "--version"], stdout=subprocess.PIPE).stdout
+    if b"(TLS:" not in version:
+        return None
+    ca = os.path.join(tmp, "trust.pem")
+    proc = subprocess.Popen([IMAPMEM, "-p", "0", "--imaps-port", "0", "--tls-cert-out", ca,
+                             "--uidvalidity", "1", corpus["path"]], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    try:
+        line = proc.stdout.readline()
+        m = re.match(rb"^imapmem: listening on \S+:(\d+), imaps \S+:(\d+)\n$", line)
+        if not m:
+            raise RuntimeError("imapmem --imaps-port: no ready line: %r" % line)
+        conns = {"plain": Conn(int(m.group(1))),
+                 "tls": Conn(int(m.group(2)), ssl_context=ssl.create_default_context(cafile=ca))}
+        mbs = {"plain": [], "tls": []}
+        for c in conns.values():
+            c.ok(b"LOGIN test test")
+            c.ok(b"SELECT INBOX")
+        for _ in range(runs):
+            for k, c in conns.items():
+                rx0 = c.r.rx
+                t, _ = c.timed(b"FETCH 1:* BODY.PEEK[]")
+                mbs[k].append((c.r.rx - rx0) / MIB / t)
+        tls = conns["tls"].sock
+        what = "%s %s" % (tls.version(), tls.cipher()[0])
+        for c in conns.values():
+            c.close()
+        return what, mbs["tls"], mbs["plain"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
 
 
 def search_count(lines):
@@ -1405,6 +1451,7 @@ def main():
         add_condstore_rows(table, corpora, cs_results, details)
 
         worst_search(table, tmp, runs)
+        tls = tls_throughput(max(corpora, key=lambda c: c["n"]), tmp, runs) if corpora else None
 
         # items 6 and 7 on the 10,000-message corpus (or the largest one up to it)
         lc = max((c for c in corpora if c["n"] <= 10000), key=lambda c: c["n"], default=None)
@@ -1426,6 +1473,11 @@ def main():
                      fmt_stat(rf["read_hot"], "s"), fmt_stat(rf["scan"], "s"),
                      c["bytes"] / MIB / med(rf["scan"]), rf["matches"],
                      fmt_stat(rf["replay"], "MB/s"), fmt_stat(rf["raw"], "MB/s")))
+        if tls:
+            print("  FETCH 1:* BODY.PEEK[] of the %s corpus from one server over implicit TLS "
+                  "(%s): %s; over plain TCP: %s"
+                  % (short(max(c["n"] for c in corpora)), tls[0], fmt_stat(tls[1], "MB/s"),
+                     fmt_stat(tls[2], "MB/s")))
         print()
         print("Targets (issue 6) are for the 10k corpus; a target in parentheses is the same test "
               "on another corpus, for information.")

@@ -90,7 +90,10 @@ class ReadmeExamples(ServerCase):
                 self.assertTrue(line.startswith("S:"), line)
                 steps[-1][1].append(line[3:] if line.startswith("S: ") else "")
         r = self.raw(self.start(fixture("basic.mbox")), login=None)
-        self.assertEqual(r.greeting.decode(), greeting[3:] + "\r\n")
+        said = r.greeting.decode()
+        if wire.has_tls():    # the transcript is the default build's: no STARTTLS
+            said = said.replace(" STARTTLS]", "]")
+        self.assertEqual(said, greeting[3:] + "\r\n")
         for command, expected in steps:
             tag, rest = command.split(" ", 1)
             untagged, tagged = r.cmd(rest, tag=tag)

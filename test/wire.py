@@ -4,7 +4,7 @@ Every test/test_*.py imports this module (fixture files are read by imapref.py, 
 side).  What it has:
 
   the program   BIN, ROOT, fixture(), run(), Server, Proc, READY, SANITIZER_MARKERS,
-                sanitizer_report(), write_mbox()
+                sanitizer_report(), write_mbox(), has_tls(), OVER_TLS
   the test case ServerCase: start() a server on port 0 (stopped after the test; a
                 sanitizer report on its stderr or an exit status other than 0 fails the
                 test; start_or_fail() fails it when the server does not start), or with
@@ -24,7 +24,8 @@ side).  What it has:
 
 The binary is $IMAPMEM_BIN (test/run.py sets it, one test file per process) or ./imapmem.
 A Server is started with `-p 0` and reads the one ready line `imapmem: listening on
-ADDR:PORT` from stdout, exactly as a user's test suite would.
+ADDR:PORT` (with --imaps-port, `..., imaps ADDR:TLSPORT`: Server.imaps_port) from stdout,
+exactly as a user's test suite would.
 
 A wire test, whole:
 
@@ -43,6 +44,7 @@ import select
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -51,7 +53,8 @@ import unittest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("IMAPMEM_BIN", os.path.join(ROOT, "imapmem"))
 FIXTURES = os.path.join(ROOT, "fixtures")
-READY = re.compile(rb"^imapmem: listening on (\[[^\]]+\]|[^:]+):(\d+)\n$")
+READY = re.compile(rb"^imapmem: listening on (\[[^\]]+\]|[^:]+):(\d+)"
+                   rb"(?:, imaps (?:\[[^\]]+\]|[^:]+):(\d+))?\n$")   # --imaps-port (TLS build)
 LOGIN = ("test", "test")
 # "Sanitizer" is in every report of AddressSanitizer, LeakSanitizer, ThreadSanitizer and
 # UndefinedBehaviorSanitizer's summary; "runtime error:" is in each UBSan report.
@@ -82,6 +85,17 @@ def run(args, timeout=10, stdin=subprocess.DEVNULL):
                        stdin=stdin, timeout=timeout)
     check_stderr(p.stderr.decode("utf-8", "replace"))
     return p
+
+
+_HAS_TLS = []
+
+
+def has_tls():
+    """Whether BIN was built with TLS (make TLS=openssl): its --version says "(TLS: ...)"."""
+    if not _HAS_TLS:
+        out = subprocess.run([BIN, "--version"], stdout=subprocess.PIPE, timeout=10).stdout
+        _HAS_TLS.append(b"(TLS:" in out)
+    return _HAS_TLS[0]
 
 
 def write_mbox(directory, name, text):
@@ -160,6 +174,11 @@ class Proc(subprocess.Popen):
         check_stderr(err)
 
 
+# True (test_over_tls.py sets it, in a TLS build): every Server also listens for implicit
+# TLS, and its raw() and imap() clients speak TLS, verifying its --tls-cert-out certificate.
+OVER_TLS = False
+
+
 class Server:
     """A running imapmem on port 0.  stop() sends a signal and returns the exit status;
     finish() (ServerCase calls it after the test; `with Server(...)` at the end of the
@@ -169,6 +188,11 @@ class Server:
         cmd = [BIN, "-p", "0"]  # BIN is looked up now
         if uidvalidity is not None:
             cmd += ["--uidvalidity", str(uidvalidity)]
+        self.tls = None
+        if OVER_TLS:
+            self.cadir = tempfile.mkdtemp(prefix="imapmem-test-")
+            ca = os.path.join(self.cadir, "trust.pem")
+            cmd += ["--imaps-port", "0", "--tls-cert-out", ca]
         cmd += list(args)
         self.proc = Proc(cmd, stdin=subprocess.DEVNULL)
         line = self.proc.stdout.readline()
@@ -182,21 +206,30 @@ class Server:
             raise RuntimeError("no ready line: %r; stderr: %s" % (line, err))
         self.host = m.group(1).decode().strip("[]")
         self.port = int(m.group(2))
+        self.imaps_port = int(m.group(3)) if m.group(3) else None
         self.ready_line = line
+        if OVER_TLS:          # --tls-cert-out is written before the ready line
+            self.tls = ssl.create_default_context(cafile=ca)
 
     def stderr(self):
         return self.proc.err()
 
     def imap(self, user="test", password="test", login=True):
         """An imaplib client, logged in unless login=False."""
-        c = imaplib.IMAP4(self.host, self.port, timeout=10)
+        if self.tls:
+            c = imaplib.IMAP4_SSL(self.host, self.imaps_port, ssl_context=self.tls, timeout=10)
+        else:
+            c = imaplib.IMAP4(self.host, self.port, timeout=10)
         if login:
             c.login(user, password)
         return c
 
     def raw(self, login=None):
         """A raw connection (see Raw).  login=(user, password) logs in first."""
-        r = Raw(self.host, self.port)
+        if self.tls:
+            r = Raw(self.host, self.imaps_port, ssl_context=self.tls)
+        else:
+            r = Raw(self.host, self.port)
         if login:
             r.ok("LOGIN %s %s" % login)
         return r
@@ -220,6 +253,8 @@ class Server:
         """stop(), then require exit status 0; once."""
         if self.proc.errfile.closed:
             return
+        if self.tls:
+            shutil.rmtree(self.cadir, True)
         try:
             rc = self.stop()
             err = self.stderr()
@@ -252,8 +287,10 @@ class Raw:
     Reading never loses a partial response: what is not yet complete stays in buf.
     """
 
-    def __init__(self, host, port, timeout=10):
+    def __init__(self, host, port, timeout=10, ssl_context=None):
         self.sock = socket.create_connection((host, port), timeout=timeout)
+        if ssl_context:       # implicit TLS (RFC 8314), the host name verified
+            self.sock = ssl_context.wrap_socket(self.sock, server_hostname=host)
         self.buf = b""
         self.n = 0
         self.greeting = self.readline()
