@@ -8740,6 +8740,20 @@ static void session_execute(struct session *s) {
 ** config.idle_timeout is logged out (RFC 3501 5.4).
 */
 /* ------------------------------------------------------------------------- */
+/* Has imapmem_stop() begun? */
+static int server_stopping(struct imapmem *srv) {
+  pthread_mutex_lock(&srv->lock);
+  int stopping = srv->stopping;
+  pthread_mutex_unlock(&srv->lock);
+  return stopping;
+}
+
+/* Empty the session's wake pipe, so that a poll() on it does not spin. */
+static void session_drain_wake(struct session *s) {
+  char tmp[64];
+  while (read(s->wake[0], tmp, sizeof tmp) > 0) {}
+}
+
 /*
 ** Wait until fd_out takes more bytes: for the autologout time at most, and not past
 ** imapmem_stop(). A wake-up that arrives meanwhile is noted in s->woken for the reader
@@ -8747,17 +8761,13 @@ static void session_execute(struct session *s) {
 */
 static int session_wait_writable(struct session *s) {
   for (;;) {
-    pthread_mutex_lock(&s->srv->lock);   /* the BYE of a stop is sent only if there is room */
-    int stopping = s->srv->stopping;
-    pthread_mutex_unlock(&s->srv->lock);
-    if (stopping) return 0;
+    if (server_stopping(s->srv)) return 0;   /* the BYE of a stop is sent only if there is room */
     struct pollfd pf[2] = {{s->fd_out, POLLOUT, 0}, {s->wake[0], POLLIN, 0}};
     int r = poll(pf, 2, s->srv->cfg.idle_timeout * 1000);
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) return 0;
     if (pf[1].revents) {
-      char tmp[64];
-      while (read(s->wake[0], tmp, sizeof tmp) > 0) {}
+      session_drain_wake(s);
       s->woken = 1;
     }
     if (pf[0].revents) return 1;
@@ -8822,13 +8832,9 @@ static int tls_wait(struct session *s, int for_write, int ms) {
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) return 0;
     if (pf[1].revents) {
-      char tmp[64];
-      while (read(s->wake[0], tmp, sizeof tmp) > 0) {}
+      session_drain_wake(s);
       s->woken = 1;
-      pthread_mutex_lock(&s->srv->lock);
-      int stopping = s->srv->stopping;
-      pthread_mutex_unlock(&s->srv->lock);
-      if (stopping) return -1;
+      if (server_stopping(s->srv)) return -1;
     }
     if (pf[0].revents) return 1;
   }
@@ -9267,16 +9273,12 @@ static int session_wait(struct session *s, int wake_ok) {
       if (r == 0) return 0;
       if (r < 0) return 1;   /* let read() report the error */
       if (pf[1].revents) {
-        char tmp[64];
-        while (read(s->wake[0], tmp, sizeof tmp) > 0) {}
+        session_drain_wake(s);
         woken = 1;
       }
     }
     if (woken) {
-      pthread_mutex_lock(&s->srv->lock);
-      int stopping = s->srv->stopping;
-      pthread_mutex_unlock(&s->srv->lock);
-      if (stopping) return -4;
+      if (server_stopping(s->srv)) return -4;
       if (wake_ok) return -3;
       if (s->mb) {           /* its mailbox was deleted, reset, renumbered: end now */
         pthread_mutex_lock(&s->mb->lock);
