@@ -33,228 +33,9 @@ Example 4 has them).
 import base64
 import calendar
 import re
-import shutil
-import tempfile
 
-from imapserver import ServerCase, write_mbox
-
-# ---------------------------------------------------------------------------------------
-# Reading responses.  Self-contained on purpose (the shared helpers of test/ are being
-# reorganised): atoms become str (all digits: int; NIL: None), quoted strings bytes, {n}
-# literals Lit, ~{n} literal8 Lit8 (RFC 3516), parenthesised lists lists.
-
-class Lit(bytes):
-    """A {n} literal's bytes."""
-
-
-class Lit8(bytes):
-    """A ~{n} literal8's bytes (RFC 3516 7)."""
-
-
-STATUS_WORDS = ("OK", "NO", "BAD", "BYE", "PREAUTH")
-_LIT_AT_END = re.compile(rb"~?\{(\d+)\+?\}$")
-_LIT = re.compile(rb"(~?)\{(\d+)\}\r\n")
-
-
-def split_units(data):
-    """Response bytes -> logical lines (a line with the literals it announces)."""
-    units, pos = [], 0
-    while pos < len(data):
-        start = pos
-        while True:
-            i = data.find(b"\r\n", pos)
-            assert i >= 0, "no CRLF after %r" % data[start:start + 80]
-            m = _LIT_AT_END.search(data, pos, i)
-            if not m:
-                pos = i + 2
-                break
-            pos = i + 2 + int(m.group(1))
-        units.append(data[start:pos])
-    return units
-
-
-def _value(d, i):
-    c = d[i:i + 1]
-    if c == b"(":
-        out, i = [], i + 1
-        while True:
-            if d[i:i + 1] == b")":
-                return out, i + 1
-            assert i < len(d) and d[i:i + 2] != b"\r\n", "unclosed list in %r" % d
-            v, i = _value(d, i)
-            out.append(v)
-            if d[i:i + 1] == b" ":
-                i += 1
-    if c == b'"':
-        out, i = bytearray(), i + 1
-        while True:
-            ch = d[i:i + 1]
-            assert ch, "unterminated quoted string in %r" % d
-            i += 1
-            if ch == b'"':
-                return bytes(out), i
-            if ch == b"\\":
-                ch, i = d[i:i + 1], i + 1
-            out += ch
-    m = _LIT.match(d, i)
-    if m:
-        start = m.end()
-        end = start + int(m.group(2))
-        return (Lit8 if m.group(1) else Lit)(d[start:end]), end
-    start, depth = i, 0
-    while i < len(d):
-        ch = d[i:i + 1]
-        if ch == b"[":
-            depth += 1
-        elif ch == b"]":
-            if depth == 0:
-                break
-            depth -= 1
-        elif depth == 0 and ch in (b" ", b"(", b")", b"\r", b"\n"):
-            break
-        i += 1
-    assert i > start, "unexpected %r at %d in %r" % (c, i, d)
-    atom = d[start:i].decode("latin-1")
-    if atom.upper() == "NIL":
-        return None, i
-    return (int(atom) if atom.isdigit() else atom), i
-
-
-def tokens(line):
-    """The values of one logical line (or of a response code's text)."""
-    out, i = [], 0
-    while i < len(line) and line[i:i + 2] != b"\r\n":
-        v, i = _value(line, i)
-        out.append(v)
-        if line[i:i + 1] == b" ":
-            i += 1
-    return out
-
-
-def status_parts(text):
-    """b'NO [TOOBIG] text' -> ('NO', ['TOOBIG'], 'text'); the code is None when absent."""
-    text = text.rstrip(b"\r\n")
-    word, _, rest = text.partition(b" ")
-    code = None
-    if rest.startswith(b"["):
-        j = rest.find(b"]")
-        code = tokens(rest[1:j]) if j > 0 else None
-        rest = rest[j + 1:].lstrip(b" ")
-    return word.decode().upper(), code, rest.decode("latin-1")
-
-
-def parse(data):
-    """Untagged bytes -> [response]: `* OK [C a] t` -> ['OK', ['C', 'a'] or None, 't'],
-    `+ t` -> ['+', 't'], any other `* ...` -> its values ([3, 'FETCH', [...]])."""
-    out = []
-    for u in split_units(data):
-        if u.startswith(b"+"):
-            out.append(["+", u[1:].strip().decode("latin-1")])
-            continue
-        assert u.startswith(b"* "), "not an untagged response: %r" % u[:100]
-        word = u[2:].split(b" ", 1)[0].rstrip(b"\r\n").upper().decode("latin-1")
-        out.append(list(status_parts(u[2:])) if word in STATUS_WORDS else tokens(u[2:]))
-    return out
-
-
-def upper(v):
-    return v.upper() if isinstance(v, str) else v
-
-
-def responses(data, keyword):
-    """The untagged responses named keyword: `* LIST ...` or `* 3 FETCH ...`."""
-    kw = keyword.upper()
-    return [r for r in parse(data)
-            if (r and upper(r[0]) == kw) or (len(r) > 1 and isinstance(r[0], int)
-                                             and upper(r[1]) == kw)]
-
-
-def codes(data):
-    """{CODE: args} of the untagged OK/NO/BAD/BYE responses in data."""
-    return {upper(r[1][0]): r[1][1:] for r in parse(data)
-            if r and r[0] in STATUS_WORDS and r[1]}
-
-
-def fetches(data, keyword="FETCH"):
-    """{number: {ITEM: value}} of the `* n FETCH (...)` responses, merged per number."""
-    out = {}
-    for r in responses(data, keyword):
-        items = r[2]
-        assert len(items) % 2 == 0, "odd FETCH item list %r" % (items,)
-        d = out.setdefault(r[0], {})
-        for k in range(0, len(items), 2):
-            d[items[k].upper()] = items[k + 1]
-    return out
-
-
-def expand_set(s):
-    """'304,319:320' -> [304, 319, 320] (order kept, ranges ascending)."""
-    out = []
-    for part in str(s).split(","):
-        if ":" in part:
-            a, b = (int(x) for x in part.split(":"))
-            out += list(range(min(a, b), max(a, b) + 1))
-        else:
-            out.append(int(part))
-    return out
-# ---------------------------------------------------------------------------------------
-# Sending commands with literals
-
-class L:
-    """A literal in a command: {n} (waits for the server's `+`), {n+} with plus=True,
-    ~{n} / ~{n+} (literal8, RFC 3516/4466) with eight=True."""
-
-    def __init__(self, data, plus=False, eight=False):
-        self.data = data.encode() if isinstance(data, str) else data
-        self.plus = plus
-        self.eight = eight
-
-    def head(self):
-        return b"%s{%d%s}\r\n" % (b"~" if self.eight else b"", len(self.data),
-                                  b"+" if self.plus else b"")
-
-
-def command(r, *pieces, tag=None):
-    """Send one command made of pieces (str/bytes as they are, L literals) and read its
-    answer.  At a synchronizing literal it waits for the `+`; a tagged answer instead of the
-    `+` ends the command there (RFC 3501 7.5: the literal is then not sent).  Returns
-    (untagged, tagged text, number of `+` continuations received).  A connection the server
-    closes is an assertion failure."""
-    try:
-        return _command(r, pieces, tag or r.tag())
-    except (EOFError, ConnectionError) as e:
-        head = pieces[0] if pieces and not isinstance(pieces[0], L) else pieces
-        raise AssertionError("the server closed the connection during %r...: %s" % (head, e))
-
-
-def _command(r, pieces, tag):
-    out = tag.encode() + b" "
-    untagged, conts = b"", 0
-    for p in pieces:
-        if not isinstance(p, L):
-            out += p.encode() if isinstance(p, str) else p
-            continue
-        if p.plus:
-            out += p.head() + p.data
-            continue
-        r.send(out + p.head())
-        while True:
-            line = r.read_response_line()
-            if line.startswith(b"+"):
-                conts += 1
-                break
-            if line.startswith(tag.encode() + b" "):
-                return untagged, line[len(tag) + 1:-2], conts
-            untagged += line
-        out = p.data
-    r.send(out + b"\r\n")
-    u, t = r.until_tagged(tag)
-    for line in split_units(u) if u else []:
-        if line.startswith(b"+"):
-            conts += 1
-        else:
-            untagged += line
-    return untagged, t, conts
+from wire import (Lit, ServerCase, capabilities, expand_set, fetches, imap_date_time, quote,
+                  responses, status_parts, upper, write_mbox)
 
 # ---------------------------------------------------------------------------------------
 # Fixtures
@@ -394,25 +175,6 @@ def small(subject="small", size=None):
     return msg
 
 
-def quote(s):
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-
-
-def imap_time(s):
-    """Seconds since the epoch of an IMAP date-time (bytes or str)."""
-    s = s.decode() if isinstance(s, bytes) else s
-    m = re.match(r"^ ?(\d{1,2})-([A-Z][a-z]{2})-(\d{4}) (\d\d):(\d\d):(\d\d) "
-                 r"([+-])(\d\d)(\d\d)$", s)
-    assert m, "not an IMAP date-time: %r" % s
-    t = calendar.timegm((int(m.group(3)), MONTHS.index(m.group(2)) + 1, int(m.group(1)),
-                         int(m.group(4)), int(m.group(5)), int(m.group(6)), 0, 0, 0))
-    off = (int(m.group(8)) * 60 + int(m.group(9))) * 60
-    return t - off if m.group(7) == "+" else t + off
-
-
 def code_of(tagged):
     """('NO', 'TOOBIG', ['TOOBIG']) from a tagged text b'NO [TOOBIG] ...'."""
     word, code, _ = status_parts(tagged)
@@ -434,8 +196,7 @@ class Base(ServerCase):
     NEED = ()
 
     def setUp(self):
-        self.dir = tempfile.mkdtemp(prefix="imapmem-append-")
-        self.addCleanup(shutil.rmtree, self.dir, True)
+        self.dir = self.tempdir()
         self.mine = self.dir + "/test"
         self.theirs = self.dir + "/other"
         write_mbox(self.mine, "INBOX.mbox", inbox_text())
@@ -446,24 +207,15 @@ class Base(ServerCase):
         write_mbox(self.theirs, "INBOX.mbox", other_text())
         self.srv = None
 
-    def start(self, *args, **kw):
-        try:
-            return super().start(*args, **kw)
-        except RuntimeError as e:
-            self.fail("imapmem did not start with %r: %s" % (args, e))
-
     def server(self, *args):
         """The server of this test: users test and other, then args."""
         if self.srv is None:
-            self.srv = self.start("-u", "test:test:" + self.mine,
+            self.srv = self.start_or_fail("-u", "test:test:" + self.mine,
                                   "-u", "other:secret:" + self.theirs, *args)
         return self.srv
 
     def capabilities(self, r):
-        for resp in parse(r.ok("CAPABILITY")):
-            if upper(resp[0]) == "CAPABILITY":
-                return {str(c).upper() for c in resp[1:]}
-        self.fail("no untagged CAPABILITY response")
+        return capabilities(r.ok("CAPABILITY"))
 
     def need(self, r, caps):
         have = self.capabilities(r)
@@ -480,16 +232,11 @@ class Base(ServerCase):
         return r
 
     def ok(self, r, command, tag=None):
-        untagged, tagged = r.cmd(command, tag=tag)
-        self.assertTrue(tagged.startswith(b"OK"), "%s -> %r (untagged %r)"
-                        % (command, tagged, untagged[:300]))
-        return untagged
+        return r.ok(command, tag)
 
     def status(self, r, mailbox, item):
-        for resp in responses(self.ok(r, "STATUS %s (%s)" % (quote(mailbox), item)), "STATUS"):
-            vals = resp[2]
-            return dict(zip([upper(x) for x in vals[0::2]], vals[1::2]))[item.upper()]
-        self.fail("no STATUS response for %s" % mailbox)
+        """The number item of STATUS mailbox."""
+        return super().status(r, mailbox, item)[item.upper()]
 
     def count(self, mailbox):
         """MESSAGES of mailbox, asked on a fresh connection of user test."""
@@ -549,9 +296,9 @@ class MultiAppendTest(Base):
     def test_example_a003_two_messages(self):
         """RFC 3502 6.3.11 example A003: two messages, each with its flags (and date)."""
         r = self.session()
-        untagged, tagged, conts = command(
-            r, "APPEND saved-messages (\\Seen) ", L(A003_1),
-            ' (\\Seen) " 7-Feb-1994 22:43:04 -0800" ', L(A003_2), tag="A003")
+        untagged, tagged, conts = r.lit_command(
+            "APPEND saved-messages (\\Seen) ", Lit(A003_1),
+            ' (\\Seen) " 7-Feb-1994 22:43:04 -0800" ', Lit(A003_2), tag="A003")
         self.assertTrue(tagged.startswith(b"OK"), tagged)
         self.assertEqual(conts, 2)
         uidv, uids = self.appenduid(tagged, "saved-messages")
@@ -563,13 +310,14 @@ class MultiAppendTest(Base):
         f = fetches(self.ok(r, "FETCH 1:2 (FLAGS INTERNALDATE)"))
         self.assertIn("\\seen", {x.lower() for x in f[1]["FLAGS"]})
         self.assertIn("\\seen", {x.lower() for x in f[2]["FLAGS"]})
-        self.assertEqual(imap_time(f[2]["INTERNALDATE"]), imap_time(" 7-Feb-1994 22:43:04 -0800"))
+        self.assertEqual(imap_date_time(f[2]["INTERNALDATE"]),
+                         imap_date_time(" 7-Feb-1994 22:43:04 -0800"))
 
     def test_example_a004_no_such_mailbox_trycreate(self):
         """RFC 3502 6.3.11 example A004: MUST NOT create the mailbox; NO [TRYCREATE]."""
         r = self.session()
-        untagged, tagged, _ = command(r, "APPEND bogusname (\\Flagged) ", L(small(size=1023)),
-                                      " ", L(small()), tag="A004")
+        untagged, tagged, _ = r.lit_command("APPEND bogusname (\\Flagged) ", Lit(small(size=1023)),
+                                            " ", Lit(small()), tag="A004")
         self.refused(tagged, "NO", "TRYCREATE")
         self.assertNotIn(b"bogusname", self.ok(r, 'LIST "" *').lower())
 
@@ -577,8 +325,8 @@ class MultiAppendTest(Base):
         """RFC 3502 6.3.11 example A005 (refused for size, here over an APPENDLIMIT rather
         than a quota): a failed MULTIAPPEND leaves the mailbox as it was."""
         r = self.session(need=("MULTIAPPEND", "APPENDLIMIT=2000"), args=("--append-limit", "2000"))
-        untagged, tagged, _ = command(r, "APPEND Sent (\\Flagged) ", L(small("ok")), " ",
-                                      L(small("too big", size=3000)), tag="A005")
+        untagged, tagged, _ = r.lit_command("APPEND Sent (\\Flagged) ", Lit(small("ok")), " ",
+                                            Lit(small("too big", size=3000)), tag="A005")
         self.refused(tagged, "NO")
         self.assertEqual(self.count("Sent"), 0)
 
@@ -586,16 +334,16 @@ class MultiAppendTest(Base):
         """RFC 3502: a zero-length message literal is an error and MUST return NO; the
         mailbox MUST be restored to its state before the APPEND."""
         r = self.session()
-        untagged, tagged, _ = command(r, "APPEND Sent ", L(small("one")), " ", L(small("two")),
-                                      " ", L(b""))
+        untagged, tagged, _ = r.lit_command("APPEND Sent ", Lit(small("one")), " ",
+                                            Lit(small("two")), " ", Lit(b""))
         self.refused(tagged, "NO")
         self.assertEqual(self.count("Sent"), 0)
 
     def test_bad_date_in_a_later_message_appends_nothing(self):
         """RFC 3502: no partial appending (the error may be NO or, for syntax, BAD)."""
         r = self.session()
-        untagged, tagged, _ = command(r, "APPEND Sent ", L(small("one")),
-                                      ' "31-Foo-2024 10:00:00 +0000" ', L(small("two")))
+        untagged, tagged, _ = r.lit_command("APPEND Sent ", Lit(small("one")),
+                                            ' "31-Foo-2024 10:00:00 +0000" ', Lit(small("two")))
         self.assertTrue(tagged.startswith((b"NO", b"BAD")), tagged)
         self.assertEqual(self.count("Sent"), 0)
 
@@ -606,8 +354,8 @@ class MultiAppendTest(Base):
         uidnext = self.status(r, "INBOX", "UIDNEXT")
         uidv = self.status(r, "INBOX", "UIDVALIDITY")
         msgs = [small("m%d" % k) for k in range(3)]
-        untagged, tagged, _ = command(r, "APPEND INBOX ", L(msgs[0]), " ", L(msgs[1]), " ",
-                                      L(msgs[2]))
+        untagged, tagged, _ = r.lit_command("APPEND INBOX ", Lit(msgs[0]), " ", Lit(msgs[1]), " ",
+                                            Lit(msgs[2]))
         v, uids = self.appenduid(tagged, "INBOX")
         self.assertEqual(v, uidv)
         self.assertEqual(uids, [uidnext, uidnext + 1, uidnext + 2])
@@ -617,15 +365,15 @@ class MultiAppendTest(Base):
     def test_flags_and_dates_belong_to_each_message(self):
         """RFC 3502 6.3.11: each message has its own optional flags and date-time."""
         r = self.session()
-        untagged, tagged, _ = command(
-            r, "APPEND Sent (\\Flagged) ", L(small("a")), ' "01-Feb-2020 08:00:00 +0000" ',
-            L(small("b")), " (\\Answered $Label1) ", L(small("c")))
+        untagged, tagged, _ = r.lit_command(
+            "APPEND Sent (\\Flagged) ", Lit(small("a")), ' "01-Feb-2020 08:00:00 +0000" ',
+            Lit(small("b")), " (\\Answered $Label1) ", Lit(small("c")))
         self.assertTrue(tagged.startswith(b"OK"), tagged)
         self.ok(r, "EXAMINE Sent")
         f = fetches(self.ok(r, "FETCH 1:3 (FLAGS INTERNALDATE BODY.PEEK[HEADER.FIELDS (SUBJECT)])"))
         fl = {n: {x.lower() for x in f[n]["FLAGS"]} - {"\\recent"} for n in f}
         self.assertEqual(fl, {1: {"\\flagged"}, 2: set(), 3: {"\\answered", "$label1"}})
-        self.assertEqual(imap_time(f[2]["INTERNALDATE"]),
+        self.assertEqual(imap_date_time(f[2]["INTERNALDATE"]),
                          calendar.timegm((2020, 2, 1, 8, 0, 0)))
         subjects = [bytes(f[n]["BODY[HEADER.FIELDS (SUBJECT)]"]) for n in (1, 2, 3)]
         self.assertEqual(subjects, [b"Subject: %s\r\n\r\n" % s for s in (b"a", b"b", b"c")])
@@ -634,8 +382,8 @@ class MultiAppendTest(Base):
         """RFC 3502 Introduction / RFC 7888 7: with LITERAL+ the whole upload needs no
         continuation request."""
         r = self.session(need=("MULTIAPPEND", "LITERAL+"))
-        untagged, tagged, conts = command(r, "APPEND Sent ", L(small("a"), plus=True), " ",
-                                          L(small("b"), plus=True))
+        untagged, tagged, conts = r.lit_command("APPEND Sent ", Lit(small("a"), plus=True), " ",
+                                                Lit(small("b"), plus=True))
         self.assertTrue(tagged.startswith(b"OK"), tagged)
         self.assertEqual(conts, 0)
         self.assertEqual(self.count("Sent"), 2)
@@ -643,7 +391,7 @@ class MultiAppendTest(Base):
     def test_selected_mailbox_learns_of_all_new_messages(self):
         """RFC 3502: the normal new message actions (EXISTS) for the selected mailbox."""
         r = self.session(select="INBOX")
-        untagged, tagged, _ = command(r, "APPEND INBOX ", L(small("a")), " ", L(small("b")))
+        untagged, tagged, _ = r.lit_command("APPEND INBOX ", Lit(small("a")), " ", Lit(small("b")))
         self.assertTrue(tagged.startswith(b"OK"), tagged)
         untagged += self.ok(r, "NOOP")
         ex = [int(x) for x in re.findall(rb"^\* (\d+) EXISTS", untagged, re.M)]
@@ -672,9 +420,9 @@ class CatenateTest(Base):
             if isinstance(p, str):
                 pieces.append("%sURL %s" % (sp, quote(p)))
             else:
-                pieces += ["%sTEXT " % sp, p if isinstance(p, L) else L(p)]
+                pieces += ["%sTEXT " % sp, p if isinstance(p, Lit) else Lit(p)]
         pieces.append(")")
-        return command(r, *pieces, tag=tag)
+        return r.lit_command(*pieces, tag=tag)
 
     def expect(self, *parts):
         """What the catenated message must be: TEXT bytes as sent, each URL as its FETCH
@@ -848,7 +596,7 @@ class CatenateTest(Base):
         for name, url in (("Entw&APw-rfe", "Entw%C3%BCrfe"), ("A&-B", "A%26B"),
                           ("&2D3eAQ-", "%F0%9F%98%81")):
             self.ok(r, "CREATE " + quote(name))
-            untagged, tagged, _ = command(r, "APPEND %s " % quote(name), L(small(name)))
+            untagged, tagged, _ = r.lit_command("APPEND %s " % quote(name), Lit(small(name)))
             self.assertTrue(tagged.startswith(b"OK"), tagged)
             untagged, tagged, _ = self.catenate(r, "Sent", "/%s/;UID=1" % url)
             _, uids = self.appenduid(tagged, "Sent")
@@ -877,9 +625,9 @@ class CatenateTest(Base):
         """RFC 4469 5 (text-literal = "TEXT" SP literal) with LITERAL+ {n+}."""
         r = self.session(need=("CATENATE", "UIDPLUS", "LITERAL+"))
         msg = small("nonsync")
-        untagged, tagged, conts = self.catenate(r, "Sent", L(msg[:21], plus=True),
+        untagged, tagged, conts = self.catenate(r, "Sent", Lit(msg[:21], plus=True),
                                                 "/INBOX/;UID=3/;SECTION=TEXT",
-                                                L(msg[21:], plus=True))
+                                                Lit(msg[21:], plus=True))
         self.assertEqual(conts, 0)
         _, uids = self.appenduid(tagged, "Sent")
         self.assertEqual(self.body("Sent", uids[0]),
@@ -906,9 +654,9 @@ class CatenateTest(Base):
         """RFC 4469 1/3: CATENATE coexists with MULTIAPPEND; APPENDUID lists all UIDs."""
         r = self.session(need=("CATENATE", "UIDPLUS", "MULTIAPPEND"))
         plain = small("plain")
-        untagged, tagged, _ = command(
-            r, "APPEND Sent CATENATE (URL ", quote("/INBOX/;UID=1"), ") (\\Flagged) ", L(plain),
-            " CATENATE (TEXT ", L(b"Subject: cat\r\n\r\n"), " URL ",
+        untagged, tagged, _ = r.lit_command(
+            "APPEND Sent CATENATE (URL ", quote("/INBOX/;UID=1"), ") (\\Flagged) ", Lit(plain),
+            " CATENATE (TEXT ", Lit(b"Subject: cat\r\n\r\n"), " URL ",
             quote("/INBOX/;UID=3/;SECTION=TEXT"), ")")
         _, uids = self.appenduid(tagged, "Sent")
         self.assertEqual(len(uids), 3)
@@ -920,8 +668,8 @@ class CatenateTest(Base):
     def test_multiappend_with_a_bad_url_appends_nothing(self):
         """RFC 3502 atomicity with RFC 4469 4.1."""
         r = self.session(need=("CATENATE", "MULTIAPPEND"))
-        untagged, tagged, _ = command(
-            r, "APPEND Sent ", L(small("first")), " CATENATE (URL ", quote("/INBOX/;UID=1"),
+        untagged, tagged, _ = r.lit_command(
+            "APPEND Sent ", Lit(small("first")), " CATENATE (URL ", quote("/INBOX/;UID=1"),
             ") CATENATE (URL ", quote("/INBOX/;UID=77"), ")")
         self.refused(tagged, "NO", "BADURL")
         self.assertEqual(badurl_of(tagged), "/INBOX/;UID=77")
@@ -1042,7 +790,7 @@ class AppendLimitTest(Base):
     def test_append_over_the_limit_is_no_toobig(self):
         """RFC 7889 4: the server SHALL reject it with a tagged TOOBIG response code."""
         r = self.limited()
-        untagged, tagged, _ = command(r, "APPEND Sent ", L(small(size=LIMIT + 1)))
+        untagged, tagged, _ = r.lit_command("APPEND Sent ", Lit(small(size=LIMIT + 1)))
         self.refused(tagged, "NO", "TOOBIG")
         self.assertEqual(self.count("Sent"), 0)
         self.ok(r, "NOOP")
@@ -1050,7 +798,7 @@ class AppendLimitTest(Base):
     def test_append_of_exactly_the_limit_is_accepted(self):
         """RFC 7889 5: the number is the maximum message size the server will accept."""
         r = self.limited()
-        untagged, tagged, _ = command(r, "APPEND Sent ", L(small(size=LIMIT)))
+        untagged, tagged, _ = r.lit_command("APPEND Sent ", Lit(small(size=LIMIT)))
         self.assertTrue(tagged.startswith(b"OK"), tagged)
         self.assertEqual(self.count("Sent"), 1)
 
@@ -1075,10 +823,10 @@ class AppendLimitTest(Base):
         """RFC 7889 5: the limit is on the message; a mailbox name sent as a literal longer
         than APPENDLIMIT is not refused for it."""
         r = self.session(need=("APPENDLIMIT=4",), args=("--append-limit", "4"))
-        untagged, tagged, conts = command(r, "APPEND ", L("Sent"), " ", L(small()))
+        untagged, tagged, conts = r.lit_command("APPEND ", Lit("Sent"), " ", Lit(small()))
         self.assertEqual(conts, 1, "a + for the name only")
         self.refused(tagged, "NO", "TOOBIG")
-        untagged, tagged, conts = command(r, "APPEND ", L("saved-messages"), " ", L(b"x"))
+        untagged, tagged, conts = r.lit_command("APPEND ", Lit("saved-messages"), " ", Lit(b"x"))
         self.assertTrue(tagged.startswith(b"OK"), tagged)
         self.assertEqual((conts, self.count("saved-messages")), (2, 1))
 
@@ -1086,8 +834,9 @@ class AppendLimitTest(Base):
         """RFC 4469 4.2 / RFC 7889 4: the catenated result is over the limit."""
         r = self.session(need=("APPENDLIMIT=%d" % LIMIT, "CATENATE"),
                          args=("--append-limit", str(LIMIT)))
-        untagged, tagged, _ = command(r, "APPEND Sent CATENATE (TEXT ", L(b"Subject: x\r\n\r\n"),
-                                      " URL ", quote("/INBOX/;UID=2"), ")")
+        untagged, tagged, _ = r.lit_command("APPEND Sent CATENATE (TEXT ",
+                                            Lit(b"Subject: x\r\n\r\n"), " URL ",
+                                            quote("/INBOX/;UID=2"), ")")
         self.refused(tagged, "NO", "TOOBIG")
         self.assertEqual(self.count("Sent"), 0)
 
@@ -1095,8 +844,8 @@ class AppendLimitTest(Base):
         """RFC 7889 4 with RFC 3502: nothing is appended."""
         r = self.session(need=("APPENDLIMIT=%d" % LIMIT, "MULTIAPPEND"),
                          args=("--append-limit", str(LIMIT)))
-        untagged, tagged, _ = command(r, "APPEND Sent ", L(small("a")), " ",
-                                      L(small("b", size=LIMIT + 500)), " ", L(small("c")))
+        untagged, tagged, _ = r.lit_command("APPEND Sent ", Lit(small("a")), " ",
+                                            Lit(small("b", size=LIMIT + 500)), " ", Lit(small("c")))
         self.refused(tagged, "NO", "TOOBIG")
         self.assertEqual(self.count("Sent"), 0)
 
@@ -1105,7 +854,7 @@ class AppendLimitTest(Base):
         server advertises for --append-limit 0, it must keep to it."""
         r = self.session(need=(), args=("--append-limit", "0"))
         limits = [c for c in self.capabilities(r) if c.startswith("APPENDLIMIT")]
-        untagged, tagged, _ = command(r, "APPEND Sent ", L(small()))
+        untagged, tagged, _ = r.lit_command("APPEND Sent ", Lit(small()))
         if limits == ["APPENDLIMIT=0"]:
             self.refused(tagged, "NO", "TOOBIG")
         else:
@@ -1136,7 +885,7 @@ class LiteralMinusTest(Base):
 
     def test_example_login_with_nonsync_literals(self):
         """RFC 7888 3 example: A001 LOGIN {11+} FRED FOOBAR {7+} fat man."""
-        s = self.start("-u", "FRED FOOBAR:fat man:" + self.mine, *MINUS)
+        s = self.start_or_fail("-u", "FRED FOOBAR:fat man:" + self.mine, *MINUS)
         r = s.raw()
         self.addCleanup(r.close)
         self.assertIn(b"LITERAL-", r.greeting + r.ok("CAPABILITY"))
@@ -1152,7 +901,7 @@ class LiteralMinusTest(Base):
         """RFC 7888 5: non-synchronizing literals up to 4096 octets; no continuation request
         for them (3)."""
         r = self.minus()
-        untagged, tagged, conts = command(r, "APPEND Sent ", L(small(size=4096), plus=True))
+        untagged, tagged, conts = r.lit_command("APPEND Sent ", Lit(small(size=4096), plus=True))
         self.assertTrue(tagged.startswith(b"OK"), tagged)
         self.assertEqual(conts, 0)
         self.assertEqual(self.count("Sent"), 1)
@@ -1211,7 +960,7 @@ class LiteralMinusTest(Base):
     def test_synchronizing_literal_over_4096_still_works(self):
         """RFC 7888 5: larger literals MUST be sent synchronizing, as in RFC 3501."""
         r = self.minus()
-        untagged, tagged, conts = command(r, "APPEND Sent ", L(small(size=9000)))
+        untagged, tagged, conts = r.lit_command("APPEND Sent ", Lit(small(size=9000)))
         self.assertTrue(tagged.startswith(b"OK"), tagged)
         self.assertEqual(conts, 1)
         self.assertEqual(self.count("Sent"), 1)
@@ -1220,15 +969,15 @@ class LiteralMinusTest(Base):
         """RFC 7888 6: ~{n+} is allowed with BINARY and LITERAL- (up to 4096)."""
         r = self.minus(need=("LITERAL-", "BINARY"))
         msg = b"Subject: bin\r\nContent-Transfer-Encoding: binary\r\n\r\n\x00\x01\x02end"
-        untagged, tagged, conts = command(r, "APPEND Sent ", L(msg, plus=True, eight=True))
+        untagged, tagged, conts = r.lit_command("APPEND Sent ", Lit(msg, plus=True, eight=True))
         self.assertTrue(tagged.startswith(b"OK"), tagged)
         self.assertEqual(conts, 0)
 
     def test_multiappend_with_nonsync_literals(self):
         """RFC 7888 7: LITERAL- works with MULTIAPPEND as LITERAL+ does."""
         r = self.minus(need=("LITERAL-", "MULTIAPPEND"))
-        untagged, tagged, conts = command(r, "APPEND Sent ", L(small("a"), plus=True), " ",
-                                          L(small("b"), plus=True))
+        untagged, tagged, conts = r.lit_command("APPEND Sent ", Lit(small("a"), plus=True), " ",
+                                                Lit(small("b"), plus=True))
         self.assertTrue(tagged.startswith(b"OK"), tagged)
         self.assertEqual(conts, 0)
         self.assertEqual(self.count("Sent"), 2)

@@ -29,228 +29,8 @@ binary part (any change MUST NOT lose data, and BODYSTRUCTURE must then describe
 import base64
 import binascii
 import re
-import shutil
-import tempfile
 
-from imapserver import ServerCase, write_mbox
-
-# ---------------------------------------------------------------------------------------
-# Reading responses.  Self-contained on purpose (the shared helpers of test/ are being
-# reorganised): atoms become str (all digits: int; NIL: None), quoted strings bytes, {n}
-# literals Lit, ~{n} literal8 Lit8 (RFC 3516), parenthesised lists lists.
-
-class Lit(bytes):
-    """A {n} literal's bytes."""
-
-
-class Lit8(bytes):
-    """A ~{n} literal8's bytes (RFC 3516 7)."""
-
-
-STATUS_WORDS = ("OK", "NO", "BAD", "BYE", "PREAUTH")
-_LIT_AT_END = re.compile(rb"~?\{(\d+)\+?\}$")
-_LIT = re.compile(rb"(~?)\{(\d+)\}\r\n")
-
-
-def split_units(data):
-    """Response bytes -> logical lines (a line with the literals it announces)."""
-    units, pos = [], 0
-    while pos < len(data):
-        start = pos
-        while True:
-            i = data.find(b"\r\n", pos)
-            assert i >= 0, "no CRLF after %r" % data[start:start + 80]
-            m = _LIT_AT_END.search(data, pos, i)
-            if not m:
-                pos = i + 2
-                break
-            pos = i + 2 + int(m.group(1))
-        units.append(data[start:pos])
-    return units
-
-
-def _value(d, i):
-    c = d[i:i + 1]
-    if c == b"(":
-        out, i = [], i + 1
-        while True:
-            if d[i:i + 1] == b")":
-                return out, i + 1
-            assert i < len(d) and d[i:i + 2] != b"\r\n", "unclosed list in %r" % d
-            v, i = _value(d, i)
-            out.append(v)
-            if d[i:i + 1] == b" ":
-                i += 1
-    if c == b'"':
-        out, i = bytearray(), i + 1
-        while True:
-            ch = d[i:i + 1]
-            assert ch, "unterminated quoted string in %r" % d
-            i += 1
-            if ch == b'"':
-                return bytes(out), i
-            if ch == b"\\":
-                ch, i = d[i:i + 1], i + 1
-            out += ch
-    m = _LIT.match(d, i)
-    if m:
-        start = m.end()
-        end = start + int(m.group(2))
-        return (Lit8 if m.group(1) else Lit)(d[start:end]), end
-    start, depth = i, 0
-    while i < len(d):
-        ch = d[i:i + 1]
-        if ch == b"[":
-            depth += 1
-        elif ch == b"]":
-            if depth == 0:
-                break
-            depth -= 1
-        elif depth == 0 and ch in (b" ", b"(", b")", b"\r", b"\n"):
-            break
-        i += 1
-    assert i > start, "unexpected %r at %d in %r" % (c, i, d)
-    atom = d[start:i].decode("latin-1")
-    if atom.upper() == "NIL":
-        return None, i
-    return (int(atom) if atom.isdigit() else atom), i
-
-
-def tokens(line):
-    """The values of one logical line (or of a response code's text)."""
-    out, i = [], 0
-    while i < len(line) and line[i:i + 2] != b"\r\n":
-        v, i = _value(line, i)
-        out.append(v)
-        if line[i:i + 1] == b" ":
-            i += 1
-    return out
-
-
-def status_parts(text):
-    """b'NO [TOOBIG] text' -> ('NO', ['TOOBIG'], 'text'); the code is None when absent."""
-    text = text.rstrip(b"\r\n")
-    word, _, rest = text.partition(b" ")
-    code = None
-    if rest.startswith(b"["):
-        j = rest.find(b"]")
-        code = tokens(rest[1:j]) if j > 0 else None
-        rest = rest[j + 1:].lstrip(b" ")
-    return word.decode().upper(), code, rest.decode("latin-1")
-
-
-def parse(data):
-    """Untagged bytes -> [response]: `* OK [C a] t` -> ['OK', ['C', 'a'] or None, 't'],
-    `+ t` -> ['+', 't'], any other `* ...` -> its values ([3, 'FETCH', [...]])."""
-    out = []
-    for u in split_units(data):
-        if u.startswith(b"+"):
-            out.append(["+", u[1:].strip().decode("latin-1")])
-            continue
-        assert u.startswith(b"* "), "not an untagged response: %r" % u[:100]
-        word = u[2:].split(b" ", 1)[0].rstrip(b"\r\n").upper().decode("latin-1")
-        out.append(list(status_parts(u[2:])) if word in STATUS_WORDS else tokens(u[2:]))
-    return out
-
-
-def upper(v):
-    return v.upper() if isinstance(v, str) else v
-
-
-def responses(data, keyword):
-    """The untagged responses named keyword: `* LIST ...` or `* 3 FETCH ...`."""
-    kw = keyword.upper()
-    return [r for r in parse(data)
-            if (r and upper(r[0]) == kw) or (len(r) > 1 and isinstance(r[0], int)
-                                             and upper(r[1]) == kw)]
-
-
-def codes(data):
-    """{CODE: args} of the untagged OK/NO/BAD/BYE responses in data."""
-    return {upper(r[1][0]): r[1][1:] for r in parse(data)
-            if r and r[0] in STATUS_WORDS and r[1]}
-
-
-def fetches(data, keyword="FETCH"):
-    """{number: {ITEM: value}} of the `* n FETCH (...)` responses, merged per number."""
-    out = {}
-    for r in responses(data, keyword):
-        items = r[2]
-        assert len(items) % 2 == 0, "odd FETCH item list %r" % (items,)
-        d = out.setdefault(r[0], {})
-        for k in range(0, len(items), 2):
-            d[items[k].upper()] = items[k + 1]
-    return out
-
-
-def expand_set(s):
-    """'304,319:320' -> [304, 319, 320] (order kept, ranges ascending)."""
-    out = []
-    for part in str(s).split(","):
-        if ":" in part:
-            a, b = (int(x) for x in part.split(":"))
-            out += list(range(min(a, b), max(a, b) + 1))
-        else:
-            out.append(int(part))
-    return out
-# ---------------------------------------------------------------------------------------
-# Sending commands with literals
-
-class L:
-    """A literal in a command: {n} (waits for the server's `+`), {n+} with plus=True,
-    ~{n} / ~{n+} (literal8, RFC 3516/4466) with eight=True."""
-
-    def __init__(self, data, plus=False, eight=False):
-        self.data = data.encode() if isinstance(data, str) else data
-        self.plus = plus
-        self.eight = eight
-
-    def head(self):
-        return b"%s{%d%s}\r\n" % (b"~" if self.eight else b"", len(self.data),
-                                  b"+" if self.plus else b"")
-
-
-def command(r, *pieces, tag=None):
-    """Send one command made of pieces (str/bytes as they are, L literals) and read its
-    answer.  At a synchronizing literal it waits for the `+`; a tagged answer instead of the
-    `+` ends the command there (RFC 3501 7.5: the literal is then not sent).  Returns
-    (untagged, tagged text, number of `+` continuations received).  A connection the server
-    closes is an assertion failure."""
-    try:
-        return _command(r, pieces, tag or r.tag())
-    except (EOFError, ConnectionError) as e:
-        head = pieces[0] if pieces and not isinstance(pieces[0], L) else pieces
-        raise AssertionError("the server closed the connection during %r...: %s" % (head, e))
-
-
-def _command(r, pieces, tag):
-    out = tag.encode() + b" "
-    untagged, conts = b"", 0
-    for p in pieces:
-        if not isinstance(p, L):
-            out += p.encode() if isinstance(p, str) else p
-            continue
-        if p.plus:
-            out += p.head() + p.data
-            continue
-        r.send(out + p.head())
-        while True:
-            line = r.read_response_line()
-            if line.startswith(b"+"):
-                conts += 1
-                break
-            if line.startswith(tag.encode() + b" "):
-                return untagged, line[len(tag) + 1:-2], conts
-            untagged += line
-        out = p.data
-    r.send(out + b"\r\n")
-    u, t = r.until_tagged(tag)
-    for line in split_units(u) if u else []:
-        if line.startswith(b"+"):
-            conts += 1
-        else:
-            untagged += line
-    return untagged, t, conts
+from wire import Lit, Literal8, ServerCase, capabilities, fetches, status_parts, upper, write_mbox
 
 # ---------------------------------------------------------------------------------------
 # The fixture
@@ -364,26 +144,16 @@ class Base(ServerCase):
     NEED = ("BINARY",)
 
     def setUp(self):
-        self.dir = tempfile.mkdtemp(prefix="imapmem-binary-")
-        self.addCleanup(shutil.rmtree, self.dir, True)
+        self.dir = self.tempdir()
         write_mbox(self.dir, "INBOX.mbox", binary_mbox())
         self.srv = None
 
-    def start(self, *args, **kw):
-        try:
-            return super().start(*args, **kw)
-        except RuntimeError as e:
-            self.fail("imapmem did not start with %r: %s" % (args, e))
-
     def capabilities(self, r):
-        for resp in parse(r.ok("CAPABILITY")):
-            if upper(resp[0]) == "CAPABILITY":
-                return {str(c).upper() for c in resp[1:]}
-        self.fail("no untagged CAPABILITY response")
+        return capabilities(r.ok("CAPABILITY"))
 
     def session(self, select="INBOX", need=None, args=()):
         if self.srv is None:
-            self.srv = self.start(*(list(args) + [self.dir]))
+            self.srv = self.start_or_fail(*(list(args) + [self.dir]))
         r = self.raw(self.srv)
         have = self.capabilities(r)
         missing = [c for c in (self.NEED if need is None else need) if c not in have]
@@ -394,10 +164,7 @@ class Base(ServerCase):
         return r
 
     def ok(self, r, command, tag=None):
-        untagged, tagged = r.cmd(command, tag=tag)
-        self.assertTrue(tagged.startswith(b"OK"), "%s -> %r (untagged %r)"
-                        % (command, tagged, untagged[:300]))
-        return untagged
+        return r.ok(command, tag)
 
     def fetch(self, r, seq, items, uid=False):
         """{ITEM: value} of message seq (a UID with uid=True) for FETCH items."""
@@ -417,14 +184,14 @@ class Base(ServerCase):
         untagged, tagged = r.cmd(command)
         self.assertTrue(tagged.startswith(words), "%s -> %r" % (command, tagged))
         for items in fetches(untagged).values():
-            sent = [k for k in items if k.startswith("BINARY") and
+            sent = [k for k in map(str.upper, items) if k.startswith("BINARY") and
                     (sections is None or re.sub(r"^BINARY(\.SIZE)?\[([^\]]*)\].*", r"\2", k)
                      in sections)]
             self.assertFalse(sent, "%s sent BINARY data: %r" % (command, untagged[:300]))
         return tagged
 
     def append(self, r, *pieces):
-        untagged, tagged, _ = command(r, "APPEND INBOX ", *pieces)
+        untagged, tagged, _ = r.lit_command("APPEND INBOX ", *pieces)
         self.assertTrue(tagged.startswith(b"OK"), "APPEND -> %r" % tagged)
         return untagged + self.ok(r, "NOOP")
 
@@ -443,7 +210,7 @@ class FetchBinaryTest(Base):
         string (RFC 3501 CHAR8 excludes NUL), so it is a literal8."""
         r = self.session()
         v = self.fetch(r, 1, "BINARY.PEEK[2]")["BINARY[2]"]
-        self.assertIsInstance(v, Lit8, "data with NUL must come as ~{n}: %r" % (v[:20],))
+        self.assertIsInstance(v, Literal8, "data with NUL must come as ~{n}: %r" % (v[:20],))
         self.assertEqual(bytes(v), BIN)
 
     def test_quoted_printable_part_is_decoded(self):
@@ -476,7 +243,7 @@ class FetchBinaryTest(Base):
         r = self.session()
         self.assertEqual(bytes(self.fetch(r, 2, "BINARY.PEEK[1]")["BINARY[1]"]), TXT)
         v = self.fetch(r, 3, "BINARY.PEEK[1]")["BINARY[1]"]
-        self.assertIsInstance(v, Lit8)
+        self.assertIsInstance(v, Literal8)
         self.assertEqual(bytes(v), BIN)
 
     def test_binary_size_is_the_decoded_size(self):
@@ -501,7 +268,7 @@ class FetchBinaryTest(Base):
         r = self.session()
         f = self.fetch(r, 1, "(BINARY.PEEK[2]<0.10> BINARY.PEEK[1]<5.10>)")
         self.assertEqual(bytes(f["BINARY[2]<0>"]), BIN[:10])
-        self.assertIsInstance(f["BINARY[2]<0>"], Lit8)
+        self.assertIsInstance(f["BINARY[2]<0>"], Literal8)
         self.assertEqual(bytes(f["BINARY[1]<5>"]), QP_DECODED[5:15])
         f = self.fetch(r, 1, "BINARY.PEEK[2]<250.12>")
         self.assertEqual(bytes(f["BINARY[2]<250>"]), BIN[250:262])
@@ -586,10 +353,10 @@ class AppendBinaryTest(Base):
         """RFC 3516 4.4: APPEND takes a literal8; a CTE change MUST NOT lose data."""
         r = self.session()
         msg = binary_message()
-        untagged = self.append(r, L(msg, eight=True))
+        untagged = self.append(r, Lit(msg, eight=True))
         self.assertIn(b"* 5 EXISTS", untagged)
         f = self.fetch(r, 5, "(BINARY.PEEK[1] BINARY.SIZE[1])")
-        self.assertIsInstance(f["BINARY[1]"], Lit8)
+        self.assertIsInstance(f["BINARY[1]"], Literal8)
         self.assertEqual(bytes(f["BINARY[1]"]), BIN)
         self.assertEqual(f["BINARY.SIZE[1]"], len(BIN))
 
@@ -598,7 +365,7 @@ class AppendBinaryTest(Base):
         specification, and FETCH BODY returns it in that form (no NUL: RFC 3501 literals
         cannot carry one)."""
         r = self.session()
-        self.append(r, L(binary_message(), eight=True))
+        self.append(r, Lit(binary_message(), eight=True))
         f = self.fetch(r, 5, "(BODYSTRUCTURE BODY.PEEK[1] BODY.PEEK[])")
         self.assertNotIn(b"\x00", bytes(f["BODY[]"]))
         self.assertNotIn(b"\x00", bytes(f["BODY[1]"]))
@@ -610,8 +377,8 @@ class AppendBinaryTest(Base):
     def test_append_nonsynchronizing_literal8(self):
         """RFC 4466 2.7/3: literal8 = "~{" number ["+"] "}" CRLF *OCTET with LITERAL+."""
         r = self.session(need=("BINARY", "LITERAL+"))
-        untagged, tagged, conts = command(r, "APPEND INBOX (\\Seen) ",
-                                          L(binary_message(), plus=True, eight=True))
+        untagged, tagged, conts = r.lit_command("APPEND INBOX (\\Seen) ",
+                                                Lit(binary_message(), plus=True, eight=True))
         self.assertTrue(tagged.startswith(b"OK"), tagged)
         self.assertEqual(conts, 0, "no continuation request for ~{n+}")
         self.ok(r, "NOOP")
@@ -621,7 +388,8 @@ class AppendBinaryTest(Base):
     def test_append_literal8_with_flags_and_date(self):
         """RFC 3516 7: append =/ "APPEND" SP mailbox [SP flag-list] [SP date-time] SP literal8."""
         r = self.session()
-        self.append(r, '(\\Flagged) "05-Mar-2024 12:00:00 +0000" ', L(binary_message(), eight=True))
+        self.append(r, '(\\Flagged) "05-Mar-2024 12:00:00 +0000" ',
+                    Lit(binary_message(), eight=True))
         f = self.fetch(r, 5, "(FLAGS INTERNALDATE BINARY.PEEK[1])")
         self.assertIn("\\flagged", {x.lower() for x in f["FLAGS"]})
         # RFC 3501 9: date-day-fixed = (SP DIGIT) / 2DIGIT, so either form of day 5
@@ -632,7 +400,7 @@ class AppendBinaryTest(Base):
     def test_append_literal8_keeps_encoded_words(self):
         """RFC 3516 5: no conversion of RFC 2047 encoded header text on a binary APPEND."""
         r = self.session()
-        self.append(r, L(binary_message(), eight=True))
+        self.append(r, Lit(binary_message(), eight=True))
         f = self.fetch(r, 5, "BODY.PEEK[HEADER.FIELDS (SUBJECT)]")
         self.assertEqual(bytes(f["BODY[HEADER.FIELDS (SUBJECT)]"]),
                          b"Subject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?=\r\n\r\n")
@@ -646,7 +414,7 @@ class AppendBinaryTest(Base):
                b"--b\r\nContent-Type: application/octet-stream\r\n"
                b"Content-Transfer-Encoding: binary\r\n\r\n" + BIN +
                b"\r\n--b--\r\n")
-        self.append(r, L(msg, eight=True))
+        self.append(r, Lit(msg, eight=True))
         f = self.fetch(r, 5, "(BINARY.PEEK[1] BINARY.PEEK[2])")
         self.assertEqual(bytes(f["BINARY[1]"]), b"hello")
         self.assertEqual(bytes(f["BINARY[2]"]), BIN)
@@ -655,5 +423,5 @@ class AppendBinaryTest(Base):
         """RFC 3516 7: literal8 may hold any message, kept byte for byte."""
         r = self.session()
         msg = b"From: a@example.com\r\nSubject: plain\r\n\r\nJust text.\r\n"
-        self.append(r, L(msg, eight=True))
+        self.append(r, Lit(msg, eight=True))
         self.assertEqual(bytes(self.fetch(r, 5, "BODY.PEEK[]")["BODY[]"]), msg)

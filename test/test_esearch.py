@@ -36,172 +36,10 @@ updates the way RFC 5267 4.3.3/4.3.4 tell a client to, and compares the result).
 """
 import calendar
 import re
-import shutil
-import tempfile
 import time
 
-from imapserver import ServerCase, write_mbox
-
-# ---------------------------------------------------------------------------------------
-# Reading responses.  Self-contained on purpose (the shared helpers of test/ are being
-# reorganised): atoms become str (all digits: int; NIL: None), quoted strings bytes, {n}
-# literals Lit, ~{n} literal8 Lit8 (RFC 3516), parenthesised lists lists.
-
-class Lit(bytes):
-    """A {n} literal's bytes."""
-
-
-class Lit8(bytes):
-    """A ~{n} literal8's bytes (RFC 3516 7)."""
-
-
-STATUS_WORDS = ("OK", "NO", "BAD", "BYE", "PREAUTH")
-_LIT_AT_END = re.compile(rb"~?\{(\d+)\+?\}$")
-_LIT = re.compile(rb"(~?)\{(\d+)\}\r\n")
-
-
-def split_units(data):
-    """Response bytes -> logical lines (a line with the literals it announces)."""
-    units, pos = [], 0
-    while pos < len(data):
-        start = pos
-        while True:
-            i = data.find(b"\r\n", pos)
-            assert i >= 0, "no CRLF after %r" % data[start:start + 80]
-            m = _LIT_AT_END.search(data, pos, i)
-            if not m:
-                pos = i + 2
-                break
-            pos = i + 2 + int(m.group(1))
-        units.append(data[start:pos])
-    return units
-
-
-def _value(d, i):
-    c = d[i:i + 1]
-    if c == b"(":
-        out, i = [], i + 1
-        while True:
-            if d[i:i + 1] == b")":
-                return out, i + 1
-            assert i < len(d) and d[i:i + 2] != b"\r\n", "unclosed list in %r" % d
-            v, i = _value(d, i)
-            out.append(v)
-            if d[i:i + 1] == b" ":
-                i += 1
-    if c == b'"':
-        out, i = bytearray(), i + 1
-        while True:
-            ch = d[i:i + 1]
-            assert ch, "unterminated quoted string in %r" % d
-            i += 1
-            if ch == b'"':
-                return bytes(out), i
-            if ch == b"\\":
-                ch, i = d[i:i + 1], i + 1
-            out += ch
-    m = _LIT.match(d, i)
-    if m:
-        start = m.end()
-        end = start + int(m.group(2))
-        return (Lit8 if m.group(1) else Lit)(d[start:end]), end
-    start, depth = i, 0
-    while i < len(d):
-        ch = d[i:i + 1]
-        if ch == b"[":
-            depth += 1
-        elif ch == b"]":
-            if depth == 0:
-                break
-            depth -= 1
-        elif depth == 0 and ch in (b" ", b"(", b")", b"\r", b"\n"):
-            break
-        i += 1
-    assert i > start, "unexpected %r at %d in %r" % (c, i, d)
-    atom = d[start:i].decode("latin-1")
-    if atom.upper() == "NIL":
-        return None, i
-    return (int(atom) if atom.isdigit() else atom), i
-
-
-def tokens(line):
-    """The values of one logical line (or of a response code's text)."""
-    out, i = [], 0
-    while i < len(line) and line[i:i + 2] != b"\r\n":
-        v, i = _value(line, i)
-        out.append(v)
-        if line[i:i + 1] == b" ":
-            i += 1
-    return out
-
-
-def status_parts(text):
-    """b'NO [TOOBIG] text' -> ('NO', ['TOOBIG'], 'text'); the code is None when absent."""
-    text = text.rstrip(b"\r\n")
-    word, _, rest = text.partition(b" ")
-    code = None
-    if rest.startswith(b"["):
-        j = rest.find(b"]")
-        code = tokens(rest[1:j]) if j > 0 else None
-        rest = rest[j + 1:].lstrip(b" ")
-    return word.decode().upper(), code, rest.decode("latin-1")
-
-
-def parse(data):
-    """Untagged bytes -> [response]: `* OK [C a] t` -> ['OK', ['C', 'a'] or None, 't'],
-    `+ t` -> ['+', 't'], any other `* ...` -> its values ([3, 'FETCH', [...]])."""
-    out = []
-    for u in split_units(data):
-        if u.startswith(b"+"):
-            out.append(["+", u[1:].strip().decode("latin-1")])
-            continue
-        assert u.startswith(b"* "), "not an untagged response: %r" % u[:100]
-        word = u[2:].split(b" ", 1)[0].rstrip(b"\r\n").upper().decode("latin-1")
-        out.append(list(status_parts(u[2:])) if word in STATUS_WORDS else tokens(u[2:]))
-    return out
-
-
-def upper(v):
-    return v.upper() if isinstance(v, str) else v
-
-
-def responses(data, keyword):
-    """The untagged responses named keyword: `* LIST ...` or `* 3 FETCH ...`."""
-    kw = keyword.upper()
-    return [r for r in parse(data)
-            if (r and upper(r[0]) == kw) or (len(r) > 1 and isinstance(r[0], int)
-                                             and upper(r[1]) == kw)]
-
-
-def codes(data):
-    """{CODE: args} of the untagged OK/NO/BAD/BYE responses in data."""
-    return {upper(r[1][0]): r[1][1:] for r in parse(data)
-            if r and r[0] in STATUS_WORDS and r[1]}
-
-
-def fetches(data, keyword="FETCH"):
-    """{number: {ITEM: value}} of the `* n FETCH (...)` responses, merged per number."""
-    out = {}
-    for r in responses(data, keyword):
-        items = r[2]
-        assert len(items) % 2 == 0, "odd FETCH item list %r" % (items,)
-        d = out.setdefault(r[0], {})
-        for k in range(0, len(items), 2):
-            d[items[k].upper()] = items[k + 1]
-    return out
-
-
-def expand_set(s):
-    """'304,319:320' -> [304, 319, 320] (order kept, ranges ascending)."""
-    out = []
-    for part in str(s).split(","):
-        if ":" in part:
-            a, b = (int(x) for x in part.split(":"))
-            out += list(range(min(a, b), max(a, b) + 1))
-        else:
-            out.append(int(part))
-    return out
-
+from wire import (ESearch, ServerCase, capabilities, codes, esearches, expand_set, fetches,
+                  parse_line, split_units, write_mbox)
 
 N = 20
 FLAGGED = {1, 2, 5, 10, 11}
@@ -273,47 +111,6 @@ def nums(v):
     return expand_set(v)
 
 
-class ESearch:
-    """One parsed `* ESEARCH` response (RFC 4466 2.6.2, esearch-response)."""
-
-    def __init__(self, values, line):
-        self.line = line
-        self.tag = None
-        self.uid = False
-        self.items = []
-        i = 0
-        if i < len(values) and isinstance(values[i], list):
-            corr = values[i]
-            assert len(corr) == 2 and upper(corr[0]) == "TAG", "bad search-correlator %r" % line
-            assert isinstance(corr[1], bytes), "tag-string must be a string: %r" % line
-            self.tag = corr[1].decode()
-            i += 1
-        if i < len(values) and upper(values[i]) == "UID":
-            self.uid = True
-            i += 1
-        rest = values[i:]
-        assert len(rest) % 2 == 0, "odd search-return-data in %r" % line
-        for k in range(0, len(rest), 2):
-            assert isinstance(rest[k], str), "bad return item name in %r" % line
-            self.items.append((rest[k].upper(), rest[k + 1]))
-
-    def get(self, name):
-        vals = [v for k, v in self.items if k == name]
-        assert len(vals) <= 1, "%s twice in %r" % (name, self.line)
-        return vals[0] if vals else None
-
-    def names(self):
-        return {k for k, _ in self.items}
-
-
-def esearches(untagged):
-    out = []
-    for unit in split_units(untagged):
-        if re.match(rb"\* ESEARCH\b", unit, re.I):
-            out.append(ESearch(parse(unit)[0][1:], unit))
-    return out
-
-
 def search_numbers(untagged):
     """The numbers of the one `* SEARCH` response, in the order sent."""
     lines = re.findall(rb"^\* SEARCH((?: \d+)*)\r\n", untagged, re.M | re.I)
@@ -344,7 +141,7 @@ def apply_context(model, untagged, tag, uid_ctx, exists):
             continue
         if not re.match(rb"\* ESEARCH\b", unit, re.I):
             continue
-        e = ESearch(parse(unit)[0][1:], unit)
+        e = ESearch(parse_line(unit)[1:], unit)
         if e.tag != tag:
             continue
         assert e.uid == uid_ctx, "UID indicator must match the searching command: %r" % unit
@@ -385,24 +182,14 @@ class Base(ServerCase):
     NEED = ("ESEARCH",)
 
     def setUp(self):
-        self.dir = tempfile.mkdtemp(prefix="imapmem-esearch-")
-        self.addCleanup(shutil.rmtree, self.dir, True)
+        self.dir = self.tempdir()
         write_mbox(self.dir, "INBOX.mbox", inbox_text())
         write_mbox(self.dir, "Junk.mbox", "")
         write_mbox(self.dir, "Other Messages.mbox", "")
         self.srv = None
 
-    def start(self, *args, **kw):
-        try:
-            return super().start(*args, **kw)
-        except RuntimeError as e:
-            self.fail("imapmem did not start with %r: %s" % (args, e))
-
     def capabilities(self, r):
-        for resp in parse(r.ok("CAPABILITY")):
-            if upper(resp[0]) == "CAPABILITY":
-                return {str(c).upper() for c in resp[1:]}
-        self.fail("no untagged CAPABILITY response")
+        return capabilities(r.ok("CAPABILITY"))
 
     def need(self, r, *caps):
         have = self.capabilities(r)
@@ -412,7 +199,7 @@ class Base(ServerCase):
 
     def session(self, select="INBOX", need=None, args=()):
         if self.srv is None:
-            self.srv = self.start(*(list(args) + [self.dir]))
+            self.srv = self.start_or_fail(*(list(args) + [self.dir]))
         r = self.raw(self.srv)
         self.need(r, *(self.NEED if need is None else need))
         if select:
@@ -420,10 +207,7 @@ class Base(ServerCase):
         return r
 
     def ok(self, r, command, tag=None):
-        untagged, tagged = r.cmd(command, tag=tag)
-        self.assertTrue(tagged.startswith(b"OK"), "%s -> %r (untagged %r)"
-                        % (command, tagged, untagged))
-        return untagged
+        return r.ok(command, tag)
 
     def esearch(self, r, command, tag=None):
         """Run an extended SEARCH; it must end OK with exactly one ESEARCH response carrying

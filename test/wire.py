@@ -13,14 +13,16 @@ side).  What it has:
                 assertOK/NO/BAD/Refused/Code/NoSanitizerReport, and the queries flags(),
                 uids(), status(), count(), list(), still_serving()
   the client    Raw (a socket) and PipeClient (a process's stdin and stdout): cmd(), ok(),
-                command() with literals, append(), poll(), read_until(), pending(),
-                read_to_eof(); LOGIN, quote()
+                command() with literals, lit_command() with Lit literals (LITERAL+ and
+                literal8 ones too) counting the `+` continuations, append(), poll(),
+                read_until(), pending(), read_to_eof(); Lit, LOGIN, quote()
   the parser    parse(), parse_line(), split_units(), unit_end(), tokens(), status_parts();
                 Atom, Quoted, Literal, Literal8, ParseError
   its helpers   responses(), codes(), fetch_list(), fetches(), fetch_each(), uid_of(),
-                flags_of(), exists(), numbers(), search_of(), search_modseq(), vanished(),
-                enabled(), capabilities(), flagset(), lower(), name_of(), upper(), to_text(),
-                expand_set(), imap_date_time(), View, read_line(), wait_until()
+                flags_of(), exists(), numbers(), search_of(), search_modseq(), ESearch,
+                esearches(), vanished(), enabled(), capabilities(), flagset(), lower(),
+                name_of(), upper(), to_text(), expand_set(), imap_date_time(), View,
+                read_line(), wait_until()
 
 The binary is $IMAPMEM_BIN (test/run.py sets it, one test file per process) or ./imapmem.
 A Server is started with `-p 0` and reads the one ready line `imapmem: listening on
@@ -278,6 +280,23 @@ def quote(s):
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+class Lit:
+    """A literal to send in a command (Raw.lit_command()): {n}, a synchronizing literal (the
+    client waits for the server's `+`); {n+} with plus=True (LITERAL+, RFC 7888); ~{n} or
+    ~{n+} with eight=True (literal8, RFC 3516 4.4, RFC 4466 2.7).  data is bytes, or str
+    sent as UTF-8.  (A literal the server sends is parsed into a Literal or Literal8.)"""
+
+    def __init__(self, data, plus=False, eight=False):
+        self.data = data.encode() if isinstance(data, str) else data
+        self.plus = plus
+        self.eight = eight
+
+    def head(self):
+        """What announces the literal: b"{5}\\r\\n", b"~{5+}\\r\\n", ..."""
+        return b"%s{%d%s}\r\n" % (b"~" if self.eight else b"", len(self.data),
+                                  b"+" if self.plus else b"")
+
+
 class Raw:
     """A raw IMAP connection for tests where exact bytes matter.
 
@@ -419,9 +438,9 @@ class Raw:
                 return untagged, line[len(t):-2]
             untagged += line
 
-    def ok(self, command):
+    def ok(self, command, tag=None):
         """cmd() that must end in OK; returns the untagged bytes."""
-        untagged, tagged = self.cmd(command)
+        untagged, tagged = self.cmd(command, tag)
         if not tagged.startswith(b"OK"):
             raise AssertionError("%s -> %r (untagged %r)" % (command, tagged, untagged))
         return untagged
@@ -430,33 +449,60 @@ class Raw:
         """Send one command made of pieces: bytes or str are sent as they are, a 1-tuple
         (data,) as a literal: {n}, waiting for the `+` continuation (if the server answers
         the command instead, the rest is not sent), or {n+} when nonsync (and then no `+`
-        may come).  Returns (untagged, tagged) like cmd()."""
-        tag = self.tag()
+        may come); a Lit is sent in its own form.  Returns (untagged, tagged) like cmd()."""
+        pieces = [Lit(p[0], plus=nonsync) if isinstance(p, tuple) else p for p in pieces]
+        untagged, tagged, _ = self._command(self.tag(), pieces)
+        if nonsync and re.search(rb"(^|\r\n)\+", untagged):
+            raise AssertionError("continuation sent for a LITERAL+ literal: %r" % untagged)
+        return untagged, tagged
+
+    def lit_command(self, *pieces, tag=None):
+        """Send one command made of pieces: bytes or str as they are, each Lit literal in
+        its own form (a tagged answer instead of the `+` a synchronizing one waits for ends
+        the command there: RFC 3501 7.5, the rest is not sent).  Returns (untagged, tagged,
+        conts): conts is the number of `+` continuation requests received, those the
+        literals waited for and any other (none is left in untagged).  A connection the
+        server closes fails the test (AssertionError)."""
+        try:
+            untagged, tagged, conts = self._command(tag or self.tag(), pieces)
+        except (EOFError, ConnectionError) as e:
+            head = pieces[0] if pieces and not isinstance(pieces[0], Lit) else pieces
+            raise AssertionError("the server closed the connection during %r...: %s" % (head, e))
+        rest = b""
+        for line in split_units(untagged):
+            if line.startswith(b"+"):
+                conts += 1
+            else:
+                rest += line
+        return rest, tagged, conts
+
+    def _command(self, tag, pieces):
+        """command() and lit_command(): send pieces (str, bytes, Lit) as command tag.
+        Returns (untagged, tagged, conts): conts the `+` the synchronizing literals waited
+        for; untagged everything else before the tagged line (a `+` after the last
+        literal included)."""
         t = tag.encode() + b" "
-        out = t
-        untagged = b""
+        out, untagged, conts = t, b"", 0
         for p in pieces:
-            if not isinstance(p, tuple):
+            if not isinstance(p, Lit):
                 out += p.encode() if isinstance(p, str) else p
                 continue
-            data = p[0]
-            if nonsync:
-                out += b"{%d+}\r\n" % len(data) + data
+            if p.plus:
+                out += p.head() + p.data
                 continue
-            self.send(out + b"{%d}\r\n" % len(data))
+            self.send(out + p.head())
             while True:
                 line = self.read_response_line()
                 if line.startswith(b"+"):
+                    conts += 1
                     break
                 if line.startswith(t):
-                    return untagged, line[len(t):-2]
+                    return untagged, line[len(t):-2], conts
                 untagged += line
-            out = data
+            out = p.data
         self.send(out + b"\r\n")
         u, tagged = self.until_tagged(tag)
-        if nonsync and re.search(rb"(^|\r\n)\+", u):
-            raise AssertionError("continuation sent for a LITERAL+ literal: %r" % u)
-        return untagged + u, tagged
+        return untagged + u, tagged, conts
 
     def append(self, mailbox, message, opts="", plus=False):
         """APPEND message to mailbox (quoted) with opts (flags, date) in a synchronizing
@@ -939,6 +985,64 @@ def search_modseq(data):
     assert all(isinstance(x, int) for x in nums), "malformed SEARCH response %r" % (found[0],)
     assert len(nums) == len(set(nums)), "duplicates in %r" % (found[0],)
     return sorted(nums), modseq
+
+
+class ESearch:
+    """One `* ESEARCH` response (RFC 4466 2.6.2 esearch-response; RFC 4731, 5267, 9394),
+    from its values after the word ESEARCH (a parsed response's [1:]) and its bytes (line):
+
+      tag    the search correlator's tag-string as str, None without `(TAG "...")`
+      uid    whether the UID indicator is there
+      items  [(NAME, value)]: its search-return-data in the order sent, names upper-case
+             (a list, not a dict: RFC 5267 4.3 lets ADDTO and REMOVEFROM come more than
+             once); values as parse() gives them: MIN 2 -> 2, ALL 2,10:11 -> "2,10:11"
+             (expand_set()), PARTIAL (1:2 7,9) -> ["1:2", "7,9"]
+      get(NAME) the value of the one item NAME, None when absent; names() the set of NAMEs
+
+    `* ESEARCH (TAG "x") UID MIN 1 ALL 1:3` -> tag "x", uid True, items [("MIN", 1),
+    ("ALL", "1:3")].  A response that is not an esearch-response raises AssertionError."""
+
+    def __init__(self, values, line=b""):
+        self.line = line
+        self.tag = None
+        self.uid = False
+        self.items = []
+        i = 0
+        if i < len(values) and isinstance(values[i], list):
+            corr = values[i]
+            assert len(corr) == 2 and upper(corr[0]) == "TAG", "bad search-correlator %r" % line
+            assert isinstance(corr[1], bytes), "tag-string must be a string: %r" % line
+            self.tag = corr[1].decode()
+            i += 1
+        if i < len(values) and upper(values[i]) == "UID":
+            self.uid = True
+            i += 1
+        rest = values[i:]
+        assert len(rest) % 2 == 0, "odd search-return-data in %r" % line
+        for k in range(0, len(rest), 2):
+            assert isinstance(rest[k], str), "bad return item name in %r" % line
+            self.items.append((rest[k].upper(), rest[k + 1]))
+
+    def get(self, name):
+        vals = [v for k, v in self.items if k == name]
+        assert len(vals) <= 1, "%s twice in %r" % (name, self.line)
+        return vals[0] if vals else None
+
+    def names(self):
+        return {k for k, _ in self.items}
+
+    def __repr__(self):
+        return "ESearch(%r)" % self.line
+
+
+def esearches(data):
+    """[ESearch] of every `* ESEARCH` response in data, in order."""
+    out = []
+    for unit in split_units(data):
+        r = parse_line(unit)
+        if r and upper(r[0]) == "ESEARCH":
+            out.append(ESearch(r[1:], unit))
+    return out
 
 
 def vanished(data):
