@@ -302,6 +302,7 @@ struct command {
 ** A handler sets the tagged reply (cmd_ok/cmd_no/cmd_bad, which return 0) and returns,
 ** so that "return cmd_no(c, ...)" is one statement. The value carries nothing.
 */
+typedef uint64_t capset;      /* a set of CAP_* extensions (below) */
 typedef int cmd_handler(struct session *, struct command *);
 enum {
   CMD_UID = 1,                /* may follow "UID" */
@@ -312,8 +313,8 @@ struct cmd_def {
   const char *name;
   unsigned states;
   unsigned flags;
-  unsigned cap;               /* the CAP_* extension it belongs to, or 0 */
-  unsigned uid_cap;           /* ... that its UID form belongs to, or 0 */
+  capset cap;                 /* the CAP_* extension it belongs to, or 0 */
+  capset uid_cap;             /* ... that its UID form belongs to, or 0 */
   cmd_handler *handler;
 };
 
@@ -476,7 +477,7 @@ struct imapmem {
   atomic_int tracing;
   imapmem_trace_fn *trace_fn;
   void *trace_arg;
-  atomic_uint caps_off;       /* CAP_* bits switched off */
+  _Atomic capset caps_off;    /* CAP_* bits switched off */
   struct fault *faults;
   size_t nfaults;
   atomic_int nfaults_set;     /* nfaults, readable without the lock */
@@ -485,16 +486,29 @@ struct imapmem {
   atomic_size_t append_limit; /* APPENDLIMIT (RFC 7889): at most cfg.max_literal */
 };
 
-/* Extensions that can be switched off (imapmem_set_capability). */
-enum {
-  CAP_IDLE = 1, CAP_MOVE = 2, CAP_UIDPLUS = 4, CAP_UNSELECT = 8, CAP_NAMESPACE = 16,
-  CAP_ID = 32, CAP_LITERALPLUS = 64, CAP_SASLIR = 128, CAP_CHILDREN = 256,
-  CAP_ENABLE = 1u << 9, CAP_CONDSTORE = 1u << 10, CAP_QRESYNC = 1u << 11,
-  CAP_LITERALMINUS = 1u << 12, CAP_ESEARCH = 1u << 13, CAP_SEARCHRES = 1u << 14,
-  CAP_CONTEXT_SEARCH = 1u << 15, CAP_PARTIAL = 1u << 16, CAP_BINARY = 1u << 17,
-  CAP_MULTIAPPEND = 1u << 18, CAP_CATENATE = 1u << 19, CAP_APPENDLIMIT = 1u << 20,
-  CAP_UIDONLY = 1u << 21
-};
+/* Extensions that can be switched off (imapmem_set_capability): one capset bit each. */
+#define CAP_IDLE             ((capset)1 << 0)
+#define CAP_MOVE             ((capset)1 << 1)
+#define CAP_UIDPLUS          ((capset)1 << 2)
+#define CAP_UNSELECT         ((capset)1 << 3)
+#define CAP_NAMESPACE        ((capset)1 << 4)
+#define CAP_ID               ((capset)1 << 5)
+#define CAP_LITERALPLUS      ((capset)1 << 6)
+#define CAP_SASLIR           ((capset)1 << 7)
+#define CAP_CHILDREN         ((capset)1 << 8)
+#define CAP_ENABLE           ((capset)1 << 9)
+#define CAP_CONDSTORE        ((capset)1 << 10)
+#define CAP_QRESYNC          ((capset)1 << 11)
+#define CAP_LITERALMINUS     ((capset)1 << 12)
+#define CAP_ESEARCH          ((capset)1 << 13)
+#define CAP_SEARCHRES        ((capset)1 << 14)
+#define CAP_CONTEXT_SEARCH   ((capset)1 << 15)
+#define CAP_PARTIAL          ((capset)1 << 16)
+#define CAP_BINARY           ((capset)1 << 17)
+#define CAP_MULTIAPPEND      ((capset)1 << 18)
+#define CAP_CATENATE         ((capset)1 << 19)
+#define CAP_APPENDLIMIT      ((capset)1 << 20)
+#define CAP_UIDONLY          ((capset)1 << 21)
 #define CAPS_OFF_AT_START CAP_LITERALMINUS   /* LITERAL+ is on instead (RFC 7888 4) */
 #define CAPS_MAX 512          /* room for the capability list as text */
 
@@ -5225,7 +5239,7 @@ static void session_unselect(struct session *s) {
 }
 
 /* Is an extension on (not switched off with imapmem_set_capability)? */
-static int cap_on(struct imapmem *srv, unsigned bit) {
+static int cap_on(struct imapmem *srv, capset bit) {
   return !(atomic_load(&srv->caps_off) & bit);
 }
 
@@ -6029,7 +6043,7 @@ struct search_return {
 
 /* "RETURN (opts)" after SEARCH: search-return-opts (RFC 4466 2.6.1), and the space after. */
 static int search_parse_return(struct session *s, struct parser *ps, struct search_return *r) {
-  static const struct { const char *name; unsigned bit, cap; } opts[] = {
+  static const struct { const char *name; unsigned bit; capset cap; } opts[] = {
     {"MIN", RET_MIN, CAP_ESEARCH}, {"MAX", RET_MAX, CAP_ESEARCH},
     {"COUNT", RET_COUNT, CAP_ESEARCH}, {"ALL", RET_ALL, CAP_ESEARCH},
     {"SAVE", RET_SAVE, CAP_SEARCHRES}, {"CONTEXT", RET_CONTEXT, CAP_CONTEXT_SEARCH},
@@ -7040,9 +7054,9 @@ static int cmd_fetch(struct session *s, struct command *c) {
 */
 static const struct {
   const char *name;
-  unsigned bit;               /* 0: always on */
-  unsigned needs;             /* on only while these are on */
-  unsigned excludes;          /* never on with these */
+  capset bit;                 /* 0: always on */
+  capset needs;               /* on only while these are on */
+  capset excludes;            /* never on with these */
 } capability_list[] = {
   {"IMAP4rev1", 0, 0, 0}, {"LITERAL+", CAP_LITERALPLUS, 0, CAP_LITERALMINUS},
   {"LITERAL-", CAP_LITERALMINUS, 0, CAP_LITERALPLUS}, {"SASL-IR", CAP_SASLIR, 0, 0},
@@ -7066,8 +7080,8 @@ static const struct {
 ** following: off takes everything that needs it; on brings what it needs and puts out
 ** what it excludes.
 */
-static unsigned capability_switch(unsigned off, size_t i, int on) {
-  unsigned bit = capability_list[i].bit;
+static capset capability_switch(capset off, size_t i, int on) {
+  capset bit = capability_list[i].bit;
   if (on) {
     off &= ~(bit | capability_list[i].needs);
     off |= capability_list[i].excludes;
@@ -7077,7 +7091,7 @@ static unsigned capability_switch(unsigned off, size_t i, int on) {
   for (int changed = 1; changed;) {   /* until every dependency holds */
     changed = 0;
     for (size_t k = 0; k < NCAPS; k++) {
-      unsigned b = capability_list[k].bit;
+      capset b = capability_list[k].bit;
       if (b && !(off & b) && (off & capability_list[k].needs)) {
         off |= b;
         changed = 1;
@@ -7306,7 +7320,7 @@ static int cmd_starttls(struct session *s, struct command *c) {
 ** connection; other names are ignored. ENABLED lists what this command enabled.
 */
 static int cmd_enable(struct session *s, struct command *c) {
-  static const struct { const char *name; unsigned cap, bits; } can[] = {
+  static const struct { const char *name; capset cap; unsigned bits; } can[] = {
     {"CONDSTORE", CAP_CONDSTORE, ENABLED_CONDSTORE},
     {"QRESYNC", CAP_QRESYNC, ENABLED_QRESYNC | ENABLED_CONDSTORE},   /* RFC 7162 3.2.3 */
     {"UIDONLY", CAP_UIDONLY, ENABLED_UIDONLY}};
@@ -7802,7 +7816,7 @@ static int cmd_list(struct session *s, struct command *c) {
 static int cmd_status(struct session *s, struct command *c) {
   const char *name;
   struct parser *ps = &c->ps;
-  static const struct { const char *name; unsigned cap; } items[] = {
+  static const struct { const char *name; capset cap; } items[] = {
     {"MESSAGES", 0}, {"RECENT", 0}, {"UIDNEXT", 0}, {"UIDVALIDITY", 0}, {"UNSEEN", 0},
     {"HIGHESTMODSEQ", CAP_CONDSTORE}, {"APPENDLIMIT", CAP_APPENDLIMIT}};
   enum { NITEMS = sizeof items / sizeof items[0] };
