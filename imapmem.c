@@ -97,6 +97,9 @@
 #define IMAPMEM_MAX_CONTEXTS 32         /* UPDATE search contexts a session may hold */
 #endif
 #define MAX_MAILBOX_NAME 1024
+#ifndef IMAPMEM_MAX_PATTERNS
+#define IMAPMEM_MAX_PATTERNS 64         /* mailbox patterns in one LIST (RFC 5258 3) */
+#endif
 #ifndef IMAPMEM_TLS_HANDSHAKE_TIMEOUT
 #define IMAPMEM_TLS_HANDSHAKE_TIMEOUT 10  /* seconds for a TLS handshake, at most idle_timeout */
 #endif
@@ -252,7 +255,12 @@ struct mailbox {
   struct watcher **watchers;  /* those that have it selected */
   size_t nwatchers, capwatchers;
   uint64_t last_select, last_idle;  /* event numbers for imapmem_wait; guarded by srv->lock */
+  unsigned use;               /* special-use roles (USE_*) set explicitly; and */
+  int use_set;                /* 1: they replace those of the name; both: the user's lock */
 };
+/* Special-use roles (RFC 6154 2), one bit each; ORDER special_use_names */
+enum { USE_ALL = 1, USE_ARCHIVE = 2, USE_DRAFTS = 4, USE_FLAGGED = 8, USE_JUNK = 16,
+       USE_SENT = 32, USE_TRASH = 64, USE_ROLES = 7 };
 struct mailbox_set {          /* a user's mailboxes and subscribed names */
   struct mailbox **list;
   size_t n, cap;
@@ -509,6 +517,11 @@ struct imapmem {
 #define CAP_CATENATE         ((capset)1 << 19)
 #define CAP_APPENDLIMIT      ((capset)1 << 20)
 #define CAP_UIDONLY          ((capset)1 << 21)
+#define CAP_LIST_EXTENDED    ((capset)1 << 28)
+#define CAP_LIST_STATUS      ((capset)1 << 29)
+#define CAP_SPECIAL_USE      ((capset)1 << 30)
+#define CAP_CREATE_SPECIAL_USE ((capset)1 << 31)
+#define CAP_STATUS_SIZE      ((capset)1 << 32)
 #define CAPS_OFF_AT_START CAP_LITERALMINUS   /* LITERAL+ is on instead (RFC 7888 4) */
 #define CAPS_MAX 512          /* room for the capability list as text */
 
@@ -3189,6 +3202,67 @@ static const char *mailbox_name_invalid(const char *name) {
   return NULL;
 }
 
+/* ------------------------------------------------------------------------- */
+/*
+** Special-use roles (RFC 6154 2). A mailbox has the roles set for it explicitly (a
+** fixture's .special-use file, --special-use, imapmem_set_special_use, CREATE ... USE),
+** else those its name has in common mail programs. Names give roles at the top level
+** only, in any letter case: Gmail's "[Gmail]/Sent Mail" is not guessed at. \All and
+** \Flagged are never guessed, since they promise virtual mailboxes this server lacks.
+*/
+static const char *const special_use_names[USE_ROLES] = {   /* ORDER USE_* bits */
+  "\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash"};
+
+static const struct {
+  const char *name;
+  unsigned use;
+} special_use_by_name[] = {
+  {"Sent", USE_SENT}, {"Sent Messages", USE_SENT}, {"Sent Items", USE_SENT},
+  {"Sent Mail", USE_SENT}, {"Drafts", USE_DRAFTS}, {"Draft", USE_DRAFTS},
+  {"Trash", USE_TRASH}, {"Deleted Messages", USE_TRASH}, {"Deleted Items", USE_TRASH},
+  {"Bin", USE_TRASH}, {"Junk", USE_JUNK}, {"Spam", USE_JUNK}, {"Junk Email", USE_JUNK},
+  {"Junk E-mail", USE_JUNK}, {"Bulk Mail", USE_JUNK}, {"Archive", USE_ARCHIVE},
+  {"Archives", USE_ARCHIVE}};
+
+/* The role bit of one attribute name (any letter case, RFC 3501 flags), 0 if none. */
+static unsigned special_use_bit(const char *p, size_t n) {
+  for (int i = 0; i < USE_ROLES; i++)
+    if (strlen(special_use_names[i]) == n && strncasecmp(special_use_names[i], p, n) == 0)
+      return 1u << i;
+  return 0;
+}
+
+/*
+** The roles in text: attributes separated by spaces ("\Sent \Archive"; "" is none).
+** Returns 0 and *bad (the first word that is no role, with its length) if one is not.
+*/
+static int special_use_parse(const char *text, unsigned *use, const char **bad, size_t *badlen) {
+  *use = 0;
+  for (const char *p = text; *p;) {
+    while (*p == ' ' || *p == '\t') p++;
+    size_t n = strcspn(p, " \t");
+    if (!n) break;
+    unsigned bit = special_use_bit(p, n);
+    if (!bit) {
+      *bad = p;
+      *badlen = n;
+      return 0;
+    }
+    *use |= bit;
+    p += n;
+  }
+  return 1;
+}
+
+/* The roles of mb as LIST shows them. Caller holds the user's lock (names, roles). */
+static unsigned mailbox_special_use_locked(const struct mailbox *mb) {
+  if (mb->use_set) return mb->use;
+  if (!mb->selectable || strchr(mb->name, '/')) return 0;
+  for (size_t i = 0; i < sizeof special_use_by_name / sizeof special_use_by_name[0]; i++)
+    if (strcasecmp(mb->name, special_use_by_name[i].name) == 0) return special_use_by_name[i].use;
+  return 0;
+}
+
 /*
 ** The UIDVALIDITY of a mailbox made while serving (CREATE, RENAME). Each is greater than
 ** the last, so a mailbox deleted and made again never reuses UIDs under the same
@@ -3276,6 +3350,26 @@ static int user_set_nomodseq(struct user *u, const char *name, int on) {
     pthread_mutex_lock(&x->lock);
     x->nomodseq = on != 0;
     pthread_mutex_unlock(&x->lock);
+  }
+  pthread_mutex_unlock(&u->lock);
+  return mb != NULL;
+}
+
+/*
+** Give the mailbox called name these roles (set 1) or those of its name again (set 0),
+** and its copy in the reset baseline with it, so a reset keeps them. 0 if there is no
+** such mailbox.
+*/
+static int user_set_special_use(struct user *u, const char *name, unsigned use, int set) {
+  char canon[MAX_MAILBOX_NAME + 1];
+  mailbox_canonical(name, canon, sizeof canon);
+  pthread_mutex_lock(&u->lock);
+  struct mailbox *mb = user_mailbox_locked(u, canon);
+  for (size_t i = 0; mb && i <= u->base.n; i++) {
+    struct mailbox *x = i < u->base.n ? u->base.list[i] : mb;
+    if (x != mb && strcmp(x->name, canon) != 0) continue;
+    x->use = set ? use : 0;
+    x->use_set = set;
   }
   pthread_mutex_unlock(&u->lock);
   return mb != NULL;
@@ -3393,6 +3487,8 @@ static struct mailbox *mailbox_clone(struct mailbox *src, struct user *u) {
   mb->uidnext = src->uidnext;
   mb->modseq = src->modseq;
   mb->nomodseq = src->nomodseq;
+  mb->use = src->use;          /* the caller holds the user's lock too */
+  mb->use_set = src->use_set;
   mb->oldest = src->oldest;  /* the messages keep their indices, so the list holds */
   mb->newest = src->newest;
   mailbox_forget_expunged(mb);
@@ -4483,6 +4579,119 @@ static void mbox_prune(const char *dir, const char *prefix, struct mailbox **lis
   closedir(d);
 }
 
+/*
+** A fixture folder's special-use roles: ".special-use" in the folder itself, one mailbox a
+** line, "NAME:ROLES" as --special-use takes it: the name as LIST shows it, split at the
+** last ':', and the roles separated by spaces ("Sent Items:\Sent"; "Sent:" for none).
+** Blank lines and lines starting with '#' are skipped. A name must be a mailbox of the
+** folder (list) or INBOX. *names and *uses get them (NULL and 0 if there is no file).
+** Returns an IMAPMEM_ code.
+*/
+static int mbox_read_special_use(const char *dir, const struct mbox_batch *list, char ***names,
+                                 unsigned **uses, size_t *n, char *err, size_t errcap) {
+  char path[4096 + 16], *data;
+  size_t len, cap = 0, ucap = 0;
+  *names = NULL;
+  *uses = NULL;
+  *n = 0;
+  snprintf(path, sizeof path, "%.4096s/.special-use", dir);
+  struct stat st;
+  if (stat(path, &st) < 0) return IMAPMEM_OK;
+  if (!file_read(path, &data, &len, err, errcap)) return IMAPMEM_IO;
+  const char *p = data, *end = data + len;
+  int rc = IMAPMEM_OK;
+  for (int line = 1; p < end && rc == IMAPMEM_OK; line++) {
+    const char *nl = memchr(p, '\n', (size_t)(end - p)), *le = nl ? nl : end;
+    size_t k = (size_t)(le - p);
+    if (k && p[k - 1] == '\r') k--;
+    char text[MAX_MAILBOX_NAME + 256], name[MAX_MAILBOX_NAME + 1];
+    const char *bad;
+    size_t badlen;
+    unsigned use;
+    const struct mbox_batch *b = list;
+    if (k == 0 || p[0] == '#') {
+      p = nl ? nl + 1 : end;
+      continue;
+    }
+    snprintf(text, sizeof text, "%.*s", (int)(k < sizeof text ? k : sizeof text - 1), p);
+    char *colon = strrchr(text, ':');
+    if (k >= sizeof text || !colon || colon == text || colon - text > MAX_MAILBOX_NAME) {
+      snprintf(err, errcap, "%.300s:%d: expected MAILBOX:ROLES (Sent:\\Sent)", path, line);
+      rc = IMAPMEM_PARSE;
+      break;
+    }
+    *colon = 0;
+    mailbox_canonical(text, name, sizeof name);
+    while (b && strcmp(b->mailbox, name) != 0) b = b->next;
+    if (!b && strcmp(name, "INBOX") != 0) {
+      snprintf(err, errcap, "%.300s:%d: no mailbox %.200s in this folder", path, line, name);
+      rc = IMAPMEM_PARSE;
+      break;
+    }
+    if (!special_use_parse(colon + 1, &use, &bad, &badlen)) {
+      snprintf(err, errcap, "%.300s:%d: not a special-use attribute: %.*s", path, line,
+               (int)(badlen < 100 ? badlen : 100), bad);
+      rc = IMAPMEM_PARSE;
+      break;
+    }
+    char *copy = mem_strdup(name);
+    if (!copy || !mem_grow(names, &cap, *n + 1, sizeof **names) ||
+        !mem_grow(uses, &ucap, *n + 1, sizeof **uses)) {
+      free(copy);
+      snprintf(err, errcap, "%.300s: out of memory", path);
+      rc = IMAPMEM_NOMEM;
+      break;
+    }
+    (*names)[*n] = copy;
+    (*uses)[(*n)++] = use;
+    p = nl ? nl + 1 : end;
+  }
+  free(data);
+  return rc;
+}
+
+/*
+** Write the roles set explicitly (use_set) of u's mailboxes to dir/.special-use, in the
+** form mbox_read_special_use reads, or remove the file when there are none, so that a
+** stale one brings no old roles back.
+*/
+static int mbox_save_special_use(struct user *u, const char *dir, char *err, size_t errcap) {
+  struct buf out = {0};
+  buf_adds(&out, "# imapmem special-use roles: MAILBOX:ROLES (README, Fixtures)\n");
+  int any = 0;
+  pthread_mutex_lock(&u->lock);
+  for (size_t i = 0; i < u->live.n; i++) {
+    const struct mailbox *mb = u->live.list[i];
+    if (!mb->use_set) continue;
+    any = 1;
+    buf_printf(&out, "%s:", mb->name);
+    for (int k = 0, first = 1; k < USE_ROLES; k++)
+      if (mb->use >> k & 1) {
+        buf_printf(&out, "%s%s", first ? "" : " ", special_use_names[k]);
+        first = 0;
+      }
+    buf_adds(&out, "\n");
+  }
+  pthread_mutex_unlock(&u->lock);
+  char path[4096 + 16];
+  snprintf(path, sizeof path, "%.4096s/.special-use", dir);
+  int rc = IMAPMEM_OK;
+  if (out.oom) {
+    snprintf(err, errcap, "out of memory");
+    rc = IMAPMEM_NOMEM;
+  } else if (!any) {
+    unlink(path);
+  } else {
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(out.p, 1, out.len, f) != out.len || fclose(f) != 0) {
+      snprintf(err, errcap, "%.300s: cannot write: %s", path, strerror(errno));
+      rc = IMAPMEM_IO;
+    }
+  }
+  buf_free(&out);
+  return rc;
+}
+
 /* Write every mailbox of u into dir. */
 static int mbox_save_user(struct user *u, const char *dir, char *err, size_t errcap) {
   if (!mkdir_p(dir)) {
@@ -4531,6 +4740,12 @@ static int mbox_save_user(struct user *u, const char *dir, char *err, size_t err
   mailboxes_free(list, n);
   strings_free(names, n);
   buf_free(&subs);
+  char why[600];
+  int r = oom ? IMAPMEM_OK : mbox_save_special_use(u, dir, why, sizeof why);
+  if (r != IMAPMEM_OK && rc == IMAPMEM_OK) {
+    rc = r;
+    snprintf(err, errcap, "%s", why);
+  }
   return rc;
 }
 
@@ -7072,7 +7287,12 @@ static const struct {
   {"BINARY", CAP_BINARY, 0, 0}, {"MULTIAPPEND", CAP_MULTIAPPEND, 0, 0},
   {"CATENATE", CAP_CATENATE, 0, 0},   /* RFC 4469 needs no other (UIDPLUS, MULTIAPPEND: "if") */
   {"APPENDLIMIT", CAP_APPENDLIMIT, 0, 0},   /* advertised as APPENDLIMIT=n (RFC 7889 2) */
-  {"UIDONLY", CAP_UIDONLY, CAP_ENABLE, 0}};
+  {"UIDONLY", CAP_UIDONLY, CAP_ENABLE, 0},
+  {"LIST-EXTENDED", CAP_LIST_EXTENDED, 0, 0},
+  {"LIST-STATUS", CAP_LIST_STATUS, CAP_LIST_EXTENDED, 0},     /* a LIST return option */
+  {"SPECIAL-USE", CAP_SPECIAL_USE, CAP_LIST_EXTENDED, 0},     /* LIST options (RFC 6154 2) */
+  {"CREATE-SPECIAL-USE", CAP_CREATE_SPECIAL_USE, 0, 0},
+  {"STATUS=SIZE", CAP_STATUS_SIZE, 0, 0}};
 #define NCAPS (sizeof capability_list / sizeof capability_list[0])
 
 /*
@@ -7508,10 +7728,44 @@ static int cmd_select(struct session *s, struct command *c) {
   return cmd_ok(c, "[%s] %s completed", examine ? "READ-ONLY" : "READ-WRITE", c->def->name);
 }
 
+/*
+** CREATE's arguments: mailbox [SP "(" create-param *(SP create-param) ")"] (RFC 4466 2.2),
+** the one parameter being RFC 6154 3's USE (use-attr ...), which sets *use and *use_set.
+** \All and \Flagged are refused with [USEATTR] (RFC 6154 5.3's example): they promise a
+** virtual mailbox, which this server cannot make. 0 with the reply set.
+*/
+static int create_arguments(struct session *s, struct command *c, const char **name,
+                            unsigned *use, int *use_set) {
+  struct parser *ps = &c->ps;
+  *use = 0;
+  *use_set = 0;
+  if (!parse_sp(ps) || !parse_mailbox(ps, name)) return cmd_bad_args(c);
+  if (parse_at_end(ps)) return 1;
+  struct str kw;
+  if (!cap_on(s->srv, CAP_CREATE_SPECIAL_USE) || !parse_sp(ps) || !parse_char(ps, '(') ||
+      !parse_atom(ps, &kw) || !str_ieq(kw, "USE") || !parse_sp(ps) || !parse_char(ps, '('))
+    return cmd_bad(c, "CREATE Expected: CREATE mailbox [(USE (attributes))]");
+  *use_set = 1;
+  while (!parse_char(ps, ')')) {
+    struct str a;
+    if (ps->p[-1] != '(' && !parse_sp(ps)) return cmd_bad_args(c);
+    if (!parse_char(ps, '\\') || !parse_atom(ps, &a))
+      return cmd_bad(c, "CREATE Expected a special-use attribute (\\Sent, ...)");
+    unsigned bit = special_use_bit(a.p - 1, a.len + 1);
+    if (!bit || bit == USE_ALL || bit == USE_FLAGGED)
+      return cmd_no(c, "[USEATTR] \\%.*s not supported", (int)a.len, a.p);
+    *use |= bit;
+  }
+  if (!parse_char(ps, ')') || !parse_end(ps)) return cmd_bad_args(c);
+  return 1;
+}
+
 /* 6.3.3: CREATE makes the mailbox and any missing superior levels. */
 static int cmd_create(struct session *s, struct command *c) {
   const char *name;
-  if (!cmd_mailbox_arg(c, &name)) return cmd_bad_args(c);
+  unsigned use;
+  int use_set;
+  if (!create_arguments(s, c, &name, &use, &use_set)) return 0;
   if (strcmp(name, "INBOX") == 0) return cmd_no(c, "[ALREADYEXISTS] INBOX always exists");
   const char *why = mailbox_name_invalid(name);
   if (why) return cmd_no(c, "[CANNOT] Invalid mailbox name (%s): %s", why, name);
@@ -7519,6 +7773,10 @@ static int cmd_create(struct session *s, struct command *c) {
   int exists;
   pthread_mutex_lock(&u->lock);
   struct mailbox *mb = user_create_locked(u, name, 1, server_new_uidvalidity(s->srv), &exists);
+  if (mb) {                  /* an old \Noselect level made selectable keeps no old role */
+    mb->use = use;
+    mb->use_set = use_set;
+  }
   pthread_mutex_unlock(&u->lock);
   if (exists) return cmd_no(c, "[ALREADYEXISTS] Mailbox already exists: %s", name);
   if (!mb) return cmd_no(c, "[SERVERBUG] Out of memory");
@@ -7740,6 +7998,338 @@ static int cmp_list_entries(const void *a, const void *b) {
   return cmp_names(&((const struct list_entry *)a)->name, &((const struct list_entry *)b)->name);
 }
 
+/* ------------------------------------------------------------------------- */
+/*
+** STATUS items, for STATUS and for LIST's STATUS return option (RFC 5819 2): those of RFC
+** 3501 6.3.10, RFC 7162 3.1.7's HIGHESTMODSEQ, RFC 7889's APPENDLIMIT, RFC 8438's SIZE
+** and RFC 9051 6.3.11's DELETED. ORDER enum status_item.
+*/
+enum status_item {
+  SI_MESSAGES, SI_RECENT, SI_UIDNEXT, SI_UIDVALIDITY, SI_UNSEEN, SI_HIGHESTMODSEQ,
+  SI_APPENDLIMIT, SI_SIZE, SI_DELETED, SI_COUNT
+};
+static const struct {
+  const char *name;
+  capset cap;                 /* 0: always there */
+} status_items[SI_COUNT] = {
+  {"MESSAGES", 0}, {"RECENT", 0}, {"UIDNEXT", 0}, {"UIDVALIDITY", 0}, {"UNSEEN", 0},
+  {"HIGHESTMODSEQ", CAP_CONDSTORE}, {"APPENDLIMIT", CAP_APPENDLIMIT},
+  {"SIZE", CAP_STATUS_SIZE}, {"DELETED", 0}};
+
+struct status_want {          /* the items asked for, in the order asked */
+  unsigned item[16];
+  int n;
+};
+
+/*
+** status-att *(SP status-att) ")", the "(" read already. 0 with the BAD reply set if an
+** item is unknown or switched off.
+*/
+static int status_parse_items(struct session *s, struct command *c, struct status_want *w) {
+  struct parser *ps = &c->ps;
+  w->n = 0;
+  do {
+    struct str it;
+    if (!parse_atom(ps, &it)) return cmd_bad_args(c);
+    unsigned k;
+    for (k = 0; k < SI_COUNT && !(str_ieq(it, status_items[k].name) &&
+                                  (!status_items[k].cap || cap_on(s->srv, status_items[k].cap)));
+         k++) {}
+    if (k == SI_COUNT)
+      return cmd_bad(c, "%s Unknown status item: %.*s", c->def->name, (int)it.len, it.p);
+    if (w->n < 16) w->item[w->n++] = k;
+    if (k == SI_HIGHESTMODSEQ) session_enable_condstore(s);
+  } while (parse_char(ps, ' '));
+  if (!parse_char(ps, ')')) return cmd_bad(c, "%s Expected ')'", c->def->name);
+  return 1;
+}
+
+/* The untagged STATUS response for mb, called name. Takes mb->lock. */
+static void status_send(struct session *s, struct mailbox *mb, const char *name,
+                        const struct status_want *w) {
+  uint64_t v[SI_COUNT] = {0};
+  pthread_mutex_lock(&mb->lock);
+  v[SI_MESSAGES] = mb->count;
+  for (size_t i = 0; i < mb->count; i++) {
+    v[SI_RECENT] += (mb->msgs[i].flags & FLAG_RECENT) != 0;
+    v[SI_UNSEEN] += !(mb->msgs[i].flags & FLAG_SEEN);
+    v[SI_DELETED] += (mb->msgs[i].flags & FLAG_DELETED) != 0;
+    v[SI_SIZE] += mb->msgs[i].data->size;   /* RFC 8438 3: the sum of RFC822.SIZE */
+  }
+  /* a session that has this mailbox selected holds its \Recent messages */
+  if (s->mb == mb)
+    for (size_t i = 0; i < s->nview; i++) v[SI_RECENT] += s->view[i].recent;
+  v[SI_UIDNEXT] = mb->uidnext;
+  v[SI_UIDVALIDITY] = mb->uidvalidity;
+  v[SI_HIGHESTMODSEQ] = mb->nomodseq ? 0 : mb->modseq;   /* RFC 7162 3.1.7: 0 without */
+  v[SI_APPENDLIMIT] = atomic_load(&s->srv->append_limit);   /* RFC 7889 3.1: one for all */
+  pthread_mutex_unlock(&mb->lock);
+  session_send(s, "* STATUS ");
+  out_string(&s->out, name, strlen(name));
+  session_send(s, " (");
+  for (int i = 0; i < w->n; i++)
+    session_send(s, "%s%s %llu", i ? " " : "", status_items[w->item[i]].name,
+                 (unsigned long long)v[w->item[i]]);
+  session_send(s, ")\r\n");
+}
+
+/* ------------------------------------------------------------------------- */
+/*
+** The extended LIST of RFC 5258 (LIST-EXTENDED), with RFC 6154's SPECIAL-USE options and
+** RFC 5819's STATUS return option. What the store knows of every name is copied into
+** list_item rows under the user's lock (list_collect_locked); what a row shows is decided
+** by list_item_attributes alone, for any LIST that wants the RFC 5258 attributes (IMAP4rev2
+** needs the child flags and \NonExistent too). A plain LIST or LSUB never comes here: its
+** answer stays as RFC 3501 gives it.
+*/
+enum {                        /* what a row knows of its name */
+  LI_EXISTS = 1,              /* a mailbox, perhaps a \Noselect level */
+  LI_SELECTABLE = 2,
+  LI_CHILDREN = 4,            /* some mailbox lives below it (RFC 3348) */
+  LI_SUBSCRIBED = 8
+};
+enum {                        /* what a LIST asks to see (RFC 5258 3.2, 6154 2, 5819 2) */
+  LR_CHILDREN = 1, LR_SUBSCRIBED = 2, LR_SPECIAL_USE = 4, LR_STATUS = 8
+};
+enum {                        /* which names a LIST selects (RFC 5258 3.1, 6154 2) */
+  LS_SUBSCRIBED = 1, LS_REMOTE = 2, LS_RECURSIVEMATCH = 4, LS_SPECIAL_USE = 8
+};
+struct list_item {
+  const char *name;
+  unsigned info;              /* LI_* */
+  unsigned use;               /* special-use roles, USE_* */
+  int matched;                /* matches one of the patterns */
+};
+struct list_request {
+  unsigned select, ret;       /* LS_*, LR_* */
+  const char *pattern[IMAPMEM_MAX_PATTERNS];  /* reference + pattern, canonical */
+  int npatterns;
+  struct status_want status;  /* with LR_STATUS */
+};
+
+/*
+** The attributes of a row, "\Noselect \HasNoChildren" say, into out (cap bytes, 256 is
+** plenty), for what ret asks: \NonExistent (RFC 5258 3: it implies \Noselect, which is then
+** left out, as Dovecot does) or \Noselect, the child flags, the roles, \Subscribed.
+*/
+static void list_item_attributes(const struct list_item *it, unsigned ret, char *out,
+                                 size_t cap) {
+  size_t n = 0;
+  out[0] = 0;
+#define LIST_ATTR(a) (n += (size_t)snprintf(out + n, n < cap ? cap - n : 0, "%s%s", n ? " " : "", a))
+  if (!(it->info & LI_EXISTS)) LIST_ATTR("\\NonExistent");
+  else if (!(it->info & LI_SELECTABLE)) LIST_ATTR("\\Noselect");
+  if (ret & LR_CHILDREN) LIST_ATTR(it->info & LI_CHILDREN ? "\\HasChildren" : "\\HasNoChildren");
+  for (int i = 0; i < USE_ROLES; i++)
+    if ((ret & LR_SPECIAL_USE) && (it->use >> i & 1)) LIST_ATTR(special_use_names[i]);
+  if ((ret & LR_SUBSCRIBED) && (it->info & LI_SUBSCRIBED)) LIST_ATTR("\\Subscribed");
+#undef LIST_ATTR
+}
+
+static int list_subscribed_locked(struct user *u, const char *name) {
+  for (size_t i = 0; i < u->live.nsubs; i++)
+    if (strcmp(u->live.subs[i], name) == 0) return 1;
+  return 0;
+}
+
+static int list_item_known(const struct list_item *v, size_t n, const char *name, size_t len) {
+  for (size_t i = 0; i < n; i++)
+    if (strlen(v[i].name) == len && strncmp(v[i].name, name, len) == 0) return 1;
+  return 0;
+}
+
+/*
+** Rows for every mailbox and every subscribed name (RFC 5258 3: a subscribed name need not
+** exist), and with parents set, for the missing parent levels of subscribed names too
+** (\NonExistent parents that RECURSIVEMATCH may show). In the arena; *n rows. NULL if
+** memory ran out. O(names x (names + subscriptions)). Caller holds u->lock.
+*/
+static struct list_item *list_collect_locked(struct session *s, struct user *u, int parents,
+                                             size_t *n) {
+  size_t cap = u->live.n + u->live.nsubs;
+  if (parents)
+    for (size_t i = 0; i < u->live.nsubs; i++)
+      for (const char *p = u->live.subs[i]; (p = strchr(p, '/')) != NULL; p++) cap++;
+  struct list_item *v = arena_alloc(&s->arena, (cap ? cap : 1) * sizeof *v);
+  *n = 0;
+  if (!v) return NULL;
+  for (size_t i = 0; i < u->live.n; i++) {
+    struct mailbox *mb = u->live.list[i];
+    struct list_item *it = &v[(*n)++];
+    if (!(it->name = arena_strndup(&s->arena, mb->name, strlen(mb->name)))) return NULL;
+    it->info = LI_EXISTS | (mb->selectable ? LI_SELECTABLE : 0) |
+               (user_has_children_locked(u, mb->name) ? LI_CHILDREN : 0) |
+               (list_subscribed_locked(u, mb->name) ? LI_SUBSCRIBED : 0);
+    it->use = mailbox_special_use_locked(mb);
+    it->matched = 0;
+  }
+  for (size_t i = 0; i < u->live.nsubs; i++) {
+    const char *name = u->live.subs[i];
+    for (const char *p = name; parents && (p = strchr(p, '/')) != NULL; p++) {
+      size_t len = (size_t)(p - name);
+      if (!len || list_item_known(v, *n, name, len)) continue;
+      struct list_item *it = &v[(*n)++];
+      if (!(it->name = arena_strndup(&s->arena, name, len))) return NULL;
+      it->info = 0;            /* no mailbox lives below a name that does not exist */
+      it->use = 0;
+      it->matched = 0;
+    }
+    if (list_item_known(v, *n, name, strlen(name))) continue;
+    struct list_item *it = &v[(*n)++];
+    if (!(it->name = arena_strndup(&s->arena, name, strlen(name)))) return NULL;
+    it->info = LI_SUBSCRIBED;
+    it->use = 0;
+    it->matched = 0;
+  }
+  return v;
+}
+
+/* Does the row meet the selection criteria (RFC 5258 3)? */
+static int list_selected(const struct list_request *rq, const struct list_item *it) {
+  if ((rq->select & LS_SUBSCRIBED) ? !(it->info & LI_SUBSCRIBED) : !(it->info & LI_EXISTS))
+    return 0;
+  return !(rq->select & LS_SPECIAL_USE) || it->use != 0;
+}
+
+/*
+** "(" option *(SP option) ")", each an atom from names (NULL-ended; bits[i] for names[i])
+** or, for a return option, STATUS with its items. 0 with the BAD reply set.
+*/
+static int list_parse_options(struct session *s, struct command *c, const char *what,
+                              const char *const *names, const unsigned *bits, unsigned *out,
+                              struct status_want *status) {
+  struct parser *ps = &c->ps;
+  *out = 0;
+  if (!parse_char(ps, '(')) return cmd_bad(c, "LIST Expected '(' before the %s options", what);
+  if (parse_char(ps, ')')) return 1;
+  do {
+    struct str opt;
+    if (!parse_atom(ps, &opt)) return cmd_bad(c, "LIST Expected a %s option", what);
+    int k;
+    for (k = 0; names[k] && !str_ieq(opt, names[k]); k++) {}
+    if (!names[k])
+      return cmd_bad(c, "LIST Unknown %s option: %.*s", what, (int)opt.len, opt.p);
+    *out |= bits[k];
+    if (status && bits[k] == LR_STATUS && (!parse_sp(ps) || !parse_char(ps, '(')))
+      return cmd_bad(c, "LIST Expected STATUS (items)");
+    if (status && bits[k] == LR_STATUS && !status_parse_items(s, c, status)) return 0;
+  } while (parse_char(ps, ' '));
+  if (!parse_char(ps, ')')) return cmd_bad(c, "LIST Expected ')' after the %s options", what);
+  return 1;
+}
+
+/*
+** RFC 5258 6: LIST [SP list-select-opts] SP mailbox SP mbox-or-pat [SP list-return-opts],
+** into rq. 0 with the BAD reply set.
+*/
+static int list_parse_extended(struct session *s, struct command *c, struct list_request *rq) {
+  struct parser *ps = &c->ps;
+  int special = cap_on(s->srv, CAP_SPECIAL_USE), status = cap_on(s->srv, CAP_LIST_STATUS);
+  const char *sel_names[] = {"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH",
+                             special ? "SPECIAL-USE" : NULL, NULL};
+  const unsigned sel_bits[] = {LS_SUBSCRIBED, LS_REMOTE, LS_RECURSIVEMATCH, LS_SPECIAL_USE};
+  const char *ret_names[] = {"SUBSCRIBED", "CHILDREN", special ? "SPECIAL-USE" : "",
+                             status ? "STATUS" : NULL, NULL};
+  const unsigned ret_bits[] = {LR_SUBSCRIBED, LR_CHILDREN, LR_SPECIAL_USE, LR_STATUS};
+  struct str ref, pat[IMAPMEM_MAX_PATTERNS];
+  memset(rq, 0, sizeof *rq);
+  if (!parse_sp(ps)) return cmd_bad_args(c);
+  int options = parse_peek(ps, '(');
+  if (options && !list_parse_options(s, c, "selection", sel_names, sel_bits, &rq->select, NULL))
+    return 0;
+  if ((rq->select & LS_SUBSCRIBED) == 0 && (rq->select & LS_RECURSIVEMATCH))   /* 3.1 */
+    return cmd_bad(c, "LIST RECURSIVEMATCH needs the SUBSCRIBED selection option");
+  if (options && !parse_sp(ps)) return cmd_bad_args(c);
+  if (!parse_astring(ps, &ref) || !parse_sp(ps)) return cmd_bad_args(c);
+  int n = 0, list = parse_char(ps, '(');
+  do {
+    if (n == IMAPMEM_MAX_PATTERNS)
+      return cmd_bad(c, "LIST At most %d patterns", IMAPMEM_MAX_PATTERNS);
+    if (!parse_list_mailbox(ps, &pat[n++])) return cmd_bad_args(c);
+  } while (list && parse_char(ps, ' '));
+  if (list && !parse_char(ps, ')')) return cmd_bad(c, "LIST Expected ')' after the patterns");
+  if (parse_char(ps, ' ')) {
+    struct str kw;
+    if (!parse_atom(ps, &kw) || !str_ieq(kw, "RETURN") || !parse_sp(ps))
+      return cmd_bad(c, "LIST Expected RETURN (options)");
+    if (!list_parse_options(s, c, "return", ret_names, ret_bits, &rq->ret, &rq->status))
+      return 0;
+  }
+  if (!parse_end(ps)) return cmd_bad_args(c);
+  if (rq->select & LS_SUBSCRIBED) rq->ret |= LR_SUBSCRIBED;      /* RFC 5258 3.1 */
+  if (rq->select & LS_SPECIAL_USE) rq->ret |= LR_SPECIAL_USE;    /* RFC 6154 2 */
+  if (cap_on(s->srv, CAP_CHILDREN)) rq->ret |= LR_CHILDREN;      /* as a plain LIST */
+  for (int i = 0; i < n; i++) {
+    if (pat[i].len == 0) continue;   /* RFC 5258 3: an empty pattern matches nothing */
+    char *full = arena_alloc(&s->arena, ref.len + pat[i].len + 1);
+    if (!full) return cmd_no(c, "Out of memory");
+    memcpy(full, ref.p, ref.len);
+    memcpy(full + ref.len, pat[i].p, pat[i].len);
+    full[ref.len + pat[i].len] = 0;
+    mailbox_canonical(full, full, ref.len + pat[i].len + 1);
+    rq->pattern[rq->npatterns++] = full;
+  }
+  return 1;
+}
+
+/*
+** The extended LIST (RFC 5258 3). A row is shown when it matches a pattern and meets the
+** selection criteria, or, with RECURSIVEMATCH, when a descendant meets them that matches
+** no pattern (3.3 2B; 3.5's SHOULD: not when every such descendant is shown anyway). A
+** row that meets the criteria gets CHILDINFO whenever a descendant does (RFC 5258 5,
+** example 9). RFC 5819 2: STATUS follows the LIST line of each selectable row that meets
+** the criteria.
+*/
+static int cmd_list_extended(struct session *s, struct command *c) {
+  struct list_request rq;
+  if (!list_parse_extended(s, c, &rq)) return 0;
+  struct user *u = s->user;
+  size_t n;
+  pthread_mutex_lock(&u->lock);
+  struct list_item *v = list_collect_locked(s, u, (rq.select & LS_RECURSIVEMATCH) != 0, &n);
+  pthread_mutex_unlock(&u->lock);
+  if (!v) return cmd_no(c, "[SERVERBUG] Out of memory");
+  qsort(v, n, sizeof *v, cmp_list_entries);
+  for (size_t i = 0; i < n; i++)
+    for (int k = 0; k < rq.npatterns && !v[i].matched; k++)
+      v[i].matched = list_match_name(rq.pattern[k], v[i].name);
+  for (size_t i = 0; i < n; i++) {
+    if (!v[i].matched) continue;
+    int meets = list_selected(&rq, &v[i]), childinfo = 0;
+    size_t len = strlen(v[i].name);
+    for (size_t j = 0; (rq.select & LS_RECURSIVEMATCH) && !childinfo && j < n; j++)
+      childinfo = strncmp(v[j].name, v[i].name, len) == 0 && v[j].name[len] == '/' &&
+                  list_selected(&rq, &v[j]) && (meets || !v[j].matched);
+    if (!meets && !childinfo) continue;
+    struct mailbox *mb = NULL;
+    if ((rq.ret & LR_STATUS) && meets && (v[i].info & LI_SELECTABLE)) {
+      mb = user_mailbox(u, v[i].name);   /* gone or \Noselect meanwhile: RFC 5819 2 */
+      if (!mb || !mb->selectable) v[i].info &= ~(unsigned)LI_SELECTABLE;
+    }
+    char attrs[256];
+    list_item_attributes(&v[i], rq.ret, attrs, sizeof attrs);
+    session_send(s, "* LIST (%s) \"/\" ", attrs);
+    out_string(&s->out, v[i].name, len);
+    session_send(s, "%s\r\n", childinfo ? " (\"CHILDINFO\" (\"SUBSCRIBED\"))" : "");
+    if (mb && (v[i].info & LI_SELECTABLE)) status_send(s, mb, v[i].name, &rq.status);
+    mailbox_unref(mb);
+  }
+  return cmd_ok(c, "LIST completed");
+}
+
+/*
+** Is this LIST's argument the extended form (RFC 5258 6): selection options, a list of
+** patterns or return options? Looked at on a copy of the parser, so nothing is consumed.
+*/
+static int list_is_extended(struct parser ps) {
+  struct str ref, pat;
+  if (!parse_sp(&ps)) return 0;
+  if (parse_peek(&ps, '(')) return 1;
+  if (!parse_astring(&ps, &ref) || !parse_sp(&ps)) return 0;
+  if (parse_peek(&ps, '(')) return 1;
+  return parse_list_mailbox(&ps, &pat) && parse_peek(&ps, ' ');
+}
+
 /*
 ** 6.3.8 LIST and 6.3.9 LSUB. Names and attributes are copied under the user's lock and
 ** matched after it is released, so a slow pattern holds up no other session.
@@ -7747,6 +8337,8 @@ static int cmp_list_entries(const void *a, const void *b) {
 static int cmd_list(struct session *s, struct command *c) {
   struct str ref, pat;
   int lsub = c->def->name[0] == 'L' && c->def->name[1] == 'S';
+  if (!lsub && cap_on(s->srv, CAP_LIST_EXTENDED) && list_is_extended(c->ps))   /* RFC 5258 */
+    return cmd_list_extended(s, c);
   if (!parse_sp(&c->ps) || !parse_astring(&c->ps, &ref) || !parse_sp(&c->ps) ||
       !parse_list_mailbox(&c->ps, &pat) || !parse_end(&c->ps))
     return cmd_bad_args(c);
@@ -7812,54 +8404,19 @@ static int cmd_list(struct session *s, struct command *c) {
   return cmd_ok(c, "%s completed", cmd);
 }
 
-/* 6.3.10 STATUS, with RFC 7162 3.1.7's HIGHESTMODSEQ. */
+/* 6.3.10 STATUS, with the items above. */
 static int cmd_status(struct session *s, struct command *c) {
   const char *name;
   struct parser *ps = &c->ps;
-  static const struct { const char *name; capset cap; } items[] = {
-    {"MESSAGES", 0}, {"RECENT", 0}, {"UIDNEXT", 0}, {"UIDVALIDITY", 0}, {"UNSEEN", 0},
-    {"HIGHESTMODSEQ", CAP_CONDSTORE}, {"APPENDLIMIT", CAP_APPENDLIMIT}};
-  enum { NITEMS = sizeof items / sizeof items[0] };
-  unsigned want[16];
-  int nwant = 0;
+  struct status_want w;
   if (!parse_sp(ps) || !parse_mailbox(ps, &name) || !parse_sp(ps) || !parse_char(ps, '('))
     return cmd_bad(c, "STATUS Expected: STATUS mailbox (items)");
-  do {
-    struct str it;
-    if (!parse_atom(ps, &it)) return cmd_bad_args(c);
-    unsigned k;
-    for (k = 0; k < NITEMS && !(str_ieq(it, items[k].name) &&
-                                 (!items[k].cap || cap_on(s->srv, items[k].cap))); k++) {}
-    if (k == NITEMS) return cmd_bad(c, "STATUS Unknown status item: %.*s", (int)it.len, it.p);
-    if (nwant < 16) want[nwant++] = k;
-    if (k == 5) session_enable_condstore(s);
-  } while (parse_char(ps, ' '));
-  if (!parse_char(ps, ')') || !parse_end(ps)) return cmd_bad(c, "STATUS Expected ')'");
+  if (!status_parse_items(s, c, &w)) return 0;
+  if (!parse_end(ps)) return cmd_bad(c, "STATUS Expected ')'");
   struct mailbox *mb = cmd_selectable(s, c, name, "NONEXISTENT");
   if (!mb) return 0;
-  uint64_t v[NITEMS] = {0};
-  pthread_mutex_lock(&mb->lock);
-  v[0] = mb->count;
-  for (size_t i = 0; i < mb->count; i++) {
-    v[1] += (mb->msgs[i].flags & FLAG_RECENT) != 0;
-    v[4] += !(mb->msgs[i].flags & FLAG_SEEN);
-  }
-  /* a session that has this mailbox selected holds its \Recent messages */
-  if (s->mb == mb)
-    for (size_t i = 0; i < s->nview; i++) v[1] += s->view[i].recent;
-  v[2] = mb->uidnext;
-  v[3] = mb->uidvalidity;
-  v[5] = mb->nomodseq ? 0 : mb->modseq;    /* RFC 7162 3.1.7: 0 without mod-sequences */
-  v[6] = atomic_load(&s->srv->append_limit);   /* RFC 7889 3.1: the same for every one */
-  pthread_mutex_unlock(&mb->lock);
+  status_send(s, mb, name, &w);
   mailbox_unref(mb);
-  session_send(s, "* STATUS ");
-  out_string(&s->out, name, strlen(name));
-  session_send(s, " (");
-  for (int i = 0; i < nwant; i++)
-    session_send(s, "%s%s %llu", i ? " " : "", items[want[i]].name,
-                 (unsigned long long)v[want[i]]);
-  session_send(s, ")\r\n");
   return cmd_ok(c, "STATUS completed");
 }
 
@@ -9886,8 +10443,9 @@ int imapmem_load(imapmem *srv, const char *user, const char *path) {
   if (stat(path, &st) < 0)
     return api_error(srv, IMAPMEM_IO, "%s: cannot read: %s", path, strerror(errno));
   struct mbox_batch *list = NULL;
-  char err[600], **subs = NULL;
-  size_t nsubs = 0;
+  char err[600], **subs = NULL, **use_names = NULL;
+  unsigned *uses = NULL;
+  size_t nsubs = 0, nuses = 0;
   int rc;
   if (S_ISDIR(st.st_mode)) {
     size_t n = strlen(path);
@@ -9896,6 +10454,8 @@ int imapmem_load(imapmem *srv, const char *user, const char *path) {
     rc = mbox_parse_dir(dir, "", &list, 0, err, sizeof err);
     if (rc == IMAPMEM_OK) rc = mbox_check_unique(list, err, sizeof err);
     if (rc == IMAPMEM_OK) rc = mbox_read_subscriptions(dir, &subs, &nsubs, err, sizeof err);
+    if (rc == IMAPMEM_OK)
+      rc = mbox_read_special_use(dir, list, &use_names, &uses, &nuses, err, sizeof err);
   } else {
     rc = mbox_parse_file(path, "INBOX", &list, err, sizeof err);
   }
@@ -9904,8 +10464,12 @@ int imapmem_load(imapmem *srv, const char *user, const char *path) {
     rc = mbox_commit(u, list, srv->cfg.uidvalidity, subs, nsubs, why, sizeof why);
     if (rc != IMAPMEM_OK) snprintf(err, sizeof err, "%.280s: %s", path, why);
   }
+  for (size_t i = 0; rc == IMAPMEM_OK && i < nuses; i++)   /* each names a mailbox now */
+    user_set_special_use(u, use_names[i], uses[i], 1);
   mbox_batch_free(list);
   strings_free(subs, nsubs);
+  strings_free(use_names, nuses);
+  free(uses);
   if (rc != IMAPMEM_OK) return api_error(srv, rc, "%s", err);
   return IMAPMEM_OK;
 }
@@ -10411,6 +10975,22 @@ int imapmem_set_nomodseq(imapmem *srv, const char *user, const char *mailbox, in
   return IMAPMEM_OK;
 }
 
+int imapmem_set_special_use(imapmem *srv, const char *user, const char *mailbox,
+                            const char *uses) {
+  if (!srv || !user || !mailbox) return api_error(srv, IMAPMEM_MISUSE, "NULL argument");
+  struct user *u = api_user(srv, user);
+  if (!u) return api_error(srv, IMAPMEM_NOTFOUND, "no such user: %s", user);
+  unsigned use = 0;
+  const char *bad;
+  size_t badlen;
+  if (uses && !special_use_parse(uses, &use, &bad, &badlen))
+    return api_error(srv, IMAPMEM_MISUSE, "not a special-use attribute: %.*s (one of \\All "
+                     "\\Archive \\Drafts \\Flagged \\Junk \\Sent \\Trash)", (int)badlen, bad);
+  if (!user_set_special_use(u, mailbox, use, uses != NULL))
+    return api_error(srv, IMAPMEM_NOTFOUND, "no such mailbox: %s", mailbox);
+  return IMAPMEM_OK;
+}
+
 struct bytes_out {
   char **p;
   size_t *n;
@@ -10766,6 +11346,8 @@ static const char usage[] =
   "      --fault SPEC           misbehave on purpose, e.g. 'APPEND=NO [OVERQUOTA] full',\n"
   "                             '#3=DROP', 'delay=200', 'chunk=1' (see the README)\n"
   "      --nomodseq MAILBOX     MAILBOX has no mod-sequences: SELECT answers [NOMODSEQ]\n"
+  "      --special-use MAILBOX:ROLES  give MAILBOX these special-use roles (\\Sent ...;\n"
+  "                             none after the ':' for none), not those of its name\n"
   "                             (repeatable; CONDSTORE, RFC 7162 3.1.2.2)\n"
   "      --append-limit BYTES   refuse larger APPENDs with NO [TOOBIG]; advertised as\n"
   "                             APPENDLIMIT=BYTES (default and most: the 64 MiB literal limit)\n"
@@ -10845,6 +11427,8 @@ struct options {
   int nfaults;
   const char **nomodseq;      /* mailboxes of the first user */
   int nnomodseq;
+  char **special_use;         /* MAILBOX:ROLES of the first user, split at the last ':' */
+  int nspecial_use;
   const char *save;
   long append_limit;          /* -1: the default */
   int stdio, exit_with_parent, trace;
@@ -10885,7 +11469,7 @@ static int parse_options(int argc, char **argv, struct options *o) {
     static const char *const valued[] = {"-p", "--port", "-b", "--bind", "-u", "--user",
                                          "--uidvalidity", "--max-connections",
                                          "--idle-timeout", "--save", "--capability",
-                                         "--fault", "--nomodseq", "--append-limit",
+                                         "--fault", "--nomodseq", "--special-use", "--append-limit",
                                          "--imaps-port", "--tls-cert", "--tls-key",
                                          "--tls-cert-out", "--tls-fault"};
     int is_flag = 0, known = 0;
@@ -10946,6 +11530,12 @@ static int parse_options(int argc, char **argv, struct options *o) {
       o->faults[o->nfaults++] = val;
     } else if (!strcmp(name, "--nomodseq")) {
       o->nomodseq[o->nnomodseq++] = val;
+    } else if (!strcmp(name, "--special-use")) {
+      char *colon = strrchr(val, ':');   /* roles hold no ':'; a mailbox name may */
+      if (!colon || colon == val)
+        return die_usage("--special-use wants MAILBOX:ROLES (Sent:\\Sent), not %s", val);
+      *colon = 0;
+      o->special_use[o->nspecial_use++] = val;
     } else if (!strcmp(name, "--append-limit")) {
       if (!number_arg(val, 0, LONG_MAX, &o->append_limit))
         return die_usage("invalid append limit: %s", val);
@@ -11188,6 +11778,10 @@ static int serve(struct options *o) {
   for (int i = 0; i < o->nfaults && rc == IMAPMEM_OK; i++) rc = imapmem_fault(srv, o->faults[i]);
   for (int i = 0; i < o->nnomodseq && rc == IMAPMEM_OK; i++)
     rc = imapmem_set_nomodseq(srv, o->users[0].name, o->nomodseq[i], 1);
+  for (int i = 0; i < o->nspecial_use && rc == IMAPMEM_OK; i++) {
+    const char *box = o->special_use[i];
+    rc = imapmem_set_special_use(srv, o->users[0].name, box, box + strlen(box) + 1);
+  }
   if (rc == IMAPMEM_OK && o->append_limit >= 0)
     rc = imapmem_set_append_limit(srv, (size_t)o->append_limit);
   if (rc == IMAPMEM_OK && !o->stdio && imapmem_tls_library()) rc = setup_tls(srv, o);
@@ -11254,8 +11848,9 @@ int main(int argc, char **argv) {
   o.caps = calloc((size_t)argc + 1, sizeof *o.caps);
   o.faults = calloc((size_t)argc + 1, sizeof *o.faults);
   o.nomodseq = calloc((size_t)argc + 1, sizeof *o.nomodseq);
+  o.special_use = calloc((size_t)argc + 1, sizeof *o.special_use);
   int rc = 2;
-  if (o.users && o.paths && o.caps && o.faults && o.nomodseq) {
+  if (o.users && o.paths && o.caps && o.faults && o.nomodseq && o.special_use) {
     rc = parse_options(argc, argv, &o);
     if (rc < 0) rc = serve(&o);
   }
@@ -11264,6 +11859,7 @@ int main(int argc, char **argv) {
   free(o.caps);
   free(o.faults);
   free(o.nomodseq);
+  free(o.special_use);
   return rc;
 }
 #endif /* IMAPMEM_MAIN */

@@ -254,6 +254,18 @@ int imapmem_expunge(imapmem *srv, const char *user, const char *mailbox, uint32_
 int imapmem_set_nomodseq(imapmem *srv, const char *user, const char *mailbox, int on);
 
 /*
+** Give the mailbox the special-use roles in uses (RFC 6154 2): attributes separated by
+** spaces, "\\Sent" or "\\Archive \\All" (any letter case); "" gives it none; NULL gives it
+** back the roles its name has (README: "Special-use mailboxes"). LIST shows them with
+** RETURN (SPECIAL-USE) or (SPECIAL-USE). A reset keeps them, and imapmem_save writes them
+** (.special-use). The string is read during the call only. The program's --special-use.
+** Returns IMAPMEM_OK; IMAPMEM_NOTFOUND (user or mailbox); IMAPMEM_MISUSE (NULL user or
+** mailbox, or a word that is no role).
+*/
+int imapmem_set_special_use(imapmem *srv, const char *user, const char *mailbox,
+                            const char *uses);
+
+/*
 ** Put every user's mailboxes back to what was loaded (imapmem_add_user's empty INBOX and
 ** every imapmem_load() and imapmem_load_mbox() since, in order), never what clients did:
 ** messages, flags, UIDs, UIDVALIDITY and subscriptions. A load while serving adds to this
