@@ -8132,10 +8132,11 @@ static int list_subscribed_locked(struct user *u, const char *name) {
   return 0;
 }
 
-static int list_item_known(const struct list_item *v, size_t n, const char *name, size_t len) {
+static struct list_item *list_item_find(struct list_item *v, size_t n, const char *name,
+                                        size_t len) {
   for (size_t i = 0; i < n; i++)
-    if (strlen(v[i].name) == len && strncmp(v[i].name, name, len) == 0) return 1;
-  return 0;
+    if (strlen(v[i].name) == len && strncmp(v[i].name, name, len) == 0) return &v[i];
+  return NULL;
 }
 
 /*
@@ -8167,15 +8168,19 @@ static struct list_item *list_collect_locked(struct session *s, struct user *u, 
     const char *name = u->live.subs[i];
     for (const char *p = name; parents && (p = strchr(p, '/')) != NULL; p++) {
       size_t len = (size_t)(p - name);
-      if (!len || list_item_known(v, *n, name, len)) continue;
+      if (!len || list_item_find(v, *n, name, len)) continue;
       struct list_item *it = &v[(*n)++];
       if (!(it->name = arena_strndup(&s->arena, name, len))) return NULL;
       it->info = 0;            /* no mailbox lives below a name that does not exist */
       it->use = 0;
       it->matched = 0;
     }
-    if (list_item_known(v, *n, name, strlen(name))) continue;
-    struct list_item *it = &v[(*n)++];
+    struct list_item *it = list_item_find(v, *n, name, strlen(name));
+    if (it) {                  /* a parent level met before its own subscription */
+      it->info |= LI_SUBSCRIBED;
+      continue;
+    }
+    it = &v[(*n)++];
     if (!(it->name = arena_strndup(&s->arena, name, strlen(name)))) return NULL;
     it->info = LI_SUBSCRIBED;
     it->use = 0;

@@ -320,7 +320,7 @@ class Rfc5258Example9And10(ListCase):
     def test_section_3_5_table(self):
         # exists / meets the criteria / has a child that does (the child matches no pattern)
         s, r = self.serve(["INBOX", "A", "A/x", "B", "D/x"], ["A", "A/x", "B", "C", "D/x",
-                                                             "E/x", "F", "F/x"])
+                                                             "E/x", "F", "F/x", "G/x", "G"])
         got = self.listed(r, 'LIST (SUBSCRIBED RECURSIVEMATCH) "" "%"')
         self.assertEqual(got, self.want(
             ("A", "\\Subscribed", SUB),          # yes yes yes
@@ -328,7 +328,8 @@ class Rfc5258Example9And10(ListCase):
             ("C", "\\Subscribed \\NonExistent"),  # no yes no
             ("D", "\\Noselect", SUB),            # yes (a \\Noselect level) no yes
             ("E", "\\NonExistent", SUB),         # no no yes
-            ("F", "\\Subscribed \\NonExistent", SUB)))  # no yes yes
+            ("F", "\\Subscribed \\NonExistent", SUB),   # no yes yes
+            ("G", "\\Subscribed \\NonExistent", SUB)))  # the same, subscribed after G/x
         self.assertNotIn("\\noselect", got["C"][0])   # \\NonExistent implies it (3.4)
 
 
