@@ -2558,6 +2558,62 @@ static void test_tls_api(void) {
   imapmem_free(srv);
 }
 
+/*
+** imapmem_set_special_use (RFC 6154 2): roles given, taken away and given back to the
+** name; a reset keeps them, a save writes them, LIST shows them only when asked.
+*/
+static void test_special_use(void) {
+  imapmem *srv = started_server();
+  CHECK(srv != NULL);
+  if (!srv) return;
+  const char box[] = "From a Mon Jan  1 00:00:00 2024\nSubject: x\n\nx\n";
+  CHECK(imapmem_load_mbox(srv, "alice", "Outgoing", box, strlen(box), NULL) == IMAPMEM_OK);
+  CHECK(imapmem_load_mbox(srv, "alice", "Trash", box, strlen(box), NULL) == IMAPMEM_OK);
+  CHECK(imapmem_set_special_use(NULL, "alice", "Outgoing", "\\Sent") == IMAPMEM_MISUSE);
+  CHECK(imapmem_set_special_use(srv, NULL, "Outgoing", "\\Sent") == IMAPMEM_MISUSE);
+  CHECK(imapmem_set_special_use(srv, "alice", NULL, "\\Sent") == IMAPMEM_MISUSE);
+  CHECK(imapmem_set_special_use(srv, "alice", "Outgoing", "\\Sent \\Nope") == IMAPMEM_MISUSE);
+  CHECK(strstr(imapmem_errmsg(srv), "\\Nope") != NULL);
+  CHECK(imapmem_set_special_use(srv, "bob", "Outgoing", "\\Sent") == IMAPMEM_NOTFOUND);
+  CHECK(imapmem_set_special_use(srv, "alice", "Nope", "\\Sent") == IMAPMEM_NOTFOUND);
+  char roles[] = "\\sent  \\ARCHIVE";
+  CHECK(imapmem_set_special_use(srv, "alice", "Outgoing", roles) == IMAPMEM_OK);
+  memset(roles, 'x', sizeof roles - 1);                  /* read during the call only */
+  CHECK(imapmem_set_special_use(srv, "alice", "Trash", "") == IMAPMEM_OK);
+  CHECK(imapmem_reset(srv) == IMAPMEM_OK);               /* a reset keeps them */
+  struct conn *c = pair_conn(srv, "alice");
+  CHECK(c && ok(cmd(c, "LIST \"\" * RETURN (SPECIAL-USE)")));
+  CHECKM(c && strstr(c->resp, "* LIST (\\HasNoChildren \\Archive \\Sent) \"/\" \"Outgoing\"\r\n") &&
+         strstr(c->resp, "* LIST (\\HasNoChildren) \"/\" \"Trash\"\r\n"), "%s", c ? c->resp : "");
+  CHECK(c && ok(cmd(c, "LIST \"\" *")) && !strstr(c->resp, "\\Sent"));   /* not asked */
+  CHECK(imapmem_set_special_use(srv, "alice", "Trash", NULL) == IMAPMEM_OK);   /* by name */
+  CHECK(c && ok(cmd(c, "LIST (SPECIAL-USE) \"\" *")));
+  CHECKM(c && strstr(c->resp, "* LIST (\\HasNoChildren \\Trash) \"/\" \"Trash\"\r\n") &&
+         strstr(c->resp, "Outgoing") && !strstr(c->resp, "INBOX"), "%s", c ? c->resp : "");
+  char dir[] = "/tmp/imapmem-api-su-XXXXXX";
+  CHECK(mkdtemp(dir) != NULL);
+  CHECK(imapmem_save(srv, "alice", dir) == IMAPMEM_OK);
+  char path[128], text[256] = "";
+  snprintf(path, sizeof path, "%s/.special-use", dir);
+  FILE *f = fopen(path, "r");
+  size_t got = f ? fread(text, 1, sizeof text - 1, f) : 0;
+  if (f) fclose(f);
+  text[got] = 0;
+  CHECKM(strstr(text, "\nOutgoing:\\Archive \\Sent\n") && !strstr(text, "Trash"), "%s", text);
+  rm_tree(dir);
+  /* switched off: the options are BAD, and SPECIAL-USE needs LIST-EXTENDED */
+  CHECK(imapmem_set_capability(srv, "LIST-EXTENDED", 0) == IMAPMEM_OK);
+  char *caps = NULL;
+  CHECK(imapmem_capabilities(srv, &caps) == IMAPMEM_OK && caps &&
+        !strstr(caps, " SPECIAL-USE") && strstr(caps, "CREATE-SPECIAL-USE"));
+  imapmem_release(caps);
+  CHECK(c && is_bad(cmd(c, "LIST \"\" * RETURN (SPECIAL-USE)")));
+  CHECK(imapmem_set_capability(srv, "SPECIAL-USE", 1) == IMAPMEM_OK);   /* brings it back */
+  CHECK(c && ok(cmd(c, "LIST \"\" * RETURN (SPECIAL-USE)")));
+  conn_free(c);
+  imapmem_free(srv);
+}
+
 int main(void) {
   struct {
     const char *name;
@@ -2587,6 +2643,7 @@ int main(void) {
     {"api_second_pass", test_api_second_pass},
     {"resync_api", test_resync_api},
     {"append_limit", test_append_limit},
+    {"special_use", test_special_use},
     {"tls_api", test_tls_api},
   };
   /* From here on a vanished peer must not end the test run; test_no_sigpipe checked
