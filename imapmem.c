@@ -8114,16 +8114,18 @@ struct list_request {
 */
 static void list_item_attributes(const struct list_item *it, unsigned ret, char *out,
                                  size_t cap) {
-  size_t n = 0;
-  out[0] = 0;
-#define LIST_ATTR(a) (n += (size_t)snprintf(out + n, n < cap ? cap - n : 0, "%s%s", n ? " " : "", a))
-  if (!(it->info & LI_EXISTS)) LIST_ATTR("\\NonExistent");
-  else if (!(it->info & LI_SELECTABLE)) LIST_ATTR("\\Noselect");
-  if (ret & LR_CHILDREN) LIST_ATTR(it->info & LI_CHILDREN ? "\\HasChildren" : "\\HasNoChildren");
+  const char *a[4 + USE_ROLES];
+  int n = 0;
+  if (!(it->info & LI_EXISTS)) a[n++] = "\\NonExistent";
+  else if (!(it->info & LI_SELECTABLE)) a[n++] = "\\Noselect";
+  if (ret & LR_CHILDREN) a[n++] = it->info & LI_CHILDREN ? "\\HasChildren" : "\\HasNoChildren";
   for (int i = 0; i < USE_ROLES; i++)
-    if ((ret & LR_SPECIAL_USE) && (it->use >> i & 1)) LIST_ATTR(special_use_names[i]);
-  if ((ret & LR_SUBSCRIBED) && (it->info & LI_SUBSCRIBED)) LIST_ATTR("\\Subscribed");
-#undef LIST_ATTR
+    if ((ret & LR_SPECIAL_USE) && (it->use >> i & 1)) a[n++] = special_use_names[i];
+  if ((ret & LR_SUBSCRIBED) && (it->info & LI_SUBSCRIBED)) a[n++] = "\\Subscribed";
+  size_t len = 0;
+  out[0] = 0;
+  for (int i = 0; i < n; i++)
+    len += (size_t)snprintf(out + len, len < cap ? cap - len : 0, "%s%s", i ? " " : "", a[i]);
 }
 
 static int list_subscribed_locked(struct user *u, const char *name) {
