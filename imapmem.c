@@ -3254,10 +3254,15 @@ static int special_use_parse(const char *text, unsigned *use, const char **bad, 
   return 1;
 }
 
-/* The roles of mb as LIST shows them. Caller holds the user's lock (names, roles). */
+/*
+** The roles of mb as LIST shows them; none for a \Noselect level, which holds no messages
+** (one that DELETE left behind keeps its old roles for a CREATE to replace). Caller holds
+** the user's lock (names, roles).
+*/
 static unsigned mailbox_special_use_locked(const struct mailbox *mb) {
+  if (!mb->selectable) return 0;
   if (mb->use_set) return mb->use;
-  if (!mb->selectable || strchr(mb->name, '/')) return 0;
+  if (strchr(mb->name, '/')) return 0;
   for (size_t i = 0; i < sizeof special_use_by_name / sizeof special_use_by_name[0]; i++)
     if (strcasecmp(mb->name, special_use_by_name[i].name) == 0) return special_use_by_name[i].use;
   return 0;

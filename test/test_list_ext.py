@@ -547,9 +547,15 @@ class Rfc6154Section3Create(ListCase):
         r.ok('CREATE "Sent Items" (use (\\junk))')
         r.ok("CREATE Drafts")
         r.ok("CREATE Deep/Box (USE (\\Archive))")
+        r.ok("CREATE Old (USE (\\Junk))")
+        r.ok("CREATE Old/Child")
+        r.ok("DELETE Old")                 # a \\Noselect level now: no role
         self.assertEqual(self.roles(r), {"INBOX": set(), "Trash": set(),
                                          "Sent Items": {"\\junk"}, "Drafts": {"\\drafts"},
-                                         "Deep": set(), "Deep/Box": {"\\archive"}})
+                                         "Deep": set(), "Deep/Box": {"\\archive"},
+                                         "Old": set(), "Old/Child": set()})
+        r.ok("CREATE Old")                 # made again: the roles of its CREATE, here none
+        self.assertEqual(self.roles(r)["Old"], set())
 
     def test_syntax(self):
         s, r = self.serve(["INBOX"])
