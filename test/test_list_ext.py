@@ -615,6 +615,30 @@ class Rfc9051StatusDeleted(ListCase):
                          {"DELETED": 0, "MESSAGES": 1})
 
 
+LIST_WORDS = ["(", ")", "()", '""', "%", "*", "Fruit/*", "SUBSCRIBED", "REMOTE",
+              "RECURSIVEMATCH", "SPECIAL-USE", "RETURN", "CHILDREN", "STATUS", "(MESSAGES",
+              "SIZE", "DELETED)", "HIGHESTMODSEQ", "{1}", "{0+}", "USE", "(USE", "(\\Sent",
+              "\\All))", "\\", "Box", "INBOX", "x" * 300]
+
+
+class ParserRobustness(ListCase):
+    """Random extended LISTs and CREATEs: a clear BAD, NO or OK each, never a crash, and the
+    server serves a normal client afterwards (ServerCase fails on sanitizer reports)."""
+
+    def test_random_list_and_create(self):
+        import random
+        rnd = random.Random(20261204)
+        s, r = self.serve(FOOD, FOOD_SUBS, special="Tofu:\\Junk\n")
+        for i in range(300):
+            words = [rnd.choice(LIST_WORDS) for _ in range(rnd.randint(1, 9))]
+            verb = rnd.choice(["LIST", "LIST", "CREATE", "STATUS INBOX"])
+            line = (verb + " " + " ".join(words)).replace("{1}", '"x"').replace("{0+}", '""')
+            u, t = r.cmd(line)
+            self.assertTrue(t[:2] in (b"OK", b"NO", b"BA"), (line, t))
+        self.still_serving(r, s)
+        self.assertIn("Tofu", self.listed(r, 'LIST (SPECIAL-USE) "" *'))
+
+
 NODE_SCRIPT = r"""
 const { ImapFlow } = require(process.argv[1] + '/imapflow');
 (async () => {
