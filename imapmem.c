@@ -2790,7 +2790,7 @@ static int msg_binary_to_base64(const char *msg, size_t n, struct buf *out) {
 ** mailbox names and subscriptions; mailbox->lock guards one mailbox's messages, flags,
 ** UIDs, change log and watchers. Order: server, then user, then one mailbox; never two
 ** mailboxes at once (COPY takes a snapshot from one, unlocks, then adds to the other).
-** wait_lock is a leaf. No lock is held across network I/O: sessions copy what they need
+** A user's quota_lock (RFC 9208, below) comes before its user->lock. wait_lock is a leaf. No lock is held across network I/O: sessions copy what they need
 ** and write after unlocking.
 **
 ** Change numbers: every append, flag change and expunge takes the next change number
@@ -7994,9 +7994,10 @@ static int quota_begin(struct session *s, struct command *c, struct user *u, uin
   pthread_mutex_lock(&u->quota_lock);
   int over = user_quota_exceeded(u, quota_resources_on(s->srv), bytes, messages);
   if (over < 0) return 1;
+  long long limit = (long long)u->quota_limit[over];
   pthread_mutex_unlock(&u->quota_lock);
   cmd_no(c, "[OVERQUOTA] Quota exceeded (mailbox for user is full): %s limit %lld",
-         quota_resource_names[over], (long long)u->quota_limit[over]);
+         quota_resource_names[over], limit);
   return 0;
 }
 
