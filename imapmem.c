@@ -254,6 +254,7 @@ struct mailbox {
   int nkeywords;
   struct watcher **watchers;  /* those that have it selected */
   size_t nwatchers, capwatchers;
+  uint64_t bytes;             /* the RFC822.SIZEs of its messages, summed (RFC 9208 5.1) */
   uint64_t last_select, last_idle;  /* event numbers for imapmem_wait; guarded by srv->lock */
   unsigned use;               /* special-use roles (USE_*) set explicitly; and */
   int use_set;                /* 1: they replace those of the name; both: the user's lock */
@@ -267,6 +268,8 @@ struct mailbox_set {          /* a user's mailboxes and subscribed names */
   char **subs;
   size_t nsubs, capsubs;
 };
+enum { QUOTA_STORAGE, QUOTA_MESSAGE, QUOTA_NRES };   /* RFC 9208 5.1, 5.2 */
+#define QUOTA_NO_LIMIT (-1)
 struct user {
   struct imapmem *srv;
   char *name, *password;
@@ -274,6 +277,9 @@ struct user {
   struct mailbox_set live;    /* what clients see */
   struct mailbox_set base;    /* what was loaded: imapmem_reset() puts it back */
   uint64_t last_login;        /* event number of the latest login; guarded by srv->lock */
+  /* quota (RFC 9208): taken before lock, by what checks a limit and then charges it */
+  pthread_mutex_t quota_lock;
+  int64_t quota_limit[QUOTA_NRES];  /* STORAGE in KiB, MESSAGE; or QUOTA_NO_LIMIT */
 };
 
 /* ---- section 5: the command parser ---- */
@@ -522,6 +528,10 @@ struct imapmem {
 #define CAP_SPECIAL_USE      ((capset)1 << 30)
 #define CAP_CREATE_SPECIAL_USE ((capset)1 << 31)
 #define CAP_STATUS_SIZE      ((capset)1 << 32)
+#define CAP_QUOTA            ((capset)1 << 46)
+#define CAP_QUOTASET         ((capset)1 << 47)
+#define CAP_QUOTA_RES_STORAGE ((capset)1 << 48)
+#define CAP_QUOTA_RES_MESSAGE ((capset)1 << 49)
 #define CAPS_OFF_AT_START CAP_LITERALMINUS   /* LITERAL+ is on instead (RFC 7888 4) */
 #define CAPS_MAX 512          /* room for the capability list as text */
 
@@ -2793,7 +2803,7 @@ static int msg_binary_to_base64(const char *msg, size_t n, struct buf *out) {
 ** mailbox names and subscriptions; mailbox->lock guards one mailbox's messages, flags,
 ** UIDs, change log and watchers. Order: server, then user, then one mailbox; never two
 ** mailboxes at once (COPY takes a snapshot from one, unlocks, then adds to the other).
-** wait_lock is a leaf. No lock is held across network I/O: sessions copy what they need
+** A user's quota_lock (RFC 9208, below) comes before its user->lock. wait_lock is a leaf. No lock is held across network I/O: sessions copy what they need
 ** and write after unlocking.
 **
 ** Change numbers: every append, flag change and expunge takes the next change number
@@ -3009,6 +3019,7 @@ static uint32_t mailbox_append(struct mailbox *mb, struct msgdata *d, uint32_t f
   m->internaldate = internaldate;
   m->tz = tz;
   m->data = d;
+  mb->bytes += d->size;
   mailbox_link_newest(mb, mb->count - 1);
   mailbox_wake_idlers(mb);
   return m->uid;
@@ -3107,6 +3118,7 @@ static long mailbox_expunge(struct mailbox *mb, const unsigned char *remove) {
       }
       mb->expunged[mb->nexpunged - 1].hi = mb->msgs[i].uid;
       mb->msgs[i].modseq = modseq;
+      mb->bytes -= mb->msgs[i].data->size;
       if (keep) mb->ghosts[g++] = mb->msgs[i];
       else msgdata_unref(mb->msgs[i].data);
       moved[i] = NO_MSG;
@@ -3308,6 +3320,7 @@ static void user_free(struct user *u) {
   free(u->name);
   free(u->password);
   pthread_mutex_destroy(&u->lock);
+  pthread_mutex_destroy(&u->quota_lock);
   free(u);
 }
 
@@ -3315,6 +3328,8 @@ static struct user *user_new(const char *name, const char *password) {
   struct user *u = mem_calloc(1, sizeof *u);
   if (!u) return NULL;
   pthread_mutex_init(&u->lock, NULL);
+  pthread_mutex_init(&u->quota_lock, NULL);
+  for (int i = 0; i < QUOTA_NRES; i++) u->quota_limit[i] = QUOTA_NO_LIMIT;
   if (!(u->name = mem_strdup(name)) || !(u->password = mem_strdup(password))) {
     user_free(u);
     u = NULL;
@@ -3489,6 +3504,7 @@ static struct mailbox *mailbox_clone(struct mailbox *src, struct user *u) {
     msgdata_ref(mb->msgs[i].data);
   }
   mb->count = src->count;
+  mb->bytes = src->bytes;
   mb->uidnext = src->uidnext;
   mb->modseq = src->modseq;
   mb->nomodseq = src->nomodseq;
@@ -3580,6 +3596,88 @@ static void mailbox_modseq_back(struct mailbox *mb) {
   mailbox_forget_expunged(mb);
   mailbox_retire(mb, "mod-sequences went back: resynchronize");
   pthread_mutex_unlock(&mb->lock);
+}
+
+/* ------------------------------------------------------------------------- */
+/*
+** Quota (RFC 9208). Each user has one quota root, named "" (as in RFC 9208 4.2.2's
+** example), that covers all of that user's mailboxes. Its limits are configuration
+** (imapmem_set_quota, --quota, SETQUOTA): imapmem_reset keeps them and --save does not
+** write them. Usage is not stored but counted: the sum of mb->bytes and mb->count over the
+** user's mailboxes, so O(mailboxes) per count, and nothing can drift out of step.
+**
+** Exact under concurrency: what adds messages where a limit applies takes the owner's
+** quota_lock, counts, checks, adds, and only then lets go, so two sessions appending at
+** once cannot both pass a check that only one of them fits under. Lock order: quota_lock,
+** then user->lock, then one mailbox; quota_lock is never taken with another lock held.
+*/
+static const char *const quota_resource_names[QUOTA_NRES] = {"STORAGE", "MESSAGE"};
+
+struct quota_usage {
+  uint64_t bytes, messages;
+};
+
+/* What the user's mailboxes hold now. Takes u->lock and each mailbox's lock in turn. */
+static struct quota_usage user_quota_usage(struct user *u) {
+  struct quota_usage q = {0, 0};
+  pthread_mutex_lock(&u->lock);
+  for (size_t i = 0; i < u->live.n; i++) {
+    struct mailbox *mb = u->live.list[i];
+    pthread_mutex_lock(&mb->lock);
+    q.bytes += mb->bytes;
+    q.messages += mb->count;
+    pthread_mutex_unlock(&mb->lock);
+  }
+  pthread_mutex_unlock(&u->lock);
+  return q;
+}
+
+/*
+** A resource's usage as reported. RFC 9208 5.1: STORAGE is in units of 1024 octets; a
+** unit begun counts whole (as Dovecot reports it), so usage <= limit exactly when the
+** octets fit under limit * 1024.
+*/
+static uint64_t quota_usage_of(const struct quota_usage *q, int resource) {
+  if (resource == QUOTA_MESSAGE) return q->messages;
+  return q->bytes / 1024 + (q->bytes % 1024 != 0);
+}
+
+/*
+** The first resource among those in mask (bits 1 << QUOTA_*) that adding messages of
+** bytes in all would take past its limit, or -1 (RFC 9208 4.3.1: then the command
+** answers [OVERQUOTA] and changes nothing). Counts usage only where a limit applies.
+** Caller holds u->quota_lock, and keeps it until what it checked has been added.
+*/
+static int user_quota_exceeded(struct user *u, unsigned mask, uint64_t bytes,
+                               uint64_t messages) {
+  int limited = 0;
+  for (int r = 0; r < QUOTA_NRES; r++)
+    limited |= (mask >> r & 1) && u->quota_limit[r] != QUOTA_NO_LIMIT;
+  if (!limited || messages == 0) return -1;
+  struct quota_usage q = user_quota_usage(u);
+  q.bytes += bytes;
+  q.messages += messages;
+  for (int r = 0; r < QUOTA_NRES; r++)
+    if ((mask >> r & 1) && u->quota_limit[r] != QUOTA_NO_LIMIT &&
+        quota_usage_of(&q, r) > (uint64_t)u->quota_limit[r])
+      return r;
+  return -1;
+}
+
+/* Set all of the user's limits at once (QUOTA_NO_LIMIT: none). Takes u->quota_lock. */
+static void user_set_quota(struct user *u, const int64_t limit[QUOTA_NRES]) {
+  pthread_mutex_lock(&u->quota_lock);
+  memcpy(u->quota_limit, limit, sizeof u->quota_limit);
+  pthread_mutex_unlock(&u->quota_lock);
+}
+
+/* The user's limits and usage, as one consistent picture. Takes u->quota_lock. */
+static struct quota_usage user_get_quota(struct user *u, int64_t limit[QUOTA_NRES]) {
+  pthread_mutex_lock(&u->quota_lock);
+  memcpy(limit, u->quota_limit, sizeof u->quota_limit);
+  struct quota_usage q = user_quota_usage(u);
+  pthread_mutex_unlock(&u->quota_lock);
+  return q;
 }
 
 /*
@@ -7297,7 +7395,10 @@ static const struct {
   {"LIST-STATUS", CAP_LIST_STATUS, CAP_LIST_EXTENDED, 0},     /* a LIST return option */
   {"SPECIAL-USE", CAP_SPECIAL_USE, CAP_LIST_EXTENDED, 0},     /* LIST options (RFC 6154 2) */
   {"CREATE-SPECIAL-USE", CAP_CREATE_SPECIAL_USE, 0, 0},
-  {"STATUS=SIZE", CAP_STATUS_SIZE, 0, 0}};
+  {"STATUS=SIZE", CAP_STATUS_SIZE, 0, 0},
+  {"QUOTA", CAP_QUOTA, 0, 0}, {"QUOTASET", CAP_QUOTASET, CAP_QUOTA, 0},   /* RFC 9208 */
+  {"QUOTA=RES-STORAGE", CAP_QUOTA_RES_STORAGE, CAP_QUOTA, 0},
+  {"QUOTA=RES-MESSAGE", CAP_QUOTA_RES_MESSAGE, CAP_QUOTA, 0}};
 #define NCAPS (sizeof capability_list / sizeof capability_list[0])
 
 /*
@@ -8006,12 +8107,12 @@ static int cmp_list_entries(const void *a, const void *b) {
 /* ------------------------------------------------------------------------- */
 /*
 ** STATUS items, for STATUS and for LIST's STATUS return option (RFC 5819 2): those of RFC
-** 3501 6.3.10, RFC 7162 3.1.7's HIGHESTMODSEQ, RFC 7889's APPENDLIMIT, RFC 8438's SIZE
-** and RFC 9051 6.3.11's DELETED. ORDER enum status_item.
+** 3501 6.3.10, RFC 7162 3.1.7's HIGHESTMODSEQ, RFC 7889's APPENDLIMIT, RFC 8438's SIZE,
+** RFC 9051 6.3.11's DELETED and RFC 9208 4.1.4's DELETED-STORAGE. ORDER enum status_item.
 */
 enum status_item {
   SI_MESSAGES, SI_RECENT, SI_UIDNEXT, SI_UIDVALIDITY, SI_UNSEEN, SI_HIGHESTMODSEQ,
-  SI_APPENDLIMIT, SI_SIZE, SI_DELETED, SI_COUNT
+  SI_APPENDLIMIT, SI_SIZE, SI_DELETED, SI_DELETED_STORAGE, SI_COUNT
 };
 static const struct {
   const char *name;
@@ -8019,7 +8120,8 @@ static const struct {
 } status_items[SI_COUNT] = {
   {"MESSAGES", 0}, {"RECENT", 0}, {"UIDNEXT", 0}, {"UIDVALIDITY", 0}, {"UNSEEN", 0},
   {"HIGHESTMODSEQ", CAP_CONDSTORE}, {"APPENDLIMIT", CAP_APPENDLIMIT},
-  {"SIZE", CAP_STATUS_SIZE}, {"DELETED", 0}};
+  {"SIZE", CAP_STATUS_SIZE}, {"DELETED", 0},
+  {"DELETED-STORAGE", CAP_QUOTA_RES_STORAGE}};
 
 struct status_want {          /* the items asked for, in the order asked */
   unsigned item[16];
@@ -8058,8 +8160,11 @@ static void status_send(struct session *s, struct mailbox *mb, const char *name,
   for (size_t i = 0; i < mb->count; i++) {
     v[SI_RECENT] += (mb->msgs[i].flags & FLAG_RECENT) != 0;
     v[SI_UNSEEN] += !(mb->msgs[i].flags & FLAG_SEEN);
-    v[SI_DELETED] += (mb->msgs[i].flags & FLAG_DELETED) != 0;
     v[SI_SIZE] += mb->msgs[i].data->size;   /* RFC 8438 3: the sum of RFC822.SIZE */
+    if (mb->msgs[i].flags & FLAG_DELETED) {   /* RFC 9208 4.1.4: what an EXPUNGE frees */
+      v[SI_DELETED]++;
+      v[SI_DELETED_STORAGE] += mb->msgs[i].data->size;   /* octets, not KiB */
+    }
   }
   /* a session that has this mailbox selected holds its \Recent messages */
   if (s->mb == mb)
@@ -8432,6 +8537,130 @@ static int cmd_status(struct session *s, struct command *c) {
   return cmd_ok(c, "STATUS completed");
 }
 
+/* ------------------------------------------------------------------------- */
+/*
+** QUOTA (RFC 9208): GETQUOTA, GETQUOTAROOT, SETQUOTA (with QUOTASET), and the check that
+** APPEND, COPY and MOVE make before they add (4.3.1 OVERQUOTA). Every mailbox of a user
+** has the one quota root "" (section 3). A resource whose QUOTA=RES-* capability is off
+** is neither reported, nor settable, nor enforced.
+*/
+
+/* The resources advertised now, as bits 1 << QUOTA_*. */
+static unsigned quota_resources_on(struct imapmem *srv) {
+  return (cap_on(srv, CAP_QUOTA_RES_STORAGE) ? 1u << QUOTA_STORAGE : 0) |
+         (cap_on(srv, CAP_QUOTA_RES_MESSAGE) ? 1u << QUOTA_MESSAGE : 0);
+}
+
+/*
+** Before adding messages of bytes to a mailbox of u: takes u->quota_lock (which
+** quota_end lets go once they are added) and answers NO [OVERQUOTA] if they do not fit.
+** Returns 1 if they may be added.
+*/
+static int quota_begin(struct session *s, struct command *c, struct user *u, uint64_t bytes,
+                       uint64_t messages) {
+  pthread_mutex_lock(&u->quota_lock);
+  int over = user_quota_exceeded(u, quota_resources_on(s->srv), bytes, messages);
+  if (over < 0) return 1;
+  long long limit = (long long)u->quota_limit[over];
+  pthread_mutex_unlock(&u->quota_lock);
+  cmd_no(c, "[OVERQUOTA] Quota exceeded (mailbox for user is full): %s limit %lld",
+         quota_resource_names[over], limit);
+  return 0;
+}
+
+static void quota_end(struct user *u) {
+  pthread_mutex_unlock(&u->quota_lock);
+}
+
+/* RFC 9208 4.2.1: "* QUOTA" root (name usage limit ...), the limited resources only. */
+static void session_send_quota(struct session *s, struct user *u) {
+  int64_t limit[QUOTA_NRES];
+  struct quota_usage q = user_get_quota(u, limit);
+  unsigned on = quota_resources_on(s->srv);
+  const char *sep = "";
+  session_send(s, "* QUOTA \"\" (");
+  for (int r = 0; r < QUOTA_NRES; r++) {
+    if (!(on >> r & 1) || limit[r] == QUOTA_NO_LIMIT) continue;
+    session_send(s, "%s%s %llu %lld", sep, quota_resource_names[r],
+                 (unsigned long long)quota_usage_of(&q, r), (long long)limit[r]);
+    sep = " ";
+  }
+  session_send(s, ")\r\n");
+}
+
+/* 4.1.1 GETQUOTA quota-root: only the user's own root, "", exists. */
+static int cmd_getquota(struct session *s, struct command *c) {
+  struct str root;
+  if (!parse_sp(&c->ps) || !parse_astring(&c->ps, &root) || !parse_end(&c->ps))
+    return cmd_bad(c, "GETQUOTA Expected: GETQUOTA quota-root");
+  if (root.len) return cmd_no(c, "Quota root doesn't exist");
+  session_send_quota(s, s->user);
+  return cmd_ok(c, "GETQUOTA completed");
+}
+
+/* 4.1.2 GETQUOTAROOT mailbox: the mailbox need not exist; its root would be "" anyway. */
+static int cmd_getquotaroot(struct session *s, struct command *c) {
+  const char *name;
+  if (!parse_sp(&c->ps) || !parse_mailbox(&c->ps, &name) || !parse_end(&c->ps))
+    return cmd_bad(c, "GETQUOTAROOT Expected: GETQUOTAROOT mailbox");
+  session_send(s, "* QUOTAROOT ");
+  out_string(&s->out, name, strlen(name));
+  session_send(s, " \"\"\r\n");
+  session_send_quota(s, s->user);
+  return cmd_ok(c, "GETQUOTAROOT completed");
+}
+
+/* number64 (RFC 9051 9): 0 to 2^63-1. */
+static int parse_number64(struct parser *ps, int64_t *out) {
+  uint64_t v = 0;
+  const char *start = ps->p;
+  while (ps->p < ps->end && *ps->p >= '0' && *ps->p <= '9') {
+    uint64_t d = (uint64_t)(*ps->p++ - '0');
+    if (v > ((uint64_t)INT64_MAX - d) / 10) return parse_fail(ps, "Number too large");
+    v = v * 10 + d;
+  }
+  if (ps->p == start) return parse_fail(ps, "Expected a number");
+  *out = (int64_t)v;
+  return 1;
+}
+
+/*
+** 4.1.3 SETQUOTA quota-root (resource limit ...): a user sets the limits of their own
+** root; every limit not named goes. The new state is sent as "* QUOTA".
+*/
+static int cmd_setquota(struct session *s, struct command *c) {
+  struct parser *ps = &c->ps;
+  struct str root, name;
+  int64_t limit[QUOTA_NRES], value;
+  for (int r = 0; r < QUOTA_NRES; r++) limit[r] = QUOTA_NO_LIMIT;
+  if (!parse_sp(ps) || !parse_astring(ps, &root) || !parse_sp(ps) || !parse_char(ps, '('))
+    return cmd_bad(c, "SETQUOTA Expected: SETQUOTA quota-root (resource limit ...)");
+  unsigned on = quota_resources_on(s->srv);
+  int unknown = 0;
+  for (int first = 1; !parse_peek(ps, ')'); first = 0) {
+    if (!first && !parse_sp(ps)) return cmd_bad(c, "SETQUOTA Expected ' ' or ')'");
+    if (!parse_atom(ps, &name) || !parse_sp(ps) || !parse_number64(ps, &value))
+      return cmd_bad(c, "SETQUOTA Expected: resource limit (%s)", ps->err ? ps->err : "");
+    int r = 0;
+    while (r < QUOTA_NRES && !(str_ieq(name, quota_resource_names[r]) && (on >> r & 1))) r++;
+    if (r == QUOTA_NRES) {
+      unknown = 1;            /* resource-name-ext: valid syntax, a limit we cannot set */
+      continue;
+    }
+    if (limit[r] != QUOTA_NO_LIMIT)
+      return cmd_bad(c, "SETQUOTA %s given twice", quota_resource_names[r]);
+    limit[r] = value;
+  }
+  if (!parse_char(ps, ')') || !parse_end(ps)) return cmd_bad(c, "SETQUOTA Expected ')'");
+  if (root.len) return cmd_no(c, "Quota root doesn't exist");
+  if (unknown) return cmd_no(c, "SETQUOTA Unknown resource: this server limits %s%s%s",
+                             on & 1 ? "STORAGE" : "", on == 3 ? " and " : "",
+                             on & 2 ? "MESSAGE" : "");
+  user_set_quota(s->user, limit);
+  session_send_quota(s, s->user);
+  return cmd_ok(c, "SETQUOTA completed");
+}
+
 /* Keyword bits in mb for a parsed flag list; -1 when the mailbox has no room. */
 static int flag_list_keywords(struct mailbox *mb, const struct flag_list *fl, uint64_t *kw) {
   *kw = 0;
@@ -8761,6 +8990,9 @@ static int cmd_append(struct session *s, struct command *c) {
   for (struct append_msg *m = msgs; m && built; m = m->next) built = append_build(s, c, m, limit);
   uint32_t first = 0, uv = 0;
   int full = 0, room = 0;
+  uint64_t bytes = 0;
+  for (struct append_msg *m = msgs; m && built; m = m->next) bytes += m->d->size;
+  if (built) built = quota_begin(s, c, mb->user, bytes, (uint64_t)n);   /* RFC 9208 4.3.1 */
   if (built) {               /* RFC 3502: all or nothing, so every check comes first */
     pthread_mutex_lock(&mb->lock);
     for (struct append_msg *m = msgs; m && !full; m = m->next)
@@ -8773,6 +9005,7 @@ static int cmd_append(struct session *s, struct command *c) {
       m->d = NULL;
     }
     pthread_mutex_unlock(&mb->lock);
+    quota_end(mb->user);
   }
   for (struct append_msg *m = msgs; m; m = m->next)
     if (m->d) msgdata_unref(m->d);
@@ -9055,6 +9288,16 @@ static int cmd_copy(struct session *s, struct command *c) {
     mailbox_unref(dst);
     return cmd_no(c, "[EXPUNGEISSUED] Some of the requested messages no longer exist");
   }
+  /* RFC 9208 4.3.1; a MOVE between mailboxes of one quota root changes no usage */
+  struct user *owner = dst->user;
+  int same_root = move && owner == src->user;
+  uint64_t bytes = 0;
+  for (size_t i = 0; i < got; i++) bytes += cp[i].data->size;
+  if (!quota_begin(s, c, owner, same_root ? 0 : bytes, same_root ? 0 : got)) {
+    for (size_t i = 0; i < got; i++) msgdata_unref(cp[i].data);
+    mailbox_unref(dst);
+    return 0;
+  }
   struct buf srcuids = {0}, dstuids = {0};
   pthread_mutex_lock(&dst->lock);
   uint32_t uv = dst->uidvalidity;
@@ -9077,6 +9320,7 @@ static int cmd_copy(struct session *s, struct command *c) {
   mailbox_unref(dst);
   for (size_t i = done; i < got; i++) msgdata_unref(cp[i].data);
   int oom = done < got || srcuids.oom || dstuids.oom;
+  if (oom || !move || !got) quota_end(owner);   /* a MOVE keeps it until it expunged */
   if (oom) {
     buf_free(&srcuids);
     buf_free(&dstuids);
@@ -9097,6 +9341,7 @@ static int cmd_copy(struct session *s, struct command *c) {
     }
     uint64_t highest = src->modseq;   /* as in cmd_expunge */
     pthread_mutex_unlock(&src->lock);
+    quota_end(owner);
     if (cap_on(s->srv, CAP_UIDPLUS))
       session_send(s, "* OK [COPYUID %u %s %s] Moved\r\n", uv, srcuids.p, dstuids.p);
     if (session_qresync(s))   /* RFC 6851 4.4 */
@@ -9142,6 +9387,9 @@ static const struct cmd_def commands[] = {
   {"IDLE",         AUTHED,      0,                     CAP_IDLE,  0,           cmd_idle},
   {"ENABLE",       AUTHED,      0,                     CAP_ENABLE, 0,          cmd_enable},
   {"NAMESPACE",    AUTHED,      0,                     CAP_NAMESPACE, 0,       cmd_namespace},
+  {"GETQUOTA",     AUTHED,      0,                     CAP_QUOTA, 0,           cmd_getquota},
+  {"GETQUOTAROOT", AUTHED,      0,                     CAP_QUOTA, 0,           cmd_getquotaroot},
+  {"SETQUOTA",     AUTHED,      0,                     CAP_QUOTASET, 0,        cmd_setquota},
   {"CHECK",        ST_SELECTED, 0,                     0,         0,           cmd_check},
   {"CLOSE",        ST_SELECTED, 0,                     0,         0,           cmd_close},
   {"UNSELECT",     ST_SELECTED, 0,                     CAP_UNSELECT, 0,        cmd_unselect},
@@ -11003,6 +11251,34 @@ int imapmem_set_special_use(imapmem *srv, const char *user, const char *mailbox,
   return IMAPMEM_OK;
 }
 
+int imapmem_set_quota(imapmem *srv, const char *user, int64_t storage_kib, int64_t messages) {
+  if (!srv || !user) return api_error(srv, IMAPMEM_MISUSE, "imapmem_set_quota: NULL argument");
+  if (storage_kib < IMAPMEM_NO_LIMIT || messages < IMAPMEM_NO_LIMIT)
+    return api_error(srv, IMAPMEM_MISUSE, "imapmem_set_quota: a limit is 0 or more, or "
+                     "IMAPMEM_NO_LIMIT");
+  struct user *u = api_user(srv, user);
+  if (!u) return api_error(srv, IMAPMEM_NOTFOUND, "no such user: %s", user);
+  int64_t limit[QUOTA_NRES];
+  limit[QUOTA_STORAGE] = storage_kib < 0 ? QUOTA_NO_LIMIT : storage_kib;
+  limit[QUOTA_MESSAGE] = messages < 0 ? QUOTA_NO_LIMIT : messages;
+  user_set_quota(u, limit);
+  return IMAPMEM_OK;
+}
+
+int imapmem_get_quota(imapmem *srv, const char *user, int64_t *storage_kib,
+                      int64_t *messages, uint64_t *storage_used_kib, uint64_t *messages_used) {
+  if (!srv || !user) return api_error(srv, IMAPMEM_MISUSE, "imapmem_get_quota: NULL argument");
+  struct user *u = api_user(srv, user);
+  if (!u) return api_error(srv, IMAPMEM_NOTFOUND, "no such user: %s", user);
+  int64_t limit[QUOTA_NRES];
+  struct quota_usage q = user_get_quota(u, limit);
+  if (storage_kib) *storage_kib = limit[QUOTA_STORAGE];
+  if (messages) *messages = limit[QUOTA_MESSAGE];
+  if (storage_used_kib) *storage_used_kib = quota_usage_of(&q, QUOTA_STORAGE);
+  if (messages_used) *messages_used = quota_usage_of(&q, QUOTA_MESSAGE);
+  return IMAPMEM_OK;
+}
+
 struct bytes_out {
   char **p;
   size_t *n;
@@ -11363,6 +11639,9 @@ static const char usage[] =
   "                             (repeatable; CONDSTORE, RFC 7162 3.1.2.2)\n"
   "      --append-limit BYTES   refuse larger APPENDs with NO [TOOBIG]; advertised as\n"
   "                             APPENDLIMIT=BYTES (default and most: the 64 MiB literal limit)\n"
+  "      --quota NAME:STORAGE=KIB[,MESSAGE=N]\n"
+  "                             the user's quota limits (RFC 9208; repeatable): APPEND,\n"
+  "                             COPY and MOVE past them answer NO [OVERQUOTA]\n"
   "TLS, in a build with it (make TLS=openssl; STARTTLS is then offered on the plain port):\n"
   "      --imaps-port N         also listen for implicit TLS (IMAPS) on N (0: a free port)\n"
   "      --tls-cert FILE        the certificate (and chain) to present, PEM\n"
@@ -11397,6 +11676,32 @@ static int number_arg(const char *s, long min, long max, long *out) {
   if (!*s || *end || errno || v < min || v > max) return 0;
   *out = v;
   return 1;
+}
+
+/*
+** --quota NAME:STORAGE=KIB[,MESSAGE=N] (either resource, or both, in any order): the name
+** into user, the limits (or IMAPMEM_NO_LIMIT) into *kib and *messages. 0 if malformed.
+*/
+static int quota_arg(const char *spec, char *user, size_t cap, long long *kib,
+                     long long *messages) {
+  const char *colon = strrchr(spec, ':');
+  if (!colon || colon == spec || (size_t)(colon - spec) >= cap) return 0;
+  snprintf(user, cap, "%.*s", (int)(colon - spec), spec);
+  *kib = *messages = IMAPMEM_NO_LIMIT;
+  for (const char *p = colon + 1;;) {
+    size_t n = strcspn(p, ",");
+    char item[64], *eq;
+    long v;
+    if (n == 0 || n >= sizeof item) return 0;
+    snprintf(item, sizeof item, "%.*s", (int)n, p);
+    if (!(eq = strchr(item, '=')) || !number_arg(eq + 1, 0, LONG_MAX, &v)) return 0;
+    *eq = 0;
+    if (!strcasecmp(item, "STORAGE") && *kib < 0) *kib = v;
+    else if (!strcasecmp(item, "MESSAGE") && *messages < 0) *messages = v;
+    else return 0;
+    if (!p[n]) return 1;
+    p += n + 1;
+  }
 }
 
 /*
@@ -11441,6 +11746,8 @@ struct options {
   int nnomodseq;
   char **special_use;         /* MAILBOX:ROLES of the first user, split at the last ':' */
   int nspecial_use;
+  const char **quotas;        /* --quota NAME:STORAGE=KIB[,MESSAGE=N] */
+  int nquotas;
   const char *save;
   long append_limit;          /* -1: the default */
   int stdio, exit_with_parent, trace;
@@ -11482,6 +11789,7 @@ static int parse_options(int argc, char **argv, struct options *o) {
                                          "--uidvalidity", "--max-connections",
                                          "--idle-timeout", "--save", "--capability",
                                          "--fault", "--nomodseq", "--special-use", "--append-limit",
+                                         "--quota",
                                          "--imaps-port", "--tls-cert", "--tls-key",
                                          "--tls-cert-out", "--tls-fault"};
     int is_flag = 0, known = 0;
@@ -11551,6 +11859,12 @@ static int parse_options(int argc, char **argv, struct options *o) {
     } else if (!strcmp(name, "--append-limit")) {
       if (!number_arg(val, 0, LONG_MAX, &o->append_limit))
         return die_usage("invalid append limit: %s", val);
+    } else if (!strcmp(name, "--quota")) {
+      char user[256];
+      long long kib, n;
+      if (!quota_arg(val, user, sizeof user, &kib, &n))
+        return die_usage("--quota wants NAME:STORAGE=KIB[,MESSAGE=N], not %s", val);
+      o->quotas[o->nquotas++] = val;
     } else if (!strcmp(name, "--imaps-port")) {
       if (!number_arg(val, 0, 65535, &o->imaps_port)) return die_usage("invalid port: %s", val);
     } else if (!strcmp(name, "--tls-cert")) {
@@ -11796,6 +12110,12 @@ static int serve(struct options *o) {
   }
   if (rc == IMAPMEM_OK && o->append_limit >= 0)
     rc = imapmem_set_append_limit(srv, (size_t)o->append_limit);
+  for (int i = 0; i < o->nquotas && rc == IMAPMEM_OK; i++) {
+    char user[256];
+    long long kib, n;
+    quota_arg(o->quotas[i], user, sizeof user, &kib, &n);
+    rc = imapmem_set_quota(srv, user, kib, n);
+  }
   if (rc == IMAPMEM_OK && !o->stdio && imapmem_tls_library()) rc = setup_tls(srv, o);
   if (rc == IMAPMEM_OK && o->trace) imapmem_set_trace(srv, trace_to_stderr, NULL);
   if (rc == IMAPMEM_OK && o->stdio) rc = imapmem_serve_fd(srv, 0, 1, o->users[0].name);
@@ -11861,8 +12181,9 @@ int main(int argc, char **argv) {
   o.faults = calloc((size_t)argc + 1, sizeof *o.faults);
   o.nomodseq = calloc((size_t)argc + 1, sizeof *o.nomodseq);
   o.special_use = calloc((size_t)argc + 1, sizeof *o.special_use);
+  o.quotas = calloc((size_t)argc + 1, sizeof *o.quotas);
   int rc = 2;
-  if (o.users && o.paths && o.caps && o.faults && o.nomodseq && o.special_use) {
+  if (o.users && o.paths && o.caps && o.faults && o.nomodseq && o.special_use && o.quotas) {
     rc = parse_options(argc, argv, &o);
     if (rc < 0) rc = serve(&o);
   }
@@ -11872,6 +12193,7 @@ int main(int argc, char **argv) {
   free(o.faults);
   free(o.nomodseq);
   free(o.special_use);
+  free(o.quotas);
   return rc;
 }
 #endif /* IMAPMEM_MAIN */

@@ -266,6 +266,30 @@ int imapmem_set_special_use(imapmem *srv, const char *user, const char *mailbox,
                             const char *uses);
 
 /*
+** Quota (RFC 9208). Each user has one quota root, named "", over all of its mailboxes.
+** Set its limits: storage_kib in units of 1024 octets (the STORAGE resource: the sum of
+** the messages' RFC822.SIZEs, a begun KiB counting whole), messages a count (MESSAGE);
+** IMAPMEM_NO_LIMIT for none; 0 lets nothing more in. Any earlier limits are replaced.
+** APPEND, COPY and MOVE that would go past a limit answer NO [OVERQUOTA] and store
+** nothing; imapmem_append and imapmem_load are never refused, so a test can put a user
+** over quota on purpose. Limits are configuration: imapmem_reset keeps them and
+** imapmem_save does not write them. Any thread, also while serving; the program's
+** --quota NAME:STORAGE=KIB[,MESSAGE=N]. Returns IMAPMEM_OK; IMAPMEM_NOTFOUND for no such
+** user; IMAPMEM_MISUSE for a NULL argument or a limit below IMAPMEM_NO_LIMIT.
+*/
+#define IMAPMEM_NO_LIMIT (-1)
+int imapmem_set_quota(imapmem *srv, const char *user, int64_t storage_kib, int64_t messages);
+
+/*
+** A user's quota limits and usage, as GETQUOTA reports them: *storage_kib and *messages
+** are the limits (IMAPMEM_NO_LIMIT for none), *storage_used_kib and *messages_used the
+** usage now (the usage is reported whether or not a limit is set). Any out pointer may be
+** NULL. Returns IMAPMEM_OK; IMAPMEM_NOTFOUND; IMAPMEM_MISUSE.
+*/
+int imapmem_get_quota(imapmem *srv, const char *user, int64_t *storage_kib,
+                      int64_t *messages, uint64_t *storage_used_kib, uint64_t *messages_used);
+
+/*
 ** Put every user's mailboxes back to what was loaded (imapmem_add_user's empty INBOX and
 ** every imapmem_load() and imapmem_load_mbox() since, in order), never what clients did:
 ** messages, flags, UIDs, UIDVALIDITY and subscriptions. A load while serving adds to this
@@ -372,11 +396,12 @@ int imapmem_set_trace(imapmem *srv, imapmem_trace_fn *fn, void *arg);
 ** "NAMESPACE", "ID", "LITERAL+", "LITERAL-", "SASL-IR", "CHILDREN", "ENABLE",
 ** "CONDSTORE", "QRESYNC", "ESEARCH", "SEARCHRES", "CONTEXT=SEARCH", "PARTIAL", "BINARY",
 ** "MULTIAPPEND", "CATENATE", "APPENDLIMIT" (advertised as APPENDLIMIT=n, switched by its
-** name alone), "UIDONLY". Off means it is not advertised and its commands (or their
+** name alone), "UIDONLY", "QUOTA", "QUOTASET", "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE"
+** (RFC 9208; see imapmem_set_quota). Off means it is not advertised and its commands (or their
 ** extended forms, and SEARCH RETURN options) answer BAD as unknown. Dependencies follow
 ** the RFCs: switching one off also switches off those that need it (CONDSTORE or ENABLE
 ** takes QRESYNC with it; ESEARCH takes SEARCHRES, CONTEXT=SEARCH and PARTIAL; ENABLE
-** takes UIDONLY), switching one on also switches on
+** takes UIDONLY; QUOTA takes QUOTASET and QUOTA=RES-*), switching one on also switches on
 ** what it needs and off what it excludes (LITERAL+ and LITERAL- never go together;
 ** LITERAL- is off at start). Returns IMAPMEM_OK; IMAPMEM_NOTFOUND for another
 ** name; IMAPMEM_MISUSE for a NULL argument.

@@ -2502,6 +2502,77 @@ static void test_append_limit(void) {
 }
 
 /*
+** Quota (RFC 9208) through the API: imapmem_set_quota's limits are what GETQUOTA shows and
+** what APPEND is refused by ([OVERQUOTA]); imapmem_append is never refused, so a user can
+** be put over quota; imapmem_get_quota reports the same usage; a reset keeps the limits.
+*/
+static void test_quota(void) {
+  imapmem *srv = basic_server();
+  CHECK(srv != NULL);
+  if (!srv) return;
+  int64_t kib = 0, msgs = 0;
+  uint64_t kib_used = 0, msgs_used = 0;
+  size_t count0 = 0;
+  CHECK(imapmem_count(srv, "alice", "INBOX", &count0) == IMAPMEM_OK && count0 > 0);
+  CHECK(imapmem_set_quota(NULL, "alice", 1, 1) == IMAPMEM_MISUSE);
+  CHECK(imapmem_set_quota(srv, NULL, 1, 1) == IMAPMEM_MISUSE);
+  CHECK(imapmem_set_quota(srv, "alice", -2, 1) == IMAPMEM_MISUSE);
+  CHECK(imapmem_set_quota(srv, "alice", 1, -5) == IMAPMEM_MISUSE);
+  CHECK(imapmem_set_quota(srv, "nobody", 1, 1) == IMAPMEM_NOTFOUND);
+  CHECK(imapmem_get_quota(srv, "nobody", NULL, NULL, NULL, NULL) == IMAPMEM_NOTFOUND);
+  CHECK(imapmem_get_quota(NULL, "alice", NULL, NULL, NULL, NULL) == IMAPMEM_MISUSE);
+  /* no limits at start; the usage is reported anyway */
+  CHECK(imapmem_get_quota(srv, "alice", &kib, &msgs, &kib_used, &msgs_used) == IMAPMEM_OK);
+  CHECK(kib == IMAPMEM_NO_LIMIT && msgs == IMAPMEM_NO_LIMIT);
+  CHECK(msgs_used == count0 && kib_used > 0);
+  uint64_t kib0 = kib_used;
+  struct conn *c = pair_conn(srv, "alice");
+  CHECK(c != NULL);
+  if (c) {
+    CHECK(ok(cmd(c, "GETQUOTA \"\"")));
+    CHECKM(strstr(c->resp, "* QUOTA \"\" ()\r\n") != NULL, "%s", c->resp);
+    /* room for one more message */
+    CHECK(imapmem_set_quota(srv, "alice", IMAPMEM_NO_LIMIT, (int64_t)count0 + 1) == IMAPMEM_OK);
+    char want[128];
+    snprintf(want, sizeof want, "* QUOTA \"\" (MESSAGE %zu %zu)\r\n", count0, count0 + 1);
+    CHECK(ok(cmd(c, "GETQUOTAROOT INBOX")));
+    CHECKM(strstr(c->resp, "* QUOTAROOT \"INBOX\" \"\"\r\n") && strstr(c->resp, want),
+           "%s", c->resp);
+    int plus;
+    const char *t = append_newmsg(c, &plus);
+    CHECKM(ok(t), "%s", t);
+    t = append_newmsg(c, &plus);
+    CHECKM(strncmp(t, "NO [OVERQUOTA]", 14) == 0, "%s", t);
+    /* the embedder's delivery is not refused: now over the limit */
+    CHECK(imapmem_append(srv, "alice", "INBOX", NEWMSG, strlen(NEWMSG), NULL, NULL) ==
+          IMAPMEM_OK);
+    CHECK(imapmem_get_quota(srv, "alice", &kib, &msgs, NULL, &msgs_used) == IMAPMEM_OK);
+    CHECK(kib == IMAPMEM_NO_LIMIT && msgs == (int64_t)count0 + 1 && msgs_used == count0 + 2);
+    snprintf(want, sizeof want, "* QUOTA \"\" (MESSAGE %zu %zu)\r\n", count0 + 2, count0 + 1);
+    CHECK(ok(cmd(c, "GETQUOTA \"\"")));
+    CHECKM(strstr(c->resp, want) != NULL, "%s", c->resp);
+    /* a STORAGE limit at the usage: nothing more fits; SETQUOTA shows in the API */
+    CHECK(imapmem_get_quota(srv, "alice", NULL, NULL, &kib_used, NULL) == IMAPMEM_OK);
+    snprintf(want, sizeof want, "SETQUOTA \"\" (STORAGE %llu)", (unsigned long long)kib_used);
+    CHECK(ok(cmd(c, want)));
+    CHECK(imapmem_get_quota(srv, "alice", &kib, &msgs, NULL, NULL) == IMAPMEM_OK);
+    CHECK(kib == (int64_t)kib_used && msgs == IMAPMEM_NO_LIMIT);
+    CHECK(ok(cmd(c, "SELECT INBOX")));
+    t = cmd(c, "COPY 1 INBOX");
+    CHECKM(strncmp(t, "NO [OVERQUOTA]", 14) == 0, "%s", t);
+    conn_free(c);
+  }
+  /* limits are configuration: a reset puts the messages back and keeps them */
+  CHECK(imapmem_reset(srv) == IMAPMEM_OK);
+  CHECK(imapmem_get_quota(srv, "alice", &kib, &msgs, &kib_used, &msgs_used) == IMAPMEM_OK);
+  CHECK(kib > 0 && msgs == IMAPMEM_NO_LIMIT && msgs_used == count0 && kib_used == kib0);
+  CHECK(imapmem_set_quota(srv, "alice", IMAPMEM_NO_LIMIT, IMAPMEM_NO_LIMIT) == IMAPMEM_OK);
+  CHECK(imapmem_get_quota(srv, "alice", &kib, &msgs, NULL, NULL) == IMAPMEM_OK);
+  CHECK(kib == IMAPMEM_NO_LIMIT && msgs == IMAPMEM_NO_LIMIT);
+  imapmem_free(srv);
+}
+
+/*
 ** TLS through the API: in a build without TLS every setter is IMAPMEM_MISUSE and says how
 ** to build with it; in a TLS build (make TLS=openssl) the certificate comes back as PEM,
 ** the imaps port is bound, and every misuse has its code.
@@ -2644,6 +2715,7 @@ int main(void) {
     {"resync_api", test_resync_api},
     {"append_limit", test_append_limit},
     {"special_use", test_special_use},
+    {"quota", test_quota},
     {"tls_api", test_tls_api},
   };
   /* From here on a vanished peer must not end the test run; test_no_sigpipe checked
