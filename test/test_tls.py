@@ -1,17 +1,23 @@
 """TLS, the opt-in build (make TLS=openssl): STARTTLS (RFC 3501 6.2.1, RFC 9051 6.2.1) and
 implicit TLS on --imaps-port (RFC 8314) with real clients that verify the certificate,
-trusting only the --tls-cert-out file; require-TLS; the plaintext-injection guard; the
+trusting only the --tls-cert-out file (Python, curl, openssl s_client, mbsync, mutt, each
+skipped when it is not installed; .ci/run installs them); require-TLS; the plaintext-injection guard; the
 handshake timeout; given certificates; certificate faults.
 
 Against a build without TLS only what such a build promises runs: TLS options exit 2
 with a message saying how to build with TLS, and STARTTLS is neither offered nor done.
 """
+import fcntl
 import os
+import pty
 import re
+import select
 import shutil
 import socket
 import ssl
+import struct
 import subprocess
+import termios
 import time
 import unittest
 
@@ -24,6 +30,7 @@ NO_TLS = "%s was built without TLS (make TLS=openssl builds it with)" % os.path.
 CURL = shutil.which("curl")
 OPENSSL = shutil.which("openssl")
 MBSYNC = shutil.which("mbsync")
+MUTT = shutil.which("mutt")
 # isync matches the certificate against Host as a name, never as an IP address: Host
 # localhost (isync 1.4 spells TLSType as SSLType)
 MBSYNCRC = """IMAPAccount a
@@ -50,6 +57,23 @@ Patterns *
 Create Near
 Sync Pull
 SyncState *
+"""
+
+# mutt as its user has it, with the settings a test needs on top: ssl_force_tls,
+# ssl_starttls, ssl_verify_host and ssl_verify_dates keep their defaults (all on), and the
+# one certificate it trusts is the --tls-cert-out file. Nothing is cached or pre-accepted:
+# certificate_file (certificates a user accepted "always") is a file that does not exist.
+MUTTRC = """set ssl_ca_certificates_file="{ca}"
+set certificate_file="{home}/accepted-certificates"
+set folder="{home}"
+set imap_user=test
+set imap_pass=test
+set header_cache=
+set message_cachedir=
+set confirmcreate=no
+set wait_key=no
+set sendmail=/bin/true
+set copy=yes
 """
 
 
@@ -448,6 +472,179 @@ class Mbsync(TLSCase):
             cur = os.path.join(maildir, "INBOX", "cur")
             got = len(os.listdir(cur)) + len(os.listdir(os.path.join(maildir, "INBOX", "new")))
             self.assertEqual(got, len(imapref.read_mbox(BASIC)), tls)
+
+
+class MuttTerminal:
+    """mutt in a pseudo-terminal of 24x100, as a person runs it (it reads mail only with a
+    terminal); .screen() is what it has drawn so far, its control sequences taken out."""
+
+    def __init__(self, case, home, args):
+        master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+        env = dict(os.environ, HOME=home, TERM="vt100")
+        self.proc = subprocess.Popen([MUTT] + args, stdin=slave, stdout=slave, stderr=slave,
+                                     env=env, start_new_session=True)
+        os.close(slave)
+        self.fd, self.out = master, b""
+        case.addCleanup(self.close)
+
+    def screen(self):
+        return re.sub(r"\x1b[\[(][0-9;?]*[A-Za-z]?|[\x00-\x08\x0e-\x1f]", " ",
+                      self.out.decode("utf-8", "replace"))
+
+    def wait_for(self, pattern, timeout=30):
+        """Read until the screen matches pattern (True), or mutt ends or time runs out."""
+        end = time.monotonic() + timeout
+        while not re.search(pattern, self.screen()):
+            left = end - time.monotonic()
+            if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+                return False
+            try:
+                data = os.read(self.fd, 65536)
+            except OSError:                     # EIO: mutt ended, the terminal is gone
+                return False
+            if not data:
+                return False
+            self.out += data
+        return True
+
+    def exit_status(self, timeout=60):
+        """Read to the end (mutt blocks on a full terminal otherwise) and wait for it."""
+        self.wait_for(r"(?!x)x", timeout)
+        return self.proc.wait(timeout=5)
+
+    def type(self, keys):
+        os.write(self.fd, keys)
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def logins(trace):
+    """{session: (TLS started before it, the command)} for each LOGIN or AUTHENTICATE in a
+    --trace transcript."""
+    tls, out = set(), {}
+    for m in re.finditer(r"^imapmem\[(\d+)\] (\*: TLS started.*|C: \S+ (?:LOGIN|AUTHENTICATE)\b.*)$",
+                         trace, re.M | re.I):
+        if m.group(2).startswith("*"):
+            tls.add(m.group(1))
+        else:
+            out[m.group(1)] = (m.group(1) in tls, m.group(2))
+    return out
+
+
+@unittest.skipUnless(MUTT, "mutt is not installed")
+class Mutt(TLSCase):
+    """mutt (a GnuTLS build, as Debian's) with its default ssl_force_tls=yes and every
+    check on, trusting the --tls-cert-out file: it reads a message in its terminal and
+    saves a copy (Fcc) in batch mode, over IMAPS and over STARTTLS, and refuses a server
+    whose certificate is for another host or has expired."""
+
+    def setUp(self):
+        self.home = self.tempdir()
+
+    def muttrc(self, ca):
+        rc = os.path.join(self.home, "muttrc")
+        with open(rc, "w") as f:
+            f.write(MUTTRC.format(ca=ca, home=self.home))
+        return rc
+
+    def urls(self, s):
+        return (("IMAPS", "imaps://localhost:%d/INBOX" % s.imaps_port),
+                ("STARTTLS", "imap://localhost:%d/INBOX" % s.port))
+
+    def batch_fcc(self, rc, url, subject):
+        """mutt -s in batch mode (no terminal): sends through /bin/true and saves its copy
+        to url, which makes it log in and APPEND there."""
+        return subprocess.run([MUTT, "-n", "-F", rc, "-s", subject, "-e", "set record=" + url,
+                               "nobody@example.invalid"], input=b"Sent by mutt in batch.\n",
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60,
+                              env=dict(os.environ, HOME=self.home, TERM="dumb"))
+
+    def subjects(self, s):
+        """INBOX's subjects, read on the plain port."""
+        r = self.raw(s)
+        r.ok("EXAMINE INBOX")
+        untagged = r.ok("FETCH 1:* BODY.PEEK[HEADER.FIELDS (SUBJECT)]")
+        return re.findall(rb"Subject: ([^\r\n]*)", untagged)
+
+    def test_its_defaults_force_and_verify_tls(self):
+        p = subprocess.run([MUTT, "-n", "-F", self.muttrc("ca.pem"), "-Q", "ssl_force_tls",
+                            "-Q", "ssl_starttls", "-Q", "ssl_verify_host", "-Q",
+                            "ssl_verify_dates"], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=30,
+                           env=dict(os.environ, HOME=self.home))
+        self.assertEqual(p.stdout.decode().split("\n")[:4],
+                         ["ssl_force_tls is set", "ssl_starttls=yes", "ssl_verify_host is set",
+                          "ssl_verify_dates is set"])
+
+    def test_reads_a_message_over_imaps_and_starttls(self):
+        s = self.tls_server("--trace", BASIC)
+        rc = self.muttrc(s.ca)
+        by_subject = {m.subject: m for m in imapref.read_mbox(BASIC)}
+        for how, url in self.urls(s):
+            saved = os.path.join(self.home, how + ".mbox")
+            t = MuttTerminal(self, self.home, ["-n", "-F", rc, "-f", url, "-e",
+                                               'push "<copy-message>%s<enter><exit>"' % saved])
+            self.assertEqual(t.exit_status(), 0, (how, t.screen()[-2000:]))
+            self.assertTrue(os.path.exists(saved), (how, t.screen()[-2000:]))
+            with open(saved, "rb") as f:
+                got = f.read()
+            subject = re.search(rb"^Subject: (.*)$", got, re.M).group(1).decode()
+            want = by_subject[subject].raw.split(b"\r\n\r\n", 1)[1].replace(b"\r\n", b"\n")
+            self.assertIn(want, got, how)
+        self.assertEqual(sorted(ok for ok, _ in logins(s.stderr()).values()), [True, True],
+                         logins(s.stderr()))
+
+    def test_batch_mode_saves_a_copy_over_imaps_and_starttls(self):
+        s = self.tls_server("--trace", BASIC)
+        rc = self.muttrc(s.ca)
+        for how, url in self.urls(s):
+            p = self.batch_fcc(rc, url, "mutt over " + how)
+            self.assertEqual(p.returncode, 0, p.stdout)
+            self.assertNotIn(b"failed", p.stdout)
+        self.assertEqual(self.subjects(s)[-2:], [b"mutt over IMAPS", b"mutt over STARTTLS"])
+        self.assertEqual([ok for ok, _ in logins(s.stderr()).values()][:2], [True, True])
+
+    def test_refused_when_it_does_not_trust_the_ca(self):
+        s = self.tls_server("--trace", BASIC)
+        rc = self.muttrc(os.path.join(self.home, "nothing.pem"))
+        with open(os.path.join(self.home, "nothing.pem"), "w"):
+            pass
+        for how, url in self.urls(s):
+            p = self.batch_fcc(rc, url, "untrusted " + how)
+            self.assertIn(b"Untrusted server certificate", p.stdout, how)
+        self.assertEqual(logins(s.stderr()), {})
+        self.assertNotIn(b"untrusted", b" ".join(self.subjects(s)))
+
+    def check_refused(self, kind, warning):
+        s = self.tls_server("--trace", "--tls-fault", kind, BASIC)
+        rc = self.muttrc(s.ca)
+        for how, url in self.urls(s):
+            # batch mode cannot ask: it refuses outright
+            p = self.batch_fcc(rc, url, "%s %s" % (kind, how))
+            self.assertIn(b"Untrusted server certificate", p.stdout, (kind, how))
+            # in its terminal it says what is wrong and asks; rejected, it logs in nowhere
+            t = MuttTerminal(self, self.home, ["-n", "-F", rc, "-f", url])
+            self.assertTrue(t.wait_for(r"\(r\)eject"), (kind, how, t.screen()[-2000:]))
+            self.assertRegex(t.screen(), warning)
+            t.type(b"r")
+            self.assertTrue(t.wait_for(r"Closing connection|connection failed|Could not"),
+                            (kind, how, t.screen()[-2000:]))
+            t.close()
+        self.assertEqual(logins(s.stderr()), {})
+        self.assertNotIn(kind.encode(), b" ".join(self.subjects(s)))
+
+    def test_refuses_a_certificate_for_another_host(self):
+        self.check_refused("wrong-host", r"WARNING:\s+Server\s+hostname\s+does\s+not\s+match")
+
+    def test_refuses_an_expired_certificate(self):
+        self.check_refused("expired", r"WARNING:\s+Server\s+certificate\s+has\s+expired")
 
 
 class GivenCertificate(TLSCase):
