@@ -1,8 +1,9 @@
 """TLS, the opt-in build (make TLS=openssl): STARTTLS (RFC 3501 6.2.1, RFC 9051 6.2.1) and
 implicit TLS on --imaps-port (RFC 8314) with real clients that verify the certificate,
 trusting only the --tls-cert-out file (Python, curl, openssl s_client, mbsync, mutt, each
-skipped when it is not installed; .ci/run installs them); require-TLS; the plaintext-injection guard; the
-handshake timeout; given certificates; certificate faults.
+skipped when it is not installed; .ci/run installs them); require-TLS; the
+plaintext-injection guard; the handshake timeout; given certificates; certificate faults;
+--stdio-tls.
 
 Against a build without TLS only what such a build promises runs: TLS options exit 2
 with a message saying how to build with TLS, and STARTTLS is neither offered nor done.
@@ -85,6 +86,14 @@ def verifying(cafile):
     return ctx
 
 
+def verifying_wait(cafile, timeout=10):
+    """verifying(), once cafile is there (a --stdio-tls server writes it as it starts)."""
+    end = time.monotonic() + timeout
+    while not os.path.exists(cafile) and time.monotonic() < end:
+        time.sleep(0.02)
+    return verifying(cafile)
+
+
 def trusting_anything():
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
@@ -129,7 +138,7 @@ class WithoutTLS(ServerCase):
     def test_tls_options_exit_2_with_how_to_build(self):
         for args in (["--imaps-port", "0"], ["--require-tls"], ["--tls-cert-out", "/tmp/x"],
                      ["--tls-cert", "c.pem", "--tls-key", "k.pem"], ["--tls-fault", "expired"],
-                     ["--imaps-port=993"]):
+                     ["--imaps-port=993"], ["--stdio-tls"]):
             p = run(["-p", "0"] + args + [BASIC], timeout=5)
             self.assertEqual(p.returncode, 2, args)
             self.assertNotIn(b"listening", p.stdout)
@@ -529,8 +538,8 @@ def logins(trace):
     """{session: (TLS started before it, the command)} for each LOGIN or AUTHENTICATE in a
     --trace transcript."""
     tls, out = set(), {}
-    for m in re.finditer(r"^imapmem\[(\d+)\] (\*: TLS started.*|C: \S+ (?:LOGIN|AUTHENTICATE)\b.*)$",
-                         trace, re.M | re.I):
+    line = r"^imapmem\[(\d+)\] (\*: TLS started.*|C: \S+ (?:LOGIN|AUTHENTICATE)\b.*)$"
+    for m in re.finditer(line, trace, re.M | re.I):
         if m.group(2).startswith("*"):
             tls.add(m.group(1))
         else:
@@ -686,6 +695,142 @@ class GivenCertificate(TLSCase):
             p = run(["-p", "0"] + args + [BASIC], timeout=10)
             self.assertEqual(p.returncode, 2, args)
             self.assertNotIn(b"listening", p.stdout)
+            self.assertIn(said, p.stderr.decode(), args)
+
+
+class PipeTLS:
+    """A TLS client over a process's stdin and stdout (ssl.MemoryBIO), as a mail client
+    speaks TLS through its tunnel command."""
+
+    def __init__(self, proc, ctx, timeout=10):
+        self.proc, self.timeout, self.buf = proc, timeout, b""
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = ctx.wrap_bio(self.incoming, self.outgoing, server_hostname="localhost")
+        self.io(self.tls.do_handshake)
+
+    def io(self, fn, *args):
+        while True:
+            try:
+                result, done = fn(*args), True
+            except ssl.SSLWantReadError:
+                done = False
+            data = self.outgoing.read()
+            if data:
+                self.proc.stdin.write(data)
+                self.proc.stdin.flush()
+            if done:
+                return result
+            fd = self.proc.stdout.fileno()
+            if not select.select([fd], [], [], self.timeout)[0]:
+                raise TimeoutError("nothing from imapmem in %d s" % self.timeout)
+            data = os.read(fd, 65536)
+            if not data:
+                raise EOFError("imapmem closed its stdout")
+            self.incoming.write(data)
+
+    def send(self, data):
+        self.io(self.tls.write, data)
+
+    def readline(self):
+        while b"\r\n" not in self.buf:
+            self.buf += self.io(self.tls.read, 65536)
+        line, _, self.buf = self.buf.partition(b"\r\n")
+        return line + b"\r\n"
+
+    def command(self, tag, text):
+        """Send one command; its untagged lines and its tagged line."""
+        self.send(b"%s %s\r\n" % (tag, text))
+        lines = []
+        while True:
+            line = self.readline()
+            if line.startswith(tag + b" "):
+                return lines, line
+            lines.append(line)
+
+
+class StdioTLS(TLSCase):
+    """--stdio-tls: the --stdio session (PREAUTH, as a tunnel command runs it) in TLS from
+    the first byte (RFC 8314), over a pipe pair or a socket, with the certificate of
+    --tls-cert or the generated CA, which --tls-cert-out writes before the handshake."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        if not OPENSSL:
+            raise unittest.SkipTest("openssl is not installed")
+        import tempfile
+        cls.dir = tempfile.mkdtemp(prefix="imapmem-test-")
+        cls.addClassCleanup(shutil.rmtree, cls.dir, True)
+        cls.cert, cls.key = os.path.join(cls.dir, "cert.pem"), os.path.join(cls.dir, "key.pem")
+        subprocess.run([OPENSSL, "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj",
+                        "/CN=localhost", "-addext", "subjectAltName=DNS:localhost", "-keyout",
+                        cls.key, "-out", cls.cert], check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=60)
+
+    def check_session(self, c):
+        greeting = c.readline()
+        self.assertTrue(greeting.startswith(b"* PREAUTH [CAPABILITY "), greeting)
+        self.assertNotIn(b"STARTTLS", greeting)          # TLS already
+        untagged, tagged = c.command(b"a", b"SELECT INBOX")
+        self.assertTrue(tagged.startswith(b"a OK"), tagged)
+        self.assertIn(b"* %d EXISTS\r\n" % len(imapref.read_mbox(BASIC)), untagged)
+        untagged, tagged = c.command(b"b", b"LOGOUT")
+        self.assertTrue(tagged.startswith(b"b OK"), tagged)
+
+    def test_over_pipes_with_a_given_certificate(self):
+        p = self.spawn("--stdio-tls", "--tls-cert", self.cert, "--tls-key", self.key, BASIC)
+        self.check_session(PipeTLS(p, verifying(self.cert)))
+        self.assertEqual(p.wait(10), 0, p.err())
+
+    def test_over_a_socket_with_the_generated_ca(self):
+        ca = os.path.join(self.tempdir(), "ca.pem")
+        mine, theirs = socket.socketpair()
+        self.addCleanup(mine.close)
+        p = subprocess.Popen([BIN, "--stdio-tls", "--tls-cert-out", ca, BASIC], stdin=theirs,
+                             stdout=theirs, stderr=subprocess.PIPE)
+        theirs.close()
+        mine.settimeout(10)
+        t = verifying_wait(ca).wrap_socket(mine, server_hostname="localhost")
+        self.addCleanup(t.close)
+        r = Raw.__new__(Raw)
+        r.sock, r.buf, r.n = t, b"", 0
+        self.assertTrue(r.readline().startswith(b"* PREAUTH"))
+        self.assertEqual(exists(r.ok("SELECT INBOX")), len(imapref.read_mbox(BASIC)))
+        r.ok("LOGOUT")
+        _, err = p.communicate(timeout=10)
+        self.assertEqual(p.returncode, 0, err)
+        self.assertNoSanitizerReport(err.decode("utf-8", "replace"))
+
+    def test_a_fault_is_refused_over_pipes(self):
+        ca = os.path.join(self.tempdir(), "ca.pem")
+        p = self.spawn("--stdio-tls", "--tls-fault", "wrong-host", "--tls-cert-out", ca, BASIC)
+        with self.assertRaises(ssl.SSLCertVerificationError):
+            PipeTLS(p, verifying_wait(ca))
+
+    @unittest.skipUnless(MBSYNC, "mbsync (isync) is not installed")
+    def test_mbsync_tunnel_with_tls(self):
+        # isync speaks TLS through its Tunnel when SSLType is IMAPS
+        d = self.tempdir()
+        maildir = os.path.join(d, "mail")
+        os.makedirs(maildir)
+        rc = os.path.join(d, "mbsyncrc")
+        tunnel = "%s --stdio-tls --tls-cert %s --tls-key %s %s" % (BIN, self.cert, self.key, BASIC)
+        with open(rc, "w") as f:
+            f.write(MBSYNCRC.format(port=0, tls="IMAPS", ca=self.cert, maildir=maildir)
+                    .replace("Port 0\n", 'Tunnel "%s"\n' % tunnel))
+        p = subprocess.run([MBSYNC, "-c", rc, "-a"], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stdout.decode())
+        got = sum(len(os.listdir(os.path.join(maildir, "INBOX", x))) for x in ("cur", "new"))
+        self.assertEqual(got, len(imapref.read_mbox(BASIC)))
+
+    def test_options_that_do_not_go_with_it_exit_2(self):
+        for args, said in ((["--stdio-tls", "--imaps-port", "0"], "--stdio-tls"),
+                           (["--stdio-tls", "--require-tls"], "--stdio-tls"),
+                           (["--stdio", "--tls-cert-out", "x.pem"], "--stdio-tls")):
+            p = run(args + [BASIC], timeout=10)
+            self.assertEqual(p.returncode, 2, args)
             self.assertIn(said, p.stderr.decode(), args)
 
 
