@@ -388,8 +388,8 @@ struct session {
   const struct transport *tp; /* how net_io moves bytes: plain, or TLS once it started */
   struct ssl_st *ssl;         /* the TLS connection, or NULL */
   int implicit_tls;           /* accepted on the imaps port: TLS from the first byte */
-  int starttls_ok;            /* accepted on the plain port: STARTTLS may start TLS (not
-                                 on imapmem_serve_fd's descriptors) */
+  int starttls_ok;            /* accepted on the plain port (or serve_fd_tls STARTTLS):
+                                 STARTTLS may start TLS */
   int starttls;               /* STARTTLS was answered OK: the handshake comes next */
   int tls_failed;             /* a fatal TLS error: no close_notify may follow */
   int id;
@@ -9658,7 +9658,8 @@ static const char *tls_error_text(char *out, size_t cap) {
 */
 static int tls_wait(struct session *s, int for_write, int ms) {
   for (;;) {
-    struct pollfd pf[2] = {{s->fd, for_write ? POLLOUT : POLLIN, 0}, {s->wake[0], POLLIN, 0}};
+    struct pollfd pf[2] = {{for_write ? s->fd_out : s->fd, for_write ? POLLOUT : POLLIN, 0},
+                           {s->wake[0], POLLIN, 0}};
     int r = poll(pf, 2, ms);
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) return 0;
@@ -9741,13 +9742,16 @@ static int tls_start(struct session *s) {
   clock_gettime(CLOCK_MONOTONIC, &t0);
   ERR_clear_error();
   SSL *ssl = SSL_new(srv->tls_ctx);
-  if (!ssl || !SSL_set_fd(ssl, s->fd)) {
+  if (!ssl || !SSL_set_rfd(ssl, s->fd) || !SSL_set_wfd(ssl, s->fd_out)) {
     SSL_free(ssl);
     s->end_why = "TLS could not start: out of memory";
     return 0;
   }
   s->ssl = ssl;
   s->tp = &tls_transport;
+  /* OpenSSL reads until a record is whole: on a blocking descriptor (the stdin pipe of
+     --stdio-tls) that read could outlast the timeout and imapmem_stop() */
+  fcntl(s->fd, F_SETFL, fcntl(s->fd, F_GETFL) | O_NONBLOCK);
   char why[160];
   for (;;) {
     ERR_clear_error();
@@ -10913,6 +10917,28 @@ int imapmem_serve_fd(imapmem *srv, int in_fd, int out_fd, const char *preauth_us
   return rc == IMAPMEM_OK ? rc : api_error(srv, rc, "cannot start a session thread");
 }
 
+int imapmem_serve_fd_tls(imapmem *srv, int in_fd, int out_fd, const char *preauth_user,
+                         enum imapmem_fd_tls how) {
+  if (!srv || in_fd < 0 || out_fd < 0 || (how != IMAPMEM_FD_IMAPS && how != IMAPMEM_FD_STARTTLS))
+    return api_error(srv, IMAPMEM_MISUSE,
+                     "imapmem_serve_fd_tls: NULL handle, bad descriptor or bad how");
+  if (!tls_library()) return api_error(srv, IMAPMEM_MISUSE, "imapmem_serve_fd_tls: %s",
+                                       TLS_NO_BUILD);
+  if (!srv->tls_ctx)
+    return api_error(srv, IMAPMEM_MISUSE, "imapmem_serve_fd_tls: call imapmem_set_tls first");
+  if (how == IMAPMEM_FD_STARTTLS && preauth_user)   /* RFC 3501 6.2.1: not authenticated */
+    return api_error(srv, IMAPMEM_MISUSE, "imapmem_serve_fd_tls: STARTTLS is for a session "
+                     "that is not logged in: no preauth_user with IMAPMEM_FD_STARTTLS");
+  if (preauth_user && !api_user(srv, preauth_user)) {
+    close(in_fd);
+    if (out_fd != in_fd) close(out_fd);
+    return api_error(srv, IMAPMEM_NOTFOUND, "no such user: %s", preauth_user);
+  }
+  int rc = server_add_session(srv, in_fd, out_fd, preauth_user,
+                              how == IMAPMEM_FD_IMAPS ? 2 : 1);
+  return rc == IMAPMEM_OK ? rc : api_error(srv, rc, "cannot start a session thread");
+}
+
 /* ------------------------------------------------------------------------- */
 /* TLS (section 10 does the work; without IMAPMEM_TLS each setter says how to get it). */
 
@@ -11623,6 +11649,7 @@ static const char usage[] =
   "      --max-connections N    concurrent sessions (default 1000)\n"
   "      --idle-timeout SECONDS autologout of idle sessions (default 1800)\n"
   "      --stdio                serve one session on stdin/stdout, logged in (PREAUTH)\n"
+  "      --stdio-tls            the same, in TLS from the first byte (TLS build only)\n"
   "      --save DIR             write the mailboxes to DIR as mbox files on exit and on\n"
   "                             SIGUSR1 (SIGHUP resets them to the loaded fixtures)\n"
   "      --exit-with-parent     exit when the parent process ends or stdin closes\n"
@@ -11750,7 +11777,7 @@ struct options {
   int nquotas;
   const char *save;
   long append_limit;          /* -1: the default */
-  int stdio, exit_with_parent, trace;
+  int stdio, stdio_tls, exit_with_parent, trace;
   const char *tls_cert, *tls_key, *tls_cert_out, *tls_fault;
   long imaps_port;            /* -1: none */
   int require_tls;
@@ -11784,7 +11811,7 @@ static int parse_options(int argc, char **argv, struct options *o) {
     }
     static const char *const flags[] = {"-h", "--help", "-V", "--version", "--stdio",
                                         "--exit-with-parent", "--trace", "--strict-expunge",
-                                        "--require-tls"};
+                                        "--require-tls", "--stdio-tls"};
     static const char *const valued[] = {"-p", "--port", "-b", "--bind", "-u", "--user",
                                          "--uidvalidity", "--max-connections",
                                          "--idle-timeout", "--save", "--capability",
@@ -11805,7 +11832,7 @@ static int parse_options(int argc, char **argv, struct options *o) {
       val = argv[++i];
     }
     if (!o->tls_option && (!strncmp(name, "--tls-", 6) || !strcmp(name, "--imaps-port") ||
-                           !strcmp(name, "--require-tls")))
+                           !strcmp(name, "--require-tls") || !strcmp(name, "--stdio-tls")))
       o->tls_option = option;
     if (!strcmp(name, "-h") || !strcmp(name, "--help")) {
       fputs(usage, stdout);
@@ -11834,6 +11861,8 @@ static int parse_options(int argc, char **argv, struct options *o) {
       o->cfg.idle_timeout = (int)num;
     } else if (!strcmp(name, "--stdio")) {
       o->stdio = 1;
+    } else if (!strcmp(name, "--stdio-tls")) {
+      o->stdio = o->stdio_tls = 1;
     } else if (!strcmp(name, "--exit-with-parent")) {
       o->exit_with_parent = 1;
     } else if (!strcmp(name, "--trace")) {
@@ -11887,7 +11916,10 @@ static int parse_options(int argc, char **argv, struct options *o) {
             o->tls_option);
     return 2;
   }
-  if (o->tls_option && o->stdio) return die_usage("%s does not go with --stdio", o->tls_option);
+  if (o->stdio_tls && (o->imaps_port >= 0 || o->require_tls))
+    return die_usage("%s", "--imaps-port and --require-tls do not go with --stdio-tls");
+  if (o->tls_option && o->stdio && !o->stdio_tls)
+    return die_usage("%s does not go with --stdio (--stdio-tls serves it in TLS)", o->tls_option);
   if (!o->tls_cert != !o->tls_key) return die_usage("%s", "--tls-cert and --tls-key go together");
   if (o->tls_fault && o->tls_cert)
     return die_usage("%s", "--tls-fault uses generated certificates, not --tls-cert");
@@ -12116,16 +12148,26 @@ static int serve(struct options *o) {
     quota_arg(o->quotas[i], user, sizeof user, &kib, &n);
     rc = imapmem_set_quota(srv, user, kib, n);
   }
-  if (rc == IMAPMEM_OK && !o->stdio && imapmem_tls_library()) rc = setup_tls(srv, o);
+  if (rc == IMAPMEM_OK && (!o->stdio || o->stdio_tls) && imapmem_tls_library())
+    rc = setup_tls(srv, o);
   if (rc == IMAPMEM_OK && o->trace) imapmem_set_trace(srv, trace_to_stderr, NULL);
-  if (rc == IMAPMEM_OK && o->stdio) rc = imapmem_serve_fd(srv, 0, 1, o->users[0].name);
+  /* --stdio-tls: the certificate to trust is there before the session's handshake */
+  int cert_first = o->stdio_tls && o->tls_cert_out && rc == IMAPMEM_OK;
+  if (cert_first && !write_cert(srv, o->tls_cert_out)) {
+    imapmem_free(srv);
+    return 2;
+  }
+  if (rc == IMAPMEM_OK && o->stdio_tls)
+    rc = imapmem_serve_fd_tls(srv, 0, 1, o->users[0].name, IMAPMEM_FD_IMAPS);
+  else if (rc == IMAPMEM_OK && o->stdio)
+    rc = imapmem_serve_fd(srv, 0, 1, o->users[0].name);
   else if (rc == IMAPMEM_OK) rc = imapmem_start(srv, o->bind, (int)o->port);
   if (rc != IMAPMEM_OK) {
     if (*imapmem_errmsg(srv)) fprintf(stderr, "imapmem: %s\n", imapmem_errmsg(srv));
     imapmem_free(srv);
     return 2;
   }
-  if (rc == IMAPMEM_OK && o->tls_cert_out && !write_cert(srv, o->tls_cert_out)) {
+  if (!cert_first && o->tls_cert_out && !write_cert(srv, o->tls_cert_out)) {
     imapmem_free(srv);
     return 2;
   }

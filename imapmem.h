@@ -470,9 +470,9 @@ int imapmem_clear_faults(imapmem *srv);
 ** returns IMAPMEM_MISUSE, and imapmem_errmsg() says how to build with TLS. TLS is set up
 ** before imapmem_start(); once serving, the setters return IMAPMEM_MISUSE. Sessions of
 ** imapmem_serve_fd() are never TLS: they neither offer STARTTLS nor are held to
-** imapmem_set_require_tls(). TLS 1.2 is the minimum and 1.3 is offered; each
-** handshake runs in its session's thread, and a client that does not finish it within 10
-** seconds (or the idle timeout, if shorter) is dropped.
+** imapmem_set_require_tls(); imapmem_serve_fd_tls() serves one in TLS. TLS 1.2 is the
+** minimum and 1.3 is offered; each handshake runs in its session's thread, and a client
+** that does not finish it within 10 seconds (or the idle timeout, if shorter) is dropped.
 */
 
 /*
@@ -540,6 +540,29 @@ int imapmem_set_require_tls(imapmem *srv, int on);
 ** certificate, no TLS in this build); IMAPMEM_NOMEM.
 */
 int imapmem_set_tls_fault(imapmem *srv, const char *kind);
+
+/* How imapmem_serve_fd_tls() starts TLS. */
+enum imapmem_fd_tls {
+  IMAPMEM_FD_IMAPS = 1,       /* TLS from the first byte, then the greeting (RFC 8314) */
+  IMAPMEM_FD_STARTTLS = 2     /* a plain greeting offering STARTTLS (RFC 3501 6.2.1) */
+};
+
+/*
+** imapmem_serve_fd() in TLS, with the certificate of imapmem_set_tls() (and its fault):
+** for descriptors the embedder accepted itself (its own listener, socket activation) or
+** a pipe pair, as `imapmem --stdio-tls` uses stdin and stdout. IMAPMEM_FD_IMAPS does the
+** handshake before the greeting (then "* PREAUTH" if preauth_user is not NULL), as on the
+** imaps port; IMAPMEM_FD_STARTTLS greets in plain text and offers STARTTLS, as the plain
+** port does, and is held to imapmem_set_require_tls(). The handshake runs in the
+** session's thread with the same timeout as on a port. Call imapmem_set_tls() first, and
+** change no TLS setting while such a session runs. Ownership of the descriptors and the
+** other results are as for imapmem_serve_fd(), and IMAPMEM_MISUSE also when the build
+** has no TLS, imapmem_set_tls() was not called, how is neither value, or preauth_user is
+** given with IMAPMEM_FD_STARTTLS (STARTTLS is only for a session not yet logged in); the
+** descriptors are then left alone.
+*/
+int imapmem_serve_fd_tls(imapmem *srv, int in_fd, int out_fd, const char *preauth_user,
+                         enum imapmem_fd_tls how);
 
 /* Stop if needed and free everything. NULL is a harmless no-op. */
 void imapmem_free(imapmem *srv);

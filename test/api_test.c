@@ -2685,6 +2685,123 @@ static void test_special_use(void) {
   imapmem_free(srv);
 }
 
+#ifdef IMAPMEM_TLS
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <sys/time.h>
+
+/*
+** A TLS client on fd (blocking) that trusts only ca_pem and checks the name "localhost";
+** NULL if the handshake fails.
+*/
+static SSL *tls_client(int fd, const char *ca_pem) {
+  struct timeval limit = {IO_TIMEOUT / 1000, 0};   /* a wrong server fails, never hangs */
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+  SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+  BIO *b = BIO_new_mem_buf(ca_pem, -1);
+  X509 *ca = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+  SSL *ssl = NULL;
+  if (ctx && ca && X509_STORE_add_cert(SSL_CTX_get_cert_store(ctx), ca)) {
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    ssl = SSL_new(ctx);
+  }
+  if (ssl && (!SSL_set1_host(ssl, "localhost") || !SSL_set_fd(ssl, fd) ||
+              SSL_connect(ssl) != 1)) {
+    SSL_free(ssl);
+    ssl = NULL;
+  }
+  X509_free(ca);
+  BIO_free(b);
+  SSL_CTX_free(ctx);         /* ssl keeps its own reference */
+  ERR_clear_error();
+  return ssl;
+}
+
+/* Whether text holds a whole line that starts with tag. */
+static int tls_has_line(const char *text, const char *tag) {
+  for (const char *p = text; p; p = strstr(p, "\r\n") ? strstr(p, "\r\n") + 2 : NULL)
+    if (strncmp(p, tag, strlen(tag)) == 0) return strstr(p, "\r\n") != NULL;
+  return 0;
+}
+
+/* Send line (if not NULL) over ssl, then read until a line starts with tag, into out. */
+static int tls_exchange(SSL *ssl, const char *line, const char *tag, char *out, size_t cap) {
+  size_t len = 0;
+  out[0] = 0;
+  if (line && SSL_write(ssl, line, (int)strlen(line)) <= 0) return 0;
+  while (!tls_has_line(out, tag)) {
+    int n = len + 1 < cap ? SSL_read(ssl, out + len, (int)(cap - 1 - len)) : 0;
+    if (n <= 0) return 0;
+    len += (size_t)n;
+    out[len] = 0;
+  }
+  return 1;
+}
+#endif
+
+/*
+** imapmem_serve_fd_tls: every misuse leaves the descriptors alone; in a TLS build a
+** socketpair session does its handshake first (IMAPMEM_FD_IMAPS, then PREAUTH) or greets
+** in plain text and offers STARTTLS (IMAPMEM_FD_STARTTLS), verified against
+** imapmem_tls_cert().
+*/
+static void test_serve_fd_tls(void) {
+  imapmem *srv = NULL;
+  CHECK(imapmem_new(NULL, &srv) == IMAPMEM_OK);
+  if (!srv) return;
+  CHECK(imapmem_add_user(srv, "alice", "secret") == IMAPMEM_OK);
+  int sv[2];
+  CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+  CHECK(imapmem_serve_fd_tls(NULL, sv[0], sv[0], NULL, IMAPMEM_FD_IMAPS) == IMAPMEM_MISUSE);
+  CHECK(imapmem_serve_fd_tls(srv, -1, sv[0], NULL, IMAPMEM_FD_IMAPS) == IMAPMEM_MISUSE);
+  if (!imapmem_tls_library()) {
+    CHECK(imapmem_serve_fd_tls(srv, sv[0], sv[0], NULL, IMAPMEM_FD_IMAPS) == IMAPMEM_MISUSE);
+    CHECKM(strstr(imapmem_errmsg(srv), "make TLS=openssl") != NULL, "%s", imapmem_errmsg(srv));
+    CHECK(fcntl(sv[0], F_GETFD) != -1);     /* left alone */
+    close(sv[0]);
+    close(sv[1]);
+    imapmem_free(srv);
+    return;
+  }
+  CHECK(imapmem_serve_fd_tls(srv, sv[0], sv[0], NULL, IMAPMEM_FD_IMAPS) == IMAPMEM_MISUSE);
+  CHECKM(strstr(imapmem_errmsg(srv), "imapmem_set_tls") != NULL, "%s", imapmem_errmsg(srv));
+  CHECK(imapmem_set_tls(srv, NULL, NULL) == IMAPMEM_OK);
+  CHECK(imapmem_serve_fd_tls(srv, sv[0], sv[0], NULL, (enum imapmem_fd_tls)3) == IMAPMEM_MISUSE);
+  CHECK(imapmem_serve_fd_tls(srv, sv[0], sv[0], "alice", IMAPMEM_FD_STARTTLS) ==
+        IMAPMEM_MISUSE);
+  CHECK(fcntl(sv[0], F_GETFD) != -1);       /* still left alone */
+  CHECK(imapmem_serve_fd_tls(srv, sv[0], sv[0], "nobody", IMAPMEM_FD_IMAPS) == IMAPMEM_NOTFOUND);
+  close(sv[1]);
+#ifdef IMAPMEM_TLS
+  char *ca = NULL, got[8192];
+  CHECK(imapmem_tls_cert(srv, &ca) == IMAPMEM_OK);
+  /* implicit TLS, then PREAUTH */
+  CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+  CHECK(imapmem_serve_fd_tls(srv, sv[0], sv[0], "alice", IMAPMEM_FD_IMAPS) == IMAPMEM_OK);
+  SSL *ssl = ca ? tls_client(sv[1], ca) : NULL;
+  CHECK(ssl != NULL);
+  CHECKM(ssl && tls_exchange(ssl, NULL, "* PREAUTH", got, sizeof got) &&
+         !strstr(got, "STARTTLS"), "%s", got);
+  CHECKM(ssl && tls_exchange(ssl, "a SELECT INBOX\r\n", "a OK", got, sizeof got), "%s", got);
+  SSL_free(ssl);
+  close(sv[1]);
+  /* a plain greeting that offers STARTTLS, then TLS and LOGIN */
+  CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+  CHECK(imapmem_serve_fd_tls(srv, sv[0], sv[0], NULL, IMAPMEM_FD_STARTTLS) == IMAPMEM_OK);
+  struct conn *c = conn_new(sv[1]);
+  CHECKM(c && strstr(c->greeting, " STARTTLS"), "%s", c ? c->greeting : "");
+  CHECK(c && ok(cmd(c, "STARTTLS")));
+  ssl = c && ca ? tls_client(c->fd, ca) : NULL;
+  CHECK(ssl != NULL);
+  CHECKM(ssl && tls_exchange(ssl, "b LOGIN alice secret\r\n", "b OK", got, sizeof got),
+         "%s", got);
+  SSL_free(ssl);
+  conn_free(c);
+  imapmem_release(ca);
+#endif
+  imapmem_free(srv);
+}
+
 int main(void) {
   struct {
     const char *name;
@@ -2717,6 +2834,7 @@ int main(void) {
     {"special_use", test_special_use},
     {"quota", test_quota},
     {"tls_api", test_tls_api},
+    {"serve_fd_tls", test_serve_fd_tls},
   };
   /* From here on a vanished peer must not end the test run; test_no_sigpipe checked
      that the library does not rely on this. */
