@@ -201,13 +201,14 @@ struct msgmeta {             /* computed once per message, then shared and immut
   int nparts;
   int64_t sent;               /* Date header as a UTC day number, or INT64_MIN */
   _Atomic(struct rendered *) rendered;   /* made on the first FETCH that needs it */
-  _Atomic(struct sortkeys *) sortkeys;   /* made on the first SORT or THREAD */
 };
 struct msgdata {             /* a message's bytes, stored once, shared by its copies */
   atomic_int refs;
   uint32_t size;              /* RFC822.SIZE: the CRLF bytes */
   uint32_t hdr_len;           /* header including the blank line */
   _Atomic(struct msgmeta *) meta;
+  _Atomic(struct sortkeys *) sortkeys;   /* made on the first SORT or THREAD: the header
+                                            alone, so no MIME parse */
   char bytes[];
 };
 
@@ -2431,7 +2432,6 @@ static void rendered_free(struct rendered *r) {
 static void msgmeta_free(struct msgmeta *m) {
   if (!m) return;
   rendered_free(atomic_load(&m->rendered));
-  free(atomic_load(&m->sortkeys));
   free(m->parts);
   free(m);
 }
@@ -2442,7 +2442,6 @@ static struct msgmeta *msgmeta_build(const char *msg, size_t size) {
   struct msgmeta *m = mem_calloc(1, sizeof *m);
   if (!m) return NULL;
   atomic_init(&m->rendered, NULL);
-  atomic_init(&m->sortkeys, NULL);
   struct mime_builder mb = {msg, NULL, 0, 0, 0};
   mime_parse(&mb, 0, size, 0, 0);
   m->parts = mb.parts;
@@ -2795,7 +2794,7 @@ static int msg_binary_to_base64(const char *msg, size_t n, struct buf *out) {
 /* ------------------------------------------------------------------------- */
 /*
 ** SORT and THREAD keys (RFC 5256, RFC 5957): read from the header once per message and
-** kept beside the rendered ENVELOPE, read by the same rules (the last Date, Subject,
+** kept with its bytes like the part table, read by ENVELOPE's rules (the last Date, Subject,
 ** Message-ID, In-Reply-To and References; the first From, To and Cc address), so a
 ** SORT of a mailbox parses no header twice. Strings are case-folded for the comparator:
 ** ASCII letters to capitals, as Dovecot's i;unicode-casemap titlecases them (so '_' sorts
@@ -2997,16 +2996,17 @@ static struct sortkeys *sortkeys_build(const char *h, const char *hend) {
   return out;
 }
 
-/* The message's SORT and THREAD keys, made on first use. NULL if memory ran out. */
+/*
+** The message's SORT and THREAD keys, made on first use from the header alone (the MIME
+** tree is not needed, and costs most of msgdata_meta). NULL if memory ran out.
+*/
 static const struct sortkeys *msgdata_sortkeys(struct msgdata *d) {
-  struct msgmeta *m = msgdata_meta(d);      /* of it, only m->sortkeys is written here */
-  if (!m) return NULL;
-  struct sortkeys *k = atomic_load_explicit(&m->sortkeys, memory_order_acquire);
+  struct sortkeys *k = atomic_load_explicit(&d->sortkeys, memory_order_acquire);
   if (k) return k;
   struct sortkeys *n = sortkeys_build(d->bytes, d->bytes + d->hdr_len);
   if (!n) return NULL;
   struct sortkeys *expected = NULL;
-  if (atomic_compare_exchange_strong(&m->sortkeys, &expected, n)) return n;
+  if (atomic_compare_exchange_strong(&d->sortkeys, &expected, n)) return n;
   free(n);
   return expected;
 }
@@ -3045,6 +3045,7 @@ static struct msgdata *msgdata_new(const char *bytes, size_t n) {
   if (!d) return NULL;
   atomic_init(&d->refs, 1);
   atomic_init(&d->meta, NULL);
+  atomic_init(&d->sortkeys, NULL);
   memcpy(d->bytes, bytes, n);
   d->bytes[n] = 0;
   d->size = (uint32_t)n;
@@ -3060,6 +3061,7 @@ static struct msgdata *msgdata_ref(struct msgdata *d) {
 static void msgdata_unref(struct msgdata *d) {
   if (d && atomic_fetch_sub(&d->refs, 1) == 1) {
     msgmeta_free(atomic_load(&d->meta));
+    free(atomic_load(&d->sortkeys));
     free(d);
   }
 }
@@ -4092,6 +4094,7 @@ static int mbox_message(struct mbox_batch *b, const char *p, const char *end,
   }
   atomic_init(&d->refs, 1);
   atomic_init(&d->meta, NULL);
+  atomic_init(&d->sortkeys, NULL);
   d->bytes[d->size] = 0;
   d->hdr_len = (uint32_t)header_length(d->bytes, d->size);
   pm->d = d;
@@ -7111,7 +7114,11 @@ static int thread_is_reply(const struct thread *t, int x) {
   return t->nodes[x].item >= 0 && t->items[t->nodes[x].item].keys->reply;
 }
 
-/* RFC 5256 3 step 5: threads under the root with the same base subject come together. */
+/*
+** RFC 5256 3 step 5: threads under the root with the same base subject come together.
+** The root's list is taken apart first and made again at the end (unlinking from a list
+** of thousands, once per merge, would cost O(n^2)); roots[i] becomes -1 once merged.
+*/
 static int thread_by_subject(struct thread *t, int *roots) {
   struct thread_map subj;
   size_t n = 0;
@@ -7133,30 +7140,35 @@ static int thread_by_subject(struct thread *t, int *roots) {
       subj.vals[k] = r;
     }
   }
+  int first_new = t->n;
+  t->nodes[0].child = -1;
+  for (size_t i = 0; i < n; i++) t->nodes[roots[i]].parent = t->nodes[roots[i]].next = -1;
   for (size_t i = 0; i < n; i++) {   /* (C) merge */
     const char *key = thread_subject(t, roots[i]);
     if (!*key) continue;
     size_t k = thread_map_slot(&subj, key);
     int r = roots[i], to = subj.vals[k];
     if (to == r) continue;
-    thread_unlink(t, r);
+    roots[i] = -1;
     if (t->nodes[to].item < 0 && t->nodes[r].item < 0) {   /* their children are siblings */
-      while (t->nodes[r].child >= 0) {
-        int c = t->nodes[r].child;
-        thread_unlink(t, c);
+      for (int c = t->nodes[r].child, next; c >= 0; c = next) {
+        next = t->nodes[c].next;
         thread_link(t, to, c);
       }
+      t->nodes[r].child = -1;
     } else if (t->nodes[to].item < 0 || (thread_is_reply(t, r) && !thread_is_reply(t, to))) {
       thread_link(t, to, r);
     } else {                 /* a new dummy holds both */
       int d = thread_new(t, -1);
-      thread_unlink(t, to);
-      thread_link(t, 0, d);
       thread_link(t, d, to);
       thread_link(t, d, r);
       subj.vals[k] = d;
     }
   }
+  for (size_t i = 0; i < n; i++)   /* the root's list again: what is left on top */
+    if (roots[i] >= 0 && t->nodes[roots[i]].parent < 0) thread_link(t, 0, roots[i]);
+  for (int d = first_new; d < t->n; d++)
+    if (t->nodes[d].parent < 0) thread_link(t, 0, d);
   thread_map_free(&subj);
   return 1;
 }
