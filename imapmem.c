@@ -6719,13 +6719,14 @@ static int sort_parse_criteria(struct session *s, struct parser *ps, struct sort
 /*
 ** "RETURN (opts) " after SORT (RFC 5267 3.1, 4.4): MIN, MAX, COUNT and ALL with ESORT;
 ** PARTIAL, CONTEXT and UPDATE with CONTEXT=SORT (PARTIAL also with ESORT and PARTIAL,
-** RFC 9394). SAVE is not offered for SORT.
+** RFC 9394); SAVE with SEARCHRES (RFC 5182 1: "any command based on SEARCH").
 */
 static int sort_parse_return(struct session *s, struct parser *ps, struct search_return *r) {
   static const struct { const char *name; unsigned bit; capset cap; } opts[] = {
     {"MIN", RET_MIN, CAP_ESORT}, {"MAX", RET_MAX, CAP_ESORT}, {"COUNT", RET_COUNT, CAP_ESORT},
     {"ALL", RET_ALL, CAP_ESORT}, {"CONTEXT", RET_CONTEXT, CAP_CONTEXT_SORT},
-    {"UPDATE", RET_UPDATE, CAP_CONTEXT_SORT}, {"PARTIAL", RET_PARTIAL, CAP_CONTEXT_SORT}};
+    {"UPDATE", RET_UPDATE, CAP_CONTEXT_SORT}, {"PARTIAL", RET_PARTIAL, CAP_CONTEXT_SORT},
+    {"SAVE", RET_SAVE, CAP_SEARCHRES}};
   r->extended = 1;
   if (!parse_sp(ps) || !parse_char(ps, '('))
     return parse_fail(ps, "Expected '(' and return options after RETURN");
@@ -6885,6 +6886,7 @@ static void sort_send_esearch(struct session *s, struct command *c,
                               const struct search_return *r, struct sort_item **v, size_t n,
                               int modseq) {
   unsigned o = r->opts;
+  if (!(o & ~(unsigned)(RET_SAVE | RET_CONTEXT)) && (o & RET_SAVE)) return;   /* RFC 5182 1 */
   size_t from = 0, to = 0;
   if (o & RET_PARTIAL) partial_window(&r->partial, n, &from, &to);
   session_send(s, "* ESEARCH (TAG \"%s\")%s", c->tag, c->uid ? " UID" : "");
@@ -6903,10 +6905,35 @@ static void sort_send_esearch(struct session *s, struct command *c,
     session_send(s, "%s)", from < to ? "" : "NIL");
   }
   uint64_t top = 0;
-  for (size_t i = 0; modseq && (o & ~(unsigned)(RET_CONTEXT | RET_UPDATE)) && i < n; i++)
+  for (size_t i = 0; modseq && (o & ~(unsigned)(RET_SAVE | RET_CONTEXT | RET_UPDATE)) && i < n;
+       i++)
     if (search_returned(o, i, n, from, to) && v[i]->snap.modseq > top) top = v[i]->snap.modseq;
   if (top) session_send(s, " MODSEQ %llu", (unsigned long long)top);
   session_send(s, "\r\n");
+}
+
+static int cmp_uint32(const void *a, const void *b) {
+  uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+  return SORT_CMP(x, y);
+}
+
+/*
+** SAVE (RFC 5182 2.1, 2.4): "$" becomes the messages the options returned, MIN and MAX
+** the first and last in sort order; kept as search_save keeps it, ascending UIDs.
+*/
+static int sort_save(struct session *s, const struct search_return *r, struct sort_item **v,
+                     size_t n) {
+  size_t from = 0, to = 0, k = 0;
+  if (r->opts & RET_PARTIAL) partial_window(&r->partial, n, &from, &to);
+  uint32_t *uids = mem_alloc((n ? n : 1) * sizeof *uids);
+  if (!uids) return 0;
+  for (size_t i = 0; i < n; i++)
+    if (search_returned(r->opts, i, n, from, to)) uids[k++] = v[i]->snap.uid;
+  qsort(uids, k, sizeof *uids, cmp_uint32);
+  session_saved_clear(s);
+  s->saved = uids;
+  s->nsaved = k;
+  return 1;
 }
 
 /*
@@ -6926,18 +6953,28 @@ static int cmd_sort(struct session *s, struct command *c) {
   } else {
     ps->p = at;
   }
-  if (!sort_parse_criteria(s, ps, &order)) return cmd_bad_args(c);
+  if (!sort_parse_criteria(s, ps, &order)) {
+    if (ret.opts & RET_SAVE) session_saved_clear(s);   /* RFC 5182 2.1 */
+    return cmd_bad_args(c);
+  }
   struct sort_item *items;
   size_t n;
   int modseq;
-  if (!sort_search(s, c, &items, &n, &modseq)) return 0;
+  if (!sort_search(s, c, &items, &n, &modseq)) {
+    if (ret.opts & RET_SAVE) session_saved_clear(s);   /* RFC 5182 2.1 */
+    return 0;
+  }
   struct sort_item **v = mem_alloc((n ? n : 1) * 2 * sizeof *v);
-  if (!v) {
+  if (v) {
+    for (size_t i = 0; i < n; i++) v[i] = &items[i];
+    sort_items(v, v + n, n, &order);
+  }
+  if (!v || ((ret.opts & RET_SAVE) && !sort_save(s, &ret, v, n))) {
+    free(v);
     sort_release(items, n);
+    if (ret.opts & RET_SAVE) session_saved_clear(s);
     return cmd_no(c, "[SERVERBUG] Out of memory");
   }
-  for (size_t i = 0; i < n; i++) v[i] = &items[i];
-  sort_items(v, v + n, n, &order);
   if (ret.extended) {
     sort_send_esearch(s, c, &ret, v, n, modseq);
     if (ret.opts & RET_UPDATE)   /* RFC 5267 4.3.1 */

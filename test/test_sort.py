@@ -12,8 +12,8 @@ import re
 import time
 import calendar
 
-from wire import ESearch, ServerCase, capabilities, codes, esearches, expand_set, \
-    sort_of, thread_of, write_mbox
+from wire import ServerCase, capabilities, codes, esearches, expand_set, search_of, sort_of, \
+    thread_of, write_mbox
 
 DAY = 86400
 
@@ -360,10 +360,22 @@ class ESort(SortCase):
         self.assertEqual(esearches(untagged)[0].get("COUNT"), 4)
         self.assertIn("NOUPDATE", codes(untagged))
 
+    def test_save(self):
+        r = self.session()   # RFC 5182 1: SORT is "based on SEARCH"; SAVE alone: no answer
+        untagged = r.ok("SORT RETURN (SAVE) (REVERSE SIZE) UTF-8 1:3")
+        self.assertEqual(esearches(untagged), [], untagged)
+        self.assertEqual(search_of(r.ok("SEARCH $")), [1, 2, 3])
+        e = self.esort(r, "SORT RETURN (SAVE MIN) (REVERSE SIZE) UTF-8 ALL")
+        self.assertEqual(e.get("MIN"), 1)
+        self.assertEqual(search_of(r.ok("SEARCH $")), [1])   # 2.4: what MIN returned
+        e = self.esort(r, "SORT RETURN (SAVE PARTIAL 2:3) (SIZE) UTF-8 ALL")
+        self.assertEqual(search_of(r.ok("SEARCH $")), [3, 4])
+        self.refused(r, "SORT RETURN (SAVE) (SIZE) KOI8-R ALL", b"NO")
+        self.assertEqual(search_of(r.ok("SEARCH $")), [])    # 2.1: a failed SAVE empties $
+
     def test_bad_return_options(self):
         r = self.session()
-        for cmd in ("SORT RETURN (SAVE) (SIZE) UTF-8 ALL",
-                    "SORT RETURN (ALL PARTIAL 1:2) (SIZE) UTF-8 ALL",
+        for cmd in ("SORT RETURN (ALL PARTIAL 1:2) (SIZE) UTF-8 ALL",
                     "SORT RETURN (PARTIAL 1:*) (SIZE) UTF-8 ALL",
                     "SORT RETURN (BOGUS) (SIZE) UTF-8 ALL",
                     "SORT RETURN (MIN) UTF-8 ALL"):
