@@ -2819,7 +2819,8 @@ static size_t subj_blob(const char *s, size_t n) {
 static size_t subj_refwd(const char *s, size_t n) {
   size_t i;
   if (n >= 2 && strncasecmp(s, "re", 2) == 0) i = 2;
-  else if (n >= 2 && strncasecmp(s, "fw", 2) == 0) i = n > 2 && (s[2] == 'd' || s[2] == 'D') ? 3 : 2;
+  else if (n >= 2 && strncasecmp(s, "fw", 2) == 0)
+    i = n > 2 && (s[2] == 'd' || s[2] == 'D') ? 3 : 2;
   else return 0;
   while (i < n && s[i] == ' ') i++;
   i += subj_blob(s + i, n - i);

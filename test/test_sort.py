@@ -175,11 +175,12 @@ class SentDate(SortCase):
 
 # ---------------------------------------------------------------------------------------
 # RFC 5256 3 SORT, and RFC 5957 DISPLAYFROM / DISPLAYTO.
-#   n  arrival  From                          To                          Cc                  Subject  size
-#   1  Jan 3    Aaron <zed@x.org>             bob@x.org                   -                   b        largest
-#   2  Jan 1    alice@x.org                   Zoe <carol@x.org>           dave@x.org          Re: a    smallest
-#   3  Jan 2    =?utf-8?q?Bj=C3=B6rn?= <bjorn>  undisclosed-recipients:;    Alice <alice@x.org> [x] c    third
-#   4  Jan 2    Mallory <MALLORY@x.org>       -                           -                   A        second
+#   n  arrival  From                       To                        Cc           Subject  size
+#   1  Jan 3    Aaron <zed@x.org>          bob@x.org                 -            b        4th
+#   2  Jan 1    alice@x.org                Zoe <carol@x.org>         dave@x.org   Re: a    1st
+#   3  Jan 2    =?utf-8?q?Bj=C3=B6rn?=     undisclosed-recipients:;  Alice        [x] c    3rd
+#               <bjorn@x.org>                                        <alice@x.org>
+#   4  Jan 2    Mallory <MALLORY@x.org>    -                         -            A        2nd
 SIZES = [400, 0, 200, 100]   # body padding
 CRITERIA = [
     (T0 + 2 * DAY, ["From: Aaron <zed@x.org>", "To: bob@x.org", "Subject: b"]),
