@@ -2945,8 +2945,11 @@ static void sortkeys_address(struct str v, int have, struct buf *text, uint32_t 
   addrs_free(&as);
 }
 
+static atomic_long sortkeys_builds;   /* so a test can see each message's are made once */
+
 /* Read the keys from the header [h, hend). NULL if memory ran out. */
 static struct sortkeys *sortkeys_build(const char *h, const char *hend) {
+  atomic_fetch_add(&sortkeys_builds, 1);
   enum { K_DATE, K_SUBJECT, K_MSGID, K_IRT, K_REFS, K_FROM, K_TO, K_CC, K_COUNT };
   static const char *const names[K_COUNT] = {  /* ORDER K_* */
     "Date", "Subject", "Message-ID", "In-Reply-To", "References", "From", "To", "Cc"};
@@ -5916,7 +5919,8 @@ static int view_resolve(struct session *s, struct command *c, struct seqset *set
 ** ===========================================================================
 ** Owns: the search-key tree (RFC 3501 6.4.4), its evaluation, the SEARCH command with
 ** its RETURN options (ESEARCH, SAVE, PARTIAL: RFC 4731, 5182, 9394), the UPDATE contexts
-** (RFC 5267 4.3: made, evaluated, cancelled) and the updates they send.
+** (RFC 5267 4.3: made, evaluated, cancelled) and the updates they send; SORT and THREAD
+** (RFC 5256, 5957, 5267 3 and 4.4), which search the same way.
 ** Calls: sections 1-3, 5 and 6.
 ** Locking: the selected mailbox is locked once to take a snapshot of the view's
 ** messages (UID, flags, dates, a reference to the bytes); keys are then evaluated with
