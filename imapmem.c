@@ -11962,12 +11962,19 @@ static int parse_options(int argc, char **argv, struct options *o) {
   return -1;
 }
 
-/* Is word one of the space-separated words of list? Both are names: "=value" is left out. */
+/* The name in the first k bytes of a capability: "APPENDLIMIT=64" is APPENDLIMIT, but
+   "CONTEXT=SORT" and "SORT=DISPLAY" are names of their own. */
+static size_t capability_name_len(const char *p, size_t k) {
+  size_t e = strcspn(p, "= ");
+  return e < k && p[e] == '=' && isdigit((unsigned char)p[e + 1]) ? e : k;
+}
+
+/* Is word one of the space-separated words of list? Both are names: "=n" is left out. */
 static int has_word(const char *list, const char *word, size_t n) {
-  n = strcspn(word, "= ") < n ? strcspn(word, "= ") : n;
+  n = capability_name_len(word, n);
   for (const char *p = list; *p;) {
     size_t k = strcspn(p, " ");
-    size_t name = strcspn(p, "= ") < k ? strcspn(p, "= ") : k;
+    size_t name = capability_name_len(p, k);
     if (name == n && strncasecmp(p, word, n) == 0) return 1;
     p += k + (p[k] == ' ');
   }

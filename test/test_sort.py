@@ -283,6 +283,9 @@ class SortSwitchedOff(SortCase):
         self.assertFalse(have & {"SORT", "SORT=DISPLAY", "ESORT", "CONTEXT=SORT",
                                  "THREAD=REFERENCES"}, have)
         self.assertIn("THREAD=ORDEREDSUBJECT", have)
+        err = self.srv.stderr()   # what else went is said on stderr
+        for name in ("SORT=DISPLAY", "ESORT", "CONTEXT=SORT"):
+            self.assertIn("--capability -SORT also switched off %s\n" % name, err)
         self.refused(r, "SORT (SIZE) UTF-8 ALL")
         self.refused(r, "THREAD REFERENCES UTF-8 ALL")
         self.assertEqual(self.thread(r, "THREAD ORDEREDSUBJECT UTF-8 ALL"),
