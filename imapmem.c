@@ -184,6 +184,21 @@ struct rendered {            /* ENVELOPE, BODY and BODYSTRUCTURE as FETCH writes
   char *body;
   char *bodystructure;
 };
+/*
+** What SORT and THREAD compare (RFC 5256, RFC 5957), made once per message on the first
+** SORT or THREAD that needs it. Strings are offsets into text, each NUL-ended.
+*/
+#define SORTKEY_NONE UINT32_MAX       /* no such string (no Message-ID) */
+struct sortkeys {
+  int64_t sent;               /* RFC 5256 2.2: Date in UTC seconds, or INT64_MIN */
+  uint32_t subject;           /* base subject (RFC 5256 2.1), case-folded */
+  uint32_t from, to, cc;      /* addr-mailbox of the first address, case-folded */
+  uint32_t display_from, display_to;   /* RFC 5957 3: the display value, case-folded */
+  uint32_t msgid;             /* Message-ID, normalized, or SORTKEY_NONE */
+  uint32_t refs, nrefs;       /* the references (RFC 5256 3): nrefs strings from refs */
+  int reply;                  /* the subject says reply or forward (RFC 5256 3) */
+  char text[];
+};
 struct msgmeta {             /* computed once per message, then shared and immutable */
   struct part *parts;         /* parts[0] is the top-level entity */
   int nparts;
@@ -195,6 +210,8 @@ struct msgdata {             /* a message's bytes, stored once, shared by its co
   uint32_t size;              /* RFC822.SIZE: the CRLF bytes */
   uint32_t hdr_len;           /* header including the blank line */
   _Atomic(struct msgmeta *) meta;
+  _Atomic(struct sortkeys *) sortkeys;   /* made on the first SORT or THREAD: the header
+                                            alone, so no MIME parse */
   char bytes[];
 };
 
@@ -532,6 +549,12 @@ struct imapmem {
 #define CAP_QUOTASET         ((capset)1 << 47)
 #define CAP_QUOTA_RES_STORAGE ((capset)1 << 48)
 #define CAP_QUOTA_RES_MESSAGE ((capset)1 << 49)
+#define CAP_SORT             ((capset)1 << 22)   /* RFC 5256 */
+#define CAP_SORT_DISPLAY     ((capset)1 << 23)   /* RFC 5957 */
+#define CAP_THREAD_ORDEREDSUBJECT ((capset)1 << 24)   /* RFC 5256 */
+#define CAP_THREAD_REFERENCES ((capset)1 << 25)  /* RFC 5256 */
+#define CAP_ESORT            ((capset)1 << 26)   /* RFC 5267 3 */
+#define CAP_CONTEXT_SORT     ((capset)1 << 27)   /* RFC 5267 4 */
 #define CAPS_OFF_AT_START CAP_LITERALMINUS   /* LITERAL+ is on instead (RFC 7888 4) */
 #define CAPS_MAX 512          /* room for the capability list as text */
 
@@ -2791,6 +2814,230 @@ static int msg_binary_to_base64(const char *msg, size_t n, struct buf *out) {
   return changed;
 }
 
+/* ------------------------------------------------------------------------- */
+/*
+** SORT and THREAD keys (RFC 5256, RFC 5957): read from the header once per message and
+** kept with its bytes like the part table, read by ENVELOPE's rules (the last Date, Subject,
+** Message-ID, In-Reply-To and References; the first From, To and Cc address), so a
+** SORT of a mailbox parses no header twice. Strings are case-folded for the comparator:
+** ASCII letters to capitals, as Dovecot's i;unicode-casemap titlecases them (so '_' sorts
+** after 'Z' and before 'a' alike), other letters by utf8_fold; a SORT then compares bytes.
+*/
+static void sortkeys_fold(char *p, size_t n) {
+  for (size_t i = 0; i < n; i++) p[i] = (char)toupper((unsigned char)p[i]);
+  utf8_fold((unsigned char *)p, n);
+}
+
+/* subj-blob at s (RFC 5256 5): "[" *BLOBCHAR "]" *WSP; its length, or 0. */
+static size_t subj_blob(const char *s, size_t n) {
+  if (n == 0 || s[0] != '[') return 0;
+  size_t i = 1;
+  while (i < n && s[i] != '[' && s[i] != ']' && s[i] != 0) i++;
+  if (i >= n || s[i] != ']') return 0;
+  for (i++; i < n && s[i] == ' '; i++) continue;
+  return i;
+}
+
+/* subj-refwd at s (RFC 5256 5): ("re" / ("fw" ["d"])) *WSP [subj-blob] ":"; or 0. */
+static size_t subj_refwd(const char *s, size_t n) {
+  size_t i;
+  if (n >= 2 && strncasecmp(s, "re", 2) == 0) i = 2;
+  else if (n >= 2 && strncasecmp(s, "fw", 2) == 0)
+    i = n > 2 && (s[2] == 'd' || s[2] == 'D') ? 3 : 2;
+  else return 0;
+  while (i < n && s[i] == ' ') i++;
+  i += subj_blob(s + i, n - i);
+  return i < n && s[i] == ':' ? i + 1 : 0;
+}
+
+/*
+** The base subject of a Subject value (RFC 5256 2.1), appended to out; *reply is set
+** when a step removed a subj-refwd, a "(fwd)" trailer or a "[fwd: ...]" wrapper (the
+** "reply or forward" of RFC 5256 3, REFERENCES step 5).
+*/
+static void base_subject(struct str v, struct buf *out, int *reply) {
+  struct buf dec = {0};
+  rfc2047_decode(v, &dec);   /* (1): encoded words to UTF-8, continuations unfolded */
+  size_t n = 0;
+  for (size_t i = 0; i < dec.len; i++) {   /* (1): tabs to spaces, runs to one */
+    char c = dec.p[i] == '\t' || dec.p[i] == '\r' || dec.p[i] == '\n' ? ' ' : dec.p[i];
+    if (c == ' ' && n && dec.p[n - 1] == ' ') continue;
+    dec.p[n++] = c;
+  }
+  const char *t = dec.p ? dec.p : "";
+  size_t b = 0, e = n;
+  for (;;) {
+    for (;;) {               /* (2) subj-trailer: "(fwd)" / WSP, until none is left */
+      if (e > b && t[e - 1] == ' ') {
+        e--;
+      } else if (e - b >= 5 && strncasecmp(t + e - 5, "(fwd)", 5) == 0) {
+        e -= 5;
+        *reply = 1;
+      } else {
+        break;
+      }
+    }
+    for (int changed = 1; changed;) {   /* (5): (3) and (4) until neither matches */
+      changed = 0;
+      for (;;) {             /* (3) subj-leader: (*subj-blob subj-refwd) / WSP */
+        if (b < e && t[b] == ' ') {
+          b++;
+          changed = 1;
+          continue;
+        }
+        size_t q = b, k;
+        while ((k = subj_blob(t + q, e - q))) q += k;
+        if (!(k = subj_refwd(t + q, e - q))) break;
+        b = q + k;
+        *reply = changed = 1;
+      }
+      size_t k = subj_blob(t + b, e - b);   /* (4): a blob, unless it is all there is */
+      if (k && b + k < e) {
+        b += k;
+        changed = 1;
+      }
+    }
+    /* (6): "[fwd:" subject "]" is unwrapped, and it all starts again */
+    if (e - b >= 6 && strncasecmp(t + b, "[fwd:", 5) == 0 && t[e - 1] == ']') {
+      b += 5;
+      e--;
+      *reply = 1;
+      continue;
+    }
+    break;
+  }
+  buf_add(out, t + b, e - b);
+  buf_free(&dec);
+}
+
+/*
+** The next msg-id at *pos in [*pos, end), normalized into out (RFC 5256 3: quoting,
+** white space and comments inside "<...>" do not make two ids differ): 1 if one was found.
+*/
+static int msgid_next(const char **pos, const char *end, struct buf *out) {
+  const char *p = *pos;
+  while ((p = memchr(p, '<', (size_t)(end - p)))) {
+    const char *q = ++p;
+    size_t at = out->len;
+    int depth = 0;
+    for (; q < end && *q != '>' && *q != '<'; q++) {
+      if (*q == '(' && !depth) depth = 1;
+      else if (*q == ')' && depth) depth = 0;
+      else if (*q == '\\' && q + 1 < end) buf_addc(out, *++q);
+      else if (!depth && *q != '"' && *q != ' ' && *q != '\t' && *q != '\r' && *q != '\n')
+        buf_addc(out, *q);
+    }
+    if (q < end && *q == '>' && out->len > at) {
+      *pos = q + 1;
+      return 1;
+    }
+    out->len = at;           /* "<>" or no '>': not a msg-id; look further */
+  }
+  *pos = end;
+  return 0;
+}
+
+/*
+** The first address of an address-list field: its addr-mailbox at *mailbox, and the
+** RFC 5957 3 display value at *display (the decoded addr-name, else addr-mailbox@addr-host,
+** else addr-mailbox), both folded. A group's name stands for both, as Dovecot takes it.
+*/
+static void sortkeys_address(struct str v, int have, struct buf *text, uint32_t *mailbox,
+                             uint32_t *display) {
+  struct addrs as = {0};
+  if (have) addrs_parse(v, &as);
+  const struct addr *a = as.n ? &as.a[0] : NULL;
+  size_t at = text->len;
+  *mailbox = (uint32_t)at;
+  if (a && a->kind == ADDR_GROUP && a->name.len) buf_add(text, a->name.p, a->name.len);
+  else if (a && a->kind == ADDR_MAILBOX) buf_add(text, a->mailbox.p, a->mailbox.len);
+  if (!text->oom) sortkeys_fold(text->p + at, text->len - at);
+  buf_addc(text, 0);
+  at = text->len;
+  *display = (uint32_t)at;
+  if (a && a->name.len) rfc2047_decode(str_make(a->name.p, a->name.len), text);
+  if (a && a->kind == ADDR_MAILBOX) {
+    if (text->len == at) {
+      buf_add(text, a->mailbox.p, a->mailbox.len);
+      if (a->host.len) buf_addc(text, '@');
+      buf_add(text, a->host.p, a->host.len);
+    }
+  }
+  if (!text->oom) sortkeys_fold(text->p + at, text->len - at);
+  buf_addc(text, 0);
+  addrs_free(&as);
+}
+
+static atomic_long sortkeys_builds;   /* so a test can see each message's are made once */
+
+/* Read the keys from the header [h, hend). NULL if memory ran out. */
+static struct sortkeys *sortkeys_build(const char *h, const char *hend) {
+  atomic_fetch_add(&sortkeys_builds, 1);
+  enum { K_DATE, K_SUBJECT, K_MSGID, K_IRT, K_REFS, K_FROM, K_TO, K_CC, K_COUNT };
+  static const char *const names[K_COUNT] = {  /* ORDER K_* */
+    "Date", "Subject", "Message-ID", "In-Reply-To", "References", "From", "To", "Cc"};
+  struct str v[K_COUNT];
+  int have[K_COUNT] = {0};
+  struct field f;
+  while (header_next(&h, hend, &f))
+    for (int i = 0; i < K_COUNT; i++)
+      if (str_ieq(f.name, names[i]) && (i < K_FROM || !have[i])) {   /* the last; the */
+        v[i] = f.value;                                               /* first address */
+        have[i] = 1;
+      }
+  struct sortkeys k = {0};
+  struct buf text = {0};
+  int64_t t;
+  int tz;
+  k.sent = have[K_DATE] && date_parse(v[K_DATE], &t, &tz) ? t : INT64_MIN;
+  k.subject = 0;
+  if (have[K_SUBJECT]) base_subject(v[K_SUBJECT], &text, &k.reply);
+  if (!text.oom) sortkeys_fold(text.p, text.len);
+  buf_addc(&text, 0);
+  uint32_t unused;
+  sortkeys_address(v[K_FROM], have[K_FROM], &text, &k.from, &k.display_from);
+  sortkeys_address(v[K_TO], have[K_TO], &text, &k.to, &k.display_to);
+  sortkeys_address(v[K_CC], have[K_CC], &text, &k.cc, &unused);
+  k.msgid = SORTKEY_NONE;
+  const char *p = have[K_MSGID] ? v[K_MSGID].p : NULL;
+  size_t at = text.len;
+  if (p && msgid_next(&p, v[K_MSGID].p + v[K_MSGID].len, &text)) {
+    k.msgid = (uint32_t)at;
+    buf_addc(&text, 0);
+  }
+  k.refs = (uint32_t)text.len;
+  for (int i = K_REFS; i >= K_IRT && !k.nrefs; i--) {   /* References, else In-Reply-To */
+    if (!have[i]) continue;
+    for (p = v[i].p; msgid_next(&p, v[i].p + v[i].len, &text);) {
+      buf_addc(&text, 0);
+      k.nrefs++;
+      if (i == K_IRT) break;   /* only its first (RFC 5256 3) */
+    }
+  }
+  struct sortkeys *out = text.oom ? NULL : mem_alloc(sizeof *out + text.len);
+  if (out) {
+    *out = k;
+    memcpy(out->text, text.p, text.len);
+  }
+  buf_free(&text);
+  return out;
+}
+
+/*
+** The message's SORT and THREAD keys, made on first use from the header alone (the MIME
+** tree is not needed, and costs most of msgdata_meta). NULL if memory ran out.
+*/
+static const struct sortkeys *msgdata_sortkeys(struct msgdata *d) {
+  struct sortkeys *k = atomic_load_explicit(&d->sortkeys, memory_order_acquire);
+  if (k) return k;
+  struct sortkeys *n = sortkeys_build(d->bytes, d->bytes + d->hdr_len);
+  if (!n) return NULL;
+  struct sortkeys *expected = NULL;
+  if (atomic_compare_exchange_strong(&d->sortkeys, &expected, n)) return n;
+  free(n);
+  return expected;
+}
+
 /*
 ** ===========================================================================
 ** 3  The store: users, mailboxes, messages, UIDs, flags, change log
@@ -2825,6 +3072,7 @@ static struct msgdata *msgdata_new(const char *bytes, size_t n) {
   if (!d) return NULL;
   atomic_init(&d->refs, 1);
   atomic_init(&d->meta, NULL);
+  atomic_init(&d->sortkeys, NULL);
   memcpy(d->bytes, bytes, n);
   d->bytes[n] = 0;
   d->size = (uint32_t)n;
@@ -2840,6 +3088,7 @@ static struct msgdata *msgdata_ref(struct msgdata *d) {
 static void msgdata_unref(struct msgdata *d) {
   if (d && atomic_fetch_sub(&d->refs, 1) == 1) {
     msgmeta_free(atomic_load(&d->meta));
+    free(atomic_load(&d->sortkeys));
     free(d);
   }
 }
@@ -4048,6 +4297,7 @@ static int mbox_message(struct mbox_batch *b, const char *p, const char *end,
   }
   atomic_init(&d->refs, 1);
   atomic_init(&d->meta, NULL);
+  atomic_init(&d->sortkeys, NULL);
   d->bytes[d->size] = 0;
   d->hdr_len = (uint32_t)header_length(d->bytes, d->size);
   pm->d = d;
@@ -5987,7 +6237,8 @@ static int view_resolve(struct session *s, struct command *c, struct seqset *set
 ** ===========================================================================
 ** Owns: the search-key tree (RFC 3501 6.4.4), its evaluation, the SEARCH command with
 ** its RETURN options (ESEARCH, SAVE, PARTIAL: RFC 4731, 5182, 9394), the UPDATE contexts
-** (RFC 5267 4.3: made, evaluated, cancelled) and the updates they send.
+** (RFC 5267 4.3: made, evaluated, cancelled) and the updates they send; SORT and THREAD
+** (RFC 5256, 5957, 5267 3 and 4.4), which search the same way.
 ** Calls: sections 1-3, 5 and 6.
 ** Locking: the selected mailbox is locked once to take a snapshot of the view's
 ** messages (UID, flags, dates, a reference to the bytes); keys are then evaluated with
@@ -6732,6 +6983,727 @@ static int cmd_cancelupdate(struct session *s, struct command *c) {
   return cmd_ok(c, "CANCELUPDATE completed");
 }
 
+/* ------------------------------------------------------------------------- */
+/*
+** SORT and THREAD (RFC 5256), SORT=DISPLAY (RFC 5957), the RETURN options of ESORT and
+** CONTEXT=SORT (RFC 5267 3, 4.4). Both commands search as SEARCH does (the same keys,
+** parser and evaluation), then order the matches by the message model's sort keys
+** (msgdata_sortkeys: read once per message, so a SORT parses no header it has seen).
+** Cost: the search, then O(n log n) comparisons of stored keys; THREAD REFERENCES adds
+** hash tables over the Message-IDs and base subjects, O(n + references).
+*/
+enum sort_key {
+  SORT_ARRIVAL, SORT_CC, SORT_DATE, SORT_FROM, SORT_SIZE, SORT_SUBJECT, SORT_TO,
+  SORT_DISPLAYFROM, SORT_DISPLAYTO
+};
+#define SORT_MAX_CRITERIA 32  /* more could only repeat a key: each adds nothing */
+struct sort_order {
+  struct { int key, reverse; } c[SORT_MAX_CRITERIA];
+  int n;
+};
+struct sort_item {            /* a matching message, as SORT and THREAD compare it */
+  struct snap snap;           /* holds a reference to the message's bytes */
+  int64_t arrival;            /* INTERNALDATE, seconds (RFC 5256 3 ARRIVAL) */
+  int64_t date;               /* the sent date (RFC 5256 2.2), INTERNALDATE if none */
+  const struct sortkeys *keys;
+};
+
+/* "(criteria) ": sort-criteria (RFC 5256 5, RFC 5957 5) and the space after. */
+static int sort_parse_criteria(struct session *s, struct parser *ps, struct sort_order *o) {
+  static const struct { const char *name; int key; capset cap; } keys[] = {
+    {"ARRIVAL", SORT_ARRIVAL, 0}, {"CC", SORT_CC, 0}, {"DATE", SORT_DATE, 0},
+    {"FROM", SORT_FROM, 0}, {"SIZE", SORT_SIZE, 0}, {"SUBJECT", SORT_SUBJECT, 0},
+    {"TO", SORT_TO, 0}, {"DISPLAYFROM", SORT_DISPLAYFROM, CAP_SORT_DISPLAY},
+    {"DISPLAYTO", SORT_DISPLAYTO, CAP_SORT_DISPLAY}};
+  if (!parse_char(ps, '(')) return parse_fail(ps, "Expected '(' and sort criteria");
+  o->n = 0;
+  do {
+    struct str w;
+    int reverse = 0;
+    if (!parse_run(ps, is_atom_char, &w)) return parse_fail(ps, "Expected a sort criterion");
+    if (str_ieq(w, "REVERSE")) {
+      reverse = 1;
+      if (!parse_char(ps, ' ') || !parse_run(ps, is_atom_char, &w))
+        return parse_fail(ps, "Expected a sort criterion after REVERSE");
+    }
+    size_t i = 0;
+    while (i < sizeof keys / sizeof keys[0] &&
+           !(str_ieq(w, keys[i].name) && (!keys[i].cap || cap_on(s->srv, keys[i].cap))))
+      i++;
+    if (i == sizeof keys / sizeof keys[0]) return parse_fail(ps, "Unknown sort criterion");
+    if (o->n == SORT_MAX_CRITERIA) return parse_fail(ps, "Too many sort criteria");
+    o->c[o->n].key = keys[i].key;
+    o->c[o->n++].reverse = reverse;
+  } while (parse_char(ps, ' '));
+  if (!parse_char(ps, ')')) return parse_fail(ps, "Expected ')' after the sort criteria");
+  return parse_sp(ps);
+}
+
+/*
+** "RETURN (opts) " after SORT (RFC 5267 3.1, 4.4): MIN, MAX, COUNT and ALL with ESORT;
+** PARTIAL, CONTEXT and UPDATE with CONTEXT=SORT (PARTIAL also with ESORT and PARTIAL,
+** RFC 9394); SAVE with SEARCHRES (RFC 5182 1: "any command based on SEARCH").
+*/
+static int sort_parse_return(struct session *s, struct parser *ps, struct search_return *r) {
+  static const struct { const char *name; unsigned bit; capset cap; } opts[] = {
+    {"MIN", RET_MIN, CAP_ESORT}, {"MAX", RET_MAX, CAP_ESORT}, {"COUNT", RET_COUNT, CAP_ESORT},
+    {"ALL", RET_ALL, CAP_ESORT}, {"CONTEXT", RET_CONTEXT, CAP_CONTEXT_SORT},
+    {"UPDATE", RET_UPDATE, CAP_CONTEXT_SORT}, {"PARTIAL", RET_PARTIAL, CAP_CONTEXT_SORT},
+    {"SAVE", RET_SAVE, CAP_SEARCHRES}};
+  r->extended = 1;
+  if (!parse_sp(ps) || !parse_char(ps, '('))
+    return parse_fail(ps, "Expected '(' and return options after RETURN");
+  while (!parse_char(ps, ')')) {
+    struct str w;
+    if (r->opts && !parse_sp(ps)) return parse_fail(ps, "Expected ')' after return options");
+    if (!parse_atom(ps, &w)) return parse_fail(ps, "Expected a return option");
+    size_t i = 0;
+    while (i < sizeof opts / sizeof opts[0] && !str_ieq(w, opts[i].name)) i++;
+    int on = i < sizeof opts / sizeof opts[0] &&
+             (cap_on(s->srv, opts[i].cap) ||
+              (opts[i].bit == RET_PARTIAL && cap_on(s->srv, CAP_PARTIAL)));
+    if (!on) return parse_fail(ps, "Unknown return option");   /* RFC 4466 2.6.1: BAD */
+    if (opts[i].bit == RET_PARTIAL) {   /* RFC 5267 4.4: one PARTIAL at most */
+      if (r->opts & RET_PARTIAL) return parse_fail(ps, "PARTIAL given twice");
+      if (!parse_sp(ps) || !parse_partial(ps, &r->partial)) return 0;
+    }
+    r->opts |= opts[i].bit;
+  }
+  if (!(r->opts & ~(unsigned)(RET_CONTEXT | RET_UPDATE))) r->opts |= RET_ALL;   /* 3.3 */
+  if ((r->opts & RET_ALL) && (r->opts & RET_PARTIAL))
+    return parse_fail(ps, "ALL and PARTIAL may not be used together");   /* RFC 5267 4.4 */
+  return parse_sp(ps);
+}
+
+static void sort_release(struct sort_item *v, size_t n) {
+  for (size_t i = 0; i < n; i++) msgdata_unref(v[i].snap.data);
+  free(v);
+}
+
+/*
+** "charset keys" (RFC 5256 5 search-criteria: the charset is not optional), searched as
+** SEARCH searches; the matches, in mailbox order with their sort keys, go to *out (free
+** with sort_release). 0 when the tagged reply is set already.
+*/
+static int sort_search(struct session *s, struct command *c, struct sort_item **out,
+                       size_t *n_out, int *modseq_out) {
+  struct parser *ps = &c->ps;
+  const char *name = c->def->name;
+  struct str cs;
+  if (!parse_astring(ps, &cs) || !parse_sp(ps)) return cmd_bad_args(c);
+  if (!str_ieq(cs, "US-ASCII") && !str_ieq(cs, "UTF-8"))
+    return cmd_no(c, "[BADCHARSET (US-ASCII UTF-8)] Unsupported charset");
+  struct skey *keys = search_parse_list(ps, 0, 0);
+  if (!keys) return cmd_bad_args(c);
+  if (session_uidonly(s) && search_uses_seqnums(keys))   /* RFC 9586 3.5 */
+    return cmd_bad(c, "[UIDREQUIRED] Message numbers are not allowed once UIDONLY is enabled: "
+                      "use UID set or ALL");
+  int modseq = search_uses_modseq(keys);
+  if (modseq && !cap_on(s->srv, CAP_CONDSTORE)) return cmd_bad(c, "Unknown search key MODSEQ");
+  if (modseq && s->nomodseq)   /* RFC 7162 3.1.2.2 */
+    return cmd_bad(c, "%s MODSEQ: this mailbox has no mod-sequences (NOMODSEQ)", name);
+  if (search_uses_dollar(keys) && !cap_on(s->srv, CAP_SEARCHRES))
+    return cmd_bad(c, "%s Invalid sequence set: $", name);
+  if (modseq) session_enable_condstore(s);
+  struct mailbox *mb = s->mb;
+  struct sort_item *v = mem_alloc((s->nview ? s->nview : 1) * sizeof *v);
+  if (!v) return cmd_no(c, "[SERVERBUG] Out of memory");
+  size_t n = 0, hits = 0;
+  pthread_mutex_lock(&mb->lock);
+  search_prepare(keys, s);
+  for (size_t i = 0; i < s->nview; i++) {
+    long k = mailbox_find_uid(mb, s->view[i].uid);
+    if (k < 0) continue;     /* expunged by another session: matches nothing */
+    search_snap(s, i, &mb->msgs[k], &v[n].snap);
+    v[n++].arrival = mb->msgs[k].internaldate;
+  }
+  pthread_mutex_unlock(&mb->lock);
+  int oom = 0;
+  for (size_t i = 0; i < n; i++) {   /* the matches move to the front, in mailbox order */
+    struct sort_item x = v[i];
+    if (!oom && search_match(keys, &x.snap)) {
+      if ((x.keys = msgdata_sortkeys(x.snap.data))) {
+        x.date = x.keys->sent != INT64_MIN ? x.keys->sent : x.arrival;
+        v[hits++] = x;
+        continue;
+      }
+      oom = 1;
+    }
+    msgdata_unref(x.snap.data);
+  }
+  if (oom) {
+    sort_release(v, hits);
+    return cmd_no(c, "[SERVERBUG] Out of memory");
+  }
+  *out = v;
+  *n_out = hits;
+  *modseq_out = modseq;
+  return 1;
+}
+
+#define SORT_CMP(x, y) ((x) < (y) ? -1 : (x) > (y))
+
+static const char *sort_text(const struct sortkeys *k, int key) {
+  switch (key) {
+  case SORT_CC: return k->text + k->cc;
+  case SORT_FROM: return k->text + k->from;
+  case SORT_SUBJECT: return k->text + k->subject;
+  case SORT_TO: return k->text + k->to;
+  case SORT_DISPLAYFROM: return k->text + k->display_from;
+  default: return k->text + k->display_to;
+  }
+}
+
+/* RFC 5256 3: criterion by criterion, then the implicit sequence number, never reversed. */
+static int sort_compare(const struct sort_item *a, const struct sort_item *b,
+                        const struct sort_order *o) {
+  for (int i = 0; i < o->n; i++) {
+    int r;
+    switch (o->c[i].key) {
+    case SORT_ARRIVAL: r = SORT_CMP(a->arrival, b->arrival); break;
+    case SORT_DATE: r = SORT_CMP(a->date, b->date); break;
+    case SORT_SIZE: r = SORT_CMP(a->snap.size, b->snap.size); break;
+    default: r = strcmp(sort_text(a->keys, o->c[i].key), sort_text(b->keys, o->c[i].key));
+    }
+    if (r) return o->c[i].reverse ? -r : r;
+  }
+  return SORT_CMP(a->snap.seq, b->snap.seq);
+}
+
+/* Merge sort of v[0..n) by o (qsort takes no context); tmp has room for n. */
+static void sort_items(struct sort_item **v, struct sort_item **tmp, size_t n,
+                       const struct sort_order *o) {
+  for (size_t w = 1; w < n; w *= 2) {
+    for (size_t lo = 0; lo < n; lo += 2 * w) {
+      size_t mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n;
+      size_t i = lo, j = mid, k = lo;
+      while (i < mid && j < hi) tmp[k++] = sort_compare(v[j], v[i], o) < 0 ? v[j++] : v[i++];
+      while (i < mid) tmp[k++] = v[i++];
+      while (j < hi) tmp[k++] = v[j++];
+    }
+    memcpy(v, tmp, n * sizeof *v);
+  }
+}
+
+/*
+** results [from, to) of v as a sequence-set in sort order (RFC 5267 3.2): a range only
+** where the numbers ascend one by one, so "5,3:4,2" and never "4:3".
+*/
+static void sort_send_set(struct session *s, struct sort_item **v, size_t from, size_t to,
+                          int uid) {
+#define RESULT(x) (uid ? (x)->snap.uid : (x)->snap.seq)
+  for (size_t i = from, j; i < to; i = j) {
+    for (j = i + 1; j < to && RESULT(v[j]) == RESULT(v[j - 1]) + 1; j++) continue;
+    session_send(s, i > from ? ",%u" : "%u", RESULT(v[i]));
+    if (j - i > 1) session_send(s, ":%u", RESULT(v[j - 1]));
+  }
+#undef RESULT
+}
+
+/*
+** The answer to SORT RETURN (...) (RFC 5267 3.1): "* ESEARCH (TAG "t") [UID] ..." like
+** SEARCH's, but MIN and MAX are the first and last in sort order, ALL and PARTIAL follow
+** the sort order; MODSEQ as for SEARCH (RFC 7162 3.1.10).
+*/
+static void sort_send_esearch(struct session *s, struct command *c,
+                              const struct search_return *r, struct sort_item **v, size_t n,
+                              int modseq) {
+  unsigned o = r->opts;
+  if (!(o & ~(unsigned)(RET_SAVE | RET_CONTEXT)) && (o & RET_SAVE)) return;   /* RFC 5182 1 */
+  size_t from = 0, to = 0;
+  if (o & RET_PARTIAL) partial_window(&r->partial, n, &from, &to);
+  session_send(s, "* ESEARCH (TAG \"%s\")%s", c->tag, c->uid ? " UID" : "");
+  if (n && (o & RET_MIN)) session_send(s, " MIN %u", c->uid ? v[0]->snap.uid : v[0]->snap.seq);
+  if (n && (o & RET_MAX))
+    session_send(s, " MAX %u", c->uid ? v[n - 1]->snap.uid : v[n - 1]->snap.seq);
+  if (o & RET_COUNT) session_send(s, " COUNT %zu", n);
+  if (n && (o & RET_ALL)) {
+    session_send(s, " ALL ");
+    sort_send_set(s, v, 0, n, c->uid);
+  }
+  if (o & RET_PARTIAL) {
+    const struct partial *p = &r->partial;
+    session_send(s, p->neg ? " PARTIAL (-%u:-%u " : " PARTIAL (%u:%u ", p->lo, p->hi);
+    sort_send_set(s, v, from, to, c->uid);
+    session_send(s, "%s)", from < to ? "" : "NIL");
+  }
+  uint64_t top = 0;
+  for (size_t i = 0; modseq && (o & ~(unsigned)(RET_SAVE | RET_CONTEXT | RET_UPDATE)) && i < n;
+       i++)
+    if (search_returned(o, i, n, from, to) && v[i]->snap.modseq > top) top = v[i]->snap.modseq;
+  if (top) session_send(s, " MODSEQ %llu", (unsigned long long)top);
+  session_send(s, "\r\n");
+}
+
+static int cmp_uint32(const void *a, const void *b) {
+  uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+  return SORT_CMP(x, y);
+}
+
+/*
+** SAVE (RFC 5182 2.1, 2.4): "$" becomes the messages the options returned, MIN and MAX
+** the first and last in sort order; kept as search_save keeps it, ascending UIDs.
+*/
+static int sort_save(struct session *s, const struct search_return *r, struct sort_item **v,
+                     size_t n) {
+  size_t from = 0, to = 0, k = 0;
+  if (r->opts & RET_PARTIAL) partial_window(&r->partial, n, &from, &to);
+  uint32_t *uids = mem_alloc((n ? n : 1) * sizeof *uids);
+  if (!uids) return 0;
+  for (size_t i = 0; i < n; i++)
+    if (search_returned(r->opts, i, n, from, to)) uids[k++] = v[i]->snap.uid;
+  qsort(uids, k, sizeof *uids, cmp_uint32);
+  session_saved_clear(s);
+  s->saved = uids;
+  s->nsaved = k;
+  return 1;
+}
+
+/*
+** RFC 5256 3 SORT (criteria) charset keys, and UID SORT; with RETURN (RFC 5267 3) the
+** answer is one ESEARCH response. UPDATE (RFC 5267 4.3) is refused with NOUPDATE: this
+** server keeps contexts for SEARCH only.
+*/
+static int cmd_sort(struct session *s, struct command *c) {
+  struct parser *ps = &c->ps;
+  struct search_return ret = {0};
+  struct sort_order order;
+  if (!parse_sp(ps)) return cmd_bad_args(c);
+  const char *at = ps->p;
+  struct str w;
+  if (cap_on(s->srv, CAP_ESORT) && parse_run(ps, is_atom_char, &w) && str_ieq(w, "RETURN")) {
+    if (!sort_parse_return(s, ps, &ret)) return cmd_bad_args(c);
+  } else {
+    ps->p = at;
+  }
+  if (!sort_parse_criteria(s, ps, &order)) {
+    if (ret.opts & RET_SAVE) session_saved_clear(s);   /* RFC 5182 2.1 */
+    return cmd_bad_args(c);
+  }
+  struct sort_item *items;
+  size_t n;
+  int modseq;
+  if (!sort_search(s, c, &items, &n, &modseq)) {
+    if (ret.opts & RET_SAVE) session_saved_clear(s);   /* RFC 5182 2.1 */
+    return 0;
+  }
+  struct sort_item **v = mem_alloc((n ? n : 1) * 2 * sizeof *v);
+  if (v) {
+    for (size_t i = 0; i < n; i++) v[i] = &items[i];
+    sort_items(v, v + n, n, &order);
+  }
+  if (!v || ((ret.opts & RET_SAVE) && !sort_save(s, &ret, v, n))) {
+    free(v);
+    sort_release(items, n);
+    if (ret.opts & RET_SAVE) session_saved_clear(s);
+    return cmd_no(c, "[SERVERBUG] Out of memory");
+  }
+  if (ret.extended) {
+    sort_send_esearch(s, c, &ret, v, n, modseq);
+    if (ret.opts & RET_UPDATE)   /* RFC 5267 4.3.1 */
+      session_send(s, "* NO [NOUPDATE \"%s\"] SORT results are not kept up to date\r\n",
+                   c->tag);
+  } else {
+    uint64_t top = 0;
+    session_send(s, "* SORT");
+    for (size_t i = 0; i < n; i++) {
+      session_send(s, " %u", c->uid ? v[i]->snap.uid : v[i]->snap.seq);
+      if (v[i]->snap.modseq > top) top = v[i]->snap.modseq;
+    }
+    if (modseq && top)   /* RFC 7162 3.1.6 */
+      session_send(s, " (MODSEQ %llu)", (unsigned long long)top);
+    session_send(s, "\r\n");
+  }
+  free(v);
+  sort_release(items, n);
+  return cmd_ok(c, "%sSORT completed", c->uid ? "UID " : "");
+}
+
+/*
+** THREAD (RFC 5256 3). A thread tree is nodes linked by index: node 0 is the root of
+** step 2, a node with item -1 a dummy. Every walk is iterative (an explicit stack), so a
+** reply chain thousands deep costs no C stack.
+*/
+struct thread_node {
+  int item;                   /* index in the matches, or -1: a dummy message */
+  int parent, child, next;    /* -1: none; a node's children are a list through next */
+};
+struct thread {
+  struct sort_item *items;
+  struct thread_node *nodes;
+  int n;
+};
+struct thread_key {           /* what siblings are ordered by (RFC 5256 2.2) */
+  int64_t date;
+  uint32_t seq;
+  int node;
+};
+struct thread_map {           /* Message-ID or base subject -> node, open addressing */
+  const char **keys;
+  int *vals;
+  size_t cap;                 /* a power of two, at least twice the keys */
+};
+
+static int thread_map_init(struct thread_map *m, size_t n) {
+  for (m->cap = 16; m->cap < 2 * n; m->cap *= 2) continue;
+  m->keys = mem_calloc(m->cap, sizeof *m->keys);
+  m->vals = mem_alloc(m->cap * sizeof *m->vals);
+  return m->keys && m->vals;
+}
+
+static void thread_map_free(struct thread_map *m) {
+  free(m->keys);
+  free(m->vals);
+}
+
+/* The slot of key: where it is, or the empty slot where it would go (FNV-1a hash). */
+static size_t thread_map_slot(const struct thread_map *m, const char *key) {
+  uint64_t h = 14695981039346656037u;
+  for (const unsigned char *p = (const unsigned char *)key; *p; p++) h = (h ^ *p) * 1099511628211u;
+  size_t i = (size_t)h & (m->cap - 1);
+  while (m->keys[i] && strcmp(m->keys[i], key) != 0) i = (i + 1) & (m->cap - 1);
+  return i;
+}
+
+static int thread_new(struct thread *t, int item) {
+  t->nodes[t->n] = (struct thread_node){item, -1, -1, -1};
+  return t->n++;
+}
+
+/* The node of a Message-ID: made a dummy the first time it is named (RFC 5256 3 1A). */
+static int thread_id_node(struct thread *t, struct thread_map *ids, const char *id) {
+  size_t i = thread_map_slot(ids, id);
+  if (!ids->keys[i]) {
+    ids->keys[i] = id;
+    ids->vals[i] = thread_new(t, -1);
+  }
+  return ids->vals[i];
+}
+
+/* Would making p the parent of c make a loop: is c p itself or above it? */
+static int thread_loops(const struct thread *t, int p, int c) {
+  for (int x = p; x >= 0; x = t->nodes[x].parent)
+    if (x == c) return 1;
+  return 0;
+}
+
+static void thread_link(struct thread *t, int parent, int child) {
+  t->nodes[child].parent = parent;
+  t->nodes[child].next = t->nodes[parent].child;
+  t->nodes[parent].child = child;
+}
+
+static void thread_unlink(struct thread *t, int child) {
+  int *link = &t->nodes[t->nodes[child].parent].child;
+  while (*link != child) link = &t->nodes[*link].next;
+  *link = t->nodes[child].next;
+  t->nodes[child].parent = t->nodes[child].next = -1;
+}
+
+/* The message a node is sorted and named by: itself, or a dummy's first child. */
+static const struct sort_item *thread_item(const struct thread *t, int x) {
+  while (t->nodes[x].item < 0 && t->nodes[x].child >= 0) x = t->nodes[x].child;
+  return t->nodes[x].item >= 0 ? &t->items[t->nodes[x].item] : NULL;
+}
+
+static int cmp_thread_key(const void *a, const void *b) {
+  const struct thread_key *x = a, *y = b;
+  int r = SORT_CMP(x->date, y->date);
+  return r ? r : SORT_CMP(x->seq, y->seq);
+}
+
+/* Order p's children by sent date, a dummy by its first child's (RFC 5256 3 steps 4, 6). */
+static void thread_sort_children(struct thread *t, int p, struct thread_key *tmp) {
+  size_t k = 0;
+  for (int c = t->nodes[p].child; c >= 0; c = t->nodes[c].next) {
+    const struct sort_item *m = thread_item(t, c);
+    tmp[k++] = (struct thread_key){m ? m->date : 0, m ? m->snap.seq : 0, c};
+  }
+  if (k < 2) return;
+  qsort(tmp, k, sizeof *tmp, cmp_thread_key);
+  t->nodes[p].child = tmp[0].node;
+  for (size_t i = 0; i + 1 < k; i++) t->nodes[tmp[i].node].next = tmp[i + 1].node;
+  t->nodes[tmp[k - 1].node].next = -1;
+}
+
+/* The nodes under the root, parents before children, into order; its length. */
+static size_t thread_preorder(const struct thread *t, int *order, int *stack) {
+  size_t k = 0, top = 0;
+  stack[top++] = 0;
+  while (top) {
+    int x = stack[--top];
+    order[k++] = x;
+    for (int c = t->nodes[x].child; c >= 0; c = t->nodes[c].next) stack[top++] = c;
+  }
+  return k;
+}
+
+/*
+** RFC 5256 3 step 3, for the children of p (whose own children are pruned already): a
+** dummy with no children goes; one with children gives way to them, except that under
+** the root a dummy with more than one child stays.
+*/
+static void thread_prune(struct thread *t, int p) {
+  int *link = &t->nodes[p].child;
+  while (*link >= 0) {
+    struct thread_node *x = &t->nodes[*link];
+    if (x->item >= 0 || (p == 0 && x->child >= 0 && t->nodes[x->child].next >= 0)) {
+      link = &x->next;
+    } else if (x->child < 0) {
+      *link = x->next;
+    } else {
+      int last = x->child;
+      for (int c = x->child; c >= 0; c = t->nodes[c].next) {
+        t->nodes[c].parent = p;
+        last = c;
+      }
+      t->nodes[last].next = x->next;
+      *link = x->child;
+      link = &t->nodes[last].next;
+    }
+  }
+}
+
+/* The thread subject of a child of the root (RFC 5256 3 step 5.B.i). */
+static const char *thread_subject(const struct thread *t, int x) {
+  const struct sort_item *m = thread_item(t, x);
+  return m ? m->keys->text + m->keys->subject : "";
+}
+
+static int thread_is_reply(const struct thread *t, int x) {
+  return t->nodes[x].item >= 0 && t->items[t->nodes[x].item].keys->reply;
+}
+
+/*
+** RFC 5256 3 step 5: threads under the root with the same base subject come together.
+** The root's list is taken apart first and made again at the end (unlinking from a list
+** of thousands, once per merge, would cost O(n^2)); roots[i] becomes -1 once merged.
+*/
+static int thread_by_subject(struct thread *t, int *roots) {
+  struct thread_map subj;
+  size_t n = 0;
+  for (int c = t->nodes[0].child; c >= 0; c = t->nodes[c].next) roots[n++] = c;
+  if (!thread_map_init(&subj, n)) {
+    thread_map_free(&subj);
+    return 0;
+  }
+  for (size_t i = 0; i < n; i++) {   /* (B) one message a subject, a dummy or not a reply */
+    const char *key = thread_subject(t, roots[i]);
+    if (!*key) continue;
+    size_t k = thread_map_slot(&subj, key);
+    int r = roots[i], cur = subj.vals[k];
+    if (!subj.keys[k]) {
+      subj.keys[k] = key;
+      subj.vals[k] = r;
+    } else if (t->nodes[cur].item >= 0 &&
+               (t->nodes[r].item < 0 || (thread_is_reply(t, cur) && !thread_is_reply(t, r)))) {
+      subj.vals[k] = r;
+    }
+  }
+  int first_new = t->n;
+  t->nodes[0].child = -1;
+  for (size_t i = 0; i < n; i++) t->nodes[roots[i]].parent = t->nodes[roots[i]].next = -1;
+  for (size_t i = 0; i < n; i++) {   /* (C) merge */
+    const char *key = thread_subject(t, roots[i]);
+    if (!*key) continue;
+    size_t k = thread_map_slot(&subj, key);
+    int r = roots[i], to = subj.vals[k];
+    if (to == r) continue;
+    roots[i] = -1;
+    if (t->nodes[to].item < 0 && t->nodes[r].item < 0) {   /* their children are siblings */
+      for (int c = t->nodes[r].child, next; c >= 0; c = next) {
+        next = t->nodes[c].next;
+        thread_link(t, to, c);
+      }
+      t->nodes[r].child = -1;
+    } else if (t->nodes[to].item < 0 || (thread_is_reply(t, r) && !thread_is_reply(t, to))) {
+      thread_link(t, to, r);
+    } else {                 /* a new dummy holds both */
+      int d = thread_new(t, -1);
+      thread_link(t, d, to);
+      thread_link(t, d, r);
+      subj.vals[k] = d;
+    }
+  }
+  for (size_t i = 0; i < n; i++)   /* the root's list again: what is left on top */
+    if (roots[i] >= 0 && t->nodes[roots[i]].parent < 0) thread_link(t, 0, roots[i]);
+  for (int d = first_new; d < t->n; d++)
+    if (t->nodes[d].parent < 0) thread_link(t, 0, d);
+  thread_map_free(&subj);
+  return 1;
+}
+
+/* Link the messages by their references (RFC 5256 3 steps 1 and 2). */
+static int thread_link_references(struct thread *t, size_t n, size_t nrefs) {
+  struct thread_map ids;
+  if (!thread_map_init(&ids, n + nrefs)) {
+    thread_map_free(&ids);
+    return 0;
+  }
+  thread_new(t, -1);         /* node 0: the root */
+  for (size_t i = 0; i < n; i++) {
+    const struct sortkeys *k = t->items[i].keys;
+    int me = k->msgid != SORTKEY_NONE ? thread_id_node(t, &ids, k->text + k->msgid) : -1;
+    if (me < 0 || t->nodes[me].item >= 0) me = thread_new(t, -1);   /* none, or a duplicate */
+    t->nodes[me].item = (int)i;
+    int prev = -1;
+    const char *ref = k->text + k->refs;
+    for (uint32_t j = 0; j < k->nrefs; j++, ref += strlen(ref) + 1) {   /* (1A) */
+      int cur = thread_id_node(t, &ids, ref);
+      if (prev >= 0 && t->nodes[cur].parent < 0 && !thread_loops(t, prev, cur))
+        thread_link(t, prev, cur);
+      prev = cur;
+    }
+    if (t->nodes[me].parent >= 0) thread_unlink(t, me);   /* (1B) the last reference wins */
+    if (prev >= 0 && !thread_loops(t, prev, me)) thread_link(t, prev, me);
+  }
+  thread_map_free(&ids);
+  for (int x = 1, end = t->n; x < end; x++)   /* (2) */
+    if (t->nodes[x].parent < 0) thread_link(t, 0, x);
+  return 1;
+}
+
+/* "(3 6 (4 23)(44 7 96))" for each thread under the root (RFC 5256 4), into s->out. */
+static void thread_send(struct session *s, const struct thread *t, int *stack, int uid) {
+  size_t top = 0;
+#define PUSH_CHILDREN(p)                                                       \
+  do {                                                                         \
+    size_t from_ = top;                                                        \
+    for (int c_ = t->nodes[p].child; c_ >= 0; c_ = t->nodes[c_].next) stack[top++] = c_; \
+    for (size_t i_ = from_, j_ = top; i_ + 1 < j_; i_++, j_--) {               \
+      int x_ = stack[i_];                                                      \
+      stack[i_] = stack[j_ - 1];                                               \
+      stack[j_ - 1] = x_;                                                      \
+    }                                                                          \
+  } while (0)
+  session_send(s, "* THREAD");
+  PUSH_CHILDREN(0);
+  if (top) session_send(s, " ");
+  while (top) {
+    int x = stack[--top];
+    if (x < 0) {
+      session_send(s, ")");
+      continue;
+    }
+    session_send(s, "(");
+    for (int any = 0;;) {    /* down the chain while a node has one child */
+      const struct thread_node *nd = &t->nodes[x];
+      if (nd->item >= 0) {
+        const struct snap *m = &t->items[nd->item].snap;
+        session_send(s, "%s%u", any++ ? " " : "", uid ? m->uid : m->seq);
+      }
+      if (nd->child < 0) {
+        session_send(s, ")");
+        break;
+      }
+      if (t->nodes[nd->child].next < 0) {
+        x = nd->child;
+        continue;
+      }
+      if (any) session_send(s, " ");
+      stack[top++] = -1;     /* ")" once the subthreads are out */
+      PUSH_CHILDREN(x);
+      break;
+    }
+  }
+#undef PUSH_CHILDREN
+  session_send(s, "\r\n");
+}
+
+/* THREAD REFERENCES (RFC 5256 3): steps 1-6, then the THREAD response. 0: no memory. */
+static int thread_references(struct session *s, struct command *c, struct sort_item *items,
+                             size_t n) {
+  size_t nrefs = 0;
+  for (size_t i = 0; i < n; i++) nrefs += items[i].keys->nrefs;
+  size_t cap = 2 + 2 * n + nrefs;   /* root, messages, dummies of ids and of step 5 */
+  struct thread t = {items, mem_alloc(cap * sizeof *t.nodes), 0};
+  int *order = mem_alloc(cap * 2 * sizeof *order);
+  struct thread_key *keys = mem_alloc(cap * sizeof *keys);
+  int ok = t.nodes && order && keys && thread_link_references(&t, n, nrefs);
+  if (ok) {
+    int *stack = order + cap;
+    size_t k = thread_preorder(&t, order, stack);
+    for (size_t i = k; i-- > 0;) thread_prune(&t, order[i]);   /* (3) children first */
+    for (int x = t.nodes[0].child; x >= 0; x = t.nodes[x].next)   /* (4) */
+      if (t.nodes[x].item < 0) thread_sort_children(&t, x, keys);
+    thread_sort_children(&t, 0, keys);
+    ok = thread_by_subject(&t, stack);   /* (5) */
+  }
+  if (ok) {
+    size_t k = thread_preorder(&t, order, order + cap);
+    for (size_t i = k; i-- > 0;) thread_sort_children(&t, order[i], keys);   /* (6) */
+    thread_send(s, &t, order, c->uid);
+  }
+  free(t.nodes);
+  free(order);
+  free(keys);
+  return ok;
+}
+
+/*
+** THREAD ORDEREDSUBJECT (RFC 5256 3): by base subject then sent date; a thread per
+** subject, the threads in the order of their first messages' sent dates, the second
+** and later messages children of the first.
+*/
+static int thread_orderedsubject(struct session *s, struct command *c, struct sort_item *items,
+                                 size_t n) {
+  struct sort_order by = {{{SORT_SUBJECT, 0}, {SORT_DATE, 0}}, 2};
+  struct sort_item **v = mem_alloc((n ? n : 1) * 2 * sizeof *v);
+  struct thread_key *threads = mem_alloc((n ? n : 1) * sizeof *threads);
+  if (!v || !threads) {
+    free(v);
+    free(threads);
+    return 0;
+  }
+  for (size_t i = 0; i < n; i++) v[i] = &items[i];
+  sort_items(v, v + n, n, &by);
+  size_t nt = 0;
+  for (size_t i = 0; i < n; i++)
+    if (i == 0 || strcmp(sort_text(v[i]->keys, SORT_SUBJECT),
+                         sort_text(v[i - 1]->keys, SORT_SUBJECT)) != 0)
+      threads[nt++] = (struct thread_key){v[i]->date, v[i]->snap.seq, (int)i};
+  qsort(threads, nt, sizeof *threads, cmp_thread_key);
+  session_send(s, "* THREAD%s", nt ? " " : "");
+#define RESULT(x) (c->uid ? (x)->snap.uid : (x)->snap.seq)
+  for (size_t i = 0; i < nt; i++) {
+    size_t from = (size_t)threads[i].node, to = from + 1;
+    while (to < n && strcmp(sort_text(v[to]->keys, SORT_SUBJECT),
+                            sort_text(v[from]->keys, SORT_SUBJECT)) == 0)
+      to++;
+    session_send(s, "(%u", RESULT(v[from]));
+    if (to - from == 2) session_send(s, " %u", RESULT(v[from + 1]));
+    else if (to - from > 2) {
+      session_send(s, " ");
+      for (size_t j = from + 1; j < to; j++) session_send(s, "(%u)", RESULT(v[j]));
+    }
+    session_send(s, ")");
+  }
+#undef RESULT
+  session_send(s, "\r\n");
+  free(v);
+  free(threads);
+  return 1;
+}
+
+/* RFC 5256 3 THREAD algorithm charset keys, and UID THREAD. */
+static int cmd_thread(struct session *s, struct command *c) {
+  struct parser *ps = &c->ps;
+  struct str alg;
+  if (!parse_sp(ps) || !parse_atom(ps, &alg) || !parse_sp(ps)) return cmd_bad_args(c);
+  int refs = str_ieq(alg, "REFERENCES");
+  if (!(refs ? cap_on(s->srv, CAP_THREAD_REFERENCES)
+             : str_ieq(alg, "ORDEREDSUBJECT") && cap_on(s->srv, CAP_THREAD_ORDEREDSUBJECT)))
+    return cmd_bad(c, "THREAD Unknown threading algorithm %.*s", (int)alg.len, alg.p);
+  struct sort_item *items;
+  size_t n;
+  int modseq;
+  if (!sort_search(s, c, &items, &n, &modseq)) return 0;
+  int ok = refs ? thread_references(s, c, items, n) : thread_orderedsubject(s, c, items, n);
+  sort_release(items, n);
+  if (!ok) return cmd_no(c, "[SERVERBUG] Out of memory");
+  return cmd_ok(c, "%sTHREAD completed", c->uid ? "UID " : "");
+}
+
 /*
 ** ===========================================================================
 ** 8  FETCH
@@ -7398,7 +8370,12 @@ static const struct {
   {"STATUS=SIZE", CAP_STATUS_SIZE, 0, 0},
   {"QUOTA", CAP_QUOTA, 0, 0}, {"QUOTASET", CAP_QUOTASET, CAP_QUOTA, 0},   /* RFC 9208 */
   {"QUOTA=RES-STORAGE", CAP_QUOTA_RES_STORAGE, CAP_QUOTA, 0},
-  {"QUOTA=RES-MESSAGE", CAP_QUOTA_RES_MESSAGE, CAP_QUOTA, 0}};
+  {"QUOTA=RES-MESSAGE", CAP_QUOTA_RES_MESSAGE, CAP_QUOTA, 0},
+  {"SORT", CAP_SORT, 0, 0}, {"SORT=DISPLAY", CAP_SORT_DISPLAY, CAP_SORT, 0},   /* RFC 5957 */
+  {"THREAD=ORDEREDSUBJECT", CAP_THREAD_ORDEREDSUBJECT, 0, 0},
+  {"THREAD=REFERENCES", CAP_THREAD_REFERENCES, 0, 0},
+  {"ESORT", CAP_ESORT, CAP_SORT, 0},                            /* RFC 5267 3.1 */
+  {"CONTEXT=SORT", CAP_CONTEXT_SORT, CAP_ESORT, 0}};            /* RFC 5267 4.1 */
 #define NCAPS (sizeof capability_list / sizeof capability_list[0])
 
 /*
@@ -9400,6 +10377,8 @@ static const struct cmd_def commands[] = {
   {"STORE",        ST_SELECTED, CMD_UID | CMD_KEEP_SEQ | CMD_SEQNUMS, 0, 0,           cmd_store},
   {"COPY",         ST_SELECTED, CMD_UID | CMD_SEQNUMS, 0,         0,           cmd_copy},
   {"MOVE",         ST_SELECTED, CMD_UID | CMD_SEQNUMS, CAP_MOVE,  CAP_MOVE,    cmd_copy},
+  {"SORT",         ST_SELECTED, CMD_UID | CMD_KEEP_SEQ | CMD_SEQNUMS, CAP_SORT, CAP_SORT, cmd_sort},
+  {"THREAD",       ST_SELECTED, CMD_UID | CMD_KEEP_SEQ | CMD_SEQNUMS, 0, 0,           cmd_thread},
 };
 
 static const struct cmd_def *command_find(struct str name) {
@@ -11931,12 +12910,19 @@ static int parse_options(int argc, char **argv, struct options *o) {
   return -1;
 }
 
-/* Is word one of the space-separated words of list? Both are names: "=value" is left out. */
+/* The name in the first k bytes of a capability: "APPENDLIMIT=64" is APPENDLIMIT, but
+   "CONTEXT=SORT" and "SORT=DISPLAY" are names of their own. */
+static size_t capability_name_len(const char *p, size_t k) {
+  size_t e = strcspn(p, "= ");
+  return e < k && p[e] == '=' && isdigit((unsigned char)p[e + 1]) ? e : k;
+}
+
+/* Is word one of the space-separated words of list? Both are names: "=n" is left out. */
 static int has_word(const char *list, const char *word, size_t n) {
-  n = strcspn(word, "= ") < n ? strcspn(word, "= ") : n;
+  n = capability_name_len(word, n);
   for (const char *p = list; *p;) {
     size_t k = strcspn(p, " ");
-    size_t name = strcspn(p, "= ") < k ? strcspn(p, "= ") : k;
+    size_t name = capability_name_len(p, k);
     if (name == n && strncasecmp(p, word, n) == 0) return 1;
     p += k + (p[k] == ' ');
   }

@@ -22,6 +22,8 @@ Environment:
                            mail_fsync=never) privately on loopback, interleaved, and print
                            imapmem/Dovecot ratios; installed with apt-get when missing
   BENCH_KEEP=1             keep the temporary folder (its path is printed)
+  BENCH_ONLY=sort          run only the SORT/THREAD items (RFC 5256) beside FETCH 1:*
+                           (ENVELOPE), on the same corpora, and print their table
   IMAPMEM_BIN              server binary (default ./imapmem); a TLS build (make
                            TLS=openssl bench) adds FETCH BODY[] throughput over TLS
 Every loop is bounded in count and time; all traffic goes to 127.0.0.1.
@@ -776,6 +778,83 @@ class Dovecot:
 # Items 1-5: one fresh server per run, sequential commands on one connection
 # ---------------------------------------------------------------------------------------
 
+def sort_run(cls, corpus, tmp):
+    """One run of the SORT and THREAD items on a fresh server: SORT (SUBJECT) first (it
+    reads every header for the sort keys), SORT (DATE) and THREAD REFERENCES on the keys
+    made, and FETCH 1:* (ENVELOPE) first and repeated, the issue's yardstick. Each answer
+    must name every message. Returns {metric: value}."""
+    m = {}
+    srv = cls(corpus["path"], tmp)
+    try:
+        c = Conn(srv.port)
+        c.ok(b"LOGIN test test")
+        c.ok(b"SELECT INBOX")
+        for key, cmd in (("sort_subject", b"SORT (SUBJECT) UTF-8 ALL"),
+                         ("sort_date", b"SORT (DATE) UTF-8 ALL"),
+                         ("thread_refs", b"THREAD REFERENCES UTF-8 ALL"),
+                         ("sort_subject_repeat", b"SORT (SUBJECT) UTF-8 ALL")):
+            m[key], (_, _, lines) = c.timed(cmd, keep=True)
+            word = cmd.split()[0]
+            got = [ln for ln in lines if ln.startswith(b"* " + word)]
+            nums = len(re.findall(rb"\d+", got[0])) if got else 0
+            if nums != corpus["n"]:
+                m.setdefault("warnings", []).append("%s: %s named %d messages, corpus has %d"
+                                                    % (srv.name, key, nums, corpus["n"]))
+        m["fetch_env_first"], _ = c.timed(b"FETCH 1:* (ENVELOPE)")
+        m["fetch_env_repeat"], _ = c.timed(b"FETCH 1:* (ENVELOPE)")
+        c.ok(b"LOGOUT")
+        c.close()
+    finally:
+        srv.stop()
+    return m
+
+
+def add_sort_rows(table, c, res):
+    """SORT and THREAD beside FETCH 1:* (ENVELOPE): first against first (both read every
+    header once), the rest against the repeated FETCH (both on what was computed)."""
+    cs, im, dv = short(c["n"]), res["imapmem"], res["dovecot"]
+    col = lambda runs, k: [m[k] for m in runs]
+    pv = lambda k: col(dv, k) if dv else None
+    first, rep = med(col(im, "fetch_env_first")), med(col(im, "fetch_env_repeat"))
+    for key, label, ref, against in (
+            ("sort_subject", "SORT (SUBJECT), first", "FETCH ENVELOPE first", first),
+            ("sort_date", "SORT (DATE)", "FETCH ENVELOPE repeated", rep),
+            ("thread_refs", "THREAD REFERENCES", "FETCH ENVELOPE repeated", rep),
+            ("sort_subject_repeat", "SORT (SUBJECT) repeated", "FETCH ENVELOPE repeated", rep)):
+        v = col(im, key)
+        table.add("S " + label, cs, v, "s", "%s %s" % (ref, fmt_time(against)),
+                  med(v) / against, *judge(c["n"], "<0.5x", med(v) / against < 0.5),
+                  peer=pv(key))
+    table.add("S FETCH 1:* (ENVELOPE) first", cs, col(im, "fetch_env_first"), "s",
+              peer=pv("fetch_env_first"))
+
+
+def sort_main(sizes, runs, peer):
+    """BENCH_ONLY=sort: the SORT/THREAD items alone."""
+    machine_header()
+    tmp = tempfile.mkdtemp(prefix="imapmem-bench-")
+    os.chmod(tmp, 0o755)
+    table, notes = Table(bool(peer)), []
+    try:
+        for n in sizes:
+            c = generate(os.path.join(tmp, "corpus-%d.mbox" % n), n)
+            res = {"imapmem": [], "dovecot": []}
+            for r in range(runs if n <= 10000 else max(1, min(runs, 3))):
+                log("corpus %d: SORT run %d" % (n, r + 1))
+                res["imapmem"].append(sort_run(Imapmem, c, tmp))
+                if peer:
+                    res["dovecot"].append(sort_run(peer, c, tmp))
+            for who in res:
+                for m in res[who]:
+                    notes.extend(m.get("warnings", []))
+            add_sort_rows(table, c, res)
+        table.print()
+        for x in sorted(set(notes)):
+            print("  warning: " + x)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def every_tenth(n):
     return ",".join(str(i) for i in range(10, n + 1, 10)).encode()
 
@@ -1390,6 +1469,8 @@ def main():
     if peers and not ensure_dovecot():
         sys.exit("bench.py: BENCH_PEERS=dovecot but dovecot-imapd could not be installed")
     peer = Dovecot if peers else None
+    if os.environ.get("BENCH_ONLY") == "sort":
+        return sort_main(sizes, runs, peer)
 
     machine_header()
     tmp = tempfile.mkdtemp(prefix="imapmem-bench-")
@@ -1455,6 +1536,17 @@ def main():
             log("corpus %d done (%.0f s so far)" % (n, now() - t_start))
 
         add_condstore_rows(table, corpora, cs_results, details)
+        for c in corpora:        # SORT and THREAD (RFC 5256) beside FETCH ENVELOPE
+            so = {"imapmem": [], "dovecot": []}
+            for r in range(runs if c["n"] <= 10000 else max(1, min(runs, 3))):
+                log("corpus %d: SORT run %d" % (c["n"], r + 1))
+                so["imapmem"].append(sort_run(Imapmem, c, tmp))
+                if peer:
+                    so["dovecot"].append(sort_run(peer, c, tmp))
+            for who in so:
+                for m in so[who]:
+                    notes.extend(m.get("warnings", []))
+            add_sort_rows(table, c, so)
 
         worst_search(table, tmp, runs)
         tls = tls_throughput(max(corpora, key=lambda c: c["n"]), tmp, runs) if corpora else None
