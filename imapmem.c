@@ -192,6 +192,7 @@ struct msgdata {             /* a message's bytes, stored once, shared by its co
   uint32_t size;              /* RFC822.SIZE: the CRLF bytes */
   uint32_t hdr_len;           /* header including the blank line */
   _Atomic(struct msgmeta *) meta;
+  _Atomic uint64_t emailid;   /* hash of the bytes for EMAILID (RFC 8474 5.1); 0: not yet */
   char bytes[];
 };
 
@@ -229,6 +230,7 @@ struct watcher {
 };
 struct mailbox {
   char *name;                 /* full name, '/'-delimited; guarded by the user's lock */
+  char id[24];                /* MAILBOXID (RFC 8474 4): "F" and hex; kept across RENAME */
   struct user *user;
   atomic_int refs;
   atomic_int selectable;      /* 0: a \Noselect level of the hierarchy */
@@ -509,6 +511,8 @@ struct imapmem {
 #define CAP_CATENATE         ((capset)1 << 19)
 #define CAP_APPENDLIMIT      ((capset)1 << 20)
 #define CAP_UIDONLY          ((capset)1 << 21)
+#define CAP_NOTIFY           ((capset)1 << 38)
+#define CAP_OBJECTID         ((capset)1 << 39)
 #define CAPS_OFF_AT_START CAP_LITERALMINUS   /* LITERAL+ is on instead (RFC 7888 4) */
 #define CAPS_MAX 512          /* room for the capability list as text */
 
@@ -2802,6 +2806,7 @@ static struct msgdata *msgdata_new(const char *bytes, size_t n) {
   if (!d) return NULL;
   atomic_init(&d->refs, 1);
   atomic_init(&d->meta, NULL);
+  atomic_init(&d->emailid, 0);
   memcpy(d->bytes, bytes, n);
   d->bytes[n] = 0;
   d->size = (uint32_t)n;
@@ -2841,6 +2846,47 @@ static void mailbox_wake_idlers(struct mailbox *mb) {
   if (mb->user) store_changed(mb->user->srv);
 }
 
+/*
+** Object identifiers (RFC 8474). A 64-bit hash (FNV-1a, then mixed) names what does not
+** change: an EMAILID is the hash of the message's bytes, so the same bytes keep the same
+** id through COPY, MOVE and --save/reload, as RFC 8474 5.1 allows for identical content;
+** a MAILBOXID is made from the name and UIDVALIDITY it was created with, then kept with
+** the mailbox through RENAME and saved with it (X-Imapmem-Mailboxid).
+*/
+static uint64_t objectid_hash(const char *p, size_t n, uint64_t h) {
+  for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)p[i]) * 0x100000001b3u;
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdu;
+  h ^= h >> 33;
+  return h ? h : 1;
+}
+
+/* The EMAILID of d as "M" and 16 hex digits (RFC 8474 8.1: a letter first), into out[18]. */
+static void msgdata_emailid(const struct msgdata *d, char *out) {
+  uint64_t h = atomic_load(&d->emailid);
+  if (!h) {                  /* a race computes the same value twice: harmless */
+    h = objectid_hash(d->bytes, d->size, 0xcbf29ce484222325u);
+    atomic_store(&((struct msgdata *)d)->emailid, h);
+  }
+  snprintf(out, 18, "M%016llx", (unsigned long long)h);
+}
+
+/* Give mb its MAILBOXID: the saved one if valid, else one from its name and UIDVALIDITY. */
+static void mailbox_make_id(struct mailbox *mb, const char *saved) {
+  size_t n = saved ? strlen(saved) : 0;
+  int ok = n > 1 && n < sizeof mb->id && isalpha((unsigned char)saved[0]);
+  for (size_t i = 0; ok && i < n; i++)
+    ok = isalnum((unsigned char)saved[i]) || saved[i] == '_' || saved[i] == '-';
+  if (ok) {
+    memcpy(mb->id, saved, n + 1);
+    return;
+  }
+  char v[16];
+  snprintf(v, sizeof v, "%u", mb->uidvalidity);
+  uint64_t h = objectid_hash(mb->name, strlen(mb->name), 0x84222325cbf29ce4u);
+  snprintf(mb->id, sizeof mb->id, "F%016llx", (unsigned long long)objectid_hash(v, strlen(v), h));
+}
+
 static struct mailbox *mailbox_new(struct user *u, const char *name, int selectable,
                                    uint32_t uidvalidity) {
   struct mailbox *mb = mem_calloc(1, sizeof *mb);
@@ -2859,6 +2905,7 @@ static struct mailbox *mailbox_new(struct user *u, const char *name, int selecta
   mb->modseq = 1;            /* RFC 7162 7: a mod-sequence-value is at least 1 */
   mb->expunge_log_from = 2;
   mb->oldest = mb->newest = NO_MSG;
+  mailbox_make_id(mb, NULL);
   return mb;
 }
 
@@ -3393,6 +3440,7 @@ static struct mailbox *mailbox_clone(struct mailbox *src, struct user *u) {
   mb->uidnext = src->uidnext;
   mb->modseq = src->modseq;
   mb->nomodseq = src->nomodseq;
+  memcpy(mb->id, src->id, sizeof mb->id);
   mb->oldest = src->oldest;  /* the messages keep their indices, so the list holds */
   mb->newest = src->newest;
   mailbox_forget_expunged(mb);
@@ -3453,6 +3501,7 @@ static int user_baseline(struct user *u, int restore) {
 static void mailbox_new_uidvalidity(struct imapmem *srv, struct mailbox *mb) {
   pthread_mutex_lock(&mb->lock);
   mb->uidvalidity = server_new_uidvalidity(srv);
+  mailbox_make_id(mb, NULL);   /* RFC 8474 4: a new UIDVALIDITY is a new mailbox */
   if (mb->count && mb->uidnext < UINT32_MAX - 1) {
     for (size_t i = 0; i + 1 < mb->count; i++) mb->msgs[i].uid = mb->msgs[i + 1].uid;
     mb->msgs[mb->count - 1].uid = mb->uidnext++;
@@ -3520,6 +3569,7 @@ struct mbox_batch {
   uint32_t base_validity, base_next;
   char *base_keywords;
   uint64_t base_modseq;       /* X-Imapmem-Highestmodseq, or 0 */
+  char *base_mailboxid;       /* X-Imapmem-Mailboxid (RFC 8474 MAILBOXID), or NULL */
   struct mbox_batch *next;
 };
 
@@ -3562,6 +3612,7 @@ static void mbox_batch_free(struct mbox_batch *b) {
     free(b->mailbox);
     free(b->file);
     free(b->base_keywords);
+    free(b->base_mailboxid);
     free(b);
     b = n;
   }
@@ -3652,7 +3703,7 @@ static int mbox_put(struct msgdata **d, size_t *cap, const char *p, size_t n) {
 
 enum {
   HDR_KEEP, HDR_STATUS, HDR_XSTATUS, HDR_KEYWORDS, HDR_UID, HDR_IMAPBASE, HDR_IMAP, HDR_EOL,
-  HDR_MODSEQ, HDR_HIGHESTMODSEQ
+  HDR_MODSEQ, HDR_HIGHESTMODSEQ, HDR_MAILBOXID
 };
 
 /*
@@ -3668,7 +3719,7 @@ static int mbox_header_kind(const char *p, size_t n) {
     {"Status", HDR_STATUS}, {"X-Status", HDR_XSTATUS}, {"X-Keywords", HDR_KEYWORDS},
     {"X-UID", HDR_UID}, {"X-IMAPbase", HDR_IMAPBASE}, {"X-IMAP", HDR_IMAP},
     {"X-Imapmem-Eol", HDR_EOL}, {"X-Imapmem-Modseq", HDR_MODSEQ},
-    {"X-Imapmem-Highestmodseq", HDR_HIGHESTMODSEQ}};
+    {"X-Imapmem-Highestmodseq", HDR_HIGHESTMODSEQ}, {"X-Imapmem-Mailboxid", HDR_MAILBOXID}};
   const char *colon = memchr(p, ':', n);
   if (!colon) return HDR_KEEP;
   size_t len = (size_t)(colon - p);
@@ -3705,6 +3756,11 @@ static int mbox_header_apply(struct mbox_batch *b, struct pending *pm, int kind,
     break;
   case HDR_HIGHESTMODSEQ:
     if (parse_uint(v, INT64_MAX, &x) && x > 0) b->base_modseq = (uint64_t)x;
+    break;
+  case HDR_MAILBOXID:
+    free(b->base_mailboxid);
+    b->base_mailboxid = mem_strndup(v.p, v.len);
+    if (!b->base_mailboxid) return 0;
     break;
   case HDR_IMAP:
     *pseudo = 1;             /* UW imapd's "FOLDER INTERNAL DATA" message */
@@ -3849,6 +3905,7 @@ static int mbox_message(struct mbox_batch *b, const char *p, const char *end,
   }
   atomic_init(&d->refs, 1);
   atomic_init(&d->meta, NULL);
+  atomic_init(&d->emailid, 0);
   d->bytes[d->size] = 0;
   d->hdr_len = (uint32_t)header_length(d->bytes, d->size);
   pm->d = d;
@@ -4202,6 +4259,7 @@ static int mbox_commit_locked(struct user *u, struct mbox_batch *list, uint32_t 
       use_xuid = b->m[i].xuid > 0 && (i == 0 || b->m[i].xuid > b->m[i - 1].xuid);
     if (fresh && b->has_base) mb->uidvalidity = b->base_validity ? b->base_validity : 1;
     else if (fresh && b->n) mb->uidvalidity = uidvalidity ? uidvalidity : b->content_validity;
+    if (fresh) mailbox_make_id(mb, b->base_mailboxid);   /* its UIDVALIDITY is final now */
     if (b->base_keywords) {
       const char *k = b->base_keywords;
       while (*k) {
@@ -4369,6 +4427,7 @@ static void mbox_put_message(struct buf *out, const struct mailbox *mb, const st
     buf_printf(out, "X-IMAPbase: %u %u", mb->uidvalidity, mb->uidnext - 1);   /* last UID */
     for (int i = 0; i < mb->nkeywords; i++) buf_printf(out, " %s", mb->keywords[i]);
     buf_printf(out, "\nX-Imapmem-Highestmodseq: %llu\n", (unsigned long long)mb->modseq);
+    buf_printf(out, "X-Imapmem-Mailboxid: %s\n", mb->id);
   }
   uint32_t f = m->flags;
   if ((f & FLAG_SEEN) || !(f & FLAG_RECENT))   /* no Status at all: new and \Recent */
@@ -4430,6 +4489,7 @@ static int mbox_save_mailbox(struct mailbox *mb, const char *name, const char *d
                      "X-IMAP: %u %u", mb->uidvalidity, mb->uidnext - 1);
     for (int i = 0; i < mb->nkeywords; i++) buf_printf(&out, " %s", mb->keywords[i]);
     buf_printf(&out, "\nX-Imapmem-Highestmodseq: %llu", (unsigned long long)mb->modseq);
+    buf_printf(&out, "\nX-Imapmem-Mailboxid: %s", mb->id);
     buf_adds(&out, "\nStatus: RO\n\nThis text is part of the internal format of your mail "
                    "folder, and is not\na real message.\n\n");
   }
@@ -5684,7 +5744,8 @@ static int view_resolve(struct session *s, struct command *c, struct seqset *set
 enum skey_op {
   SK_AND, SK_OR, SK_NOT, SK_SEQ, SK_UID, SK_FLAG, SK_UNFLAG, SK_KEYWORD, SK_UNKEYWORD,
   SK_NEW, SK_OLD, SK_RECENT, SK_HEADER, SK_BODY, SK_TEXT, SK_BEFORE, SK_ON, SK_SINCE,
-  SK_SENTBEFORE, SK_SENTON, SK_SENTSINCE, SK_LARGER, SK_SMALLER, SK_ALL, SK_MODSEQ, SK_ADDRESS
+  SK_SENTBEFORE, SK_SENTON, SK_SENTSINCE, SK_LARGER, SK_SMALLER, SK_ALL, SK_MODSEQ, SK_ADDRESS,
+  SK_EMAILID, SK_THREADID
 };
 struct skey {
   int op;
@@ -5834,6 +5895,12 @@ static struct skey *search_parse_key(struct parser *ps, int depth) {
     if (!parse_modseq(ps, &k->modseq)) return NULL;
     return k;
   }
+  if (str_ieq(w, "EMAILID") || str_ieq(w, "THREADID")) {   /* RFC 8474 6 */
+    if (!(k = search_new(ps, w.p[0] == 'E' || w.p[0] == 'e' ? SK_EMAILID : SK_THREADID)) ||
+        !parse_sp(ps) || !parse_atom(ps, &k->value))
+      return NULL;
+    return k;
+  }
   if (str_ieq(w, "NOT")) {
     if (!(k = search_new(ps, SK_NOT)) || !parse_sp(ps) ||
         !(k->child = search_parse_key(ps, depth + 1)))
@@ -5862,6 +5929,13 @@ static int search_uses_seqnums(const struct skey *k) {
 static int search_uses_modseq(const struct skey *k) {
   for (; k; k = k->next)
     if (k->op == SK_MODSEQ || search_uses_modseq(k->child)) return 1;
+  return 0;
+}
+
+/* Does the search use EMAILID or THREADID (RFC 8474 6)? */
+static int search_uses_objectid(const struct skey *k) {
+  for (; k; k = k->next)
+    if (k->op == SK_EMAILID || k->op == SK_THREADID || search_uses_objectid(k->child)) return 1;
   return 0;
 }
 
@@ -5993,6 +6067,12 @@ static int search_match(const struct skey *k, const struct snap *m) {
   case SK_SINCE: return m->day >= k->num;
   case SK_HEADER: return search_header(msg, msg + m->data->hdr_len, k->name, &k->needle);
   case SK_ADDRESS: return search_address(msg, msg + m->data->hdr_len, k->name, &k->needle);
+  case SK_EMAILID: {         /* object ids are case-sensitive (RFC 8474 7) */
+    char id[18];
+    msgdata_emailid(m->data, id);
+    return k->value.len == strlen(id) && memcmp(k->value.p, id, k->value.len) == 0;
+  }
+  case SK_THREADID: return 0;   /* RFC 8474 5.2: THREADID is NIL, so nothing matches */
   default: break;
   }
   const struct msgmeta *mm = msgdata_meta(m->data);
@@ -6251,6 +6331,8 @@ static int cmd_search(struct session *s, struct command *c) {
                       "use UID set or ALL");
   int modseq = search_uses_modseq(keys);
   if (modseq && !cap_on(s->srv, CAP_CONDSTORE)) return cmd_bad(c, "Unknown search key MODSEQ");
+  if (search_uses_objectid(keys) && !cap_on(s->srv, CAP_OBJECTID))
+    return cmd_bad(c, "Unknown search key: EMAILID and THREADID need OBJECTID");
   if (modseq && s->nomodseq)   /* RFC 7162 3.1.2.2 */
     return cmd_bad(c, "SEARCH MODSEQ: this mailbox has no mod-sequences (NOMODSEQ)");
   if (search_uses_dollar(keys) && !cap_on(s->srv, CAP_SEARCHRES))
@@ -6430,7 +6512,7 @@ static int cmd_cancelupdate(struct session *s, struct command *c) {
 enum fetch_kind {
   FI_UID, FI_FLAGS, FI_INTERNALDATE, FI_SIZE, FI_ENVELOPE, FI_BODY, FI_BODYSTRUCTURE,
   FI_RFC822, FI_RFC822_HEADER, FI_RFC822_TEXT, FI_SECTION, FI_MODSEQ, FI_BINARY,
-  FI_BINARY_SIZE
+  FI_BINARY_SIZE, FI_EMAILID, FI_THREADID
 };
 enum section_text { SEC_ALL, SEC_HEADER, SEC_FIELDS, SEC_FIELDS_NOT, SEC_TEXT, SEC_MIME };
 struct fetch_item {
@@ -6601,7 +6683,8 @@ static int fetch_parse_att(struct parser *ps, struct fetch_item ***tail) {
     {"UID", FI_UID}, {"FLAGS", FI_FLAGS}, {"INTERNALDATE", FI_INTERNALDATE},
     {"RFC822.SIZE", FI_SIZE}, {"ENVELOPE", FI_ENVELOPE}, {"BODYSTRUCTURE", FI_BODYSTRUCTURE},
     {"RFC822", FI_RFC822}, {"RFC822.HEADER", FI_RFC822_HEADER},
-    {"RFC822.TEXT", FI_RFC822_TEXT}, {"MODSEQ", FI_MODSEQ}};
+    {"RFC822.TEXT", FI_RFC822_TEXT}, {"MODSEQ", FI_MODSEQ}, {"EMAILID", FI_EMAILID},
+    {"THREADID", FI_THREADID}};
   struct str w;
   const char *s = ps->p;
   while (ps->p < ps->end && is_atom_char((unsigned char)*ps->p) && *ps->p != '[') ps->p++;
@@ -6813,6 +6896,13 @@ static void fetch_one(struct session *s, const struct fetch_item *items, const s
       break;
     case FI_SECTION: fetch_section(s, it, m->data); break;
     case FI_MODSEQ: session_send_modseq(s, m->modseq); break;
+    case FI_EMAILID: {        /* RFC 8474 5.3 */
+      char id[18];
+      msgdata_emailid(m->data, id);
+      session_send(s, "EMAILID (%s)", id);
+      break;
+    }
+    case FI_THREADID: session_send(s, "THREADID NIL"); break;   /* RFC 8474 5.2: not computed */
     case FI_BINARY:
     case FI_BINARY_SIZE: fetch_binary(s, it, m->data); break;
     }
@@ -6911,8 +7001,9 @@ static int cmd_fetch(struct session *s, struct command *c) {
   if (vanished && !changed_mod) return cmd_bad(c, "UID FETCH VANISHED needs CHANGEDSINCE");
   if (partial_mod && !c->uid)  /* RFC 9394 3.3 */
     return cmd_bad(c, "FETCH PARTIAL is only allowed with UID FETCH");
-  int has_uid = 0, has_flags = 0, has_modseq = 0, sets_seen = 0, has_binary = 0;
+  int has_uid = 0, has_flags = 0, has_modseq = 0, sets_seen = 0, has_binary = 0, has_oid = 0;
   for (struct fetch_item *it = items; it; it = it->next) {
+    has_oid |= it->kind == FI_EMAILID || it->kind == FI_THREADID;
     has_uid |= it->kind == FI_UID;
     has_flags |= it->kind == FI_FLAGS;
     has_modseq |= it->kind == FI_MODSEQ;
@@ -6924,6 +7015,8 @@ static int cmd_fetch(struct session *s, struct command *c) {
     return cmd_bad(c, "FETCH Unknown fetch attribute: MODSEQ");
   if (has_binary && !cap_on(s->srv, CAP_BINARY))
     return cmd_bad(c, "FETCH Unknown fetch attribute: BINARY");
+  if (has_oid && !cap_on(s->srv, CAP_OBJECTID))
+    return cmd_bad(c, "FETCH Unknown fetch attribute: EMAILID/THREADID need OBJECTID");
   if ((has_modseq || changed_mod) && s->nomodseq)   /* RFC 7162 3.1.2.2 */
     return cmd_bad(c, "FETCH MODSEQ: this mailbox has no mod-sequences (NOMODSEQ)");
   if (c->uid && !has_uid) {
@@ -7072,7 +7165,8 @@ static const struct {
   {"BINARY", CAP_BINARY, 0, 0}, {"MULTIAPPEND", CAP_MULTIAPPEND, 0, 0},
   {"CATENATE", CAP_CATENATE, 0, 0},   /* RFC 4469 needs no other (UIDPLUS, MULTIAPPEND: "if") */
   {"APPENDLIMIT", CAP_APPENDLIMIT, 0, 0},   /* advertised as APPENDLIMIT=n (RFC 7889 2) */
-  {"UIDONLY", CAP_UIDONLY, CAP_ENABLE, 0}};
+  {"UIDONLY", CAP_UIDONLY, CAP_ENABLE, 0},
+  {"NOTIFY", CAP_NOTIFY, 0, 0}, {"OBJECTID", CAP_OBJECTID, 0, 0}};
 #define NCAPS (sizeof capability_list / sizeof capability_list[0])
 
 /*
@@ -7502,6 +7596,8 @@ static int cmd_select(struct session *s, struct command *c) {
     session_send(s, "* OK [NOMODSEQ] No permanent modsequences\r\n");
   else if (s->enabled & ENABLED_CONDSTORE)
     session_send(s, "* OK [HIGHESTMODSEQ %llu] Highest\r\n", (unsigned long long)mb->modseq);
+  if (cap_on(s->srv, CAP_OBJECTID))   /* RFC 8474 4.2 */
+    session_send(s, "* OK [MAILBOXID (%s)] Ok\r\n", mb->id);
   if (sp.qresync && !mb->nomodseq && sp.uidvalidity == mb->uidvalidity) select_qresync(s, &sp);
   pthread_mutex_unlock(&mb->lock);
   session_publish(s);        /* takes the server's lock: never inside a mailbox's */
@@ -7519,10 +7615,16 @@ static int cmd_create(struct session *s, struct command *c) {
   int exists;
   pthread_mutex_lock(&u->lock);
   struct mailbox *mb = user_create_locked(u, name, 1, server_new_uidvalidity(s->srv), &exists);
+  char id[sizeof mb->id + 16] = "";
+  if (mb && cap_on(s->srv, CAP_OBJECTID)) {   /* RFC 8474 4.1 */
+    pthread_mutex_lock(&mb->lock);
+    snprintf(id, sizeof id, "[MAILBOXID (%s)] ", mb->id);
+    pthread_mutex_unlock(&mb->lock);
+  }
   pthread_mutex_unlock(&u->lock);
   if (exists) return cmd_no(c, "[ALREADYEXISTS] Mailbox already exists: %s", name);
   if (!mb) return cmd_no(c, "[SERVERBUG] Out of memory");
-  return cmd_ok(c, "CREATE completed");
+  return cmd_ok(c, "%sCREATE completed", id);
 }
 
 /*
@@ -7818,7 +7920,8 @@ static int cmd_status(struct session *s, struct command *c) {
   struct parser *ps = &c->ps;
   static const struct { const char *name; capset cap; } items[] = {
     {"MESSAGES", 0}, {"RECENT", 0}, {"UIDNEXT", 0}, {"UIDVALIDITY", 0}, {"UNSEEN", 0},
-    {"HIGHESTMODSEQ", CAP_CONDSTORE}, {"APPENDLIMIT", CAP_APPENDLIMIT}};
+    {"HIGHESTMODSEQ", CAP_CONDSTORE}, {"APPENDLIMIT", CAP_APPENDLIMIT},
+    {"MAILBOXID", CAP_OBJECTID}};
   enum { NITEMS = sizeof items / sizeof items[0] };
   unsigned want[16];
   int nwant = 0;
@@ -7851,14 +7954,17 @@ static int cmd_status(struct session *s, struct command *c) {
   v[3] = mb->uidvalidity;
   v[5] = mb->nomodseq ? 0 : mb->modseq;    /* RFC 7162 3.1.7: 0 without mod-sequences */
   v[6] = atomic_load(&s->srv->append_limit);   /* RFC 7889 3.1: the same for every one */
+  char mailboxid[sizeof mb->id];
+  memcpy(mailboxid, mb->id, sizeof mailboxid);
   pthread_mutex_unlock(&mb->lock);
   mailbox_unref(mb);
   session_send(s, "* STATUS ");
   out_string(&s->out, name, strlen(name));
   session_send(s, " (");
   for (int i = 0; i < nwant; i++)
-    session_send(s, "%s%s %llu", i ? " " : "", items[want[i]].name,
-                 (unsigned long long)v[want[i]]);
+    if (want[i] == 7) session_send(s, "%sMAILBOXID (%s)", i ? " " : "", mailboxid);  /* 8474 4.3 */
+    else session_send(s, "%s%s %llu", i ? " " : "", items[want[i]].name,
+                      (unsigned long long)v[want[i]]);
   session_send(s, ")\r\n");
   return cmd_ok(c, "STATUS completed");
 }
