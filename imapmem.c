@@ -8557,7 +8557,7 @@ static void notify_send_list(struct session *s, const char *attrs, const char *n
 static unsigned notify_status_change(const struct session *s, const struct notify_box *was,
                                      const struct notify_box *now) {
   unsigned ev = now->events & was->events, items = 0;
-  int condstore = session_condstore(s);
+  int condstore = (s->enabled & ENABLED_CONDSTORE) != 0;   /* with or without a selection */
   if ((ev & (NOTIFY_NEW | NOTIFY_EXPUNGE)) &&
       (was->messages != now->messages || was->uidnext != now->uidnext))
     items |= NS_MESSAGES | NS_UIDNEXT;
@@ -8708,17 +8708,17 @@ static int notify_parse_names(struct parser *ps, struct notify_group *g) {
 }
 
 /*
-** The events of one event-group (8: "(" event *(SP event) ")" / "NONE"). *bad is set for
-** an event this server does not support (3.1: NO [BADEVENT]), *atts to MessageNew's
-** fetch attributes as written.
+** The events of one event-group (8: "(" event *(SP event) ")" / "NONE"; the events also
+** without parentheses, as 3.1's example writes them). *bad is set for an event this
+** server does not support (3.1: NO [BADEVENT]), *atts to MessageNew's fetch attributes.
 */
 static int notify_parse_events(struct parser *ps, struct notify_group *g, int *bad,
                                char **atts) {
   struct str w;
-  if (!parse_char(ps, '(')) {
-    if (parse_atom(ps, &w) && str_ieq(w, "NONE")) return 1;
-    return parse_fail(ps, "Expected '(' and events, or NONE");
-  }
+  int paren = parse_char(ps, '(');
+  const char *start = ps->p;
+  if (!paren && parse_atom(ps, &w) && str_ieq(w, "NONE")) return 1;
+  ps->p = start;
   do {
     if (!parse_atom(ps, &w)) return parse_fail(ps, "Expected an event");
     size_t k;
@@ -8744,7 +8744,7 @@ static int notify_parse_events(struct parser *ps, struct notify_group *g, int *b
       ps->p = after;
     }
   } while (parse_char(ps, ' '));
-  return parse_char(ps, ')') || parse_fail(ps, "Expected ')' after the events");
+  return !paren || parse_char(ps, ')') || parse_fail(ps, "Expected ')' after the events");
 }
 
 /*
