@@ -360,7 +360,7 @@ int imapmem_set_trace(imapmem *srv, imapmem_trace_fn *fn, void *arg);
 ** "NAMESPACE", "ID", "LITERAL+", "LITERAL-", "SASL-IR", "CHILDREN", "ENABLE",
 ** "CONDSTORE", "QRESYNC", "ESEARCH", "SEARCHRES", "CONTEXT=SEARCH", "PARTIAL", "BINARY",
 ** "MULTIAPPEND", "CATENATE", "APPENDLIMIT" (advertised as APPENDLIMIT=n, switched by its
-** name alone), "UIDONLY". Off means it is not advertised and its commands (or their
+** name alone), "UIDONLY", "NOTIFY", "OBJECTID". Off means it is not advertised and its commands (or their
 ** extended forms, and SEARCH RETURN options) answer BAD as unknown. Dependencies follow
 ** the RFCs: switching one off also switches off those that need it (CONDSTORE or ENABLE
 ** takes QRESYNC with it; ESEARCH takes SEARCHRES, CONTEXT=SEARCH and PARTIAL; ENABLE
