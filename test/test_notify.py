@@ -170,8 +170,8 @@ class Section5_Events(NotifyCase):
              "(mailboxes other (MessageNew MessageExpunge FlagChange))")
         b.ok("SELECT INBOX")
         b.ok("STORE 3 +FLAGS ($Junk)")
-        line = self.next_line(a, b"FETCH")
-        self.assertIn(b"UID 3", line) if b"UID" in line else None
+        line = self.next_line(a, b"FETCH")      # 5.1: with UID and FLAGS
+        self.assertIn(b"* 3 FETCH (UID 3 FLAGS (", line)
         self.assertIn(b"$Junk", line)
         b.ok("SELECT other")
         b.ok("STORE 1 +FLAGS (\\Seen)")        # without CONDSTORE: UNSEEN (5.1 MAY)
