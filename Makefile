@@ -104,7 +104,7 @@ test: $(TEST_BINS)
 	  --c build/unit --c build/unit-asan --c build/api_test \
 	  --c build/api_test-tsan --c 'valgrind:build/embed_example' \
 	  --wire ./imapmem --wire build/imapmem-asan $(if $(MUSL_CC),--wire build/imapmem-musl) \
-	  --wire 'build/imapmem-tsan:test_multi.py,test_concurrency.py,test_quota.py' \
+	  --wire 'build/imapmem-tsan:test_multi.py,test_concurrency.py,test_quota.py,test_notify.py' \
 	  $(if $(HAVE_OPENSSL),$(TLS_WIRE)) \
 	  $(if $(CLANG),--c test/fuzz/smoke) $(if $(DOVECOT),--py test/difftest.py)
 

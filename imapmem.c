@@ -100,6 +100,9 @@
 #ifndef IMAPMEM_MAX_PATTERNS
 #define IMAPMEM_MAX_PATTERNS 64         /* mailbox patterns in one LIST (RFC 5258 3) */
 #endif
+#ifndef IMAPMEM_NOTIFY_MAX
+#define IMAPMEM_NOTIFY_MAX 1000         /* mailboxes one NOTIFY may watch (RFC 5465 5.8) */
+#endif
 #ifndef IMAPMEM_TLS_HANDSHAKE_TIMEOUT
 #define IMAPMEM_TLS_HANDSHAKE_TIMEOUT 10  /* seconds for a TLS handshake, at most idle_timeout */
 #endif
@@ -212,6 +215,7 @@ struct msgdata {             /* a message's bytes, stored once, shared by its co
   _Atomic(struct msgmeta *) meta;
   _Atomic(struct sortkeys *) sortkeys;   /* made on the first SORT or THREAD: the header
                                             alone, so no MIME parse */
+  _Atomic uint64_t emailid;   /* hash of the bytes for EMAILID (RFC 8474 5.1); 0: not yet */
   char bytes[];
 };
 
@@ -249,6 +253,7 @@ struct watcher {
 };
 struct mailbox {
   char *name;                 /* full name, '/'-delimited; guarded by the user's lock */
+  char id[24];                /* MAILBOXID (RFC 8474 4): "F" and hex; kept across RENAME */
   struct user *user;
   atomic_int refs;
   atomic_int selectable;      /* 0: a \Noselect level of the hierarchy */
@@ -370,6 +375,39 @@ struct search_ctx {
   uint64_t checked;           /* changes up to this change number are evaluated */
   struct search_ctx *next;
 };
+/*
+** NOTIFY (RFC 5465), kept by section 9 for one session: the event groups asked for and
+** what the client has been told of every mailbox of its user (to compare with later).
+*/
+enum { NOTIFY_NEW = 1, NOTIFY_EXPUNGE = 2, NOTIFY_FLAGS = 4, NOTIFY_NAME = 8, NOTIFY_SUBS = 16 };
+#define NOTIFY_MESSAGE_EVENTS (NOTIFY_NEW | NOTIFY_EXPUNGE | NOTIFY_FLAGS)
+enum { NF_SELECTED, NF_SELECTED_DELAYED, NF_INBOXES, NF_PERSONAL, NF_SUBSCRIBED, NF_SUBTREE,
+       NF_MAILBOXES };   /* ORDER notify_filter_names */
+struct notify_group {         /* one event-group: a filter and its events */
+  int filter;                 /* NF_* */
+  unsigned events;            /* NOTIFY_* */
+  char **names;               /* SUBTREE and MAILBOXES: canonical names */
+  size_t nnames;
+};
+struct notify_box {           /* a mailbox as the client last heard of it */
+  struct mailbox *mb;         /* a reference: the same mailbox under a new name is a rename */
+  char *name;
+  unsigned events;            /* what the groups ask for it (by name, not as selected) */
+  int selectable;
+  uint32_t messages, uidnext, uidvalidity, unseen;
+  uint64_t modseq;
+};
+struct notify {
+  struct notify_group *groups;
+  size_t ngroups;
+  int selected;               /* NF_SELECTED, NF_SELECTED_DELAYED, or -1: none */
+  unsigned selected_events;
+  char *fetch_atts;           /* MessageNew's "(fetch-att ...)" for the selected mailbox */
+  struct notify_box *boxes;
+  size_t nboxes;
+  char **subs;                /* the subscriptions the client last heard of */
+  size_t nsubs;
+};
 struct seqent {               /* a session's view: sequence number i+1 is entry i */
   uint32_t uid;
   uint8_t recent;             /* \Recent in this session */
@@ -431,6 +469,8 @@ struct session {
   size_t nview, capview;
   uint64_t seen_modseq;       /* appends and flag changes reported up to here */
   struct watcher watch;       /* of mb: woken by changes; told = expunges reported */
+  struct notify *notify;      /* NOTIFY SET (RFC 5465), or NULL: none or NOTIFY NONE */
+  struct watcher notify_watch;  /* while notify is set: woken by every change (section 3) */
   int nkw_known;              /* keywords of mb announced in FLAGS so far */
   uint32_t *saved;            /* "$" (RFC 5182): the saved search result, ascending UIDs */
   size_t nsaved;
@@ -509,6 +549,8 @@ struct imapmem {
   imapmem_trace_fn *trace_fn;
   void *trace_arg;
   _Atomic capset caps_off;    /* CAP_* bits switched off */
+  struct watcher **notifiers; /* NOTIFY sessions, woken by every change; under wait_lock */
+  size_t nnotifiers, capnotifiers;
   struct fault *faults;
   size_t nfaults;
   atomic_int nfaults_set;     /* nfaults, readable without the lock */
@@ -555,6 +597,8 @@ struct imapmem {
 #define CAP_THREAD_REFERENCES ((capset)1 << 25)  /* RFC 5256 */
 #define CAP_ESORT            ((capset)1 << 26)   /* RFC 5267 3 */
 #define CAP_CONTEXT_SORT     ((capset)1 << 27)   /* RFC 5267 4 */
+#define CAP_NOTIFY           ((capset)1 << 38)
+#define CAP_OBJECTID         ((capset)1 << 39)
 #define CAPS_OFF_AT_START CAP_LITERALMINUS   /* LITERAL+ is on instead (RFC 7888 4) */
 #define CAPS_MAX 512          /* room for the capability list as text */
 
@@ -3073,6 +3117,7 @@ static struct msgdata *msgdata_new(const char *bytes, size_t n) {
   atomic_init(&d->refs, 1);
   atomic_init(&d->meta, NULL);
   atomic_init(&d->sortkeys, NULL);
+  atomic_init(&d->emailid, 0);
   memcpy(d->bytes, bytes, n);
   d->bytes[n] = 0;
   d->size = (uint32_t)n;
@@ -3103,7 +3148,27 @@ static void store_changed(struct imapmem *srv) {
   pthread_mutex_lock(&srv->wait_lock);
   srv->generation++;
   pthread_cond_broadcast(&srv->wait_cond);
+  for (size_t i = 0; i < srv->nnotifiers; i++) srv->notifiers[i]->wake(srv->notifiers[i]);
   pthread_mutex_unlock(&srv->wait_lock);
+}
+
+/*
+** Add w to (on) or take it from the watchers of every change on the server: a NOTIFY
+** session (RFC 5465) looks at all its user's mailboxes when woken. 0 if memory ran out.
+*/
+static int store_watch_all(struct imapmem *srv, struct watcher *w, int on) {
+  int ok = 1;
+  pthread_mutex_lock(&srv->wait_lock);
+  size_t i;
+  for (i = 0; i < srv->nnotifiers && srv->notifiers[i] != w; i++) {}
+  if (!on && i < srv->nnotifiers) srv->notifiers[i] = srv->notifiers[--srv->nnotifiers];
+  if (on && i == srv->nnotifiers) {
+    ok = mem_grow(&srv->notifiers, &srv->capnotifiers, srv->nnotifiers + 1,
+                  sizeof srv->notifiers[0]);
+    if (ok) srv->notifiers[srv->nnotifiers++] = w;
+  }
+  pthread_mutex_unlock(&srv->wait_lock);
+  return ok;
 }
 
 /* Wake the watchers idling on mb, and imapmem_wait(). Caller holds mb->lock. */
@@ -3111,6 +3176,47 @@ static void mailbox_wake_idlers(struct mailbox *mb) {
   for (size_t i = 0; i < mb->nwatchers; i++)
     if (mb->watchers[i]->idling) mb->watchers[i]->wake(mb->watchers[i]);
   if (mb->user) store_changed(mb->user->srv);
+}
+
+/*
+** Object identifiers (RFC 8474). A 64-bit hash (FNV-1a, then mixed) names what does not
+** change: an EMAILID is the hash of the message's bytes, so the same bytes keep the same
+** id through COPY, MOVE and --save/reload, as RFC 8474 5.1 allows for identical content;
+** a MAILBOXID is made from the name and UIDVALIDITY it was created with, then kept with
+** the mailbox through RENAME and saved with it (X-Imapmem-Mailboxid).
+*/
+static uint64_t objectid_hash(const char *p, size_t n, uint64_t h) {
+  for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)p[i]) * 0x100000001b3u;
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdu;
+  h ^= h >> 33;
+  return h ? h : 1;
+}
+
+/* The EMAILID of d as "M" and 16 hex digits (RFC 8474 8.1: a letter first), into out[18]. */
+static void msgdata_emailid(const struct msgdata *d, char *out) {
+  uint64_t h = atomic_load(&d->emailid);
+  if (!h) {                  /* a race computes the same value twice: harmless */
+    h = objectid_hash(d->bytes, d->size, 0xcbf29ce484222325u);
+    atomic_store(&((struct msgdata *)d)->emailid, h);
+  }
+  snprintf(out, 18, "M%016llx", (unsigned long long)h);
+}
+
+/* Give mb its MAILBOXID: the saved one if valid, else one from its name and UIDVALIDITY. */
+static void mailbox_make_id(struct mailbox *mb, const char *saved) {
+  size_t n = saved ? strlen(saved) : 0;
+  int ok = n > 1 && n < sizeof mb->id && isalpha((unsigned char)saved[0]);
+  for (size_t i = 0; ok && i < n; i++)
+    ok = isalnum((unsigned char)saved[i]) || saved[i] == '_' || saved[i] == '-';
+  if (ok) {
+    memcpy(mb->id, saved, n + 1);
+    return;
+  }
+  char v[16];
+  snprintf(v, sizeof v, "%u", mb->uidvalidity);
+  uint64_t h = objectid_hash(mb->name, strlen(mb->name), 0x84222325cbf29ce4u);
+  snprintf(mb->id, sizeof mb->id, "F%016llx", (unsigned long long)objectid_hash(v, strlen(v), h));
 }
 
 static struct mailbox *mailbox_new(struct user *u, const char *name, int selectable,
@@ -3131,6 +3237,7 @@ static struct mailbox *mailbox_new(struct user *u, const char *name, int selecta
   mb->modseq = 1;            /* RFC 7162 7: a mod-sequence-value is at least 1 */
   mb->expunge_log_from = 2;
   mb->oldest = mb->newest = NO_MSG;
+  mailbox_make_id(mb, NULL);
   return mb;
 }
 
@@ -3665,6 +3772,7 @@ static int user_subscribe_locked(struct user *u, const char *name) {
     return 0;
   }
   u->live.subs[u->live.nsubs++] = copy;
+  store_changed(u->srv);     /* NOTIFY SubscriptionChange (RFC 5465 5.5) */
   return 1;
 }
 
@@ -3708,6 +3816,7 @@ static struct mailbox *user_create_locked(struct user *u, const char *name, int 
     return NULL;
   }
   u->live.list[u->live.n++] = mb;
+  store_changed(u->srv);     /* NOTIFY MailboxName (RFC 5465 5.4) */
   return mb;
 }
 
@@ -3759,6 +3868,7 @@ static struct mailbox *mailbox_clone(struct mailbox *src, struct user *u) {
   mb->nomodseq = src->nomodseq;
   mb->use = src->use;          /* the caller holds the user's lock too */
   mb->use_set = src->use_set;
+  memcpy(mb->id, src->id, sizeof mb->id);
   mb->oldest = src->oldest;  /* the messages keep their indices, so the list holds */
   mb->newest = src->newest;
   mailbox_forget_expunged(mb);
@@ -3819,6 +3929,7 @@ static int user_baseline(struct user *u, int restore) {
 static void mailbox_new_uidvalidity(struct imapmem *srv, struct mailbox *mb) {
   pthread_mutex_lock(&mb->lock);
   mb->uidvalidity = server_new_uidvalidity(srv);
+  mailbox_make_id(mb, NULL);   /* RFC 8474 4: a new UIDVALIDITY is a new mailbox */
   if (mb->count && mb->uidnext < UINT32_MAX - 1) {
     for (size_t i = 0; i + 1 < mb->count; i++) mb->msgs[i].uid = mb->msgs[i + 1].uid;
     mb->msgs[mb->count - 1].uid = mb->uidnext++;
@@ -3968,6 +4079,7 @@ struct mbox_batch {
   uint32_t base_validity, base_next;
   char *base_keywords;
   uint64_t base_modseq;       /* X-Imapmem-Highestmodseq, or 0 */
+  char *base_mailboxid;       /* X-Imapmem-Mailboxid (RFC 8474 MAILBOXID), or NULL */
   struct mbox_batch *next;
 };
 
@@ -4010,6 +4122,7 @@ static void mbox_batch_free(struct mbox_batch *b) {
     free(b->mailbox);
     free(b->file);
     free(b->base_keywords);
+    free(b->base_mailboxid);
     free(b);
     b = n;
   }
@@ -4100,7 +4213,7 @@ static int mbox_put(struct msgdata **d, size_t *cap, const char *p, size_t n) {
 
 enum {
   HDR_KEEP, HDR_STATUS, HDR_XSTATUS, HDR_KEYWORDS, HDR_UID, HDR_IMAPBASE, HDR_IMAP, HDR_EOL,
-  HDR_MODSEQ, HDR_HIGHESTMODSEQ
+  HDR_MODSEQ, HDR_HIGHESTMODSEQ, HDR_MAILBOXID
 };
 
 /*
@@ -4116,7 +4229,7 @@ static int mbox_header_kind(const char *p, size_t n) {
     {"Status", HDR_STATUS}, {"X-Status", HDR_XSTATUS}, {"X-Keywords", HDR_KEYWORDS},
     {"X-UID", HDR_UID}, {"X-IMAPbase", HDR_IMAPBASE}, {"X-IMAP", HDR_IMAP},
     {"X-Imapmem-Eol", HDR_EOL}, {"X-Imapmem-Modseq", HDR_MODSEQ},
-    {"X-Imapmem-Highestmodseq", HDR_HIGHESTMODSEQ}};
+    {"X-Imapmem-Highestmodseq", HDR_HIGHESTMODSEQ}, {"X-Imapmem-Mailboxid", HDR_MAILBOXID}};
   const char *colon = memchr(p, ':', n);
   if (!colon) return HDR_KEEP;
   size_t len = (size_t)(colon - p);
@@ -4153,6 +4266,11 @@ static int mbox_header_apply(struct mbox_batch *b, struct pending *pm, int kind,
     break;
   case HDR_HIGHESTMODSEQ:
     if (parse_uint(v, INT64_MAX, &x) && x > 0) b->base_modseq = (uint64_t)x;
+    break;
+  case HDR_MAILBOXID:
+    free(b->base_mailboxid);
+    b->base_mailboxid = mem_strndup(v.p, v.len);
+    if (!b->base_mailboxid) return 0;
     break;
   case HDR_IMAP:
     *pseudo = 1;             /* UW imapd's "FOLDER INTERNAL DATA" message */
@@ -4298,6 +4416,7 @@ static int mbox_message(struct mbox_batch *b, const char *p, const char *end,
   atomic_init(&d->refs, 1);
   atomic_init(&d->meta, NULL);
   atomic_init(&d->sortkeys, NULL);
+  atomic_init(&d->emailid, 0);
   d->bytes[d->size] = 0;
   d->hdr_len = (uint32_t)header_length(d->bytes, d->size);
   pm->d = d;
@@ -4651,6 +4770,7 @@ static int mbox_commit_locked(struct user *u, struct mbox_batch *list, uint32_t 
       use_xuid = b->m[i].xuid > 0 && (i == 0 || b->m[i].xuid > b->m[i - 1].xuid);
     if (fresh && b->has_base) mb->uidvalidity = b->base_validity ? b->base_validity : 1;
     else if (fresh && b->n) mb->uidvalidity = uidvalidity ? uidvalidity : b->content_validity;
+    if (fresh) mailbox_make_id(mb, b->base_mailboxid);   /* its UIDVALIDITY is final now */
     if (b->base_keywords) {
       const char *k = b->base_keywords;
       while (*k) {
@@ -4818,6 +4938,7 @@ static void mbox_put_message(struct buf *out, const struct mailbox *mb, const st
     buf_printf(out, "X-IMAPbase: %u %u", mb->uidvalidity, mb->uidnext - 1);   /* last UID */
     for (int i = 0; i < mb->nkeywords; i++) buf_printf(out, " %s", mb->keywords[i]);
     buf_printf(out, "\nX-Imapmem-Highestmodseq: %llu\n", (unsigned long long)mb->modseq);
+    buf_printf(out, "X-Imapmem-Mailboxid: %s\n", mb->id);
   }
   uint32_t f = m->flags;
   if ((f & FLAG_SEEN) || !(f & FLAG_RECENT))   /* no Status at all: new and \Recent */
@@ -4879,6 +5000,7 @@ static int mbox_save_mailbox(struct mailbox *mb, const char *name, const char *d
                      "X-IMAP: %u %u", mb->uidvalidity, mb->uidnext - 1);
     for (int i = 0; i < mb->nkeywords; i++) buf_printf(&out, " %s", mb->keywords[i]);
     buf_printf(&out, "\nX-Imapmem-Highestmodseq: %llu", (unsigned long long)mb->modseq);
+    buf_printf(&out, "\nX-Imapmem-Mailboxid: %s", mb->id);
     buf_adds(&out, "\nStatus: RO\n\nThis text is part of the internal format of your mail "
                    "folder, and is not\na real message.\n\n");
   }
@@ -6253,7 +6375,8 @@ static int view_resolve(struct session *s, struct command *c, struct seqset *set
 enum skey_op {
   SK_AND, SK_OR, SK_NOT, SK_SEQ, SK_UID, SK_FLAG, SK_UNFLAG, SK_KEYWORD, SK_UNKEYWORD,
   SK_NEW, SK_OLD, SK_RECENT, SK_HEADER, SK_BODY, SK_TEXT, SK_BEFORE, SK_ON, SK_SINCE,
-  SK_SENTBEFORE, SK_SENTON, SK_SENTSINCE, SK_LARGER, SK_SMALLER, SK_ALL, SK_MODSEQ, SK_ADDRESS
+  SK_SENTBEFORE, SK_SENTON, SK_SENTSINCE, SK_LARGER, SK_SMALLER, SK_ALL, SK_MODSEQ, SK_ADDRESS,
+  SK_EMAILID, SK_THREADID
 };
 struct skey {
   int op;
@@ -6403,6 +6526,12 @@ static struct skey *search_parse_key(struct parser *ps, int depth) {
     if (!parse_modseq(ps, &k->modseq)) return NULL;
     return k;
   }
+  if (str_ieq(w, "EMAILID") || str_ieq(w, "THREADID")) {   /* RFC 8474 6 */
+    if (!(k = search_new(ps, w.p[0] == 'E' || w.p[0] == 'e' ? SK_EMAILID : SK_THREADID)) ||
+        !parse_sp(ps) || !parse_atom(ps, &k->value))
+      return NULL;
+    return k;
+  }
   if (str_ieq(w, "NOT")) {
     if (!(k = search_new(ps, SK_NOT)) || !parse_sp(ps) ||
         !(k->child = search_parse_key(ps, depth + 1)))
@@ -6431,6 +6560,13 @@ static int search_uses_seqnums(const struct skey *k) {
 static int search_uses_modseq(const struct skey *k) {
   for (; k; k = k->next)
     if (k->op == SK_MODSEQ || search_uses_modseq(k->child)) return 1;
+  return 0;
+}
+
+/* Does the search use EMAILID or THREADID (RFC 8474 6)? */
+static int search_uses_objectid(const struct skey *k) {
+  for (; k; k = k->next)
+    if (k->op == SK_EMAILID || k->op == SK_THREADID || search_uses_objectid(k->child)) return 1;
   return 0;
 }
 
@@ -6562,6 +6698,12 @@ static int search_match(const struct skey *k, const struct snap *m) {
   case SK_SINCE: return m->day >= k->num;
   case SK_HEADER: return search_header(msg, msg + m->data->hdr_len, k->name, &k->needle);
   case SK_ADDRESS: return search_address(msg, msg + m->data->hdr_len, k->name, &k->needle);
+  case SK_EMAILID: {         /* object ids are case-sensitive (RFC 8474 7) */
+    char id[18];
+    msgdata_emailid(m->data, id);
+    return k->value.len == strlen(id) && memcmp(k->value.p, id, k->value.len) == 0;
+  }
+  case SK_THREADID: return 0;   /* RFC 8474 5.2: THREADID is NIL, so nothing matches */
   default: break;
   }
   const struct msgmeta *mm = msgdata_meta(m->data);
@@ -6820,6 +6962,8 @@ static int cmd_search(struct session *s, struct command *c) {
                       "use UID set or ALL");
   int modseq = search_uses_modseq(keys);
   if (modseq && !cap_on(s->srv, CAP_CONDSTORE)) return cmd_bad(c, "Unknown search key MODSEQ");
+  if (search_uses_objectid(keys) && !cap_on(s->srv, CAP_OBJECTID))
+    return cmd_bad(c, "Unknown search key: EMAILID and THREADID need OBJECTID");
   if (modseq && s->nomodseq)   /* RFC 7162 3.1.2.2 */
     return cmd_bad(c, "SEARCH MODSEQ: this mailbox has no mod-sequences (NOMODSEQ)");
   if (search_uses_dollar(keys) && !cap_on(s->srv, CAP_SEARCHRES))
@@ -7720,7 +7864,7 @@ static int cmd_thread(struct session *s, struct command *c) {
 enum fetch_kind {
   FI_UID, FI_FLAGS, FI_INTERNALDATE, FI_SIZE, FI_ENVELOPE, FI_BODY, FI_BODYSTRUCTURE,
   FI_RFC822, FI_RFC822_HEADER, FI_RFC822_TEXT, FI_SECTION, FI_MODSEQ, FI_BINARY,
-  FI_BINARY_SIZE
+  FI_BINARY_SIZE, FI_EMAILID, FI_THREADID
 };
 enum section_text { SEC_ALL, SEC_HEADER, SEC_FIELDS, SEC_FIELDS_NOT, SEC_TEXT, SEC_MIME };
 struct fetch_item {
@@ -7891,7 +8035,8 @@ static int fetch_parse_att(struct parser *ps, struct fetch_item ***tail) {
     {"UID", FI_UID}, {"FLAGS", FI_FLAGS}, {"INTERNALDATE", FI_INTERNALDATE},
     {"RFC822.SIZE", FI_SIZE}, {"ENVELOPE", FI_ENVELOPE}, {"BODYSTRUCTURE", FI_BODYSTRUCTURE},
     {"RFC822", FI_RFC822}, {"RFC822.HEADER", FI_RFC822_HEADER},
-    {"RFC822.TEXT", FI_RFC822_TEXT}, {"MODSEQ", FI_MODSEQ}};
+    {"RFC822.TEXT", FI_RFC822_TEXT}, {"MODSEQ", FI_MODSEQ}, {"EMAILID", FI_EMAILID},
+    {"THREADID", FI_THREADID}};
   struct str w;
   const char *s = ps->p;
   while (ps->p < ps->end && is_atom_char((unsigned char)*ps->p) && *ps->p != '[') ps->p++;
@@ -8103,6 +8248,13 @@ static void fetch_one(struct session *s, const struct fetch_item *items, const s
       break;
     case FI_SECTION: fetch_section(s, it, m->data); break;
     case FI_MODSEQ: session_send_modseq(s, m->modseq); break;
+    case FI_EMAILID: {        /* RFC 8474 5.3 */
+      char id[18];
+      msgdata_emailid(m->data, id);
+      session_send(s, "EMAILID (%s)", id);
+      break;
+    }
+    case FI_THREADID: session_send(s, "THREADID NIL"); break;   /* RFC 8474 5.2: not computed */
     case FI_BINARY:
     case FI_BINARY_SIZE: fetch_binary(s, it, m->data); break;
     }
@@ -8201,8 +8353,9 @@ static int cmd_fetch(struct session *s, struct command *c) {
   if (vanished && !changed_mod) return cmd_bad(c, "UID FETCH VANISHED needs CHANGEDSINCE");
   if (partial_mod && !c->uid)  /* RFC 9394 3.3 */
     return cmd_bad(c, "FETCH PARTIAL is only allowed with UID FETCH");
-  int has_uid = 0, has_flags = 0, has_modseq = 0, sets_seen = 0, has_binary = 0;
+  int has_uid = 0, has_flags = 0, has_modseq = 0, sets_seen = 0, has_binary = 0, has_oid = 0;
   for (struct fetch_item *it = items; it; it = it->next) {
+    has_oid |= it->kind == FI_EMAILID || it->kind == FI_THREADID;
     has_uid |= it->kind == FI_UID;
     has_flags |= it->kind == FI_FLAGS;
     has_modseq |= it->kind == FI_MODSEQ;
@@ -8214,6 +8367,8 @@ static int cmd_fetch(struct session *s, struct command *c) {
     return cmd_bad(c, "FETCH Unknown fetch attribute: MODSEQ");
   if (has_binary && !cap_on(s->srv, CAP_BINARY))
     return cmd_bad(c, "FETCH Unknown fetch attribute: BINARY");
+  if (has_oid && !cap_on(s->srv, CAP_OBJECTID))
+    return cmd_bad(c, "FETCH Unknown fetch attribute: EMAILID/THREADID need OBJECTID");
   if ((has_modseq || changed_mod) && s->nomodseq)   /* RFC 7162 3.1.2.2 */
     return cmd_bad(c, "FETCH MODSEQ: this mailbox has no mod-sequences (NOMODSEQ)");
   if (c->uid && !has_uid) {
@@ -8375,7 +8530,8 @@ static const struct {
   {"THREAD=ORDEREDSUBJECT", CAP_THREAD_ORDEREDSUBJECT, 0, 0},
   {"THREAD=REFERENCES", CAP_THREAD_REFERENCES, 0, 0},
   {"ESORT", CAP_ESORT, CAP_SORT, 0},                            /* RFC 5267 3.1 */
-  {"CONTEXT=SORT", CAP_CONTEXT_SORT, CAP_ESORT, 0}};            /* RFC 5267 4.1 */
+  {"CONTEXT=SORT", CAP_CONTEXT_SORT, CAP_ESORT, 0},            /* RFC 5267 4.1 */
+  {"NOTIFY", CAP_NOTIFY, 0, 0}, {"OBJECTID", CAP_OBJECTID, 0, 0}};
 #define NCAPS (sizeof capability_list / sizeof capability_list[0])
 
 /*
@@ -8805,6 +8961,8 @@ static int cmd_select(struct session *s, struct command *c) {
     session_send(s, "* OK [NOMODSEQ] No permanent modsequences\r\n");
   else if (s->enabled & ENABLED_CONDSTORE)
     session_send(s, "* OK [HIGHESTMODSEQ %llu] Highest\r\n", (unsigned long long)mb->modseq);
+  if (cap_on(s->srv, CAP_OBJECTID))   /* RFC 8474 4.2 */
+    session_send(s, "* OK [MAILBOXID (%s)] Ok\r\n", mb->id);
   if (sp.qresync && !mb->nomodseq && sp.uidvalidity == mb->uidvalidity) select_qresync(s, &sp);
   pthread_mutex_unlock(&mb->lock);
   session_publish(s);        /* takes the server's lock: never inside a mailbox's */
@@ -8860,10 +9018,16 @@ static int cmd_create(struct session *s, struct command *c) {
     mb->use = use;
     mb->use_set = use_set;
   }
+  char id[sizeof mb->id + 16] = "";
+  if (mb && cap_on(s->srv, CAP_OBJECTID)) {   /* RFC 8474 4.1 */
+    pthread_mutex_lock(&mb->lock);
+    snprintf(id, sizeof id, "[MAILBOXID (%s)] ", mb->id);
+    pthread_mutex_unlock(&mb->lock);
+  }
   pthread_mutex_unlock(&u->lock);
   if (exists) return cmd_no(c, "[ALREADYEXISTS] Mailbox already exists: %s", name);
   if (!mb) return cmd_no(c, "[SERVERBUG] Out of memory");
-  return cmd_ok(c, "CREATE completed");
+  return cmd_ok(c, "%sCREATE completed", id);
 }
 
 /*
@@ -9017,6 +9181,7 @@ static int cmd_subscribe(struct session *s, struct command *c) {
     ok = -1;
   }
   pthread_mutex_unlock(&u->lock);
+  store_changed(s->srv);     /* NOTIFY SubscriptionChange (RFC 5465 5.5) */
   if (ok == -1) return cmd_no(c, "[NONEXISTENT] Not subscribed: %s", name);
   if (!ok) return cmd_no(c, "[SERVERBUG] Out of memory");
   return cmd_ok(c, "%s completed", c->def->name);
@@ -9085,11 +9250,12 @@ static int cmp_list_entries(const void *a, const void *b) {
 /*
 ** STATUS items, for STATUS and for LIST's STATUS return option (RFC 5819 2): those of RFC
 ** 3501 6.3.10, RFC 7162 3.1.7's HIGHESTMODSEQ, RFC 7889's APPENDLIMIT, RFC 8438's SIZE,
-** RFC 9051 6.3.11's DELETED and RFC 9208 4.1.4's DELETED-STORAGE. ORDER enum status_item.
+** RFC 9051 6.3.11's DELETED, RFC 9208 4.1.4's DELETED-STORAGE and RFC 8474 4.3's
+** MAILBOXID. ORDER enum status_item.
 */
 enum status_item {
   SI_MESSAGES, SI_RECENT, SI_UIDNEXT, SI_UIDVALIDITY, SI_UNSEEN, SI_HIGHESTMODSEQ,
-  SI_APPENDLIMIT, SI_SIZE, SI_DELETED, SI_DELETED_STORAGE, SI_COUNT
+  SI_APPENDLIMIT, SI_SIZE, SI_DELETED, SI_DELETED_STORAGE, SI_MAILBOXID, SI_COUNT
 };
 static const struct {
   const char *name;
@@ -9098,7 +9264,7 @@ static const struct {
   {"MESSAGES", 0}, {"RECENT", 0}, {"UIDNEXT", 0}, {"UIDVALIDITY", 0}, {"UNSEEN", 0},
   {"HIGHESTMODSEQ", CAP_CONDSTORE}, {"APPENDLIMIT", CAP_APPENDLIMIT},
   {"SIZE", CAP_STATUS_SIZE}, {"DELETED", 0},
-  {"DELETED-STORAGE", CAP_QUOTA_RES_STORAGE}};
+  {"DELETED-STORAGE", CAP_QUOTA_RES_STORAGE}, {"MAILBOXID", CAP_OBJECTID}};
 
 struct status_want {          /* the items asked for, in the order asked */
   unsigned item[16];
@@ -9150,13 +9316,18 @@ static void status_send(struct session *s, struct mailbox *mb, const char *name,
   v[SI_UIDVALIDITY] = mb->uidvalidity;
   v[SI_HIGHESTMODSEQ] = mb->nomodseq ? 0 : mb->modseq;   /* RFC 7162 3.1.7: 0 without */
   v[SI_APPENDLIMIT] = atomic_load(&s->srv->append_limit);   /* RFC 7889 3.1: one for all */
+  char mailboxid[sizeof mb->id];
+  memcpy(mailboxid, mb->id, sizeof mailboxid);
   pthread_mutex_unlock(&mb->lock);
   session_send(s, "* STATUS ");
   out_string(&s->out, name, strlen(name));
   session_send(s, " (");
   for (int i = 0; i < w->n; i++)
-    session_send(s, "%s%s %llu", i ? " " : "", status_items[w->item[i]].name,
-                 (unsigned long long)v[w->item[i]]);
+    if (w->item[i] == SI_MAILBOXID)   /* RFC 8474 4.3: an objectid in parentheses */
+      session_send(s, "%sMAILBOXID (%s)", i ? " " : "", mailboxid);
+    else
+      session_send(s, "%s%s %llu", i ? " " : "", status_items[w->item[i]].name,
+                   (unsigned long long)v[w->item[i]]);
   session_send(s, ")\r\n");
 }
 
@@ -10006,6 +10177,456 @@ static void session_set_idle(struct session *s, int on) {
   session_publish(s);
 }
 
+/* ------------------------------------------------------------------------- */
+/*
+** NOTIFY (RFC 5465). A session with NOTIFY SET keeps, in struct notify, what its client
+** last heard of every mailbox of its user (name, counts, subscriptions) and is woken by
+** every change on the server (store_watch_all). On a wake-up between commands, before a
+** command and during IDLE (4), it looks again and tells what differs: the selected
+** mailbox's updates as they come (SELECTED) or without expunges (SELECTED-DELAYED, 6.1.2),
+** with MessageNew's fetch attributes; STATUS for other mailboxes (5.1-5.3); LIST for names
+** created, deleted and renamed (5.4) and subscriptions (5.5). What this session did itself
+** is not told (5 SHOULD): the snapshot is taken again, silently, after each command.
+*/
+static const char *const notify_filter_names[] = {"SELECTED", "SELECTED-DELAYED", "INBOXES",
+                                                  "PERSONAL", "SUBSCRIBED", "SUBTREE",
+                                                  "MAILBOXES"};   /* ORDER NF_* */
+static const struct { const char *name; unsigned bit; } notify_event_names[] = {
+  {"MessageNew", NOTIFY_NEW}, {"MessageExpunge", NOTIFY_EXPUNGE}, {"FlagChange", NOTIFY_FLAGS},
+  {"MailboxName", NOTIFY_NAME}, {"SubscriptionChange", NOTIFY_SUBS},
+  {"AnnotationChange", 0}, {"MailboxMetadataChange", 0}, {"ServerMetadataChange", 0}};
+#define NOTIFY_BADEVENT "[BADEVENT (MessageNew MessageExpunge FlagChange MailboxName " \
+                        "SubscriptionChange)]"
+enum { NS_MESSAGES = 1, NS_UIDNEXT = 2, NS_UIDVALIDITY = 4, NS_UNSEEN = 8, NS_HIGHESTMODSEQ = 16 };
+
+static void notify_names_free(char **v, size_t n) {
+  for (size_t i = 0; v && i < n; i++) free(v[i]);
+  free(v);
+}
+
+static void notify_boxes_free(struct notify_box *b, size_t n) {
+  for (size_t i = 0; b && i < n; i++) {
+    mailbox_unref(b[i].mb);
+    free(b[i].name);
+  }
+  free(b);
+}
+
+static void notify_free(struct notify *n) {
+  if (!n) return;
+  for (size_t i = 0; i < n->ngroups; i++) notify_names_free(n->groups[i].names, n->groups[i].nnames);
+  free(n->groups);
+  free(n->fetch_atts);
+  notify_boxes_free(n->boxes, n->nboxes);
+  notify_names_free(n->subs, n->nsubs);
+  free(n);
+}
+
+/* Stop notifying: NOTIFY NONE, a new NOTIFY SET, an overflow, the end of the session. */
+static void session_notify_off(struct session *s) {
+  if (!s->notify) return;
+  store_watch_all(s->srv, &s->notify_watch, 0);
+  notify_free(s->notify);
+  s->notify = NULL;
+}
+
+static int notify_name_in(char *const *v, size_t n, const char *name) {
+  for (size_t i = 0; i < n; i++)
+    if (strcmp(v[i], name) == 0) return 1;
+  return 0;
+}
+
+/*
+** The events the groups ask for mailbox name (as any mailbox, not as the selected one).
+** INBOXES is PERSONAL, as 6.3 allows: every mailbox may receive mail here.
+*/
+static unsigned notify_events_for(const struct notify *n, const char *name, int selectable,
+                                  char *const *subs, size_t nsubs) {
+  unsigned ev = 0;
+  for (size_t i = 0; i < n->ngroups; i++) {
+    const struct notify_group *g = &n->groups[i];
+    int match = g->filter == NF_INBOXES || g->filter == NF_PERSONAL;
+    if (g->filter == NF_SUBSCRIBED) match = notify_name_in(subs, nsubs, name);
+    for (size_t k = 0; k < g->nnames && !match; k++) {
+      size_t len = strlen(g->names[k]);
+      match = strcmp(name, g->names[k]) == 0 ||   /* 6.5 SUBTREE: it and its inferiors */
+              (g->filter == NF_SUBTREE && strncmp(name, g->names[k], len) == 0 && name[len] == '/');
+    }
+    if (match) ev |= g->events;
+  }
+  return selectable ? ev : ev & ~(unsigned)NOTIFY_MESSAGE_EVENTS;
+}
+
+/*
+** What the client would hear of the user's mailboxes now: every name (under the user's
+** lock), then the counts of those with message events (each under its own lock).
+** 0 if memory ran out.
+*/
+static int notify_snapshot(struct session *s, const struct notify *n, struct notify_box **out,
+                           size_t *nout, char ***subs_out, size_t *nsubs_out) {
+  struct user *u = s->user;
+  pthread_mutex_lock(&u->lock);
+  size_t nb = u->live.n, ns = u->live.nsubs;
+  struct notify_box *b = mem_calloc(nb ? nb : 1, sizeof *b);
+  char **subs = mem_calloc(ns ? ns : 1, sizeof *subs);
+  int ok = b && subs;
+  for (size_t i = 0; ok && i < nb; i++) {
+    struct mailbox *mb = u->live.list[i];
+    b[i].mb = mailbox_ref(mb);
+    b[i].selectable = atomic_load(&mb->selectable);
+    ok = (b[i].name = mem_strdup(mb->name)) != NULL;
+  }
+  for (size_t i = 0; ok && i < ns; i++) ok = (subs[i] = mem_strdup(u->live.subs[i])) != NULL;
+  pthread_mutex_unlock(&u->lock);
+  for (size_t i = 0; ok && i < nb; i++) {
+    struct notify_box *x = &b[i];
+    x->events = notify_events_for(n, x->name, x->selectable, subs, ns);
+    if (!(x->events & NOTIFY_MESSAGE_EVENTS)) continue;
+    pthread_mutex_lock(&x->mb->lock);
+    x->messages = (uint32_t)x->mb->count;
+    x->uidnext = x->mb->uidnext;
+    x->uidvalidity = x->mb->uidvalidity;
+    x->modseq = x->mb->nomodseq ? 0 : x->mb->modseq;   /* RFC 7162 3.1.7 */
+    if (x->events & NOTIFY_FLAGS)
+      for (size_t k = 0; k < x->mb->count; k++) x->unseen += !(x->mb->msgs[k].flags & FLAG_SEEN);
+    pthread_mutex_unlock(&x->mb->lock);
+  }
+  if (!ok) {
+    notify_boxes_free(b, b ? nb : 0);
+    notify_names_free(subs, subs ? ns : 0);
+    return 0;
+  }
+  *out = b;
+  *nout = nb;
+  *subs_out = subs;
+  *nsubs_out = ns;
+  return 1;
+}
+
+static void notify_send_status(struct session *s, const struct notify_box *b, unsigned items) {
+  session_send(s, "* STATUS ");
+  out_string(&s->out, b->name, strlen(b->name));
+  const char *sp = "";
+  session_send(s, " (");
+  if (items & NS_MESSAGES) session_send(s, "MESSAGES %u", b->messages), sp = " ";
+  if (items & NS_UIDNEXT) session_send(s, "%sUIDNEXT %u", sp, b->uidnext), sp = " ";
+  if (items & NS_UIDVALIDITY) session_send(s, "%sUIDVALIDITY %u", sp, b->uidvalidity), sp = " ";
+  if (items & NS_UNSEEN) session_send(s, "%sUNSEEN %u", sp, b->unseen), sp = " ";
+  if (items & NS_HIGHESTMODSEQ)
+    session_send(s, "%sHIGHESTMODSEQ %llu", sp, (unsigned long long)b->modseq);
+  session_send(s, ")\r\n");
+}
+
+/* An unsolicited LIST (RFC 5465 5.4, 5.5; RFC 5258's \NonExistent and OLDNAME). */
+static void notify_send_list(struct session *s, const char *attrs, const char *name,
+                             const char *oldname) {
+  session_send(s, "* LIST (%s) \"/\" ", attrs);
+  out_string(&s->out, name, strlen(name));
+  if (oldname) {
+    session_send(s, " (\"OLDNAME\" (");
+    out_string(&s->out, oldname, strlen(oldname));
+    session_send(s, "))");
+  }
+  session_send(s, "\r\n");
+}
+
+/*
+** The STATUS items that tell of a change from was to now in another mailbox: 5.2 and 5.3
+** (UIDNEXT MESSAGES), 5.1 (UNSEEN without CONDSTORE; UIDVALIDITY and HIGHESTMODSEQ with
+** it), and HIGHESTMODSEQ whenever the client enabled CONDSTORE. 0: nothing to tell.
+*/
+static unsigned notify_status_change(const struct session *s, const struct notify_box *was,
+                                     const struct notify_box *now) {
+  unsigned ev = now->events & was->events, items = 0;
+  int condstore = (s->enabled & ENABLED_CONDSTORE) != 0;   /* with or without a selection */
+  if ((ev & (NOTIFY_NEW | NOTIFY_EXPUNGE)) &&
+      (was->messages != now->messages || was->uidnext != now->uidnext))
+    items |= NS_MESSAGES | NS_UIDNEXT;
+  if ((ev & NOTIFY_MESSAGE_EVENTS) && was->uidvalidity != now->uidvalidity)
+    items |= NS_UIDVALIDITY | NS_MESSAGES | NS_UIDNEXT;   /* 5.1: MUST tell */
+  if ((ev & NOTIFY_FLAGS) && was->unseen != now->unseen) items |= NS_UNSEEN;
+  if ((ev & NOTIFY_FLAGS) && condstore && was->modseq != now->modseq)
+    items |= NS_UIDVALIDITY | NS_HIGHESTMODSEQ;
+  if (items && condstore) items |= NS_HIGHESTMODSEQ;
+  return items;
+}
+
+/* The STATUS that NOTIFY SET STATUS sends for a mailbox (3.1). */
+static unsigned notify_status_initial(const struct session *s, unsigned ev) {
+  unsigned items = 0;
+  if (ev & (NOTIFY_NEW | NOTIFY_EXPUNGE)) items |= NS_MESSAGES;
+  if (ev & NOTIFY_NEW) items |= NS_UIDNEXT | NS_UIDVALIDITY;
+  if (ev & NOTIFY_FLAGS) {
+    items |= NS_UIDVALIDITY | NS_UNSEEN;
+    if (cap_on(s->srv, CAP_CONDSTORE)) items |= NS_HIGHESTMODSEQ;
+  }
+  return items;
+}
+
+/*
+** The selected mailbox's message events (5.1-5.3) under SELECTED or SELECTED-DELAYED:
+** its untagged updates, then a FETCH of MessageNew's attributes for the new messages (5.2,
+** by UID: their numbers may change at any time).
+*/
+static void notify_selected(struct session *s) {
+  static const struct cmd_def fetch_def = {"FETCH", ST_SELECTED, CMD_UID, 0, 0, cmd_fetch};
+  struct notify *n = s->notify;
+  if (!s->mb || n->selected < 0 || !(n->selected_events & NOTIFY_MESSAGE_EVENTS)) return;
+  uint32_t known = s->nview ? s->view[s->nview - 1].uid : 0;
+  int expunges = n->selected == NF_SELECTED && (n->selected_events & NOTIFY_EXPUNGE);
+  if (!search_sync(s, expunges) || !n->fetch_atts || !s->mb || !s->nview ||
+      s->view[s->nview - 1].uid <= known)
+    return;
+  struct buf text = {0};
+  buf_printf(&text, " %u:%u %s", known + 1, s->view[s->nview - 1].uid, n->fetch_atts);
+  if (!text.oom) {
+    struct command c;
+    memset(&c, 0, sizeof c);
+    c.tag = "*";
+    c.def = &fetch_def;
+    c.uid = 1;
+    c.ps.p = text.p;
+    c.ps.end = text.p + text.len;
+    c.ps.arena = &s->arena;
+    cmd_fetch(s, &c);        /* its tagged reply is not sent: there is no command */
+  }
+  buf_free(&text);
+}
+
+/* Was the mailbox at old name x inside another renamed one (5.4: no event for children)? */
+static int notify_parent_renamed(const struct notify_box *now, size_t n, const struct notify *was,
+                                 const char *oldname) {
+  for (size_t i = 0; i < n; i++)
+    for (size_t j = 0; j < was->nboxes; j++) {
+      const char *o = was->boxes[j].name;
+      size_t len = strlen(o);
+      if (was->boxes[j].mb == now[i].mb && strcmp(o, now[i].name) != 0 &&
+          strncmp(oldname, o, len) == 0 && oldname[len] == '/')
+        return 1;
+    }
+  return 0;
+}
+
+/*
+** Look again and, if tell, send what changed since the client last heard. Too many
+** mailboxes to watch ends NOTIFY with [NOTIFICATIONOVERFLOW] (5.8).
+*/
+static void notify_poll(struct session *s, int tell) {
+  struct notify *n = s->notify;
+  if (!n || !s->user) return;
+  if (tell) notify_selected(s);
+  struct notify_box *now;
+  char **subs;
+  size_t nnow, nsubs, watched = 0;
+  if (!notify_snapshot(s, n, &now, &nnow, &subs, &nsubs)) return;   /* next time */
+  for (size_t i = 0; i < nnow; i++) watched += (now[i].events & NOTIFY_MESSAGE_EVENTS) != 0;
+  if (watched > IMAPMEM_NOTIFY_MAX) {
+    session_send(s, "* OK [NOTIFICATIONOVERFLOW] More than %d mailboxes to watch: "
+                 "NOTIFY NONE now\r\n", IMAPMEM_NOTIFY_MAX);
+    notify_boxes_free(now, nnow);
+    notify_names_free(subs, nsubs);
+    session_notify_off(s);
+    return;
+  }
+  for (size_t i = 0; tell && i < nnow; i++) {
+    const struct notify_box *x = &now[i], *was = NULL;
+    for (size_t j = 0; j < n->nboxes && !was; j++)
+      if (n->boxes[j].mb == x->mb) was = &n->boxes[j];
+    if (!was) {
+      if (x->events & NOTIFY_NAME) notify_send_list(s, x->selectable ? "" : "\\Noselect", x->name,
+                                                    NULL);
+      continue;
+    }
+    if (strcmp(was->name, x->name) != 0 && ((x->events | was->events) & NOTIFY_NAME) &&
+        !notify_parent_renamed(now, nnow, n, was->name))
+      notify_send_list(s, "", x->name, was->name);
+    else if (was->selectable && !x->selectable && (x->events & NOTIFY_NAME))
+      notify_send_list(s, "\\Noselect", x->name, NULL);   /* deleted, its inferiors stay */
+    unsigned items = x->mb == s->mb ? 0 : notify_status_change(s, was, x);   /* 3.1: SELECTED */
+    if (items) notify_send_status(s, x, items);                              /* rules it */
+  }
+  for (size_t j = 0; tell && j < n->nboxes; j++) {
+    size_t i;
+    for (i = 0; i < nnow && now[i].mb != n->boxes[j].mb; i++) {}
+    if (i == nnow && (n->boxes[j].events & NOTIFY_NAME))
+      notify_send_list(s, "\\NonExistent", n->boxes[j].name, NULL);
+  }
+  for (size_t i = 0; tell && i < nsubs; i++)   /* 5.5: \Subscribed if and only if it is */
+    if (!notify_name_in(n->subs, n->nsubs, subs[i]) &&
+        (notify_events_for(n, subs[i], 1, subs, nsubs) & NOTIFY_SUBS))
+      notify_send_list(s, "\\Subscribed", subs[i], NULL);
+  for (size_t i = 0; tell && i < n->nsubs; i++)
+    if (!notify_name_in(subs, nsubs, n->subs[i]) &&
+        (notify_events_for(n, n->subs[i], 1, n->subs, n->nsubs) & NOTIFY_SUBS)) {
+      size_t k;
+      for (k = 0; k < nnow && strcmp(now[k].name, n->subs[i]) != 0; k++) {}
+      notify_send_list(s, k == nnow ? "\\NonExistent" : "", n->subs[i], NULL);
+    }
+  notify_boxes_free(n->boxes, n->nboxes);
+  notify_names_free(n->subs, n->nsubs);
+  n->boxes = now;
+  n->nboxes = nnow;
+  n->subs = subs;
+  n->nsubs = nsubs;
+}
+
+/* One or a parenthesized list of mailbox names (8: one-or-more-mailbox) into g. */
+static int notify_parse_names(struct parser *ps, struct notify_group *g) {
+  int list = parse_char(ps, '(');
+  do {
+    const char *name;
+    if (!parse_mailbox(ps, &name)) return 0;
+    char *copy = mem_strdup(name);
+    char **v = copy ? mem_realloc(g->names, (g->nnames + 1) * sizeof *v) : NULL;
+    if (!v) {
+      free(copy);
+      return parse_fail(ps, "Out of memory");
+    }
+    g->names = v;
+    g->names[g->nnames++] = copy;
+  } while (list && parse_char(ps, ' '));
+  return !list || parse_char(ps, ')') || parse_fail(ps, "Expected ')' after the mailbox names");
+}
+
+/*
+** The events of one event-group (8: "(" event *(SP event) ")" / "NONE"; the events also
+** without parentheses, as 3.1's example writes them). *bad is set for an event this
+** server does not support (3.1: NO [BADEVENT]), *atts to MessageNew's fetch attributes.
+*/
+static int notify_parse_events(struct parser *ps, struct notify_group *g, int *bad,
+                               char **atts) {
+  struct str w;
+  int paren = parse_char(ps, '(');
+  const char *start = ps->p;
+  if (!paren && parse_atom(ps, &w) && str_ieq(w, "NONE")) return 1;
+  ps->p = start;
+  do {
+    if (!parse_atom(ps, &w)) return parse_fail(ps, "Expected an event");
+    size_t k;
+    for (k = 0; k < sizeof notify_event_names / sizeof notify_event_names[0] &&
+                !str_ieq(w, notify_event_names[k].name); k++) {}
+    if (k == sizeof notify_event_names / sizeof notify_event_names[0])
+      return parse_fail(ps, "Unknown event");
+    g->events |= notify_event_names[k].bit;
+    *bad |= notify_event_names[k].bit == 0;
+    const char *after = ps->p;
+    if (notify_event_names[k].bit == NOTIFY_NEW && parse_char(ps, ' ') && parse_peek(ps, '(')) {
+      const char *start = ps->p;
+      struct fetch_item *items = NULL, **tail = &items;
+      parse_char(ps, '(');
+      do {
+        if (!fetch_parse_att(ps, &tail)) return 0;
+      } while (parse_char(ps, ' '));
+      if (!parse_char(ps, ')')) return parse_fail(ps, "Expected ')' after the fetch attributes");
+      free(*atts);
+      if (!(*atts = mem_strndup(start, (size_t)(ps->p - start))))
+        return parse_fail(ps, "Out of memory");
+    } else {
+      ps->p = after;
+    }
+  } while (parse_char(ps, ' '));
+  return !paren || parse_char(ps, ')') || parse_fail(ps, "Expected ')' after the events");
+}
+
+/*
+** RFC 5465 3.1 NOTIFY SET [STATUS] event-groups, and NOTIFY NONE. As Dovecot does, MessageNew,
+** MessageExpunge and FlagChange may be asked for one without the others (5 says BAD;
+** imaptest's notify script and clients rely on it).
+*/
+static int cmd_notify(struct session *s, struct command *c) {
+  struct parser *ps = &c->ps;
+  struct str w;
+  if (!parse_sp(ps) || !parse_atom(ps, &w)) return cmd_bad(c, "NOTIFY Expected SET or NONE");
+  if (str_ieq(w, "NONE")) {
+    if (!parse_end(ps)) return cmd_bad_args(c);
+    session_notify_off(s);
+    return cmd_ok(c, "NOTIFY completed");
+  }
+  if (!str_ieq(w, "SET") || !parse_sp(ps)) return cmd_bad(c, "NOTIFY Expected SET or NONE");
+  struct notify *n = mem_calloc(1, sizeof *n);
+  if (!n) return cmd_no(c, "[SERVERBUG] Out of memory");
+  n->selected = -1;
+  int status = 0, badevent = 0, ok = 1;
+  const char *why = NULL;
+  char *atts = NULL;
+  const char *save = ps->p;
+  if (parse_atom(ps, &w) && str_ieq(w, "STATUS")) status = parse_sp(ps);
+  else ps->p = save;
+  do {
+    struct notify_group *g = mem_realloc(n->groups, (n->ngroups + 1) * sizeof *g);
+    if (!g) {
+      why = "Out of memory";
+      break;
+    }
+    n->groups = g;
+    g = &n->groups[n->ngroups++];
+    memset(g, 0, sizeof *g);
+    struct str f;
+    if (!parse_char(ps, '(') || !parse_atom(ps, &f)) {
+      ok = parse_fail(ps, "Expected '(' and a mailbox filter");
+      break;
+    }
+    for (g->filter = 0; g->filter <= NF_MAILBOXES && !str_ieq(f, notify_filter_names[g->filter]);
+         g->filter++) {}
+    if (g->filter > NF_MAILBOXES) {
+      ok = parse_fail(ps, "Unknown mailbox filter");
+      break;
+    }
+    char *group_atts = NULL;
+    ok = ((g->filter != NF_SUBTREE && g->filter != NF_MAILBOXES) ||
+          (parse_sp(ps) && notify_parse_names(ps, g))) &&
+         parse_sp(ps) && notify_parse_events(ps, g, &badevent, &group_atts) &&
+         (parse_char(ps, ')') || parse_fail(ps, "Expected ')' after the event group"));
+    int selected = g->filter == NF_SELECTED || g->filter == NF_SELECTED_DELAYED;
+    if (ok && selected && n->selected >= 0)
+      why = "Only one of SELECTED and SELECTED-DELAYED may be given (RFC 5465 6.1)";
+    else if (ok && selected && (g->events & ~(unsigned)NOTIFY_MESSAGE_EVENTS))
+      why = "SELECTED and SELECTED-DELAYED take only message events (RFC 5465 6.1)";
+    else if (ok && !selected && group_atts)
+      why = "MessageNew takes fetch attributes only for SELECTED (RFC 5465 8)";
+    if (ok && selected && !why) {
+      n->selected = g->filter;
+      n->selected_events = g->events;
+      atts = group_atts;
+    } else {
+      free(group_atts);
+    }
+  } while (ok && !why && parse_char(ps, ' '));
+  if (ok && !why && !parse_end(ps)) ok = 0;
+  n->fetch_atts = atts;
+  if (!ok || why) {
+    notify_free(n);
+    if (why && strcmp(why, "Out of memory") == 0) return cmd_no(c, "[SERVERBUG] Out of memory");
+    return why ? cmd_bad(c, "NOTIFY %s", why) : cmd_bad_args(c);
+  }
+  if (badevent) {
+    notify_free(n);
+    return cmd_no(c, NOTIFY_BADEVENT " Unsupported NOTIFY event (RFC 5465 3.1)");
+  }
+  session_notify_off(s);     /* 3.1: SET replaces what was set */
+  size_t watched = 0;
+  if (!notify_snapshot(s, n, &n->boxes, &n->nboxes, &n->subs, &n->nsubs)) {
+    notify_free(n);
+    return cmd_no(c, "[SERVERBUG] Out of memory");
+  }
+  for (size_t i = 0; i < n->nboxes; i++) watched += (n->boxes[i].events & NOTIFY_MESSAGE_EVENTS) != 0;
+  if (watched > IMAPMEM_NOTIFY_MAX) {
+    notify_free(n);
+    return cmd_no(c, "[NOTIFICATIONOVERFLOW] More than %d mailboxes to watch", IMAPMEM_NOTIFY_MAX);
+  }
+  if (!store_watch_all(s->srv, &s->notify_watch, 1)) {
+    notify_free(n);
+    return cmd_no(c, "[SERVERBUG] Out of memory");
+  }
+  s->notify = n;
+  for (size_t i = 0; status && i < n->nboxes; i++) {   /* 3.1: not for the selected one */
+    const struct notify_box *x = &n->boxes[i];
+    unsigned items = notify_status_initial(s, x->events);
+    if (items && x->mb != s->mb) notify_send_status(s, x, items);
+  }
+  return cmd_ok(c, "NOTIFY completed");   /* the dispatcher's sync is 3.1's implicit NOOP */
+}
+
 /* RFC 2177 IDLE: updates as they happen, until the client sends DONE. */
 static int cmd_idle(struct session *s, struct command *c) {
   if (!parse_end(&c->ps)) return cmd_bad_args(c);
@@ -10014,6 +10635,7 @@ static int cmd_idle(struct session *s, struct command *c) {
   struct buf line = {0};
   int r = 0;
   for (;;) {
+    if (s->notify) notify_poll(s, 1);   /* RFC 5465 4: the same events as without IDLE */
     if (s->mb && !search_sync(s, 1)) break;
     if (!session_flush(s)) {
       r = -1;
@@ -10362,6 +10984,7 @@ static const struct cmd_def commands[] = {
   {"STATUS",       AUTHED,      0,                     0,         0,           cmd_status},
   {"APPEND",       AUTHED,      0,                     0,         0,           cmd_append},
   {"IDLE",         AUTHED,      0,                     CAP_IDLE,  0,           cmd_idle},
+  {"NOTIFY",       AUTHED,      0,                     CAP_NOTIFY, 0,          cmd_notify},
   {"ENABLE",       AUTHED,      0,                     CAP_ENABLE, 0,          cmd_enable},
   {"NAMESPACE",    AUTHED,      0,                     CAP_NAMESPACE, 0,       cmd_namespace},
   {"GETQUOTA",     AUTHED,      0,                     CAP_QUOTA, 0,           cmd_getquota},
@@ -10512,6 +11135,7 @@ static void session_execute(struct session *s) {
                  "enabled: use UID %s\r\n", c.tag, c.def->name);
     return;
   }
+  if (s->notify) notify_poll(s, 1);   /* others' changes not yet told (RFC 5465) */
   s->modseq_sent = 0;         /* before the sync: the MODSEQs it sends count too */
   if (s->mb && !session_sync(s, 0)) return;   /* the mailbox went away under us */
   c.def->handler(s, &c);
@@ -10529,6 +11153,7 @@ static void session_execute(struct session *s) {
                    (unsigned long long)h);
   }
   session_send(s, "%s %s %s\r\n", c.tag, c.status, c.text);
+  if (s->notify) notify_poll(s, 0);   /* its own changes are not told (RFC 5465 5) */
 }
 
 /*
@@ -11069,6 +11694,11 @@ static void session_wake_watcher(struct watcher *w) {
   session_wake((struct session *)((char *)w - offsetof(struct session, watch)));
 }
 
+/* ... and this through its NOTIFY watcher (RFC 5465). */
+static void session_wake_notify(struct watcher *w) {
+  session_wake((struct session *)((char *)w - offsetof(struct session, notify_watch)));
+}
+
 /*
 ** Wait until the socket is readable. Returns 1 readable, 0 timed out, -3 woken by a
 ** mailbox change (only if wake_ok), -4 the server is stopping, -5 the selected mailbox
@@ -11233,7 +11863,8 @@ static int session_read_command(struct session *s) {
   s->trace_words = 0;
   s->trace_secret = 0;
   for (;;) {
-    int r = net_read_line(s, &line, IMAPMEM_MAX_LINE, 0);
+    /* with NOTIFY, a wake-up before a command begins is told at once (RFC 5465 3.1) */
+    int r = net_read_line(s, &line, IMAPMEM_MAX_LINE, s->notify && s->cmd.len == 0);
     if (r == -2) {
       buf_add(&s->cmd, line.p, line.len);
       if (tracing) session_trace(s, 'C', "(a line too long)", 17);
@@ -11366,6 +11997,12 @@ static void session_run(struct session *s) {
   net_flush(s);
   while (!s->closing && s->state != ST_LOGOUT) {
     int r = session_read_command(s);
+    if (r == -3) {           /* NOTIFY: something changed while no command was running */
+      notify_poll(s, 1);
+      arena_free(&s->arena);
+      if (!net_flush(s)) break;
+      continue;
+    }
     if (r == -4) {
       session_send(s, "* BYE imapmem is shutting down\r\n");
       s->end_why = "the server is stopping";
@@ -11426,6 +12063,7 @@ static void *session_thread(void *arg) {
 /* Free a session whose thread has been joined (or never started). */
 static void session_free(struct session *s) {
   if (!s) return;
+  session_notify_off(s);     /* before its wake pipe closes */
   session_close(s);
   if (s->wake[0] >= 0) close(s->wake[0]);
   if (s->wake[1] >= 0) close(s->wake[1]);
@@ -11452,6 +12090,7 @@ static struct session *session_new(struct imapmem *srv, int fd, int fd_out) {
   s->fd_out = fd_out;
   s->state = ST_NOTAUTH;
   s->watch.wake = session_wake_watcher;
+  s->notify_watch.wake = session_wake_notify;
   /* Output to a socket or pipe never blocks: a full one is waited for with poll(), which
      imapmem_stop() can interrupt. Files and terminals are written as they are. */
   struct stat st;
@@ -12595,6 +13234,7 @@ void imapmem_free(imapmem *srv) {
   for (size_t i = 0; i < srv->nusers; i++) user_free(srv->users[i]);
   free(srv->users);
   free(srv->sessions);
+  free(srv->notifiers);
   free(srv->faults);
   tls_forget(srv);
   pthread_mutex_destroy(&srv->lock);

@@ -397,8 +397,9 @@ int imapmem_set_trace(imapmem *srv, imapmem_trace_fn *fn, void *arg);
 ** "CONDSTORE", "QRESYNC", "ESEARCH", "SEARCHRES", "CONTEXT=SEARCH", "PARTIAL", "BINARY",
 ** "MULTIAPPEND", "CATENATE", "APPENDLIMIT" (advertised as APPENDLIMIT=n, switched by its
 ** name alone), "UIDONLY", "QUOTA", "QUOTASET", "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE"
-** (RFC 9208; see imapmem_set_quota). Off means it is not advertised and its commands (or their
-** extended forms, and SEARCH RETURN options) answer BAD as unknown. Dependencies follow
+** (RFC 9208; see imapmem_set_quota), "NOTIFY", "OBJECTID", the list, sort and thread
+** names of the README. Off means it is not advertised and its commands (or their extended
+** forms, and SEARCH RETURN options) answer BAD as unknown. Dependencies follow
 ** the RFCs: switching one off also switches off those that need it (CONDSTORE or ENABLE
 ** takes QRESYNC with it; ESEARCH takes SEARCHRES, CONTEXT=SEARCH and PARTIAL; ENABLE
 ** takes UIDONLY; QUOTA takes QUOTASET and QUOTA=RES-*), switching one on also switches on

@@ -1337,6 +1337,55 @@ static void test_trace(void) {
   pthread_mutex_destroy(&t.mu);
 }
 
+/* NOTIFY and OBJECTID (RFC 5465, RFC 8474) in-process: a pair session hears of another's
+   APPEND without a command, and both switch off and on through imapmem_set_capability. */
+static void test_notify_objectid(void) {
+  imapmem *srv = basic_server();
+  CHECK(srv != NULL);
+  if (!srv) return;
+  struct conn *a = pair_conn(srv, "alice"), *b = pair_conn(srv, "alice");
+  CHECK(a && b);
+  if (a && b) {
+    CHECK(ok(cmd(b, "CREATE Watched")));
+    CHECKM(ok(cmd(a, "NOTIFY SET (mailboxes Watched (MessageNew MessageExpunge))")), "%s",
+           a->tagged);
+    conn_sendf(b, "a1 APPEND Watched {%zu}\r\n", strlen(NEWMSG));
+    CHECK(conn_line(b, IO_TIMEOUT) >= 0);
+    conn_send(b, NEWMSG, strlen(NEWMSG));
+    conn_send(b, "\r\n", 2);
+    CHECK(ok(conn_until_tagged(b, "a1", IO_TIMEOUT)));
+    resp_clear(a);
+    long off = conn_line(a, IO_TIMEOUT);
+    CHECKM(off >= 0 && strstr(a->resp + off, "* STATUS \"Watched\" (MESSAGES 1 UIDNEXT 2)"),
+           "%s", off >= 0 ? a->resp + off : "(nothing)");
+    CHECK(ok(cmd(a, "SELECT INBOX")));
+    CHECKM(ok(cmd(a, "FETCH 1 (EMAILID)")) && strstr(a->resp, "EMAILID (M"), "%s", a->resp);
+  }
+  conn_free(a);
+  conn_free(b);
+  CHECK(imapmem_set_capability(srv, "NOTIFY", 0) == IMAPMEM_OK);
+  CHECK(imapmem_set_capability(srv, "OBJECTID", 0) == IMAPMEM_OK);
+  a = pair_conn(srv, "alice");
+  if (a) {
+    CHECK(ok(cmd(a, "CAPABILITY")));
+    CHECK(!has_cap(a->resp, "NOTIFY") && !has_cap(a->resp, "OBJECTID"));
+    CHECK(is_bad(cmd(a, "NOTIFY NONE")));
+    CHECK(ok(cmd(a, "SELECT INBOX")));
+    CHECK(is_bad(cmd(a, "FETCH 1 (EMAILID)")));
+    conn_free(a);
+  }
+  CHECK(imapmem_set_capability(srv, "NOTIFY", 1) == IMAPMEM_OK);
+  CHECK(imapmem_set_capability(srv, "OBJECTID", 1) == IMAPMEM_OK);
+  a = pair_conn(srv, "alice");
+  if (a) {
+    CHECK(ok(cmd(a, "NOTIFY NONE")));
+    CHECKM(ok(cmd(a, "STATUS INBOX (MAILBOXID)")) && strstr(a->resp, "MAILBOXID (F"), "%s",
+           a->resp);
+    conn_free(a);
+  }
+  imapmem_free(srv);
+}
+
 static void test_capability(void) {
   imapmem *srv = basic_server();
   CHECK(srv != NULL);
@@ -2819,6 +2868,7 @@ int main(void) {
     {"wait", test_wait},
     {"trace", test_trace},
     {"capability", test_capability},
+    {"notify and objectid", test_notify_objectid},
     {"faults", test_faults},
     {"reset", test_reset},
     {"save_load", test_save_load},
