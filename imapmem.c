@@ -7947,7 +7947,7 @@ static struct user *sasl_oauthbearer(struct session *s, struct command *c, struc
     int expired = u && s->auth_fault == FA_AUTH_EXPIRED;
     if (!u || expired) {
       s->auth_fault = 0;
-      sasl_oauth_refuse(s, c, "{\"status\":\"invalid_token\",\"scope\":\"imap\"}", expired,
+      sasl_oauth_refuse(s, c, "{\"status\":\"invalid_token\",\"scope\":\"mail\"}", expired,
                         resp);
     } else {
       result = sasl_authorize(s, c, u, as);
@@ -7957,7 +7957,10 @@ static struct user *sasl_oauthbearer(struct session *s, struct command *c, struc
   return result;
 }
 
-/* XOAUTH2 (Google's): "user=" NAME 0x01 "auth=Bearer " TOKEN 0x01 0x01; NAME's token. */
+/*
+** XOAUTH2 (Google's): "user=" NAME 0x01 "auth=Bearer " TOKEN 0x01 0x01, NAME's token. A
+** failure's JSON is the one Dovecot 2.3 sends, byte for byte.
+*/
 static struct user *sasl_xoauth2(struct session *s, struct command *c, struct buf *resp,
                                  int have_first) {
   (void)have_first;
@@ -7970,7 +7973,7 @@ static struct user *sasl_xoauth2(struct session *s, struct command *c, struct bu
   int expired = u && s->auth_fault == FA_AUTH_EXPIRED;
   if (!u || expired) {
     s->auth_fault = 0;
-    return sasl_oauth_refuse(s, c, "{\"status\":\"401\",\"schemes\":\"bearer\",\"scope\":\"imap\"}",
+    return sasl_oauth_refuse(s, c, "{\"status\":\"401\",\"schemes\":\"bearer\",\"scope\":\"mail\"}",
                              expired, resp);
   }
   return sasl_authorize(s, c, u, str_make("", 0));
