@@ -7336,11 +7336,13 @@ static int cmd_fetch(struct session *s, struct command *c) {
 ** 9  Command handlers and the command table
 ** ===========================================================================
 ** Owns: what each command does (RFC 3501 section 6 and the extensions), the command table
-** and the dispatcher, capabilities and faults.
+** and the dispatcher, capabilities and faults; AUTHENTICATE's SASL mechanisms, each of
+** which reads the client's responses itself, in the middle of the command.
 ** Calls: sections 1-3 and 5-8 (the table names SEARCH's and FETCH's handlers; CATENATE
 ** reads a URL's section as FETCH reads BODY[section]).
 ** Locking: a handler locks a mailbox only around its own store calls and writes after
-** unlocking (the session's output is memory until flushed).
+** unlocking (the session's output is memory until flushed). Logins read OAuth tokens and
+** the SCRAM secret under the server's lock, briefly.
 **
 ** Handler shape: read the arguments with the typed getters (BAD with the getter's text),
 ** check, do the work through the store, send untagged data, then set the tagged reply

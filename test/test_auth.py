@@ -611,6 +611,29 @@ class RequireTLS(ServerCase):
 
 
 # ========================================================================================
+# --trace: no response inside AUTHENTICATE reaches the transcript
+
+class Trace(ServerCase):
+    def test_responses_are_masked(self):
+        s = self.start(*USERS, "--trace", BASIC)
+        r = self.raw(s, login=None)
+        digest = cram_md5("test", "test")
+        said = []
+        self.assertOK(exchange(r, "CRAM-MD5", lambda ch: said.append(digest(ch)) or said[-1])[1])
+        c = Scram("sha256", "alice", "wonder,land=")
+        self.assertOK(exchange(self.raw(s, login=None), "SCRAM-SHA-256", c.respond)[1])
+        self.assertOK(exchange(self.raw(s, login=None), "XOAUTH2",
+                               ir=xoauth2("test", "tok-test"))[1])
+        r.ok("LOGOUT")
+        s.stop()
+        err = s.stderr()
+        self.assertIn("C: ***", err)
+        for secret in (said[0].decode(), b64(said[0]), b64(c.first), "tok-test",
+                       b64(xoauth2("test", "tok-test"))):
+            self.assertNotIn(secret, err)
+
+
+# ========================================================================================
 # Options: --oauth-token and --admin name users that exist
 
 class Options(ServerCase):
