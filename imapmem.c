@@ -138,7 +138,6 @@ struct needle {              /* a string to look for without regard to case */
 };
 
 struct hash_alg {            /* MD5, SHA-1 or SHA-256: what struct hash_ctx runs */
-  const char *name;
   size_t len;                 /* digest bytes */
   int little_endian;          /* MD5's words and length; the SHAs' are big-endian */
   void (*compress)(uint32_t *h, const unsigned char *block);
@@ -540,13 +539,13 @@ struct imapmem {
 #define CAP_AUTH_SCRAM_SHA_256 ((capset)1 << 56)
 #define CAP_AUTH_OAUTHBEARER ((capset)1 << 57)
 #define CAP_AUTH_XOAUTH2     ((capset)1 << 58)
-#define CAP_LOGINDISABLED    ((capset)1 << 59)   /* on: LOGIN, PLAIN and LOGIN refused */
+#define CAP_LOGINDISABLED    ((capset)1 << 59)   /* on: LOGIN, AUTH=PLAIN, AUTH=LOGIN refused */
 #ifndef SCRAM_ITERATIONS
 #define SCRAM_ITERATIONS 4096 /* RFC 5802 5.1, RFC 7677 4: at least 4096 */
 #endif
 #define SCRAM_SALT_LEN 16
-#define CAPS_OFF_AT_START (CAP_LITERALMINUS | CAP_LOGINDISABLED)   /* LITERAL+ is on instead
-                                                                    (RFC 7888 4) */
+/* Off at start: LITERAL- (LITERAL+ is on instead, RFC 7888 4) and LOGINDISABLED. */
+#define CAPS_OFF_AT_START (CAP_LITERALMINUS | CAP_LOGINDISABLED)
 #define CAPS_MAX 1024         /* room for the capability list as text */
 
 /*
@@ -1290,11 +1289,11 @@ static void sha256_compress(uint32_t *h, const unsigned char *block) {
 }
 
 static const struct hash_alg hash_md5 = {
-  "MD5", 16, 1, md5_compress, {0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476}};
+  16, 1, md5_compress, {0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476}};
 static const struct hash_alg hash_sha1 = {
-  "SHA-1", 20, 0, sha1_compress, {0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476, 0xc3d2e1f0}};
+  20, 0, sha1_compress, {0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476, 0xc3d2e1f0}};
 static const struct hash_alg hash_sha256 = {
-  "SHA-256", 32, 0, sha256_compress,
+  32, 0, sha256_compress,
   {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab,
    0x5be0cd19}};
 
@@ -7564,7 +7563,8 @@ static struct user *sasl_authorize(struct session *s, struct command *c, struct 
     cmd_no(c, "[EXPIRED] These credentials have expired: get new ones");
     return NULL;
   }
-  if (!authz.len || str_ieq(authz, u->name)) return u;
+  if (!authz.len || (strlen(u->name) == authz.len && !memcmp(u->name, authz.p, authz.len)))
+    return u;                /* names are case-sensitive (imapmem_add_user) */
   if (!atomic_load(&u->admin)) {
     cmd_no(c, "[AUTHORIZATIONFAILED] Only an administrator may act as another user");
     return NULL;

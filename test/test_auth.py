@@ -206,6 +206,11 @@ class Plain(Base):
         t = exchange(r, "PLAIN", ir=b"test\0alice\0wonder,land=")[1]
         self.assertFailed(r, t, "AUTHORIZATIONFAILED")
 
+    def test_names_are_case_sensitive(self):
+        r = self.fresh()
+        self.assertFailed(r, exchange(r, "PLAIN", ir=b"TEST\0test\0test")[1],
+                          "AUTHORIZATIONFAILED")
+
     def test_administrator_acts_as_another(self):
         r = self.fresh()
         self.assertLoggedInAs(r, exchange(r, "PLAIN", ir=b"test\0root\0rootpw")[1], 6)
