@@ -82,7 +82,7 @@ build/embed_example: test/embed_example.c imapmem.c imapmem.h | build
 	$(CC) $(WARN) -O1 -g -pthread -I. test/embed_example.c imapmem.c -o $@
 
 TLS_WIRE = --c build/api_test-tls \
-  --wire 'build/imapmem-tls:test_tls.py,test_commands.py,test_over_tls.py,test_tls_concurrency.py' \
+  --wire 'build/imapmem-tls:test_tls.py,test_commands.py,test_over_tls.py,test_tls_concurrency.py,test_auth.py' \
   --wire 'build/imapmem-tls-asan:test_tls.py,test_over_tls.py,test_tls_concurrency.py' \
   --wire 'build/imapmem-tls-tsan:test_tls.py,test_tls_concurrency.py'
 

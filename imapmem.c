@@ -143,6 +143,21 @@ struct needle {              /* a string to look for without regard to case */
   int fold;                   /* it has non-ASCII bytes: fold the text too */
 };
 
+struct hash_alg {            /* MD5, SHA-1 or SHA-256: what struct hash_ctx runs */
+  size_t len;                 /* digest bytes */
+  int little_endian;          /* MD5's words and length; the SHAs' are big-endian */
+  void (*compress)(uint32_t *h, const unsigned char *block);
+  uint32_t init[8];
+};
+struct hash_ctx {            /* a hash in progress over 64-byte blocks */
+  const struct hash_alg *alg;
+  uint32_t h[8];
+  uint64_t bytes;             /* hashed so far */
+  unsigned char block[64];
+  size_t fill;
+};
+#define HASH_MAX 32           /* the longest digest: SHA-256's */
+
 /* ---- section 2: message model ---- */
 enum part_kind { PART_LEAF, PART_TEXT, PART_MULTIPART, PART_MESSAGE };
 enum part_cte { CTE_IDENTITY, CTE_BASE64, CTE_QP, CTE_UNKNOWN };  /* how to decode the body */
@@ -302,6 +317,8 @@ struct user {
   /* quota (RFC 9208): taken before lock, by what checks a limit and then charges it */
   pthread_mutex_t quota_lock;
   int64_t quota_limit[QUOTA_NRES];  /* STORAGE in KiB, MESSAGE; or QUOTA_NO_LIMIT */
+  char *oauth_token;          /* its OAuth bearer token, or NULL; guarded by srv->lock */
+  atomic_int admin;           /* may log in as any other user (SASL authorization id) */
 };
 
 /* ---- section 5: the command parser ---- */
@@ -340,6 +357,9 @@ struct command {
 */
 typedef uint64_t capset;      /* a set of CAP_* extensions (below) */
 typedef int cmd_handler(struct session *, struct command *);
+/* A SASL mechanism's exchange (section 9): the user to log in as, or NULL, reply set. */
+typedef struct user *sasl_mech_fn(struct session *, struct command *, struct buf *resp,
+                                  int have_initial_response);
 enum {
   CMD_UID = 1,                /* may follow "UID" */
   CMD_KEEP_SEQ = 2,           /* RFC 3501 7.4.1: no EXPUNGE while answering it */
@@ -492,6 +512,7 @@ struct session {
   struct user *pub_user;
   struct mailbox *pub_mb;
   int pub_idle;
+  int auth_fault;             /* FA_AUTH_*: fail this command's login (a fault), or 0 */
 };
 
 /* ---- section 10: faults ---- */
@@ -501,7 +522,7 @@ enum {                        /* ORDER tls_fault_names: --tls-fault KIND */
 };
 enum fault_action {
   FA_NO, FA_BAD, FA_DROP, FA_BYE, FA_ALERT, FA_DELAY, FA_UIDVALIDITY, FA_MODSEQ_BACK,
-  FA_FORGET_EXPUNGED
+  FA_FORGET_EXPUNGED, FA_AUTH_UNAVAILABLE, FA_AUTH_EXPIRED
 };
 struct fault {
   char cmd[32];               /* command name, "*" for every command, "" for #N */
@@ -557,6 +578,8 @@ struct imapmem {
   atomic_int delay_ms;        /* "delay=" fault */
   atomic_int chunk;           /* "chunk=" fault */
   atomic_size_t append_limit; /* APPENDLIMIT (RFC 7889): at most cfg.max_literal */
+  unsigned char scram_secret[32];   /* keys SCRAM salts (section 9); guarded by lock */
+  int scram_secret_set;
 };
 
 /* Extensions that can be switched off (imapmem_set_capability): one capset bit each. */
@@ -599,8 +622,21 @@ struct imapmem {
 #define CAP_CONTEXT_SORT     ((capset)1 << 27)   /* RFC 5267 4 */
 #define CAP_NOTIFY           ((capset)1 << 38)
 #define CAP_OBJECTID         ((capset)1 << 39)
-#define CAPS_OFF_AT_START CAP_LITERALMINUS   /* LITERAL+ is on instead (RFC 7888 4) */
-#define CAPS_MAX 512          /* room for the capability list as text */
+#define CAP_AUTH_PLAIN       ((capset)1 << 52)
+#define CAP_AUTH_LOGIN       ((capset)1 << 53)
+#define CAP_AUTH_CRAM_MD5    ((capset)1 << 54)
+#define CAP_AUTH_SCRAM_SHA_1 ((capset)1 << 55)
+#define CAP_AUTH_SCRAM_SHA_256 ((capset)1 << 56)
+#define CAP_AUTH_OAUTHBEARER ((capset)1 << 57)
+#define CAP_AUTH_XOAUTH2     ((capset)1 << 58)
+#define CAP_LOGINDISABLED    ((capset)1 << 59)   /* on: LOGIN, AUTH=PLAIN, AUTH=LOGIN refused */
+#ifndef SCRAM_ITERATIONS
+#define SCRAM_ITERATIONS 4096 /* RFC 5802 5.1, RFC 7677 4: at least 4096 */
+#endif
+#define SCRAM_SALT_LEN 16
+/* Off at start: LITERAL- (LITERAL+ is on instead, RFC 7888 4) and LOGINDISABLED. */
+#define CAPS_OFF_AT_START (CAP_LITERALMINUS | CAP_LOGINDISABLED)
+#define CAPS_MAX 1024         /* room for the capability list as text */
 
 /*
 ** ===========================================================================
@@ -608,7 +644,8 @@ struct imapmem {
 ** ===========================================================================
 ** Owns: the allocation wrapper, growable buffers (struct buf), borrowed views (struct
 ** str), per-command arenas, and small text helpers: numbers, dates, base64, literal
-** announcements, case-insensitive search (struct needle), the one binary search.
+** announcements, case-insensitive search (struct needle), the one binary search; and
+** the hashes SASL needs (MD5, SHA-1, SHA-256, HMAC, PBKDF2) with random bytes.
 ** Calls: libc only.
 ** Locking: none; every object here belongs to one thread.
 **
@@ -1102,25 +1139,29 @@ static int base64_decode(const char *p, size_t n, struct buf *out, int strict) {
   return 1;
 }
 
+/* Encode base64 on one line, as SASL sends it (RFC 4648 4, RFC 3501 7.5). */
+static void base64_encode_flat(const void *data, size_t n, struct buf *out) {
+  static const char alphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  const unsigned char *p = data;
+  for (size_t i = 0; i < n; i += 3) {
+    unsigned v = (unsigned)p[i] << 16;
+    if (i + 1 < n) v |= (unsigned)p[i + 1] << 8;
+    if (i + 2 < n) v |= p[i + 2];
+    char q[4] = {alphabet[v >> 18], alphabet[(v >> 12) & 63],
+                 i + 1 < n ? alphabet[(v >> 6) & 63] : '=', i + 2 < n ? alphabet[v & 63] : '='};
+    buf_add(out, q, 4);
+  }
+}
+
 /*
 ** Encode base64 as a MIME body (RFC 2045 6.8): lines of 76 characters ending in CRLF,
 ** the last one too.
 */
 static void base64_encode(const char *p, size_t n, struct buf *out) {
-  static const char alphabet[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  size_t col = 0;
-  for (size_t i = 0; i < n; i += 3) {
-    unsigned v = (unsigned)(unsigned char)p[i] << 16;
-    if (i + 1 < n) v |= (unsigned)(unsigned char)p[i + 1] << 8;
-    if (i + 2 < n) v |= (unsigned char)p[i + 2];
-    char q[4] = {alphabet[v >> 18], alphabet[(v >> 12) & 63],
-                 i + 1 < n ? alphabet[(v >> 6) & 63] : '=', i + 2 < n ? alphabet[v & 63] : '='};
-    buf_add(out, q, 4);
-    if ((col += 4) == 76 || i + 3 >= n) {
-      buf_add(out, "\r\n", 2);
-      col = 0;
-    }
+  for (size_t i = 0; i < n; i += 57) {    /* 57 bytes make 76 characters */
+    base64_encode_flat(p + i, n - i < 57 ? n - i : 57, out);
+    buf_add(out, "\r\n", 2);
   }
 }
 
@@ -1219,6 +1260,264 @@ static void date_time_format(struct buf *b, int64_t t, int tz) {
   buf_printf(b, "\"%2d-%s-%04d %02d:%02d:%02d %c%02d%02d\"", d, month_names[m - 1], y,
              (int)(secs / 3600), (int)(secs / 60 % 60), (int)(secs % 60), tz < 0 ? '-' : '+',
              atz / 60, atz % 60);
+}
+
+/* ------------------------------------------------------------------------- */
+/*
+** Hashes, for the SASL mechanisms of section 9: MD5 (RFC 1321), SHA-1 and SHA-256
+** (FIPS 180-4, RFC 6234), HMAC (RFC 2104) and PBKDF2 (RFC 8018 5.2), which is SCRAM's
+** Hi() (RFC 5802 2.2). The three hashes pad 64-byte blocks alike and end with the bit
+** length, so one context (struct hash_ctx) runs them all; they differ in the compression
+** function, the start values and MD5's little-endian words. Speed is not the point: a
+** SCRAM login runs 2 x 4096 HMACs, a few milliseconds.
+*/
+static uint32_t rotl32(uint32_t x, int n) {
+  return (x << n) | (x >> (32 - n));
+}
+
+static uint32_t load_be32(const unsigned char *p) {
+  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static uint32_t load_le32(const unsigned char *p) {
+  return (uint32_t)p[3] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[1] << 8 | p[0];
+}
+
+/* RFC 1321 3.4: four rounds of 16 steps; T[i] is floor(2^32 * |sin(i + 1)|). */
+static void md5_compress(uint32_t *h, const unsigned char *block) {
+  static const uint32_t t[64] = {
+    0xd76aa478, 0xe8c7b756, 0x242070db, 0xc1bdceee, 0xf57c0faf, 0x4787c62a, 0xa8304613,
+    0xfd469501, 0x698098d8, 0x8b44f7af, 0xffff5bb1, 0x895cd7be, 0x6b901122, 0xfd987193,
+    0xa679438e, 0x49b40821, 0xf61e2562, 0xc040b340, 0x265e5a51, 0xe9b6c7aa, 0xd62f105d,
+    0x02441453, 0xd8a1e681, 0xe7d3fbc8, 0x21e1cde6, 0xc33707d6, 0xf4d50d87, 0x455a14ed,
+    0xa9e3e905, 0xfcefa3f8, 0x676f02d9, 0x8d2a4c8a, 0xfffa3942, 0x8771f681, 0x6d9d6122,
+    0xfde5380c, 0xa4beea44, 0x4bdecfa9, 0xf6bb4b60, 0xbebfbc70, 0x289b7ec6, 0xeaa127fa,
+    0xd4ef3085, 0x04881d05, 0xd9d4d039, 0xe6db99e5, 0x1fa27cf8, 0xc4ac5665, 0xf4292244,
+    0x432aff97, 0xab9423a7, 0xfc93a039, 0x655b59c3, 0x8f0ccc92, 0xffeff47d, 0x85845dd1,
+    0x6fa87e4f, 0xfe2ce6e0, 0xa3014314, 0x4e0811a1, 0xf7537e82, 0xbd3af235, 0x2ad7d2bb,
+    0xeb86d391};
+  static const int shift[4][4] = {{7, 12, 17, 22}, {5, 9, 14, 20}, {4, 11, 16, 23},
+                                  {6, 10, 15, 21}};
+  uint32_t x[16], a = h[0], b = h[1], c = h[2], d = h[3];
+  for (int i = 0; i < 16; i++) x[i] = load_le32(block + 4 * i);
+  for (int i = 0; i < 64; i++) {
+    int round = i / 16, k;
+    uint32_t f;
+    if (round == 0) f = (b & c) | (~b & d), k = i;
+    else if (round == 1) f = (b & d) | (c & ~d), k = (5 * i + 1) % 16;
+    else if (round == 2) f = b ^ c ^ d, k = (3 * i + 5) % 16;
+    else f = c ^ (b | ~d), k = (7 * i) % 16;
+    uint32_t next = b + rotl32(a + f + x[k] + t[i], shift[round][i % 4]);
+    a = d;
+    d = c;
+    c = b;
+    b = next;
+  }
+  h[0] += a;
+  h[1] += b;
+  h[2] += c;
+  h[3] += d;
+}
+
+/* FIPS 180-4 6.1.2: 80 steps over a message schedule of 80 words. */
+static void sha1_compress(uint32_t *h, const unsigned char *block) {
+  uint32_t w[80], a = h[0], b = h[1], c = h[2], d = h[3], e = h[4];
+  for (int i = 0; i < 16; i++) w[i] = load_be32(block + 4 * i);
+  for (int i = 16; i < 80; i++) w[i] = rotl32(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
+  for (int i = 0; i < 80; i++) {
+    uint32_t f, k;
+    if (i < 20) f = (b & c) | (~b & d), k = 0x5a827999;
+    else if (i < 40) f = b ^ c ^ d, k = 0x6ed9eba1;
+    else if (i < 60) f = (b & c) | (b & d) | (c & d), k = 0x8f1bbcdc;
+    else f = b ^ c ^ d, k = 0xca62c1d6;
+    uint32_t tmp = rotl32(a, 5) + f + e + k + w[i];
+    e = d;
+    d = c;
+    c = rotl32(b, 30);
+    b = a;
+    a = tmp;
+  }
+  h[0] += a;
+  h[1] += b;
+  h[2] += c;
+  h[3] += d;
+  h[4] += e;
+}
+
+/* FIPS 180-4 6.2.2: 64 steps; K are the first 32 bits of the cube roots of 64 primes. */
+static void sha256_compress(uint32_t *h, const unsigned char *block) {
+  static const uint32_t k[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
+    0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
+    0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f,
+    0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7,
+    0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc,
+    0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
+    0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116,
+    0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
+    0xc67178f2};
+  uint32_t w[64], v[8];
+  for (int i = 0; i < 16; i++) w[i] = load_be32(block + 4 * i);
+  for (int i = 16; i < 64; i++) {
+    uint32_t s0 = rotl32(w[i - 15], 25) ^ rotl32(w[i - 15], 14) ^ (w[i - 15] >> 3);
+    uint32_t s1 = rotl32(w[i - 2], 15) ^ rotl32(w[i - 2], 13) ^ (w[i - 2] >> 10);
+    w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+  }
+  memcpy(v, h, sizeof v);
+  for (int i = 0; i < 64; i++) {
+    uint32_t s1 = rotl32(v[4], 26) ^ rotl32(v[4], 21) ^ rotl32(v[4], 7);
+    uint32_t ch = (v[4] & v[5]) ^ (~v[4] & v[6]);
+    uint32_t t1 = v[7] + s1 + ch + k[i] + w[i];
+    uint32_t s0 = rotl32(v[0], 30) ^ rotl32(v[0], 19) ^ rotl32(v[0], 10);
+    uint32_t maj = (v[0] & v[1]) ^ (v[0] & v[2]) ^ (v[1] & v[2]);
+    memmove(v + 1, v, 7 * sizeof v[0]);
+    v[4] += t1;
+    v[0] = t1 + s0 + maj;
+  }
+  for (int i = 0; i < 8; i++) h[i] += v[i];
+}
+
+static const struct hash_alg hash_md5 = {
+  16, 1, md5_compress, {0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476}};
+static const struct hash_alg hash_sha1 = {
+  20, 0, sha1_compress, {0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476, 0xc3d2e1f0}};
+static const struct hash_alg hash_sha256 = {
+  32, 0, sha256_compress,
+  {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab,
+   0x5be0cd19}};
+
+static void hash_init(struct hash_ctx *ctx, const struct hash_alg *alg) {
+  memset(ctx, 0, sizeof *ctx);
+  ctx->alg = alg;
+  memcpy(ctx->h, alg->init, sizeof ctx->h);
+}
+
+static void hash_update(struct hash_ctx *ctx, const void *data, size_t n) {
+  const unsigned char *p = data;
+  ctx->bytes += n;
+  while (n) {
+    size_t take = 64 - ctx->fill < n ? 64 - ctx->fill : n;
+    memcpy(ctx->block + ctx->fill, p, take);
+    ctx->fill += take;
+    p += take;
+    n -= take;
+    if (ctx->fill == 64) {
+      ctx->alg->compress(ctx->h, ctx->block);
+      ctx->fill = 0;
+    }
+  }
+}
+
+/* Pad with 0x80, zeros and the length in bits (RFC 1321 3.1-3.2, FIPS 180-4 5.1.1). */
+static void hash_final(struct hash_ctx *ctx, unsigned char *out) {
+  uint64_t bits = ctx->bytes * 8;
+  unsigned char len[8];
+  for (int i = 0; i < 8; i++)
+    len[i] = (unsigned char)(bits >> (ctx->alg->little_endian ? 8 * i : 56 - 8 * i));
+  static const unsigned char pad[64] = {0x80};
+  hash_update(ctx, pad, ctx->fill < 56 ? 56 - ctx->fill : 120 - ctx->fill);
+  hash_update(ctx, len, 8);
+  for (size_t i = 0; i < ctx->alg->len; i++) {
+    uint32_t w = ctx->h[i / 4];
+    out[i] = (unsigned char)(w >> (ctx->alg->little_endian ? 8 * (i % 4) : 24 - 8 * (i % 4)));
+  }
+}
+
+static void hash_once(const struct hash_alg *alg, const void *p, size_t n, unsigned char *out) {
+  struct hash_ctx ctx;
+  hash_init(&ctx, alg);
+  hash_update(&ctx, p, n);
+  hash_final(&ctx, out);
+}
+
+/* RFC 2104 2: H(K ^ opad, H(K ^ ipad, text)), a key longer than a block hashed first. */
+static void hmac(const struct hash_alg *alg, const void *key, size_t keylen, const void *msg,
+                 size_t n, unsigned char *out) {
+  unsigned char k[64] = {0}, pad[64], inner[HASH_MAX];
+  if (keylen > 64) hash_once(alg, key, keylen, k);
+  else if (keylen) memcpy(k, key, keylen);
+  struct hash_ctx ctx;
+  for (int i = 0; i < 64; i++) pad[i] = k[i] ^ 0x36;
+  hash_init(&ctx, alg);
+  hash_update(&ctx, pad, 64);
+  hash_update(&ctx, msg, n);
+  hash_final(&ctx, inner);
+  for (int i = 0; i < 64; i++) pad[i] = k[i] ^ 0x5c;
+  hash_init(&ctx, alg);
+  hash_update(&ctx, pad, 64);
+  hash_update(&ctx, inner, alg->len);
+  hash_final(&ctx, out);
+}
+
+/*
+** RFC 8018 5.2 PBKDF2 with HMAC: outlen bytes of T_1 || T_2 || ..., each T_i the XOR of
+** U_1..U_c, U_1 = PRF(P, S || INT(i)). SCRAM's Hi(P, S, c) is T_1 (RFC 5802 2.2).
+*/
+static void pbkdf2_hmac(const struct hash_alg *alg, const void *pw, size_t pwlen,
+                        const void *salt, size_t saltlen, unsigned iterations,
+                        unsigned char *out, size_t outlen) {
+  unsigned char u[HASH_MAX], t[HASH_MAX], first[256 + 4];
+  size_t s = saltlen < 256 ? saltlen : 256;   /* salts are 16 bytes; a longer one is cut */
+  memcpy(first, salt, s);
+  for (uint32_t block = 1; outlen; block++) {
+    for (int i = 0; i < 4; i++) first[s + (size_t)i] = (unsigned char)(block >> (24 - 8 * i));
+    hmac(alg, pw, pwlen, first, s + 4, u);
+    memcpy(t, u, alg->len);
+    for (unsigned c = 1; c < iterations; c++) {
+      hmac(alg, pw, pwlen, u, alg->len, u);
+      for (size_t i = 0; i < alg->len; i++) t[i] ^= u[i];
+    }
+    size_t take = outlen < alg->len ? outlen : alg->len;
+    memcpy(out, t, take);
+    out += take;
+    outlen -= take;
+  }
+}
+
+/* Equal digests, in a time that does not depend on where they differ. */
+static int hash_equal(const unsigned char *a, const unsigned char *b, size_t n) {
+  unsigned diff = 0;
+  for (size_t i = 0; i < n; i++) diff |= (unsigned)(a[i] ^ b[i]);
+  return diff == 0;
+}
+
+/* n bytes as 2n lower-case hex digits and a NUL, into out. */
+static void hex_encode(const unsigned char *p, size_t n, char *out) {
+  static const char digits[] = "0123456789abcdef";
+  for (size_t i = 0; i < n; i++) {
+    out[2 * i] = digits[p[i] >> 4];
+    out[2 * i + 1] = digits[p[i] & 15];
+  }
+  out[2 * n] = 0;
+}
+
+/*
+** n unpredictable bytes for nonces and salts, from /dev/urandom. Without it (a chroot),
+** a hash of the clock, the process and a counter: unique, though guessable, which is as
+** much as a test server's nonce needs.
+*/
+static void random_bytes(unsigned char *out, size_t n) {
+  static atomic_uint counter;
+  int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+  size_t got = 0;
+  while (fd >= 0 && got < n) {
+    ssize_t r = read(fd, out + got, n - got);
+    if (r <= 0 && !(r < 0 && errno == EINTR)) break;
+    if (r > 0) got += (size_t)r;
+  }
+  if (fd >= 0) close(fd);
+  while (got < n) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    unsigned seed[4] = {(unsigned)ts.tv_sec, (unsigned)ts.tv_nsec, (unsigned)getpid(),
+                        atomic_fetch_add(&counter, 1)};
+    unsigned char d[32];
+    hash_once(&hash_sha256, seed, sizeof seed, d);
+    size_t take = n - got < sizeof d ? n - got : sizeof d;
+    memcpy(out + got, d, take);
+    got += take;
+  }
 }
 
 /*
@@ -3675,6 +3974,7 @@ static void user_free(struct user *u) {
   mailbox_set_free(&u->base);
   free(u->name);
   free(u->password);
+  free(u->oauth_token);
   pthread_mutex_destroy(&u->lock);
   pthread_mutex_destroy(&u->quota_lock);
   free(u);
@@ -8480,11 +8780,13 @@ static int cmd_fetch(struct session *s, struct command *c) {
 ** 9  Command handlers and the command table
 ** ===========================================================================
 ** Owns: what each command does (RFC 3501 section 6 and the extensions), the command table
-** and the dispatcher, capabilities and faults.
+** and the dispatcher, capabilities and faults; AUTHENTICATE's SASL mechanisms, each of
+** which reads the client's responses itself, in the middle of the command.
 ** Calls: sections 1-3 and 5-8 (the table names SEARCH's and FETCH's handlers; CATENATE
 ** reads a URL's section as FETCH reads BODY[section]).
 ** Locking: a handler locks a mailbox only around its own store calls and writes after
-** unlocking (the session's output is memory until flushed).
+** unlocking (the session's output is memory until flushed). Logins read OAuth tokens and
+** the SCRAM secret under the server's lock, briefly.
 **
 ** Handler shape: read the arguments with the typed getters (BAD with the getter's text),
 ** check, do the work through the store, send untagged data, then set the tagged reply
@@ -8505,7 +8807,7 @@ static const struct {
 } capability_list[] = {
   {"IMAP4rev1", 0, 0, 0}, {"LITERAL+", CAP_LITERALPLUS, 0, CAP_LITERALMINUS},
   {"LITERAL-", CAP_LITERALMINUS, 0, CAP_LITERALPLUS}, {"SASL-IR", CAP_SASLIR, 0, 0},
-  {"AUTH=PLAIN", 0, 0, 0}, {"IDLE", CAP_IDLE, 0, 0}, {"UIDPLUS", CAP_UIDPLUS, 0, 0},
+  {"AUTH=PLAIN", CAP_AUTH_PLAIN, 0, 0}, {"IDLE", CAP_IDLE, 0, 0}, {"UIDPLUS", CAP_UIDPLUS, 0, 0},
   {"MOVE", CAP_MOVE, 0, 0}, {"UNSELECT", CAP_UNSELECT, 0, 0},
   {"NAMESPACE", CAP_NAMESPACE, 0, 0}, {"ID", CAP_ID, 0, 0}, {"CHILDREN", CAP_CHILDREN, 0, 0},
   {"ENABLE", CAP_ENABLE, 0, 0}, {"CONDSTORE", CAP_CONDSTORE, 0, 0},
@@ -8531,7 +8833,12 @@ static const struct {
   {"THREAD=REFERENCES", CAP_THREAD_REFERENCES, 0, 0},
   {"ESORT", CAP_ESORT, CAP_SORT, 0},                            /* RFC 5267 3.1 */
   {"CONTEXT=SORT", CAP_CONTEXT_SORT, CAP_ESORT, 0},            /* RFC 5267 4.1 */
-  {"NOTIFY", CAP_NOTIFY, 0, 0}, {"OBJECTID", CAP_OBJECTID, 0, 0}};
+  {"NOTIFY", CAP_NOTIFY, 0, 0}, {"OBJECTID", CAP_OBJECTID, 0, 0},
+  {"AUTH=LOGIN", CAP_AUTH_LOGIN, 0, 0}, {"AUTH=CRAM-MD5", CAP_AUTH_CRAM_MD5, 0, 0},
+  {"AUTH=SCRAM-SHA-1", CAP_AUTH_SCRAM_SHA_1, 0, 0},
+  {"AUTH=SCRAM-SHA-256", CAP_AUTH_SCRAM_SHA_256, 0, 0},
+  {"AUTH=OAUTHBEARER", CAP_AUTH_OAUTHBEARER, 0, 0}, {"AUTH=XOAUTH2", CAP_AUTH_XOAUTH2, 0, 0},
+  {"LOGINDISABLED", CAP_LOGINDISABLED, 0, 0}};   /* RFC 3501 7.2.1: hides PLAIN and LOGIN */
 #define NCAPS (sizeof capability_list / sizeof capability_list[0])
 
 /*
@@ -8576,6 +8883,9 @@ static const char *capabilities(struct imapmem *srv, struct session *s, char *ou
   for (size_t i = 0; i < NCAPS; i++) {
     if (capability_list[i].bit && !cap_on(srv, capability_list[i].bit)) continue;
     if (locked && !strncmp(capability_list[i].name, "AUTH=", 5)) continue;
+    if ((capability_list[i].bit == CAP_AUTH_PLAIN || capability_list[i].bit == CAP_AUTH_LOGIN) &&
+        cap_on(srv, CAP_LOGINDISABLED))
+      continue;
     n += (size_t)snprintf(out + n, n < cap ? cap - n : 0, "%s%s", n ? " " : "",
                           capability_list[i].name);
     if (capability_list[i].bit == CAP_APPENDLIMIT)   /* one limit for every mailbox */
@@ -8584,7 +8894,8 @@ static const char *capabilities(struct imapmem *srv, struct session *s, char *ou
   }
   if (plain && srv->tls_ctx && s->state == ST_NOTAUTH)
     n += (size_t)snprintf(out + n, n < cap ? cap - n : 0, " STARTTLS");
-  if (locked) snprintf(out + n, n < cap ? cap - n : 0, " LOGINDISABLED");
+  if (locked && !cap_on(srv, CAP_LOGINDISABLED))
+    snprintf(out + n, n < cap ? cap - n : 0, " LOGINDISABLED");
   return out;
 }
 
@@ -8665,18 +8976,7 @@ static int cmd_id(struct session *s, struct command *c) {
 }
 
 /* ------------------------------------------------------------------------- */
-/* Not authenticated state (RFC 3501 6.2). */
-
-static int session_login(struct session *s, struct str name, struct str password) {
-  struct user *u = server_user(s->srv, name);
-  if (!u || strlen(u->password) != password.len ||
-      memcmp(u->password, password.p, password.len) != 0)
-    return 0;
-  s->user = u;
-  s->state = ST_AUTH;
-  session_publish(s);
-  return 1;
-}
+/* Not authenticated state (RFC 3501 6.2): LOGIN and AUTHENTICATE with its SASL mechanisms. */
 
 /*
 ** Require-TLS and a session on the plain port is still plain: no password may cross
@@ -8689,19 +8989,500 @@ static int session_privacy_required(struct session *s, struct command *c) {
   return 1;
 }
 
+/* The session is logged in as u (RFC 3501 3.2). */
+static void session_enter(struct session *s, struct user *u) {
+  s->user = u;
+  s->state = ST_AUTH;
+  session_publish(s);
+}
+
+/* The user of that name whose password is pw, or NULL. */
+static struct user *sasl_password_user(struct imapmem *srv, struct str name, struct str pw) {
+  struct user *u = server_user(srv, name);
+  if (!u || strlen(u->password) != pw.len || memcmp(u->password, pw.p, pw.len) != 0) return NULL;
+  return u;
+}
+
+/*
+** The last step of every login, once the credentials of u proved right: a pending
+** authentication fault (AUTH-UNAVAILABLE, AUTH-EXPIRED) fails it now; an authorization
+** identity other than u's own needs u to be an administrator (RFC 4616 2: the server
+** decides who may act as whom; RFC 5530 3: AUTHORIZATIONFAILED). Returns the user to log
+** in as, or NULL with the tagged reply set.
+*/
+static struct user *sasl_authorize(struct session *s, struct command *c, struct user *u,
+                                   struct str authz) {
+  int fault = s->auth_fault;
+  s->auth_fault = 0;
+  if (fault == FA_AUTH_UNAVAILABLE) {
+    cmd_no(c, "[UNAVAILABLE] Authentication is temporarily unavailable: try again");
+    return NULL;
+  }
+  if (fault == FA_AUTH_EXPIRED) {
+    cmd_no(c, "[EXPIRED] These credentials have expired: get new ones");
+    return NULL;
+  }
+  if (!authz.len || (strlen(u->name) == authz.len && !memcmp(u->name, authz.p, authz.len)))
+    return u;                /* names are case-sensitive (imapmem_add_user) */
+  if (!atomic_load(&u->admin)) {
+    cmd_no(c, "[AUTHORIZATIONFAILED] Only an administrator may act as another user");
+    return NULL;
+  }
+  struct user *as = server_user(s->srv, authz);
+  if (!as) cmd_no(c, "[AUTHORIZATIONFAILED] No such user to act as");
+  return as;
+}
+
+/*
+** Send a challenge ("+ " and base64, RFC 3501 7.5) and read the client's response into
+** resp, decoded. Returns 0 with the tagged reply set if the client cancelled ("*", RFC
+** 3501 6.2.2), sent what is not base64, or went away.
+*/
+static int sasl_challenge(struct session *s, struct command *c, const void *data, size_t n,
+                          struct buf *resp) {
+  struct buf line = {0};
+  session_sendn(s, "+ ", 2);
+  base64_encode_flat(data, n, &s->out);
+  session_sendn(s, "\r\n", 2);
+  buf_reset(resp);
+  if (!session_flush(s) || session_read_line(s, &line, IMAPMEM_MAX_LINE, -1) < 0) {
+    buf_free(&line);
+    s->closing = 1;
+    return cmd_bad(c, "AUTHENTICATE Connection lost"), 0;
+  }
+  if (atomic_load(&s->srv->tracing)) session_trace(s, 'C', "***", 3);
+  int cancelled = line.len == 1 && line.p[0] == '*';
+  int ok = !cancelled && base64_decode(line.p ? line.p : "", line.len, resp, 1) && !resp->oom;
+  buf_free(&line);
+  if (cancelled) return cmd_bad(c, "AUTHENTICATE cancelled"), 0;
+  if (!ok) return cmd_bad(c, "AUTHENTICATE Invalid base64 data"), 0;
+  return 1;
+}
+
+/* RFC 4616 2 PLAIN: [authzid] NUL authcid NUL passwd. */
+static struct user *sasl_plain(struct session *s, struct command *c, struct buf *resp,
+                               int have_first) {
+  (void)have_first;
+  const char *p = resp->p ? resp->p : "", *e = p + resp->len;
+  const char *z1 = memchr(p, 0, resp->len);
+  const char *z2 = z1 ? memchr(z1 + 1, 0, (size_t)(e - z1 - 1)) : NULL;
+  struct user *u = NULL;
+  if (z2)
+    u = sasl_password_user(s->srv, str_make(z1 + 1, (size_t)(z2 - z1 - 1)),
+                           str_make(z2 + 1, (size_t)(e - z2 - 1)));
+  if (!u) return cmd_no(c, "[AUTHENTICATIONFAILED] Authentication failed"), NULL;
+  return sasl_authorize(s, c, u, str_make(p, (size_t)(z1 - p)));
+}
+
+/*
+** LOGIN (draft-murchison-sasl-login): the server asks "Username:", then "Password:"; with
+** SASL-IR the user name may come as the initial response, as Dovecot allows.
+*/
+static struct user *sasl_login(struct session *s, struct command *c, struct buf *resp,
+                               int have_first) {
+  static const char ask_user[] = "Username:", ask_pass[] = "Password:";
+  if (!have_first && !sasl_challenge(s, c, ask_user, sizeof ask_user - 1, resp)) return NULL;
+  char *name = arena_strndup(&s->arena, resp->p ? resp->p : "", resp->len);
+  if (!name) return cmd_no(c, "[SERVERBUG] Out of memory"), NULL;
+  size_t name_len = resp->len;
+  if (!sasl_challenge(s, c, ask_pass, sizeof ask_pass - 1, resp)) return NULL;
+  struct user *u = sasl_password_user(s->srv, str_make(name, name_len),
+                                      str_make(resp->p ? resp->p : "", resp->len));
+  if (!u) return cmd_no(c, "[AUTHENTICATIONFAILED] Authentication failed"), NULL;
+  return sasl_authorize(s, c, u, str_make("", 0));
+}
+
+/*
+** RFC 2195 CRAM-MD5: the server's challenge is a unique message-id-like string; the
+** client answers "user SP hex(HMAC-MD5(password, challenge))".
+*/
+static struct user *sasl_cram_md5(struct session *s, struct command *c, struct buf *resp,
+                                  int have_first) {
+  (void)have_first;
+  unsigned char r[4];
+  random_bytes(r, sizeof r);
+  char challenge[96];
+  int n = snprintf(challenge, sizeof challenge, "<%lu.%lld@imapmem>",
+                   (unsigned long)((uint32_t)r[0] << 24 | (uint32_t)r[1] << 16 |
+                                   (uint32_t)r[2] << 8 | r[3]),
+                   (long long)time(NULL));
+  if (!sasl_challenge(s, c, challenge, (size_t)n, resp)) return NULL;
+  const char *p = resp->p ? resp->p : "";
+  const char *sp = resp->len > 32 ? p + resp->len - 33 : NULL;
+  struct user *u = NULL;
+  if (sp && *sp == ' ') u = server_user(s->srv, str_make(p, (size_t)(sp - p)));
+  if (u) {
+    unsigned char mac[16];
+    char hex[33];
+    hmac(&hash_md5, u->password, strlen(u->password), challenge, (size_t)n, mac);
+    hex_encode(mac, sizeof mac, hex);
+    if (strncasecmp(hex, sp + 1, 32) != 0) u = NULL;
+  }
+  if (!u) return cmd_no(c, "[AUTHENTICATIONFAILED] Authentication failed"), NULL;
+  return sasl_authorize(s, c, u, str_make("", 0));
+}
+
+/*
+** A SCRAM or GS2 saslname (RFC 5802 5.1): "=2C" stands for ',' and "=3D" for '='; any
+** other '=' makes it invalid (0). The name ends at a ',' or at the end.
+*/
+static int sasl_saslname(struct str in, struct buf *out) {
+  for (size_t i = 0; i < in.len; i++) {
+    if (in.p[i] == ',' || in.p[i] == 0) return 0;
+    if (in.p[i] != '=') {
+      buf_addc(out, in.p[i]);
+      continue;
+    }
+    int comma = i + 2 < in.len && in.p[i + 1] == '2' && in.p[i + 2] == 'C';
+    if (!comma && !(i + 2 < in.len && in.p[i + 1] == '3' && in.p[i + 2] == 'D')) return 0;
+    buf_addc(out, comma ? ',' : '=');
+    i += 2;
+  }
+  return !out->oom;
+}
+
+/*
+** A GS2 header (RFC 5801 4, used by SCRAM and OAUTHBEARER): "n," or "y," (no channel
+** binding: there is none to offer without TLS), an optional "a=" authorization identity,
+** and ",". Returns its length, the authzid decoded into authz; 0 if it is not one, -1 for
+** "p=" (channel binding asked for).
+*/
+static int sasl_gs2_header(struct str msg, struct buf *authz) {
+  if (msg.len >= 2 && msg.p[0] == 'p' && msg.p[1] == '=') return -1;
+  if (msg.len < 3 || (msg.p[0] != 'n' && msg.p[0] != 'y') || msg.p[1] != ',') return 0;
+  const char *end = memchr(msg.p + 2, ',', msg.len - 2);
+  if (!end) return 0;
+  struct str a = str_make(msg.p + 2, (size_t)(end - msg.p - 2));
+  if (a.len && (a.len < 2 || a.p[0] != 'a' || a.p[1] != '=' ||
+                !sasl_saslname(str_make(a.p + 2, a.len - 2), authz)))
+    return 0;
+  return (int)(end - msg.p) + 1;
+}
+
+/*
+** client-first-message-bare (RFC 5802 7): "n=" saslname ",r=" nonce ["," extensions].
+** The user name is decoded into name and nonce points at the client's nonce. 0 if it is
+** not one, which includes a mandatory extension "m=" first (RFC 5802 5.1: none is known).
+*/
+static int scram_client_first(struct str bare, struct buf *name, struct str *nonce) {
+  const char *comma = bare.len > 2 && !memcmp(bare.p, "n=", 2) ? memchr(bare.p, ',', bare.len)
+                                                              : NULL;
+  if (!comma || !sasl_saslname(str_make(bare.p + 2, (size_t)(comma - bare.p - 2)), name))
+    return 0;
+  size_t rest = (size_t)(bare.p + bare.len - comma);
+  if (rest < 4 || memcmp(comma, ",r=", 3) != 0) return 0;
+  const char *end = memchr(comma + 3, ',', rest - 3);
+  *nonce = str_make(comma + 3, end ? (size_t)(end - comma - 3) : rest - 3);
+  for (size_t i = 0; i < nonce->len; i++)   /* printable, no ',' (RFC 5802 7) */
+    if (nonce->p[i] < 0x21 || nonce->p[i] > 0x7e) return 0;
+  return nonce->len > 0;
+}
+
+/*
+** client-final-message (RFC 5802 7): "c=" base64 channel binding ",r=" nonce, extensions,
+** ",p=" proof. The binding and proof are decoded into cb and proof; *bare_len is the
+** length of client-final-message-without-proof. 0 if it is not one.
+*/
+static int scram_client_final(struct str msg, struct buf *cb, struct str *nonce,
+                              struct buf *proof, size_t *bare_len) {
+  if (msg.len < 2 || memcmp(msg.p, "c=", 2) != 0 || memchr(msg.p, 0, msg.len)) return 0;
+  const char *end = msg.p + msg.len, *c_end = memchr(msg.p, ',', msg.len);
+  if (!c_end || !base64_decode(msg.p + 2, (size_t)(c_end - msg.p - 2), cb, 1)) return 0;
+  if (end - c_end < 4 || memcmp(c_end, ",r=", 3) != 0) return 0;
+  const char *r_end = memchr(c_end + 3, ',', (size_t)(end - c_end - 3)), *p_at = NULL;
+  if (!r_end) return 0;
+  *nonce = str_make(c_end + 3, (size_t)(r_end - c_end - 3));
+  for (const char *q = r_end; q + 3 <= end; q++)    /* the proof comes last */
+    if (!memcmp(q, ",p=", 3)) p_at = q;
+  if (!p_at || !base64_decode(p_at + 3, (size_t)(end - p_at - 3), proof, 1)) return 0;
+  *bare_len = (size_t)(p_at - msg.p);
+  return 1;
+}
+
+/*
+** RFC 5802 3: the client's proof checked against the password. SaltedPassword =
+** Hi(password, salt, i); ClientKey = HMAC(SaltedPassword, "Client Key"); StoredKey =
+** H(ClientKey); ClientProof = ClientKey XOR HMAC(StoredKey, AuthMessage). If it holds,
+** ServerSignature = HMAC(HMAC(SaltedPassword, "Server Key"), AuthMessage) goes into
+** server_sig_out and the result is 1.
+*/
+static int scram_check(const struct hash_alg *alg, const char *pw, size_t pwlen,
+                       const unsigned char *salt, size_t saltlen, unsigned iterations,
+                       const char *auth_message, size_t amlen, const unsigned char *proof,
+                       unsigned char *server_sig_out) {
+  unsigned char salted[HASH_MAX], client_key[HASH_MAX], stored[HASH_MAX], sig[HASH_MAX];
+  unsigned char key[HASH_MAX], got_stored[HASH_MAX], server_key[HASH_MAX];
+  pbkdf2_hmac(alg, pw, pwlen, salt, saltlen, iterations, salted, alg->len);
+  hmac(alg, salted, alg->len, "Client Key", 10, client_key);
+  hash_once(alg, client_key, alg->len, stored);
+  hmac(alg, stored, alg->len, auth_message, amlen, sig);
+  for (size_t i = 0; i < alg->len; i++) key[i] = proof[i] ^ sig[i];
+  hash_once(alg, key, alg->len, got_stored);
+  if (!hash_equal(got_stored, stored, alg->len)) return 0;
+  hmac(alg, salted, alg->len, "Server Key", 10, server_key);
+  hmac(alg, server_key, alg->len, auth_message, amlen, server_sig_out);
+  return 1;
+}
+
+/*
+** The salt of a user's SCRAM keys: HMAC-SHA-256 of the name under a secret of the
+** server's, so the same at every login while the server runs; a name without a user gets
+** one too, so that the exchange does not tell whether the user exists (RFC 5802 9).
+*/
+static void scram_salt(struct imapmem *srv, struct str name, unsigned char *salt) {
+  unsigned char mac[32];
+  pthread_mutex_lock(&srv->lock);
+  if (!srv->scram_secret_set) {
+    random_bytes(srv->scram_secret, sizeof srv->scram_secret);
+    srv->scram_secret_set = 1;
+  }
+  hmac(&hash_sha256, srv->scram_secret, sizeof srv->scram_secret, name.p, name.len, mac);
+  pthread_mutex_unlock(&srv->lock);
+  memcpy(salt, mac, SCRAM_SALT_LEN);
+}
+
+/*
+** SCRAM-SHA-1 and SCRAM-SHA-256 (RFC 5802 5, RFC 7677) without channel binding: the
+** client-first message; the server's nonce, salt and iteration count; the client's
+** proof; the server's signature "v=", which the client checks and answers with an empty
+** response. Passwords are used as they are: no SASLprep (RFC 5802 2.2), so non-ASCII
+** passwords work only where the client leaves them alone too.
+*/
+static struct user *sasl_scram(struct session *s, struct command *c, struct buf *resp,
+                               const struct hash_alg *alg) {
+  struct buf authz = {0}, name = {0}, header = {0}, am = {0}, cb = {0}, proof = {0};
+  struct user *u = NULL, *result = NULL;
+  struct str msg = str_make(resp->p ? resp->p : "", resp->len), nonce, final_nonce;
+  unsigned char salt[SCRAM_SALT_LEN], rnd[18], sig[HASH_MAX];
+  size_t server_first, combined, bare_len;
+  int gs2 = memchr(msg.p, 0, msg.len) ? 0 : sasl_gs2_header(msg, &authz);
+  if (gs2 < 0) {
+    cmd_no(c, "[AUTHENTICATIONFAILED] Channel binding (p=) is not offered without TLS: "
+           "begin with n,,");
+    goto done;
+  }
+  if (!gs2 || !scram_client_first(str_make(msg.p + gs2, msg.len - (size_t)gs2), &name, &nonce)) {
+    cmd_no(c, "[AUTHENTICATIONFAILED] Invalid SCRAM client-first message (RFC 5802 7)");
+    goto done;
+  }
+  buf_add(&header, msg.p, (size_t)gs2);
+  u = server_user(s->srv, str_make(name.p ? name.p : "", name.len));
+  scram_salt(s->srv, str_make(name.p ? name.p : "", name.len), salt);
+  random_bytes(rnd, sizeof rnd);
+  buf_add(&am, msg.p + gs2, msg.len - (size_t)gs2);   /* AuthMessage: client-first-bare */
+  buf_addc(&am, ',');
+  server_first = am.len;                              /* ... server-first-message */
+  buf_adds(&am, "r=");
+  buf_add(&am, nonce.p, nonce.len);
+  base64_encode_flat(rnd, sizeof rnd, &am);           /* base64 has no ',' */
+  combined = am.len - server_first - 2;
+  buf_adds(&am, ",s=");
+  base64_encode_flat(salt, sizeof salt, &am);
+  buf_printf(&am, ",i=%d", SCRAM_ITERATIONS);
+  if (am.oom || header.oom) {
+    cmd_no(c, "[SERVERBUG] Out of memory");
+    goto done;
+  }
+  if (!sasl_challenge(s, c, am.p + server_first, am.len - server_first, resp)) goto done;
+  msg = str_make(resp->p ? resp->p : "", resp->len);
+  if (!scram_client_final(msg, &cb, &final_nonce, &proof, &bare_len) ||
+      proof.len != alg->len || cb.len != header.len || memcmp(cb.p, header.p, cb.len) != 0 ||
+      final_nonce.len != combined || memcmp(final_nonce.p, am.p + server_first + 2, combined)) {
+    cmd_no(c, "[AUTHENTICATIONFAILED] Invalid SCRAM client-final message (RFC 5802 7)");
+    goto done;
+  }
+  buf_addc(&am, ',');                                 /* ... client-final-without-proof */
+  buf_add(&am, msg.p, bare_len);
+  if (am.oom) {
+    cmd_no(c, "[SERVERBUG] Out of memory");
+    goto done;
+  }
+  if (!u || !scram_check(alg, u->password, strlen(u->password), salt, sizeof salt,
+                         SCRAM_ITERATIONS, am.p, am.len, (const unsigned char *)proof.p, sig)) {
+    cmd_no(c, "[AUTHENTICATIONFAILED] Authentication failed");
+    goto done;
+  }
+  result = sasl_authorize(s, c, u, str_make(authz.p ? authz.p : "", authz.len));
+  buf_reset(&cb);
+  buf_adds(&cb, "v=");
+  base64_encode_flat(sig, alg->len, &cb);
+  if (result && !sasl_challenge(s, c, cb.p, cb.len, resp)) result = NULL;
+done:
+  buf_free(&authz);
+  buf_free(&name);
+  buf_free(&header);
+  buf_free(&am);
+  buf_free(&cb);
+  buf_free(&proof);
+  return result;
+}
+
+static struct user *sasl_scram_sha1(struct session *s, struct command *c, struct buf *resp,
+                                    int have_first) {
+  (void)have_first;
+  return sasl_scram(s, c, resp, &hash_sha1);
+}
+
+static struct user *sasl_scram_sha256(struct session *s, struct command *c, struct buf *resp,
+                                      int have_first) {
+  (void)have_first;
+  return sasl_scram(s, c, resp, &hash_sha256);
+}
+
+/* The value of key in kv, "key=value" pairs each ended by 0x01 (RFC 7628 3.1); 0 if absent. */
+static int sasl_kv(struct str kv, const char *key, struct str *value) {
+  size_t klen = strlen(key);
+  for (const char *p = kv.p, *end = kv.p + kv.len; p < end;) {
+    const char *e = memchr(p, 0x01, (size_t)(end - p));
+    if (!e) e = end;
+    if ((size_t)(e - p) > klen && !memcmp(p, key, klen) && p[klen] == '=') {
+      *value = str_make(p + klen + 1, (size_t)(e - p) - klen - 1);
+      return 1;
+    }
+    p = e + 1;
+  }
+  return 0;
+}
+
+/* The token of an "auth" value "Bearer TOKEN" (RFC 6750 2.1, RFC 7628 3.1); 0 if none. */
+static int sasl_bearer(struct str auth, struct str *token) {
+  if (auth.len < 8 || strncasecmp(auth.p, "Bearer ", 7) != 0) return 0;
+  *token = str_trim(str_make(auth.p + 7, auth.len - 7));
+  return token->len > 0;
+}
+
+/*
+** The user whose OAuth token this is (--oauth-token, imapmem_set_oauth_token), the one
+** named prefer first where two hold it; NULL if nobody does.
+*/
+static struct user *sasl_token_user(struct imapmem *srv, struct str token, struct str prefer) {
+  struct user *found = NULL;
+  pthread_mutex_lock(&srv->lock);
+  for (size_t i = 0; i < srv->nusers; i++) {
+    struct user *u = srv->users[i];
+    if (!u->oauth_token || strlen(u->oauth_token) != token.len ||
+        memcmp(u->oauth_token, token.p, token.len) != 0)
+      continue;
+    if (!found || (strlen(u->name) == prefer.len && !memcmp(u->name, prefer.p, prefer.len)))
+      found = u;
+  }
+  pthread_mutex_unlock(&srv->lock);
+  return found;
+}
+
+/*
+** RFC 7628 3.2.2: a failed OAuth login sends its error as JSON, "status" first, in a
+** challenge; the client answers with a dummy response (0x01 for OAUTHBEARER, RFC 7628
+** 3.2.3; empty for XOAUTH2), and only then does the command fail. An AUTH-EXPIRED fault
+** answers so for a valid token, with [EXPIRED] (RFC 5530 3).
+*/
+static struct user *sasl_oauth_refuse(struct session *s, struct command *c, const char *json,
+                                      int expired, struct buf *resp) {
+  if (sasl_challenge(s, c, json, strlen(json), resp)) {
+    if (expired) cmd_no(c, "[EXPIRED] The OAuth token has expired: get a new one");
+    else cmd_no(c, "[AUTHENTICATIONFAILED] OAuth token rejected");
+  }
+  return NULL;
+}
+
+/*
+** RFC 7628 OAUTHBEARER: a GS2 header, then 0x01 and key=value pairs with
+** "auth=Bearer TOKEN"; the token says who logs in, the header's "a=" whom as.
+*/
+static struct user *sasl_oauthbearer(struct session *s, struct command *c, struct buf *resp,
+                                     int have_first) {
+  (void)have_first;
+  struct buf authz = {0};
+  struct str msg = str_make(resp->p ? resp->p : "", resp->len), auth, token;
+  struct str as = str_make("", 0);
+  struct user *u = NULL, *result = NULL;
+  int gs2 = sasl_gs2_header(msg, &authz);
+  if (gs2 <= 0 || (size_t)gs2 >= msg.len || msg.p[gs2] != 0x01) {
+    cmd_no(c, "[AUTHENTICATIONFAILED] Invalid OAUTHBEARER message (RFC 7628 3.1)%s",
+           gs2 < 0 ? ": channel binding is not offered without TLS" : "");
+  } else {
+    as = str_make(authz.p ? authz.p : "", authz.len);
+    if (sasl_kv(str_make(msg.p + gs2 + 1, msg.len - (size_t)gs2 - 1), "auth", &auth) &&
+        sasl_bearer(auth, &token))
+      u = sasl_token_user(s->srv, token, as);
+    int expired = u && s->auth_fault == FA_AUTH_EXPIRED;
+    if (!u || expired) {
+      s->auth_fault = 0;
+      sasl_oauth_refuse(s, c, "{\"status\":\"invalid_token\",\"scope\":\"mail\"}", expired,
+                        resp);
+    } else {
+      result = sasl_authorize(s, c, u, as);
+    }
+  }
+  buf_free(&authz);
+  return result;
+}
+
+/*
+** XOAUTH2 (Google's): "user=" NAME 0x01 "auth=Bearer " TOKEN 0x01 0x01, NAME's token. A
+** failure's JSON is the one Dovecot 2.3 sends, byte for byte.
+*/
+static struct user *sasl_xoauth2(struct session *s, struct command *c, struct buf *resp,
+                                 int have_first) {
+  (void)have_first;
+  struct str msg = str_make(resp->p ? resp->p : "", resp->len), name, auth, token;
+  struct user *u = NULL;
+  if (sasl_kv(msg, "user", &name) && sasl_kv(msg, "auth", &auth) && sasl_bearer(auth, &token)) {
+    u = sasl_token_user(s->srv, token, name);
+    if (u && !(strlen(u->name) == name.len && !memcmp(u->name, name.p, name.len))) u = NULL;
+  }
+  int expired = u && s->auth_fault == FA_AUTH_EXPIRED;
+  if (!u || expired) {
+    s->auth_fault = 0;
+    return sasl_oauth_refuse(s, c, "{\"status\":\"401\",\"schemes\":\"bearer\",\"scope\":\"mail\"}",
+                             expired, resp);
+  }
+  return sasl_authorize(s, c, u, str_make("", 0));
+}
+
+/*
+** The mechanisms, in the order advertised; each is an AUTH= capability that can be
+** switched off. Plain-text ones are refused under LOGINDISABLED (RFC 3501 6.2.3).
+*/
+enum { SASL_CLIENT_FIRST, SASL_EITHER_FIRST, SASL_SERVER_FIRST };
+static const struct {
+  const char *name;
+  capset cap;
+  int plaintext;              /* sends the password itself */
+  int first;                  /* who speaks first: an initial response is allowed unless
+                                 SASL_SERVER_FIRST; without one, CLIENT_FIRST gets "+ " */
+  sasl_mech_fn *run;
+} sasl_mechs[] = {
+  {"PLAIN", CAP_AUTH_PLAIN, 1, SASL_CLIENT_FIRST, sasl_plain},
+  {"LOGIN", CAP_AUTH_LOGIN, 1, SASL_EITHER_FIRST, sasl_login},
+  {"CRAM-MD5", CAP_AUTH_CRAM_MD5, 0, SASL_SERVER_FIRST, sasl_cram_md5},
+  {"SCRAM-SHA-1", CAP_AUTH_SCRAM_SHA_1, 0, SASL_CLIENT_FIRST, sasl_scram_sha1},
+  {"SCRAM-SHA-256", CAP_AUTH_SCRAM_SHA_256, 0, SASL_CLIENT_FIRST, sasl_scram_sha256},
+  {"OAUTHBEARER", CAP_AUTH_OAUTHBEARER, 0, SASL_CLIENT_FIRST, sasl_oauthbearer},
+  {"XOAUTH2", CAP_AUTH_XOAUTH2, 0, SASL_CLIENT_FIRST, sasl_xoauth2}};
+#define NMECHS (sizeof sasl_mechs / sizeof sasl_mechs[0])
+
 static int cmd_login(struct session *s, struct command *c) {
   struct str user, pass;
   if (!parse_sp(&c->ps) || !parse_astring(&c->ps, &user) || !parse_sp(&c->ps) ||
       !parse_astring(&c->ps, &pass) || !parse_end(&c->ps))
     return cmd_bad_args(c);
   if (session_privacy_required(s, c)) return 0;
-  if (!session_login(s, user, pass))
-    return cmd_no(c, "[AUTHENTICATIONFAILED] Invalid user name or password");
+  if (cap_on(s->srv, CAP_LOGINDISABLED))     /* RFC 3501 6.2.3, 7.2.1 */
+    return cmd_no(c, "[PRIVACYREQUIRED] LOGIN is disabled (LOGINDISABLED): use AUTHENTICATE "
+                  "with a challenge-response mechanism such as SCRAM-SHA-256");
+  struct user *u = sasl_password_user(s->srv, user, pass);
+  if (!u) return cmd_no(c, "[AUTHENTICATIONFAILED] Invalid user name or password");
+  if (!(u = sasl_authorize(s, c, u, str_make("", 0)))) return 0;
+  session_enter(s, u);
   char caps[CAPS_MAX];
   return cmd_ok(c, "[CAPABILITY %s] LOGIN completed", capabilities(s->srv, s, caps, sizeof caps));
 }
 
-/* RFC 4616 PLAIN: [authzid] NUL authcid NUL passwd, base64 (RFC 4959 for SASL-IR). */
+/*
+** RFC 3501 6.2.2 AUTHENTICATE mechanism [initial-response] (RFC 4959 SASL-IR): the
+** mechanism runs its exchange, then the OK carries the capabilities, as LOGIN's does.
+*/
 static int cmd_authenticate(struct session *s, struct command *c) {
   struct str mech, ir = {NULL, 0};
   struct parser *ps = &c->ps;
@@ -8716,43 +9497,33 @@ static int cmd_authenticate(struct session *s, struct command *c) {
   }
   if (!parse_end(ps)) return cmd_bad_args(c);
   if (session_privacy_required(s, c)) return 0;   /* before "+": RFC 3501 11.2 */
-  if (!str_ieq(mech, "PLAIN"))
-    return cmd_no(c, "[CANNOT] Unsupported authentication mechanism (only PLAIN)");
-  struct buf line = {0};
-  if (!have_ir) {
-    session_send(s, "+ \r\n");
-    if (!session_flush(s) || session_read_line(s, &line, IMAPMEM_MAX_LINE, -1) < 0) {
-      buf_free(&line);
-      s->closing = 1;
-      return cmd_bad(c, "AUTHENTICATE Connection lost");
+  size_t m = 0;
+  while (m < NMECHS && !str_ieq(mech, sasl_mechs[m].name)) m++;
+  if (m == NMECHS || !cap_on(s->srv, sasl_mechs[m].cap))
+    return cmd_no(c, "[CANNOT] Unsupported authentication mechanism: %.*s",
+                  (int)(mech.len > 40 ? 40 : mech.len), mech.p);
+  if (sasl_mechs[m].plaintext && cap_on(s->srv, CAP_LOGINDISABLED))
+    return cmd_no(c, "[PRIVACYREQUIRED] %s is disabled (LOGINDISABLED): use a "
+                  "challenge-response mechanism such as SCRAM-SHA-256", sasl_mechs[m].name);
+  if (have_ir && sasl_mechs[m].first == SASL_SERVER_FIRST)
+    return cmd_bad(c, "AUTHENTICATE %s begins with the server's challenge: no initial "
+                   "response (RFC 4959 3)", sasl_mechs[m].name);
+  if (have_ir && ir.len == 1 && ir.p[0] == '*') return cmd_bad(c, "AUTHENTICATE cancelled");
+  struct buf resp = {0};
+  int ok = 1;
+  if (have_ir) {
+    if (ir.len == 1 && ir.p[0] == '=') ir.len = 0;   /* RFC 4959: empty initial response */
+    if (!base64_decode(ir.p, ir.len, &resp, 1)) {
+      buf_free(&resp);
+      return cmd_bad(c, "AUTHENTICATE Invalid base64 data");
     }
-    ir = str_make(line.p ? line.p : "", line.len);
-    if (atomic_load(&s->srv->tracing)) session_trace(s, 'C', "***", 3);
+  } else if (sasl_mechs[m].first == SASL_CLIENT_FIRST) {
+    ok = sasl_challenge(s, c, "", 0, &resp);
   }
-  if (ir.len == 1 && ir.p[0] == '*') {
-    buf_free(&line);
-    return cmd_bad(c, "AUTHENTICATE cancelled");
-  }
-  if (ir.len == 1 && ir.p[0] == '=') ir.len = 0;   /* RFC 4959: empty initial response */
-  struct buf dec = {0};
-  int ok = base64_decode(ir.p, ir.len, &dec, 1);
-  buf_free(&line);
-  if (!ok) {
-    buf_free(&dec);
-    return cmd_bad(c, "AUTHENTICATE Invalid base64 data");
-  }
-  const char *p = dec.p ? dec.p : "", *e = p + dec.len;
-  const char *z1 = memchr(p, 0, dec.len), *z2 = z1 ? memchr(z1 + 1, 0, (size_t)(e - z1 - 1)) : NULL;
-  int authed = 0;
-  if (z1 && z2) {
-    struct str authz = str_make(p, (size_t)(z1 - p));
-    struct str authc = str_make(z1 + 1, (size_t)(z2 - z1 - 1));
-    struct str pw = str_make(z2 + 1, (size_t)(e - z2 - 1));
-    if (authz.len == 0 || (authz.len == authc.len && memcmp(authz.p, authc.p, authc.len) == 0))
-      authed = session_login(s, authc, pw);
-  }
-  buf_free(&dec);
-  if (!authed) return cmd_no(c, "[AUTHENTICATIONFAILED] Authentication failed");
+  struct user *u = ok ? sasl_mechs[m].run(s, c, &resp, have_ir) : NULL;
+  buf_free(&resp);
+  if (!u) return 0;          /* the mechanism set the reply */
+  session_enter(s, u);
   char caps[CAPS_MAX];
   return cmd_ok(c, "[CAPABILITY %s] Authenticated", capabilities(s->srv, s, caps, sizeof caps));
 }
@@ -11039,7 +11810,8 @@ static int session_fault(struct session *s, struct str name, int uid, struct fau
 static int session_apply_fault(struct session *s, struct command *c, const struct fault *f) {
   static const char *const names[] = {"NO", "BAD", "DROP", "BYE", "ALERT", "DELAY",
                                       "UIDVALIDITY", "MODSEQ-BACK",
-                                      "FORGET-EXPUNGED"};   /* ORDER FA_* */
+                                      "FORGET-EXPUNGED", "AUTH-UNAVAILABLE",
+                                      "AUTH-EXPIRED"};   /* ORDER FA_* */
   const char *when = f->nth ? "#N" : f->cmd;
   if (f->action == FA_DELAY) session_trace_event(s, "fault %s: DELAY %d ms", when, f->ms);
   else session_trace_event(s, "fault %s: %s", when, names[f->action]);
@@ -11060,6 +11832,10 @@ static int session_apply_fault(struct session *s, struct command *c, const struc
     return 0;
   case FA_DELAY:
     sleep_ms(f->ms);
+    return 0;
+  case FA_AUTH_UNAVAILABLE:  /* the login fails once its credentials proved right */
+  case FA_AUTH_EXPIRED:
+    s->auth_fault = f->action;
     return 0;
   case FA_UIDVALIDITY:
   case FA_MODSEQ_BACK:
@@ -11093,6 +11869,7 @@ static void session_execute(struct session *s) {
   c.ps.arena = &s->arena;
   struct str tag, name;
   s->ncommands++;
+  s->auth_fault = 0;          /* an AUTH- fault lasts one command */
   if (!parse_tag(&c.ps, &tag) || !parse_char(&c.ps, ' ')) {
     session_send(s, "* BAD Missing or invalid command tag\r\n");
     return;
@@ -12317,6 +13094,31 @@ int imapmem_add_user(imapmem *srv, const char *name, const char *password) {
   return IMAPMEM_OK;
 }
 
+int imapmem_set_oauth_token(imapmem *srv, const char *user, const char *token) {
+  if (!srv || !user) return api_error(srv, IMAPMEM_MISUSE, "imapmem_set_oauth_token: NULL argument");
+  if (token && (!*token || strpbrk(token, "\x01\r\n")))
+    return api_error(srv, IMAPMEM_MISUSE, "imapmem_set_oauth_token: empty token, or one with "
+                     "a control character");
+  struct user *u = api_user(srv, user);
+  if (!u) return api_error(srv, IMAPMEM_NOTFOUND, "no such user: %s", user);
+  char *copy = token ? mem_strdup(token) : NULL;
+  if (token && !copy) return api_error(srv, IMAPMEM_NOMEM, "out of memory");
+  pthread_mutex_lock(&srv->lock);
+  char *old = u->oauth_token;
+  u->oauth_token = copy;
+  pthread_mutex_unlock(&srv->lock);
+  free(old);
+  return IMAPMEM_OK;
+}
+
+int imapmem_set_admin(imapmem *srv, const char *user, int on) {
+  if (!srv || !user) return api_error(srv, IMAPMEM_MISUSE, "imapmem_set_admin: NULL argument");
+  struct user *u = api_user(srv, user);
+  if (!u) return api_error(srv, IMAPMEM_NOTFOUND, "no such user: %s", user);
+  atomic_store(&u->admin, on != 0);
+  return IMAPMEM_OK;
+}
+
 int imapmem_load(imapmem *srv, const char *user, const char *path) {
   if (!srv || !user || !path) return api_error(srv, IMAPMEM_MISUSE, "imapmem_load: NULL argument");
   struct user *u = api_user(srv, user);
@@ -13126,7 +13928,8 @@ int imapmem_fault(imapmem *srv, const char *spec) {
   static const struct { const char *name; int action, has_text, has_ms; } actions[] = {
     {"NO", FA_NO, 1, 0}, {"BAD", FA_BAD, 1, 0}, {"DROP", FA_DROP, 0, 0}, {"BYE", FA_BYE, 1, 0},
     {"ALERT", FA_ALERT, 1, 0}, {"DELAY", FA_DELAY, 0, 1}, {"UIDVALIDITY", FA_UIDVALIDITY, 0, 0},
-    {"MODSEQ-BACK", FA_MODSEQ_BACK, 0, 0}, {"FORGET-EXPUNGED", FA_FORGET_EXPUNGED, 0, 0}};
+    {"MODSEQ-BACK", FA_MODSEQ_BACK, 0, 0}, {"FORGET-EXPUNGED", FA_FORGET_EXPUNGED, 0, 0},
+    {"AUTH-UNAVAILABLE", FA_AUTH_UNAVAILABLE, 0, 0}, {"AUTH-EXPIRED", FA_AUTH_EXPIRED, 0, 0}};
   const char *eq = strchr(spec, '=');
   if (!eq || eq == spec)
     return api_error(srv, IMAPMEM_PARSE, "fault \"%s\": expected WHEN=ACTION", spec);
@@ -13187,7 +13990,8 @@ int imapmem_fault(imapmem *srv, const char *spec) {
     if (strlen(actions[i].name) == an && strncasecmp(act, actions[i].name, an) == 0) break;
   if (i == sizeof actions / sizeof actions[0])
     return api_error(srv, IMAPMEM_PARSE, "fault \"%s\": unknown action (NO, BAD, DROP, BYE, ALERT, "
-                     "DELAY, UIDVALIDITY)", spec);
+                     "DELAY, UIDVALIDITY, MODSEQ-BACK, FORGET-EXPUNGED, AUTH-UNAVAILABLE, "
+                     "AUTH-EXPIRED)", spec);
   f.action = actions[i].action;
   if (actions[i].has_ms) {
     v = strtol(arg, &end, 10);
@@ -13288,6 +14092,9 @@ static const char usage[] =
   "      --quota NAME:STORAGE=KIB[,MESSAGE=N]\n"
   "                             the user's quota limits (RFC 9208; repeatable): APPEND,\n"
   "                             COPY and MOVE past them answer NO [OVERQUOTA]\n"
+  "      --oauth-token NAME:TOKEN\n"
+  "                             NAME logs in with AUTH=OAUTHBEARER or XOAUTH2 and TOKEN\n"
+  "      --admin NAME           NAME may log in as any user (SASL authorization identity)\n"
   "TLS, in a build with it (make TLS=openssl; STARTTLS is then offered on the plain port):\n"
   "      --imaps-port N         also listen for implicit TLS (IMAPS) on N (0: a free port)\n"
   "      --tls-cert FILE        the certificate (and chain) to present, PEM\n"
@@ -13394,6 +14201,10 @@ struct options {
   int nspecial_use;
   const char **quotas;        /* --quota NAME:STORAGE=KIB[,MESSAGE=N] */
   int nquotas;
+  char **oauth_tokens;        /* "NAME:TOKEN" */
+  int noauth_tokens;
+  const char **admins;
+  int nadmins;
   const char *save;
   long append_limit;          /* -1: the default */
   int stdio, stdio_tls, exit_with_parent, trace;
@@ -13437,7 +14248,8 @@ static int parse_options(int argc, char **argv, struct options *o) {
                                          "--fault", "--nomodseq", "--special-use", "--append-limit",
                                          "--quota",
                                          "--imaps-port", "--tls-cert", "--tls-key",
-                                         "--tls-cert-out", "--tls-fault"};
+                                         "--tls-cert-out", "--tls-fault", "--oauth-token",
+                                         "--admin"};
     int is_flag = 0, known = 0;
     const char *option = NULL;   /* name, as a string that outlives this loop */
     for (size_t k = 0; k < sizeof flags / sizeof flags[0]; k++)
@@ -13504,6 +14316,12 @@ static int parse_options(int argc, char **argv, struct options *o) {
         return die_usage("--special-use wants MAILBOX:ROLES (Sent:\\Sent), not %s", val);
       *colon = 0;
       o->special_use[o->nspecial_use++] = val;
+    } else if (!strcmp(name, "--oauth-token")) {
+      if (!strchr(val, ':') || val[0] == ':' || !strchr(val, ':')[1])
+        return die_usage("--oauth-token wants NAME:TOKEN, not %s", val);
+      o->oauth_tokens[o->noauth_tokens++] = val;
+    } else if (!strcmp(name, "--admin")) {
+      o->admins[o->nadmins++] = val;
     } else if (!strcmp(name, "--append-limit")) {
       if (!number_arg(val, 0, LONG_MAX, &o->append_limit))
         return die_usage("invalid append limit: %s", val);
@@ -13766,6 +14584,13 @@ static int serve(struct options *o) {
     const char *box = o->special_use[i];
     rc = imapmem_set_special_use(srv, o->users[0].name, box, box + strlen(box) + 1);
   }
+  for (int i = 0; i < o->noauth_tokens && rc == IMAPMEM_OK; i++) {
+    char *colon = strchr(o->oauth_tokens[i], ':');   /* checked by parse_options */
+    *colon = 0;
+    rc = imapmem_set_oauth_token(srv, o->oauth_tokens[i], colon + 1);
+  }
+  for (int i = 0; i < o->nadmins && rc == IMAPMEM_OK; i++)
+    rc = imapmem_set_admin(srv, o->admins[i], 1);
   if (rc == IMAPMEM_OK && o->append_limit >= 0)
     rc = imapmem_set_append_limit(srv, (size_t)o->append_limit);
   for (int i = 0; i < o->nquotas && rc == IMAPMEM_OK; i++) {
@@ -13850,8 +14675,11 @@ int main(int argc, char **argv) {
   o.nomodseq = calloc((size_t)argc + 1, sizeof *o.nomodseq);
   o.special_use = calloc((size_t)argc + 1, sizeof *o.special_use);
   o.quotas = calloc((size_t)argc + 1, sizeof *o.quotas);
+  o.oauth_tokens = calloc((size_t)argc + 1, sizeof *o.oauth_tokens);
+  o.admins = calloc((size_t)argc + 1, sizeof *o.admins);
   int rc = 2;
-  if (o.users && o.paths && o.caps && o.faults && o.nomodseq && o.special_use && o.quotas) {
+  if (o.users && o.paths && o.caps && o.faults && o.nomodseq && o.special_use && o.quotas &&
+      o.oauth_tokens && o.admins) {
     rc = parse_options(argc, argv, &o);
     if (rc < 0) rc = serve(&o);
   }
@@ -13862,6 +14690,8 @@ int main(int argc, char **argv) {
   free(o.nomodseq);
   free(o.special_use);
   free(o.quotas);
+  free(o.oauth_tokens);
+  free(o.admins);
   return rc;
 }
 #endif /* IMAPMEM_MAIN */

@@ -77,6 +77,25 @@ int imapmem_new(const struct imapmem_config *config, imapmem **out);
 int imapmem_add_user(imapmem *srv, const char *name, const char *password);
 
 /*
+** Give a user an OAuth 2.0 bearer token, with which it logs in by AUTHENTICATE OAUTHBEARER
+** (RFC 7628) or XOAUTH2; a NULL token takes the user's away. One token per user: a new one
+** replaces the old. The token is copied. May be called while clients are connected; a
+** login that began before the call may see either token. Returns IMAPMEM_OK;
+** IMAPMEM_NOTFOUND for an unknown user; IMAPMEM_MISUSE for a NULL srv or user, or an empty
+** token or one with CR, LF or 0x01 in it; IMAPMEM_NOMEM.
+*/
+int imapmem_set_oauth_token(imapmem *srv, const char *user, const char *token);
+
+/*
+** Make a user an administrator (on != 0) or not: an administrator may log in as any other
+** user by naming it as the SASL authorization identity (AUTHENTICATE PLAIN, SCRAM-*,
+** OAUTHBEARER); anyone else who names another user gets NO [AUTHORIZATIONFAILED]. May be
+** called while clients are connected. Returns IMAPMEM_OK; IMAPMEM_NOTFOUND for an
+** unknown user; IMAPMEM_MISUSE for a NULL srv or user.
+*/
+int imapmem_set_admin(imapmem *srv, const char *user, int on);
+
+/*
 ** Load a fixture into a user's mailboxes. path is an mbox file, which is loaded into
 ** INBOX, or a directory whose *.mbox files become mailboxes (INBOX.mbox in any case is
 ** INBOX, Work/Projects.mbox is "Work/Projects", a folder without its own mbox file is a

@@ -2851,6 +2851,131 @@ static void test_serve_fd_tls(void) {
   imapmem_free(srv);
 }
 
+/* base64 of n bytes (RFC 4648), NUL-terminated, into out (4 * ceil(n / 3) + 1 bytes). */
+static const char *b64(const char *p, size_t n, char *out) {
+  static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  char *o = out;
+  for (size_t i = 0; i < n; i += 3) {
+    unsigned v = (unsigned)(unsigned char)p[i] << 16;
+    if (i + 1 < n) v |= (unsigned)(unsigned char)p[i + 1] << 8;
+    if (i + 2 < n) v |= (unsigned char)p[i + 2];
+    *o++ = a[v >> 18];
+    *o++ = a[(v >> 12) & 63];
+    *o++ = i + 1 < n ? a[(v >> 6) & 63] : '=';
+    *o++ = i + 2 < n ? a[v & 63] : '=';
+  }
+  *o = 0;
+  return out;
+}
+
+/*
+** AUTHENTICATE OAUTHBEARER with token on a fresh unauthenticated session, answering a
+** failure's JSON challenge with the dummy "AQ==" (RFC 7628 3.2.3). The tagged text goes
+** into tagged; returns whether it was OK, with the CAPABILITY-less SELECT count in *count.
+*/
+static int oauth_login(imapmem *srv, const char *token, char *tagged, size_t cap,
+                       size_t *count) {
+  char msg[256], enc[400];
+  int n = snprintf(msg, sizeof msg, "n,,\001auth=Bearer %s\001\001", token);
+  struct conn *c = pair_conn(srv, NULL);
+  if (!c) return 0;
+  conn_sendf(c, "t1 AUTHENTICATE OAUTHBEARER %s\r\nAQ==\r\n", b64(msg, (size_t)n, enc));
+  resp_clear(c);
+  snprintf(tagged, cap, "%s", conn_until_tagged(c, "t1", IO_TIMEOUT));
+  int good = ok(tagged);
+  *count = 0;
+  if (good && ok(cmd(c, "SELECT INBOX"))) *count = (size_t)exists_num(c->resp);
+  conn_free(c);
+  return good;
+}
+
+/* AUTHENTICATE PLAIN authzid NUL authcid NUL password: the tagged text. */
+static const char *plain_login(imapmem *srv, const char *authz, const char *authc,
+                               const char *pw, char *tagged, size_t cap) {
+  char msg[256], enc[400];
+  int n = snprintf(msg, sizeof msg, "%s%c%s%c%s", authz, 0, authc, 0, pw);
+  struct conn *c = pair_conn(srv, NULL);
+  if (!c) return "";
+  snprintf(tagged, cap, "%s", cmd(c, "AUTHENTICATE PLAIN %s", b64(msg, (size_t)n, enc)));
+  conn_free(c);
+  return tagged;
+}
+
+/* imapmem_set_oauth_token, imapmem_set_admin, the AUTH= capabilities and the AUTH- faults. */
+static void test_auth_api(void) {
+  imapmem *srv = basic_server();
+  CHECK(srv != NULL);
+  if (!srv) return;
+  char t[2048];
+  size_t count;
+  CHECK(imapmem_add_user(srv, "bob", "bobpw") == IMAPMEM_OK);
+  CHECK(imapmem_set_oauth_token(NULL, "alice", "x") == IMAPMEM_MISUSE);
+  CHECK(imapmem_set_oauth_token(srv, NULL, "x") == IMAPMEM_MISUSE);
+  CHECK(imapmem_set_oauth_token(srv, "alice", "") == IMAPMEM_MISUSE);
+  CHECK(imapmem_set_oauth_token(srv, "alice", "a\r\nb") == IMAPMEM_MISUSE);
+  CHECK(imapmem_set_oauth_token(srv, "nobody", "x") == IMAPMEM_NOTFOUND);
+  CHECK(strstr(imapmem_errmsg(srv), "nobody") != NULL);
+  CHECK(imapmem_set_admin(NULL, "alice", 1) == IMAPMEM_MISUSE);
+  CHECK(imapmem_set_admin(srv, NULL, 1) == IMAPMEM_MISUSE);
+  CHECK(imapmem_set_admin(srv, "nobody", 1) == IMAPMEM_NOTFOUND);
+  /* no token: refused with the JSON exchange */
+  CHECKM(!oauth_login(srv, "tok-1", t, sizeof t, &count) && strstr(t, "[AUTHENTICATIONFAILED]"),
+         "%s", t);
+  char token[16] = "tok-1";                  /* copied: changing ours changes nothing */
+  CHECK(imapmem_set_oauth_token(srv, "alice", token) == IMAPMEM_OK);
+  strcpy(token, "tok-X");
+  CHECKM(oauth_login(srv, "tok-1", t, sizeof t, &count) && count == 6, "%s", t);
+  CHECK(imapmem_set_oauth_token(srv, "alice", "tok-2") == IMAPMEM_OK);   /* replaces */
+  CHECKM(!oauth_login(srv, "tok-1", t, sizeof t, &count), "%s", t);
+  CHECKM(oauth_login(srv, "tok-2", t, sizeof t, &count), "%s", t);
+  CHECK(imapmem_set_oauth_token(srv, "alice", NULL) == IMAPMEM_OK);      /* taken away */
+  CHECKM(!oauth_login(srv, "tok-2", t, sizeof t, &count), "%s", t);
+  CHECK(imapmem_set_oauth_token(srv, "bob", "tok-bob") == IMAPMEM_OK);
+  CHECKM(oauth_login(srv, "tok-bob", t, sizeof t, &count) && count == 0, "%s", t);
+  /* an administrator may act as another user; nobody else may */
+  CHECKM(strstr(plain_login(srv, "alice", "bob", "bobpw", t, sizeof t),
+                "NO [AUTHORIZATIONFAILED]"), "%s", t);
+  CHECK(imapmem_set_admin(srv, "bob", 1) == IMAPMEM_OK);
+  CHECKM(ok(plain_login(srv, "alice", "bob", "bobpw", t, sizeof t)), "%s", t);
+  CHECKM(strstr(plain_login(srv, "bob", "alice", "secret", t, sizeof t),
+                "NO [AUTHORIZATIONFAILED]"), "%s", t);
+  CHECK(imapmem_set_admin(srv, "bob", 0) == IMAPMEM_OK);
+  CHECKM(strstr(plain_login(srv, "alice", "bob", "bobpw", t, sizeof t),
+                "NO [AUTHORIZATIONFAILED]"), "%s", t);
+  /* the mechanisms are capabilities; LOGINDISABLED hides and refuses the plain-text ones */
+  char *caps = NULL;
+  CHECK(imapmem_capabilities(srv, &caps) == IMAPMEM_OK && caps);
+  CHECKM(caps && strstr(caps, "AUTH=SCRAM-SHA-256") && strstr(caps, "AUTH=OAUTHBEARER") &&
+         !strstr(caps, "LOGINDISABLED"), "%s", caps);
+  imapmem_release(caps);
+  CHECK(imapmem_set_capability(srv, "AUTH=OAUTHBEARER", 0) == IMAPMEM_OK);
+  CHECK(imapmem_set_capability(srv, "LOGINDISABLED", 1) == IMAPMEM_OK);
+  CHECK(imapmem_capabilities(srv, &caps) == IMAPMEM_OK && caps);
+  CHECKM(caps && !strstr(caps, "AUTH=OAUTHBEARER") && strstr(caps, "LOGINDISABLED") &&
+         !strstr(caps, "AUTH=PLAIN") && !strstr(caps, "AUTH=LOGIN") &&
+         strstr(caps, "AUTH=CRAM-MD5"), "%s", caps);
+  imapmem_release(caps);
+  CHECKM(strstr(plain_login(srv, "", "alice", "secret", t, sizeof t), "NO [PRIVACYREQUIRED]"),
+         "%s", t);
+  CHECKM(!oauth_login(srv, "tok-bob", t, sizeof t, &count) && strstr(t, "NO [CANNOT]"), "%s", t);
+  struct conn *c = pair_conn(srv, NULL);
+  if (c) {
+    CHECKM(strstr(cmd(c, "LOGIN alice secret"), "NO [PRIVACYREQUIRED]"), "%s", c->tagged);
+    conn_free(c);
+  }
+  CHECK(imapmem_set_capability(srv, "LOGINDISABLED", 0) == IMAPMEM_OK);
+  CHECK(imapmem_set_capability(srv, "AUTH=OAUTHBEARER", 1) == IMAPMEM_OK);
+  /* an AUTH- fault fails one login whose credentials are right */
+  CHECK(imapmem_fault(srv, "AUTHENTICATE:1=AUTH-UNAVAILABLE") == IMAPMEM_OK);
+  CHECKM(strstr(plain_login(srv, "", "alice", "secret", t, sizeof t), "NO [UNAVAILABLE]"), "%s", t);
+  CHECKM(ok(plain_login(srv, "", "alice", "secret", t, sizeof t)), "%s", t);
+  CHECK(imapmem_fault(srv, "AUTHENTICATE:1=AUTH-EXPIRED") == IMAPMEM_OK);
+  CHECKM(!oauth_login(srv, "tok-bob", t, sizeof t, &count) && strstr(t, "NO [EXPIRED]"), "%s", t);
+  CHECKM(oauth_login(srv, "tok-bob", t, sizeof t, &count), "%s", t);
+  CHECK(imapmem_fault(srv, "AUTHENTICATE=AUTH-NONSENSE") == IMAPMEM_PARSE);
+  imapmem_free(srv);
+}
+
 int main(void) {
   struct {
     const char *name;
@@ -2884,6 +3009,7 @@ int main(void) {
     {"special_use", test_special_use},
     {"quota", test_quota},
     {"tls_api", test_tls_api},
+    {"auth_api", test_auth_api},
     {"serve_fd_tls", test_serve_fd_tls},
   };
   /* From here on a vanished peer must not end the test run; test_no_sigpipe checked

@@ -752,6 +752,173 @@ static void test_sort_keys(void) {
   buf_free(&box);
 }
 
+/* A digest as lower-case hex, into a static buffer. */
+static const char *hex_of(const unsigned char *d, size_t n) {
+  static char out[2 * 64 + 1];
+  hex_encode(d, n, out);
+  return out;
+}
+
+static int digest_is(const struct hash_alg *alg, const char *msg, size_t n, const char *hex) {
+  unsigned char d[HASH_MAX];
+  hash_once(alg, msg, n, d);
+  return strcmp(hex_of(d, alg->len), hex) == 0;
+}
+
+static int hmac_is(const struct hash_alg *alg, const void *key, size_t klen, const char *msg,
+                   const char *hex) {
+  unsigned char d[HASH_MAX];
+  hmac(alg, key, klen, msg, strlen(msg), d);
+  return strcmp(hex_of(d, alg->len), hex) == 0;
+}
+
+/* The test vectors of RFC 1321 A.5, FIPS 180-2 / RFC 6234, RFC 2202, RFC 4231, RFC 6070. */
+static void test_hashes(void) {
+  static const struct { const char *msg, *md5; } md5_suite[] = {   /* RFC 1321 A.5 */
+    {"", "d41d8cd98f00b204e9800998ecf8427e"},
+    {"a", "0cc175b9c0f1b6a831c399e269772661"},
+    {"abc", "900150983cd24fb0d6963f7d28e17f72"},
+    {"message digest", "f96b697d7cb7938d525a2f31aaf161d0"},
+    {"abcdefghijklmnopqrstuvwxyz", "c3fcd3d76192e4007dfb496cca67e13b"},
+    {"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
+     "d174ab98d277d9f5a5611c2c9f419d9f"},
+    {"1234567890123456789012345678901234567890"
+     "1234567890123456789012345678901234567890", "57edf4a22be3c955ac49da2e2107b67a"}};
+  for (size_t i = 0; i < sizeof md5_suite / sizeof md5_suite[0]; i++)
+    CHECK(digest_is(&hash_md5, md5_suite[i].msg, strlen(md5_suite[i].msg), md5_suite[i].md5));
+  const char *two = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+  CHECK(digest_is(&hash_sha1, "abc", 3, "a9993e364706816aba3e25717850c26c9cd0d89d"));
+  CHECK(digest_is(&hash_sha1, two, strlen(two), "84983e441c3bd26ebaae4aa1f95129e5e54670f1"));
+  CHECK(digest_is(&hash_sha1, "", 0, "da39a3ee5e6b4b0d3255bfef95601890afd80709"));
+  CHECK(digest_is(&hash_sha256, "abc", 3,
+                  "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"));
+  CHECK(digest_is(&hash_sha256, two, strlen(two),
+                  "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"));
+  CHECK(digest_is(&hash_sha256, "", 0,
+                  "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"));
+  char *million = malloc(1000000);           /* one million 'a', fed in uneven pieces */
+  if (million) {
+    memset(million, 'a', 1000000);
+    struct hash_ctx ctx;
+    unsigned char d[HASH_MAX];
+    const struct hash_alg *algs[2] = {&hash_sha1, &hash_sha256};
+    const char *want[2] = {"34aa973cd4c4daa4f61eeb2bdbad27316534016f",
+                           "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0"};
+    for (int k = 0; k < 2; k++) {
+      hash_init(&ctx, algs[k]);
+      for (size_t off = 0, step = 1; off < 1000000; off += step, step = step * 3 % 997 + 1)
+        hash_update(&ctx, million + off, off + step > 1000000 ? 1000000 - off : step);
+      hash_final(&ctx, d);
+      CHECK(strcmp(hex_of(d, algs[k]->len), want[k]) == 0);
+    }
+    free(million);
+  }
+  unsigned char k0b[20], kaa[131];
+  memset(k0b, 0x0b, sizeof k0b);
+  memset(kaa, 0xaa, sizeof kaa);
+  const char *big = "Test Using Larger Than Block-Size Key - Hash Key First";
+  /* RFC 2202 2 (HMAC-MD5) and 3 (HMAC-SHA-1): test cases 1, 2 and 6 */
+  CHECK(hmac_is(&hash_md5, k0b, 16, "Hi There", "9294727a3638bb1c13f48ef8158bfc9d"));
+  CHECK(hmac_is(&hash_md5, "Jefe", 4, "what do ya want for nothing?",
+                "750c783e6ab0b503eaa86e310a5db738"));
+  CHECK(hmac_is(&hash_md5, kaa, 80, big, "6b1ab7fe4bd7bf8f0b62e6ce61b9d0cd"));
+  CHECK(hmac_is(&hash_sha1, k0b, 20, "Hi There", "b617318655057264e28bc0b6fb378c8ef146be00"));
+  CHECK(hmac_is(&hash_sha1, "Jefe", 4, "what do ya want for nothing?",
+                "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79"));
+  CHECK(hmac_is(&hash_sha1, kaa, 80, big, "aa4ae5e15272d00e95705637ce8a3b55ed402112"));
+  /* RFC 4231 4.2, 4.3 and 4.7: HMAC-SHA-256 */
+  CHECK(hmac_is(&hash_sha256, k0b, 20, "Hi There",
+                "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"));
+  CHECK(hmac_is(&hash_sha256, "Jefe", 4, "what do ya want for nothing?",
+                "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"));
+  CHECK(hmac_is(&hash_sha256, kaa, 131, big,
+                "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"));
+  /* RFC 6070 2: PBKDF2-HMAC-SHA1 */
+  static const struct { const char *p, *s; unsigned c; size_t len; const char *dk; } v[] = {
+    {"password", "salt", 1, 20, "0c60c80f961f0e71f3a9b524af6012062fe037a6"},
+    {"password", "salt", 2, 20, "ea6c014dc72d6f8ccd1ed92ace1d41f0d8de8957"},
+    {"password", "salt", 4096, 20, "4b007901b765489abead49d926f721d065a429c1"},
+    {"passwordPASSWORDpassword", "saltSALTsaltSALTsaltSALTsaltSALTsalt", 4096, 25,
+     "3d2eec4fe41c849b80c8d83662c0e44a8b291a964cf2f07038"}};
+  for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+    unsigned char dk[32];
+    pbkdf2_hmac(&hash_sha1, v[i].p, strlen(v[i].p), v[i].s, strlen(v[i].s), v[i].c, dk, v[i].len);
+    CHECK(strcmp(hex_of(dk, v[i].len), v[i].dk) == 0);
+  }
+  unsigned char dk[25];    /* RFC 6070: "pass\0word", "sa\0lt", 4096, 16 */
+  pbkdf2_hmac(&hash_sha1, "pass\0word", 9, "sa\0lt", 5, 4096, dk, 16);
+  CHECK(strcmp(hex_of(dk, 16), "56fa6aa75548099dcc37d7f03425e0c3") == 0);
+}
+
+/* A base64 text decoded into out (of at least its size); the length. */
+static size_t unbase64(const char *b64, unsigned char *out) {
+  struct buf b = {0};
+  CHECK(base64_decode(b64, strlen(b64), &b, 1));
+  memcpy(out, b.p, b.len);
+  size_t n = b.len;
+  buf_free(&b);
+  return n;
+}
+
+/* RFC 5802 5 and RFC 7677 3: the SCRAM examples, checked as the server checks them. */
+static void test_scram_examples(void) {
+  static const struct {
+    const struct hash_alg *alg;
+    const char *first_bare, *server_first, *final_bare, *salt, *proof, *verifier;
+  } ex[] = {
+    {&hash_sha1, "n=user,r=fyko+d2lbbFgONRv9qkxdawL",
+     "r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096",
+     "c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j", "QSXCR+Q6sek8bf92",
+     "v0X8v3Bz2T0CJGbJQyF0X+HI4Ts=", "rmF9pqV8S7suAoZWja4dJRkFsKQ="},
+    {&hash_sha256, "n=user,r=rOprNGfwEbeRWgbNEkqO",
+     "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096",
+     "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0", "W22ZaJ0SNY7soEsUEjb6gQ==",
+     "dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=",
+     "6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="}};
+  for (size_t i = 0; i < 2; i++) {
+    char am[512];
+    snprintf(am, sizeof am, "%s,%s,%s", ex[i].first_bare, ex[i].server_first, ex[i].final_bare);
+    unsigned char salt[64], proof[64], want[64], sig[HASH_MAX];
+    size_t saltlen = unbase64(ex[i].salt, salt);
+    unbase64(ex[i].proof, proof);
+    unbase64(ex[i].verifier, want);
+    CHECK(scram_check(ex[i].alg, "pencil", 6, salt, saltlen, 4096, am, strlen(am), proof, sig));
+    CHECK(memcmp(sig, want, ex[i].alg->len) == 0);
+    CHECK(!scram_check(ex[i].alg, "pencil!", 7, salt, saltlen, 4096, am, strlen(am), proof, sig));
+    proof[0] ^= 1;
+    CHECK(!scram_check(ex[i].alg, "pencil", 6, salt, saltlen, 4096, am, strlen(am), proof, sig));
+  }
+  struct buf name = {0};      /* RFC 5802 5.1: saslname escapes */
+  CHECK(sasl_saslname(str_make("a=2Cb=3Dc", 9), &name) && name.len == 5 &&
+        memcmp(name.p, "a,b=c", 5) == 0);
+  buf_reset(&name);
+  CHECK(!sasl_saslname(str_make("a=2Xb", 5), &name));
+  buf_free(&name);
+  struct buf cb = {0}, proof = {0};
+  struct str nonce;
+  size_t bare;
+  const char *fin = "c=biws,r=abc,x=ext,p=dGVzdA==";
+  CHECK(scram_client_final(str_make(fin, strlen(fin)), &cb, &nonce, &proof, &bare) &&
+        cb.len == 3 && !memcmp(cb.p, "n,,", 3) && nonce.len == 3 && bare == strlen(fin) - 11 &&
+        proof.len == 4);
+  buf_free(&cb);
+  buf_free(&proof);
+}
+
+/* RFC 2195 2: the CRAM-MD5 example, tim / tanstaaftanstaaf. */
+static void test_cram_md5_example(void) {
+  const char *challenge = "<1896.697170952@postoffice.reston.mci.net>";
+  unsigned char raw[64], mac[16];
+  size_t n = unbase64("PDE4OTYuNjk3MTcwOTUyQHBvc3RvZmZpY2UucmVzdG9uLm1jaS5uZXQ+", raw);
+  CHECK(n == strlen(challenge) && memcmp(raw, challenge, n) == 0);
+  hmac(&hash_md5, "tanstaaftanstaaf", 16, challenge, strlen(challenge), mac);
+  CHECK(strcmp(hex_of(mac, 16), "b913a602c7eda7a495b4e6e7334d3890") == 0);
+  struct buf b = {0};
+  base64_encode_flat("tim b913a602c7eda7a495b4e6e7334d3890", 36, &b);
+  CHECK(b.p && strcmp(b.p, "dGltIGI5MTNhNjAyYzdlZGE3YTQ5NWI0ZTZlNzMzNGQzODkw") == 0);
+  buf_free(&b);
+}
+
 int main(void) {
   test_parser();
   test_seqset();
@@ -772,6 +939,9 @@ int main(void) {
   test_substring();
   test_binary();
   test_sort_keys();
+  test_hashes();
+  test_scram_examples();
+  test_cram_md5_example();
   arena_free(&A);
   printf("%d passed, %d failed\n", passed, failed);
   return failed != 0;
