@@ -285,7 +285,8 @@ struct parser {              /* a cursor over one whole command (literals inline
   const char *p, *end;
   struct arena *arena;
   const char *err;            /* why the last getter failed */
-  int utf8_names;             /* mailbox names come in UTF-8 (RFC 9051 5.1, RFC 6855 3) */
+  int utf8;                   /* the session reads UTF-8: mailbox names in it, and checked
+                                 quoted strings (RFC 9051 5.1, RFC 6855 3) */
 };
 
 /* ---- section 6: commands ---- */
@@ -4799,6 +4800,8 @@ static int parse_quoted(struct parser *ps, struct str *out) {
     ps->p++;
   }
   if (ps->p >= ps->end) return parse_fail(ps, "Unterminated quoted string");
+  if (ps->utf8 && !utf8_valid(s, (size_t)(ps->p - s)))   /* RFC 6855 3: BAD */
+    return parse_fail(ps, "8-bit bytes in a quoted string that are not UTF-8");
   const char *e = ps->p++;
   if (!escaped) {
     *out = str_make(s, (size_t)(e - s));
@@ -4872,7 +4875,7 @@ static const char *parse_cstr(struct parser *ps, struct str s) {
 /*
 ** A mailbox name: an astring, INBOX made canonical, a trailing '/' dropped. Names with
 ** NUL or line breaks, or longer than MAX_MAILBOX_NAME, are refused. In a UTF-8 session
-** (ps->utf8_names) the name is UTF-8 and is stored in modified UTF-7.
+** (ps->utf8) the name is UTF-8 and is stored in modified UTF-7.
 */
 static int parse_mailbox(struct parser *ps, const char **out) {
   struct str s;
@@ -4881,7 +4884,7 @@ static int parse_mailbox(struct parser *ps, const char **out) {
   for (size_t i = 0; i < s.len; i++)
     if (s.p[i] == 0 || s.p[i] == '\r' || s.p[i] == '\n')
       return parse_fail(ps, "Mailbox name contains a control character");
-  if (ps->utf8_names && !parse_mailbox_utf8(ps, &s)) return 0;
+  if (ps->utf8 && !parse_mailbox_utf8(ps, &s)) return 0;
   if (s.len > MAX_MAILBOX_NAME) return parse_fail(ps, "Mailbox name too long");
   char canon[MAX_MAILBOX_NAME + 1];
   memcpy(canon, s.p, s.len);
@@ -8968,7 +8971,7 @@ static void session_execute(struct session *s) {
                  strcmp(c.def->name, "CHECK") == 0 ? "NOOP" : "LIST (SUBSCRIBED)");
     return;
   }
-  c.ps.utf8_names = session_utf8(s);
+  c.ps.utf8 = session_utf8(s);
   if (!c.uid && (c.def->flags & CMD_SEQNUMS) && session_uidonly(s)) {   /* RFC 9586 3.2 */
     session_send(s, "%s BAD [UIDREQUIRED] Message numbers are not allowed once UIDONLY is "
                  "enabled: use UID %s\r\n", c.tag, c.def->name);
