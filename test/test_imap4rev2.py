@@ -99,6 +99,28 @@ class AppendixA(Rev2Case):
         self.assertEqual(out[0], out[1])
 
 
+    def test_readme_example_is_what_the_server_says(self):
+        """The README's IMAP4rev2 session, replayed."""
+        import os
+        text = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                                 "README.md"), encoding="utf-8").read()
+        start = text.index("    C: a1 ENABLE IMAP4rev2")
+        block = text[start:text.index("\n\n", start)].split("\n")
+        steps = []
+        for line in block:
+            line = line[4:]
+            if line.startswith("C: "):
+                steps.append((line[3:], []))
+            else:
+                steps[-1][1].append(line[3:])
+        r = self.raw(self.start())
+        for command, expected in steps:
+            tag, rest = command.split(" ", 1)
+            u, t = r.cmd(rest, tag=tag)
+            got = (u + tag.encode() + b" " + t + b"\r\n").decode()
+            self.assertEqual(got, "".join(e + "\r\n" for e in expected), command)
+
+
 # ---------------------------------------------------------------------------------------
 class AppendixE(Rev2Case):
     """RFC 9051 Appendix E, item by item."""
