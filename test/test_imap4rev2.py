@@ -12,7 +12,7 @@ tree folder (Lists with an inferior Lists/ietf). Helpers and parser: wire.py's.
 Rows that depend on extensions another branch adds (LIST-EXTENDED, LIST-STATUS,
 SPECIAL-USE, STATUS=SIZE) are skipped unless the server advertises them.
 """
-import socket
+import os
 import time
 import unittest
 
@@ -23,6 +23,7 @@ from wire import (Lit, ServerCase, capabilities, codes, enabled, esearches, exis
 BASIC = fixture("basic.mbox")
 TREE = fixture("tree")
 
+CLIENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "imap4rev2_client.mjs")
 UTF8_MSG = ("From: J\u00f6rg <jorg@example.org>\r\nTo: b@example.org\r\n"
             "Subject: Gr\u00fc\u00dfe aus K\u00f6ln\r\nMIME-Version: 1.0\r\n"
             "Content-Type: text/plain; charset=utf-8\r\n\r\nHall\u00f6\r\n").encode()
@@ -101,7 +102,6 @@ class AppendixA(Rev2Case):
 
     def test_readme_example_is_what_the_server_says(self):
         """The README's IMAP4rev2 session, replayed."""
-        import os
         text = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
                                  "README.md"), encoding="utf-8").read()
         start = text.index("    C: a1 ENABLE IMAP4rev2")
@@ -580,6 +580,52 @@ class ModifiedUtf7(Rev2Case):
         r2.ok('CREATE "\u00c4\u00d6"'.encode())
         u = r2.ok('LIST "" "\u00c4*\u00d6"'.encode())
         self.assertEqual(len(responses(u, "LIST")), 1, u)
+
+
+# ---------------------------------------------------------------------------------------
+class RealClient(Rev2Case):
+    """imapflow (Node), which sends ENABLE IMAP4rev2 and UTF8=ACCEPT when offered: what its
+    user would check. It is installed as test_qresync_client.py installs it."""
+
+    @classmethod
+    def setUpClass(cls):
+        import test_qresync_client
+        why = test_qresync_client.install()
+        if why:
+            raise unittest.SkipTest(why)
+        super().setUpClass()
+
+    def client(self, s):
+        import test_qresync_client
+        c = test_qresync_client.Imapflow(self, script=CLIENT)
+        c.connected = c.request("connect", port=s.port)
+        return c
+
+    def test_imapflow_enables_imap4rev2(self):
+        s = self.start()
+        c = self.client(s)
+        self.assertIn("IMAP4REV2", c.connected["enabled"])
+        c.request("create", path="Entw\u00fcrfe")
+        self.assertIn("Entw&APw-rfe", self.list(self.rev1(s), "", "*"))
+        paths = {m["path"] for m in c.request("list")["mailboxes"]}
+        self.assertEqual(paths, {"INBOX", "Entw\u00fcrfe"})
+        st = c.request("status", path="INBOX")
+        self.assertEqual((st["messages"], st["unseen"]), (6, 2))
+        self.assertEqual(c.request("open", path="INBOX")["exists"], 6)
+        self.assertEqual(c.request("search", query={"seen": False})["uids"], [2, 4])
+        subjects = dict(c.request("subjects")["messages"])
+        self.assertEqual(subjects[1], "First message")
+        c.request("append", path="Entw\u00fcrfe", message=UTF8_MSG.decode())
+        self.assertEqual(c.request("status", path="Entw\u00fcrfe")["messages"], 1)
+        c.request("logout")
+
+    def test_imapflow_against_a_rev2_only_server(self):
+        s = self.start(BASIC, "--imap-version", "rev2")
+        c = self.client(s)
+        self.assertNotIn("IMAP4rev1", c.connected["capabilities"])
+        self.assertEqual(c.request("open", path="INBOX")["exists"], 6)
+        self.assertEqual(c.request("search", query={"flagged": True})["uids"], [2])
+        c.request("logout")
 
 
 # ---------------------------------------------------------------------------------------
