@@ -526,7 +526,8 @@ struct imapmem {
 ** ===========================================================================
 ** Owns: the allocation wrapper, growable buffers (struct buf), borrowed views (struct
 ** str), per-command arenas, and small text helpers: numbers, dates, base64, literal
-** announcements, case-insensitive search (struct needle), the one binary search.
+** announcements, case-insensitive search (struct needle), the one binary search, UTF-8
+** checks and mailbox names between modified UTF-7 and UTF-8.
 ** Calls: libc only.
 ** Locking: none; every object here belongs to one thread.
 **
