@@ -338,6 +338,8 @@ struct parser {              /* a cursor over one whole command (literals inline
   const char *p, *end;
   struct arena *arena;
   const char *err;            /* why the last getter failed */
+  int utf8;                   /* the session reads UTF-8: mailbox names in it, and checked
+                                 quoted strings (RFC 9051 5.1, RFC 6855 3) */
 };
 
 /* ---- section 6: commands ---- */
@@ -363,7 +365,8 @@ typedef struct user *sasl_mech_fn(struct session *, struct command *, struct buf
 enum {
   CMD_UID = 1,                /* may follow "UID" */
   CMD_KEEP_SEQ = 2,           /* RFC 3501 7.4.1: no EXPUNGE while answering it */
-  CMD_SEQNUMS = 4             /* its plain form takes message numbers (RFC 9586 3.2) */
+  CMD_SEQNUMS = 4,            /* its plain form takes message numbers (RFC 9586 3.2) */
+  CMD_NOT_REV2 = 8            /* not in IMAP4rev2 (RFC 9051 Appendix E 17, 19): BAD there */
 };
 struct cmd_def {
   const char *name;
@@ -378,7 +381,9 @@ struct cmd_def {
 enum {
   ENABLED_CONDSTORE = 1,      /* a CONDSTORE enabling command was seen (RFC 7162 3.1) */
   ENABLED_QRESYNC = 2,        /* ENABLE QRESYNC (RFC 7162 3.2.3) */
-  ENABLED_UIDONLY = 4         /* ENABLE UIDONLY (RFC 9586 3.1) */
+  ENABLED_UIDONLY = 4,        /* ENABLE UIDONLY (RFC 9586 3.1) */
+  ENABLED_IMAP4REV2 = 8,      /* ENABLE IMAP4rev2 (RFC 9051 Appendix A) */
+  ENABLED_UTF8_ACCEPT = 16    /* ENABLE UTF8=ACCEPT (RFC 6855 3) */
 };
 struct skey;
 /*
@@ -637,6 +642,9 @@ struct imapmem {
 /* Off at start: LITERAL- (LITERAL+ is on instead, RFC 7888 4) and LOGINDISABLED. */
 #define CAPS_OFF_AT_START (CAP_LITERALMINUS | CAP_LOGINDISABLED)
 #define CAPS_MAX 1024         /* room for the capability list as text */
+#define CAP_IMAP4REV2        ((capset)1 << 34)   /* RFC 9051, beside IMAP4rev1 */
+#define CAP_UTF8_ACCEPT      ((capset)1 << 35)   /* RFC 6855 */
+#define CAP_IMAP4REV1        ((capset)1 << 36)   /* off: a rev2-only server */
 
 /*
 ** ===========================================================================
@@ -644,8 +652,9 @@ struct imapmem {
 ** ===========================================================================
 ** Owns: the allocation wrapper, growable buffers (struct buf), borrowed views (struct
 ** str), per-command arenas, and small text helpers: numbers, dates, base64, literal
-** announcements, case-insensitive search (struct needle), the one binary search; and
-** the hashes SASL needs (MD5, SHA-1, SHA-256, HMAC, PBKDF2) with random bytes.
+** announcements, case-insensitive search (struct needle), the one binary search, UTF-8
+** checks and mailbox names between modified UTF-7 and UTF-8; and the hashes SASL needs
+** (MD5, SHA-1, SHA-256, HMAC, PBKDF2) with random bytes.
 ** Calls: libc only.
 ** Locking: none; every object here belongs to one thread.
 **
@@ -1518,6 +1527,172 @@ static void random_bytes(unsigned char *out, size_t n) {
     memcpy(out + got, d, take);
     got += take;
   }
+}
+
+/*
+** Mailbox names: imapmem keeps them in modified UTF-7 (RFC 3501 5.1.3), the form an
+** IMAP4rev1 client names them in. A session that enabled IMAP4rev2 or UTF8=ACCEPT names
+** them in UTF-8 (RFC 9051 5.1, RFC 6855 3), converted here both ways, so every session
+** sees the same mailbox whatever form it uses.
+*/
+
+/*
+** A UTF-8 name in modified UTF-7: "&" is "&-", and characters outside printable ASCII go
+** as UTF-16 in base64 with "," for "/", between "&" and "-". In the arena; NULL for bytes
+** that are not UTF-8 or characters RFC 6855 3 keeps out of names (controls, U+2028,
+** U+2029), with *why_out (may be NULL) saying which.
+*/
+static const char *mutf7_from_utf8(struct arena *a, const char *in, const char **why_out) {
+  static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+,";
+  struct buf out = {0};
+  const unsigned char *p = (const unsigned char *)in;
+  unsigned bits = 0;
+  int nbits = 0, shifted = 0, bad = 0, refused = 0;
+  while (*p && !bad) {
+    uint32_t c = *p;
+    int len = c < 0x80 ? 1 : c >= 0xc2 && c < 0xe0 ? 2 : c >= 0xe0 && c < 0xf0 ? 3
+            : c >= 0xf0 && c < 0xf5 ? 4 : 0;
+    if (len > 1) c &= 0x3fu >> (len - 1);
+    for (int k = 1; k < len && !bad; k++) {
+      bad = (p[k] & 0xc0) != 0x80;
+      c = c << 6 | (p[k] & 0x3fu);
+    }
+    bad |= !len || (len == 3 && (c < 0x800 || (c >= 0xd800 && c < 0xe000))) ||
+           (len == 4 && (c < 0x10000 || c > 0x10ffff));
+    if (bad) break;
+    if (c < 0x20 || (c >= 0x7f && c < 0xa0) || c == 0x2028 || c == 0x2029) {  /* RFC 6855 3 */
+      if (why_out) *why_out = "no control characters, U+2028 or U+2029";
+      refused = 1;
+      break;
+    }
+    p += len;
+    if (c >= 0x20 && c <= 0x7e) {
+      if (shifted && nbits) buf_addc(&out, b64[(bits << (6 - nbits)) & 63]);
+      if (shifted) buf_addc(&out, '-');
+      shifted = nbits = 0;
+      if (c == '&') buf_adds(&out, "&-");
+      else buf_addc(&out, (char)c);
+      continue;
+    }
+    if (!shifted) buf_addc(&out, '&');
+    shifted = 1;
+    uint32_t units[2] = {c, 0};
+    int nu = 1;
+    if (c >= 0x10000) {      /* a surrogate pair */
+      units[0] = 0xd800 | ((c - 0x10000) >> 10);
+      units[1] = 0xdc00 | ((c - 0x10000) & 0x3ff);
+      nu = 2;
+    }
+    for (int u = 0; u < nu; u++) {
+      bits = (bits << 16) | units[u];
+      for (nbits += 16; nbits >= 6; nbits -= 6) buf_addc(&out, b64[(bits >> (nbits - 6)) & 63]);
+      bits &= (1u << nbits) - 1;
+    }
+  }
+  if (shifted && nbits) buf_addc(&out, b64[(bits << (6 - nbits)) & 63]);
+  if (shifted) buf_addc(&out, '-');
+  if (bad && why_out) *why_out = "not UTF-8";
+  const char *r = bad || refused || out.oom ? NULL : arena_strndup(a, out.p ? out.p : "", out.len);
+  buf_free(&out);
+  return r;
+}
+
+
+/* The value of a modified-base64 digit (RFC 3501 5.1.3: RFC 2152's with ',' for '/'). */
+static int mutf7_digit(int c) {
+  if (c >= 'A' && c <= 'Z') return c - 'A';
+  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+  if (c >= '0' && c <= '9') return c - '0' + 52;
+  return c == '+' ? 62 : c == ',' ? 63 : -1;
+}
+
+/* Code point c as UTF-8 onto out. */
+static void utf8_put(struct buf *out, uint32_t c) {
+  if (c < 0x80) {
+    buf_addc(out, (char)c);
+  } else if (c < 0x800) {
+    buf_addc(out, (char)(0xc0 | c >> 6));
+    buf_addc(out, (char)(0x80 | (c & 0x3f)));
+  } else if (c < 0x10000) {
+    buf_addc(out, (char)(0xe0 | c >> 12));
+    buf_addc(out, (char)(0x80 | ((c >> 6) & 0x3f)));
+    buf_addc(out, (char)(0x80 | (c & 0x3f)));
+  } else {
+    buf_addc(out, (char)(0xf0 | c >> 18));
+    buf_addc(out, (char)(0x80 | ((c >> 12) & 0x3f)));
+    buf_addc(out, (char)(0x80 | ((c >> 6) & 0x3f)));
+    buf_addc(out, (char)(0x80 | (c & 0x3f)));
+  }
+}
+
+/* Are the n bytes at p UTF-8 (RFC 3629 4: shortest forms, no surrogates)? */
+static int utf8_valid(const char *p, size_t n) {
+  const unsigned char *u = (const unsigned char *)p;
+  for (size_t i = 0; i < n;) {
+    uint32_t c = u[i];
+    int len = c < 0x80 ? 1 : c >= 0xc2 && c < 0xe0 ? 2 : c >= 0xe0 && c < 0xf0 ? 3
+            : c >= 0xf0 && c < 0xf5 ? 4 : 0;
+    if (!len || i + (size_t)len > n) return 0;
+    if (len > 1) c &= 0x3fu >> (len - 1);
+    for (int k = 1; k < len; k++) {
+      if ((u[i + (size_t)k] & 0xc0) != 0x80) return 0;
+      c = c << 6 | (u[i + (size_t)k] & 0x3fu);
+    }
+    if ((len == 3 && (c < 0x800 || (c >= 0xd800 && c < 0xe000))) ||
+        (len == 4 && (c < 0x10000 || c > 0x10ffff)))
+      return 0;
+    i += (size_t)len;
+  }
+  return 1;
+}
+
+/*
+** A stored (modified UTF-7) name in UTF-8, onto out. A name that is not valid modified
+** UTF-7 (a fixture's file name, say) goes out byte for byte: it names the mailbox the
+** same way when it comes back, since only "&" starts a shift.
+*/
+static void mutf7_to_utf8(struct buf *out, const char *in) {
+  struct buf u = {0};
+  const char *p = in;
+  int bad = 0;
+  while (*p && !bad) {
+    if (*p != '&') {
+      buf_addc(&u, *p++);
+      continue;
+    }
+    if (p[1] == '-') {       /* "&-" is "&" */
+      buf_addc(&u, '&');
+      p += 2;
+      continue;
+    }
+    uint32_t bits = 0, high = 0;
+    int nbits = 0, units = 0;
+    for (p++; *p && *p != '-' && !bad; p++) {
+      int d = mutf7_digit((unsigned char)*p);
+      if (d < 0) bad = 1;
+      bits = (bits << 6 | (uint32_t)d) & 0x3fffff;
+      if (bad || (nbits += 6) < 16) continue;
+      uint32_t unit = (bits >> (nbits - 16)) & 0xffff;
+      nbits -= 16;
+      units++;
+      if (unit >= 0xd800 && unit < 0xdc00 && !high) {
+        high = unit;
+      } else if (unit >= 0xdc00 && unit < 0xe000 && high) {
+        utf8_put(&u, 0x10000 + ((high - 0xd800) << 10) + (unit - 0xdc00));
+        high = 0;
+      } else if (high || (unit >= 0xd800 && unit < 0xe000) || (unit >= 0x20 && unit < 0x7f)) {
+        bad = 1;             /* a lone surrogate, or ASCII that should not be shifted */
+      } else {
+        utf8_put(&u, unit);
+      }
+    }
+    /* RFC 3501 5.1.3 (RFC 2152): at most 5 zero bits pad the last unit; "-" ends it */
+    if (*p != '-' || !units || high || nbits >= 6 || (bits & ((1u << nbits) - 1))) bad = 1;
+    else p++;
+  }
+  if (bad || u.oom) buf_adds(out, in);
+  else buf_add(out, u.p ? u.p : "", u.len);
+  buf_free(&u);
 }
 
 /*
@@ -5615,6 +5790,8 @@ static int parse_quoted(struct parser *ps, struct str *out) {
     ps->p++;
   }
   if (ps->p >= ps->end) return parse_fail(ps, "Unterminated quoted string");
+  if (ps->utf8 && !utf8_valid(s, (size_t)(ps->p - s)))   /* RFC 6855 3: BAD */
+    return parse_fail(ps, "8-bit bytes in a quoted string that are not UTF-8");
   const char *e = ps->p++;
   if (!escaped) {
     *out = str_make(s, (size_t)(e - s));
@@ -5647,6 +5824,23 @@ static int is_list_char(int c) {
   return is_astring_char(c) || c == '%' || c == '*';
 }
 
+/*
+** A UTF-8 mailbox name (RFC 6855 3, RFC 9051 5.1), replaced by its modified UTF-7 form
+** in the arena. 8-bit bytes that are not UTF-8 are BAD (RFC 6855 3).
+*/
+static int parse_mailbox_utf8(struct parser *ps, struct str *s) {
+  const char *why = NULL;
+  char *z = arena_strndup(ps->arena, s->p, s->len);
+  if (!z) return parse_fail(ps, "Out of memory");
+  const char *m = mutf7_from_utf8(ps->arena, z, &why);
+  if (!m) return parse_fail(ps, why ? (strcmp(why, "not UTF-8") == 0 ?
+                                       "Mailbox name is not UTF-8" :
+                                       "Mailbox name may hold no control characters, U+2028 "
+                                       "or U+2029 (RFC 6855 3)") : "Out of memory");
+  *s = str_make(m, strlen(m));
+  return 1;
+}
+
 /* list-mailbox: a pattern that may hold % and * (RFC 3501 6.3.8). */
 static int parse_list_mailbox(struct parser *ps, struct str *out) {
   if (parse_peek(ps, '"') || parse_peek(ps, '{')) return parse_string(ps, out);
@@ -5670,7 +5864,8 @@ static const char *parse_cstr(struct parser *ps, struct str s) {
 
 /*
 ** A mailbox name: an astring, INBOX made canonical, a trailing '/' dropped. Names with
-** NUL or line breaks, or longer than MAX_MAILBOX_NAME, are refused.
+** NUL or line breaks, or longer than MAX_MAILBOX_NAME, are refused. In a UTF-8 session
+** (ps->utf8) the name is UTF-8 and is stored in modified UTF-7.
 */
 static int parse_mailbox(struct parser *ps, const char **out) {
   struct str s;
@@ -5679,6 +5874,8 @@ static int parse_mailbox(struct parser *ps, const char **out) {
   for (size_t i = 0; i < s.len; i++)
     if (s.p[i] == 0 || s.p[i] == '\r' || s.p[i] == '\n')
       return parse_fail(ps, "Mailbox name contains a control character");
+  if (ps->utf8 && !parse_mailbox_utf8(ps, &s)) return 0;
+  if (s.len > MAX_MAILBOX_NAME) return parse_fail(ps, "Mailbox name too long");
   char canon[MAX_MAILBOX_NAME + 1];
   memcpy(canon, s.p, s.len);
   canon[s.len] = 0;
@@ -5948,7 +6145,7 @@ static int parse_date(struct parser *ps, int64_t *days) {
 ** (RFC 5182), resolved and cleared here, and the UPDATE contexts' results, which lose
 ** expunged messages here (RFC 5267 4.3.4). Bytes move through the session's struct
 ** session_io, which section 10 provides: nothing here touches a socket.
-** Calls: sections 1, 3 and 5.
+** Calls: sections 1, 2, 3 and 5 (of section 2, out_string for mailbox names).
 ** Locking: a session's view and output belong to its thread; the view is brought up to
 ** date under the selected mailbox's lock; publishing for imapmem_wait() takes the
 ** server's lock, never inside a mailbox's; the transcript takes the server's lock to
@@ -6248,6 +6445,55 @@ static int session_uidonly(const struct session *s) {
   return (s->enabled & ENABLED_UIDONLY) != 0;
 }
 
+/* ------------------------------------------------------------------------- */
+/* IMAP4rev2 (RFC 9051) and UTF8=ACCEPT (RFC 6855): what a session sees differently. */
+
+/*
+** Does the session follow RFC 9051? It enabled IMAP4rev2, or the server offers IMAP4rev2
+** and not IMAP4rev1 (--imap-version rev2), which needs no ENABLE (RFC 9051 Appendix A).
+*/
+static int session_rev2(const struct session *s) {
+  return (s->enabled & ENABLED_IMAP4REV2) ||
+         (!cap_on(s->srv, CAP_IMAP4REV1) && cap_on(s->srv, CAP_IMAP4REV2));
+}
+
+/* Does it name mailboxes in UTF-8 and read UTF-8 in quoted strings (RFC 6855 3)? */
+static int session_utf8(const struct session *s) {
+  return session_rev2(s) || (s->enabled & ENABLED_UTF8_ACCEPT);
+}
+
+/* A stored mailbox name as the session names it (UTF-8, or as stored), in the arena. */
+static const char *session_mailbox_name(struct session *s, const char *stored) {
+  if (!session_utf8(s)) return stored;
+  struct buf b = {0};
+  mutf7_to_utf8(&b, stored);
+  const char *r = b.oom ? NULL : arena_strndup(&s->arena, b.p ? b.p : "", b.len);
+  buf_free(&b);
+  return r ? r : stored;
+}
+
+/*
+** A mailbox name, as the session names it, as an IMAP string: quoted with UTF-8 in it
+** only in a UTF-8 session (RFC 6855 3, RFC 9051 Appendix A: never before ENABLE), else
+** as out_string writes any string.
+*/
+static void session_send_mailbox(struct session *s, const char *name) {
+  size_t n = strlen(name);
+  int quoted = session_utf8(s) && n <= 1024 && utf8_valid(name, n);
+  for (size_t i = 0; quoted && i < n; i++) {
+    unsigned char c = (unsigned char)name[i];
+    quoted = c >= 0x20 && c != 0x7f && c != '"' && c != '\\';
+  }
+  if (quoted) session_send(s, "\"%s\"", name);
+  else out_string(&s->out, name, n);
+}
+
+/* "* n EXISTS", and "* n RECENT" but in IMAP4rev2 (RFC 9051 Appendix E 12). */
+static void session_send_exists(struct session *s, size_t recent) {
+  session_send(s, "* %zu EXISTS\r\n", s->nview);
+  if (!session_rev2(s)) session_send(s, "* %zu RECENT\r\n", recent);
+}
+
 /*
 ** The start of a FETCH response: "* seq FETCH (", or once UIDONLY is enabled
 ** "* uid UIDFETCH (" (RFC 9586 3.3, 3.6: no message number in any response).
@@ -6533,6 +6779,7 @@ static int session_sync(struct session *s, int allow_expunge) {
            read-only one does not take it from the sessions after it */
         e->recent = (mb->msgs[i].flags & FLAG_RECENT) != 0;
         e->gone = 0;
+        if (session_rev2(s)) e->recent = 0;   /* RFC 9051 Appendix E 12: no \Recent */
         if (e->recent && !s->readonly) mb->msgs[i].flags &= ~(uint32_t)FLAG_RECENT;
         added++;
       }
@@ -6540,7 +6787,7 @@ static int session_sync(struct session *s, int allow_expunge) {
     if (added) {
       size_t recent = 0;
       for (size_t i = 0; i < s->nview; i++) recent += s->view[i].recent;
-      session_send(s, "* %zu EXISTS\r\n* %zu RECENT\r\n", s->nview, recent);
+      session_send_exists(s, recent);
     }
     s->seen_modseq = mb->modseq;
   }
@@ -6867,6 +7114,15 @@ static int search_uses_modseq(const struct skey *k) {
 static int search_uses_objectid(const struct skey *k) {
   for (; k; k = k->next)
     if (k->op == SK_EMAILID || k->op == SK_THREADID || search_uses_objectid(k->child)) return 1;
+  return 0;
+}
+
+/* ... or NEW, OLD or RECENT, which IMAP4rev2 has not (RFC 9051 Appendix E 12)? */
+static int search_uses_recent(const struct skey *k) {
+  for (; k; k = k->next)
+    if (k->op == SK_NEW || k->op == SK_OLD || k->op == SK_RECENT ||
+        search_uses_recent(k->child))
+      return 1;
   return 0;
 }
 
@@ -7247,6 +7503,8 @@ static int cmd_search(struct session *s, struct command *c) {
   ps->p = save;
   if (parse_run(ps, is_atom_char, &w) && str_ieq(w, "CHARSET")) {
     struct str cs;
+    if (s->enabled & ENABLED_UTF8_ACCEPT)   /* RFC 6855 3: conflicting charset labels */
+      return cmd_bad(c, "SEARCH CHARSET is not allowed after ENABLE UTF8=ACCEPT");
     if (!parse_sp(ps) || !parse_astring(ps, &cs) || !parse_sp(ps)) return cmd_bad_args(c);
     if (!str_ieq(cs, "US-ASCII") && !str_ieq(cs, "UTF-8")) {
       if (ret.opts & RET_SAVE) session_saved_clear(s);   /* RFC 5182 2.1 */
@@ -7257,6 +7515,13 @@ static int cmd_search(struct session *s, struct command *c) {
   }
   struct skey *keys = search_parse_list(ps, 0, 0);
   if (!keys) return cmd_bad_args(c);
+  if (session_rev2(s) && search_uses_recent(keys))
+    return cmd_bad(c, "SEARCH NEW, OLD and RECENT are not in IMAP4rev2 (RFC 9051 Appendix E "
+                      "12)");
+  if (session_rev2(s) && !ret.extended) {   /* RFC 9051 6.4.4: as RETURN (ALL) */
+    ret.extended = 1;
+    ret.opts = RET_ALL;
+  }
   if (session_uidonly(s) && search_uses_seqnums(keys))   /* RFC 9586 3.5 */
     return cmd_bad(c, "[UIDREQUIRED] Message numbers are not allowed once UIDONLY is enabled: "
                       "use UID set or ALL");
@@ -8654,8 +8919,11 @@ static int cmd_fetch(struct session *s, struct command *c) {
   if (partial_mod && !c->uid)  /* RFC 9394 3.3 */
     return cmd_bad(c, "FETCH PARTIAL is only allowed with UID FETCH");
   int has_uid = 0, has_flags = 0, has_modseq = 0, sets_seen = 0, has_binary = 0, has_oid = 0;
+  int has_rfc822 = 0;
   for (struct fetch_item *it = items; it; it = it->next) {
     has_oid |= it->kind == FI_EMAILID || it->kind == FI_THREADID;
+    has_rfc822 |= it->kind == FI_RFC822 || it->kind == FI_RFC822_HEADER ||
+                  it->kind == FI_RFC822_TEXT;
     has_uid |= it->kind == FI_UID;
     has_flags |= it->kind == FI_FLAGS;
     has_modseq |= it->kind == FI_MODSEQ;
@@ -8663,6 +8931,9 @@ static int cmd_fetch(struct session *s, struct command *c) {
     sets_seen |= it->kind == FI_RFC822 || it->kind == FI_RFC822_TEXT ||
                  ((it->kind == FI_SECTION || it->kind == FI_BINARY) && !it->peek);
   }
+  if (has_rfc822 && session_rev2(s))   /* RFC 9051 Appendix E 18 */
+    return cmd_bad(c, "FETCH RFC822, RFC822.HEADER and RFC822.TEXT are not in IMAP4rev2: use "
+                      "BODY[], BODY.PEEK[HEADER] and BODY[TEXT]");
   if (has_modseq && !cap_on(s->srv, CAP_CONDSTORE))
     return cmd_bad(c, "FETCH Unknown fetch attribute: MODSEQ");
   if (has_binary && !cap_on(s->srv, CAP_BINARY))
@@ -8805,7 +9076,7 @@ static const struct {
   capset needs;               /* on only while these are on */
   capset excludes;            /* never on with these */
 } capability_list[] = {
-  {"IMAP4rev1", 0, 0, 0}, {"LITERAL+", CAP_LITERALPLUS, 0, CAP_LITERALMINUS},
+  {"IMAP4rev1", CAP_IMAP4REV1, 0, 0}, {"LITERAL+", CAP_LITERALPLUS, 0, CAP_LITERALMINUS},
   {"LITERAL-", CAP_LITERALMINUS, 0, CAP_LITERALPLUS}, {"SASL-IR", CAP_SASLIR, 0, 0},
   {"AUTH=PLAIN", CAP_AUTH_PLAIN, 0, 0}, {"IDLE", CAP_IDLE, 0, 0}, {"UIDPLUS", CAP_UIDPLUS, 0, 0},
   {"MOVE", CAP_MOVE, 0, 0}, {"UNSELECT", CAP_UNSELECT, 0, 0},
@@ -8838,7 +9109,9 @@ static const struct {
   {"AUTH=SCRAM-SHA-1", CAP_AUTH_SCRAM_SHA_1, 0, 0},
   {"AUTH=SCRAM-SHA-256", CAP_AUTH_SCRAM_SHA_256, 0, 0},
   {"AUTH=OAUTHBEARER", CAP_AUTH_OAUTHBEARER, 0, 0}, {"AUTH=XOAUTH2", CAP_AUTH_XOAUTH2, 0, 0},
-  {"LOGINDISABLED", CAP_LOGINDISABLED, 0, 0}};   /* RFC 3501 7.2.1: hides PLAIN and LOGIN */
+  {"LOGINDISABLED", CAP_LOGINDISABLED, 0, 0},   /* RFC 3501 7.2.1: hides PLAIN and LOGIN */
+  {"IMAP4rev2", CAP_IMAP4REV2, 0, 0},   /* beside IMAP4rev1 it is ENABLEd: RFC 9051 App. A */
+  {"UTF8=ACCEPT", CAP_UTF8_ACCEPT, CAP_ENABLE, 0}};   /* RFC 6855 3: "MUST use ENABLE" */
 #define NCAPS (sizeof capability_list / sizeof capability_list[0])
 
 /*
@@ -9553,7 +9826,9 @@ static int cmd_enable(struct session *s, struct command *c) {
   static const struct { const char *name; capset cap; unsigned bits; } can[] = {
     {"CONDSTORE", CAP_CONDSTORE, ENABLED_CONDSTORE},
     {"QRESYNC", CAP_QRESYNC, ENABLED_QRESYNC | ENABLED_CONDSTORE},   /* RFC 7162 3.2.3 */
-    {"UIDONLY", CAP_UIDONLY, ENABLED_UIDONLY}};
+    {"UIDONLY", CAP_UIDONLY, ENABLED_UIDONLY},
+    {"IMAP4rev2", CAP_IMAP4REV2, ENABLED_IMAP4REV2},     /* RFC 9051 Appendix A */
+    {"UTF8=ACCEPT", CAP_UTF8_ACCEPT, ENABLED_UTF8_ACCEPT}};   /* RFC 6855 3 */
   struct parser *ps = &c->ps;
   struct buf names = {0};
   unsigned bits = 0;
@@ -9576,6 +9851,8 @@ static int cmd_enable(struct session *s, struct command *c) {
     return cmd_bad_args(c);
   }
   if (bits & ENABLED_CONDSTORE) session_enable_condstore(s);
+  if (bits & ENABLED_IMAP4REV2)   /* RFC 9051 Appendix E 12: \Recent is gone from here on */
+    for (size_t i = 0; i < s->nview; i++) s->view[i].recent = 0;
   s->enabled |= bits;
   session_send(s, "* ENABLED%s\r\n", names.p ? names.p : "");
   buf_free(&names);
@@ -9675,6 +9952,20 @@ static void select_qresync(struct session *s, struct select_params *sp) {
   free(ks);
 }
 
+/*
+** RFC 9051 6.3.2: an IMAP4rev2 SELECT or EXAMINE answers with the mailbox's LIST
+** response, its attributes as LIST gives them (\HasChildren or \HasNoChildren, which
+** IMAP4rev2's LIST always sends). Takes the user's lock.
+*/
+static void select_send_list(struct session *s, const char *name) {
+  pthread_mutex_lock(&s->user->lock);
+  int children = user_has_children_locked(s->user, name);
+  pthread_mutex_unlock(&s->user->lock);
+  session_send(s, "* LIST (%s) \"/\" ", children ? "\\HasChildren" : "\\HasNoChildren");
+  session_send_mailbox(s, session_mailbox_name(s, name));
+  session_send(s, "\r\n");
+}
+
 static int cmd_select(struct session *s, struct command *c) {
   struct parser *ps = &c->ps;
   const char *name;
@@ -9688,7 +9979,8 @@ static int cmd_select(struct session *s, struct command *c) {
     return cmd_bad(c, "[UIDREQUIRED] No sequence match data once UIDONLY is enabled");
   int had = s->mb != NULL;
   session_unselect(s);       /* 6.3.1: deselect first, even if the SELECT fails */
-  if (had && (cap_on(s->srv, CAP_CONDSTORE) || cap_on(s->srv, CAP_QRESYNC)))
+  if (had && (cap_on(s->srv, CAP_CONDSTORE) || cap_on(s->srv, CAP_QRESYNC) ||
+              session_rev2(s)))  /* RFC 9051 Appendix E 9 */
     session_send(s, "* OK [CLOSED] Previous mailbox closed\r\n");   /* RFC 7162 3.2.11 */
   if (sp.condstore || sp.qresync) s->enabled |= ENABLED_CONDSTORE;
   struct mailbox *mb = cmd_selectable(s, c, name, "NONEXISTENT");
@@ -9701,16 +9993,17 @@ static int cmd_select(struct session *s, struct command *c) {
     return cmd_no(c, "Out of memory");
   }
   size_t recent = 0, unseen = 0;
+  int rev2 = session_rev2(s);   /* RFC 9051 Appendix E 12: takes no \Recent */
   for (size_t i = 0; i < mb->count; i++) {
     struct message *m = &mb->msgs[i];
     s->view[i].uid = m->uid;
     s->view[i].recent = 0;
     s->view[i].gone = 0;
-    if ((m->flags & FLAG_RECENT) && !examine) {
+    if ((m->flags & FLAG_RECENT) && !examine && !rev2) {
       m->flags &= ~(uint32_t)FLAG_RECENT;  /* \Recent goes to exactly one session */
       s->view[i].recent = 1;
     }
-    if ((m->flags & FLAG_RECENT) && examine) s->view[i].recent = 1;
+    if ((m->flags & FLAG_RECENT) && examine && !rev2) s->view[i].recent = 1;
     recent += s->view[i].recent;
     if (!unseen && !(m->flags & FLAG_SEEN)) unseen = i + 1;
   }
@@ -9723,8 +10016,8 @@ static int cmd_select(struct session *s, struct command *c) {
   s->seen_modseq = s->watch.told = mb->modseq;
   s->state = ST_SELECTED;
   session_send_flags(s, mb);
-  session_send(s, "* %zu EXISTS\r\n* %zu RECENT\r\n", s->nview, recent);
-  if (unseen && !session_uidonly(s))   /* RFC 9586 3: a message number */
+  session_send_exists(s, recent);
+  if (unseen && !session_uidonly(s) && !rev2)   /* RFC 9586 3; RFC 9051 Appendix E 11 */
     session_send(s, "* OK [UNSEEN %zu] First unseen message\r\n", unseen);
   session_send(s, "* OK [UIDVALIDITY %u] UIDs valid\r\n", mb->uidvalidity);
   session_send(s, "* OK [UIDNEXT %u] Predicted next UID\r\n", mb->uidnext);
@@ -9736,6 +10029,7 @@ static int cmd_select(struct session *s, struct command *c) {
     session_send(s, "* OK [MAILBOXID (%s)] Ok\r\n", mb->id);
   if (sp.qresync && !mb->nomodseq && sp.uidvalidity == mb->uidvalidity) select_qresync(s, &sp);
   pthread_mutex_unlock(&mb->lock);
+  if (rev2) select_send_list(s, name);   /* RFC 9051 6.3.2, Appendix E 10 */
   session_publish(s);        /* takes the server's lock: never inside a mailbox's */
   return cmd_ok(c, "[%s] %s completed", examine ? "READ-ONLY" : "READ-WRITE", c->def->name);
 }
@@ -10058,6 +10352,8 @@ static int status_parse_items(struct session *s, struct command *c, struct statu
          k++) {}
     if (k == SI_COUNT)
       return cmd_bad(c, "%s Unknown status item: %.*s", c->def->name, (int)it.len, it.p);
+    if (k == SI_RECENT && session_rev2(s))   /* RFC 9051 Appendix E 12 */
+      return cmd_bad(c, "%s RECENT is not in IMAP4rev2 (RFC 9051 Appendix E 12)", c->def->name);
     if (w->n < 16) w->item[w->n++] = k;
     if (k == SI_HIGHESTMODSEQ) session_enable_condstore(s);
   } while (parse_char(ps, ' '));
@@ -10091,7 +10387,7 @@ static void status_send(struct session *s, struct mailbox *mb, const char *name,
   memcpy(mailboxid, mb->id, sizeof mailboxid);
   pthread_mutex_unlock(&mb->lock);
   session_send(s, "* STATUS ");
-  out_string(&s->out, name, strlen(name));
+  session_send_mailbox(s, session_mailbox_name(s, name));   /* UTF-8 where enabled */
   session_send(s, " (");
   for (int i = 0; i < w->n; i++)
     if (w->item[i] == SI_MAILBOXID)   /* RFC 8474 4.3: an objectid in parentheses */
@@ -10125,6 +10421,7 @@ enum {                        /* which names a LIST selects (RFC 5258 3.1, 6154 
 };
 struct list_item {
   const char *name;
+  const char *shown;          /* the name as the session names it (UTF-8 in IMAP4rev2) */
   unsigned info;              /* LI_* */
   unsigned use;               /* special-use roles, USE_* */
   int matched;                /* matches one of the patterns */
@@ -10326,9 +10623,11 @@ static int cmd_list_extended(struct session *s, struct command *c) {
   pthread_mutex_unlock(&u->lock);
   if (!v) return cmd_no(c, "[SERVERBUG] Out of memory");
   qsort(v, n, sizeof *v, cmp_list_entries);
-  for (size_t i = 0; i < n; i++)
+  for (size_t i = 0; i < n; i++) {
+    v[i].shown = session_mailbox_name(s, v[i].name);   /* patterns match names as sent */
     for (int k = 0; k < rq.npatterns && !v[i].matched; k++)
-      v[i].matched = list_match_name(rq.pattern[k], v[i].name);
+      v[i].matched = list_match_name(rq.pattern[k], v[i].shown);
+  }
   for (size_t i = 0; i < n; i++) {
     if (!v[i].matched) continue;
     int meets = list_selected(&rq, &v[i]), childinfo = 0;
@@ -10345,7 +10644,7 @@ static int cmd_list_extended(struct session *s, struct command *c) {
     char attrs[256];
     list_item_attributes(&v[i], rq.ret, attrs, sizeof attrs);
     session_send(s, "* LIST (%s) \"/\" ", attrs);
-    out_string(&s->out, v[i].name, len);
+    session_send_mailbox(s, v[i].shown);
     session_send(s, "%s\r\n", childinfo ? " (\"CHILDINFO\" (\"SUBSCRIBED\"))" : "");
     if (mb && (v[i].info & LI_SELECTABLE)) status_send(s, mb, v[i].name, &rq.status);
     mailbox_unref(mb);
@@ -10364,6 +10663,17 @@ static int list_is_extended(struct parser ps) {
   if (!parse_astring(&ps, &ref) || !parse_sp(&ps)) return 0;
   if (parse_peek(&ps, '(')) return 1;
   return parse_list_mailbox(&ps, &pat) && parse_peek(&ps, ' ');
+}
+
+/* attrs followed by the special-use roles in use, in the arena (NULL if out of memory). */
+static const char *list_attrs_with_roles(struct session *s, const char *attrs, unsigned use) {
+  char out[256];
+  size_t len = (size_t)snprintf(out, sizeof out, "%s", attrs);
+  for (int i = 0; i < USE_ROLES; i++)
+    if (use >> i & 1)
+      len += (size_t)snprintf(out + len, len < sizeof out ? sizeof out - len : 0, "%s%s",
+                              len ? " " : "", special_use_names[i]);
+  return arena_strndup(&s->arena, out, strlen(out));
 }
 
 /*
@@ -10392,7 +10702,7 @@ static int cmd_list(struct session *s, struct command *c) {
   memcpy(full + ref.len, pat.p, pat.len);
   full[ref.len + pat.len] = 0;
   mailbox_canonical(full, full, ref.len + pat.len + 1);
-  int children = cap_on(s->srv, CAP_CHILDREN);    /* RFC 3348 */
+  int children = cap_on(s->srv, CAP_CHILDREN) || session_rev2(s);  /* RFC 3348, 9051 */
   struct user *u = s->user;
   pthread_mutex_lock(&u->lock);
   size_t n = lsub ? u->live.nsubs : u->live.n;
@@ -10403,12 +10713,15 @@ static int cmd_list(struct session *s, struct command *c) {
     struct mailbox *mb = lsub ? user_mailbox_locked(u, name) : u->live.list[i];
     int selectable = mb && mb->selectable;
     e[i].name = arena_strndup(&s->arena, name, strlen(name));
+    if (e[i].name) e[i].name = session_mailbox_name(s, e[i].name);   /* matched as sent */
     if (lsub) e[i].attrs = selectable ? "" : "\\Noselect";
     else if (!children) e[i].attrs = selectable ? "" : "\\Noselect";
     else if (user_has_children_locked(u, name))
       e[i].attrs = selectable ? "\\HasChildren" : "\\Noselect \\HasChildren";
     else e[i].attrs = selectable ? "\\HasNoChildren" : "\\Noselect \\HasNoChildren";
-    oom = !e[i].name;
+    if (!lsub && session_rev2(s) && cap_on(s->srv, CAP_SPECIAL_USE))   /* RFC 9051 7.3.1 */
+      e[i].attrs = list_attrs_with_roles(s, e[i].attrs, mailbox_special_use_locked(mb));
+    oom = !e[i].name || !e[i].attrs;
   }
   pthread_mutex_unlock(&u->lock);
   if (oom) return cmd_no(c, "Out of memory");
@@ -10416,7 +10729,7 @@ static int cmd_list(struct session *s, struct command *c) {
   for (size_t i = 0; i < n; i++) {
     if (!list_match_name(full, e[i].name)) continue;
     session_send(s, "* %s (%s) \"/\" ", cmd, e[i].attrs);
-    out_string(&s->out, e[i].name, strlen(e[i].name));
+    session_send_mailbox(s, e[i].name);
     session_send(s, "\r\n");
   }
   if (lsub && strchr(full, '%')) {
@@ -10432,7 +10745,7 @@ static int cmd_list(struct session *s, struct command *c) {
                   (j < i && strncmp(e[j].name, name, len) == 0 && e[j].name[len] == '/');
         if (!lvl || known || !list_match_name(full, lvl)) continue;
         session_send(s, "* LSUB (\\Noselect) \"/\" ");
-        out_string(&s->out, lvl, len);
+        session_send_mailbox(s, lvl);
         session_send(s, "\r\n");
       }
     }
@@ -10610,6 +10923,7 @@ struct append_msg {
   int64_t t;
   int tz;
   int eight;                  /* the message came as a literal8 */
+  int utf8;                   /* ... inside UTF8 ( ) (RFC 6855 4) */
   struct str literal;         /* the message, unless catenated */
   struct cat_part *parts;     /* CATENATE pieces, or NULL */
   struct msgdata *d;          /* built by append_build */
@@ -10655,10 +10969,17 @@ static int append_parse(struct parser *ps, struct append_msg **out, int *n, int 
       if (!parse_literal(ps, &m->literal)) return 0;
     } else {
       struct str w;
-      if (!parse_atom(ps, &w) || !str_ieq(w, "CATENATE"))
-        return parse_fail(ps, "Expected the message as a literal, or CATENATE");
-      if (!append_parse_catenate(ps, m)) return 0;
-      *catenate = 1;
+      if (!parse_atom(ps, &w) || (!str_ieq(w, "CATENATE") && !str_ieq(w, "UTF8")))
+        return parse_fail(ps, "Expected the message as a literal, CATENATE or UTF8");
+      if (str_ieq(w, "UTF8")) {   /* RFC 6855 4: "UTF8" SP "(" literal8 ")" */
+        if (!parse_sp(ps) || !parse_char(ps, '(') || !parse_char(ps, '~') ||
+            !parse_peek(ps, '{') || !parse_literal(ps, &m->literal) || !parse_char(ps, ')'))
+          return parse_fail(ps, "Expected UTF8 (~{n} and the message then ')'");
+        m->utf8 = 1;
+      } else {
+        if (!append_parse_catenate(ps, m)) return 0;
+        *catenate = 1;
+      }
     }
     *eight |= m->eight;
     *tail = m;
@@ -10687,61 +11008,6 @@ static const char *url_decode(struct arena *a, struct str v) {
   }
   if (out) out[n] = 0;
   return out;
-}
-
-/*
-** A mailbox name as a URL carries it, in UTF-8 (RFC 5092 8), turned back into IMAP's
-** modified UTF-7 (RFC 3501 5.1.3), the form clients name mailboxes in and imapmem keeps
-** them: "&" is "&-", and characters outside printable ASCII go as UTF-16 in base64 with
-** "," for "/", between "&" and "-". In the arena; NULL for bytes that are not UTF-8.
-*/
-static const char *url_mailbox_utf7(struct arena *a, const char *in) {
-  static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+,";
-  struct buf out = {0};
-  const unsigned char *p = (const unsigned char *)in;
-  unsigned bits = 0;
-  int nbits = 0, shifted = 0, bad = 0;
-  while (*p && !bad) {
-    uint32_t c = *p;
-    int len = c < 0x80 ? 1 : c >= 0xc2 && c < 0xe0 ? 2 : c >= 0xe0 && c < 0xf0 ? 3
-            : c >= 0xf0 && c < 0xf5 ? 4 : 0;
-    if (len > 1) c &= 0x3fu >> (len - 1);
-    for (int k = 1; k < len && !bad; k++) {
-      bad = (p[k] & 0xc0) != 0x80;
-      c = c << 6 | (p[k] & 0x3fu);
-    }
-    bad |= !len || (len == 3 && (c < 0x800 || (c >= 0xd800 && c < 0xe000))) ||
-           (len == 4 && (c < 0x10000 || c > 0x10ffff));
-    if (bad) break;
-    p += len;
-    if (c >= 0x20 && c <= 0x7e) {
-      if (shifted && nbits) buf_addc(&out, b64[(bits << (6 - nbits)) & 63]);
-      if (shifted) buf_addc(&out, '-');
-      shifted = nbits = 0;
-      if (c == '&') buf_adds(&out, "&-");
-      else buf_addc(&out, (char)c);
-      continue;
-    }
-    if (!shifted) buf_addc(&out, '&');
-    shifted = 1;
-    uint32_t units[2] = {c, 0};
-    int nu = 1;
-    if (c >= 0x10000) {      /* a surrogate pair */
-      units[0] = 0xd800 | ((c - 0x10000) >> 10);
-      units[1] = 0xdc00 | ((c - 0x10000) & 0x3ff);
-      nu = 2;
-    }
-    for (int u = 0; u < nu; u++) {
-      bits = (bits << 16) | units[u];
-      for (nbits += 16; nbits >= 6; nbits -= 6) buf_addc(&out, b64[(bits >> (nbits - 6)) & 63]);
-      bits &= (1u << nbits) - 1;
-    }
-  }
-  if (shifted && nbits) buf_addc(&out, b64[(bits << (6 - nbits)) & 63]);
-  if (shifted) buf_addc(&out, '-');
-  const char *r = bad || out.oom ? NULL : arena_strndup(a, out.p ? out.p : "", out.len);
-  buf_free(&out);
-  return r;
 }
 
 /* Does *p (before end) start with the keyword (any case)? Then step over it. */
@@ -10801,7 +11067,7 @@ static int append_url(struct session *s, struct arena *a, struct str url, struct
     partial = 1;
   }
   const char *name = url_decode(a, enc), *section = url_decode(a, sec);
-  if (name) name = url_mailbox_utf7(a, name);
+  if (name) name = mutf7_from_utf8(a, name, NULL);   /* RFC 5092 8: UTF-8 */
   if (p != end || !name || !*name || !section || strlen(name) > MAX_MAILBOX_NAME) return 0;
   struct fetch_item it;        /* the section, read as FETCH reads BODY[section] */
   memset(&it, 0, sizeof it);
@@ -10810,7 +11076,7 @@ static int append_url(struct session *s, struct arena *a, struct str url, struct
   if (!spec) return 0;
   memcpy(spec, section, slen);
   memcpy(spec + slen, "]", 2);
-  struct parser sp = {spec, spec + slen + 1, a, NULL};
+  struct parser sp = {spec, spec + slen + 1, a, NULL, 0};
   if (!fetch_parse_section(&sp, &it) || !parse_at_end(&sp)) return 0;
   it.partial = partial;
   it.origin = origin;
@@ -10902,6 +11168,11 @@ static int cmd_append(struct session *s, struct command *c) {
     return cmd_bad(c, "APPEND takes one message (no MULTIAPPEND)");
   if (eight && !cap_on(s->srv, CAP_BINARY)) return cmd_bad(c, "APPEND literal8 needs BINARY");
   if (catenate && !cap_on(s->srv, CAP_CATENATE)) return cmd_bad(c, "APPEND Unknown CATENATE");
+  for (struct append_msg *m = msgs; m; m = m->next) {
+    if (m->utf8 && !cap_on(s->srv, CAP_UTF8_ACCEPT)) return cmd_bad(c, "APPEND Unknown UTF8");
+    if (m->utf8 && !session_utf8(s))   /* RFC 6855 3, 4 */
+      return cmd_bad(c, "APPEND UTF8 needs ENABLE UTF8=ACCEPT first");
+  }
   struct mailbox *mb = cmd_selectable(s, c, name, "TRYCREATE");   /* RFC 3502: no create */
   if (!mb) return 0;
   size_t limit = atomic_load(&s->srv->append_limit);
@@ -11751,7 +12022,7 @@ static const struct cmd_def commands[] = {
   {"SUBSCRIBE",    AUTHED,      0,                     0,         0,           cmd_subscribe},
   {"UNSUBSCRIBE",  AUTHED,      0,                     0,         0,           cmd_subscribe},
   {"LIST",         AUTHED,      0,                     0,         0,           cmd_list},
-  {"LSUB",         AUTHED,      0,                     0,         0,           cmd_list},
+  {"LSUB",         AUTHED,      CMD_NOT_REV2,          0,         0,           cmd_list},
   {"STATUS",       AUTHED,      0,                     0,         0,           cmd_status},
   {"APPEND",       AUTHED,      0,                     0,         0,           cmd_append},
   {"IDLE",         AUTHED,      0,                     CAP_IDLE,  0,           cmd_idle},
@@ -11761,7 +12032,7 @@ static const struct cmd_def commands[] = {
   {"GETQUOTA",     AUTHED,      0,                     CAP_QUOTA, 0,           cmd_getquota},
   {"GETQUOTAROOT", AUTHED,      0,                     CAP_QUOTA, 0,           cmd_getquotaroot},
   {"SETQUOTA",     AUTHED,      0,                     CAP_QUOTASET, 0,        cmd_setquota},
-  {"CHECK",        ST_SELECTED, 0,                     0,         0,           cmd_check},
+  {"CHECK",        ST_SELECTED, CMD_NOT_REV2,          0,         0,           cmd_check},
   {"CLOSE",        ST_SELECTED, 0,                     0,         0,           cmd_close},
   {"UNSELECT",     ST_SELECTED, 0,                     CAP_UNSELECT, 0,        cmd_unselect},
   {"EXPUNGE",      ST_SELECTED, CMD_UID,               0,         CAP_UIDPLUS, cmd_expunge},
@@ -11907,6 +12178,12 @@ static void session_execute(struct session *s) {
                  state_name(s->state));
     return;
   }
+  if ((c.def->flags & CMD_NOT_REV2) && session_rev2(s)) {   /* RFC 9051 Appendix E */
+    session_send(s, "%s BAD %s is not in IMAP4rev2: use %s\r\n", c.tag, c.def->name,
+                 strcmp(c.def->name, "CHECK") == 0 ? "NOOP" : "LIST (SUBSCRIBED)");
+    return;
+  }
+  c.ps.utf8 = session_utf8(s);
   if (!c.uid && (c.def->flags & CMD_SEQNUMS) && session_uidonly(s)) {   /* RFC 9586 3.2 */
     session_send(s, "%s BAD [UIDREQUIRED] Message numbers are not allowed once UIDONLY is "
                  "enabled: use UID %s\r\n", c.tag, c.def->name);
@@ -13035,10 +13312,12 @@ int imapmem_new(const struct imapmem_config *config, imapmem **out) {
   if (config) cfg = *config;
   /* Every later computation with these (milliseconds for poll(), sums of sizes) fits. */
   if (cfg.max_connections < 0 || cfg.idle_timeout < 0 || cfg.idle_timeout > IMAPMEM_MAX_IDLE ||
-      cfg.max_literal > IMAPMEM_MAX_LITERAL_LIMIT)
+      cfg.max_literal > IMAPMEM_MAX_LITERAL_LIMIT || cfg.imap_version < 0 ||
+      cfg.imap_version > IMAPMEM_REV2_ONLY)
     return api_error(NULL, IMAPMEM_MISUSE, "imapmem_new: a setting is out of range "
-                     "(max_connections >= 0, idle_timeout 0-%d, max_literal 0-%lu)",
-                     IMAPMEM_MAX_IDLE, (unsigned long)IMAPMEM_MAX_LITERAL_LIMIT);
+                     "(max_connections >= 0, idle_timeout 0-%d, max_literal 0-%lu, "
+                     "imap_version 0-2)", IMAPMEM_MAX_IDLE,
+                     (unsigned long)IMAPMEM_MAX_LITERAL_LIMIT);
   struct imapmem *srv = mem_calloc(1, sizeof *srv);
   if (!srv) return api_error(NULL, IMAPMEM_NOMEM, "imapmem_new: out of memory");
   srv->cfg = cfg;
@@ -13053,7 +13332,9 @@ int imapmem_new(const struct imapmem_config *config, imapmem **out) {
   srv->imaps_fd = srv->imaps_port = srv->imaps_want = -1;
   srv->wake[0] = srv->wake[1] = -1;
   atomic_init(&srv->nactive, 0);
-  atomic_init(&srv->caps_off, CAPS_OFF_AT_START);
+  atomic_init(&srv->caps_off, CAPS_OFF_AT_START |
+              (cfg.imap_version == IMAPMEM_REV1_ONLY ? CAP_IMAP4REV2 : 0) |
+              (cfg.imap_version == IMAPMEM_REV2_ONLY ? CAP_IMAP4REV1 : 0));
   atomic_init(&srv->append_limit, srv->cfg.max_literal);
   srv->events = 1;           /* a mark is never 0, which means "now" in imapmem_wait */
   atomic_init(&srv->last_uidvalidity,
@@ -13451,7 +13732,7 @@ static int api_flags(struct imapmem *srv, const char *flags, struct arena *a,
   size_t n = strlen(flags);
   char *list = arena_alloc(a, n + 3);
   if (list) snprintf(list, n + 3, "(%s)", flags);
-  struct parser ps = {list, list ? list + n + 2 : NULL, a, NULL};
+  struct parser ps = {list, list ? list + n + 2 : NULL, a, NULL, 0};
   if (!list || !parse_flags(&ps, fl, 0) || !parse_end(&ps))
     return api_error(srv, IMAPMEM_MISUSE, "invalid flags \"%s\": %s", flags,
                      ps.err ? ps.err : "out of memory");
@@ -13908,8 +14189,13 @@ int imapmem_set_capability(imapmem *srv, const char *name, int on) {
   for (size_t i = 0; i < NCAPS; i++) {
     if (!capability_list[i].bit || strcasecmp(name, capability_list[i].name) != 0) continue;
     pthread_mutex_lock(&srv->lock);
-    atomic_store(&srv->caps_off, capability_switch(atomic_load(&srv->caps_off), i, on));
+    capset off = capability_switch(atomic_load(&srv->caps_off), i, on);
+    int versionless = (off & CAP_IMAP4REV1) && (off & CAP_IMAP4REV2);
+    if (!versionless) atomic_store(&srv->caps_off, off);
     pthread_mutex_unlock(&srv->lock);
+    if (versionless)
+      return api_error(srv, IMAPMEM_MISUSE, "imapmem_set_capability: IMAP4rev1 and IMAP4rev2 "
+                       "cannot both be off");
     return IMAPMEM_OK;
   }
   return api_error(srv, IMAPMEM_NOTFOUND, "no such optional capability: %s", name);
@@ -14081,6 +14367,10 @@ static const char usage[] =
   "      --trace                write the protocol transcript to stderr\n"
   "      --strict-expunge       FETCH/STORE of a message another session expunged answer\n"
   "                             NO [EXPUNGEISSUED] (default: as it was / no change)\n"
+  "      --imap-version both|rev1|rev2\n"
+  "                             advertise IMAP4rev1 and IMAP4rev2 (default; a client ENABLEs\n"
+  "                             IMAP4rev2), only IMAP4rev1, or only IMAP4rev2 (RFC 9051 for\n"
+  "                             every session, no ENABLE needed)\n"
   "      --fault SPEC           misbehave on purpose, e.g. 'APPEND=NO [OVERQUOTA] full',\n"
   "                             '#3=DROP', 'delay=200', 'chunk=1' (see the README)\n"
   "      --nomodseq MAILBOX     MAILBOX has no mod-sequences: SELECT answers [NOMODSEQ]\n"
@@ -14249,7 +14539,7 @@ static int parse_options(int argc, char **argv, struct options *o) {
                                          "--quota",
                                          "--imaps-port", "--tls-cert", "--tls-key",
                                          "--tls-cert-out", "--tls-fault", "--oauth-token",
-                                         "--admin"};
+                                         "--admin", "--imap-version"};
     int is_flag = 0, known = 0;
     const char *option = NULL;   /* name, as a string that outlives this loop */
     for (size_t k = 0; k < sizeof flags / sizeof flags[0]; k++)
@@ -14300,6 +14590,12 @@ static int parse_options(int argc, char **argv, struct options *o) {
       o->trace = 1;
     } else if (!strcmp(name, "--strict-expunge")) {
       o->cfg.strict_expunge = 1;
+    } else if (!strcmp(name, "--imap-version")) {
+      static const char *const versions[] = {"both", "rev1", "rev2"};   /* ORDER IMAPMEM_REV */
+      int v = 0;
+      while (v < 3 && strcasecmp(val, versions[v]) != 0) v++;
+      if (v == 3) return die_usage("--imap-version wants both, rev1 or rev2, not %s", val);
+      o->cfg.imap_version = v;
     } else if (!strcmp(name, "--save")) {
       o->save = val;
     } else if (!strcmp(name, "--capability")) {

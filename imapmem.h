@@ -58,13 +58,21 @@ struct imapmem_config {
                                 answer NO [EXPUNGEISSUED] (RFC 2180 4.1.2, 4.2.2); 0: FETCH
                                 returns it as it was and STORE changes nothing (4.1.1), as
                                 Dovecot and Cyrus do */
+  int imap_version;          /* which IMAP the server offers: IMAPMEM_REV1_AND_REV2 (0, the
+                                default: both advertised, a client ENABLEs IMAP4rev2),
+                                IMAPMEM_REV1_ONLY (no IMAP4rev2), IMAPMEM_REV2_ONLY (no
+                                IMAP4rev1: every session follows RFC 9051 without ENABLE) */
 };
+#define IMAPMEM_REV1_AND_REV2 0
+#define IMAPMEM_REV1_ONLY 1
+#define IMAPMEM_REV2_ONLY 2
 
 /*
 ** Create a server with the given configuration (NULL: defaults) and store it in *out.
 ** It has no users and does not listen until imapmem_start(). Free it with imapmem_free().
 ** Returns IMAPMEM_OK; IMAPMEM_MISUSE if out is NULL or a setting is out of range
-** (negative, idle_timeout over 2147483, max_literal over 1 GiB); IMAPMEM_NOMEM. On failure
+** (negative, idle_timeout over 2147483, max_literal over 1 GiB, imap_version not one of
+** the IMAPMEM_REV* values); IMAPMEM_NOMEM. On failure
 ** *out is NULL and imapmem_errmsg(NULL) says why.
 */
 int imapmem_new(const struct imapmem_config *config, imapmem **out);
@@ -416,15 +424,18 @@ int imapmem_set_trace(imapmem *srv, imapmem_trace_fn *fn, void *arg);
 ** "CONDSTORE", "QRESYNC", "ESEARCH", "SEARCHRES", "CONTEXT=SEARCH", "PARTIAL", "BINARY",
 ** "MULTIAPPEND", "CATENATE", "APPENDLIMIT" (advertised as APPENDLIMIT=n, switched by its
 ** name alone), "UIDONLY", "QUOTA", "QUOTASET", "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE"
-** (RFC 9208; see imapmem_set_quota), "NOTIFY", "OBJECTID", the list, sort and thread
-** names of the README. Off means it is not advertised and its commands (or their extended
+** (RFC 9208; see imapmem_set_quota), "NOTIFY", "OBJECTID", the list, sort, thread and
+** AUTH= names of the README, "UTF8=ACCEPT", "IMAP4rev2" and "IMAP4rev1" (off: the server
+** offers IMAP4rev2 alone, as with config.imap_version IMAPMEM_REV2_ONLY, and every
+** session follows RFC 9051, even one already logged in). Off means it is not advertised and its commands (or their extended
 ** forms, and SEARCH RETURN options) answer BAD as unknown. Dependencies follow
 ** the RFCs: switching one off also switches off those that need it (CONDSTORE or ENABLE
 ** takes QRESYNC with it; ESEARCH takes SEARCHRES, CONTEXT=SEARCH and PARTIAL; ENABLE
 ** takes UIDONLY; QUOTA takes QUOTASET and QUOTA=RES-*), switching one on also switches on
 ** what it needs and off what it excludes (LITERAL+ and LITERAL- never go together;
-** LITERAL- is off at start). Returns IMAPMEM_OK; IMAPMEM_NOTFOUND for another
-** name; IMAPMEM_MISUSE for a NULL argument.
+** LITERAL- is off at start; ENABLE takes UTF8=ACCEPT). Returns IMAPMEM_OK;
+** IMAPMEM_NOTFOUND for another name; IMAPMEM_MISUSE for a NULL argument, or for
+** switching off the last of IMAP4rev1 and IMAP4rev2 (nothing changes then).
 */
 int imapmem_set_capability(imapmem *srv, const char *name, int on);
 

@@ -628,7 +628,7 @@ static void test_errors(void) {
   CHECK(imapmem_append(srv, "nobody", "INBOX", "a\r\n", 3, NULL, &uid) == IMAPMEM_NOTFOUND);
   CHECK(imapmem_save(srv, "nobody", "/tmp") == IMAPMEM_NOTFOUND);
   CHECK(imapmem_set_capability(srv, "XYZZY", 0) == IMAPMEM_NOTFOUND);
-  CHECK(imapmem_set_capability(srv, "IMAP4rev1", 0) == IMAPMEM_NOTFOUND);
+  CHECK(imapmem_set_capability(srv, "AUTH", 0) == IMAPMEM_NOTFOUND);   /* no partial names */
 
   /* malformed fault specs */
   const char *badspecs[] = {"NOOP", "NOOP=EXPLODE", "=NO text", "delay=abc", "chunk=",
@@ -1446,6 +1446,54 @@ static void test_capability(void) {
   }
   CHECK(imapmem_set_capability(srv, "NOSUCH", 1) == IMAPMEM_NOTFOUND);
   imapmem_free(srv);
+}
+
+/*
+** config.imap_version (RFC 9051 Appendix A): both versions by default, a client ENABLEs
+** IMAP4rev2; IMAPMEM_REV2_ONLY serves RFC 9051 without ENABLE; IMAPMEM_REV1_ONLY has no
+** IMAP4rev2; the two cannot both be switched off.
+*/
+static void test_imap_version(void) {
+  struct imapmem_config cfg;
+  memset(&cfg, 0, sizeof cfg);
+  imapmem *srv = NULL;
+  cfg.imap_version = 3;
+  CHECK(imapmem_new(&cfg, &srv) == IMAPMEM_MISUSE && srv == NULL);
+  cfg.imap_version = -1;
+  CHECK(imapmem_new(&cfg, &srv) == IMAPMEM_MISUSE && srv == NULL);
+  static const struct { int version; int rev1, rev2; } cases[] = {
+    {IMAPMEM_REV1_AND_REV2, 1, 1}, {IMAPMEM_REV1_ONLY, 1, 0}, {IMAPMEM_REV2_ONLY, 0, 1}};
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    cfg.imap_version = cases[i].version;
+    CHECK(imapmem_new(&cfg, &srv) == IMAPMEM_OK);
+    if (!srv) continue;
+    char *caps = NULL;
+    CHECK(imapmem_add_user(srv, "alice", "secret") == IMAPMEM_OK);
+    CHECK(imapmem_load(srv, "alice", BASIC) == IMAPMEM_OK);
+    CHECK(imapmem_capabilities(srv, &caps) == IMAPMEM_OK);
+    char line[1024];
+    snprintf(line, sizeof line, "* CAPABILITY %s\r\n", caps ? caps : "");
+    CHECKM(has_cap(line, "IMAP4rev1") == cases[i].rev1 &&
+           has_cap(line, "IMAP4rev2") == cases[i].rev2, "version %d: %s", cases[i].version, line);
+    free(caps);
+    struct conn *c = pair_conn(srv, "alice");
+    CHECK(c != NULL);
+    if (c) {
+      int rev2 = cases[i].version == IMAPMEM_REV2_ONLY;   /* RFC 9051: no RECENT, a LIST */
+      CHECK(ok(cmd(c, "SELECT INBOX")));
+      CHECKM((strstr(c->resp, " RECENT\r\n") == NULL) == rev2, "%d: %s", rev2, c->resp);
+      CHECKM((strstr(c->resp, "* LIST (") != NULL) == rev2, "%d: %s", rev2, c->resp);
+      conn_free(c);
+    }
+    if (cases[i].version == IMAPMEM_REV2_ONLY) {   /* the last version cannot go */
+      CHECK(imapmem_set_capability(srv, "IMAP4rev2", 0) == IMAPMEM_MISUSE);
+      CHECK(imapmem_set_capability(srv, "IMAP4rev1", 1) == IMAPMEM_OK);
+      CHECK(imapmem_set_capability(srv, "IMAP4rev2", 0) == IMAPMEM_OK);
+      CHECK(imapmem_set_capability(srv, "IMAP4rev1", 0) == IMAPMEM_MISUSE);
+    }
+    imapmem_free(srv);
+    srv = NULL;
+  }
 }
 
 /* A fresh started server with one fault; NULL on failure. */
@@ -2994,6 +3042,7 @@ int main(void) {
     {"trace", test_trace},
     {"capability", test_capability},
     {"notify and objectid", test_notify_objectid},
+    {"imap_version", test_imap_version},
     {"faults", test_faults},
     {"reset", test_reset},
     {"save_load", test_save_load},

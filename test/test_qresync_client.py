@@ -73,8 +73,8 @@ def install():
 class Imapflow:
     """One imapflow client in a Node process; request() sends one JSON request."""
 
-    def __init__(self, case):
-        self.proc = subprocess.Popen(["node", SCRIPT, MODULES], stdin=subprocess.PIPE,
+    def __init__(self, case, script=SCRIPT):
+        self.proc = subprocess.Popen(["node", script, MODULES], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.buf = bytearray()
         self.case = case

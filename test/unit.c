@@ -18,7 +18,7 @@ static int passed, failed;
 static struct arena A;
 
 static struct parser P(const char *s) {
-  struct parser ps = {s, s + strlen(s), &A, NULL};
+  struct parser ps = {s, s + strlen(s), &A, NULL, 0};
   return ps;
 }
 
