@@ -2790,11 +2790,13 @@ static int msg_binary_to_base64(const char *msg, size_t n, struct buf *out) {
 ** 3  The store: users, mailboxes, messages, UIDs, flags, change log
 ** ===========================================================================
 ** Owns: struct user, struct mailbox, struct message, struct msgdata, the server's user
-** list and its change counter (for imapmem_wait). Knows its watchers only as struct
-** watcher: a wake function and how far each has been told.
+** list and its change counter (for imapmem_wait), mailboxes' access control lists (RFC
+** 4314) and the namespaces (RFC 2342: whose mailbox a client's name is, the shared tree
+** included). Knows its watchers only as struct watcher: a wake function and how far each
+** has been told.
 ** Calls: sections 1-2.
 ** Locking: server->lock guards the user list; user->lock guards a user's mailbox list,
-** mailbox names and subscriptions; mailbox->lock guards one mailbox's messages, flags,
+** mailbox names, subscriptions and ACLs; mailbox->lock guards one mailbox's messages, flags,
 ** UIDs, change log and watchers. Order: server, then user, then one mailbox; never two
 ** mailboxes at once (COPY takes a snapshot from one, unlocks, then adds to the other).
 ** wait_lock is a leaf. No lock is held across network I/O: sessions copy what they need
@@ -3258,7 +3260,8 @@ static int acl_set(struct mailbox *mb, const char *id, unsigned rights) {
 /* Make to's ACL a copy of from's (CREATE inherits its parent's; the reset baseline). */
 static int acl_copy(struct mailbox *to, const struct mailbox *from) {
   int ok = 1;
-  for (size_t i = 0; ok && i < from->nacl; i++) ok = acl_set(to, from->acl[i].id, from->acl[i].rights);
+  for (size_t i = 0; ok && i < from->nacl; i++)
+    ok = acl_set(to, from->acl[i].id, from->acl[i].rights);
   return ok;
 }
 
@@ -3721,8 +3724,9 @@ static void mailbox_modseq_back(struct mailbox *mb) {
 ** ===========================================================================
 ** 4  mbox load and save
 ** ===========================================================================
-** Owns: reading RFC 4155 mbox files (and fixture directories) into batches, committing
-** them to a user's mailboxes, and writing mailboxes back as files.
+** Owns: reading RFC 4155 mbox files (and fixture directories, with their .subscriptions
+** and .acl files) into batches, committing them to a user's mailboxes, and writing
+** mailboxes back as files.
 ** Calls: sections 1-3.
 ** Locking: parsing takes no lock; committing takes the user's lock and then each
 ** mailbox's lock in turn; saving copies the names under the user's lock and each
@@ -4421,7 +4425,8 @@ static int mbox_read_acl(const char *dir, struct acl_line **v, size_t *n, char *
     const char *nl = memchr(p, '\n', (size_t)(end - p)), *le = nl ? nl : end;
     size_t k = (size_t)(le - p);
     if (k && p[k - 1] == '\r') k--;
-    const char *t1 = memchr(p, '\t', k), *t2 = t1 ? memchr(t1 + 1, '\t', k - (size_t)(t1 + 1 - p)) : NULL;
+    const char *t1 = memchr(p, '\t', k);
+    const char *t2 = t1 ? memchr(t1 + 1, '\t', k - (size_t)(t1 + 1 - p)) : NULL;
     unsigned rights = 0;
     char bad = 0, name[MAX_MAILBOX_NAME + 1];
     if (k == 0 || p[0] == '#') {
