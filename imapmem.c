@@ -8350,6 +8350,12 @@ static int cmd_list(struct session *s, struct command *c) {
   pthread_mutex_unlock(&u->lock);
   size_t cap = n;
   if (!oom && !lsub) oom = !list_add_others(s, &e, &n, &cap, children);
+  for (size_t i = 0; !oom && lsub && i < n; i++) {   /* another's, if this user may see it */
+    unsigned rights;
+    struct mailbox *mb = e[i].attrs[0] ? ns_mailbox(s->srv, u, e[i].name, &rights) : NULL;
+    if (mb && mb->user != u && mb->selectable && (rights & RIGHT_L)) e[i].attrs = "";
+    mailbox_unref(mb);
+  }
   if (oom) return cmd_no(c, "Out of memory");
   qsort(e, n, sizeof *e, cmp_list_entries);
   for (size_t i = 0; i < n; i++) {

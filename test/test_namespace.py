@@ -130,6 +130,20 @@ class Response(NamespaceCase):
             self.assertCode(r.cmd("SELECT " + quote(name))[1], "NONEXISTENT")
             self.assertNO(r.cmd("CREATE " + quote(name))[1])
 
+    def test_lsub_of_other_users_mailboxes(self):
+        """A subscribed mailbox of another user is selectable in LSUB while it is visible."""
+        s = self.start()
+        r = self.login(s, "bob")
+        r.ok('SUBSCRIBE "Other Users/alice/Team"')
+        r.ok('SUBSCRIBE "Other Users/alice/Private"')
+        r.ok('SUBSCRIBE "Shared/News"')
+        got = self.list(r, "", "*", cmd="LSUB")
+        self.assertEqual(got, {"Other Users/alice/Team": set(), "Shared/News": set(),
+                               "Other Users/alice/Private": {"\\noselect"}})
+        self.login(s, "alice").ok("SETACL Team bob -l")
+        self.assertEqual(self.list(r, "", "Other Users/alice/Team", cmd="LSUB"),
+                         {"Other Users/alice/Team": {"\\noselect"}})
+
     def test_status_in_other_namespaces(self):
         r = self.login(self.start(), "bob")
         self.assertEqual(self.status(r, "Other Users/alice/Team", "MESSAGES"), {"MESSAGES": 3})
