@@ -3241,12 +3241,15 @@ static int acl_delete(struct mailbox *mb, const char *id) {
 */
 static int acl_set(struct mailbox *mb, const char *id, unsigned rights) {
   long i = acl_find(mb, id);
-  if (!rights) return acl_delete(mb, id), 1;
+  if (!rights) {
+    acl_delete(mb, id);
+    return 1;
+  }
   if (i >= 0) {
     mb->acl[i].rights = rights;
     return 1;
   }
-  size_t cap = mb->nacl;
+  size_t cap = mb->nacl;     /* the array is exactly as long as the list: a few entries */
   char *copy = mem_strdup(id);
   if (!copy || !mem_grow(&mb->acl, &cap, mb->nacl + 1, sizeof mb->acl[0])) {
     free(copy);
