@@ -68,6 +68,12 @@ build/imapmem-tls: imapmem.c imapmem.h | build
 build/imapmem-tls-asan: imapmem.c imapmem.h | build
 	$(CC) $(WARN) -O1 -g $(SAN) -pthread -DIMAPMEM_MAIN $(TLS_CFLAGS) imapmem.c -o $@ $(TLS_LIBS)
 
+# The TLS build under ThreadSanitizer, for the concurrency tests over TLS. OpenSSL itself is
+# not instrumented: TSan sees imapmem's own accesses around it, which is where a race would be.
+build/imapmem-tls-tsan: imapmem.c imapmem.h | build
+	$(CC) $(WARN) -O1 -g -fsanitize=thread -pthread -DIMAPMEM_MAIN $(TLS_CFLAGS) imapmem.c -o $@ \
+	  $(TLS_LIBS)
+
 build/api_test-tls: test/api_test.c imapmem.c imapmem.h | build
 	$(CC) $(WARN) -O1 -g $(SAN) -pthread -I. $(TLS_CFLAGS) test/api_test.c imapmem.c -o $@ \
 	  $(TLS_LIBS)
@@ -76,12 +82,15 @@ build/embed_example: test/embed_example.c imapmem.c imapmem.h | build
 	$(CC) $(WARN) -O1 -g -pthread -I. test/embed_example.c imapmem.c -o $@
 
 TLS_WIRE = --c build/api_test-tls \
-  --wire 'build/imapmem-tls:test_tls.py,test_commands.py,test_over_tls.py' \
-  --wire 'build/imapmem-tls-asan:test_tls.py,test_over_tls.py'
+  --wire 'build/imapmem-tls:test_tls.py,test_commands.py,test_over_tls.py,test_tls_concurrency.py' \
+  --wire 'build/imapmem-tls-asan:test_tls.py,test_over_tls.py,test_tls_concurrency.py' \
+  --wire 'build/imapmem-tls-tsan:test_tls.py,test_tls_concurrency.py'
+
+TLS_BINS = build/imapmem-tls build/imapmem-tls-asan build/imapmem-tls-tsan build/api_test-tls
 
 TEST_BINS = imapmem build/imapmem-asan build/imapmem-tsan build/unit build/unit-asan \
   build/api_test build/api_test-tsan build/embed_example $(if $(MUSL_CC),build/imapmem-musl) \
-  $(if $(CLANG),build/imapmem-clang) $(if $(HAVE_OPENSSL),build/imapmem-tls build/imapmem-tls-asan build/api_test-tls)
+  $(if $(CLANG),build/imapmem-clang) $(if $(HAVE_OPENSSL),$(TLS_BINS))
 
 # Every test: the layering check of imapmem.c, C unit tests (plain and sanitized), the
 # in-process API tests under ASan+UBSan and under TSan, the wire tests against the plain,
@@ -89,13 +98,13 @@ TEST_BINS = imapmem build/imapmem-asan build/imapmem-tsan build/unit build/unit-
 # tests against the TSan server; with OpenSSL, the in-process API tests, the TLS tests,
 # the commands' tests (STARTTLS now offered) and test_over_tls.py (the commands', FETCH and
 # multi-session tests with every client over TLS) against the TLS build, plain and under
-# ASan+UBSan.
+# ASan+UBSan, and the TLS and TLS-concurrency tests against it under TSan.
 test: $(TEST_BINS)
 	$(PY) test/run.py --py test/check_layering.py \
 	  --c build/unit --c build/unit-asan --c build/api_test \
 	  --c build/api_test-tsan --c 'valgrind:build/embed_example' \
 	  --wire ./imapmem --wire build/imapmem-asan $(if $(MUSL_CC),--wire build/imapmem-musl) \
-	  --wire 'build/imapmem-tsan:test_multi.py,test_concurrency.py' \
+	  --wire 'build/imapmem-tsan:test_multi.py,test_concurrency.py,test_quota.py' \
 	  $(if $(HAVE_OPENSSL),$(TLS_WIRE)) \
 	  $(if $(CLANG),--c test/fuzz/smoke) $(if $(DOVECOT),--py test/difftest.py)
 

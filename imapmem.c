@@ -98,6 +98,9 @@
 #endif
 #define MAX_MAILBOX_NAME 1024
 #define MAX_NS_PREFIX 64      /* a namespace prefix (--namespace), '/' included */
+#ifndef IMAPMEM_MAX_PATTERNS
+#define IMAPMEM_MAX_PATTERNS 64         /* mailbox patterns in one LIST (RFC 5258 3) */
+#endif
 #ifndef IMAPMEM_TLS_HANDSHAKE_TIMEOUT
 #define IMAPMEM_TLS_HANDSHAKE_TIMEOUT 10  /* seconds for a TLS handshake, at most idle_timeout */
 #endif
@@ -182,6 +185,21 @@ struct rendered {            /* ENVELOPE, BODY and BODYSTRUCTURE as FETCH writes
   char *body;
   char *bodystructure;
 };
+/*
+** What SORT and THREAD compare (RFC 5256, RFC 5957), made once per message on the first
+** SORT or THREAD that needs it. Strings are offsets into text, each NUL-ended.
+*/
+#define SORTKEY_NONE UINT32_MAX       /* no such string (no Message-ID) */
+struct sortkeys {
+  int64_t sent;               /* RFC 5256 2.2: Date in UTC seconds, or INT64_MIN */
+  uint32_t subject;           /* base subject (RFC 5256 2.1), case-folded */
+  uint32_t from, to, cc;      /* addr-mailbox of the first address, case-folded */
+  uint32_t display_from, display_to;   /* RFC 5957 3: the display value, case-folded */
+  uint32_t msgid;             /* Message-ID, normalized, or SORTKEY_NONE */
+  uint32_t refs, nrefs;       /* the references (RFC 5256 3): nrefs strings from refs */
+  int reply;                  /* the subject says reply or forward (RFC 5256 3) */
+  char text[];
+};
 struct msgmeta {             /* computed once per message, then shared and immutable */
   struct part *parts;         /* parts[0] is the top-level entity */
   int nparts;
@@ -193,6 +211,8 @@ struct msgdata {             /* a message's bytes, stored once, shared by its co
   uint32_t size;              /* RFC822.SIZE: the CRLF bytes */
   uint32_t hdr_len;           /* header including the blank line */
   _Atomic(struct msgmeta *) meta;
+  _Atomic(struct sortkeys *) sortkeys;   /* made on the first SORT or THREAD: the header
+                                            alone, so no MIME parse */
   char bytes[];
 };
 
@@ -252,7 +272,10 @@ struct mailbox {
   int nkeywords;
   struct watcher **watchers;  /* those that have it selected */
   size_t nwatchers, capwatchers;
+  uint64_t bytes;             /* the RFC822.SIZEs of its messages, summed (RFC 9208 5.1) */
   uint64_t last_select, last_idle;  /* event numbers for imapmem_wait; guarded by srv->lock */
+  unsigned use;               /* special-use roles (USE_*) set explicitly; and */
+  int use_set;                /* 1: they replace those of the name; both: the user's lock */
   struct acl_entry *acl;      /* RFC 4314: who else may do what; guarded by the user's lock */
   size_t nacl;
 };
@@ -264,12 +287,17 @@ struct acl_entry {
   char *id;
   unsigned rights;
 };
+/* Special-use roles (RFC 6154 2), one bit each; ORDER special_use_names */
+enum { USE_ALL = 1, USE_ARCHIVE = 2, USE_DRAFTS = 4, USE_FLAGGED = 8, USE_JUNK = 16,
+       USE_SENT = 32, USE_TRASH = 64, USE_ROLES = 7 };
 struct mailbox_set {          /* a user's mailboxes and subscribed names */
   struct mailbox **list;
   size_t n, cap;
   char **subs;
   size_t nsubs, capsubs;
 };
+enum { QUOTA_STORAGE, QUOTA_MESSAGE, QUOTA_NRES };   /* RFC 9208 5.1, 5.2 */
+#define QUOTA_NO_LIMIT (-1)
 struct user {
   struct imapmem *srv;
   char *name, *password;
@@ -277,6 +305,9 @@ struct user {
   struct mailbox_set live;    /* what clients see */
   struct mailbox_set base;    /* what was loaded: imapmem_reset() puts it back */
   uint64_t last_login;        /* event number of the latest login; guarded by srv->lock */
+  /* quota (RFC 9208): taken before lock, by what checks a limit and then charges it */
+  pthread_mutex_t quota_lock;
+  int64_t quota_limit[QUOTA_NRES];  /* STORAGE in KiB, MESSAGE; or QUOTA_NO_LIMIT */
 };
 
 /* ---- section 5: the command parser ---- */
@@ -385,8 +416,8 @@ struct session {
   const struct transport *tp; /* how net_io moves bytes: plain, or TLS once it started */
   struct ssl_st *ssl;         /* the TLS connection, or NULL */
   int implicit_tls;           /* accepted on the imaps port: TLS from the first byte */
-  int starttls_ok;            /* accepted on the plain port: STARTTLS may start TLS (not
-                                 on imapmem_serve_fd's descriptors) */
+  int starttls_ok;            /* accepted on the plain port (or serve_fd_tls STARTTLS):
+                                 STARTTLS may start TLS */
   int starttls;               /* STARTTLS was answered OK: the handshake comes next */
   int tls_failed;             /* a fatal TLS error: no close_notify may follow */
   int id;
@@ -526,6 +557,21 @@ struct imapmem {
 #define CAP_APPENDLIMIT      ((capset)1 << 20)
 #define CAP_UIDONLY          ((capset)1 << 21)
 #define CAP_ACL              ((capset)1 << 42)   /* ACL and RIGHTS=texk (RFC 4314) */
+#define CAP_LIST_EXTENDED    ((capset)1 << 28)
+#define CAP_LIST_STATUS      ((capset)1 << 29)
+#define CAP_SPECIAL_USE      ((capset)1 << 30)
+#define CAP_CREATE_SPECIAL_USE ((capset)1 << 31)
+#define CAP_STATUS_SIZE      ((capset)1 << 32)
+#define CAP_QUOTA            ((capset)1 << 46)
+#define CAP_QUOTASET         ((capset)1 << 47)
+#define CAP_QUOTA_RES_STORAGE ((capset)1 << 48)
+#define CAP_QUOTA_RES_MESSAGE ((capset)1 << 49)
+#define CAP_SORT             ((capset)1 << 22)   /* RFC 5256 */
+#define CAP_SORT_DISPLAY     ((capset)1 << 23)   /* RFC 5957 */
+#define CAP_THREAD_ORDEREDSUBJECT ((capset)1 << 24)   /* RFC 5256 */
+#define CAP_THREAD_REFERENCES ((capset)1 << 25)  /* RFC 5256 */
+#define CAP_ESORT            ((capset)1 << 26)   /* RFC 5267 3 */
+#define CAP_CONTEXT_SORT     ((capset)1 << 27)   /* RFC 5267 4 */
 #define CAPS_OFF_AT_START CAP_LITERALMINUS   /* LITERAL+ is on instead (RFC 7888 4) */
 #define CAPS_MAX 512          /* room for the capability list as text */
 
@@ -2785,6 +2831,230 @@ static int msg_binary_to_base64(const char *msg, size_t n, struct buf *out) {
   return changed;
 }
 
+/* ------------------------------------------------------------------------- */
+/*
+** SORT and THREAD keys (RFC 5256, RFC 5957): read from the header once per message and
+** kept with its bytes like the part table, read by ENVELOPE's rules (the last Date, Subject,
+** Message-ID, In-Reply-To and References; the first From, To and Cc address), so a
+** SORT of a mailbox parses no header twice. Strings are case-folded for the comparator:
+** ASCII letters to capitals, as Dovecot's i;unicode-casemap titlecases them (so '_' sorts
+** after 'Z' and before 'a' alike), other letters by utf8_fold; a SORT then compares bytes.
+*/
+static void sortkeys_fold(char *p, size_t n) {
+  for (size_t i = 0; i < n; i++) p[i] = (char)toupper((unsigned char)p[i]);
+  utf8_fold((unsigned char *)p, n);
+}
+
+/* subj-blob at s (RFC 5256 5): "[" *BLOBCHAR "]" *WSP; its length, or 0. */
+static size_t subj_blob(const char *s, size_t n) {
+  if (n == 0 || s[0] != '[') return 0;
+  size_t i = 1;
+  while (i < n && s[i] != '[' && s[i] != ']' && s[i] != 0) i++;
+  if (i >= n || s[i] != ']') return 0;
+  for (i++; i < n && s[i] == ' '; i++) continue;
+  return i;
+}
+
+/* subj-refwd at s (RFC 5256 5): ("re" / ("fw" ["d"])) *WSP [subj-blob] ":"; or 0. */
+static size_t subj_refwd(const char *s, size_t n) {
+  size_t i;
+  if (n >= 2 && strncasecmp(s, "re", 2) == 0) i = 2;
+  else if (n >= 2 && strncasecmp(s, "fw", 2) == 0)
+    i = n > 2 && (s[2] == 'd' || s[2] == 'D') ? 3 : 2;
+  else return 0;
+  while (i < n && s[i] == ' ') i++;
+  i += subj_blob(s + i, n - i);
+  return i < n && s[i] == ':' ? i + 1 : 0;
+}
+
+/*
+** The base subject of a Subject value (RFC 5256 2.1), appended to out; *reply is set
+** when a step removed a subj-refwd, a "(fwd)" trailer or a "[fwd: ...]" wrapper (the
+** "reply or forward" of RFC 5256 3, REFERENCES step 5).
+*/
+static void base_subject(struct str v, struct buf *out, int *reply) {
+  struct buf dec = {0};
+  rfc2047_decode(v, &dec);   /* (1): encoded words to UTF-8, continuations unfolded */
+  size_t n = 0;
+  for (size_t i = 0; i < dec.len; i++) {   /* (1): tabs to spaces, runs to one */
+    char c = dec.p[i] == '\t' || dec.p[i] == '\r' || dec.p[i] == '\n' ? ' ' : dec.p[i];
+    if (c == ' ' && n && dec.p[n - 1] == ' ') continue;
+    dec.p[n++] = c;
+  }
+  const char *t = dec.p ? dec.p : "";
+  size_t b = 0, e = n;
+  for (;;) {
+    for (;;) {               /* (2) subj-trailer: "(fwd)" / WSP, until none is left */
+      if (e > b && t[e - 1] == ' ') {
+        e--;
+      } else if (e - b >= 5 && strncasecmp(t + e - 5, "(fwd)", 5) == 0) {
+        e -= 5;
+        *reply = 1;
+      } else {
+        break;
+      }
+    }
+    for (int changed = 1; changed;) {   /* (5): (3) and (4) until neither matches */
+      changed = 0;
+      for (;;) {             /* (3) subj-leader: (*subj-blob subj-refwd) / WSP */
+        if (b < e && t[b] == ' ') {
+          b++;
+          changed = 1;
+          continue;
+        }
+        size_t q = b, k;
+        while ((k = subj_blob(t + q, e - q))) q += k;
+        if (!(k = subj_refwd(t + q, e - q))) break;
+        b = q + k;
+        *reply = changed = 1;
+      }
+      size_t k = subj_blob(t + b, e - b);   /* (4): a blob, unless it is all there is */
+      if (k && b + k < e) {
+        b += k;
+        changed = 1;
+      }
+    }
+    /* (6): "[fwd:" subject "]" is unwrapped, and it all starts again */
+    if (e - b >= 6 && strncasecmp(t + b, "[fwd:", 5) == 0 && t[e - 1] == ']') {
+      b += 5;
+      e--;
+      *reply = 1;
+      continue;
+    }
+    break;
+  }
+  buf_add(out, t + b, e - b);
+  buf_free(&dec);
+}
+
+/*
+** The next msg-id at *pos in [*pos, end), normalized into out (RFC 5256 3: quoting,
+** white space and comments inside "<...>" do not make two ids differ): 1 if one was found.
+*/
+static int msgid_next(const char **pos, const char *end, struct buf *out) {
+  const char *p = *pos;
+  while ((p = memchr(p, '<', (size_t)(end - p)))) {
+    const char *q = ++p;
+    size_t at = out->len;
+    int depth = 0;
+    for (; q < end && *q != '>' && *q != '<'; q++) {
+      if (*q == '(' && !depth) depth = 1;
+      else if (*q == ')' && depth) depth = 0;
+      else if (*q == '\\' && q + 1 < end) buf_addc(out, *++q);
+      else if (!depth && *q != '"' && *q != ' ' && *q != '\t' && *q != '\r' && *q != '\n')
+        buf_addc(out, *q);
+    }
+    if (q < end && *q == '>' && out->len > at) {
+      *pos = q + 1;
+      return 1;
+    }
+    out->len = at;           /* "<>" or no '>': not a msg-id; look further */
+  }
+  *pos = end;
+  return 0;
+}
+
+/*
+** The first address of an address-list field: its addr-mailbox at *mailbox, and the
+** RFC 5957 3 display value at *display (the decoded addr-name, else addr-mailbox@addr-host,
+** else addr-mailbox), both folded. A group's name stands for both, as Dovecot takes it.
+*/
+static void sortkeys_address(struct str v, int have, struct buf *text, uint32_t *mailbox,
+                             uint32_t *display) {
+  struct addrs as = {0};
+  if (have) addrs_parse(v, &as);
+  const struct addr *a = as.n ? &as.a[0] : NULL;
+  size_t at = text->len;
+  *mailbox = (uint32_t)at;
+  if (a && a->kind == ADDR_GROUP && a->name.len) buf_add(text, a->name.p, a->name.len);
+  else if (a && a->kind == ADDR_MAILBOX) buf_add(text, a->mailbox.p, a->mailbox.len);
+  if (!text->oom) sortkeys_fold(text->p + at, text->len - at);
+  buf_addc(text, 0);
+  at = text->len;
+  *display = (uint32_t)at;
+  if (a && a->name.len) rfc2047_decode(str_make(a->name.p, a->name.len), text);
+  if (a && a->kind == ADDR_MAILBOX) {
+    if (text->len == at) {
+      buf_add(text, a->mailbox.p, a->mailbox.len);
+      if (a->host.len) buf_addc(text, '@');
+      buf_add(text, a->host.p, a->host.len);
+    }
+  }
+  if (!text->oom) sortkeys_fold(text->p + at, text->len - at);
+  buf_addc(text, 0);
+  addrs_free(&as);
+}
+
+static atomic_long sortkeys_builds;   /* so a test can see each message's are made once */
+
+/* Read the keys from the header [h, hend). NULL if memory ran out. */
+static struct sortkeys *sortkeys_build(const char *h, const char *hend) {
+  atomic_fetch_add(&sortkeys_builds, 1);
+  enum { K_DATE, K_SUBJECT, K_MSGID, K_IRT, K_REFS, K_FROM, K_TO, K_CC, K_COUNT };
+  static const char *const names[K_COUNT] = {  /* ORDER K_* */
+    "Date", "Subject", "Message-ID", "In-Reply-To", "References", "From", "To", "Cc"};
+  struct str v[K_COUNT];
+  int have[K_COUNT] = {0};
+  struct field f;
+  while (header_next(&h, hend, &f))
+    for (int i = 0; i < K_COUNT; i++)
+      if (str_ieq(f.name, names[i]) && (i < K_FROM || !have[i])) {   /* the last; the */
+        v[i] = f.value;                                               /* first address */
+        have[i] = 1;
+      }
+  struct sortkeys k = {0};
+  struct buf text = {0};
+  int64_t t;
+  int tz;
+  k.sent = have[K_DATE] && date_parse(v[K_DATE], &t, &tz) ? t : INT64_MIN;
+  k.subject = 0;
+  if (have[K_SUBJECT]) base_subject(v[K_SUBJECT], &text, &k.reply);
+  if (!text.oom) sortkeys_fold(text.p, text.len);
+  buf_addc(&text, 0);
+  uint32_t unused;
+  sortkeys_address(v[K_FROM], have[K_FROM], &text, &k.from, &k.display_from);
+  sortkeys_address(v[K_TO], have[K_TO], &text, &k.to, &k.display_to);
+  sortkeys_address(v[K_CC], have[K_CC], &text, &k.cc, &unused);
+  k.msgid = SORTKEY_NONE;
+  const char *p = have[K_MSGID] ? v[K_MSGID].p : NULL;
+  size_t at = text.len;
+  if (p && msgid_next(&p, v[K_MSGID].p + v[K_MSGID].len, &text)) {
+    k.msgid = (uint32_t)at;
+    buf_addc(&text, 0);
+  }
+  k.refs = (uint32_t)text.len;
+  for (int i = K_REFS; i >= K_IRT && !k.nrefs; i--) {   /* References, else In-Reply-To */
+    if (!have[i]) continue;
+    for (p = v[i].p; msgid_next(&p, v[i].p + v[i].len, &text);) {
+      buf_addc(&text, 0);
+      k.nrefs++;
+      if (i == K_IRT) break;   /* only its first (RFC 5256 3) */
+    }
+  }
+  struct sortkeys *out = text.oom ? NULL : mem_alloc(sizeof *out + text.len);
+  if (out) {
+    *out = k;
+    memcpy(out->text, text.p, text.len);
+  }
+  buf_free(&text);
+  return out;
+}
+
+/*
+** The message's SORT and THREAD keys, made on first use from the header alone (the MIME
+** tree is not needed, and costs most of msgdata_meta). NULL if memory ran out.
+*/
+static const struct sortkeys *msgdata_sortkeys(struct msgdata *d) {
+  struct sortkeys *k = atomic_load_explicit(&d->sortkeys, memory_order_acquire);
+  if (k) return k;
+  struct sortkeys *n = sortkeys_build(d->bytes, d->bytes + d->hdr_len);
+  if (!n) return NULL;
+  struct sortkeys *expected = NULL;
+  if (atomic_compare_exchange_strong(&d->sortkeys, &expected, n)) return n;
+  free(n);
+  return expected;
+}
+
 /*
 ** ===========================================================================
 ** 3  The store: users, mailboxes, messages, UIDs, flags, change log
@@ -2799,7 +3069,7 @@ static int msg_binary_to_base64(const char *msg, size_t n, struct buf *out) {
 ** mailbox names, subscriptions and ACLs; mailbox->lock guards one mailbox's messages, flags,
 ** UIDs, change log and watchers. Order: server, then user, then one mailbox; never two
 ** mailboxes at once (COPY takes a snapshot from one, unlocks, then adds to the other).
-** wait_lock is a leaf. No lock is held across network I/O: sessions copy what they need
+** A user's quota_lock (RFC 9208, below) comes before its user->lock. wait_lock is a leaf. No lock is held across network I/O: sessions copy what they need
 ** and write after unlocking.
 **
 ** Change numbers: every append, flag change and expunge takes the next change number
@@ -2821,6 +3091,7 @@ static struct msgdata *msgdata_new(const char *bytes, size_t n) {
   if (!d) return NULL;
   atomic_init(&d->refs, 1);
   atomic_init(&d->meta, NULL);
+  atomic_init(&d->sortkeys, NULL);
   memcpy(d->bytes, bytes, n);
   d->bytes[n] = 0;
   d->size = (uint32_t)n;
@@ -2836,6 +3107,7 @@ static struct msgdata *msgdata_ref(struct msgdata *d) {
 static void msgdata_unref(struct msgdata *d) {
   if (d && atomic_fetch_sub(&d->refs, 1) == 1) {
     msgmeta_free(atomic_load(&d->meta));
+    free(atomic_load(&d->sortkeys));
     free(d);
   }
 }
@@ -3017,6 +3289,7 @@ static uint32_t mailbox_append(struct mailbox *mb, struct msgdata *d, uint32_t f
   m->internaldate = internaldate;
   m->tz = tz;
   m->data = d;
+  mb->bytes += d->size;
   mailbox_link_newest(mb, mb->count - 1);
   mailbox_wake_idlers(mb);
   return m->uid;
@@ -3115,6 +3388,7 @@ static long mailbox_expunge(struct mailbox *mb, const unsigned char *remove) {
       }
       mb->expunged[mb->nexpunged - 1].hi = mb->msgs[i].uid;
       mb->msgs[i].modseq = modseq;
+      mb->bytes -= mb->msgs[i].data->size;
       if (keep) mb->ghosts[g++] = mb->msgs[i];
       else msgdata_unref(mb->msgs[i].data);
       moved[i] = NO_MSG;
@@ -3320,6 +3594,72 @@ static const char *mailbox_name_invalid(const char *name) {
   return NULL;
 }
 
+/* ------------------------------------------------------------------------- */
+/*
+** Special-use roles (RFC 6154 2). A mailbox has the roles set for it explicitly (a
+** fixture's .special-use file, --special-use, imapmem_set_special_use, CREATE ... USE),
+** else those its name has in common mail programs. Names give roles at the top level
+** only, in any letter case: Gmail's "[Gmail]/Sent Mail" is not guessed at. \All and
+** \Flagged are never guessed, since they promise virtual mailboxes this server lacks.
+*/
+static const char *const special_use_names[USE_ROLES] = {   /* ORDER USE_* bits */
+  "\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash"};
+
+static const struct {
+  const char *name;
+  unsigned use;
+} special_use_by_name[] = {
+  {"Sent", USE_SENT}, {"Sent Messages", USE_SENT}, {"Sent Items", USE_SENT},
+  {"Sent Mail", USE_SENT}, {"Drafts", USE_DRAFTS}, {"Draft", USE_DRAFTS},
+  {"Trash", USE_TRASH}, {"Deleted Messages", USE_TRASH}, {"Deleted Items", USE_TRASH},
+  {"Bin", USE_TRASH}, {"Junk", USE_JUNK}, {"Spam", USE_JUNK}, {"Junk Email", USE_JUNK},
+  {"Junk E-mail", USE_JUNK}, {"Bulk Mail", USE_JUNK}, {"Archive", USE_ARCHIVE},
+  {"Archives", USE_ARCHIVE}};
+
+/* The role bit of one attribute name (any letter case, RFC 3501 flags), 0 if none. */
+static unsigned special_use_bit(const char *p, size_t n) {
+  for (int i = 0; i < USE_ROLES; i++)
+    if (strlen(special_use_names[i]) == n && strncasecmp(special_use_names[i], p, n) == 0)
+      return 1u << i;
+  return 0;
+}
+
+/*
+** The roles in text: attributes separated by spaces ("\Sent \Archive"; "" is none).
+** Returns 0 and *bad (the first word that is no role, with its length) if one is not.
+*/
+static int special_use_parse(const char *text, unsigned *use, const char **bad, size_t *badlen) {
+  *use = 0;
+  for (const char *p = text; *p;) {
+    while (*p == ' ' || *p == '\t') p++;
+    size_t n = strcspn(p, " \t");
+    if (!n) break;
+    unsigned bit = special_use_bit(p, n);
+    if (!bit) {
+      *bad = p;
+      *badlen = n;
+      return 0;
+    }
+    *use |= bit;
+    p += n;
+  }
+  return 1;
+}
+
+/*
+** The roles of mb as LIST shows them; none for a \Noselect level, which holds no messages
+** (one that DELETE left behind keeps its old roles for a CREATE to replace). Caller holds
+** the user's lock (names, roles).
+*/
+static unsigned mailbox_special_use_locked(const struct mailbox *mb) {
+  if (!mb->selectable) return 0;
+  if (mb->use_set) return mb->use;
+  if (strchr(mb->name, '/')) return 0;
+  for (size_t i = 0; i < sizeof special_use_by_name / sizeof special_use_by_name[0]; i++)
+    if (strcasecmp(mb->name, special_use_by_name[i].name) == 0) return special_use_by_name[i].use;
+  return 0;
+}
+
 /*
 ** The UIDVALIDITY of a mailbox made while serving (CREATE, RENAME). Each is greater than
 ** the last, so a mailbox deleted and made again never reuses UIDs under the same
@@ -3360,6 +3700,7 @@ static void user_free(struct user *u) {
   free(u->name);
   free(u->password);
   pthread_mutex_destroy(&u->lock);
+  pthread_mutex_destroy(&u->quota_lock);
   free(u);
 }
 
@@ -3367,6 +3708,8 @@ static struct user *user_new(const char *name, const char *password) {
   struct user *u = mem_calloc(1, sizeof *u);
   if (!u) return NULL;
   pthread_mutex_init(&u->lock, NULL);
+  pthread_mutex_init(&u->quota_lock, NULL);
+  for (int i = 0; i < QUOTA_NRES; i++) u->quota_limit[i] = QUOTA_NO_LIMIT;
   if (!(u->name = mem_strdup(name)) || !(u->password = mem_strdup(password))) {
     user_free(u);
     u = NULL;
@@ -3407,6 +3750,26 @@ static int user_set_nomodseq(struct user *u, const char *name, int on) {
     pthread_mutex_lock(&x->lock);
     x->nomodseq = on != 0;
     pthread_mutex_unlock(&x->lock);
+  }
+  pthread_mutex_unlock(&u->lock);
+  return mb != NULL;
+}
+
+/*
+** Give the mailbox called name these roles (set 1) or those of its name again (set 0),
+** and its copy in the reset baseline with it, so a reset keeps them. 0 if there is no
+** such mailbox.
+*/
+static int user_set_special_use(struct user *u, const char *name, unsigned use, int set) {
+  char canon[MAX_MAILBOX_NAME + 1];
+  mailbox_canonical(name, canon, sizeof canon);
+  pthread_mutex_lock(&u->lock);
+  struct mailbox *mb = user_mailbox_locked(u, canon);
+  for (size_t i = 0; mb && i <= u->base.n; i++) {
+    struct mailbox *x = i < u->base.n ? u->base.list[i] : mb;
+    if (x != mb && strcmp(x->name, canon) != 0) continue;
+    x->use = set ? use : 0;
+    x->use_set = set;
   }
   pthread_mutex_unlock(&u->lock);
   return mb != NULL;
@@ -3521,9 +3884,12 @@ static struct mailbox *mailbox_clone(struct mailbox *src, struct user *u) {
     msgdata_ref(mb->msgs[i].data);
   }
   mb->count = src->count;
+  mb->bytes = src->bytes;
   mb->uidnext = src->uidnext;
   mb->modseq = src->modseq;
   mb->nomodseq = src->nomodseq;
+  mb->use = src->use;          /* the caller holds the user's lock too */
+  mb->use_set = src->use_set;
   mb->oldest = src->oldest;  /* the messages keep their indices, so the list holds */
   mb->newest = src->newest;
   mailbox_forget_expunged(mb);
@@ -3721,6 +4087,88 @@ static void mailbox_modseq_back(struct mailbox *mb) {
   mailbox_forget_expunged(mb);
   mailbox_retire(mb, "mod-sequences went back: resynchronize");
   pthread_mutex_unlock(&mb->lock);
+}
+
+/* ------------------------------------------------------------------------- */
+/*
+** Quota (RFC 9208). Each user has one quota root, named "" (as in RFC 9208 4.2.2's
+** example), that covers all of that user's mailboxes. Its limits are configuration
+** (imapmem_set_quota, --quota, SETQUOTA): imapmem_reset keeps them and --save does not
+** write them. Usage is not stored but counted: the sum of mb->bytes and mb->count over the
+** user's mailboxes, so O(mailboxes) per count, and nothing can drift out of step.
+**
+** Exact under concurrency: what adds messages where a limit applies takes the owner's
+** quota_lock, counts, checks, adds, and only then lets go, so two sessions appending at
+** once cannot both pass a check that only one of them fits under. Lock order: quota_lock,
+** then user->lock, then one mailbox; quota_lock is never taken with another lock held.
+*/
+static const char *const quota_resource_names[QUOTA_NRES] = {"STORAGE", "MESSAGE"};
+
+struct quota_usage {
+  uint64_t bytes, messages;
+};
+
+/* What the user's mailboxes hold now. Takes u->lock and each mailbox's lock in turn. */
+static struct quota_usage user_quota_usage(struct user *u) {
+  struct quota_usage q = {0, 0};
+  pthread_mutex_lock(&u->lock);
+  for (size_t i = 0; i < u->live.n; i++) {
+    struct mailbox *mb = u->live.list[i];
+    pthread_mutex_lock(&mb->lock);
+    q.bytes += mb->bytes;
+    q.messages += mb->count;
+    pthread_mutex_unlock(&mb->lock);
+  }
+  pthread_mutex_unlock(&u->lock);
+  return q;
+}
+
+/*
+** A resource's usage as reported. RFC 9208 5.1: STORAGE is in units of 1024 octets; a
+** unit begun counts whole (as Dovecot reports it), so usage <= limit exactly when the
+** octets fit under limit * 1024.
+*/
+static uint64_t quota_usage_of(const struct quota_usage *q, int resource) {
+  if (resource == QUOTA_MESSAGE) return q->messages;
+  return q->bytes / 1024 + (q->bytes % 1024 != 0);
+}
+
+/*
+** The first resource among those in mask (bits 1 << QUOTA_*) that adding messages of
+** bytes in all would take past its limit, or -1 (RFC 9208 4.3.1: then the command
+** answers [OVERQUOTA] and changes nothing). Counts usage only where a limit applies.
+** Caller holds u->quota_lock, and keeps it until what it checked has been added.
+*/
+static int user_quota_exceeded(struct user *u, unsigned mask, uint64_t bytes,
+                               uint64_t messages) {
+  int limited = 0;
+  for (int r = 0; r < QUOTA_NRES; r++)
+    limited |= (mask >> r & 1) && u->quota_limit[r] != QUOTA_NO_LIMIT;
+  if (!limited || messages == 0) return -1;
+  struct quota_usage q = user_quota_usage(u);
+  q.bytes += bytes;
+  q.messages += messages;
+  for (int r = 0; r < QUOTA_NRES; r++)
+    if ((mask >> r & 1) && u->quota_limit[r] != QUOTA_NO_LIMIT &&
+        quota_usage_of(&q, r) > (uint64_t)u->quota_limit[r])
+      return r;
+  return -1;
+}
+
+/* Set all of the user's limits at once (QUOTA_NO_LIMIT: none). Takes u->quota_lock. */
+static void user_set_quota(struct user *u, const int64_t limit[QUOTA_NRES]) {
+  pthread_mutex_lock(&u->quota_lock);
+  memcpy(u->quota_limit, limit, sizeof u->quota_limit);
+  pthread_mutex_unlock(&u->quota_lock);
+}
+
+/* The user's limits and usage, as one consistent picture. Takes u->quota_lock. */
+static struct quota_usage user_get_quota(struct user *u, int64_t limit[QUOTA_NRES]) {
+  pthread_mutex_lock(&u->quota_lock);
+  memcpy(limit, u->quota_limit, sizeof u->quota_limit);
+  struct quota_usage q = user_quota_usage(u);
+  pthread_mutex_unlock(&u->quota_lock);
+  return q;
 }
 
 /*
@@ -4096,6 +4544,7 @@ static int mbox_message(struct mbox_batch *b, const char *p, const char *end,
   }
   atomic_init(&d->refs, 1);
   atomic_init(&d->meta, NULL);
+  atomic_init(&d->sortkeys, NULL);
   d->bytes[d->size] = 0;
   d->hdr_len = (uint32_t)header_length(d->bytes, d->size);
   pm->d = d;
@@ -4839,6 +5288,119 @@ static void mbox_prune(const char *dir, const char *prefix, struct mailbox **lis
   closedir(d);
 }
 
+/*
+** A fixture folder's special-use roles: ".special-use" in the folder itself, one mailbox a
+** line, "NAME:ROLES" as --special-use takes it: the name as LIST shows it, split at the
+** last ':', and the roles separated by spaces ("Sent Items:\Sent"; "Sent:" for none).
+** Blank lines and lines starting with '#' are skipped. A name must be a mailbox of the
+** folder (list) or INBOX. *names and *uses get them (NULL and 0 if there is no file).
+** Returns an IMAPMEM_ code.
+*/
+static int mbox_read_special_use(const char *dir, const struct mbox_batch *list, char ***names,
+                                 unsigned **uses, size_t *n, char *err, size_t errcap) {
+  char path[4096 + 16], *data;
+  size_t len, cap = 0, ucap = 0;
+  *names = NULL;
+  *uses = NULL;
+  *n = 0;
+  snprintf(path, sizeof path, "%.4096s/.special-use", dir);
+  struct stat st;
+  if (stat(path, &st) < 0) return IMAPMEM_OK;
+  if (!file_read(path, &data, &len, err, errcap)) return IMAPMEM_IO;
+  const char *p = data, *end = data + len;
+  int rc = IMAPMEM_OK;
+  for (int line = 1; p < end && rc == IMAPMEM_OK; line++) {
+    const char *nl = memchr(p, '\n', (size_t)(end - p)), *le = nl ? nl : end;
+    size_t k = (size_t)(le - p);
+    if (k && p[k - 1] == '\r') k--;
+    char text[MAX_MAILBOX_NAME + 256], name[MAX_MAILBOX_NAME + 1];
+    const char *bad;
+    size_t badlen;
+    unsigned use;
+    const struct mbox_batch *b = list;
+    if (k == 0 || p[0] == '#') {
+      p = nl ? nl + 1 : end;
+      continue;
+    }
+    snprintf(text, sizeof text, "%.*s", (int)(k < sizeof text ? k : sizeof text - 1), p);
+    char *colon = strrchr(text, ':');
+    if (k >= sizeof text || !colon || colon == text || colon - text > MAX_MAILBOX_NAME) {
+      snprintf(err, errcap, "%.300s:%d: expected MAILBOX:ROLES (Sent:\\Sent)", path, line);
+      rc = IMAPMEM_PARSE;
+      break;
+    }
+    *colon = 0;
+    mailbox_canonical(text, name, sizeof name);
+    while (b && strcmp(b->mailbox, name) != 0) b = b->next;
+    if (!b && strcmp(name, "INBOX") != 0) {
+      snprintf(err, errcap, "%.300s:%d: no mailbox %.200s in this folder", path, line, name);
+      rc = IMAPMEM_PARSE;
+      break;
+    }
+    if (!special_use_parse(colon + 1, &use, &bad, &badlen)) {
+      snprintf(err, errcap, "%.300s:%d: not a special-use attribute: %.*s", path, line,
+               (int)(badlen < 100 ? badlen : 100), bad);
+      rc = IMAPMEM_PARSE;
+      break;
+    }
+    char *copy = mem_strdup(name);
+    if (!copy || !mem_grow(names, &cap, *n + 1, sizeof **names) ||
+        !mem_grow(uses, &ucap, *n + 1, sizeof **uses)) {
+      free(copy);
+      snprintf(err, errcap, "%.300s: out of memory", path);
+      rc = IMAPMEM_NOMEM;
+      break;
+    }
+    (*names)[*n] = copy;
+    (*uses)[(*n)++] = use;
+    p = nl ? nl + 1 : end;
+  }
+  free(data);
+  return rc;
+}
+
+/*
+** Write the roles set explicitly (use_set) of u's mailboxes to dir/.special-use, in the
+** form mbox_read_special_use reads, or remove the file when there are none, so that a
+** stale one brings no old roles back.
+*/
+static int mbox_save_special_use(struct user *u, const char *dir, char *err, size_t errcap) {
+  struct buf out = {0};
+  buf_adds(&out, "# imapmem special-use roles: MAILBOX:ROLES (README, Fixtures)\n");
+  int any = 0;
+  pthread_mutex_lock(&u->lock);
+  for (size_t i = 0; i < u->live.n; i++) {
+    const struct mailbox *mb = u->live.list[i];
+    if (!mb->use_set) continue;
+    any = 1;
+    buf_printf(&out, "%s:", mb->name);
+    for (int k = 0, first = 1; k < USE_ROLES; k++)
+      if (mb->use >> k & 1) {
+        buf_printf(&out, "%s%s", first ? "" : " ", special_use_names[k]);
+        first = 0;
+      }
+    buf_adds(&out, "\n");
+  }
+  pthread_mutex_unlock(&u->lock);
+  char path[4096 + 16];
+  snprintf(path, sizeof path, "%.4096s/.special-use", dir);
+  int rc = IMAPMEM_OK;
+  if (out.oom) {
+    snprintf(err, errcap, "out of memory");
+    rc = IMAPMEM_NOMEM;
+  } else if (!any) {
+    unlink(path);
+  } else {
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(out.p, 1, out.len, f) != out.len || fclose(f) != 0) {
+      snprintf(err, errcap, "%.300s: cannot write: %s", path, strerror(errno));
+      rc = IMAPMEM_IO;
+    }
+  }
+  buf_free(&out);
+  return rc;
+}
+
 /* Write every mailbox of u into dir. */
 static int mbox_save_user(struct user *u, const char *dir, char *err, size_t errcap) {
   if (!mkdir_p(dir)) {
@@ -4887,6 +5449,12 @@ static int mbox_save_user(struct user *u, const char *dir, char *err, size_t err
   mailboxes_free(list, n);
   strings_free(names, n);
   buf_free(&subs);
+  char why[600];
+  int r = oom ? IMAPMEM_OK : mbox_save_special_use(u, dir, why, sizeof why);
+  if (r != IMAPMEM_OK && rc == IMAPMEM_OK) {
+    rc = r;
+    snprintf(err, errcap, "%s", why);
+  }
   return rc;
 }
 
@@ -6081,7 +6649,8 @@ static int view_resolve(struct session *s, struct command *c, struct seqset *set
 ** ===========================================================================
 ** Owns: the search-key tree (RFC 3501 6.4.4), its evaluation, the SEARCH command with
 ** its RETURN options (ESEARCH, SAVE, PARTIAL: RFC 4731, 5182, 9394), the UPDATE contexts
-** (RFC 5267 4.3: made, evaluated, cancelled) and the updates they send.
+** (RFC 5267 4.3: made, evaluated, cancelled) and the updates they send; SORT and THREAD
+** (RFC 5256, 5957, 5267 3 and 4.4), which search the same way.
 ** Calls: sections 1-3, 5 and 6.
 ** Locking: the selected mailbox is locked once to take a snapshot of the view's
 ** messages (UID, flags, dates, a reference to the bytes); keys are then evaluated with
@@ -6826,6 +7395,727 @@ static int cmd_cancelupdate(struct session *s, struct command *c) {
   return cmd_ok(c, "CANCELUPDATE completed");
 }
 
+/* ------------------------------------------------------------------------- */
+/*
+** SORT and THREAD (RFC 5256), SORT=DISPLAY (RFC 5957), the RETURN options of ESORT and
+** CONTEXT=SORT (RFC 5267 3, 4.4). Both commands search as SEARCH does (the same keys,
+** parser and evaluation), then order the matches by the message model's sort keys
+** (msgdata_sortkeys: read once per message, so a SORT parses no header it has seen).
+** Cost: the search, then O(n log n) comparisons of stored keys; THREAD REFERENCES adds
+** hash tables over the Message-IDs and base subjects, O(n + references).
+*/
+enum sort_key {
+  SORT_ARRIVAL, SORT_CC, SORT_DATE, SORT_FROM, SORT_SIZE, SORT_SUBJECT, SORT_TO,
+  SORT_DISPLAYFROM, SORT_DISPLAYTO
+};
+#define SORT_MAX_CRITERIA 32  /* more could only repeat a key: each adds nothing */
+struct sort_order {
+  struct { int key, reverse; } c[SORT_MAX_CRITERIA];
+  int n;
+};
+struct sort_item {            /* a matching message, as SORT and THREAD compare it */
+  struct snap snap;           /* holds a reference to the message's bytes */
+  int64_t arrival;            /* INTERNALDATE, seconds (RFC 5256 3 ARRIVAL) */
+  int64_t date;               /* the sent date (RFC 5256 2.2), INTERNALDATE if none */
+  const struct sortkeys *keys;
+};
+
+/* "(criteria) ": sort-criteria (RFC 5256 5, RFC 5957 5) and the space after. */
+static int sort_parse_criteria(struct session *s, struct parser *ps, struct sort_order *o) {
+  static const struct { const char *name; int key; capset cap; } keys[] = {
+    {"ARRIVAL", SORT_ARRIVAL, 0}, {"CC", SORT_CC, 0}, {"DATE", SORT_DATE, 0},
+    {"FROM", SORT_FROM, 0}, {"SIZE", SORT_SIZE, 0}, {"SUBJECT", SORT_SUBJECT, 0},
+    {"TO", SORT_TO, 0}, {"DISPLAYFROM", SORT_DISPLAYFROM, CAP_SORT_DISPLAY},
+    {"DISPLAYTO", SORT_DISPLAYTO, CAP_SORT_DISPLAY}};
+  if (!parse_char(ps, '(')) return parse_fail(ps, "Expected '(' and sort criteria");
+  o->n = 0;
+  do {
+    struct str w;
+    int reverse = 0;
+    if (!parse_run(ps, is_atom_char, &w)) return parse_fail(ps, "Expected a sort criterion");
+    if (str_ieq(w, "REVERSE")) {
+      reverse = 1;
+      if (!parse_char(ps, ' ') || !parse_run(ps, is_atom_char, &w))
+        return parse_fail(ps, "Expected a sort criterion after REVERSE");
+    }
+    size_t i = 0;
+    while (i < sizeof keys / sizeof keys[0] &&
+           !(str_ieq(w, keys[i].name) && (!keys[i].cap || cap_on(s->srv, keys[i].cap))))
+      i++;
+    if (i == sizeof keys / sizeof keys[0]) return parse_fail(ps, "Unknown sort criterion");
+    if (o->n == SORT_MAX_CRITERIA) return parse_fail(ps, "Too many sort criteria");
+    o->c[o->n].key = keys[i].key;
+    o->c[o->n++].reverse = reverse;
+  } while (parse_char(ps, ' '));
+  if (!parse_char(ps, ')')) return parse_fail(ps, "Expected ')' after the sort criteria");
+  return parse_sp(ps);
+}
+
+/*
+** "RETURN (opts) " after SORT (RFC 5267 3.1, 4.4): MIN, MAX, COUNT and ALL with ESORT;
+** PARTIAL, CONTEXT and UPDATE with CONTEXT=SORT (PARTIAL also with ESORT and PARTIAL,
+** RFC 9394); SAVE with SEARCHRES (RFC 5182 1: "any command based on SEARCH").
+*/
+static int sort_parse_return(struct session *s, struct parser *ps, struct search_return *r) {
+  static const struct { const char *name; unsigned bit; capset cap; } opts[] = {
+    {"MIN", RET_MIN, CAP_ESORT}, {"MAX", RET_MAX, CAP_ESORT}, {"COUNT", RET_COUNT, CAP_ESORT},
+    {"ALL", RET_ALL, CAP_ESORT}, {"CONTEXT", RET_CONTEXT, CAP_CONTEXT_SORT},
+    {"UPDATE", RET_UPDATE, CAP_CONTEXT_SORT}, {"PARTIAL", RET_PARTIAL, CAP_CONTEXT_SORT},
+    {"SAVE", RET_SAVE, CAP_SEARCHRES}};
+  r->extended = 1;
+  if (!parse_sp(ps) || !parse_char(ps, '('))
+    return parse_fail(ps, "Expected '(' and return options after RETURN");
+  while (!parse_char(ps, ')')) {
+    struct str w;
+    if (r->opts && !parse_sp(ps)) return parse_fail(ps, "Expected ')' after return options");
+    if (!parse_atom(ps, &w)) return parse_fail(ps, "Expected a return option");
+    size_t i = 0;
+    while (i < sizeof opts / sizeof opts[0] && !str_ieq(w, opts[i].name)) i++;
+    int on = i < sizeof opts / sizeof opts[0] &&
+             (cap_on(s->srv, opts[i].cap) ||
+              (opts[i].bit == RET_PARTIAL && cap_on(s->srv, CAP_PARTIAL)));
+    if (!on) return parse_fail(ps, "Unknown return option");   /* RFC 4466 2.6.1: BAD */
+    if (opts[i].bit == RET_PARTIAL) {   /* RFC 5267 4.4: one PARTIAL at most */
+      if (r->opts & RET_PARTIAL) return parse_fail(ps, "PARTIAL given twice");
+      if (!parse_sp(ps) || !parse_partial(ps, &r->partial)) return 0;
+    }
+    r->opts |= opts[i].bit;
+  }
+  if (!(r->opts & ~(unsigned)(RET_CONTEXT | RET_UPDATE))) r->opts |= RET_ALL;   /* 3.3 */
+  if ((r->opts & RET_ALL) && (r->opts & RET_PARTIAL))
+    return parse_fail(ps, "ALL and PARTIAL may not be used together");   /* RFC 5267 4.4 */
+  return parse_sp(ps);
+}
+
+static void sort_release(struct sort_item *v, size_t n) {
+  for (size_t i = 0; i < n; i++) msgdata_unref(v[i].snap.data);
+  free(v);
+}
+
+/*
+** "charset keys" (RFC 5256 5 search-criteria: the charset is not optional), searched as
+** SEARCH searches; the matches, in mailbox order with their sort keys, go to *out (free
+** with sort_release). 0 when the tagged reply is set already.
+*/
+static int sort_search(struct session *s, struct command *c, struct sort_item **out,
+                       size_t *n_out, int *modseq_out) {
+  struct parser *ps = &c->ps;
+  const char *name = c->def->name;
+  struct str cs;
+  if (!parse_astring(ps, &cs) || !parse_sp(ps)) return cmd_bad_args(c);
+  if (!str_ieq(cs, "US-ASCII") && !str_ieq(cs, "UTF-8"))
+    return cmd_no(c, "[BADCHARSET (US-ASCII UTF-8)] Unsupported charset");
+  struct skey *keys = search_parse_list(ps, 0, 0);
+  if (!keys) return cmd_bad_args(c);
+  if (session_uidonly(s) && search_uses_seqnums(keys))   /* RFC 9586 3.5 */
+    return cmd_bad(c, "[UIDREQUIRED] Message numbers are not allowed once UIDONLY is enabled: "
+                      "use UID set or ALL");
+  int modseq = search_uses_modseq(keys);
+  if (modseq && !cap_on(s->srv, CAP_CONDSTORE)) return cmd_bad(c, "Unknown search key MODSEQ");
+  if (modseq && s->nomodseq)   /* RFC 7162 3.1.2.2 */
+    return cmd_bad(c, "%s MODSEQ: this mailbox has no mod-sequences (NOMODSEQ)", name);
+  if (search_uses_dollar(keys) && !cap_on(s->srv, CAP_SEARCHRES))
+    return cmd_bad(c, "%s Invalid sequence set: $", name);
+  if (modseq) session_enable_condstore(s);
+  struct mailbox *mb = s->mb;
+  struct sort_item *v = mem_alloc((s->nview ? s->nview : 1) * sizeof *v);
+  if (!v) return cmd_no(c, "[SERVERBUG] Out of memory");
+  size_t n = 0, hits = 0;
+  pthread_mutex_lock(&mb->lock);
+  search_prepare(keys, s);
+  for (size_t i = 0; i < s->nview; i++) {
+    long k = mailbox_find_uid(mb, s->view[i].uid);
+    if (k < 0) continue;     /* expunged by another session: matches nothing */
+    search_snap(s, i, &mb->msgs[k], &v[n].snap);
+    v[n++].arrival = mb->msgs[k].internaldate;
+  }
+  pthread_mutex_unlock(&mb->lock);
+  int oom = 0;
+  for (size_t i = 0; i < n; i++) {   /* the matches move to the front, in mailbox order */
+    struct sort_item x = v[i];
+    if (!oom && search_match(keys, &x.snap)) {
+      if ((x.keys = msgdata_sortkeys(x.snap.data))) {
+        x.date = x.keys->sent != INT64_MIN ? x.keys->sent : x.arrival;
+        v[hits++] = x;
+        continue;
+      }
+      oom = 1;
+    }
+    msgdata_unref(x.snap.data);
+  }
+  if (oom) {
+    sort_release(v, hits);
+    return cmd_no(c, "[SERVERBUG] Out of memory");
+  }
+  *out = v;
+  *n_out = hits;
+  *modseq_out = modseq;
+  return 1;
+}
+
+#define SORT_CMP(x, y) ((x) < (y) ? -1 : (x) > (y))
+
+static const char *sort_text(const struct sortkeys *k, int key) {
+  switch (key) {
+  case SORT_CC: return k->text + k->cc;
+  case SORT_FROM: return k->text + k->from;
+  case SORT_SUBJECT: return k->text + k->subject;
+  case SORT_TO: return k->text + k->to;
+  case SORT_DISPLAYFROM: return k->text + k->display_from;
+  default: return k->text + k->display_to;
+  }
+}
+
+/* RFC 5256 3: criterion by criterion, then the implicit sequence number, never reversed. */
+static int sort_compare(const struct sort_item *a, const struct sort_item *b,
+                        const struct sort_order *o) {
+  for (int i = 0; i < o->n; i++) {
+    int r;
+    switch (o->c[i].key) {
+    case SORT_ARRIVAL: r = SORT_CMP(a->arrival, b->arrival); break;
+    case SORT_DATE: r = SORT_CMP(a->date, b->date); break;
+    case SORT_SIZE: r = SORT_CMP(a->snap.size, b->snap.size); break;
+    default: r = strcmp(sort_text(a->keys, o->c[i].key), sort_text(b->keys, o->c[i].key));
+    }
+    if (r) return o->c[i].reverse ? -r : r;
+  }
+  return SORT_CMP(a->snap.seq, b->snap.seq);
+}
+
+/* Merge sort of v[0..n) by o (qsort takes no context); tmp has room for n. */
+static void sort_items(struct sort_item **v, struct sort_item **tmp, size_t n,
+                       const struct sort_order *o) {
+  for (size_t w = 1; w < n; w *= 2) {
+    for (size_t lo = 0; lo < n; lo += 2 * w) {
+      size_t mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n;
+      size_t i = lo, j = mid, k = lo;
+      while (i < mid && j < hi) tmp[k++] = sort_compare(v[j], v[i], o) < 0 ? v[j++] : v[i++];
+      while (i < mid) tmp[k++] = v[i++];
+      while (j < hi) tmp[k++] = v[j++];
+    }
+    memcpy(v, tmp, n * sizeof *v);
+  }
+}
+
+/*
+** results [from, to) of v as a sequence-set in sort order (RFC 5267 3.2): a range only
+** where the numbers ascend one by one, so "5,3:4,2" and never "4:3".
+*/
+static void sort_send_set(struct session *s, struct sort_item **v, size_t from, size_t to,
+                          int uid) {
+#define RESULT(x) (uid ? (x)->snap.uid : (x)->snap.seq)
+  for (size_t i = from, j; i < to; i = j) {
+    for (j = i + 1; j < to && RESULT(v[j]) == RESULT(v[j - 1]) + 1; j++) continue;
+    session_send(s, i > from ? ",%u" : "%u", RESULT(v[i]));
+    if (j - i > 1) session_send(s, ":%u", RESULT(v[j - 1]));
+  }
+#undef RESULT
+}
+
+/*
+** The answer to SORT RETURN (...) (RFC 5267 3.1): "* ESEARCH (TAG "t") [UID] ..." like
+** SEARCH's, but MIN and MAX are the first and last in sort order, ALL and PARTIAL follow
+** the sort order; MODSEQ as for SEARCH (RFC 7162 3.1.10).
+*/
+static void sort_send_esearch(struct session *s, struct command *c,
+                              const struct search_return *r, struct sort_item **v, size_t n,
+                              int modseq) {
+  unsigned o = r->opts;
+  if (!(o & ~(unsigned)(RET_SAVE | RET_CONTEXT)) && (o & RET_SAVE)) return;   /* RFC 5182 1 */
+  size_t from = 0, to = 0;
+  if (o & RET_PARTIAL) partial_window(&r->partial, n, &from, &to);
+  session_send(s, "* ESEARCH (TAG \"%s\")%s", c->tag, c->uid ? " UID" : "");
+  if (n && (o & RET_MIN)) session_send(s, " MIN %u", c->uid ? v[0]->snap.uid : v[0]->snap.seq);
+  if (n && (o & RET_MAX))
+    session_send(s, " MAX %u", c->uid ? v[n - 1]->snap.uid : v[n - 1]->snap.seq);
+  if (o & RET_COUNT) session_send(s, " COUNT %zu", n);
+  if (n && (o & RET_ALL)) {
+    session_send(s, " ALL ");
+    sort_send_set(s, v, 0, n, c->uid);
+  }
+  if (o & RET_PARTIAL) {
+    const struct partial *p = &r->partial;
+    session_send(s, p->neg ? " PARTIAL (-%u:-%u " : " PARTIAL (%u:%u ", p->lo, p->hi);
+    sort_send_set(s, v, from, to, c->uid);
+    session_send(s, "%s)", from < to ? "" : "NIL");
+  }
+  uint64_t top = 0;
+  for (size_t i = 0; modseq && (o & ~(unsigned)(RET_SAVE | RET_CONTEXT | RET_UPDATE)) && i < n;
+       i++)
+    if (search_returned(o, i, n, from, to) && v[i]->snap.modseq > top) top = v[i]->snap.modseq;
+  if (top) session_send(s, " MODSEQ %llu", (unsigned long long)top);
+  session_send(s, "\r\n");
+}
+
+static int cmp_uint32(const void *a, const void *b) {
+  uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+  return SORT_CMP(x, y);
+}
+
+/*
+** SAVE (RFC 5182 2.1, 2.4): "$" becomes the messages the options returned, MIN and MAX
+** the first and last in sort order; kept as search_save keeps it, ascending UIDs.
+*/
+static int sort_save(struct session *s, const struct search_return *r, struct sort_item **v,
+                     size_t n) {
+  size_t from = 0, to = 0, k = 0;
+  if (r->opts & RET_PARTIAL) partial_window(&r->partial, n, &from, &to);
+  uint32_t *uids = mem_alloc((n ? n : 1) * sizeof *uids);
+  if (!uids) return 0;
+  for (size_t i = 0; i < n; i++)
+    if (search_returned(r->opts, i, n, from, to)) uids[k++] = v[i]->snap.uid;
+  qsort(uids, k, sizeof *uids, cmp_uint32);
+  session_saved_clear(s);
+  s->saved = uids;
+  s->nsaved = k;
+  return 1;
+}
+
+/*
+** RFC 5256 3 SORT (criteria) charset keys, and UID SORT; with RETURN (RFC 5267 3) the
+** answer is one ESEARCH response. UPDATE (RFC 5267 4.3) is refused with NOUPDATE: this
+** server keeps contexts for SEARCH only.
+*/
+static int cmd_sort(struct session *s, struct command *c) {
+  struct parser *ps = &c->ps;
+  struct search_return ret = {0};
+  struct sort_order order;
+  if (!parse_sp(ps)) return cmd_bad_args(c);
+  const char *at = ps->p;
+  struct str w;
+  if (cap_on(s->srv, CAP_ESORT) && parse_run(ps, is_atom_char, &w) && str_ieq(w, "RETURN")) {
+    if (!sort_parse_return(s, ps, &ret)) return cmd_bad_args(c);
+  } else {
+    ps->p = at;
+  }
+  if (!sort_parse_criteria(s, ps, &order)) {
+    if (ret.opts & RET_SAVE) session_saved_clear(s);   /* RFC 5182 2.1 */
+    return cmd_bad_args(c);
+  }
+  struct sort_item *items;
+  size_t n;
+  int modseq;
+  if (!sort_search(s, c, &items, &n, &modseq)) {
+    if (ret.opts & RET_SAVE) session_saved_clear(s);   /* RFC 5182 2.1 */
+    return 0;
+  }
+  struct sort_item **v = mem_alloc((n ? n : 1) * 2 * sizeof *v);
+  if (v) {
+    for (size_t i = 0; i < n; i++) v[i] = &items[i];
+    sort_items(v, v + n, n, &order);
+  }
+  if (!v || ((ret.opts & RET_SAVE) && !sort_save(s, &ret, v, n))) {
+    free(v);
+    sort_release(items, n);
+    if (ret.opts & RET_SAVE) session_saved_clear(s);
+    return cmd_no(c, "[SERVERBUG] Out of memory");
+  }
+  if (ret.extended) {
+    sort_send_esearch(s, c, &ret, v, n, modseq);
+    if (ret.opts & RET_UPDATE)   /* RFC 5267 4.3.1 */
+      session_send(s, "* NO [NOUPDATE \"%s\"] SORT results are not kept up to date\r\n",
+                   c->tag);
+  } else {
+    uint64_t top = 0;
+    session_send(s, "* SORT");
+    for (size_t i = 0; i < n; i++) {
+      session_send(s, " %u", c->uid ? v[i]->snap.uid : v[i]->snap.seq);
+      if (v[i]->snap.modseq > top) top = v[i]->snap.modseq;
+    }
+    if (modseq && top)   /* RFC 7162 3.1.6 */
+      session_send(s, " (MODSEQ %llu)", (unsigned long long)top);
+    session_send(s, "\r\n");
+  }
+  free(v);
+  sort_release(items, n);
+  return cmd_ok(c, "%sSORT completed", c->uid ? "UID " : "");
+}
+
+/*
+** THREAD (RFC 5256 3). A thread tree is nodes linked by index: node 0 is the root of
+** step 2, a node with item -1 a dummy. Every walk is iterative (an explicit stack), so a
+** reply chain thousands deep costs no C stack.
+*/
+struct thread_node {
+  int item;                   /* index in the matches, or -1: a dummy message */
+  int parent, child, next;    /* -1: none; a node's children are a list through next */
+};
+struct thread {
+  struct sort_item *items;
+  struct thread_node *nodes;
+  int n;
+};
+struct thread_key {           /* what siblings are ordered by (RFC 5256 2.2) */
+  int64_t date;
+  uint32_t seq;
+  int node;
+};
+struct thread_map {           /* Message-ID or base subject -> node, open addressing */
+  const char **keys;
+  int *vals;
+  size_t cap;                 /* a power of two, at least twice the keys */
+};
+
+static int thread_map_init(struct thread_map *m, size_t n) {
+  for (m->cap = 16; m->cap < 2 * n; m->cap *= 2) continue;
+  m->keys = mem_calloc(m->cap, sizeof *m->keys);
+  m->vals = mem_alloc(m->cap * sizeof *m->vals);
+  return m->keys && m->vals;
+}
+
+static void thread_map_free(struct thread_map *m) {
+  free(m->keys);
+  free(m->vals);
+}
+
+/* The slot of key: where it is, or the empty slot where it would go (FNV-1a hash). */
+static size_t thread_map_slot(const struct thread_map *m, const char *key) {
+  uint64_t h = 14695981039346656037u;
+  for (const unsigned char *p = (const unsigned char *)key; *p; p++) h = (h ^ *p) * 1099511628211u;
+  size_t i = (size_t)h & (m->cap - 1);
+  while (m->keys[i] && strcmp(m->keys[i], key) != 0) i = (i + 1) & (m->cap - 1);
+  return i;
+}
+
+static int thread_new(struct thread *t, int item) {
+  t->nodes[t->n] = (struct thread_node){item, -1, -1, -1};
+  return t->n++;
+}
+
+/* The node of a Message-ID: made a dummy the first time it is named (RFC 5256 3 1A). */
+static int thread_id_node(struct thread *t, struct thread_map *ids, const char *id) {
+  size_t i = thread_map_slot(ids, id);
+  if (!ids->keys[i]) {
+    ids->keys[i] = id;
+    ids->vals[i] = thread_new(t, -1);
+  }
+  return ids->vals[i];
+}
+
+/* Would making p the parent of c make a loop: is c p itself or above it? */
+static int thread_loops(const struct thread *t, int p, int c) {
+  for (int x = p; x >= 0; x = t->nodes[x].parent)
+    if (x == c) return 1;
+  return 0;
+}
+
+static void thread_link(struct thread *t, int parent, int child) {
+  t->nodes[child].parent = parent;
+  t->nodes[child].next = t->nodes[parent].child;
+  t->nodes[parent].child = child;
+}
+
+static void thread_unlink(struct thread *t, int child) {
+  int *link = &t->nodes[t->nodes[child].parent].child;
+  while (*link != child) link = &t->nodes[*link].next;
+  *link = t->nodes[child].next;
+  t->nodes[child].parent = t->nodes[child].next = -1;
+}
+
+/* The message a node is sorted and named by: itself, or a dummy's first child. */
+static const struct sort_item *thread_item(const struct thread *t, int x) {
+  while (t->nodes[x].item < 0 && t->nodes[x].child >= 0) x = t->nodes[x].child;
+  return t->nodes[x].item >= 0 ? &t->items[t->nodes[x].item] : NULL;
+}
+
+static int cmp_thread_key(const void *a, const void *b) {
+  const struct thread_key *x = a, *y = b;
+  int r = SORT_CMP(x->date, y->date);
+  return r ? r : SORT_CMP(x->seq, y->seq);
+}
+
+/* Order p's children by sent date, a dummy by its first child's (RFC 5256 3 steps 4, 6). */
+static void thread_sort_children(struct thread *t, int p, struct thread_key *tmp) {
+  size_t k = 0;
+  for (int c = t->nodes[p].child; c >= 0; c = t->nodes[c].next) {
+    const struct sort_item *m = thread_item(t, c);
+    tmp[k++] = (struct thread_key){m ? m->date : 0, m ? m->snap.seq : 0, c};
+  }
+  if (k < 2) return;
+  qsort(tmp, k, sizeof *tmp, cmp_thread_key);
+  t->nodes[p].child = tmp[0].node;
+  for (size_t i = 0; i + 1 < k; i++) t->nodes[tmp[i].node].next = tmp[i + 1].node;
+  t->nodes[tmp[k - 1].node].next = -1;
+}
+
+/* The nodes under the root, parents before children, into order; its length. */
+static size_t thread_preorder(const struct thread *t, int *order, int *stack) {
+  size_t k = 0, top = 0;
+  stack[top++] = 0;
+  while (top) {
+    int x = stack[--top];
+    order[k++] = x;
+    for (int c = t->nodes[x].child; c >= 0; c = t->nodes[c].next) stack[top++] = c;
+  }
+  return k;
+}
+
+/*
+** RFC 5256 3 step 3, for the children of p (whose own children are pruned already): a
+** dummy with no children goes; one with children gives way to them, except that under
+** the root a dummy with more than one child stays.
+*/
+static void thread_prune(struct thread *t, int p) {
+  int *link = &t->nodes[p].child;
+  while (*link >= 0) {
+    struct thread_node *x = &t->nodes[*link];
+    if (x->item >= 0 || (p == 0 && x->child >= 0 && t->nodes[x->child].next >= 0)) {
+      link = &x->next;
+    } else if (x->child < 0) {
+      *link = x->next;
+    } else {
+      int last = x->child;
+      for (int c = x->child; c >= 0; c = t->nodes[c].next) {
+        t->nodes[c].parent = p;
+        last = c;
+      }
+      t->nodes[last].next = x->next;
+      *link = x->child;
+      link = &t->nodes[last].next;
+    }
+  }
+}
+
+/* The thread subject of a child of the root (RFC 5256 3 step 5.B.i). */
+static const char *thread_subject(const struct thread *t, int x) {
+  const struct sort_item *m = thread_item(t, x);
+  return m ? m->keys->text + m->keys->subject : "";
+}
+
+static int thread_is_reply(const struct thread *t, int x) {
+  return t->nodes[x].item >= 0 && t->items[t->nodes[x].item].keys->reply;
+}
+
+/*
+** RFC 5256 3 step 5: threads under the root with the same base subject come together.
+** The root's list is taken apart first and made again at the end (unlinking from a list
+** of thousands, once per merge, would cost O(n^2)); roots[i] becomes -1 once merged.
+*/
+static int thread_by_subject(struct thread *t, int *roots) {
+  struct thread_map subj;
+  size_t n = 0;
+  for (int c = t->nodes[0].child; c >= 0; c = t->nodes[c].next) roots[n++] = c;
+  if (!thread_map_init(&subj, n)) {
+    thread_map_free(&subj);
+    return 0;
+  }
+  for (size_t i = 0; i < n; i++) {   /* (B) one message a subject, a dummy or not a reply */
+    const char *key = thread_subject(t, roots[i]);
+    if (!*key) continue;
+    size_t k = thread_map_slot(&subj, key);
+    int r = roots[i], cur = subj.vals[k];
+    if (!subj.keys[k]) {
+      subj.keys[k] = key;
+      subj.vals[k] = r;
+    } else if (t->nodes[cur].item >= 0 &&
+               (t->nodes[r].item < 0 || (thread_is_reply(t, cur) && !thread_is_reply(t, r)))) {
+      subj.vals[k] = r;
+    }
+  }
+  int first_new = t->n;
+  t->nodes[0].child = -1;
+  for (size_t i = 0; i < n; i++) t->nodes[roots[i]].parent = t->nodes[roots[i]].next = -1;
+  for (size_t i = 0; i < n; i++) {   /* (C) merge */
+    const char *key = thread_subject(t, roots[i]);
+    if (!*key) continue;
+    size_t k = thread_map_slot(&subj, key);
+    int r = roots[i], to = subj.vals[k];
+    if (to == r) continue;
+    roots[i] = -1;
+    if (t->nodes[to].item < 0 && t->nodes[r].item < 0) {   /* their children are siblings */
+      for (int c = t->nodes[r].child, next; c >= 0; c = next) {
+        next = t->nodes[c].next;
+        thread_link(t, to, c);
+      }
+      t->nodes[r].child = -1;
+    } else if (t->nodes[to].item < 0 || (thread_is_reply(t, r) && !thread_is_reply(t, to))) {
+      thread_link(t, to, r);
+    } else {                 /* a new dummy holds both */
+      int d = thread_new(t, -1);
+      thread_link(t, d, to);
+      thread_link(t, d, r);
+      subj.vals[k] = d;
+    }
+  }
+  for (size_t i = 0; i < n; i++)   /* the root's list again: what is left on top */
+    if (roots[i] >= 0 && t->nodes[roots[i]].parent < 0) thread_link(t, 0, roots[i]);
+  for (int d = first_new; d < t->n; d++)
+    if (t->nodes[d].parent < 0) thread_link(t, 0, d);
+  thread_map_free(&subj);
+  return 1;
+}
+
+/* Link the messages by their references (RFC 5256 3 steps 1 and 2). */
+static int thread_link_references(struct thread *t, size_t n, size_t nrefs) {
+  struct thread_map ids;
+  if (!thread_map_init(&ids, n + nrefs)) {
+    thread_map_free(&ids);
+    return 0;
+  }
+  thread_new(t, -1);         /* node 0: the root */
+  for (size_t i = 0; i < n; i++) {
+    const struct sortkeys *k = t->items[i].keys;
+    int me = k->msgid != SORTKEY_NONE ? thread_id_node(t, &ids, k->text + k->msgid) : -1;
+    if (me < 0 || t->nodes[me].item >= 0) me = thread_new(t, -1);   /* none, or a duplicate */
+    t->nodes[me].item = (int)i;
+    int prev = -1;
+    const char *ref = k->text + k->refs;
+    for (uint32_t j = 0; j < k->nrefs; j++, ref += strlen(ref) + 1) {   /* (1A) */
+      int cur = thread_id_node(t, &ids, ref);
+      if (prev >= 0 && t->nodes[cur].parent < 0 && !thread_loops(t, prev, cur))
+        thread_link(t, prev, cur);
+      prev = cur;
+    }
+    if (t->nodes[me].parent >= 0) thread_unlink(t, me);   /* (1B) the last reference wins */
+    if (prev >= 0 && !thread_loops(t, prev, me)) thread_link(t, prev, me);
+  }
+  thread_map_free(&ids);
+  for (int x = 1, end = t->n; x < end; x++)   /* (2) */
+    if (t->nodes[x].parent < 0) thread_link(t, 0, x);
+  return 1;
+}
+
+/* "(3 6 (4 23)(44 7 96))" for each thread under the root (RFC 5256 4), into s->out. */
+static void thread_send(struct session *s, const struct thread *t, int *stack, int uid) {
+  size_t top = 0;
+#define PUSH_CHILDREN(p)                                                       \
+  do {                                                                         \
+    size_t from_ = top;                                                        \
+    for (int c_ = t->nodes[p].child; c_ >= 0; c_ = t->nodes[c_].next) stack[top++] = c_; \
+    for (size_t i_ = from_, j_ = top; i_ + 1 < j_; i_++, j_--) {               \
+      int x_ = stack[i_];                                                      \
+      stack[i_] = stack[j_ - 1];                                               \
+      stack[j_ - 1] = x_;                                                      \
+    }                                                                          \
+  } while (0)
+  session_send(s, "* THREAD");
+  PUSH_CHILDREN(0);
+  if (top) session_send(s, " ");
+  while (top) {
+    int x = stack[--top];
+    if (x < 0) {
+      session_send(s, ")");
+      continue;
+    }
+    session_send(s, "(");
+    for (int any = 0;;) {    /* down the chain while a node has one child */
+      const struct thread_node *nd = &t->nodes[x];
+      if (nd->item >= 0) {
+        const struct snap *m = &t->items[nd->item].snap;
+        session_send(s, "%s%u", any++ ? " " : "", uid ? m->uid : m->seq);
+      }
+      if (nd->child < 0) {
+        session_send(s, ")");
+        break;
+      }
+      if (t->nodes[nd->child].next < 0) {
+        x = nd->child;
+        continue;
+      }
+      if (any) session_send(s, " ");
+      stack[top++] = -1;     /* ")" once the subthreads are out */
+      PUSH_CHILDREN(x);
+      break;
+    }
+  }
+#undef PUSH_CHILDREN
+  session_send(s, "\r\n");
+}
+
+/* THREAD REFERENCES (RFC 5256 3): steps 1-6, then the THREAD response. 0: no memory. */
+static int thread_references(struct session *s, struct command *c, struct sort_item *items,
+                             size_t n) {
+  size_t nrefs = 0;
+  for (size_t i = 0; i < n; i++) nrefs += items[i].keys->nrefs;
+  size_t cap = 2 + 2 * n + nrefs;   /* root, messages, dummies of ids and of step 5 */
+  struct thread t = {items, mem_alloc(cap * sizeof *t.nodes), 0};
+  int *order = mem_alloc(cap * 2 * sizeof *order);
+  struct thread_key *keys = mem_alloc(cap * sizeof *keys);
+  int ok = t.nodes && order && keys && thread_link_references(&t, n, nrefs);
+  if (ok) {
+    int *stack = order + cap;
+    size_t k = thread_preorder(&t, order, stack);
+    for (size_t i = k; i-- > 0;) thread_prune(&t, order[i]);   /* (3) children first */
+    for (int x = t.nodes[0].child; x >= 0; x = t.nodes[x].next)   /* (4) */
+      if (t.nodes[x].item < 0) thread_sort_children(&t, x, keys);
+    thread_sort_children(&t, 0, keys);
+    ok = thread_by_subject(&t, stack);   /* (5) */
+  }
+  if (ok) {
+    size_t k = thread_preorder(&t, order, order + cap);
+    for (size_t i = k; i-- > 0;) thread_sort_children(&t, order[i], keys);   /* (6) */
+    thread_send(s, &t, order, c->uid);
+  }
+  free(t.nodes);
+  free(order);
+  free(keys);
+  return ok;
+}
+
+/*
+** THREAD ORDEREDSUBJECT (RFC 5256 3): by base subject then sent date; a thread per
+** subject, the threads in the order of their first messages' sent dates, the second
+** and later messages children of the first.
+*/
+static int thread_orderedsubject(struct session *s, struct command *c, struct sort_item *items,
+                                 size_t n) {
+  struct sort_order by = {{{SORT_SUBJECT, 0}, {SORT_DATE, 0}}, 2};
+  struct sort_item **v = mem_alloc((n ? n : 1) * 2 * sizeof *v);
+  struct thread_key *threads = mem_alloc((n ? n : 1) * sizeof *threads);
+  if (!v || !threads) {
+    free(v);
+    free(threads);
+    return 0;
+  }
+  for (size_t i = 0; i < n; i++) v[i] = &items[i];
+  sort_items(v, v + n, n, &by);
+  size_t nt = 0;
+  for (size_t i = 0; i < n; i++)
+    if (i == 0 || strcmp(sort_text(v[i]->keys, SORT_SUBJECT),
+                         sort_text(v[i - 1]->keys, SORT_SUBJECT)) != 0)
+      threads[nt++] = (struct thread_key){v[i]->date, v[i]->snap.seq, (int)i};
+  qsort(threads, nt, sizeof *threads, cmp_thread_key);
+  session_send(s, "* THREAD%s", nt ? " " : "");
+#define RESULT(x) (c->uid ? (x)->snap.uid : (x)->snap.seq)
+  for (size_t i = 0; i < nt; i++) {
+    size_t from = (size_t)threads[i].node, to = from + 1;
+    while (to < n && strcmp(sort_text(v[to]->keys, SORT_SUBJECT),
+                            sort_text(v[from]->keys, SORT_SUBJECT)) == 0)
+      to++;
+    session_send(s, "(%u", RESULT(v[from]));
+    if (to - from == 2) session_send(s, " %u", RESULT(v[from + 1]));
+    else if (to - from > 2) {
+      session_send(s, " ");
+      for (size_t j = from + 1; j < to; j++) session_send(s, "(%u)", RESULT(v[j]));
+    }
+    session_send(s, ")");
+  }
+#undef RESULT
+  session_send(s, "\r\n");
+  free(v);
+  free(threads);
+  return 1;
+}
+
+/* RFC 5256 3 THREAD algorithm charset keys, and UID THREAD. */
+static int cmd_thread(struct session *s, struct command *c) {
+  struct parser *ps = &c->ps;
+  struct str alg;
+  if (!parse_sp(ps) || !parse_atom(ps, &alg) || !parse_sp(ps)) return cmd_bad_args(c);
+  int refs = str_ieq(alg, "REFERENCES");
+  if (!(refs ? cap_on(s->srv, CAP_THREAD_REFERENCES)
+             : str_ieq(alg, "ORDEREDSUBJECT") && cap_on(s->srv, CAP_THREAD_ORDEREDSUBJECT)))
+    return cmd_bad(c, "THREAD Unknown threading algorithm %.*s", (int)alg.len, alg.p);
+  struct sort_item *items;
+  size_t n;
+  int modseq;
+  if (!sort_search(s, c, &items, &n, &modseq)) return 0;
+  int ok = refs ? thread_references(s, c, items, n) : thread_orderedsubject(s, c, items, n);
+  sort_release(items, n);
+  if (!ok) return cmd_no(c, "[SERVERBUG] Out of memory");
+  return cmd_ok(c, "%sTHREAD completed", c->uid ? "UID " : "");
+}
+
 /*
 ** ===========================================================================
 ** 8  FETCH
@@ -7486,6 +8776,19 @@ static const struct {
   {"CATENATE", CAP_CATENATE, 0, 0},   /* RFC 4469 needs no other (UIDPLUS, MULTIAPPEND: "if") */
   {"APPENDLIMIT", CAP_APPENDLIMIT, 0, 0},   /* advertised as APPENDLIMIT=n (RFC 7889 2) */
   {"UIDONLY", CAP_UIDONLY, CAP_ENABLE, 0},
+  {"LIST-EXTENDED", CAP_LIST_EXTENDED, 0, 0},
+  {"LIST-STATUS", CAP_LIST_STATUS, CAP_LIST_EXTENDED, 0},     /* a LIST return option */
+  {"SPECIAL-USE", CAP_SPECIAL_USE, CAP_LIST_EXTENDED, 0},     /* LIST options (RFC 6154 2) */
+  {"CREATE-SPECIAL-USE", CAP_CREATE_SPECIAL_USE, 0, 0},
+  {"STATUS=SIZE", CAP_STATUS_SIZE, 0, 0},
+  {"QUOTA", CAP_QUOTA, 0, 0}, {"QUOTASET", CAP_QUOTASET, CAP_QUOTA, 0},   /* RFC 9208 */
+  {"QUOTA=RES-STORAGE", CAP_QUOTA_RES_STORAGE, CAP_QUOTA, 0},
+  {"QUOTA=RES-MESSAGE", CAP_QUOTA_RES_MESSAGE, CAP_QUOTA, 0},
+  {"SORT", CAP_SORT, 0, 0}, {"SORT=DISPLAY", CAP_SORT_DISPLAY, CAP_SORT, 0},   /* RFC 5957 */
+  {"THREAD=ORDEREDSUBJECT", CAP_THREAD_ORDEREDSUBJECT, 0, 0},
+  {"THREAD=REFERENCES", CAP_THREAD_REFERENCES, 0, 0},
+  {"ESORT", CAP_ESORT, CAP_SORT, 0},                            /* RFC 5267 3.1 */
+  {"CONTEXT=SORT", CAP_CONTEXT_SORT, CAP_ESORT, 0},             /* RFC 5267 4.1 */
   {"ACL", CAP_ACL, 0, 0}};   /* advertised with RIGHTS=texk (RFC 4314 5.1.1): one switch */
 #define NCAPS (sizeof capability_list / sizeof capability_list[0])
 
@@ -7948,10 +9251,44 @@ static int cmd_select(struct session *s, struct command *c) {
   return cmd_ok(c, "[%s] %s completed", examine ? "READ-ONLY" : "READ-WRITE", c->def->name);
 }
 
+/*
+** CREATE's arguments: mailbox [SP "(" create-param *(SP create-param) ")"] (RFC 4466 2.2),
+** the one parameter being RFC 6154 3's USE (use-attr ...), which sets *use and *use_set.
+** \All and \Flagged are refused with [USEATTR] (RFC 6154 5.3's example): they promise a
+** virtual mailbox, which this server cannot make. 0 with the reply set.
+*/
+static int create_arguments(struct session *s, struct command *c, const char **name,
+                            unsigned *use, int *use_set) {
+  struct parser *ps = &c->ps;
+  *use = 0;
+  *use_set = 0;
+  if (!parse_sp(ps) || !parse_mailbox(ps, name)) return cmd_bad_args(c);
+  if (parse_at_end(ps)) return 1;
+  struct str kw;
+  if (!cap_on(s->srv, CAP_CREATE_SPECIAL_USE) || !parse_sp(ps) || !parse_char(ps, '(') ||
+      !parse_atom(ps, &kw) || !str_ieq(kw, "USE") || !parse_sp(ps) || !parse_char(ps, '('))
+    return cmd_bad(c, "CREATE Expected: CREATE mailbox [(USE (attributes))]");
+  *use_set = 1;
+  while (!parse_char(ps, ')')) {
+    struct str a;
+    if (ps->p[-1] != '(' && !parse_sp(ps)) return cmd_bad_args(c);
+    if (!parse_char(ps, '\\') || !parse_atom(ps, &a))
+      return cmd_bad(c, "CREATE Expected a special-use attribute (\\Sent, ...)");
+    unsigned bit = special_use_bit(a.p - 1, a.len + 1);
+    if (!bit || bit == USE_ALL || bit == USE_FLAGGED)
+      return cmd_no(c, "[USEATTR] \\%.*s not supported", (int)a.len, a.p);
+    *use |= bit;
+  }
+  if (!parse_char(ps, ')') || !parse_end(ps)) return cmd_bad_args(c);
+  return 1;
+}
+
 /* 6.3.3: CREATE makes the mailbox and any missing superior levels. */
 static int cmd_create(struct session *s, struct command *c) {
   const char *name;
-  if (!cmd_mailbox_arg(c, &name)) return cmd_bad_args(c);
+  unsigned use;
+  int use_set;
+  if (!create_arguments(s, c, &name, &use, &use_set)) return 0;
   if (strcmp(name, "INBOX") == 0) return cmd_no(c, "[ALREADYEXISTS] INBOX always exists");
   const char *why = mailbox_name_invalid(name);
   if (why) return cmd_no(c, "[CANNOT] Invalid mailbox name (%s): %s", why, name);
@@ -7966,6 +9303,10 @@ static int cmd_create(struct session *s, struct command *c) {
   if (allowed) {
     struct mailbox *parent = ns_parent_locked(u, ref.local);
     mb = user_create_locked(u, ref.local, 1, server_new_uidvalidity(s->srv), &exists);
+    if (mb) {                /* an old \Noselect level made selectable keeps no old role */
+      mb->use = use;
+      mb->use_set = use_set;
+    }
     if (mb && parent && !mb->nacl && !acl_copy(mb, parent))   /* RFC 4314 4: inherit */
       mb = NULL;
   }
@@ -8308,6 +9649,374 @@ static int list_add_others(struct session *s, struct list_entry **e, size_t *n, 
   return 1;
 }
 
+/* ------------------------------------------------------------------------- */
+/*
+** STATUS items, for STATUS and for LIST's STATUS return option (RFC 5819 2): those of RFC
+** 3501 6.3.10, RFC 7162 3.1.7's HIGHESTMODSEQ, RFC 7889's APPENDLIMIT, RFC 8438's SIZE,
+** RFC 9051 6.3.11's DELETED and RFC 9208 4.1.4's DELETED-STORAGE. ORDER enum status_item.
+*/
+enum status_item {
+  SI_MESSAGES, SI_RECENT, SI_UIDNEXT, SI_UIDVALIDITY, SI_UNSEEN, SI_HIGHESTMODSEQ,
+  SI_APPENDLIMIT, SI_SIZE, SI_DELETED, SI_DELETED_STORAGE, SI_COUNT
+};
+static const struct {
+  const char *name;
+  capset cap;                 /* 0: always there */
+} status_items[SI_COUNT] = {
+  {"MESSAGES", 0}, {"RECENT", 0}, {"UIDNEXT", 0}, {"UIDVALIDITY", 0}, {"UNSEEN", 0},
+  {"HIGHESTMODSEQ", CAP_CONDSTORE}, {"APPENDLIMIT", CAP_APPENDLIMIT},
+  {"SIZE", CAP_STATUS_SIZE}, {"DELETED", 0},
+  {"DELETED-STORAGE", CAP_QUOTA_RES_STORAGE}};
+
+struct status_want {          /* the items asked for, in the order asked */
+  unsigned item[16];
+  int n;
+};
+
+/*
+** status-att *(SP status-att) ")", the "(" read already. 0 with the BAD reply set if an
+** item is unknown or switched off.
+*/
+static int status_parse_items(struct session *s, struct command *c, struct status_want *w) {
+  struct parser *ps = &c->ps;
+  w->n = 0;
+  do {
+    struct str it;
+    if (!parse_atom(ps, &it)) return cmd_bad_args(c);
+    unsigned k;
+    for (k = 0; k < SI_COUNT && !(str_ieq(it, status_items[k].name) &&
+                                  (!status_items[k].cap || cap_on(s->srv, status_items[k].cap)));
+         k++) {}
+    if (k == SI_COUNT)
+      return cmd_bad(c, "%s Unknown status item: %.*s", c->def->name, (int)it.len, it.p);
+    if (w->n < 16) w->item[w->n++] = k;
+    if (k == SI_HIGHESTMODSEQ) session_enable_condstore(s);
+  } while (parse_char(ps, ' '));
+  if (!parse_char(ps, ')')) return cmd_bad(c, "%s Expected ')'", c->def->name);
+  return 1;
+}
+
+/* The untagged STATUS response for mb, called name. Takes mb->lock. */
+static void status_send(struct session *s, struct mailbox *mb, const char *name,
+                        const struct status_want *w) {
+  uint64_t v[SI_COUNT] = {0};
+  pthread_mutex_lock(&mb->lock);
+  v[SI_MESSAGES] = mb->count;
+  for (size_t i = 0; i < mb->count; i++) {
+    v[SI_RECENT] += (mb->msgs[i].flags & FLAG_RECENT) != 0;
+    v[SI_UNSEEN] += !(mb->msgs[i].flags & FLAG_SEEN);
+    v[SI_SIZE] += mb->msgs[i].data->size;   /* RFC 8438 3: the sum of RFC822.SIZE */
+    if (mb->msgs[i].flags & FLAG_DELETED) {   /* RFC 9208 4.1.4: what an EXPUNGE frees */
+      v[SI_DELETED]++;
+      v[SI_DELETED_STORAGE] += mb->msgs[i].data->size;   /* octets, not KiB */
+    }
+  }
+  /* a session that has this mailbox selected holds its \Recent messages */
+  if (s->mb == mb)
+    for (size_t i = 0; i < s->nview; i++) v[SI_RECENT] += s->view[i].recent;
+  v[SI_UIDNEXT] = mb->uidnext;
+  v[SI_UIDVALIDITY] = mb->uidvalidity;
+  v[SI_HIGHESTMODSEQ] = mb->nomodseq ? 0 : mb->modseq;   /* RFC 7162 3.1.7: 0 without */
+  v[SI_APPENDLIMIT] = atomic_load(&s->srv->append_limit);   /* RFC 7889 3.1: one for all */
+  pthread_mutex_unlock(&mb->lock);
+  session_send(s, "* STATUS ");
+  out_string(&s->out, name, strlen(name));
+  session_send(s, " (");
+  for (int i = 0; i < w->n; i++)
+    session_send(s, "%s%s %llu", i ? " " : "", status_items[w->item[i]].name,
+                 (unsigned long long)v[w->item[i]]);
+  session_send(s, ")\r\n");
+}
+
+/* ------------------------------------------------------------------------- */
+/*
+** The extended LIST of RFC 5258 (LIST-EXTENDED), with RFC 6154's SPECIAL-USE options and
+** RFC 5819's STATUS return option. What the store knows of every name is copied into
+** list_item rows under the user's lock (list_collect_locked); what a row shows is decided
+** by list_item_attributes alone, for any LIST that wants the RFC 5258 attributes (IMAP4rev2
+** needs the child flags and \NonExistent too). A plain LIST or LSUB never comes here: its
+** answer stays as RFC 3501 gives it.
+*/
+enum {                        /* what a row knows of its name */
+  LI_EXISTS = 1,              /* a mailbox, perhaps a \Noselect level */
+  LI_SELECTABLE = 2,
+  LI_CHILDREN = 4,            /* some mailbox lives below it (RFC 3348) */
+  LI_SUBSCRIBED = 8
+};
+enum {                        /* what a LIST asks to see (RFC 5258 3.2, 6154 2, 5819 2) */
+  LR_CHILDREN = 1, LR_SUBSCRIBED = 2, LR_SPECIAL_USE = 4, LR_STATUS = 8
+};
+enum {                        /* which names a LIST selects (RFC 5258 3.1, 6154 2) */
+  LS_SUBSCRIBED = 1, LS_REMOTE = 2, LS_RECURSIVEMATCH = 4, LS_SPECIAL_USE = 8
+};
+struct list_item {
+  const char *name;
+  unsigned info;              /* LI_* */
+  unsigned use;               /* special-use roles, USE_* */
+  int matched;                /* matches one of the patterns */
+};
+struct list_request {
+  unsigned select, ret;       /* LS_*, LR_* */
+  const char *pattern[IMAPMEM_MAX_PATTERNS];  /* reference + pattern, canonical */
+  int npatterns;
+  struct status_want status;  /* with LR_STATUS */
+};
+
+/*
+** The attributes of a row, "\Noselect \HasNoChildren" say, into out (cap bytes, 256 is
+** plenty), for what ret asks: \NonExistent (RFC 5258 3: it implies \Noselect, which is then
+** left out, as Dovecot does) or \Noselect, the child flags, the roles, \Subscribed.
+*/
+static void list_item_attributes(const struct list_item *it, unsigned ret, char *out,
+                                 size_t cap) {
+  const char *a[4 + USE_ROLES];
+  int n = 0;
+  if (!(it->info & LI_EXISTS)) a[n++] = "\\NonExistent";
+  else if (!(it->info & LI_SELECTABLE)) a[n++] = "\\Noselect";
+  if (ret & LR_CHILDREN) a[n++] = it->info & LI_CHILDREN ? "\\HasChildren" : "\\HasNoChildren";
+  for (int i = 0; i < USE_ROLES; i++)
+    if ((ret & LR_SPECIAL_USE) && (it->use >> i & 1)) a[n++] = special_use_names[i];
+  if ((ret & LR_SUBSCRIBED) && (it->info & LI_SUBSCRIBED)) a[n++] = "\\Subscribed";
+  size_t len = 0;
+  out[0] = 0;
+  for (int i = 0; i < n; i++)
+    len += (size_t)snprintf(out + len, len < cap ? cap - len : 0, "%s%s", i ? " " : "", a[i]);
+}
+
+static int list_subscribed_locked(struct user *u, const char *name) {
+  for (size_t i = 0; i < u->live.nsubs; i++)
+    if (strcmp(u->live.subs[i], name) == 0) return 1;
+  return 0;
+}
+
+static struct list_item *list_item_find(struct list_item *v, size_t n, const char *name,
+                                        size_t len) {
+  for (size_t i = 0; i < n; i++)
+    if (strlen(v[i].name) == len && strncmp(v[i].name, name, len) == 0) return &v[i];
+  return NULL;
+}
+
+/*
+** Rows for every mailbox and every subscribed name (RFC 5258 3: a subscribed name need not
+** exist), and with parents set, for the missing parent levels of subscribed names too
+** (\NonExistent parents that RECURSIVEMATCH may show). The nothers rows of others, as
+** list_add_others made them (what this user may look up in the other namespaces), come
+** after the user's own. In the arena; *n rows. NULL if memory ran out.
+** O(names x (names + subscriptions)). Caller holds u->lock.
+*/
+static struct list_item *list_collect_locked(struct session *s, struct user *u, int parents,
+                                             const struct list_entry *others, size_t nothers,
+                                             size_t *n) {
+  size_t cap = u->live.n + nothers + u->live.nsubs;
+  if (parents)
+    for (size_t i = 0; i < u->live.nsubs; i++)
+      for (const char *p = u->live.subs[i]; (p = strchr(p, '/')) != NULL; p++) cap++;
+  struct list_item *v = arena_alloc(&s->arena, (cap ? cap : 1) * sizeof *v);
+  *n = 0;
+  if (!v) return NULL;
+  for (size_t i = 0; i < u->live.n; i++) {
+    struct mailbox *mb = u->live.list[i];
+    struct list_item *it = &v[(*n)++];
+    if (!(it->name = arena_strndup(&s->arena, mb->name, strlen(mb->name)))) return NULL;
+    it->info = LI_EXISTS | (mb->selectable ? LI_SELECTABLE : 0) |
+               (user_has_children_locked(u, mb->name) ? LI_CHILDREN : 0) |
+               (list_subscribed_locked(u, mb->name) ? LI_SUBSCRIBED : 0);
+    it->use = mailbox_special_use_locked(mb);
+    it->matched = 0;
+  }
+  for (size_t i = 0; i < nothers; i++) {   /* roles are the owner's, never shown to others */
+    const char *a = others[i].attrs;
+    unsigned info = LI_EXISTS | (strstr(a, "\\Noselect") ? 0 : LI_SELECTABLE) |
+                    (strstr(a, "\\HasChildren") ? LI_CHILDREN : 0) |
+                    (list_subscribed_locked(u, others[i].name) ? LI_SUBSCRIBED : 0);
+    struct list_item *it = list_item_find(v, *n, others[i].name, strlen(others[i].name));
+    if (it) {                  /* a personal name under a namespace prefix: one row */
+      it->info |= info & (unsigned)LI_CHILDREN;
+      continue;
+    }
+    it = &v[(*n)++];
+    it->name = others[i].name;  /* in the arena already */
+    it->info = info;
+    it->use = 0;
+    it->matched = 0;
+  }
+  for (size_t i = 0; i < u->live.nsubs; i++) {
+    const char *name = u->live.subs[i];
+    for (const char *p = name; parents && (p = strchr(p, '/')) != NULL; p++) {
+      size_t len = (size_t)(p - name);
+      if (!len || list_item_find(v, *n, name, len)) continue;
+      struct list_item *it = &v[(*n)++];
+      if (!(it->name = arena_strndup(&s->arena, name, len))) return NULL;
+      it->info = 0;            /* no mailbox lives below a name that does not exist */
+      it->use = 0;
+      it->matched = 0;
+    }
+    struct list_item *it = list_item_find(v, *n, name, strlen(name));
+    if (it) {                  /* a parent level met before its own subscription */
+      it->info |= LI_SUBSCRIBED;
+      continue;
+    }
+    it = &v[(*n)++];
+    if (!(it->name = arena_strndup(&s->arena, name, strlen(name)))) return NULL;
+    it->info = LI_SUBSCRIBED;
+    it->use = 0;
+    it->matched = 0;
+  }
+  return v;
+}
+
+/* Does the row meet the selection criteria (RFC 5258 3)? */
+static int list_selected(const struct list_request *rq, const struct list_item *it) {
+  if ((rq->select & LS_SUBSCRIBED) ? !(it->info & LI_SUBSCRIBED) : !(it->info & LI_EXISTS))
+    return 0;
+  return !(rq->select & LS_SPECIAL_USE) || it->use != 0;
+}
+
+/*
+** "(" option *(SP option) ")", each an atom from names (NULL-ended; bits[i] for names[i])
+** or, for a return option, STATUS with its items. 0 with the BAD reply set.
+*/
+static int list_parse_options(struct session *s, struct command *c, const char *what,
+                              const char *const *names, const unsigned *bits, unsigned *out,
+                              struct status_want *status) {
+  struct parser *ps = &c->ps;
+  *out = 0;
+  if (!parse_char(ps, '(')) return cmd_bad(c, "LIST Expected '(' before the %s options", what);
+  if (parse_char(ps, ')')) return 1;
+  do {
+    struct str opt;
+    if (!parse_atom(ps, &opt)) return cmd_bad(c, "LIST Expected a %s option", what);
+    int k;
+    for (k = 0; names[k] && !str_ieq(opt, names[k]); k++) {}
+    if (!names[k])
+      return cmd_bad(c, "LIST Unknown %s option: %.*s", what, (int)opt.len, opt.p);
+    *out |= bits[k];
+    if (status && bits[k] == LR_STATUS && (!parse_sp(ps) || !parse_char(ps, '(')))
+      return cmd_bad(c, "LIST Expected STATUS (items)");
+    if (status && bits[k] == LR_STATUS && !status_parse_items(s, c, status)) return 0;
+  } while (parse_char(ps, ' '));
+  if (!parse_char(ps, ')')) return cmd_bad(c, "LIST Expected ')' after the %s options", what);
+  return 1;
+}
+
+/*
+** RFC 5258 6: LIST [SP list-select-opts] SP mailbox SP mbox-or-pat [SP list-return-opts],
+** into rq. 0 with the BAD reply set.
+*/
+static int list_parse_extended(struct session *s, struct command *c, struct list_request *rq) {
+  struct parser *ps = &c->ps;
+  int special = cap_on(s->srv, CAP_SPECIAL_USE), status = cap_on(s->srv, CAP_LIST_STATUS);
+  const char *sel_names[] = {"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH",
+                             special ? "SPECIAL-USE" : NULL, NULL};
+  const unsigned sel_bits[] = {LS_SUBSCRIBED, LS_REMOTE, LS_RECURSIVEMATCH, LS_SPECIAL_USE};
+  const char *ret_names[] = {"SUBSCRIBED", "CHILDREN", special ? "SPECIAL-USE" : "",
+                             status ? "STATUS" : NULL, NULL};
+  const unsigned ret_bits[] = {LR_SUBSCRIBED, LR_CHILDREN, LR_SPECIAL_USE, LR_STATUS};
+  struct str ref, pat[IMAPMEM_MAX_PATTERNS];
+  memset(rq, 0, sizeof *rq);
+  if (!parse_sp(ps)) return cmd_bad_args(c);
+  int options = parse_peek(ps, '(');
+  if (options && !list_parse_options(s, c, "selection", sel_names, sel_bits, &rq->select, NULL))
+    return 0;
+  if ((rq->select & LS_SUBSCRIBED) == 0 && (rq->select & LS_RECURSIVEMATCH))   /* 3.1 */
+    return cmd_bad(c, "LIST RECURSIVEMATCH needs the SUBSCRIBED selection option");
+  if (options && !parse_sp(ps)) return cmd_bad_args(c);
+  if (!parse_astring(ps, &ref) || !parse_sp(ps)) return cmd_bad_args(c);
+  int n = 0, list = parse_char(ps, '(');
+  do {
+    if (n == IMAPMEM_MAX_PATTERNS)
+      return cmd_bad(c, "LIST At most %d patterns", IMAPMEM_MAX_PATTERNS);
+    if (!parse_list_mailbox(ps, &pat[n++])) return cmd_bad_args(c);
+  } while (list && parse_char(ps, ' '));
+  if (list && !parse_char(ps, ')')) return cmd_bad(c, "LIST Expected ')' after the patterns");
+  if (parse_char(ps, ' ')) {
+    struct str kw;
+    if (!parse_atom(ps, &kw) || !str_ieq(kw, "RETURN") || !parse_sp(ps))
+      return cmd_bad(c, "LIST Expected RETURN (options)");
+    if (!list_parse_options(s, c, "return", ret_names, ret_bits, &rq->ret, &rq->status))
+      return 0;
+  }
+  if (!parse_end(ps)) return cmd_bad_args(c);
+  if (rq->select & LS_SUBSCRIBED) rq->ret |= LR_SUBSCRIBED;      /* RFC 5258 3.1 */
+  if (rq->select & LS_SPECIAL_USE) rq->ret |= LR_SPECIAL_USE;    /* RFC 6154 2 */
+  if (cap_on(s->srv, CAP_CHILDREN)) rq->ret |= LR_CHILDREN;      /* as a plain LIST */
+  for (int i = 0; i < n; i++) {
+    if (pat[i].len == 0) continue;   /* RFC 5258 3: an empty pattern matches nothing */
+    char *full = arena_alloc(&s->arena, ref.len + pat[i].len + 1);
+    if (!full) return cmd_no(c, "Out of memory");
+    memcpy(full, ref.p, ref.len);
+    memcpy(full + ref.len, pat[i].p, pat[i].len);
+    full[ref.len + pat[i].len] = 0;
+    mailbox_canonical(full, full, ref.len + pat[i].len + 1);
+    rq->pattern[rq->npatterns++] = full;
+  }
+  return 1;
+}
+
+/*
+** The extended LIST (RFC 5258 3). A row is shown when it matches a pattern and meets the
+** selection criteria, or, with RECURSIVEMATCH, when a descendant meets them that matches
+** no pattern (3.3 2B; 3.5's SHOULD: not when every such descendant is shown anyway). A
+** row that meets the criteria gets CHILDINFO whenever a descendant does (RFC 5258 5,
+** example 9). RFC 5819 2: STATUS follows the LIST line of each selectable row that meets
+** the criteria.
+*/
+static int cmd_list_extended(struct session *s, struct command *c) {
+  struct list_request rq;
+  if (!list_parse_extended(s, c, &rq)) return 0;
+  struct user *u = s->user;
+  size_t n, nothers = 0, capothers = 0;
+  struct list_entry *others = NULL;   /* RFC 4314 4: only what this user may look up */
+  if (!list_add_others(s, &others, &nothers, &capothers, 1))
+    return cmd_no(c, "[SERVERBUG] Out of memory");
+  pthread_mutex_lock(&u->lock);
+  struct list_item *v = list_collect_locked(s, u, (rq.select & LS_RECURSIVEMATCH) != 0, others,
+                                            nothers, &n);
+  pthread_mutex_unlock(&u->lock);
+  if (!v) return cmd_no(c, "[SERVERBUG] Out of memory");
+  qsort(v, n, sizeof *v, cmp_list_entries);
+  for (size_t i = 0; i < n; i++)
+    for (int k = 0; k < rq.npatterns && !v[i].matched; k++)
+      v[i].matched = list_match_name(rq.pattern[k], v[i].name);
+  for (size_t i = 0; i < n; i++) {
+    if (!v[i].matched) continue;
+    int meets = list_selected(&rq, &v[i]), childinfo = 0;
+    size_t len = strlen(v[i].name);
+    for (size_t j = 0; (rq.select & LS_RECURSIVEMATCH) && !childinfo && j < n; j++)
+      childinfo = strncmp(v[j].name, v[i].name, len) == 0 && v[j].name[len] == '/' &&
+                  list_selected(&rq, &v[j]) && (meets || !v[j].matched);
+    if (!meets && !childinfo) continue;
+    struct mailbox *mb = NULL;
+    if ((rq.ret & LR_STATUS) && meets && (v[i].info & LI_SELECTABLE)) {
+      unsigned rights;         /* as STATUS finds it: another's mailbox needs "r" */
+      mb = ns_mailbox(s->srv, u, v[i].name, &rights);
+      /* RFC 5819 2: gone, \Noselect meanwhile, or no "r": \Noselect and no STATUS */
+      if (!mb || !mb->selectable || !(rights & RIGHT_R)) v[i].info &= ~(unsigned)LI_SELECTABLE;
+    }
+    char attrs[256];
+    list_item_attributes(&v[i], rq.ret, attrs, sizeof attrs);
+    session_send(s, "* LIST (%s) \"/\" ", attrs);
+    out_string(&s->out, v[i].name, len);
+    session_send(s, "%s\r\n", childinfo ? " (\"CHILDINFO\" (\"SUBSCRIBED\"))" : "");
+    if (mb && (v[i].info & LI_SELECTABLE)) status_send(s, mb, v[i].name, &rq.status);
+    mailbox_unref(mb);
+  }
+  return cmd_ok(c, "LIST completed");
+}
+
+/*
+** Is this LIST's argument the extended form (RFC 5258 6): selection options, a list of
+** patterns or return options? Looked at on a copy of the parser, so nothing is consumed.
+*/
+static int list_is_extended(struct parser ps) {
+  struct str ref, pat;
+  if (!parse_sp(&ps)) return 0;
+  if (parse_peek(&ps, '(')) return 1;
+  if (!parse_astring(&ps, &ref) || !parse_sp(&ps)) return 0;
+  if (parse_peek(&ps, '(')) return 1;
+  return parse_list_mailbox(&ps, &pat) && parse_peek(&ps, ' ');
+}
+
 /*
 ** 6.3.8 LIST and 6.3.9 LSUB. Names and attributes are copied under the user's lock and
 ** matched after it is released, so a slow pattern holds up no other session.
@@ -8315,6 +10024,8 @@ static int list_add_others(struct session *s, struct list_entry **e, size_t *n, 
 static int cmd_list(struct session *s, struct command *c) {
   struct str ref, pat;
   int lsub = c->def->name[0] == 'L' && c->def->name[1] == 'S';
+  if (!lsub && cap_on(s->srv, CAP_LIST_EXTENDED) && list_is_extended(c->ps))   /* RFC 5258 */
+    return cmd_list_extended(s, c);
   if (!parse_sp(&c->ps) || !parse_astring(&c->ps, &ref) || !parse_sp(&c->ps) ||
       !parse_list_mailbox(&c->ps, &pat) || !parse_end(&c->ps))
     return cmd_bad_args(c);
@@ -8388,56 +10099,145 @@ static int cmd_list(struct session *s, struct command *c) {
   return cmd_ok(c, "%s completed", cmd);
 }
 
-/* 6.3.10 STATUS, with RFC 7162 3.1.7's HIGHESTMODSEQ. */
+/* 6.3.10 STATUS, with the items above. */
 static int cmd_status(struct session *s, struct command *c) {
   const char *name;
   struct parser *ps = &c->ps;
-  static const struct { const char *name; capset cap; } items[] = {
-    {"MESSAGES", 0}, {"RECENT", 0}, {"UIDNEXT", 0}, {"UIDVALIDITY", 0}, {"UNSEEN", 0},
-    {"HIGHESTMODSEQ", CAP_CONDSTORE}, {"APPENDLIMIT", CAP_APPENDLIMIT}};
-  enum { NITEMS = sizeof items / sizeof items[0] };
-  unsigned want[16];
-  int nwant = 0;
+  struct status_want w;
   if (!parse_sp(ps) || !parse_mailbox(ps, &name) || !parse_sp(ps) || !parse_char(ps, '('))
     return cmd_bad(c, "STATUS Expected: STATUS mailbox (items)");
-  do {
-    struct str it;
-    if (!parse_atom(ps, &it)) return cmd_bad_args(c);
-    unsigned k;
-    for (k = 0; k < NITEMS && !(str_ieq(it, items[k].name) &&
-                                 (!items[k].cap || cap_on(s->srv, items[k].cap))); k++) {}
-    if (k == NITEMS) return cmd_bad(c, "STATUS Unknown status item: %.*s", (int)it.len, it.p);
-    if (nwant < 16) want[nwant++] = k;
-    if (k == 5) session_enable_condstore(s);
-  } while (parse_char(ps, ' '));
-  if (!parse_char(ps, ')') || !parse_end(ps)) return cmd_bad(c, "STATUS Expected ')'");
+  if (!status_parse_items(s, c, &w)) return 0;
+  if (!parse_end(ps)) return cmd_bad(c, "STATUS Expected ')'");
   unsigned rights;
   struct mailbox *mb = cmd_selectable(s, c, name, "NONEXISTENT", RIGHT_R, &rights);
   if (!mb) return 0;
-  uint64_t v[NITEMS] = {0};
-  pthread_mutex_lock(&mb->lock);
-  v[0] = mb->count;
-  for (size_t i = 0; i < mb->count; i++) {
-    v[1] += (mb->msgs[i].flags & FLAG_RECENT) != 0;
-    v[4] += !(mb->msgs[i].flags & FLAG_SEEN);
-  }
-  /* a session that has this mailbox selected holds its \Recent messages */
-  if (s->mb == mb)
-    for (size_t i = 0; i < s->nview; i++) v[1] += s->view[i].recent;
-  v[2] = mb->uidnext;
-  v[3] = mb->uidvalidity;
-  v[5] = mb->nomodseq ? 0 : mb->modseq;    /* RFC 7162 3.1.7: 0 without mod-sequences */
-  v[6] = atomic_load(&s->srv->append_limit);   /* RFC 7889 3.1: the same for every one */
-  pthread_mutex_unlock(&mb->lock);
+  status_send(s, mb, name, &w);
   mailbox_unref(mb);
-  session_send(s, "* STATUS ");
-  out_string(&s->out, name, strlen(name));
-  session_send(s, " (");
-  for (int i = 0; i < nwant; i++)
-    session_send(s, "%s%s %llu", i ? " " : "", items[want[i]].name,
-                 (unsigned long long)v[want[i]]);
-  session_send(s, ")\r\n");
   return cmd_ok(c, "STATUS completed");
+}
+
+/* ------------------------------------------------------------------------- */
+/*
+** QUOTA (RFC 9208): GETQUOTA, GETQUOTAROOT, SETQUOTA (with QUOTASET), and the check that
+** APPEND, COPY and MOVE make before they add (4.3.1 OVERQUOTA). Every mailbox of a user
+** has the one quota root "" (section 3). A resource whose QUOTA=RES-* capability is off
+** is neither reported, nor settable, nor enforced.
+*/
+
+/* The resources advertised now, as bits 1 << QUOTA_*. */
+static unsigned quota_resources_on(struct imapmem *srv) {
+  return (cap_on(srv, CAP_QUOTA_RES_STORAGE) ? 1u << QUOTA_STORAGE : 0) |
+         (cap_on(srv, CAP_QUOTA_RES_MESSAGE) ? 1u << QUOTA_MESSAGE : 0);
+}
+
+/*
+** Before adding messages of bytes to a mailbox of u: takes u->quota_lock (which
+** quota_end lets go once they are added) and answers NO [OVERQUOTA] if they do not fit.
+** Returns 1 if they may be added.
+*/
+static int quota_begin(struct session *s, struct command *c, struct user *u, uint64_t bytes,
+                       uint64_t messages) {
+  pthread_mutex_lock(&u->quota_lock);
+  int over = user_quota_exceeded(u, quota_resources_on(s->srv), bytes, messages);
+  if (over < 0) return 1;
+  long long limit = (long long)u->quota_limit[over];
+  pthread_mutex_unlock(&u->quota_lock);
+  cmd_no(c, "[OVERQUOTA] Quota exceeded (mailbox for user is full): %s limit %lld",
+         quota_resource_names[over], limit);
+  return 0;
+}
+
+static void quota_end(struct user *u) {
+  pthread_mutex_unlock(&u->quota_lock);
+}
+
+/* RFC 9208 4.2.1: "* QUOTA" root (name usage limit ...), the limited resources only. */
+static void session_send_quota(struct session *s, struct user *u) {
+  int64_t limit[QUOTA_NRES];
+  struct quota_usage q = user_get_quota(u, limit);
+  unsigned on = quota_resources_on(s->srv);
+  const char *sep = "";
+  session_send(s, "* QUOTA \"\" (");
+  for (int r = 0; r < QUOTA_NRES; r++) {
+    if (!(on >> r & 1) || limit[r] == QUOTA_NO_LIMIT) continue;
+    session_send(s, "%s%s %llu %lld", sep, quota_resource_names[r],
+                 (unsigned long long)quota_usage_of(&q, r), (long long)limit[r]);
+    sep = " ";
+  }
+  session_send(s, ")\r\n");
+}
+
+/* 4.1.1 GETQUOTA quota-root: only the user's own root, "", exists. */
+static int cmd_getquota(struct session *s, struct command *c) {
+  struct str root;
+  if (!parse_sp(&c->ps) || !parse_astring(&c->ps, &root) || !parse_end(&c->ps))
+    return cmd_bad(c, "GETQUOTA Expected: GETQUOTA quota-root");
+  if (root.len) return cmd_no(c, "Quota root doesn't exist");
+  session_send_quota(s, s->user);
+  return cmd_ok(c, "GETQUOTA completed");
+}
+
+/* 4.1.2 GETQUOTAROOT mailbox: the mailbox need not exist; its root would be "" anyway. */
+static int cmd_getquotaroot(struct session *s, struct command *c) {
+  const char *name;
+  if (!parse_sp(&c->ps) || !parse_mailbox(&c->ps, &name) || !parse_end(&c->ps))
+    return cmd_bad(c, "GETQUOTAROOT Expected: GETQUOTAROOT mailbox");
+  session_send(s, "* QUOTAROOT ");
+  out_string(&s->out, name, strlen(name));
+  session_send(s, " \"\"\r\n");
+  session_send_quota(s, s->user);
+  return cmd_ok(c, "GETQUOTAROOT completed");
+}
+
+/* number64 (RFC 9051 9): 0 to 2^63-1. */
+static int parse_number64(struct parser *ps, int64_t *out) {
+  uint64_t v = 0;
+  const char *start = ps->p;
+  while (ps->p < ps->end && *ps->p >= '0' && *ps->p <= '9') {
+    uint64_t d = (uint64_t)(*ps->p++ - '0');
+    if (v > ((uint64_t)INT64_MAX - d) / 10) return parse_fail(ps, "Number too large");
+    v = v * 10 + d;
+  }
+  if (ps->p == start) return parse_fail(ps, "Expected a number");
+  *out = (int64_t)v;
+  return 1;
+}
+
+/*
+** 4.1.3 SETQUOTA quota-root (resource limit ...): a user sets the limits of their own
+** root; every limit not named goes. The new state is sent as "* QUOTA".
+*/
+static int cmd_setquota(struct session *s, struct command *c) {
+  struct parser *ps = &c->ps;
+  struct str root, name;
+  int64_t limit[QUOTA_NRES], value;
+  for (int r = 0; r < QUOTA_NRES; r++) limit[r] = QUOTA_NO_LIMIT;
+  if (!parse_sp(ps) || !parse_astring(ps, &root) || !parse_sp(ps) || !parse_char(ps, '('))
+    return cmd_bad(c, "SETQUOTA Expected: SETQUOTA quota-root (resource limit ...)");
+  unsigned on = quota_resources_on(s->srv);
+  int unknown = 0;
+  for (int first = 1; !parse_peek(ps, ')'); first = 0) {
+    if (!first && !parse_sp(ps)) return cmd_bad(c, "SETQUOTA Expected ' ' or ')'");
+    if (!parse_atom(ps, &name) || !parse_sp(ps) || !parse_number64(ps, &value))
+      return cmd_bad(c, "SETQUOTA Expected: resource limit (%s)", ps->err ? ps->err : "");
+    int r = 0;
+    while (r < QUOTA_NRES && !(str_ieq(name, quota_resource_names[r]) && (on >> r & 1))) r++;
+    if (r == QUOTA_NRES) {
+      unknown = 1;            /* resource-name-ext: valid syntax, a limit we cannot set */
+      continue;
+    }
+    if (limit[r] != QUOTA_NO_LIMIT)
+      return cmd_bad(c, "SETQUOTA %s given twice", quota_resource_names[r]);
+    limit[r] = value;
+  }
+  if (!parse_char(ps, ')') || !parse_end(ps)) return cmd_bad(c, "SETQUOTA Expected ')'");
+  if (root.len) return cmd_no(c, "Quota root doesn't exist");
+  if (unknown) return cmd_no(c, "SETQUOTA Unknown resource: this server limits %s%s%s",
+                             on & 1 ? "STORAGE" : "", on == 3 ? " and " : "",
+                             on & 2 ? "MESSAGE" : "");
+  user_set_quota(s->user, limit);
+  session_send_quota(s, s->user);
+  return cmd_ok(c, "SETQUOTA completed");
 }
 
 /* Keyword bits in mb for a parsed flag list; -1 when the mailbox has no room. */
@@ -8777,6 +10577,9 @@ static int cmd_append(struct session *s, struct command *c) {
   for (struct append_msg *m = msgs; m && built; m = m->next) built = append_build(s, c, m, limit);
   uint32_t first = 0, uv = 0;
   int full = 0, room = 0;
+  uint64_t bytes = 0;
+  for (struct append_msg *m = msgs; m && built; m = m->next) bytes += m->d->size;
+  if (built) built = quota_begin(s, c, mb->user, bytes, (uint64_t)n);   /* RFC 9208 4.3.1 */
   if (built) {               /* RFC 3502: all or nothing, so every check comes first */
     pthread_mutex_lock(&mb->lock);
     for (struct append_msg *m = msgs; m && !full; m = m->next)
@@ -8789,6 +10592,7 @@ static int cmd_append(struct session *s, struct command *c) {
       m->d = NULL;
     }
     pthread_mutex_unlock(&mb->lock);
+    quota_end(mb->user);
   }
   for (struct append_msg *m = msgs; m; m = m->next)
     if (m->d) msgdata_unref(m->d);
@@ -9261,6 +11065,16 @@ static int cmd_copy(struct session *s, struct command *c) {
     mailbox_unref(dst);
     return cmd_no(c, "[EXPUNGEISSUED] Some of the requested messages no longer exist");
   }
+  /* RFC 9208 4.3.1; a MOVE between mailboxes of one quota root changes no usage */
+  struct user *owner = dst->user;
+  int same_root = move && owner == src->user;
+  uint64_t bytes = 0;
+  for (size_t i = 0; i < got; i++) bytes += cp[i].data->size;
+  if (!quota_begin(s, c, owner, same_root ? 0 : bytes, same_root ? 0 : got)) {
+    for (size_t i = 0; i < got; i++) msgdata_unref(cp[i].data);
+    mailbox_unref(dst);
+    return 0;
+  }
   struct buf srcuids = {0}, dstuids = {0};
   pthread_mutex_lock(&dst->lock);
   uint32_t uv = dst->uidvalidity;
@@ -9283,6 +11097,7 @@ static int cmd_copy(struct session *s, struct command *c) {
   mailbox_unref(dst);
   for (size_t i = done; i < got; i++) msgdata_unref(cp[i].data);
   int oom = done < got || srcuids.oom || dstuids.oom;
+  if (oom || !move || !got) quota_end(owner);   /* a MOVE keeps it until it expunged */
   if (oom) {
     buf_free(&srcuids);
     buf_free(&dstuids);
@@ -9303,6 +11118,7 @@ static int cmd_copy(struct session *s, struct command *c) {
     }
     uint64_t highest = src->modseq;   /* as in cmd_expunge */
     pthread_mutex_unlock(&src->lock);
+    quota_end(owner);
     if (cap_on(s->srv, CAP_UIDPLUS))
       session_send(s, "* OK [COPYUID %u %s %s] Moved\r\n", uv, srcuids.p, dstuids.p);
     if (session_qresync(s))   /* RFC 6851 4.4 */
@@ -9353,6 +11169,9 @@ static const struct cmd_def commands[] = {
   {"DELETEACL",    AUTHED,      0,                     CAP_ACL,   0,           cmd_deleteacl},
   {"LISTRIGHTS",   AUTHED,      0,                     CAP_ACL,   0,           cmd_listrights},
   {"MYRIGHTS",     AUTHED,      0,                     CAP_ACL,   0,           cmd_myrights},
+  {"GETQUOTA",     AUTHED,      0,                     CAP_QUOTA, 0,           cmd_getquota},
+  {"GETQUOTAROOT", AUTHED,      0,                     CAP_QUOTA, 0,           cmd_getquotaroot},
+  {"SETQUOTA",     AUTHED,      0,                     CAP_QUOTASET, 0,        cmd_setquota},
   {"CHECK",        ST_SELECTED, 0,                     0,         0,           cmd_check},
   {"CLOSE",        ST_SELECTED, 0,                     0,         0,           cmd_close},
   {"UNSELECT",     ST_SELECTED, 0,                     CAP_UNSELECT, 0,        cmd_unselect},
@@ -9363,6 +11182,8 @@ static const struct cmd_def commands[] = {
   {"STORE",        ST_SELECTED, CMD_UID | CMD_KEEP_SEQ | CMD_SEQNUMS, 0, 0,           cmd_store},
   {"COPY",         ST_SELECTED, CMD_UID | CMD_SEQNUMS, 0,         0,           cmd_copy},
   {"MOVE",         ST_SELECTED, CMD_UID | CMD_SEQNUMS, CAP_MOVE,  CAP_MOVE,    cmd_copy},
+  {"SORT",         ST_SELECTED, CMD_UID | CMD_KEEP_SEQ | CMD_SEQNUMS, CAP_SORT, CAP_SORT, cmd_sort},
+  {"THREAD",       ST_SELECTED, CMD_UID | CMD_KEEP_SEQ | CMD_SEQNUMS, 0, 0,           cmd_thread},
 };
 
 static const struct cmd_def *command_find(struct str name) {
@@ -9621,7 +11442,8 @@ static const char *tls_error_text(char *out, size_t cap) {
 */
 static int tls_wait(struct session *s, int for_write, int ms) {
   for (;;) {
-    struct pollfd pf[2] = {{s->fd, for_write ? POLLOUT : POLLIN, 0}, {s->wake[0], POLLIN, 0}};
+    struct pollfd pf[2] = {{for_write ? s->fd_out : s->fd, for_write ? POLLOUT : POLLIN, 0},
+                           {s->wake[0], POLLIN, 0}};
     int r = poll(pf, 2, ms);
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) return 0;
@@ -9704,13 +11526,16 @@ static int tls_start(struct session *s) {
   clock_gettime(CLOCK_MONOTONIC, &t0);
   ERR_clear_error();
   SSL *ssl = SSL_new(srv->tls_ctx);
-  if (!ssl || !SSL_set_fd(ssl, s->fd)) {
+  if (!ssl || !SSL_set_rfd(ssl, s->fd) || !SSL_set_wfd(ssl, s->fd_out)) {
     SSL_free(ssl);
     s->end_why = "TLS could not start: out of memory";
     return 0;
   }
   s->ssl = ssl;
   s->tp = &tls_transport;
+  /* OpenSSL reads until a record is whole: on a blocking descriptor (the stdin pipe of
+     --stdio-tls) that read could outlast the timeout and imapmem_stop() */
+  fcntl(s->fd, F_SETFL, fcntl(s->fd, F_GETFL) | O_NONBLOCK);
   char why[160];
   for (;;) {
     ERR_clear_error();
@@ -10671,8 +12496,9 @@ static int api_load(struct imapmem *srv, struct user *u, const char *path) {
   if (stat(path, &st) < 0)
     return api_error(srv, IMAPMEM_IO, "%s: cannot read: %s", path, strerror(errno));
   struct mbox_batch *list = NULL;
-  char err[600], **subs = NULL;
-  size_t nsubs = 0, nacl = 0;
+  char err[600], **subs = NULL, **use_names = NULL;
+  unsigned *uses = NULL;
+  size_t nsubs = 0, nuses = 0, nacl = 0;
   struct acl_line *acl = NULL;
   int rc;
   if (S_ISDIR(st.st_mode)) {
@@ -10682,6 +12508,8 @@ static int api_load(struct imapmem *srv, struct user *u, const char *path) {
     rc = mbox_parse_dir(dir, "", &list, 0, err, sizeof err);
     if (rc == IMAPMEM_OK) rc = mbox_check_unique(list, err, sizeof err);
     if (rc == IMAPMEM_OK) rc = mbox_read_subscriptions(dir, &subs, &nsubs, err, sizeof err);
+    if (rc == IMAPMEM_OK)
+      rc = mbox_read_special_use(dir, list, &use_names, &uses, &nuses, err, sizeof err);
     if (rc == IMAPMEM_OK) rc = mbox_read_acl(dir, &acl, &nacl, err, sizeof err);
     if (rc == IMAPMEM_OK) rc = mbox_check_acl(u, list, acl, nacl, dir, err, sizeof err);
   } else {
@@ -10693,9 +12521,13 @@ static int api_load(struct imapmem *srv, struct user *u, const char *path) {
     if (rc == IMAPMEM_OK) rc = mbox_commit_acl(u, acl, nacl);
     if (rc != IMAPMEM_OK) snprintf(err, sizeof err, "%.280s: %s", path, why);
   }
+  for (size_t i = 0; rc == IMAPMEM_OK && i < nuses; i++)   /* each names a mailbox now */
+    user_set_special_use(u, use_names[i], uses[i], 1);
   mbox_batch_free(list);
   strings_free(subs, nsubs);
   acl_lines_free(acl, nacl);
+  strings_free(use_names, nuses);
+  free(uses);
   if (rc != IMAPMEM_OK) return api_error(srv, rc, "%s", err);
   return IMAPMEM_OK;
 }
@@ -10951,6 +12783,28 @@ int imapmem_serve_fd(imapmem *srv, int in_fd, int out_fd, const char *preauth_us
     return api_error(srv, IMAPMEM_NOTFOUND, "no such user: %s", preauth_user);
   }
   int rc = server_add_session(srv, in_fd, out_fd, preauth_user, 0);
+  return rc == IMAPMEM_OK ? rc : api_error(srv, rc, "cannot start a session thread");
+}
+
+int imapmem_serve_fd_tls(imapmem *srv, int in_fd, int out_fd, const char *preauth_user,
+                         enum imapmem_fd_tls how) {
+  if (!srv || in_fd < 0 || out_fd < 0 || (how != IMAPMEM_FD_IMAPS && how != IMAPMEM_FD_STARTTLS))
+    return api_error(srv, IMAPMEM_MISUSE,
+                     "imapmem_serve_fd_tls: NULL handle, bad descriptor or bad how");
+  if (!tls_library()) return api_error(srv, IMAPMEM_MISUSE, "imapmem_serve_fd_tls: %s",
+                                       TLS_NO_BUILD);
+  if (!srv->tls_ctx)
+    return api_error(srv, IMAPMEM_MISUSE, "imapmem_serve_fd_tls: call imapmem_set_tls first");
+  if (how == IMAPMEM_FD_STARTTLS && preauth_user)   /* RFC 3501 6.2.1: not authenticated */
+    return api_error(srv, IMAPMEM_MISUSE, "imapmem_serve_fd_tls: STARTTLS is for a session "
+                     "that is not logged in: no preauth_user with IMAPMEM_FD_STARTTLS");
+  if (preauth_user && !api_user(srv, preauth_user)) {
+    close(in_fd);
+    if (out_fd != in_fd) close(out_fd);
+    return api_error(srv, IMAPMEM_NOTFOUND, "no such user: %s", preauth_user);
+  }
+  int rc = server_add_session(srv, in_fd, out_fd, preauth_user,
+                              how == IMAPMEM_FD_IMAPS ? 2 : 1);
   return rc == IMAPMEM_OK ? rc : api_error(srv, rc, "cannot start a session thread");
 }
 
@@ -11273,6 +13127,50 @@ int imapmem_set_nomodseq(imapmem *srv, const char *user, const char *mailbox, in
   if (!u) return api_error(srv, IMAPMEM_NOTFOUND, "no such user: %s", user);
   if (!user_set_nomodseq(u, mailbox, on))
     return api_error(srv, IMAPMEM_NOTFOUND, "no such mailbox: %s", mailbox);
+  return IMAPMEM_OK;
+}
+
+int imapmem_set_special_use(imapmem *srv, const char *user, const char *mailbox,
+                            const char *uses) {
+  if (!srv || !user || !mailbox) return api_error(srv, IMAPMEM_MISUSE, "NULL argument");
+  struct user *u = api_user(srv, user);
+  if (!u) return api_error(srv, IMAPMEM_NOTFOUND, "no such user: %s", user);
+  unsigned use = 0;
+  const char *bad;
+  size_t badlen;
+  if (uses && !special_use_parse(uses, &use, &bad, &badlen))
+    return api_error(srv, IMAPMEM_MISUSE, "not a special-use attribute: %.*s (one of \\All "
+                     "\\Archive \\Drafts \\Flagged \\Junk \\Sent \\Trash)", (int)badlen, bad);
+  if (!user_set_special_use(u, mailbox, use, uses != NULL))
+    return api_error(srv, IMAPMEM_NOTFOUND, "no such mailbox: %s", mailbox);
+  return IMAPMEM_OK;
+}
+
+int imapmem_set_quota(imapmem *srv, const char *user, int64_t storage_kib, int64_t messages) {
+  if (!srv || !user) return api_error(srv, IMAPMEM_MISUSE, "imapmem_set_quota: NULL argument");
+  if (storage_kib < IMAPMEM_NO_LIMIT || messages < IMAPMEM_NO_LIMIT)
+    return api_error(srv, IMAPMEM_MISUSE, "imapmem_set_quota: a limit is 0 or more, or "
+                     "IMAPMEM_NO_LIMIT");
+  struct user *u = api_user(srv, user);
+  if (!u) return api_error(srv, IMAPMEM_NOTFOUND, "no such user: %s", user);
+  int64_t limit[QUOTA_NRES];
+  limit[QUOTA_STORAGE] = storage_kib < 0 ? QUOTA_NO_LIMIT : storage_kib;
+  limit[QUOTA_MESSAGE] = messages < 0 ? QUOTA_NO_LIMIT : messages;
+  user_set_quota(u, limit);
+  return IMAPMEM_OK;
+}
+
+int imapmem_get_quota(imapmem *srv, const char *user, int64_t *storage_kib,
+                      int64_t *messages, uint64_t *storage_used_kib, uint64_t *messages_used) {
+  if (!srv || !user) return api_error(srv, IMAPMEM_MISUSE, "imapmem_get_quota: NULL argument");
+  struct user *u = api_user(srv, user);
+  if (!u) return api_error(srv, IMAPMEM_NOTFOUND, "no such user: %s", user);
+  int64_t limit[QUOTA_NRES];
+  struct quota_usage q = user_get_quota(u, limit);
+  if (storage_kib) *storage_kib = limit[QUOTA_STORAGE];
+  if (messages) *messages = limit[QUOTA_MESSAGE];
+  if (storage_used_kib) *storage_used_kib = quota_usage_of(&q, QUOTA_STORAGE);
+  if (messages_used) *messages_used = quota_usage_of(&q, QUOTA_MESSAGE);
   return IMAPMEM_OK;
 }
 
@@ -11631,6 +13529,7 @@ static const char usage[] =
   "      --max-connections N    concurrent sessions (default 1000)\n"
   "      --idle-timeout SECONDS autologout of idle sessions (default 1800)\n"
   "      --stdio                serve one session on stdin/stdout, logged in (PREAUTH)\n"
+  "      --stdio-tls            the same, in TLS from the first byte (TLS build only)\n"
   "      --save DIR             write the mailboxes to DIR as mbox files on exit and on\n"
   "                             SIGUSR1 (SIGHUP resets them to the loaded fixtures)\n"
   "      --exit-with-parent     exit when the parent process ends or stdin closes\n"
@@ -11642,6 +13541,8 @@ static const char usage[] =
   "      --fault SPEC           misbehave on purpose, e.g. 'APPEND=NO [OVERQUOTA] full',\n"
   "                             '#3=DROP', 'delay=200', 'chunk=1' (see the README)\n"
   "      --nomodseq MAILBOX     MAILBOX has no mod-sequences: SELECT answers [NOMODSEQ]\n"
+  "      --special-use MAILBOX:ROLES  give MAILBOX these special-use roles (\\Sent ...;\n"
+  "                             none after the ':' for none), not those of its name\n"
   "                             (repeatable; CONDSTORE, RFC 7162 3.1.2.2)\n"
   "      --append-limit BYTES   refuse larger APPENDs with NO [TOOBIG]; advertised as\n"
   "                             APPENDLIMIT=BYTES (default and most: the 64 MiB literal limit)\n"
@@ -11649,6 +13550,9 @@ static const char usage[] =
   "      --save-shared DIR      write the shared tree to DIR on exit and on SIGUSR1\n"
   "      --namespace OTHER,SHARED\n"
   "                             the namespace prefixes (default 'Other Users/,Shared/')\n"
+  "      --quota NAME:STORAGE=KIB[,MESSAGE=N]\n"
+  "                             the user's quota limits (RFC 9208; repeatable): APPEND,\n"
+  "                             COPY and MOVE past them answer NO [OVERQUOTA]\n"
   "TLS, in a build with it (make TLS=openssl; STARTTLS is then offered on the plain port):\n"
   "      --imaps-port N         also listen for implicit TLS (IMAPS) on N (0: a free port)\n"
   "      --tls-cert FILE        the certificate (and chain) to present, PEM\n"
@@ -11683,6 +13587,32 @@ static int number_arg(const char *s, long min, long max, long *out) {
   if (!*s || *end || errno || v < min || v > max) return 0;
   *out = v;
   return 1;
+}
+
+/*
+** --quota NAME:STORAGE=KIB[,MESSAGE=N] (either resource, or both, in any order): the name
+** into user, the limits (or IMAPMEM_NO_LIMIT) into *kib and *messages. 0 if malformed.
+*/
+static int quota_arg(const char *spec, char *user, size_t cap, long long *kib,
+                     long long *messages) {
+  const char *colon = strrchr(spec, ':');
+  if (!colon || colon == spec || (size_t)(colon - spec) >= cap) return 0;
+  snprintf(user, cap, "%.*s", (int)(colon - spec), spec);
+  *kib = *messages = IMAPMEM_NO_LIMIT;
+  for (const char *p = colon + 1;;) {
+    size_t n = strcspn(p, ",");
+    char item[64], *eq;
+    long v;
+    if (n == 0 || n >= sizeof item) return 0;
+    snprintf(item, sizeof item, "%.*s", (int)n, p);
+    if (!(eq = strchr(item, '=')) || !number_arg(eq + 1, 0, LONG_MAX, &v)) return 0;
+    *eq = 0;
+    if (!strcasecmp(item, "STORAGE") && *kib < 0) *kib = v;
+    else if (!strcasecmp(item, "MESSAGE") && *messages < 0) *messages = v;
+    else return 0;
+    if (!p[n]) return 1;
+    p += n + 1;
+  }
 }
 
 /*
@@ -11725,12 +13655,16 @@ struct options {
   int nfaults;
   const char **nomodseq;      /* mailboxes of the first user */
   int nnomodseq;
+  char **special_use;         /* MAILBOX:ROLES of the first user, split at the last ':' */
+  int nspecial_use;
+  const char **quotas;        /* --quota NAME:STORAGE=KIB[,MESSAGE=N] */
+  int nquotas;
   const char *save;
   const char **shared;        /* --shared PATHs */
   int nshared;
   const char *save_shared, *namespace;
   long append_limit;          /* -1: the default */
-  int stdio, exit_with_parent, trace;
+  int stdio, stdio_tls, exit_with_parent, trace;
   const char *tls_cert, *tls_key, *tls_cert_out, *tls_fault;
   long imaps_port;            /* -1: none */
   int require_tls;
@@ -11764,11 +13698,12 @@ static int parse_options(int argc, char **argv, struct options *o) {
     }
     static const char *const flags[] = {"-h", "--help", "-V", "--version", "--stdio",
                                         "--exit-with-parent", "--trace", "--strict-expunge",
-                                        "--require-tls"};
+                                        "--require-tls", "--stdio-tls"};
     static const char *const valued[] = {"-p", "--port", "-b", "--bind", "-u", "--user",
                                          "--uidvalidity", "--max-connections",
                                          "--idle-timeout", "--save", "--capability",
-                                         "--fault", "--nomodseq", "--append-limit",
+                                         "--fault", "--nomodseq", "--special-use", "--append-limit",
+                                         "--quota",
                                          "--imaps-port", "--tls-cert", "--tls-key",
                                          "--tls-cert-out", "--tls-fault", "--shared",
                                          "--save-shared", "--namespace"};
@@ -11785,7 +13720,7 @@ static int parse_options(int argc, char **argv, struct options *o) {
       val = argv[++i];
     }
     if (!o->tls_option && (!strncmp(name, "--tls-", 6) || !strcmp(name, "--imaps-port") ||
-                           !strcmp(name, "--require-tls")))
+                           !strcmp(name, "--require-tls") || !strcmp(name, "--stdio-tls")))
       o->tls_option = option;
     if (!strcmp(name, "-h") || !strcmp(name, "--help")) {
       fputs(usage, stdout);
@@ -11814,6 +13749,8 @@ static int parse_options(int argc, char **argv, struct options *o) {
       o->cfg.idle_timeout = (int)num;
     } else if (!strcmp(name, "--stdio")) {
       o->stdio = 1;
+    } else if (!strcmp(name, "--stdio-tls")) {
+      o->stdio = o->stdio_tls = 1;
     } else if (!strcmp(name, "--exit-with-parent")) {
       o->exit_with_parent = 1;
     } else if (!strcmp(name, "--trace")) {
@@ -11837,9 +13774,21 @@ static int parse_options(int argc, char **argv, struct options *o) {
     } else if (!strcmp(name, "--namespace")) {
       if (!strchr(val, ',')) return die_usage("--namespace wants OTHER,SHARED, not %s", val);
       o->namespace = val;
+    } else if (!strcmp(name, "--special-use")) {
+      char *colon = strrchr(val, ':');   /* roles hold no ':'; a mailbox name may */
+      if (!colon || colon == val)
+        return die_usage("--special-use wants MAILBOX:ROLES (Sent:\\Sent), not %s", val);
+      *colon = 0;
+      o->special_use[o->nspecial_use++] = val;
     } else if (!strcmp(name, "--append-limit")) {
       if (!number_arg(val, 0, LONG_MAX, &o->append_limit))
         return die_usage("invalid append limit: %s", val);
+    } else if (!strcmp(name, "--quota")) {
+      char user[256];
+      long long kib, n;
+      if (!quota_arg(val, user, sizeof user, &kib, &n))
+        return die_usage("--quota wants NAME:STORAGE=KIB[,MESSAGE=N], not %s", val);
+      o->quotas[o->nquotas++] = val;
     } else if (!strcmp(name, "--imaps-port")) {
       if (!number_arg(val, 0, 65535, &o->imaps_port)) return die_usage("invalid port: %s", val);
     } else if (!strcmp(name, "--tls-cert")) {
@@ -11862,7 +13811,10 @@ static int parse_options(int argc, char **argv, struct options *o) {
             o->tls_option);
     return 2;
   }
-  if (o->tls_option && o->stdio) return die_usage("%s does not go with --stdio", o->tls_option);
+  if (o->stdio_tls && (o->imaps_port >= 0 || o->require_tls))
+    return die_usage("%s", "--imaps-port and --require-tls do not go with --stdio-tls");
+  if (o->tls_option && o->stdio && !o->stdio_tls)
+    return die_usage("%s does not go with --stdio (--stdio-tls serves it in TLS)", o->tls_option);
   if (!o->tls_cert != !o->tls_key) return die_usage("%s", "--tls-cert and --tls-key go together");
   if (o->tls_fault && o->tls_cert)
     return die_usage("%s", "--tls-fault uses generated certificates, not --tls-cert");
@@ -11874,12 +13826,19 @@ static int parse_options(int argc, char **argv, struct options *o) {
   return -1;
 }
 
-/* Is word one of the space-separated words of list? Both are names: "=value" is left out. */
+/* The name in the first k bytes of a capability: "APPENDLIMIT=64" is APPENDLIMIT, but
+   "CONTEXT=SORT" and "SORT=DISPLAY" are names of their own. */
+static size_t capability_name_len(const char *p, size_t k) {
+  size_t e = strcspn(p, "= ");
+  return e < k && p[e] == '=' && isdigit((unsigned char)p[e + 1]) ? e : k;
+}
+
+/* Is word one of the space-separated words of list? Both are names: "=n" is left out. */
 static int has_word(const char *list, const char *word, size_t n) {
-  n = strcspn(word, "= ") < n ? strcspn(word, "= ") : n;
+  n = capability_name_len(word, n);
   for (const char *p = list; *p;) {
     size_t k = strcspn(p, " ");
-    size_t name = strcspn(p, "= ") < k ? strcspn(p, "= ") : k;
+    size_t name = capability_name_len(p, k);
     if (name == n && strncasecmp(p, word, n) == 0) return 1;
     p += k + (p[k] == ' ');
   }
@@ -12091,18 +14050,38 @@ static int serve(struct options *o) {
   for (int i = 0; i < o->nfaults && rc == IMAPMEM_OK; i++) rc = imapmem_fault(srv, o->faults[i]);
   for (int i = 0; i < o->nnomodseq && rc == IMAPMEM_OK; i++)
     rc = imapmem_set_nomodseq(srv, o->users[0].name, o->nomodseq[i], 1);
+  for (int i = 0; i < o->nspecial_use && rc == IMAPMEM_OK; i++) {
+    const char *box = o->special_use[i];
+    rc = imapmem_set_special_use(srv, o->users[0].name, box, box + strlen(box) + 1);
+  }
   if (rc == IMAPMEM_OK && o->append_limit >= 0)
     rc = imapmem_set_append_limit(srv, (size_t)o->append_limit);
-  if (rc == IMAPMEM_OK && !o->stdio && imapmem_tls_library()) rc = setup_tls(srv, o);
+  for (int i = 0; i < o->nquotas && rc == IMAPMEM_OK; i++) {
+    char user[256];
+    long long kib, n;
+    quota_arg(o->quotas[i], user, sizeof user, &kib, &n);
+    rc = imapmem_set_quota(srv, user, kib, n);
+  }
+  if (rc == IMAPMEM_OK && (!o->stdio || o->stdio_tls) && imapmem_tls_library())
+    rc = setup_tls(srv, o);
   if (rc == IMAPMEM_OK && o->trace) imapmem_set_trace(srv, trace_to_stderr, NULL);
-  if (rc == IMAPMEM_OK && o->stdio) rc = imapmem_serve_fd(srv, 0, 1, o->users[0].name);
+  /* --stdio-tls: the certificate to trust is there before the session's handshake */
+  int cert_first = o->stdio_tls && o->tls_cert_out && rc == IMAPMEM_OK;
+  if (cert_first && !write_cert(srv, o->tls_cert_out)) {
+    imapmem_free(srv);
+    return 2;
+  }
+  if (rc == IMAPMEM_OK && o->stdio_tls)
+    rc = imapmem_serve_fd_tls(srv, 0, 1, o->users[0].name, IMAPMEM_FD_IMAPS);
+  else if (rc == IMAPMEM_OK && o->stdio)
+    rc = imapmem_serve_fd(srv, 0, 1, o->users[0].name);
   else if (rc == IMAPMEM_OK) rc = imapmem_start(srv, o->bind, (int)o->port);
   if (rc != IMAPMEM_OK) {
     if (*imapmem_errmsg(srv)) fprintf(stderr, "imapmem: %s\n", imapmem_errmsg(srv));
     imapmem_free(srv);
     return 2;
   }
-  if (rc == IMAPMEM_OK && o->tls_cert_out && !write_cert(srv, o->tls_cert_out)) {
+  if (!cert_first && o->tls_cert_out && !write_cert(srv, o->tls_cert_out)) {
     imapmem_free(srv);
     return 2;
   }
@@ -12158,8 +14137,11 @@ int main(int argc, char **argv) {
   o.faults = calloc((size_t)argc + 1, sizeof *o.faults);
   o.nomodseq = calloc((size_t)argc + 1, sizeof *o.nomodseq);
   o.shared = calloc((size_t)argc + 1, sizeof *o.shared);
+  o.special_use = calloc((size_t)argc + 1, sizeof *o.special_use);
+  o.quotas = calloc((size_t)argc + 1, sizeof *o.quotas);
   int rc = 2;
-  if (o.users && o.paths && o.caps && o.faults && o.nomodseq && o.shared) {
+  if (o.users && o.paths && o.caps && o.faults && o.nomodseq && o.special_use && o.quotas &&
+      o.shared) {
     rc = parse_options(argc, argv, &o);
     if (rc < 0) rc = serve(&o);
   }
@@ -12169,6 +14151,8 @@ int main(int argc, char **argv) {
   free(o.faults);
   free(o.nomodseq);
   free(o.shared);
+  free(o.special_use);
+  free(o.quotas);
   return rc;
 }
 #endif /* IMAPMEM_MAIN */

@@ -300,6 +300,42 @@ int imapmem_expunge(imapmem *srv, const char *user, const char *mailbox, uint32_
 int imapmem_set_nomodseq(imapmem *srv, const char *user, const char *mailbox, int on);
 
 /*
+** Give the mailbox the special-use roles in uses (RFC 6154 2): attributes separated by
+** spaces, "\\Sent" or "\\Archive \\All" (any letter case); "" gives it none; NULL gives it
+** back the roles its name has (README: "Special-use mailboxes"). LIST shows them with
+** RETURN (SPECIAL-USE) or (SPECIAL-USE). A reset keeps them, and imapmem_save writes them
+** (.special-use). The string is read during the call only. The program's --special-use.
+** Returns IMAPMEM_OK; IMAPMEM_NOTFOUND (user or mailbox); IMAPMEM_MISUSE (NULL user or
+** mailbox, or a word that is no role).
+*/
+int imapmem_set_special_use(imapmem *srv, const char *user, const char *mailbox,
+                            const char *uses);
+
+/*
+** Quota (RFC 9208). Each user has one quota root, named "", over all of its mailboxes.
+** Set its limits: storage_kib in units of 1024 octets (the STORAGE resource: the sum of
+** the messages' RFC822.SIZEs, a begun KiB counting whole), messages a count (MESSAGE);
+** IMAPMEM_NO_LIMIT for none; 0 lets nothing more in. Any earlier limits are replaced.
+** APPEND, COPY and MOVE that would go past a limit answer NO [OVERQUOTA] and store
+** nothing; imapmem_append and imapmem_load are never refused, so a test can put a user
+** over quota on purpose. Limits are configuration: imapmem_reset keeps them and
+** imapmem_save does not write them. Any thread, also while serving; the program's
+** --quota NAME:STORAGE=KIB[,MESSAGE=N]. Returns IMAPMEM_OK; IMAPMEM_NOTFOUND for no such
+** user; IMAPMEM_MISUSE for a NULL argument or a limit below IMAPMEM_NO_LIMIT.
+*/
+#define IMAPMEM_NO_LIMIT (-1)
+int imapmem_set_quota(imapmem *srv, const char *user, int64_t storage_kib, int64_t messages);
+
+/*
+** A user's quota limits and usage, as GETQUOTA reports them: *storage_kib and *messages
+** are the limits (IMAPMEM_NO_LIMIT for none), *storage_used_kib and *messages_used the
+** usage now (the usage is reported whether or not a limit is set). Any out pointer may be
+** NULL. Returns IMAPMEM_OK; IMAPMEM_NOTFOUND; IMAPMEM_MISUSE.
+*/
+int imapmem_get_quota(imapmem *srv, const char *user, int64_t *storage_kib,
+                      int64_t *messages, uint64_t *storage_used_kib, uint64_t *messages_used);
+
+/*
 ** Put every user's mailboxes back to what was loaded (imapmem_add_user's empty INBOX and
 ** every imapmem_load() and imapmem_load_mbox() since, in order), never what clients did:
 ** messages, flags, UIDs, UIDVALIDITY and subscriptions. A load while serving adds to this
@@ -406,11 +442,12 @@ int imapmem_set_trace(imapmem *srv, imapmem_trace_fn *fn, void *arg);
 ** "NAMESPACE", "ID", "LITERAL+", "LITERAL-", "SASL-IR", "CHILDREN", "ENABLE",
 ** "CONDSTORE", "QRESYNC", "ESEARCH", "SEARCHRES", "CONTEXT=SEARCH", "PARTIAL", "BINARY",
 ** "MULTIAPPEND", "CATENATE", "APPENDLIMIT" (advertised as APPENDLIMIT=n, switched by its
-** name alone), "UIDONLY". Off means it is not advertised and its commands (or their
+** name alone), "UIDONLY", "QUOTA", "QUOTASET", "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE"
+** (RFC 9208; see imapmem_set_quota). Off means it is not advertised and its commands (or their
 ** extended forms, and SEARCH RETURN options) answer BAD as unknown. Dependencies follow
 ** the RFCs: switching one off also switches off those that need it (CONDSTORE or ENABLE
 ** takes QRESYNC with it; ESEARCH takes SEARCHRES, CONTEXT=SEARCH and PARTIAL; ENABLE
-** takes UIDONLY), switching one on also switches on
+** takes UIDONLY; QUOTA takes QUOTASET and QUOTA=RES-*), switching one on also switches on
 ** what it needs and off what it excludes (LITERAL+ and LITERAL- never go together;
 ** LITERAL- is off at start). Returns IMAPMEM_OK; IMAPMEM_NOTFOUND for another
 ** name; IMAPMEM_MISUSE for a NULL argument.
@@ -479,9 +516,9 @@ int imapmem_clear_faults(imapmem *srv);
 ** returns IMAPMEM_MISUSE, and imapmem_errmsg() says how to build with TLS. TLS is set up
 ** before imapmem_start(); once serving, the setters return IMAPMEM_MISUSE. Sessions of
 ** imapmem_serve_fd() are never TLS: they neither offer STARTTLS nor are held to
-** imapmem_set_require_tls(). TLS 1.2 is the minimum and 1.3 is offered; each
-** handshake runs in its session's thread, and a client that does not finish it within 10
-** seconds (or the idle timeout, if shorter) is dropped.
+** imapmem_set_require_tls(); imapmem_serve_fd_tls() serves one in TLS. TLS 1.2 is the
+** minimum and 1.3 is offered; each handshake runs in its session's thread, and a client
+** that does not finish it within 10 seconds (or the idle timeout, if shorter) is dropped.
 */
 
 /*
@@ -549,6 +586,29 @@ int imapmem_set_require_tls(imapmem *srv, int on);
 ** certificate, no TLS in this build); IMAPMEM_NOMEM.
 */
 int imapmem_set_tls_fault(imapmem *srv, const char *kind);
+
+/* How imapmem_serve_fd_tls() starts TLS. */
+enum imapmem_fd_tls {
+  IMAPMEM_FD_IMAPS = 1,       /* TLS from the first byte, then the greeting (RFC 8314) */
+  IMAPMEM_FD_STARTTLS = 2     /* a plain greeting offering STARTTLS (RFC 3501 6.2.1) */
+};
+
+/*
+** imapmem_serve_fd() in TLS, with the certificate of imapmem_set_tls() (and its fault):
+** for descriptors the embedder accepted itself (its own listener, socket activation) or
+** a pipe pair, as `imapmem --stdio-tls` uses stdin and stdout. IMAPMEM_FD_IMAPS does the
+** handshake before the greeting (then "* PREAUTH" if preauth_user is not NULL), as on the
+** imaps port; IMAPMEM_FD_STARTTLS greets in plain text and offers STARTTLS, as the plain
+** port does, and is held to imapmem_set_require_tls(). The handshake runs in the
+** session's thread with the same timeout as on a port. Call imapmem_set_tls() first, and
+** change no TLS setting while such a session runs. Ownership of the descriptors and the
+** other results are as for imapmem_serve_fd(), and IMAPMEM_MISUSE also when the build
+** has no TLS, imapmem_set_tls() was not called, how is neither value, or preauth_user is
+** given with IMAPMEM_FD_STARTTLS (STARTTLS is only for a session not yet logged in); the
+** descriptors are then left alone.
+*/
+int imapmem_serve_fd_tls(imapmem *srv, int in_fd, int out_fd, const char *preauth_user,
+                         enum imapmem_fd_tls how);
 
 /* Stop if needed and free everything. NULL is a harmless no-op. */
 void imapmem_free(imapmem *srv);

@@ -2502,6 +2502,77 @@ static void test_append_limit(void) {
 }
 
 /*
+** Quota (RFC 9208) through the API: imapmem_set_quota's limits are what GETQUOTA shows and
+** what APPEND is refused by ([OVERQUOTA]); imapmem_append is never refused, so a user can
+** be put over quota; imapmem_get_quota reports the same usage; a reset keeps the limits.
+*/
+static void test_quota(void) {
+  imapmem *srv = basic_server();
+  CHECK(srv != NULL);
+  if (!srv) return;
+  int64_t kib = 0, msgs = 0;
+  uint64_t kib_used = 0, msgs_used = 0;
+  size_t count0 = 0;
+  CHECK(imapmem_count(srv, "alice", "INBOX", &count0) == IMAPMEM_OK && count0 > 0);
+  CHECK(imapmem_set_quota(NULL, "alice", 1, 1) == IMAPMEM_MISUSE);
+  CHECK(imapmem_set_quota(srv, NULL, 1, 1) == IMAPMEM_MISUSE);
+  CHECK(imapmem_set_quota(srv, "alice", -2, 1) == IMAPMEM_MISUSE);
+  CHECK(imapmem_set_quota(srv, "alice", 1, -5) == IMAPMEM_MISUSE);
+  CHECK(imapmem_set_quota(srv, "nobody", 1, 1) == IMAPMEM_NOTFOUND);
+  CHECK(imapmem_get_quota(srv, "nobody", NULL, NULL, NULL, NULL) == IMAPMEM_NOTFOUND);
+  CHECK(imapmem_get_quota(NULL, "alice", NULL, NULL, NULL, NULL) == IMAPMEM_MISUSE);
+  /* no limits at start; the usage is reported anyway */
+  CHECK(imapmem_get_quota(srv, "alice", &kib, &msgs, &kib_used, &msgs_used) == IMAPMEM_OK);
+  CHECK(kib == IMAPMEM_NO_LIMIT && msgs == IMAPMEM_NO_LIMIT);
+  CHECK(msgs_used == count0 && kib_used > 0);
+  uint64_t kib0 = kib_used;
+  struct conn *c = pair_conn(srv, "alice");
+  CHECK(c != NULL);
+  if (c) {
+    CHECK(ok(cmd(c, "GETQUOTA \"\"")));
+    CHECKM(strstr(c->resp, "* QUOTA \"\" ()\r\n") != NULL, "%s", c->resp);
+    /* room for one more message */
+    CHECK(imapmem_set_quota(srv, "alice", IMAPMEM_NO_LIMIT, (int64_t)count0 + 1) == IMAPMEM_OK);
+    char want[128];
+    snprintf(want, sizeof want, "* QUOTA \"\" (MESSAGE %zu %zu)\r\n", count0, count0 + 1);
+    CHECK(ok(cmd(c, "GETQUOTAROOT INBOX")));
+    CHECKM(strstr(c->resp, "* QUOTAROOT \"INBOX\" \"\"\r\n") && strstr(c->resp, want),
+           "%s", c->resp);
+    int plus;
+    const char *t = append_newmsg(c, &plus);
+    CHECKM(ok(t), "%s", t);
+    t = append_newmsg(c, &plus);
+    CHECKM(strncmp(t, "NO [OVERQUOTA]", 14) == 0, "%s", t);
+    /* the embedder's delivery is not refused: now over the limit */
+    CHECK(imapmem_append(srv, "alice", "INBOX", NEWMSG, strlen(NEWMSG), NULL, NULL) ==
+          IMAPMEM_OK);
+    CHECK(imapmem_get_quota(srv, "alice", &kib, &msgs, NULL, &msgs_used) == IMAPMEM_OK);
+    CHECK(kib == IMAPMEM_NO_LIMIT && msgs == (int64_t)count0 + 1 && msgs_used == count0 + 2);
+    snprintf(want, sizeof want, "* QUOTA \"\" (MESSAGE %zu %zu)\r\n", count0 + 2, count0 + 1);
+    CHECK(ok(cmd(c, "GETQUOTA \"\"")));
+    CHECKM(strstr(c->resp, want) != NULL, "%s", c->resp);
+    /* a STORAGE limit at the usage: nothing more fits; SETQUOTA shows in the API */
+    CHECK(imapmem_get_quota(srv, "alice", NULL, NULL, &kib_used, NULL) == IMAPMEM_OK);
+    snprintf(want, sizeof want, "SETQUOTA \"\" (STORAGE %llu)", (unsigned long long)kib_used);
+    CHECK(ok(cmd(c, want)));
+    CHECK(imapmem_get_quota(srv, "alice", &kib, &msgs, NULL, NULL) == IMAPMEM_OK);
+    CHECK(kib == (int64_t)kib_used && msgs == IMAPMEM_NO_LIMIT);
+    CHECK(ok(cmd(c, "SELECT INBOX")));
+    t = cmd(c, "COPY 1 INBOX");
+    CHECKM(strncmp(t, "NO [OVERQUOTA]", 14) == 0, "%s", t);
+    conn_free(c);
+  }
+  /* limits are configuration: a reset puts the messages back and keeps them */
+  CHECK(imapmem_reset(srv) == IMAPMEM_OK);
+  CHECK(imapmem_get_quota(srv, "alice", &kib, &msgs, &kib_used, &msgs_used) == IMAPMEM_OK);
+  CHECK(kib > 0 && msgs == IMAPMEM_NO_LIMIT && msgs_used == count0 && kib_used == kib0);
+  CHECK(imapmem_set_quota(srv, "alice", IMAPMEM_NO_LIMIT, IMAPMEM_NO_LIMIT) == IMAPMEM_OK);
+  CHECK(imapmem_get_quota(srv, "alice", &kib, &msgs, NULL, NULL) == IMAPMEM_OK);
+  CHECK(kib == IMAPMEM_NO_LIMIT && msgs == IMAPMEM_NO_LIMIT);
+  imapmem_free(srv);
+}
+
+/*
 ** TLS through the API: in a build without TLS every setter is IMAPMEM_MISUSE and says how
 ** to build with it; in a TLS build (make TLS=openssl) the certificate comes back as PEM,
 ** the imaps port is bound, and every misuse has its code.
@@ -2638,6 +2709,179 @@ static void test_acl_api(void) {
   imapmem_free(srv);
 }
 
+/*
+** imapmem_set_special_use (RFC 6154 2): roles given, taken away and given back to the
+** name; a reset keeps them, a save writes them, LIST shows them only when asked.
+*/
+static void test_special_use(void) {
+  imapmem *srv = started_server();
+  CHECK(srv != NULL);
+  if (!srv) return;
+  const char box[] = "From a Mon Jan  1 00:00:00 2024\nSubject: x\n\nx\n";
+  CHECK(imapmem_load_mbox(srv, "alice", "Outgoing", box, strlen(box), NULL) == IMAPMEM_OK);
+  CHECK(imapmem_load_mbox(srv, "alice", "Trash", box, strlen(box), NULL) == IMAPMEM_OK);
+  CHECK(imapmem_set_special_use(NULL, "alice", "Outgoing", "\\Sent") == IMAPMEM_MISUSE);
+  CHECK(imapmem_set_special_use(srv, NULL, "Outgoing", "\\Sent") == IMAPMEM_MISUSE);
+  CHECK(imapmem_set_special_use(srv, "alice", NULL, "\\Sent") == IMAPMEM_MISUSE);
+  CHECK(imapmem_set_special_use(srv, "alice", "Outgoing", "\\Sent \\Nope") == IMAPMEM_MISUSE);
+  CHECK(strstr(imapmem_errmsg(srv), "\\Nope") != NULL);
+  CHECK(imapmem_set_special_use(srv, "bob", "Outgoing", "\\Sent") == IMAPMEM_NOTFOUND);
+  CHECK(imapmem_set_special_use(srv, "alice", "Nope", "\\Sent") == IMAPMEM_NOTFOUND);
+  char roles[] = "\\sent  \\ARCHIVE";
+  CHECK(imapmem_set_special_use(srv, "alice", "Outgoing", roles) == IMAPMEM_OK);
+  memset(roles, 'x', sizeof roles - 1);                  /* read during the call only */
+  CHECK(imapmem_set_special_use(srv, "alice", "Trash", "") == IMAPMEM_OK);
+  CHECK(imapmem_reset(srv) == IMAPMEM_OK);               /* a reset keeps them */
+  struct conn *c = pair_conn(srv, "alice");
+  CHECK(c && ok(cmd(c, "LIST \"\" * RETURN (SPECIAL-USE)")));
+  CHECKM(c && strstr(c->resp, "* LIST (\\HasNoChildren \\Archive \\Sent) \"/\" \"Outgoing\"\r\n") &&
+         strstr(c->resp, "* LIST (\\HasNoChildren) \"/\" \"Trash\"\r\n"), "%s", c ? c->resp : "");
+  CHECK(c && ok(cmd(c, "LIST \"\" *")) && !strstr(c->resp, "\\Sent"));   /* not asked */
+  CHECK(imapmem_set_special_use(srv, "alice", "Trash", NULL) == IMAPMEM_OK);   /* by name */
+  CHECK(c && ok(cmd(c, "LIST (SPECIAL-USE) \"\" *")));
+  CHECKM(c && strstr(c->resp, "* LIST (\\HasNoChildren \\Trash) \"/\" \"Trash\"\r\n") &&
+         strstr(c->resp, "Outgoing") && !strstr(c->resp, "INBOX"), "%s", c ? c->resp : "");
+  char dir[] = "/tmp/imapmem-api-su-XXXXXX";
+  CHECK(mkdtemp(dir) != NULL);
+  CHECK(imapmem_save(srv, "alice", dir) == IMAPMEM_OK);
+  char path[128], text[256] = "";
+  snprintf(path, sizeof path, "%s/.special-use", dir);
+  FILE *f = fopen(path, "r");
+  size_t got = f ? fread(text, 1, sizeof text - 1, f) : 0;
+  if (f) fclose(f);
+  text[got] = 0;
+  CHECKM(strstr(text, "\nOutgoing:\\Archive \\Sent\n") && !strstr(text, "Trash"), "%s", text);
+  rm_tree(dir);
+  /* switched off: the options are BAD, and SPECIAL-USE needs LIST-EXTENDED */
+  CHECK(imapmem_set_capability(srv, "LIST-EXTENDED", 0) == IMAPMEM_OK);
+  char *caps = NULL;
+  CHECK(imapmem_capabilities(srv, &caps) == IMAPMEM_OK && caps &&
+        !strstr(caps, " SPECIAL-USE") && strstr(caps, "CREATE-SPECIAL-USE"));
+  imapmem_release(caps);
+  CHECK(c && is_bad(cmd(c, "LIST \"\" * RETURN (SPECIAL-USE)")));
+  CHECK(imapmem_set_capability(srv, "SPECIAL-USE", 1) == IMAPMEM_OK);   /* brings it back */
+  CHECK(c && ok(cmd(c, "LIST \"\" * RETURN (SPECIAL-USE)")));
+  conn_free(c);
+  imapmem_free(srv);
+}
+
+#ifdef IMAPMEM_TLS
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <sys/time.h>
+
+/*
+** A TLS client on fd (blocking) that trusts only ca_pem and checks the name "localhost";
+** NULL if the handshake fails.
+*/
+static SSL *tls_client(int fd, const char *ca_pem) {
+  struct timeval limit = {IO_TIMEOUT / 1000, 0};   /* a wrong server fails, never hangs */
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+  SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+  BIO *b = BIO_new_mem_buf(ca_pem, -1);
+  X509 *ca = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+  SSL *ssl = NULL;
+  if (ctx && ca && X509_STORE_add_cert(SSL_CTX_get_cert_store(ctx), ca)) {
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    ssl = SSL_new(ctx);
+  }
+  if (ssl && (!SSL_set1_host(ssl, "localhost") || !SSL_set_fd(ssl, fd) ||
+              SSL_connect(ssl) != 1)) {
+    SSL_free(ssl);
+    ssl = NULL;
+  }
+  X509_free(ca);
+  BIO_free(b);
+  SSL_CTX_free(ctx);         /* ssl keeps its own reference */
+  ERR_clear_error();
+  return ssl;
+}
+
+/* Whether text holds a whole line that starts with tag. */
+static int tls_has_line(const char *text, const char *tag) {
+  for (const char *p = text; p; p = strstr(p, "\r\n") ? strstr(p, "\r\n") + 2 : NULL)
+    if (strncmp(p, tag, strlen(tag)) == 0) return strstr(p, "\r\n") != NULL;
+  return 0;
+}
+
+/* Send line (if not NULL) over ssl, then read until a line starts with tag, into out. */
+static int tls_exchange(SSL *ssl, const char *line, const char *tag, char *out, size_t cap) {
+  size_t len = 0;
+  out[0] = 0;
+  if (line && SSL_write(ssl, line, (int)strlen(line)) <= 0) return 0;
+  while (!tls_has_line(out, tag)) {
+    int n = len + 1 < cap ? SSL_read(ssl, out + len, (int)(cap - 1 - len)) : 0;
+    if (n <= 0) return 0;
+    len += (size_t)n;
+    out[len] = 0;
+  }
+  return 1;
+}
+#endif
+
+/*
+** imapmem_serve_fd_tls: every misuse leaves the descriptors alone; in a TLS build a
+** socketpair session does its handshake first (IMAPMEM_FD_IMAPS, then PREAUTH) or greets
+** in plain text and offers STARTTLS (IMAPMEM_FD_STARTTLS), verified against
+** imapmem_tls_cert().
+*/
+static void test_serve_fd_tls(void) {
+  imapmem *srv = NULL;
+  CHECK(imapmem_new(NULL, &srv) == IMAPMEM_OK);
+  if (!srv) return;
+  CHECK(imapmem_add_user(srv, "alice", "secret") == IMAPMEM_OK);
+  int sv[2];
+  CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+  CHECK(imapmem_serve_fd_tls(NULL, sv[0], sv[0], NULL, IMAPMEM_FD_IMAPS) == IMAPMEM_MISUSE);
+  CHECK(imapmem_serve_fd_tls(srv, -1, sv[0], NULL, IMAPMEM_FD_IMAPS) == IMAPMEM_MISUSE);
+  if (!imapmem_tls_library()) {
+    CHECK(imapmem_serve_fd_tls(srv, sv[0], sv[0], NULL, IMAPMEM_FD_IMAPS) == IMAPMEM_MISUSE);
+    CHECKM(strstr(imapmem_errmsg(srv), "make TLS=openssl") != NULL, "%s", imapmem_errmsg(srv));
+    CHECK(fcntl(sv[0], F_GETFD) != -1);     /* left alone */
+    close(sv[0]);
+    close(sv[1]);
+    imapmem_free(srv);
+    return;
+  }
+  CHECK(imapmem_serve_fd_tls(srv, sv[0], sv[0], NULL, IMAPMEM_FD_IMAPS) == IMAPMEM_MISUSE);
+  CHECKM(strstr(imapmem_errmsg(srv), "imapmem_set_tls") != NULL, "%s", imapmem_errmsg(srv));
+  CHECK(imapmem_set_tls(srv, NULL, NULL) == IMAPMEM_OK);
+  CHECK(imapmem_serve_fd_tls(srv, sv[0], sv[0], NULL, (enum imapmem_fd_tls)3) == IMAPMEM_MISUSE);
+  CHECK(imapmem_serve_fd_tls(srv, sv[0], sv[0], "alice", IMAPMEM_FD_STARTTLS) ==
+        IMAPMEM_MISUSE);
+  CHECK(fcntl(sv[0], F_GETFD) != -1);       /* still left alone */
+  CHECK(imapmem_serve_fd_tls(srv, sv[0], sv[0], "nobody", IMAPMEM_FD_IMAPS) == IMAPMEM_NOTFOUND);
+  close(sv[1]);
+#ifdef IMAPMEM_TLS
+  char *ca = NULL, got[8192];
+  CHECK(imapmem_tls_cert(srv, &ca) == IMAPMEM_OK);
+  /* implicit TLS, then PREAUTH */
+  CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+  CHECK(imapmem_serve_fd_tls(srv, sv[0], sv[0], "alice", IMAPMEM_FD_IMAPS) == IMAPMEM_OK);
+  SSL *ssl = ca ? tls_client(sv[1], ca) : NULL;
+  CHECK(ssl != NULL);
+  CHECKM(ssl && tls_exchange(ssl, NULL, "* PREAUTH", got, sizeof got) &&
+         !strstr(got, "STARTTLS"), "%s", got);
+  CHECKM(ssl && tls_exchange(ssl, "a SELECT INBOX\r\n", "a OK", got, sizeof got), "%s", got);
+  SSL_free(ssl);
+  close(sv[1]);
+  /* a plain greeting that offers STARTTLS, then TLS and LOGIN */
+  CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+  CHECK(imapmem_serve_fd_tls(srv, sv[0], sv[0], NULL, IMAPMEM_FD_STARTTLS) == IMAPMEM_OK);
+  struct conn *c = conn_new(sv[1]);
+  CHECKM(c && strstr(c->greeting, " STARTTLS"), "%s", c ? c->greeting : "");
+  CHECK(c && ok(cmd(c, "STARTTLS")));
+  ssl = c && ca ? tls_client(c->fd, ca) : NULL;
+  CHECK(ssl != NULL);
+  CHECKM(ssl && tls_exchange(ssl, "b LOGIN alice secret\r\n", "b OK", got, sizeof got),
+         "%s", got);
+  SSL_free(ssl);
+  conn_free(c);
+  imapmem_release(ca);
+#endif
+  imapmem_free(srv);
+}
+
 int main(void) {
   struct {
     const char *name;
@@ -2667,8 +2911,11 @@ int main(void) {
     {"api_second_pass", test_api_second_pass},
     {"resync_api", test_resync_api},
     {"append_limit", test_append_limit},
+    {"special_use", test_special_use},
+    {"quota", test_quota},
     {"tls_api", test_tls_api},
     {"acl_api", test_acl_api},
+    {"serve_fd_tls", test_serve_fd_tls},
   };
   /* From here on a vanished peer must not end the test run; test_no_sigpipe checked
      that the library does not rely on this. */

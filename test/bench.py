@@ -22,6 +22,8 @@ Environment:
                            mail_fsync=never) privately on loopback, interleaved, and print
                            imapmem/Dovecot ratios; installed with apt-get when missing
   BENCH_KEEP=1             keep the temporary folder (its path is printed)
+  BENCH_ONLY=sort          run only the SORT/THREAD items (RFC 5256) beside FETCH 1:*
+                           (ENVELOPE), on the same corpora, and print their table
   IMAPMEM_BIN              server binary (default ./imapmem); a TLS build (make
                            TLS=openssl bench) adds FETCH BODY[] throughput over TLS
 Every loop is bounded in count and time; all traffic goes to 127.0.0.1.
@@ -469,9 +471,11 @@ class Conn:
 
 
 def tls_throughput(corpus, tmp, runs):
-    """FETCH 1:* BODY.PEEK[] over implicit TLS beside plain TCP, from one server, in a TLS
-    build (make TLS=openssl) only. Returns (protocol and cipher, TLS MB/s samples, plain
-    MB/s samples), or None for a build without TLS."""
+    """FETCH 1:* BODY.PEEK[] over implicit TLS beside plain TCP, from one server, the runs
+    interleaved, in a TLS build (make TLS=openssl) only. Returns (protocol and cipher, TLS
+    MB/s samples, plain MB/s samples, server CPU seconds a GiB over TLS, the same plain), or
+    None for a build without TLS. The client decrypts on the same cores, so the MB/s are of
+    the pair; the server's CPU a GiB (its threads' schedstat) is the server's own cost."""
     version = subprocess.run([IMAPMEM, "--version"], stdout=subprocess.PIPE).stdout
     if b"(TLS:" not in version:
         return None
@@ -487,19 +491,23 @@ def tls_throughput(corpus, tmp, runs):
         conns = {"plain": Conn(int(m.group(1))),
                  "tls": Conn(int(m.group(2)), ssl_context=ssl.create_default_context(cafile=ca))}
         mbs = {"plain": [], "tls": []}
+        cpu_gib = {"plain": [], "tls": []}
         for c in conns.values():
             c.ok(b"LOGIN test test")
             c.ok(b"SELECT INBOX")
         for _ in range(runs):
             for k, c in conns.items():
                 rx0 = c.r.rx
+                cpu0 = proc_cpu_threads(proc.pid)
                 t, _ = c.timed(b"FETCH 1:* BODY.PEEK[]")
+                cpu_gib[k].append((proc_cpu_threads(proc.pid) - cpu0) * 1024 * MIB
+                                  / (c.r.rx - rx0))
                 mbs[k].append((c.r.rx - rx0) / MIB / t)
         tls = conns["tls"].sock
         what = "%s %s" % (tls.version(), tls.cipher()[0])
         for c in conns.values():
             c.close()
-        return what, mbs["tls"], mbs["plain"]
+        return what, mbs["tls"], mbs["plain"], cpu_gib["tls"], cpu_gib["plain"]
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -769,6 +777,83 @@ class Dovecot:
 # ---------------------------------------------------------------------------------------
 # Items 1-5: one fresh server per run, sequential commands on one connection
 # ---------------------------------------------------------------------------------------
+
+def sort_run(cls, corpus, tmp):
+    """One run of the SORT and THREAD items on a fresh server: SORT (SUBJECT) first (it
+    reads every header for the sort keys), SORT (DATE) and THREAD REFERENCES on the keys
+    made, and FETCH 1:* (ENVELOPE) first and repeated, the issue's yardstick. Each answer
+    must name every message. Returns {metric: value}."""
+    m = {}
+    srv = cls(corpus["path"], tmp)
+    try:
+        c = Conn(srv.port)
+        c.ok(b"LOGIN test test")
+        c.ok(b"SELECT INBOX")
+        for key, cmd in (("sort_subject", b"SORT (SUBJECT) UTF-8 ALL"),
+                         ("sort_date", b"SORT (DATE) UTF-8 ALL"),
+                         ("thread_refs", b"THREAD REFERENCES UTF-8 ALL"),
+                         ("sort_subject_repeat", b"SORT (SUBJECT) UTF-8 ALL")):
+            m[key], (_, _, lines) = c.timed(cmd, keep=True)
+            word = cmd.split()[0]
+            got = [ln for ln in lines if ln.startswith(b"* " + word)]
+            nums = len(re.findall(rb"\d+", got[0])) if got else 0
+            if nums != corpus["n"]:
+                m.setdefault("warnings", []).append("%s: %s named %d messages, corpus has %d"
+                                                    % (srv.name, key, nums, corpus["n"]))
+        m["fetch_env_first"], _ = c.timed(b"FETCH 1:* (ENVELOPE)")
+        m["fetch_env_repeat"], _ = c.timed(b"FETCH 1:* (ENVELOPE)")
+        c.ok(b"LOGOUT")
+        c.close()
+    finally:
+        srv.stop()
+    return m
+
+
+def add_sort_rows(table, c, res):
+    """SORT and THREAD beside FETCH 1:* (ENVELOPE): first against first (both read every
+    header once), the rest against the repeated FETCH (both on what was computed)."""
+    cs, im, dv = short(c["n"]), res["imapmem"], res["dovecot"]
+    col = lambda runs, k: [m[k] for m in runs]
+    pv = lambda k: col(dv, k) if dv else None
+    first, rep = med(col(im, "fetch_env_first")), med(col(im, "fetch_env_repeat"))
+    for key, label, ref, against in (
+            ("sort_subject", "SORT (SUBJECT), first", "FETCH ENVELOPE first", first),
+            ("sort_date", "SORT (DATE)", "FETCH ENVELOPE repeated", rep),
+            ("thread_refs", "THREAD REFERENCES", "FETCH ENVELOPE repeated", rep),
+            ("sort_subject_repeat", "SORT (SUBJECT) repeated", "FETCH ENVELOPE repeated", rep)):
+        v = col(im, key)
+        table.add("S " + label, cs, v, "s", "%s %s" % (ref, fmt_time(against)),
+                  med(v) / against, *judge(c["n"], "<0.5x", med(v) / against < 0.5),
+                  peer=pv(key))
+    table.add("S FETCH 1:* (ENVELOPE) first", cs, col(im, "fetch_env_first"), "s",
+              peer=pv("fetch_env_first"))
+
+
+def sort_main(sizes, runs, peer):
+    """BENCH_ONLY=sort: the SORT/THREAD items alone."""
+    machine_header()
+    tmp = tempfile.mkdtemp(prefix="imapmem-bench-")
+    os.chmod(tmp, 0o755)
+    table, notes = Table(bool(peer)), []
+    try:
+        for n in sizes:
+            c = generate(os.path.join(tmp, "corpus-%d.mbox" % n), n)
+            res = {"imapmem": [], "dovecot": []}
+            for r in range(runs if n <= 10000 else max(1, min(runs, 3))):
+                log("corpus %d: SORT run %d" % (n, r + 1))
+                res["imapmem"].append(sort_run(Imapmem, c, tmp))
+                if peer:
+                    res["dovecot"].append(sort_run(peer, c, tmp))
+            for who in res:
+                for m in res[who]:
+                    notes.extend(m.get("warnings", []))
+            add_sort_rows(table, c, res)
+        table.print()
+        for x in sorted(set(notes)):
+            print("  warning: " + x)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
 
 def every_tenth(n):
     return ",".join(str(i) for i in range(10, n + 1, 10)).encode()
@@ -1384,6 +1469,8 @@ def main():
     if peers and not ensure_dovecot():
         sys.exit("bench.py: BENCH_PEERS=dovecot but dovecot-imapd could not be installed")
     peer = Dovecot if peers else None
+    if os.environ.get("BENCH_ONLY") == "sort":
+        return sort_main(sizes, runs, peer)
 
     machine_header()
     tmp = tempfile.mkdtemp(prefix="imapmem-bench-")
@@ -1449,9 +1536,26 @@ def main():
             log("corpus %d done (%.0f s so far)" % (n, now() - t_start))
 
         add_condstore_rows(table, corpora, cs_results, details)
+        for c in corpora:        # SORT and THREAD (RFC 5256) beside FETCH ENVELOPE
+            so = {"imapmem": [], "dovecot": []}
+            for r in range(runs if c["n"] <= 10000 else max(1, min(runs, 3))):
+                log("corpus %d: SORT run %d" % (c["n"], r + 1))
+                so["imapmem"].append(sort_run(Imapmem, c, tmp))
+                if peer:
+                    so["dovecot"].append(sort_run(peer, c, tmp))
+            for who in so:
+                for m in so[who]:
+                    notes.extend(m.get("warnings", []))
+            add_sort_rows(table, c, so)
 
         worst_search(table, tmp, runs)
         tls = tls_throughput(max(corpora, key=lambda c: c["n"]), tmp, runs) if corpora else None
+        if tls:
+            cs = short(max(c["n"] for c in corpora))
+            table.add("3 FETCH 1:* BODY.PEEK[] over TLS (%s)" % tls[0], cs, tls[1], "MB/s",
+                      "plain TCP %.0f MB/s" % med(tls[2]), med(tls[1]) / med(tls[2]))
+            table.add("3 the same, server CPU a GiB over TLS", cs, tls[3], "s",
+                      "plain TCP %s" % fmt_time(med(tls[4])), med(tls[3]) / med(tls[4]))
 
         # items 6 and 7 on the 10,000-message corpus (or the largest one up to it)
         lc = max((c for c in corpora if c["n"] <= 10000), key=lambda c: c["n"], default=None)
@@ -1475,9 +1579,9 @@ def main():
                      fmt_stat(rf["replay"], "MB/s"), fmt_stat(rf["raw"], "MB/s")))
         if tls:
             print("  FETCH 1:* BODY.PEEK[] of the %s corpus from one server over implicit TLS "
-                  "(%s): %s; over plain TCP: %s"
+                  "(%s): %s, server CPU %s a GiB; over plain TCP: %s, server CPU %s a GiB"
                   % (short(max(c["n"] for c in corpora)), tls[0], fmt_stat(tls[1], "MB/s"),
-                     fmt_stat(tls[2], "MB/s")))
+                     fmt_stat(tls[3], "s"), fmt_stat(tls[2], "MB/s"), fmt_stat(tls[4], "s")))
         print()
         print("Targets (issue 6) are for the 10k corpus; a target in parentheses is the same test "
               "on another corpus, for information.")

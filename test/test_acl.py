@@ -11,7 +11,7 @@ import signal
 import unittest
 
 from wire import (ServerCase, capabilities, exists, fetches, fixture, flagset, numbers,
-                  quote, responses, run, name_of, status_parts)
+                  parse, quote, responses, run, name_of, status_parts, upper)
 
 ALICE = fixture("acl", "alice")
 SHARED = fixture("acl", "shared")
@@ -600,6 +600,107 @@ class Fixtures(AclCase):
         a = self.login(s, "alice")
         self.assertEqual(acl_of(a.ok("GETACL Team"))["bob"], set("lrswi"))
         self.assertEqual(acl_of(a.ok("GETACL Shared/Board"))["bob"], set("lrs"))
+
+
+# ========================================================================================
+# 4 with the other extensions: the extended LIST (RFC 5258), LIST-STATUS (RFC 5819),
+# STATUS=SIZE and QUOTA (RFC 9208) follow the same rights
+
+class WithOtherExtensions(AclCase):
+    def xlist(self, r, command):
+        """{name: set of lower-case attributes} and {name: status dict} of a LIST."""
+        u, t = r.cmd(command)
+        self.assertOK(t, command)
+        names, status = {}, {}
+        for resp in parse(u):
+            kind = upper(resp[0]) if resp and isinstance(resp[0], str) else None
+            if kind == "LIST":
+                self.assertNotIn(name_of(resp[3]), names, command)
+                names[name_of(resp[3])] = {a.lower() for a in resp[1]}
+            elif kind == "STATUS":
+                d = resp[2]
+                status[name_of(resp[1])] = dict(zip([k.upper() for k in d[0::2]], d[1::2]))
+        return names, status
+
+    def test_extended_list_shows_what_plain_list_shows(self):
+        """RFC 5258 with 4: the other namespaces, "l" deciding, as a plain LIST."""
+        s = self.start()
+        for who in ("bob", "carol", "dave"):
+            r = self.login(s, who)
+            plain = self.list(r, "", "*")
+            for cmd in ('LIST "" (*)', 'LIST () "" "*" RETURN (CHILDREN)',
+                        'LIST "" * RETURN (SPECIAL-USE)'):
+                self.assertEqual(self.xlist(r, cmd)[0], plain, (who, cmd))
+        b = self.login(s, "bob")
+        names = self.xlist(b, 'LIST "" ("Other Users/%" "Shared/%")')[0]
+        self.assertEqual(set(names), {"Other Users/alice", "Shared/News", "Shared/Board"})
+        self.assertEqual(names["Other Users/alice"], {"\\noselect", "\\haschildren"})
+
+    def test_extended_list_learns_nothing(self):
+        """A hidden mailbox, subscribed or not, lists as a missing one would."""
+        s = self.start()
+        d = self.login(s, "dave")
+        for box in (A + "Private", A + "Nothing", "Shared/Hidden", "Shared/Nothing"):
+            d.ok("SUBSCRIBE " + quote(box))
+        for cmd in ('LIST "" (*)', 'LIST (SUBSCRIBED) "" *', 'LIST (SUBSCRIBED RECURSIVEMATCH) '
+                    '"" %', 'LIST "" * RETURN (CHILDREN STATUS (MESSAGES))',
+                    'LIST (SPECIAL-USE) "" *'):
+            names, status = self.xlist(d, cmd)
+            for hidden, missing in ((A + "Private", A + "Nothing"),
+                                    ("Shared/Hidden", "Shared/Nothing")):
+                self.assertEqual(names.get(hidden), names.get(missing), cmd)
+                self.assertNotIn(hidden, status, cmd)
+            self.assertFalse({A + "INBOX", A + "Projects", A + "Projects/Secret"} & set(names))
+        names = self.xlist(d, 'LIST (SUBSCRIBED) "" *')[0]
+        self.assertLessEqual({"\\nonexistent", "\\subscribed"}, names[A + "Private"])
+
+    def test_list_status_needs_r(self):
+        """RFC 5819 2: with "l" but not "r", \\Noselect and no STATUS; with "r", STATUS."""
+        s = self.start()
+        a, d = self.login(s, "alice"), self.login(s, "dave")
+        a.ok("SETACL Private dave l")
+        names, status = self.xlist(d, 'LIST "" "%s*" RETURN (STATUS (MESSAGES SIZE))' % A)
+        self.assertIn("\\noselect", names[A + "Private"])
+        self.assertNotIn(A + "Private", status)
+        self.assertEqual(status[A + "Archive"]["MESSAGES"],
+                         self.status(a, "Archive", "MESSAGES")["MESSAGES"])
+        a.ok("SETACL Private dave lr")
+        names, status = self.xlist(d, 'LIST "" "%s*" RETURN (STATUS (MESSAGES SIZE))' % A)
+        self.assertNotIn("\\noselect", names[A + "Private"])
+        self.assertEqual(status[A + "Private"]["MESSAGES"], 1)
+        self.assertGreater(status[A + "Private"]["SIZE"], 0)
+
+    def test_status_size_of_hidden_is_missing(self):
+        s = self.start()
+        d = self.login(s, "dave")
+        got = [d.cmd("STATUS %s (SIZE DELETED)" % quote(box))
+               for box in (A + "Private", A + "Nothing")]
+        self.assertEqual(got[0][0], got[1][0])
+        self.assertEqual(got[0][1].replace(b"Private", b"Nothing"), got[1][1])
+        self.assertCode(got[0][1], "NONEXISTENT")
+
+    def test_quota_is_the_owners(self):
+        """RFC 9208 with 4: an APPEND or COPY into alice's mailbox counts against alice's
+        quota, not the appender's; rights are checked first, so a hidden mailbox still
+        answers as a missing one and one without "i" [NOPERM], never [OVERQUOTA]."""
+        s = self.start(*(self.ARGS + ("--quota", "bob:STORAGE=1")))
+        b = self.login(s, "bob", select="INBOX")
+        self.assertCode(b.cmd("APPEND INBOX {%d+}\r\n%s" % (len(MSG * 40), MSG * 40))[1],
+                        "OVERQUOTA")
+        self.assertOK(b.cmd('APPEND "%sTeam" {%d+}\r\n%s' % (A, len(MSG * 40), MSG * 40))[1])
+        s = self.start(*(self.ARGS + ("--quota", "alice:MESSAGE=1")))
+        b, c, d = (self.login(s, who) for who in ("bob", "carol", "dave"))
+        self.assertCode(b.cmd('APPEND "%sTeam" {%d+}\r\n%s' % (A, len(MSG), MSG))[1],
+                        "OVERQUOTA")
+        self.assertCode(c.cmd('APPEND "%sTeam" {%d+}\r\n%s' % (A, len(MSG), MSG))[1],
+                        "NOPERM")
+        self.assertCode(d.cmd('APPEND "%sPrivate" {%d+}\r\n%s' % (A, len(MSG), MSG))[1],
+                        "TRYCREATE")
+        b.ok("APPEND INBOX {%d+}\r\n%s" % (len(MSG), MSG))   # bob's own: no limit
+        b.ok("SELECT INBOX")
+        self.assertCode(b.cmd('COPY 1 "%sTeam"' % A)[1], "OVERQUOTA")
+        self.assertCode(b.cmd('COPY 1 "%sPrivate"' % A)[1], "TRYCREATE")
+        self.assertEqual(self.count(self.login(s, "alice"), "Team"), 3)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ import unittest
 
 from wire import ServerCase, fixture
 
-WORDS = [b"FETCH", b"UID", b"STORE", b"SEARCH", b"SELECT", b"INBOX", b"1:*", b"*", b"(", b")",
+WORDS = [b"FETCH", b"UID", b"STORE", b"SEARCH", b"SORT", b"THREAD", b"REFERENCES",
+         b"ORDEREDSUBJECT", b"(REVERSE SUBJECT DATE)", b"RETURN", b"SELECT", b"INBOX", b"1:*", b"*", b"(", b")",
          b"[", b"]", b"<", b">", b"BODY", b"BODY.PEEK[", b"HEADER.FIELDS", b"(FROM)", b"\"", b"\\",
          b"{5}", b"{0}", b"{3+}", b"1", b"2.1", b"MIME", b"TEXT", b"NOT", b"OR", b"ALL", b"FLAGS",
          b"+FLAGS", b"(\\Seen)", b"CHARSET", b"UTF-8", b"LIST", b"\"\"", b"%", b"APPEND", b"COPY",

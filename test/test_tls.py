@@ -1,17 +1,24 @@
 """TLS, the opt-in build (make TLS=openssl): STARTTLS (RFC 3501 6.2.1, RFC 9051 6.2.1) and
 implicit TLS on --imaps-port (RFC 8314) with real clients that verify the certificate,
-trusting only the --tls-cert-out file; require-TLS; the plaintext-injection guard; the
-handshake timeout; given certificates; certificate faults.
+trusting only the --tls-cert-out file (Python, curl, openssl s_client, mbsync, mutt, each
+skipped when it is not installed; .ci/run installs them); require-TLS; the
+plaintext-injection guard; the handshake timeout; given certificates; certificate faults;
+--stdio-tls.
 
 Against a build without TLS only what such a build promises runs: TLS options exit 2
 with a message saying how to build with TLS, and STARTTLS is neither offered nor done.
 """
+import fcntl
 import os
+import pty
 import re
+import select
 import shutil
 import socket
 import ssl
+import struct
 import subprocess
+import termios
 import time
 import unittest
 
@@ -24,6 +31,7 @@ NO_TLS = "%s was built without TLS (make TLS=openssl builds it with)" % os.path.
 CURL = shutil.which("curl")
 OPENSSL = shutil.which("openssl")
 MBSYNC = shutil.which("mbsync")
+MUTT = shutil.which("mutt")
 # isync matches the certificate against Host as a name, never as an IP address: Host
 # localhost (isync 1.4 spells TLSType as SSLType)
 MBSYNCRC = """IMAPAccount a
@@ -52,6 +60,23 @@ Sync Pull
 SyncState *
 """
 
+# mutt as its user has it, with the settings a test needs on top: ssl_force_tls,
+# ssl_starttls, ssl_verify_host and ssl_verify_dates keep their defaults (all on), and the
+# one certificate it trusts is the --tls-cert-out file. Nothing is cached or pre-accepted:
+# certificate_file (certificates a user accepted "always") is a file that does not exist.
+MUTTRC = """set ssl_ca_certificates_file="{ca}"
+set certificate_file="{home}/accepted-certificates"
+set folder="{home}"
+set imap_user=test
+set imap_pass=test
+set header_cache=
+set message_cachedir=
+set confirmcreate=no
+set wait_key=no
+set sendmail=/bin/true
+set copy=yes
+"""
+
 
 def verifying(cafile):
     """What a careful client does: verify the chain and the host name, strictly (the
@@ -59,6 +84,14 @@ def verifying(cafile):
     ctx = ssl.create_default_context(cafile=cafile)
     ctx.verify_flags |= ssl.VERIFY_X509_STRICT
     return ctx
+
+
+def verifying_wait(cafile, timeout=10):
+    """verifying(), once cafile is there (a --stdio-tls server writes it as it starts)."""
+    end = time.monotonic() + timeout
+    while not os.path.exists(cafile) and time.monotonic() < end:
+        time.sleep(0.02)
+    return verifying(cafile)
 
 
 def trusting_anything():
@@ -105,7 +138,7 @@ class WithoutTLS(ServerCase):
     def test_tls_options_exit_2_with_how_to_build(self):
         for args in (["--imaps-port", "0"], ["--require-tls"], ["--tls-cert-out", "/tmp/x"],
                      ["--tls-cert", "c.pem", "--tls-key", "k.pem"], ["--tls-fault", "expired"],
-                     ["--imaps-port=993"]):
+                     ["--imaps-port=993"], ["--stdio-tls"]):
             p = run(["-p", "0"] + args + [BASIC], timeout=5)
             self.assertEqual(p.returncode, 2, args)
             self.assertNotIn(b"listening", p.stdout)
@@ -450,6 +483,179 @@ class Mbsync(TLSCase):
             self.assertEqual(got, len(imapref.read_mbox(BASIC)), tls)
 
 
+class MuttTerminal:
+    """mutt in a pseudo-terminal of 24x100, as a person runs it (it reads mail only with a
+    terminal); .screen() is what it has drawn so far, its control sequences taken out."""
+
+    def __init__(self, case, home, args):
+        master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+        env = dict(os.environ, HOME=home, TERM="vt100")
+        self.proc = subprocess.Popen([MUTT] + args, stdin=slave, stdout=slave, stderr=slave,
+                                     env=env, start_new_session=True)
+        os.close(slave)
+        self.fd, self.out = master, b""
+        case.addCleanup(self.close)
+
+    def screen(self):
+        return re.sub(r"\x1b[\[(][0-9;?]*[A-Za-z]?|[\x00-\x08\x0e-\x1f]", " ",
+                      self.out.decode("utf-8", "replace"))
+
+    def wait_for(self, pattern, timeout=30):
+        """Read until the screen matches pattern (True), or mutt ends or time runs out."""
+        end = time.monotonic() + timeout
+        while not re.search(pattern, self.screen()):
+            left = end - time.monotonic()
+            if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+                return False
+            try:
+                data = os.read(self.fd, 65536)
+            except OSError:                     # EIO: mutt ended, the terminal is gone
+                return False
+            if not data:
+                return False
+            self.out += data
+        return True
+
+    def exit_status(self, timeout=60):
+        """Read to the end (mutt blocks on a full terminal otherwise) and wait for it."""
+        self.wait_for(r"(?!x)x", timeout)
+        return self.proc.wait(timeout=5)
+
+    def type(self, keys):
+        os.write(self.fd, keys)
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def logins(trace):
+    """{session: (TLS started before it, the command)} for each LOGIN or AUTHENTICATE in a
+    --trace transcript."""
+    tls, out = set(), {}
+    line = r"^imapmem\[(\d+)\] (\*: TLS started.*|C: \S+ (?:LOGIN|AUTHENTICATE)\b.*)$"
+    for m in re.finditer(line, trace, re.M | re.I):
+        if m.group(2).startswith("*"):
+            tls.add(m.group(1))
+        else:
+            out[m.group(1)] = (m.group(1) in tls, m.group(2))
+    return out
+
+
+@unittest.skipUnless(MUTT, "mutt is not installed")
+class Mutt(TLSCase):
+    """mutt (a GnuTLS build, as Debian's) with its default ssl_force_tls=yes and every
+    check on, trusting the --tls-cert-out file: it reads a message in its terminal and
+    saves a copy (Fcc) in batch mode, over IMAPS and over STARTTLS, and refuses a server
+    whose certificate is for another host or has expired."""
+
+    def setUp(self):
+        self.home = self.tempdir()
+
+    def muttrc(self, ca):
+        rc = os.path.join(self.home, "muttrc")
+        with open(rc, "w") as f:
+            f.write(MUTTRC.format(ca=ca, home=self.home))
+        return rc
+
+    def urls(self, s):
+        return (("IMAPS", "imaps://localhost:%d/INBOX" % s.imaps_port),
+                ("STARTTLS", "imap://localhost:%d/INBOX" % s.port))
+
+    def batch_fcc(self, rc, url, subject):
+        """mutt -s in batch mode (no terminal): sends through /bin/true and saves its copy
+        to url, which makes it log in and APPEND there."""
+        return subprocess.run([MUTT, "-n", "-F", rc, "-s", subject, "-e", "set record=" + url,
+                               "nobody@example.invalid"], input=b"Sent by mutt in batch.\n",
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60,
+                              env=dict(os.environ, HOME=self.home, TERM="dumb"))
+
+    def subjects(self, s):
+        """INBOX's subjects, read on the plain port."""
+        r = self.raw(s)
+        r.ok("EXAMINE INBOX")
+        untagged = r.ok("FETCH 1:* BODY.PEEK[HEADER.FIELDS (SUBJECT)]")
+        return re.findall(rb"Subject: ([^\r\n]*)", untagged)
+
+    def test_its_defaults_force_and_verify_tls(self):
+        p = subprocess.run([MUTT, "-n", "-F", self.muttrc("ca.pem"), "-Q", "ssl_force_tls",
+                            "-Q", "ssl_starttls", "-Q", "ssl_verify_host", "-Q",
+                            "ssl_verify_dates"], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=30,
+                           env=dict(os.environ, HOME=self.home))
+        self.assertEqual(p.stdout.decode().split("\n")[:4],
+                         ["ssl_force_tls is set", "ssl_starttls=yes", "ssl_verify_host is set",
+                          "ssl_verify_dates is set"])
+
+    def test_reads_a_message_over_imaps_and_starttls(self):
+        s = self.tls_server("--trace", BASIC)
+        rc = self.muttrc(s.ca)
+        by_subject = {m.subject: m for m in imapref.read_mbox(BASIC)}
+        for how, url in self.urls(s):
+            saved = os.path.join(self.home, how + ".mbox")
+            t = MuttTerminal(self, self.home, ["-n", "-F", rc, "-f", url, "-e",
+                                               'push "<copy-message>%s<enter><exit>"' % saved])
+            self.assertEqual(t.exit_status(), 0, (how, t.screen()[-2000:]))
+            self.assertTrue(os.path.exists(saved), (how, t.screen()[-2000:]))
+            with open(saved, "rb") as f:
+                got = f.read()
+            subject = re.search(rb"^Subject: (.*)$", got, re.M).group(1).decode()
+            want = by_subject[subject].raw.split(b"\r\n\r\n", 1)[1].replace(b"\r\n", b"\n")
+            self.assertIn(want, got, how)
+        self.assertEqual(sorted(ok for ok, _ in logins(s.stderr()).values()), [True, True],
+                         logins(s.stderr()))
+
+    def test_batch_mode_saves_a_copy_over_imaps_and_starttls(self):
+        s = self.tls_server("--trace", BASIC)
+        rc = self.muttrc(s.ca)
+        for how, url in self.urls(s):
+            p = self.batch_fcc(rc, url, "mutt over " + how)
+            self.assertEqual(p.returncode, 0, p.stdout)
+            self.assertNotIn(b"failed", p.stdout)
+        self.assertEqual(self.subjects(s)[-2:], [b"mutt over IMAPS", b"mutt over STARTTLS"])
+        self.assertEqual([ok for ok, _ in logins(s.stderr()).values()][:2], [True, True])
+
+    def test_refused_when_it_does_not_trust_the_ca(self):
+        s = self.tls_server("--trace", BASIC)
+        rc = self.muttrc(os.path.join(self.home, "nothing.pem"))
+        with open(os.path.join(self.home, "nothing.pem"), "w"):
+            pass
+        for how, url in self.urls(s):
+            p = self.batch_fcc(rc, url, "untrusted " + how)
+            self.assertIn(b"Untrusted server certificate", p.stdout, how)
+        self.assertEqual(logins(s.stderr()), {})
+        self.assertNotIn(b"untrusted", b" ".join(self.subjects(s)))
+
+    def check_refused(self, kind, warning):
+        s = self.tls_server("--trace", "--tls-fault", kind, BASIC)
+        rc = self.muttrc(s.ca)
+        for how, url in self.urls(s):
+            # batch mode cannot ask: it refuses outright
+            p = self.batch_fcc(rc, url, "%s %s" % (kind, how))
+            self.assertIn(b"Untrusted server certificate", p.stdout, (kind, how))
+            # in its terminal it says what is wrong and asks; rejected, it logs in nowhere
+            t = MuttTerminal(self, self.home, ["-n", "-F", rc, "-f", url])
+            self.assertTrue(t.wait_for(r"\(r\)eject"), (kind, how, t.screen()[-2000:]))
+            self.assertRegex(t.screen(), warning)
+            t.type(b"r")
+            self.assertTrue(t.wait_for(r"Closing connection|connection failed|Could not"),
+                            (kind, how, t.screen()[-2000:]))
+            t.close()
+        self.assertEqual(logins(s.stderr()), {})
+        self.assertNotIn(kind.encode(), b" ".join(self.subjects(s)))
+
+    def test_refuses_a_certificate_for_another_host(self):
+        self.check_refused("wrong-host", r"WARNING:\s+Server\s+hostname\s+does\s+not\s+match")
+
+    def test_refuses_an_expired_certificate(self):
+        self.check_refused("expired", r"WARNING:\s+Server\s+certificate\s+has\s+expired")
+
+
 class GivenCertificate(TLSCase):
     @classmethod
     def setUpClass(cls):
@@ -489,6 +695,142 @@ class GivenCertificate(TLSCase):
             p = run(["-p", "0"] + args + [BASIC], timeout=10)
             self.assertEqual(p.returncode, 2, args)
             self.assertNotIn(b"listening", p.stdout)
+            self.assertIn(said, p.stderr.decode(), args)
+
+
+class PipeTLS:
+    """A TLS client over a process's stdin and stdout (ssl.MemoryBIO), as a mail client
+    speaks TLS through its tunnel command."""
+
+    def __init__(self, proc, ctx, timeout=10):
+        self.proc, self.timeout, self.buf = proc, timeout, b""
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = ctx.wrap_bio(self.incoming, self.outgoing, server_hostname="localhost")
+        self.io(self.tls.do_handshake)
+
+    def io(self, fn, *args):
+        while True:
+            try:
+                result, done = fn(*args), True
+            except ssl.SSLWantReadError:
+                done = False
+            data = self.outgoing.read()
+            if data:
+                self.proc.stdin.write(data)
+                self.proc.stdin.flush()
+            if done:
+                return result
+            fd = self.proc.stdout.fileno()
+            if not select.select([fd], [], [], self.timeout)[0]:
+                raise TimeoutError("nothing from imapmem in %d s" % self.timeout)
+            data = os.read(fd, 65536)
+            if not data:
+                raise EOFError("imapmem closed its stdout")
+            self.incoming.write(data)
+
+    def send(self, data):
+        self.io(self.tls.write, data)
+
+    def readline(self):
+        while b"\r\n" not in self.buf:
+            self.buf += self.io(self.tls.read, 65536)
+        line, _, self.buf = self.buf.partition(b"\r\n")
+        return line + b"\r\n"
+
+    def command(self, tag, text):
+        """Send one command; its untagged lines and its tagged line."""
+        self.send(b"%s %s\r\n" % (tag, text))
+        lines = []
+        while True:
+            line = self.readline()
+            if line.startswith(tag + b" "):
+                return lines, line
+            lines.append(line)
+
+
+class StdioTLS(TLSCase):
+    """--stdio-tls: the --stdio session (PREAUTH, as a tunnel command runs it) in TLS from
+    the first byte (RFC 8314), over a pipe pair or a socket, with the certificate of
+    --tls-cert or the generated CA, which --tls-cert-out writes before the handshake."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        if not OPENSSL:
+            raise unittest.SkipTest("openssl is not installed")
+        import tempfile
+        cls.dir = tempfile.mkdtemp(prefix="imapmem-test-")
+        cls.addClassCleanup(shutil.rmtree, cls.dir, True)
+        cls.cert, cls.key = os.path.join(cls.dir, "cert.pem"), os.path.join(cls.dir, "key.pem")
+        subprocess.run([OPENSSL, "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj",
+                        "/CN=localhost", "-addext", "subjectAltName=DNS:localhost", "-keyout",
+                        cls.key, "-out", cls.cert], check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=60)
+
+    def check_session(self, c):
+        greeting = c.readline()
+        self.assertTrue(greeting.startswith(b"* PREAUTH [CAPABILITY "), greeting)
+        self.assertNotIn(b"STARTTLS", greeting)          # TLS already
+        untagged, tagged = c.command(b"a", b"SELECT INBOX")
+        self.assertTrue(tagged.startswith(b"a OK"), tagged)
+        self.assertIn(b"* %d EXISTS\r\n" % len(imapref.read_mbox(BASIC)), untagged)
+        untagged, tagged = c.command(b"b", b"LOGOUT")
+        self.assertTrue(tagged.startswith(b"b OK"), tagged)
+
+    def test_over_pipes_with_a_given_certificate(self):
+        p = self.spawn("--stdio-tls", "--tls-cert", self.cert, "--tls-key", self.key, BASIC)
+        self.check_session(PipeTLS(p, verifying(self.cert)))
+        self.assertEqual(p.wait(10), 0, p.err())
+
+    def test_over_a_socket_with_the_generated_ca(self):
+        ca = os.path.join(self.tempdir(), "ca.pem")
+        mine, theirs = socket.socketpair()
+        self.addCleanup(mine.close)
+        p = subprocess.Popen([BIN, "--stdio-tls", "--tls-cert-out", ca, BASIC], stdin=theirs,
+                             stdout=theirs, stderr=subprocess.PIPE)
+        theirs.close()
+        mine.settimeout(10)
+        t = verifying_wait(ca).wrap_socket(mine, server_hostname="localhost")
+        self.addCleanup(t.close)
+        r = Raw.__new__(Raw)
+        r.sock, r.buf, r.n = t, b"", 0
+        self.assertTrue(r.readline().startswith(b"* PREAUTH"))
+        self.assertEqual(exists(r.ok("SELECT INBOX")), len(imapref.read_mbox(BASIC)))
+        r.ok("LOGOUT")
+        _, err = p.communicate(timeout=10)
+        self.assertEqual(p.returncode, 0, err)
+        self.assertNoSanitizerReport(err.decode("utf-8", "replace"))
+
+    def test_a_fault_is_refused_over_pipes(self):
+        ca = os.path.join(self.tempdir(), "ca.pem")
+        p = self.spawn("--stdio-tls", "--tls-fault", "wrong-host", "--tls-cert-out", ca, BASIC)
+        with self.assertRaises(ssl.SSLCertVerificationError):
+            PipeTLS(p, verifying_wait(ca))
+
+    @unittest.skipUnless(MBSYNC, "mbsync (isync) is not installed")
+    def test_mbsync_tunnel_with_tls(self):
+        # isync speaks TLS through its Tunnel when SSLType is IMAPS
+        d = self.tempdir()
+        maildir = os.path.join(d, "mail")
+        os.makedirs(maildir)
+        rc = os.path.join(d, "mbsyncrc")
+        tunnel = "%s --stdio-tls --tls-cert %s --tls-key %s %s" % (BIN, self.cert, self.key, BASIC)
+        with open(rc, "w") as f:
+            f.write(MBSYNCRC.format(port=0, tls="IMAPS", ca=self.cert, maildir=maildir)
+                    .replace("Port 0\n", 'Tunnel "%s"\n' % tunnel))
+        p = subprocess.run([MBSYNC, "-c", rc, "-a"], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stdout.decode())
+        got = sum(len(os.listdir(os.path.join(maildir, "INBOX", x))) for x in ("cur", "new"))
+        self.assertEqual(got, len(imapref.read_mbox(BASIC)))
+
+    def test_options_that_do_not_go_with_it_exit_2(self):
+        for args, said in ((["--stdio-tls", "--imaps-port", "0"], "--stdio-tls"),
+                           (["--stdio-tls", "--require-tls"], "--stdio-tls"),
+                           (["--stdio", "--tls-cert-out", "x.pem"], "--stdio-tls")):
+            p = run(args + [BASIC], timeout=10)
+            self.assertEqual(p.returncode, 2, args)
             self.assertIn(said, p.stderr.decode(), args)
 
 

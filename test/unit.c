@@ -680,6 +680,78 @@ static void test_binary(void) {
   buf_free(&d);
 }
 
+/*
+** Sort keys (RFC 5256, 5957): what sortkeys_build reads from a header, that a mailbox's
+** keys are built once however many SORT and THREAD commands use them, and that a failed
+** allocation at any point gives NULL or keys, never a crash or a leak (ASan).
+*/
+static void test_sort_keys(void) {
+  const char *h = "Subject: =?utf-8?q?Re=3A_=5Bl=5D?= Fwd: [x] Caf\xc3\xa9 (fwd)\r\n"
+                  "From: \"Ann Example\" <ann@x.org>, bob@x.org\r\n"
+                  "To: group: c@x.org;\r\nCc: (no name) dee@x.org\r\n"
+                  "Date: Sun, 31 Dec 2000 16:01:33 -0800\r\n"
+                  "Message-ID: <\"q\\\"1\"@x.org>\r\n"
+                  "In-Reply-To: <irt@x.org>\r\nReferences: <r1@x> (c) <r2@x>\r\n\r\n";
+  struct sortkeys *k = sortkeys_build(h, h + strlen(h));
+  CHECK(k != NULL);
+  if (k) {
+    CHECK(strcmp(k->text + k->subject, "CAF\xc3\xa9") == 0 && k->reply);
+    CHECK(strcmp(k->text + k->from, "ANN") == 0);
+    CHECK(strcmp(k->text + k->display_from, "ANN EXAMPLE") == 0);
+    CHECK(strcmp(k->text + k->to, "GROUP") == 0 && strcmp(k->text + k->display_to, "GROUP") == 0);
+    CHECK(strcmp(k->text + k->cc, "DEE") == 0);
+    CHECK(k->sent == 978307293);               /* 2001-01-01 00:01:33 UTC */
+    CHECK(k->msgid != SORTKEY_NONE && strcmp(k->text + k->msgid, "q\"1@x.org") == 0);
+    CHECK(k->nrefs == 2 && strcmp(k->text + k->refs, "r1@x") == 0 &&
+          strcmp(k->text + k->refs + 5, "r2@x") == 0);   /* References wins over In-Reply-To */
+    free(k);
+  }
+  const char *bare = "Subject: [blob]\r\nIn-Reply-To: junk <a@b> <c@d>\r\n\r\n";
+  k = sortkeys_build(bare, bare + strlen(bare));
+  CHECK(k && strcmp(k->text + k->subject, "[BLOB]") == 0 && !k->reply && k->sent == INT64_MIN &&
+        k->msgid == SORTKEY_NONE && k->nrefs == 1 && strcmp(k->text + k->refs, "a@b") == 0 &&
+        k->text[k->from] == 0);
+  free(k);
+  long n, nulls = 0;          /* the Nth allocation fails, for each N until none is left */
+  for (n = 1; n < 400; n++) {
+    atomic_store(&mem_fail_countdown, n);
+    k = sortkeys_build(h, h + strlen(h));
+    long left = atomic_load(&mem_fail_countdown);
+    atomic_store(&mem_fail_countdown, 0);
+    nulls += k == NULL;
+    free(k);
+    if (left > 0) break;     /* none failed: every allocation has had its turn */
+  }
+  CHECK(n > 5 && n < 400 && nulls > 0);
+
+  enum { N = 2000 };
+  struct buf box = {0};
+  for (int i = 0; i < N; i++)
+    buf_printf(&box, "From a@b Mon Jan  1 00:00:00 2024\nFrom: A <a%d@b>\nSubject: Re: s%d\n"
+                     "Message-ID: <m%d@b>\nReferences: <m%d@b>\n\nbody\n\n", i, i % 7, i, i / 2);
+  imapmem *srv;
+  int sv[2];
+  CHECK(imapmem_new(NULL, &srv) == IMAPMEM_OK && imapmem_add_user(srv, "u", "p") == IMAPMEM_OK);
+  CHECK(imapmem_load_mbox(srv, "u", "INBOX", box.p, box.len, "gen") == IMAPMEM_OK);
+  CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+  CHECK(imapmem_serve_fd(srv, sv[1], sv[1], "u") == IMAPMEM_OK);
+  struct buf in = {0};
+  long before = atomic_load(&sortkeys_builds), mbefore = atomic_load(&msgmeta_builds);
+  CHECK(strncmp(exchange(sv[0], "a SELECT INBOX\r\n", "a", &in), "a OK", 4) == 0);
+  CHECK(strncmp(exchange(sv[0], "b SORT (SUBJECT) UTF-8 ALL\r\n", "b", &in), "b OK", 4) == 0);
+  CHECK(strstr(in.p, "* SORT 1 8 15 ") != NULL);
+  CHECK(strncmp(exchange(sv[0], "c SORT (REVERSE FROM) UTF-8 ALL\r\n", "c", &in), "c OK", 4) == 0);
+  CHECK(strncmp(exchange(sv[0], "d THREAD REFERENCES UTF-8 ALL\r\n", "d", &in), "d OK", 4) == 0);
+  CHECK(strncmp(in.p, "* THREAD (1 2 (3 (5 (9 ", 23) == 0);   /* k under (k-1)/2+1 */
+  CHECK(strncmp(exchange(sv[0], "e THREAD ORDEREDSUBJECT UTF-8 ALL\r\n", "e", &in), "e OK", 4) == 0);
+  CHECK(atomic_load(&sortkeys_builds) - before == N);
+  CHECK(atomic_load(&msgmeta_builds) - mbefore == 0);   /* the MIME tree was not needed */
+  close(sv[0]);
+  imapmem_free(srv);
+  buf_free(&in);
+  buf_free(&box);
+}
+
 int main(void) {
   test_parser();
   test_seqset();
@@ -699,6 +771,7 @@ int main(void) {
   test_failed_load_adds_nothing();
   test_substring();
   test_binary();
+  test_sort_keys();
   arena_free(&A);
   printf("%d passed, %d failed\n", passed, failed);
   return failed != 0;

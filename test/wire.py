@@ -1045,6 +1045,33 @@ def esearches(data):
     return out
 
 
+def sort_of(data):
+    """The numbers of the one `* SORT` response in data (RFC 5256 4), in the order sent; a
+    trailing `(MODSEQ n)` (RFC 7162 3.1.6) is left out."""
+    found = responses(data, "SORT")
+    assert len(found) == 1, "expected exactly one * SORT response: %r" % data
+    nums = found[0][1:]
+    if nums and isinstance(nums[-1], list):
+        nums = nums[:-1]
+    assert all(isinstance(x, int) for x in nums), "malformed SORT response %r" % (found[0],)
+    return nums
+
+
+def thread_of(data):
+    """The threads of the one `* THREAD` response in data (RFC 5256 4) as nested lists:
+    `* THREAD (2)(3 6 (4 23)(44 7 96))` -> [[2], [3, 6, [4, 23], [44, 7, 96]]]."""
+    found = [u for u in split_units(data) if re.match(rb"\* THREAD(\r\n| )", u, re.I)]
+    assert len(found) == 1, "expected exactly one * THREAD response: %r" % data
+    body = found[0][len(b"* THREAD"):].rstrip(b"\r\n")
+    p = _Parser(body)
+    out = []
+    if body:
+        p.expect(b" ")
+    while not p.at_end():    # thread-lists follow each other with no SP between them
+        out.append(p.list_())
+    return out
+
+
 def vanished(data):
     """[(earlier, [uid, ...])] of every `* VANISHED uid-set` and `* VANISHED (EARLIER)
     uid-set` in data (RFC 7162 3.2.10), in order; earlier tells which.  Any other VANISHED
