@@ -97,6 +97,7 @@
 #define IMAPMEM_MAX_CONTEXTS 32         /* UPDATE search contexts a session may hold */
 #endif
 #define MAX_MAILBOX_NAME 1024
+#define MAX_NS_PREFIX 64      /* a namespace prefix (--namespace), '/' included */
 #ifndef IMAPMEM_MAX_PATTERNS
 #define IMAPMEM_MAX_PATTERNS 64         /* mailbox patterns in one LIST (RFC 5258 3) */
 #endif
@@ -295,6 +296,16 @@ struct mailbox {
   uint64_t last_select, last_idle;  /* event numbers for imapmem_wait; guarded by srv->lock */
   unsigned use;               /* special-use roles (USE_*) set explicitly; and */
   int use_set;                /* 1: they replace those of the name; both: the user's lock */
+  struct acl_entry *acl;      /* RFC 4314: who else may do what; guarded by the user's lock */
+  size_t nacl;
+};
+/*
+** One entry of a mailbox's access control list (RFC 4314 2): an identifier (a user name,
+** "anyone", or either with a leading "-" for negative rights) and its RIGHT_* bits.
+*/
+struct acl_entry {
+  char *id;
+  unsigned rights;
 };
 /* Special-use roles (RFC 6154 2), one bit each; ORDER special_use_names */
 enum { USE_ALL = 1, USE_ARCHIVE = 2, USE_DRAFTS = 4, USE_FLAGGED = 8, USE_JUNK = 16,
@@ -487,6 +498,7 @@ struct session {
   unsigned enabled;           /* ENABLED_*: what the client enabled (RFC 5161), for good */
   struct mailbox *mb;         /* selected mailbox (a reference), or NULL */
   int readonly;
+  unsigned rights;            /* RIGHT_* on mb, taken at SELECT (RFC 4314 5.1.1 allows it) */
   int nomodseq;               /* mb was selected answering [NOMODSEQ] */
   uint64_t modseq_sent;       /* the highest MODSEQ sent during this command */
   unsigned epoch;
@@ -585,6 +597,10 @@ struct imapmem {
   atomic_size_t append_limit; /* APPENDLIMIT (RFC 7889): at most cfg.max_literal */
   unsigned char scram_secret[32];   /* keys SCRAM salts (section 9); guarded by lock */
   int scram_secret_set;
+  /* namespaces (RFC 2342) and the shared tree; set before imapmem_start, then read-only */
+  struct user *shared;        /* owns the mailboxes under ns_shared; nobody logs in as it */
+  char ns_other[MAX_NS_PREFIX + 1];   /* other users' prefix, ending in '/' */
+  char ns_shared[MAX_NS_PREFIX + 1];  /* the shared mailboxes' prefix, ending in '/' */
 };
 
 /* Extensions that can be switched off (imapmem_set_capability): one capset bit each. */
@@ -610,6 +626,7 @@ struct imapmem {
 #define CAP_CATENATE         ((capset)1 << 19)
 #define CAP_APPENDLIMIT      ((capset)1 << 20)
 #define CAP_UIDONLY          ((capset)1 << 21)
+#define CAP_ACL              ((capset)1 << 42)   /* ACL and RIGHTS=texk (RFC 4314) */
 #define CAP_LIST_EXTENDED    ((capset)1 << 28)
 #define CAP_LIST_STATUS      ((capset)1 << 29)
 #define CAP_SPECIAL_USE      ((capset)1 << 30)
@@ -3561,11 +3578,13 @@ static const struct sortkeys *msgdata_sortkeys(struct msgdata *d) {
 ** 3  The store: users, mailboxes, messages, UIDs, flags, change log
 ** ===========================================================================
 ** Owns: struct user, struct mailbox, struct message, struct msgdata, the server's user
-** list and its change counter (for imapmem_wait). Knows its watchers only as struct
-** watcher: a wake function and how far each has been told.
+** list and its change counter (for imapmem_wait), mailboxes' access control lists (RFC
+** 4314) and the namespaces (RFC 2342: whose mailbox a client's name is, the shared tree
+** included). Knows its watchers only as struct watcher: a wake function and how far each
+** has been told.
 ** Calls: sections 1-2.
 ** Locking: server->lock guards the user list; user->lock guards a user's mailbox list,
-** mailbox names and subscriptions; mailbox->lock guards one mailbox's messages, flags,
+** mailbox names, subscriptions and ACLs; mailbox->lock guards one mailbox's messages, flags,
 ** UIDs, change log and watchers. Order: server, then user, then one mailbox; never two
 ** mailboxes at once (COPY takes a snapshot from one, unlocks, then adds to the other).
 ** A user's quota_lock (RFC 9208, below) comes before its user->lock. wait_lock is a leaf. No lock is held across network I/O: sessions copy what they need
@@ -3739,6 +3758,8 @@ static void mailbox_unref(struct mailbox *mb) {
   free(mb->ghosts);
   free(mb->expunged);
   free(mb->watchers);
+  for (size_t i = 0; i < mb->nacl; i++) free(mb->acl[i].id);
+  free(mb->acl);
   free(mb->name);
   pthread_mutex_destroy(&mb->lock);
   free(mb);
@@ -4005,6 +4026,116 @@ static long mailbox_expunge_deleted(struct mailbox *mb, const struct seqset *uid
   long n = mailbox_expunge(mb, rm);
   free(rm);
   return n;
+}
+
+/* ------------------------------------------------------------------------- */
+/*
+** Access control lists (RFC 4314). A right is a bit, in the order of RIGHTS_LETTERS; the
+** obsolete "c" and "d" (2.1.1) are no bits of their own: "c" stands for "kx" and "d" for
+** "et", as in the RFC's examples, and each is shown wherever one of its members is.
+** A mailbox's owner always has every right; anyone else has the union of the entries
+** naming them or "anyone", less the union of the negative entries ("-name", "-anyone").
+** The ACL is guarded by the owning user's lock, as the mailbox's name is.
+*/
+#define RIGHTS_LETTERS "lrswipkxtea"
+enum {
+  RIGHT_L = 1, RIGHT_R = 2, RIGHT_S = 4, RIGHT_W = 8, RIGHT_I = 16, RIGHT_P = 32,
+  RIGHT_K = 64, RIGHT_X = 128, RIGHT_T = 256, RIGHT_E = 512, RIGHT_A = 1024,
+  RIGHTS_ALL = 2047
+};
+
+/*
+** Parse a rights string (no "+"/"-" modifier) into bits. 0 and *bad set to the first
+** letter that is no right (RFC 4314 3.1: an unknown right is BAD, never ignored).
+*/
+static int rights_parse(const char *p, size_t n, unsigned *out, char *bad) {
+  unsigned r = 0;
+  for (size_t i = 0; i < n; i++) {
+    const char *at = p[i] ? strchr(RIGHTS_LETTERS, p[i]) : NULL;
+    if (at) r |= 1u << (at - RIGHTS_LETTERS);
+    else if (p[i] == 'c') r |= RIGHT_K | RIGHT_X;
+    else if (p[i] == 'd') r |= RIGHT_E | RIGHT_T;
+    else {
+      *bad = p[i];
+      return 0;
+    }
+  }
+  *out = r;
+  return 1;
+}
+
+/* Rights as letters, with "c" and "d" added as RFC 4314 2.1.1 wants. out holds 14 bytes. */
+static void rights_format(unsigned r, char *out) {
+  size_t n = 0;
+  for (int i = 0; RIGHTS_LETTERS[i]; i++)
+    if (r >> i & 1) out[n++] = RIGHTS_LETTERS[i];
+  if (r & (RIGHT_K | RIGHT_X)) out[n++] = 'c';
+  if (r & (RIGHT_E | RIGHT_T)) out[n++] = 'd';
+  out[n] = 0;
+}
+
+/* The entry for id in mb's ACL, or -1. Caller holds the owner's lock. */
+static long acl_find(const struct mailbox *mb, const char *id) {
+  for (size_t i = 0; i < mb->nacl; i++)
+    if (strcmp(mb->acl[i].id, id) == 0) return (long)i;
+  return -1;
+}
+
+/* Remove id's entry; 0 if there was none. Caller holds the owner's lock. */
+static int acl_delete(struct mailbox *mb, const char *id) {
+  long i = acl_find(mb, id);
+  if (i < 0) return 0;
+  free(mb->acl[i].id);
+  mb->acl[i] = mb->acl[--mb->nacl];
+  return 1;
+}
+
+/*
+** Give id exactly these rights (an entry with none is removed, which means the same).
+** 0 if memory ran out. Caller holds the owner's lock.
+*/
+static int acl_set(struct mailbox *mb, const char *id, unsigned rights) {
+  long i = acl_find(mb, id);
+  if (!rights) {
+    acl_delete(mb, id);
+    return 1;
+  }
+  if (i >= 0) {
+    mb->acl[i].rights = rights;
+    return 1;
+  }
+  size_t cap = mb->nacl;     /* the array is exactly as long as the list: a few entries */
+  char *copy = mem_strdup(id);
+  if (!copy || !mem_grow(&mb->acl, &cap, mb->nacl + 1, sizeof mb->acl[0])) {
+    free(copy);
+    return 0;
+  }
+  mb->acl[mb->nacl].id = copy;
+  mb->acl[mb->nacl++].rights = rights;
+  return 1;
+}
+
+/* Make to's ACL a copy of from's (CREATE inherits its parent's; the reset baseline). */
+static int acl_copy(struct mailbox *to, const struct mailbox *from) {
+  int ok = 1;
+  for (size_t i = 0; ok && i < from->nacl; i++)
+    ok = acl_set(to, from->acl[i].id, from->acl[i].rights);
+  return ok;
+}
+
+/* What the user called who may do with mb. Caller holds the owner's lock. */
+static unsigned acl_rights(const struct mailbox *mb, const char *who) {
+  if (mb->user && mb->user->name && strcmp(mb->user->name, who) == 0) return RIGHTS_ALL;
+  unsigned plus = 0, minus = 0;
+  for (size_t i = 0; i < mb->nacl; i++) {
+    const char *id = mb->acl[i].id;
+    int negative = id[0] == '-';
+    if (negative) id++;
+    if (strcmp(id, who) != 0 && strcmp(id, "anyone") != 0) continue;
+    if (negative) minus |= mb->acl[i].rights;
+    else plus |= mb->acl[i].rights;
+  }
+  return plus & ~minus;
 }
 
 /* ------------------------------------------------------------------------- */
@@ -4347,6 +4478,10 @@ static struct mailbox *mailbox_clone(struct mailbox *src, struct user *u) {
   mb->oldest = src->oldest;  /* the messages keep their indices, so the list holds */
   mb->newest = src->newest;
   mailbox_forget_expunged(mb);
+  if (!acl_copy(mb, src)) {  /* the ACL is guarded by the user's lock, which is held */
+    mailbox_unref(mb);
+    return NULL;
+  }
   return mb;
 }
 
@@ -4391,6 +4526,113 @@ static int user_baseline(struct user *u, int restore) {
     u->base = copy;
   }
   pthread_mutex_unlock(&u->lock);
+  return ok;
+}
+
+/* ------------------------------------------------------------------------- */
+/*
+** Namespaces (RFC 2342 5): a name under srv->ns_other ("Other Users/") names the user
+** after it and then one of that user's mailboxes ("Other Users/bob/Team" is bob's
+** "Team"); a name under srv->ns_shared ("Shared/") names a mailbox of the shared tree;
+** any other name is the user's own. The prefixes themselves, and "Other Users/bob", are
+** levels of the hierarchy that hold no mailbox.
+*/
+struct ns_name {
+  struct user *owner;         /* whose list would hold it; NULL: nobody's */
+  char local[MAX_MAILBOX_NAME + 1];   /* its canonical name in the owner's list */
+  int level;                  /* a namespace prefix or a user's root: never a mailbox */
+};
+
+/* Does name start with prefix (ending in '/'), or is it the prefix without its '/'? */
+static int ns_prefix_match(const char *prefix, const char *name, const char **rest) {
+  size_t n = strlen(prefix);
+  if (!n) return 0;
+  if (strncmp(name, prefix, n) == 0) {
+    *rest = name + n;
+    return 1;
+  }
+  *rest = NULL;
+  return strlen(name) == n - 1 && strncmp(name, prefix, n - 1) == 0;
+}
+
+static void ns_resolve(struct imapmem *srv, struct user *self, const char *name,
+                       struct ns_name *ref) {
+  const char *rest;
+  memset(ref, 0, sizeof *ref);
+  if (ns_prefix_match(srv->ns_other, name, &rest)) {
+    const char *slash = rest ? strchr(rest, '/') : NULL;
+    if (!slash) {
+      ref->level = 1;
+      return;
+    }
+    struct user *u = server_user(srv, str_make(rest, (size_t)(slash - rest)));
+    ref->owner = u == self ? NULL : u;   /* one's own mailboxes have their own names */
+    mailbox_canonical(slash + 1, ref->local, sizeof ref->local);
+  } else if (ns_prefix_match(srv->ns_shared, name, &rest)) {
+    ref->level = !rest || !*rest;
+    ref->owner = srv->shared;
+    if (rest) mailbox_canonical(rest, ref->local, sizeof ref->local);
+  } else {
+    ref->owner = self;
+    mailbox_canonical(name, ref->local, sizeof ref->local);
+  }
+}
+
+/*
+** The mailbox a client's name stands for, with a reference the caller drops, and the
+** user's rights on it in *rights; NULL (and no rights) if there is none.
+*/
+static struct mailbox *ns_mailbox(struct imapmem *srv, struct user *self, const char *name,
+                                  unsigned *rights) {
+  struct ns_name ref;
+  ns_resolve(srv, self, name, &ref);
+  *rights = 0;
+  if (!ref.owner || ref.level) return NULL;
+  pthread_mutex_lock(&ref.owner->lock);
+  struct mailbox *mb = user_mailbox_locked(ref.owner, ref.local);
+  if (mb) {
+    mailbox_ref(mb);
+    *rights = acl_rights(mb, self->name);
+  }
+  pthread_mutex_unlock(&ref.owner->lock);
+  return mb;
+}
+
+/*
+** The nearest existing mailbox above local in owner's list, or NULL: the one CREATE and
+** RENAME ask for "k" (RFC 4314 4), whose ACL a new mailbox inherits. Caller holds
+** owner->lock.
+*/
+static struct mailbox *ns_parent_locked(struct user *owner, const char *local) {
+  char level[MAX_MAILBOX_NAME + 1];
+  snprintf(level, sizeof level, "%s", local);
+  for (char *slash = strrchr(level, '/'); slash; slash = strrchr(level, '/')) {
+    *slash = 0;
+    struct mailbox *mb = user_mailbox_locked(owner, level);
+    if (mb) return mb;
+  }
+  return NULL;
+}
+
+/* The rights of who to create below local (RFC 4314 4). Caller holds owner->lock. */
+static unsigned ns_create_rights_locked(struct user *owner, const char *local, const char *who) {
+  if (owner->name && strcmp(owner->name, who) == 0) return RIGHTS_ALL;
+  struct mailbox *parent = ns_parent_locked(owner, local);
+  return parent ? acl_rights(parent, who) : 0;
+}
+
+/*
+** Set id's rights on the mailbox called name (canonical) in u's list, and on its copy in
+** the reset baseline, so that a reset keeps it (fixtures and the API). -1 if there is no
+** such mailbox, 0 if memory ran out. Caller holds u->lock.
+*/
+static int user_set_acl_locked(struct user *u, const char *name, const char *id,
+                               unsigned rights) {
+  struct mailbox *mb = user_mailbox_locked(u, name);
+  if (!mb) return -1;
+  int ok = acl_set(mb, id, rights);
+  for (size_t i = 0; ok && i < u->base.n; i++)
+    if (strcmp(u->base.list[i]->name, name) == 0) ok = acl_set(u->base.list[i], id, rights);
   return ok;
 }
 
@@ -4519,8 +4761,9 @@ static struct quota_usage user_get_quota(struct user *u, int64_t limit[QUOTA_NRE
 ** ===========================================================================
 ** 4  mbox load and save
 ** ===========================================================================
-** Owns: reading RFC 4155 mbox files (and fixture directories) into batches, committing
-** them to a user's mailboxes, and writing mailboxes back as files.
+** Owns: reading RFC 4155 mbox files (and fixture directories, with their .subscriptions
+** and .acl files) into batches, committing them to a user's mailboxes, and writing
+** mailboxes back as files.
 ** Calls: sections 1-3.
 ** Locking: parsing takes no lock; committing takes the user's lock and then each
 ** mailbox's lock in turn; saving copies the names under the user's lock and each
@@ -4542,6 +4785,10 @@ struct pending {             /* a parsed message, not yet in a mailbox */
   char *keywords;             /* X-Keywords value, or NULL */
   char *eol;                  /* X-Imapmem-Eol value, or NULL */
   uint64_t modseq;            /* X-Imapmem-Modseq, or 0 */
+};
+struct acl_line {             /* an entry of a fixture folder's .acl file */
+  char *mailbox, *id;
+  unsigned rights;
 };
 struct mbox_batch {
   char *mailbox;              /* canonical mailbox name */
@@ -5194,6 +5441,115 @@ static int mbox_check_unique(struct mbox_batch *list, char *err, size_t errcap) 
 }
 
 /*
+** A fixture folder's access control lists (RFC 4314): ".acl" in the folder itself, one
+** entry a line, "MAILBOX<TAB>IDENTIFIER<TAB>RIGHTS" (RIGHTS in RFC 4314 letters, "c" and
+** "d" included; an identifier is a user name, "anyone", or either after a "-" for negative
+** rights); blank lines and lines starting with '#' are comments. *v gets the entries (NULL
+** and 0 if there is no file). Returns an IMAPMEM_ code.
+*/
+static void acl_lines_free(struct acl_line *v, size_t n) {
+  for (size_t i = 0; v && i < n; i++) {
+    free(v[i].mailbox);
+    free(v[i].id);
+  }
+  free(v);
+}
+
+static int mbox_read_acl(const char *dir, struct acl_line **v, size_t *n, char *err,
+                         size_t errcap) {
+  char path[4096 + 16], *data;
+  size_t len, cap = 0;
+  *v = NULL;
+  *n = 0;
+  snprintf(path, sizeof path, "%.4096s/.acl", dir);
+  struct stat st;
+  if (stat(path, &st) < 0) return IMAPMEM_OK;
+  if (!file_read(path, &data, &len, err, errcap)) return IMAPMEM_IO;
+  const char *p = data, *end = data + len;
+  int rc = IMAPMEM_OK;
+  for (int line = 1; p < end && rc == IMAPMEM_OK; line++) {
+    const char *nl = memchr(p, '\n', (size_t)(end - p)), *le = nl ? nl : end;
+    size_t k = (size_t)(le - p);
+    if (k && p[k - 1] == '\r') k--;
+    const char *t1 = memchr(p, '\t', k);
+    const char *t2 = t1 ? memchr(t1 + 1, '\t', k - (size_t)(t1 + 1 - p)) : NULL;
+    unsigned rights = 0;
+    char bad = 0, name[MAX_MAILBOX_NAME + 1];
+    if (k == 0 || p[0] == '#') {
+      p = nl ? nl + 1 : end;
+      continue;
+    }
+    if (!t1 || !t2 || t1 == p || t2 == t1 + 1 || (size_t)(t1 - p) > MAX_MAILBOX_NAME) {
+      snprintf(err, errcap, "%.300s:%d: expected MAILBOX<TAB>IDENTIFIER<TAB>RIGHTS", path, line);
+      rc = IMAPMEM_PARSE;
+      break;
+    }
+    if (!rights_parse(t2 + 1, k - (size_t)(t2 + 1 - p), &rights, &bad)) {
+      snprintf(err, errcap, "%.300s:%d: '%c' is no RFC 4314 right", path, line, bad);
+      rc = IMAPMEM_PARSE;
+      break;
+    }
+    snprintf(name, sizeof name, "%.*s", (int)(t1 - p), p);
+    mailbox_canonical(name, name, sizeof name);
+    char *mb = mem_strdup(name), *id = mem_strndup(t1 + 1, (size_t)(t2 - t1 - 1));
+    if (!mb || !id || !mem_grow(v, &cap, *n + 1, sizeof **v)) {
+      free(mb);
+      free(id);
+      snprintf(err, errcap, "%.300s: out of memory", path);
+      rc = IMAPMEM_NOMEM;
+      break;
+    }
+    (*v)[*n].mailbox = mb;
+    (*v)[*n].id = id;
+    (*v)[(*n)++].rights = rights;
+    p = nl ? nl + 1 : end;
+  }
+  free(data);
+  if (rc != IMAPMEM_OK) {
+    acl_lines_free(*v, *n);
+    *v = NULL;
+    *n = 0;
+  }
+  return rc;
+}
+
+/*
+** Does every entry name a mailbox that the load will give u (one of list's, or a level
+** above one) or that u has already? Checked before anything is added. IMAPMEM_PARSE if not.
+*/
+static int mbox_check_acl(struct user *u, const struct mbox_batch *list,
+                          const struct acl_line *v, size_t n, const char *dir, char *err,
+                          size_t errcap) {
+  for (size_t i = 0; i < n; i++) {
+    size_t len = strlen(v[i].mailbox);
+    int found = 0;
+    for (const struct mbox_batch *b = list; b && !found; b = b->next)
+      found = strncmp(b->mailbox, v[i].mailbox, len) == 0 &&
+              (b->mailbox[len] == 0 || b->mailbox[len] == '/');
+    if (!found) {
+      pthread_mutex_lock(&u->lock);
+      found = user_mailbox_locked(u, v[i].mailbox) != NULL;
+      pthread_mutex_unlock(&u->lock);
+    }
+    if (!found) {
+      snprintf(err, errcap, "%.300s/.acl: no mailbox %.200s", dir, v[i].mailbox);
+      return IMAPMEM_PARSE;
+    }
+  }
+  return IMAPMEM_OK;
+}
+
+/* Give u's mailboxes the entries (after mbox_commit). An IMAPMEM_ code. */
+static int mbox_commit_acl(struct user *u, const struct acl_line *v, size_t n) {
+  int ok = 1;
+  pthread_mutex_lock(&u->lock);
+  for (size_t i = 0; i < n && ok; i++)
+    ok = user_set_acl_locked(u, v[i].mailbox, v[i].id, v[i].rights) != 0;
+  pthread_mutex_unlock(&u->lock);
+  return ok ? IMAPMEM_OK : IMAPMEM_NOMEM;
+}
+
+/*
 ** Add every batch to the user's mailboxes, creating them as needed. A mailbox without
 ** enough UIDs left (IMAPMEM_ERROR, the reason in err) is found before anything is added;
 ** only memory running out while creating a mailbox can leave part of a load behind.
@@ -5696,6 +6052,47 @@ static int mbox_save_user(struct user *u, const char *dir, char *err, size_t err
     rc = r;
     snprintf(err, errcap, "%s", why);
   }
+  return rc;
+}
+
+/*
+** Write u's access control lists to dir/.acl in the format mbox_read_acl reads (and
+** remove a stale one when there are none), so that a saved folder reloads with them.
+*/
+static int mbox_save_acl(struct user *u, const char *dir, char *err, size_t errcap) {
+  struct buf out = {0};
+  buf_adds(&out, "# MAILBOX<TAB>IDENTIFIER<TAB>RIGHTS (RFC 4314)\n");
+  size_t entries = 0;
+  pthread_mutex_lock(&u->lock);
+  for (size_t i = 0; i < u->live.n; i++) {
+    const struct mailbox *mb = u->live.list[i];
+    for (size_t k = 0; k < mb->nacl; k++) {
+      char letters[16];
+      if (strpbrk(mb->acl[k].id, "\t\r\n")) continue;   /* the format cannot hold it */
+      rights_format(mb->acl[k].rights, letters);
+      buf_printf(&out, "%s\t%s\t%s\n", mb->name, mb->acl[k].id, letters);
+      entries++;
+    }
+  }
+  pthread_mutex_unlock(&u->lock);
+  char path[4096 + 16];
+  snprintf(path, sizeof path, "%.4096s/.acl", dir);
+  int rc = IMAPMEM_OK;
+  if (out.oom) {
+    snprintf(err, errcap, "out of memory");
+    rc = IMAPMEM_NOMEM;
+  } else if (!entries) {
+    unlink(path);
+  } else {
+    FILE *f = fopen(path, "wb");
+    int wrote = f && fwrite(out.p, 1, out.len, f) == out.len;
+    if (f && fclose(f) != 0) wrote = 0;
+    if (!wrote) {
+      snprintf(err, errcap, "%.300s: cannot write: %s", path, strerror(errno));
+      rc = IMAPMEM_IO;
+    }
+  }
+  buf_free(&out);
   return rc;
 }
 
@@ -6372,8 +6769,23 @@ static void session_send_flags(struct session *s, struct mailbox *mb) {
   buf_adds(&fl, "\\Answered \\Flagged \\Deleted \\Seen \\Draft");
   for (int i = 0; i < mb->nkeywords; i++) buf_printf(&fl, " %s", mb->keywords[i]);
   session_send(s, "* FLAGS (%s)\r\n", fl.p ? fl.p : "");
-  if (s->readonly) session_send(s, "* OK [PERMANENTFLAGS ()] Read-only mailbox\r\n");
-  else session_send(s, "* OK [PERMANENTFLAGS (%s \\*)] Flags permitted\r\n", fl.p ? fl.p : "");
+  if (s->readonly) {
+    session_send(s, "* OK [PERMANENTFLAGS ()] Read-only mailbox\r\n");
+  } else if ((s->rights & (RIGHT_S | RIGHT_W | RIGHT_T)) != (RIGHT_S | RIGHT_W | RIGHT_T)) {
+    /* RFC 4314 5.1.1: only the flags this user's rights let it change */
+    struct buf may = {0};
+    if (s->rights & RIGHT_W) buf_adds(&may, " \\Answered \\Flagged");
+    if (s->rights & RIGHT_T) buf_adds(&may, " \\Deleted");
+    if (s->rights & RIGHT_S) buf_adds(&may, " \\Seen");
+    if (s->rights & RIGHT_W) buf_adds(&may, " \\Draft");
+    for (int i = 0; (s->rights & RIGHT_W) && i < mb->nkeywords; i++)
+      buf_printf(&may, " %s", mb->keywords[i]);
+    if (s->rights & RIGHT_W) buf_adds(&may, " \\*");
+    session_send(s, "* OK [PERMANENTFLAGS (%s)] Flags permitted\r\n", may.p ? may.p + 1 : "");
+    buf_free(&may);
+  } else {
+    session_send(s, "* OK [PERMANENTFLAGS (%s \\*)] Flags permitted\r\n", fl.p ? fl.p : "");
+  }
   buf_free(&fl);
   s->nkw_known = mb->nkeywords;
 }
@@ -9011,7 +9423,8 @@ static int cmd_fetch(struct session *s, struct command *c) {
       gone = 1;
       continue;
     }                        /* else 4.1.1: an expunged message answers as it was */
-    if (k >= 0 && sets_seen && !s->readonly && !(m->flags & FLAG_SEEN)) {
+    if (k >= 0 && sets_seen && !s->readonly && (s->rights & RIGHT_S) &&  /* RFC 4314 4 */
+        !(m->flags & FLAG_SEEN)) {
       mailbox_set_flags(mb, (size_t)k, m->flags | FLAG_SEEN, m->keywords);
       changed[got] = (unsigned char)seen_adds;
     }
@@ -9111,7 +9524,8 @@ static const struct {
   {"AUTH=OAUTHBEARER", CAP_AUTH_OAUTHBEARER, 0, 0}, {"AUTH=XOAUTH2", CAP_AUTH_XOAUTH2, 0, 0},
   {"LOGINDISABLED", CAP_LOGINDISABLED, 0, 0},   /* RFC 3501 7.2.1: hides PLAIN and LOGIN */
   {"IMAP4rev2", CAP_IMAP4REV2, 0, 0},   /* beside IMAP4rev1 it is ENABLEd: RFC 9051 App. A */
-  {"UTF8=ACCEPT", CAP_UTF8_ACCEPT, CAP_ENABLE, 0}};   /* RFC 6855 3: "MUST use ENABLE" */
+  {"UTF8=ACCEPT", CAP_UTF8_ACCEPT, CAP_ENABLE, 0},   /* RFC 6855 3: "MUST use ENABLE" */
+  {"ACL", CAP_ACL, 0, 0}};   /* advertised with RIGHTS=texk (RFC 4314 5.1.1): one switch */
 #define NCAPS (sizeof capability_list / sizeof capability_list[0])
 
 /*
@@ -9161,6 +9575,8 @@ static const char *capabilities(struct imapmem *srv, struct session *s, char *ou
       continue;
     n += (size_t)snprintf(out + n, n < cap ? cap - n : 0, "%s%s", n ? " " : "",
                           capability_list[i].name);
+    if (capability_list[i].bit == CAP_ACL)   /* the rights beyond RFC 2086's */
+      n += (size_t)snprintf(out + n, n < cap ? cap - n : 0, " RIGHTS=texk");
     if (capability_list[i].bit == CAP_APPENDLIMIT)   /* one limit for every mailbox */
       n += (size_t)snprintf(out + n, n < cap ? cap - n : 0, "=%zu",
                             atomic_load(&srv->append_limit));
@@ -9178,13 +9594,18 @@ static int cmd_mailbox_arg(struct command *c, const char **name) {
 }
 
 /*
-** The selectable mailbox name, with a reference the caller drops; NULL with the NO reply
-** set if it is missing (answered with `missing`, a response code) or \Noselect.
+** The selectable mailbox name, with a reference the caller drops and the user's rights on
+** it in *rights; NULL with the NO reply set if it is missing (answered with `missing`, a
+** response code) or \Noselect, or the user lacks a right of need (RFC 4314 4). A mailbox
+** the user may not look up (no "l") and lacks a right for answers exactly as a missing
+** one (RFC 4314 6); one the user may look up answers [NOPERM] (RFC 5530 3).
 */
 static struct mailbox *cmd_selectable(struct session *s, struct command *c, const char *name,
-                                      const char *missing) {
-  struct mailbox *mb = user_mailbox(s->user, name);
-  if (!mb) {
+                                      const char *missing, unsigned need, unsigned *rights) {
+  struct mailbox *mb = ns_mailbox(s->srv, s->user, name, rights);
+  int allowed = (*rights & need) == need;
+  if (!mb || (!allowed && !(*rights & RIGHT_L))) {
+    mailbox_unref(mb);
     cmd_no(c, "[%s] Mailbox does not exist: %s", missing, name);
     return NULL;
   }
@@ -9193,7 +9614,22 @@ static struct mailbox *cmd_selectable(struct session *s, struct command *c, cons
     cmd_no(c, "[CANNOT] Mailbox is \\Noselect: %s", name);
     return NULL;
   }
+  if (!allowed) {
+    mailbox_unref(mb);
+    cmd_no(c, "[NOPERM] Permission denied: %s", name);
+    return NULL;
+  }
   return mb;
+}
+
+/*
+** The flags this user may set or clear with rights (RFC 4314 4): \Seen with "s",
+** \Deleted with "t", the others and keywords with "w" (*keywords then 1).
+*/
+static uint32_t rights_flags(unsigned rights, int *keywords) {
+  *keywords = (rights & RIGHT_W) != 0;
+  return (rights & RIGHT_S ? FLAG_SEEN : 0) | (rights & RIGHT_T ? FLAG_DELETED : 0) |
+         (rights & RIGHT_W ? FLAG_ANSWERED | FLAG_FLAGGED | FLAG_DRAFT : 0);
 }
 
 static const char *state_name(enum state st) {
@@ -9983,8 +10419,11 @@ static int cmd_select(struct session *s, struct command *c) {
               session_rev2(s)))  /* RFC 9051 Appendix E 9 */
     session_send(s, "* OK [CLOSED] Previous mailbox closed\r\n");   /* RFC 7162 3.2.11 */
   if (sp.condstore || sp.qresync) s->enabled |= ENABLED_CONDSTORE;
-  struct mailbox *mb = cmd_selectable(s, c, name, "NONEXISTENT");
+  unsigned rights;
+  struct mailbox *mb = cmd_selectable(s, c, name, "NONEXISTENT", RIGHT_R, &rights);
   if (!mb) return 0;
+  /* RFC 4314 5.2: read-only without "i", "e" or a right to change a flag */
+  if (!(rights & (RIGHT_I | RIGHT_E | RIGHT_S | RIGHT_W | RIGHT_T))) examine = 2;
   pthread_mutex_lock(&mb->lock);
   if (!mem_grow(&s->view, &s->capview, mb->count, sizeof s->view[0]) ||
       !mem_grow(&mb->watchers, &mb->capwatchers, mb->nwatchers + 1, sizeof mb->watchers[0])) {
@@ -10010,7 +10449,8 @@ static int cmd_select(struct session *s, struct command *c) {
   s->nview = mb->count;
   s->mb = mb;
   mb->watchers[mb->nwatchers++] = &s->watch;
-  s->readonly = examine;
+  s->readonly = examine != 0;
+  s->rights = rights;
   s->epoch = mb->epoch;
   s->nomodseq = mb->nomodseq;
   s->seen_modseq = s->watch.told = mb->modseq;
@@ -10075,13 +10515,23 @@ static int cmd_create(struct session *s, struct command *c) {
   if (strcmp(name, "INBOX") == 0) return cmd_no(c, "[ALREADYEXISTS] INBOX always exists");
   const char *why = mailbox_name_invalid(name);
   if (why) return cmd_no(c, "[CANNOT] Invalid mailbox name (%s): %s", why, name);
-  struct user *u = s->user;
-  int exists;
+  struct ns_name ref;
+  ns_resolve(s->srv, s->user, name, &ref);
+  struct user *u = ref.owner;
+  if (!u || ref.level) return cmd_no(c, "[NOPERM] Permission denied: %s", name);
+  int exists = 0;
+  struct mailbox *mb = NULL;
   pthread_mutex_lock(&u->lock);
-  struct mailbox *mb = user_create_locked(u, name, 1, server_new_uidvalidity(s->srv), &exists);
-  if (mb) {                  /* an old \Noselect level made selectable keeps no old role */
-    mb->use = use;
-    mb->use_set = use_set;
+  int allowed = (ns_create_rights_locked(u, ref.local, s->user->name) & RIGHT_K) != 0;
+  if (allowed) {
+    struct mailbox *parent = ns_parent_locked(u, ref.local);
+    mb = user_create_locked(u, ref.local, 1, server_new_uidvalidity(s->srv), &exists);
+    if (mb) {                /* an old \Noselect level made selectable keeps no old role */
+      mb->use = use;
+      mb->use_set = use_set;
+    }
+    if (mb && parent && !mb->nacl && !acl_copy(mb, parent))   /* RFC 4314 4: inherit */
+      mb = NULL;
   }
   char id[sizeof mb->id + 16] = "";
   if (mb && cap_on(s->srv, CAP_OBJECTID)) {   /* RFC 8474 4.1 */
@@ -10090,6 +10540,7 @@ static int cmd_create(struct session *s, struct command *c) {
     pthread_mutex_unlock(&mb->lock);
   }
   pthread_mutex_unlock(&u->lock);
+  if (!allowed) return cmd_no(c, "[NOPERM] Permission denied: %s", name);
   if (exists) return cmd_no(c, "[ALREADYEXISTS] Mailbox already exists: %s", name);
   if (!mb) return cmd_no(c, "[SERVERBUG] Out of memory");
   return cmd_ok(c, "%sCREATE completed", id);
@@ -10103,20 +10554,31 @@ static int cmd_delete(struct session *s, struct command *c) {
   const char *name;
   if (!cmd_mailbox_arg(c, &name)) return cmd_bad_args(c);
   if (strcmp(name, "INBOX") == 0) return cmd_no(c, "[CANNOT] INBOX cannot be deleted");
-  struct user *u = s->user;
+  struct ns_name ref;
+  ns_resolve(s->srv, s->user, name, &ref);
+  struct user *u = ref.owner;
+  if (!u || ref.level) return cmd_no(c, "[NONEXISTENT] Mailbox does not exist: %s", name);
+  const char *shown = name;
+  name = ref.local;
   pthread_mutex_lock(&u->lock);
   size_t i;
   for (i = 0; i < u->live.n && strcmp(u->live.list[i]->name, name) != 0; i++) {}
-  if (i == u->live.n) {
+  unsigned rights = i < u->live.n ? acl_rights(u->live.list[i], s->user->name) : 0;
+  if (i == u->live.n || !(rights & (RIGHT_L | RIGHT_X))) {   /* RFC 4314 6 */
     pthread_mutex_unlock(&u->lock);
-    return cmd_no(c, "[NONEXISTENT] Mailbox does not exist: %s", name);
+    return cmd_no(c, "[NONEXISTENT] Mailbox does not exist: %s", shown);
+  }
+  if (!(rights & RIGHT_X) || strcmp(name, "INBOX") == 0) {
+    pthread_mutex_unlock(&u->lock);
+    if (rights & RIGHT_X) return cmd_no(c, "[CANNOT] INBOX cannot be deleted");
+    return cmd_no(c, "[NOPERM] Permission denied: %s", shown);
   }
   struct mailbox *mb = u->live.list[i];
   int own = s->mb == mb;     /* this session's own selected mailbox: it leaves quietly */
   if (user_has_children_locked(u, name)) {
     if (!mb->selectable) {
       pthread_mutex_unlock(&u->lock);
-      return cmd_no(c, "[CANNOT] Mailbox has inferior mailboxes and is \\Noselect: %s", name);
+      return cmd_no(c, "[CANNOT] Mailbox has inferior mailboxes and is \\Noselect: %s", shown);
     }
     pthread_mutex_lock(&mb->lock);
     unsigned char *all = mem_calloc(mb->count ? mb->count : 1, 1);
@@ -10128,12 +10590,38 @@ static int cmd_delete(struct session *s, struct command *c) {
     mb->selectable = 0;
     mailbox_retire(mb, "deleted by another session");
     pthread_mutex_unlock(&mb->lock);
+    while (mb->nacl) acl_delete(mb, mb->acl[0].id);   /* RFC 4314 4: its ACL goes too */
   } else {
     user_remove_locked(u, i, "deleted by another session");
   }
   pthread_mutex_unlock(&u->lock);
   if (own) session_unselect(s);   /* back to the authenticated state, then the tagged OK */
   return cmd_ok(c, "DELETE completed");
+}
+
+/*
+** RENAME's rights (RFC 4314 4): "x" on the mailbox and "k" where the new name goes, both
+** names in one user's mailboxes (or the shared tree). A source the user may not look up
+** answers as a missing one. 0 with the NO reply set; else rf and rt name the two.
+*/
+static int cmd_rename_check(struct session *s, struct command *c, const char *from,
+                            const char *to, struct ns_name *rf, struct ns_name *rt) {
+  ns_resolve(s->srv, s->user, from, rf);
+  ns_resolve(s->srv, s->user, to, rt);
+  struct user *u = rf->owner;
+  if (!u || rf->level) return cmd_no(c, "[NONEXISTENT] Mailbox does not exist: %s", from);
+  pthread_mutex_lock(&u->lock);
+  struct mailbox *src = user_mailbox_locked(u, rf->local);
+  unsigned rights = src ? acl_rights(src, s->user->name) : 0;
+  unsigned create = rt->owner == u ? ns_create_rights_locked(u, rt->local, s->user->name) : 0;
+  pthread_mutex_unlock(&u->lock);
+  if (!src || !(rights & (RIGHT_L | RIGHT_X)))   /* RFC 4314 6 */
+    return cmd_no(c, "[NONEXISTENT] Mailbox does not exist: %s", from);
+  if (rt->owner != u || rt->level)
+    return cmd_no(c, "[CANNOT] A mailbox cannot move to another user's mailboxes: %s", to);
+  if (!(rights & RIGHT_X) || !(create & RIGHT_K))
+    return cmd_no(c, "[NOPERM] Permission denied: %s", !(rights & RIGHT_X) ? from : to);
+  return 1;
 }
 
 /*
@@ -10148,10 +10636,15 @@ static int cmd_rename(struct session *s, struct command *c) {
   const char *why = mailbox_name_invalid(to);
   if (why) return cmd_no(c, "[CANNOT] Invalid mailbox name (%s): %s", why, to);
   if (strcmp(to, "INBOX") == 0) return cmd_no(c, "[ALREADYEXISTS] INBOX always exists");
+  struct ns_name *rf = arena_alloc(&s->arena, 2 * sizeof *rf), *rt = rf + 1;
+  if (!rf) return cmd_no(c, "[SERVERBUG] Out of memory");
+  if (!cmd_rename_check(s, c, from, to, rf, rt)) return 0;
+  struct user *u = rf->owner;
+  from = rf->local;
+  to = rt->local;
   size_t fl = strlen(from);
   if (strcmp(from, "INBOX") != 0 && strncmp(to, from, fl) == 0 && to[fl] == '/')
     return cmd_no(c, "[CANNOT] Cannot move a mailbox into itself");
-  struct user *u = s->user;
   uint32_t uv = server_new_uidvalidity(s->srv);
   pthread_mutex_lock(&u->lock);
   struct mailbox *src = user_mailbox_locked(u, from);
@@ -10309,6 +10802,81 @@ struct list_entry {           /* a name and its attributes, copied out under the
 
 static int cmp_list_entries(const void *a, const void *b) {
   return cmp_names(&((const struct list_entry *)a)->name, &((const struct list_entry *)b)->name);
+}
+
+/* Add an entry to a LIST's arena array, growing it (a copy: the arena does not free). */
+static int list_push(struct session *s, struct list_entry **e, size_t *n, size_t *cap,
+                     const char *name, const char *attrs) {
+  if (*n == *cap) {
+    size_t ncap = *cap ? *cap * 2 : 16;
+    struct list_entry *bigger = arena_alloc(&s->arena, ncap * sizeof *bigger);
+    if (!bigger) return 0;
+    if (*n) memcpy(bigger, *e, *n * sizeof *bigger);
+    *e = bigger;
+    *cap = ncap;
+  }
+  (*e)[*n].name = arena_strndup(&s->arena, name, strlen(name));
+  (*e)[*n].attrs = attrs;
+  return (*e)[(*n)++].name != NULL;
+}
+
+/*
+** LIST in the other namespaces (RFC 2342 5, RFC 4314 4): each mailbox of another user or
+** of the shared tree that this user may look up ("l"), under its full name, and the
+** levels that hold them (the prefix, "Other Users/bob") as \Noselect; a level the user
+** may not look up is left out, as if it did not exist. 0 if memory ran out.
+*/
+static int list_add_others(struct session *s, struct list_entry **e, size_t *n, size_t *cap,
+                           int children) {
+  struct imapmem *srv = s->srv;
+  const char *level = children ? "\\Noselect \\HasChildren" : "\\Noselect";
+  int others = 0;
+  for (size_t k = 0;; k++) {
+    struct user *u = NULL;
+    char prefix[MAX_NS_PREFIX * 2 + 256];
+    if (k == 0) {
+      u = srv->shared;
+      snprintf(prefix, sizeof prefix, "%s", srv->ns_shared);
+    } else {
+      pthread_mutex_lock(&srv->lock);
+      if (k - 1 < srv->nusers) u = srv->users[k - 1];
+      pthread_mutex_unlock(&srv->lock);
+      if (!u) break;
+      if (u == s->user || strlen(u->name) > 200) continue;
+      snprintf(prefix, sizeof prefix, "%s%s/", srv->ns_other, u->name);
+    }
+    if (!u || !prefix[0]) continue;
+    size_t first = *n;
+    int ok = 1;
+    pthread_mutex_lock(&u->lock);
+    for (size_t i = 0; ok && i < u->live.n; i++) {
+      struct mailbox *mb = u->live.list[i];
+      if (!(acl_rights(mb, s->user->name) & RIGHT_L)) continue;
+      char *full = arena_alloc(&s->arena, strlen(prefix) + strlen(mb->name) + 1);
+      if (!full) ok = 0;
+      else snprintf(full, strlen(prefix) + strlen(mb->name) + 1, "%s%s", prefix, mb->name);
+      if (ok) ok = list_push(s, e, n, cap, full, mb->selectable ? "" : "\\Noselect");
+    }
+    pthread_mutex_unlock(&u->lock);
+    if (!ok) return 0;
+    for (size_t i = first; children && i < *n; i++) {   /* RFC 3348 among what is shown */
+      size_t len = strlen((*e)[i].name);
+      int has = 0;
+      for (size_t j = first; j < *n && !has; j++)
+        has = strncmp((*e)[j].name, (*e)[i].name, len) == 0 && (*e)[j].name[len] == '/';
+      int sel = !(*e)[i].attrs[0];
+      (*e)[i].attrs = has ? (sel ? "\\HasChildren" : "\\Noselect \\HasChildren")
+                          : (sel ? "\\HasNoChildren" : "\\Noselect \\HasNoChildren");
+    }
+    if (*n == first) continue;
+    prefix[strlen(prefix) - 1] = 0;       /* the level itself, without its delimiter */
+    if (!list_push(s, e, n, cap, prefix, level)) return 0;
+    if (k > 0 && !others++) {             /* the other users' prefix, once */
+      snprintf(prefix, sizeof prefix, "%.*s", (int)strlen(srv->ns_other) - 1, srv->ns_other);
+      if (!list_push(s, e, n, cap, prefix, level)) return 0;
+    }
+  }
+  return 1;
 }
 
 /* ------------------------------------------------------------------------- */
@@ -10470,12 +11038,15 @@ static struct list_item *list_item_find(struct list_item *v, size_t n, const cha
 /*
 ** Rows for every mailbox and every subscribed name (RFC 5258 3: a subscribed name need not
 ** exist), and with parents set, for the missing parent levels of subscribed names too
-** (\NonExistent parents that RECURSIVEMATCH may show). In the arena; *n rows. NULL if
-** memory ran out. O(names x (names + subscriptions)). Caller holds u->lock.
+** (\NonExistent parents that RECURSIVEMATCH may show). The nothers rows of others, as
+** list_add_others made them (what this user may look up in the other namespaces), come
+** after the user's own. In the arena; *n rows. NULL if memory ran out.
+** O(names x (names + subscriptions)). Caller holds u->lock.
 */
 static struct list_item *list_collect_locked(struct session *s, struct user *u, int parents,
+                                             const struct list_entry *others, size_t nothers,
                                              size_t *n) {
-  size_t cap = u->live.n + u->live.nsubs;
+  size_t cap = u->live.n + nothers + u->live.nsubs;
   if (parents)
     for (size_t i = 0; i < u->live.nsubs; i++)
       for (const char *p = u->live.subs[i]; (p = strchr(p, '/')) != NULL; p++) cap++;
@@ -10490,6 +11061,22 @@ static struct list_item *list_collect_locked(struct session *s, struct user *u, 
                (user_has_children_locked(u, mb->name) ? LI_CHILDREN : 0) |
                (list_subscribed_locked(u, mb->name) ? LI_SUBSCRIBED : 0);
     it->use = mailbox_special_use_locked(mb);
+    it->matched = 0;
+  }
+  for (size_t i = 0; i < nothers; i++) {   /* roles are the owner's, never shown to others */
+    const char *a = others[i].attrs;
+    unsigned info = LI_EXISTS | (strstr(a, "\\Noselect") ? 0 : LI_SELECTABLE) |
+                    (strstr(a, "\\HasChildren") ? LI_CHILDREN : 0) |
+                    (list_subscribed_locked(u, others[i].name) ? LI_SUBSCRIBED : 0);
+    struct list_item *it = list_item_find(v, *n, others[i].name, strlen(others[i].name));
+    if (it) {                  /* a personal name under a namespace prefix: one row */
+      it->info |= info & (unsigned)LI_CHILDREN;
+      continue;
+    }
+    it = &v[(*n)++];
+    it->name = others[i].name;  /* in the arena already */
+    it->info = info;
+    it->use = 0;
     it->matched = 0;
   }
   for (size_t i = 0; i < u->live.nsubs; i++) {
@@ -10617,9 +11204,13 @@ static int cmd_list_extended(struct session *s, struct command *c) {
   struct list_request rq;
   if (!list_parse_extended(s, c, &rq)) return 0;
   struct user *u = s->user;
-  size_t n;
+  size_t n, nothers = 0, capothers = 0;
+  struct list_entry *others = NULL;   /* RFC 4314 4: only what this user may look up */
+  if (!list_add_others(s, &others, &nothers, &capothers, 1))
+    return cmd_no(c, "[SERVERBUG] Out of memory");
   pthread_mutex_lock(&u->lock);
-  struct list_item *v = list_collect_locked(s, u, (rq.select & LS_RECURSIVEMATCH) != 0, &n);
+  struct list_item *v = list_collect_locked(s, u, (rq.select & LS_RECURSIVEMATCH) != 0, others,
+                                            nothers, &n);
   pthread_mutex_unlock(&u->lock);
   if (!v) return cmd_no(c, "[SERVERBUG] Out of memory");
   qsort(v, n, sizeof *v, cmp_list_entries);
@@ -10638,8 +11229,10 @@ static int cmd_list_extended(struct session *s, struct command *c) {
     if (!meets && !childinfo) continue;
     struct mailbox *mb = NULL;
     if ((rq.ret & LR_STATUS) && meets && (v[i].info & LI_SELECTABLE)) {
-      mb = user_mailbox(u, v[i].name);   /* gone or \Noselect meanwhile: RFC 5819 2 */
-      if (!mb || !mb->selectable) v[i].info &= ~(unsigned)LI_SELECTABLE;
+      unsigned rights;         /* as STATUS finds it: another's mailbox needs "r" */
+      mb = ns_mailbox(s->srv, u, v[i].name, &rights);
+      /* RFC 5819 2: gone, \Noselect meanwhile, or no "r": \Noselect and no STATUS */
+      if (!mb || !mb->selectable || !(rights & RIGHT_R)) v[i].info &= ~(unsigned)LI_SELECTABLE;
     }
     char attrs[256];
     list_item_attributes(&v[i], rq.ret, attrs, sizeof attrs);
@@ -10724,6 +11317,14 @@ static int cmd_list(struct session *s, struct command *c) {
     oom = !e[i].name || !e[i].attrs;
   }
   pthread_mutex_unlock(&u->lock);
+  size_t cap = n;
+  if (!oom && !lsub) oom = !list_add_others(s, &e, &n, &cap, children);
+  for (size_t i = 0; !oom && lsub && i < n; i++) {   /* another's, if this user may see it */
+    unsigned rights;
+    struct mailbox *mb = e[i].attrs[0] ? ns_mailbox(s->srv, u, e[i].name, &rights) : NULL;
+    if (mb && mb->user != u && mb->selectable && (rights & RIGHT_L)) e[i].attrs = "";
+    mailbox_unref(mb);
+  }
   if (oom) return cmd_no(c, "Out of memory");
   qsort(e, n, sizeof *e, cmp_list_entries);
   for (size_t i = 0; i < n; i++) {
@@ -10762,7 +11363,8 @@ static int cmd_status(struct session *s, struct command *c) {
     return cmd_bad(c, "STATUS Expected: STATUS mailbox (items)");
   if (!status_parse_items(s, c, &w)) return 0;
   if (!parse_end(ps)) return cmd_bad(c, "STATUS Expected ')'");
-  struct mailbox *mb = cmd_selectable(s, c, name, "NONEXISTENT");
+  unsigned rights;
+  struct mailbox *mb = cmd_selectable(s, c, name, "NONEXISTENT", RIGHT_R, &rights);
   if (!mb) return 0;
   status_send(s, mb, name, &w);
   mailbox_unref(mb);
@@ -11081,9 +11683,10 @@ static int append_url(struct session *s, struct arena *a, struct str url, struct
   it.partial = partial;
   it.origin = origin;
   it.count = count;
-  struct mailbox *mb = user_mailbox(s->user, name);
+  unsigned rights;           /* RFC 4314 4: reading a message needs "r" */
+  struct mailbox *mb = ns_mailbox(s->srv, s->user, name, &rights);
   struct msgdata *d = NULL;
-  if (mb && mb->selectable) {
+  if (mb && mb->selectable && (rights & RIGHT_R)) {
     pthread_mutex_lock(&mb->lock);
     long k = mailbox_find_uid(mb, uid);
     if (k >= 0 && (!uidvalidity || uidvalidity == mb->uidvalidity))   /* else stale */
@@ -11173,8 +11776,15 @@ static int cmd_append(struct session *s, struct command *c) {
     if (m->utf8 && !session_utf8(s))   /* RFC 6855 3, 4 */
       return cmd_bad(c, "APPEND UTF8 needs ENABLE UTF8=ACCEPT first");
   }
-  struct mailbox *mb = cmd_selectable(s, c, name, "TRYCREATE");   /* RFC 3502: no create */
+  unsigned rights;            /* RFC 3502: no create; RFC 4314 4: "i" */
+  struct mailbox *mb = cmd_selectable(s, c, name, "TRYCREATE", RIGHT_I, &rights);
   if (!mb) return 0;
+  int kw_ok;                 /* RFC 4314 4: flags without the right to set them are dropped */
+  uint32_t may = rights_flags(rights, &kw_ok);
+  for (struct append_msg *m = msgs; m; m = m->next) {
+    m->fl.flags &= may;
+    if (!kw_ok) m->fl.nkw = 0;
+  }
   size_t limit = atomic_load(&s->srv->append_limit);
   int built = 1;
   for (struct append_msg *m = msgs; m && built; m = m->next) built = append_build(s, c, m, limit);
@@ -11704,11 +12314,187 @@ static int cmd_idle(struct session *s, struct command *c) {
   return 0;
 }
 
+/*
+** RFC 2342 5: the personal namespace, the other users' ("Other Users/" + user + "/") and
+** the shared mailboxes' ("Shared/"), each with the one delimiter.
+*/
 static int cmd_namespace(struct session *s, struct command *c) {
   if (!parse_end(&c->ps)) return cmd_bad_args(c);
-  session_send(s, "* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n");
+  session_send(s, "* NAMESPACE ((\"\" \"/\")) ((");
+  out_string(&s->out, s->srv->ns_other, strlen(s->srv->ns_other));
+  session_send(s, " \"/\")) ((");
+  out_string(&s->out, s->srv->ns_shared, strlen(s->srv->ns_shared));
+  session_send(s, " \"/\"))\r\n");
   return cmd_ok(c, "NAMESPACE completed");
 }
+
+/* ------------------------------------------------------------------------- */
+/*
+** RFC 4314 3: GETACL, SETACL, DELETEACL, LISTRIGHTS and MYRIGHTS. Each names a mailbox
+** (its name as the client gave it comes back in the response) and checks the rights
+** section 4 asks for: "a", or for MYRIGHTS any of "lrikxa". A mailbox the user may not
+** look up answers as a missing one (section 6).
+*/
+static struct mailbox *cmd_acl_mailbox(struct session *s, struct command *c, const char *name,
+                                       unsigned need, int any) {
+  unsigned rights;
+  struct mailbox *mb = ns_mailbox(s->srv, s->user, name, &rights);
+  int ok = any ? (rights & need) != 0 : (rights & need) == need;
+  if (!mb || (!ok && !(rights & RIGHT_L))) {
+    mailbox_unref(mb);
+    cmd_no(c, "[NONEXISTENT] Mailbox does not exist: %s", name);
+    return NULL;
+  }
+  if (!ok) {
+    mailbox_unref(mb);
+    cmd_no(c, "[NOPERM] Permission denied: %s", name);
+    return NULL;
+  }
+  return mb;
+}
+
+/* " identifier": an astring, not empty nor a lone "-" (RFC 4314 3: BAD). 0: BAD set. */
+static int cmd_acl_identifier(struct session *s, struct command *c, const char **id) {
+  struct str v;
+  if (!parse_sp(&c->ps) || !parse_astring(&c->ps, &v)) return cmd_bad_args(c);
+  if (v.len == 0 || (v.len == 1 && v.p[0] == '-') || memchr(v.p, 0, v.len))
+    return cmd_bad(c, "%s Invalid identifier", c->def->name);
+  *id = arena_strndup(&s->arena, v.p, v.len);
+  return *id ? 1 : cmd_no(c, "[SERVERBUG] Out of memory");
+}
+
+/* Is id the owner of mb, whose rights are fixed ("-owner" too)? */
+static int acl_is_owner(const struct mailbox *mb, const char *id) {
+  if (*id == '-') id++;
+  return mb->user && mb->user->name[0] && strcmp(mb->user->name, id) == 0;
+}
+
+static int cmd_getacl(struct session *s, struct command *c) {
+  const char *name;
+  if (!cmd_mailbox_arg(c, &name)) return cmd_bad_args(c);
+  struct mailbox *mb = cmd_acl_mailbox(s, c, name, RIGHT_A, 0);
+  if (!mb) return 0;
+  struct buf line = {0};
+  char letters[16];
+  rights_format(RIGHTS_ALL, letters);
+  pthread_mutex_lock(&mb->user->lock);
+  if (mb->user->name[0]) {    /* the owner first, with every right (the shared tree has none) */
+    buf_adds(&line, " ");
+    out_string(&line, mb->user->name, strlen(mb->user->name));
+    buf_printf(&line, " %s", letters);
+  }
+  for (size_t i = 0; i < mb->nacl; i++) {
+    rights_format(mb->acl[i].rights, letters);
+    buf_adds(&line, " ");
+    out_string(&line, mb->acl[i].id, strlen(mb->acl[i].id));
+    buf_printf(&line, " %s", letters);
+  }
+  pthread_mutex_unlock(&mb->user->lock);
+  mailbox_unref(mb);
+  if (line.oom) {
+    buf_free(&line);
+    return cmd_no(c, "[SERVERBUG] Out of memory");
+  }
+  session_send(s, "* ACL ");
+  out_string(&s->out, name, strlen(name));
+  session_send(s, "%s\r\n", line.p ? line.p : "");
+  buf_free(&line);
+  return cmd_ok(c, "GETACL completed");
+}
+
+static int cmd_setacl(struct session *s, struct command *c) {
+  const char *name, *id;
+  struct str mod;
+  if (!parse_sp(&c->ps) || !parse_mailbox(&c->ps, &name)) return cmd_bad_args(c);
+  if (!cmd_acl_identifier(s, c, &id)) return 0;
+  if (!parse_sp(&c->ps) || !parse_astring(&c->ps, &mod) || !parse_end(&c->ps))
+    return cmd_bad_args(c);
+  int op = mod.len && (mod.p[0] == '+' || mod.p[0] == '-') ? mod.p[0] : '=';
+  unsigned rights;
+  char bad;
+  if (op != '=') {
+    mod.p++;
+    mod.len--;
+  }
+  if (!rights_parse(mod.p, mod.len, &rights, &bad)) {   /* RFC 4314 3.1: never ignored */
+    if (bad >= 'A' && bad <= 'Z') return cmd_bad(c, "SETACL Uppercase rights are not allowed");
+    if (bad > ' ' && bad < 0x7f) return cmd_bad(c, "SETACL The %c right is not supported", bad);
+    return cmd_bad(c, "SETACL Rights are letters of \"%s\", \"c\" and \"d\"", RIGHTS_LETTERS);
+  }
+  struct mailbox *mb = cmd_acl_mailbox(s, c, name, RIGHT_A, 0);
+  if (!mb) return 0;
+  int ok = 1, owner = acl_is_owner(mb, id);
+  pthread_mutex_lock(&mb->user->lock);
+  if (!owner) {
+    long i = acl_find(mb, id);
+    unsigned now = i >= 0 ? mb->acl[i].rights : 0;
+    ok = acl_set(mb, id, op == '+' ? now | rights : op == '-' ? now & ~rights : rights);
+  }
+  pthread_mutex_unlock(&mb->user->lock);
+  mailbox_unref(mb);
+  if (owner) return cmd_no(c, "[CANNOT] The owner of a mailbox always has every right");
+  if (!ok) return cmd_no(c, "[SERVERBUG] Out of memory");
+  return cmd_ok(c, "SETACL completed");
+}
+
+static int cmd_deleteacl(struct session *s, struct command *c) {
+  const char *name, *id;
+  if (!parse_sp(&c->ps) || !parse_mailbox(&c->ps, &name)) return cmd_bad_args(c);
+  if (!cmd_acl_identifier(s, c, &id)) return 0;
+  if (!parse_end(&c->ps)) return cmd_bad_args(c);
+  struct mailbox *mb = cmd_acl_mailbox(s, c, name, RIGHT_A, 0);
+  if (!mb) return 0;
+  int owner = acl_is_owner(mb, id);
+  pthread_mutex_lock(&mb->user->lock);
+  if (!owner) acl_delete(mb, id);
+  pthread_mutex_unlock(&mb->user->lock);
+  mailbox_unref(mb);
+  if (owner) return cmd_no(c, "[CANNOT] The owner of a mailbox always has every right");
+  return cmd_ok(c, "DELETEACL completed");
+}
+
+/*
+** LISTRIGHTS (RFC 4314 3.4, 3.7): the owner is always granted every right; anyone else
+** may be granted each right on its own, none tied to another, so "c" and "d" come alone.
+*/
+static int cmd_listrights(struct session *s, struct command *c) {
+  const char *name, *id;
+  if (!parse_sp(&c->ps) || !parse_mailbox(&c->ps, &name)) return cmd_bad_args(c);
+  if (!cmd_acl_identifier(s, c, &id)) return 0;
+  if (!parse_end(&c->ps)) return cmd_bad_args(c);
+  struct mailbox *mb = cmd_acl_mailbox(s, c, name, RIGHT_A, 0);
+  if (!mb) return 0;
+  int owner = acl_is_owner(mb, id) && id[0] != '-';
+  mailbox_unref(mb);
+  char letters[16];
+  rights_format(RIGHTS_ALL, letters);
+  session_send(s, "* LISTRIGHTS ");
+  out_string(&s->out, name, strlen(name));
+  session_send(s, " ");
+  out_string(&s->out, id, strlen(id));
+  if (owner) session_send(s, " %s\r\n", letters);
+  else session_send(s, " \"\" l r s w i p k x t e a c d\r\n");
+  return cmd_ok(c, "LISTRIGHTS completed");
+}
+
+static int cmd_myrights(struct session *s, struct command *c) {
+  const char *name;
+  if (!cmd_mailbox_arg(c, &name)) return cmd_bad_args(c);
+  struct mailbox *mb =
+    cmd_acl_mailbox(s, c, name, RIGHT_L | RIGHT_R | RIGHT_I | RIGHT_K | RIGHT_X | RIGHT_A, 1);
+  if (!mb) return 0;
+  pthread_mutex_lock(&mb->user->lock);
+  unsigned rights = acl_rights(mb, s->user->name);
+  pthread_mutex_unlock(&mb->user->lock);
+  mailbox_unref(mb);
+  char letters[16];
+  rights_format(rights, letters);
+  session_send(s, "* MYRIGHTS ");
+  out_string(&s->out, name, strlen(name));
+  session_send(s, " %s\r\n", letters);
+  return cmd_ok(c, "MYRIGHTS completed");
+}
+
 
 /* ------------------------------------------------------------------------- */
 /* Selected state (RFC 3501 6.4). */
@@ -11719,10 +12505,13 @@ static int cmd_check(struct session *s, struct command *c) {
   return cmd_ok(c, "CHECK completed");
 }
 
-/* 6.4.2 CLOSE: expunge \Deleted silently (not when read-only), then deselect. */
+/*
+** 6.4.2 CLOSE: expunge \Deleted silently (not when read-only, nor without the "e" right:
+** RFC 4314 4 has CLOSE succeed then, expunging nothing), then deselect.
+*/
 static int cmd_close(struct session *s, struct command *c) {
   if (!parse_end(&c->ps)) return cmd_bad_args(c);
-  if (!s->readonly) {
+  if (!s->readonly && (s->rights & RIGHT_E)) {
     pthread_mutex_lock(&s->mb->lock);
     mailbox_expunge_deleted(s->mb, NULL);
     pthread_mutex_unlock(&s->mb->lock);
@@ -11744,6 +12533,8 @@ static int cmd_expunge(struct session *s, struct command *c) {
   if (c->uid && (!parse_sp(&c->ps) || !parse_seqset(&c->ps, &set))) return cmd_bad_args(c);
   if (!parse_end(&c->ps)) return cmd_bad_args(c);
   if (s->readonly) return cmd_no(c, "[READ-ONLY] Mailbox is read-only");
+  if (!(s->rights & RIGHT_E))   /* RFC 4314 4 */
+    return cmd_no(c, "[NOPERM] Permission denied: no right to expunge");
   if (set.dollar && !view_check_set(s, c, &set, 1)) return 0;   /* RFC 5182 */
   pthread_mutex_lock(&s->mb->lock);
   if (c->uid) seqset_resolve(&set, s->mb->uidnext - 1);
@@ -11793,6 +12584,10 @@ static int cmd_store(struct session *s, struct command *c) {
   size_t *idx, n;
   if (!view_resolve(s, c, &set, c->uid, &idx, &n)) return 0;
   if (s->readonly) return cmd_no(c, "[READ-ONLY] Mailbox is read-only");
+  int kw_ok;                 /* RFC 4314 4: only the flags the rights allow are changed */
+  uint32_t may = rights_flags(s->rights, &kw_ok);
+  if (!(fl.flags & may) && !(fl.nkw && kw_ok) && (fl.flags || fl.nkw || op != '='))
+    return cmd_no(c, "[NOPERM] Permission denied: no right to change these flags");
   if (conditional) session_enable_condstore(s);
   struct mailbox *mb = s->mb;
   int gone = 0, full = 0, cs = session_condstore(s);
@@ -11800,7 +12595,7 @@ static int cmd_store(struct session *s, struct command *c) {
   struct set_writer mw = {&modified, 0, 0, 0};
   pthread_mutex_lock(&mb->lock);
   uint64_t kw = 0;
-  full = flag_list_keywords(mb, &fl, &kw) < 0;
+  full = kw_ok && flag_list_keywords(mb, &fl, &kw) < 0;
   if ((!silent || conditional) && mb->nkeywords > s->nkw_known)
     session_send_flags(s, mb);   /* before a FETCH shows a new keyword */
   int in_step = s->seen_modseq == mb->modseq;   /* nothing else unreported changed */
@@ -11819,14 +12614,14 @@ static int cmd_store(struct session *s, struct command *c) {
     uint32_t f = m->flags;
     uint64_t w = m->keywords, before = m->modseq;
     if (op == '+') {
-      f |= fl.flags;
+      f |= fl.flags & may;
       w |= kw;
     } else if (op == '-') {
-      f &= ~fl.flags;
+      f &= ~(fl.flags & may);
       w &= ~kw;
     } else {
-      f = fl.flags;
-      w = kw;
+      f = (f & ~may) | (fl.flags & may);
+      w = kw_ok ? kw : w;
     }
     mailbox_set_flags(mb, (size_t)k, f, w);
     if (!silent) {           /* UID STORE answers with UIDs (6.4.8); RFC 7162 3.2.4 */
@@ -11895,8 +12690,13 @@ static int cmd_copy(struct session *s, struct command *c) {
   size_t *idx, n;
   if (!view_resolve(s, c, &set, c->uid, &idx, &n)) return 0;
   if (move && s->readonly) return cmd_no(c, "[READ-ONLY] Mailbox is read-only");
-  struct mailbox *dst = cmd_selectable(s, c, name, "TRYCREATE");
+  if (move && (s->rights & (RIGHT_T | RIGHT_E)) != (RIGHT_T | RIGHT_E))   /* RFC 6851 4.2 */
+    return cmd_no(c, "[NOPERM] Permission denied: no right to expunge from this mailbox");
+  unsigned rights;
+  struct mailbox *dst = cmd_selectable(s, c, name, "TRYCREATE", RIGHT_I, &rights);
   if (!dst) return 0;
+  int kw_ok;                 /* RFC 4314 4: flags without the right to set them are dropped */
+  uint32_t may = rights_flags(rights, &kw_ok);
   struct copied *cp = arena_alloc(&s->arena, (n ? n : 1) * sizeof *cp);
   if (!cp) {
     mailbox_unref(dst);
@@ -11916,11 +12716,11 @@ static int cmd_copy(struct session *s, struct command *c) {
     struct copied *x = &cp[got++];
     x->data = msgdata_ref(m->data);
     x->uid = m->uid;
-    x->flags = m->flags & FLAGS_SYSTEM;
+    x->flags = m->flags & FLAGS_SYSTEM & may;
     x->internaldate = m->internaldate;
     x->tz = m->tz;
     x->nkw = 0;
-    for (int b = 0; b < src->nkeywords; b++)   /* keyword names never change or go */
+    for (int b = 0; kw_ok && b < src->nkeywords; b++)   /* names never change or go */
       if (m->keywords >> b & 1) x->keywords[x->nkw++] = src->keywords[b];
   }
   pthread_mutex_unlock(&src->lock);
@@ -12029,6 +12829,11 @@ static const struct cmd_def commands[] = {
   {"NOTIFY",       AUTHED,      0,                     CAP_NOTIFY, 0,          cmd_notify},
   {"ENABLE",       AUTHED,      0,                     CAP_ENABLE, 0,          cmd_enable},
   {"NAMESPACE",    AUTHED,      0,                     CAP_NAMESPACE, 0,       cmd_namespace},
+  {"GETACL",       AUTHED,      0,                     CAP_ACL,   0,           cmd_getacl},
+  {"SETACL",       AUTHED,      0,                     CAP_ACL,   0,           cmd_setacl},
+  {"DELETEACL",    AUTHED,      0,                     CAP_ACL,   0,           cmd_deleteacl},
+  {"LISTRIGHTS",   AUTHED,      0,                     CAP_ACL,   0,           cmd_listrights},
+  {"MYRIGHTS",     AUTHED,      0,                     CAP_ACL,   0,           cmd_myrights},
   {"GETQUOTA",     AUTHED,      0,                     CAP_QUOTA, 0,           cmd_getquota},
   {"GETQUOTAROOT", AUTHED,      0,                     CAP_QUOTA, 0,           cmd_getquotaroot},
   {"SETQUOTA",     AUTHED,      0,                     CAP_QUOTASET, 0,        cmd_setquota},
@@ -13337,6 +14142,13 @@ int imapmem_new(const struct imapmem_config *config, imapmem **out) {
               (cfg.imap_version == IMAPMEM_REV2_ONLY ? CAP_IMAP4REV1 : 0));
   atomic_init(&srv->append_limit, srv->cfg.max_literal);
   srv->events = 1;           /* a mark is never 0, which means "now" in imapmem_wait */
+  snprintf(srv->ns_other, sizeof srv->ns_other, "Other Users/");   /* RFC 2342 5 */
+  snprintf(srv->ns_shared, sizeof srv->ns_shared, "Shared/");
+  if (!(srv->shared = user_new("", ""))) {
+    imapmem_free(srv);
+    return api_error(NULL, IMAPMEM_NOMEM, "imapmem_new: out of memory");
+  }
+  srv->shared->srv = srv;
   atomic_init(&srv->last_uidvalidity,
               srv->cfg.uidvalidity ? srv->cfg.uidvalidity : (uint32_t)time(NULL));
   *out = srv;
@@ -13400,17 +14212,16 @@ int imapmem_set_admin(imapmem *srv, const char *user, int on) {
   return IMAPMEM_OK;
 }
 
-int imapmem_load(imapmem *srv, const char *user, const char *path) {
-  if (!srv || !user || !path) return api_error(srv, IMAPMEM_MISUSE, "imapmem_load: NULL argument");
-  struct user *u = api_user(srv, user);
-  if (!u) return api_error(srv, IMAPMEM_NOTFOUND, "no such user: %s", user);
+/* imapmem_load() into u: a user's mailboxes, or the shared tree. */
+static int api_load(struct imapmem *srv, struct user *u, const char *path) {
   struct stat st;
   if (stat(path, &st) < 0)
     return api_error(srv, IMAPMEM_IO, "%s: cannot read: %s", path, strerror(errno));
   struct mbox_batch *list = NULL;
   char err[600], **subs = NULL, **use_names = NULL;
   unsigned *uses = NULL;
-  size_t nsubs = 0, nuses = 0;
+  size_t nsubs = 0, nuses = 0, nacl = 0;
+  struct acl_line *acl = NULL;
   int rc;
   if (S_ISDIR(st.st_mode)) {
     size_t n = strlen(path);
@@ -13421,21 +14232,100 @@ int imapmem_load(imapmem *srv, const char *user, const char *path) {
     if (rc == IMAPMEM_OK) rc = mbox_read_subscriptions(dir, &subs, &nsubs, err, sizeof err);
     if (rc == IMAPMEM_OK)
       rc = mbox_read_special_use(dir, list, &use_names, &uses, &nuses, err, sizeof err);
+    if (rc == IMAPMEM_OK) rc = mbox_read_acl(dir, &acl, &nacl, err, sizeof err);
+    if (rc == IMAPMEM_OK) rc = mbox_check_acl(u, list, acl, nacl, dir, err, sizeof err);
   } else {
     rc = mbox_parse_file(path, "INBOX", &list, err, sizeof err);
   }
   if (rc == IMAPMEM_OK) {
     char why[300] = "out of memory";
     rc = mbox_commit(u, list, srv->cfg.uidvalidity, subs, nsubs, why, sizeof why);
+    if (rc == IMAPMEM_OK) rc = mbox_commit_acl(u, acl, nacl);
     if (rc != IMAPMEM_OK) snprintf(err, sizeof err, "%.280s: %s", path, why);
   }
   for (size_t i = 0; rc == IMAPMEM_OK && i < nuses; i++)   /* each names a mailbox now */
     user_set_special_use(u, use_names[i], uses[i], 1);
   mbox_batch_free(list);
   strings_free(subs, nsubs);
+  acl_lines_free(acl, nacl);
   strings_free(use_names, nuses);
   free(uses);
   if (rc != IMAPMEM_OK) return api_error(srv, rc, "%s", err);
+  return IMAPMEM_OK;
+}
+
+int imapmem_load(imapmem *srv, const char *user, const char *path) {
+  if (!srv || !user || !path) return api_error(srv, IMAPMEM_MISUSE, "imapmem_load: NULL argument");
+  struct user *u = api_user(srv, user);
+  if (!u) return api_error(srv, IMAPMEM_NOTFOUND, "no such user: %s", user);
+  return api_load(srv, u, path);
+}
+
+int imapmem_load_shared(imapmem *srv, const char *path) {
+  if (!srv || !path) return api_error(srv, IMAPMEM_MISUSE, "imapmem_load_shared: NULL argument");
+  return api_load(srv, srv->shared, path);
+}
+
+/* A namespace prefix: a level a client could CREATE, then '/'. NULL if fine, else why. */
+static const char *api_prefix_invalid(const char *prefix) {
+  size_t n = strlen(prefix);
+  if (n < 2 || n > MAX_NS_PREFIX || prefix[n - 1] != '/') return "2-64 bytes ending in '/'";
+  char level[MAX_NS_PREFIX + 1];
+  snprintf(level, sizeof level, "%.*s", (int)n - 1, prefix);
+  if (strchr(level, '/') || mailbox_name_invalid(level) || name_is_inbox(level, n - 1))
+    return "one level a client could CREATE, not INBOX";
+  return NULL;
+}
+
+int imapmem_set_namespace(imapmem *srv, const char *other_users, const char *shared) {
+  if (!srv || !other_users || !shared)
+    return api_error(srv, IMAPMEM_MISUSE, "imapmem_set_namespace: NULL argument");
+  const char *why = api_prefix_invalid(other_users);
+  if (!why) why = api_prefix_invalid(shared);
+  if (!why && strcmp(other_users, shared) == 0) why = "the two prefixes must differ";
+  if (why)
+    return api_error(srv, IMAPMEM_MISUSE, "imapmem_set_namespace: \"%.80s\" \"%.80s\": %s",
+                     other_users, shared, why);
+  pthread_mutex_lock(&srv->lock);
+  int started = srv->started;
+  pthread_mutex_unlock(&srv->lock);
+  if (started)
+    return api_error(srv, IMAPMEM_MISUSE, "imapmem_set_namespace: the server has started");
+  snprintf(srv->ns_other, sizeof srv->ns_other, "%s", other_users);
+  snprintf(srv->ns_shared, sizeof srv->ns_shared, "%s", shared);
+  return IMAPMEM_OK;
+}
+
+int imapmem_set_acl(imapmem *srv, const char *user, const char *mailbox, const char *identifier,
+                    const char *rights) {
+  if (!srv || !mailbox || !identifier || !rights)
+    return api_error(srv, IMAPMEM_MISUSE, "imapmem_set_acl: NULL argument");
+  struct user *u = user ? api_user(srv, user) : srv->shared;
+  if (!u) return api_error(srv, IMAPMEM_NOTFOUND, "no such user: %s", user);
+  if (!*identifier || !strcmp(identifier, "-") || (u->name[0] && !strcmp(identifier, u->name)))
+    return api_error(srv, IMAPMEM_MISUSE, "imapmem_set_acl: \"%.100s\" is no identifier whose "
+                     "rights can be set (empty, \"-\" or the owner)", identifier);
+  int op = rights[0] == '+' || rights[0] == '-' ? rights[0] : '=';
+  unsigned bits;
+  char bad;
+  if (!rights_parse(rights + (op != '='), strlen(rights + (op != '=')), &bits, &bad))
+    return api_error(srv, IMAPMEM_MISUSE, "imapmem_set_acl: '%c' is no RFC 4314 right", bad);
+  char canon[MAX_MAILBOX_NAME + 1];
+  if (strlen(mailbox) > MAX_MAILBOX_NAME)
+    return api_error(srv, IMAPMEM_NOTFOUND, "no such mailbox: %.100s", mailbox);
+  mailbox_canonical(mailbox, canon, sizeof canon);
+  pthread_mutex_lock(&u->lock);
+  struct mailbox *mb = user_mailbox_locked(u, canon);
+  int ok = -1;
+  if (mb) {
+    long i = acl_find(mb, identifier);
+    unsigned now = i >= 0 ? mb->acl[i].rights : 0;
+    ok = user_set_acl_locked(u, canon, identifier,
+                             op == '+' ? now | bits : op == '-' ? now & ~bits : bits);
+  }
+  pthread_mutex_unlock(&u->lock);
+  if (ok < 0) return api_error(srv, IMAPMEM_NOTFOUND, "no such mailbox: %.100s", mailbox);
+  if (!ok) return api_error(srv, IMAPMEM_NOMEM, "out of memory");
   return IMAPMEM_OK;
 }
 
@@ -14045,6 +14935,7 @@ int imapmem_reset(imapmem *srv) {
     if (!u) break;
     if (!user_baseline(u, 1)) return api_error(srv, IMAPMEM_NOMEM, "out of memory");
   }
+  if (!user_baseline(srv->shared, 1)) return api_error(srv, IMAPMEM_NOMEM, "out of memory");
   store_changed(srv);
   return IMAPMEM_OK;
 }
@@ -14055,6 +14946,15 @@ int imapmem_save(imapmem *srv, const char *user, const char *dir) {
   if (!u) return api_error(srv, IMAPMEM_NOTFOUND, "no such user: %s", user);
   char err[600];
   int rc = mbox_save_user(u, dir, err, sizeof err);
+  if (rc == IMAPMEM_OK) rc = mbox_save_acl(u, dir, err, sizeof err);
+  return rc == IMAPMEM_OK ? rc : api_error(srv, rc, "%s", err);
+}
+
+int imapmem_save_shared(imapmem *srv, const char *dir) {
+  if (!srv || !dir) return api_error(srv, IMAPMEM_MISUSE, "imapmem_save_shared: NULL argument");
+  char err[600];
+  int rc = mbox_save_user(srv->shared, dir, err, sizeof err);
+  if (rc == IMAPMEM_OK) rc = mbox_save_acl(srv->shared, dir, err, sizeof err);
   return rc == IMAPMEM_OK ? rc : api_error(srv, rc, "%s", err);
 }
 
@@ -14322,6 +15222,7 @@ void imapmem_free(imapmem *srv) {
   if (!srv) return;
   imapmem_stop(srv);
   for (size_t i = 0; i < srv->nusers; i++) user_free(srv->users[i]);
+  user_free(srv->shared);
   free(srv->users);
   free(srv->sessions);
   free(srv->notifiers);
@@ -14379,6 +15280,10 @@ static const char usage[] =
   "                             (repeatable; CONDSTORE, RFC 7162 3.1.2.2)\n"
   "      --append-limit BYTES   refuse larger APPENDs with NO [TOOBIG]; advertised as\n"
   "                             APPENDLIMIT=BYTES (default and most: the 64 MiB literal limit)\n"
+  "      --shared PATH          load PATH as the shared tree, \"Shared/...\" (repeatable)\n"
+  "      --save-shared DIR      write the shared tree to DIR on exit and on SIGUSR1\n"
+  "      --namespace OTHER,SHARED\n"
+  "                             the namespace prefixes (default 'Other Users/,Shared/')\n"
   "      --quota NAME:STORAGE=KIB[,MESSAGE=N]\n"
   "                             the user's quota limits (RFC 9208; repeatable): APPEND,\n"
   "                             COPY and MOVE past them answer NO [OVERQUOTA]\n"
@@ -14496,6 +15401,9 @@ struct options {
   const char **admins;
   int nadmins;
   const char *save;
+  const char **shared;        /* --shared PATHs */
+  int nshared;
+  const char *save_shared, *namespace;
   long append_limit;          /* -1: the default */
   int stdio, stdio_tls, exit_with_parent, trace;
   const char *tls_cert, *tls_key, *tls_cert_out, *tls_fault;
@@ -14539,7 +15447,8 @@ static int parse_options(int argc, char **argv, struct options *o) {
                                          "--quota",
                                          "--imaps-port", "--tls-cert", "--tls-key",
                                          "--tls-cert-out", "--tls-fault", "--oauth-token",
-                                         "--admin", "--imap-version"};
+                                         "--admin", "--imap-version", "--shared",
+                                         "--save-shared", "--namespace"};
     int is_flag = 0, known = 0;
     const char *option = NULL;   /* name, as a string that outlives this loop */
     for (size_t k = 0; k < sizeof flags / sizeof flags[0]; k++)
@@ -14606,6 +15515,13 @@ static int parse_options(int argc, char **argv, struct options *o) {
       o->faults[o->nfaults++] = val;
     } else if (!strcmp(name, "--nomodseq")) {
       o->nomodseq[o->nnomodseq++] = val;
+    } else if (!strcmp(name, "--shared")) {
+      o->shared[o->nshared++] = val;
+    } else if (!strcmp(name, "--save-shared")) {
+      o->save_shared = val;
+    } else if (!strcmp(name, "--namespace")) {
+      if (!strchr(val, ',')) return die_usage("--namespace wants OTHER,SHARED, not %s", val);
+      o->namespace = val;
     } else if (!strcmp(name, "--special-use")) {
       char *colon = strrchr(val, ':');   /* roles hold no ':'; a mailbox name may */
       if (!colon || colon == val)
@@ -14721,6 +15637,10 @@ static int save_all(imapmem *srv, struct options *o) {
       fprintf(stderr, "imapmem: --save: %s\n", imapmem_errmsg(srv));
       rc = r;
     }
+  }
+  if (o->save_shared && imapmem_save_shared(srv, o->save_shared) != IMAPMEM_OK) {
+    fprintf(stderr, "imapmem: --save-shared: %s\n", imapmem_errmsg(srv));
+    rc = IMAPMEM_IO;
   }
   return rc;
 }
@@ -14872,6 +15792,14 @@ static int serve(struct options *o) {
   }
   for (int i = 0; i < o->npaths && rc == IMAPMEM_OK; i++)
     rc = imapmem_load(srv, o->users[0].name, o->paths[i]);
+  for (int i = 0; i < o->nshared && rc == IMAPMEM_OK; i++)
+    rc = imapmem_load_shared(srv, o->shared[i]);
+  if (rc == IMAPMEM_OK && o->namespace) {
+    char other[256];
+    const char *comma = strchr(o->namespace, ',');
+    snprintf(other, sizeof other, "%.*s", (int)(comma - o->namespace), o->namespace);
+    rc = imapmem_set_namespace(srv, other, comma + 1);
+  }
   for (int i = 0; i < o->ncaps && rc == IMAPMEM_OK; i++) rc = switch_capability(srv, o->caps[i]);
   for (int i = 0; i < o->nfaults && rc == IMAPMEM_OK; i++) rc = imapmem_fault(srv, o->faults[i]);
   for (int i = 0; i < o->nnomodseq && rc == IMAPMEM_OK; i++)
@@ -14969,13 +15897,14 @@ int main(int argc, char **argv) {
   o.caps = calloc((size_t)argc + 1, sizeof *o.caps);
   o.faults = calloc((size_t)argc + 1, sizeof *o.faults);
   o.nomodseq = calloc((size_t)argc + 1, sizeof *o.nomodseq);
+  o.shared = calloc((size_t)argc + 1, sizeof *o.shared);
   o.special_use = calloc((size_t)argc + 1, sizeof *o.special_use);
   o.quotas = calloc((size_t)argc + 1, sizeof *o.quotas);
   o.oauth_tokens = calloc((size_t)argc + 1, sizeof *o.oauth_tokens);
   o.admins = calloc((size_t)argc + 1, sizeof *o.admins);
   int rc = 2;
   if (o.users && o.paths && o.caps && o.faults && o.nomodseq && o.special_use && o.quotas &&
-      o.oauth_tokens && o.admins) {
+      o.oauth_tokens && o.admins && o.shared) {
     rc = parse_options(argc, argv, &o);
     if (rc < 0) rc = serve(&o);
   }
@@ -14984,6 +15913,7 @@ int main(int argc, char **argv) {
   free(o.caps);
   free(o.faults);
   free(o.nomodseq);
+  free(o.shared);
   free(o.special_use);
   free(o.quotas);
   free(o.oauth_tokens);

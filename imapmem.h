@@ -129,6 +129,52 @@ int imapmem_load_mbox(imapmem *srv, const char *user, const char *mailbox,
                       const char *bytes, size_t len, const char *name);
 
 /*
+** ---------------------------------------------------------------------------
+** Other users' and shared mailboxes: namespaces (RFC 2342) and ACLs (RFC 4314)
+** ---------------------------------------------------------------------------
+** A user sees another user's mailbox as "Other Users/NAME/MAILBOX" and a mailbox of the
+** shared tree as "Shared/MAILBOX", and only where the mailbox's ACL grants it; a mailbox's
+** owner always has every right. The shared tree belongs to nobody: its mailboxes have only
+** the rights their ACLs give.
+*/
+
+/*
+** Load a fixture into the shared tree, as imapmem_load() loads a user's (an mbox file
+** becomes its INBOX, "Shared/INBOX"). A folder's ".acl" file, if any, gives ACL entries
+** here and in imapmem_load(): one a line, MAILBOX<TAB>IDENTIFIER<TAB>RIGHTS; blank lines
+** and lines starting with '#' are comments. Returns as imapmem_load(); IMAPMEM_PARSE also
+** for an .acl line that is malformed, has a letter that is no RFC 4314 right, or names a
+** mailbox the load would not have.
+*/
+int imapmem_load_shared(imapmem *srv, const char *path);
+
+/*
+** Set identifier's rights on mailbox (a name in user's own namespace, or in the shared
+** tree when user is NULL), and in the baseline imapmem_reset() returns to. rights is as
+** SETACL's third argument: RFC 4314 letters ("c" is "kx", "d" is "et"), replacing the
+** entry, or after '+' added to it, after '-' taken from it; an entry left with no rights is
+** removed. identifier is a user name, "anyone", or either after '-' (negative rights).
+** Returns IMAPMEM_OK; IMAPMEM_NOTFOUND (no such user or mailbox); IMAPMEM_MISUSE (NULL
+** argument, an unknown right, an empty identifier or the owner's); IMAPMEM_NOMEM.
+*/
+int imapmem_set_acl(imapmem *srv, const char *user, const char *mailbox, const char *identifier,
+                    const char *rights);
+
+/*
+** The prefixes of the other users' namespace (default "Other Users/") and of the shared
+** tree (default "Shared/"): each one level a client could CREATE (not INBOX) and then
+** '/', at most 64 bytes, the two different. Before imapmem_start() only. Returns
+** IMAPMEM_OK; IMAPMEM_MISUSE (NULL, a bad prefix, or already started).
+*/
+int imapmem_set_namespace(imapmem *srv, const char *other_users, const char *shared);
+
+/*
+** Write the shared tree to dir as imapmem_save() writes a user's, its ACLs in dir/.acl
+** (imapmem_save() writes a user's ACLs there too). Returns as imapmem_save().
+*/
+int imapmem_save_shared(imapmem *srv, const char *dir);
+
+/*
 ** Start serving: bind addr (an address or a host name: "127.0.0.1", "::1", "localhost";
 ** NULL means 127.0.0.1; a name's IPv4 address is preferred) and port (0 picks a free one),
 ** and accept connections in a background thread, one thread per session. Returns once the

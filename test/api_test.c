@@ -2727,6 +2727,86 @@ static void test_tls_api(void) {
 }
 
 /*
+** Namespaces and ACLs through the API: imapmem_load_shared, imapmem_set_acl (with its
+** "+"/"-" forms, kept by imapmem_reset), imapmem_set_namespace, imapmem_save_shared, and
+** what a session of another user then sees.
+*/
+static void test_acl_api(void) {
+  imapmem *srv = basic_server();
+  CHECK(srv != NULL);
+  if (!srv) return;
+  CHECK(imapmem_add_user(srv, "bob", "pw") == IMAPMEM_OK);
+  CHECK(imapmem_load_shared(srv, "fixtures/acl/shared") == IMAPMEM_OK);
+  CHECK(imapmem_load_shared(NULL, "x") == IMAPMEM_MISUSE);
+  CHECK(imapmem_load_shared(srv, "/nonexistent") == IMAPMEM_IO);
+  /* misuse: NULLs, unknown rights, the owner, an empty identifier */
+  CHECK(imapmem_set_acl(NULL, "alice", "INBOX", "bob", "lr") == IMAPMEM_MISUSE);
+  CHECK(imapmem_set_acl(srv, "alice", "INBOX", "bob", "lrQ") == IMAPMEM_MISUSE);
+  CHECKM(strstr(imapmem_errmsg(srv), "'Q'") != NULL, "%s", imapmem_errmsg(srv));
+  CHECK(imapmem_set_acl(srv, "alice", "INBOX", "alice", "lr") == IMAPMEM_MISUSE);
+  CHECK(imapmem_set_acl(srv, "alice", "INBOX", "", "lr") == IMAPMEM_MISUSE);
+  CHECK(imapmem_set_acl(srv, "nobody", "INBOX", "bob", "lr") == IMAPMEM_NOTFOUND);
+  CHECK(imapmem_set_acl(srv, "alice", "Nowhere", "bob", "lr") == IMAPMEM_NOTFOUND);
+  /* a prefix must be one level and '/'; not after start */
+  CHECK(imapmem_set_namespace(srv, "~", "Shared/") == IMAPMEM_MISUSE);
+  CHECK(imapmem_set_namespace(srv, "x/", "x/") == IMAPMEM_MISUSE);
+  CHECK(imapmem_set_namespace(srv, "Users/", NULL) == IMAPMEM_MISUSE);
+  CHECK(imapmem_set_namespace(srv, "Users/", "Public/") == IMAPMEM_OK);
+  /* bob may read alice's INBOX; "+s" adds, "-r" takes away, "" removes */
+  CHECK(imapmem_set_acl(srv, "alice", "inbox", "bob", "l") == IMAPMEM_OK);
+  CHECK(imapmem_set_acl(srv, "alice", "INBOX", "bob", "+rs") == IMAPMEM_OK);
+  CHECK(imapmem_set_acl(srv, NULL, "Hidden", "bob", "lr") == IMAPMEM_OK);
+  struct conn *c = pair_conn(srv, "bob");
+  CHECK(c != NULL);
+  if (c) {
+    CHECK(ok(cmd(c, "NAMESPACE")));
+    CHECKM(strstr(c->resp, "((\"Users/\" \"/\")) ((\"Public/\" \"/\"))") != NULL, "%s",
+           c->resp);
+    const char *t = cmd(c, "EXAMINE \"Users/alice/INBOX\"");
+    CHECKM(strncmp(t, "OK [READ-ONLY]", 14) == 0, "%s", t);
+    CHECK(ok(cmd(c, "MYRIGHTS \"Users/alice/INBOX\"")));
+    CHECKM(strstr(c->resp, "\"Users/alice/INBOX\" lrs\r\n") != NULL, "%s", c->resp);
+    CHECK(ok(cmd(c, "EXAMINE \"Public/Hidden\"")));
+    CHECK(imapmem_set_acl(srv, "alice", "INBOX", "bob", "-r") == IMAPMEM_OK);
+    t = cmd(c, "EXAMINE \"Users/alice/INBOX\"");
+    CHECKM(strncmp(t, "NO [NOPERM]", 11) == 0, "%s", t);
+    CHECK(imapmem_set_acl(srv, "alice", "INBOX", "bob", "") == IMAPMEM_OK);
+    t = cmd(c, "EXAMINE \"Users/alice/INBOX\"");
+    CHECKM(strncmp(t, "NO [NONEXISTENT]", 16) == 0, "%s", t);
+    conn_free(c);
+  }
+  /* reset keeps what the API set (both entries), as it keeps the fixtures' ACLs */
+  CHECK(imapmem_set_acl(srv, "alice", "INBOX", "bob", "lr") == IMAPMEM_OK);
+  CHECK(imapmem_reset(srv) == IMAPMEM_OK);
+  c = pair_conn(srv, "bob");
+  if (c) {
+    CHECK(ok(cmd(c, "EXAMINE \"Users/alice/INBOX\"")));
+    CHECK(ok(cmd(c, "EXAMINE \"Public/Hidden\"")));
+    conn_free(c);
+  }
+  /* the shared tree saves with its .acl */
+  char dir[] = "/tmp/imapmem-acl-XXXXXX", path[256];
+  CHECK(mkdtemp(dir) != NULL);
+  CHECK(imapmem_save_shared(srv, dir) == IMAPMEM_OK);
+  snprintf(path, sizeof path, "%s/.acl", dir);
+  FILE *f = fopen(path, "r");
+  char text[1024] = "";
+  CHECK(f != NULL);
+  if (f) {
+    text[fread(text, 1, sizeof text - 1, f)] = 0;
+    fclose(f);
+  }
+  CHECKM(strstr(text, "Hidden\tbob\tlr\n") && strstr(text, "News\tanyone\tlr\n"), "%s", text);
+  const char *files[] = {"News.mbox", "Board.mbox", "Hidden.mbox", ".acl"};
+  for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+    snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+    CHECKM(unlink(path) == 0, "%s", path);
+  }
+  rmdir(dir);
+  imapmem_free(srv);
+}
+
+/*
 ** imapmem_set_special_use (RFC 6154 2): roles given, taken away and given back to the
 ** name; a reset keeps them, a save writes them, LIST shows them only when asked.
 */
@@ -3059,6 +3139,7 @@ int main(void) {
     {"quota", test_quota},
     {"tls_api", test_tls_api},
     {"auth_api", test_auth_api},
+    {"acl_api", test_acl_api},
     {"serve_fd_tls", test_serve_fd_tls},
   };
   /* From here on a vanished peer must not end the test run; test_no_sigpipe checked

@@ -1345,7 +1345,8 @@ class Namespace(Shared):
         self.assertOK(t)
         ns = responses(u, "NAMESPACE")
         self.assertEqual(len(ns), 1, u)
-        self.assertEqual(ns[0][1:], [[[b"", b"/"]], None, None])
+        self.assertEqual(ns[0][1:], [[[b"", b"/"]], [[b"Other Users/", b"/"]],
+                                     [[b"Shared/", b"/"]]])
 
 
 # ========================================================================================
