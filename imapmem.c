@@ -5957,6 +5957,30 @@ static int mbox_read_special_use(const char *dir, const struct mbox_batch *list,
 }
 
 /*
+** Write out to dir/name, a file that goes beside the mailboxes (.special-use, .acl), or
+** remove it when keep is 0, so that a stale one brings nothing old back on a reload.
+*/
+static int mbox_write_side_file(const char *dir, const char *name, const struct buf *out,
+                                int keep, char *err, size_t errcap) {
+  char path[4096 + 64];
+  snprintf(path, sizeof path, "%.4096s/%.32s", dir, name);
+  if (out->oom) {
+    snprintf(err, errcap, "out of memory");
+    return IMAPMEM_NOMEM;
+  }
+  if (!keep) {
+    unlink(path);
+    return IMAPMEM_OK;
+  }
+  FILE *f = fopen(path, "wb");
+  int wrote = f && fwrite(out->p, 1, out->len, f) == out->len;
+  if (f && fclose(f) != 0) wrote = 0;
+  if (wrote) return IMAPMEM_OK;
+  snprintf(err, errcap, "%.300s: cannot write: %s", path, strerror(errno));
+  return IMAPMEM_IO;
+}
+
+/*
 ** Write the roles set explicitly (use_set) of u's mailboxes to dir/.special-use, in the
 ** form mbox_read_special_use reads, or remove the file when there are none, so that a
 ** stale one brings no old roles back.
@@ -5979,21 +6003,7 @@ static int mbox_save_special_use(struct user *u, const char *dir, char *err, siz
     buf_adds(&out, "\n");
   }
   pthread_mutex_unlock(&u->lock);
-  char path[4096 + 16];
-  snprintf(path, sizeof path, "%.4096s/.special-use", dir);
-  int rc = IMAPMEM_OK;
-  if (out.oom) {
-    snprintf(err, errcap, "out of memory");
-    rc = IMAPMEM_NOMEM;
-  } else if (!any) {
-    unlink(path);
-  } else {
-    FILE *f = fopen(path, "wb");
-    if (!f || fwrite(out.p, 1, out.len, f) != out.len || fclose(f) != 0) {
-      snprintf(err, errcap, "%.300s: cannot write: %s", path, strerror(errno));
-      rc = IMAPMEM_IO;
-    }
-  }
+  int rc = mbox_write_side_file(dir, ".special-use", &out, any, err, errcap);
   buf_free(&out);
   return rc;
 }
@@ -6075,23 +6085,7 @@ static int mbox_save_acl(struct user *u, const char *dir, char *err, size_t errc
     }
   }
   pthread_mutex_unlock(&u->lock);
-  char path[4096 + 16];
-  snprintf(path, sizeof path, "%.4096s/.acl", dir);
-  int rc = IMAPMEM_OK;
-  if (out.oom) {
-    snprintf(err, errcap, "out of memory");
-    rc = IMAPMEM_NOMEM;
-  } else if (!entries) {
-    unlink(path);
-  } else {
-    FILE *f = fopen(path, "wb");
-    int wrote = f && fwrite(out.p, 1, out.len, f) == out.len;
-    if (f && fclose(f) != 0) wrote = 0;
-    if (!wrote) {
-      snprintf(err, errcap, "%.300s: cannot write: %s", path, strerror(errno));
-      rc = IMAPMEM_IO;
-    }
-  }
+  int rc = mbox_write_side_file(dir, ".acl", &out, entries != 0, err, errcap);
   buf_free(&out);
   return rc;
 }
@@ -7720,13 +7714,21 @@ struct search_return {
   struct partial partial;
 };
 
-/* "RETURN (opts)" after SEARCH: search-return-opts (RFC 4466 2.6.1), and the space after. */
-static int search_parse_return(struct session *s, struct parser *ps, struct search_return *r) {
-  static const struct { const char *name; unsigned bit; capset cap; } opts[] = {
-    {"MIN", RET_MIN, CAP_ESEARCH}, {"MAX", RET_MAX, CAP_ESEARCH},
-    {"COUNT", RET_COUNT, CAP_ESEARCH}, {"ALL", RET_ALL, CAP_ESEARCH},
-    {"SAVE", RET_SAVE, CAP_SEARCHRES}, {"CONTEXT", RET_CONTEXT, CAP_CONTEXT_SEARCH},
-    {"UPDATE", RET_UPDATE, CAP_CONTEXT_SEARCH}, {"PARTIAL", RET_PARTIAL, CAP_PARTIAL}};
+/* A return option of SEARCH or SORT, and the extension that offers it. */
+struct return_option {
+  const char *name;
+  unsigned bit;               /* RET_* */
+  capset cap;
+};
+
+/*
+** "(opts)" after RETURN, the space before it read (RFC 4466 2.6.1 search-return-opts, RFC
+** 5267 3.1 for SORT), into r->opts: each option from opts (n of them) whose extension is
+** on; PARTIAL also when partial_also is on (RFC 5267 4.4 and RFC 9394 both define it).
+*/
+static int return_parse_options(struct session *s, struct parser *ps, struct search_return *r,
+                                const struct return_option *opts, size_t n,
+                                capset partial_also) {
   r->extended = 1;
   if (!parse_sp(ps) || !parse_char(ps, '('))
     return parse_fail(ps, "Expected '(' and return options after RETURN");
@@ -7735,18 +7737,28 @@ static int search_parse_return(struct session *s, struct parser *ps, struct sear
     if (r->opts && !parse_sp(ps)) return parse_fail(ps, "Expected ')' after return options");
     if (!parse_atom(ps, &w)) return parse_fail(ps, "Expected a return option");
     size_t i = 0;
-    while (i < sizeof opts / sizeof opts[0] && !str_ieq(w, opts[i].name)) i++;
-    /* RFC 5267 4.4 defines PARTIAL for CONTEXT=SEARCH too */
-    int on = i < sizeof opts / sizeof opts[0] &&
-             (cap_on(s->srv, opts[i].cap) ||
-              (opts[i].bit == RET_PARTIAL && cap_on(s->srv, CAP_CONTEXT_SEARCH)));
+    while (i < n && !str_ieq(w, opts[i].name)) i++;
+    int on = i < n && (cap_on(s->srv, opts[i].cap) ||
+                       (opts[i].bit == RET_PARTIAL && cap_on(s->srv, partial_also)));
     if (!on) return parse_fail(ps, "Unknown return option");   /* RFC 4466 2.6.1: BAD */
-    if (opts[i].bit == RET_PARTIAL) {   /* RFC 9394 3.1: one PARTIAL at most */
+    if (opts[i].bit == RET_PARTIAL) {   /* RFC 9394 3.1, RFC 5267 4.4: one PARTIAL at most */
       if (r->opts & RET_PARTIAL) return parse_fail(ps, "PARTIAL given twice");
       if (!parse_sp(ps) || !parse_partial(ps, &r->partial)) return 0;
     }
     r->opts |= opts[i].bit;
   }
+  return 1;
+}
+
+/* "RETURN (opts)" after SEARCH: search-return-opts (RFC 4466 2.6.1), and the space after. */
+static int search_parse_return(struct session *s, struct parser *ps, struct search_return *r) {
+  static const struct return_option opts[] = {
+    {"MIN", RET_MIN, CAP_ESEARCH}, {"MAX", RET_MAX, CAP_ESEARCH},
+    {"COUNT", RET_COUNT, CAP_ESEARCH}, {"ALL", RET_ALL, CAP_ESEARCH},
+    {"SAVE", RET_SAVE, CAP_SEARCHRES}, {"CONTEXT", RET_CONTEXT, CAP_CONTEXT_SEARCH},
+    {"UPDATE", RET_UPDATE, CAP_CONTEXT_SEARCH}, {"PARTIAL", RET_PARTIAL, CAP_PARTIAL}};
+  if (!return_parse_options(s, ps, r, opts, sizeof opts / sizeof opts[0], CAP_CONTEXT_SEARCH))
+    return 0;
   if (!r->opts) r->opts = RET_ALL;   /* RFC 4731 3.1: RETURN () is RETURN (ALL) */
   if ((r->opts & RET_ALL) && (r->opts & RET_PARTIAL))
     return parse_fail(ps, "ALL and PARTIAL may not be used together");   /* RFC 9394 3.1 */
@@ -8166,30 +8178,13 @@ static int sort_parse_criteria(struct session *s, struct parser *ps, struct sort
 ** RFC 9394); SAVE with SEARCHRES (RFC 5182 1: "any command based on SEARCH").
 */
 static int sort_parse_return(struct session *s, struct parser *ps, struct search_return *r) {
-  static const struct { const char *name; unsigned bit; capset cap; } opts[] = {
+  static const struct return_option opts[] = {
     {"MIN", RET_MIN, CAP_ESORT}, {"MAX", RET_MAX, CAP_ESORT}, {"COUNT", RET_COUNT, CAP_ESORT},
     {"ALL", RET_ALL, CAP_ESORT}, {"CONTEXT", RET_CONTEXT, CAP_CONTEXT_SORT},
     {"UPDATE", RET_UPDATE, CAP_CONTEXT_SORT}, {"PARTIAL", RET_PARTIAL, CAP_CONTEXT_SORT},
     {"SAVE", RET_SAVE, CAP_SEARCHRES}};
-  r->extended = 1;
-  if (!parse_sp(ps) || !parse_char(ps, '('))
-    return parse_fail(ps, "Expected '(' and return options after RETURN");
-  while (!parse_char(ps, ')')) {
-    struct str w;
-    if (r->opts && !parse_sp(ps)) return parse_fail(ps, "Expected ')' after return options");
-    if (!parse_atom(ps, &w)) return parse_fail(ps, "Expected a return option");
-    size_t i = 0;
-    while (i < sizeof opts / sizeof opts[0] && !str_ieq(w, opts[i].name)) i++;
-    int on = i < sizeof opts / sizeof opts[0] &&
-             (cap_on(s->srv, opts[i].cap) ||
-              (opts[i].bit == RET_PARTIAL && cap_on(s->srv, CAP_PARTIAL)));
-    if (!on) return parse_fail(ps, "Unknown return option");   /* RFC 4466 2.6.1: BAD */
-    if (opts[i].bit == RET_PARTIAL) {   /* RFC 5267 4.4: one PARTIAL at most */
-      if (r->opts & RET_PARTIAL) return parse_fail(ps, "PARTIAL given twice");
-      if (!parse_sp(ps) || !parse_partial(ps, &r->partial)) return 0;
-    }
-    r->opts |= opts[i].bit;
-  }
+  if (!return_parse_options(s, ps, r, opts, sizeof opts / sizeof opts[0], CAP_PARTIAL))
+    return 0;
   if (!(r->opts & ~(unsigned)(RET_CONTEXT | RET_UPDATE))) r->opts |= RET_ALL;   /* 3.3 */
   if ((r->opts & RET_ALL) && (r->opts & RET_PARTIAL))
     return parse_fail(ps, "ALL and PARTIAL may not be used together");   /* RFC 5267 4.4 */
