@@ -12581,8 +12581,11 @@ static int cmd_store(struct session *s, struct command *c) {
   if (s->readonly) return cmd_no(c, "[READ-ONLY] Mailbox is read-only");
   int kw_ok;                 /* RFC 4314 4: only the flags the rights allow are changed */
   uint32_t may = rights_flags(s->rights, &kw_ok);
-  if (!(fl.flags & may) && !(fl.nkw && kw_ok) && (fl.flags || fl.nkw || op != '='))
-    return cmd_no(c, "[NOPERM] Permission denied: no right to change these flags");
+  /* refused when none of the flags named may change, or "= ()" when none at all may;
+     "+FLAGS ()" and "-FLAGS ()" change nothing and are never refused */
+  int refused = (fl.flags || fl.nkw) ? !(fl.flags & may) && !(fl.nkw && kw_ok)
+                                     : op == '=' && !may && !kw_ok;
+  if (refused) return cmd_no(c, "[NOPERM] Permission denied: no right to change these flags");
   if (conditional) session_enable_condstore(s);
   struct mailbox *mb = s->mb;
   int gone = 0, full = 0, cs = session_condstore(s);

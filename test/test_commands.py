@@ -1137,6 +1137,13 @@ class Store(Base):
         self.assertEqual(flagset(fl[0][1]["FLAGS"]), {"\\flagged", "foo"})
         self.assertEqual(self.flags(self.r, "1")[1], {"\\flagged", "foo"})
 
+    def test_empty_list_adds_and_removes_nothing(self):
+        """+FLAGS () and -FLAGS () are valid (RFC 3501 9: flag-list may be empty)."""
+        before = self.flags(self.r, "1")[1]
+        for cmd in ("STORE 1 +FLAGS ()", "STORE 1 -FLAGS ()", "STORE 1 +FLAGS.SILENT ()"):
+            self.store(cmd)
+        self.assertEqual(self.flags(self.r, "1")[1], before)
+
     def test_add_and_remove(self):
         u = self.store("STORE 1:2 +FLAGS (\\Deleted)")
         f = fetches(u)
