@@ -5362,31 +5362,64 @@ static int mbox_parse_dir(const char *dir, const char *prefix, struct mbox_batch
 ** as the hierarchy separator; a plain file of one name a line with '/' is read too.
 ** *names gets the names (NULL and 0 if there is no file). Returns an IMAPMEM_ code.
 */
+/*
+** A small text file beside the mailboxes (.subscriptions, .acl, .special-use): read whole
+** and handed out a line at a time without its line end, lines counted for error messages.
+*/
+struct side_file {
+  char path[4096 + 32];
+  char *data;
+  const char *p, *end;
+  int line;                   /* the number of the line last handed out, from 1 */
+};
+
+/* Read dir/name: 1 if read, 0 if there is no such file (nothing to read), -1 (err set). */
+static int side_file_open(struct side_file *f, const char *dir, const char *name, char *err,
+                          size_t errcap) {
+  struct stat st;
+  size_t len;
+  snprintf(f->path, sizeof f->path, "%.4096s/%.16s", dir, name);
+  f->data = NULL;
+  f->p = f->end = NULL;
+  f->line = 0;
+  if (stat(f->path, &st) < 0) return 0;
+  if (!file_read(f->path, &f->data, &len, err, errcap)) return -1;
+  f->p = f->data;
+  f->end = f->data + len;
+  return 1;
+}
+
+/* The next line as *line and *k bytes, without its CR LF; 0 after the last. */
+static int side_file_line(struct side_file *f, const char **line, size_t *k) {
+  if (f->p >= f->end) return 0;
+  const char *nl = memchr(f->p, '\n', (size_t)(f->end - f->p));
+  *line = f->p;
+  *k = (size_t)((nl ? nl : f->end) - f->p);
+  if (*k && f->p[*k - 1] == '\r') (*k)--;
+  f->p = nl ? nl + 1 : f->end;
+  f->line++;
+  return 1;
+}
+
 static int mbox_read_subscriptions(const char *dir, char ***names, size_t *n, char *err,
                                    size_t errcap) {
-  char path[4096 + 16], *data;
-  size_t len, cap = 0;
+  struct side_file f;
+  const char *p;
+  size_t k, cap = 0;
   *names = NULL;
   *n = 0;
-  snprintf(path, sizeof path, "%.4096s/.subscriptions", dir);
-  struct stat st;
-  if (stat(path, &st) < 0) return IMAPMEM_OK;
-  if (!file_read(path, &data, &len, err, errcap)) return IMAPMEM_IO;
-  const char *p = data, *end = data + len;
-  int v2 = len >= 2 && data[0] == 'V' && data[1] == '\t';
+  int got = side_file_open(&f, dir, ".subscriptions", err, errcap);
+  if (got <= 0) return got < 0 ? IMAPMEM_IO : IMAPMEM_OK;
+  int v2 = f.end - f.data >= 2 && f.data[0] == 'V' && f.data[1] == '\t';
   int in_header = v2, rc = IMAPMEM_OK;
-  for (int line = 1; p < end && rc == IMAPMEM_OK; line++) {
-    const char *nl = memchr(p, '\n', (size_t)(end - p)), *le = nl ? nl : end;
+  while (rc == IMAPMEM_OK && side_file_line(&f, &p, &k)) {
     char name[MAX_MAILBOX_NAME + 1];
-    size_t k = (size_t)(le - p);
-    if (k && p[k - 1] == '\r') k--;
     if (in_header || k == 0) {           /* the version line, up to the blank line */
       if (k == 0) in_header = 0;
-      p = nl ? nl + 1 : end;
       continue;
     }
     if (k > MAX_MAILBOX_NAME) {
-      snprintf(err, errcap, "%.300s:%d: a name longer than %d bytes", path, line,
+      snprintf(err, errcap, "%.300s:%d: a name longer than %d bytes", f.path, f.line,
                MAX_MAILBOX_NAME);
       rc = IMAPMEM_PARSE;
       break;
@@ -5397,14 +5430,13 @@ static int mbox_read_subscriptions(const char *dir, char ***names, size_t *n, ch
     char *copy = mem_strdup(name);
     if (!copy || !mem_grow(names, &cap, *n + 1, sizeof **names)) {
       free(copy);
-      snprintf(err, errcap, "%.300s: out of memory", path);
+      snprintf(err, errcap, "%.300s: out of memory", f.path);
       rc = IMAPMEM_NOMEM;
       break;
     }
     (*names)[(*n)++] = copy;
-    p = nl ? nl + 1 : end;
   }
-  free(data);
+  free(f.data);
   return rc;
 }
 
@@ -5457,35 +5489,27 @@ static void acl_lines_free(struct acl_line *v, size_t n) {
 
 static int mbox_read_acl(const char *dir, struct acl_line **v, size_t *n, char *err,
                          size_t errcap) {
-  char path[4096 + 16], *data;
-  size_t len, cap = 0;
+  struct side_file f;
+  const char *p;
+  size_t k, cap = 0;
   *v = NULL;
   *n = 0;
-  snprintf(path, sizeof path, "%.4096s/.acl", dir);
-  struct stat st;
-  if (stat(path, &st) < 0) return IMAPMEM_OK;
-  if (!file_read(path, &data, &len, err, errcap)) return IMAPMEM_IO;
-  const char *p = data, *end = data + len;
+  int got = side_file_open(&f, dir, ".acl", err, errcap);
+  if (got <= 0) return got < 0 ? IMAPMEM_IO : IMAPMEM_OK;
   int rc = IMAPMEM_OK;
-  for (int line = 1; p < end && rc == IMAPMEM_OK; line++) {
-    const char *nl = memchr(p, '\n', (size_t)(end - p)), *le = nl ? nl : end;
-    size_t k = (size_t)(le - p);
-    if (k && p[k - 1] == '\r') k--;
+  while (rc == IMAPMEM_OK && side_file_line(&f, &p, &k)) {
     const char *t1 = memchr(p, '\t', k);
     const char *t2 = t1 ? memchr(t1 + 1, '\t', k - (size_t)(t1 + 1 - p)) : NULL;
     unsigned rights = 0;
     char bad = 0, name[MAX_MAILBOX_NAME + 1];
-    if (k == 0 || p[0] == '#') {
-      p = nl ? nl + 1 : end;
-      continue;
-    }
+    if (k == 0 || p[0] == '#') continue;
     if (!t1 || !t2 || t1 == p || t2 == t1 + 1 || (size_t)(t1 - p) > MAX_MAILBOX_NAME) {
-      snprintf(err, errcap, "%.300s:%d: expected MAILBOX<TAB>IDENTIFIER<TAB>RIGHTS", path, line);
+      snprintf(err, errcap, "%.300s:%d: expected MAILBOX<TAB>IDENTIFIER<TAB>RIGHTS", f.path, f.line);
       rc = IMAPMEM_PARSE;
       break;
     }
     if (!rights_parse(t2 + 1, k - (size_t)(t2 + 1 - p), &rights, &bad)) {
-      snprintf(err, errcap, "%.300s:%d: '%c' is no RFC 4314 right", path, line, bad);
+      snprintf(err, errcap, "%.300s:%d: '%c' is no RFC 4314 right", f.path, f.line, bad);
       rc = IMAPMEM_PARSE;
       break;
     }
@@ -5495,16 +5519,15 @@ static int mbox_read_acl(const char *dir, struct acl_line **v, size_t *n, char *
     if (!mb || !id || !mem_grow(v, &cap, *n + 1, sizeof **v)) {
       free(mb);
       free(id);
-      snprintf(err, errcap, "%.300s: out of memory", path);
+      snprintf(err, errcap, "%.300s: out of memory", f.path);
       rc = IMAPMEM_NOMEM;
       break;
     }
     (*v)[*n].mailbox = mb;
     (*v)[*n].id = id;
     (*v)[(*n)++].rights = rights;
-    p = nl ? nl + 1 : end;
   }
-  free(data);
+  free(f.data);
   if (rc != IMAPMEM_OK) {
     acl_lines_free(*v, *n);
     *v = NULL;
@@ -5895,34 +5918,26 @@ static void mbox_prune(const char *dir, const char *prefix, struct mailbox **lis
 */
 static int mbox_read_special_use(const char *dir, const struct mbox_batch *list, char ***names,
                                  unsigned **uses, size_t *n, char *err, size_t errcap) {
-  char path[4096 + 16], *data;
-  size_t len, cap = 0, ucap = 0;
+  struct side_file f;
+  const char *p;
+  size_t k, cap = 0, ucap = 0;
   *names = NULL;
   *uses = NULL;
   *n = 0;
-  snprintf(path, sizeof path, "%.4096s/.special-use", dir);
-  struct stat st;
-  if (stat(path, &st) < 0) return IMAPMEM_OK;
-  if (!file_read(path, &data, &len, err, errcap)) return IMAPMEM_IO;
-  const char *p = data, *end = data + len;
+  int got = side_file_open(&f, dir, ".special-use", err, errcap);
+  if (got <= 0) return got < 0 ? IMAPMEM_IO : IMAPMEM_OK;
   int rc = IMAPMEM_OK;
-  for (int line = 1; p < end && rc == IMAPMEM_OK; line++) {
-    const char *nl = memchr(p, '\n', (size_t)(end - p)), *le = nl ? nl : end;
-    size_t k = (size_t)(le - p);
-    if (k && p[k - 1] == '\r') k--;
+  while (rc == IMAPMEM_OK && side_file_line(&f, &p, &k)) {
     char text[MAX_MAILBOX_NAME + 256], name[MAX_MAILBOX_NAME + 1];
     const char *bad;
     size_t badlen;
     unsigned use;
     const struct mbox_batch *b = list;
-    if (k == 0 || p[0] == '#') {
-      p = nl ? nl + 1 : end;
-      continue;
-    }
+    if (k == 0 || p[0] == '#') continue;
     snprintf(text, sizeof text, "%.*s", (int)(k < sizeof text ? k : sizeof text - 1), p);
     char *colon = strrchr(text, ':');
     if (k >= sizeof text || !colon || colon == text || colon - text > MAX_MAILBOX_NAME) {
-      snprintf(err, errcap, "%.300s:%d: expected MAILBOX:ROLES (Sent:\\Sent)", path, line);
+      snprintf(err, errcap, "%.300s:%d: expected MAILBOX:ROLES (Sent:\\Sent)", f.path, f.line);
       rc = IMAPMEM_PARSE;
       break;
     }
@@ -5930,12 +5945,12 @@ static int mbox_read_special_use(const char *dir, const struct mbox_batch *list,
     mailbox_canonical(text, name, sizeof name);
     while (b && strcmp(b->mailbox, name) != 0) b = b->next;
     if (!b && strcmp(name, "INBOX") != 0) {
-      snprintf(err, errcap, "%.300s:%d: no mailbox %.200s in this folder", path, line, name);
+      snprintf(err, errcap, "%.300s:%d: no mailbox %.200s in this folder", f.path, f.line, name);
       rc = IMAPMEM_PARSE;
       break;
     }
     if (!special_use_parse(colon + 1, &use, &bad, &badlen)) {
-      snprintf(err, errcap, "%.300s:%d: not a special-use attribute: %.*s", path, line,
+      snprintf(err, errcap, "%.300s:%d: not a special-use attribute: %.*s", f.path, f.line,
                (int)(badlen < 100 ? badlen : 100), bad);
       rc = IMAPMEM_PARSE;
       break;
@@ -5944,40 +5959,51 @@ static int mbox_read_special_use(const char *dir, const struct mbox_batch *list,
     if (!copy || !mem_grow(names, &cap, *n + 1, sizeof **names) ||
         !mem_grow(uses, &ucap, *n + 1, sizeof **uses)) {
       free(copy);
-      snprintf(err, errcap, "%.300s: out of memory", path);
+      snprintf(err, errcap, "%.300s: out of memory", f.path);
       rc = IMAPMEM_NOMEM;
       break;
     }
     (*names)[*n] = copy;
     (*uses)[(*n)++] = use;
-    p = nl ? nl + 1 : end;
   }
-  free(data);
+  free(f.data);
   return rc;
 }
 
 /*
-** Write out to dir/name, a file that goes beside the mailboxes (.special-use, .acl), or
-** remove it when keep is 0, so that a stale one brings nothing old back on a reload.
+** Write dir/name, a file that goes beside the mailboxes (.special-use, .acl): header, then
+** what lines() writes for each mailbox of u (under u's lock; it returns how many lines),
+** or remove the file when there are no lines, so that a stale one brings nothing back.
 */
-static int mbox_write_side_file(const char *dir, const char *name, const struct buf *out,
-                                int keep, char *err, size_t errcap) {
-  char path[4096 + 64];
-  snprintf(path, sizeof path, "%.4096s/%.32s", dir, name);
-  if (out->oom) {
+static int mbox_save_side_file(struct user *u, const char *dir, const char *name,
+                               const char *header,
+                               size_t (*lines)(const struct mailbox *, struct buf *),
+                               char *err, size_t errcap) {
+  struct buf out = {0};
+  size_t n = 0;
+  buf_adds(&out, header);
+  pthread_mutex_lock(&u->lock);
+  for (size_t i = 0; i < u->live.n; i++) n += lines(u->live.list[i], &out);
+  pthread_mutex_unlock(&u->lock);
+  char path[4096 + 32];
+  snprintf(path, sizeof path, "%.4096s/%.16s", dir, name);
+  int rc = IMAPMEM_OK;
+  if (out.oom) {
     snprintf(err, errcap, "out of memory");
-    return IMAPMEM_NOMEM;
-  }
-  if (!keep) {
+    rc = IMAPMEM_NOMEM;
+  } else if (!n) {
     unlink(path);
-    return IMAPMEM_OK;
+  } else {
+    FILE *f = fopen(path, "wb");
+    int wrote = f && fwrite(out.p, 1, out.len, f) == out.len;
+    if (f && fclose(f) != 0) wrote = 0;
+    if (!wrote) {
+      snprintf(err, errcap, "%.300s: cannot write: %s", path, strerror(errno));
+      rc = IMAPMEM_IO;
+    }
   }
-  FILE *f = fopen(path, "wb");
-  int wrote = f && fwrite(out->p, 1, out->len, f) == out->len;
-  if (f && fclose(f) != 0) wrote = 0;
-  if (wrote) return IMAPMEM_OK;
-  snprintf(err, errcap, "%.300s: cannot write: %s", path, strerror(errno));
-  return IMAPMEM_IO;
+  buf_free(&out);
+  return rc;
 }
 
 /*
@@ -5985,27 +6011,22 @@ static int mbox_write_side_file(const char *dir, const char *name, const struct 
 ** form mbox_read_special_use reads, or remove the file when there are none, so that a
 ** stale one brings no old roles back.
 */
+static size_t special_use_lines(const struct mailbox *mb, struct buf *out) {
+  if (!mb->use_set) return 0;
+  buf_printf(out, "%s:", mb->name);
+  for (int k = 0, first = 1; k < USE_ROLES; k++)
+    if (mb->use >> k & 1) {
+      buf_printf(out, "%s%s", first ? "" : " ", special_use_names[k]);
+      first = 0;
+    }
+  buf_adds(out, "\n");
+  return 1;
+}
+
 static int mbox_save_special_use(struct user *u, const char *dir, char *err, size_t errcap) {
-  struct buf out = {0};
-  buf_adds(&out, "# imapmem special-use roles: MAILBOX:ROLES (README, Fixtures)\n");
-  int any = 0;
-  pthread_mutex_lock(&u->lock);
-  for (size_t i = 0; i < u->live.n; i++) {
-    const struct mailbox *mb = u->live.list[i];
-    if (!mb->use_set) continue;
-    any = 1;
-    buf_printf(&out, "%s:", mb->name);
-    for (int k = 0, first = 1; k < USE_ROLES; k++)
-      if (mb->use >> k & 1) {
-        buf_printf(&out, "%s%s", first ? "" : " ", special_use_names[k]);
-        first = 0;
-      }
-    buf_adds(&out, "\n");
-  }
-  pthread_mutex_unlock(&u->lock);
-  int rc = mbox_write_side_file(dir, ".special-use", &out, any, err, errcap);
-  buf_free(&out);
-  return rc;
+  return mbox_save_side_file(u, dir, ".special-use",
+                             "# imapmem special-use roles: MAILBOX:ROLES (README, Fixtures)\n",
+                             special_use_lines, err, errcap);
 }
 
 /* Write every mailbox of u into dir. */
@@ -6069,25 +6090,21 @@ static int mbox_save_user(struct user *u, const char *dir, char *err, size_t err
 ** Write u's access control lists to dir/.acl in the format mbox_read_acl reads (and
 ** remove a stale one when there are none), so that a saved folder reloads with them.
 */
-static int mbox_save_acl(struct user *u, const char *dir, char *err, size_t errcap) {
-  struct buf out = {0};
-  buf_adds(&out, "# MAILBOX<TAB>IDENTIFIER<TAB>RIGHTS (RFC 4314)\n");
-  size_t entries = 0;
-  pthread_mutex_lock(&u->lock);
-  for (size_t i = 0; i < u->live.n; i++) {
-    const struct mailbox *mb = u->live.list[i];
-    for (size_t k = 0; k < mb->nacl; k++) {
-      char letters[16];
-      if (strpbrk(mb->acl[k].id, "\t\r\n")) continue;   /* the format cannot hold it */
-      rights_format(mb->acl[k].rights, letters);
-      buf_printf(&out, "%s\t%s\t%s\n", mb->name, mb->acl[k].id, letters);
-      entries++;
-    }
+static size_t acl_lines(const struct mailbox *mb, struct buf *out) {
+  size_t n = 0;
+  for (size_t k = 0; k < mb->nacl; k++) {
+    char letters[16];
+    if (strpbrk(mb->acl[k].id, "\t\r\n")) continue;   /* the format cannot hold it */
+    rights_format(mb->acl[k].rights, letters);
+    buf_printf(out, "%s\t%s\t%s\n", mb->name, mb->acl[k].id, letters);
+    n++;
   }
-  pthread_mutex_unlock(&u->lock);
-  int rc = mbox_write_side_file(dir, ".acl", &out, entries != 0, err, errcap);
-  buf_free(&out);
-  return rc;
+  return n;
+}
+
+static int mbox_save_acl(struct user *u, const char *dir, char *err, size_t errcap) {
+  return mbox_save_side_file(u, dir, ".acl", "# MAILBOX<TAB>IDENTIFIER<TAB>RIGHTS (RFC 4314)\n",
+                             acl_lines, err, errcap);
 }
 
 /*
