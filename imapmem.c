@@ -1203,8 +1203,8 @@ static int parse_uint(struct str s, long long max, long long *out) {
   if (s.len == 0) return 0;
   for (size_t i = 0; i < s.len; i++) {
     if (s.p[i] < '0' || s.p[i] > '9') return 0;
+    if (v > (max - (s.p[i] - '0')) / 10) return 0;   /* v * 10 + digit would pass max */
     v = v * 10 + (s.p[i] - '0');
-    if (v > max) return 0;
   }
   *out = v;
   return 1;

@@ -919,7 +919,21 @@ static void test_cram_md5_example(void) {
   buf_free(&b);
 }
 
+/* parse_uint up to its limit, also where ten times the number would overflow (fuzz_mbox). */
+static void test_parse_uint(void) {
+  long long v = -1;
+  CHECK(parse_uint(str_make("9223372036854775807", 19), INT64_MAX, &v) && v == INT64_MAX);
+  CHECK(!parse_uint(str_make("9223372036854775808", 19), INT64_MAX, &v));
+  CHECK(!parse_uint(str_make("77777777777777777777", 20), INT64_MAX, &v));
+  CHECK(!parse_uint(str_make("99999999999999999999999", 23), INT64_MAX, &v));
+  CHECK(parse_uint(str_make("4294967295", 10), UINT32_MAX, &v) && v == 4294967295LL);
+  CHECK(!parse_uint(str_make("4294967296", 10), UINT32_MAX, &v));
+  CHECK(parse_uint(str_make("59", 2), 59, &v) && v == 59 && !parse_uint(str_make("60", 2), 59, &v));
+  CHECK(!parse_uint(str_make("", 0), 9, &v) && !parse_uint(str_make("1a", 2), 99, &v));
+}
+
 int main(void) {
+  test_parse_uint();
   test_parser();
   test_seqset();
   test_dollar_and_partial();
