@@ -389,7 +389,8 @@ class ScramSha1(Base):
 
         def other_nonce(ch):
             out = c.respond(ch)
-            return out.replace(b",r=" + c.nonce.encode(), b",r=X" + c.nonce.encode()[1:]) \
+            other = b"Y" if c.nonce.startswith("X") else b"X"   # never the same nonce
+            return out.replace(b",r=" + c.nonce.encode(), b",r=" + other + c.nonce.encode()[1:]) \
                 if ch.startswith(b"r=") else out
         self.assertFailed(r, exchange(r, self.MECH, other_nonce)[1], "AUTHENTICATIONFAILED")
 
