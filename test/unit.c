@@ -304,6 +304,16 @@ static double now_s(void) {
 ** Issue 3's promise: FETCH 1:* (ENVELOPE BODYSTRUCTURE) over 10,000 messages computes each
 ** message's structure exactly once, however often it is fetched. Through a real session.
 */
+/* A server whose user "u" has box as INBOX, serving one session on a socketpair (sv[0]). */
+static imapmem *serve_generated(const struct buf *box, int sv[2]) {
+  imapmem *srv = NULL;
+  CHECK(imapmem_new(NULL, &srv) == IMAPMEM_OK && imapmem_add_user(srv, "u", "p") == IMAPMEM_OK);
+  CHECK(imapmem_load_mbox(srv, "u", "INBOX", box->p, box->len, "gen") == IMAPMEM_OK);
+  CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+  CHECK(imapmem_serve_fd(srv, sv[1], sv[1], "u") == IMAPMEM_OK);
+  return srv;
+}
+
 static void test_metadata_once(void) {
   enum { N = 10000 };
   struct buf box = {0};
@@ -313,12 +323,8 @@ static void test_metadata_once(void) {
                      "--b%d\nContent-Type: text/plain\n\nplain %d\n--b%d\n"
                      "Content-Type: text/html\n\n<p>%d</p>\n--b%d--\n\n", i, i, i, i, i, i, i);
   }
-  imapmem *srv;
   int sv[2];
-  CHECK(imapmem_new(NULL, &srv) == IMAPMEM_OK && imapmem_add_user(srv, "u", "p") == IMAPMEM_OK);
-  CHECK(imapmem_load_mbox(srv, "u", "INBOX", box.p, box.len, "gen") == IMAPMEM_OK);
-  CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
-  CHECK(imapmem_serve_fd(srv, sv[1], sv[1], "u") == IMAPMEM_OK);
+  imapmem *srv = serve_generated(&box, sv);
   struct buf in = {0};
   long before = atomic_load(&msgmeta_builds), rbefore = atomic_load(&rendered_builds);
   CHECK(strncmp(exchange(sv[0], "a SELECT INBOX\r\n", "a", &in), "a OK", 4) == 0);
@@ -729,12 +735,8 @@ static void test_sort_keys(void) {
   for (int i = 0; i < N; i++)
     buf_printf(&box, "From a@b Mon Jan  1 00:00:00 2024\nFrom: A <a%d@b>\nSubject: Re: s%d\n"
                      "Message-ID: <m%d@b>\nReferences: <m%d@b>\n\nbody\n\n", i, i % 7, i, i / 2);
-  imapmem *srv;
   int sv[2];
-  CHECK(imapmem_new(NULL, &srv) == IMAPMEM_OK && imapmem_add_user(srv, "u", "p") == IMAPMEM_OK);
-  CHECK(imapmem_load_mbox(srv, "u", "INBOX", box.p, box.len, "gen") == IMAPMEM_OK);
-  CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
-  CHECK(imapmem_serve_fd(srv, sv[1], sv[1], "u") == IMAPMEM_OK);
+  imapmem *srv = serve_generated(&box, sv);
   struct buf in = {0};
   long before = atomic_load(&sortkeys_builds), mbefore = atomic_load(&msgmeta_builds);
   CHECK(strncmp(exchange(sv[0], "a SELECT INBOX\r\n", "a", &in), "a OK", 4) == 0);
