@@ -232,7 +232,21 @@ struct msgdata {             /* a message's bytes, stored once, shared by its co
   _Atomic(struct sortkeys *) sortkeys;   /* made on the first SORT or THREAD: the header
                                             alone, so no MIME parse */
   _Atomic uint64_t emailid;   /* hash of the bytes for EMAILID (RFC 8474 5.1); 0: not yet */
-  char bytes[];
+  struct msgarena *arena;     /* the fixture's arena that holds bytes, or NULL: bytes follow
+                                 this struct in its own allocation */
+  char *bytes;                /* size bytes and a NUL */
+};
+/*
+** A fixture file's messages, stored together as the loader wrote them (section 4): one
+** allocation instead of one a message, so loading costs little more than reading the file.
+** Each message in it holds a reference; the arena goes when its last message does (so an
+** expunged message's bytes stay until the rest of its file is gone too).
+*/
+struct msgarena {
+  atomic_int refs;
+  int mapped;                 /* 1: base came from mmap (size bytes), 0: from malloc */
+  char *base;
+  size_t size;
 };
 
 /* ---- section 3: the store ---- */
@@ -3603,14 +3617,36 @@ static const struct sortkeys *msgdata_sortkeys(struct msgdata *d) {
 ** Message bytes are reference counted (struct msgdata): COPY shares them, and a FETCH
 ** holds a reference while it writes, so an expunge never frees bytes being sent.
 */
-static struct msgdata *msgdata_new(const char *bytes, size_t n) {
-  if (n > UINT32_MAX - 1) return NULL;
-  struct msgdata *d = mem_alloc(sizeof *d + n + 1);
+/*
+** A new message record with room for n bytes after it (arena NULL), or for bytes that
+** live in arena (n 0; the caller sets bytes, and the reference it passes is the
+** message's). Its size is still 0.
+*/
+static struct msgdata *msgdata_alloc(size_t n, struct msgarena *arena) {
+  struct msgdata *d = mem_alloc(sizeof *d + (arena ? 0 : n + 1));
   if (!d) return NULL;
   atomic_init(&d->refs, 1);
   atomic_init(&d->meta, NULL);
   atomic_init(&d->sortkeys, NULL);
   atomic_init(&d->emailid, 0);
+  d->size = d->hdr_len = 0;
+  d->arena = arena;
+  d->bytes = arena ? NULL : (char *)(d + 1);
+  return d;
+}
+
+static void msgarena_unref(struct msgarena *a) {
+  if (a && atomic_fetch_sub(&a->refs, 1) == 1) {
+    if (a->mapped) munmap(a->base, a->size);
+    else free(a->base);
+    free(a);
+  }
+}
+
+static struct msgdata *msgdata_new(const char *bytes, size_t n) {
+  if (n > UINT32_MAX - 1) return NULL;
+  struct msgdata *d = msgdata_alloc(n, NULL);
+  if (!d) return NULL;
   memcpy(d->bytes, bytes, n);
   d->bytes[n] = 0;
   d->size = (uint32_t)n;
@@ -3627,6 +3663,7 @@ static void msgdata_unref(struct msgdata *d) {
   if (d && atomic_fetch_sub(&d->refs, 1) == 1) {
     msgmeta_free(atomic_load(&d->meta));
     free(atomic_load(&d->sortkeys));
+    msgarena_unref(d->arena);
     free(d);
   }
 }
@@ -4811,17 +4848,37 @@ struct mbox_batch {
 ** valid, and different once the file changes (RFC 3501 2.3.1.1). A quick 64-bit hash, four
 ** lanes of eight bytes, as fast as the file can be read.
 */
-static uint32_t uidvalidity_from(const char *p, size_t n, const char *name) {
-  const uint64_t k = 0x9e3779b97f4a7c15u;
-  uint64_t h[4] = {n, k, ~(uint64_t)n, 0x2545f4914f6cdd1du};
-  size_t i = 0;
-  for (; i + 32 <= n; i += 32)
+struct content_hash {          /* the lanes, over the 32-byte blocks of p[0..done) */
+  uint64_t h[4];
+  size_t done;
+};
+#define CONTENT_HASH_K 0x9e3779b97f4a7c15u
+
+static void content_hash_start(struct content_hash *c, size_t n) {
+  c->h[0] = n;
+  c->h[1] = CONTENT_HASH_K;
+  c->h[2] = ~(uint64_t)n;
+  c->h[3] = 0x2545f4914f6cdd1du;
+  c->done = 0;
+}
+
+/* Take in the whole blocks of p[0..avail) not taken yet (the file as read so far). */
+static void content_hash_add(struct content_hash *c, const char *p, size_t avail) {
+  for (; c->done + 32 <= avail; c->done += 32)
     for (int l = 0; l < 4; l++) {
       uint64_t w;
-      memcpy(&w, p + i + 8 * l, 8);
-      h[l] = (h[l] ^ w) * k;
-      h[l] ^= h[l] >> 29;
+      memcpy(&w, p + c->done + 8 * l, 8);
+      c->h[l] = (c->h[l] ^ w) * CONTENT_HASH_K;
+      c->h[l] ^= c->h[l] >> 29;
     }
+}
+
+/* The UIDVALIDITY of the n bytes at p (all but the last partial block already added). */
+static uint32_t content_hash_end(struct content_hash *c, const char *p, size_t n,
+                                 const char *name) {
+  const uint64_t k = CONTENT_HASH_K;
+  const uint64_t *h = c->h;
+  size_t i = c->done;
   uint64_t x = h[0] ^ (h[1] << 1) ^ (h[2] << 2) ^ (h[3] << 3);
   for (; i < n; i++) x = (x ^ (unsigned char)p[i]) * 0x100000001b3u;
   for (const char *c = name; *c; c++) x = (x ^ (unsigned char)*c) * 0x100000001b3u;
@@ -4830,6 +4887,13 @@ static uint32_t uidvalidity_from(const char *p, size_t n, const char *name) {
   x ^= x >> 31;
   uint32_t v = (uint32_t)(x ^ (x >> 32));
   return v ? v : 1;
+}
+
+static uint32_t uidvalidity_from(const char *p, size_t n, const char *name) {
+  struct content_hash c;
+  content_hash_start(&c, n);
+  content_hash_add(&c, p, n);
+  return content_hash_end(&c, p, n, name);
 }
 
 static void mbox_batch_free(struct mbox_batch *b) {
@@ -4860,13 +4924,6 @@ static struct mbox_batch *mbox_batch_new(const char *mailbox, const char *file, 
     b = NULL;
   }
   return b;
-}
-
-static int line_number_at(const char *data, size_t off) {
-  int line = 1;
-  for (const char *p = data, *e = data + off; (p = memchr(p, '\n', (size_t)(e - p))); p++)
-    line++;
-  return line;
 }
 
 /* The date of a From line: "From sender Www Mmm dd hh:mm:ss yyyy [+zzzz]" (asctime). */
@@ -4918,18 +4975,36 @@ static uint32_t mbox_status_flags(struct str v, int x_status) {
   return f;
 }
 
-/* Append bytes to a message buffer being built, growing it (before it is shared). */
-static int mbox_put(struct msgdata **d, size_t *cap, const char *p, size_t n) {
-  if ((*d)->size + n > *cap) {
-    size_t ncap = *cap * 2 + n;
-    if (ncap > UINT32_MAX) return 0;
-    struct msgdata *nd = mem_realloc(*d, sizeof **d + ncap + 1);
-    if (!nd) return 0;
-    *d = nd;
+/*
+** Append a line's n bytes, and CRLF if crlf, to the message being built (not yet shared).
+** In the arena (see mbox_parse_arena) the bytes move toward the arena's start, and must end
+** at or before unread, the first source byte not consumed yet; where they would not, the
+** message moves to a buffer of its own, which grows by doubling.
+*/
+static int mbox_put(struct msgdata **dp, size_t *cap, const char *p, size_t n, int crlf,
+                    const char *unread) {
+  struct msgdata *d = *dp;
+  size_t need = (size_t)d->size + n + (crlf ? 2 : 0);
+  if (need > UINT32_MAX - 1) return 0;
+  if (d->arena ? d->bytes + need > unread : need > *cap) {
+    size_t ncap = d->arena ? need * 2 + 4096 : *cap * 2 + n + 2;
+    if (ncap > UINT32_MAX) ncap = UINT32_MAX;
+    struct msgdata *nd;
+    if (d->arena) {
+      if (!(nd = msgdata_alloc(ncap, NULL))) return 0;
+      memcpy(nd->bytes, d->bytes, d->size);
+      nd->size = d->size;
+      msgdata_unref(d);
+    } else {
+      if (!(nd = mem_realloc(d, sizeof *d + ncap + 1))) return 0;
+      nd->bytes = (char *)(nd + 1);
+    }
+    *dp = d = nd;
     *cap = ncap;
   }
-  memcpy((*d)->bytes + (*d)->size, p, n);
-  (*d)->size += (uint32_t)n;
+  memmove(d->bytes + d->size, p, n);
+  if (crlf) memcpy(d->bytes + d->size + n, "\r\n", 2);
+  d->size = (uint32_t)need;
   return 1;
 }
 
@@ -5064,17 +5139,20 @@ static void mbox_apply_eol(struct msgdata *d, const char *spec) {
 ** Parse one message, from just after its From line to the next separator, into pm, and
 ** point *next_out at the next From line (or end). RFC 4155: a message ends at a blank
 ** line followed by a "From " line, and that blank line belongs to the mbox, as does one
-** at the very end of the file. Finding the separator in the same pass that copies the
-** lines reads each byte once. Returns 0 if memory ran out (or a message passes 4 GB).
-** *pseudo is set for UW's internal-data message.
+** at the very end of the file. Finding the separator in the same pass that writes the
+** lines reads each byte once. The bytes go to *at in arena a (moved there in place, see
+** mbox_parse_arena), and *at moves past them and their NUL. *lines counts the line breaks
+** read. Returns 0 if memory ran out (or a message passes 4 GB). *pseudo is set for UW's
+** internal-data message.
 */
 static int mbox_message(struct mbox_batch *b, const char *p, const char *end,
-                        struct pending *pm, int *pseudo, const char **next_out) {
-  size_t in = (size_t)(end - p);
-  size_t cap = in < 16384 ? in + in / 16 + 64 : 16384;   /* grows by doubling */
-  struct msgdata *d = mem_alloc(sizeof *d + cap + 1);
+                        struct msgarena *a, char **at, struct pending *pm, int *pseudo,
+                        const char **next_out, int *lines) {
+  size_t cap = 0;
+  struct msgdata *d = msgdata_alloc(0, a);
   if (!d) return 0;
-  d->size = 0;
+  atomic_fetch_add(&a->refs, 1);
+  d->bytes = *at;
   int in_header = 1, skip = HDR_KEEP;
   struct buf fieldval = {0};
   int ok = 1;
@@ -5082,6 +5160,7 @@ static int mbox_message(struct mbox_batch *b, const char *p, const char *end,
     const char *nl = memchr(p, '\n', (size_t)(end - p));
     const char *le = nl ? nl : end, *next = nl ? nl + 1 : end;
     const char *ce = le > p && le[-1] == '\r' ? le - 1 : le;
+    *lines += nl != NULL;
     if (ce == p && nl && (next == end || (end - next >= 5 && memcmp(next, "From ", 5) == 0))) {
       p = next;              /* the separator: the message ends before it */
       break;
@@ -5114,7 +5193,7 @@ static int mbox_message(struct mbox_batch *b, const char *p, const char *end,
     const char *q = p;       /* mboxrd: ">From " -> "From ", ">>From " -> ">From " */
     while (q < ce && *q == '>') q++;
     if (q > p && ce - q >= 5 && memcmp(q, "From ", 5) == 0) p++;
-    ok = mbox_put(&d, &cap, p, (size_t)(ce - p)) && (!nl || mbox_put(&d, &cap, "\r\n", 2));
+    ok = mbox_put(&d, &cap, p, (size_t)(ce - p), nl != NULL, next);
     p = next;
   }
   if (ok && skip != HDR_KEEP)
@@ -5122,8 +5201,10 @@ static int mbox_message(struct mbox_batch *b, const char *p, const char *end,
          mbox_header_apply(b, pm, skip, str_make(fieldval.p, fieldval.len), pseudo);
   buf_free(&fieldval);
   *next_out = p;
+  /* room for the NUL: with unread one before p, mbox_put moves the message out if not */
+  if (ok && d->arena) ok = mbox_put(&d, &cap, "", 0, 0, p - 1);
   if (!ok) {
-    free(d);
+    msgdata_unref(d);
     return 0;
   }
   if (pm->eol) {             /* line breaks that were not CRLF (saved by imapmem) */
@@ -5131,35 +5212,84 @@ static int mbox_message(struct mbox_batch *b, const char *p, const char *end,
     free(pm->eol);
     pm->eol = NULL;
   }
-  if (cap - d->size > 4096) {  /* give back what the estimate overshot */
+  if (!d->arena && cap - d->size > 4096) {  /* give back what doubling overshot */
     struct msgdata *nd = realloc(d, sizeof *d + d->size + 1);   /* on failure d stays */
-    if (nd) d = nd;
+    if (nd) {
+      d = nd;
+      d->bytes = (char *)(d + 1);
+    }
   }
-  atomic_init(&d->refs, 1);
-  atomic_init(&d->meta, NULL);
-  atomic_init(&d->sortkeys, NULL);
-  atomic_init(&d->emailid, 0);
   d->bytes[d->size] = 0;
+  if (d->arena) *at = d->bytes + d->size + 1;
   d->hdr_len = (uint32_t)header_length(d->bytes, d->size);
   pm->d = d;
   return 1;
 }
 
 /*
-** Parse mbox bytes into a new batch for mailbox `name`. On error returns an IMAPMEM_
-** code and writes "file:line: what" into err.
+** A new arena for a file of len bytes, and in *src where to put them: at its end, with room
+** before them for the CRs the loader adds (a sixteenth: lines of 16 bytes and more on
+** average). Large ones are mapped, with huge pages where the system offers them: page
+** faults are most of what loading costs.
 */
-static int mbox_parse(const char *data, size_t len, const char *file, const char *name,
-                      struct mbox_batch **out, char *err, size_t errcap) {
+#define ARENA_MAPPED_FROM (1u << 20)
+static struct msgarena *msgarena_new(size_t len, char **src) {
+  size_t room = len / 16 + 4096;
+  struct msgarena *a = mem_alloc(sizeof *a);
+  if (!a || len > SIZE_MAX / 2) {
+    free(a);
+    return NULL;
+  }
+  atomic_init(&a->refs, 1);
+  a->size = room + len + 1;
+  a->mapped = a->size >= ARENA_MAPPED_FROM;
+  if (a->mapped) {
+    void *m = mmap(NULL, a->size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    a->base = m == MAP_FAILED ? NULL : m;
+#ifdef MADV_HUGEPAGE
+    if (a->base) madvise(a->base, a->size, MADV_HUGEPAGE);
+#endif
+  } else {
+    a->base = mem_alloc(a->size);
+  }
+  if (!a->base) {
+    free(a);
+    return NULL;
+  }
+  *src = a->base + room;
+  (*src)[len] = 0;
+  return a;
+}
+
+/* Give back a mapped arena's pages past used bytes (the source the messages moved out of). */
+static void msgarena_trim(struct msgarena *a, size_t used) {
+  size_t page = (size_t)sysconf(_SC_PAGESIZE);
+  size_t keep = (used + page - 1) / page * page;
+  if (a->mapped && keep < a->size && munmap(a->base + keep, a->size - keep) == 0)
+    a->size = keep;
+}
+
+/*
+** Parse the mbox bytes at data (len bytes at the end of arena a, as msgarena_new placed them)
+** into a new batch for mailbox `name`, whose UIDVALIDITY (without an X-IMAPbase) is validity.
+** The messages are written in place, from the arena's start on: a line moves toward the
+** start by at most the CRs added before it, which the room before the file covers, so the
+** writing never overtakes the reading and the file is never copied. Consumes the caller's
+** reference to a. On error returns an IMAPMEM_ code and writes "file:line: what" into err.
+*/
+static int mbox_parse_arena(struct msgarena *a, const char *data, size_t len, uint32_t validity,
+                            const char *file, const char *name, struct mbox_batch **out,
+                            char *err, size_t errcap) {
   struct mbox_batch *b = mbox_batch_new(name, file, 1);
+  *out = b;
   if (!b) {
+    msgarena_unref(a);
     snprintf(err, errcap, "%s: out of memory", file);
     return IMAPMEM_NOMEM;
   }
-  b->content_validity = uidvalidity_from(data, len, name);
-  *out = b;
-  if (len == 0) return IMAPMEM_OK;
-  if (len < 5 || memcmp(data, "From ", 5) != 0) {
+  b->content_validity = validity;
+  if (len > 0 && (len < 5 || memcmp(data, "From ", 5) != 0)) {
+    msgarena_unref(a);
     snprintf(err, errcap, "%s:1: not an mbox file: the first line must start with \"From \"",
              file);
     mbox_batch_free(b);
@@ -5167,6 +5297,8 @@ static int mbox_parse(const char *data, size_t len, const char *file, const char
     return IMAPMEM_PARSE;
   }
   int64_t now = (int64_t)time(NULL);
+  char *at = a->base;
+  int line = 1;
   size_t pos = 0;
   while (pos < len) {
     const char *from = data + pos;
@@ -5175,13 +5307,16 @@ static int mbox_parse(const char *data, size_t len, const char *file, const char
     size_t body = fe ? (size_t)(fe - data) + 1 : len;
     struct pending pm = {0};
     pm.flags = FLAG_RECENT;  /* until a Status header says the message is old */
-    int pseudo = 0;
+    /* read now: writing the message may overwrite its From line */
+    int dated = mbox_from_date(from, from_len, &pm.internaldate, &pm.tz);
+    int pseudo = 0, at_line = line;
+    line += fe != NULL;
     const char *next = data + len;
     if (!mem_grow(&b->m, &b->cap, b->n + 1, sizeof b->m[0]) ||
-        !mbox_message(b, data + body, data + len, &pm, &pseudo, &next)) {
-      snprintf(err, errcap, "%s:%d: out of memory, or a message over 4 GB", file,
-               line_number_at(data, pos));
+        !mbox_message(b, data + body, data + len, a, &at, &pm, &pseudo, &next, &line)) {
+      snprintf(err, errcap, "%s:%d: out of memory, or a message over 4 GB", file, at_line);
       free(pm.keywords);
+      msgarena_unref(a);
       mbox_batch_free(b);
       *out = NULL;
       return IMAPMEM_NOMEM;
@@ -5190,7 +5325,7 @@ static int mbox_parse(const char *data, size_t len, const char *file, const char
       msgdata_unref(pm.d);
       free(pm.keywords);
     } else {
-      if (!mbox_from_date(from, from_len, &pm.internaldate, &pm.tz)) {
+      if (!dated) {
         struct str v;      /* no usable From-line date: the Date header, else now */
         if (!(header_get(pm.d->bytes, pm.d->bytes + pm.d->hdr_len, "Date", &v) &&
               date_parse(v, &pm.internaldate, &pm.tz))) {
@@ -5202,7 +5337,24 @@ static int mbox_parse(const char *data, size_t len, const char *file, const char
     }
     pos = (size_t)(next - data);
   }
+  msgarena_trim(a, (size_t)(at - a->base));
+  msgarena_unref(a);
   return IMAPMEM_OK;
+}
+
+/* Parse mbox bytes held by the caller: copied into an arena first. */
+static int mbox_parse(const char *data, size_t len, const char *file, const char *name,
+                      struct mbox_batch **out, char *err, size_t errcap) {
+  char *src;
+  struct msgarena *a = msgarena_new(len, &src);
+  if (!a) {
+    *out = NULL;
+    snprintf(err, errcap, "%s: out of memory", file);
+    return IMAPMEM_NOMEM;
+  }
+  memcpy(src, data, len);
+  return mbox_parse_arena(a, src, len, uidvalidity_from(data, len, name), file, name, out,
+                          err, errcap);
 }
 
 /* Read a whole file. Returns 0 and sets err on failure. */
@@ -5253,24 +5405,47 @@ static int file_read(const char *path, char **data, size_t *len, char *err, size
 }
 
 /*
-** Parse an mbox file. A regular file is mapped rather than read: its bytes are copied
-** once, straight from the page cache into the messages' own buffers.
+** Parse an mbox file. A regular file is read straight into the arena its messages will
+** live in (mbox_parse_arena), and hashed for its UIDVALIDITY a chunk at a time while the
+** chunk is in the cache: the file's bytes are read once and never copied.
 */
 static int mbox_parse_file(const char *path, const char *mailbox, struct mbox_batch **out,
                            char *err, size_t errcap) {
   struct stat st;
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
-    void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (map != MAP_FAILED) {
-      int rc = mbox_parse(map, (size_t)st.st_size, path, mailbox, out, err, errcap);
-      munmap(map, (size_t)st.st_size);
-      return rc;
+    size_t len = (size_t)st.st_size, n = 0;
+    char *src;
+    struct msgarena *a = msgarena_new(len, &src);
+    if (!a) {
+      close(fd);
+      *out = NULL;
+      snprintf(err, errcap, "%s: out of memory", path);
+      return IMAPMEM_NOMEM;
     }
-  } else if (fd >= 0) {
+    struct content_hash h;
+    content_hash_start(&h, len);
+    while (n < len) {
+      ssize_t r = read(fd, src + n, len - n < (1u << 20) ? len - n : (1u << 20));
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) {
+        snprintf(err, errcap, "%.400s: cannot read: %s", path, strerror(errno));
+        close(fd);
+        msgarena_unref(a);
+        *out = NULL;
+        return IMAPMEM_IO;
+      }
+      if (r == 0) break;       /* the file shrank while being read: take what there is */
+      n += (size_t)r;
+      content_hash_add(&h, src, n);
+    }
     close(fd);
+    src[n] = 0;
+    uint32_t validity = n == len ? content_hash_end(&h, src, n, mailbox)
+                                 : uidvalidity_from(src, n, mailbox);
+    return mbox_parse_arena(a, src, n, validity, path, mailbox, out, err, errcap);
   }
+  if (fd >= 0) close(fd);
   char *data;                /* empty files, pipes and the like: read() */
   size_t len;
   if (!file_read(path, &data, &len, err, errcap)) return IMAPMEM_IO;

@@ -196,6 +196,74 @@ static void test_mbox(void) {
   mbox_batch_free(b);
 }
 
+/*
+** The loader writes each message in place in its file's arena (LF to CRLF, From lines and
+** the mbox's own headers out) and moves a message to a buffer of its own where the room
+** before the file runs out. Compare with a plain line-by-line conversion: messages of long
+** lines (in place), runs of empty lines (more CRs than the room: moved), CRLF ones, over
+** 1 MiB in all (a mapped arena), read from memory and from a file (same UIDVALIDITY).
+*/
+static void expect_line(struct buf *want, const char *line, size_t n) {
+  const char *q = line;
+  while (q < line + n && *q == '>') q++;
+  if (q > line && line + n - q >= 5 && memcmp(q, "From ", 5) == 0) line++, n--;
+  buf_add(want, line, n);
+  buf_add(want, "\r\n", 2);
+}
+
+static void test_mbox_in_place(void) {
+  struct buf box = {0};
+  struct buf want[64] = {{0}};
+  int nmsg = 0, inplace = 0, moved = 0;
+  for (int i = 0; i < 60; i++, nmsg++) {
+    const char *eol = i % 5 == 4 ? "\r\n" : "\n";
+    buf_printf(&box, "From s%d@x Mon Jan  1 00:00:00 2024%s", i, eol);
+    buf_printf(&box, "Subject: message %d%sStatus: RO%s", i, eol, eol);
+    char subj[64];
+    snprintf(subj, sizeof subj, "Subject: message %d", i);
+    expect_line(&want[i], subj, strlen(subj));
+    buf_printf(&box, "%s", eol);
+    expect_line(&want[i], "", 0);
+    int lines = i % 3 == 1 ? 60000 : 300;
+    for (int l = 0; l < lines; l++) {
+      char text[200];
+      if (i % 3 == 1) text[0] = 0;       /* empty lines: a CR added per byte read */
+      else if (l % 50 == 7) snprintf(text, sizeof text, ">From line %d of %d", l, i);
+      else snprintf(text, sizeof text, "line %d of message %d, long enough to leave room "
+                                        "for its CR, like the lines of real mail", l, i);
+      buf_printf(&box, "%s%s", text, eol);
+      expect_line(&want[i], text, strlen(text));
+    }
+    buf_printf(&box, "%s", eol);
+  }
+  CHECK(!box.oom && box.len > ARENA_MAPPED_FROM);
+  char path[] = "/tmp/imapmem-unit-XXXXXX";
+  int fd = mkstemp(path);
+  CHECK(fd >= 0 && write(fd, box.p, box.len) == (ssize_t)box.len);
+  if (fd >= 0) close(fd);
+  for (int from_file = 0; from_file < 2; from_file++) {
+    struct mbox_batch *b = NULL;
+    char err[256];
+    int rc = from_file ? mbox_parse_file(path, "INBOX", &b, err, sizeof err)
+                       : mbox_parse(box.p, box.len, "mem", "INBOX", &b, err, sizeof err);
+    CHECK(rc == IMAPMEM_OK && b && (int)b->n == nmsg);
+    CHECK(b && b->content_validity == uidvalidity_from(box.p, box.len, "INBOX"));
+    for (int i = 0; b && i < nmsg && i < (int)b->n; i++) {
+      const struct msgdata *d = b->m[i].d;
+      CHECK(d->size == want[i].len && memcmp(d->bytes, want[i].p, d->size) == 0 &&
+            d->bytes[d->size] == 0);
+      CHECK(b->m[i].flags == FLAG_SEEN);
+      if (d->arena) inplace++;
+      else moved++;
+    }
+    mbox_batch_free(b);
+  }
+  CHECK(inplace >= 60 && moved >= 10);     /* both ways were taken */
+  unlink(path);
+  buf_free(&box);
+  for (int i = 0; i < nmsg; i++) buf_free(&want[i]);
+}
+
 /* Load and commit through a user, as imapmem_load does, and check UIDs. */
 static void test_commit(void) {
   const char *box =
@@ -942,6 +1010,7 @@ int main(void) {
   test_flags();
   test_dates();
   test_mbox();
+  test_mbox_in_place();
   test_commit();
   test_model();
   test_metadata_once();
