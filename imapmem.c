@@ -503,7 +503,8 @@ struct session {
   int out_socket;             /* fd_out is a socket (send), not a pipe or file (write) */
   const char *preauth;        /* start authenticated as this user (serve_fd) */
   unsigned ncommands;         /* commands read so far, for "#N=" faults */
-  int wake[2];                /* a pipe: a byte wakes the session from poll() */
+  int wake[2];                /* a pipe: a byte wakes the session from poll(); made on
+                                 its first SELECT or NOTIFY (session_wake_open), else -1 */
   int woken;                  /* a wake-up was taken from the pipe while writing */
   pthread_t thread;
   atomic_int finished;
@@ -531,7 +532,8 @@ struct session {
   int closing;                /* send what is buffered, then close */
   const char *end_why;        /* why the session ended, for the transcript */
   struct buf out;
-  char in[16384];
+  char *in;                   /* SESSION_IN bytes read ahead; not zeroed, so an idle
+                                 session's RSS holds only the pages a read touched */
   size_t inpos, inlen;
   struct buf cmd;             /* the command being read, literals inline */
   struct arena arena;
@@ -584,7 +586,9 @@ struct imapmem {
   int imaps_want;             /* the imaps port to listen on (0: any), -1: none */
   int imaps_fd, imaps_port;
   char imaps_address[80];
-  int wake[2];
+  int wake[2];                /* wakes the accept thread */
+  int stop_pipe[2];           /* readable from imapmem_stop() until its sessions have
+                                 ended: every session polls it, so one byte wakes them all */
   pthread_t accept_thread;
   int started, stopping;
   struct session **sessions;
@@ -6995,6 +6999,25 @@ static void session_contexts_free(struct session *s) {
   s->ncontexts = 0;
 }
 
+/*
+** A session is woken from poll() (section 10) through a pipe of its own when something it
+** watches changes. The pipe is made when it first selects a mailbox or sets NOTIFY, so a
+** session that only logs in holds one descriptor, its socket: 10,000 of them fit in the
+** usual limit of descriptors. 0 if no descriptor is left.
+*/
+static int session_wake_open(struct session *s) {
+  if (s->wake[0] >= 0) return 1;
+  int p[2];
+  if (pipe(p) < 0) return 0;
+  for (int i = 0; i < 2; i++) {
+    fcntl(p[i], F_SETFL, O_NONBLOCK);
+    fcntl(p[i], F_SETFD, FD_CLOEXEC);
+  }
+  s->wake[0] = p[0];
+  s->wake[1] = p[1];
+  return 1;
+}
+
 /* Forget "$": a new selection starts with the empty result (RFC 5182 2.1). */
 static void session_saved_clear(struct session *s) {
   free(s->saved);
@@ -10611,6 +10634,10 @@ static int cmd_select(struct session *s, struct command *c) {
   if (!mb) return 0;
   /* RFC 4314 5.2: read-only without "i", "e" or a right to change a flag */
   if (!(rights & (RIGHT_I | RIGHT_E | RIGHT_S | RIGHT_W | RIGHT_T))) examine = 2;
+  if (!session_wake_open(s)) {
+    mailbox_unref(mb);
+    return cmd_no(c, "[UNAVAILABLE] Out of file descriptors");
+  }
   pthread_mutex_lock(&mb->lock);
   if (!mem_grow(&s->view, &s->capview, mb->count, sizeof s->view[0]) ||
       !mem_grow(&mb->watchers, &mb->capwatchers, mb->nwatchers + 1, sizeof mb->watchers[0])) {
@@ -12453,6 +12480,10 @@ static int cmd_notify(struct session *s, struct command *c) {
     notify_free(n);
     return cmd_no(c, "[NOTIFICATIONOVERFLOW] More than %d mailboxes to watch", IMAPMEM_NOTIFY_MAX);
   }
+  if (!session_wake_open(s)) {
+    notify_free(n);
+    return cmd_no(c, "[UNAVAILABLE] Out of file descriptors");
+  }
   if (!store_watch_all(s->srv, &s->notify_watch, 1)) {
     notify_free(n);
     return cmd_no(c, "[SERVERBUG] Out of memory");
@@ -13235,6 +13266,7 @@ static int server_stopping(struct imapmem *srv) {
 /* Empty the session's wake pipe, so that a poll() on it does not spin. */
 static void session_drain_wake(struct session *s) {
   char tmp[64];
+  if (s->wake[0] < 0) return;
   while (read(s->wake[0], tmp, sizeof tmp) > 0) {}
 }
 
@@ -13246,10 +13278,12 @@ static void session_drain_wake(struct session *s) {
 static int session_wait_writable(struct session *s) {
   for (;;) {
     if (server_stopping(s->srv)) return 0;   /* the BYE of a stop is sent only if there is room */
-    struct pollfd pf[2] = {{s->fd_out, POLLOUT, 0}, {s->wake[0], POLLIN, 0}};
-    int r = poll(pf, 2, s->srv->cfg.idle_timeout * 1000);
+    struct pollfd pf[3] = {{s->fd_out, POLLOUT, 0}, {s->wake[0], POLLIN, 0},
+                           {s->srv->stop_pipe[0], POLLIN, 0}};   /* (-1 is skipped) */
+    int r = poll(pf, 3, s->srv->cfg.idle_timeout * 1000);
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) return 0;
+    if (pf[2].revents) continue;             /* imapmem_stop(): see the top */
     if (pf[1].revents) {
       session_drain_wake(s);
       s->woken = 1;
@@ -13311,11 +13345,12 @@ static const char *tls_error_text(char *out, size_t cap) {
 */
 static int tls_wait(struct session *s, int for_write, int ms) {
   for (;;) {
-    struct pollfd pf[2] = {{for_write ? s->fd_out : s->fd, for_write ? POLLOUT : POLLIN, 0},
-                           {s->wake[0], POLLIN, 0}};
-    int r = poll(pf, 2, ms);
+    struct pollfd pf[3] = {{for_write ? s->fd_out : s->fd, for_write ? POLLOUT : POLLIN, 0},
+                           {s->wake[0], POLLIN, 0}, {s->srv->stop_pipe[0], POLLIN, 0}};
+    int r = poll(pf, 3, ms);
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) return 0;
+    if (pf[2].revents && server_stopping(s->srv)) return -1;
     if (pf[1].revents) {
       session_drain_wake(s);
       s->woken = 1;
@@ -13734,6 +13769,7 @@ static int net_flush(struct session *s) {
 
 
 static void session_wake(struct session *s) {
+  if (s->wake[1] < 0) return;   /* never: watchers are added after session_wake_open */
   ssize_t r = write(s->wake[1], "x", 1);
   (void)r;                   /* a full pipe already holds a wake-up */
 }
@@ -13757,11 +13793,12 @@ static int session_wait(struct session *s, int wake_ok) {
   int timeout = s->srv->cfg.idle_timeout * 1000;
   if (s->tp->pending(s)) return 1;   /* TLS already holds it: poll() would wait in vain */
   for (;;) {
-    struct pollfd pf[2] = {{s->fd, POLLIN, 0}, {s->wake[0], POLLIN, 0}};
+    struct pollfd pf[3] = {{s->fd, POLLIN, 0}, {s->wake[0], POLLIN, 0},
+                           {s->srv->stop_pipe[0], POLLIN, 0}};
     int woken = s->woken;    /* taken from the pipe while a write waited */
     s->woken = 0;
     if (!woken) {
-      int r = poll(pf, 2, timeout);
+      int r = poll(pf, 3, timeout);
       if (r < 0 && errno == EINTR) continue;
       if (r == 0) return 0;
       if (r < 0) return 1;   /* let read() report the error */
@@ -13769,6 +13806,7 @@ static int session_wait(struct session *s, int wake_ok) {
         session_drain_wake(s);
         woken = 1;
       }
+      if (pf[2].revents) woken = 1;   /* imapmem_stop(); the byte stays for the others */
     }
     if (woken) {
       if (server_stopping(s->srv)) return -4;
@@ -13784,6 +13822,7 @@ static int session_wait(struct session *s, int wake_ok) {
   }
 }
 
+#define SESSION_IN 16384
 /* Make at least one more byte available in s->in. Returns as session_wait, or -1. */
 static int session_fill(struct session *s, int wake_ok) {
   if (s->inpos == s->inlen) s->inpos = s->inlen = 0;
@@ -13796,7 +13835,7 @@ static int session_fill(struct session *s, int wake_ok) {
   if (w < 0) return w;
   ssize_t r;
   do {
-    r = s->tp->recv(s, s->in + s->inlen, sizeof s->in - s->inlen);
+    r = s->tp->recv(s, s->in + s->inlen, SESSION_IN - s->inlen);
   } while (r < 0 && errno == EINTR);
   if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 1;   /* nothing after all */
   if (r <= 0) {
@@ -14122,6 +14161,7 @@ static void session_free(struct session *s) {
   session_contexts_free(s);
   session_saved_clear(s);
   arena_free(&s->arena);
+  free(s->in);
   free((char *)s->preauth);
   free(s->view);
   free(s);
@@ -14132,6 +14172,10 @@ static const struct session_io net_io = {net_flush, net_write, net_read_line};
 static struct session *session_new(struct imapmem *srv, int fd, int fd_out) {
   struct session *s = mem_calloc(1, sizeof *s);
   if (!s) return NULL;
+  if (!(s->in = mem_alloc(SESSION_IN))) {
+    free(s);
+    return NULL;
+  }
   s->io = &net_io;
   s->tp = &plain_transport;
   s->srv = srv;
@@ -14146,17 +14190,8 @@ static struct session *session_new(struct imapmem *srv, int fd, int fd_out) {
   if (fstat(fd_out, &st) == 0 && (S_ISSOCK(st.st_mode) || S_ISFIFO(st.st_mode)))
     fcntl(fd_out, F_SETFL, fcntl(fd_out, F_GETFL) | O_NONBLOCK);
   s->out_socket = fstat(fd_out, &st) == 0 && S_ISSOCK(st.st_mode);
-  s->wake[0] = s->wake[1] = -1;
+  s->wake[0] = s->wake[1] = -1;   /* session_wake_open makes them when needed */
   atomic_init(&s->finished, 0);
-  if (pipe(s->wake) < 0) {
-    s->fd = s->fd_out = -1;
-    session_free(s);
-    return NULL;
-  }
-  fcntl(s->wake[0], F_SETFL, O_NONBLOCK);
-  fcntl(s->wake[1], F_SETFL, O_NONBLOCK);
-  fcntl(s->wake[0], F_SETFD, FD_CLOEXEC);
-  fcntl(s->wake[1], F_SETFD, FD_CLOEXEC);
   return s;
 }
 
@@ -14326,6 +14361,16 @@ int imapmem_new(const struct imapmem_config *config, imapmem **out) {
   srv->port = -1;
   srv->imaps_fd = srv->imaps_port = srv->imaps_want = -1;
   srv->wake[0] = srv->wake[1] = -1;
+  if (pipe(srv->stop_pipe) < 0) {
+    int e = errno;
+    srv->stop_pipe[0] = srv->stop_pipe[1] = -1;
+    imapmem_free(srv);
+    return api_error(NULL, IMAPMEM_IO, "imapmem_new: pipe: %s", strerror(e));
+  }
+  for (int i = 0; i < 2; i++) {
+    fcntl(srv->stop_pipe[i], F_SETFL, O_NONBLOCK);
+    fcntl(srv->stop_pipe[i], F_SETFD, FD_CLOEXEC);
+  }
   atomic_init(&srv->nactive, 0);
   atomic_init(&srv->caps_off, CAPS_OFF_AT_START |
               (cfg.imap_version == IMAPMEM_REV1_ONLY ? CAP_IMAP4REV2 : 0) |
@@ -14668,8 +14713,9 @@ int imapmem_stop(imapmem *srv) {
      descriptors and ends; waiting for room to write gives way to the wake-up too. This
      thread never touches a session's descriptors, which may be reused the moment the
      session closes them. */
+  ssize_t w = write(srv->stop_pipe[1], "x", 1);   /* not read until all have ended */
+  (void)w;
   pthread_mutex_lock(&srv->lock);
-  for (size_t i = 0; i < srv->nsessions; i++) session_wake(srv->sessions[i]);
   struct session **list = srv->sessions;   /* the threads need the lock: join outside it */
   size_t n = srv->nsessions;
   srv->sessions = NULL;
@@ -14680,6 +14726,8 @@ int imapmem_stop(imapmem *srv) {
     session_free(list[i]);
   }
   free(list);
+  char tmp[16];
+  while (read(srv->stop_pipe[0], tmp, sizeof tmp) > 0) {}
   pthread_mutex_lock(&srv->lock);
   srv->stopping = 0;         /* serve_fd() may be used again */
   pthread_mutex_unlock(&srv->lock);
@@ -15418,6 +15466,8 @@ void imapmem_free(imapmem *srv) {
   free(srv->notifiers);
   free(srv->faults);
   tls_forget(srv);
+  for (int i = 0; i < 2; i++)
+    if (srv->stop_pipe[i] >= 0) close(srv->stop_pipe[i]);
   pthread_mutex_destroy(&srv->lock);
   pthread_mutex_destroy(&srv->wait_lock);
   pthread_cond_destroy(&srv->wait_cond);

@@ -542,6 +542,28 @@ class Limits(Base):
         self.assertTrue(r4.greeting.startswith(b"* OK"), r4.greeting)
         r4.ok("LOGIN test test")
 
+    @unittest.skipUnless(os.path.isdir("/proc/self/fd"), "counts descriptors in /proc")
+    def test_a_session_holds_one_descriptor_until_it_selects(self):
+        # 10,000 idle sessions must fit in the usual limit of descriptors: one that has
+        # logged in holds its socket only; SELECT (or NOTIFY) adds its wake-up pipe.
+        s = self.start(BASIC)
+        fds = lambda: len(os.listdir("/proc/%d/fd" % s.proc.pid))
+        self.raw(s).ok("NOOP")               # the first session's allocations are made
+        before = fds()
+        clients = [self.raw(s) for _ in range(20)]
+        for r in clients:
+            r.ok("NOOP")
+        self.assertEqual(fds() - before, 20)
+        for r in clients[:5]:
+            r.ok("SELECT INBOX")
+        self.assertEqual(fds() - before, 20 + 5 * 2)
+        clients[0].ok("SELECT INBOX")        # a second SELECT makes no second pipe
+        self.assertEqual(fds() - before, 30)
+        s.proc.send_signal(signal.SIGTERM)   # and every one of them still hears the stop
+        self.assertEqual(s.proc.wait(10), 0)
+        for r in clients:
+            self.assertIn(b"* BYE", r.read_to_eof()[0])
+
     def test_idle_timeout(self):
         s = self.start("--idle-timeout", "1", BASIC)
         r = self.raw(s)
