@@ -198,10 +198,15 @@ struct headers {
   struct str v[H_COUNT];
   unsigned char have[H_COUNT];
 };
-struct rendered {            /* ENVELOPE, BODY and BODYSTRUCTURE as FETCH writes them */
-  char *envelope;
-  char *body;
-  char *bodystructure;
+/*
+** ENVELOPE, BODY and BODYSTRUCTURE as FETCH writes them, each made on the first FETCH
+** that asks for it (a client that only lists envelopes never pays for the others).
+*/
+enum { RENDER_ENVELOPE = 1, RENDER_BODY = 2, RENDER_BODYSTRUCTURE = 4, RENDER_ALL = 7 };
+struct rendered {
+  _Atomic(char *) envelope;
+  _Atomic(char *) body;
+  _Atomic(char *) bodystructure;
 };
 /*
 ** What SORT and THREAD compare (RFC 5256, RFC 5957), made once per message on the first
@@ -222,7 +227,7 @@ struct msgmeta {             /* computed once per message, then shared and immut
   struct part *parts;         /* parts[0] is the top-level entity */
   int nparts;
   int64_t sent;               /* Date header as a UTC day number, or INT64_MIN */
-  _Atomic(struct rendered *) rendered;   /* made on the first FETCH that needs it */
+  struct rendered rendered;   /* the only part written after it is built */
 };
 struct msgdata {             /* a message's bytes, stored once, shared by its copies */
   atomic_int refs;
@@ -2991,23 +2996,21 @@ static void out_body(struct buf *b, const char *msg, const struct part *parts, i
 /*
 ** A message's metadata comes in two stages, each computed once, on first use, by
 ** whichever thread gets there first and published with a compare-and-swap (the loser
-** frees its copy): the part table and Date (for SEARCH and body sections), then the
-** rendered ENVELOPE/BODY/BODYSTRUCTURE (for FETCH of those). SEARCH never pays for text
-** it does not send.
+** frees its copy): the part table and Date (for SEARCH and body sections), then each of
+** ENVELOPE, BODY and BODYSTRUCTURE as text (for a FETCH of that one). SEARCH never pays
+** for text it does not send.
 */
 static atomic_long msgmeta_builds, rendered_builds;  /* so a test can see each is built once */
 
 static void rendered_free(struct rendered *r) {
-  if (!r) return;
-  free(r->envelope);
-  free(r->body);
-  free(r->bodystructure);
-  free(r);
+  free(atomic_load(&r->envelope));
+  free(atomic_load(&r->body));
+  free(atomic_load(&r->bodystructure));
 }
 
 static void msgmeta_free(struct msgmeta *m) {
   if (!m) return;
-  rendered_free(atomic_load(&m->rendered));
+  rendered_free(&m->rendered);
   free(m->parts);
   free(m);
 }
@@ -3017,7 +3020,9 @@ static struct msgmeta *msgmeta_build(const char *msg, size_t size) {
   atomic_fetch_add(&msgmeta_builds, 1);
   struct msgmeta *m = mem_calloc(1, sizeof *m);
   if (!m) return NULL;
-  atomic_init(&m->rendered, NULL);
+  atomic_init(&m->rendered.envelope, NULL);
+  atomic_init(&m->rendered.body, NULL);
+  atomic_init(&m->rendered.bodystructure, NULL);
   struct mime_builder mb = {msg, NULL, 0, 0, 0};
   mime_parse(&mb, 0, size, 0, 0);
   m->parts = mb.parts;
@@ -3035,23 +3040,13 @@ static struct msgmeta *msgmeta_build(const char *msg, size_t size) {
   return m;
 }
 
-/* Render ENVELOPE, BODY and BODYSTRUCTURE from the part table. NULL if memory ran out. */
-static struct rendered *rendered_build(const char *msg, size_t size, const struct msgmeta *m) {
+/* Render one of ENVELOPE, BODY, BODYSTRUCTURE (a RENDER_ bit). NULL if memory ran out. */
+static char *render(const char *msg, size_t size, const struct msgmeta *m, unsigned which) {
   atomic_fetch_add(&rendered_builds, 1);
-  struct rendered *r = mem_calloc(1, sizeof *r);
-  if (!r) return NULL;
-  struct buf e = {0}, bd = {0}, bs = {0};
-  out_envelope(&e, msg, msg + header_length(msg, size));
-  out_body(&bd, msg, m->parts, 0, 0);
-  out_body(&bs, msg, m->parts, 0, 1);
-  r->envelope = buf_take(&e);
-  r->body = buf_take(&bd);
-  r->bodystructure = buf_take(&bs);
-  if (!r->envelope || !r->body || !r->bodystructure) {
-    rendered_free(r);
-    return NULL;
-  }
-  return r;
+  struct buf b = {0};
+  if (which == RENDER_ENVELOPE) out_envelope(&b, msg, msg + header_length(msg, size));
+  else out_body(&b, msg, m->parts, 0, which == RENDER_BODYSTRUCTURE);
+  return buf_take(&b);
 }
 
 /* The message's part table, computed on first use. NULL if memory ran out. */
@@ -3066,18 +3061,25 @@ static struct msgmeta *msgdata_meta(struct msgdata *d) {
   return expected;
 }
 
-/* The message's rendered ENVELOPE/BODY/BODYSTRUCTURE, made on first use. */
-static const struct rendered *msgdata_rendered(struct msgdata *d) {
+/*
+** The message's rendered text, with at least the pieces in want (RENDER_ bits) made, each
+** on first use. NULL if memory ran out.
+*/
+static const struct rendered *msgdata_rendered(struct msgdata *d, unsigned want) {
   struct msgmeta *m = msgdata_meta(d);      /* of it, only m->rendered is ever written */
   if (!m) return NULL;
-  struct rendered *r = atomic_load_explicit(&m->rendered, memory_order_acquire);
-  if (r) return r;
-  struct rendered *n = rendered_build(d->bytes, d->size, m);
-  if (!n) return NULL;
-  struct rendered *expected = NULL;
-  if (atomic_compare_exchange_strong(&m->rendered, &expected, n)) return n;
-  rendered_free(n);
-  return expected;
+  struct rendered *r = &m->rendered;
+  for (unsigned bit = RENDER_ENVELOPE; bit <= RENDER_BODYSTRUCTURE; bit <<= 1) {
+    _Atomic(char *) *slot = bit == RENDER_ENVELOPE ? &r->envelope
+                          : bit == RENDER_BODY ? &r->body : &r->bodystructure;
+    if (!(want & bit) || atomic_load_explicit(slot, memory_order_acquire)) continue;
+    char *text = render(d->bytes, d->size, m, bit);
+    if (!text) return NULL;
+    char *expected = NULL;
+    if (!atomic_compare_exchange_strong(slot, &expected, text))
+      free(text);            /* another thread won the race; use its copy */
+  }
+  return r;
 }
 
 /* ------------------------------------------------------------------------- */
@@ -9400,7 +9402,8 @@ static void fetch_one(struct session *s, const struct fetch_item *items, const s
     first = 0;
     const struct rendered *mm = NULL;
     if (it->kind == FI_ENVELOPE || it->kind == FI_BODY || it->kind == FI_BODYSTRUCTURE) {
-      mm = msgdata_rendered(m->data);
+      mm = msgdata_rendered(m->data, it->kind == FI_ENVELOPE ? RENDER_ENVELOPE
+                                     : it->kind == FI_BODY ? RENDER_BODY : RENDER_BODYSTRUCTURE);
       if (!mm) {
         s->out.oom = 1;
         return;

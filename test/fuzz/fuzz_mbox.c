@@ -50,7 +50,7 @@ FZ struct user *load(const char *p, size_t n, int *rc_out) {
     if (d->bytes[d->size] != 0 || d->hdr_len != header_length(d->bytes, d->size))
       fz_fail("a loaded message's size or header length is wrong", d->bytes, d->size);
     if (i < 16) msgdata_meta(d);   /* the MIME target does the message model in depth */
-    if (i < 2) msgdata_rendered(d);
+    if (i < 2) msgdata_rendered(d, RENDER_ALL);
   }
   struct user *u = user_new("u", "p");
   if (!u) abort();

@@ -259,7 +259,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (!d) return 0;
   if (d->hdr_len > d->size) fz_fail("a header longer than the message", d->bytes, d->size);
   struct msgmeta *mm = msgdata_meta(d);
-  const struct rendered *r = msgdata_rendered(d);
+  const struct rendered *r = msgdata_rendered(d, RENDER_ALL);
   if (mm && r) {
     static struct paths ps;   /* 32 KB: not allocated for every input */
     ps.n = 0;
