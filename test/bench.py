@@ -1405,6 +1405,18 @@ def proc_count(pid, key):
     return 0
 
 
+def has_cap_sys_resource():
+    """Does this process have CAP_SYS_RESOURCE (bit 24), which raising a hard limit needs?"""
+    try:
+        with open("/proc/self/status") as f:
+            for ln in f:
+                if ln.startswith("CapEff:"):
+                    return bool(int(ln.split()[1], 16) >> 24 & 1)
+    except (OSError, ValueError):
+        pass
+    return False
+
+
 def proc_fds(pid):
     try:
         return len(os.listdir("/proc/%d/fd" % pid))
@@ -1542,6 +1554,14 @@ def idle_item(table, corpus, tmp, runs, details, notes):
                    % (label, x["connected"], fmt_time(x["setup"]), x["thr_per"],
                       x["fds_per"], x["thr1"], x["fds1"], x["nofile"][0], x["nofile"][1],
                       x["rss0"] / MIB, x["rss1"] / MIB, x["kib"], stack))
+    want = 3 * nidle + 1024
+    if 0 < x["nofile"][0] < want:
+        notes.append("idle sessions: the server's open-file limit stayed at %d (hard %d): "
+                     "raising it to %d needs root with CAP_SYS_RESOURCE, which this process "
+                     "lacks" % (x["nofile"][0], x["nofile"][1], 4 * nidle + 1024)
+                     if not has_cap_sys_resource() else
+                     "idle sessions: the server's open-file limit stayed at %d (hard %d)"
+                     % x["nofile"])
     for x in rr:
         if x["connected"] < nidle or x["errors"]:
             lim = x["nofile"][0]
