@@ -1417,6 +1417,21 @@ def has_cap_sys_resource():
     return False
 
 
+def kernel_mem():
+    """Machine-wide KernelStack and Slab of /proc/meminfo, bytes: what threads and sockets
+    cost outside any process's RSS."""
+    out = {"KernelStack": 0, "Slab": 0}
+    try:
+        with open("/proc/meminfo") as f:
+            for ln in f:
+                k = ln.split(":")[0]
+                if k in out:
+                    out[k] = int(ln.split()[1]) * 1024
+    except OSError:
+        pass
+    return out
+
+
 def proc_fds(pid):
     try:
         return len(os.listdir("/proc/%d/fd" % pid))
@@ -1478,6 +1493,7 @@ def idle_run(corpus, tmp, nidle):
         pid = srv.proc.pid
         m["rss0"], m["thr0"], m["fds0"] = srv.rss(), proc_count(pid, "Threads"), proc_fds(pid)
         m["nofile"] = proc_nofile(pid)
+        m["kmem0"] = kernel_mem()
         p = subprocess.Popen([BENCH_LOAD, "idle", HOST, str(srv.port), "test", "test",
                               str(nidle), "INBOX", str(IDLE_PROBES)], stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -1488,6 +1504,7 @@ def idle_run(corpus, tmp, nidle):
             if ln.startswith(b"idle_ready"):
                 break
         m["rss1"], m["thr1"], m["fds1"] = srv.rss(), proc_count(pid, "Threads"), proc_fds(pid)
+        m["kmem1"] = kernel_mem()
         m["stack_rss"], m["stack_size"], m["stacks"] = thread_stacks(pid, m["thr1"] - m["thr0"])
         try:
             p.stdin.write(b"go\n")
@@ -1550,10 +1567,14 @@ def idle_item(table, corpus, tmp, runs, details, notes):
     details.append("%s idle sessions (one run): %d connected in %s; the server has %.2f "
                    "threads and %.2f descriptors a session (%d threads, %d descriptors with "
                    "them; open-file limit %s soft, %s hard); RSS %.1f MB -> %.1f MB, "
-                   "%.1f KiB a session: %s"
+                   "%.1f KiB a session: %s. Outside RSS, machine-wide (both ends of each "
+                   "connection, and whatever else ran): kernel stacks +%.1f KiB and slab "
+                   "+%.1f KiB a session"
                    % (label, x["connected"], fmt_time(x["setup"]), x["thr_per"],
                       x["fds_per"], x["thr1"], x["fds1"], x["nofile"][0], x["nofile"][1],
-                      x["rss0"] / MIB, x["rss1"] / MIB, x["kib"], stack))
+                      x["rss0"] / MIB, x["rss1"] / MIB, x["kib"], stack,
+                      (x["kmem1"]["KernelStack"] - x["kmem0"]["KernelStack"]) / n / 1024,
+                      (x["kmem1"]["Slab"] - x["kmem0"]["Slab"]) / n / 1024))
     want = 3 * nidle + 1024
     if 0 < x["nofile"][0] < want:
         notes.append("idle sessions: the server's open-file limit stayed at %d (hard %d): "
