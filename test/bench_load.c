@@ -169,13 +169,14 @@ static int scan(struct conn *c) {
   }
 }
 
-/* Read what the socket has (non-blocking). Returns 0 on EOF or error, 1 otherwise. */
+/* One recv() into the free end of the buffer (non-blocking): epoll is level-triggered, so
+   what is left in the socket is reported again. Returns 0 on EOF or error, 1 otherwise. */
 static int fill(struct conn *c) {
   for (;;) {
     if (c->len == BUFSZ) return 1;          /* scan() makes room */
     size_t room = BUFSZ - c->len;
     ssize_t r = recv(c->fd, c->buf + c->len, room, 0);
-    if (r > 0) {          /* less than asked: drained for now (epoll is level-triggered) */
+    if (r > 0) {
       c->len += (size_t)r;
       c->heard = 1;
       return 1;
