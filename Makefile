@@ -126,7 +126,12 @@ build/bench_ref: test/bench_ref.c | build
 build/bench_sizes: test/bench_sizes.c imapmem.c imapmem.h | build
 	$(CC) $(WARN) -O2 -pthread test/bench_sizes.c -o $@
 
-bench: imapmem build/bench_ref build/bench_sizes
+# The load generator of the concurrency items: a few threads, each an epoll loop over many
+# connections (libc and pthreads only).
+build/bench_load: test/bench_load.c | build
+	$(CC) $(WARN) -O2 -pthread test/bench_load.c -o $@
+
+bench: imapmem build/bench_ref build/bench_sizes build/bench_load
 	$(PY) test/bench.py
 
 clean:
