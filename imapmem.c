@@ -14622,7 +14622,9 @@ static int net_listen(const char *addr, int port, char *err, size_t errcap) {
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (ai->ai_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-    if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 128) < 0) {
+    /* the system's largest backlog: a test suite that opens hundreds of connections at
+       once must not wait for SYN retries (a second each) beyond a short queue */
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, SOMAXCONN) < 0) {
       e = errno;
       close(fd);
       fd = -1;
