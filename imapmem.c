@@ -781,7 +781,7 @@ static void buf_adds(struct buf *b, const char *s) {
 }
 
 static void buf_addc(struct buf *b, char c) {
-  if (!buf_reserve(b, 1)) return;
+  if (b->len + 2 > b->cap && !buf_reserve(b, 1)) return;   /* the call only when full */
   b->p[b->len++] = c;
   b->p[b->len] = 0;
 }
@@ -1876,6 +1876,16 @@ struct token {
   struct buf q;               /* quoted string or comment, unescaped (owned by the caller) */
 };
 
+/*
+** Is c one of the lexer's specials? A letter, digit or '-' never is (no set has one), which
+** spares most bytes of an atom the strchr; NUL always is (strchr finds the terminator).
+*/
+static int lex_special(const struct lexer *lx, char c) {
+  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-')
+    return 0;
+  return strchr(lx->specials, c) != NULL;
+}
+
 static void lex_skip_cfws(struct lexer *lx) {
   int depth = 0;
   while (lx->p < lx->end) {
@@ -1938,7 +1948,7 @@ static int lex_next(struct lexer *lx, struct token *t) {
     t->text = str_make(s, (size_t)(lx->p - s));
     return t->type = TOK_DOMLIT;
   }
-  if (strchr(lx->specials, *s) || *s == '(' || *s == ')') {
+  if (lex_special(lx, *s) || *s == '(' || *s == ')') {
     lx->p++;
     t->text = str_make(s, 1);
     return t->type = TOK_SPECIAL;
@@ -1946,7 +1956,7 @@ static int lex_next(struct lexer *lx, struct token *t) {
   while (lx->p < lx->end) {
     char c = *lx->p;
     if (c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '"' || c == '(' || c == ')' ||
-        strchr(lx->specials, c))
+        lex_special(lx, c))
       break;
     lx->p++;
   }
