@@ -3035,6 +3035,10 @@ static struct msgmeta *msgmeta_build(const char *msg, size_t size) {
   atomic_init(&m->rendered.bodystructure, NULL);
   struct mime_builder mb = {msg, NULL, 0, 0, 0};
   mime_parse(&mb, 0, size, 0, 0);
+  if (!mb.failed && mb.n > 0 && mb.n < mb.cap) {   /* kept for every message: no spare room */
+    struct part *fit = realloc(mb.parts, sizeof *fit * (size_t)mb.n);
+    if (fit) mb.parts = fit;
+  }
   m->parts = mb.parts;
   m->nparts = mb.n;
   m->sent = INT64_MIN;
@@ -3056,7 +3060,9 @@ static char *render(const char *msg, size_t size, const struct msgmeta *m, unsig
   struct buf b = {0};
   if (which == RENDER_ENVELOPE) out_envelope(&b, msg, msg + header_length(msg, size));
   else out_body(&b, msg, m->parts, 0, which == RENDER_BODYSTRUCTURE);
-  return buf_take(&b);
+  size_t len = b.len;
+  char *text = buf_take(&b), *fit = text ? realloc(text, len + 1) : NULL;
+  return fit ? fit : text;   /* kept for every message: no room to spare (issue 15) */
 }
 
 /* The message's part table, computed on first use. NULL if memory ran out. */
