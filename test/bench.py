@@ -17,7 +17,8 @@ Python 3 standard library only. It
     1x of the C scan on every corpus, peak RSS during the load (VmHWM at the ready line)
     <= 1.2x the fixture, RSS after FETCH ENV+BS <= 1.15x + 200 B a message;
   * item 6 (1, 8, 64 and 256 clients) driven by build/bench_load (C, a few epoll threads,
-    from test/bench_load.c) when it is built: at 256 clients >= 0.9x the commands/s of 8,
+    from test/bench_load.c, at nice -10 where allowed so that the server's runnable threads
+    cannot starve it) when it is built: at 256 clients >= 0.9x the commands/s of 8,
     p99 < 10 ms, no failed command;
   * item 9: spawning ./imapmem on fixtures/basic.mbox until its ready line, against
     spawning /bin/true until it exits (median of 21 each): <= 3x;
@@ -1288,14 +1289,36 @@ def parse_kv(out):
     return res
 
 
+LOAD_NICE = -10              # the load generator's priority, when the system allows it
+load_nice_used = []          # the priority it actually ran at (for the details)
+
+
+def load_priority():
+    """A preexec_fn: run the load generator at LOAD_NICE. With 256 clients the server has up
+    to 256 runnable threads, and at equal priority the scheduler gives the generator's few
+    threads a 1/128 share: then it is the generator that is measured, not the server."""
+    try:
+        os.nice(LOAD_NICE)
+    except OSError:
+        pass
+
+
 def bench_load_run(port, nclients, seconds, srv):
     """Item 6 with build/bench_load (C, epoll): nclients connections, LOGIN + SELECT, then
     item 6's mix (SELECT, FETCH n BODY.PEEK[], STORE n +FLAGS, NOOP) in a closed loop for
     seconds. Returns the figures load_run() returns."""
     cpu0 = srv.cpu()
-    p = subprocess.run([BENCH_LOAD, "run", HOST, str(port), "test", "test", "INBOX",
-                        str(nclients), "%g" % seconds], stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, timeout=seconds + 300)
+    p = subprocess.Popen([BENCH_LOAD, "run", HOST, str(port), "test", "test", "INBOX",
+                          str(nclients), "%g" % seconds], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, preexec_fn=load_priority)
+    try:
+        nice = os.getpriority(os.PRIO_PROCESS, p.pid)
+    except OSError:
+        nice = None
+    stdout, stderr = p.communicate(timeout=seconds + 300)
+    p = subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr)
+    if nice is not None and nice not in load_nice_used:
+        load_nice_used.append(nice)
     cpu = srv.cpu() - cpu0
     r = parse_kv(p.stdout.decode("utf-8", "replace"))
     if p.returncode != 0 or "commands_per_s" not in r:
@@ -2176,8 +2199,11 @@ def load_phase(table, c, tmp, peer, details, notes):
     rate8 = med([x["rate"] for x in out[8]["imapmem"]])
     if use_c:
         details.append("items 6: clients driven by build/bench_load (C, %d threads, each an "
-                       "epoll loop over its share of the connections); item 7 (APPEND) by "
-                       "the Python workers" % out[8]["imapmem"][0]["threads"])
+                       "epoll loop over its share of the connections, at nice %s so that "
+                       "hundreds of runnable server threads cannot starve it); item 7 "
+                       "(APPEND) by the Python workers"
+                       % (out[8]["imapmem"][0]["threads"],
+                          ",".join(str(x) for x in load_nice_used) or "?"))
     for lv in levels:
         im, dv = out[lv]["imapmem"], out[lv]["dovecot"]
         v = [x["rate"] for x in im]
