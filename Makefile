@@ -119,7 +119,7 @@ difftest: imapmem
 	$(PY) test/difftest.py
 
 # Benchmarks (never part of `make test`): see the README's Performance section.
-build/bench_ref: test/bench_ref.c | build
+build/bench_ref: test/bench_ref.c test/bench_util.h | build
 	$(CC) $(WARN) -O2 test/bench_ref.c -o $@
 
 # What a MODSEQ costs each message, from the compiled struct (it includes imapmem.c).
@@ -128,7 +128,7 @@ build/bench_sizes: test/bench_sizes.c imapmem.c imapmem.h | build
 
 # The load generator of the concurrency items: a few threads, each an epoll loop over many
 # connections (libc and pthreads only).
-build/bench_load: test/bench_load.c | build
+build/bench_load: test/bench_load.c test/bench_util.h | build
 	$(CC) $(WARN) -O2 -pthread test/bench_load.c -o $@
 
 bench: imapmem build/bench_ref build/bench_sizes build/bench_load

@@ -544,15 +544,21 @@ def search_count(lines):
 # Servers under test: imapmem and (optionally) a private Dovecot
 # ---------------------------------------------------------------------------------------
 
-def proc_status(pid, key):
+def proc_count(pid, key):
+    """A /proc/PID/status field as the number it shows (Threads; VmRSS in KiB), or 0."""
     try:
         with open("/proc/%d/status" % pid) as f:
             for ln in f:
                 if ln.startswith(key + ":"):
-                    return int(ln.split()[1]) * 1024
+                    return int(ln.split()[1])
     except OSError:
         pass
     return 0
+
+
+def proc_status(pid, key):
+    """A /proc/PID/status memory field (VmRSS, VmHWM) in bytes."""
+    return proc_count(pid, key) * 1024
 
 
 def proc_cpu(pid, children=False):
@@ -1414,18 +1420,6 @@ def raise_nofile(want):
         except (ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return f
-
-
-def proc_count(pid, key):
-    """A /proc/PID/status field that is a plain count (Threads)."""
-    try:
-        with open("/proc/%d/status" % pid) as f:
-            for ln in f:
-                if ln.startswith(key + ":"):
-                    return int(ln.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 def has_cap_sys_resource():

@@ -48,26 +48,8 @@
 #define KEEP 32             /* bytes kept of a line longer than the buffer (a {n} at its end) */
 #define HARD_EXTRA 15.0     /* seconds after the deadline for outstanding replies */
 
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void die(const char *what) {
-  fprintf(stderr, "bench_load: %s: %s\n", what, strerror(errno));
-  exit(2);
-}
-
-static long arg_long(const char *s, long min) {
-  char *end;
-  long v = strtol(s, &end, 10);
-  if (*s == 0 || *end != 0 || v < min) {
-    fprintf(stderr, "bench_load: bad number: %s\n", s);
-    exit(2);
-  }
-  return v;
-}
+#define BENCH_PROG "bench_load"
+#include "bench_util.h"
 
 /* ------------------------------------------------------------------------------------- */
 /* One connection: a response scanner that finds the tagged reply and skips literals      */

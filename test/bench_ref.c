@@ -43,26 +43,8 @@
 #include <time.h>
 #include <unistd.h>
 
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void die(const char *what) {
-  fprintf(stderr, "bench_ref: %s: %s\n", what, strerror(errno));
-  exit(2);
-}
-
-static long arg_long(const char *s, long min) {
-  char *end;
-  long v = strtol(s, &end, 10);
-  if (*s == 0 || *end != 0 || v < min) {
-    fprintf(stderr, "bench_ref: bad number: %s\n", s);
-    exit(2);
-  }
-  return v;
-}
+#define BENCH_PROG "bench_ref"
+#include "bench_util.h"
 
 /* Read the whole file into buf (cap bytes, at least the file's size); returns bytes. */
 static size_t read_into(const char *path, char *buf, size_t cap) {
