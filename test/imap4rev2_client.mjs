@@ -17,7 +17,7 @@
 // Every answer is {"ok": true, ...} or {"ok": false, "error": "..."}.
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import readline from 'node:readline';
+import { serveRequests } from './imapflow_driver.mjs';
 
 const moduleDir = process.argv[2];
 const require = createRequire(path.join(path.resolve(moduleDir), 'x.js'));
@@ -66,17 +66,8 @@ async function handle(req) {
     }
 }
 
-const rl = readline.createInterface({ input: process.stdin });
-for await (const line of rl) {
-    if (!line.trim()) continue;
-    let answer;
-    try {
-        answer = { ok: true, ...(await handle(JSON.parse(line))) };
-    } catch (err) {
-        answer = { ok: false, error: String(err && (err.responseText || err.message || err)) };
+await serveRequests(handle, () => {
+    if (client) {
+        try { client.close(); } catch (e) { /* already closed */ }
     }
-    process.stdout.write(JSON.stringify(answer) + '\n');
-}
-if (client) {
-    try { client.close(); } catch (e) { /* already closed */ }
-}
+});
