@@ -609,6 +609,17 @@ def proc_tree(root):
     return out
 
 
+def stop_process(proc):
+    """SIGTERM, and SIGKILL if it has not ended 20 s later."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class Imapmem:
     name = "imapmem"
 
@@ -645,13 +656,7 @@ class Imapmem:
         return proc_cpu_threads(self.proc.pid)
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.proc.stdout.close()
         self.err.close()
 
@@ -785,13 +790,7 @@ class Dovecot:
     cpu_now = cpu
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         time.sleep(0.05)
         shutil.rmtree(self.dir, ignore_errors=True)
 
