@@ -524,12 +524,7 @@ def tls_throughput(corpus, tmp, runs):
             c.close()
         return what, mbs["tls"], mbs["plain"], cpu_gib["tls"], cpu_gib["plain"]
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         proc.stdout.close()
 
 
