@@ -845,6 +845,21 @@ def add_sort_rows(table, c, res):
               peer=pv("fetch_env_first"))
 
 
+def sort_phase(table, c, tmp, runs, peer, notes):
+    """The SORT/THREAD items on corpus c (fewer runs on the largest), their rows added to
+    table and their warnings to notes."""
+    res = {"imapmem": [], "dovecot": []}
+    for r in range(runs if c["n"] <= 10000 else max(1, min(runs, 3))):
+        log("corpus %d: SORT run %d" % (c["n"], r + 1))
+        res["imapmem"].append(sort_run(Imapmem, c, tmp))
+        if peer:
+            res["dovecot"].append(sort_run(peer, c, tmp))
+    for who in res:
+        for m in res[who]:
+            notes.extend(m.get("warnings", []))
+    add_sort_rows(table, c, res)
+
+
 def sort_main(sizes, runs, peer):
     """BENCH_ONLY=sort: the SORT/THREAD items alone."""
     machine_header()
@@ -854,16 +869,7 @@ def sort_main(sizes, runs, peer):
     try:
         for n in sizes:
             c = generate(os.path.join(tmp, "corpus-%d.mbox" % n), n)
-            res = {"imapmem": [], "dovecot": []}
-            for r in range(runs if n <= 10000 else max(1, min(runs, 3))):
-                log("corpus %d: SORT run %d" % (n, r + 1))
-                res["imapmem"].append(sort_run(Imapmem, c, tmp))
-                if peer:
-                    res["dovecot"].append(sort_run(peer, c, tmp))
-            for who in res:
-                for m in res[who]:
-                    notes.extend(m.get("warnings", []))
-            add_sort_rows(table, c, res)
+            sort_phase(table, c, tmp, runs, peer, notes)
         table.print()
         for x in sorted(set(notes)):
             print("  warning: " + x)
@@ -1858,16 +1864,7 @@ def main():
 
         add_condstore_rows(table, corpora, cs_results, details)
         for c in corpora:        # SORT and THREAD (RFC 5256) beside FETCH ENVELOPE
-            so = {"imapmem": [], "dovecot": []}
-            for r in range(runs if c["n"] <= 10000 else max(1, min(runs, 3))):
-                log("corpus %d: SORT run %d" % (c["n"], r + 1))
-                so["imapmem"].append(sort_run(Imapmem, c, tmp))
-                if peer:
-                    so["dovecot"].append(sort_run(peer, c, tmp))
-            for who in so:
-                for m in so[who]:
-                    notes.extend(m.get("warnings", []))
-            add_sort_rows(table, c, so)
+            sort_phase(table, c, tmp, runs, peer, notes)
 
         worst_search(table, tmp, runs)
         tls = tls_throughput(max(corpora, key=lambda c: c["n"]), tmp, runs) if corpora else None

@@ -656,20 +656,27 @@ class Mutt(TLSCase):
         self.check_refused("expired", r"WARNING:\s+Server\s+certificate\s+has\s+expired")
 
 
+def self_signed_cert(cls, key_args):
+    """A self-signed certificate for localhost made with openssl (key_args: the key type)
+    in a folder of the test class's own: cls.dir, cls.cert, cls.key. Skips without openssl."""
+    if not OPENSSL:
+        raise unittest.SkipTest("openssl is not installed")
+    import tempfile
+    cls.dir = tempfile.mkdtemp(prefix="imapmem-test-")
+    cls.addClassCleanup(shutil.rmtree, cls.dir, True)
+    cls.cert, cls.key = os.path.join(cls.dir, "cert.pem"), os.path.join(cls.dir, "key.pem")
+    subprocess.run([OPENSSL, "req", "-x509"] + key_args +
+                   ["-nodes", "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost", "-keyout", cls.key,
+                    "-out", cls.cert], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, timeout=60)
+
+
 class GivenCertificate(TLSCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        if not OPENSSL:
-            raise unittest.SkipTest("openssl is not installed")
-        import tempfile
-        cls.dir = tempfile.mkdtemp(prefix="imapmem-test-")
-        cls.addClassCleanup(shutil.rmtree, cls.dir, True)
-        cls.cert, cls.key = os.path.join(cls.dir, "cert.pem"), os.path.join(cls.dir, "key.pem")
-        subprocess.run([OPENSSL, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                        "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
-                        "-keyout", cls.key, "-out", cls.cert], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+        self_signed_cert(cls, ["-newkey", "rsa:2048"])
 
     def test_an_rsa_certificate_and_rfc_9051_cipher(self):
         s = self.tls_server("--tls-cert", self.cert, "--tls-key", self.key, BASIC)
@@ -756,17 +763,7 @@ class StdioTLS(TLSCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        if not OPENSSL:
-            raise unittest.SkipTest("openssl is not installed")
-        import tempfile
-        cls.dir = tempfile.mkdtemp(prefix="imapmem-test-")
-        cls.addClassCleanup(shutil.rmtree, cls.dir, True)
-        cls.cert, cls.key = os.path.join(cls.dir, "cert.pem"), os.path.join(cls.dir, "key.pem")
-        subprocess.run([OPENSSL, "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                        "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj",
-                        "/CN=localhost", "-addext", "subjectAltName=DNS:localhost", "-keyout",
-                        cls.key, "-out", cls.cert], check=True, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, timeout=60)
+        self_signed_cert(cls, ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"])
 
     def check_session(self, c):
         greeting = c.readline()
