@@ -170,7 +170,7 @@ enum part_charset { CS_UTF8, CS_LATIN1, CS_ICONV };  /* as it is, by table, thro
 struct part {
   uint32_t hdr_off, hdr_len;  /* its header, blank line included */
   uint32_t body_off, body_len;
-  uint32_t lines;             /* line count of the body */
+  uint32_t lines;             /* line count of the body; text and message parts only */
   int32_t child;              /* first child (multipart parts, or a message's entity) */
   int32_t next;               /* next sibling in a multipart */
   uint32_t type_off, subtype_off, cte_off;   /* Content-Type's type and subtype, and the */
@@ -182,18 +182,22 @@ struct part {
 };
 /*
 ** Header fields that ENVELOPE and BODYSTRUCTURE read; struct headers holds the first of
-** each, found in one pass.
+** each, found in one pass. H_FROM to H_BCC are in ENVELOPE's order.
 */
 enum {
   H_DATE, H_SUBJECT, H_FROM, H_SENDER, H_REPLY_TO, H_TO, H_CC, H_BCC, H_IN_REPLY_TO,
   H_MESSAGE_ID, H_CONTENT_TYPE, H_CONTENT_ID, H_CONTENT_DESCRIPTION, H_CONTENT_ENCODING,
   H_CONTENT_MD5, H_CONTENT_DISPOSITION, H_CONTENT_LANGUAGE, H_CONTENT_LOCATION, H_COUNT
 };
-static const char *const header_names[H_COUNT] = {  /* ORDER H_* */
-  "Date", "Subject", "From", "Sender", "Reply-To", "To", "Cc", "Bcc", "In-Reply-To",
-  "Message-ID", "Content-Type", "Content-ID", "Content-Description",
-  "Content-Transfer-Encoding", "Content-MD5", "Content-Disposition", "Content-Language",
-  "Content-Location"};
+#define HEADER_NAME(s) {s, sizeof s - 1}
+static const struct { const char *name; size_t len; } header_names[H_COUNT] = {  /* ORDER H_* */
+  HEADER_NAME("Date"), HEADER_NAME("Subject"), HEADER_NAME("From"), HEADER_NAME("Sender"),
+  HEADER_NAME("Reply-To"), HEADER_NAME("To"), HEADER_NAME("Cc"), HEADER_NAME("Bcc"),
+  HEADER_NAME("In-Reply-To"), HEADER_NAME("Message-ID"), HEADER_NAME("Content-Type"),
+  HEADER_NAME("Content-ID"), HEADER_NAME("Content-Description"),
+  HEADER_NAME("Content-Transfer-Encoding"), HEADER_NAME("Content-MD5"),
+  HEADER_NAME("Content-Disposition"), HEADER_NAME("Content-Language"),
+  HEADER_NAME("Content-Location")};
 struct headers {
   struct str v[H_COUNT];
   unsigned char have[H_COUNT];
@@ -1830,16 +1834,23 @@ static void header_unfold(struct str v, struct buf *out) {
 ** field. Of a field given twice the first counts, but the last Content-Disposition: what
 ** Dovecot does, so that both show a client the same type and the same attachments.
 */
+/* Which of the H_* fields a field name is, or -1 (lengths first: most names are none). */
+static int header_id(struct str name) {
+  for (int i = 0; i < H_COUNT; i++)
+    if (name.len == header_names[i].len && strncasecmp(name.p, header_names[i].name, name.len) == 0)
+      return i;
+  return -1;
+}
+
 static void headers_scan(const char *h, const char *hend, struct headers *out) {
   memset(out, 0, sizeof *out);
   struct field f;
   while (header_next(&h, hend, &f)) {
-    for (int i = 0; i < H_COUNT; i++)
-      if ((!out->have[i] || i == H_CONTENT_DISPOSITION) && str_ieq(f.name, header_names[i])) {
-        out->v[i] = f.value;
-        out->have[i] = 1;
-        break;
-      }
+    int i = header_id(f.name);
+    if (i >= 0 && (!out->have[i] || i == H_CONTENT_DISPOSITION)) {
+      out->v[i] = f.value;
+      out->have[i] = 1;
+    }
   }
 }
 
@@ -1955,8 +1966,9 @@ static int lex_next(struct lexer *lx, struct token *t) {
   }
   while (lx->p < lx->end) {
     char c = *lx->p;
-    if (c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '"' || c == '(' || c == ')' ||
-        lex_special(lx, c))
+    int plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+    if (!plain && (c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '"' || c == '(' ||
+                   c == ')' || lex_special(lx, c)))
       break;
     lx->p++;
   }
@@ -2039,6 +2051,13 @@ static void ctype_free(struct ctype *ct) {
   buf_free(&ct->store);
 }
 
+/* No type and no parameters (params[] is read only up to nparams: not cleared). */
+static void ctype_clear(struct ctype *ct) {
+  ct->type = ct->subtype = str_make(NULL, 0);
+  ct->nparams = 0;
+  memset(&ct->store, 0, sizeof ct->store);
+}
+
 /* Parse "type/subtype *(; attr=value)" (with_subtype) or "type *(; attr=value)". */
 /* RFC 2045 5.1 token: printable US-ASCII (the lexer has already split at tspecials). */
 static int is_mime_token(struct str t) {
@@ -2058,7 +2077,9 @@ static int param_value(struct lexer *lx, struct str *value, struct buf *store) {
   while (lx->p < lx->end && (*lx->p == ' ' || *lx->p == '\t' || *lx->p == '\r' || *lx->p == '\n'))
     lx->p++;
   if (lx->p < lx->end && *lx->p == '"') {
-    if (!store->p || store->cap - store->len < (size_t)(lx->end - lx->p))
+    /* room for every quoted value that may follow, so that views into store stay put */
+    if (!store->p && !buf_reserve(store, (size_t)(lx->end - lx->p) + 1)) return 0;
+    if (store->cap - store->len < (size_t)(lx->end - lx->p))
       return 0;              /* cannot happen (reserved) but for a failed allocation */
     size_t at = store->len;
     for (const char *q = lx->p + 1; q < lx->end; q++) {
@@ -2084,9 +2105,7 @@ static int param_value(struct lexer *lx, struct str *value, struct buf *store) {
 static void ctype_parse(struct str v, int with_subtype, struct ctype *ct) {
   struct lexer lx = {v.p, v.p + v.len, "()<>@,;:\\/[]?=", 0};
   struct token tk = {0};
-  memset(ct, 0, sizeof *ct);
-  /* Quoted values are copied into one buffer; reserve so views stay put. */
-  buf_reserve(&ct->store, v.len + 1);
+  ctype_clear(ct);            /* param_value reserves ct->store at the first quote */
   /* a type with a control or 8-bit byte is invalid: the default (RFC 2045 5.2) */
   if (lex_next(&lx, &tk) != TOK_ATOM || !is_mime_token(tk.text)) goto done;
   ct->type = tk.text;
@@ -2162,12 +2181,14 @@ static int ctype_param(const struct ctype *ct, const char *name, struct buf *out
 /* ------------------------------------------------------------------------- */
 /* IMAP strings (RFC 3501 4.3): quoted when safe, else a literal; NIL when absent. */
 static void out_string(struct buf *b, const char *p, size_t n) {
-  int quoted = n <= 1024;
-  for (size_t i = 0; quoted && i < n; i++) {
-    unsigned char c = (unsigned char)p[i];
-    if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\') quoted = 0;
-  }
-  if (quoted) {
+  size_t safe = 0;           /* QUOTED-CHAR but for quoted-specials (RFC 3501 9) */
+  if (n <= 1024)
+    while (safe < n) {
+      unsigned char c = (unsigned char)p[safe];
+      if (c - 0x20u >= 0x5fu || c == '"' || c == '\\') break;
+      safe++;
+    }
+  if (safe == n) {
     buf_addc(b, '"');
     buf_add(b, p, n);
     buf_addc(b, '"');
@@ -2310,33 +2331,66 @@ static void out_params(struct buf *b, const struct ctype *ct, int text_charset) 
 ** Several From/Sender/Reply-To/To/Cc/Bcc fields are one list, in order.
 */
 enum { ADDR_MAILBOX, ADDR_GROUP, ADDR_GROUP_END };
+struct span {                 /* a piece of struct addrs' text */
+  size_t off, len;
+};
 struct addr {
   int kind;
   int has_name;
-  struct buf name, adl, mailbox, host;   /* a group's name is in name */
+  int list;                   /* which field list it came from (addrs_parse's caller says) */
+  struct span name, adl, mailbox, host;  /* a group's name is in name */
 };
+/*
+** Parsed addresses. Their strings are spans of one buffer, and the tokens are kept for
+** the next field, so that a header's addresses cost a few allocations, not four each.
+*/
 struct addrs {
   struct addr *a;
   int n, cap;
+  struct buf text;
+  struct token *tok;
+  int tok_cap;
 };
 struct addr_parser {
   struct token *t;
   int n, i;
   struct addrs *out;
+  int list;
 };
 
 static void addrs_free(struct addrs *as) {
-  for (int i = 0; i < as->n; i++) {
-    buf_free(&as->a[i].name);
-    buf_free(&as->a[i].adl);
-    buf_free(&as->a[i].mailbox);
-    buf_free(&as->a[i].host);
-  }
   free(as->a);
+  buf_free(&as->text);
+  for (int k = 0; k < as->tok_cap; k++) buf_free(&as->tok[k].q);
+  free(as->tok);
   memset(as, 0, sizeof *as);
 }
 
-static struct addr *addrs_new(struct addrs *as, int kind) {
+static struct str addr_str(const struct addrs *as, struct span s) {
+  return str_make(as->text.p ? as->text.p + s.off : "", s.len);
+}
+
+/* Append n bytes to the string f: at the end of the text, where f is moved first if
+   another string was appended after it. */
+static void addr_add(struct addrs *as, struct span *f, const char *p, size_t n) {
+  struct buf *t = &as->text;
+  if (f->len && f->off + f->len != t->len) {
+    if (!buf_reserve(t, f->len + n)) return;
+    memcpy(t->p + t->len, t->p + f->off, f->len);
+    f->off = t->len;
+    t->len += f->len;
+  }
+  if (!f->len) f->off = t->len;
+  if (!buf_reserve(t, n)) return;
+  buf_add(t, p, n);
+  f->len += n;
+}
+
+static void addr_adds(struct addrs *as, struct span *f, const char *z) {
+  addr_add(as, f, z, strlen(z));
+}
+
+static struct addr *addrs_new(struct addrs *as, int kind, int list) {
   if (as->n == as->cap) {
     int ncap = as->cap ? as->cap * 2 : 4;
     struct addr *na = mem_realloc(as->a, sizeof *na * (size_t)ncap);
@@ -2347,6 +2401,7 @@ static struct addr *addrs_new(struct addrs *as, int kind) {
   struct addr *a = &as->a[as->n++];
   memset(a, 0, sizeof *a);
   a->kind = kind;
+  a->list = list;
   return a;
 }
 
@@ -2367,14 +2422,14 @@ static int ap_comments(struct addr_parser *ap, struct str *last) {
 }
 
 /* A phrase (RFC 5322 3.2.5, with obs-phrase's '.'): words joined by one space. */
-static void ap_phrase(struct addr_parser *ap, struct buf *out) {
+static void ap_phrase(struct addr_parser *ap, struct span *out) {
   for (int words = 0;; ap->i++) {
     ap_comments(ap, NULL);
     if (ap_word(ap)) {
-      if (words++) buf_addc(out, ' ');
-      buf_add(out, ap->t[ap->i].text.p, ap->t[ap->i].text.len);
+      if (words++) addr_add(ap->out, out, " ", 1);
+      addr_add(ap->out, out, ap->t[ap->i].text.p, ap->t[ap->i].text.len);
     } else if (ap_special(ap, '.')) {
-      buf_addc(out, '.');
+      addr_add(ap->out, out, ".", 1);
     } else {
       return;
     }
@@ -2401,7 +2456,7 @@ static int ap_addr_spec(struct addr_parser *ap, struct addr *a, struct str *comm
     } else {
       break;
     }
-    buf_add(&a->mailbox, ap->t[ap->i].text.p, ap->t[ap->i].text.len);
+    addr_add(ap->out, &a->mailbox, ap->t[ap->i].text.p, ap->t[ap->i].text.len);
     started = 1;
   }
   *bare = quoted_last;
@@ -2415,7 +2470,7 @@ static int ap_addr_spec(struct addr_parser *ap, struct addr *a, struct str *comm
       int dot = ap_special(ap, '.');
       if ((t->type != TOK_ATOM && t->type != TOK_DOMLIT && !dot) || (prev_word && !dot)) break;
       prev_word = !dot;
-      buf_add(&a->host, t->text.p, t->text.len);
+      addr_add(ap->out, &a->host, t->text.p, t->text.len);
     }
   }
   ap_comments(ap, comment);
@@ -2429,12 +2484,12 @@ static void ap_angle_addr(struct addr_parser *ap, struct addr *a) {
     int at = ap->i;
     for (; ap->i < ap->n && !ap_special(ap, ':') && !ap_special(ap, '>'); ap->i++)
       if (ap->t[ap->i].type != TOK_COMMENT)
-        buf_add(&a->adl, ap->t[ap->i].text.p, ap->t[ap->i].text.len);
+        addr_add(ap->out, &a->adl, ap->t[ap->i].text.p, ap->t[ap->i].text.len);
     if (ap_special(ap, ':')) {
       ap->i++;
     } else {                           /* "<@host>": no route after all */
       ap->i = at;
-      buf_reset(&a->adl);
+      a->adl.len = 0;
     }
   }
   int bare;
@@ -2444,15 +2499,15 @@ static void ap_angle_addr(struct addr_parser *ap, struct addr *a) {
   if (ap_special(ap, '>')) {
     ap->i++;
   } else {
-    buf_reset(&a->host);
-    buf_adds(&a->host, "SYNTAX_ERROR");
+    a->host.len = 0;
+    addr_adds(ap->out, &a->host, "SYNTAX_ERROR");
   }
   ap_comments(ap, NULL);
 }
 
 /* One mailbox (name-addr or addr-spec) at ap->i; 0 if memory ran out. */
 static int ap_mailbox(struct addr_parser *ap) {
-  struct addr *a = addrs_new(ap->out, ADDR_MAILBOX);
+  struct addr *a = addrs_new(ap->out, ADDR_MAILBOX, ap->list);
   if (!a) return 0;
   int start = ap->i;
   ap_phrase(ap, &a->name);
@@ -2461,24 +2516,23 @@ static int ap_mailbox(struct addr_parser *ap) {
     a->has_name = a->name.len > 0;
     ap_angle_addr(ap, a);
   } else {
-    buf_reset(&a->name);
+    a->name.len = 0;
     ap->i = start;
     struct str comment = str_make(NULL, 0);
     int bare = 0;
     if (ap_addr_spec(ap, a, &comment, &bare) && !bare) {
-      if (comment.len) buf_add(&a->name, comment.p, comment.len);
+      if (comment.len) addr_add(ap->out, &a->name, comment.p, comment.len);
       a->has_name = comment.len > 0;
     } else {
-      buf_reset(&a->mailbox);
-      buf_reset(&a->host);
+      a->mailbox.len = a->host.len = 0;
       ap->i = start;
       ap_phrase(ap, &a->name);
       a->has_name = 1;
     }
   }
-  if (!a->mailbox.len) buf_adds(&a->mailbox, "MISSING_MAILBOX");
-  if (!a->host.len) buf_adds(&a->host, "MISSING_DOMAIN");
-  return !a->name.oom && !a->adl.oom && !a->mailbox.oom && !a->host.oom;
+  if (!a->mailbox.len) addr_adds(ap->out, &a->mailbox, "MISSING_MAILBOX");
+  if (!a->host.len) addr_adds(ap->out, &a->host, "MISSING_DOMAIN");
+  return !ap->out->text.oom;
 }
 
 /* Can an address start at ap->i (so that parsing it makes progress)? */
@@ -2493,34 +2547,33 @@ static int ap_group(struct addr_parser *ap) {
       if (ap_special(ap, ',')) ap->i++;
     if (ap_special(ap, ';')) {
       ap->i++;
-      return addrs_new(ap->out, ADDR_GROUP_END) != NULL;
+      return addrs_new(ap->out, ADDR_GROUP_END, ap->list) != NULL;
     }
     if (ap->i >= ap->n) break;
     if (!ap_can_start(ap) || !ap_mailbox(ap)) break;
     if (!ap_special(ap, ',') && !ap_special(ap, ';')) break;
   }
-  addrs_new(ap->out, ADDR_GROUP_END);
+  addrs_new(ap->out, ADDR_GROUP_END, ap->list);
   return 0;
 }
 
 /* Append the addresses of an address-list field value to out. */
-static void addrs_parse(struct str v, struct addrs *out) {
+static void addrs_parse(struct str v, struct addrs *out, int list) {
   struct lexer lx = {v.p, v.p + v.len, "()<>[]:;@\\,.\"", 1};
-  struct token *t = NULL;
-  int n = 0, cap = 0;
+  int n = 0;
   for (;;) {
-    if (n == cap) {
-      int ncap = cap ? cap * 2 : 32;
-      struct token *nt = mem_realloc(t, sizeof *t * (size_t)ncap);
+    if (n == out->tok_cap) {
+      int ncap = out->tok_cap ? out->tok_cap * 2 : 32;
+      struct token *nt = mem_realloc(out->tok, sizeof *nt * (size_t)ncap);
       if (!nt) break;
-      memset(nt + cap, 0, sizeof *t * (size_t)(ncap - cap));
-      t = nt;
-      cap = ncap;
+      memset(nt + out->tok_cap, 0, sizeof *nt * (size_t)(ncap - out->tok_cap));
+      out->tok = nt;
+      out->tok_cap = ncap;
     }
-    if (lex_next(&lx, &t[n]) == TOK_END) break;   /* each token owns its q */
+    if (lex_next(&lx, &out->tok[n]) == TOK_END) break;   /* each token owns its q */
     n++;
   }
-  struct addr_parser ap = {t, n, 0, out};
+  struct addr_parser ap = {out->tok, n, 0, out, list};
   for (;;) {
     ap_comments(&ap, NULL);
     if (ap_special(&ap, ',')) {        /* an empty element between commas: all missing */
@@ -2530,14 +2583,13 @@ static void addrs_parse(struct str v, struct addrs *out) {
     }
     if (!ap_can_start(&ap) && !ap_special(&ap, ':')) break;
     int save = ap.i;
-    struct addr *g = addrs_new(out, ADDR_GROUP);
+    struct addr *g = addrs_new(out, ADDR_GROUP, list);
     if (!g) break;
     ap_phrase(&ap, &g->name);
     if (ap_special(&ap, ':')) {
       ap.i++;
       if (!ap_group(&ap)) break;
     } else {
-      buf_free(&g->name);
       out->n--;
       ap.i = save;
       if (!ap_mailbox(&ap)) break;
@@ -2546,38 +2598,37 @@ static void addrs_parse(struct str v, struct addrs *out) {
     if (!ap_special(&ap, ',')) break;
     ap.i++;
   }
-  for (int k = 0; k < cap; k++) buf_free(&t[k].q);
-  free(t);
 }
 
-/* The address list of ENVELOPE (RFC 3501 7.4.2), or NIL if it is empty. */
-static void out_addrs(struct buf *b, const struct addrs *as) {
-  if (as->n == 0) {
-    buf_adds(b, "NIL");
-    return;
-  }
-  buf_addc(b, '(');
+/* The addresses of one list of ENVELOPE (RFC 3501 7.4.2), or NIL if it has none. */
+static void out_addrs(struct buf *b, const struct addrs *as, int list) {
+  int any = 0;
   for (int i = 0; i < as->n; i++) {
     const struct addr *a = &as->a[i];
+    if (a->list != list) continue;
+    if (!any++) buf_addc(b, '(');
     if (a->kind == ADDR_GROUP_END) {
       buf_adds(b, "(NIL NIL NIL NIL)");
     } else if (a->kind == ADDR_GROUP) {
+      struct str name = addr_str(as, a->name);
       buf_adds(b, "(NIL NIL ");
-      out_string(b, a->name.p ? a->name.p : "", a->name.len);
+      out_string(b, name.p, name.len);
       buf_adds(b, " NIL)");
     } else {
+      struct str name = addr_str(as, a->name), adl = addr_str(as, a->adl),
+                 mailbox = addr_str(as, a->mailbox), host = addr_str(as, a->host);
       buf_addc(b, '(');
-      out_nstring(b, a->name.p, a->name.len, a->has_name);
+      out_nstring(b, name.p, name.len, a->has_name);
       buf_addc(b, ' ');
-      out_nstring(b, a->adl.p, a->adl.len, a->adl.len > 0);
+      out_nstring(b, adl.p, adl.len, adl.len > 0);
       buf_addc(b, ' ');
-      out_string(b, a->mailbox.p, a->mailbox.len);
+      out_string(b, mailbox.p, mailbox.len);
       buf_addc(b, ' ');
-      out_string(b, a->host.p, a->host.len);
+      out_string(b, host.p, host.len);
       buf_addc(b, ')');
     }
   }
-  buf_addc(b, ')');
+  buf_adds(b, any ? ")" : "NIL");
 }
 
 /* Date, Message-ID and In-Reply-To as the header has them: the white space after the
@@ -2585,6 +2636,10 @@ static void out_addrs(struct buf *b, const struct addrs *as) {
 static void out_raw_field(struct buf *b, struct str v) {
   size_t i = 0;
   while (i < v.len && (v.p[i] == ' ' || v.p[i] == '\t')) i++;
+  if (!memchr(v.p + i, '\n', v.len - i) && !memchr(v.p + i, '\r', v.len - i)) {
+    out_string(b, v.p + i, v.len - i);   /* one line: nothing to remove */
+    return;
+  }
   struct buf u = {0};
   for (; i < v.len; i++)
     if (v.p[i] != '\r' && v.p[i] != '\n') buf_addc(&u, v.p[i]);
@@ -2595,6 +2650,15 @@ static void out_raw_field(struct buf *b, struct str v) {
 /* Subject unfolded with each run of white space (tabs too) one space, trimmed, as
    Dovecot sends it; encoded words stay as they are (RFC 3501 7.4.2). */
 static void out_subject(struct buf *b, struct str v) {
+  struct str t = str_trim(v);
+  size_t i = 0;              /* as it is, unless it has a tab, a line break or two spaces */
+  while (i < t.len && t.p[i] != '\t' && t.p[i] != '\r' && t.p[i] != '\n' &&
+         !(t.p[i] == ' ' && i + 1 < t.len && t.p[i + 1] == ' '))
+    i++;
+  if (i == t.len) {
+    out_string(b, t.p, t.len);
+    return;
+  }
   struct buf u = {0};
   int space = 0;
   for (size_t i = 0; i < v.len; i++) {
@@ -2618,21 +2682,24 @@ static void out_subject(struct buf *b, struct str v) {
 ** Reply-To with no address are From's.
 */
 static void out_envelope(struct buf *b, const char *h, const char *hend) {
-  static const char *const single[] = {"Date", "Subject", "In-Reply-To", "Message-ID"};
-  static const char *const lists[] = {"From", "Sender", "Reply-To", "To", "Cc", "Bcc"};
+  static const int single[] = {H_DATE, H_SUBJECT, H_IN_REPLY_TO, H_MESSAGE_ID};
   struct str v[4];
   int have[4] = {0};
-  struct addrs as[6];
-  memset(as, 0, sizeof as);
+  struct addrs as = {0};     /* of every list; a->list is its H_FROM to H_BCC */
+  int count[H_BCC + 1] = {0};
   struct field f;
   while (header_next(&h, hend, &f)) {
+    int id = header_id(f.name);
     for (int i = 0; i < 4; i++)
-      if (str_ieq(f.name, single[i])) {
+      if (id == single[i]) {
         v[i] = f.value;
         have[i] = 1;
       }
-    for (int i = 0; i < 6; i++)
-      if (str_ieq(f.name, lists[i])) addrs_parse(f.value, &as[i]);
+    if (id >= H_FROM && id <= H_BCC) {
+      int before = as.n;
+      addrs_parse(f.value, &as, id);
+      count[id] += as.n - before;
+    }
   }
   buf_addc(b, '(');
   if (have[0]) out_raw_field(b, v[0]);
@@ -2640,9 +2707,9 @@ static void out_envelope(struct buf *b, const char *h, const char *hend) {
   buf_addc(b, ' ');
   if (have[1]) out_subject(b, v[1]);
   else buf_adds(b, "NIL");
-  for (int i = 0; i < 6; i++) {
+  for (int id = H_FROM; id <= H_BCC; id++) {
     buf_addc(b, ' ');
-    out_addrs(b, (i == 1 || i == 2) && as[i].n == 0 ? &as[0] : &as[i]);
+    out_addrs(b, &as, (id == H_SENDER || id == H_REPLY_TO) && !count[id] ? H_FROM : id);
   }
   for (int i = 2; i < 4; i++) {
     buf_addc(b, ' ');
@@ -2650,7 +2717,7 @@ static void out_envelope(struct buf *b, const char *h, const char *hend) {
     else buf_adds(b, "NIL");
   }
   buf_addc(b, ')');
-  for (int i = 0; i < 6; i++) addrs_free(&as[i]);
+  addrs_free(&as);
 }
 
 /* ------------------------------------------------------------------------- */
@@ -2660,6 +2727,8 @@ struct mime_builder {
   struct part *parts;
   int n, cap;
   int failed;
+  struct str date;           /* the message's Date field (of its top-level header) */
+  int have_date;
 };
 
 static int mime_new_part(struct mime_builder *mb) {
@@ -2734,7 +2803,8 @@ static int charset_is_latin1(struct str cs) {
 ** string), as Dovecot reads it; a token it does not know ("7-bit") is sent as written,
 ** and SEARCH does not read such a body (RFC 2045 6.4: it is application/octet-stream).
 */
-static void part_facts(struct part *pt, const char *msg, const struct ctype *ct) {
+static void part_facts(struct part *pt, const char *msg, const struct ctype *ct,
+                       const struct headers *hs) {
   if (ct && ct->type.len && ct->type.len <= UINT16_MAX && ct->subtype.len <= UINT16_MAX) {
     pt->type_off = (uint32_t)(ct->type.p - msg);
     pt->type_len = (uint16_t)ct->type.len;
@@ -2746,9 +2816,8 @@ static void part_facts(struct part *pt, const char *msg, const struct ctype *ct)
     pt->charset = charset_is_latin1(str_make(cs.p, cs.len)) ? CS_LATIN1
                 : charset_is_utf8(str_make(cs.p, cs.len)) ? CS_UTF8 : CS_ICONV;
   buf_free(&cs);
-  struct str v;
-  if (header_get(msg + pt->hdr_off, msg + pt->hdr_off + pt->hdr_len,
-                 "Content-Transfer-Encoding", &v)) {
+  if (hs->have[H_CONTENT_ENCODING]) {
+    struct str v = hs->v[H_CONTENT_ENCODING];
     struct lexer lx = {v.p, v.p + v.len, "", 0};
     struct token tk = {0};
     if (lex_next(&lx, &tk) == TOK_ATOM && tk.text.len <= UINT16_MAX) {
@@ -2808,12 +2877,16 @@ static int mime_parse(struct mime_builder *mb, size_t off, size_t end, int defau
   pt->body_off = (uint32_t)(off + hl);
   pt->body_len = (uint32_t)(end - off - hl);
   pt->digest = (uint8_t)default_rfc822;
-  pt->lines = (uint32_t)count_lines(msg + pt->body_off, pt->body_len);
-  struct str v;
+  struct headers hs;          /* one pass for the fields of this part's header */
+  headers_scan(msg + off, msg + off + hl, &hs);
+  if (depth == 0) {
+    mb->date = hs.v[H_DATE];
+    mb->have_date = hs.have[H_DATE];
+  }
   struct ctype ct;
-  int have = header_get(msg + off, msg + off + hl, "Content-Type", &v);
-  if (have) ctype_parse(v, 1, &ct);
-  else memset(&ct, 0, sizeof ct);
+  int have = hs.have[H_CONTENT_TYPE];
+  if (have) ctype_parse(hs.v[H_CONTENT_TYPE], 1, &ct);
+  else ctype_clear(&ct);
   int kind = default_rfc822 && (!have || !ct.type.len) ? PART_MESSAGE : PART_TEXT;
   struct buf boundary = {0};
   if (have && ct.type.len) {
@@ -2838,7 +2911,9 @@ static int mime_parse(struct mime_builder *mb, size_t off, size_t end, int defau
   if (too_deep) kind = PART_TEXT;
   if (too_deep) mb->parts[idx].digest = 0;
   mb->parts[idx].kind = (uint8_t)kind;
-  part_facts(&mb->parts[idx], msg, have && !too_deep ? &ct : NULL);
+  if (kind == PART_TEXT || kind == PART_MESSAGE)   /* the only parts whose lines are sent */
+    mb->parts[idx].lines = (uint32_t)count_lines(msg + off + hl, end - off - hl);
+  part_facts(&mb->parts[idx], msg, have && !too_deep ? &ct : NULL, &hs);
   ctype_free(&ct);
   if (kind == PART_MESSAGE) {
     size_t bo = mb->parts[idx].body_off;
@@ -2949,7 +3024,7 @@ static void out_body(struct buf *b, const char *msg, const struct part *parts, i
   headers_scan(msg + pt->hdr_off, msg + pt->hdr_off + pt->hdr_len, &hs);
   struct ctype ct;           /* for its parameters; the rest is in the part table */
   if (hs.have[H_CONTENT_TYPE]) ctype_parse(hs.v[H_CONTENT_TYPE], 1, &ct);
-  else memset(&ct, 0, sizeof ct);
+  else ctype_clear(&ct);
   buf_addc(b, '(');
   if (pt->kind == PART_MULTIPART) {
     for (int c = pt->child; c >= 0; c = parts[c].next) out_body(b, msg, parts, c, extended);
@@ -3033,7 +3108,7 @@ static struct msgmeta *msgmeta_build(const char *msg, size_t size) {
   atomic_init(&m->rendered.envelope, NULL);
   atomic_init(&m->rendered.body, NULL);
   atomic_init(&m->rendered.bodystructure, NULL);
-  struct mime_builder mb = {msg, NULL, 0, 0, 0};
+  struct mime_builder mb = {msg, NULL, 0, 0, 0, {NULL, 0}, 0};
   mime_parse(&mb, 0, size, 0, 0);
   if (!mb.failed && mb.n > 0 && mb.n < mb.cap) {   /* kept for every message: no spare room */
     struct part *fit = realloc(mb.parts, sizeof *fit * (size_t)mb.n);
@@ -3042,11 +3117,9 @@ static struct msgmeta *msgmeta_build(const char *msg, size_t size) {
   m->parts = mb.parts;
   m->nparts = mb.n;
   m->sent = INT64_MIN;
-  struct str v;
   int64_t t;
   int tz;
-  if (header_get(msg, msg + header_length(msg, size), "Date", &v) && date_parse(v, &t, &tz))
-    m->sent = day_of(t, tz, NULL);
+  if (mb.have_date && date_parse(mb.date, &t, &tz)) m->sent = day_of(t, tz, NULL);
   if (mb.failed || mb.n == 0) {
     msgmeta_free(m);
     return NULL;
@@ -3264,7 +3337,7 @@ static void rfc2047_decode(struct str v, struct buf *out) {
 static void address_search_text(struct str v, struct buf *out) {
   struct addrs as = {0};
   struct buf text = {0};
-  addrs_parse(v, &as);
+  addrs_parse(v, &as, 0);
   for (int i = 0; i < as.n; i++) {
     const struct addr *a = &as.a[i];
     if (i && a->kind != ADDR_GROUP_END && as.a[i - 1].kind != ADDR_GROUP)
@@ -3273,19 +3346,21 @@ static void address_search_text(struct str v, struct buf *out) {
       buf_addc(&text, ';');
       continue;
     }
-    if (a->name.len) buf_add(&text, a->name.p, a->name.len);
+    struct str name = addr_str(&as, a->name), adl = addr_str(&as, a->adl),
+               mailbox = addr_str(&as, a->mailbox), host = addr_str(&as, a->host);
+    buf_add(&text, name.p, name.len);
     if (a->kind == ADDR_GROUP) {
       buf_adds(&text, ": ");
       continue;
     }
     if (a->has_name) buf_adds(&text, " <");
-    if (a->adl.len) {
-      buf_add(&text, a->adl.p, a->adl.len);
+    if (adl.len) {
+      buf_add(&text, adl.p, adl.len);
       buf_addc(&text, ':');
     }
-    buf_add(&text, a->mailbox.p, a->mailbox.len);
+    buf_add(&text, mailbox.p, mailbox.len);
     buf_addc(&text, '@');
-    buf_add(&text, a->host.p, a->host.len);
+    buf_add(&text, host.p, host.len);
     if (a->has_name) buf_addc(&text, '>');
   }
   rfc2047_decode(str_make(text.p ? text.p : "", text.len), out);
@@ -3516,22 +3591,25 @@ static int msgid_next(const char **pos, const char *end, struct buf *out) {
 static void sortkeys_address(struct str v, int have, struct buf *text, uint32_t *mailbox,
                              uint32_t *display) {
   struct addrs as = {0};
-  if (have) addrs_parse(v, &as);
+  if (have) addrs_parse(v, &as, 0);
   const struct addr *a = as.n ? &as.a[0] : NULL;
+  struct span none = {0, 0};
+  struct str name = addr_str(&as, a ? a->name : none), mbox = addr_str(&as, a ? a->mailbox : none),
+             host = addr_str(&as, a ? a->host : none);
   size_t at = text->len;
   *mailbox = (uint32_t)at;
-  if (a && a->kind == ADDR_GROUP && a->name.len) buf_add(text, a->name.p, a->name.len);
-  else if (a && a->kind == ADDR_MAILBOX) buf_add(text, a->mailbox.p, a->mailbox.len);
+  if (a && a->kind == ADDR_GROUP && name.len) buf_add(text, name.p, name.len);
+  else if (a && a->kind == ADDR_MAILBOX) buf_add(text, mbox.p, mbox.len);
   if (!text->oom) sortkeys_fold(text->p + at, text->len - at);
   buf_addc(text, 0);
   at = text->len;
   *display = (uint32_t)at;
-  if (a && a->name.len) rfc2047_decode(str_make(a->name.p, a->name.len), text);
+  if (name.len) rfc2047_decode(name, text);
   if (a && a->kind == ADDR_MAILBOX) {
     if (text->len == at) {
-      buf_add(text, a->mailbox.p, a->mailbox.len);
-      if (a->host.len) buf_addc(text, '@');
-      buf_add(text, a->host.p, a->host.len);
+      buf_add(text, mbox.p, mbox.len);
+      if (host.len) buf_addc(text, '@');
+      buf_add(text, host.p, host.len);
     }
   }
   if (!text->oom) sortkeys_fold(text->p + at, text->len - at);

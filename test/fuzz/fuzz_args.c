@@ -424,8 +424,8 @@ FZ void do_decode(const char *p, size_t n, int variant) {
   out_field(&out, &hs, H_SUBJECT);
   require_piece(&out, check_nstring, p, n);
   struct addrs as = {0};
-  addrs_parse(str_make(p, n), &as);
-  out_addrs(&out, &as);
+  addrs_parse(str_make(p, n), &as, H_TO);
+  out_addrs(&out, &as, H_TO);
   addrs_free(&as);
   require_piece(&out, fz_check_address_list, p, n);
   struct buf text = {0};
@@ -434,7 +434,7 @@ FZ void do_decode(const char *p, size_t n, int variant) {
   /* a header in which every ENVELOPE field has the input as its value */
   struct buf h = {0};
   for (int i = 0; i < H_COUNT; i++) {
-    buf_adds(&h, header_names[i]);
+    buf_adds(&h, header_names[i].name);
     buf_adds(&h, ": ");
     buf_add(&h, p, n);
     buf_adds(&h, "\r\n");
