@@ -790,6 +790,14 @@ static void buf_addc(struct buf *b, char c) {
   b->p[b->len] = 0;
 }
 
+/* A number in decimal: what buf_printf("%llu") writes, without the format machinery. */
+static void buf_addu(struct buf *b, unsigned long long v) {
+  char tmp[24], *e = tmp + sizeof tmp, *q = e;
+  do *--q = (char)('0' + v % 10);
+  while (v /= 10);
+  buf_add(b, q, (size_t)(e - q));
+}
+
 static void buf_vprintf(struct buf *b, const char *fmt, va_list ap) {
   va_list ap2;
   va_copy(ap2, ap);
@@ -3057,16 +3065,19 @@ static void out_body(struct buf *b, const char *msg, const struct part *parts, i
   buf_addc(b, ' ');
   if (pt->cte_len) out_upper(b, part_view(msg, pt->cte_off, pt->cte_len));
   else buf_adds(b, "\"7BIT\"");
-  buf_printf(b, " %u", pt->body_len);
+  buf_addc(b, ' ');
+  buf_addu(b, pt->body_len);
   if (pt->kind == PART_MESSAGE && pt->child >= 0) {
     const struct part *in = &parts[pt->child];
     buf_addc(b, ' ');
     out_envelope(b, msg + in->hdr_off, msg + in->hdr_off + in->hdr_len);
     buf_addc(b, ' ');
     out_body(b, msg, parts, pt->child, extended);
-    buf_printf(b, " %u", pt->lines);
+    buf_addc(b, ' ');
+    buf_addu(b, pt->lines);
   } else if (pt->kind == PART_TEXT) {
-    buf_printf(b, " %u", pt->lines);
+    buf_addc(b, ' ');
+    buf_addu(b, pt->lines);
   }
   if (extended) {
     buf_addc(b, ' ');
