@@ -1845,7 +1845,8 @@ static void header_unfold(struct str v, struct buf *out) {
 /* Which of the H_* fields a field name is, or -1 (lengths first: most names are none). */
 static int header_id(struct str name) {
   for (int i = 0; i < H_COUNT; i++)
-    if (name.len == header_names[i].len && strncasecmp(name.p, header_names[i].name, name.len) == 0)
+    if (name.len == header_names[i].len && (name.p[0] | 0x20) == (header_names[i].name[0] | 0x20) &&
+        strncasecmp(name.p, header_names[i].name, name.len) == 0)
       return i;
   return -1;
 }
@@ -2236,6 +2237,11 @@ static void out_field(struct buf *b, const struct headers *hs, int id) {
     buf_adds(b, "NIL");
     return;
   }
+  struct str t = str_trim(hs->v[id]);
+  if (!memchr(t.p, '\n', t.len) && !memchr(t.p, '\r', t.len)) {
+    out_string(b, t.p, t.len);               /* one line: nothing to unfold */
+    return;
+  }
   struct buf u = {0};
   header_unfold(hs->v[id], &u);
   out_string(b, u.p ? u.p : "", u.len);
@@ -2253,6 +2259,14 @@ static int param_2231(const struct param *pm) {
 /* Write parameter i, its RFC 2231 sections joined (a later section writes nothing). */
 static void out_param(struct buf *b, const struct ctype *ct, int i, int *first) {
   const struct param *pm = &ct->params[i];
+  if (!param_2231(pm)) {     /* most are: name and value as they are */
+    if (!*first) buf_addc(b, ' ');
+    *first = 0;
+    out_upper(b, pm->name);
+    buf_addc(b, ' ');
+    out_string(b, pm->value.p ? pm->value.p : "", pm->value.len);
+    return;
+  }
   int extended = pm->extended;
   for (int j = 0; j < i && pm->section >= 0; j++)
     if (ct->params[j].section >= 0 && param_same(&ct->params[j], pm)) return;
