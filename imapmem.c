@@ -2403,9 +2403,8 @@ static void addr_add(struct addrs *as, struct span *f, const char *p, size_t n) 
     t->len += f->len;
   }
   if (!f->len) f->off = t->len;
-  if (!buf_reserve(t, n)) return;
   buf_add(t, p, n);
-  f->len += n;
+  if (!t->oom) f->len += n;
 }
 
 static void addr_adds(struct addrs *as, struct span *f, const char *z) {

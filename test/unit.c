@@ -1007,8 +1007,45 @@ static void test_parse_uint(void) {
   CHECK(!parse_uint(str_make("", 0), 9, &v) && !parse_uint(str_make("1a", 2), 99, &v));
 }
 
+/*
+** Addresses keep their strings as spans of one buffer (issue 15): a string appended to
+** after another one was is moved to the end first, so each stays contiguous; and one
+** struct addrs holds the lists of every field of an ENVELOPE, each address tagged.
+*/
+static void test_address_spans(void) {
+  struct addrs as = {0};
+  struct span a = {0, 0}, b = {0, 0};
+  addr_add(&as, &a, "mail", 4);
+  addr_add(&as, &b, "example", 7);
+  addr_add(&as, &a, "box", 3);              /* a is not last: moved, then appended */
+  addr_add(&as, &b, ".org", 4);             /* and now b is not last either */
+  struct str sa = addr_str(&as, a), sb = addr_str(&as, b);
+  CHECK(sa.len == 7 && memcmp(sa.p, "mailbox", 7) == 0);
+  CHECK(sb.len == 11 && memcmp(sb.p, "example.org", 11) == 0);
+  addrs_free(&as);
+  const char *to = "\"A B\" <a@x.org>, c@y.org (C)", *cc = "g: d@z.org;";
+  addrs_parse(str_make(to, strlen(to)), &as, H_TO);
+  addrs_parse(str_make(cc, strlen(cc)), &as, H_CC);
+  CHECK(as.n == 5 && as.a[0].list == H_TO && as.a[1].list == H_TO && as.a[2].list == H_CC);
+  struct str n0 = addr_str(&as, as.a[0].name), n1 = addr_str(&as, as.a[1].name),
+             h1 = addr_str(&as, as.a[1].host), g = addr_str(&as, as.a[2].name);
+  CHECK(n0.len == 3 && memcmp(n0.p, "A B", 3) == 0);
+  CHECK(n1.len == 1 && n1.p[0] == 'C' && h1.len == 5 && memcmp(h1.p, "y.org", 5) == 0);
+  CHECK(as.a[2].kind == ADDR_GROUP && g.len == 1 && g.p[0] == 'g');
+  CHECK(as.a[4].kind == ADDR_GROUP_END);
+  struct buf out = {0};
+  out_addrs(&out, &as, H_CC);
+  CHECK(out.p && strcmp(out.p, "((NIL NIL \"g\" NIL)(NIL NIL \"d\" \"z.org\")(NIL NIL NIL NIL))") == 0);
+  buf_reset(&out);
+  out_addrs(&out, &as, H_BCC);
+  CHECK(out.p && strcmp(out.p, "NIL") == 0);
+  buf_free(&out);
+  addrs_free(&as);
+}
+
 int main(void) {
   test_parse_uint();
+  test_address_spans();
   test_parser();
   test_seqset();
   test_dollar_and_partial();
