@@ -249,13 +249,16 @@ struct msgdata {             /* a message's bytes, stored once, shared by its co
 ** A fixture file's messages, stored together as the loader wrote them (section 4): one
 ** allocation instead of one a message, so loading costs little more than reading the file.
 ** Each message in it holds a reference; the arena goes when its last message does (so an
-** expunged message's bytes stay until the rest of its file is gone too).
+** expunged message's bytes stay until the rest of its file is gone too). The room left
+** after the messages holds their metadata as far as it goes (meta_alloc, section 2).
 */
 struct msgarena {
   atomic_int refs;
   int mapped;                 /* 1: base came from mmap (size bytes), 0: from malloc */
   char *base;
   size_t size;
+  atomic_size_t meta_next;    /* the room after the messages that metadata may take */
+  size_t meta_end;            /* (offsets from base; set once the load is done) */
 };
 
 /* ---- section 3: the store ---- */
@@ -3111,31 +3114,65 @@ static void out_body(struct buf *b, const char *msg, const struct part *parts, i
 */
 static atomic_long msgmeta_builds, rendered_builds;  /* so a test can see each is built once */
 
-static void rendered_free(struct rendered *r) {
-  free(atomic_load(&r->envelope));
-  free(atomic_load(&r->body));
-  free(atomic_load(&r->bodystructure));
+/*
+** Where metadata lives. A fixture's messages keep theirs in the room their file's arena
+** has left after them (section 4 keeps about a kilobyte a message of it): the load's read
+** has touched those pages already, and on a VM the first touch of fresh memory is about a
+** third of what the first metadata pass costs (issue 15). Past that room, and for a
+** message in no arena (arena NULL), it is malloc'd; meta_free frees only what was.
+*/
+static void *meta_room(struct msgarena *a, size_t n) {
+  if (a && n < SIZE_MAX - 16) {
+    size_t want = (n + 15) & ~(size_t)15;
+    size_t at = atomic_fetch_add_explicit(&a->meta_next, want, memory_order_relaxed);
+    if (at <= a->meta_end && a->meta_end - at >= want) return a->base + at;
+  }
+  return NULL;
 }
 
-static void msgmeta_free(struct msgmeta *m) {
+static void *meta_alloc(struct msgarena *a, size_t n) {
+  void *p = meta_room(a, n);
+  return p ? p : mem_alloc(n);
+}
+
+static void meta_free(struct msgarena *a, void *p) {
+  uintptr_t q = (uintptr_t)p;
+  if (!a || q < (uintptr_t)a->base || q >= (uintptr_t)a->base + a->size) free(p);
+}
+
+static void rendered_free(struct rendered *r, struct msgarena *a) {
+  meta_free(a, atomic_load(&r->envelope));
+  meta_free(a, atomic_load(&r->body));
+  meta_free(a, atomic_load(&r->bodystructure));
+}
+
+static void msgmeta_free(struct msgmeta *m, struct msgarena *a) {
   if (!m) return;
-  rendered_free(&m->rendered);
-  free(m->parts);
-  free(m);
+  rendered_free(&m->rendered, a);
+  meta_free(a, m->parts);
+  meta_free(a, m);
 }
 
-/* Parse the MIME tree and the Date once. NULL if memory ran out. */
-static struct msgmeta *msgmeta_build(const char *msg, size_t size) {
+/* Parse the MIME tree and the Date once, into a's room if it has some. NULL if memory ran
+   out. */
+static struct msgmeta *msgmeta_build(const char *msg, size_t size, struct msgarena *a) {
   atomic_fetch_add(&msgmeta_builds, 1);
-  struct msgmeta *m = mem_calloc(1, sizeof *m);
+  struct msgmeta *m = meta_alloc(a, sizeof *m);
   if (!m) return NULL;
+  memset(m, 0, sizeof *m);
   atomic_init(&m->rendered.envelope, NULL);
   atomic_init(&m->rendered.body, NULL);
   atomic_init(&m->rendered.bodystructure, NULL);
   struct mime_builder mb = {msg, NULL, 0, 0, 0, {NULL, 0}, 0};
   mime_parse(&mb, 0, size, 0, 0);
-  if (!mb.failed && mb.n > 0 && mb.n < mb.cap) {   /* kept for every message: no spare room */
-    struct part *fit = realloc(mb.parts, sizeof *fit * (size_t)mb.n);
+  if (!mb.failed && mb.n > 0) {  /* kept for every message: no spare room (issue 15) */
+    struct part *fit = meta_room(a, sizeof *fit * (size_t)mb.n);
+    if (fit) {
+      memcpy(fit, mb.parts, sizeof *fit * (size_t)mb.n);
+      free(mb.parts);
+    } else if (mb.n < mb.cap) {
+      fit = realloc(mb.parts, sizeof *fit * (size_t)mb.n);
+    }
     if (fit) mb.parts = fit;
   }
   m->parts = mb.parts;
@@ -3145,32 +3182,42 @@ static struct msgmeta *msgmeta_build(const char *msg, size_t size) {
   int tz;
   if (mb.have_date && date_parse(mb.date, &t, &tz)) m->sent = day_of(t, tz, NULL);
   if (mb.failed || mb.n == 0) {
-    msgmeta_free(m);
+    msgmeta_free(m, a);
     return NULL;
   }
   return m;
 }
 
-/* Render one of ENVELOPE, BODY, BODYSTRUCTURE (a RENDER_ bit). NULL if memory ran out. */
-static char *render(const char *msg, size_t size, const struct msgmeta *m, unsigned which) {
+/* Render one of ENVELOPE, BODY, BODYSTRUCTURE (a RENDER_ bit), its size to the byte, into
+   a's room if it has some. NULL if memory ran out. */
+static char *render(const char *msg, size_t size, const struct msgmeta *m, unsigned which,
+                    struct msgarena *a) {
   atomic_fetch_add(&rendered_builds, 1);
   struct buf b = {0};
   if (which == RENDER_ENVELOPE) out_envelope(&b, msg, msg + header_length(msg, size));
   else out_body(&b, msg, m->parts, 0, which == RENDER_BODYSTRUCTURE);
+  char *text = b.oom || !b.p ? NULL : meta_room(a, b.len + 1);
+  if (text) {
+    memcpy(text, b.p, b.len + 1);
+    buf_free(&b);
+    return text;
+  }
   size_t len = b.len;
-  char *text = buf_take(&b), *fit = text ? realloc(text, len + 1) : NULL;
-  return fit ? fit : text;   /* kept for every message: no room to spare (issue 15) */
+  char *fit;
+  text = buf_take(&b);
+  fit = text ? realloc(text, len + 1) : NULL;
+  return fit ? fit : text;
 }
 
 /* The message's part table, computed on first use. NULL if memory ran out. */
 static struct msgmeta *msgdata_meta(struct msgdata *d) {
   struct msgmeta *m = atomic_load_explicit(&d->meta, memory_order_acquire);
   if (m) return m;
-  struct msgmeta *n = msgmeta_build(d->bytes, d->size);
+  struct msgmeta *n = msgmeta_build(d->bytes, d->size, d->arena);
   if (!n) return NULL;
   struct msgmeta *expected = NULL;
   if (atomic_compare_exchange_strong(&d->meta, &expected, n)) return n;
-  msgmeta_free(n);           /* another thread won the race; use its copy */
+  msgmeta_free(n, d->arena); /* another thread won the race; use its copy */
   return expected;
 }
 
@@ -3186,11 +3233,11 @@ static const struct rendered *msgdata_rendered(struct msgdata *d, unsigned want)
     _Atomic(char *) *slot = bit == RENDER_ENVELOPE ? &r->envelope
                           : bit == RENDER_BODY ? &r->body : &r->bodystructure;
     if (!(want & bit) || atomic_load_explicit(slot, memory_order_acquire)) continue;
-    char *text = render(d->bytes, d->size, m, bit);
+    char *text = render(d->bytes, d->size, m, bit, d->arena);
     if (!text) return NULL;
     char *expected = NULL;
     if (!atomic_compare_exchange_strong(slot, &expected, text))
-      free(text);            /* another thread won the race; use its copy */
+      meta_free(d->arena, text);   /* another thread won the race; use its copy */
   }
   return r;
 }
@@ -3447,7 +3494,7 @@ static int part_binary(const char *msg, const struct part *pt, struct buf *tmp,
 ** with the new message in out, 0 if nothing needed a change, -1 if memory ran out.
 */
 static int msg_binary_to_base64(const char *msg, size_t n, struct buf *out) {
-  struct msgmeta *mm = msgmeta_build(msg, n);
+  struct msgmeta *mm = msgmeta_build(msg, n, NULL);
   if (!mm) return -1;
   size_t done = 0;           /* msg[0, done) is in out (or unchanged, while none is) */
   int changed = 0;
@@ -3479,7 +3526,7 @@ static int msg_binary_to_base64(const char *msg, size_t n, struct buf *out) {
     done = pt->body_off + pt->body_len;                /* the delimiter's (RFC 2046 5.1.1) */
   }
   if (changed) buf_add(out, msg + done, n - done);
-  msgmeta_free(mm);
+  msgmeta_free(mm, NULL);
   if (out->oom) return -1;
   return changed;
 }
@@ -3785,7 +3832,7 @@ static struct msgdata *msgdata_ref(struct msgdata *d) {
 
 static void msgdata_unref(struct msgdata *d) {
   if (d && atomic_fetch_sub(&d->refs, 1) == 1) {
-    msgmeta_free(atomic_load(&d->meta));
+    msgmeta_free(atomic_load(&d->meta), d->arena);   /* before the arena that may hold it */
     free(atomic_load(&d->sortkeys));
     msgarena_unref(d->arena);
     free(d);
@@ -5365,6 +5412,8 @@ static struct msgarena *msgarena_new(size_t len, char **src) {
     return NULL;
   }
   atomic_init(&a->refs, 1);
+  atomic_init(&a->meta_next, 0);
+  a->meta_end = 0;           /* no room for metadata until the load is done */
   a->size = room + len + 1;
   a->mapped = a->size >= ARENA_MAPPED_FROM;
   if (a->mapped) {
@@ -5385,12 +5434,22 @@ static struct msgarena *msgarena_new(size_t len, char **src) {
   return a;
 }
 
-/* Give back a mapped arena's pages past used bytes (the source the messages moved out of). */
-static void msgarena_trim(struct msgarena *a, size_t used) {
+/*
+** Once the load is done: the room left after the messages (used bytes) becomes room for
+** their metadata (meta_alloc, section 2), up to about what each message's takes, and a
+** mapped arena gives back its pages past that. The read touched them all: keeping some
+** costs no memory the load did not take, and spares the first FETCH fresh pages.
+*/
+#define META_ROOM_A_MESSAGE 1024   /* ENVELOPE, BODYSTRUCTURE and part table: ~800 bytes */
+static void msgarena_trim(struct msgarena *a, size_t used, size_t nmsgs) {
   size_t page = (size_t)sysconf(_SC_PAGESIZE);
-  size_t keep = (used + page - 1) / page * page;
+  size_t from = (used + 15) & ~(size_t)15, room = nmsgs * META_ROOM_A_MESSAGE;
+  size_t end = from < a->size && a->size - from > room ? from + room : a->size;
+  size_t keep = (end + page - 1) / page * page;
   if (a->mapped && keep < a->size && munmap(a->base + keep, a->size - keep) == 0)
     a->size = keep;
+  atomic_store(&a->meta_next, from < a->size ? from : a->size);
+  a->meta_end = a->size;
 }
 
 /*
@@ -5461,7 +5520,7 @@ static int mbox_parse_arena(struct msgarena *a, const char *data, size_t len, ui
     }
     pos = (size_t)(next - data);
   }
-  msgarena_trim(a, (size_t)(at - a->base));
+  msgarena_trim(a, (size_t)(at - a->base), b->n);
   msgarena_unref(a);
   return IMAPMEM_OK;
 }
