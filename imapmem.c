@@ -2391,6 +2391,12 @@ static void addrs_free(struct addrs *as) {
   memset(as, 0, sizeof *as);
 }
 
+/* Empty, keeping the memory for the next list. */
+static void addrs_reset(struct addrs *as) {
+  as->n = 0;
+  buf_reset(&as->text);
+}
+
 static struct str addr_str(const struct addrs *as, struct span s) {
   return str_make(as->text.p ? as->text.p + s.off : "", s.len);
 }
@@ -3115,8 +3121,9 @@ static void out_body(struct buf *b, const char *msg, const struct part *parts, i
 static atomic_long msgmeta_builds, rendered_builds;  /* so a test can see each is built once */
 
 /*
-** Where metadata lives. A fixture's messages keep theirs in the room their file's arena
-** has left after them (section 4 keeps about a kilobyte a message of it): the load's read
+** Where metadata lives (the part table, ENVELOPE, BODY, BODYSTRUCTURE, the sort keys). A
+** fixture's messages keep theirs in the room their file's arena has left after them
+** (section 4 keeps about a kilobyte a message of it): the load's read
 ** has touched those pages already, and on a VM the first touch of fresh memory is about a
 ** third of what the first metadata pass costs (issue 15). Past that room, and for a
 ** message in no arena (arena NULL), it is malloc'd; meta_free frees only what was.
@@ -3660,13 +3667,14 @@ static int msgid_next(const char **pos, const char *end, struct buf *out) {
 ** else addr-mailbox), both folded. A group's name stands for both, as Dovecot takes it.
 */
 static void sortkeys_address(struct str v, int have, struct buf *text, uint32_t *mailbox,
-                             uint32_t *display) {
-  struct addrs as = {0};
-  if (have) addrs_parse(v, &as, 0);
-  const struct addr *a = as.n ? &as.a[0] : NULL;
+                             uint32_t *display, struct addrs *scratch) {
+  struct addrs *as = scratch;   /* the caller's, emptied here and freed by it */
+  addrs_reset(as);
+  if (have) addrs_parse(v, as, 0);
+  const struct addr *a = as->n ? &as->a[0] : NULL;
   struct span none = {0, 0};
-  struct str name = addr_str(&as, a ? a->name : none), mbox = addr_str(&as, a ? a->mailbox : none),
-             host = addr_str(&as, a ? a->host : none);
+  struct str name = addr_str(as, a ? a->name : none), mbox = addr_str(as, a ? a->mailbox : none),
+             host = addr_str(as, a ? a->host : none);
   size_t at = text->len;
   *mailbox = (uint32_t)at;
   if (a && a->kind == ADDR_GROUP && name.len) buf_add(text, name.p, name.len);
@@ -3685,24 +3693,27 @@ static void sortkeys_address(struct str v, int have, struct buf *text, uint32_t 
   }
   if (!text->oom) sortkeys_fold(text->p + at, text->len - at);
   buf_addc(text, 0);
-  addrs_free(&as);
 }
 
 static atomic_long sortkeys_builds;   /* so a test can see each message's are made once */
 
-/* Read the keys from the header [h, hend). NULL if memory ran out. */
-static struct sortkeys *sortkeys_build(const char *h, const char *hend) {
+/* Read the keys from the header [h, hend), into a's room if it has some (meta_alloc).
+   NULL if memory ran out. */
+static struct sortkeys *sortkeys_build(const char *h, const char *hend, struct msgarena *a) {
   atomic_fetch_add(&sortkeys_builds, 1);
   enum { K_DATE, K_SUBJECT, K_MSGID, K_IRT, K_REFS, K_FROM, K_TO, K_CC, K_COUNT };
-  static const char *const names[K_COUNT] = {  /* ORDER K_* */
-    "Date", "Subject", "Message-ID", "In-Reply-To", "References", "From", "To", "Cc"};
+  static const struct { const char *name; size_t len; } names[K_COUNT] = {  /* ORDER K_* */
+    HEADER_NAME("Date"), HEADER_NAME("Subject"), HEADER_NAME("Message-ID"),
+    HEADER_NAME("In-Reply-To"), HEADER_NAME("References"), HEADER_NAME("From"),
+    HEADER_NAME("To"), HEADER_NAME("Cc")};
   struct str v[K_COUNT];
   int have[K_COUNT] = {0};
   struct field f;
   while (header_next(&h, hend, &f))
     for (int i = 0; i < K_COUNT; i++)
-      if (str_ieq(f.name, names[i]) && (i < K_FROM || !have[i])) {   /* the last; the */
-        v[i] = f.value;                                               /* first address */
+      if (f.name.len == names[i].len && strncasecmp(f.name.p, names[i].name, f.name.len) == 0 &&
+          (i < K_FROM || !have[i])) {  /* the last; the first address */
+        v[i] = f.value;
         have[i] = 1;
       }
   struct sortkeys k = {0};
@@ -3715,9 +3726,11 @@ static struct sortkeys *sortkeys_build(const char *h, const char *hend) {
   if (!text.oom) sortkeys_fold(text.p, text.len);
   buf_addc(&text, 0);
   uint32_t unused;
-  sortkeys_address(v[K_FROM], have[K_FROM], &text, &k.from, &k.display_from);
-  sortkeys_address(v[K_TO], have[K_TO], &text, &k.to, &k.display_to);
-  sortkeys_address(v[K_CC], have[K_CC], &text, &k.cc, &unused);
+  struct addrs as = {0};
+  sortkeys_address(v[K_FROM], have[K_FROM], &text, &k.from, &k.display_from, &as);
+  sortkeys_address(v[K_TO], have[K_TO], &text, &k.to, &k.display_to, &as);
+  sortkeys_address(v[K_CC], have[K_CC], &text, &k.cc, &unused, &as);
+  addrs_free(&as);
   k.msgid = SORTKEY_NONE;
   const char *p = have[K_MSGID] ? v[K_MSGID].p : NULL;
   size_t at = text.len;
@@ -3734,7 +3747,7 @@ static struct sortkeys *sortkeys_build(const char *h, const char *hend) {
       if (i == K_IRT) break;   /* only its first (RFC 5256 3) */
     }
   }
-  struct sortkeys *out = text.oom ? NULL : mem_alloc(sizeof *out + text.len);
+  struct sortkeys *out = text.oom ? NULL : meta_alloc(a, sizeof *out + text.len);
   if (out) {
     *out = k;
     memcpy(out->text, text.p, text.len);
@@ -3750,11 +3763,11 @@ static struct sortkeys *sortkeys_build(const char *h, const char *hend) {
 static const struct sortkeys *msgdata_sortkeys(struct msgdata *d) {
   struct sortkeys *k = atomic_load_explicit(&d->sortkeys, memory_order_acquire);
   if (k) return k;
-  struct sortkeys *n = sortkeys_build(d->bytes, d->bytes + d->hdr_len);
+  struct sortkeys *n = sortkeys_build(d->bytes, d->bytes + d->hdr_len, d->arena);
   if (!n) return NULL;
   struct sortkeys *expected = NULL;
   if (atomic_compare_exchange_strong(&d->sortkeys, &expected, n)) return n;
-  free(n);
+  meta_free(d->arena, n);
   return expected;
 }
 
@@ -3833,7 +3846,7 @@ static struct msgdata *msgdata_ref(struct msgdata *d) {
 static void msgdata_unref(struct msgdata *d) {
   if (d && atomic_fetch_sub(&d->refs, 1) == 1) {
     msgmeta_free(atomic_load(&d->meta), d->arena);   /* before the arena that may hold it */
-    free(atomic_load(&d->sortkeys));
+    meta_free(d->arena, atomic_load(&d->sortkeys));
     msgarena_unref(d->arena);
     free(d);
   }
@@ -5440,7 +5453,7 @@ static struct msgarena *msgarena_new(size_t len, char **src) {
 ** mapped arena gives back its pages past that. The read touched them all: keeping some
 ** costs no memory the load did not take, and spares the first FETCH fresh pages.
 */
-#define META_ROOM_A_MESSAGE 1024   /* ENVELOPE, BODYSTRUCTURE and part table: ~800 bytes */
+#define META_ROOM_A_MESSAGE 1024   /* ENVELOPE, BODYSTRUCTURE, part table, sort keys */
 static void msgarena_trim(struct msgarena *a, size_t used, size_t nmsgs) {
   size_t page = (size_t)sysconf(_SC_PAGESIZE);
   size_t from = (used + 15) & ~(size_t)15, room = nmsgs * META_ROOM_A_MESSAGE;

@@ -826,7 +826,7 @@ static void test_sort_keys(void) {
                   "Date: Sun, 31 Dec 2000 16:01:33 -0800\r\n"
                   "Message-ID: <\"q\\\"1\"@x.org>\r\n"
                   "In-Reply-To: <irt@x.org>\r\nReferences: <r1@x> (c) <r2@x>\r\n\r\n";
-  struct sortkeys *k = sortkeys_build(h, h + strlen(h));
+  struct sortkeys *k = sortkeys_build(h, h + strlen(h), NULL);
   CHECK(k != NULL);
   if (k) {
     CHECK(strcmp(k->text + k->subject, "CAF\xc3\xa9") == 0 && k->reply);
@@ -841,7 +841,7 @@ static void test_sort_keys(void) {
     free(k);
   }
   const char *bare = "Subject: [blob]\r\nIn-Reply-To: junk <a@b> <c@d>\r\n\r\n";
-  k = sortkeys_build(bare, bare + strlen(bare));
+  k = sortkeys_build(bare, bare + strlen(bare), NULL);
   CHECK(k && strcmp(k->text + k->subject, "[BLOB]") == 0 && !k->reply && k->sent == INT64_MIN &&
         k->msgid == SORTKEY_NONE && k->nrefs == 1 && strcmp(k->text + k->refs, "a@b") == 0 &&
         k->text[k->from] == 0);
@@ -849,7 +849,7 @@ static void test_sort_keys(void) {
   long n, nulls = 0;          /* the Nth allocation fails, for each N until none is left */
   for (n = 1; n < 400; n++) {
     atomic_store(&mem_fail_countdown, n);
-    k = sortkeys_build(h, h + strlen(h));
+    k = sortkeys_build(h, h + strlen(h), NULL);
     long left = atomic_load(&mem_fail_countdown);
     atomic_store(&mem_fail_countdown, 0);
     nulls += k == NULL;
