@@ -1840,20 +1840,21 @@ static void header_unfold(struct str v, struct buf *out) {
   }
 }
 
-/*
-** The fields BODYSTRUCTURE uses, found in one pass over a header instead of one pass per
-** field. Of a field given twice the first counts, but the last Content-Disposition: what
-** Dovecot does, so that both show a client the same type and the same attachments.
-*/
 /* Which of the H_* fields a field name is, or -1 (lengths first: most names are none). */
 static int header_id(struct str name) {
   for (int i = 0; i < H_COUNT; i++)
-    if (name.len == header_names[i].len && (name.p[0] | 0x20) == (header_names[i].name[0] | 0x20) &&
+    if (name.len == header_names[i].len &&
+        (name.p[0] | 0x20) == (header_names[i].name[0] | 0x20) &&
         strncasecmp(name.p, header_names[i].name, name.len) == 0)
       return i;
   return -1;
 }
 
+/*
+** The fields BODYSTRUCTURE uses, found in one pass over a header instead of one pass per
+** field. Of a field given twice the first counts, but the last Content-Disposition: what
+** Dovecot does, so that both show a client the same type and the same attachments.
+*/
 static void headers_scan(const char *h, const char *hend, struct headers *out) {
   memset(out, 0, sizeof *out);
   struct field f;
@@ -3123,10 +3124,10 @@ static atomic_long msgmeta_builds, rendered_builds;  /* so a test can see each i
 /*
 ** Where metadata lives (the part table, ENVELOPE, BODY, BODYSTRUCTURE, the sort keys). A
 ** fixture's messages keep theirs in the room their file's arena has left after them
-** (section 4 keeps about a kilobyte a message of it): the load's read
-** has touched those pages already, and on a VM the first touch of fresh memory is about a
-** third of what the first metadata pass costs (issue 15). Past that room, and for a
-** message in no arena (arena NULL), it is malloc'd; meta_free frees only what was.
+** (section 4 keeps about a kilobyte a message of it): the load's read has touched those
+** pages already, and on a VM the first touch of fresh memory is about a third of what the
+** first metadata pass costs (issue 15). Past that room, and for a message in no arena
+** (arena NULL), it is malloc'd; meta_free frees only what was.
 */
 static void *meta_room(struct msgarena *a, size_t n) {
   if (a && n < SIZE_MAX - 16) {
@@ -3209,10 +3210,9 @@ static char *render(const char *msg, size_t size, const struct msgmeta *m, unsig
     buf_free(&b);
     return text;
   }
-  size_t len = b.len;
-  char *fit;
+  size_t len = b.len;         /* no room: its own allocation, shrunk to fit */
   text = buf_take(&b);
-  fit = text ? realloc(text, len + 1) : NULL;
+  char *fit = text ? realloc(text, len + 1) : NULL;
   return fit ? fit : text;
 }
 
@@ -5450,8 +5450,8 @@ static struct msgarena *msgarena_new(size_t len, char **src) {
 /*
 ** Once the load is done: the room left after the messages (used bytes) becomes room for
 ** their metadata (meta_alloc, section 2), up to about what each message's takes, and a
-** mapped arena gives back its pages past that. The read touched them all: keeping some
-** costs no memory the load did not take, and spares the first FETCH fresh pages.
+** mapped arena gives back its pages past that. The read wrote the file there: keeping
+** some costs no memory the load did not take, and spares the first FETCH fresh pages.
 */
 #define META_ROOM_A_MESSAGE 1024   /* ENVELOPE, BODYSTRUCTURE, part table, sort keys */
 static void msgarena_trim(struct msgarena *a, size_t used, size_t nmsgs) {
