@@ -1757,11 +1757,12 @@ static void mutf7_to_utf8(struct buf *out, const char *in) {
 ** Owns: struct msgmeta (a message's table of MIME parts, as byte offsets, with the facts
 ** of each part's header) and struct rendered (its ENVELOPE, BODY and BODYSTRUCTURE text),
 ** and the decoding SEARCH and FETCH BINARY use (and the base64 a literal8 APPEND's binary
-** parts are stored in).
+** parts are stored in); where that metadata and the sort keys are kept (meta_alloc: the
+** room a fixture's arena has after its messages, else the heap).
 ** Calls: section 1.
 ** Locking: none. A message's bytes never change, so each is computed once, by whichever
 ** thread first needs it, and published with an atomic compare-and-swap; a thread that
-** loses the race frees its own copy.
+** loses the race frees its own copy (meta_free: unless it came from an arena's room).
 ** Limits: MIME nesting deeper than IMAPMEM_MAX_DEPTH is treated as a leaf.
 **
 ** Parsing accepts bare LF as well as CRLF, since APPEND stores a client's bytes as sent.
