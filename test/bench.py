@@ -845,19 +845,26 @@ def add_sort_rows(table, c, res):
               peer=pv("fetch_env_first"))
 
 
-def sort_phase(table, c, tmp, runs, peer, notes):
-    """The SORT/THREAD items on corpus c (fewer runs on the largest), their rows added to
-    table and their warnings to notes."""
+def runs_of(what, run, c, tmp, nruns, peer, notes):
+    """nruns of run(server class, corpus, tmp) against imapmem and the peer, interleaved;
+    their results by server, their warnings added to notes."""
     res = {"imapmem": [], "dovecot": []}
-    for r in range(runs if c["n"] <= 10000 else max(1, min(runs, 3))):
-        log("corpus %d: SORT run %d" % (c["n"], r + 1))
-        res["imapmem"].append(sort_run(Imapmem, c, tmp))
+    for r in range(nruns):
+        log("corpus %d: %s run %d/%d" % (c["n"], what, r + 1, nruns))
+        res["imapmem"].append(run(Imapmem, c, tmp))
         if peer:
-            res["dovecot"].append(sort_run(peer, c, tmp))
+            res["dovecot"].append(run(peer, c, tmp))
     for who in res:
         for m in res[who]:
             notes.extend(m.get("warnings", []))
-    add_sort_rows(table, c, res)
+    return res
+
+
+def sort_phase(table, c, tmp, runs, peer, notes):
+    """The SORT/THREAD items on corpus c (fewer runs on the largest), their rows added to
+    table and their warnings to notes."""
+    nruns = runs if c["n"] <= 10000 else max(1, min(runs, 3))
+    add_sort_rows(table, c, runs_of("SORT", sort_run, c, tmp, nruns, peer, notes))
 
 
 def sort_main(sizes, runs, peer):
@@ -1841,16 +1848,7 @@ def main():
                                                      record=rec if r == 0 else None))
                 if peer:
                     res["dovecot"].append(sequential_run(peer, c, tmp))
-            cs = {"imapmem": [], "dovecot": []}
-            for r in range(nruns):
-                log("corpus %d: CONDSTORE run %d/%d" % (n, r + 1, nruns))
-                cs["imapmem"].append(condstore_run(Imapmem, c, tmp))
-                if peer:
-                    cs["dovecot"].append(condstore_run(peer, c, tmp))
-            for who in cs:
-                for m in cs[who]:
-                    notes.extend(m.get("warnings", []))
-            cs_results[n] = cs
+            cs_results[n] = runs_of("CONDSTORE", condstore_run, c, tmp, nruns, peer, notes)
             replay, raw = client_replay(rec, 5)
             os.unlink(rec)
             refs[n] = {"read": rd["read_file_s"], "read_hot": rd["read_file_hot_s"],
