@@ -233,10 +233,21 @@ struct msgmeta {             /* computed once per message, then shared and immut
   int64_t sent;               /* Date header as a UTC day number, or INT64_MIN */
   struct rendered rendered;   /* the only part written after it is built */
 };
+/*
+** A line of a message that starts with "--", as the loader found it: where it starts and
+** how many line breaks come before it. The MIME parse looks for delimiters only at these
+** and counts a part's lines from the nearest (issue 15: the load reads every line anyway;
+** the first FETCH then need not).
+*/
+struct line_mark {
+  uint32_t off, lines;
+};
 struct msgdata {             /* a message's bytes, stored once, shared by its copies */
   atomic_int refs;
   uint32_t size;              /* RFC822.SIZE: the CRLF bytes */
   uint32_t hdr_len;           /* header including the blank line */
+  uint32_t nmarks;            /* marks: every "--" line, then {size, all its line breaks}; */
+  const struct line_mark *marks;   /* NULL if not known (in the arena's marks) */
   _Atomic(struct msgmeta *) meta;
   _Atomic(struct sortkeys *) sortkeys;   /* made on the first SORT or THREAD: the header
                                             alone, so no MIME parse */
@@ -259,6 +270,7 @@ struct msgarena {
   size_t size;
   atomic_size_t meta_next;    /* the room after the messages that metadata may take */
   size_t meta_end;            /* (offsets from base; set once the load is done) */
+  struct line_mark *marks;    /* its messages' line marks (heap), or NULL */
 };
 
 /* ---- section 3: the store ---- */
@@ -2756,6 +2768,8 @@ static void out_envelope(struct buf *b, const char *h, const char *hend) {
 /* The MIME tree (RFC 2045, 2046). */
 struct mime_builder {
   const char *msg;
+  const struct line_mark *marks;   /* the loader's, or NULL (struct msgdata) */
+  size_t nmarks;
   struct part *parts;
   int n, cap;
   int failed;
@@ -2779,38 +2793,83 @@ static int mime_new_part(struct mime_builder *mb) {
   return mb->n++;
 }
 
-/* Find the next delimiter line "--boundary" at or after body offset *pos; 1 found. */
-static int mime_find_delim(const char *msg, size_t start, size_t *pos, size_t end,
+/*
+** Whether a delimiter line "--boundary" (RFC 2046 5.1.1) starts at p, a line start before
+** end: then *line_start, *after (the next line) and *closing ("--boundary--") are set.
+*/
+static int mime_delim_at(const char *msg, size_t p, size_t end, struct str boundary,
+                         size_t *line_start, size_t *after, int *closing) {
+  if (end - p < boundary.len + 2 || msg[p] != '-' || msg[p + 1] != '-' ||
+      memcmp(msg + p + 2, boundary.p, boundary.len) != 0)
+    return 0;
+  size_t q = p + 2 + boundary.len;
+  int close = end - q >= 2 && msg[q] == '-' && msg[q + 1] == '-';
+  if (close) q += 2;
+  while (q < end && (msg[q] == ' ' || msg[q] == '\t')) q++;   /* transport padding */
+  if (q < end && msg[q] != '\n' && !(msg[q] == '\r' && q + 1 < end && msg[q + 1] == '\n'))
+    return 0;
+  *line_start = p;
+  if (q < end) q += msg[q] == '\r' ? 2 : 1;
+  *after = q;
+  *closing = close;
+  return 1;
+}
+
+/* The first of the message's marks at or after offset x (nmarks if none). */
+static size_t mark_at_or_after(const struct mime_builder *mb, size_t x) {
+  size_t lo = 0, hi = mb->nmarks;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (mb->marks[mid].off < x) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/*
+** Find the next delimiter line at or after body offset *pos (start is the body's; it counts
+** as a line start); 1 found, and *pos moves past it. With the loader's marks only lines
+** starting "--" are looked at, else every line.
+*/
+static int mime_find_delim(const struct mime_builder *mb, size_t start, size_t *pos, size_t end,
                            struct str boundary, size_t *line_start, size_t *after,
                            int *closing) {
+  const char *msg = mb->msg;
   size_t p = *pos;
+  if (mb->marks) {
+    if (p == start && p < end && p > 0 && msg[p - 1] != '\n' &&
+        mime_delim_at(msg, p, end, boundary, line_start, after, closing))
+      return *pos = *after, 1;
+    for (size_t i = mark_at_or_after(mb, p); i < mb->nmarks && mb->marks[i].off < end; i++)
+      if (mime_delim_at(msg, mb->marks[i].off, end, boundary, line_start, after, closing))
+        return *pos = *after, 1;
+    return 0;
+  }
   while (p < end) {
-    int at_line_start = p == start || msg[p - 1] == '\n';
-    if (!at_line_start) {
-      const char *nl = memchr(msg + p, '\n', end - p);
-      if (!nl) return 0;
-      p = (size_t)(nl - msg) + 1;
-      continue;
-    }
-    if (end - p >= boundary.len + 2 && msg[p] == '-' && msg[p + 1] == '-' &&
-        memcmp(msg + p + 2, boundary.p, boundary.len) == 0) {
-      size_t q = p + 2 + boundary.len;
-      *closing = q + 1 < end + 1 && end - q >= 2 && msg[q] == '-' && msg[q + 1] == '-';
-      if (*closing) q += 2;
-      while (q < end && (msg[q] == ' ' || msg[q] == '\t')) q++;   /* transport padding */
-      if (q == end || msg[q] == '\n' || (msg[q] == '\r' && q + 1 < end && msg[q + 1] == '\n')) {
-        *line_start = p;
-        if (q < end) q += msg[q] == '\r' ? 2 : 1;
-        *after = q;
-        *pos = q;
-        return 1;
-      }
-    }
+    if ((p == start || msg[p - 1] == '\n') &&
+        mime_delim_at(msg, p, end, boundary, line_start, after, closing))
+      return *pos = *after, 1;
     const char *nl = memchr(msg + p, '\n', end - p);
     if (!nl) return 0;
     p = (size_t)(nl - msg) + 1;
   }
   return 0;
+}
+
+/* Line breaks before offset x, counted from the nearest mark (or from the start). */
+static size_t lines_before(const struct mime_builder *mb, size_t x) {
+  size_t i = mark_at_or_after(mb, x);   /* the last mark is at the end: i < nmarks */
+  const struct line_mark *hi = &mb->marks[i < mb->nmarks ? i : mb->nmarks - 1];
+  size_t lo_off = i ? mb->marks[i - 1].off : 0, lo_lines = i ? mb->marks[i - 1].lines : 0;
+  if (hi->off >= x && hi->off - x < x - lo_off)
+    return hi->lines - count_lines(mb->msg + x, hi->off - x);
+  return lo_lines + count_lines(mb->msg + lo_off, x - lo_off);
+}
+
+/* A text or message body's lines (RFC 3501 7.4.2): its line breaks from off to end. */
+static size_t mime_lines(const struct mime_builder *mb, size_t off, size_t end) {
+  if (!mb->marks) return count_lines(mb->msg + off, end - off);
+  return lines_before(mb, end) - lines_before(mb, off);
 }
 
 /* A view the part table holds (offset and length into the message). */
@@ -2873,8 +2932,9 @@ static void part_facts(struct part *pt, const char *msg, const struct ctype *ct,
 ** boundary (RFC 2046 5.1.2 forbids it, but mailers do it: the inner multipart owns the
 ** delimiters up to its "--bnd--", as Dovecot reads it), else at start.
 */
-static size_t mime_same_boundary_end(const char *msg, size_t start, size_t end,
+static size_t mime_same_boundary_end(const struct mime_builder *mb, size_t start, size_t end,
                                      struct str bnd, int depth) {
+  const char *msg = mb->msg;
   size_t hl = header_length(msg + start, end - start);
   struct str v;
   if (depth >= IMAPMEM_MAX_DEPTH ||
@@ -2890,9 +2950,9 @@ static size_t mime_same_boundary_end(const char *msg, size_t start, size_t end,
   if (!same) return start;
   size_t body = start + hl, pos = body, ls, after;
   int closing;
-  while (mime_find_delim(msg, body, &pos, end, bnd, &ls, &after, &closing)) {
+  while (mime_find_delim(mb, body, &pos, end, bnd, &ls, &after, &closing)) {
     if (closing) return after;
-    pos = mime_same_boundary_end(msg, after, end, bnd, depth + 1);
+    pos = mime_same_boundary_end(mb, after, end, bnd, depth + 1);
   }
   return end;
 }
@@ -2944,7 +3004,7 @@ static int mime_parse(struct mime_builder *mb, size_t off, size_t end, int defau
   if (too_deep) mb->parts[idx].digest = 0;
   mb->parts[idx].kind = (uint8_t)kind;
   if (kind == PART_TEXT || kind == PART_MESSAGE)   /* the only parts whose lines are sent */
-    mb->parts[idx].lines = (uint32_t)count_lines(msg + off + hl, end - off - hl);
+    mb->parts[idx].lines = (uint32_t)mime_lines(mb, off + hl, end);
   part_facts(&mb->parts[idx], msg, have && !too_deep ? &ct : NULL, &hs);
   ctype_free(&ct);
   if (kind == PART_MESSAGE) {
@@ -2955,7 +3015,7 @@ static int mime_parse(struct mime_builder *mb, size_t off, size_t end, int defau
     size_t body = mb->parts[idx].body_off, pos = body, ls, after, part_start = 0;
     int closing = 0, have_start = 0, last = -1;
     struct str bnd = str_make(boundary.p, boundary.len);
-    while (bnd.len && mime_find_delim(msg, body, &pos, end, bnd, &ls, &after, &closing)) {
+    while (bnd.len && mime_find_delim(mb, body, &pos, end, bnd, &ls, &after, &closing)) {
       if (have_start) {
         size_t pe = ls;      /* the line break before the delimiter belongs to it */
         if (pe > part_start && msg[pe - 1] == '\n') pe--;
@@ -2972,7 +3032,7 @@ static int mime_parse(struct mime_builder *mb, size_t off, size_t end, int defau
       }
       part_start = after;
       have_start = 1;
-      pos = mime_same_boundary_end(msg, part_start, end, bnd, depth);
+      pos = mime_same_boundary_end(mb, part_start, end, bnd, depth);
     }
     if (have_start) {        /* no closing delimiter: the last part runs to the end */
       int c = mime_parse(mb, part_start, end, digest, depth + 1);
@@ -3162,9 +3222,10 @@ static void msgmeta_free(struct msgmeta *m, struct msgarena *a) {
   meta_free(a, m);
 }
 
-/* Parse the MIME tree and the Date once, into a's room if it has some. NULL if memory ran
-   out. */
-static struct msgmeta *msgmeta_build(const char *msg, size_t size, struct msgarena *a) {
+/* Parse the MIME tree and the Date once, into a's room if it has some, with the loader's
+   marks if there are (NULL: none). NULL if memory ran out. */
+static struct msgmeta *msgmeta_build(const char *msg, size_t size, const struct line_mark *marks,
+                                     uint32_t nmarks, struct msgarena *a) {
   atomic_fetch_add(&msgmeta_builds, 1);
   struct msgmeta *m = meta_alloc(a, sizeof *m);
   if (!m) return NULL;
@@ -3172,7 +3233,7 @@ static struct msgmeta *msgmeta_build(const char *msg, size_t size, struct msgare
   atomic_init(&m->rendered.envelope, NULL);
   atomic_init(&m->rendered.body, NULL);
   atomic_init(&m->rendered.bodystructure, NULL);
-  struct mime_builder mb = {msg, NULL, 0, 0, 0, {NULL, 0}, 0};
+  struct mime_builder mb = {msg, marks, nmarks, NULL, 0, 0, 0, {NULL, 0}, 0};
   mime_parse(&mb, 0, size, 0, 0);
   if (!mb.failed && mb.n > 0) {  /* kept for every message: no spare room (issue 15) */
     struct part *fit = meta_room(a, sizeof *fit * (size_t)mb.n);
@@ -3199,11 +3260,11 @@ static struct msgmeta *msgmeta_build(const char *msg, size_t size, struct msgare
 
 /* Render one of ENVELOPE, BODY, BODYSTRUCTURE (a RENDER_ bit), its size to the byte, into
    a's room if it has some. NULL if memory ran out. */
-static char *render(const char *msg, size_t size, const struct msgmeta *m, unsigned which,
+static char *render(const char *msg, const struct msgmeta *m, unsigned which,
                     struct msgarena *a) {
   atomic_fetch_add(&rendered_builds, 1);
   struct buf b = {0};
-  if (which == RENDER_ENVELOPE) out_envelope(&b, msg, msg + header_length(msg, size));
+  if (which == RENDER_ENVELOPE) out_envelope(&b, msg, msg + m->parts[0].hdr_len);
   else out_body(&b, msg, m->parts, 0, which == RENDER_BODYSTRUCTURE);
   char *text = b.oom || !b.p ? NULL : meta_room(a, b.len + 1);
   if (text) {
@@ -3221,7 +3282,7 @@ static char *render(const char *msg, size_t size, const struct msgmeta *m, unsig
 static struct msgmeta *msgdata_meta(struct msgdata *d) {
   struct msgmeta *m = atomic_load_explicit(&d->meta, memory_order_acquire);
   if (m) return m;
-  struct msgmeta *n = msgmeta_build(d->bytes, d->size, d->arena);
+  struct msgmeta *n = msgmeta_build(d->bytes, d->size, d->marks, d->nmarks, d->arena);
   if (!n) return NULL;
   struct msgmeta *expected = NULL;
   if (atomic_compare_exchange_strong(&d->meta, &expected, n)) return n;
@@ -3241,7 +3302,7 @@ static const struct rendered *msgdata_rendered(struct msgdata *d, unsigned want)
     _Atomic(char *) *slot = bit == RENDER_ENVELOPE ? &r->envelope
                           : bit == RENDER_BODY ? &r->body : &r->bodystructure;
     if (!(want & bit) || atomic_load_explicit(slot, memory_order_acquire)) continue;
-    char *text = render(d->bytes, d->size, m, bit, d->arena);
+    char *text = render(d->bytes, m, bit, d->arena);
     if (!text) return NULL;
     char *expected = NULL;
     if (!atomic_compare_exchange_strong(slot, &expected, text))
@@ -3502,7 +3563,7 @@ static int part_binary(const char *msg, const struct part *pt, struct buf *tmp,
 ** with the new message in out, 0 if nothing needed a change, -1 if memory ran out.
 */
 static int msg_binary_to_base64(const char *msg, size_t n, struct buf *out) {
-  struct msgmeta *mm = msgmeta_build(msg, n, NULL);
+  struct msgmeta *mm = msgmeta_build(msg, n, NULL, 0, NULL);
   if (!mm) return -1;
   size_t done = 0;           /* msg[0, done) is in out (or unchanged, while none is) */
   int changed = 0;
@@ -3814,7 +3875,8 @@ static struct msgdata *msgdata_alloc(size_t n, struct msgarena *arena) {
   atomic_init(&d->meta, NULL);
   atomic_init(&d->sortkeys, NULL);
   atomic_init(&d->emailid, 0);
-  d->size = d->hdr_len = 0;
+  d->size = d->hdr_len = d->nmarks = 0;
+  d->marks = NULL;
   d->arena = arena;
   d->bytes = arena ? NULL : (char *)(d + 1);
   return d;
@@ -3824,6 +3886,7 @@ static void msgarena_unref(struct msgarena *a) {
   if (a && atomic_fetch_sub(&a->refs, 1) == 1) {
     if (a->mapped) munmap(a->base, a->size);
     else free(a->base);
+    free(a->marks);
     free(a);
   }
 }
@@ -5007,6 +5070,8 @@ struct pending {             /* a parsed message, not yet in a mailbox */
   char *keywords;             /* X-Keywords value, or NULL */
   char *eol;                  /* X-Imapmem-Eol value, or NULL */
   uint64_t modseq;            /* X-Imapmem-Modseq, or 0 */
+  size_t mark_first;          /* its line marks: the batch's marks[mark_first...] */
+  uint32_t nmarks;            /* (0: none kept) */
 };
 struct acl_line {             /* an entry of a fixture folder's .acl file */
   char *mailbox, *id;
@@ -5024,6 +5089,8 @@ struct mbox_batch {
   char *base_keywords;
   uint64_t base_modseq;       /* X-Imapmem-Highestmodseq, or 0 */
   char *base_mailboxid;       /* X-Imapmem-Mailboxid (RFC 8474 MAILBOXID), or NULL */
+  struct line_mark *marks;    /* the messages' line marks, until the arena takes them */
+  size_t nmarks, capmarks;
   struct mbox_batch *next;
 };
 
@@ -5090,6 +5157,7 @@ static void mbox_batch_free(struct mbox_batch *b) {
       free(b->m[i].eol);
     }
     free(b->m);
+    free(b->marks);
     free(b->mailbox);
     free(b->file);
     free(b->base_keywords);
@@ -5330,6 +5398,20 @@ static void mbox_apply_eol(struct msgdata *d, const char *spec) {
 ** read. Returns 0 if memory ran out (or a message passes 4 GB). *pseudo is set for UW's
 ** internal-data message.
 */
+/*
+** Note that a line starting "--" begins at offset off of the message being loaded, after
+** lines line breaks (struct line_mark). 0, and no marks for this message, when they would
+** take more than a quarter of its bytes (a fixture of "--" lines) or memory runs out.
+*/
+static int mbox_mark(struct mbox_batch *b, size_t first, uint32_t off, uint32_t lines) {
+  size_t n = b->nmarks - first;
+  if ((n >= 64 && n * sizeof *b->marks * 4 > off) ||
+      !mem_grow(&b->marks, &b->capmarks, b->nmarks + 1, sizeof *b->marks))
+    return 0;
+  b->marks[b->nmarks++] = (struct line_mark){off, lines};
+  return 1;
+}
+
 static int mbox_message(struct mbox_batch *b, const char *p, const char *end,
                         struct msgarena *a, char **at, struct pending *pm, int *pseudo,
                         const char **next_out, int *lines) {
@@ -5340,7 +5422,9 @@ static int mbox_message(struct mbox_batch *b, const char *p, const char *end,
   d->bytes = *at;
   int in_header = 1, skip = HDR_KEEP;
   struct buf fieldval = {0};
-  int ok = 1;
+  int ok = 1, marking = 1;
+  size_t first_mark = b->nmarks;
+  uint32_t breaks = 0;       /* line breaks written so far */
   while (p < end && ok) {
     const char *nl = memchr(p, '\n', (size_t)(end - p));
     const char *le = nl ? nl : end, *next = nl ? nl + 1 : end;
@@ -5378,9 +5462,18 @@ static int mbox_message(struct mbox_batch *b, const char *p, const char *end,
     const char *q = p;       /* mboxrd: ">From " -> "From ", ">>From " -> ">From " */
     while (q < ce && *q == '>') q++;
     if (q > p && ce - q >= 5 && memcmp(q, "From ", 5) == 0) p++;
+    if (marking && ce - p >= 2 && p[0] == '-' && p[1] == '-')
+      marking = mbox_mark(b, first_mark, d->size, breaks);
     ok = mbox_put(&d, &cap, p, (size_t)(ce - p), nl != NULL, next);
+    breaks += nl != NULL;
     p = next;
   }
+  /* the marks end with the message's end; they hold for the bytes as written, so not if
+     line breaks are put back below, nor if the message left the arena (its owner) */
+  if (!(marking && ok && !pm->eol && d->arena && mbox_mark(b, first_mark, d->size, breaks)))
+    b->nmarks = first_mark;
+  pm->mark_first = first_mark;
+  pm->nmarks = (uint32_t)(b->nmarks - first_mark);
   if (ok && skip != HDR_KEEP)
     ok = !fieldval.oom &&
          mbox_header_apply(b, pm, skip, str_make(fieldval.p, fieldval.len), pseudo);
@@ -5428,6 +5521,7 @@ static struct msgarena *msgarena_new(size_t len, char **src) {
   atomic_init(&a->refs, 1);
   atomic_init(&a->meta_next, 0);
   a->meta_end = 0;           /* no room for metadata until the load is done */
+  a->marks = NULL;
   a->size = room + len + 1;
   a->mapped = a->size >= ARENA_MAPPED_FROM;
   if (a->mapped) {
@@ -5533,6 +5627,18 @@ static int mbox_parse_arena(struct msgarena *a, const char *data, size_t len, ui
       b->m[b->n++] = pm;
     }
     pos = (size_t)(next - data);
+  }
+  if (b->nmarks) {           /* the arena keeps the marks, for as long as its messages */
+    struct line_mark *fit = realloc(b->marks, sizeof *fit * b->nmarks);
+    a->marks = fit ? fit : b->marks;
+    b->marks = NULL;
+    for (size_t i = 0; i < b->n; i++) {
+      struct msgdata *d = b->m[i].d;
+      if (b->m[i].nmarks && d->arena == a) {
+        d->marks = a->marks + b->m[i].mark_first;
+        d->nmarks = b->m[i].nmarks;
+      }
+    }
   }
   msgarena_trim(a, (size_t)(at - a->base), b->n);
   msgarena_unref(a);
