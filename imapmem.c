@@ -1853,13 +1853,29 @@ static void header_unfold(struct str v, struct buf *out) {
   }
 }
 
-/* Which of the H_* fields a field name is, or -1 (lengths first: most names are none). */
+/*
+** Which of the H_* fields a field name is, or -1. This runs for every field of every header
+** read, most of which are none of them: the length picks at most two candidates (ORDER
+** H_*: ids plus one, by header_names' lengths), compared with ASCII case folding inline.
+*/
 static int header_id(struct str name) {
-  for (int i = 0; i < H_COUNT; i++)
-    if (name.len == header_names[i].len &&
-        (name.p[0] | 0x20) == (header_names[i].name[0] | 0x20) &&
-        strncasecmp(name.p, header_names[i].name, name.len) == 0)
-      return i;
+  static const unsigned char by_len[26][2] = {
+    [2] = {H_TO + 1, H_CC + 1}, [3] = {H_BCC + 1, 0}, [4] = {H_DATE + 1, H_FROM + 1},
+    [6] = {H_SENDER + 1, 0}, [7] = {H_SUBJECT + 1, 0}, [8] = {H_REPLY_TO + 1, 0},
+    [10] = {H_MESSAGE_ID + 1, H_CONTENT_ID + 1}, [11] = {H_IN_REPLY_TO + 1, H_CONTENT_MD5 + 1},
+    [12] = {H_CONTENT_TYPE + 1, 0}, [16] = {H_CONTENT_LANGUAGE + 1, H_CONTENT_LOCATION + 1},
+    [19] = {H_CONTENT_DESCRIPTION + 1, H_CONTENT_DISPOSITION + 1},
+    [25] = {H_CONTENT_ENCODING + 1, 0}};
+  if (name.len >= sizeof by_len / sizeof by_len[0]) return -1;
+  for (int c = 0; c < 2 && by_len[name.len][c]; c++) {
+    int i = by_len[name.len][c] - 1;
+    size_t k = 0;
+    for (; k < name.len; k++) {
+      char a = name.p[k], b = header_names[i].name[k];
+      if (a != b && ((a | 0x20) != (b | 0x20) || (b | 0x20) < 'a' || (b | 0x20) > 'z')) break;
+    }
+    if (k == name.len) return i;
+  }
   return -1;
 }
 
@@ -2014,17 +2030,47 @@ static int zone_from_name(struct str z) {
 }
 
 /* Parse "[Day,] dd Mon yyyy hh:mm[:ss] zone" into UTC seconds and zone minutes. */
-static int date_parse(struct str v, int64_t *t_out, int *tz_out) {
-  struct lexer lx = {v.p, v.p + v.len, ",:", 0};
-  struct token tk = {0};
-  struct str w[12];
-  int nw = 0;
-  while (nw < 12 && lex_next(&lx, &tk) != TOK_END) {
-    if (tk.type == TOK_SPECIAL && tk.text.p[0] == ',') continue;
-    if (tk.type == TOK_QUOTED) continue;
-    w[nw++] = tk.text;
+/*
+** The words of a date for date_parse (atoms, and ':' on its own; ',' dropped) as the lexer
+** with specials ",:" yields them, for the usual dates without its costs: -1 if the value has
+** a comment, a quoted string or a NUL, which the lexer reads.
+*/
+static int date_words(struct str v, struct str *w, int max) {
+  const char *p = v.p, *e = v.p + v.len;
+  int n = 0;
+  while (n < max && p < e) {
+    char c = *p;
+    if (c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == ',') {
+      p++;
+    } else if (c == '(' || c == ')' || c == '"' || c == 0) {
+      return -1;
+    } else if (c == ':') {
+      w[n++] = str_make(p++, 1);
+    } else {
+      const char *s = p;
+      while (p < e && (c = *p) != ' ' && c != '\t' && c != '\r' && c != '\n' && c != ',' &&
+             c != ':' && c != '(' && c != ')' && c != '"' && c != 0)
+        p++;
+      w[n++] = str_make(s, (size_t)(p - s));
+    }
   }
-  buf_free(&tk.q);
+  return n;
+}
+
+static int date_parse(struct str v, int64_t *t_out, int *tz_out) {
+  struct str w[12];
+  int nw = date_words(v, w, 12);
+  if (nw < 0) {
+    struct lexer lx = {v.p, v.p + v.len, ",:", 0};
+    struct token tk = {0};
+    nw = 0;
+    while (nw < 12 && lex_next(&lx, &tk) != TOK_END) {
+      if (tk.type == TOK_SPECIAL && tk.text.p[0] == ',') continue;
+      if (tk.type == TOK_QUOTED) continue;
+      w[nw++] = tk.text;
+    }
+    buf_free(&tk.q);
+  }
   int i = 0;
   if (i < nw && w[i].len >= 3 && isalpha((unsigned char)w[i].p[0]) &&
       !month_from_name(w[i].p, w[i].len))
@@ -2601,8 +2647,96 @@ static int ap_group(struct addr_parser *ap) {
   return 0;
 }
 
+/* Does the lexer read c as part of an atom (and not a special, white space or control)? */
+static int addr_atom_byte(unsigned char c) {
+  if (c >= 0x80) return 1;
+  if (c <= 0x20 || c == 0x7f) return 0;
+  switch (c) {
+  case '(': case ')': case '<': case '>': case '[': case ']': case ':': case ';': case '@':
+  case '\\': case ',': case '.': case '"':
+    return 0;
+  }
+  return 1;
+}
+
+static const char *addr_skip_ws(const char *p, const char *e) {
+  while (p < e && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')) p++;
+  return p;
+}
+
+/* The end of a dot-atom (atoms joined by single dots) at p, or NULL if there is none. */
+static const char *addr_dot_atom(const char *p, const char *e) {
+  for (;;) {
+    const char *s = p;
+    while (p < e && addr_atom_byte((unsigned char)*p)) p++;
+    if (p == s) return NULL;
+    if (p == e || *p != '.') return p;
+    p++;
+  }
+}
+
+/*
+** The common forms of an address list, read without the lexer (issue 15: this is most of
+** what ENVELOPE costs): "a@b.c", "Name Words <a@b.c>" and "\"Quoted\" <a@b.c>", separated
+** by commas, with white space between the pieces. The result is what addrs_parse makes of
+** them. 0, and out as it was, for anything else: addrs_parse reads it then.
+*/
+static int addrs_parse_plain(struct str v, struct addrs *out, int list) {
+  const char *p = v.p, *e = v.p + v.len;
+  int n0 = out->n;
+  size_t t0 = out->text.len;
+  for (;;) {
+    p = addr_skip_ws(p, e);
+    struct addr *a = addrs_new(out, ADDR_MAILBOX, list);
+    if (!a) break;
+    const char *local = p, *at = addr_dot_atom(p, e), *host = NULL, *hend = NULL;
+    if (at && at < e && *at == '@' && (hend = addr_dot_atom(host = at + 1, e)) != NULL &&
+        (hend == e || *hend == ',' || addr_skip_ws(hend, e) > hend)) {
+      p = hend;                        /* a bare addr-spec */
+    } else {
+      int words = 0;                   /* a phrase, then <addr-spec> */
+      for (;; words++) {
+        const char *w = p, *we;
+        if (p < e && *p == '"') {
+          for (we = ++w; we < e && *we != '"' && *we != '\\' && *we != '\r' && *we != '\n'; we++)
+            ;
+          if (we == e || *we != '"') goto other;
+          p = we + 1;
+        } else {
+          while (p < e && addr_atom_byte((unsigned char)*p)) p++;
+          if (p == w) break;
+          we = p;
+        }
+        if (words) addr_add(out, &a->name, " ", 1);
+        addr_add(out, &a->name, w, (size_t)(we - w));
+        p = addr_skip_ws(p, e);
+      }
+      if (p == e || *p != '<') goto other;
+      local = p + 1;
+      at = addr_dot_atom(local, e);
+      if (!at || at == e || *at != '@') goto other;
+      hend = addr_dot_atom(host = at + 1, e);
+      if (!hend || hend == e || *hend != '>') goto other;
+      p = hend + 1;
+      a->has_name = a->name.len > 0;
+    }
+    addr_add(out, &a->mailbox, local, (size_t)(at - local));
+    addr_add(out, &a->host, host, (size_t)(hend - host));
+    if (out->text.oom) break;
+    p = addr_skip_ws(p, e);
+    if (p == e) return 1;
+    if (*p != ',') break;
+    p++;
+  }
+other:
+  out->n = n0;
+  out->text.len = t0;
+  return 0;
+}
+
 /* Append the addresses of an address-list field value to out. */
 static void addrs_parse(struct str v, struct addrs *out, int list) {
+  if (addrs_parse_plain(v, out, list)) return;
   struct lexer lx = {v.p, v.p + v.len, "()<>[]:;@\\,.\"", 1};
   int n = 0;
   for (;;) {
@@ -2940,6 +3074,11 @@ static size_t mime_same_boundary_end(const struct mime_builder *mb, size_t start
   if (depth >= IMAPMEM_MAX_DEPTH ||
       !header_get(msg + start, msg + start + hl, "Content-Type", &v))
     return start;
+  struct lexer lx = {v.p, v.p + v.len, "()<>@,;:\\/[]?=", 0};
+  struct token tk = {0};     /* most parts are no multipart: ctype_parse only for those */
+  int multipart = lex_next(&lx, &tk) == TOK_ATOM && str_ieq(tk.text, "multipart");
+  buf_free(&tk.q);
+  if (!multipart) return start;
   struct ctype ct;
   struct buf inner = {0};
   ctype_parse(v, 1, &ct);
@@ -3264,6 +3403,7 @@ static char *render(const char *msg, const struct msgmeta *m, unsigned which,
                     struct msgarena *a) {
   atomic_fetch_add(&rendered_builds, 1);
   struct buf b = {0};
+  buf_reserve(&b, 1000);     /* most are shorter: one allocation, not three */
   if (which == RENDER_ENVELOPE) out_envelope(&b, msg, msg + m->parts[0].hdr_len);
   else out_body(&b, msg, m->parts, 0, which == RENDER_BODYSTRUCTURE);
   char *text = b.oom || !b.p ? NULL : meta_room(a, b.len + 1);

@@ -1129,6 +1129,26 @@ static void test_parse_uint(void) {
 ** after another one was is moved to the end first, so each stays contiguous; and one
 ** struct addrs holds the lists of every field of an ENVELOPE, each address tagged.
 */
+/* header_id finds every field by its name in any case, by way of its table of lengths. */
+static void test_header_id(void) {
+  int all = 1;
+  for (int i = 0; i < H_COUNT; i++) {
+    char up[32], low[32];
+    size_t n = header_names[i].len;
+    for (size_t k = 0; k <= n; k++) {
+      up[k] = (char)toupper((unsigned char)header_names[i].name[k]);
+      low[k] = (char)tolower((unsigned char)header_names[i].name[k]);
+    }
+    all &= header_id(str_make(header_names[i].name, n)) == i &&
+           header_id(str_make(up, n)) == i && header_id(str_make(low, n)) == i;
+    low[n - 1] ^= 1;         /* one byte off: not it */
+    all &= header_id(str_make(low, n)) == -1;
+  }
+  CHECK(all);
+  CHECK(header_id(str_make("Received", 8)) == -1 && header_id(str_make("Content_Type", 12)) == -1);
+  CHECK(header_id(str_make("Content-Transfer-Encoding-", 26)) == -1 && header_id(str_make("", 0)) == -1);
+}
+
 static void test_address_spans(void) {
   struct addrs as = {0};
   struct span a = {0, 0}, b = {0, 0};
@@ -1172,6 +1192,7 @@ int main(void) {
   test_mbox_in_place();
   test_metadata_in_arena();
   test_line_marks();
+  test_header_id();
   test_commit();
   test_model();
   test_metadata_once();
