@@ -1869,6 +1869,7 @@ static int header_id(struct str name) {
   if (name.len >= sizeof by_len / sizeof by_len[0]) return -1;
   for (int c = 0; c < 2 && by_len[name.len][c]; c++) {
     int i = by_len[name.len][c] - 1;
+    if (memcmp(name.p, header_names[i].name, name.len) == 0) return i;  /* as usually spelt */
     size_t k = 0;
     for (; k < name.len; k++) {
       char a = name.p[k], b = header_names[i].name[k];
@@ -2174,7 +2175,78 @@ static int param_value(struct lexer *lx, struct str *value, struct buf *store) {
   return 1;
 }
 
+/* Is c a byte of a MIME token as ctype_parse's lexer reads one (RFC 2045 5.1)? */
+static int ctype_token_byte(unsigned char c) {
+  if (c <= 0x20 || c >= 0x7f) return 0;
+  switch (c) {
+  case '(': case ')': case '<': case '>': case '@': case ',': case ';': case ':': case '\\':
+  case '"': case '/': case '[': case ']': case '?': case '=':
+    return 0;
+  }
+  return 1;
+}
+
+static const char *ctype_skip_ws(const char *p, const char *e) {
+  while (p < e && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')) p++;
+  return p;
+}
+
+static const char *ctype_token(const char *p, const char *e) {
+  while (p < e && ctype_token_byte((unsigned char)*p)) p++;
+  return p;
+}
+
+/*
+** The usual Content-Type and Content-Disposition, read without the lexer (issue 15):
+** "type/subtype" (or "type") then "; name=value" or "; name=\"value\"" pieces, white space
+** between them, no comments, escapes, folded quoted strings or RFC 2231 names. Values are
+** views of v. The result is what ctype_parse's general path makes of them; 0 for anything
+** else.
+*/
+static int ctype_parse_plain(struct str v, int with_subtype, struct ctype *ct) {
+  const char *p = ctype_skip_ws(v.p, v.p + v.len), *e = v.p + v.len, *t = ctype_token(p, e);
+  if (t == p) return 0;
+  ct->type = str_make(p, (size_t)(t - p));
+  p = ctype_skip_ws(t, e);
+  if (with_subtype) {
+    if (p == e || *p != '/') return 0;
+    p = ctype_skip_ws(p + 1, e);
+    if ((t = ctype_token(p, e)) == p) return 0;
+    ct->subtype = str_make(p, (size_t)(t - p));
+    p = ctype_skip_ws(t, e);
+  }
+  while (p < e) {
+    if (*p != ';' || ct->nparams == (int)(sizeof ct->params / sizeof ct->params[0])) return 0;
+    const char *name = ctype_skip_ws(p + 1, e);
+    if ((t = ctype_token(name, e)) == name || memchr(name, '*', (size_t)(t - name))) return 0;
+    p = ctype_skip_ws(t, e);
+    if (p == e || *p != '=') return 0;
+    const char *val = ctype_skip_ws(p + 1, e), *vend;
+    if (val < e && *val == '"') {
+      for (vend = ++val; vend < e && *vend != '"' && *vend != '\\' && *vend != '\r' &&
+                         *vend != '\n'; vend++)
+        ;
+      if (vend == e || *vend != '"') return 0;
+      p = vend + 1;
+    } else {
+      for (vend = val; vend < e && *vend != ';' && *vend != ' ' && *vend != '\t' &&
+                       *vend != '\r' && *vend != '\n' && *vend != '('; vend++)
+        ;
+      p = vend;
+    }
+    struct param *pm = &ct->params[ct->nparams++];
+    pm->name = str_make(name, (size_t)(t - name));
+    pm->section = -1;
+    pm->extended = 0;
+    pm->value = str_make(val, (size_t)(vend - val));
+    p = ctype_skip_ws(p, e);
+  }
+  return 1;
+}
+
 static void ctype_parse(struct str v, int with_subtype, struct ctype *ct) {
+  ctype_clear(ct);
+  if (ctype_parse_plain(v, with_subtype, ct)) return;
   struct lexer lx = {v.p, v.p + v.len, "()<>@,;:\\/[]?=", 0};
   struct token tk = {0};
   ctype_clear(ct);            /* param_value reserves ct->store at the first quote */
@@ -2252,18 +2324,35 @@ static int ctype_param(const struct ctype *ct, const char *name, struct buf *out
 
 /* ------------------------------------------------------------------------- */
 /* IMAP strings (RFC 3501 4.3): quoted when safe, else a literal; NIL when absent. */
+/* Has any of the 8 bytes in x no place in a quoted string: a control or 8-bit byte, DEL,
+   '"' or '\\'? (Word-at-a-time tests: a byte below 0x20, above 0x7e, or equal.) */
+static int quoted_word_bad(uint64_t x) {
+  const uint64_t ones = 0x0101010101010101u, high = 0x8080808080808080u;
+  uint64_t q = x ^ (ones * '"'), s = x ^ (ones * '\\');
+  return ((((x - ones * 0x20) & ~x) | ((x + ones) | x) | ((q - ones) & ~q) | ((s - ones) & ~s)) &
+          high) != 0;
+}
+
 static void out_string(struct buf *b, const char *p, size_t n) {
   size_t safe = 0;           /* QUOTED-CHAR but for quoted-specials (RFC 3501 9) */
-  if (n <= 1024)
+  if (n <= 1024) {
+    for (uint64_t x; safe + 8 <= n; safe += 8) {
+      memcpy(&x, p + safe, 8);
+      if (quoted_word_bad(x)) break;
+    }
     while (safe < n) {
       unsigned char c = (unsigned char)p[safe];
       if (c - 0x20u >= 0x5fu || c == '"' || c == '\\') break;
       safe++;
     }
+  }
   if (safe == n) {
-    buf_addc(b, '"');
-    buf_add(b, p, n);
-    buf_addc(b, '"');
+    if (!buf_reserve(b, n + 2)) return;
+    b->p[b->len] = '"';
+    memcpy(b->p + b->len + 1, p, n);
+    b->p[b->len + n + 1] = '"';
+    b->len += n + 2;
+    b->p[b->len] = 0;
     return;
   }
   buf_printf(b, "{%zu}\r\n", n);
@@ -2285,13 +2374,17 @@ static void out_nstring(struct buf *b, const char *p, size_t n, int present) {
 }
 
 static void out_upper(struct buf *b, struct str s) {
-  buf_addc(b, '"');
+  if (s.len > SIZE_MAX - 3 || !buf_reserve(b, s.len + 2)) return;
+  char *o = b->p + b->len;
+  *o++ = '"';
   for (size_t i = 0; i < s.len; i++) {
     char c = s.p[i];
     if (c == '"' || c == '\\' || (unsigned char)c < 0x20 || (unsigned char)c >= 0x7f) continue;
-    buf_addc(b, (char)toupper((unsigned char)c));
+    *o++ = c >= 'a' && c <= 'z' ? (char)(c - 'a' + 'A') : c;
   }
-  buf_addc(b, '"');
+  *o++ = '"';
+  *o = 0;
+  b->len = (size_t)(o - b->p);
 }
 
 /* A header field value, unfolded and trimmed, as an nstring. */

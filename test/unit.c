@@ -1149,6 +1149,109 @@ static void test_header_id(void) {
   CHECK(header_id(str_make("Content-Transfer-Encoding-", 26)) == -1 && header_id(str_make("", 0)) == -1);
 }
 
+/* out_string's word-at-a-time test: every byte value at every place of a word, against the
+   byte-by-byte rule (RFC 3501 9: QUOTED-CHAR but quoted-specials). */
+static void test_quoted_word(void) {
+  int all = 1;
+  for (int pos = 0; pos < 8; pos++)
+    for (int c = 0; c < 256; c++)
+      for (int fill = 0x20; fill < 0x7f; fill += 0x5e) {   /* the neighbours: ' ' and '~' */
+        unsigned char w[8];
+        memset(w, fill, sizeof w);
+        w[pos] = (unsigned char)c;
+        uint64_t x;
+        memcpy(&x, w, 8);
+        int bad = c < 0x20 || c > 0x7e || c == '"' || c == '\\';
+        all &= quoted_word_bad(x) == bad;
+      }
+  CHECK(all);
+  struct buf b = {0};
+  out_string(&b, "Grüße, \"x\" and a tab\t", 23);
+  CHECK(b.p && strncmp(b.p, "{23}\r\n", 6) == 0);
+  buf_reset(&b);
+  out_string(&b, "twelve bytes and then some more", 31);
+  CHECK(b.p && strcmp(b.p, "\"twelve bytes and then some more\"") == 0);
+  buf_free(&b);
+}
+
+static int same_str(struct str a, struct str b) {
+  return a.len == b.len && (a.len == 0 || memcmp(a.p, b.p, a.len) == 0);
+}
+
+/*
+** The lexer-free readers of the usual forms (issue 15) against the general path: each value
+** is read as it is (the plain reader takes it) and after a leading comment "(c) ", which the
+** plain readers leave to the lexer and which changes nothing; both must agree.
+*/
+static void test_plain_readers(void) {
+  static const char *ctypes[] = {
+    "text/plain", "text/plain; charset=us-ascii; format=flowed", " TEXT/Plain ;charset = \"utf-8\" ",
+    "multipart/mixed; boundary=\"----=_Part_1_2.3\"", "multipart/mixed; boundary=----=_Part_x",
+    "application/pdf; name=\"a b.pdf\"", "text/plain; a=; b=\"\"", "image/png;name=x.png"};
+  static const char *dispositions[] = {"attachment", "inline; filename=\"r.pdf\"; size=12"};
+  int all = 1, plain = 1;
+  for (size_t i = 0; i < sizeof ctypes / sizeof *ctypes + 2; i++) {
+    int sub = i < sizeof ctypes / sizeof *ctypes;
+    const char *v = sub ? ctypes[i] : dispositions[i - sizeof ctypes / sizeof *ctypes];
+    char c[200];
+    snprintf(c, sizeof c, "(c) %s", v);
+    struct ctype a, b, t;
+    ctype_clear(&t);
+    plain &= ctype_parse_plain(str_make(v, strlen(v)), sub, &t);
+    ctype_parse(str_make(v, strlen(v)), sub, &a);
+    ctype_parse(str_make(c, strlen(c)), sub, &b);
+    all &= same_str(a.type, b.type) && same_str(a.subtype, b.subtype) && a.nparams == b.nparams &&
+           a.type.len > 0;
+    for (int k = 0; k < a.nparams && k < b.nparams; k++)
+      all &= same_str(a.params[k].name, b.params[k].name) &&
+             same_str(a.params[k].value, b.params[k].value) &&
+             a.params[k].section == b.params[k].section && a.params[k].extended == b.params[k].extended;
+    ctype_free(&a);
+    ctype_free(&b);
+    ctype_free(&t);
+  }
+  CHECK(all && plain);
+  static const char *lists[] = {
+    "a@example.com", "Lee Turner <lee.turner12@example.org>", "\"Doe, John\" <j.doe@x.y>",
+    "<bare@x>", "A <a@x>,\r\n\tb@y, \"\" <c@z>", "J\xc3\xbcrgen M\xc3\xbcller <jm@example.de>",
+    "=?utf-8?q?Z=C3=B6e?= <z@x>", "John\"Q\" <q@x>"};
+  all = plain = 1;
+  for (size_t i = 0; i < sizeof lists / sizeof *lists; i++) {
+    char c[200];
+    snprintf(c, sizeof c, "(c) %s", lists[i]);
+    struct addrs t = {0};
+    plain &= addrs_parse_plain(str_make(lists[i], strlen(lists[i])), &t, H_TO);
+    addrs_free(&t);
+    struct buf x = {0}, y = {0};
+    struct addrs a = {0}, b = {0};
+    addrs_parse(str_make(lists[i], strlen(lists[i])), &a, H_TO);
+    addrs_parse(str_make(c, strlen(c)), &b, H_TO);
+    out_addrs(&x, &a, H_TO);
+    out_addrs(&y, &b, H_TO);
+    all &= x.p && y.p && strcmp(x.p, y.p) == 0 && a.n > 0;
+    addrs_free(&a);
+    addrs_free(&b);
+    buf_free(&x);
+    buf_free(&y);
+  }
+  CHECK(all && plain);
+  static const char *dates[] = {"Fri, 3 Jan 2020 04:59:56 +0000", "3 Jan 20 04:59 EST",
+                                "Fri,3 Jan 2020 4:5:6 -0500", "Mon, 29 Feb 2021 00:00:00 +0000"};
+  all = 1;
+  for (size_t i = 0; i < sizeof dates / sizeof *dates; i++) {
+    char c[200];
+    snprintf(c, sizeof c, "(c) %s", dates[i]);
+    int64_t ta = 1, tb = 2;
+    int za = 1, zb = 2;
+    struct str w[12];
+    int ra = date_parse(str_make(dates[i], strlen(dates[i])), &ta, &za),
+        rb = date_parse(str_make(c, strlen(c)), &tb, &zb);
+    all &= date_words(str_make(dates[i], strlen(dates[i])), w, 12) > 0 && ra == rb &&
+           (!ra || (ta == tb && za == zb));
+  }
+  CHECK(all);
+}
+
 static void test_address_spans(void) {
   struct addrs as = {0};
   struct span a = {0, 0}, b = {0, 0};
@@ -1193,6 +1296,8 @@ int main(void) {
   test_metadata_in_arena();
   test_line_marks();
   test_header_id();
+  test_quoted_word();
+  test_plain_readers();
   test_commit();
   test_model();
   test_metadata_once();
