@@ -227,11 +227,13 @@ struct sortkeys {
   int reply;                  /* the subject says reply or forward (RFC 5256 3) */
   char text[];
 };
+#define SENT_UNKNOWN INT64_MAX
 struct msgmeta {             /* computed once per message, then shared and immutable */
   struct part *parts;         /* parts[0] is the top-level entity */
   int nparts;
-  int64_t sent;               /* Date header as a UTC day number, or INT64_MIN */
-  struct rendered rendered;   /* the only part written after it is built */
+  _Atomic int64_t sent;       /* Date header as a UTC day number, INT64_MIN if none: made by
+                                 the first SEARCH that asks (msgmeta_sent), like rendered */
+  struct rendered rendered;   /* with sent, the only parts written after it is built */
 };
 /*
 ** A line of a message that starts with "--", as the loader found it: where it starts and
@@ -1789,7 +1791,10 @@ struct field {               /* one header field; value is raw (folding kept, no
 static int header_next(const char **pos, const char *end, struct field *f) {
   const char *p = *pos;
   while (p < end) {
-    if (*p == '\n' || (*p == '\r' && p + 1 < end && p[1] == '\n')) return 0;
+    if (*p == '\n' || (*p == '\r' && p + 1 < end && p[1] == '\n')) {
+      *pos = p;              /* at the blank line that ends the header */
+      return 0;
+    }
     const char *q = p;
     for (;;) {               /* a field runs until a line break not followed by WSP */
       const char *nl = memchr(q, '\n', (size_t)(end - q));
@@ -1885,7 +1890,7 @@ static int header_id(struct str name) {
 ** field. Of a field given twice the first counts, but the last Content-Disposition: what
 ** Dovecot does, so that both show a client the same type and the same attachments.
 */
-static void headers_scan(const char *h, const char *hend, struct headers *out) {
+static const char *headers_scan(const char *h, const char *hend, struct headers *out) {
   memset(out, 0, sizeof *out);
   struct field f;
   while (header_next(&h, hend, &f)) {
@@ -1895,6 +1900,7 @@ static void headers_scan(const char *h, const char *hend, struct headers *out) {
       out->have[i] = 1;
     }
   }
+  return h;                  /* where the scan stopped: the blank line, or hend */
 }
 
 /*
@@ -3000,8 +3006,6 @@ struct mime_builder {
   struct part *parts;
   int n, cap;
   int failed;
-  struct str date;           /* the message's Date field (of its top-level header) */
-  int have_date;
 };
 
 static int mime_new_part(struct mime_builder *mb) {
@@ -3162,10 +3166,8 @@ static void part_facts(struct part *pt, const char *msg, const struct ctype *ct,
 static size_t mime_same_boundary_end(const struct mime_builder *mb, size_t start, size_t end,
                                      struct str bnd, int depth) {
   const char *msg = mb->msg;
-  size_t hl = header_length(msg + start, end - start);
-  struct str v;
-  if (depth >= IMAPMEM_MAX_DEPTH ||
-      !header_get(msg + start, msg + start + hl, "Content-Type", &v))
+  struct str v;              /* (the header's fields: the scan stops at its blank line) */
+  if (depth >= IMAPMEM_MAX_DEPTH || !header_get(msg + start, msg + end, "Content-Type", &v))
     return start;
   struct lexer lx = {v.p, v.p + v.len, "()<>@,;:\\/[]?=", 0};
   struct token tk = {0};     /* most parts are no multipart: ctype_parse only for those */
@@ -3180,7 +3182,7 @@ static size_t mime_same_boundary_end(const struct mime_builder *mb, size_t start
   ctype_free(&ct);
   buf_free(&inner);
   if (!same) return start;
-  size_t body = start + hl, pos = body, ls, after;
+  size_t body = start + header_length(msg + start, end - start), pos = body, ls, after;
   int closing;
   while (mime_find_delim(mb, body, &pos, end, bnd, &ls, &after, &closing)) {
     if (closing) return after;
@@ -3194,19 +3196,15 @@ static int mime_parse(struct mime_builder *mb, size_t off, size_t end, int defau
   int idx = mime_new_part(mb);
   if (idx < 0) return -1;
   const char *msg = mb->msg;
-  size_t hl = header_length(msg + off, end - off);
+  struct headers hs;          /* one pass for the fields of this part's header, and its end */
+  const char *stop = headers_scan(msg + off, msg + end, &hs);
+  size_t hl = (size_t)(stop - (msg + off)) + (stop == msg + end ? 0 : *stop == '\n' ? 1 : 2);
   struct part *pt = &mb->parts[idx];
   pt->hdr_off = (uint32_t)off;
   pt->hdr_len = (uint32_t)hl;
   pt->body_off = (uint32_t)(off + hl);
   pt->body_len = (uint32_t)(end - off - hl);
   pt->digest = (uint8_t)default_rfc822;
-  struct headers hs;          /* one pass for the fields of this part's header */
-  headers_scan(msg + off, msg + off + hl, &hs);
-  if (depth == 0) {
-    mb->date = hs.v[H_DATE];
-    mb->have_date = hs.have[H_DATE];
-  }
   struct ctype ct;
   int have = hs.have[H_CONTENT_TYPE];
   if (have) ctype_parse(hs.v[H_CONTENT_TYPE], 1, &ct);
@@ -3465,7 +3463,7 @@ static struct msgmeta *msgmeta_build(const char *msg, size_t size, const struct 
   atomic_init(&m->rendered.envelope, NULL);
   atomic_init(&m->rendered.body, NULL);
   atomic_init(&m->rendered.bodystructure, NULL);
-  struct mime_builder mb = {msg, marks, nmarks, NULL, 0, 0, 0, {NULL, 0}, 0};
+  struct mime_builder mb = {msg, marks, nmarks, NULL, 0, 0, 0};
   mime_parse(&mb, 0, size, 0, 0);
   if (!mb.failed && mb.n > 0) {  /* kept for every message: no spare room (issue 15) */
     struct part *fit = meta_room(a, sizeof *fit * (size_t)mb.n);
@@ -3479,15 +3477,28 @@ static struct msgmeta *msgmeta_build(const char *msg, size_t size, const struct 
   }
   m->parts = mb.parts;
   m->nparts = mb.n;
-  m->sent = INT64_MIN;
-  int64_t t;
-  int tz;
-  if (mb.have_date && date_parse(mb.date, &t, &tz)) m->sent = day_of(t, tz, NULL);
+  atomic_init(&m->sent, SENT_UNKNOWN);
   if (mb.failed || mb.n == 0) {
     msgmeta_free(m, a);
     return NULL;
   }
   return m;
+}
+
+/*
+** The day the message says it was sent (its first Date field), or INT64_MIN, made on first
+** use: only SEARCH's SENT* keys read it, so a FETCH's first pass need not parse the date.
+** Two threads that both make it store the same value.
+*/
+static int64_t msgmeta_sent(struct msgmeta *m, const char *msg) {
+  int64_t sent = atomic_load_explicit(&m->sent, memory_order_relaxed), t;
+  if (sent != SENT_UNKNOWN) return sent;
+  struct str v;
+  int tz;
+  sent = header_get(msg, msg + m->parts[0].hdr_len, "Date", &v) && date_parse(v, &t, &tz)
+       ? day_of(t, tz, NULL) : INT64_MIN;
+  atomic_store_explicit(&m->sent, sent, memory_order_relaxed);
+  return sent;
 }
 
 /* Render one of ENVELOPE, BODY, BODYSTRUCTURE (a RENDER_ bit), its size to the byte, into
@@ -8415,13 +8426,15 @@ static int search_match(const struct skey *k, const struct snap *m) {
   case SK_THREADID: return 0;   /* RFC 8474 5.2: THREADID is NIL, so nothing matches */
   default: break;
   }
-  const struct msgmeta *mm = msgdata_meta(m->data);
+  struct msgmeta *mm = msgdata_meta(m->data);
   if (!mm) return 0;
-  int64_t sent = mm->sent != INT64_MIN ? mm->sent : m->day;   /* no Date: INTERNALDATE */
   switch (k->op) {
-  case SK_SENTBEFORE: return sent < k->num;
-  case SK_SENTON: return sent == k->num;
-  case SK_SENTSINCE: return sent >= k->num;
+  case SK_SENTBEFORE: case SK_SENTON: case SK_SENTSINCE: {
+    int64_t sent = msgmeta_sent(mm, msg);
+    if (sent == INT64_MIN) sent = m->day;                         /* no Date: INTERNALDATE */
+    return k->op == SK_SENTBEFORE ? sent < k->num : k->op == SK_SENTON ? sent == k->num
+                                                                       : sent >= k->num;
+  }
   case SK_BODY: return search_text(msg, mm, &k->needle, 0);
   case SK_TEXT: return search_text(msg, mm, &k->needle, 1);
   }
