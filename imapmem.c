@@ -201,6 +201,7 @@ static const struct { const char *name; size_t len; } header_names[H_COUNT] = { 
 struct headers {
   struct str v[H_COUNT];
   unsigned char have[H_COUNT];
+  unsigned char count[H_COUNT];   /* how often the field is there: 0, 1, or 2 for more */
 };
 /*
 ** ENVELOPE, BODY and BODYSTRUCTURE as FETCH writes them, each made on the first FETCH
@@ -1895,10 +1896,12 @@ static const char *headers_scan(const char *h, const char *hend, struct headers 
   struct field f;
   while (header_next(&h, hend, &f)) {
     int i = header_id(f.name);
-    if (i >= 0 && (!out->have[i] || i == H_CONTENT_DISPOSITION)) {
+    if (i < 0) continue;
+    if (!out->have[i] || i == H_CONTENT_DISPOSITION) {
       out->v[i] = f.value;
       out->have[i] = 1;
     }
+    out->count[i] += out->count[i] < 2;
   }
   return h;                  /* where the scan stopped: the blank line, or hend */
 }
@@ -2952,6 +2955,31 @@ static void out_subject(struct buf *b, struct str v) {
   buf_free(&u);
 }
 
+static const int envelope_single[] = {H_DATE, H_SUBJECT, H_IN_REPLY_TO, H_MESSAGE_ID};
+
+/* ENVELOPE from its fields: the last Date, Subject, In-Reply-To and Message-ID (v, have),
+   and the addresses of each list (as, count of them by list); frees as. */
+static void out_envelope_of(struct buf *b, const struct str *v, const int *have,
+                            struct addrs *as, const int *count) {
+  buf_addc(b, '(');
+  if (have[0]) out_raw_field(b, v[0]);
+  else buf_adds(b, "NIL");
+  buf_addc(b, ' ');
+  if (have[1]) out_subject(b, v[1]);
+  else buf_adds(b, "NIL");
+  for (int id = H_FROM; id <= H_BCC; id++) {
+    buf_addc(b, ' ');
+    out_addrs(b, as, (id == H_SENDER || id == H_REPLY_TO) && !count[id] ? H_FROM : id);
+  }
+  for (int i = 2; i < 4; i++) {
+    buf_addc(b, ' ');
+    if (have[i]) out_raw_field(b, v[i]);
+    else buf_adds(b, "NIL");
+  }
+  buf_addc(b, ')');
+  addrs_free(as);
+}
+
 /*
 ** RFC 3501 7.4.2 ENVELOPE of the message whose header is [h, hend). A field given twice
 ** is read as Dovecot reads it: the last Date, Subject, In-Reply-To and Message-ID; the
@@ -2959,7 +2987,6 @@ static void out_subject(struct buf *b, struct str v) {
 ** Reply-To with no address are From's.
 */
 static void out_envelope(struct buf *b, const char *h, const char *hend) {
-  static const int single[] = {H_DATE, H_SUBJECT, H_IN_REPLY_TO, H_MESSAGE_ID};
   struct str v[4];
   int have[4] = {0};
   struct addrs as = {0};     /* of every list; a->list is its H_FROM to H_BCC */
@@ -2968,7 +2995,7 @@ static void out_envelope(struct buf *b, const char *h, const char *hend) {
   while (header_next(&h, hend, &f)) {
     int id = header_id(f.name);
     for (int i = 0; i < 4; i++)
-      if (id == single[i]) {
+      if (id == envelope_single[i]) {
         v[i] = f.value;
         have[i] = 1;
       }
@@ -2978,23 +3005,33 @@ static void out_envelope(struct buf *b, const char *h, const char *hend) {
       count[id] += as.n - before;
     }
   }
-  buf_addc(b, '(');
-  if (have[0]) out_raw_field(b, v[0]);
-  else buf_adds(b, "NIL");
-  buf_addc(b, ' ');
-  if (have[1]) out_subject(b, v[1]);
-  else buf_adds(b, "NIL");
-  for (int id = H_FROM; id <= H_BCC; id++) {
-    buf_addc(b, ' ');
-    out_addrs(b, &as, (id == H_SENDER || id == H_REPLY_TO) && !count[id] ? H_FROM : id);
+  out_envelope_of(b, v, have, &as, count);
+}
+
+/*
+** The same from a header's scan (struct headers), when none of ENVELOPE's fields is there
+** twice (then the first is the last, and each list is its one field); 0 if one is, and
+** nothing is written.
+*/
+static int out_envelope_scanned(struct buf *b, const struct headers *hs) {
+  for (int id = H_DATE; id <= H_MESSAGE_ID; id++)
+    if (hs->count[id] > 1) return 0;
+  struct str v[4];
+  int have[4];
+  for (int i = 0; i < 4; i++) {
+    v[i] = hs->v[envelope_single[i]];
+    have[i] = hs->have[envelope_single[i]];
   }
-  for (int i = 2; i < 4; i++) {
-    buf_addc(b, ' ');
-    if (have[i]) out_raw_field(b, v[i]);
-    else buf_adds(b, "NIL");
-  }
-  buf_addc(b, ')');
-  addrs_free(&as);
+  struct addrs as = {0};
+  int count[H_BCC + 1] = {0};
+  for (int id = H_FROM; id <= H_BCC; id++)
+    if (hs->have[id]) {
+      int before = as.n;
+      addrs_parse(hs->v[id], &as, id);
+      count[id] = as.n - before;
+    }
+  out_envelope_of(b, v, have, &as, count);
+  return 1;
 }
 
 /* ------------------------------------------------------------------------- */
@@ -3004,6 +3041,8 @@ struct mime_builder {
   const struct line_mark *marks;   /* the loader's, or NULL (struct msgdata) */
   size_t nmarks;
   struct part *parts;
+  struct headers *hs;        /* each part's header fields, if kept (keep_headers) */
+  int keep_headers;
   int n, cap;
   int failed;
 };
@@ -3012,14 +3051,17 @@ static int mime_new_part(struct mime_builder *mb) {
   if (mb->n == mb->cap) {
     int ncap = mb->cap ? mb->cap * 2 : 4;
     struct part *np = mem_realloc(mb->parts, sizeof *np * (size_t)ncap);
-    if (!np) {
+    if (np) mb->parts = np;
+    struct headers *nh = mb->keep_headers ? mem_realloc(mb->hs, sizeof *nh * (size_t)ncap) : NULL;
+    if (nh) mb->hs = nh;
+    if (!np || (mb->keep_headers && !nh)) {
       mb->failed = 1;
       return -1;
     }
-    mb->parts = np;
     mb->cap = ncap;
   }
   memset(&mb->parts[mb->n], 0, sizeof mb->parts[0]);
+  if (mb->keep_headers) memset(&mb->hs[mb->n], 0, sizeof mb->hs[0]);   /* a part with none */
   mb->parts[mb->n].child = mb->parts[mb->n].next = -1;
   return mb->n++;
 }
@@ -3200,6 +3242,7 @@ static int mime_parse(struct mime_builder *mb, size_t off, size_t end, int defau
   const char *stop = headers_scan(msg + off, msg + end, &hs);
   size_t hl = (size_t)(stop - (msg + off)) + (stop == msg + end ? 0 : *stop == '\n' ? 1 : 2);
   struct part *pt = &mb->parts[idx];
+  if (mb->keep_headers) mb->hs[idx] = hs;
   pt->hdr_off = (uint32_t)off;
   pt->hdr_len = (uint32_t)hl;
   pt->body_off = (uint32_t)(off + hl);
@@ -3340,16 +3383,17 @@ static void out_body_ext_tail(struct buf *b, const struct headers *hs) {
 }
 
 static void out_body(struct buf *b, const char *msg, const struct part *parts, int idx,
-                     int extended) {
+                     int extended, const struct headers *all) {
   const struct part *pt = &parts[idx];
-  struct headers hs;
-  headers_scan(msg + pt->hdr_off, msg + pt->hdr_off + pt->hdr_len, &hs);
+  struct headers hs;         /* from the part table's build if it kept them (all), else read */
+  if (all) hs = all[idx];
+  else headers_scan(msg + pt->hdr_off, msg + pt->hdr_off + pt->hdr_len, &hs);
   struct ctype ct;           /* for its parameters; the rest is in the part table */
   if (hs.have[H_CONTENT_TYPE]) ctype_parse(hs.v[H_CONTENT_TYPE], 1, &ct);
   else ctype_clear(&ct);
   buf_addc(b, '(');
   if (pt->kind == PART_MULTIPART) {
-    for (int c = pt->child; c >= 0; c = parts[c].next) out_body(b, msg, parts, c, extended);
+    for (int c = pt->child; c >= 0; c = parts[c].next) out_body(b, msg, parts, c, extended, all);
     buf_addc(b, ' ');
     out_upper(b, part_view(msg, pt->subtype_off, pt->subtype_len));
     if (extended) {
@@ -3384,9 +3428,10 @@ static void out_body(struct buf *b, const char *msg, const struct part *parts, i
   if (pt->kind == PART_MESSAGE && pt->child >= 0) {
     const struct part *in = &parts[pt->child];
     buf_addc(b, ' ');
-    out_envelope(b, msg + in->hdr_off, msg + in->hdr_off + in->hdr_len);
+    if (!all || !out_envelope_scanned(b, &all[pt->child]))
+      out_envelope(b, msg + in->hdr_off, msg + in->hdr_off + in->hdr_len);
     buf_addc(b, ' ');
-    out_body(b, msg, parts, pt->child, extended);
+    out_body(b, msg, parts, pt->child, extended, all);
     buf_addc(b, ' ');
     buf_addu(b, pt->lines);
   } else if (pt->kind == PART_TEXT) {
@@ -3452,18 +3497,24 @@ static void msgmeta_free(struct msgmeta *m, struct msgarena *a) {
   meta_free(a, m);
 }
 
-/* Parse the MIME tree and the Date once, into a's room if it has some, with the loader's
-   marks if there are (NULL: none). NULL if memory ran out. */
-static struct msgmeta *msgmeta_build(const char *msg, size_t size, const struct line_mark *marks,
-                                     uint32_t nmarks, struct msgarena *a) {
+/*
+** Parse the MIME tree once, into a's room if it has some, with the loader's marks if there
+** are (NULL: none). If hs is not NULL, *hs gets each part's header fields as the parse read
+** them (the caller frees them), so that rendering need not read the headers again; NULL
+** there if memory ran out for them. NULL if memory ran out.
+*/
+static struct msgmeta *msgmeta_build_keeping(const char *msg, size_t size,
+                                             const struct line_mark *marks, uint32_t nmarks,
+                                             struct msgarena *a, struct headers **hs) {
   atomic_fetch_add(&msgmeta_builds, 1);
+  if (hs) *hs = NULL;
   struct msgmeta *m = meta_alloc(a, sizeof *m);
   if (!m) return NULL;
   memset(m, 0, sizeof *m);
   atomic_init(&m->rendered.envelope, NULL);
   atomic_init(&m->rendered.body, NULL);
   atomic_init(&m->rendered.bodystructure, NULL);
-  struct mime_builder mb = {msg, marks, nmarks, NULL, 0, 0, 0};
+  struct mime_builder mb = {msg, marks, nmarks, NULL, NULL, hs != NULL, 0, 0, 0};
   mime_parse(&mb, 0, size, 0, 0);
   if (!mb.failed && mb.n > 0) {  /* kept for every message: no spare room (issue 15) */
     struct part *fit = meta_room(a, sizeof *fit * (size_t)mb.n);
@@ -3479,10 +3530,17 @@ static struct msgmeta *msgmeta_build(const char *msg, size_t size, const struct 
   m->nparts = mb.n;
   atomic_init(&m->sent, SENT_UNKNOWN);
   if (mb.failed || mb.n == 0) {
+    free(mb.hs);
     msgmeta_free(m, a);
     return NULL;
   }
+  if (hs) *hs = mb.hs;
   return m;
+}
+
+static struct msgmeta *msgmeta_build(const char *msg, size_t size, const struct line_mark *marks,
+                                     uint32_t nmarks, struct msgarena *a) {
+  return msgmeta_build_keeping(msg, size, marks, nmarks, a, NULL);
 }
 
 /*
@@ -3502,14 +3560,19 @@ static int64_t msgmeta_sent(struct msgmeta *m, const char *msg) {
 }
 
 /* Render one of ENVELOPE, BODY, BODYSTRUCTURE (a RENDER_ bit), its size to the byte, into
-   a's room if it has some. NULL if memory ran out. */
+   a's room if it has some, from the parts' header fields hs if the caller has them (from
+   msgmeta_build_keeping). NULL if memory ran out. */
 static char *render(const char *msg, const struct msgmeta *m, unsigned which,
-                    struct msgarena *a) {
+                    struct msgarena *a, const struct headers *hs) {
   atomic_fetch_add(&rendered_builds, 1);
   struct buf b = {0};
   buf_reserve(&b, 1000);     /* most are shorter: one allocation, not three */
-  if (which == RENDER_ENVELOPE) out_envelope(&b, msg, msg + m->parts[0].hdr_len);
-  else out_body(&b, msg, m->parts, 0, which == RENDER_BODYSTRUCTURE);
+  if (which == RENDER_ENVELOPE) {
+    if (!hs || !out_envelope_scanned(&b, &hs[0]))
+      out_envelope(&b, msg, msg + m->parts[0].hdr_len);
+  } else {
+    out_body(&b, msg, m->parts, 0, which == RENDER_BODYSTRUCTURE, hs);
+  }
   char *text = b.oom || !b.p ? NULL : meta_room(a, b.len + 1);
   if (text) {
     memcpy(text, b.p, b.len + 1);
@@ -3522,16 +3585,26 @@ static char *render(const char *msg, const struct msgmeta *m, unsigned which,
   return fit ? fit : text;
 }
 
-/* The message's part table, computed on first use. NULL if memory ran out. */
-static struct msgmeta *msgdata_meta(struct msgdata *d) {
+/* The message's part table, computed on first use; if this call made it and hs is not
+   NULL, *hs gets the parts' header fields (msgmeta_build_keeping). NULL if memory ran out. */
+static struct msgmeta *msgdata_meta_keeping(struct msgdata *d, struct headers **hs) {
+  if (hs) *hs = NULL;
   struct msgmeta *m = atomic_load_explicit(&d->meta, memory_order_acquire);
   if (m) return m;
-  struct msgmeta *n = msgmeta_build(d->bytes, d->size, d->marks, d->nmarks, d->arena);
+  struct msgmeta *n = msgmeta_build_keeping(d->bytes, d->size, d->marks, d->nmarks, d->arena, hs);
   if (!n) return NULL;
   struct msgmeta *expected = NULL;
   if (atomic_compare_exchange_strong(&d->meta, &expected, n)) return n;
   msgmeta_free(n, d->arena); /* another thread won the race; use its copy */
+  if (hs) {
+    free(*hs);
+    *hs = NULL;
+  }
   return expected;
+}
+
+static struct msgmeta *msgdata_meta(struct msgdata *d) {
+  return msgdata_meta_keeping(d, NULL);
 }
 
 /*
@@ -3539,19 +3612,24 @@ static struct msgmeta *msgdata_meta(struct msgdata *d) {
 ** on first use. NULL if memory ran out.
 */
 static const struct rendered *msgdata_rendered(struct msgdata *d, unsigned want) {
-  struct msgmeta *m = msgdata_meta(d);      /* of it, only m->rendered is ever written */
-  if (!m) return NULL;
+  struct headers *hs;        /* a first pass reads each header once, for all of it */
+  struct msgmeta *m = msgdata_meta_keeping(d, want ? &hs : NULL);
+  if (!m) return NULL;       /* of it, only m->rendered (and sent) is ever written */
   struct rendered *r = &m->rendered;
   for (unsigned bit = RENDER_ENVELOPE; bit <= RENDER_BODYSTRUCTURE; bit <<= 1) {
     _Atomic(char *) *slot = bit == RENDER_ENVELOPE ? &r->envelope
                           : bit == RENDER_BODY ? &r->body : &r->bodystructure;
     if (!(want & bit) || atomic_load_explicit(slot, memory_order_acquire)) continue;
-    char *text = render(d->bytes, m, bit, d->arena);
-    if (!text) return NULL;
+    char *text = render(d->bytes, m, bit, d->arena, want ? hs : NULL);
+    if (!text) {
+      r = NULL;
+      break;
+    }
     char *expected = NULL;
     if (!atomic_compare_exchange_strong(slot, &expected, text))
       meta_free(d->arena, text);   /* another thread won the race; use its copy */
   }
+  if (want) free(hs);
   return r;
 }
 
@@ -9933,25 +10011,31 @@ static void fetch_binary(struct session *s, const struct fetch_item *it, struct 
   buf_free(&tmp);
 }
 
+/* Which of ENVELOPE, BODY and BODYSTRUCTURE (RENDER_ bits) the items ask for. */
+static unsigned fetch_renders(const struct fetch_item *items) {
+  unsigned want = 0;
+  for (const struct fetch_item *it = items; it; it = it->next)
+    want |= it->kind == FI_ENVELOPE ? RENDER_ENVELOPE : it->kind == FI_BODY ? RENDER_BODY
+          : it->kind == FI_BODYSTRUCTURE ? RENDER_BODYSTRUCTURE : 0;
+  return want;
+}
+
 /* What a FETCH response carries beyond what was asked for. */
 enum { FETCH_ADD_FLAGS = 1, FETCH_ADD_UID = 2, FETCH_ADD_MODSEQ = 4 };
 
 static void fetch_one(struct session *s, const struct fetch_item *items, const struct fetch_snap *m,
                       char *const *kwnames, int nkw, unsigned add) {
   session_send_fetch_start(s, m->seq, m->uid);
+  unsigned want = fetch_renders(items);   /* made together: each header is read once */
+  const struct rendered *mm = want ? msgdata_rendered(m->data, want) : NULL;
+  if (want && !mm) {
+    s->out.oom = 1;
+    return;
+  }
   int first = 1;
   for (const struct fetch_item *it = items; it; it = it->next) {
     if (!first) session_send(s, " ");
     first = 0;
-    const struct rendered *mm = NULL;
-    if (it->kind == FI_ENVELOPE || it->kind == FI_BODY || it->kind == FI_BODYSTRUCTURE) {
-      mm = msgdata_rendered(m->data, it->kind == FI_ENVELOPE ? RENDER_ENVELOPE
-                                     : it->kind == FI_BODY ? RENDER_BODY : RENDER_BODYSTRUCTURE);
-      if (!mm) {
-        s->out.oom = 1;
-        return;
-      }
-    }
     switch (it->kind) {
     case FI_UID: session_send(s, "UID %u", m->uid); break;
     case FI_FLAGS: {
@@ -10030,6 +10114,69 @@ static int fetch_partial_set(struct session *s, struct command *c, struct seqset
 }
 
 /* 6.4.5 FETCH set items, and UID FETCH (which always includes UID, 6.4.8). */
+/*
+** A large first FETCH of ENVELOPE, BODY or BODYSTRUCTURE (issue 15): while the session
+** renders and writes from the first message on, a helper thread renders from the last one
+** back, on a spare core, until the two meet, and the session finds those made. Only when
+** the last message's are not made yet, and with at most one helper a spare core in the
+** process. The helper only builds (msgdata_rendered is safe to race: the first to publish
+** wins) and never writes; the session holds its references to every message it snapped
+** until the helper is joined.
+*/
+#define RENDER_AHEAD_FROM 256      /* messages: for fewer a thread is not worth starting */
+struct render_ahead {
+  pthread_t thread;
+  const struct fetch_snap *snap;
+  size_t n;
+  unsigned want;             /* RENDER_ bits */
+  atomic_size_t front;       /* the message the session is at: the helper stops there */
+  int running;
+};
+static atomic_int render_helpers;   /* helpers running in the process */
+
+static void *render_ahead_thread(void *arg) {
+  struct render_ahead *ra = arg;
+  for (size_t j = ra->n; j-- > 0;)
+    if (atomic_load_explicit(&ra->front, memory_order_relaxed) >= j ||
+        !msgdata_rendered(ra->snap[j].data, ra->want))
+      break;
+  return NULL;
+}
+
+static void render_ahead_start(struct render_ahead *ra, const struct fetch_snap *snap, size_t n,
+                               const struct fetch_item *items) {
+  ra->running = 0;
+  unsigned want = fetch_renders(items);
+  if (!want || n < RENDER_AHEAD_FROM) return;
+  const struct msgmeta *last = atomic_load(&snap[n - 1].data->meta);
+  if (last && (!(want & RENDER_ENVELOPE) || atomic_load(&last->rendered.envelope)) &&
+      (!(want & RENDER_BODY) || atomic_load(&last->rendered.body)) &&
+      (!(want & RENDER_BODYSTRUCTURE) || atomic_load(&last->rendered.bodystructure)))
+    return;                  /* made before: this is not a first pass */
+  long spare = sysconf(_SC_NPROCESSORS_ONLN) - 1;
+  if (atomic_fetch_add(&render_helpers, 1) >= spare) {
+    atomic_fetch_sub(&render_helpers, 1);
+    return;
+  }
+  ra->snap = snap;
+  ra->n = n;
+  ra->want = want;
+  atomic_init(&ra->front, 0);
+  if (pthread_create(&ra->thread, NULL, render_ahead_thread, ra) != 0) {
+    atomic_fetch_sub(&render_helpers, 1);
+    return;
+  }
+  ra->running = 1;
+}
+
+static void render_ahead_stop(struct render_ahead *ra) {
+  if (!ra->running) return;
+  atomic_store(&ra->front, SIZE_MAX);
+  pthread_join(ra->thread, NULL);
+  atomic_fetch_sub(&render_helpers, 1);
+  ra->running = 0;
+}
+
 static int cmd_fetch(struct session *s, struct command *c) {
   struct parser *ps = &c->ps;
   struct seqset set;
@@ -10200,14 +10347,15 @@ static int cmd_fetch(struct session *s, struct command *c) {
   memcpy(kwnames, mb->keywords, (size_t)nkw * sizeof kwnames[0]);
   if (in_step) s->seen_modseq = mb->modseq;
   pthread_mutex_unlock(&mb->lock);
+  struct render_ahead ra;
+  render_ahead_start(&ra, snap, got, items);
   for (size_t i = 0; i < got; i++) {
+    if (ra.running) atomic_store_explicit(&ra.front, i, memory_order_relaxed);
     fetch_one(s, items, &snap[i], kwnames, nkw, changed[i]);
-    msgdata_unref(snap[i].data);
-    if (s->out.len > (256u << 10) && !session_flush(s)) {
-      for (size_t j = i + 1; j < got; j++) msgdata_unref(snap[j].data);
-      break;
-    }
+    if (s->out.len > (256u << 10) && !session_flush(s)) break;
   }
+  render_ahead_stop(&ra);
+  for (size_t i = 0; i < got; i++) msgdata_unref(snap[i].data);
   free(snap);
   free(changed);
   if (s->out.oom) return cmd_no(c, "[SERVERBUG] Out of memory");

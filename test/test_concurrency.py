@@ -311,5 +311,84 @@ class ConcurrencyTest(ServerCase):
         self.assertEqual(rc, 0, err[-3000:])
 
 
+FIRST_PASS = 700              # messages: enough for FETCH's helper thread (RENDER_AHEAD_FROM)
+
+
+def first_pass_fixture():
+    """Messages whose ENVELOPE and BODYSTRUCTURE all differ: plain and multipart, several
+    address forms, a nested message/rfc822 now and then."""
+    out = []
+    for i in range(FIRST_PASS):
+        head = ("From s%d@example.com Mon Jan  1 10:00:00 2024\nDate: Mon, %d Jan 2024 10:%02d:00 "
+                "+0100\nFrom: %s\nTo: a%d@example.com, \"B, %d\" <b%d@example.org>\n"
+                "Subject: first pass %d\nMessage-ID: <fp-%d@conc>\n"
+                % (i, 1 + i % 28, i % 60, ("Sender %d <s%d@example.com>" % (i, i)) if i % 3
+                   else "s%d@example.com (Comment %d)" % (i, i), i, i, i, i, i))
+        if i % 4 == 0:
+            out.append(head + "Content-Type: text/plain; charset=utf-8\n\nBody %d.\n" % i)
+        else:
+            inner = ("--b%d\nContent-Type: message/rfc822\n\nSubject: inner %d\nFrom: i@x\n\n"
+                     "inner\n" % (i, i)) if i % 5 == 0 else ""
+            out.append(head + "Content-Type: multipart/mixed; boundary=\"b%d\"\n\n--b%d\n"
+                       "Content-Type: text/plain\n\nline one\nline %d\n%s--b%d\n"
+                       "Content-Type: application/pdf; name=\"f%d.pdf\"\nContent-Disposition: "
+                       "attachment; filename=\"f%d.pdf\"\nContent-Transfer-Encoding: base64\n\n"
+                       "JVBERi0=\n--b%d--\n" % (i, i, i, inner, i, i, i, i))
+    return "\n".join(out)
+
+
+class FirstPassTest(ServerCase):
+    """The first FETCH of ENVELOPE and BODYSTRUCTURE of a large mailbox (issue 15): a helper
+    thread renders from the end while the session renders from the start, and several
+    sessions race for the same messages. Every answer must be the one a server gives that
+    renders each message alone, and there must be no sanitizer report."""
+
+    def envbs(self, data):
+        return {n: (items["ENVELOPE"], items["BODYSTRUCTURE"])
+                for n, items in fetch_list(data)}
+
+    def test_first_pass_races_and_helpers(self):
+        path = write_mbox(self.tempdir(), "inbox.mbox", first_pass_fixture())
+        alone = self.start(path)            # reference: a few messages per FETCH, no helper
+        r = self.raw(alone, select="INBOX")
+        want = {}
+        for lo in range(1, FIRST_PASS + 1, 50):
+            u, t = r.cmd("FETCH %d:%d (ENVELOPE BODYSTRUCTURE)" % (lo, lo + 49))
+            self.assertOK(t)
+            want.update(self.envbs(u))
+        self.assertEqual(len(want), FIRST_PASS)
+        self.assertEqual(len(set(map(repr, want.values()))), FIRST_PASS, "the messages differ")
+
+        srv = self.start(path)
+        clients = [self.raw(srv, select="INBOX") for _ in range(3)]
+        got, errors = [None] * len(clients), []
+
+        def first(k):
+            try:
+                u, t = clients[k].cmd("FETCH 1:* (ENVELOPE BODYSTRUCTURE)")
+                self.assertOK(t)
+                got[k] = self.envbs(u)
+            except BaseException:
+                errors.append(traceback.format_exc())
+
+        threads = [threading.Thread(target=first, args=(k,), daemon=True)
+                   for k in range(len(clients))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(CMD_TIMEOUT)
+        self.assertEqual(errors, [], "\n".join(errors))
+        for k, g in enumerate(got):
+            self.assertEqual(g, want, "client %d's first FETCH" % k)
+        u, t = clients[0].cmd("FETCH 1:* (ENVELOPE BODYSTRUCTURE)")
+        self.assertEqual(self.envbs(u), want, "the repeated FETCH")
+        for c in clients:
+            c.close()
+        rc = srv.stop()
+        err = srv.stderr()
+        self.assertNoSanitizerReport(err)
+        self.assertEqual(rc, 0, err[-3000:])
+
+
 if __name__ == "__main__":
     unittest.main()

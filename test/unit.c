@@ -427,9 +427,9 @@ static void test_model(void) {
   if (!m) return;
   CHECK(m->nparts == 4);
   struct rendered rd, *r = &rd;
-  atomic_init(&rd.envelope, render(msg, m, RENDER_ENVELOPE, NULL));
+  atomic_init(&rd.envelope, render(msg, m, RENDER_ENVELOPE, NULL, NULL));
   atomic_init(&rd.body, NULL);
-  atomic_init(&rd.bodystructure, render(msg, m, RENDER_BODYSTRUCTURE, NULL));
+  atomic_init(&rd.bodystructure, render(msg, m, RENDER_BODYSTRUCTURE, NULL, NULL));
   CHECK(rd.envelope && rd.bodystructure);
   if (!rd.envelope || !rd.bodystructure) return;
   CHECK(strstr(r->envelope, "((\"Doe, John\" NIL \"john\" \"example.com\")(NIL NIL \"Group\" NIL)"
