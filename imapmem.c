@@ -10119,9 +10119,11 @@ static int fetch_partial_set(struct session *s, struct command *c, struct seqset
 ** renders and writes from the first message on, a helper thread renders from the last one
 ** back, on a spare core, until the two meet, and the session finds those made. Only when
 ** the last message's are not made yet, and with at most one helper a spare core in the
-** process. The helper only builds (msgdata_rendered is safe to race: the first to publish
-** wins) and never writes; the session holds its references to every message it snapped
-** until the helper is joined.
+** process. The helper only builds, and never writes. Where the two meet neither builds a
+** message the other is building (a test counts builds): each says where it is, then reads
+** where the other is (sequentially consistent, so at least one of them sees the other), and
+** the session joins the helper once the helper has taken its next message. The session holds
+** its references to every message it snapped until then.
 */
 #define RENDER_AHEAD_FROM 256      /* messages: for fewer a thread is not worth starting */
 struct render_ahead {
@@ -10130,16 +10132,17 @@ struct render_ahead {
   size_t n;
   unsigned want;             /* RENDER_ bits */
   atomic_size_t front;       /* the message the session is at: the helper stops there */
+  atomic_size_t back;        /* the message the helper has taken last */
   int running;
 };
 static atomic_int render_helpers;   /* helpers running in the process */
 
 static void *render_ahead_thread(void *arg) {
   struct render_ahead *ra = arg;
-  for (size_t j = ra->n; j-- > 0;)
-    if (atomic_load_explicit(&ra->front, memory_order_relaxed) >= j ||
-        !msgdata_rendered(ra->snap[j].data, ra->want))
-      break;
+  for (size_t j = ra->n; j-- > 0;) {
+    atomic_store(&ra->back, j);
+    if (atomic_load(&ra->front) >= j || !msgdata_rendered(ra->snap[j].data, ra->want)) break;
+  }
   return NULL;
 }
 
@@ -10162,6 +10165,7 @@ static void render_ahead_start(struct render_ahead *ra, const struct fetch_snap 
   ra->n = n;
   ra->want = want;
   atomic_init(&ra->front, 0);
+  atomic_init(&ra->back, n);
   if (pthread_create(&ra->thread, NULL, render_ahead_thread, ra) != 0) {
     atomic_fetch_sub(&render_helpers, 1);
     return;
@@ -10350,7 +10354,10 @@ static int cmd_fetch(struct session *s, struct command *c) {
   struct render_ahead ra;
   render_ahead_start(&ra, snap, got, items);
   for (size_t i = 0; i < got; i++) {
-    if (ra.running) atomic_store_explicit(&ra.front, i, memory_order_relaxed);
+    if (ra.running) {        /* where the helper is: from there on all is made */
+      atomic_store(&ra.front, i);
+      if (atomic_load(&ra.back) <= i) render_ahead_stop(&ra);
+    }
     fetch_one(s, items, &snap[i], kwnames, nkw, changed[i]);
     if (s->out.len > (256u << 10) && !session_flush(s)) break;
   }
