@@ -5438,13 +5438,17 @@ static void content_hash_start(struct content_hash *c, size_t n) {
 
 /* Take in the whole blocks of p[0..avail) not taken yet (the file as read so far). */
 static void content_hash_add(struct content_hash *c, const char *p, size_t avail) {
-  for (; c->done + 32 <= avail; c->done += 32)
+  uint64_t h[4] = {c->h[0], c->h[1], c->h[2], c->h[3]};   /* in registers: a quarter faster */
+  size_t done = c->done;
+  for (; done + 32 <= avail; done += 32)
     for (int l = 0; l < 4; l++) {
       uint64_t w;
-      memcpy(&w, p + c->done + 8 * l, 8);
-      c->h[l] = (c->h[l] ^ w) * CONTENT_HASH_K;
-      c->h[l] ^= c->h[l] >> 29;
+      memcpy(&w, p + done + 8 * l, 8);
+      h[l] = (h[l] ^ w) * CONTENT_HASH_K;
+      h[l] ^= h[l] >> 29;
     }
+  memcpy(c->h, h, sizeof h);
+  c->done = done;
 }
 
 /* The UIDVALIDITY of the n bytes at p (all but the last partial block already added). */
@@ -5597,17 +5601,19 @@ enum {
 #define SAVED_PREFIX_LEN 19
 
 static int mbox_header_kind(const char *p, size_t n) {
-  static const struct { const char *name; int kind; } h[] = {
-    {"Status", HDR_STATUS}, {"X-Status", HDR_XSTATUS}, {"X-Keywords", HDR_KEYWORDS},
-    {"X-UID", HDR_UID}, {"X-IMAPbase", HDR_IMAPBASE}, {"X-IMAP", HDR_IMAP},
-    {"X-Imapmem-Eol", HDR_EOL}, {"X-Imapmem-Modseq", HDR_MODSEQ},
-    {"X-Imapmem-Highestmodseq", HDR_HIGHESTMODSEQ}, {"X-Imapmem-Mailboxid", HDR_MAILBOXID}};
+  static const struct { const char *name; size_t len; int kind; } h[] = {
+    {"Status", 6, HDR_STATUS}, {"X-Status", 8, HDR_XSTATUS}, {"X-Keywords", 10, HDR_KEYWORDS},
+    {"X-UID", 5, HDR_UID}, {"X-IMAPbase", 10, HDR_IMAPBASE}, {"X-IMAP", 6, HDR_IMAP},
+    {"X-Imapmem-Eol", 13, HDR_EOL}, {"X-Imapmem-Modseq", 16, HDR_MODSEQ},
+    {"X-Imapmem-Highestmodseq", 23, HDR_HIGHESTMODSEQ},
+    {"X-Imapmem-Mailboxid", 19, HDR_MAILBOXID}};
+  if (!n || ((*p | 0x20) != 's' && (*p | 0x20) != 'x')) return HDR_KEEP;   /* most lines */
   const char *colon = memchr(p, ':', n);
   if (!colon) return HDR_KEEP;
   size_t len = (size_t)(colon - p);
   while (len && (p[len - 1] == ' ' || p[len - 1] == '\t')) len--;
   for (size_t i = 0; i < sizeof h / sizeof h[0]; i++)
-    if (strlen(h[i].name) == len && strncasecmp(p, h[i].name, len) == 0) return h[i].kind;
+    if (h[i].len == len && strncasecmp(p, h[i].name, len) == 0) return h[i].kind;
   return HDR_KEEP;
 }
 
@@ -5770,7 +5776,7 @@ static int mbox_message(struct mbox_batch *b, const char *p, const char *end,
         buf_add(&fieldval, p, (size_t)(ce - p));
         p = next;
         continue;
-      } else if (!cont && ce - p > SAVED_PREFIX_LEN &&
+      } else if (!cont && ce - p > SAVED_PREFIX_LEN && (*p | 0x20) == 'x' &&
                  strncasecmp(p, SAVED_PREFIX, SAVED_PREFIX_LEN) == 0 &&
                  mbox_header_kind(p + SAVED_PREFIX_LEN, (size_t)(ce - p) - SAVED_PREFIX_LEN)) {
         p += SAVED_PREFIX_LEN;  /* the message's own field, renamed by a save: restore it */
