@@ -1949,6 +1949,13 @@ static int lex_special(const struct lexer *lx, char c) {
   return strchr(lx->specials, c) != NULL;
 }
 
+/* Past white space and line breaks (what the lexer skips but comments), for the readers
+   of the usual forms that do without it. */
+static const char *skip_wsp(const char *p, const char *e) {
+  while (p < e && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')) p++;
+  return p;
+}
+
 static void lex_skip_cfws(struct lexer *lx) {
   int depth = 0;
   while (lx->p < lx->end) {
@@ -2195,11 +2202,6 @@ static int ctype_token_byte(unsigned char c) {
   return 1;
 }
 
-static const char *ctype_skip_ws(const char *p, const char *e) {
-  while (p < e && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')) p++;
-  return p;
-}
-
 static const char *ctype_token(const char *p, const char *e) {
   while (p < e && ctype_token_byte((unsigned char)*p)) p++;
   return p;
@@ -2213,24 +2215,24 @@ static const char *ctype_token(const char *p, const char *e) {
 ** else.
 */
 static int ctype_parse_plain(struct str v, int with_subtype, struct ctype *ct) {
-  const char *p = ctype_skip_ws(v.p, v.p + v.len), *e = v.p + v.len, *t = ctype_token(p, e);
+  const char *p = skip_wsp(v.p, v.p + v.len), *e = v.p + v.len, *t = ctype_token(p, e);
   if (t == p) return 0;
   ct->type = str_make(p, (size_t)(t - p));
-  p = ctype_skip_ws(t, e);
+  p = skip_wsp(t, e);
   if (with_subtype) {
     if (p == e || *p != '/') return 0;
-    p = ctype_skip_ws(p + 1, e);
+    p = skip_wsp(p + 1, e);
     if ((t = ctype_token(p, e)) == p) return 0;
     ct->subtype = str_make(p, (size_t)(t - p));
-    p = ctype_skip_ws(t, e);
+    p = skip_wsp(t, e);
   }
   while (p < e) {
     if (*p != ';' || ct->nparams == (int)(sizeof ct->params / sizeof ct->params[0])) return 0;
-    const char *name = ctype_skip_ws(p + 1, e);
+    const char *name = skip_wsp(p + 1, e);
     if ((t = ctype_token(name, e)) == name || memchr(name, '*', (size_t)(t - name))) return 0;
-    p = ctype_skip_ws(t, e);
+    p = skip_wsp(t, e);
     if (p == e || *p != '=') return 0;
-    const char *val = ctype_skip_ws(p + 1, e), *vend;
+    const char *val = skip_wsp(p + 1, e), *vend;
     if (val < e && *val == '"') {
       for (vend = ++val; vend < e && *vend != '"' && *vend != '\\' && *vend != '\r' &&
                          *vend != '\n'; vend++)
@@ -2248,7 +2250,7 @@ static int ctype_parse_plain(struct str v, int with_subtype, struct ctype *ct) {
     pm->section = -1;
     pm->extended = 0;
     pm->value = str_make(val, (size_t)(vend - val));
-    p = ctype_skip_ws(p, e);
+    p = skip_wsp(p, e);
   }
   return 1;
 }
@@ -2761,11 +2763,6 @@ static int addr_atom_byte(unsigned char c) {
   return 1;
 }
 
-static const char *addr_skip_ws(const char *p, const char *e) {
-  while (p < e && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')) p++;
-  return p;
-}
-
 /* The end of a dot-atom (atoms joined by single dots) at p, or NULL if there is none. */
 static const char *addr_dot_atom(const char *p, const char *e) {
   for (;;) {
@@ -2788,12 +2785,12 @@ static int addrs_parse_plain(struct str v, struct addrs *out, int list) {
   int n0 = out->n;
   size_t t0 = out->text.len;
   for (;;) {
-    p = addr_skip_ws(p, e);
+    p = skip_wsp(p, e);
     struct addr *a = addrs_new(out, ADDR_MAILBOX, list);
     if (!a) break;
     const char *local = p, *at = addr_dot_atom(p, e), *host = NULL, *hend = NULL;
     if (at && at < e && *at == '@' && (hend = addr_dot_atom(host = at + 1, e)) != NULL &&
-        (hend == e || *hend == ',' || addr_skip_ws(hend, e) > hend)) {
+        (hend == e || *hend == ',' || skip_wsp(hend, e) > hend)) {
       p = hend;                        /* a bare addr-spec */
     } else {
       int words = 0;                   /* a phrase, then <addr-spec> */
@@ -2811,7 +2808,7 @@ static int addrs_parse_plain(struct str v, struct addrs *out, int list) {
         }
         if (words) addr_add(out, &a->name, " ", 1);
         addr_add(out, &a->name, w, (size_t)(we - w));
-        p = addr_skip_ws(p, e);
+        p = skip_wsp(p, e);
       }
       if (p == e || *p != '<') goto other;
       local = p + 1;
@@ -2825,7 +2822,7 @@ static int addrs_parse_plain(struct str v, struct addrs *out, int list) {
     addr_add(out, &a->mailbox, local, (size_t)(at - local));
     addr_add(out, &a->host, host, (size_t)(hend - host));
     if (out->text.oom) break;
-    p = addr_skip_ws(p, e);
+    p = skip_wsp(p, e);
     if (p == e) return 1;
     if (*p != ',') break;
     p++;
