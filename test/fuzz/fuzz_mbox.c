@@ -2,7 +2,8 @@
 ** fuzz_mbox.c -- libFuzzer target: the input is an mbox file.
 **
 ** mbox_parse reads it (as imapmem_load does a fixture file); each message it yields gets
-** its part table and ENVELOPE/BODY/BODYSTRUCTURE. The batch is committed to a user's
+** its part table and ENVELOPE/BODY/BODYSTRUCTURE, which must equal those of a copy of its
+** bytes made without the loader's line marks. The batch is committed to a user's
 ** INBOX (mbox_commit), saved with mbox_save_mailbox (what --save and imapmem_save write),
 ** and the saved file is parsed and committed again. The server promises that a save and
 ** a reload give back every message byte for byte, with its UID, flags, keywords and
@@ -35,6 +36,24 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   return 0;
 }
 
+/* The part table (and for the first messages, the renderings) made with the loader's
+   line marks equal those of a copy of the bytes, which has none. */
+FZ void same_as_unmarked(struct msgdata *d) {
+  struct msgdata *c = msgdata_new(d->bytes, d->size);
+  if (!c) return;
+  const struct msgmeta *m = atomic_load(&d->meta), *cm = msgdata_meta(c);
+  if (m && cm && (m->nparts != cm->nparts ||
+                  memcmp(m->parts, cm->parts, sizeof *m->parts * (size_t)m->nparts) != 0))
+    fz_fail("the part table made with the loader's line marks differs from without", d->bytes,
+            d->size);
+  const struct rendered *r = m ? &m->rendered : NULL, *cr = msgdata_rendered(c, RENDER_ALL);
+  if (r && cr && atomic_load(&r->bodystructure) &&
+      (strcmp(r->body, cr->body) || strcmp(r->bodystructure, cr->bodystructure)))
+    fz_fail("BODYSTRUCTURE made with the loader's line marks differs from without", d->bytes,
+            d->size);
+  msgdata_unref(c);
+}
+
 /* Parse and commit mbox bytes into a new user's INBOX; NULL if either refused them. */
 FZ struct user *load(const char *p, size_t n, int *rc_out) {
   struct mbox_batch *b = NULL;
@@ -51,6 +70,7 @@ FZ struct user *load(const char *p, size_t n, int *rc_out) {
       fz_fail("a loaded message's size or header length is wrong", d->bytes, d->size);
     if (i < 16) msgdata_meta(d);   /* the MIME target does the message model in depth */
     if (i < 2) msgdata_rendered(d, RENDER_ALL);
+    if (i < 16) same_as_unmarked(d);
   }
   struct user *u = user_new("u", "p");
   if (!u) abort();

@@ -12,7 +12,9 @@
 **   - the octets BODYSTRUCTURE gives each part are the length of BODY[its section];
 **   - the FETCH response is well-formed IMAP (fz_check_stream);
 **   - needle_find agrees with the obvious search, and SEARCH BODY finds a piece of a text
-**     part's decoded text.
+**     part's decoded text;
+**   - ENVELOPE, BODY and BODYSTRUCTURE made with the part table (one header scan, as a first
+**     FETCH makes them) equal those made after it (each rendering scanning again).
 **
 ** Build: clang -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -pthread -I. \
 **          test/fuzz/fuzz_mime.c -o build/fuzz/fuzz_mime        (test/fuzz/run.py does it)
@@ -260,6 +262,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (d->hdr_len > d->size) fz_fail("a header longer than the message", d->bytes, d->size);
   struct msgmeta *mm = msgdata_meta(d);
   const struct rendered *r = msgdata_rendered(d, RENDER_ALL);
+  struct msgdata *d2 = msgdata_new((const char *)data, size);   /* rendered as a first FETCH */
+  const struct rendered *r2 = d2 ? msgdata_rendered(d2, RENDER_ALL) : NULL;  /* does: from */
+  if (r && r2 && (strcmp(r->envelope, r2->envelope) || strcmp(r->body, r2->body) ||  /* the */
+                  strcmp(r->bodystructure, r2->bodystructure)))   /* part table's own scan */
+    fz_fail("rendering with the part table's header fields differs from without", d->bytes,
+            d->size);
+  msgdata_unref(d2);
   if (mm && r) {
     static struct paths ps;   /* 32 KB: not allocated for every input */
     ps.n = 0;
