@@ -2046,7 +2046,6 @@ static int zone_from_name(struct str z) {
   return 0;                  /* military and unknown zones: RFC 5322 4.3 says treat as +0000 */
 }
 
-/* Parse "[Day,] dd Mon yyyy hh:mm[:ss] zone" into UTC seconds and zone minutes. */
 /*
 ** The words of a date for date_parse (atoms, and ':' on its own; ',' dropped) as the lexer
 ** with specials ",:" yields them, for the usual dates without its costs: -1 if the value has
@@ -2074,6 +2073,7 @@ static int date_words(struct str v, struct str *w, int max) {
   return n;
 }
 
+/* Parse "[Day,] dd Mon yyyy hh:mm[:ss] zone" into UTC seconds and zone minutes. */
 static int date_parse(struct str v, int64_t *t_out, int *tz_out) {
   struct str w[12];
   int nw = date_words(v, w, 12);
