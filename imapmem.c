@@ -3535,9 +3535,9 @@ static struct msgmeta *msgmeta_build_keeping(const char *msg, size_t size,
   return m;
 }
 
-static struct msgmeta *msgmeta_build(const char *msg, size_t size, const struct line_mark *marks,
-                                     uint32_t nmarks, struct msgarena *a) {
-  return msgmeta_build_keeping(msg, size, marks, nmarks, a, NULL);
+/* The part table of a message in no arena and without the loader's marks. */
+static struct msgmeta *msgmeta_build(const char *msg, size_t size) {
+  return msgmeta_build_keeping(msg, size, NULL, 0, NULL, NULL);
 }
 
 /*
@@ -3608,16 +3608,27 @@ static struct msgmeta *msgdata_meta(struct msgdata *d) {
 ** The message's rendered text, with at least the pieces in want (RENDER_ bits) made, each
 ** on first use. NULL if memory ran out.
 */
+static _Atomic(char *) *rendered_slot(struct rendered *r, unsigned bit) {
+  return bit == RENDER_ENVELOPE ? &r->envelope : bit == RENDER_BODY ? &r->body
+                                                                    : &r->bodystructure;
+}
+
+/* Are the pieces in want (RENDER_ bits) made already? */
+static int rendered_made(struct msgmeta *m, unsigned want) {
+  for (unsigned bit = RENDER_ENVELOPE; bit <= RENDER_BODYSTRUCTURE; bit <<= 1)
+    if ((want & bit) && !atomic_load(rendered_slot(&m->rendered, bit))) return 0;
+  return 1;
+}
+
 static const struct rendered *msgdata_rendered(struct msgdata *d, unsigned want) {
-  struct headers *hs;        /* a first pass reads each header once, for all of it */
+  struct headers *hs = NULL;  /* a first pass reads each header once, for all of it */
   struct msgmeta *m = msgdata_meta_keeping(d, want ? &hs : NULL);
   if (!m) return NULL;       /* of it, only m->rendered (and sent) is ever written */
   struct rendered *r = &m->rendered;
   for (unsigned bit = RENDER_ENVELOPE; bit <= RENDER_BODYSTRUCTURE; bit <<= 1) {
-    _Atomic(char *) *slot = bit == RENDER_ENVELOPE ? &r->envelope
-                          : bit == RENDER_BODY ? &r->body : &r->bodystructure;
+    _Atomic(char *) *slot = rendered_slot(r, bit);
     if (!(want & bit) || atomic_load_explicit(slot, memory_order_acquire)) continue;
-    char *text = render(d->bytes, m, bit, d->arena, want ? hs : NULL);
+    char *text = render(d->bytes, m, bit, d->arena, hs);
     if (!text) {
       r = NULL;
       break;
@@ -3626,7 +3637,7 @@ static const struct rendered *msgdata_rendered(struct msgdata *d, unsigned want)
     if (!atomic_compare_exchange_strong(slot, &expected, text))
       meta_free(d->arena, text);   /* another thread won the race; use its copy */
   }
-  if (want) free(hs);
+  free(hs);
   return r;
 }
 
@@ -3882,7 +3893,7 @@ static int part_binary(const char *msg, const struct part *pt, struct buf *tmp,
 ** with the new message in out, 0 if nothing needed a change, -1 if memory ran out.
 */
 static int msg_binary_to_base64(const char *msg, size_t n, struct buf *out) {
-  struct msgmeta *mm = msgmeta_build(msg, n, NULL, 0, NULL);
+  struct msgmeta *mm = msgmeta_build(msg, n);
   if (!mm) return -1;
   size_t done = 0;           /* msg[0, done) is in out (or unchanged, while none is) */
   int changed = 0;
@@ -4082,50 +4093,49 @@ static atomic_long sortkeys_builds;   /* so a test can see each message's are ma
    NULL if memory ran out. */
 static struct sortkeys *sortkeys_build(const char *h, const char *hend, struct msgarena *a) {
   atomic_fetch_add(&sortkeys_builds, 1);
-  enum { K_DATE, K_SUBJECT, K_MSGID, K_IRT, K_REFS, K_FROM, K_TO, K_CC, K_COUNT };
-  static const struct { const char *name; size_t len; } names[K_COUNT] = {  /* ORDER K_* */
-    HEADER_NAME("Date"), HEADER_NAME("Subject"), HEADER_NAME("Message-ID"),
-    HEADER_NAME("In-Reply-To"), HEADER_NAME("References"), HEADER_NAME("From"),
-    HEADER_NAME("To"), HEADER_NAME("Cc")};
+  enum { K_REFS = H_COUNT, K_COUNT };   /* the keys' fields: H_* ones, and References */
   struct str v[K_COUNT];
   int have[K_COUNT] = {0};
   struct field f;
-  while (header_next(&h, hend, &f))
-    for (int i = 0; i < K_COUNT; i++)
-      if (f.name.len == names[i].len && strncasecmp(f.name.p, names[i].name, f.name.len) == 0 &&
-          (i < K_FROM || !have[i])) {  /* the last; the first address */
-        v[i] = f.value;
-        have[i] = 1;
-      }
+  while (header_next(&h, hend, &f)) {
+    int i = header_id(f.name);
+    if (i < 0 && str_ieq(f.name, "References")) i = K_REFS;
+    if (i >= 0 && (!have[i] || (i != H_FROM && i != H_TO && i != H_CC))) {   /* the last; */
+      v[i] = f.value;                                                       /* the first */
+      have[i] = 1;                                                          /* address */
+    }
+  }
   struct sortkeys k = {0};
   struct buf text = {0};
   int64_t t;
   int tz;
-  k.sent = have[K_DATE] && date_parse(v[K_DATE], &t, &tz) ? t : INT64_MIN;
+  k.sent = have[H_DATE] && date_parse(v[H_DATE], &t, &tz) ? t : INT64_MIN;
   k.subject = 0;
-  if (have[K_SUBJECT]) base_subject(v[K_SUBJECT], &text, &k.reply);
+  if (have[H_SUBJECT]) base_subject(v[H_SUBJECT], &text, &k.reply);
   if (!text.oom) sortkeys_fold(text.p, text.len);
   buf_addc(&text, 0);
   uint32_t unused;
   struct addrs as = {0};
-  sortkeys_address(v[K_FROM], have[K_FROM], &text, &k.from, &k.display_from, &as);
-  sortkeys_address(v[K_TO], have[K_TO], &text, &k.to, &k.display_to, &as);
-  sortkeys_address(v[K_CC], have[K_CC], &text, &k.cc, &unused, &as);
+  sortkeys_address(v[H_FROM], have[H_FROM], &text, &k.from, &k.display_from, &as);
+  sortkeys_address(v[H_TO], have[H_TO], &text, &k.to, &k.display_to, &as);
+  sortkeys_address(v[H_CC], have[H_CC], &text, &k.cc, &unused, &as);
   addrs_free(&as);
   k.msgid = SORTKEY_NONE;
-  const char *p = have[K_MSGID] ? v[K_MSGID].p : NULL;
+  const char *p = have[H_MESSAGE_ID] ? v[H_MESSAGE_ID].p : NULL;
   size_t at = text.len;
-  if (p && msgid_next(&p, v[K_MSGID].p + v[K_MSGID].len, &text)) {
+  if (p && msgid_next(&p, v[H_MESSAGE_ID].p + v[H_MESSAGE_ID].len, &text)) {
     k.msgid = (uint32_t)at;
     buf_addc(&text, 0);
   }
   k.refs = (uint32_t)text.len;
-  for (int i = K_REFS; i >= K_IRT && !k.nrefs; i--) {   /* References, else In-Reply-To */
+  static const int refs_from[] = {K_REFS, H_IN_REPLY_TO};   /* References, else In-Reply-To */
+  for (int r = 0; r < 2 && !k.nrefs; r++) {
+    int i = refs_from[r];
     if (!have[i]) continue;
     for (p = v[i].p; msgid_next(&p, v[i].p + v[i].len, &text);) {
       buf_addc(&text, 0);
       k.nrefs++;
-      if (i == K_IRT) break;   /* only its first (RFC 5256 3) */
+      if (i == H_IN_REPLY_TO) break;   /* only its first (RFC 5256 3) */
     }
   }
   struct sortkeys *out = text.oom ? NULL : meta_alloc(a, sizeof *out + text.len);
@@ -5598,12 +5608,15 @@ enum {
 #define SAVED_PREFIX_LEN 19
 
 static int mbox_header_kind(const char *p, size_t n) {
+#define MBOX_FIELD(s, kind) {s, sizeof s - 1, kind}
   static const struct { const char *name; size_t len; int kind; } h[] = {
-    {"Status", 6, HDR_STATUS}, {"X-Status", 8, HDR_XSTATUS}, {"X-Keywords", 10, HDR_KEYWORDS},
-    {"X-UID", 5, HDR_UID}, {"X-IMAPbase", 10, HDR_IMAPBASE}, {"X-IMAP", 6, HDR_IMAP},
-    {"X-Imapmem-Eol", 13, HDR_EOL}, {"X-Imapmem-Modseq", 16, HDR_MODSEQ},
-    {"X-Imapmem-Highestmodseq", 23, HDR_HIGHESTMODSEQ},
-    {"X-Imapmem-Mailboxid", 19, HDR_MAILBOXID}};
+    MBOX_FIELD("Status", HDR_STATUS), MBOX_FIELD("X-Status", HDR_XSTATUS),
+    MBOX_FIELD("X-Keywords", HDR_KEYWORDS), MBOX_FIELD("X-UID", HDR_UID),
+    MBOX_FIELD("X-IMAPbase", HDR_IMAPBASE), MBOX_FIELD("X-IMAP", HDR_IMAP),
+    MBOX_FIELD("X-Imapmem-Eol", HDR_EOL), MBOX_FIELD("X-Imapmem-Modseq", HDR_MODSEQ),
+    MBOX_FIELD("X-Imapmem-Highestmodseq", HDR_HIGHESTMODSEQ),
+    MBOX_FIELD("X-Imapmem-Mailboxid", HDR_MAILBOXID)};
+#undef MBOX_FIELD
   if (!n || ((*p | 0x20) != 's' && (*p | 0x20) != 'x')) return HDR_KEEP;   /* most lines */
   const char *colon = memchr(p, ':', n);
   if (!colon) return HDR_KEEP;
@@ -5714,16 +5727,6 @@ static void mbox_apply_eol(struct msgdata *d, const char *spec) {
 }
 
 /*
-** Parse one message, from just after its From line to the next separator, into pm, and
-** point *next_out at the next From line (or end). RFC 4155: a message ends at a blank
-** line followed by a "From " line, and that blank line belongs to the mbox, as does one
-** at the very end of the file. Finding the separator in the same pass that writes the
-** lines reads each byte once. The bytes go to *at in arena a (moved there in place, see
-** mbox_parse_arena), and *at moves past them and their NUL. *lines counts the line breaks
-** read. Returns 0 if memory ran out (or a message passes 4 GB). *pseudo is set for UW's
-** internal-data message.
-*/
-/*
 ** Note that a line starting "--" begins at offset off of the message being loaded, after
 ** lines line breaks (struct line_mark). 0, and no marks for this message, when they would
 ** take more than a quarter of its bytes (a fixture of "--" lines) or memory runs out.
@@ -5737,6 +5740,16 @@ static int mbox_mark(struct mbox_batch *b, size_t first, uint32_t off, uint32_t 
   return 1;
 }
 
+/*
+** Parse one message, from just after its From line to the next separator, into pm, and
+** point *next_out at the next From line (or end). RFC 4155: a message ends at a blank
+** line followed by a "From " line, and that blank line belongs to the mbox, as does one
+** at the very end of the file. Finding the separator in the same pass that writes the
+** lines reads each byte once. The bytes go to *at in arena a (moved there in place, see
+** mbox_parse_arena), and *at moves past them and their NUL. *lines counts the line breaks
+** read. Returns 0 if memory ran out (or a message passes 4 GB). *pseudo is set for UW's
+** internal-data message.
+*/
 static int mbox_message(struct mbox_batch *b, const char *p, const char *end,
                         struct msgarena *a, char **at, struct pending *pm, int *pseudo,
                         const char **next_out, int *lines) {
@@ -10026,10 +10039,11 @@ static unsigned fetch_renders(const struct fetch_item *items) {
 /* What a FETCH response carries beyond what was asked for. */
 enum { FETCH_ADD_FLAGS = 1, FETCH_ADD_UID = 2, FETCH_ADD_MODSEQ = 4 };
 
-static void fetch_one(struct session *s, const struct fetch_item *items, const struct fetch_snap *m,
-                      char *const *kwnames, int nkw, unsigned add) {
+/* One message's FETCH response; want: fetch_renders(items), made together so that each
+   header is read once. */
+static void fetch_one(struct session *s, const struct fetch_item *items, unsigned want,
+                      const struct fetch_snap *m, char *const *kwnames, int nkw, unsigned add) {
   session_send_fetch_start(s, m->seq, m->uid);
-  unsigned want = fetch_renders(items);   /* made together: each header is read once */
   const struct rendered *mm = want ? msgdata_rendered(m->data, want) : NULL;
   if (want && !mm) {
     s->out.oom = 1;
@@ -10116,7 +10130,6 @@ static int fetch_partial_set(struct session *s, struct command *c, struct seqset
   return 1;
 }
 
-/* 6.4.5 FETCH set items, and UID FETCH (which always includes UID, 6.4.8). */
 /*
 ** A large first FETCH of ENVELOPE, BODY or BODYSTRUCTURE (issue 15): while the session
 ** renders and writes from the first message on, a helper thread renders from the last one
@@ -10150,15 +10163,11 @@ static void *render_ahead_thread(void *arg) {
 }
 
 static void render_ahead_start(struct render_ahead *ra, const struct fetch_snap *snap, size_t n,
-                               const struct fetch_item *items) {
+                               unsigned want) {
   ra->running = 0;
-  unsigned want = fetch_renders(items);
   if (!want || n < RENDER_AHEAD_FROM) return;
-  const struct msgmeta *last = atomic_load(&snap[n - 1].data->meta);
-  if (last && (!(want & RENDER_ENVELOPE) || atomic_load(&last->rendered.envelope)) &&
-      (!(want & RENDER_BODY) || atomic_load(&last->rendered.body)) &&
-      (!(want & RENDER_BODYSTRUCTURE) || atomic_load(&last->rendered.bodystructure)))
-    return;                  /* made before: this is not a first pass */
+  struct msgmeta *last = atomic_load(&snap[n - 1].data->meta);
+  if (last && rendered_made(last, want)) return;   /* made before: this is not a first pass */
   long spare = sysconf(_SC_NPROCESSORS_ONLN) - 1;
   if (atomic_fetch_add(&render_helpers, 1) >= spare) {
     atomic_fetch_sub(&render_helpers, 1);
@@ -10184,6 +10193,7 @@ static void render_ahead_stop(struct render_ahead *ra) {
   ra->running = 0;
 }
 
+/* 6.4.5 FETCH set items, and UID FETCH (which always includes UID, 6.4.8). */
 static int cmd_fetch(struct session *s, struct command *c) {
   struct parser *ps = &c->ps;
   struct seqset set;
@@ -10354,14 +10364,15 @@ static int cmd_fetch(struct session *s, struct command *c) {
   memcpy(kwnames, mb->keywords, (size_t)nkw * sizeof kwnames[0]);
   if (in_step) s->seen_modseq = mb->modseq;
   pthread_mutex_unlock(&mb->lock);
+  unsigned want = fetch_renders(items);
   struct render_ahead ra;
-  render_ahead_start(&ra, snap, got, items);
+  render_ahead_start(&ra, snap, got, want);
   for (size_t i = 0; i < got; i++) {
     if (ra.running) {        /* where the helper is: from there on all is made */
       atomic_store(&ra.front, i);
       if (atomic_load(&ra.back) <= i) render_ahead_stop(&ra);
     }
-    fetch_one(s, items, &snap[i], kwnames, nkw, changed[i]);
+    fetch_one(s, items, want, &snap[i], kwnames, nkw, changed[i]);
     if (s->out.len > (256u << 10) && !session_flush(s)) break;
   }
   render_ahead_stop(&ra);

@@ -422,7 +422,7 @@ static void test_model(void) {
     "inner body\r\n"
     "--XX--\r\n"
     "epilogue\r\n";
-  struct msgmeta *m = msgmeta_build(msg, strlen(msg), NULL, 0, NULL);
+  struct msgmeta *m = msgmeta_build(msg, strlen(msg));
   CHECK(m != NULL);
   if (!m) return;
   CHECK(m->nparts == 4);
@@ -862,7 +862,7 @@ static void test_binary(void) {
   CHECK(e.p && strstr(e.p, "Content-Transfer-Encoding: base64\r\n\r\nYWIAYw==\r\n--b\r\n"));
   CHECK(e.p && strstr(e.p, "stream\r\nContent-Transfer-Encoding: base64\r\n\r\nbnVsAA==\r\n--b--"));
   CHECK(e.p && strstr(e.p, "\r\n\r\nhello\r\n--b\r\n"));
-  struct msgmeta *m = e.p ? msgmeta_build(e.p, e.len, NULL, 0, NULL) : NULL;
+  struct msgmeta *m = e.p ? msgmeta_build(e.p, e.len) : NULL;
   uint32_t two[] = {2};
   int p2 = m ? fetch_find_part(m, two, 1) : -1;
   struct str v;
