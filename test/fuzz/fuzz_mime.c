@@ -170,7 +170,7 @@ FZ void fetch_atts(struct msgdata *d, const char *atts) {
   snap.data = d;
   char *kw[1] = {NULL};
   fz_capture_reset();
-  fetch_one(S, items, &snap, kw, 0, 1);
+  fetch_one(S, items, fetch_renders(items), &snap, kw, 0, 1);
   fz_io_flush(S);
   if (!fz_cap_over) fz_require_stream(fz_cap.p ? fz_cap.p : "", fz_cap.len);
 }
