@@ -716,9 +716,11 @@ struct imapmem {
 ** str), per-command arenas, and small text helpers: numbers, dates, base64, literal
 ** announcements, case-insensitive search (struct needle), the one binary search, UTF-8
 ** checks and mailbox names between modified UTF-7 and UTF-8; and the hashes SASL needs
-** (MD5, SHA-1, SHA-256, HMAC, PBKDF2) with random bytes.
+** (MD5, SHA-1, SHA-256, HMAC, PBKDF2) with random bytes; and the count of spare cores
+** that helper threads take.
 ** Calls: libc only.
-** Locking: none; every object here belongs to one thread.
+** Locking: none; every object here belongs to one thread (the count of spare cores taken
+** is atomic).
 **
 ** Every allocation goes through mem_alloc/mem_realloc, so a test build can make the Nth
 ** one fail (mem_fail_countdown). A buffer that could not grow sets its oom flag and ignores
@@ -1764,6 +1766,22 @@ static void mutf7_to_utf8(struct buf *out, const char *in) {
   else buf_add(out, u.p ? u.p : "", u.len);
   buf_free(&u);
 }
+
+/*
+** Helper threads (issue 15: the loader's reader, the first FETCH's renderer) run only on a
+** core the process has to spare: at most one a CPU beyond the first, counted here.
+** spare_core_take() returns 1 if the caller may start one, which spare_core_give() ends.
+*/
+static atomic_int spare_cores_taken;
+
+static int spare_core_take(void) {
+  long spare = sysconf(_SC_NPROCESSORS_ONLN) - 1;
+  if (atomic_fetch_add(&spare_cores_taken, 1) < spare) return 1;
+  atomic_fetch_sub(&spare_cores_taken, 1);
+  return 0;
+}
+
+static void spare_core_give(void) { atomic_fetch_sub(&spare_cores_taken, 1); }
 
 /*
 ** ===========================================================================
@@ -5379,15 +5397,16 @@ static struct quota_usage user_get_quota(struct user *u, int64_t limit[QUOTA_NRE
 ** and .acl files) into batches, committing them to a user's mailboxes, and writing
 ** mailboxes back as files.
 ** Calls: sections 1-3.
-** Locking: parsing takes no lock; committing takes the user's lock and then each
-** mailbox's lock in turn; saving copies the names under the user's lock and each
-** mailbox's messages under its own.
+** Locking: parsing takes no store lock (only its own reader's, struct mbox_source);
+** committing takes the user's lock and then each mailbox's lock in turn; saving copies the
+** names under the user's lock and each mailbox's messages under its own.
 **
 ** A load is all or nothing: every file is parsed before anything is added, so a bad file
-** leaves the store as it was. One pass over a mapped file: each line is copied once into
-** its message's final buffer, turned into CRLF, unquoted (mboxrd ">From " rules) and
-** stripped of the flag headers mutt and Dovecot write, and the separator to the next
-** message is found on the way. Saving writes the same layout back, with those headers,
+** leaves the store as it was. One pass over the file as it is read into its arena, a
+** helper thread reading ahead where there is a core to spare: each line is moved once, in
+** place, turned into CRLF, unquoted (mboxrd ">From " rules) and stripped of the flag
+** headers mutt and Dovecot write, and the separator to the next message is found on the
+** way. Saving writes the same layout back, with those headers,
 ** and removes stale files.
 */
 struct pending {             /* a parsed message, not yet in a mailbox */
@@ -5899,16 +5918,177 @@ static void msgarena_trim(struct msgarena *a, size_t used, size_t nmsgs) {
 }
 
 /*
-** Parse the mbox bytes at data (len bytes at the end of arena a, as msgarena_new placed them)
-** into a new batch for mailbox `name`, whose UIDVALIDITY (without an X-IMAPbase) is validity.
-** The messages are written in place, from the arena's start on: a line moves toward the
-** start by at most the CRs added before it, which the room before the file covers, so the
-** writing never overtakes the reading and the file is never copied. Consumes the caller's
-** reference to a. On error returns an IMAPMEM_ code and writes "file:line: what" into err.
+** The bytes of the file being loaded, arriving in its arena a chunk at a time (issue 15):
+** read by a helper thread on a spare core, which pays the page faults and the copy while
+** the loader hashes and parses behind it, or else by the loader itself whenever it needs
+** more. The loader asks how far it may parse (mbox_source_limit): up to the last message
+** boundary in the bytes read and hashed, so that its writing, which moves lines toward the
+** start over bytes already parsed, never reaches bytes the hash has not taken; and to the
+** end once the file is read. Bytes held in memory are a source that has arrived whole.
 */
-static int mbox_parse_arena(struct msgarena *a, const char *data, size_t len, uint32_t validity,
-                            const char *file, const char *name, struct mbox_batch **out,
-                            char *err, size_t errcap) {
+#define MBOX_CHUNK (1u << 20)
+#define MBOX_READER_FROM (8u << 20)   /* bytes: a smaller file is read without a thread */
+static size_t mbox_chunk = MBOX_CHUNK;           /* the unit tests make these small */
+static size_t mbox_reader_from = MBOX_READER_FROM;
+enum { SOURCE_READING = -1, SOURCE_DONE = 0 };   /* else the errno of a failed read */
+
+struct mbox_source {
+  int fd;                    /* -1: the bytes were all there from the start */
+  char *data;                /* where they go, in the arena */
+  size_t len;                /* the size fstat gave, and what was read once done */
+  size_t seen;               /* the bytes the loader has hashed */
+  size_t searched;           /* where the last boundary search ended, and from where */
+  size_t searched_from;
+  const char *name;          /* the mailbox's, which the UIDVALIDITY hash takes in */
+  struct content_hash hash;
+  uint32_t validity;         /* once done */
+  int state;                 /* the loader's copy of done: SOURCE_ or an errno */
+  int threaded;
+  pthread_t thread;          /* the helper, if threaded */
+  pthread_mutex_t lock;      /* guards got, done and stop for the helper and the loader */
+  pthread_cond_t arrived;
+  size_t got;
+  int done;                  /* SOURCE_READING, SOURCE_DONE, or the errno of a failed read */
+  int stop;                  /* the loader gave up: stop reading */
+};
+
+/* Read the next chunk at *n. Returns SOURCE_READING if there may be more. */
+static int mbox_source_read(struct mbox_source *s, size_t *n) {
+  for (;;) {
+    if (*n == s->len) return SOURCE_DONE;
+    size_t want = s->len - *n < mbox_chunk ? s->len - *n : mbox_chunk;
+    ssize_t r = read(s->fd, s->data + *n, want);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return errno ? errno : EIO;
+    if (r == 0) return SOURCE_DONE;   /* the file shrank while being read: take what there is */
+    *n += (size_t)r;
+    return SOURCE_READING;
+  }
+}
+
+static void *mbox_source_thread(void *arg) {
+  struct mbox_source *s = arg;
+  size_t n = 0;
+  int state = SOURCE_READING;
+  while (state == SOURCE_READING) {
+    state = mbox_source_read(s, &n);
+    pthread_mutex_lock(&s->lock);
+    s->got = n;
+    if (s->stop && state == SOURCE_READING) state = SOURCE_DONE;
+    s->done = state;
+    pthread_cond_signal(&s->arrived);
+    pthread_mutex_unlock(&s->lock);
+  }
+  return NULL;
+}
+
+/* A source for the file open at fd, len bytes, read into data: by a helper if worth one. */
+static void mbox_source_open(struct mbox_source *s, int fd, char *data, size_t len,
+                             const char *name) {
+  memset(s, 0, sizeof *s);
+  s->fd = fd;
+  s->name = name;
+  s->data = data;
+  s->len = len;
+  s->state = s->done = SOURCE_READING;
+  content_hash_start(&s->hash, len);
+  if (len < mbox_reader_from || !spare_core_take()) return;
+  pthread_mutex_init(&s->lock, NULL);
+  pthread_cond_init(&s->arrived, NULL);
+  s->threaded = pthread_create(&s->thread, NULL, mbox_source_thread, s) == 0;
+  if (!s->threaded) {
+    pthread_cond_destroy(&s->arrived);
+    pthread_mutex_destroy(&s->lock);
+    spare_core_give();
+  }
+}
+
+/* A source for len bytes already at data, whose UIDVALIDITY is validity. */
+static void mbox_source_whole(struct mbox_source *s, char *data, size_t len, uint32_t validity) {
+  memset(s, 0, sizeof *s);
+  s->fd = -1;
+  s->data = data;
+  s->len = s->seen = len;
+  s->validity = validity;
+  s->state = SOURCE_DONE;
+}
+
+/* Stop and join the helper, if any: before the arena it writes into can go. */
+static void mbox_source_close(struct mbox_source *s) {
+  if (!s->threaded) return;
+  pthread_mutex_lock(&s->lock);
+  s->stop = 1;
+  pthread_mutex_unlock(&s->lock);
+  pthread_join(s->thread, NULL);
+  pthread_cond_destroy(&s->arrived);
+  pthread_mutex_destroy(&s->lock);
+  spare_core_give();
+  s->threaded = 0;
+}
+
+/*
+** The start of the last "From " line after a blank line (RFC 4155: a message boundary)
+** that lies after pos and at or before hi, with its five bytes below got; 0 if none. Only
+** bytes not searched before for this pos are searched again.
+*/
+static size_t mbox_boundary(struct mbox_source *s, size_t pos, size_t hi, size_t got) {
+  const char *d = s->data;
+  size_t low = pos;
+  if (s->searched_from == pos && s->searched > pos + 3) low = s->searched - 3;
+  if (hi + 5 > got) hi = got >= 5 ? got - 5 : 0;
+  for (size_t f = hi; f > low + 1 && f >= pos + 2; f--) {
+    if (d[f - 1] != '\n' || memcmp(d + f, "From ", 5) != 0) continue;
+    if (d[f - 2] == '\n' || (d[f - 2] == '\r' && f >= pos + 3 && d[f - 3] == '\n')) return f;
+  }
+  s->searched_from = pos;
+  s->searched = hi > pos ? hi : pos;
+  return 0;
+}
+
+/*
+** How far the loader, at pos, may parse: to a message boundary in the bytes read and
+** hashed, or to the end once all are read (s->len, and s->validity are then final); reads
+** or waits until there is one. Returns 0 if reading failed (s->state has the errno).
+*/
+static size_t mbox_source_limit(struct mbox_source *s, size_t pos) {
+  while (s->state == SOURCE_READING) {
+    size_t got = s->seen;
+    if (s->threaded) {
+      pthread_mutex_lock(&s->lock);
+      while (s->got == s->seen && s->done == SOURCE_READING)
+        pthread_cond_wait(&s->arrived, &s->lock);
+      got = s->got;
+      s->state = s->done;      /* set with got: final once it is not SOURCE_READING */
+      pthread_mutex_unlock(&s->lock);
+    } else {
+      s->state = mbox_source_read(s, &got);
+    }
+    content_hash_add(&s->hash, s->data, got);
+    s->seen = got;
+    if (s->state > 0) return 0;
+    if (s->state == SOURCE_DONE) {
+      s->len = got;
+      s->data[got] = 0;
+      s->validity = content_hash_end(&s->hash, s->data, got, s->name);
+      break;
+    }
+    size_t b = mbox_boundary(s, pos, s->hash.done, got);
+    if (b) return b;
+  }
+  return s->state == SOURCE_DONE ? s->len : 0;
+}
+
+/*
+** Parse the mbox bytes of source src (arriving at the end of arena a, as msgarena_new placed
+** them) into a new batch for mailbox `name`. The messages are written in place, from the
+** arena's start on: a line moves toward the start by at most the CRs added before it, which
+** the room before the file covers, so the writing never overtakes the reading and the file
+** is never copied. Consumes the caller's reference to a. On error returns an IMAPMEM_ code
+** and writes "file:line: what" into err.
+*/
+static int mbox_parse_arena(struct msgarena *a, struct mbox_source *src, const char *file,
+                            const char *name, struct mbox_batch **out, char *err,
+                            size_t errcap) {
   struct mbox_batch *b = mbox_batch_new(name, file, 1);
   *out = b;
   if (!b) {
@@ -5916,33 +6096,48 @@ static int mbox_parse_arena(struct msgarena *a, const char *data, size_t len, ui
     snprintf(err, errcap, "%s: out of memory", file);
     return IMAPMEM_NOMEM;
   }
-  b->content_validity = validity;
-  if (len > 0 && (len < 5 || memcmp(data, "From ", 5) != 0)) {
-    msgarena_unref(a);
-    snprintf(err, errcap, "%s:1: not an mbox file: the first line must start with \"From \"",
-             file);
-    mbox_batch_free(b);
-    *out = NULL;
-    return IMAPMEM_PARSE;
+  const char *data = src->data;
+  size_t limit = mbox_source_limit(src, 0);   /* parse messages up to here, then ask again */
+  if (src->state == SOURCE_DONE || limit) {
+    size_t have = src->seen;
+    if (have > 0 && (have < 5 || memcmp(data, "From ", 5) != 0)) {
+      msgarena_unref(a);
+      snprintf(err, errcap, "%s:1: not an mbox file: the first line must start with \"From \"",
+               file);
+      mbox_batch_free(b);
+      *out = NULL;
+      return IMAPMEM_PARSE;
+    }
   }
   int64_t now = (int64_t)time(NULL);
   char *at = a->base;
   int line = 1;
   size_t pos = 0;
-  while (pos < len) {
+  for (;;) {
+    if (pos >= limit) {
+      if (src->state == SOURCE_READING) limit = mbox_source_limit(src, pos);
+      if (src->state > 0) {
+        snprintf(err, errcap, "%.400s: cannot read: %s", file, strerror(src->state));
+        msgarena_unref(a);
+        mbox_batch_free(b);
+        *out = NULL;
+        return IMAPMEM_IO;
+      }
+      if (pos >= limit) break;
+    }
     const char *from = data + pos;
-    const char *fe = memchr(from, '\n', len - pos);
-    size_t from_len = fe ? (size_t)(fe - from) : len - pos;
-    size_t body = fe ? (size_t)(fe - data) + 1 : len;
+    const char *fe = memchr(from, '\n', limit - pos);
+    size_t from_len = fe ? (size_t)(fe - from) : limit - pos;
+    size_t body = fe ? (size_t)(fe - data) + 1 : limit;
     struct pending pm = {0};
     pm.flags = FLAG_RECENT;  /* until a Status header says the message is old */
     /* read now: writing the message may overwrite its From line */
     int dated = mbox_from_date(from, from_len, &pm.internaldate, &pm.tz);
     int pseudo = 0, at_line = line;
     line += fe != NULL;
-    const char *next = data + len;
+    const char *next = data + limit;
     if (!mem_grow(&b->m, &b->cap, b->n + 1, sizeof b->m[0]) ||
-        !mbox_message(b, data + body, data + len, a, &at, &pm, &pseudo, &next, &line)) {
+        !mbox_message(b, data + body, data + limit, a, &at, &pm, &pseudo, &next, &line)) {
       snprintf(err, errcap, "%s:%d: out of memory, or a message over 4 GB", file, at_line);
       free(pm.keywords);
       msgarena_unref(a);
@@ -5966,6 +6161,7 @@ static int mbox_parse_arena(struct msgarena *a, const char *data, size_t len, ui
     }
     pos = (size_t)(next - data);
   }
+  b->content_validity = src->validity;
   if (b->nmarks) {           /* the arena keeps the marks, for as long as its messages */
     struct line_mark *fit = realloc(b->marks, sizeof *fit * b->nmarks);
     a->marks = fit ? fit : b->marks;
@@ -5994,8 +6190,9 @@ static int mbox_parse(const char *data, size_t len, const char *file, const char
     return IMAPMEM_NOMEM;
   }
   memcpy(src, data, len);
-  return mbox_parse_arena(a, src, len, uidvalidity_from(data, len, name), file, name, out,
-                          err, errcap);
+  struct mbox_source whole;
+  mbox_source_whole(&whole, src, len, uidvalidity_from(data, len, name));
+  return mbox_parse_arena(a, &whole, file, name, out, err, errcap);
 }
 
 /* Read a whole file. Returns 0 and sets err on failure. */
@@ -6047,44 +6244,31 @@ static int file_read(const char *path, char **data, size_t *len, char *err, size
 
 /*
 ** Parse an mbox file. A regular file is read straight into the arena its messages will
-** live in (mbox_parse_arena), and hashed for its UIDVALIDITY a chunk at a time while the
-** chunk is in the cache: the file's bytes are read once and never copied.
+** live in, and parsed while it arrives (struct mbox_source): the file's bytes are read once
+** and never copied.
 */
 static int mbox_parse_file(const char *path, const char *mailbox, struct mbox_batch **out,
                            char *err, size_t errcap) {
   struct stat st;
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
-    size_t len = (size_t)st.st_size, n = 0;
-    char *src;
-    struct msgarena *a = msgarena_new(len, &src);
+    size_t len = (size_t)st.st_size;
+    char *data;
+    struct msgarena *a = msgarena_new(len, &data);
     if (!a) {
       close(fd);
       *out = NULL;
       snprintf(err, errcap, "%s: out of memory", path);
       return IMAPMEM_NOMEM;
     }
-    struct content_hash h;
-    content_hash_start(&h, len);
-    while (n < len) {
-      ssize_t r = read(fd, src + n, len - n < (1u << 20) ? len - n : (1u << 20));
-      if (r < 0 && errno == EINTR) continue;
-      if (r < 0) {
-        snprintf(err, errcap, "%.400s: cannot read: %s", path, strerror(errno));
-        close(fd);
-        msgarena_unref(a);
-        *out = NULL;
-        return IMAPMEM_IO;
-      }
-      if (r == 0) break;       /* the file shrank while being read: take what there is */
-      n += (size_t)r;
-      content_hash_add(&h, src, n);
-    }
+    struct mbox_source src;
+    mbox_source_open(&src, fd, data, len, mailbox);
+    atomic_fetch_add(&a->refs, 1);   /* the source's: its helper may still be writing */
+    int rc = mbox_parse_arena(a, &src, path, mailbox, out, err, errcap);
+    mbox_source_close(&src);
+    msgarena_unref(a);
     close(fd);
-    src[n] = 0;
-    uint32_t validity = n == len ? content_hash_end(&h, src, n, mailbox)
-                                 : uidvalidity_from(src, n, mailbox);
-    return mbox_parse_arena(a, src, n, validity, path, mailbox, out, err, errcap);
+    return rc;
   }
   if (fd >= 0) close(fd);
   char *data;                /* empty files, pipes and the like: read() */
@@ -10151,7 +10335,6 @@ struct render_ahead {
   atomic_size_t back;        /* the message the helper has taken last */
   int running;
 };
-static atomic_int render_helpers;   /* helpers running in the process */
 
 static void *render_ahead_thread(void *arg) {
   struct render_ahead *ra = arg;
@@ -10168,18 +10351,14 @@ static void render_ahead_start(struct render_ahead *ra, const struct fetch_snap 
   if (!want || n < RENDER_AHEAD_FROM) return;
   struct msgmeta *last = atomic_load(&snap[n - 1].data->meta);
   if (last && rendered_made(last, want)) return;   /* made before: this is not a first pass */
-  long spare = sysconf(_SC_NPROCESSORS_ONLN) - 1;
-  if (atomic_fetch_add(&render_helpers, 1) >= spare) {
-    atomic_fetch_sub(&render_helpers, 1);
-    return;
-  }
+  if (!spare_core_take()) return;
   ra->snap = snap;
   ra->n = n;
   ra->want = want;
   atomic_init(&ra->front, 0);
   atomic_init(&ra->back, n);
   if (pthread_create(&ra->thread, NULL, render_ahead_thread, ra) != 0) {
-    atomic_fetch_sub(&render_helpers, 1);
+    spare_core_give();
     return;
   }
   ra->running = 1;
@@ -10189,7 +10368,7 @@ static void render_ahead_stop(struct render_ahead *ra) {
   if (!ra->running) return;
   atomic_store(&ra->front, SIZE_MAX);
   pthread_join(ra->thread, NULL);
-  atomic_fetch_sub(&render_helpers, 1);
+  spare_core_give();
   ra->running = 0;
 }
 
