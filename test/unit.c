@@ -288,7 +288,8 @@ static void test_mbox_arriving(void) {
     "From b@c Tue Jan  2 00:00:00 2024\r\nSubject: two\r\n\r\nbody\r\n"
     "From not a separator\r\n\r\n"
     "From c@d Wed Jan  3 00:00:00 2024\n\n"
-    "From d@e Thu Jan  4 00:00:00 2024\nX-UID: 7\n\nFrom\n\nFrom e@f\nlast, no break";
+    "From d@e Thu Jan  4 00:00:00 2024\nX-UID: 7\n\nFrom\n\n"
+    "From e@f Fri Jan  5 00:00:00 2024\nlast, no break";
   size_t len = strlen(box);
   struct mbox_batch *whole = NULL;
   char err[256];
