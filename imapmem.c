@@ -1300,8 +1300,11 @@ static const char *const month_names[12] = {"Jan", "Feb", "Mar", "Apr", "May", "
 
 static int month_from_name(const char *p, size_t n) {
   if (n < 3) return 0;
-  for (int i = 0; i < 12; i++)
-    if (strncasecmp(p, month_names[i], 3) == 0) return i + 1;
+  for (int i = 0; i < 12; i++) {   /* x | 0x20 is a lowercase letter only for that letter */
+    const char *m = month_names[i];
+    if ((p[0] | 0x20) == (m[0] | 0x20) && (p[1] | 0x20) == m[1] && (p[2] | 0x20) == m[2])
+      return i + 1;
+  }
   return 0;
 }
 
@@ -2769,16 +2772,16 @@ static int ap_group(struct addr_parser *ap) {
   return 0;
 }
 
-/* Does the lexer read c as part of an atom (and not a special, white space or control)? */
+/*
+** Does the lexer read c as part of an atom: not a special, white space or control, and any
+** byte from 0x80 (RFC 6532)? A bit map, for the plain readers' inner loops (the unit tests
+** check it against that definition).
+*/
+static const uint64_t addr_atom_map[4] = {   /* bit c: byte c is an atom byte */
+  0xa3ffacfa00000000u, 0x7fffffffc7fffffeu, 0xffffffffffffffffu, 0xffffffffffffffffu};
+
 static int addr_atom_byte(unsigned char c) {
-  if (c >= 0x80) return 1;
-  if (c <= 0x20 || c == 0x7f) return 0;
-  switch (c) {
-  case '(': case ')': case '<': case '>': case '[': case ']': case ':': case ';': case '@':
-  case '\\': case ',': case '.': case '"':
-    return 0;
-  }
-  return 1;
+  return (int)(addr_atom_map[c >> 6] >> (c & 63)) & 1;
 }
 
 /* The end of a dot-atom (atoms joined by single dots) at p, or NULL if there is none. */
@@ -3811,7 +3814,12 @@ static void rfc2047_decode(struct str v, struct buf *out) {
     if (pending_ws_len) buf_add(out, v.p + pending_ws_at, pending_ws_len);
     pending_ws_len = 0;
     last_was_word = 0;
-    buf_addc(out, v.p[i++]);
+    size_t j = i + 1;        /* the rest of this run of plain text, at once */
+    while (j < v.len && v.p[j] != '\r' && v.p[j] != '\n' && v.p[j] != ' ' && v.p[j] != '\t' &&
+           v.p[j] != '=')
+      j++;
+    buf_add(out, v.p + i, j - i);
+    i = j;
   }
   if (pending_ws_len && !last_was_word) buf_add(out, v.p + pending_ws_at, pending_ws_len);
 }
@@ -4044,6 +4052,17 @@ static void base_subject(struct str v, struct buf *out, int *reply) {
   buf_free(&dec);
 }
 
+/* A byte of a msg-id that msgid_next keeps as it is: not a delimiter, quote or space. */
+static int msgid_plain(char c) {
+  switch (c) {
+  case '<': case '>': case '(': case ')': case '\\': case '"': case ' ': case '\t': case '\r':
+  case '\n':
+    return 0;
+  default:
+    return 1;
+  }
+}
+
 /*
 ** The next msg-id at *pos in [*pos, end), normalized into out (RFC 5256 3: quoting,
 ** white space and comments inside "<...>" do not make two ids differ): 1 if one was found.
@@ -4055,6 +4074,13 @@ static int msgid_next(const char **pos, const char *end, struct buf *out) {
     size_t at = out->len;
     int depth = 0;
     for (; q < end && *q != '>' && *q != '<'; q++) {
+      const char *run = q;   /* most of an id: bytes kept as they are, moved at once */
+      while (!depth && run < end && msgid_plain(*run)) run++;
+      if (run > q) {
+        buf_add(out, q, (size_t)(run - q));
+        q = run - 1;
+        continue;
+      }
       if (*q == '(' && !depth) depth = 1;
       else if (*q == ')' && depth) depth = 0;
       else if (*q == '\\' && q + 1 < end) buf_addc(out, *++q);
@@ -4178,6 +4204,92 @@ static const struct sortkeys *msgdata_sortkeys(struct msgdata *d) {
   if (atomic_compare_exchange_strong(&d->sortkeys, &expected, n)) return n;
   meta_free(d->arena, n);
   return expected;
+}
+
+/*
+** A first pass over many messages (issue 15): while a command builds what it needs of each
+** message from the first on (FETCH its renderings, SORT and THREAD their sort keys), a
+** helper thread builds the same from the last one back, on a spare core, until the two
+** meet, and the command finds those made. Only when the last message's are not made yet.
+** The helper only builds. Where the two meet neither builds a message the other is
+** building (a test counts builds): each says where it is, then reads where the other is
+** (sequentially consistent, so at least one of them sees the other), and the command joins
+** the helper once the helper has taken its next message (build_ahead_at). The command holds
+** a reference to every message of the array, and leaves the array alone, until then.
+*/
+#define BUILD_AHEAD_FROM 256       /* messages: for fewer a thread is not worth starting */
+enum { BUILD_SORTKEYS = 8 };       /* what to build: RENDER_ bits, or this */
+struct build_ahead {
+  pthread_t thread;
+  const char *items;         /* item i's struct msgdata * is at items + i * stride */
+  size_t stride, n;
+  unsigned want;
+  atomic_size_t front;       /* the item the command is at: the helper stops there */
+  atomic_size_t back;        /* the item the helper has taken last */
+  int running;
+};
+
+static struct msgdata *build_ahead_item(const struct build_ahead *ba, size_t i) {
+  struct msgdata *d;
+  memcpy(&d, ba->items + i * ba->stride, sizeof d);
+  return d;
+}
+
+static int msgdata_built(struct msgdata *d, unsigned want) {
+  if (want & BUILD_SORTKEYS) return atomic_load(&d->sortkeys) != NULL;
+  struct msgmeta *m = atomic_load(&d->meta);
+  return m && rendered_made(m, want);
+}
+
+/* 0 if memory ran out */
+static int msgdata_build(struct msgdata *d, unsigned want) {
+  if (want & BUILD_SORTKEYS) return msgdata_sortkeys(d) != NULL;
+  return msgdata_rendered(d, want) != NULL;
+}
+
+static void *build_ahead_thread(void *arg) {
+  struct build_ahead *ba = arg;
+  for (size_t j = ba->n; j-- > 0;) {
+    atomic_store(&ba->back, j);
+    if (atomic_load(&ba->front) >= j || !msgdata_build(build_ahead_item(ba, j), ba->want)) break;
+  }
+  return NULL;
+}
+
+/* Start a helper for n items, if it is worth one: items points at item 0's struct msgdata
+   pointer, and each item's is stride bytes after the one before. */
+static void build_ahead_start(struct build_ahead *ba, const void *items, size_t stride, size_t n,
+                              unsigned want) {
+  ba->running = 0;
+  ba->items = items;
+  ba->stride = stride;
+  ba->n = n;
+  ba->want = want;
+  if (!want || n < BUILD_AHEAD_FROM || msgdata_built(build_ahead_item(ba, n - 1), want) ||
+      !spare_core_take())
+    return;                  /* the last is made: this is not a first pass */
+  atomic_init(&ba->front, 0);
+  atomic_init(&ba->back, n);
+  if (pthread_create(&ba->thread, NULL, build_ahead_thread, ba) != 0) {
+    spare_core_give();
+    return;
+  }
+  ba->running = 1;
+}
+
+static void build_ahead_stop(struct build_ahead *ba) {
+  if (!ba->running) return;
+  atomic_store(&ba->front, SIZE_MAX);
+  pthread_join(ba->thread, NULL);
+  spare_core_give();
+  ba->running = 0;
+}
+
+/* The command is at item i: from the helper's last on, all is made, and the helper ends. */
+static void build_ahead_at(struct build_ahead *ba, size_t i) {
+  if (!ba->running) return;
+  atomic_store(&ba->front, i);
+  if (atomic_load(&ba->back) <= i) build_ahead_stop(ba);
 }
 
 /*
@@ -4413,6 +4525,14 @@ static size_t mailbox_lower_bound(const struct mailbox *mb, uint32_t uid) {
 static long mailbox_find_uid(const struct mailbox *mb, uint32_t uid) {
   size_t i = mailbox_lower_bound(mb, uid);
   return i < mb->count && mb->msgs[i].uid == uid ? (long)i : -1;
+}
+
+/* mailbox_find_uid for UIDs taken in ascending order: the message after the last one found
+   (at prev, or -1) is tried first, which is where it is unless some were expunged between */
+static long mailbox_find_uid_next(const struct mailbox *mb, uint32_t uid, long prev) {
+  size_t i = (size_t)(prev + 1);
+  if (i < mb->count && mb->msgs[i].uid == uid) return (long)i;
+  return mailbox_find_uid(mb, uid);
 }
 
 /* The keyword's bit index, adding it if create is set; -1 if unknown or the table is full. */
@@ -7570,6 +7690,13 @@ static void session_send(struct session *s, const char *fmt, ...) {
   va_end(ap);
 }
 
+/* sep (a byte, or 0 for none) and a number: SEARCH and SORT send thousands, and printf's
+   machinery is most of what each costs */
+static void session_send_number(struct session *s, char sep, unsigned long long v) {
+  if (sep) buf_addc(&s->out, sep);
+  buf_addu(&s->out, v);
+}
+
 /* Write what is buffered, through the session's connection. 0 if it is gone. */
 static int session_flush(struct session *s) {
   return s->io->flush(s);
@@ -9008,10 +9135,12 @@ static int cmd_search(struct session *s, struct command *c) {
   pthread_mutex_lock(&mb->lock);
   search_prepare(keys, s);
   uint64_t checked = s->seen_modseq;   /* what a context has seen of the mailbox */
+  long last = -1;
   for (size_t i = 0; i < s->nview; i++) {
-    long k = mailbox_find_uid(mb, s->view[i].uid);
-    if (k >= 0) search_snap(s, i, &mb->msgs[k], &snap[n++]);
-    /* else expunged by another session: matches nothing */
+    long k = mailbox_find_uid_next(mb, s->view[i].uid, last);
+    if (k < 0) continue;     /* expunged by another session: matches nothing */
+    search_snap(s, i, &mb->msgs[k], &snap[n++]);
+    last = k;
   }
   pthread_mutex_unlock(&mb->lock);
   size_t hits = 0;           /* the matches move to the front, in mailbox order */
@@ -9025,7 +9154,7 @@ static int cmd_search(struct session *s, struct command *c) {
     uint64_t top = 0;
     session_send(s, "* SEARCH");
     for (size_t i = 0; i < hits; i++) {
-      session_send(s, " %u", c->uid ? snap[i].uid : snap[i].seq);
+      session_send_number(s, ' ', c->uid ? snap[i].uid : snap[i].seq);
       if (snap[i].modseq > top) top = snap[i].modseq;
     }
     if (modseq && top)   /* RFC 7162 3.1.6 */
@@ -9177,6 +9306,7 @@ struct sort_item {            /* a matching message, as SORT and THREAD compare 
   int64_t arrival;            /* INTERNALDATE, seconds (RFC 5256 3 ARRIVAL) */
   int64_t date;               /* the sent date (RFC 5256 2.2), INTERNALDATE if none */
   const struct sortkeys *keys;
+  uint64_t prefix;            /* the first criterion's text: its first 8 bytes, big-endian */
 };
 
 /* "(criteria) ": sort-criteria (RFC 5256 5, RFC 5957 5) and the space after. */
@@ -9265,26 +9395,30 @@ static int sort_search(struct session *s, struct command *c, struct sort_item **
   size_t n = 0, hits = 0;
   pthread_mutex_lock(&mb->lock);
   search_prepare(keys, s);
+  long last = -1;
   for (size_t i = 0; i < s->nview; i++) {
-    long k = mailbox_find_uid(mb, s->view[i].uid);
+    long k = mailbox_find_uid_next(mb, s->view[i].uid, last);
     if (k < 0) continue;     /* expunged by another session: matches nothing */
     search_snap(s, i, &mb->msgs[k], &v[n].snap);
     v[n++].arrival = mb->msgs[k].internaldate;
+    last = k;
   }
   pthread_mutex_unlock(&mb->lock);
-  int oom = 0;
   for (size_t i = 0; i < n; i++) {   /* the matches move to the front, in mailbox order */
-    struct sort_item x = v[i];
-    if (!oom && search_match(keys, &x.snap)) {
-      if ((x.keys = msgdata_sortkeys(x.snap.data))) {
-        x.date = x.keys->sent != INT64_MIN ? x.keys->sent : x.arrival;
-        v[hits++] = x;
-        continue;
-      }
-      oom = 1;
-    }
-    msgdata_unref(x.snap.data);
+    if (search_match(keys, &v[i].snap)) v[hits++] = v[i];
+    else msgdata_unref(v[i].snap.data);
   }
+  int oom = 0;
+  struct build_ahead ba;     /* a large first SORT or THREAD */
+  build_ahead_start(&ba, &v[0].snap.data, sizeof v[0], hits, BUILD_SORTKEYS);
+  for (size_t i = 0; i < hits && !oom; i++) {
+    build_ahead_at(&ba, i);
+    if ((v[i].keys = msgdata_sortkeys(v[i].snap.data)))
+      v[i].date = v[i].keys->sent != INT64_MIN ? v[i].keys->sent : v[i].arrival;
+    else
+      oom = 1;
+  }
+  build_ahead_stop(&ba);
   if (oom) {
     sort_release(v, hits);
     return cmd_no(c, "[SERVERBUG] Out of memory");
@@ -9317,16 +9451,33 @@ static int sort_compare(const struct sort_item *a, const struct sort_item *b,
     case SORT_ARRIVAL: r = SORT_CMP(a->arrival, b->arrival); break;
     case SORT_DATE: r = SORT_CMP(a->date, b->date); break;
     case SORT_SIZE: r = SORT_CMP(a->snap.size, b->snap.size); break;
-    default: r = strcmp(sort_text(a->keys, o->c[i].key), sort_text(b->keys, o->c[i].key));
+    default:                 /* a text: for the first criterion, its prefix decides most */
+      r = i == 0 ? SORT_CMP(a->prefix, b->prefix) : 0;
+      if (!r) r = strcmp(sort_text(a->keys, o->c[i].key), sort_text(b->keys, o->c[i].key));
     }
     if (r) return o->c[i].reverse ? -r : r;
   }
   return SORT_CMP(a->snap.seq, b->snap.seq);
 }
 
-/* Merge sort of v[0..n) by o (qsort takes no context); tmp has room for n. */
+/*
+** Merge sort of v[0..n) by o (qsort takes no context); tmp has room for n. A first
+** criterion that is a text is compared by its first 8 bytes before the text itself (as
+** strcmp orders them: unsigned, an end before any byte), without reaching for the keys.
+*/
 static void sort_items(struct sort_item **v, struct sort_item **tmp, size_t n,
                        const struct sort_order *o) {
+  int key = o->n ? o->c[0].key : SORT_ARRIVAL;
+  if (key != SORT_ARRIVAL && key != SORT_DATE && key != SORT_SIZE)
+    for (size_t i = 0; i < n; i++) {
+      const char *t = sort_text(v[i]->keys, key);
+      uint64_t p = 0;
+      for (int b = 0; b < 8; b++) {
+        p = p << 8 | (unsigned char)*t;
+        t += *t != 0;
+      }
+      v[i]->prefix = p;
+    }
   for (size_t w = 1; w < n; w *= 2) {
     for (size_t lo = 0; lo < n; lo += 2 * w) {
       size_t mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n;
@@ -9348,8 +9499,8 @@ static void sort_send_set(struct session *s, struct sort_item **v, size_t from, 
 #define RESULT(x) (uid ? (x)->snap.uid : (x)->snap.seq)
   for (size_t i = from, j; i < to; i = j) {
     for (j = i + 1; j < to && RESULT(v[j]) == RESULT(v[j - 1]) + 1; j++) continue;
-    session_send(s, i > from ? ",%u" : "%u", RESULT(v[i]));
-    if (j - i > 1) session_send(s, ":%u", RESULT(v[j - 1]));
+    session_send_number(s, i > from ? ',' : 0, RESULT(v[i]));
+    if (j - i > 1) session_send_number(s, ':', RESULT(v[j - 1]));
   }
 #undef RESULT
 }
@@ -9461,7 +9612,7 @@ static int cmd_sort(struct session *s, struct command *c) {
     uint64_t top = 0;
     session_send(s, "* SORT");
     for (size_t i = 0; i < n; i++) {
-      session_send(s, " %u", c->uid ? v[i]->snap.uid : v[i]->snap.seq);
+      session_send_number(s, ' ', c->uid ? v[i]->snap.uid : v[i]->snap.seq);
       if (v[i]->snap.modseq > top) top = v[i]->snap.modseq;
     }
     if (modseq && top)   /* RFC 7162 3.1.6 */
@@ -10314,64 +10465,6 @@ static int fetch_partial_set(struct session *s, struct command *c, struct seqset
   return 1;
 }
 
-/*
-** A large first FETCH of ENVELOPE, BODY or BODYSTRUCTURE (issue 15): while the session
-** renders and writes from the first message on, a helper thread renders from the last one
-** back, on a spare core, until the two meet, and the session finds those made. Only when
-** the last message's are not made yet, and with at most one helper a spare core in the
-** process. The helper only builds, and never writes. Where the two meet neither builds a
-** message the other is building (a test counts builds): each says where it is, then reads
-** where the other is (sequentially consistent, so at least one of them sees the other), and
-** the session joins the helper once the helper has taken its next message. The session holds
-** its references to every message it snapped until then.
-*/
-#define RENDER_AHEAD_FROM 256      /* messages: for fewer a thread is not worth starting */
-struct render_ahead {
-  pthread_t thread;
-  const struct fetch_snap *snap;
-  size_t n;
-  unsigned want;             /* RENDER_ bits */
-  atomic_size_t front;       /* the message the session is at: the helper stops there */
-  atomic_size_t back;        /* the message the helper has taken last */
-  int running;
-};
-
-static void *render_ahead_thread(void *arg) {
-  struct render_ahead *ra = arg;
-  for (size_t j = ra->n; j-- > 0;) {
-    atomic_store(&ra->back, j);
-    if (atomic_load(&ra->front) >= j || !msgdata_rendered(ra->snap[j].data, ra->want)) break;
-  }
-  return NULL;
-}
-
-static void render_ahead_start(struct render_ahead *ra, const struct fetch_snap *snap, size_t n,
-                               unsigned want) {
-  ra->running = 0;
-  if (!want || n < RENDER_AHEAD_FROM) return;
-  struct msgmeta *last = atomic_load(&snap[n - 1].data->meta);
-  if (last && rendered_made(last, want)) return;   /* made before: this is not a first pass */
-  if (!spare_core_take()) return;
-  ra->snap = snap;
-  ra->n = n;
-  ra->want = want;
-  atomic_init(&ra->front, 0);
-  atomic_init(&ra->back, n);
-  if (pthread_create(&ra->thread, NULL, render_ahead_thread, ra) != 0) {
-    spare_core_give();
-    return;
-  }
-  ra->running = 1;
-}
-
-static void render_ahead_stop(struct render_ahead *ra) {
-  if (!ra->running) return;
-  atomic_store(&ra->front, SIZE_MAX);
-  pthread_join(ra->thread, NULL);
-  spare_core_give();
-  ra->running = 0;
-}
-
 /* 6.4.5 FETCH set items, and UID FETCH (which always includes UID, 6.4.8). */
 static int cmd_fetch(struct session *s, struct command *c) {
   struct parser *ps = &c->ps;
@@ -10514,8 +10607,10 @@ static int cmd_fetch(struct session *s, struct command *c) {
   unsigned seen_adds = FETCH_ADD_FLAGS * !has_flags;
   if (session_condstore(s))
     seen_adds |= FETCH_ADD_UID * !has_uid | FETCH_ADD_MODSEQ * !has_modseq;
+  long last = -1;
   for (size_t i = 0; i < n; i++) {
-    long k = mailbox_find_uid(mb, s->view[idx[i]].uid);
+    long k = mailbox_find_uid_next(mb, s->view[idx[i]].uid, last);
+    if (k >= 0) last = k;
     const struct message *m = k >= 0 ? &mb->msgs[k] : NULL;
     if (!m && !s->srv->cfg.strict_expunge) m = mailbox_ghost(mb, s->view[idx[i]].uid);
     if (!m) {                /* RFC 2180 4.1.2: data for the rest, then NO */
@@ -10544,17 +10639,14 @@ static int cmd_fetch(struct session *s, struct command *c) {
   if (in_step) s->seen_modseq = mb->modseq;
   pthread_mutex_unlock(&mb->lock);
   unsigned want = fetch_renders(items);
-  struct render_ahead ra;
-  render_ahead_start(&ra, snap, got, want);
+  struct build_ahead ba;     /* a large first FETCH of ENVELOPE, BODY or BODYSTRUCTURE */
+  build_ahead_start(&ba, &snap[0].data, sizeof snap[0], got, want);
   for (size_t i = 0; i < got; i++) {
-    if (ra.running) {        /* where the helper is: from there on all is made */
-      atomic_store(&ra.front, i);
-      if (atomic_load(&ra.back) <= i) render_ahead_stop(&ra);
-    }
+    build_ahead_at(&ba, i);
     fetch_one(s, items, want, &snap[i], kwnames, nkw, changed[i]);
     if (s->out.len > (256u << 10) && !session_flush(s)) break;
   }
-  render_ahead_stop(&ra);
+  build_ahead_stop(&ba);
   for (size_t i = 0; i < got; i++) msgdata_unref(snap[i].data);
   free(snap);
   free(changed);

@@ -311,7 +311,7 @@ class ConcurrencyTest(ServerCase):
         self.assertEqual(rc, 0, err[-3000:])
 
 
-FIRST_PASS = 700              # messages: enough for FETCH's helper thread (RENDER_AHEAD_FROM)
+FIRST_PASS = 700              # messages: enough for the helper thread (BUILD_AHEAD_FROM)
 
 
 def first_pass_fixture():
@@ -338,10 +338,57 @@ def first_pass_fixture():
 
 
 class FirstPassTest(ServerCase):
-    """The first FETCH of ENVELOPE and BODYSTRUCTURE of a large mailbox (issue 15): a helper
-    thread renders from the end while the session renders from the start, and several
-    sessions race for the same messages. Every answer must be the one a server gives that
-    renders each message alone, and there must be no sanitizer report."""
+    """The first FETCH of ENVELOPE and BODYSTRUCTURE of a large mailbox, and its first SORT
+    and THREAD (issue 15): a helper thread builds from the end while the session builds from
+    the start, and several sessions race for the same messages. Every answer must be the
+    one a server gives that builds a few messages at a time (no helper), and there must be
+    no sanitizer report."""
+
+    SORTS = ["SORT (SUBJECT) UTF-8 ALL", "SORT (REVERSE DATE) UTF-8 ALL",
+             "SORT (FROM) UTF-8 ALL", "THREAD REFERENCES UTF-8 ALL"]
+
+    def test_first_sort_races_and_helpers(self):
+        path = write_mbox(self.tempdir(), "inbox.mbox", first_pass_fixture())
+        alone = self.start(path)            # reference: sort keys 200 messages at a time
+        r = self.raw(alone, select="INBOX")
+        for lo in range(1, FIRST_PASS + 1, 200):
+            self.assertOK(r.cmd("SORT (SUBJECT) UTF-8 %d:%d" % (lo, lo + 199))[1])
+        want = {}
+        for cmd in self.SORTS:
+            u, t = r.cmd(cmd)
+            self.assertOK(t)
+            want[cmd] = u
+        self.assertEqual(len(want["SORT (SUBJECT) UTF-8 ALL"].split()), FIRST_PASS + 2)
+
+        srv = self.start(path)
+        clients = [self.raw(srv, select="INBOX") for _ in self.SORTS]
+        got, errors = [None] * len(clients), []
+
+        def first(k):
+            try:
+                u, t = clients[k].cmd(self.SORTS[k])
+                self.assertOK(t)
+                got[k] = u
+            except BaseException:
+                errors.append(traceback.format_exc())
+
+        threads = [threading.Thread(target=first, args=(k,), daemon=True)
+                   for k in range(len(clients))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(CMD_TIMEOUT)
+        self.assertEqual(errors, [], "\n".join(errors))
+        for k, g in enumerate(got):
+            self.assertEqual(g, want[self.SORTS[k]], "client %d's first %s" % (k, self.SORTS[k]))
+        for cmd in self.SORTS:
+            self.assertEqual(clients[0].cmd(cmd)[0], want[cmd], "repeated " + cmd)
+        for c in clients:
+            c.close()
+        rc = srv.stop()
+        err = srv.stderr()
+        self.assertNoSanitizerReport(err)
+        self.assertEqual(rc, 0, err[-3000:])
 
     def envbs(self, data):
         return {n: (items["ENVELOPE"], items["BODYSTRUCTURE"])
