@@ -3966,8 +3966,13 @@ static int msg_binary_to_base64(const char *msg, size_t n, struct buf *out) {
 ** after 'Z' and before 'a' alike), other letters by utf8_fold; a SORT then compares bytes.
 */
 static void sortkeys_fold(char *p, size_t n) {
-  for (size_t i = 0; i < n; i++) p[i] = (char)toupper((unsigned char)p[i]);
-  utf8_fold((unsigned char *)p, n);
+  unsigned char high = 0;    /* any byte from 0x80: then other letters too */
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)p[i];
+    high |= c;
+    if (c >= 'a' && c <= 'z') p[i] = (char)(c - 'a' + 'A');
+  }
+  if (high & 0x80) utf8_fold((unsigned char *)p, n);
 }
 
 /* subj-blob at s (RFC 5256 5): "[" *BLOBCHAR "]" *WSP; its length, or 0. */
@@ -4151,6 +4156,7 @@ static struct sortkeys *sortkeys_build(const char *h, const char *hend, struct m
   }
   struct sortkeys k = {0};
   struct buf text = {0};
+  buf_reserve(&text, 256);   /* the keys of most messages fit: one allocation */
   int64_t t;
   int tz;
   k.sent = have[H_DATE] && date_parse(v[H_DATE], &t, &tz) ? t : INT64_MIN;

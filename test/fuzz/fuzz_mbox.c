@@ -1,11 +1,12 @@
 /*
 ** fuzz_mbox.c -- libFuzzer target: the input is an mbox file.
 **
-** mbox_parse reads it (as imapmem_load does a fixture file); each message it yields gets
-** its part table and ENVELOPE/BODY/BODYSTRUCTURE, which must equal those of a copy of its
-** bytes made without the loader's line marks. The batch is committed to a user's
-** INBOX (mbox_commit), saved with mbox_save_mailbox (what --save and imapmem_save write),
-** and the saved file is parsed and committed again. The server promises that a save and
+** mbox_parse reads it (as imapmem_load does a fixture file), and mbox_parse_file as a file
+** arriving in small chunks, which must agree; each message it yields gets its part table
+** and ENVELOPE/BODY/BODYSTRUCTURE, which must equal those of a copy of its bytes made
+** without the loader's line marks. The batch is committed to a user's INBOX
+** (mbox_commit), saved with mbox_save_mailbox (what --save and imapmem_save write), and
+** the saved file is parsed and committed again. The server promises that a save and
 ** a reload give back every message byte for byte, with its UID, flags, keywords and
 ** INTERNALDATE, and the mailbox's UIDVALIDITY and UIDNEXT: any difference aborts.
 */
@@ -17,6 +18,8 @@ static char dir[4096];        /* where the saves go: a private folder, removed a
 static void remove_dir(void) {
   char path[4200];
   snprintf(path, sizeof path, "%s/INBOX.mbox", dir);
+  unlink(path);
+  snprintf(path, sizeof path, "%s/arriving.mbox", dir);
   unlink(path);
   rmdir(dir);
 }
@@ -54,12 +57,45 @@ FZ void same_as_unmarked(struct msgdata *d) {
   msgdata_unref(c);
 }
 
+/*
+** The same bytes read as a file that arrives in chunks (issue 15's loader: parsed up to the
+** last message boundary read so far), by a helper thread or not, chunk sizes from 1 byte
+** on: the same outcome and the same messages as parsed whole. want is the whole parse's
+** batch (NULL if it failed with code rc).
+*/
+FZ void same_when_arriving(const char *p, size_t n, const struct mbox_batch *want, int rc) {
+  char path[4200];
+  snprintf(path, sizeof path, "%s/arriving.mbox", dir);
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  if (fd < 0 || write(fd, p, n) != (ssize_t)n) abort();
+  close(fd);
+  mbox_chunk = 1 + n % 61;
+  mbox_reader_from = n % 2 ? 0 : SIZE_MAX;
+  struct mbox_batch *b = NULL;
+  char err[600];
+  int got = mbox_parse_file(path, "INBOX", &b, err, sizeof err);
+  mbox_chunk = MBOX_CHUNK;
+  mbox_reader_from = MBOX_READER_FROM;
+  if (got != rc || (!b) != (!want)) fz_fail("a file parsed as it arrives fails otherwise", p, n);
+  if (!b) return;
+  if (b->n != want->n || b->content_validity != want->content_validity)
+    fz_fail("a file parsed as it arrives has other messages or another UIDVALIDITY", p, n);
+  for (size_t i = 0; i < b->n; i++) {
+    const struct pending *x = &b->m[i], *y = &want->m[i];
+    if (x->d->size != y->d->size || memcmp(x->d->bytes, y->d->bytes, x->d->size) != 0 ||
+        x->flags != y->flags || x->xuid != y->xuid)
+      fz_fail("a message of a file parsed as it arrives differs", p, n);
+  }
+  mbox_batch_free(b);
+}
+
 /* Parse and commit mbox bytes into a new user's INBOX; NULL if either refused them. */
 FZ struct user *load(const char *p, size_t n, int *rc_out) {
   struct mbox_batch *b = NULL;
   char err[600];
   int rc = mbox_parse(p, n, "fuzz.mbox", "INBOX", &b, err, sizeof err);
   *rc_out = rc;
+  same_when_arriving(p, n, b, rc);
   if (rc != IMAPMEM_OK) {
     if (b) fz_fail("mbox_parse failed and still returned a batch", p, n);
     return NULL;
