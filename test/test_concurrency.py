@@ -361,28 +361,37 @@ class FirstPassTest(ServerCase):
         self.assertEqual(len(want["SORT (SUBJECT) UTF-8 ALL"].split()), FIRST_PASS + 2)
 
         srv = self.start(path)
-        clients = [self.raw(srv, select="INBOX") for _ in self.SORTS]
-        got, errors = [None] * len(clients), []
+        clients, got = self.race(srv, self.SORTS)
+        for k, g in enumerate(got):
+            self.assertEqual(g, want[self.SORTS[k]], "client %d's first %s" % (k, self.SORTS[k]))
+        for cmd in self.SORTS:
+            self.assertEqual(clients[0].cmd(cmd)[0], want[cmd], "repeated " + cmd)
+        self.stop_clean(srv, clients)
 
-        def first(k):
+    def race(self, srv, commands):
+        """Each command from a session of its own, all at once: the sessions, and the
+        untagged part of each answer (each must be OK)."""
+        clients = [self.raw(srv, select="INBOX") for _ in commands]
+        got, errors = [None] * len(commands), []
+
+        def run(k):
             try:
-                u, t = clients[k].cmd(self.SORTS[k])
+                u, t = clients[k].cmd(commands[k])
                 self.assertOK(t)
                 got[k] = u
             except BaseException:
                 errors.append(traceback.format_exc())
 
-        threads = [threading.Thread(target=first, args=(k,), daemon=True)
-                   for k in range(len(clients))]
+        threads = [threading.Thread(target=run, args=(k,), daemon=True)
+                   for k in range(len(commands))]
         for t in threads:
             t.start()
         for t in threads:
             t.join(CMD_TIMEOUT)
         self.assertEqual(errors, [], "\n".join(errors))
-        for k, g in enumerate(got):
-            self.assertEqual(g, want[self.SORTS[k]], "client %d's first %s" % (k, self.SORTS[k]))
-        for cmd in self.SORTS:
-            self.assertEqual(clients[0].cmd(cmd)[0], want[cmd], "repeated " + cmd)
+        return clients, got
+
+    def stop_clean(self, srv, clients):
         for c in clients:
             c.close()
         rc = srv.stop()
@@ -407,34 +416,12 @@ class FirstPassTest(ServerCase):
         self.assertEqual(len(set(map(repr, want.values()))), FIRST_PASS, "the messages differ")
 
         srv = self.start(path)
-        clients = [self.raw(srv, select="INBOX") for _ in range(3)]
-        got, errors = [None] * len(clients), []
-
-        def first(k):
-            try:
-                u, t = clients[k].cmd("FETCH 1:* (ENVELOPE BODYSTRUCTURE)")
-                self.assertOK(t)
-                got[k] = self.envbs(u)
-            except BaseException:
-                errors.append(traceback.format_exc())
-
-        threads = [threading.Thread(target=first, args=(k,), daemon=True)
-                   for k in range(len(clients))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(CMD_TIMEOUT)
-        self.assertEqual(errors, [], "\n".join(errors))
+        clients, got = self.race(srv, ["FETCH 1:* (ENVELOPE BODYSTRUCTURE)"] * 3)
         for k, g in enumerate(got):
-            self.assertEqual(g, want, "client %d's first FETCH" % k)
+            self.assertEqual(self.envbs(g), want, "client %d's first FETCH" % k)
         u, t = clients[0].cmd("FETCH 1:* (ENVELOPE BODYSTRUCTURE)")
         self.assertEqual(self.envbs(u), want, "the repeated FETCH")
-        for c in clients:
-            c.close()
-        rc = srv.stop()
-        err = srv.stderr()
-        self.assertNoSanitizerReport(err)
-        self.assertEqual(rc, 0, err[-3000:])
+        self.stop_clean(srv, clients)
 
 
 if __name__ == "__main__":
