@@ -1953,7 +1953,10 @@ def add_sequential_rows(table, c, res, ref, details):
     if n >= 100000:           # every run got here: the corpus loaded and was served
         table.add("1 loads without trouble (%d runs)" % len(v), cs, v, "s", target="loads",
                   met="MET")
-    details.append("%s ready+SELECT phases (medians): spawn->ready line %s (server CPU %s), "
+    # the CPU of the server's live threads: a helper thread (the loader's reader, FETCH's
+    # render-ahead) has ended by then, and its CPU is not in these figures
+    details.append("%s ready+SELECT phases (medians): spawn->ready line %s (server CPU %s, "
+                   "helper threads not counted), "
                    "connect+greeting+LOGIN %s, SELECT %s; peak RSS during load %.1f MB"
                    % (cs, fmt_time(med(col(im, "spawn_ready"))),
                       fmt_time(med(col(im, "load_cpu"))),
@@ -1988,7 +1991,8 @@ def add_sequential_rows(table, c, res, ref, details):
     cl = med(ref["replay"])
     table.add("3 FETCH 1:* BODY.PEEK[]", cs, v, "MB/s", "client reads %.0f MB/s" % cl,
               med(v) / cl, *judge(n, ">=0.5x", med(v) / cl >= 0.5), peer=pv("fetch_body_mbs"))
-    details.append("%s FETCH (medians): ENV+BS first: server CPU %s; BODY.PEEK[] %.1f MB in "
+    details.append("%s FETCH (medians): ENV+BS first: server CPU %s (its helper thread not "
+                   "counted); BODY.PEEK[] %.1f MB in "
                    "%s: server CPU %s, client CPU %s, %d recv()s of %.1f KB on average"
                    % (cs, fmt_time(med(col(im, "envbs_first_cpu"))),
                       med(col(im, "fetch_body_bytes")) / MIB, fmt_time(med(col(im, "fetch_body"))),
