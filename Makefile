@@ -40,6 +40,11 @@ build/unit: test/unit.c imapmem.c imapmem.h | build
 build/unit-asan: test/unit.c imapmem.c imapmem.h | build
 	$(CC) $(WARN) -O1 -g $(SAN) -pthread test/unit.c -o $@
 
+# The unit tests under ThreadSanitizer: the loader's reader thread and the build-ahead
+# helper run there with small chunks and small mailboxes.
+build/unit-tsan: test/unit.c imapmem.c imapmem.h | build
+	$(CC) $(WARN) -O1 -g -fsanitize=thread -pthread test/unit.c -o $@
+
 # In-process tests: they add imapmem.c and imapmem.h to their build, as an embedder would.
 build/api_test: test/api_test.c imapmem.c imapmem.h | build
 	$(CC) $(WARN) -O1 -g $(SAN) -pthread -I. test/api_test.c imapmem.c -o $@
@@ -88,20 +93,20 @@ TLS_WIRE = --c build/api_test-tls \
 
 TLS_BINS = build/imapmem-tls build/imapmem-tls-asan build/imapmem-tls-tsan build/api_test-tls
 
-TEST_BINS = imapmem build/imapmem-asan build/imapmem-tsan build/unit build/unit-asan \
+TEST_BINS = imapmem build/imapmem-asan build/imapmem-tsan build/unit build/unit-asan build/unit-tsan \
   build/api_test build/api_test-tsan build/embed_example $(if $(MUSL_CC),build/imapmem-musl) \
   $(if $(CLANG),build/imapmem-clang) $(if $(HAVE_OPENSSL),$(TLS_BINS))
 
-# Every test: the layering check of imapmem.c, C unit tests (plain and sanitized), the
-# in-process API tests under ASan+UBSan and under TSan, the wire tests against the plain,
-# the ASan+UBSan and (with musl-gcc) the musl server, and the multi-client and concurrency
-# tests against the TSan server; with OpenSSL, the in-process API tests, the TLS tests,
+# Every test: the layering check of imapmem.c, C unit tests (plain, under ASan+UBSan and
+# under TSan), the in-process API tests under ASan+UBSan and under TSan, the wire tests
+# against the plain, the ASan+UBSan and (with musl-gcc) the musl server, and the
+# multi-client and concurrency tests against the TSan server; with OpenSSL, the in-process API tests, the TLS tests,
 # the commands' tests (STARTTLS now offered) and test_over_tls.py (the commands', FETCH and
 # multi-session tests with every client over TLS) against the TLS build, plain and under
 # ASan+UBSan, and the TLS and TLS-concurrency tests against it under TSan.
 test: $(TEST_BINS)
 	$(PY) test/run.py --py test/check_layering.py \
-	  --c build/unit --c build/unit-asan --c build/api_test \
+	  --c build/unit --c build/unit-asan --c build/unit-tsan --c build/api_test \
 	  --c build/api_test-tsan --c 'valgrind:build/embed_example' \
 	  --wire ./imapmem --wire build/imapmem-asan $(if $(MUSL_CC),--wire build/imapmem-musl) \
 	  --wire 'build/imapmem-tsan:test_multi.py,test_concurrency.py,test_quota.py,test_notify.py' \
