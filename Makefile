@@ -100,10 +100,11 @@ TEST_BINS = imapmem build/imapmem-asan build/imapmem-tsan build/unit build/unit-
 # Every test: the layering check of imapmem.c, C unit tests (plain, under ASan+UBSan and
 # under TSan), the in-process API tests under ASan+UBSan and under TSan, the wire tests
 # against the plain, the ASan+UBSan and (with musl-gcc) the musl server, and the
-# multi-client and concurrency tests against the TSan server; with OpenSSL, the in-process API tests, the TLS tests,
-# the commands' tests (STARTTLS now offered) and test_over_tls.py (the commands', FETCH and
-# multi-session tests with every client over TLS) against the TLS build, plain and under
-# ASan+UBSan, and the TLS and TLS-concurrency tests against it under TSan.
+# multi-client and concurrency tests against the TSan server; with OpenSSL, the in-process
+# API tests, the TLS tests, the commands' tests (STARTTLS now offered) and
+# test_over_tls.py (the commands', FETCH and multi-session tests with every client over
+# TLS) against the TLS build, plain and under ASan+UBSan, and the TLS and TLS-concurrency
+# tests against it under TSan.
 test: $(TEST_BINS)
 	$(PY) test/run.py --py test/check_layering.py \
 	  --c build/unit --c build/unit-asan --c build/unit-tsan --c build/api_test \
