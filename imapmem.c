@@ -1771,8 +1771,9 @@ static void mutf7_to_utf8(struct buf *out, const char *in) {
 }
 
 /*
-** Helper threads (issue 15: the loader's reader, the first FETCH's renderer) run only on a
-** core the process has to spare: at most one a CPU beyond the first, counted here.
+** Helper threads (issue 15: the loader's reader, the builder of a first FETCH's renderings
+** or a first SORT's keys) run only on a core the process has to spare: at most one a CPU
+** beyond the first, counted here.
 ** spare_core_take() returns 1 if the caller may start one, which spare_core_give() ends.
 */
 static atomic_int spare_cores_taken;
@@ -5532,8 +5533,7 @@ static struct quota_usage user_get_quota(struct user *u, int64_t limit[QUOTA_NRE
 ** helper thread reading ahead where there is a core to spare: each line is moved once, in
 ** place, turned into CRLF, unquoted (mboxrd ">From " rules) and stripped of the flag
 ** headers mutt and Dovecot write, and the separator to the next message is found on the
-** way. Saving writes the same layout back, with those headers,
-** and removes stale files.
+** way. Saving writes the same layout back, with those headers, and removes stale files.
 */
 struct pending {             /* a parsed message, not yet in a mailbox */
   struct msgdata *d;
