@@ -5572,7 +5572,10 @@ struct mbox_batch {
 ** A mailbox loaded without X-IMAPbase gets its UIDVALIDITY from its fixture's bytes and its
 ** name: the same across restarts while the file is unchanged, so a client's cache stays
 ** valid, and different once the file changes (RFC 3501 2.3.1.1). A quick 64-bit hash, four
-** lanes of eight bytes, as fast as the file can be read.
+** lanes of eight bytes, as fast as the file can be read. The lanes start from the file's
+** size as fstat gives it when the load begins: a file that shrinks while it is read (the
+** loader takes what there is) gets a number that the same bytes loaded later do not, which
+** only makes a client resynchronize (its bytes are overwritten by then: no second pass).
 */
 struct content_hash {          /* the lanes, over the 32-byte blocks of p[0..done) */
   uint64_t h[4];
