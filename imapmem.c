@@ -1795,11 +1795,13 @@ static void spare_core_give(void) { atomic_fetch_sub(&spare_cores_taken, 1); }
 ** of each part's header) and struct rendered (its ENVELOPE, BODY and BODYSTRUCTURE text),
 ** and the decoding SEARCH and FETCH BINARY use (and the base64 a literal8 APPEND's binary
 ** parts are stored in); where that metadata and the sort keys are kept (meta_alloc: the
-** room a fixture's arena has after its messages, else the heap).
+** room a fixture's arena has after its messages, else the heap); and the build-ahead
+** helper thread, which builds a large first pass's metadata from the other end.
 ** Calls: section 1.
 ** Locking: none. A message's bytes never change, so each is computed once, by whichever
 ** thread first needs it, and published with an atomic compare-and-swap; a thread that
-** loses the race frees its own copy (meta_free: unless it came from an arena's room).
+** loses the race frees its own copy (meta_free: unless it came from an arena's room). The
+** build-ahead helper and its command meet through two atomics (struct build_ahead).
 ** Limits: MIME nesting deeper than IMAPMEM_MAX_DEPTH is treated as a leaf.
 **
 ** Parsing accepts bare LF as well as CRLF, since APPEND stores a client's bytes as sent.
