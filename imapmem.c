@@ -3111,13 +3111,8 @@ static int mime_delim_at(const char *msg, size_t p, size_t end, struct str bound
 
 /* The first of the message's marks at or after offset x (nmarks if none). */
 static size_t mark_at_or_after(const struct mime_builder *mb, size_t x) {
-  size_t lo = 0, hi = mb->nmarks;
-  while (lo < hi) {
-    size_t mid = lo + (hi - lo) / 2;
-    if (mb->marks[mid].off < x) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
+  return lower_bound(mb->marks, mb->nmarks, sizeof mb->marks[0], offsetof(struct line_mark, off),
+                     4, x);
 }
 
 /*
