@@ -778,7 +778,8 @@ static int mem_grow(void *arrayp, size_t *cap, size_t need, size_t size) {
 }
 
 /* ------------------------------------------------------------------------- */
-static int buf_reserve(struct buf *b, size_t more) {
+/* Room for more bytes and the NUL after them; 0 (and b->oom set) if memory ran out. */
+static int buf_grow(struct buf *b, size_t more) {
   if (b->oom) return 0;
   if (b->len + more + 1 <= b->cap) return 1;
   size_t ncap = b->cap ? b->cap * 2 : 256;
@@ -793,21 +794,30 @@ static int buf_reserve(struct buf *b, size_t more) {
   return 1;
 }
 
-static void buf_add(struct buf *b, const void *p, size_t n) {
-  if (!buf_reserve(b, n)) return;
-  if (n) memcpy(b->p + b->len, p, n);
-  b->len += n;
-  b->p[b->len] = 0;
+/* The renderers append many short pieces: the test for room is inline, the growing not. */
+static inline int buf_reserve(struct buf *b, size_t more) {
+  return (!b->oom && b->len + more + 1 <= b->cap) || buf_grow(b, more);
 }
 
-static void buf_adds(struct buf *b, const char *s) {
+static inline void buf_add(struct buf *b, const void *p, size_t n) {
+  if (!buf_reserve(b, n)) return;
+  char *o = b->p + b->len;   /* locals: a store through a char pointer may alias *b */
+  if (n) memcpy(o, p, n);
+  o[n] = 0;
+  b->len += n;
+}
+
+static inline void buf_adds(struct buf *b, const char *s) {
   buf_add(b, s, strlen(s));
 }
 
-static void buf_addc(struct buf *b, char c) {
-  if (b->len + 2 > b->cap && !buf_reserve(b, 1)) return;   /* the call only when full */
-  b->p[b->len++] = c;
-  b->p[b->len] = 0;
+static inline void buf_addc(struct buf *b, char c) {
+  size_t len = b->len;
+  if (len + 2 > b->cap && !buf_grow(b, 1)) return;   /* the call only when full */
+  char *o = b->p + len;
+  o[0] = c;
+  o[1] = 0;
+  b->len = len + 1;
 }
 
 /* A number in decimal: what buf_printf("%llu") writes, without the format machinery. */
@@ -2368,26 +2378,31 @@ static int quoted_word_bad(uint64_t x) {
           high) != 0;
 }
 
-static void out_string(struct buf *b, const char *p, size_t n) {
-  size_t safe = 0;           /* QUOTED-CHAR but for quoted-specials (RFC 3501 9) */
-  if (n <= 1024) {
-    for (uint64_t x; safe + 8 <= n; safe += 8) {
-      memcpy(&x, p + safe, 8);
-      if (quoted_word_bad(x)) break;
-    }
-    while (safe < n) {
-      unsigned char c = (unsigned char)p[safe];
-      if (c - 0x20u >= 0x5fu || c == '"' || c == '\\') break;
-      safe++;
-    }
+/* Can the n bytes at p go out as a quoted string? Those over 1024 go as a literal. */
+static int quoted_fits(const char *p, size_t n) {
+  uint64_t x = 0x2020202020202020u;   /* spaces: a short string padded with them */
+  if (n < 8) {
+    for (size_t i = 0; i < n; i++) x = x << 8 | (unsigned char)p[i];
+    return !quoted_word_bad(x);
   }
-  if (safe == n) {
+  if (n > 1024) return 0;
+  for (size_t i = 0; i + 8 < n; i += 8) {
+    memcpy(&x, p + i, 8);
+    if (quoted_word_bad(x)) return 0;
+  }
+  memcpy(&x, p + n - 8, 8);  /* the last 8, over bytes already tested */
+  return !quoted_word_bad(x);
+}
+
+static void out_string(struct buf *b, const char *p, size_t n) {
+  if (quoted_fits(p, n)) {   /* QUOTED-CHAR but for quoted-specials (RFC 3501 9) */
     if (!buf_reserve(b, n + 2)) return;
-    b->p[b->len] = '"';
-    memcpy(b->p + b->len + 1, p, n);
-    b->p[b->len + n + 1] = '"';
+    char *o = b->p + b->len;
+    o[0] = '"';
+    memcpy(o + 1, p, n);
+    o[n + 1] = '"';
+    o[n + 2] = 0;
     b->len += n + 2;
-    b->p[b->len] = 0;
     return;
   }
   buf_printf(b, "{%zu}\r\n", n);
