@@ -3072,23 +3072,48 @@ static int out_envelope_scanned(struct buf *b, const struct headers *hs) {
 
 /* ------------------------------------------------------------------------- */
 /* The MIME tree (RFC 2045, 2046). */
+enum { MIME_ROOM = 8 };      /* parts a builder holds in its caller's frame: most have fewer */
 struct mime_builder {
   const char *msg;
   const struct line_mark *marks;   /* the loader's, or NULL (struct msgdata) */
   size_t nmarks;
-  struct part *parts;
-  struct headers *hs;        /* each part's header fields, if kept (keep_headers) */
+  struct part *parts;        /* parts_room until there are more */
+  struct headers *hs;        /* each part's header fields, if kept (keep_headers): hs_room */
   int keep_headers;
   int n, cap;
   int failed;
+  struct part *parts_room;
+  struct headers *hs_room;
 };
+/*
+** Each part's header fields as the builder read them, kept for the renderers of the same
+** first pass (msgmeta_build_keeping): in room unless the message has more parts.
+*/
+struct kept_headers {
+  struct headers *hs;
+  struct headers room[MIME_ROOM];
+};
+
+static void kept_headers_free(struct kept_headers *k) {
+  if (k->hs != k->room) free(k->hs);
+  k->hs = NULL;
+}
+
+/* An array of n elements that is in room (not to be freed) or allocated, grown to ncap. */
+static void *room_grow(void *p, const void *room, size_t n, size_t ncap, size_t size) {
+  if (p != room) return mem_realloc(p, ncap * size);
+  void *q = mem_alloc(ncap * size);
+  if (q) memcpy(q, p, n * size);
+  return q;
+}
 
 static int mime_new_part(struct mime_builder *mb) {
   if (mb->n == mb->cap) {
-    int ncap = mb->cap ? mb->cap * 2 : 4;
-    struct part *np = mem_realloc(mb->parts, sizeof *np * (size_t)ncap);
+    int ncap = mb->cap * 2;
+    struct part *np = room_grow(mb->parts, mb->parts_room, (size_t)mb->n, (size_t)ncap, sizeof *np);
     if (np) mb->parts = np;
-    struct headers *nh = mb->keep_headers ? mem_realloc(mb->hs, sizeof *nh * (size_t)ncap) : NULL;
+    struct headers *nh = mb->keep_headers ? room_grow(mb->hs, mb->hs_room, (size_t)mb->n,
+                                                      (size_t)ncap, sizeof *nh) : NULL;
     if (nh) mb->hs = nh;
     if (!np || (mb->keep_headers && !nh)) {
       mb->failed = 1;
@@ -3530,42 +3555,50 @@ static void msgmeta_free(struct msgmeta *m, struct msgarena *a) {
 
 /*
 ** Parse the MIME tree once, into a's room if it has some, with the loader's marks if there
-** are (NULL: none). If hs is not NULL, *hs gets each part's header fields as the parse read
-** them (the caller frees them), so that rendering need not read the headers again; NULL
-** there if memory ran out for them. NULL if memory ran out.
+** are (NULL: none). If kept is not NULL, kept->hs gets each part's header fields as the
+** parse read them (kept_headers_free frees them), so that rendering need not read the
+** headers again. NULL if memory ran out. The builder's arrays start in this frame and
+** kept->room, so that a message of few parts costs no allocation but its table's room.
 */
 static struct msgmeta *msgmeta_build_keeping(const char *msg, size_t size,
                                              const struct line_mark *marks, uint32_t nmarks,
-                                             struct msgarena *a, struct headers **hs) {
+                                             struct msgarena *a, struct kept_headers *kept) {
   atomic_fetch_add(&msgmeta_builds, 1);
-  if (hs) *hs = NULL;
+  if (kept) kept->hs = NULL;
   struct msgmeta *m = meta_alloc(a, sizeof *m);
   if (!m) return NULL;
   memset(m, 0, sizeof *m);
   atomic_init(&m->rendered.envelope, NULL);
   atomic_init(&m->rendered.body, NULL);
   atomic_init(&m->rendered.bodystructure, NULL);
-  struct mime_builder mb = {msg, marks, nmarks, NULL, NULL, hs != NULL, 0, 0, 0};
+  struct part room[MIME_ROOM];
+  struct mime_builder mb = {.msg = msg, .marks = marks, .nmarks = nmarks, .parts = room,
+                            .hs = kept ? kept->room : NULL, .keep_headers = kept != NULL,
+                            .cap = MIME_ROOM, .parts_room = room,
+                            .hs_room = kept ? kept->room : NULL};
   mime_parse(&mb, 0, size, 0, 0);
   if (!mb.failed && mb.n > 0) {  /* kept for every message: no spare room (issue 15) */
     struct part *fit = meta_room(a, sizeof *fit * (size_t)mb.n);
+    if (!fit && mb.parts == room) fit = mem_alloc(sizeof *fit * (size_t)mb.n);
     if (fit) {
       memcpy(fit, mb.parts, sizeof *fit * (size_t)mb.n);
-      free(mb.parts);
-    } else if (mb.n < mb.cap) {
-      fit = realloc(mb.parts, sizeof *fit * (size_t)mb.n);
+      if (mb.parts != room) free(mb.parts);
+      mb.parts = fit;
+    } else if (mb.parts == room) {
+      mb.failed = 1;
+    } else if (mb.n < mb.cap && (fit = realloc(mb.parts, sizeof *fit * (size_t)mb.n))) {
+      mb.parts = fit;
     }
-    if (fit) mb.parts = fit;
   }
-  m->parts = mb.parts;
+  m->parts = mb.parts == room ? NULL : mb.parts;
   m->nparts = mb.n;
   atomic_init(&m->sent, SENT_UNKNOWN);
   if (mb.failed || mb.n == 0) {
-    free(mb.hs);
+    if (mb.hs != mb.hs_room) free(mb.hs);
     msgmeta_free(m, a);
     return NULL;
   }
-  if (hs) *hs = mb.hs;
+  if (kept) kept->hs = mb.hs;
   return m;
 }
 
@@ -3616,21 +3649,20 @@ static char *render(const char *msg, const struct msgmeta *m, unsigned which,
   return fit ? fit : text;
 }
 
-/* The message's part table, computed on first use; if this call made it and hs is not
-   NULL, *hs gets the parts' header fields (msgmeta_build_keeping). NULL if memory ran out. */
-static struct msgmeta *msgdata_meta_keeping(struct msgdata *d, struct headers **hs) {
-  if (hs) *hs = NULL;
+/* The message's part table, computed on first use; if this call made it and kept is not
+   NULL, kept->hs gets the parts' header fields (msgmeta_build_keeping). NULL if memory ran
+   out. */
+static struct msgmeta *msgdata_meta_keeping(struct msgdata *d, struct kept_headers *kept) {
+  if (kept) kept->hs = NULL;
   struct msgmeta *m = atomic_load_explicit(&d->meta, memory_order_acquire);
   if (m) return m;
-  struct msgmeta *n = msgmeta_build_keeping(d->bytes, d->size, d->marks, d->nmarks, d->arena, hs);
+  struct msgmeta *n = msgmeta_build_keeping(d->bytes, d->size, d->marks, d->nmarks, d->arena,
+                                            kept);
   if (!n) return NULL;
   struct msgmeta *expected = NULL;
   if (atomic_compare_exchange_strong(&d->meta, &expected, n)) return n;
   msgmeta_free(n, d->arena); /* another thread won the race; use its copy */
-  if (hs) {
-    free(*hs);
-    *hs = NULL;
-  }
+  if (kept) kept_headers_free(kept);
   return expected;
 }
 
@@ -3655,14 +3687,15 @@ static int rendered_made(struct msgmeta *m, unsigned want) {
 }
 
 static const struct rendered *msgdata_rendered(struct msgdata *d, unsigned want) {
-  struct headers *hs = NULL;  /* a first pass reads each header once, for all of it */
-  struct msgmeta *m = msgdata_meta_keeping(d, want ? &hs : NULL);
+  struct kept_headers kept;  /* a first pass reads each header once, for all of it */
+  kept.hs = NULL;
+  struct msgmeta *m = msgdata_meta_keeping(d, want ? &kept : NULL);
   if (!m) return NULL;       /* of it, only m->rendered (and sent) is ever written */
   struct rendered *r = &m->rendered;
   for (unsigned bit = RENDER_ENVELOPE; bit <= RENDER_BODYSTRUCTURE; bit <<= 1) {
     _Atomic(char *) *slot = rendered_slot(r, bit);
     if (!(want & bit) || atomic_load_explicit(slot, memory_order_acquire)) continue;
-    char *text = render(d->bytes, m, bit, d->arena, hs);
+    char *text = render(d->bytes, m, bit, d->arena, kept.hs);
     if (!text) {
       r = NULL;
       break;
@@ -3671,7 +3704,7 @@ static const struct rendered *msgdata_rendered(struct msgdata *d, unsigned want)
     if (!atomic_compare_exchange_strong(slot, &expected, text))
       meta_free(d->arena, text);   /* another thread won the race; use its copy */
   }
-  free(hs);
+  kept_headers_free(&kept);
   return r;
 }
 
