@@ -123,6 +123,7 @@ struct buf {                 /* growable byte buffer; oom set once an allocation
   char *p;
   size_t len, cap;
   int oom;
+  int in_room;                /* p is the caller's room (buf_in_room) until it grows */
 };
 struct str {                 /* borrowed view: never owns memory */
   const char *p;
@@ -777,6 +778,14 @@ static int mem_grow(void *arrayp, size_t *cap, size_t need, size_t size) {
   return 1;
 }
 
+/* An array of n elements that is in room (not to be freed) or allocated, grown to ncap. */
+static void *room_grow(void *p, const void *room, size_t n, size_t ncap, size_t size) {
+  if (!p || p != room) return mem_realloc(p, ncap * size);
+  void *q = mem_alloc(ncap * size);
+  if (q) memcpy(q, p, n * size);
+  return q;
+}
+
 /* ------------------------------------------------------------------------- */
 /* Room for more bytes and the NUL after them; 0 (and b->oom set) if memory ran out. */
 static int buf_grow(struct buf *b, size_t more) {
@@ -784,11 +793,13 @@ static int buf_grow(struct buf *b, size_t more) {
   if (b->len + more + 1 <= b->cap) return 1;
   size_t ncap = b->cap ? b->cap * 2 : 256;
   while (ncap < b->len + more + 1) ncap *= 2;
-  char *n = mem_realloc(b->p, ncap);
+  char *n = b->in_room ? mem_alloc(ncap) : mem_realloc(b->p, ncap);
   if (!n) {
     b->oom = 1;
     return 0;
   }
+  if (b->in_room) memcpy(n, b->p, b->len + 1);
+  b->in_room = 0;
   b->p = n;
   b->cap = ncap;
   return 1;
@@ -857,8 +868,15 @@ static void buf_reset(struct buf *b) {
 }
 
 static void buf_free(struct buf *b) {
-  free(b->p);
+  if (!b->in_room) free(b->p);
   memset(b, 0, sizeof *b);
+}
+
+/* An empty buffer whose first cap bytes are room, the caller's (a frame's array, say), so
+   that a short text costs no allocation; buf_free and buf_take know. */
+static void buf_in_room(struct buf *b, char *room, size_t cap) {
+  *b = (struct buf){room, 0, cap, 0, 1};
+  room[0] = 0;
 }
 
 /* Free n strings and the array that holds them (NULL entries and a NULL array are fine). */
@@ -874,6 +892,7 @@ static char *buf_take(struct buf *b) {
     return NULL;
   }
   char *p = b->p;
+  if (b->in_room && (p = mem_alloc(b->len + 1)) != NULL) memcpy(p, b->p, b->len + 1);
   memset(b, 0, sizeof *b);
   return p;
 }
@@ -2578,6 +2597,12 @@ struct addrs {
   struct buf text;
   struct token *tok;
   int tok_cap;
+  struct addr *a_room;        /* a until there are more (addrs_in_room), or NULL */
+};
+/* Room in a caller's frame for the addresses of a usual header: no allocation for them. */
+struct addrs_room {
+  struct addr a[8];
+  char text[512];
 };
 struct addr_parser {
   struct token *t;
@@ -2587,7 +2612,7 @@ struct addr_parser {
 };
 
 static void addrs_free(struct addrs *as) {
-  free(as->a);
+  if (as->a != as->a_room) free(as->a);
   buf_free(&as->text);
   for (int k = 0; k < as->tok_cap; k++) buf_free(&as->tok[k].q);
   free(as->tok);
@@ -2623,10 +2648,17 @@ static void addr_adds(struct addrs *as, struct span *f, const char *z) {
   addr_add(as, f, z, strlen(z));
 }
 
+/* Empty addresses that start in room. */
+static void addrs_in_room(struct addrs *as, struct addrs_room *room) {
+  *as = (struct addrs){.a = room->a, .cap = (int)(sizeof room->a / sizeof room->a[0]),
+                       .a_room = room->a};
+  buf_in_room(&as->text, room->text, sizeof room->text);
+}
+
 static struct addr *addrs_new(struct addrs *as, int kind, int list) {
   if (as->n == as->cap) {
     int ncap = as->cap ? as->cap * 2 : 4;
-    struct addr *na = mem_realloc(as->a, sizeof *na * (size_t)ncap);
+    struct addr *na = room_grow(as->a, as->a_room, (size_t)as->n, (size_t)ncap, sizeof *na);
     if (!na) return NULL;
     as->a = na;
     as->cap = ncap;
@@ -3025,7 +3057,9 @@ static void out_envelope_of(struct buf *b, const struct str *v, const int *have,
 static void out_envelope(struct buf *b, const char *h, const char *hend) {
   struct str v[4];
   int have[4] = {0};
-  struct addrs as = {0};     /* of every list; a->list is its H_FROM to H_BCC */
+  struct addrs_room room;
+  struct addrs as;           /* of every list; a->list is its H_FROM to H_BCC */
+  addrs_in_room(&as, &room);
   int count[H_BCC + 1] = {0};
   struct field f;
   while (header_next(&h, hend, &f)) {
@@ -3058,7 +3092,9 @@ static int out_envelope_scanned(struct buf *b, const struct headers *hs) {
     v[i] = hs->v[envelope_single[i]];
     have[i] = hs->have[envelope_single[i]];
   }
-  struct addrs as = {0};
+  struct addrs_room room;
+  struct addrs as;
+  addrs_in_room(&as, &room);
   int count[H_BCC + 1] = {0};
   for (int id = H_FROM; id <= H_BCC; id++)
     if (hs->have[id]) {
@@ -3097,14 +3133,6 @@ struct kept_headers {
 static void kept_headers_free(struct kept_headers *k) {
   if (k->hs != k->room) free(k->hs);
   k->hs = NULL;
-}
-
-/* An array of n elements that is in room (not to be freed) or allocated, grown to ncap. */
-static void *room_grow(void *p, const void *room, size_t n, size_t ncap, size_t size) {
-  if (p != room) return mem_realloc(p, ncap * size);
-  void *q = mem_alloc(ncap * size);
-  if (q) memcpy(q, p, n * size);
-  return q;
 }
 
 static int mime_new_part(struct mime_builder *mb) {
@@ -3629,8 +3657,9 @@ static int64_t msgmeta_sent(struct msgmeta *m, const char *msg) {
 static char *render(const char *msg, const struct msgmeta *m, unsigned which,
                     struct msgarena *a, const struct headers *hs) {
   atomic_fetch_add(&rendered_builds, 1);
-  struct buf b = {0};
-  buf_reserve(&b, 1000);     /* most are shorter: one allocation, not three */
+  char room[1024];           /* most are shorter: no allocation but the arena's */
+  struct buf b;
+  buf_in_room(&b, room, sizeof room);
   if (which == RENDER_ENVELOPE) {
     if (!hs || !out_envelope_scanned(&b, &hs[0]))
       out_envelope(&b, msg, msg + m->parts[0].hdr_len);
@@ -3877,7 +3906,9 @@ static void rfc2047_decode(struct str v, struct buf *out) {
 ** what parsing dropped (Dovecot matches the same way).
 */
 static void address_search_text(struct str v, struct buf *out) {
-  struct addrs as = {0};
+  struct addrs_room room;
+  struct addrs as;
+  addrs_in_room(&as, &room);
   struct buf text = {0};
   addrs_parse(v, &as, 0);
   for (int i = 0; i < as.n; i++) {
@@ -4211,7 +4242,9 @@ static struct sortkeys *sortkeys_build(const char *h, const char *hend, struct m
   if (!text.oom) sortkeys_fold(text.p, text.len);
   buf_addc(&text, 0);
   uint32_t unused;
-  struct addrs as = {0};
+  struct addrs_room room;
+  struct addrs as;
+  addrs_in_room(&as, &room);
   sortkeys_address(v[H_FROM], have[H_FROM], &text, &k.from, &k.display_from, &as);
   sortkeys_address(v[H_TO], have[H_TO], &text, &k.to, &k.display_to, &as);
   sortkeys_address(v[H_CC], have[H_CC], &text, &k.cc, &unused, &as);
