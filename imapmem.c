@@ -839,18 +839,22 @@ static void buf_addu(struct buf *b, unsigned long long v) {
   buf_add(b, q, (size_t)(e - q));
 }
 
+/* Formatted straight into the buffer's room: a second time, after growing, only if the
+   text did not fit (a longer text in a small scratch array first would be formatted twice
+   always, the first time through libc's slow path for a string that overflows). */
 static void buf_vprintf(struct buf *b, const char *fmt, va_list ap) {
+  if (!buf_reserve(b, 128)) return;
   va_list ap2;
   va_copy(ap2, ap);
-  char tmp[256];
-  int n = vsnprintf(tmp, sizeof tmp, fmt, ap2);
+  size_t room = b->cap - b->len;
+  int n = vsnprintf(b->p + b->len, room, fmt, ap2);
   va_end(ap2);
-  if (n < 0) return;
-  if ((size_t)n < sizeof tmp) {
-    buf_add(b, tmp, (size_t)n);
+  if (n >= 0 && (size_t)n < room) {
+    b->len += (size_t)n;
     return;
   }
-  if (!buf_reserve(b, (size_t)n)) return;
+  b->p[b->len] = 0;          /* what did not fit is not the buffer's */
+  if (n < 0 || !buf_reserve(b, (size_t)n)) return;
   vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
   b->len += (size_t)n;
 }
@@ -7777,6 +7781,13 @@ static void session_send(struct session *s, const char *fmt, ...) {
   va_end(ap);
 }
 
+/* An item's name and its text as they are: a FETCH of every message's ENVELOPE and
+   BODYSTRUCTURE sends megabytes of them, which printf would copy a byte at a time. */
+static void session_send_item(struct session *s, const char *name, const char *text) {
+  buf_adds(&s->out, name);
+  buf_adds(&s->out, text);
+}
+
 /* sep (a byte, or 0 for none) and a number: SEARCH and SORT send thousands, and printf's
    machinery is most of what each costs */
 static void session_send_number(struct session *s, char sep, unsigned long long v) {
@@ -8155,8 +8166,10 @@ static void session_send_exists(struct session *s, size_t recent) {
 ** "* uid UIDFETCH (" (RFC 9586 3.3, 3.6: no message number in any response).
 */
 static void session_send_fetch_start(struct session *s, size_t seq, uint32_t uid) {
-  if (session_uidonly(s)) session_send(s, "* %u UIDFETCH (", uid);
-  else session_send(s, "* %zu FETCH (", seq);
+  int uidonly = session_uidonly(s);
+  session_sendn(s, "*", 1);
+  session_send_number(s, ' ', uidonly ? uid : seq);
+  buf_adds(&s->out, uidonly ? " UIDFETCH (" : " FETCH (");
 }
 
 /* "MODSEQ (n)" in a FETCH response; the command remembers the highest it sent. */
@@ -10473,10 +10486,13 @@ static void fetch_one(struct session *s, const struct fetch_item *items, unsigne
   }
   int first = 1;
   for (const struct fetch_item *it = items; it; it = it->next) {
-    if (!first) session_send(s, " ");
+    if (!first) session_sendn(s, " ", 1);
     first = 0;
     switch (it->kind) {
-    case FI_UID: session_send(s, "UID %u", m->uid); break;
+    case FI_UID:
+      session_sendn(s, "UID", 3);
+      session_send_number(s, ' ', m->uid);
+      break;
     case FI_FLAGS: {
       session_send(s, "FLAGS ");
       flags_out(&s->out, m->flags, m->keywords, kwnames, nkw, m->recent);
@@ -10487,9 +10503,9 @@ static void fetch_one(struct session *s, const struct fetch_item *items, unsigne
       date_time_format(&s->out, m->internaldate, m->tz);
       break;
     case FI_SIZE: session_send(s, "RFC822.SIZE %u", m->data->size); break;
-    case FI_ENVELOPE: session_send(s, "ENVELOPE %s", mm->envelope); break;
-    case FI_BODY: session_send(s, "BODY %s", mm->body); break;
-    case FI_BODYSTRUCTURE: session_send(s, "BODYSTRUCTURE %s", mm->bodystructure); break;
+    case FI_ENVELOPE: session_send_item(s, "ENVELOPE ", mm->envelope); break;
+    case FI_BODY: session_send_item(s, "BODY ", mm->body); break;
+    case FI_BODYSTRUCTURE: session_send_item(s, "BODYSTRUCTURE ", mm->bodystructure); break;
     case FI_RFC822:
       session_send(s, "RFC822 ");
       fetch_literal(s, NULL, m->data->bytes, m->data->size);
