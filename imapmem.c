@@ -2853,9 +2853,12 @@ static const char *addr_dot_atom(const char *p, const char *e) {
 ** The common forms of an address list, read without the lexer (issue 15: this is most of
 ** what ENVELOPE costs): "a@b.c", "Name Words <a@b.c>" and "\"Quoted\" <a@b.c>", separated
 ** by commas, with white space between the pieces. The result is what addrs_parse makes of
-** them. 0, and out as it was, for anything else: addrs_parse reads it then.
+** them. 0, and out as it was, for anything else: addrs_parse reads it then. With
+** first_only, the list may go on after the first address and its comma in any form: only
+** the first is read (the lexer, too, reads an address up to its comma the same whatever
+** follows).
 */
-static int addrs_parse_plain(struct str v, struct addrs *out, int list) {
+static int addrs_parse_plain(struct str v, struct addrs *out, int list, int first_only) {
   const char *p = v.p, *e = v.p + v.len;
   int n0 = out->n;
   size_t t0 = out->text.len;
@@ -2900,6 +2903,7 @@ static int addrs_parse_plain(struct str v, struct addrs *out, int list) {
     p = skip_wsp(p, e);
     if (p == e) return 1;
     if (*p != ',') break;
+    if (first_only) return 1;
     p++;
   }
 other:
@@ -2910,7 +2914,7 @@ other:
 
 /* Append the addresses of an address-list field value to out. */
 static void addrs_parse(struct str v, struct addrs *out, int list) {
-  if (addrs_parse_plain(v, out, list)) return;
+  if (addrs_parse_plain(v, out, list, 0)) return;
   struct lexer lx = {v.p, v.p + v.len, "()<>[]:;@\\,.\"", 1};
   int n = 0;
   for (;;) {
@@ -4192,7 +4196,7 @@ static void sortkeys_address(struct str v, int have, struct buf *text, uint32_t 
                              uint32_t *display, struct addrs *scratch) {
   struct addrs *as = scratch;   /* the caller's, emptied here and freed by it */
   addrs_reset(as);
-  if (have) addrs_parse(v, as, 0);
+  if (have && !addrs_parse_plain(v, as, 0, 1)) addrs_parse(v, as, 0);   /* the first counts */
   const struct addr *a = as->n ? &as->a[0] : NULL;
   struct span none = {0, 0};
   struct str name = addr_str(as, a ? a->name : none), mbox = addr_str(as, a ? a->mailbox : none),
@@ -4296,25 +4300,30 @@ static const struct sortkeys *msgdata_sortkeys(struct msgdata *d) {
 }
 
 /*
-** A first pass over many messages (issue 15): while a command builds what it needs of each
-** message from the first on (FETCH its renderings, SORT and THREAD their sort keys), a
-** helper thread builds the same from the last one back, on a spare core, until the two
-** meet, and the command finds those made. Only when the last message's are not made yet.
-** The helper only builds. Where the two meet neither builds a message the other is
-** building (a test counts builds): each says where it is, then reads where the other is
-** (sequentially consistent, so at least one of them sees the other), and the command joins
-** the helper once the helper has taken its next message (build_ahead_at). The command holds
-** a reference to every message of the array, and leaves the array alone, until then.
+** A first pass over many messages (issue 15): a command that builds what it needs of each
+** message in order (FETCH its renderings, SORT and THREAD their sort keys) shares the work
+** with a helper thread on a spare core. Both take runs of BUILD_AHEAD_RUN messages from the
+** front, from one counter: the helper builds each run it takes; the command, at a message
+** the helper has taken and not made yet, takes the next run and builds that instead of
+** waiting, and waits only when none is left. So the command's output follows its build
+** closely and its client reads all along, not half of the answer at the end.
+** Only when the last message's are not made yet. No message is built twice (a test counts
+** builds): a message is built by the one that took its run, or, in the run the command
+** holds (ba->mine), by the command itself, after build_ahead_at. The command holds a
+** reference to every message of the array, and leaves the array alone, until it joins the
+** helper (build_ahead_stop).
 */
 #define BUILD_AHEAD_FROM 256       /* messages: for fewer a thread is not worth starting */
+#define BUILD_AHEAD_RUN 32         /* messages taken at a time: neighbours share cache lines */
 enum { BUILD_SORTKEYS = 8 };       /* what to build: RENDER_ bits, or this */
 struct build_ahead {
   pthread_t thread;
   const char *items;         /* item i's struct msgdata * is at items + i * stride */
   size_t stride, n;
   unsigned want;
-  atomic_size_t front;       /* the item the command is at: the helper stops there */
-  atomic_size_t back;        /* the item the helper has taken last */
+  atomic_size_t next;        /* the first message no one has taken */
+  atomic_int helper_done;    /* the helper has ended (all taken, or memory ran out) */
+  size_t mine, mine_end;     /* the run the command took and builds as it goes */
   int running;
 };
 
@@ -4336,12 +4345,21 @@ static int msgdata_build(struct msgdata *d, unsigned want) {
   return msgdata_rendered(d, want) != NULL;
 }
 
+/* Build the run from j, the caller's; 0 if memory ran out. */
+static int build_ahead_run(struct build_ahead *ba, size_t j) {
+  size_t end = j + BUILD_AHEAD_RUN < ba->n ? j + BUILD_AHEAD_RUN : ba->n;
+  for (; j < end; j++)
+    if (!msgdata_build(build_ahead_item(ba, j), ba->want)) return 0;
+  return 1;
+}
+
 static void *build_ahead_thread(void *arg) {
   struct build_ahead *ba = arg;
-  for (size_t j = ba->n; j-- > 0;) {
-    atomic_store(&ba->back, j);
-    if (atomic_load(&ba->front) >= j || !msgdata_build(build_ahead_item(ba, j), ba->want)) break;
+  for (;;) {
+    size_t j = atomic_fetch_add(&ba->next, BUILD_AHEAD_RUN);
+    if (j >= ba->n || !build_ahead_run(ba, j)) break;
   }
+  atomic_store(&ba->helper_done, 1);
   return NULL;
 }
 
@@ -4354,11 +4372,12 @@ static void build_ahead_start(struct build_ahead *ba, const void *items, size_t 
   ba->stride = stride;
   ba->n = n;
   ba->want = want;
+  ba->mine = ba->mine_end = 0;
   if (!want || n < BUILD_AHEAD_FROM || msgdata_built(build_ahead_item(ba, n - 1), want) ||
       !spare_core_take())
     return;                  /* the last is made: this is not a first pass */
-  atomic_init(&ba->front, 0);
-  atomic_init(&ba->back, n);
+  atomic_init(&ba->next, 0);
+  atomic_init(&ba->helper_done, 0);
   if (pthread_create(&ba->thread, NULL, build_ahead_thread, ba) != 0) {
     spare_core_give();
     return;
@@ -4368,17 +4387,40 @@ static void build_ahead_start(struct build_ahead *ba, const void *items, size_t 
 
 static void build_ahead_stop(struct build_ahead *ba) {
   if (!ba->running) return;
-  atomic_store(&ba->front, SIZE_MAX);
+  atomic_store(&ba->next, SIZE_MAX / 2);   /* nothing more to take */
   pthread_join(ba->thread, NULL);
   spare_core_give();
   ba->running = 0;
 }
 
-/* The command is at item i: from the helper's last on, all is made, and the helper ends. */
+/*
+** The command is at item i: on return, i is made, or the command is to make it (in its own
+** run, or with the helper joined). While the helper makes i, the command builds the next
+** run no one has taken; with none left it yields the core until i is made.
+*/
 static void build_ahead_at(struct build_ahead *ba, size_t i) {
-  if (!ba->running) return;
-  atomic_store(&ba->front, i);
-  if (atomic_load(&ba->back) <= i) build_ahead_stop(ba);
+  if (!ba->running || (i >= ba->mine && i < ba->mine_end)) return;
+  while (!msgdata_built(build_ahead_item(ba, i), ba->want)) {
+    if (atomic_load(&ba->helper_done)) {
+      build_ahead_stop(ba);  /* it made all it took, or gave up: the rest is the command's */
+      return;
+    }
+    size_t j = atomic_load(&ba->next);
+    if (j >= ba->n) {
+      sched_yield();
+      continue;
+    }
+    if (!atomic_compare_exchange_weak(&ba->next, &j, j + BUILD_AHEAD_RUN)) continue;
+    if (j <= i) {            /* untaken up to i: this run is the command's (j == i) */
+      ba->mine = j;
+      ba->mine_end = j + BUILD_AHEAD_RUN;
+      return;
+    }
+    if (!build_ahead_run(ba, j)) {   /* memory ran out: the command finds out at i */
+      build_ahead_stop(ba);
+      return;
+    }
+  }
 }
 
 /*

@@ -1312,7 +1312,7 @@ static void test_plain_readers(void) {
     char c[200];
     snprintf(c, sizeof c, "(c) %s", lists[i]);
     struct addrs t = {0};
-    plain &= addrs_parse_plain(str_make(lists[i], strlen(lists[i])), &t, H_TO);
+    plain &= addrs_parse_plain(str_make(lists[i], strlen(lists[i])), &t, H_TO, 0);
     addrs_free(&t);
     struct buf x = {0}, y = {0};
     struct addrs a = {0}, b = {0};
