@@ -9603,33 +9603,71 @@ static int sort_compare(const struct sort_item *a, const struct sort_item *b,
 }
 
 /*
-** Merge sort of v[0..n) by o (qsort takes no context); tmp has room for n. A first
-** criterion that is a text is compared by its first 8 bytes before the text itself (as
-** strcmp orders them: unsigned, an end before any byte), without reaching for the keys.
+** An item as sort_items moves it: the first criterion as a number, ordered as it sorts,
+** and if that is a text, the text, so that equal subjects (a thread's) compare without
+** reaching for the item; seq is the item's, the last criterion (RFC 5256 3).
 */
-static void sort_items(struct sort_item **v, struct sort_item **tmp, size_t n,
-                       const struct sort_order *o) {
-  int key = o->n ? o->c[0].key : SORT_ARRIVAL;
-  if (key != SORT_ARRIVAL && key != SORT_DATE && key != SORT_SIZE)
-    for (size_t i = 0; i < n; i++) {
-      const char *t = sort_text(v[i]->keys, key);
-      uint64_t p = 0;
+struct sort_ref {
+  uint64_t key;
+  const char *text;
+  struct sort_item *it;
+};
+
+/* Does x sort before y? */
+static int sort_ref_before(const struct sort_ref *x, const struct sort_ref *y,
+                           const struct sort_order *o) {
+  if (x->key != y->key) return x->key < y->key;
+  if (x->text && o->n == 1) {   /* the one criterion a text, its first 8 bytes equal */
+    int r = strcmp(x->text, y->text);
+    if (r) return o->c[0].reverse ? r > 0 : r < 0;
+    return x->it->snap.seq < y->it->snap.seq;
+  }
+  return sort_compare(x->it, y->it, o) < 0;
+}
+
+/*
+** Merge sort of v[0..n) by o (qsort takes no context); 0 if memory ran out. The sort moves
+** refs (struct sort_ref), each with its first criterion as a number: a text's first 8 bytes
+** big-endian (as strcmp orders them: unsigned, an end before any byte), a date or size
+** with its sign bit flipped, reversed by complement; only equal keys compare the items.
+*/
+static int sort_items(struct sort_item **v, size_t n, const struct sort_order *o) {
+  struct sort_ref *src = mem_alloc((n ? n : 1) * 2 * sizeof *src), *dst = src + n;
+  if (!src) return 0;
+  int key = o->n ? o->c[0].key : SORT_ARRIVAL, reverse = o->n && o->c[0].reverse;
+  for (size_t i = 0; i < n; i++) {
+    struct sort_item *it = v[i];
+    uint64_t p = 0;
+    const char *text = NULL;
+    if (key == SORT_ARRIVAL || key == SORT_DATE) {
+      p = (uint64_t)(key == SORT_DATE ? it->date : it->arrival) ^ (UINT64_C(1) << 63);
+    } else if (key == SORT_SIZE) {
+      p = it->snap.size;
+    } else {
+      const char *t = text = sort_text(it->keys, key);
       for (int b = 0; b < 8; b++) {
         p = p << 8 | (unsigned char)*t;
         t += *t != 0;
       }
-      v[i]->prefix = p;
+      it->prefix = p;
     }
+    src[i] = (struct sort_ref){reverse ? ~p : p, text, it};
+  }
   for (size_t w = 1; w < n; w *= 2) {
     for (size_t lo = 0; lo < n; lo += 2 * w) {
       size_t mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n;
       size_t i = lo, j = mid, k = lo;
-      while (i < mid && j < hi) tmp[k++] = sort_compare(v[j], v[i], o) < 0 ? v[j++] : v[i++];
-      while (i < mid) tmp[k++] = v[i++];
-      while (j < hi) tmp[k++] = v[j++];
+      while (i < mid && j < hi) dst[k++] = sort_ref_before(&src[j], &src[i], o) ? src[j++] : src[i++];
+      while (i < mid) dst[k++] = src[i++];
+      while (j < hi) dst[k++] = src[j++];
     }
-    memcpy(v, tmp, n * sizeof *v);
+    struct sort_ref *t = src;
+    src = dst;
+    dst = t;
   }
+  for (size_t i = 0; i < n; i++) v[i] = src[i].it;
+  free(src < dst ? src : dst);
+  return 1;
 }
 
 /*
@@ -9734,12 +9772,13 @@ static int cmd_sort(struct session *s, struct command *c) {
     if (ret.opts & RET_SAVE) session_saved_clear(s);   /* RFC 5182 2.1 */
     return 0;
   }
-  struct sort_item **v = mem_alloc((n ? n : 1) * 2 * sizeof *v);
+  struct sort_item **v = mem_alloc((n ? n : 1) * sizeof *v);
+  int sorted = 0;
   if (v) {
     for (size_t i = 0; i < n; i++) v[i] = &items[i];
-    sort_items(v, v + n, n, &order);
+    sorted = sort_items(v, n, &order);
   }
-  if (!v || ((ret.opts & RET_SAVE) && !sort_save(s, &ret, v, n))) {
+  if (!sorted || ((ret.opts & RET_SAVE) && !sort_save(s, &ret, v, n))) {
     free(v);
     sort_release(items, n);
     if (ret.opts & RET_SAVE) session_saved_clear(s);
@@ -10095,15 +10134,15 @@ static int thread_references(struct session *s, struct command *c, struct sort_i
 static int thread_orderedsubject(struct session *s, struct command *c, struct sort_item *items,
                                  size_t n) {
   struct sort_order by = {{{SORT_SUBJECT, 0}, {SORT_DATE, 0}}, 2};
-  struct sort_item **v = mem_alloc((n ? n : 1) * 2 * sizeof *v);
+  struct sort_item **v = mem_alloc((n ? n : 1) * sizeof *v);
   struct thread_key *threads = mem_alloc((n ? n : 1) * sizeof *threads);
-  if (!v || !threads) {
+  if (v)
+    for (size_t i = 0; i < n; i++) v[i] = &items[i];
+  if (!v || !threads || !sort_items(v, n, &by)) {
     free(v);
     free(threads);
     return 0;
   }
-  for (size_t i = 0; i < n; i++) v[i] = &items[i];
-  sort_items(v, v + n, n, &by);
   size_t nt = 0;
   for (size_t i = 0; i < n; i++)
     if (i == 0 || strcmp(sort_text(v[i]->keys, SORT_SUBJECT),
