@@ -199,10 +199,18 @@ static const struct { const char *name; size_t len; } header_names[H_COUNT] = { 
   HEADER_NAME("Content-Transfer-Encoding"), HEADER_NAME("Content-MD5"),
   HEADER_NAME("Content-Disposition"), HEADER_NAME("Content-Language"),
   HEADER_NAME("Content-Location")};
+enum { KEPT_PARAMS = 4 };
 struct headers {
   struct str v[H_COUNT];
   unsigned char have[H_COUNT];
   unsigned char count[H_COUNT];   /* how often the field is there: 0, 1, or 2 for more */
+  /* Content-Type's parameters as the part table's build read them, if all are views of the
+     header and there are at most KEPT_PARAMS, so that BODYSTRUCTURE need not parse the
+     field again (struct param, by member) */
+  unsigned char params_kept, nparams;
+  signed char param_section[KEPT_PARAMS];
+  unsigned char param_extended[KEPT_PARAMS];
+  struct str param_name[KEPT_PARAMS], param_value[KEPT_PARAMS];
 };
 /*
 ** ENVELOPE, BODY and BODYSTRUCTURE as FETCH writes them, each made on the first FETCH
@@ -3325,6 +3333,36 @@ static size_t mime_same_boundary_end(const struct mime_builder *mb, size_t start
   return end;
 }
 
+/* Keep ct's parameters in h for out_body, if they are views of the field (no quoted value
+   was unescaped into ct->store) and few; else out_body parses the field again. */
+static void headers_keep_params(struct headers *h, const struct ctype *ct) {
+  if (ct->store.p || ct->nparams > KEPT_PARAMS) return;
+  for (int i = 0; i < ct->nparams; i++) {
+    if (ct->params[i].section > SCHAR_MAX) return;
+    h->param_section[i] = (signed char)ct->params[i].section;
+    h->param_extended[i] = (unsigned char)ct->params[i].extended;
+    h->param_name[i] = ct->params[i].name;
+    h->param_value[i] = ct->params[i].value;
+  }
+  h->nparams = (unsigned char)ct->nparams;
+  h->params_kept = 1;
+}
+
+/* The Content-Type parameters of a part's header fields, as ctype_parse reads them. */
+static void headers_params(const struct headers *h, struct ctype *ct) {
+  if (!h->have[H_CONTENT_TYPE]) {
+    ctype_clear(ct);
+  } else if (!h->params_kept) {
+    ctype_parse(h->v[H_CONTENT_TYPE], 1, ct);
+  } else {
+    ctype_clear(ct);         /* out_params reads only the parameters */
+    ct->nparams = h->nparams;
+    for (int i = 0; i < h->nparams; i++)
+      ct->params[i] = (struct param){h->param_name[i], h->param_section[i],
+                                     h->param_extended[i], h->param_value[i]};
+  }
+}
+
 static int mime_parse(struct mime_builder *mb, size_t off, size_t end, int default_rfc822,
                       int depth) {
   int idx = mime_new_part(mb);
@@ -3344,6 +3382,7 @@ static int mime_parse(struct mime_builder *mb, size_t off, size_t end, int defau
   int have = hs.have[H_CONTENT_TYPE];
   if (have) ctype_parse(hs.v[H_CONTENT_TYPE], 1, &ct);
   else ctype_clear(&ct);
+  if (mb->keep_headers && have) headers_keep_params(&mb->hs[idx], &ct);
   int kind = default_rfc822 && (!have || !ct.type.len) ? PART_MESSAGE : PART_TEXT;
   struct buf boundary = {0};
   if (have && ct.type.len) {
@@ -3481,8 +3520,7 @@ static void out_body(struct buf *b, const char *msg, const struct part *parts, i
   if (all) hs = all[idx];
   else headers_scan(msg + pt->hdr_off, msg + pt->hdr_off + pt->hdr_len, &hs);
   struct ctype ct;           /* for its parameters; the rest is in the part table */
-  if (hs.have[H_CONTENT_TYPE]) ctype_parse(hs.v[H_CONTENT_TYPE], 1, &ct);
-  else ctype_clear(&ct);
+  headers_params(&hs, &ct);
   buf_addc(b, '(');
   if (pt->kind == PART_MULTIPART) {
     for (int c = pt->child; c >= 0; c = parts[c].next) out_body(b, msg, parts, c, extended, all);
