@@ -733,9 +733,13 @@ struct imapmem {
 **
 ** Every allocation goes through mem_alloc/mem_realloc, so a test build can make the Nth
 ** one fail (mem_fail_countdown). A buffer that could not grow sets its oom flag and ignores
-** further writes: the caller checks once, at the end, instead of after every append.
+** further writes: the caller checks once, at the end, instead of after every append. What
+** is computed once and kept (a message's part table, renderings, sort keys) is made
+** through many scratch buffers; its maker compares mem_failed, this thread's count of
+** failed allocations, before and after, and keeps nothing if any failed.
 */
 static atomic_long mem_fail_countdown;  /* 0: never fail; n: the nth call from now fails */
+static _Thread_local unsigned long mem_failed;
 
 static int mem_should_fail(void) {
   long n = atomic_load(&mem_fail_countdown);
@@ -746,18 +750,21 @@ static int mem_should_fail(void) {
 }
 
 static void *mem_alloc(size_t n) {
-  if (mem_should_fail()) return NULL;
-  return malloc(n ? n : 1);
+  void *p = mem_should_fail() ? NULL : malloc(n ? n : 1);
+  mem_failed += !p;
+  return p;
 }
 
 static void *mem_realloc(void *p, size_t n) {
-  if (mem_should_fail()) return NULL;
-  return realloc(p, n ? n : 1);
+  void *q = mem_should_fail() ? NULL : realloc(p, n ? n : 1);
+  mem_failed += !q;
+  return q;
 }
 
 static void *mem_calloc(size_t n, size_t size) {
-  if (mem_should_fail()) return NULL;
-  return calloc(n ? n : 1, size ? size : 1);
+  void *p = mem_should_fail() ? NULL : calloc(n ? n : 1, size ? size : 1);
+  mem_failed += !p;
+  return p;
 }
 
 static char *mem_strndup(const char *s, size_t n) {
@@ -3646,11 +3653,13 @@ static struct msgmeta *msgmeta_build_keeping(const char *msg, size_t size,
   atomic_init(&m->rendered.body, NULL);
   atomic_init(&m->rendered.bodystructure, NULL);
   struct part room[MIME_ROOM];
+  unsigned long failed = mem_failed;  /* a scratch buffer that could not grow: none kept */
   struct mime_builder mb = {.msg = msg, .marks = marks, .nmarks = nmarks, .parts = room,
                             .hs = kept ? kept->room : NULL, .keep_headers = kept != NULL,
                             .cap = MIME_ROOM, .parts_room = room,
                             .hs_room = kept ? kept->room : NULL};
   mime_parse(&mb, 0, size, 0, 0);
+  if (mem_failed != failed) mb.failed = 1;
   if (!mb.failed && mb.n > 0) {  /* kept for every message: no spare room (issue 15) */
     struct part *fit = meta_room(a, sizeof *fit * (size_t)mb.n);
     if (!fit && mb.parts == room) fit = mem_alloc(sizeof *fit * (size_t)mb.n);
@@ -3703,6 +3712,7 @@ static int64_t msgmeta_sent(struct msgmeta *m, const char *msg) {
 static char *render(const char *msg, const struct msgmeta *m, unsigned which,
                     struct msgarena *a, const struct headers *hs) {
   atomic_fetch_add(&rendered_builds, 1);
+  unsigned long failed = mem_failed;   /* a scratch buffer that could not grow: none kept */
   char room[1024];           /* most are shorter: no allocation but the arena's */
   struct buf b;
   buf_in_room(&b, room, sizeof room);
@@ -3712,6 +3722,7 @@ static char *render(const char *msg, const struct msgmeta *m, unsigned which,
   } else {
     out_body(&b, msg, m->parts, 0, which == RENDER_BODYSTRUCTURE, hs);
   }
+  if (mem_failed != failed) b.oom = 1;
   char *text = b.oom || !b.p ? NULL : meta_room(a, b.len + 1);
   if (text) {
     memcpy(text, b.p, b.len + 1);
@@ -4265,6 +4276,7 @@ static atomic_long sortkeys_builds;   /* so a test can see each message's are ma
    NULL if memory ran out. */
 static struct sortkeys *sortkeys_build(const char *h, const char *hend, struct msgarena *a) {
   atomic_fetch_add(&sortkeys_builds, 1);
+  unsigned long failed = mem_failed;   /* a scratch buffer that could not grow: none kept */
   enum { K_REFS = H_COUNT, K_COUNT };   /* the keys' fields: H_* ones, and References */
   struct str v[K_COUNT];
   int have[K_COUNT] = {0};
@@ -4313,7 +4325,8 @@ static struct sortkeys *sortkeys_build(const char *h, const char *hend, struct m
       if (i == H_IN_REPLY_TO) break;   /* only its first (RFC 5256 3) */
     }
   }
-  struct sortkeys *out = text.oom ? NULL : meta_alloc(a, sizeof *out + text.len);
+  struct sortkeys *out = text.oom || mem_failed != failed ? NULL
+                                                           : meta_alloc(a, sizeof *out + text.len);
   if (out) {
     *out = k;
     memcpy(out->text, text.p, text.len);

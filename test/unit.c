@@ -631,6 +631,73 @@ static void test_metadata_once(void) {
 }
 
 /*
+** The first-pass helper (struct build_ahead) driven as FETCH drives it, with the helper
+** forced on (even on one CPU): every message's ENVELOPE and BODYSTRUCTURE equal those built
+** by one thread, each part table and rendering built exactly once; then with the Nth
+** allocation failing, at many N, so that the helper or the command gives up part way:
+** nothing crashes or leaks (ASan), and the messages left unbuilt are built right after.
+*/
+static void test_build_ahead(void) {
+  enum { N = 1200 };
+  struct buf box = {0};
+  for (int i = 0; i < N; i++) {   /* plain ones, and some that need scratch buffers */
+    buf_printf(&box, "From a@b Mon Jan  1 00:00:00 2024\nFrom: A%d <a%d@b>\nTo: c@d%s\n"
+                     "Subject: s%d%s\n", i, i, i % 5 ? "" : ", (x) \"e\\\" f\" <e@f>, g: h@i;",
+               i, i % 3 ? "" : " =?utf-8?q?caf=C3=A9?=\n\tfolded  twice");
+    if (i % 7 == 0) {              /* more parts than MIME_ROOM, RFC 2231 parameters */
+      buf_adds(&box, "Content-Type: multipart/mixed; boundary=\"q\\\"b\"\n\n");
+      for (int k = 0; k < 11; k++)
+        buf_printf(&box, "--q\"b\nContent-Type: text/plain; name*0=\"a\"; name*1=\"%d\"\n\n%d\n",
+                   k, k);
+      buf_adds(&box, "--q\"b--\n\n");
+    } else {
+      buf_printf(&box, "Content-Type: multipart/mixed; boundary=b\n\n--b\n"
+                       "Content-Type: text/plain; charset=utf-8\n\n%d\n--b--\n\n", i);
+    }
+  }
+  struct mbox_batch *ref = NULL;
+  char err[256];
+  CHECK(mbox_parse(box.p, box.len, "mem", "INBOX", &ref, err, sizeof err) == IMAPMEM_OK);
+  static struct msgdata *items[N];
+  for (int i = 0; ref && i < N; i++) CHECK(msgdata_rendered(ref->m[i].d, RENDER_ALL) != NULL);
+  atomic_fetch_sub(&spare_cores_taken, 1);   /* a core to spare, whatever the machine */
+  int same = 1, once = 1;
+  for (long fail = -1; fail < 1500; fail += fail < 30 ? 1 : 61) {
+    struct mbox_batch *b = NULL;
+    if (mbox_parse(box.p, box.len, "mem", "INBOX", &b, err, sizeof err) != IMAPMEM_OK || !b) {
+      CHECK(0);
+      break;
+    }
+    for (int i = 0; i < N; i++) items[i] = b->m[i].d;
+    long m0 = atomic_load(&msgmeta_builds), r0 = atomic_load(&rendered_builds);
+    struct build_ahead ba;
+    atomic_store(&mem_fail_countdown, fail < 0 ? 0 : fail + 1);
+    build_ahead_start(&ba, items, sizeof items[0], N, RENDER_ENVELOPE | RENDER_BODYSTRUCTURE);
+    CHECK(ba.running);
+    for (int i = 0; i < N; i++) {
+      build_ahead_at(&ba, (size_t)i);
+      msgdata_rendered(items[i], RENDER_ENVELOPE | RENDER_BODYSTRUCTURE);
+    }
+    build_ahead_stop(&ba);
+    atomic_store(&mem_fail_countdown, 0);
+    if (fail < 0)
+      once &= atomic_load(&msgmeta_builds) - m0 == N && atomic_load(&rendered_builds) - r0 == 2 * N;
+    for (int i = 0; i < N; i++) {
+      const struct rendered *r = msgdata_rendered(items[i], RENDER_ENVELOPE | RENDER_BODYSTRUCTURE);
+      const struct rendered *w = msgdata_rendered(ref->m[i].d, RENDER_ALL);
+      same &= r && w && strcmp(r->envelope, w->envelope) == 0 &&
+              strcmp(r->bodystructure, w->bodystructure) == 0;
+    }
+    mbox_batch_free(b);
+  }
+  atomic_fetch_add(&spare_cores_taken, 1);
+  CHECK(same);
+  CHECK(once);
+  mbox_batch_free(ref);
+  buf_free(&box);
+}
+
+/*
 ** Allocation failures: make the Nth allocation fail, for every N, while loading an mbox,
 ** appending and computing metadata. Each attempt must fail cleanly (a code, no crash; the
 ** ASan build catches leaks) or succeed, and the server must be freed without trouble.
@@ -1394,6 +1461,7 @@ int main(void) {
   test_commit();
   test_model();
   test_metadata_once();
+  test_build_ahead();
   test_allocation_failures();
   test_append_allocation_failures();
   test_nothing_left_behind();
