@@ -3700,9 +3700,10 @@ static int64_t msgmeta_sent(struct msgmeta *m, const char *msg) {
   if (sent != SENT_UNKNOWN) return sent;
   struct str v;
   int tz;
+  unsigned long failed = mem_failed;   /* a date with a comment is read with a scratch buffer */
   sent = header_get(msg, msg + m->parts[0].hdr_len, "Date", &v) && date_parse(v, &t, &tz)
        ? day_of(t, tz, NULL) : INT64_MIN;
-  atomic_store_explicit(&m->sent, sent, memory_order_relaxed);
+  if (mem_failed == failed) atomic_store_explicit(&m->sent, sent, memory_order_relaxed);
   return sent;
 }
 
