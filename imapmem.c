@@ -207,10 +207,10 @@ struct headers {
   /* Content-Type's parameters as the part table's build read them, if all are views of the
      header and there are at most KEPT_PARAMS, so that BODYSTRUCTURE need not parse the
      field again (struct param, by member) */
-  unsigned char params_kept, nparams;
-  signed char param_section[KEPT_PARAMS];
-  unsigned char param_extended[KEPT_PARAMS];
-  struct str param_name[KEPT_PARAMS], param_value[KEPT_PARAMS];
+  unsigned char params_kept, nkept;
+  signed char kept_section[KEPT_PARAMS];
+  unsigned char kept_extended[KEPT_PARAMS];
+  struct str kept_name[KEPT_PARAMS], kept_value[KEPT_PARAMS];
 };
 /*
 ** ENVELOPE, BODY and BODYSTRUCTURE as FETCH writes them, each made on the first FETCH
@@ -3346,12 +3346,12 @@ static void headers_keep_params(struct headers *h, const struct ctype *ct) {
   if (ct->store.p || ct->nparams > KEPT_PARAMS) return;
   for (int i = 0; i < ct->nparams; i++) {
     if (ct->params[i].section > SCHAR_MAX) return;
-    h->param_section[i] = (signed char)ct->params[i].section;
-    h->param_extended[i] = (unsigned char)ct->params[i].extended;
-    h->param_name[i] = ct->params[i].name;
-    h->param_value[i] = ct->params[i].value;
+    h->kept_section[i] = (signed char)ct->params[i].section;
+    h->kept_extended[i] = (unsigned char)ct->params[i].extended;
+    h->kept_name[i] = ct->params[i].name;
+    h->kept_value[i] = ct->params[i].value;
   }
-  h->nparams = (unsigned char)ct->nparams;
+  h->nkept = (unsigned char)ct->nparams;
   h->params_kept = 1;
 }
 
@@ -3363,10 +3363,10 @@ static void headers_params(const struct headers *h, struct ctype *ct) {
     ctype_parse(h->v[H_CONTENT_TYPE], 1, ct);
   } else {
     ctype_clear(ct);         /* out_params reads only the parameters */
-    ct->nparams = h->nparams;
-    for (int i = 0; i < h->nparams; i++)
-      ct->params[i] = (struct param){h->param_name[i], h->param_section[i],
-                                     h->param_extended[i], h->param_value[i]};
+    ct->nparams = h->nkept;
+    for (int i = 0; i < h->nkept; i++)
+      ct->params[i] = (struct param){h->kept_name[i], h->kept_section[i],
+                                     h->kept_extended[i], h->kept_value[i]};
   }
 }
 
