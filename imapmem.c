@@ -4391,6 +4391,19 @@ static int msgdata_built(struct msgdata *d, unsigned want) {
   return m && rendered_made(m, want);
 }
 
+/*
+** Ask for the start of d's header before it is read: a first pass reads each message's
+** header once, far from the one before (the bodies lie between), so without this every
+** message begins with a wait for memory. The builtin only hints; elsewhere it is nothing.
+*/
+static void msgdata_prefetch(const struct msgdata *d) {
+#if defined(__GNUC__) || defined(__clang__)
+  for (int line = 0; line < 4; line++) __builtin_prefetch(d->bytes + 64 * line);
+#else
+  (void)d;
+#endif
+}
+
 /* 0 if memory ran out */
 static int msgdata_build(struct msgdata *d, unsigned want) {
   if (want & BUILD_SORTKEYS) return msgdata_sortkeys(d) != NULL;
@@ -4400,8 +4413,10 @@ static int msgdata_build(struct msgdata *d, unsigned want) {
 /* Build the run from j, the caller's; 0 if memory ran out. */
 static int build_ahead_run(struct build_ahead *ba, size_t j) {
   size_t end = j + BUILD_AHEAD_RUN < ba->n ? j + BUILD_AHEAD_RUN : ba->n;
-  for (; j < end; j++)
+  for (; j < end; j++) {
+    if (j + 1 < ba->n) msgdata_prefetch(build_ahead_item(ba, j + 1));
     if (!msgdata_build(build_ahead_item(ba, j), ba->want)) return 0;
+  }
   return 1;
 }
 
@@ -9607,6 +9622,7 @@ static int sort_search(struct session *s, struct command *c, struct sort_item **
   build_ahead_start(&ba, &v[0].snap.data, sizeof v[0], hits, BUILD_SORTKEYS);
   for (size_t i = 0; i < hits && !oom; i++) {
     build_ahead_at(&ba, i);
+    if (i + 1 < hits) msgdata_prefetch(v[i + 1].snap.data);
     if ((v[i].keys = msgdata_sortkeys(v[i].snap.data)))
       v[i].date = v[i].keys->sent != INT64_MIN ? v[i].keys->sent : v[i].arrival;
     else
@@ -10879,6 +10895,7 @@ static int cmd_fetch(struct session *s, struct command *c) {
   build_ahead_start(&ba, &snap[0].data, sizeof snap[0], got, want);
   for (size_t i = 0; i < got; i++) {
     build_ahead_at(&ba, i);
+    if (want && i + 1 < got) msgdata_prefetch(snap[i + 1].data);
     fetch_one(s, items, want, &snap[i], kwnames, nkw, changed[i]);
     if (s->out.len > (256u << 10) && !session_flush(s)) break;
   }
