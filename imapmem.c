@@ -10130,38 +10130,38 @@ static void thread_send(struct session *s, const struct thread *t, int *stack, i
       stack[j_ - 1] = x_;                                                      \
     }                                                                          \
   } while (0)
-  session_send(s, "* THREAD");
+  session_sendn(s, "* THREAD", 8);   /* no printf: 10,000 numbers and parentheses */
   PUSH_CHILDREN(0);
-  if (top) session_send(s, " ");
+  if (top) session_sendn(s, " ", 1);
   while (top) {
     int x = stack[--top];
     if (x < 0) {
-      session_send(s, ")");
+      session_sendn(s, ")", 1);
       continue;
     }
-    session_send(s, "(");
+    session_sendn(s, "(", 1);
     for (int any = 0;;) {    /* down the chain while a node has one child */
       const struct thread_node *nd = &t->nodes[x];
       if (nd->item >= 0) {
         const struct snap *m = &t->items[nd->item].snap;
-        session_send(s, "%s%u", any++ ? " " : "", uid ? m->uid : m->seq);
+        session_send_number(s, any++ ? ' ' : 0, uid ? m->uid : m->seq);
       }
       if (nd->child < 0) {
-        session_send(s, ")");
+        session_sendn(s, ")", 1);
         break;
       }
       if (t->nodes[nd->child].next < 0) {
         x = nd->child;
         continue;
       }
-      if (any) session_send(s, " ");
+      if (any) session_sendn(s, " ", 1);
       stack[top++] = -1;     /* ")" once the subthreads are out */
       PUSH_CHILDREN(x);
       break;
     }
   }
 #undef PUSH_CHILDREN
-  session_send(s, "\r\n");
+  session_sendn(s, "\r\n", 2);
 }
 
 /* THREAD REFERENCES (RFC 5256 3): steps 1-6, then the THREAD response. 0: no memory. */
