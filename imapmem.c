@@ -4414,7 +4414,8 @@ static int msgdata_build(struct msgdata *d, unsigned want) {
 static int build_ahead_run(struct build_ahead *ba, size_t j) {
   size_t end = j + BUILD_AHEAD_RUN < ba->n ? j + BUILD_AHEAD_RUN : ba->n;
   for (; j < end; j++) {
-    if (j + 1 < ba->n) msgdata_prefetch(build_ahead_item(ba, j + 1));
+    if (j + 2 < ba->n) msgdata_prefetch(build_ahead_item(ba, j + 2));
+    if (j + 4 < ba->n) __builtin_prefetch(build_ahead_item(ba, j + 4));
     if (!msgdata_build(build_ahead_item(ba, j), ba->want)) return 0;
   }
   return 1;
