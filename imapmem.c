@@ -10650,15 +10650,18 @@ static void fetch_one(struct session *s, const struct fetch_item *items, unsigne
       session_send_number(s, ' ', m->uid);
       break;
     case FI_FLAGS: {
-      session_send(s, "FLAGS ");
+      session_sendn(s, "FLAGS ", 6);
       flags_out(&s->out, m->flags, m->keywords, kwnames, nkw, m->recent);
       break;
     }
     case FI_INTERNALDATE:
-      session_send(s, "INTERNALDATE ");
+      session_sendn(s, "INTERNALDATE ", 13);
       date_time_format(&s->out, m->internaldate, m->tz);
       break;
-    case FI_SIZE: session_send(s, "RFC822.SIZE %u", m->data->size); break;
+    case FI_SIZE:
+      session_sendn(s, "RFC822.SIZE", 11);
+      session_send_number(s, ' ', m->data->size);
+      break;
     case FI_ENVELOPE: session_send_item(s, "ENVELOPE ", mm->envelope); break;
     case FI_BODY: session_send_item(s, "BODY ", mm->body); break;
     case FI_BODYSTRUCTURE: session_send_item(s, "BODYSTRUCTURE ", mm->bodystructure); break;
@@ -10702,7 +10705,7 @@ static void fetch_one(struct session *s, const struct fetch_item *items, unsigne
     session_send(s, "%s", first ? "" : " ");
     session_send_modseq(s, m->modseq);
   }
-  session_send(s, ")\r\n");
+  session_sendn(s, ")\r\n", 3);
 }
 
 /*
