@@ -3161,7 +3161,8 @@ static void kept_headers_free(struct kept_headers *k) {
 static int mime_new_part(struct mime_builder *mb) {
   if (mb->n == mb->cap) {
     int ncap = mb->cap * 2;
-    struct part *np = room_grow(mb->parts, mb->parts_room, (size_t)mb->n, (size_t)ncap, sizeof *np);
+    struct part *np = room_grow(mb->parts, mb->parts_room, (size_t)mb->n, (size_t)ncap,
+                                sizeof *np);
     if (np) mb->parts = np;
     struct headers *nh = mb->keep_headers ? room_grow(mb->hs, mb->hs_room, (size_t)mb->n,
                                                       (size_t)ncap, sizeof *nh) : NULL;
@@ -4326,8 +4327,8 @@ static struct sortkeys *sortkeys_build(const char *h, const char *hend, struct m
       if (i == H_IN_REPLY_TO) break;   /* only its first (RFC 5256 3) */
     }
   }
-  struct sortkeys *out = text.oom || mem_failed != failed ? NULL
-                                                           : meta_alloc(a, sizeof *out + text.len);
+  int kept = !text.oom && mem_failed == failed;
+  struct sortkeys *out = kept ? meta_alloc(a, sizeof *out + text.len) : NULL;
   if (out) {
     *out = k;
     memcpy(out->text, text.p, text.len);
@@ -9680,7 +9681,7 @@ static int sort_compare(const struct sort_item *a, const struct sort_item *b,
 /*
 ** An item as sort_items moves it: the first criterion as a number, ordered as it sorts,
 ** and if that is a text, the text, so that equal subjects (a thread's) compare without
-** reaching for the item; seq is the item's, the last criterion (RFC 5256 3).
+** the switch of sort_compare; the item's sequence number decides last (RFC 5256 3).
 */
 struct sort_ref {
   uint64_t key;
@@ -9707,8 +9708,9 @@ static int sort_ref_before(const struct sort_ref *x, const struct sort_ref *y,
 ** with its sign bit flipped, reversed by complement; only equal keys compare the items.
 */
 static int sort_items(struct sort_item **v, size_t n, const struct sort_order *o) {
-  struct sort_ref *src = mem_alloc((n ? n : 1) * 2 * sizeof *src), *dst = src + n;
+  struct sort_ref *src = mem_alloc((n ? n : 1) * 2 * sizeof *src);
   if (!src) return 0;
+  struct sort_ref *dst = src + n;
   int key = o->n ? o->c[0].key : SORT_ARRIVAL, reverse = o->n && o->c[0].reverse;
   for (size_t i = 0; i < n; i++) {
     struct sort_item *it = v[i];
@@ -9732,7 +9734,8 @@ static int sort_items(struct sort_item **v, size_t n, const struct sort_order *o
     for (size_t lo = 0; lo < n; lo += 2 * w) {
       size_t mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n;
       size_t i = lo, j = mid, k = lo;
-      while (i < mid && j < hi) dst[k++] = sort_ref_before(&src[j], &src[i], o) ? src[j++] : src[i++];
+      while (i < mid && j < hi)
+        dst[k++] = sort_ref_before(&src[j], &src[i], o) ? src[j++] : src[i++];
       while (i < mid) dst[k++] = src[i++];
       while (j < hi) dst[k++] = src[j++];
     }
