@@ -2411,9 +2411,13 @@ static int ctype_param(const struct ctype *ct, const char *name, struct buf *out
    '"' or '\\'? (Word-at-a-time tests: a byte below 0x20, above 0x7e, or equal.) */
 static int quoted_word_bad(uint64_t x) {
   const uint64_t ones = 0x0101010101010101u, high = 0x8080808080808080u;
-  uint64_t q = x ^ (ones * '"'), s = x ^ (ones * '\\');
-  return ((((x - ones * 0x20) & ~x) | ((x + ones) | x) | ((q - ones) & ~q) | ((s - ones) & ~s)) &
-          high) != 0;
+  uint64_t t = x & ~high;    /* each byte's low 7 bits: no sum below carries out of a byte */
+  uint64_t good = (t + ones * 0x60)                 /* at least 0x20 */
+                & ~(t + ones)                       /* not 0x7f */
+                & ((t ^ ones * '"') + ones * 0x7f)  /* not '"' */
+                & ((t ^ ones * '\\') + ones * 0x7f) /* not '\\' */
+                & ~x;                               /* not 8-bit */
+  return (good & high) != high;
 }
 
 /* Can the n bytes at p go out as a quoted string? Those over 1024 go as a literal. */
@@ -2465,10 +2469,10 @@ static void out_upper(struct buf *b, struct str s) {
   if (s.len > SIZE_MAX - 3 || !buf_reserve(b, s.len + 2)) return;
   char *o = b->p + b->len;
   *o++ = '"';
-  for (size_t i = 0; i < s.len; i++) {
-    char c = s.p[i];
-    if (c == '"' || c == '\\' || (unsigned char)c < 0x20 || (unsigned char)c >= 0x7f) continue;
-    *o++ = c >= 'a' && c <= 'z' ? (char)(c - 'a' + 'A') : c;
+  for (size_t i = 0; i < s.len; i++) {   /* without a branch a byte: most are letters */
+    unsigned char c = (unsigned char)s.p[i];
+    *o = (char)(c - (((unsigned)c - 'a' < 26u) << 5));
+    o += (unsigned)c - 0x20u < 0x5fu && c != '"' && c != '\\';   /* else dropped */
   }
   *o++ = '"';
   *o = 0;

@@ -1321,6 +1321,29 @@ static void test_quoted_word(void) {
         all &= quoted_word_bad(x) == bad;
       }
   CHECK(all);
+  uint64_t seed = 88172645463325252u;   /* words of random bytes, bad ones anywhere */
+  for (int k = 0; k < 200000; k++) {
+    seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+    unsigned char w[8];
+    memcpy(w, &seed, 8);
+    int bad = 0;
+    for (int i = 0; i < 8; i++) {
+      if (k & 1) w[i] = (unsigned char)(0x20 + w[i] % 0x60);   /* mostly printable */
+      bad |= w[i] < 0x20 || w[i] > 0x7e || w[i] == '"' || w[i] == '\\';
+    }
+    uint64_t x;
+    memcpy(&x, w, 8);
+    all &= quoted_word_bad(x) == bad;
+  }
+  CHECK(all);
+  for (size_t n = 0; n <= 40; n++)   /* quoted_fits: one bad byte at each place of each length */
+    for (size_t at = 0; at <= n; at++) {
+      char t[41];
+      memset(t, 'a', sizeof t);
+      if (at < n) t[at] = '"';
+      all &= quoted_fits(t, n) == (at == n);
+    }
+  CHECK(all);
   struct buf b = {0};
   out_string(&b, "Grüße, \"x\" and a tab\t", 23);
   CHECK(b.p && strncmp(b.p, "{23}\r\n", 6) == 0);
