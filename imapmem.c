@@ -1844,12 +1844,13 @@ static void spare_core_give(void) { atomic_fetch_sub(&spare_cores_taken, 1); }
 ** and the decoding SEARCH and FETCH BINARY use (and the base64 a literal8 APPEND's binary
 ** parts are stored in); where that metadata and the sort keys are kept (meta_alloc: the
 ** room a fixture's arena has after its messages, else the heap); and the build-ahead
-** helper thread, which builds a large first pass's metadata from the other end.
+** helper thread, which shares a large first pass's building with its command.
 ** Calls: section 1.
 ** Locking: none. A message's bytes never change, so each is computed once, by whichever
 ** thread first needs it, and published with an atomic compare-and-swap; a thread that
 ** loses the race frees its own copy (meta_free: unless it came from an arena's room). The
-** build-ahead helper and its command meet through two atomics (struct build_ahead).
+** build-ahead helper and its command take runs of messages from one atomic counter
+** (struct build_ahead).
 ** Limits: MIME nesting deeper than IMAPMEM_MAX_DEPTH is treated as a leaf.
 **
 ** Parsing accepts bare LF as well as CRLF, since APPEND stores a client's bytes as sent.
@@ -9527,7 +9528,6 @@ struct sort_item {            /* a matching message, as SORT and THREAD compare 
   int64_t arrival;            /* INTERNALDATE, seconds (RFC 5256 3 ARRIVAL) */
   int64_t date;               /* the sent date (RFC 5256 2.2), INTERNALDATE if none */
   const struct sortkeys *keys;
-  uint64_t prefix;            /* the first criterion's text: its first 8 bytes, big-endian */
 };
 
 /* "(criteria) ": sort-criteria (RFC 5256 5, RFC 5957 5) and the space after. */
@@ -9673,9 +9673,7 @@ static int sort_compare(const struct sort_item *a, const struct sort_item *b,
     case SORT_ARRIVAL: r = SORT_CMP(a->arrival, b->arrival); break;
     case SORT_DATE: r = SORT_CMP(a->date, b->date); break;
     case SORT_SIZE: r = SORT_CMP(a->snap.size, b->snap.size); break;
-    default:                 /* a text: for the first criterion, its prefix decides most */
-      r = i == 0 ? SORT_CMP(a->prefix, b->prefix) : 0;
-      if (!r) r = strcmp(sort_text(a->keys, o->c[i].key), sort_text(b->keys, o->c[i].key));
+    default: r = strcmp(sort_text(a->keys, o->c[i].key), sort_text(b->keys, o->c[i].key));
     }
     if (r) return o->c[i].reverse ? -r : r;
   }
@@ -9730,7 +9728,6 @@ static int sort_items(struct sort_item **v, size_t n, const struct sort_order *o
         p = p << 8 | (unsigned char)*t;
         t += *t != 0;
       }
-      it->prefix = p;
     }
     src[i] = (struct sort_ref){reverse ? ~p : p, text, it};
   }

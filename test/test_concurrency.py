@@ -339,8 +339,8 @@ def first_pass_fixture():
 
 class FirstPassTest(ServerCase):
     """The first FETCH of ENVELOPE and BODYSTRUCTURE of a large mailbox, and its first SORT
-    and THREAD (issue 15): a helper thread builds from the end while the session builds from
-    the start, and several sessions race for the same messages. Every answer must be the
+    and THREAD (issue 15): a helper thread and the session take runs of messages to build,
+    and several sessions race for the same messages. Every answer must be the
     one a server gives that builds a few messages at a time (no helper), and there must be
     no sanitizer report."""
 

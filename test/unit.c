@@ -573,7 +573,7 @@ static int by_subject_number(const void *a, const void *b) {
 /*
 ** Issue 3's promise: FETCH 1:* (ENVELOPE BODYSTRUCTURE) over 10,000 messages computes each
 ** message's structure exactly once, however often it is fetched, and SORT its sort keys
-** (issue 15: also with the helper thread building from the other end). Through a real
+** (issue 15: also with the helper thread sharing the build). Through a real
 ** session.
 */
 static void test_metadata_once(void) {
