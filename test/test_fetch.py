@@ -1018,6 +1018,18 @@ class FetchPeek(ServerCase):
             self.assertEqual(sorted(f), want, seqset)
             self.assertEqual({k: v["UID"] for k, v in f.items()}, {k: k for k in want})
 
+    def test_overlapping_sets_name_each_message_once_in_order(self):
+        # RFC 3501 9: a set names messages, not an order; each is answered once, ascending
+        for seqset, want in {"5:2,1:3,4": [1, 2, 3, 4, 5], "6,1,3,2": [1, 2, 3, 6],
+                             "*,2:*,3": [2, 3, 4, 5, 6], "4:4,4,3:5": [3, 4, 5]}.items():
+            got = [seq for seq, _ in fetch_list(self.r.ok("FETCH %s (UID)" % seqset))]
+            self.assertEqual(got, want, seqset)
+        r = self.raw(self.start(fixture("uids.mbox")), examine="INBOX")   # UIDs 10, 20, 30
+        for uidset, want in {"25:15,1:10,30:*,5:12": [10, 20, 30], "11:19,21:29": [],
+                             "35:*": [30], "20,19:21,10:10": [10, 20], "31:39": []}.items():
+            got = [f["UID"] for _, f in fetch_list(r.ok("UID FETCH %s (FLAGS)" % uidset))]
+            self.assertEqual(got, want, uidset)
+
     def test_sequence_number_out_of_range(self):
         # RFC 3501 section 9 (seq-number): a number above EXISTS gets a tagged BAD.
         for seqset in ("7", "1:7", "2,9"):
