@@ -323,12 +323,14 @@ struct mailbox {
   struct user *user;
   atomic_int refs;
   atomic_int selectable;      /* 0: a \Noselect level of the hierarchy */
-  pthread_mutex_t lock;       /* guards everything below */
+  pthread_mutex_t lock;       /* guards everything below; epoch, modseq and nkeywords are
+                                 written under it and atomic so that a session can see,
+                                 without it, that nothing changed (session_sync) */
   int deleted;                /* gone from its user; sessions holding it let go */
-  unsigned epoch;             /* bumped by DELETE, RENAME, reset, a new UIDVALIDITY */
+  _Atomic unsigned epoch;     /* bumped by DELETE, RENAME, reset, a new UIDVALIDITY */
   const char *gone_why;       /* what sessions holding an old epoch are told */
   uint32_t uidvalidity, uidnext;
-  uint64_t modseq;            /* last change number given out: HIGHESTMODSEQ */
+  _Atomic uint64_t modseq;    /* last change number given out: HIGHESTMODSEQ */
   int nomodseq;               /* answers [NOMODSEQ] (RFC 7162 3.1.2.2) */
   struct message *msgs;       /* ascending UIDs */
   size_t count, cap;
@@ -339,7 +341,7 @@ struct mailbox {
   struct message *ghosts;     /* expunged, kept for sessions not yet told (RFC 2180 4.1.1): */
   size_t nghosts, capghosts;  /* ascending UIDs; modseq is that of the expunge */
   char *keywords[IMAPMEM_MAX_KEYWORDS];
-  int nkeywords;
+  atomic_int nkeywords;
   struct watcher **watchers;  /* those that have it selected */
   size_t nwatchers, capwatchers;
   uint64_t bytes;             /* the RFC822.SIZEs of its messages, summed (RFC 9208 5.1) */
@@ -8542,6 +8544,12 @@ static void session_send_vanished(struct session *s, const struct seqset *known,
 static int session_sync(struct session *s, int allow_expunge) {
   struct mailbox *mb = s->mb;
   if (!mb) return 1;
+  /* Nothing new (most commands, under many clients): no lock. A change another session
+     is making now shows in the next command; one it has answered was counted before its
+     unlock, which came before its answer. */
+  if (mb->epoch == s->epoch && mb->nkeywords <= s->nkw_known &&
+      s->seen_modseq == s->watch.told && mb->modseq == s->seen_modseq)
+    return 1;
   pthread_mutex_lock(&mb->lock);
   if (mb->epoch != s->epoch) {
     const char *why = mb->gone_why ? mb->gone_why : "changed by another session";
