@@ -152,16 +152,17 @@ static int scan(struct conn *c) {
 }
 
 /* One recv() into the free end of the buffer (non-blocking): epoll is level-triggered, so
-   what is left in the socket is reported again. Returns 0 on EOF or error, 1 otherwise. */
+   what is left in the socket is reported again. Returns 0 on EOF or error, 2 when the recv
+   filled the buffer (the socket may hold more), 1 otherwise. */
 static int fill(struct conn *c) {
   for (;;) {
-    if (c->len == BUFSZ) return 1;          /* scan() makes room */
+    if (c->len == BUFSZ) return 2;          /* scan() makes room */
     size_t room = BUFSZ - c->len;
     ssize_t r = recv(c->fd, c->buf + c->len, room, 0);
     if (r > 0) {
       c->len += (size_t)r;
       c->heard = 1;
-      return 1;
+      return (size_t)r == room ? 2 : 1;
     }
     if (r == 0) return 0;
     if (errno == EINTR) continue;
@@ -329,7 +330,9 @@ static int pump(struct worker *w, struct conn *c, void (*on_tagged)(struct worke
       return 0;
     }
     if (!st) return 0;
-    if (c->len < BUFSZ) return 1;
+    if (st == 1) return 1;   /* drained: not "len < BUFSZ", which scan() makes true as it
+                                consumes, so that a response over 16 KB took an epoll
+                                round a buffer, behind every other connection's turn */
   }
 }
 
