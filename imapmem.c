@@ -4517,7 +4517,8 @@ static void build_ahead_at(struct build_ahead *ba, size_t i) {
 ** Calls: sections 1-2.
 ** Locking: server->lock guards the user list; user->lock guards a user's mailbox list,
 ** mailbox names, subscriptions and ACLs; mailbox->lock guards one mailbox's messages, flags,
-** UIDs, change log and watchers. Order: server, then user, then one mailbox; never two
+** UIDs, change log and watchers (its epoch, modseq and keyword count are written under it
+** and atomic, so that a session can see without it that nothing changed). Order: server, then user, then one mailbox; never two
 ** mailboxes at once (COPY takes a snapshot from one, unlocks, then adds to the other).
 ** A user's quota_lock (RFC 9208, below) comes before its user->lock. wait_lock is a leaf. No lock is held across network I/O: sessions copy what they need
 ** and write after unlocking.
@@ -7890,7 +7891,8 @@ static int parse_date(struct parser *ps, int64_t *days) {
 ** session_io, which section 10 provides: nothing here touches a socket.
 ** Calls: sections 1, 2, 3 and 5 (of section 2, out_string for mailbox names).
 ** Locking: a session's view and output belong to its thread; the view is brought up to
-** date under the selected mailbox's lock; publishing for imapmem_wait() takes the
+** date under the selected mailbox's lock, taken only when the mailbox's change counters
+** moved since the session last looked; publishing for imapmem_wait() takes the
 ** server's lock, never inside a mailbox's; the transcript takes the server's lock to
 ** read the callback.
 */
