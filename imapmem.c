@@ -334,6 +334,8 @@ struct mailbox {
   int nomodseq;               /* answers [NOMODSEQ] (RFC 7162 3.1.2.2) */
   struct message *msgs;       /* ascending UIDs */
   size_t count, cap;
+  size_t recent_from;         /* no message below this index is \Recent and unclaimed: set
+                                 by a SELECT that read them all, 0 when an expunge moves them */
   uint32_t oldest, newest;    /* the change list: every message, by ascending modseq */
   struct expunged *expunged;  /* expunges, ascending modseq, the oldest dropped when long */
   size_t nexpunged, capexpunged;
@@ -558,6 +560,7 @@ struct session {
   struct seqent *view;
   size_t nview, capview;
   uint64_t seen_modseq;       /* appends and flag changes reported up to here */
+  int view_recent;            /* some entry of the view may be \Recent */
   struct watcher watch;       /* of mb: woken by changes; told = expunges reported */
   struct notify *notify;      /* NOTIFY SET (RFC 5465), or NULL: none or NOTIFY NONE */
   struct watcher notify_watch;  /* while notify is set: woken by every change (section 3) */
@@ -4945,6 +4948,7 @@ static long mailbox_expunge(struct mailbox *mb, const unsigned char *remove) {
     }
   }
   mb->count = w;
+  mb->recent_from = 0;       /* indices moved: SELECT reads them all again */
   for (size_t i = 0; i < w; i++) {   /* the change list follows the messages */
     struct message *m = &mb->msgs[i];
     if (m->older != NO_MSG) m->older = moved[m->older];
@@ -8581,6 +8585,7 @@ static int session_sync(struct session *s, int allow_expunge) {
         e->recent = (mb->msgs[i].flags & FLAG_RECENT) != 0;
         e->gone = 0;
         if (session_rev2(s)) e->recent = 0;   /* RFC 9051 Appendix E 12: no \Recent */
+        s->view_recent |= e->recent;
         if (e->recent && !s->readonly) mb->msgs[i].flags &= ~(uint32_t)FLAG_RECENT;
         added++;
       }
@@ -11879,6 +11884,48 @@ static void select_send_list(struct session *s, const char *name) {
   session_send(s, "\r\n");
 }
 
+/*
+** The view a SELECT or EXAMINE starts with (RFC 3501 6.3.1): every message's UID, \Recent
+** for those no session has claimed (claimed here unless read-only, 2.3.2; never under
+** IMAP4rev2, RFC 9051 Appendix E 12), and in *unseen the number of the first message
+** without \Seen, 0 if none. Returns how many are \Recent. kept: the session's view is that
+** of mb as the session last heard of it, and nothing has changed since (a re-SELECT): its
+** UIDs are the mailbox's, so when no message can be \Recent only the first unseen is
+** looked for. At 256 clients, rewriting 10,000 entries at every SELECT under the mailbox's
+** lock made each command dearer than at 8 (issue 15). Caller holds mb->lock.
+*/
+static size_t select_view(struct session *s, struct mailbox *mb, int examine, int kept,
+                          size_t *unseen) {
+  *unseen = 0;
+  if (kept && mb->recent_from >= mb->count) {
+    if (s->view_recent)
+      for (size_t i = 0; i < mb->count; i++) s->view[i].recent = 0;
+    s->view_recent = 0;
+    for (size_t i = 0; i < mb->count && !*unseen; i++)
+      if (!(mb->msgs[i].flags & FLAG_SEEN)) *unseen = i + 1;
+    return 0;
+  }
+  int rev2 = session_rev2(s);
+  size_t recent = 0, unclaimed = mb->count;   /* the first message left \Recent */
+  for (size_t i = 0; i < mb->count; i++) {
+    struct message *m = &mb->msgs[i];
+    s->view[i].uid = m->uid;
+    s->view[i].recent = 0;
+    s->view[i].gone = 0;
+    if ((m->flags & FLAG_RECENT) && !examine && !rev2) {
+      m->flags &= ~(uint32_t)FLAG_RECENT;  /* \Recent goes to exactly one session */
+      s->view[i].recent = 1;
+    }
+    if ((m->flags & FLAG_RECENT) && examine && !rev2) s->view[i].recent = 1;
+    if ((m->flags & FLAG_RECENT) && unclaimed == mb->count) unclaimed = i;
+    recent += s->view[i].recent;
+    if (!*unseen && !(m->flags & FLAG_SEEN)) *unseen = i + 1;
+  }
+  mb->recent_from = unclaimed;
+  s->view_recent = recent > 0;
+  return recent;
+}
+
 static int cmd_select(struct session *s, struct command *c) {
   struct parser *ps = &c->ps;
   const char *name;
@@ -11891,6 +11938,13 @@ static int cmd_select(struct session *s, struct command *c) {
   if (sp.seqs.n && session_uidonly(s))   /* RFC 9586 3.7 */
     return cmd_bad(c, "[UIDREQUIRED] No sequence match data once UIDONLY is enabled");
   int had = s->mb != NULL;
+  /* what the session had, to keep its view if SELECT finds the same mailbox unchanged
+     (the reference: so that an equal pointer is the same mailbox, not a new one) */
+  struct mailbox *prev = had ? mailbox_ref(s->mb) : NULL;
+  uint64_t prev_modseq = s->seen_modseq;
+  unsigned prev_epoch = s->epoch;
+  size_t prev_nview = s->nview;
+  int prev_current = had && s->watch.told == s->seen_modseq;
   session_unselect(s);       /* 6.3.1: deselect first, even if the SELECT fails */
   if (had && (cap_on(s->srv, CAP_CONDSTORE) || cap_on(s->srv, CAP_QRESYNC) ||
               session_rev2(s)))  /* RFC 9051 Appendix E 9 */
@@ -11898,6 +11952,8 @@ static int cmd_select(struct session *s, struct command *c) {
   if (sp.condstore || sp.qresync) s->enabled |= ENABLED_CONDSTORE;
   unsigned rights;
   struct mailbox *mb = cmd_selectable(s, c, name, "NONEXISTENT", RIGHT_R, &rights);
+  int same = mb && mb == prev;
+  if (prev) mailbox_unref(prev);
   if (!mb) return 0;
   /* RFC 4314 5.2: read-only without "i", "e" or a right to change a flag */
   if (!(rights & (RIGHT_I | RIGHT_E | RIGHT_S | RIGHT_W | RIGHT_T))) examine = 2;
@@ -11912,21 +11968,11 @@ static int cmd_select(struct session *s, struct command *c) {
     mailbox_unref(mb);
     return cmd_no(c, "Out of memory");
   }
-  size_t recent = 0, unseen = 0;
-  int rev2 = session_rev2(s);   /* RFC 9051 Appendix E 12: takes no \Recent */
-  for (size_t i = 0; i < mb->count; i++) {
-    struct message *m = &mb->msgs[i];
-    s->view[i].uid = m->uid;
-    s->view[i].recent = 0;
-    s->view[i].gone = 0;
-    if ((m->flags & FLAG_RECENT) && !examine && !rev2) {
-      m->flags &= ~(uint32_t)FLAG_RECENT;  /* \Recent goes to exactly one session */
-      s->view[i].recent = 1;
-    }
-    if ((m->flags & FLAG_RECENT) && examine && !rev2) s->view[i].recent = 1;
-    recent += s->view[i].recent;
-    if (!unseen && !(m->flags & FLAG_SEEN)) unseen = i + 1;
-  }
+  size_t unseen;
+  int kept = same && prev_current && prev_epoch == mb->epoch && prev_modseq == mb->modseq &&
+             prev_nview == mb->count;
+  size_t recent = select_view(s, mb, examine, kept, &unseen);
+  int rev2 = session_rev2(s);
   s->nview = mb->count;
   s->mb = mb;
   mb->watchers[mb->nwatchers++] = &s->watch;

@@ -22,7 +22,7 @@ import re
 import time
 import unittest
 
-from wire import (ServerCase, View, fetch_each, flags_of, numbers, parse, responses,
+from wire import (ServerCase, View, codes, fetch_each, flags_of, numbers, parse, responses,
                   search_of, uid_of, write_mbox)
 
 N = 6
@@ -434,6 +434,111 @@ class UpdatesTest(MultiBase):
                                      b"longer exist", cmd)
             self.assertEqual(numbers(untagged, b"EXPUNGE"), [uid // 10 - (uid == 30)], untagged)
         self.assertIn(b"(MESSAGES 0)", a.ok("STATUS Other (MESSAGES)"))
+
+
+class ReselectTest(MultiBase):
+    """SELECT of the mailbox a session has selected already (RFC 3501 6.3.1): what it answers,
+    and the view it leaves, are those of a first SELECT, whatever happened since."""
+
+    def summary(self, untagged):
+        """The last EXISTS and RECENT (an update for the old view may come first) and the
+        codes of a SELECT's answer."""
+        c = codes(untagged)
+        last = lambda word: (numbers(untagged, word) or [None])[-1]
+        return {"EXISTS": last(b"EXISTS"), "RECENT": last(b"RECENT"), "UNSEEN": c.get("UNSEEN"),
+                "UIDNEXT": c.get("UIDNEXT"), "UIDVALIDITY": c.get("UIDVALIDITY")}
+
+    def uids(self, r):
+        return [uid_of(v[0]) for k, v in sorted(fetch_each(r.ok("FETCH 1:* UID")).items())]
+
+    def check_like_a_first_select(self, a, command="SELECT INBOX"):
+        """a's SELECT answers as a new session's EXAMINE does now (but \Recent: checked by
+        the callers), and leaves a view with the same UIDs."""
+        got = self.summary(a.ok(command))
+        fresh = self.conn(select=None)
+        want = self.summary(fresh.ok("EXAMINE INBOX"))
+        for k in ("EXISTS", "UNSEEN", "UIDNEXT", "UIDVALIDITY"):
+            self.assertEqual(got[k], want[k], (k, got, want))
+        self.assertEqual(self.uids(a), self.uids(fresh))
+        return got
+
+    def test_unchanged_mailbox(self):
+        a = self.conn()
+        for _ in range(3):
+            got = self.check_like_a_first_select(a)
+            self.assertEqual(got["RECENT"], 0)
+        self.assertEqual(got["UNSEEN"], [1])
+        a.ok("STORE 2 +FLAGS.SILENT (\\Flagged)")     # the view serves as before
+        self.assertEqual(search_of(a.ok("SEARCH FLAGGED")), [2])
+        self.assertEqual(uid_of(fetch_each(a.ok("FETCH 6 UID"))[6][0]), 60)
+
+    def test_first_unseen_after_own_and_others_stores(self):
+        a, b = self.conn(), self.conn()
+        a.ok("STORE 1:2 +FLAGS.SILENT (\\Seen)")       # a knows its own change
+        self.assertEqual(self.check_like_a_first_select(a)["UNSEEN"], [3])
+        b.ok("STORE 3 +FLAGS.SILENT (\\Seen)")         # a has not heard of this one
+        self.assertEqual(self.check_like_a_first_select(a)["UNSEEN"], [4])
+        a.ok("NOOP")
+        b.ok("STORE 1:6 +FLAGS.SILENT (\\Seen)")
+        a.ok("NOOP")                                    # told: nothing new for a since
+        got = self.check_like_a_first_select(a)
+        self.assertEqual(got["UNSEEN"], None)          # 7.1: no UNSEEN when all are seen
+
+    def test_messages_added_and_expunged_by_another_session(self):
+        a, b = self.conn(), self.conn(select=None)
+        b.append("INBOX", new_message("n1@multi.example"))
+        got = self.check_like_a_first_select(a)        # not told of it before: a new view
+        # (the update before the SELECT, for the old selection, gave it as \Recent to a)
+        self.assertEqual((got["EXISTS"], got["RECENT"]), (7, 0))
+        b.ok("SELECT INBOX")
+        b.ok("STORE 2,4 +FLAGS.SILENT (\\Deleted)")
+        b.ok("EXPUNGE")
+        a.ok("NOOP")                                    # told of both expunges
+        got = self.check_like_a_first_select(a)
+        self.assertEqual((got["EXISTS"], got["RECENT"]), (5, 0))
+        self.assertEqual(self.uids(a), [10, 30, 50, 60, 61])
+
+    def test_recent_claimed_in_sync_is_not_recent_again(self):
+        a, c = self.conn(), self.conn(select=None)
+        c.append("INBOX", new_message("n2@multi.example"))
+        self.assertEqual(numbers(a.ok("NOOP"), b"RECENT"), [1])   # a is the first told
+        self.assertEqual(search_of(a.ok("SEARCH RECENT")), [7])
+        got = self.check_like_a_first_select(a)                   # as any later SELECT
+        self.assertEqual(got["RECENT"], 0)
+        self.assertEqual(search_of(a.ok("SEARCH RECENT")), [])
+        self.assertEqual(self.check_like_a_first_select(a)["RECENT"], 0)
+
+    def test_examine_then_select_takes_recent(self):
+        a, c = self.conn(select=None), self.conn(select=None)
+        c.append("INBOX", new_message("n3@multi.example"))
+        self.assertEqual(numbers(a.ok("EXAMINE INBOX"), b"RECENT"), [1])   # seen, not taken
+        got = self.check_like_a_first_select(a)        # nothing changed since the EXAMINE
+        self.assertEqual(got["RECENT"], 1)           # the first read-write session takes it
+        self.assertEqual(search_of(a.ok("SEARCH RECENT")), [7])
+        self.assertEqual(self.check_like_a_first_select(a)["RECENT"], 0)
+        self.assertEqual(numbers(self.conn(select=None).ok("SELECT INBOX"), b"RECENT"), [0])
+
+    def test_examine_then_select_after_expunge_and_append(self):
+        # the new message lands where an expunged one was counted: still \Recent for the
+        # first read-write selection
+        a, b, c = self.conn(select=None), self.conn(), self.conn(select=None)
+        a.ok("EXAMINE INBOX")
+        b.ok("STORE 1 +FLAGS.SILENT (\\Deleted)")
+        b.ok("EXPUNGE")
+        c.append("INBOX", new_message("n4@multi.example"))
+        a.ok("NOOP")                                    # told of both; read-only: not taken
+        got = self.check_like_a_first_select(a)
+        self.assertEqual((got["EXISTS"], got["RECENT"]), (6, 1))
+        self.assertEqual(self.uids(a), [20, 30, 40, 50, 60, 61])
+        self.assertEqual(search_of(a.ok("SEARCH RECENT")), [6])
+
+    def test_examine_after_select_is_read_only(self):
+        a = self.conn()
+        self.assertIn(b"[READ-ONLY]", a.cmd("EXAMINE INBOX")[1])
+        self.assertNO(a.cmd("STORE 1 +FLAGS (\\Seen)")[1])
+        self.assertIn(b"[READ-WRITE]", a.cmd("SELECT INBOX")[1])
+        a.ok("STORE 1 +FLAGS.SILENT (\\Seen)")
+        self.assertEqual(self.check_like_a_first_select(a)["UNSEEN"], [2])
 
 
 class StrictExpungeTest(MultiBase):
