@@ -4882,8 +4882,11 @@ static uint64_t mailbox_told(const struct mailbox *mb) {
 static void mailbox_trim_expunged(struct mailbox *mb) {
   size_t limit = IMAPMEM_EXPUNGE_LOG + mb->count;
   if (mb->nexpunged <= limit) return;
-  size_t keep_from = lower_bound(mb->expunged, mb->nexpunged, sizeof mb->expunged[0],
-                                 offsetof(struct expunged, modseq), 8, mailbox_told(mb) + 1);
+  uint64_t told = mailbox_told(mb);   /* UINT64_MAX with no watcher: none to keep */
+  size_t keep_from = told == UINT64_MAX
+                         ? mb->nexpunged
+                         : lower_bound(mb->expunged, mb->nexpunged, sizeof mb->expunged[0],
+                                       offsetof(struct expunged, modseq), 8, told + 1);
   size_t drop = mb->nexpunged - limit / 2;
   while (drop < mb->nexpunged && mb->expunged[drop].modseq == mb->expunged[drop - 1].modseq)
     drop++;
@@ -4895,6 +4898,13 @@ static void mailbox_trim_expunged(struct mailbox *mb) {
   mb->expunge_log_from = mb->expunged[drop - 1].modseq + 1;
   memmove(mb->expunged, mb->expunged + drop, (mb->nexpunged - drop) * sizeof mb->expunged[0]);
   mb->nexpunged -= drop;
+}
+
+/* May a message have been expunged after change number modseq? 1 unless the log, whole
+   from there, says none was. Caller holds mb->lock. */
+static int mailbox_expunged_since(const struct mailbox *mb, uint64_t modseq) {
+  return mb->expunge_log_from > modseq + 1 ||
+         (mb->nexpunged && mb->expunged[mb->nexpunged - 1].modseq > modseq);
 }
 
 /* Forget every expunge so far (a new UIDVALIDITY, a fault): the log starts again. */
@@ -11889,9 +11899,9 @@ static void select_send_list(struct session *s, const char *name) {
 ** for those no session has claimed (claimed here unless read-only, 2.3.2; never under
 ** IMAP4rev2, RFC 9051 Appendix E 12), and in *unseen the number of the first message
 ** without \Seen, 0 if none. Returns how many are \Recent. kept: the session's view is that
-** of mb as the session last heard of it, and nothing has changed since (a re-SELECT): its
-** UIDs are the mailbox's, so when no message can be \Recent only the first unseen is
-** looked for. At 256 clients, rewriting 10,000 entries at every SELECT under the mailbox's
+** of mb as the session last heard of it, and no message has come or gone since (a
+** re-SELECT; flags may have changed): its UIDs are the mailbox's, so when no message can
+** be \Recent only the first unseen is looked for. At 256 clients, rewriting 10,000 entries at every SELECT under the mailbox's
 ** lock made each command dearer than at 8 (issue 15). Caller holds mb->lock.
 */
 static size_t select_view(struct session *s, struct mailbox *mb, int examine, int kept,
@@ -11941,10 +11951,9 @@ static int cmd_select(struct session *s, struct command *c) {
   /* what the session had, to keep its view if SELECT finds the same mailbox unchanged
      (the reference: so that an equal pointer is the same mailbox, not a new one) */
   struct mailbox *prev = had ? mailbox_ref(s->mb) : NULL;
-  uint64_t prev_modseq = s->seen_modseq;
+  uint64_t prev_told = s->watch.told;
   unsigned prev_epoch = s->epoch;
   size_t prev_nview = s->nview;
-  int prev_current = had && s->watch.told == s->seen_modseq;
   session_unselect(s);       /* 6.3.1: deselect first, even if the SELECT fails */
   if (had && (cap_on(s->srv, CAP_CONDSTORE) || cap_on(s->srv, CAP_QRESYNC) ||
               session_rev2(s)))  /* RFC 9051 Appendix E 9 */
@@ -11969,8 +11978,10 @@ static int cmd_select(struct session *s, struct command *c) {
     return cmd_no(c, "Out of memory");
   }
   size_t unseen;
-  int kept = same && prev_current && prev_epoch == mb->epoch && prev_modseq == mb->modseq &&
-             prev_nview == mb->count;
+  /* the view lacks no expunge (none since those it was told of), and then the same count
+     means it lacks no append either; flags may have changed */
+  int kept = same && prev_epoch == mb->epoch && prev_nview == mb->count &&
+             !mailbox_expunged_since(mb, prev_told);
   size_t recent = select_view(s, mb, examine, kept, &unseen);
   int rev2 = session_rev2(s);
   s->nview = mb->count;

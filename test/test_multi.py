@@ -498,6 +498,18 @@ class ReselectTest(MultiBase):
         self.assertEqual((got["EXISTS"], got["RECENT"]), (5, 0))
         self.assertEqual(self.uids(a), [10, 30, 50, 60, 61])
 
+    def test_as_many_messages_but_not_the_same(self):
+        a, b = self.conn(), self.conn()
+        b.ok("STORE 2 +FLAGS.SILENT (\\Deleted)")
+        b.ok("EXPUNGE")
+        b.append("INBOX", new_message("n5@multi.example"))
+        b.ok("STORE 3 +FLAGS.SILENT (\\Seen)")
+        got = self.check_like_a_first_select(a)        # a was told of none of it
+        self.assertEqual(got["EXISTS"], 6)
+        self.assertEqual(self.uids(a), [10, 30, 40, 50, 60, 61])
+        a.ok("STORE 1:2 +FLAGS.SILENT (\\Seen)")       # then flags only: the same view
+        self.assertEqual(self.check_like_a_first_select(a)["UNSEEN"], [4])   # 3 was b's
+
     def test_recent_claimed_in_sync_is_not_recent_again(self):
         a, c = self.conn(), self.conn(select=None)
         c.append("INBOX", new_message("n2@multi.example"))

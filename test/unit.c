@@ -1465,6 +1465,47 @@ static void test_address_spans(void) {
   addrs_free(&as);
 }
 
+/*
+** What a re-SELECT trusts to keep a session's view (cmd_select): the expunge log says
+** whether a message may have gone after a change number, also once the log is trimmed or
+** forgotten; and recent_from never claims a \Recent message's index after an expunge.
+*/
+static void test_expunge_log(void) {
+  struct mailbox *mb = mailbox_new(NULL, "T", 1, 1);
+  CHECK(mb != NULL);
+  if (!mb) return;
+  for (int i = 0; i < 6; i++) {
+    struct msgdata *d = msgdata_new("Subject: x\r\n\r\nbody\r\n", 21);
+    CHECK(d && mailbox_append(mb, d, 0, 0, 0, 0) == (uint32_t)i + 1);
+  }
+  uint64_t before = mb->modseq;
+  CHECK(!mailbox_expunged_since(mb, 1) && !mailbox_expunged_since(mb, before));
+  mb->recent_from = mb->count;     /* as a SELECT that claimed them all leaves it */
+  unsigned char remove[6] = {0, 1, 0, 0, 1, 0};
+  CHECK(mailbox_expunge(mb, remove) == 2);
+  CHECK(mailbox_expunged_since(mb, before) && mailbox_expunged_since(mb, 1));
+  CHECK(!mailbox_expunged_since(mb, mb->modseq));
+  CHECK(mb->recent_from == 0);     /* the indices moved under it */
+  struct msgdata *d = msgdata_new("Subject: y\r\n\r\nbody\r\n", 21);
+  CHECK(d && mailbox_append(mb, d, FLAG_RECENT, 0, 0, 0) == 7);   /* at index 4 */
+  CHECK(mb->count == 5 && mb->recent_from <= 4);
+  uint64_t after = mb->modseq;     /* an append: no expunge since the last one */
+  CHECK(!mailbox_expunged_since(mb, after) && !mailbox_expunged_since(mb, after - 1));
+  for (int round = 0; round < IMAPMEM_EXPUNGE_LOG + 8; round++) {   /* until it trims */
+    struct msgdata *e = msgdata_new("Subject: z\r\n\r\nbody\r\n", 21);
+    unsigned char last[8] = {0};
+    if (!e || !mailbox_append(mb, e, 0, 0, 0, 0)) break;
+    last[mb->count - 1] = 1;
+    mailbox_expunge(mb, last);
+  }
+  CHECK(mb->expunge_log_from > after + 1);   /* the oldest went (no watcher keeps them) */
+  CHECK(mb->nexpunged <= IMAPMEM_EXPUNGE_LOG + mb->count);
+  CHECK(mailbox_expunged_since(mb, after) && !mailbox_expunged_since(mb, mb->modseq));
+  mailbox_forget_expunged(mb);
+  CHECK(mailbox_expunged_since(mb, mb->modseq - 1) && !mailbox_expunged_since(mb, mb->modseq));
+  mailbox_unref(mb);
+}
+
 int main(void) {
   test_parse_uint();
   test_address_spans();
@@ -1485,6 +1526,7 @@ int main(void) {
   test_model();
   test_metadata_once();
   test_build_ahead();
+  test_expunge_log();
   test_allocation_failures();
   test_append_allocation_failures();
   test_nothing_left_behind();
