@@ -4521,8 +4521,9 @@ static void build_ahead_at(struct build_ahead *ba, size_t i) {
 ** Locking: server->lock guards the user list; user->lock guards a user's mailbox list,
 ** mailbox names, subscriptions and ACLs; mailbox->lock guards one mailbox's messages, flags,
 ** UIDs, change log and watchers (its epoch, modseq and keyword count are written under it
-** and atomic, so that a session can see without it that nothing changed). Order: server, then user, then one mailbox; never two
-** mailboxes at once (COPY takes a snapshot from one, unlocks, then adds to the other).
+** and atomic, so that a session can see without it that nothing changed). Order: server,
+** then user, then one mailbox; never two mailboxes at once (COPY takes a snapshot from
+** one, unlocks, then adds to the other).
 ** A user's quota_lock (RFC 9208, below) comes before its user->lock. wait_lock is a leaf. No lock is held across network I/O: sessions copy what they need
 ** and write after unlocking.
 **
@@ -11901,8 +11902,9 @@ static void select_send_list(struct session *s, const char *name) {
 ** without \Seen, 0 if none. Returns how many are \Recent. kept: the session's view is that
 ** of mb as the session last heard of it, and no message has come or gone since (a
 ** re-SELECT; flags may have changed): its UIDs are the mailbox's, so when no message can
-** be \Recent only the first unseen is looked for. At 256 clients, rewriting 10,000 entries at every SELECT under the mailbox's
-** lock made each command dearer than at 8 (issue 15). Caller holds mb->lock.
+** be \Recent only the first unseen is looked for. At 256 clients, rewriting 10,000
+** entries at every SELECT under the mailbox's lock made each command dearer than at 8
+** (issue 15). Caller holds mb->lock.
 */
 static size_t select_view(struct session *s, struct mailbox *mb, int examine, int kept,
                           size_t *unseen) {
