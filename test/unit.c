@@ -1475,7 +1475,7 @@ static void test_expunge_log(void) {
   CHECK(mb != NULL);
   if (!mb) return;
   for (int i = 0; i < 6; i++) {
-    struct msgdata *d = msgdata_new("Subject: x\r\n\r\nbody\r\n", 21);
+    struct msgdata *d = msgdata_new("Subject: x\r\n\r\nbody\r\n", 20);
     CHECK(d && mailbox_append(mb, d, 0, 0, 0, 0) == (uint32_t)i + 1);
   }
   uint64_t before = mb->modseq;
@@ -1486,13 +1486,13 @@ static void test_expunge_log(void) {
   CHECK(mailbox_expunged_since(mb, before) && mailbox_expunged_since(mb, 1));
   CHECK(!mailbox_expunged_since(mb, mb->modseq));
   CHECK(mb->recent_from == 0);     /* the indices moved under it */
-  struct msgdata *d = msgdata_new("Subject: y\r\n\r\nbody\r\n", 21);
+  struct msgdata *d = msgdata_new("Subject: y\r\n\r\nbody\r\n", 20);
   CHECK(d && mailbox_append(mb, d, FLAG_RECENT, 0, 0, 0) == 7);   /* at index 4 */
   CHECK(mb->count == 5 && mb->recent_from <= 4);
   uint64_t after = mb->modseq;     /* an append: no expunge since the last one */
   CHECK(!mailbox_expunged_since(mb, after) && !mailbox_expunged_since(mb, after - 1));
   for (int round = 0; round < IMAPMEM_EXPUNGE_LOG + 8; round++) {   /* until it trims */
-    struct msgdata *e = msgdata_new("Subject: z\r\n\r\nbody\r\n", 21);
+    struct msgdata *e = msgdata_new("Subject: z\r\n\r\nbody\r\n", 20);
     unsigned char last[8] = {0};
     if (!e || !mailbox_append(mb, e, 0, 0, 0, 0)) break;
     last[mb->count - 1] = 1;
