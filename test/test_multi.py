@@ -452,7 +452,7 @@ class ReselectTest(MultiBase):
         return [uid_of(v[0]) for k, v in sorted(fetch_each(r.ok("FETCH 1:* UID")).items())]
 
     def check_like_a_first_select(self, a, command="SELECT INBOX"):
-        """a's SELECT answers as a new session's EXAMINE does now (but \Recent: checked by
+        """a's SELECT answers as a new session's EXAMINE does now (but \\Recent: checked by
         the callers), and leaves a view with the same UIDs."""
         got = self.summary(a.ok(command))
         fresh = self.conn(select=None)
