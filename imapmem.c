@@ -813,12 +813,11 @@ static int buf_grow(struct buf *b, size_t more) {
   if (b->len + more + 1 <= b->cap) return 1;
   size_t ncap = b->cap ? b->cap * 2 : 256;
   while (ncap < b->len + more + 1) ncap *= 2;
-  char *n = b->in_room ? mem_alloc(ncap) : mem_realloc(b->p, ncap);
+  char *n = room_grow(b->p, b->in_room ? b->p : NULL, b->len + 1, ncap, 1);
   if (!n) {
     b->oom = 1;
     return 0;
   }
-  if (b->in_room) memcpy(n, b->p, b->len + 1);
   b->in_room = 0;
   b->p = n;
   b->cap = ncap;
@@ -8130,10 +8129,15 @@ static void flags_out(struct buf *b, uint32_t flags, uint64_t kw, char *const *n
   buf_addc(b, ')');
 }
 
+/* The first index in the view whose UID is uid or more (s->nview if none). */
+static size_t view_lower_bound(const struct session *s, uint64_t uid) {
+  return lower_bound(s->view, s->nview, sizeof s->view[0], offsetof(struct seqent, uid), 4,
+                     uid);
+}
+
 /* Index in the view of uid, or -1. */
 static long view_find(const struct session *s, uint32_t uid) {
-  size_t i = lower_bound(s->view, s->nview, sizeof s->view[0], offsetof(struct seqent, uid), 4,
-                         uid);
+  size_t i = view_lower_bound(s, uid);
   return i < s->nview && s->view[i].uid == uid ? (long)i : -1;
 }
 
@@ -8413,8 +8417,7 @@ static void session_report_expunges(struct session *s) {
                           offsetof(struct expunged, modseq), 8, s->watch.told + 1);
   size_t gone = 0;
   for (size_t i = lo; i < mb->nexpunged; i++) {
-    size_t k = lower_bound(s->view, s->nview, sizeof s->view[0], offsetof(struct seqent, uid),
-                           4, mb->expunged[i].lo);
+    size_t k = view_lower_bound(s, mb->expunged[i].lo);
     for (; k < s->nview && s->view[k].uid <= mb->expunged[i].hi; k++)
       if (!s->view[k].gone) {
         s->view[k].gone = 1;
@@ -8526,8 +8529,7 @@ static void session_send_vanished(struct session *s, const struct seqset *known,
     uint32_t hi = cand.r[a].hi < known->r[k].hi ? cand.r[a].hi : known->r[k].hi;
     if (lo <= hi) {          /* the UIDs of lo..hi that neither mailbox nor view holds */
       size_t i = mailbox_lower_bound(mb, lo);
-      size_t j = lower_bound(s->view, s->nview, sizeof s->view[0], offsetof(struct seqent, uid),
-                             4, lo);
+      size_t j = view_lower_bound(s, lo);
       uint64_t cur = lo;
       while (cur <= hi) {
         uint64_t next = UINT64_MAX;
@@ -8676,11 +8678,8 @@ static int view_check_set(struct session *s, struct command *c, struct seqset *s
 static void view_range(const struct session *s, const struct range *r, int uid, size_t *a,
                        size_t *b) {
   if (uid) {
-    *a = lower_bound(s->view, s->nview, sizeof s->view[0], offsetof(struct seqent, uid), 4,
-                     r->lo);
-    *b = r->hi == UINT32_MAX ? s->nview
-                             : lower_bound(s->view, s->nview, sizeof s->view[0],
-                                           offsetof(struct seqent, uid), 4, r->hi + 1);
+    *a = view_lower_bound(s, r->lo);
+    *b = view_lower_bound(s, (uint64_t)r->hi + 1);   /* UINT32_MAX: all after lo */
     if (*b < *a) *b = *a;
   } else {
     *a = r->lo - 1;
@@ -11909,12 +11908,12 @@ static void select_send_list(struct session *s, const char *name) {
 static size_t select_view(struct session *s, struct mailbox *mb, int examine, int kept,
                           size_t *unseen) {
   *unseen = 0;
+  for (size_t i = 0; i < mb->count && !*unseen; i++)
+    if (!(mb->msgs[i].flags & FLAG_SEEN)) *unseen = i + 1;
   if (kept && mb->recent_from >= mb->count) {
     if (s->view_recent)
       for (size_t i = 0; i < mb->count; i++) s->view[i].recent = 0;
     s->view_recent = 0;
-    for (size_t i = 0; i < mb->count && !*unseen; i++)
-      if (!(mb->msgs[i].flags & FLAG_SEEN)) *unseen = i + 1;
     return 0;
   }
   int rev2 = session_rev2(s);
@@ -11931,7 +11930,6 @@ static size_t select_view(struct session *s, struct mailbox *mb, int examine, in
     if ((m->flags & FLAG_RECENT) && examine && !rev2) s->view[i].recent = 1;
     if ((m->flags & FLAG_RECENT) && unclaimed == mb->count) unclaimed = i;
     recent += s->view[i].recent;
-    if (!*unseen && !(m->flags & FLAG_SEEN)) *unseen = i + 1;
   }
   mb->recent_from = unclaimed;
   s->view_recent = recent > 0;
