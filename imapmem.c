@@ -224,17 +224,23 @@ struct rendered {
 };
 /*
 ** What SORT and THREAD compare (RFC 5256, RFC 5957), made once per message on the first
-** SORT or THREAD that needs it. Strings are offsets into text, each NUL-ended.
+** SORT or THREAD that needs it. Strings are offsets into text, each NUL-ended. The address
+** keys are made apart, on the first SORT by an address: they cost as much as all the others
+** together, and THREAD and the usual SORT (by date, by subject) never read them.
 */
 #define SORTKEY_NONE UINT32_MAX       /* no such string (no Message-ID) */
+struct sortaddrs {
+  uint32_t from, to, cc;      /* addr-mailbox of the first address, case-folded */
+  uint32_t display_from, display_to;   /* RFC 5957 3: the display value, case-folded */
+  char text[];
+};
 struct sortkeys {
   int64_t sent;               /* RFC 5256 2.2: Date in UTC seconds, or INT64_MIN */
   uint32_t subject;           /* base subject (RFC 5256 2.1), case-folded */
-  uint32_t from, to, cc;      /* addr-mailbox of the first address, case-folded */
-  uint32_t display_from, display_to;   /* RFC 5957 3: the display value, case-folded */
   uint32_t msgid;             /* Message-ID, normalized, or SORTKEY_NONE */
   uint32_t refs, nrefs;       /* the references (RFC 5256 3): nrefs strings from refs */
   int reply;                  /* the subject says reply or forward (RFC 5256 3) */
+  _Atomic(struct sortaddrs *) addrs;   /* made on the first SORT that needs them */
   char text[];
 };
 #define SENT_UNKNOWN INT64_MAX
@@ -979,9 +985,19 @@ static int is_keyword(const char *k, size_t n) {
   return n > 0;
 }
 
+/* Are the n bytes at a and b equal but for the case of ASCII letters (as IMAP's atoms and
+   RFC 5322's field names compare)? Inline: strncasecmp is a call into the locale. */
+static int mem_ieq(const char *a, const char *b, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    unsigned char x = (unsigned char)a[i], y = (unsigned char)b[i];
+    if (x != y && ((x ^ y) != 0x20 || (x | 0x20) < 'a' || (x | 0x20) > 'z')) return 0;
+  }
+  return 1;
+}
+
 static int str_ieq(struct str s, const char *z) {
   size_t n = strlen(z);
-  return s.len == n && strncasecmp(s.p, z, n) == 0;
+  return s.len == n && mem_ieq(s.p, z, n);
 }
 
 static struct str str_trim(struct str s) {
@@ -3901,6 +3917,12 @@ static void qp_decode(const char *p, size_t n, struct buf *out, int header) {
 /* Decode RFC 2047 encoded words in an unstructured header value (unfolded into out). */
 static void rfc2047_decode(struct str v, struct buf *out) {
   size_t i = 0;
+  while (i < v.len && v.p[i] != '=' && v.p[i] != '\r' && v.p[i] != '\n') i++;
+  if (i == v.len) {          /* no encoded word, no line break (most values): as it is */
+    buf_add(out, v.p, v.len);
+    return;
+  }
+  i = 0;
   int last_was_word = 0;
   size_t pending_ws_at = 0, pending_ws_len = 0;
   while (i < v.len) {
@@ -4133,8 +4155,8 @@ static size_t subj_blob(const char *s, size_t n) {
 /* subj-refwd at s (RFC 5256 5): ("re" / ("fw" ["d"])) *WSP [subj-blob] ":"; or 0. */
 static size_t subj_refwd(const char *s, size_t n) {
   size_t i;
-  if (n >= 2 && strncasecmp(s, "re", 2) == 0) i = 2;
-  else if (n >= 2 && strncasecmp(s, "fw", 2) == 0)
+  if (n >= 2 && mem_ieq(s, "re", 2)) i = 2;
+  else if (n >= 2 && mem_ieq(s, "fw", 2))
     i = n > 2 && (s[2] == 'd' || s[2] == 'D') ? 3 : 2;
   else return 0;
   while (i < n && s[i] == ' ') i++;
@@ -4148,7 +4170,9 @@ static size_t subj_refwd(const char *s, size_t n) {
 ** "reply or forward" of RFC 5256 3, REFERENCES step 5).
 */
 static void base_subject(struct str v, struct buf *out, int *reply) {
-  struct buf dec = {0};
+  char room[256];            /* most subjects: no allocation */
+  struct buf dec;
+  buf_in_room(&dec, room, sizeof room);
   rfc2047_decode(v, &dec);   /* (1): encoded words to UTF-8, continuations unfolded */
   size_t n = 0;
   for (size_t i = 0; i < dec.len; i++) {   /* (1): tabs to spaces, runs to one */
@@ -4162,7 +4186,7 @@ static void base_subject(struct str v, struct buf *out, int *reply) {
     for (;;) {               /* (2) subj-trailer: "(fwd)" / WSP, until none is left */
       if (e > b && t[e - 1] == ' ') {
         e--;
-      } else if (e - b >= 5 && strncasecmp(t + e - 5, "(fwd)", 5) == 0) {
+      } else if (e - b >= 5 && mem_ieq(t + e - 5, "(fwd)", 5)) {
         e -= 5;
         *reply = 1;
       } else {
@@ -4190,7 +4214,7 @@ static void base_subject(struct str v, struct buf *out, int *reply) {
       }
     }
     /* (6): "[fwd:" subject "]" is unwrapped, and it all starts again */
-    if (e - b >= 6 && strncasecmp(t + b, "[fwd:", 5) == 0 && t[e - 1] == ']') {
+    if (e - b >= 6 && mem_ieq(t + b, "[fwd:", 5) && t[e - 1] == ']') {
       b += 5;
       e--;
       *reply = 1;
@@ -4281,28 +4305,59 @@ static void sortkeys_address(struct str v, int have, struct buf *text, uint32_t 
   buf_addc(text, 0);
 }
 
-static atomic_long sortkeys_builds;   /* so a test can see each message's are made once */
+/*
+** Which of the fields the keys read name is: an H_* (Date, Subject, Message-ID,
+** In-Reply-To, From, To, Cc), SORTKEY_REFERENCES, or -1. Most fields of a header are none
+** of them, and their length says so without a comparison.
+*/
+enum { SORTKEY_REFERENCES = H_COUNT, SORTKEY_FIELDS };
+static int sortkeys_field(struct str name) {
+  const char *z;
+  int id, c = name.len ? name.p[0] | 0x20 : 0;
+  switch (name.len) {
+  case 2: z = c == 't' ? "To" : "Cc", id = c == 't' ? H_TO : H_CC; break;
+  case 4: z = c == 'd' ? "Date" : "From", id = c == 'd' ? H_DATE : H_FROM; break;
+  case 7: z = "Subject", id = H_SUBJECT; break;
+  case 10: z = c == 'm' ? "Message-ID" : "References";
+           id = c == 'm' ? H_MESSAGE_ID : SORTKEY_REFERENCES; break;
+  case 11: z = "In-Reply-To", id = H_IN_REPLY_TO; break;
+  default: return -1;
+  }
+  return mem_ieq(name.p, z, name.len) ? id : -1;
+}
 
-/* Read the keys from the header [h, hend), into a's room if it has some (meta_alloc).
-   NULL if memory ran out. */
+static atomic_long sortkeys_builds;   /* so a test can see each message's are made once */
+static atomic_long sortaddrs_builds;  /* and that only a SORT by an address makes these */
+
+/* A struct of size bytes whose flexible array at offset at holds text, in a's room if it
+   has some (meta_alloc); NULL if memory ran out, now or in a scratch buffer since failed
+   was read. */
+static void *sortkeys_keep(struct msgarena *a, size_t size, size_t at, const struct buf *text,
+                           unsigned long failed) {
+  char *out = !text->oom && mem_failed == failed ? meta_alloc(a, size + text->len) : NULL;
+  if (out) memcpy(out + at, text->p, text->len);
+  return out;
+}
+
+/* Read the keys but the addresses from the header [h, hend), into a's room if it has some
+   (meta_alloc). NULL if memory ran out. */
 static struct sortkeys *sortkeys_build(const char *h, const char *hend, struct msgarena *a) {
   atomic_fetch_add(&sortkeys_builds, 1);
   unsigned long failed = mem_failed;   /* a scratch buffer that could not grow: none kept */
-  enum { K_REFS = H_COUNT, K_COUNT };   /* the keys' fields: H_* ones, and References */
-  struct str v[K_COUNT];
-  int have[K_COUNT] = {0};
+  struct str v[SORTKEY_FIELDS];
+  int have[SORTKEY_FIELDS] = {0};
   struct field f;
   while (header_next(&h, hend, &f)) {
-    int i = header_id(f.name);
-    if (i < 0 && str_ieq(f.name, "References")) i = K_REFS;
-    if (i >= 0 && (!have[i] || (i != H_FROM && i != H_TO && i != H_CC))) {   /* the last; */
-      v[i] = f.value;                                                       /* the first */
-      have[i] = 1;                                                          /* address */
+    int i = sortkeys_field(f.name);
+    if (i >= 0 && i != H_FROM && i != H_TO && i != H_CC) {   /* the last of each */
+      v[i] = f.value;
+      have[i] = 1;
     }
   }
   struct sortkeys k = {0};
-  struct buf text = {0};
-  buf_reserve(&text, 256);   /* the keys of most messages fit: one allocation */
+  char room[512];            /* the keys of most messages fit: no allocation but the kept */
+  struct buf text;
+  buf_in_room(&text, room, sizeof room);
   int64_t t;
   int tz;
   k.sent = have[H_DATE] && date_parse(v[H_DATE], &t, &tz) ? t : INT64_MIN;
@@ -4310,14 +4365,6 @@ static struct sortkeys *sortkeys_build(const char *h, const char *hend, struct m
   if (have[H_SUBJECT]) base_subject(v[H_SUBJECT], &text, &k.reply);
   if (!text.oom) sortkeys_fold(text.p, text.len);
   buf_addc(&text, 0);
-  uint32_t unused;
-  struct addrs_room room;
-  struct addrs as;
-  addrs_in_room(&as, &room);
-  sortkeys_address(v[H_FROM], have[H_FROM], &text, &k.from, &k.display_from, &as);
-  sortkeys_address(v[H_TO], have[H_TO], &text, &k.to, &k.display_to, &as);
-  sortkeys_address(v[H_CC], have[H_CC], &text, &k.cc, &unused, &as);
-  addrs_free(&as);
   k.msgid = SORTKEY_NONE;
   const char *p = have[H_MESSAGE_ID] ? v[H_MESSAGE_ID].p : NULL;
   size_t at = text.len;
@@ -4326,7 +4373,7 @@ static struct sortkeys *sortkeys_build(const char *h, const char *hend, struct m
     buf_addc(&text, 0);
   }
   k.refs = (uint32_t)text.len;
-  static const int refs_from[] = {K_REFS, H_IN_REPLY_TO};   /* References, else In-Reply-To */
+  static const int refs_from[] = {SORTKEY_REFERENCES, H_IN_REPLY_TO};   /* References, else In-Reply-To */
   for (int r = 0; r < 2 && !k.nrefs; r++) {
     int i = refs_from[r];
     if (!have[i]) continue;
@@ -4336,12 +4383,45 @@ static struct sortkeys *sortkeys_build(const char *h, const char *hend, struct m
       if (i == H_IN_REPLY_TO) break;   /* only its first (RFC 5256 3) */
     }
   }
-  int kept = !text.oom && mem_failed == failed;
-  struct sortkeys *out = kept ? meta_alloc(a, sizeof *out + text.len) : NULL;
+  struct sortkeys *out = sortkeys_keep(a, sizeof *out, offsetof(struct sortkeys, text), &text,
+                                       failed);
   if (out) {
-    *out = k;
-    memcpy(out->text, text.p, text.len);
+    memcpy(out, &k, offsetof(struct sortkeys, addrs));
+    atomic_init(&out->addrs, NULL);
   }
+  buf_free(&text);
+  return out;
+}
+
+/* Read the address keys from the header [h, hend): the first From, To and Cc field. */
+static struct sortaddrs *sortaddrs_build(const char *h, const char *hend, struct msgarena *a) {
+  atomic_fetch_add(&sortaddrs_builds, 1);
+  unsigned long failed = mem_failed;
+  struct str v[H_COUNT];
+  int have[H_COUNT] = {0};
+  struct field f;
+  while (header_next(&h, hend, &f)) {
+    int i = sortkeys_field(f.name);
+    if ((i == H_FROM || i == H_TO || i == H_CC) && !have[i]) {   /* the first of each */
+      v[i] = f.value;
+      have[i] = 1;
+    }
+  }
+  struct sortaddrs k;
+  char room[512];
+  struct buf text;
+  buf_in_room(&text, room, sizeof room);
+  uint32_t unused;
+  struct addrs_room aroom;
+  struct addrs as;
+  addrs_in_room(&as, &aroom);
+  sortkeys_address(v[H_FROM], have[H_FROM], &text, &k.from, &k.display_from, &as);
+  sortkeys_address(v[H_TO], have[H_TO], &text, &k.to, &k.display_to, &as);
+  sortkeys_address(v[H_CC], have[H_CC], &text, &k.cc, &unused, &as);
+  addrs_free(&as);
+  struct sortaddrs *out = sortkeys_keep(a, sizeof *out, offsetof(struct sortaddrs, text),
+                                        &text, failed);
+  if (out) *out = k;
   buf_free(&text);
   return out;
 }
@@ -4350,7 +4430,7 @@ static struct sortkeys *sortkeys_build(const char *h, const char *hend, struct m
 ** The message's SORT and THREAD keys, made on first use from the header alone (the MIME
 ** tree is not needed, and costs most of msgdata_meta). NULL if memory ran out.
 */
-static const struct sortkeys *msgdata_sortkeys(struct msgdata *d) {
+static struct sortkeys *msgdata_sortkeys(struct msgdata *d) {
   struct sortkeys *k = atomic_load_explicit(&d->sortkeys, memory_order_acquire);
   if (k) return k;
   struct sortkeys *n = sortkeys_build(d->bytes, d->bytes + d->hdr_len, d->arena);
@@ -4359,6 +4439,26 @@ static const struct sortkeys *msgdata_sortkeys(struct msgdata *d) {
   if (atomic_compare_exchange_strong(&d->sortkeys, &expected, n)) return n;
   meta_free(d->arena, n);
   return expected;
+}
+
+/* The message's address keys (a SORT by FROM, TO, CC or a display value), made on first
+   use as the other keys are. NULL if memory ran out. */
+static const struct sortaddrs *msgdata_sortaddrs(struct msgdata *d) {
+  struct sortkeys *k = msgdata_sortkeys(d);
+  if (!k) return NULL;
+  struct sortaddrs *ad = atomic_load_explicit(&k->addrs, memory_order_acquire);
+  if (ad) return ad;
+  struct sortaddrs *n = sortaddrs_build(d->bytes, d->bytes + d->hdr_len, d->arena);
+  if (!n) return NULL;
+  if (atomic_compare_exchange_strong(&k->addrs, &ad, n)) return n;
+  meta_free(d->arena, n);
+  return ad;
+}
+
+static void sortkeys_free(struct sortkeys *k, struct msgarena *a) {
+  if (!k) return;
+  meta_free(a, atomic_load(&k->addrs));
+  meta_free(a, k);
 }
 
 /*
@@ -4377,7 +4477,8 @@ static const struct sortkeys *msgdata_sortkeys(struct msgdata *d) {
 */
 #define BUILD_AHEAD_FROM 256       /* messages: for fewer a thread is not worth starting */
 #define BUILD_AHEAD_RUN 32         /* messages taken at a time: neighbours share cache lines */
-enum { BUILD_SORTKEYS = 8 };       /* what to build: RENDER_ bits, or this */
+enum { BUILD_SORTKEYS = 8, BUILD_SORTADDRS = 16 };   /* what to build: RENDER_ bits, or one
+                                                       of these (ADDRS: the keys too) */
 struct build_ahead {
   pthread_t thread;
   const char *items;         /* item i's struct msgdata * is at items + i * stride */
@@ -4396,7 +4497,10 @@ static struct msgdata *build_ahead_item(const struct build_ahead *ba, size_t i) 
 }
 
 static int msgdata_built(struct msgdata *d, unsigned want) {
-  if (want & BUILD_SORTKEYS) return atomic_load(&d->sortkeys) != NULL;
+  if (want & (BUILD_SORTKEYS | BUILD_SORTADDRS)) {
+    struct sortkeys *k = atomic_load(&d->sortkeys);
+    return k && (!(want & BUILD_SORTADDRS) || atomic_load(&k->addrs));
+  }
   struct msgmeta *m = atomic_load(&d->meta);
   return m && rendered_made(m, want);
 }
@@ -4412,16 +4516,19 @@ static void prefetch(const void *p) {
 }
 
 /*
-** Ask for the start of d's header before it is read: a first pass reads each message's
-** header once, far from the one before (the bodies lie between), so without this every
-** message begins with a wait for memory.
+** Ask for d's header before it is read: a first pass reads each message's header once, far
+** from the one before (the bodies lie between), so without this every message begins with
+** a wait for memory, and so does each of its cache lines that the hardware did not guess.
+** All of it (the keys of a SORT read to its end), up to 4 KB, beyond which a header is rare.
 */
 static void msgdata_prefetch(const struct msgdata *d) {
-  for (int line = 0; line < 4; line++) prefetch(d->bytes + 64 * line);
+  size_t n = d->hdr_len < 4096 ? d->hdr_len : 4096;
+  for (size_t at = 0; at < n; at += 64) prefetch(d->bytes + at);
 }
 
 /* 0 if memory ran out */
 static int msgdata_build(struct msgdata *d, unsigned want) {
+  if (want & BUILD_SORTADDRS) return msgdata_sortaddrs(d) != NULL;
   if (want & BUILD_SORTKEYS) return msgdata_sortkeys(d) != NULL;
   return msgdata_rendered(d, want) != NULL;
 }
@@ -4586,7 +4693,7 @@ static struct msgdata *msgdata_ref(struct msgdata *d) {
 static void msgdata_unref(struct msgdata *d) {
   if (d && atomic_fetch_sub(&d->refs, 1) == 1) {
     msgmeta_free(atomic_load(&d->meta), d->arena);   /* before the arena that may hold it */
-    meta_free(d->arena, atomic_load(&d->sortkeys));
+    sortkeys_free(atomic_load(&d->sortkeys), d->arena);
     msgarena_unref(d->arena);
     free(d);
   }
@@ -9557,6 +9664,7 @@ struct sort_item {            /* a matching message, as SORT and THREAD compare 
   int64_t arrival;            /* INTERNALDATE, seconds (RFC 5256 3 ARRIVAL) */
   int64_t date;               /* the sent date (RFC 5256 2.2), INTERNALDATE if none */
   const struct sortkeys *keys;
+  const struct sortaddrs *addrs;   /* NULL unless a criterion is an address */
 };
 
 /* "(criteria) ": sort-criteria (RFC 5256 5, RFC 5957 5) and the space after. */
@@ -9616,11 +9724,12 @@ static void sort_release(struct sort_item *v, size_t n) {
 
 /*
 ** "charset keys" (RFC 5256 5 search-criteria: the charset is not optional), searched as
-** SEARCH searches; the matches, in mailbox order with their sort keys, go to *out (free
-** with sort_release). 0 when the tagged reply is set already.
+** SEARCH searches; the matches, in mailbox order with their sort keys (and the address
+** keys if addresses), go to *out (free with sort_release). 0 when the tagged reply is set
+** already.
 */
-static int sort_search(struct session *s, struct command *c, struct sort_item **out,
-                       size_t *n_out, int *modseq_out) {
+static int sort_search(struct session *s, struct command *c, int addresses,
+                       struct sort_item **out, size_t *n_out, int *modseq_out) {
   struct parser *ps = &c->ps;
   const char *name = c->def->name;
   struct str cs;
@@ -9660,11 +9769,13 @@ static int sort_search(struct session *s, struct command *c, struct sort_item **
   }
   int oom = 0;
   struct build_ahead ba;     /* a large first SORT or THREAD */
-  build_ahead_start(&ba, &v[0].snap.data, sizeof v[0], hits, BUILD_SORTKEYS);
+  build_ahead_start(&ba, &v[0].snap.data, sizeof v[0], hits,
+                    addresses ? BUILD_SORTADDRS : BUILD_SORTKEYS);
   for (size_t i = 0; i < hits && !oom; i++) {
     build_ahead_at(&ba, i);
     if (i + 1 < hits) msgdata_prefetch(v[i + 1].snap.data);
-    if ((v[i].keys = msgdata_sortkeys(v[i].snap.data)))
+    v[i].addrs = addresses ? msgdata_sortaddrs(v[i].snap.data) : NULL;
+    if ((v[i].keys = msgdata_sortkeys(v[i].snap.data)) && (v[i].addrs || !addresses))
       v[i].date = v[i].keys->sent != INT64_MIN ? v[i].keys->sent : v[i].arrival;
     else
       oom = 1;
@@ -9682,15 +9793,25 @@ static int sort_search(struct session *s, struct command *c, struct sort_item **
 
 #define SORT_CMP(x, y) ((x) < (y) ? -1 : (x) > (y))
 
-static const char *sort_text(const struct sortkeys *k, int key) {
+static const char *sort_text(const struct sort_item *it, int key) {
+  const struct sortaddrs *a = it->addrs;
   switch (key) {
-  case SORT_CC: return k->text + k->cc;
-  case SORT_FROM: return k->text + k->from;
-  case SORT_SUBJECT: return k->text + k->subject;
-  case SORT_TO: return k->text + k->to;
-  case SORT_DISPLAYFROM: return k->text + k->display_from;
-  default: return k->text + k->display_to;
+  case SORT_SUBJECT: return it->keys->text + it->keys->subject;
+  case SORT_CC: return a->text + a->cc;
+  case SORT_FROM: return a->text + a->from;
+  case SORT_TO: return a->text + a->to;
+  case SORT_DISPLAYFROM: return a->text + a->display_from;
+  default: return a->text + a->display_to;
   }
+}
+
+/* Does a criterion of o read the address keys (struct sortaddrs)? */
+static int sort_order_addresses(const struct sort_order *o) {
+  for (int i = 0; i < o->n; i++)
+    if (o->c[i].key != SORT_ARRIVAL && o->c[i].key != SORT_DATE && o->c[i].key != SORT_SIZE &&
+        o->c[i].key != SORT_SUBJECT)
+      return 1;
+  return 0;
 }
 
 /* RFC 5256 3: criterion by criterion, then the implicit sequence number, never reversed. */
@@ -9702,7 +9823,7 @@ static int sort_compare(const struct sort_item *a, const struct sort_item *b,
     case SORT_ARRIVAL: r = SORT_CMP(a->arrival, b->arrival); break;
     case SORT_DATE: r = SORT_CMP(a->date, b->date); break;
     case SORT_SIZE: r = SORT_CMP(a->snap.size, b->snap.size); break;
-    default: r = strcmp(sort_text(a->keys, o->c[i].key), sort_text(b->keys, o->c[i].key));
+    default: r = strcmp(sort_text(a, o->c[i].key), sort_text(b, o->c[i].key));
     }
     if (r) return o->c[i].reverse ? -r : r;
   }
@@ -9752,7 +9873,7 @@ static int sort_items(struct sort_item **v, size_t n, const struct sort_order *o
     } else if (key == SORT_SIZE) {
       p = it->snap.size;
     } else {
-      const char *t = text = sort_text(it->keys, key);
+      const char *t = text = sort_text(it, key);
       for (int b = 0; b < 8; b++) {
         p = p << 8 | (unsigned char)*t;
         t += *t != 0;
@@ -9876,7 +9997,7 @@ static int cmd_sort(struct session *s, struct command *c) {
   struct sort_item *items;
   size_t n;
   int modseq;
-  if (!sort_search(s, c, &items, &n, &modseq)) {
+  if (!sort_search(s, c, sort_order_addresses(&order), &items, &n, &modseq)) {
     if (ret.opts & RET_SAVE) session_saved_clear(s);   /* RFC 5182 2.1 */
     return 0;
   }
@@ -10253,16 +10374,14 @@ static int thread_orderedsubject(struct session *s, struct command *c, struct so
   }
   size_t nt = 0;
   for (size_t i = 0; i < n; i++)
-    if (i == 0 || strcmp(sort_text(v[i]->keys, SORT_SUBJECT),
-                         sort_text(v[i - 1]->keys, SORT_SUBJECT)) != 0)
+    if (i == 0 || strcmp(sort_text(v[i], SORT_SUBJECT), sort_text(v[i - 1], SORT_SUBJECT)) != 0)
       threads[nt++] = (struct thread_key){v[i]->date, v[i]->snap.seq, (int)i};
   qsort(threads, nt, sizeof *threads, cmp_thread_key);
   session_send(s, "* THREAD%s", nt ? " " : "");
 #define RESULT(x) (c->uid ? (x)->snap.uid : (x)->snap.seq)
   for (size_t i = 0; i < nt; i++) {
     size_t from = (size_t)threads[i].node, to = from + 1;
-    while (to < n && strcmp(sort_text(v[to]->keys, SORT_SUBJECT),
-                            sort_text(v[from]->keys, SORT_SUBJECT)) == 0)
+    while (to < n && strcmp(sort_text(v[to], SORT_SUBJECT), sort_text(v[from], SORT_SUBJECT)) == 0)
       to++;
     session_send(s, "(%u", RESULT(v[from]));
     if (to - from == 2) session_send(s, " %u", RESULT(v[from + 1]));
@@ -10291,7 +10410,7 @@ static int cmd_thread(struct session *s, struct command *c) {
   struct sort_item *items;
   size_t n;
   int modseq;
-  if (!sort_search(s, c, &items, &n, &modseq)) return 0;
+  if (!sort_search(s, c, 0, &items, &n, &modseq)) return 0;
   int ok = refs ? thread_references(s, c, items, n) : thread_orderedsubject(s, c, items, n);
   sort_release(items, n);
   if (!ok) return cmd_no(c, "[SERVERBUG] Out of memory");

@@ -1033,9 +1033,10 @@ static void test_binary(void) {
 }
 
 /*
-** Sort keys (RFC 5256, 5957): what sortkeys_build reads from a header, that a mailbox's
-** keys are built once however many SORT and THREAD commands use them, and that a failed
-** allocation at any point gives NULL or keys, never a crash or a leak (ASan).
+** Sort keys (RFC 5256, 5957): what sortkeys_build and sortaddrs_build read from a header,
+** that a mailbox's keys are built once however many SORT and THREAD commands use them, the
+** address keys only by a SORT that names an address, and that a failed allocation at any
+** point gives NULL or keys, never a crash or a leak (ASan).
 */
 static void test_sort_keys(void) {
   const char *h = "Subject: =?utf-8?q?Re=3A_=5Bl=5D?= Fwd: [x] Caf\xc3\xa9 (fwd)\r\n"
@@ -1045,13 +1046,18 @@ static void test_sort_keys(void) {
                   "Message-ID: <\"q\\\"1\"@x.org>\r\n"
                   "In-Reply-To: <irt@x.org>\r\nReferences: <r1@x> (c) <r2@x>\r\n\r\n";
   struct sortkeys *k = sortkeys_build(h, h + strlen(h), NULL);
-  CHECK(k != NULL);
+  struct sortaddrs *ad = sortaddrs_build(h, h + strlen(h), NULL);
+  CHECK(k != NULL && ad != NULL);
+  if (ad) {
+    CHECK(strcmp(ad->text + ad->from, "ANN") == 0);
+    CHECK(strcmp(ad->text + ad->display_from, "ANN EXAMPLE") == 0);
+    CHECK(strcmp(ad->text + ad->to, "GROUP") == 0 &&
+          strcmp(ad->text + ad->display_to, "GROUP") == 0);
+    CHECK(strcmp(ad->text + ad->cc, "DEE") == 0);
+  }
+  free(ad);
   if (k) {
     CHECK(strcmp(k->text + k->subject, "CAF\xc3\xa9") == 0 && k->reply);
-    CHECK(strcmp(k->text + k->from, "ANN") == 0);
-    CHECK(strcmp(k->text + k->display_from, "ANN EXAMPLE") == 0);
-    CHECK(strcmp(k->text + k->to, "GROUP") == 0 && strcmp(k->text + k->display_to, "GROUP") == 0);
-    CHECK(strcmp(k->text + k->cc, "DEE") == 0);
     CHECK(k->sent == 978307293);               /* 2001-01-01 00:01:33 UTC */
     CHECK(k->msgid != SORTKEY_NONE && strcmp(k->text + k->msgid, "q\"1@x.org") == 0);
     CHECK(k->nrefs == 2 && strcmp(k->text + k->refs, "r1@x") == 0 &&
@@ -1061,20 +1067,24 @@ static void test_sort_keys(void) {
   const char *bare = "Subject: [blob]\r\nIn-Reply-To: junk <a@b> <c@d>\r\n\r\n";
   k = sortkeys_build(bare, bare + strlen(bare), NULL);
   CHECK(k && strcmp(k->text + k->subject, "[BLOB]") == 0 && !k->reply && k->sent == INT64_MIN &&
-        k->msgid == SORTKEY_NONE && k->nrefs == 1 && strcmp(k->text + k->refs, "a@b") == 0 &&
-        k->text[k->from] == 0);
+        k->msgid == SORTKEY_NONE && k->nrefs == 1 && strcmp(k->text + k->refs, "a@b") == 0);
   free(k);
+  ad = sortaddrs_build(bare, bare + strlen(bare), NULL);
+  CHECK(ad && ad->text[ad->from] == 0 && ad->text[ad->display_to] == 0);
+  free(ad);
   long n, nulls = 0;          /* the Nth allocation fails, for each N until none is left */
   for (n = 1; n < 400; n++) {
     atomic_store(&mem_fail_countdown, n);
     k = sortkeys_build(h, h + strlen(h), NULL);
+    ad = sortaddrs_build(h, h + strlen(h), NULL);
     long left = atomic_load(&mem_fail_countdown);
     atomic_store(&mem_fail_countdown, 0);
-    nulls += k == NULL;
+    nulls += (k == NULL) + (ad == NULL);
     free(k);
+    free(ad);
     if (left > 0) break;     /* none failed: every allocation has had its turn */
   }
-  CHECK(n > 5 && n < 400 && nulls > 0);
+  CHECK(n > 3 && n < 400 && nulls > 0);
 
   enum { N = 2000 };
   struct buf box = {0};
@@ -1085,10 +1095,17 @@ static void test_sort_keys(void) {
   imapmem *srv = serve_generated(&box, sv);
   struct buf in = {0};
   long before = atomic_load(&sortkeys_builds), mbefore = atomic_load(&msgmeta_builds);
+  long abefore = atomic_load(&sortaddrs_builds);
   CHECK(strncmp(exchange(sv[0], "a SELECT INBOX\r\n", "a", &in), "a OK", 4) == 0);
   CHECK(strncmp(exchange(sv[0], "b SORT (SUBJECT) UTF-8 ALL\r\n", "b", &in), "b OK", 4) == 0);
   CHECK(strstr(in.p, "* SORT 1 8 15 ") != NULL);
+  CHECK(atomic_load(&sortaddrs_builds) == abefore);   /* no address was asked for */
   CHECK(strncmp(exchange(sv[0], "c SORT (REVERSE FROM) UTF-8 ALL\r\n", "c", &in), "c OK", 4) == 0);
+  CHECK(strncmp(in.p, "* SORT 1000 999 998 ", 20) == 0);   /* "A999" is the greatest */
+  CHECK(strncmp(exchange(sv[0], "c2 SORT (DISPLAYFROM SUBJECT) UTF-8 ALL\r\n", "c2", &in),
+                "c2 OK", 5) == 0);
+  CHECK(strstr(in.p, "* SORT 1 8 15 ") != NULL);   /* all "A": by subject, then number */
+  CHECK(atomic_load(&sortaddrs_builds) - abefore == N);   /* once each, for both */
   CHECK(strncmp(exchange(sv[0], "d THREAD REFERENCES UTF-8 ALL\r\n", "d", &in), "d OK", 4) == 0);
   CHECK(strncmp(in.p, "* THREAD (1 2 (3 (5 (9 ", 23) == 0);   /* k under (k-1)/2+1 */
   CHECK(strncmp(exchange(sv[0], "e THREAD ORDEREDSUBJECT UTF-8 ALL\r\n", "e", &in), "e OK", 4) == 0);
