@@ -12,7 +12,8 @@
 **   2 a sequence set: parse_seqset and seqset_resolve.
 **   3 a flag list (bare form with bit 8): parse_flags; no duplicates, no \Recent.
 **   4 dates: parse_date_time (formatted and parsed again, it must be the same instant and
-**     zone), parse_date (likewise), date_parse (RFC 5322) and mbox_from_date.
+**     zone), parse_date (likewise), date_parse (RFC 5322: its reading of the usual form
+**     must agree with its word by word one) and mbox_from_date.
 **   5 a mailbox name and a LIST pattern, separated by NUL: parse_mailbox, parse_list_mailbox,
 **     mailbox_name_invalid, and list_match against an obvious backtracking matcher.
 **   6 a needle and a text, separated by NUL: needle_find against the obvious search.
@@ -283,6 +284,11 @@ FZ void do_dates(const char *p, size_t n) {
   if (date_parse(str_make(p, n), &t, &tz)) {
     if (tz < -99 * 60 - 99 || tz > 99 * 60 + 99) fz_fail("a zone out of range", p, n);
   }
+  int64_t tw;
+  int tzw;
+  if (date_parse_usual(str_make(p, n), &t, &tz) &&
+      (!date_parse_words(str_make(p, n), &tw, &tzw) || tw != t || tzw != tz))
+    fz_fail("the usual date's reading differs from the word by word one", p, n);
   char from[600];
   int k = snprintf(from, sizeof from, "From x %.*s", (int)(n > 500 ? 500 : n), p);
   mbox_from_date(from, (size_t)k < sizeof from ? (size_t)k : sizeof from - 1, &t, &tz);
