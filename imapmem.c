@@ -4422,7 +4422,7 @@ static struct sortkeys *sortkeys_build(const char *h, const char *hend, struct m
     buf_addc(&text, 0);
   }
   k.refs = (uint32_t)text.len;
-  static const int refs_from[] = {SORTKEY_REFERENCES, H_IN_REPLY_TO};   /* References, else In-Reply-To */
+  static const int refs_from[] = {SORTKEY_REFERENCES, H_IN_REPLY_TO};   /* else In-Reply-To */
   for (int r = 0; r < 2 && !k.nrefs; r++) {
     int i = refs_from[r];
     if (!have[i]) continue;

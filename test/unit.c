@@ -138,8 +138,9 @@ static void test_dates(void) {
   CHECK(!date_parse(str_make(d, strlen(d)), &t, &tz));
   /* the usual form's fast reading gives what the word-by-word one gives, byte by byte
      changed: it takes the usual dates, and anything it takes the other reads the same */
-  static const char *usual[] = {" Wed, 1 Jan 2020 01:54:19 +0000", "Sun, 31 Dec 2000 16:01:33 -0800",
-                                "29 Feb 2024 23:59:60 +1459", " Mon, 09 Mar 1999 00:00:00 -0000"};
+  static const char *usual[] = {" Wed, 1 Jan 2020 01:54:19 +0000",
+                                "Sun, 31 Dec 2000 16:01:33 -0800", "29 Feb 2024 23:59:60 +1459",
+                                " Mon, 09 Mar 1999 00:00:00 -0000"};
   static const char subst[] = "09136 :,+-aJnZ()\"\t\r\n";
   long taken = 0, differ = 0, tried = 0;
   for (size_t i = 0; i < sizeof usual / sizeof *usual; i++) {
@@ -163,7 +164,8 @@ static void test_dates(void) {
     }
   }
   CHECK(differ == 0 && taken > 4 && taken < tried);
-  printf("dates: the usual form's reading took %ld of %ld changed dates, as the other\n", taken, tried);
+  printf("dates: the usual form's reading took %ld of %ld changed dates, as the other\n", taken,
+         tried);
   const char *f = "From a@b Thu Feb  1 09:05:06 2024";
   CHECK(mbox_from_date(f, strlen(f), &t, &tz) && tz == 0 &&
         t == days_from_civil(2024, 2, 1) * 86400 + 9 * 3600 + 5 * 60 + 6);
