@@ -345,14 +345,15 @@ class FirstPassTest(ServerCase):
     no sanitizer report."""
 
     SORTS = ["SORT (SUBJECT) UTF-8 ALL", "SORT (REVERSE DATE) UTF-8 ALL",
-             "SORT (FROM) UTF-8 ALL", "THREAD REFERENCES UTF-8 ALL"]
+             "SORT (FROM) UTF-8 ALL", "SORT (DISPLAYTO) UTF-8 ALL", "THREAD REFERENCES UTF-8 ALL"]
 
     def test_first_sort_races_and_helpers(self):
         path = write_mbox(self.tempdir(), "inbox.mbox", first_pass_fixture())
         alone = self.start(path)            # reference: sort keys 200 messages at a time
         r = self.raw(alone, select="INBOX")
-        for lo in range(1, FIRST_PASS + 1, 200):
+        for lo in range(1, FIRST_PASS + 1, 200):   # the keys, then the address keys
             self.assertOK(r.cmd("SORT (SUBJECT) UTF-8 %d:%d" % (lo, lo + 199))[1])
+            self.assertOK(r.cmd("SORT (TO) UTF-8 %d:%d" % (lo, lo + 199))[1])
         want = {}
         for cmd in self.SORTS:
             u, t = r.cmd(cmd)
