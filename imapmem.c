@@ -2166,16 +2166,6 @@ static int date_words(struct str v, struct str *w, int max) {
   return n;
 }
 
-/* The n digits at p as a number, or -1 if one is not a digit. */
-static int digits_value(const char *p, int n) {
-  int v = 0;
-  for (int i = 0; i < n; i++) {
-    if (p[i] < '0' || p[i] > '9') return -1;
-    v = v * 10 + (p[i] - '0');
-  }
-  return v;
-}
-
 /*
 ** date_parse's usual case, the date as nearly every mailer writes it (RFC 5322 3.3):
 ** "Www, d Mmm yyyy hh:mm:ss +zzzz", the day of the week optional, the day one or two
@@ -2191,21 +2181,18 @@ static int date_parse_usual(struct str v, int64_t *t_out, int *tz_out) {
     if (month_from_name(p, 3)) return 0;   /* a month there: not a day of the week */
     p += 5;
   }
-  int dlen = e - p >= 2 && p[1] == ' ' ? 1 : 2;
-  if (e - p != dlen + 24) return 0;   /* " Mmm yyyy hh:mm:ss +zzzz" */
-  int day = digits_value(p, dlen), mon = month_from_name(p + dlen + 1, 3);
+  size_t dlen = e - p >= 2 && p[1] == ' ' ? 1 : 2;
+  if ((size_t)(e - p) != dlen + 24) return 0;   /* " Mmm yyyy hh:mm:ss +zzzz" */
+  long long day, year, hour, min, sec;
+  int mon = month_from_name(p + dlen + 1, 3), tz;
+  if (!parse_uint(str_make(p, dlen), 31, &day) || day < 1 || !mon) return 0;
   p += dlen;
   if (p[0] != ' ' || p[4] != ' ' || p[9] != ' ' || p[12] != ':' || p[15] != ':' ||
-      p[18] != ' ' || (p[19] != '+' && p[19] != '-'))
+      p[18] != ' ' || !parse_uint(str_make(p + 5, 4), 9999, &year) ||
+      !parse_uint(str_make(p + 10, 2), 23, &hour) || !parse_uint(str_make(p + 13, 2), 59, &min) ||
+      !parse_uint(str_make(p + 16, 2), 60, &sec) || !zone_numeric(str_make(p + 19, 5), &tz))
     return 0;
-  int year = digits_value(p + 5, 4), hour = digits_value(p + 10, 2),
-      min = digits_value(p + 13, 2), sec = digits_value(p + 16, 2),
-      zh = digits_value(p + 20, 2), zm = digits_value(p + 22, 2);
-  if (day < 1 || day > 31 || !mon || year < 0 || hour < 0 || hour > 23 || min < 0 ||
-      min > 59 || sec < 0 || sec > 60 || zh < 0 || zm < 0 || zm > 59)
-    return 0;
-  int tz = (zh * 60 + zm) * (p[19] == '-' ? -1 : 1);
-  *t_out = time_from_civil(year, mon, day, hour, min, sec, tz);
+  *t_out = time_from_civil(year, mon, (int)day, hour, min, sec, tz);
   *tz_out = tz;
   return 1;
 }

@@ -76,7 +76,7 @@ FZ const char *run_handler(struct session *s, const char *name, int uid, const c
   fz_io_flush(s);
   arena_free(&s->arena);
   if (!c.status) fz_fail("a handler gave no tagged reply", args, n);
-  if (!fz_cap_over) fz_require_stream(fz_cap.p ? fz_cap.p : "", fz_cap.len);
+  if (!fz_cap_over) fz_require_stream(fz_cap.p ? fz_cap.p : "", fz_cap.len, NULL);
   return c.status;
 }
 

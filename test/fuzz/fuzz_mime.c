@@ -172,7 +172,7 @@ FZ void fetch_atts(struct msgdata *d, const char *atts) {
   fz_capture_reset();
   fetch_one(S, items, fetch_renders(items), &snap, kw, 0, 1);
   fz_io_flush(S);
-  if (!fz_cap_over) fz_require_stream(fz_cap.p ? fz_cap.p : "", fz_cap.len);
+  if (!fz_cap_over) fz_require_stream(fz_cap.p ? fz_cap.p : "", fz_cap.len, NULL);
 }
 
 FZ void fetch_sections(struct msgdata *d, const struct paths *ps, size_t seed) {

@@ -213,7 +213,9 @@ FZ void fz_session_free(struct session *s) {
 **   a line starts with "* ", "+ ", or a tag followed by " OK ", " NO " or " BAD ";
 **   in a data line (not a status response), quoted strings are closed on the line and
 **   escape only \ and ", and a line ending in {n} is followed by exactly n more bytes.
-** Returns NULL, or what is wrong (and *at: where).
+** Returns NULL, or what is wrong (and *at: where). If text is not NULL, it is given each
+** piece of a line that has passed (the bytes between literals, without the CRLF), so a
+** target can check what the server says without reading a message's bytes as its words.
 */
 FZ int fz_is_tag_char(int c) {   /* RFC 3501 9: ASTRING-CHAR but '+'; ']' is one */
   return c > 0x20 && c < 0x7f && !strchr("(){%*\"\\+", c);
@@ -224,7 +226,8 @@ FZ int fz_word_is(const char *p, size_t n, const char *w) {
   return n >= k + 1 && strncasecmp(p, w, k) == 0 && p[k] == ' ';
 }
 
-FZ const char *fz_check_stream(const char *p, size_t n, size_t *at) {
+FZ const char *fz_check_stream(const char *p, size_t n, size_t *at,
+                                void (*text)(const char *p, size_t n)) {
   size_t i = 0;
   while (i < n) {
     *at = i;
@@ -284,6 +287,7 @@ FZ const char *fz_check_stream(const char *p, size_t n, size_t *at) {
         *at = i;
         return "a quoted string not closed on its line";
       }
+      if (text) text(p + i, seg_end - i);
       size_t lit = 0;
       int is_lit = 0;
       if (!status && seg_end > i && p[seg_end - 1] == '}') {
@@ -307,10 +311,11 @@ FZ const char *fz_check_stream(const char *p, size_t n, size_t *at) {
   return NULL;
 }
 
-/* 1 if the output is well-formed (or its fault a known finding: 0); else abort. */
-FZ int fz_require_stream(const char *p, size_t n) {
+/* 1 if the output is well-formed (or its fault a known finding: 0); else abort. text as
+   for fz_check_stream. */
+FZ int fz_require_stream(const char *p, size_t n, void (*text)(const char *p, size_t n)) {
   size_t at = 0;
-  const char *why = fz_check_stream(p, n, &at);
+  const char *why = fz_check_stream(p, n, &at, text);
   if (why && !fz_is_known(why)) {
     size_t from = at > 200 ? at - 200 : 0;
     fz_dump("output before it", p + from, at - from);
