@@ -4562,6 +4562,23 @@ static void msgdata_prefetch(const struct msgdata *d) {
   for (size_t at = 0; at < n; at += 64) prefetch(d->bytes + at);
 }
 
+/* Ask for what a SORT or THREAD will read of d: its keys (their first two cache lines) if
+   they are made, and the address keys too if it needs them, else its header to make them
+   from. A repeated SORT asked for 4 KB of each header it did not read. */
+static void msgdata_prefetch_sortkeys(struct msgdata *d, int addresses) {
+  /* acquire, as msgdata_sortkeys: k->addrs is read, and was set before k was published */
+  struct sortkeys *k = atomic_load_explicit(&d->sortkeys, memory_order_acquire);
+  struct sortaddrs *a = k && addresses ? atomic_load_explicit(&k->addrs, memory_order_relaxed)
+                                       : NULL;   /* only asked for, never read here */
+  if (!k || (addresses && !a)) {
+    msgdata_prefetch(d);
+    return;
+  }
+  prefetch(k);
+  prefetch((const char *)k + 64);
+  if (a) prefetch(a);
+}
+
 /* 0 if memory ran out */
 static int msgdata_build(struct msgdata *d, unsigned want) {
   if (want & BUILD_SORTADDRS) return msgdata_sortaddrs(d) != NULL;
@@ -9809,7 +9826,8 @@ static int sort_search(struct session *s, struct command *c, int addresses,
                     addresses ? BUILD_SORTADDRS : BUILD_SORTKEYS);
   for (size_t i = 0; i < hits && !oom; i++) {
     build_ahead_at(&ba, i);
-    if (i + 1 < hits) msgdata_prefetch(v[i + 1].snap.data);
+    if (i + 4 < hits) prefetch(v[i + 4].snap.data);   /* its record, read next */
+    if (i + 1 < hits) msgdata_prefetch_sortkeys(v[i + 1].snap.data, addresses);
     v[i].addrs = addresses ? msgdata_sortaddrs(v[i].snap.data) : NULL;
     if ((v[i].keys = msgdata_sortkeys(v[i].snap.data)) && (v[i].addrs || !addresses))
       v[i].date = v[i].keys->sent != INT64_MIN ? v[i].keys->sent : v[i].arrival;
