@@ -9890,7 +9890,8 @@ static int sort_compare(const struct sort_item *a, const struct sort_item *b,
 ** the switch of sort_compare; the item's sequence number decides last (RFC 5256 3).
 */
 struct sort_ref {
-  uint64_t key;
+  uint64_t key, key2;         /* key2: a text's second 8 bytes (sorted neighbours share
+                                 8-byte prefixes, "MEETING:"), else 0 */
   const char *text;
   struct sort_item *it;
 };
@@ -9899,7 +9900,8 @@ struct sort_ref {
 static int sort_ref_before(const struct sort_ref *x, const struct sort_ref *y,
                            const struct sort_order *o) {
   if (x->key != y->key) return x->key < y->key;
-  if (x->text && o->n == 1) {   /* the one criterion a text, its first 8 bytes equal */
+  if (x->key2 != y->key2) return x->key2 < y->key2;
+  if (x->text && o->n == 1) {   /* the one criterion a text, its first 16 bytes equal */
     int r = strcmp(x->text, y->text);
     if (r) return o->c[0].reverse ? r > 0 : r < 0;
     return x->it->snap.seq < y->it->snap.seq;
@@ -9909,9 +9911,10 @@ static int sort_ref_before(const struct sort_ref *x, const struct sort_ref *y,
 
 /*
 ** Merge sort of v[0..n) by o (qsort takes no context); 0 if memory ran out. The sort moves
-** refs (struct sort_ref), each with its first criterion as a number: a text's first 8 bytes
-** big-endian (as strcmp orders them: unsigned, an end before any byte), a date or size
-** with its sign bit flipped, reversed by complement; only equal keys compare the items.
+** refs (struct sort_ref), each with its first criterion as numbers: a text's first 16 bytes
+** as two big-endian halves (as strcmp orders them: unsigned, an end before any byte), a
+** date or size with its sign bit flipped, reversed by complement; only equal keys compare
+** the items.
 */
 static int sort_items(struct sort_item **v, size_t n, const struct sort_order *o) {
   struct sort_ref *src = mem_alloc((n ? n : 1) * 2 * sizeof *src);
@@ -9920,7 +9923,7 @@ static int sort_items(struct sort_item **v, size_t n, const struct sort_order *o
   int key = o->n ? o->c[0].key : SORT_ARRIVAL, reverse = o->n && o->c[0].reverse;
   for (size_t i = 0; i < n; i++) {
     struct sort_item *it = v[i];
-    uint64_t p = 0;
+    uint64_t p = 0, p2 = 0;
     const char *text = NULL;
     if (key == SORT_ARRIVAL || key == SORT_DATE) {
       p = (uint64_t)(key == SORT_DATE ? it->date : it->arrival) ^ (UINT64_C(1) << 63);
@@ -9928,12 +9931,13 @@ static int sort_items(struct sort_item **v, size_t n, const struct sort_order *o
       p = it->snap.size;
     } else {
       const char *t = text = sort_text(it, key);
-      for (int b = 0; b < 8; b++) {
-        p = p << 8 | (unsigned char)*t;
+      for (int b = 0; b < 16; b++) {
+        uint64_t *half = b < 8 ? &p : &p2;
+        *half = *half << 8 | (unsigned char)*t;
         t += *t != 0;
       }
     }
-    src[i] = (struct sort_ref){reverse ? ~p : p, text, it};
+    src[i] = (struct sort_ref){reverse ? ~p : p, reverse ? ~p2 : p2, text, it};
   }
   for (size_t w = 1; w < n; w *= 2) {
     for (size_t lo = 0; lo < n; lo += 2 * w) {

@@ -174,6 +174,35 @@ class SentDate(SortCase):
 
 
 # ---------------------------------------------------------------------------------------
+# Subjects that share long prefixes: the sort compares a subject's first 16 bytes as numbers
+# and only equal ones as texts, so these end or differ just before, at and after bytes 8 and
+# 16, some twice (the sequence number decides, never reversed: RFC 5256 3). In mailbox order
+# neither ascending nor descending; the order wanted is worked out here from the subjects.
+LONG_SUBJECTS = [
+    "Meeting: ABCDEFGH", "MEETING: A", "meeting:", "MEETING: ABCDEFGHIJKLMNOP1", "MEETING",
+    "Meeting: abcdefg", "MEETING: ABCDEFGA", "MEETING: ABCDEFF", "MEETING: ABCDEFGH",
+    "MEETING: ABCDEFGHIJKLMNOP0", "MEETING: B", "MEETING: ABCDEFGHIJKLMNOP",
+    "MEETING: ABCDEFGHIJKLMNOP0", "MEETINF: ZZZZZZZZZ", "MEETING:", "MEETING: ABCDEFG",
+]
+
+
+class LongSubjects(SortCase):
+    INBOX = mbox(message(T0 + i * 60, ["Subject: %s" % s])
+                 for i, s in enumerate(LONG_SUBJECTS))
+
+    def test_sorted_past_the_first_16_bytes(self):
+        r = self.session()
+        seqs = range(1, len(LONG_SUBJECTS) + 1)
+        up = [s.upper() for s in LONG_SUBJECTS]
+        ascending = sorted(seqs, key=lambda n: (up[n - 1], n))
+        descending = sorted(seqs, key=lambda n: (tuple(-ord(c) for c in up[n - 1]) + (1,), n))
+        self.assertNotEqual(ascending, list(seqs))
+        self.assertEqual(self.sort(r, "SORT (SUBJECT) UTF-8 ALL"), ascending)
+        self.assertEqual(self.sort(r, "SORT (REVERSE SUBJECT) UTF-8 ALL"), descending)
+        self.assertEqual(self.sort(r, "SORT (SUBJECT ARRIVAL) UTF-8 ALL"), ascending)
+
+
+# ---------------------------------------------------------------------------------------
 # RFC 5256 3 SORT, and RFC 5957 DISPLAYFROM / DISPLAYTO.
 #   n  arrival  From                       To                        Cc           Subject  size
 #   1  Jan 3    Aaron <zed@x.org>          bob@x.org                 -            b        4th
