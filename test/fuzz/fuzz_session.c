@@ -84,15 +84,24 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 
 /*
 ** Every INTERNALDATE the server writes is an RFC 3501 date-time: "dd-Mon-yyyy hh:mm:ss
-** +zzzz". Given each piece of the output outside literals (fz_check_stream's text): a
-** literal's bytes are a message's, which may say anything.
+** +zzzz". Given each piece of a data line's output outside literals (fz_check_stream's
+** text): a literal's bytes are a message's, which may say anything, and so may a quoted
+** string (a mailbox name, a subject) that ends in `INTERNALDATE `; the item is looked for
+** outside them. fz_check_stream has checked that each piece's quotes close in it.
 */
 FZ void check_dates(const char *p, size_t n) {
   static const char key[] = "INTERNALDATE \"";
   static const char shape[] = "dd-MMM-dddd dd:dd:dd +dddd\"";  /* d digit, M letter */
   size_t k = sizeof key - 1, m = sizeof shape - 1;
-  for (size_t i = 0; i + k <= n; i++) {
-    if (p[i] != 'I' || memcmp(p + i, key, k) != 0) continue;
+  int in_quote = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (in_quote) {
+      if (p[i] == '\\') i++;
+      else if (p[i] == '"') in_quote = 0;
+      continue;
+    }
+    if (p[i] == '"') in_quote = 1;
+    if (p[i] != 'I' || i + k > n || memcmp(p + i, key, k) != 0) continue;
     const char *d = p + i + k;
     int ok = i + k + m <= n;
     for (size_t j = 0; ok && j < m; j++) {
@@ -104,6 +113,7 @@ FZ void check_dates(const char *p, size_t n) {
     }
     if (!ok) fz_verdict("an INTERNALDATE that is not an RFC 3501 date-time", p + i,
                         n - i < 60 ? n - i : 60);
+    i += k + m - 1;          /* past the date and its closing quote */
   }
 }
 

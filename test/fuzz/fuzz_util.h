@@ -214,8 +214,9 @@ FZ void fz_session_free(struct session *s) {
 **   in a data line (not a status response), quoted strings are closed on the line and
 **   escape only \ and ", and a line ending in {n} is followed by exactly n more bytes.
 ** Returns NULL, or what is wrong (and *at: where). If text is not NULL, it is given each
-** piece of a line that has passed (the bytes between literals, without the CRLF), so a
-** target can check what the server says without reading a message's bytes as its words.
+** piece of a data line that has passed (the bytes between literals, without the CRLF; not
+** a status line, whose text is free text), so a target can check what the server says
+** without reading a message's bytes as its words.
 */
 FZ int fz_is_tag_char(int c) {   /* RFC 3501 9: ASTRING-CHAR but '+'; ']' is one */
   return c > 0x20 && c < 0x7f && !strchr("(){%*\"\\+", c);
@@ -287,7 +288,7 @@ FZ const char *fz_check_stream(const char *p, size_t n, size_t *at,
         *at = i;
         return "a quoted string not closed on its line";
       }
-      if (text) text(p + i, seg_end - i);
+      if (text && !status) text(p + i, seg_end - i);   /* status text is free text */
       size_t lit = 0;
       int is_lit = 0;
       if (!status && seg_end > i && p[seg_end - 1] == '}') {
