@@ -9885,13 +9885,13 @@ static int sort_compare(const struct sort_item *a, const struct sort_item *b,
 }
 
 /*
-** An item as sort_items moves it: the first criterion as a number, ordered as it sorts,
+** An item as sort_items moves it: the first criterion as numbers, ordered as it sorts,
 ** and if that is a text, the text, so that equal subjects (a thread's) compare without
 ** the switch of sort_compare; the item's sequence number decides last (RFC 5256 3).
 */
 struct sort_ref {
-  uint64_t key, key2;         /* key2: a text's second 8 bytes (sorted neighbours share
-                                 8-byte prefixes, "MEETING:"), else 0 */
+  uint64_t key, key2;         /* key2: a text's second 8 bytes (sorted neighbours often
+                                 share the first 8, "MEETING:"), else 0 */
   const char *text;
   struct sort_item *it;
 };
