@@ -4566,17 +4566,14 @@ static void msgdata_prefetch(const struct msgdata *d) {
    they are made, and the address keys too if it needs them, else its header to make them
    from. A repeated SORT asked for 4 KB of each header it did not read. */
 static void msgdata_prefetch_sortkeys(struct msgdata *d, int addresses) {
-  /* acquire, as msgdata_sortkeys: k->addrs is read, and was set before k was published */
-  struct sortkeys *k = atomic_load_explicit(&d->sortkeys, memory_order_acquire);
-  struct sortaddrs *a = k && addresses ? atomic_load_explicit(&k->addrs, memory_order_relaxed)
-                                       : NULL;   /* only asked for, never read here */
-  if (!k || (addresses && !a)) {
+  if (!msgdata_built(d, addresses ? BUILD_SORTADDRS : BUILD_SORTKEYS)) {
     msgdata_prefetch(d);
     return;
   }
+  struct sortkeys *k = atomic_load(&d->sortkeys);   /* ordered as in msgdata_built */
   prefetch(k);
   prefetch((const char *)k + 64);
-  if (a) prefetch(a);
+  if (addresses) prefetch(atomic_load(&k->addrs));
 }
 
 /* 0 if memory ran out */
@@ -4682,9 +4679,9 @@ static void build_ahead_at(struct build_ahead *ba, size_t i) {
 ** UIDs, change log and watchers (its epoch, modseq and keyword count are written under it
 ** and atomic, so that a session can see without it that nothing changed). Order: server,
 ** then user, then one mailbox; never two mailboxes at once (COPY takes a snapshot from
-** one, unlocks, then adds to the other).
-** A user's quota_lock (RFC 9208, below) comes before its user->lock. wait_lock is a leaf. No lock is held across network I/O: sessions copy what they need
-** and write after unlocking.
+** one, unlocks, then adds to the other). A user's quota_lock (RFC 9208, below) comes
+** before its user->lock. wait_lock is a leaf. No lock is held across network I/O: sessions
+** copy what they need and write after unlocking.
 **
 ** Change numbers: every append, flag change and expunge takes the next change number
 ** (mailbox->modseq, RFC 7162's HIGHESTMODSEQ). A message remembers the number of its last
